@@ -1,0 +1,44 @@
+"""The application's exceptions. Adapters (the API, the CLI) map these to their own answers."""
+
+from __future__ import annotations
+
+
+class ApplicationError(Exception):
+    """Root of the errors the use cases raise on purpose."""
+
+    code = "application_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NotFound(ApplicationError):
+    """The object does not exist, or the caller may not know that it does (answered alike)."""
+
+    code = "not_found"
+
+
+class AlreadyExists(ApplicationError):
+    code = "already_exists"
+
+
+class Conflict(ApplicationError):
+    """The object changed under us (optimistic version check failed) or is in the wrong state."""
+
+    code = "conflict"
+
+
+class PermissionDenied(ApplicationError):
+    code = "permission_denied"
+
+
+class AuthenticationFailed(ApplicationError):
+    code = "authentication_failed"
+
+
+class Unavailable(ApplicationError):
+    """A backing service (database, broker, cache) cannot be reached right now."""
+
+    code = "unavailable"

@@ -1,0 +1,49 @@
+"""Ports: the protocols the use cases depend on. Adapters live in scheduler_infrastructure,
+in-memory fakes in :mod:`scheduler_application.testing`."""
+
+from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.executor import ExecutionContext, ExecutionResult, Executor
+from scheduler_application.ports.queue import Delivery, RunMessage, RunQueue
+from scheduler_application.ports.repositories import (
+    ApiKeyRepository,
+    DecisionRepository,
+    Page,
+    RefreshTokenRepository,
+    RunEventRepository,
+    RunFilter,
+    RunRepository,
+    TaskFilter,
+    TaskRepository,
+    UserRepository,
+    WorkerRepository,
+)
+from scheduler_application.ports.security import PasswordHasher, TokenCodec
+from scheduler_application.ports.coordination import LeaseStore, RateLimiter
+from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+
+__all__ = [
+    "ApiKeyRepository",
+    "Clock",
+    "DecisionRepository",
+    "Delivery",
+    "ExecutionContext",
+    "ExecutionResult",
+    "Executor",
+    "LeaseStore",
+    "Page",
+    "PasswordHasher",
+    "RateLimiter",
+    "RefreshTokenRepository",
+    "RunEventRepository",
+    "RunFilter",
+    "RunMessage",
+    "RunQueue",
+    "RunRepository",
+    "TaskFilter",
+    "TaskRepository",
+    "TokenCodec",
+    "UnitOfWork",
+    "UnitOfWorkFactory",
+    "UserRepository",
+    "WorkerRepository",
+]

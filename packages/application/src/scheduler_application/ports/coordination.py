@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from scheduler_domain.rate_limit import RateLimit
+
+
+class LeaseStore(Protocol):
+    """Named leases for loops that should run on one process at a time (relay, reaper)."""
+
+    async def try_acquire(
+        self, resource: str, *, holder: str, ttl: timedelta, now: datetime
+    ) -> bool:
+        """Take or renew the lease; False while another holder's lease is unexpired."""
+        ...
+
+    async def release(self, resource: str, *, holder: str) -> None: ...
+
+
+class RateLimiter(Protocol):
+    """A token bucket per key shared by every process that uses the same backend."""
+
+    async def acquire(self, key: str, limit: RateLimit, *, now: datetime) -> timedelta:
+        """Take one token. Returns zero when granted, else how long until one is available
+        (nothing is taken then): the caller delays the run, it never drops it."""
+        ...

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionContext:
+    run_id: str
+    task_id: str
+    attempt: int
+    params: dict[str, Any]
+    timeout_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionResult:
+    status: Literal["succeeded", "failed", "timed_out"]
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    output: str | None = None
+
+
+class Executor(Protocol):
+    """Runs one attempt. Implementations enforce ``timeout_seconds`` themselves (killing the
+    process group, cancelling the coroutine) and turn task failures into a ``failed`` result;
+    an exception escaping ``execute`` is a bug in the executor, reported as a failure."""
+
+    name: str
+
+    async def execute(self, context: ExecutionContext) -> ExecutionResult: ...

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunMessage:
+    """What travels through a queue: enough to find and claim the run, never its payload."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    token: int
+    queue: str
+    priority: int
+    enqueued_at: datetime
+    traceparent: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    """A message handed to a consumer; ``tag`` is the adapter's handle for ack/nack."""
+
+    message: RunMessage
+    tag: object
+    redelivered: bool = False
+
+
+class RunQueue(Protocol):
+    """Carries run ids from the dispatcher to workers, at least once.
+
+    ``publish`` returns once the broker has taken responsibility for the message (confirms).
+    ``consume`` yields deliveries from the named queues with at most ``prefetch`` unacked at a
+    time; a delivery not acked before the consumer dies is delivered again. Higher ``priority``
+    (0-9) is delivered first within a queue.
+    """
+
+    async def publish(self, message: RunMessage) -> None: ...
+
+    async def publish_many(self, messages: Sequence[RunMessage]) -> None: ...
+
+    def consume(self, queues: Sequence[str], *, prefetch: int) -> AsyncIterator[Delivery]: ...
+
+    async def ack(self, delivery: Delivery) -> None: ...
+
+    async def nack(self, delivery: Delivery, *, requeue: bool) -> None: ...
+
+    async def depth(self, queue: str) -> int: ...

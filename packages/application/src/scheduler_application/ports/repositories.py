@@ -1,0 +1,226 @@
+"""Repository ports. Repositories add, read and write rows inside the unit of work's
+transaction; they never commit. Writes that race other processes are conditional: ``update``
+takes the version the caller read and raises :class:`~scheduler_application.errors.Conflict`
+when the stored row has moved on."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Generic, Protocol, TypeVar
+
+from scheduler_domain.accounts import ApiKey, RefreshToken, User
+from scheduler_domain.events import RunEvent, SlotDecision
+from scheduler_domain.run import RunTrigger, TaskRun
+from scheduler_domain.status import RunStatus
+from scheduler_domain.task import Task
+from scheduler_domain.worker import Worker, WorkerStatus
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a keyset-paginated list; pass ``next_cursor`` back to get the next one."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskFilter:
+    owner_id: str | None = None
+    enabled: bool | None = None
+    queue: str | None = None
+    name_prefix: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFilter:
+    owner_id: str | None = None
+    task_id: str | None = None
+    statuses: frozenset[RunStatus] = field(default_factory=frozenset)
+    trigger: RunTrigger | None = None
+    worker_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+class TaskRepository(Protocol):
+    async def add(self, task: Task) -> None: ...
+
+    async def get(self, task_id: str) -> Task | None: ...
+
+    async def get_many(self, task_ids: Sequence[str]) -> list[Task]: ...
+
+    async def get_by_name(self, owner_id: str, name: str) -> Task | None: ...
+
+    async def list(
+        self, task_filter: TaskFilter, *, limit: int, cursor: str | None = None
+    ) -> Page[Task]:
+        """Tasks in id order (creation order)."""
+        ...
+
+    async def update(self, task: Task, *, expected_version: int) -> None:
+        """Write every field of ``task`` if the stored version is still ``expected_version``."""
+        ...
+
+    async def delete(self, task_id: str) -> None: ...
+
+    async def due(self, now: datetime, *, limit: int) -> builtins.list[Task]:
+        """Enabled tasks whose ``next_run_at`` has come, oldest first, locked for this
+        transaction; rows another transaction holds are skipped (``SKIP LOCKED``)."""
+        ...
+
+    async def next_due_at(self) -> datetime | None:
+        """The earliest ``next_run_at`` of any enabled task: how long the dispatcher may sleep."""
+        ...
+
+    async def set_next_run_at(self, task_id: str, next_run_at: datetime | None) -> None:
+        """Advance the schedule without bumping ``version`` (user edits must not conflict)."""
+        ...
+
+    async def dependents(self, task_id: str) -> builtins.list[Task]:
+        """Tasks that list ``task_id`` in ``depends_on``."""
+        ...
+
+    async def dependency_edges(self) -> dict[str, tuple[str, ...]]:
+        """Every task that has upstreams, mapped to them: the graph cycle checks walk."""
+        ...
+
+
+class RunRepository(Protocol):
+    async def add(self, run: TaskRun) -> None:
+        """Insert; :class:`~scheduler_application.errors.AlreadyExists` when ``(task_id,
+        scheduled_for, attempt)`` or ``(task_id, idempotency_key)`` is taken."""
+        ...
+
+    async def get(self, run_id: str) -> TaskRun | None: ...
+
+    async def get_by_idempotency_key(self, task_id: str, key: str) -> TaskRun | None: ...
+
+    async def update(self, run: TaskRun, *, expected_version: int) -> None:
+        """Write ``run`` if the stored version is still ``expected_version``, else Conflict."""
+        ...
+
+    async def claim(
+        self, run_id: str, *, worker_id: str, now: datetime, lease: timedelta
+    ) -> TaskRun | None:
+        """Atomically move a *queued* run to running for ``worker_id`` and bump its version
+        (the new fencing token). None when the run is not queued any more: another worker won,
+        or it was cancelled. Safe under any number of concurrent callers."""
+        ...
+
+    async def claim_next(
+        self, *, queues: Sequence[str], worker_id: str, now: datetime, lease: timedelta
+    ) -> TaskRun | None:
+        """Claim the most urgent queued run of ``queues`` (priority, then age), or None."""
+        ...
+
+    async def renew_lease(
+        self, run_id: str, *, token: int, now: datetime, lease: timedelta
+    ) -> bool:
+        """Extend the lease if the run is running under ``token``; False otherwise."""
+        ...
+
+    async def list(
+        self, run_filter: RunFilter, *, limit: int, cursor: str | None = None
+    ) -> Page[TaskRun]:
+        """Newest first."""
+        ...
+
+    async def active_for_task(self, task_id: str) -> builtins.list[TaskRun]:
+        """Runs of the task that are pending, queued or running."""
+        ...
+
+    async def for_logical_time(
+        self, task_ids: Sequence[str], scheduled_for: datetime
+    ) -> builtins.list[TaskRun]:
+        """Every attempt of the given tasks for one logical time (dependency resolution)."""
+        ...
+
+    async def pending_due(self, now: datetime, *, limit: int) -> builtins.list[TaskRun]:
+        """Pending runs whose ``not_before`` has passed, locked, skipping locked rows."""
+        ...
+
+    async def expired_leases(self, now: datetime, *, limit: int) -> builtins.list[TaskRun]:
+        """Running runs whose lease expired, locked, skipping locked rows."""
+        ...
+
+    async def stale_queued(self, queued_before: datetime, *, limit: int) -> builtins.list[TaskRun]:
+        """Runs queued before ``queued_before`` and never claimed (their message may be lost)."""
+        ...
+
+    async def running_on_worker(self, worker_id: str) -> builtins.list[TaskRun]: ...
+
+    async def count_by_status(self) -> dict[RunStatus, int]: ...
+
+
+class RunEventRepository(Protocol):
+    async def add(self, event: RunEvent) -> None: ...
+
+    async def add_many(self, events: Sequence[RunEvent]) -> None: ...
+
+    async def list_for_run(self, run_id: str) -> list[RunEvent]:
+        """Oldest first."""
+        ...
+
+
+class DecisionRepository(Protocol):
+    async def add(self, decision: SlotDecision) -> None: ...
+
+    async def list_for_task(self, task_id: str, *, limit: int) -> list[SlotDecision]:
+        """Newest first."""
+        ...
+
+
+class WorkerRepository(Protocol):
+    async def add(self, worker: Worker) -> None: ...
+
+    async def get(self, worker_id: str) -> Worker | None: ...
+
+    async def update(self, worker: Worker) -> None: ...
+
+    async def list(self, *, status: WorkerStatus | None = None) -> list[Worker]: ...
+
+
+class UserRepository(Protocol):
+    async def add(self, user: User) -> None:
+        """AlreadyExists when the username is taken."""
+        ...
+
+    async def get(self, user_id: str) -> User | None: ...
+
+    async def get_by_username(self, username: str) -> User | None: ...
+
+    async def list(self, *, limit: int, cursor: str | None = None) -> Page[User]: ...
+
+    async def update(self, user: User) -> None: ...
+
+    async def count(self) -> int: ...
+
+
+class ApiKeyRepository(Protocol):
+    async def add(self, key: ApiKey) -> None: ...
+
+    async def get(self, key_id: str) -> ApiKey | None: ...
+
+    async def get_by_prefix(self, prefix: str) -> ApiKey | None: ...
+
+    async def list(self, *, owner_id: str | None = None) -> list[ApiKey]: ...
+
+    async def update(self, key: ApiKey) -> None: ...
+
+
+class RefreshTokenRepository(Protocol):
+    async def add(self, token: RefreshToken) -> None: ...
+
+    async def get_by_hash(self, token_hash: str) -> RefreshToken | None: ...
+
+    async def update(self, token: RefreshToken) -> None: ...
+
+    async def revoke_family(self, family_id: str, *, now: datetime) -> int:
+        """Revoke every live token of the family; returns how many were revoked."""
+        ...

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import Protocol, Self
+
+from scheduler_application.ports.repositories import (
+    ApiKeyRepository,
+    DecisionRepository,
+    RefreshTokenRepository,
+    RunEventRepository,
+    RunRepository,
+    TaskRepository,
+    UserRepository,
+    WorkerRepository,
+)
+
+
+class UnitOfWork(Protocol):
+    """One transaction and the repositories bound to it.
+
+    ``async with uow:`` opens the transaction; leaving the block rolls back whatever was not
+    committed, so a use case that raises half-way leaves no trace. ``commit()`` makes the work
+    durable; after it the same object may be used for a further transaction.
+    """
+
+    tasks: TaskRepository
+    runs: RunRepository
+    events: RunEventRepository
+    decisions: DecisionRepository
+    workers: WorkerRepository
+    users: UserRepository
+    api_keys: ApiKeyRepository
+    refresh_tokens: RefreshTokenRepository
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None: ...
+
+
+#: Builds a fresh unit of work per use-case call.
+UnitOfWorkFactory = Callable[[], UnitOfWork]

@@ -1,0 +1,224 @@
+"""The TaskRun: one attempt of one task, moved only along the transition table.
+
+Every transition method returns the :class:`RunEvent` that records it; the caller stores the
+event in the same transaction as the run. Transitions that change ownership of the attempt
+(claim, outcome, loss, cancellation) bump ``version``, which doubles as the fencing token: a
+worker presents the token it got at claim time, and once the attempt has moved on any older
+token is refused.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from scheduler_domain.clock import ensure_utc
+from scheduler_domain.errors import LeaseLost, StaleFencingToken, ValidationError
+from scheduler_domain.events import RunEvent
+from scheduler_domain.ids import new_id
+from scheduler_domain.retry import RetryPolicy
+from scheduler_domain.status import FAILURE_STATUSES, RunStatus, ensure_transition
+
+MAX_ERROR_CHARS = 8_192
+
+
+class RunTrigger(StrEnum):
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+    DEPENDENCY = "dependency"
+    RETRY = "retry"
+
+
+@dataclass(slots=True, kw_only=True)
+class TaskRun:
+    task_id: str
+    owner_id: str
+    trigger: RunTrigger
+    scheduled_for: datetime
+    created_at: datetime
+    attempt: int = 1
+    retry_of: str | None = None
+    idempotency_key: str | None = None
+    status: RunStatus = RunStatus.PENDING
+    queue: str = "default"
+    priority: int = 5
+    not_before: datetime | None = None
+    worker_id: str | None = None
+    lease_expires_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    output: str | None = None
+    traceparent: str | None = None
+    version: int = 1
+    id: str = field(default_factory=new_id)
+
+    def __post_init__(self) -> None:
+        if self.attempt < 1:
+            raise ValidationError("attempt starts at 1", field="attempt")
+        self.scheduled_for = ensure_utc(self.scheduled_for, field="scheduled_for")
+        self.created_at = ensure_utc(self.created_at, field="created_at")
+
+    # -- transitions ---------------------------------------------------------------------------
+
+    def _move(
+        self, target: RunStatus, *, now: datetime, actor: str, detail: dict[str, Any] | None = None
+    ) -> RunEvent:
+        ensure_transition(self.status, target)
+        previous = self.status
+        self.status = target
+        return RunEvent(
+            run_id=self.id,
+            task_id=self.task_id,
+            from_status=previous,
+            to_status=target,
+            at=now,
+            actor=actor,
+            detail=detail or {},
+        )
+
+    def mark_queued(self, *, now: datetime, actor: str = "dispatcher") -> RunEvent:
+        event = self._move(RunStatus.QUEUED, now=now, actor=actor, detail={"queue": self.queue})
+        self.queued_at = now
+        return event
+
+    def claim(self, *, worker_id: str, now: datetime, lease: timedelta) -> RunEvent:
+        """Give the attempt to ``worker_id`` under a lease; the new ``version`` is its token."""
+        event = self._move(
+            RunStatus.RUNNING, now=now, actor=f"worker:{worker_id}", detail={"worker_id": worker_id}
+        )
+        self.worker_id = worker_id
+        self.started_at = now
+        self.heartbeat_at = now
+        self.lease_expires_at = now + lease
+        self.version += 1
+        return event
+
+    def check_token(self, token: int) -> None:
+        if token != self.version:
+            raise StaleFencingToken(expected=self.version, got=token)
+
+    def heartbeat(self, *, token: int, now: datetime, lease: timedelta) -> None:
+        """Extend the lease of a running attempt; refused for a stale token or a finished run."""
+        self.check_token(token)
+        if self.status is not RunStatus.RUNNING:
+            raise LeaseLost(f"run {self.id} is {self.status.value}, not running")
+        self.heartbeat_at = now
+        self.lease_expires_at = now + lease
+
+    def finish(
+        self,
+        target: RunStatus,
+        *,
+        token: int,
+        now: datetime,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        output: str | None = None,
+    ) -> RunEvent:
+        """Record the outcome a worker reports: succeeded, failed or timed_out."""
+        if target not in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT):
+            raise ValidationError(f"{target.value!r} is not an outcome", field="status")
+        self.check_token(token)
+        detail: dict[str, Any] = {}
+        if error:
+            detail["error"] = error[:500]
+        event = self._move(target, now=now, actor=f"worker:{self.worker_id}", detail=detail)
+        self._close(now)
+        self.result = result
+        self.error = error[:MAX_ERROR_CHARS] if error else None
+        self.output = output
+        return event
+
+    def lose(self, *, now: datetime, reason: str = "lease expired") -> RunEvent:
+        """The worker stopped renewing its lease: the attempt is lost (the reaper calls this)."""
+        event = self._move(
+            RunStatus.LOST,
+            now=now,
+            actor="reaper",
+            detail={"reason": reason, "worker_id": self.worker_id},
+        )
+        self._close(now)
+        self.error = reason
+        return event
+
+    def cancel(self, *, now: datetime, actor: str, reason: str = "cancelled") -> RunEvent:
+        event = self._move(RunStatus.CANCELLED, now=now, actor=actor, detail={"reason": reason})
+        self._close(now)
+        self.error = reason
+        return event
+
+    def dead_letter(self, *, now: datetime, actor: str = "system") -> RunEvent:
+        """A failed attempt with no attempts left: kept, listable and re-triggerable."""
+        previous = self.status
+        event = self._move(
+            RunStatus.DEAD_LETTERED,
+            now=now,
+            actor=actor,
+            detail={"final_status": previous.value, "attempt": self.attempt},
+        )
+        self.version += 1
+        return event
+
+    def _close(self, now: datetime) -> None:
+        self.finished_at = now
+        self.lease_expires_at = None
+        self.version += 1
+
+    # -- retries ---------------------------------------------------------------------------------
+
+    @property
+    def failed_attempt(self) -> bool:
+        return self.status in FAILURE_STATUSES
+
+    def next_attempt(
+        self, *, policy: RetryPolicy, now: datetime, rng: random.Random | None = None
+    ) -> TaskRun | None:
+        """The retry of a failed attempt, pending until its backoff has passed, or None if the
+        policy has no attempts left (the caller then dead-letters this run)."""
+        if not self.failed_attempt:
+            raise ValidationError(
+                f"only a failed attempt can be retried, not a {self.status.value!r} one",
+                field="status",
+            )
+        if not policy.has_attempts_left(self.attempt):
+            return None
+        return TaskRun(
+            task_id=self.task_id,
+            owner_id=self.owner_id,
+            trigger=RunTrigger.RETRY,
+            scheduled_for=self.scheduled_for,
+            created_at=now,
+            attempt=self.attempt + 1,
+            retry_of=self.id,
+            idempotency_key=f"retry:{self.id}",
+            queue=self.queue,
+            priority=self.priority,
+            not_before=now + policy.backoff(self.attempt, rng=rng),
+            traceparent=self.traceparent,
+        )
+
+    def is_lease_expired(self, now: datetime) -> bool:
+        return (
+            self.status is RunStatus.RUNNING
+            and self.lease_expires_at is not None
+            and self.lease_expires_at <= now
+        )
+
+    def created_event(self, *, actor: str) -> RunEvent:
+        """The first event of every run: its creation, with why it exists."""
+        return RunEvent(
+            run_id=self.id,
+            task_id=self.task_id,
+            from_status=None,
+            to_status=self.status,
+            at=self.created_at,
+            actor=actor,
+            detail={"trigger": self.trigger.value, "attempt": self.attempt},
+        )

@@ -1,0 +1,139 @@
+"""The Task: what to run, when, where and under which policies."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from scheduler_domain.clock import ensure_utc
+from scheduler_domain.concurrency import ConcurrencyPolicy
+from scheduler_domain.errors import ValidationError
+from scheduler_domain.executor_params import validate_executor
+from scheduler_domain.ids import new_id
+from scheduler_domain.misfire import MisfirePolicy
+from scheduler_domain.rate_limit import RateLimit
+from scheduler_domain.retry import RetryPolicy
+from scheduler_domain.schedules import Schedule
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_QUEUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=/-]{0,99}$")
+MAX_PRIORITY = 9
+MAX_TIMEOUT = timedelta(days=7)
+
+
+class DispatchStrategy(StrEnum):
+    QUEUE = "queue"
+    ROUND_ROBIN = "round_robin"
+    LEAST_LOADED = "least_loaded"
+    RANDOM = "random"
+
+
+class TriggerRule(StrEnum):
+    ALL_SUCCESS = "all_success"
+    ALL_DONE = "all_done"
+    ONE_SUCCESS = "one_success"
+
+
+@dataclass(slots=True, kw_only=True)
+class Task:
+    """A task definition. Mutating methods keep it valid; the repository persists it by version."""
+
+    owner_id: str
+    name: str
+    executor: str
+    params: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    schedule: Schedule | None = None
+    enabled: bool = True
+    queue: str = "default"
+    priority: int = 5
+    labels: frozenset[str] = frozenset()
+    strategy: DispatchStrategy = DispatchStrategy.QUEUE
+    timeout: timedelta | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    concurrency: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
+    max_concurrent: int | None = None
+    misfire: MisfirePolicy = field(default_factory=MisfirePolicy)
+    spread: timedelta = timedelta(0)
+    rate_limit: RateLimit | None = None
+    depends_on: tuple[str, ...] = ()
+    trigger_rule: TriggerRule = TriggerRule.ALL_SUCCESS
+    next_run_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    version: int = 1
+    id: str = field(default_factory=new_id)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field; raise :class:`ValidationError` naming the first bad one."""
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise ValidationError(
+                "name must be 1-200 letters, digits, '.', '_' or '-', starting with a letter "
+                "or digit",
+                field="name",
+            )
+        if len(self.description) > 2000:
+            raise ValidationError("description is limited to 2000 characters", field="description")
+        validate_executor(self.executor, self.params)
+        if not _QUEUE.match(self.queue):
+            raise ValidationError("queue must be 1-100 letters, digits, '.', '_' or '-'", field="queue")
+        if isinstance(self.priority, bool) or not 0 <= self.priority <= MAX_PRIORITY:
+            raise ValidationError(f"priority must be between 0 and {MAX_PRIORITY}", field="priority")
+        for label in self.labels:
+            if not _LABEL.match(label):
+                raise ValidationError(f"label {label!r} is not a valid label", field="labels")
+        if self.timeout is not None and not timedelta(seconds=1) <= self.timeout <= MAX_TIMEOUT:
+            raise ValidationError(
+                "timeout_seconds must be between 1 and 604800", field="timeout_seconds"
+            )
+        if self.max_concurrent is not None and not 1 <= self.max_concurrent <= 10_000:
+            raise ValidationError(
+                "max_concurrent must be between 1 and 10000", field="max_concurrent"
+            )
+        if not timedelta(0) <= self.spread <= timedelta(days=1):
+            raise ValidationError("spread_seconds must be between 0 and 86400", field="spread_seconds")
+        if self.id in self.depends_on:
+            raise ValidationError("a task cannot depend on itself", field="depends_on")
+        if len(set(self.depends_on)) != len(self.depends_on):
+            raise ValidationError("depends_on lists a task twice", field="depends_on")
+        self.created_at = ensure_utc(self.created_at, field="created_at")
+        self.updated_at = ensure_utc(self.updated_at, field="updated_at")
+        if self.next_run_at is not None:
+            self.next_run_at = ensure_utc(self.next_run_at, field="next_run_at")
+
+    @property
+    def paused(self) -> bool:
+        return not self.enabled
+
+    def first_fire_after(self, now: datetime) -> datetime | None:
+        """The next slot of the schedule strictly after ``now`` (None: no schedule or exhausted)."""
+        return self.schedule.next_after(now) if self.schedule is not None else None
+
+    def reschedule(self, now: datetime) -> None:
+        """Point ``next_run_at`` at the next slot after ``now`` (used on create, resume, edits)."""
+        self.next_run_at = self.first_fire_after(now) if self.enabled else None
+
+    def pause(self, now: datetime) -> None:
+        self.enabled = False
+        self.next_run_at = None
+        self.touch(now)
+
+    def resume(self, now: datetime) -> None:
+        self.enabled = True
+        self.reschedule(now)
+        self.touch(now)
+
+    def touch(self, now: datetime) -> None:
+        self.updated_at = ensure_utc(now, field="updated_at")
+
+    def runs_on(self, worker_labels: Iterable[str]) -> bool:
+        """Whether a worker with ``worker_labels`` may run this task."""
+        return self.labels <= frozenset(worker_labels)

@@ -1,0 +1,68 @@
+"""Workers as the scheduler sees them: registered capacity, liveness and draining."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from scheduler_domain.errors import ValidationError
+from scheduler_domain.ids import new_id
+
+
+class WorkerStatus(StrEnum):
+    ONLINE = "online"
+    DRAINING = "draining"
+    OFFLINE = "offline"
+
+
+@dataclass(slots=True, kw_only=True)
+class Worker:
+    name: str
+    hostname: str
+    pid: int
+    queues: tuple[str, ...]
+    capacity: int
+    started_at: datetime
+    heartbeat_at: datetime
+    labels: frozenset[str] = frozenset()
+    active_runs: int = 0
+    status: WorkerStatus = WorkerStatus.ONLINE
+    software_version: str = ""
+    id: str = field(default_factory=new_id)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.capacity <= 10_000:
+            raise ValidationError("capacity must be between 1 and 10000", field="capacity")
+        if not self.queues:
+            raise ValidationError("a worker consumes at least one queue", field="queues")
+
+    @property
+    def direct_queue(self) -> str:
+        """The worker's own queue, used by the targeted dispatch strategies."""
+        return f"worker.{self.id}"
+
+    @property
+    def free_slots(self) -> int:
+        return max(self.capacity - self.active_runs, 0)
+
+    def record_heartbeat(self, *, now: datetime, active_runs: int) -> None:
+        self.heartbeat_at = now
+        self.active_runs = max(active_runs, 0)
+        if self.status is WorkerStatus.OFFLINE:
+            self.status = WorkerStatus.ONLINE
+
+    def is_alive(self, *, now: datetime, timeout: timedelta) -> bool:
+        return self.status is not WorkerStatus.OFFLINE and now - self.heartbeat_at < timeout
+
+    def accepts_work(self, *, now: datetime, timeout: timedelta) -> bool:
+        return self.status is WorkerStatus.ONLINE and self.is_alive(now=now, timeout=timeout)
+
+    def drain(self) -> None:
+        if self.status is WorkerStatus.ONLINE:
+            self.status = WorkerStatus.DRAINING
+
+    def go_offline(self, *, now: datetime) -> None:
+        self.status = WorkerStatus.OFFLINE
+        self.active_runs = 0
+        self.heartbeat_at = now

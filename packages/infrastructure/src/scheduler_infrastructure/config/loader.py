@@ -1,0 +1,221 @@
+"""Load :class:`Settings` from a TOML file and the environment, failing with one clear line.
+
+Precedence: built-in defaults < the file named by ``SCHEDULER_CONFIG`` (default
+``config/default.toml`` when it exists) < ``SCHEDULER__SECTION__KEY`` variables. Values from the
+environment are read as TOML literals when they parse as one (``10``, ``true``,
+``["a", "b"]``) and as plain strings otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from scheduler_infrastructure.config.settings import SECRETS, Settings
+from scheduler_infrastructure.errors import ConfigError
+
+ENV_PREFIX = "SCHEDULER__"
+DEFAULT_FILE = Path("config/default.toml")
+RUN_MODES = ("api", "dispatcher", "worker")
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, path: str | Path | None = None
+) -> Settings:
+    env = os.environ if environ is None else environ
+    raw, source = _read_file(path, env)
+    for key in raw.get("_secret_keys_in_file", ()):
+        raise ConfigError(key, "secrets may only come from the environment, not a config file")
+    raw.pop("_secret_keys_in_file", None)
+    _apply_environment(raw, env)
+    settings = _build(Settings, raw, prefix="")
+    settings = dataclasses.replace(settings, source=source)
+    _check(settings)
+    return settings
+
+
+def _read_file(path: str | Path | None, env: Mapping[str, str]) -> tuple[dict[str, Any], str]:
+    chosen = path or env.get("SCHEDULER_CONFIG")
+    if chosen is None:
+        if not DEFAULT_FILE.is_file():
+            return {}, "built-in defaults"
+        chosen = DEFAULT_FILE
+    file = Path(chosen)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("SCHEDULER_CONFIG", f"no such file: {file}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(file), f"not valid TOML: {exc}") from None
+    secrets_found = [
+        f"{section}.{key}"
+        for section, values in data.items()
+        if isinstance(values, dict)
+        for key in values
+        if f"{section}.{key}" in SECRETS
+    ]
+    for section in ("database", "rabbitmq", "redis"):
+        url = data.get(section, {}).get("url") if isinstance(data.get(section), dict) else None
+        if isinstance(url, str) and urlsplit(url).password:
+            raise ConfigError(
+                f"{section}.url",
+                "a config file must not hold a password; set it in the environment instead",
+            )
+    data["_secret_keys_in_file"] = secrets_found
+    return data, str(file)
+
+
+def _apply_environment(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, text in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        if len(parts) != 2 or not all(parts):
+            raise ConfigError(name, "expected SCHEDULER__SECTION__KEY")
+        section, key = parts
+        target = raw.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(section, "must be a table")
+        target[key] = _parse_env_value(text)
+
+
+def _parse_env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _build(cls: type[Any], raw: Any, *, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(prefix.rstrip(".") or "<root>", "must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    for key in raw:
+        if key not in known:
+            where = f"{prefix}{key}"
+            raise ConfigError(where, f"unknown {'key' if prefix else 'section'}")
+    values: dict[str, Any] = {}
+    for name in known:
+        if name not in raw:
+            continue
+        hint = hints[name]
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, raw[name], prefix=f"{key}.")
+        else:
+            values[name] = _coerce(raw[name], hint, key)
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(str(a) for a in args)
+            raise ConfigError(key, f"must be one of {choices} (got {value!r})")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(key, "must be a list of strings")
+        return tuple(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"must be true or false (got {value!r})")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"must be an integer (got {value!r})")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(key, f"must be a number (got {value!r})")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a string (got {value!r})")
+        return value
+    raise ConfigError(key, f"unsupported setting type {hint!r}")  # pragma: no cover
+
+
+def parse_run_mode(mode: str, *, key: str = "run.mode") -> tuple[str, ...]:
+    """``all`` or a comma list of api, dispatcher, worker → the components, in start order."""
+    parts = [p.strip() for p in mode.split(",") if p.strip()]
+    if parts == ["all"]:
+        return RUN_MODES
+    unknown = [p for p in parts if p not in RUN_MODES]
+    if not parts or unknown:
+        raise ConfigError(
+            key, f"must be 'all' or a comma list of api, dispatcher, worker (got {mode!r})"
+        )
+    return tuple(m for m in RUN_MODES if m in parts)
+
+
+def _positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(key, f"must be greater than 0 (got {value})")
+
+
+def _check_url(key: str, url: str, schemes: tuple[str, ...]) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in schemes:
+        raise ConfigError(key, f"must be a URL starting with {' or '.join(schemes)}")
+
+
+def _check(s: Settings) -> None:
+    """Cross-field rules the types alone cannot express."""
+    _check_url("database.url", s.database.url, ("sqlite+aiosqlite", "postgresql+asyncpg"))
+    _positive("database.pool_size", s.database.pool_size)
+    if s.queue.backend == "postgres" and not s.database.url.startswith("postgresql"):
+        raise ConfigError("queue.backend", "'postgres' needs a PostgreSQL database.url")
+    if s.queue.backend == "rabbitmq":
+        _check_url("rabbitmq.url", s.rabbitmq.url, ("amqp", "amqps"))
+    if s.redis.url or s.queue.backend == "redis":
+        if not s.redis.url:
+            raise ConfigError("redis.url", "the redis queue backend needs redis.url")
+        _check_url("redis.url", s.redis.url, ("redis", "rediss", "unix"))
+    parse_run_mode(s.run.mode)
+    _positive("run.shutdown_timeout_seconds", s.run.shutdown_timeout_seconds)
+    if not 0 < s.api.port < 65536:
+        raise ConfigError("api.port", f"must be a TCP port (got {s.api.port})")
+    if s.api.jwt_secret is not None and len(s.api.jwt_secret.encode()) < 32:
+        raise ConfigError("api.jwt_secret", "must be at least 32 bytes long")
+    for key, value in (
+        ("api.access_token_ttl_seconds", s.api.access_token_ttl_seconds),
+        ("api.refresh_token_ttl_seconds", s.api.refresh_token_ttl_seconds),
+        ("api.max_body_bytes", s.api.max_body_bytes),
+        ("api.max_page_size", s.api.max_page_size),
+        ("dispatcher.batch_size", s.dispatcher.batch_size),
+        ("dispatcher.max_sleep_seconds", s.dispatcher.max_sleep_seconds),
+        ("dispatcher.relay_interval_seconds", s.dispatcher.relay_interval_seconds),
+        ("dispatcher.reaper_interval_seconds", s.dispatcher.reaper_interval_seconds),
+        ("dispatcher.requeue_after_seconds", s.dispatcher.requeue_after_seconds),
+        ("worker.capacity", s.worker.capacity),
+        ("worker.lease_seconds", s.worker.lease_seconds),
+        ("worker.heartbeat_seconds", s.worker.heartbeat_seconds),
+        ("worker.drain_timeout_seconds", s.worker.drain_timeout_seconds),
+    ):
+        _positive(key, value)
+    if s.worker.heartbeat_seconds >= s.worker.lease_seconds:
+        raise ConfigError(
+            "worker.heartbeat_seconds", "must be shorter than worker.lease_seconds"
+        )
+    if not s.worker.queues:
+        raise ConfigError("worker.queues", "must name at least one queue")
+    if s.telemetry.exporter.startswith("otlp") and not s.telemetry.otlp_endpoint:
+        raise ConfigError("telemetry.otlp_endpoint", "is required for the otlp exporters")

@@ -1,0 +1,119 @@
+"""The settings schema: one frozen dataclass per TOML section.
+
+Field types drive parsing and validation in :mod:`.loader`. Fields listed in ``SECRETS`` may only
+come from the environment; a config file that sets one is refused, so secrets never end up in a
+file that is committed or baked into an image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+QueueBackend = Literal["memory", "postgres", "rabbitmq", "redis"]
+RunMode = Literal["all", "api", "dispatcher", "worker"]
+LogFormat = Literal["auto", "json", "console"]
+TraceExporter = Literal["none", "console", "otlp-grpc", "otlp-http"]
+
+#: ``section.key`` names that only the environment may set.
+SECRETS = frozenset(
+    {"database.password", "rabbitmq.password", "redis.password", "api.jwt_secret"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    url: str = "sqlite+aiosqlite:///var/scheduler.db"
+    password: str | None = field(default=None, repr=False)
+    pool_size: int = 10
+    echo: bool = False
+    connect_retry_seconds: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    backend: QueueBackend = "memory"
+    prefix: str = "scheduler"
+
+
+@dataclass(frozen=True, slots=True)
+class RabbitMQSettings:
+    url: str = "amqp://guest@127.0.0.1:5672/"
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    url: str = ""
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    mode: str = "all"
+    shutdown_timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwt_issuer: str = "scheduler"
+    jwt_audience: str = "scheduler-api"
+    access_token_ttl_seconds: int = 900
+    refresh_token_ttl_seconds: int = 1_209_600
+    max_body_bytes: int = 1_048_576
+    max_page_size: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherSettings:
+    batch_size: int = 500
+    max_sleep_seconds: float = 1.0
+    relay_interval_seconds: float = 0.5
+    reaper_interval_seconds: float = 5.0
+    requeue_after_seconds: float = 60.0
+    metrics_port: int = 9101
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    name: str = ""
+    queues: tuple[str, ...] = ("default",)
+    labels: tuple[str, ...] = ()
+    capacity: int = 10
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float = 10.0
+    drain_timeout_seconds: float = 30.0
+    output_limit_bytes: int = 65_536
+    env_allowlist: tuple[str, ...] = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+    metrics_port: int = 9102
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: LogFormat = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySettings:
+    exporter: TraceExporter = "none"
+    otlp_endpoint: str = ""
+    service_namespace: str = "scheduler"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+    rabbitmq: RabbitMQSettings = field(default_factory=RabbitMQSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+    dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    source: str = "built-in defaults"

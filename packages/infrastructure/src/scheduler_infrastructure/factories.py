@@ -1,0 +1,36 @@
+"""Factories that turn :class:`Settings` into adapters. Composition roots call these; nothing
+else constructs infrastructure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from scheduler_infrastructure.config import DatabaseSettings, Settings
+from scheduler_infrastructure.persistence.engine import create_engine
+from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
+
+
+def database_url(database: DatabaseSettings) -> str:
+    """The configured URL with the password from the environment filled in; for SQLite files,
+    the parent folder is created so that a fresh checkout starts without a setup step."""
+    url = make_url(database.url)
+    if database.password is not None:
+        url = url.set(password=database.password)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return url.render_as_string(hide_password=False)
+
+
+def build_engine(settings: Settings) -> AsyncEngine:
+    return create_engine(
+        database_url(settings.database),
+        pool_size=settings.database.pool_size,
+        echo=settings.database.echo,
+    )
+
+
+def build_unit_of_work_factory(engine: AsyncEngine) -> SqlUnitOfWorkFactory:
+    return SqlUnitOfWorkFactory(engine)

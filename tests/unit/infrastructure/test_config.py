@@ -1,0 +1,142 @@
+"""Configuration: files, environment overrides, secrets and one-line errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scheduler_infrastructure.config import load_settings
+from scheduler_infrastructure.config.loader import parse_run_mode
+from scheduler_infrastructure.errors import ConfigError
+from scheduler_infrastructure.factories import database_url
+
+ROOT = Path(__file__).resolve().parents[3]
+CONFIG_FILES = sorted((ROOT / "config").glob("*.toml"))
+
+
+def _error(env: dict[str, str], path: Path | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env, path=path)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_every_shipped_config_file_is_valid() -> None:
+    names = {p.name for p in CONFIG_FILES}
+    assert {"default.toml", "development.toml", "production.toml", "test.toml"} <= names
+    for path in CONFIG_FILES:
+        settings = load_settings({}, path=path)
+        assert settings.source == str(path)
+
+
+def test_default_file_is_the_embedded_mode() -> None:
+    settings = load_settings({}, path=ROOT / "config" / "default.toml")
+    assert settings.database.url.startswith("sqlite+aiosqlite:///")
+    assert settings.queue.backend == "memory"
+    assert settings.run.mode == "all"
+
+
+def test_scheduler_config_variable_picks_the_file() -> None:
+    settings = load_settings({"SCHEDULER_CONFIG": str(ROOT / "config" / "development.toml")})
+    assert settings.queue.backend == "rabbitmq"
+
+
+def test_environment_overrides_any_key_with_typed_values() -> None:
+    settings = load_settings(
+        {
+            "SCHEDULER__API__PORT": "9001",
+            "SCHEDULER__WORKER__QUEUES": '["a", "b"]',
+            "SCHEDULER__WORKER__LABELS": "gpu, region=eu",
+            "SCHEDULER__DATABASE__ECHO": "true",
+            "SCHEDULER__DISPATCHER__MAX_SLEEP_SECONDS": "2",
+        },
+        path=ROOT / "config" / "default.toml",
+    )
+    assert settings.api.port == 9001
+    assert settings.worker.queues == ("a", "b")
+    assert settings.worker.labels == ("gpu", "region=eu")
+    assert settings.database.echo is True
+    assert settings.dispatcher.max_sleep_seconds == 2.0
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"SCHEDULER__QUEUE__BACKEND": "kafka"}, "queue.backend"),
+        ({"SCHEDULER__WORKER__CAPACITY": "many"}, "worker.capacity"),
+        ({"SCHEDULER__WORKER__CAPACITY": "0"}, "worker.capacity"),
+        ({"SCHEDULER__API__PORT": "70000"}, "api.port"),
+        ({"SCHEDULER__API__NOPE": "1"}, "api.nope"),
+        ({"SCHEDULER__NOPE__KEY": "1"}, "nope"),
+        ({"SCHEDULER__API__JWT_SECRET": "too-short"}, "api.jwt_secret"),
+        ({"SCHEDULER__RUN__MODE": "api,scheduler"}, "run.mode"),
+        ({"SCHEDULER__DATABASE__URL": "mysql://db/x"}, "database.url"),
+        ({"SCHEDULER__QUEUE__BACKEND": "redis"}, "redis.url"),
+        ({"SCHEDULER__WORKER__HEARTBEAT_SECONDS": "60"}, "worker.heartbeat_seconds"),
+        ({"SCHEDULER__QUEUE__BACKEND": "postgres"}, "queue.backend"),
+    ],
+)
+def test_invalid_value_fails_with_one_line_naming_the_key(env: dict[str, str], key: str) -> None:
+    message = _error(env, ROOT / "config" / "default.toml")
+    assert f": {key}: " in message
+
+
+def test_secret_in_a_config_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[api]\njwt_secret = "x' + "y" * 40 + '"\n')
+    assert ": api.jwt_secret: " in _error({}, path)
+
+
+def test_password_inside_a_url_in_a_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[database]\nurl = "postgresql+asyncpg://u:hunter2@db/x"\n')
+    message = _error({}, path)
+    assert ": database.url: " in message
+    assert "hunter2" not in message
+
+
+def test_secrets_come_from_the_environment_and_are_not_in_repr() -> None:
+    secret = "s" * 40
+    settings = load_settings(
+        {"SCHEDULER__API__JWT_SECRET": secret, "SCHEDULER__DATABASE__PASSWORD": "pw-123"},
+        path=ROOT / "config" / "default.toml",
+    )
+    assert settings.api.jwt_secret == secret
+    assert secret not in repr(settings)
+    assert "pw-123" not in repr(settings)
+
+
+def test_database_password_is_filled_into_the_url() -> None:
+    settings = load_settings(
+        {
+            "SCHEDULER__DATABASE__URL": "postgresql+asyncpg://scheduler@db:5432/x",
+            "SCHEDULER__DATABASE__PASSWORD": "p@ss/word",
+        },
+        path=ROOT / "config" / "default.toml",
+    )
+    assert database_url(settings.database) == "postgresql+asyncpg://scheduler:p%40ss%2Fword@db:5432/x"
+
+
+def test_missing_config_file_is_named() -> None:
+    assert "SCHEDULER_CONFIG" in _error({"SCHEDULER_CONFIG": "/nonexistent/x.toml"})
+
+
+def test_invalid_toml_is_reported_with_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("[api\nport = 1\n")
+    assert str(path) in _error({}, path)
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("all", ("api", "dispatcher", "worker")),
+        ("worker", ("worker",)),
+        ("worker, api", ("api", "worker")),
+        ("dispatcher,worker", ("dispatcher", "worker")),
+    ],
+)
+def test_run_mode_is_all_or_a_comma_list(mode: str, expected: tuple[str, ...]) -> None:
+    assert parse_run_mode(mode) == expected
