@@ -2,6 +2,7 @@
 in-memory fakes in :mod:`scheduler_application.testing`."""
 
 from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.coordination import LeaseStore, RateLimiter
 from scheduler_application.ports.executor import ExecutionContext, ExecutionResult, Executor
 from scheduler_application.ports.queue import Delivery, RunMessage, RunQueue
 from scheduler_application.ports.repositories import (
@@ -18,7 +19,6 @@ from scheduler_application.ports.repositories import (
     WorkerRepository,
 )
 from scheduler_application.ports.security import PasswordHasher, TokenCodec
-from scheduler_application.ports.coordination import LeaseStore, RateLimiter
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 __all__ = [

@@ -64,10 +64,13 @@ class TaskRepository(Protocol):
         ...
 
     async def update(self, task: Task, *, expected_version: int) -> None:
-        """Write every field of ``task`` if the stored version is still ``expected_version``."""
+        """Write every field of ``task`` if the stored version is still ``expected_version``.
+        ``task.version`` is written as given: the caller has already bumped it."""
         ...
 
-    async def delete(self, task_id: str) -> None: ...
+    async def delete(self, task_id: str) -> None:
+        """Remove the task with its runs, their events and its slot decisions (cascade)."""
+        ...
 
     async def due(self, now: datetime, *, limit: int) -> builtins.list[Task]:
         """Enabled tasks whose ``next_run_at`` has come, oldest first, locked for this
@@ -102,7 +105,8 @@ class RunRepository(Protocol):
     async def get_by_idempotency_key(self, task_id: str, key: str) -> TaskRun | None: ...
 
     async def update(self, run: TaskRun, *, expected_version: int) -> None:
-        """Write ``run`` if the stored version is still ``expected_version``, else Conflict."""
+        """Write ``run`` if the stored version is still ``expected_version``, else Conflict.
+        ``run.version`` is written as given (the run's transitions bump it themselves)."""
         ...
 
     async def claim(

@@ -1,0 +1,216 @@
+"""Run use cases for clients: trigger (idempotently), inspect, cancel and retry runs."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from scheduler_application.auth_context import (
+    Principal,
+    can_see,
+    ensure_can_read_tasks,
+    ensure_can_write_tasks,
+    owner_scope,
+)
+from scheduler_application.errors import AlreadyExists, Conflict, NotFound
+from scheduler_application.paging import DEFAULT_PAGE_SIZE, page_limit
+from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.repositories import Page, RunFilter
+from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.tasks import load_visible_task
+from scheduler_domain.errors import ValidationError
+from scheduler_domain.events import RunEvent
+from scheduler_domain.run import RunTrigger, TaskRun
+from scheduler_domain.status import FAILURE_STATUSES, RunStatus
+
+MAX_IDEMPOTENCY_KEY = 200
+#: Client keys are namespaced so they never meet the keys the system gives retries and slots.
+MANUAL_KEY_PREFIX = "manual:"
+#: Final runs a user may try again by hand.
+RETRYABLE_STATUSES = FAILURE_STATUSES | {RunStatus.DEAD_LETTERED, RunStatus.CANCELLED}
+_TICK = timedelta(microseconds=1)
+
+
+async def load_visible_run(uow: UnitOfWork, run_id: str, principal: Principal) -> TaskRun:
+    """The run, or NotFound when it does not exist *or* the caller may not see it."""
+    run = await uow.runs.get(run_id)
+    if run is None or not can_see(principal, run.owner_id):
+        raise NotFound(f"run {run_id} not found", field="run_id")
+    return run
+
+
+class RunService:
+    def __init__(self, *, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow_factory = uow_factory
+        self._clock = clock
+
+    async def trigger(
+        self, task_id: str, *, principal: Principal, idempotency_key: str | None = None
+    ) -> TaskRun:
+        """A pending manual run whose logical time is now; the relay publishes it.
+
+        The same ``idempotency_key`` always answers with the same run, also when two callers race
+        (the loser's insert hits the unique key, and it re-reads the winner's run).
+        """
+        ensure_can_write_tasks(principal)
+        key = _stored_key(idempotency_key)
+        try:
+            return await self._trigger(task_id, principal, key)
+        except AlreadyExists:
+            if key is None:
+                raise
+            async with self._uow_factory() as uow:
+                task = await load_visible_task(uow, task_id, principal)
+                existing = await uow.runs.get_by_idempotency_key(task.id, key)
+            if existing is None:
+                raise
+            return existing
+
+    async def _trigger(self, task_id: str, principal: Principal, key: str | None) -> TaskRun:
+        now = self._clock.now()
+        async with self._uow_factory() as uow:
+            task = await load_visible_task(uow, task_id, principal)
+            if key is not None:
+                existing = await uow.runs.get_by_idempotency_key(task.id, key)
+                if existing is not None:
+                    return existing
+            slot = await _free_slot(uow, task.id, now)
+            run = TaskRun(
+                task_id=task.id,
+                owner_id=task.owner_id,
+                trigger=RunTrigger.MANUAL,
+                scheduled_for=slot,
+                created_at=now,
+                idempotency_key=key,
+                queue=task.queue,
+                priority=task.priority,
+            )
+            await uow.runs.add(run)
+            await uow.events.add(run.created_event(actor=principal.actor))
+            await uow.commit()
+        return run
+
+    async def get(self, run_id: str, *, principal: Principal) -> TaskRun:
+        ensure_can_read_tasks(principal)
+        async with self._uow_factory() as uow:
+            return await load_visible_run(uow, run_id, principal)
+
+    async def list(
+        self,
+        *,
+        principal: Principal,
+        task_id: str | None = None,
+        statuses: Iterable[RunStatus] = (),
+        trigger: RunTrigger | None = None,
+        worker_id: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+    ) -> Page[TaskRun]:
+        """Newest first; only the caller's own runs unless its role sees all."""
+        scope = owner_scope(principal)
+        run_filter = RunFilter(
+            owner_id=scope,
+            task_id=task_id,
+            statuses=frozenset(statuses),
+            trigger=trigger,
+            worker_id=worker_id,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        async with self._uow_factory() as uow:
+            if task_id is not None:
+                await load_visible_task(uow, task_id, principal)
+            return await uow.runs.list(run_filter, limit=page_limit(limit), cursor=cursor)
+
+    async def cancel(
+        self, run_id: str, *, principal: Principal, reason: str = "cancelled by user"
+    ) -> TaskRun:
+        """Pending, queued or running → cancelled. A running attempt's worker learns it on its
+        next heartbeat (its fencing token is stale from now on) and stops."""
+        ensure_can_write_tasks(principal)
+        now = self._clock.now()
+        async with self._uow_factory() as uow:
+            run = await load_visible_run(uow, run_id, principal)
+            if run.status.is_final:
+                raise Conflict(
+                    f"run {run_id} is already {run.status.value} and cannot be cancelled",
+                    field="status",
+                )
+            read_version = run.version
+            event = run.cancel(now=now, actor=principal.actor, reason=reason[:500])
+            await uow.runs.update(run, expected_version=read_version)
+            await uow.events.add(event)
+            await uow.commit()
+        return run
+
+    async def retry(self, run_id: str, *, principal: Principal) -> TaskRun:
+        """A new pending attempt of a final, unsuccessful run (failed, timed out, lost, dead
+        lettered or cancelled), for the same logical time, published at once."""
+        ensure_can_write_tasks(principal)
+        now = self._clock.now()
+        async with self._uow_factory() as uow:
+            run = await load_visible_run(uow, run_id, principal)
+            if run.status not in RETRYABLE_STATUSES:
+                raise Conflict(
+                    f"run {run_id} is {run.status.value}; only a failed, timed out, lost, "
+                    "dead-lettered or cancelled run can be retried",
+                    field="status",
+                )
+            task = await uow.tasks.get(run.task_id)
+            siblings = await uow.runs.for_logical_time([run.task_id], run.scheduled_for)
+            retry = TaskRun(
+                task_id=run.task_id,
+                owner_id=run.owner_id,
+                trigger=RunTrigger.RETRY,
+                scheduled_for=run.scheduled_for,
+                created_at=now,
+                attempt=max((r.attempt for r in siblings), default=run.attempt) + 1,
+                retry_of=run.id,
+                queue=task.queue if task is not None else run.queue,
+                priority=task.priority if task is not None else run.priority,
+                traceparent=run.traceparent,
+            )
+            try:
+                await uow.runs.add(retry)
+                await uow.events.add(retry.created_event(actor=principal.actor))
+                await uow.commit()
+            except AlreadyExists:
+                raise Conflict(
+                    f"run {run_id} was retried concurrently; try again", field="run_id"
+                ) from None
+        return retry
+
+    async def events(self, run_id: str, *, principal: Principal) -> builtins.list[RunEvent]:
+        """The run's audit trail, oldest first."""
+        ensure_can_read_tasks(principal)
+        async with self._uow_factory() as uow:
+            run = await load_visible_run(uow, run_id, principal)
+            return await uow.events.list_for_run(run.id)
+
+
+def _stored_key(idempotency_key: str | None) -> str | None:
+    if idempotency_key is None:
+        return None
+    if (
+        not isinstance(idempotency_key, str)
+        or not idempotency_key.strip()
+        or len(idempotency_key) > MAX_IDEMPOTENCY_KEY
+        or not idempotency_key.isprintable()
+    ):
+        raise ValidationError(
+            f"idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} printable characters",
+            field="idempotency_key",
+        )
+    return MANUAL_KEY_PREFIX + idempotency_key
+
+
+async def _free_slot(uow: UnitOfWork, task_id: str, now: datetime) -> datetime:
+    """``now``, or the next microsecond not yet used as a logical time of this task (two
+    triggers within one clock tick must not collide on ``(task_id, scheduled_for, attempt)``)."""
+    slot = now
+    while await uow.runs.for_logical_time([task_id], slot):
+        slot += _TICK
+    return slot

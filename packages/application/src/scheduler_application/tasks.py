@@ -1,0 +1,252 @@
+"""Task use cases: define, inspect, change, pause, resume and delete tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from scheduler_application.auth_context import (
+    Principal,
+    can_see,
+    ensure_can_read_tasks,
+    ensure_can_write_tasks,
+    owner_scope,
+)
+from scheduler_application.errors import AlreadyExists, Conflict, NotFound
+from scheduler_application.paging import DEFAULT_PAGE_SIZE, page_limit
+from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.repositories import Page, TaskFilter
+from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.task_spec import TaskSpec, merge_patch, parse_task_spec, task_to_spec
+from scheduler_domain.dag import find_cycle
+from scheduler_domain.errors import DependencyCycle, ValidationError
+from scheduler_domain.events import SlotDecision
+from scheduler_domain.schedules import CronSchedule, next_fire_times
+from scheduler_domain.task import Task
+
+MAX_PREVIEW = 100
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulePreview:
+    """When a task will fire next (in its own time zone) and what happened to recent slots."""
+
+    task_id: str
+    timezone: str
+    paused: bool
+    next_fire_times: list[datetime]
+    recent_decisions: list[SlotDecision]
+
+
+async def load_visible_task(uow: UnitOfWork, task_id: str, principal: Principal) -> Task:
+    """The task, or NotFound when it does not exist *or* the caller may not see it."""
+    task = await uow.tasks.get(task_id)
+    if task is None or not can_see(principal, task.owner_id):
+        raise NotFound(f"task {task_id} not found", field="task_id")
+    return task
+
+
+class TaskService:
+    def __init__(self, *, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow_factory = uow_factory
+        self._clock = clock
+
+    async def create(self, spec: TaskSpec | Mapping[str, Any], *, principal: Principal) -> Task:
+        ensure_can_write_tasks(principal)
+        if not isinstance(spec, TaskSpec):
+            spec = parse_task_spec(spec)
+        now = self._clock.now()
+        task = Task(
+            owner_id=principal.subject_id, created_at=now, updated_at=now, **spec.task_fields()
+        )
+        task.reschedule(now)
+        async with self._uow_factory() as uow:
+            await self._ensure_name_free(uow, task)
+            await self._ensure_upstreams(uow, principal, task.depends_on)
+            await self._ensure_acyclic(uow, task)
+            await uow.tasks.add(task)
+            await uow.commit()
+        return task
+
+    async def get(self, task_id: str, *, principal: Principal) -> Task:
+        ensure_can_read_tasks(principal)
+        async with self._uow_factory() as uow:
+            return await load_visible_task(uow, task_id, principal)
+
+    async def list(
+        self,
+        *,
+        principal: Principal,
+        owner_id: str | None = None,
+        enabled: bool | None = None,
+        queue: str | None = None,
+        name_prefix: str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+    ) -> Page[Task]:
+        """Own tasks, or everyone's (optionally one ``owner_id``'s) for roles that see all."""
+        scope = owner_scope(principal)
+        if scope is not None and owner_id not in (None, scope):
+            return Page([])
+        task_filter = TaskFilter(
+            owner_id=scope if scope is not None else owner_id,
+            enabled=enabled,
+            queue=queue,
+            name_prefix=name_prefix,
+        )
+        async with self._uow_factory() as uow:
+            return await uow.tasks.list(task_filter, limit=page_limit(limit), cursor=cursor)
+
+    async def update(
+        self,
+        task_id: str,
+        patch: Mapping[str, Any],
+        *,
+        principal: Principal,
+        expected_version: int | None = None,
+    ) -> Task:
+        """Change only the keys in ``patch``; the whole task is validated again.
+
+        ``expected_version`` (an ``If-Match``) refuses the edit with Conflict when someone else
+        changed the task since the caller read it; the write itself is always version-checked.
+        """
+        ensure_can_write_tasks(principal)
+        now = self._clock.now()
+        async with self._uow_factory() as uow:
+            task = await load_visible_task(uow, task_id, principal)
+            if expected_version is not None and task.version != expected_version:
+                raise Conflict(
+                    f"task {task_id} is at version {task.version}, not {expected_version}",
+                    field="version",
+                )
+            before = task_to_spec(task)
+            spec = parse_task_spec(merge_patch(before, patch))
+            old_upstreams = set(task.depends_on)
+            old_timing = (task.schedule, task.enabled)
+            for name, value in spec.task_fields().items():
+                setattr(task, name, value)
+            task.validate()
+            if spec.name != before["name"]:
+                await self._ensure_name_free(uow, task)
+            added = [dep for dep in task.depends_on if dep not in old_upstreams]
+            if added:
+                await self._ensure_upstreams(uow, principal, added)
+                await self._ensure_acyclic(uow, task)
+            if (task.schedule, task.enabled) != old_timing:
+                task.reschedule(now)
+            await self._save(uow, task, now)
+        return task
+
+    async def pause(self, task_id: str, *, principal: Principal) -> Task:
+        ensure_can_write_tasks(principal)
+        now = self._clock.now()
+        async with self._uow_factory() as uow:
+            task = await load_visible_task(uow, task_id, principal)
+            if task.paused:
+                return task
+            task.pause(now)
+            await self._save(uow, task, now)
+        return task
+
+    async def resume(self, task_id: str, *, principal: Principal) -> Task:
+        """Unpause; the schedule restarts from now (slots missed while paused do not fire)."""
+        ensure_can_write_tasks(principal)
+        now = self._clock.now()
+        async with self._uow_factory() as uow:
+            task = await load_visible_task(uow, task_id, principal)
+            if not task.paused:
+                return task
+            task.resume(now)
+            await self._save(uow, task, now)
+        return task
+
+    async def delete(self, task_id: str, *, principal: Principal) -> None:
+        """Delete the task with its runs; refused while other tasks depend on it."""
+        ensure_can_write_tasks(principal)
+        async with self._uow_factory() as uow:
+            task = await load_visible_task(uow, task_id, principal)
+            dependents = await uow.tasks.dependents(task.id)
+            if dependents:
+                raise Conflict(_dependents_message(task, dependents, principal), field="depends_on")
+            await uow.tasks.delete(task.id)
+            await uow.commit()
+
+    async def schedule_preview(
+        self, task_id: str, *, principal: Principal, n: int = 5, decisions: int = 20
+    ) -> SchedulePreview:
+        """The next ``n`` fire times, in the task's time zone for cron (UTC otherwise)."""
+        ensure_can_read_tasks(principal)
+        for name, value in (("n", n), ("decisions", decisions)):
+            if isinstance(value, bool) or not 0 <= value <= MAX_PREVIEW:
+                raise ValidationError(f"{name} must be between 0 and {MAX_PREVIEW}", field=name)
+        now = self._clock.now()
+        async with self._uow_factory() as uow:
+            task = await load_visible_task(uow, task_id, principal)
+            recent = (
+                await uow.decisions.list_for_task(task.id, limit=decisions) if decisions else []
+            )
+        zone_name = task.schedule.timezone if isinstance(task.schedule, CronSchedule) else "UTC"
+        zone = ZoneInfo(zone_name) if zone_name != "UTC" else UTC
+        times = next_fire_times(task.schedule, now, n) if task.schedule is not None else []
+        return SchedulePreview(
+            task_id=task.id,
+            timezone=zone_name,
+            paused=task.paused,
+            next_fire_times=[t.astimezone(zone) for t in times],
+            recent_decisions=recent,
+        )
+
+    # -- checks ----------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _save(uow: UnitOfWork, task: Task, now: datetime) -> None:
+        task.touch(now)
+        read_version = task.version
+        task.version += 1
+        await uow.tasks.update(task, expected_version=read_version)
+        await uow.commit()
+
+    @staticmethod
+    async def _ensure_name_free(uow: UnitOfWork, task: Task) -> None:
+        existing = await uow.tasks.get_by_name(task.owner_id, task.name)
+        if existing is not None and existing.id != task.id:
+            raise AlreadyExists(f"a task named {task.name!r} already exists", field="name")
+
+    @staticmethod
+    async def _ensure_upstreams(
+        uow: UnitOfWork, principal: Principal, upstream_ids: Iterable[str]
+    ) -> None:
+        wanted = list(upstream_ids)
+        found = {t.id: t for t in await uow.tasks.get_many(wanted)}
+        for upstream_id in wanted:
+            upstream = found.get(upstream_id)
+            if upstream is None or not can_see(principal, upstream.owner_id):
+                raise ValidationError(
+                    f"depends_on names task {upstream_id}, which does not exist",
+                    field="depends_on",
+                )
+
+    @staticmethod
+    async def _ensure_acyclic(uow: UnitOfWork, task: Task) -> None:
+        """Refuse an edge set with a loop, naming the loop's tasks (``a -> b -> a``)."""
+        edges = dict(await uow.tasks.dependency_edges())
+        edges[task.id] = tuple(task.depends_on)
+        cycle = find_cycle(edges)
+        if cycle is None:
+            return
+        names = {t.id: t.name for t in await uow.tasks.get_many(list(set(cycle)))}
+        names[task.id] = task.name
+        raise DependencyCycle([names.get(node, node) for node in cycle])
+
+
+def _dependents_message(task: Task, dependents: list[Task], principal: Principal) -> str:
+    """Name the dependents the caller may see; only count the others (they stay secret)."""
+    visible = sorted(t.name for t in dependents if can_see(principal, t.owner_id))
+    hidden = len(dependents) - len(visible)
+    parts = list(visible)
+    if hidden:
+        parts.append(f"{hidden} task(s) you cannot see")
+    return f"task {task.name!r} cannot be deleted: {', '.join(parts)} depend(s) on it"

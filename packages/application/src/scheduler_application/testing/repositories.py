@@ -1,0 +1,443 @@
+"""In-memory repositories: the port contracts, honoured over a :class:`Transaction`."""
+
+from __future__ import annotations
+
+import builtins
+import copy
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from scheduler_application.errors import Conflict, NotFound
+from scheduler_application.ports.repositories import Page, RunFilter, TaskFilter
+from scheduler_application.testing.pagination import decode_cursor, encode_cursor
+from scheduler_application.testing.store import Transaction
+from scheduler_domain.accounts import ApiKey, RefreshToken, User
+from scheduler_domain.events import RunEvent, SlotDecision
+from scheduler_domain.run import TaskRun
+from scheduler_domain.status import RunStatus
+from scheduler_domain.task import Task
+from scheduler_domain.worker import Worker, WorkerStatus
+
+R = TypeVar("R")
+_MIN_LIMIT = 1
+
+
+def _copy(row: R) -> R:
+    return copy.deepcopy(row)
+
+
+def _check_limit(limit: int) -> None:
+    if limit < _MIN_LIMIT:
+        raise ValueError("limit must be at least 1")
+
+
+class _Repository:
+    def __init__(self, tx: Callable[[], Transaction]) -> None:
+        self._tx = tx
+
+    @property
+    def tx(self) -> Transaction:
+        return self._tx()
+
+
+def _versioned_update(tx: Transaction, table: str, row: Any, expected_version: int) -> None:
+    current = tx.get(table, row.id)
+    if current is None:
+        raise Conflict(f"{table[:-1]} {row.id} no longer exists")
+    if current.version != expected_version:
+        raise Conflict(
+            f"{table[:-1]} {row.id} is at version {current.version}, not {expected_version}",
+            field="version",
+        )
+    tx.replace(table, row)
+
+
+def _page_by_id(
+    rows: list[R], *, limit: int, cursor: str | None, key: Callable[[R], str]
+) -> Page[R]:
+    _check_limit(limit)
+    rows.sort(key=key)
+    if cursor is not None:
+        (after,) = decode_cursor(cursor)
+        rows = [row for row in rows if key(row) > str(after)]
+    items = rows[: limit + 1]
+    more = len(items) > limit
+    items = items[:limit]
+    return Page(
+        [_copy(row) for row in items],
+        encode_cursor([key(items[-1])]) if more and items else None,
+    )
+
+
+class InMemoryTaskRepository(_Repository):
+    async def add(self, task: Task) -> None:
+        self.tx.insert("tasks", task)
+
+    async def get(self, task_id: str) -> Task | None:
+        found: Task | None = self.tx.get("tasks", task_id)
+        return _copy(found)
+
+    async def get_many(self, task_ids: Sequence[str]) -> builtins.list[Task]:
+        found = [self.tx.get("tasks", task_id) for task_id in dict.fromkeys(task_ids)]
+        return [_copy(task) for task in found if task is not None]
+
+    async def get_by_name(self, owner_id: str, name: str) -> Task | None:
+        for task in self.tx.scan("tasks"):
+            if task.owner_id == owner_id and task.name == name:
+                return _copy(task)  # type: ignore[no-any-return]
+        return None
+
+    async def list(
+        self, task_filter: TaskFilter, *, limit: int, cursor: str | None = None
+    ) -> Page[Task]:
+        rows: list[Task] = [t for t in self.tx.scan("tasks") if _task_matches(t, task_filter)]
+        return _page_by_id(rows, limit=limit, cursor=cursor, key=lambda t: t.id)
+
+    async def update(self, task: Task, *, expected_version: int) -> None:
+        _versioned_update(self.tx, "tasks", task, expected_version)
+
+    async def delete(self, task_id: str) -> None:
+        tx = self.tx
+        if tx.get("tasks", task_id) is None:
+            return
+        for table in ("runs", "events", "decisions"):
+            for row in list(tx.scan(table)):
+                if row.task_id == task_id:
+                    tx.delete(table, row.id)
+        tx.delete("tasks", task_id)
+
+    async def due(self, now: datetime, *, limit: int) -> builtins.list[Task]:
+        _check_limit(limit)
+        tx = self.tx
+        candidates = sorted(
+            (
+                t
+                for t in tx.scan("tasks")
+                if t.enabled and t.next_run_at is not None and t.next_run_at <= now
+            ),
+            key=lambda t: (t.next_run_at, t.id),
+        )
+        return _lock_first(tx, "tasks", candidates, limit)
+
+    async def next_due_at(self) -> datetime | None:
+        times = [t.next_run_at for t in self.tx.scan("tasks") if t.enabled and t.next_run_at]
+        return min(times, default=None)
+
+    async def set_next_run_at(self, task_id: str, next_run_at: datetime | None) -> None:
+        self.tx.patch("tasks", task_id, {"next_run_at": next_run_at})
+
+    async def dependents(self, task_id: str) -> builtins.list[Task]:
+        rows = [t for t in self.tx.scan("tasks") if task_id in t.depends_on]
+        return [_copy(t) for t in sorted(rows, key=lambda t: t.id)]
+
+    async def dependency_edges(self) -> dict[str, tuple[str, ...]]:
+        return {t.id: tuple(t.depends_on) for t in self.tx.scan("tasks") if t.depends_on}
+
+
+def _task_matches(task: Task, task_filter: TaskFilter) -> bool:
+    return (
+        (task_filter.owner_id is None or task.owner_id == task_filter.owner_id)
+        and (task_filter.enabled is None or task.enabled == task_filter.enabled)
+        and (task_filter.queue is None or task.queue == task_filter.queue)
+        and (task_filter.name_prefix is None or task.name.startswith(task_filter.name_prefix))
+    )
+
+
+def _lock_first(tx: Transaction, table: str, candidates: list[R], limit: int) -> builtins.list[R]:
+    """``FOR UPDATE SKIP LOCKED``: take the first ``limit`` rows no other transaction holds."""
+    taken: list[R] = []
+    for row in candidates:
+        if len(taken) == limit:
+            break
+        if tx.lock(table, row.id):  # type: ignore[attr-defined]
+            taken.append(_copy(row))
+    return taken
+
+
+class InMemoryRunRepository(_Repository):
+    async def add(self, run: TaskRun) -> None:
+        self.tx.insert("runs", run)
+
+    async def get(self, run_id: str) -> TaskRun | None:
+        found: TaskRun | None = self.tx.get("runs", run_id)
+        return _copy(found)
+
+    async def get_by_idempotency_key(self, task_id: str, key: str) -> TaskRun | None:
+        for run in self.tx.scan("runs"):
+            if run.task_id == task_id and run.idempotency_key == key:
+                return _copy(run)  # type: ignore[no-any-return]
+        return None
+
+    async def update(self, run: TaskRun, *, expected_version: int) -> None:
+        _versioned_update(self.tx, "runs", run, expected_version)
+
+    async def claim(
+        self, run_id: str, *, worker_id: str, now: datetime, lease: timedelta
+    ) -> TaskRun | None:
+        tx = self.tx
+        current: TaskRun | None = tx.get("runs", run_id)
+        if current is None or current.status is not RunStatus.QUEUED:
+            return None
+        if tx.locked_by_other("runs", run_id):
+            return None
+        claimed = _copy(current)
+        claimed.claim(worker_id=worker_id, now=now, lease=lease)
+        tx.replace("runs", claimed)
+        return _copy(claimed)
+
+    async def claim_next(
+        self, *, queues: Sequence[str], worker_id: str, now: datetime, lease: timedelta
+    ) -> TaskRun | None:
+        tx = self.tx
+        wanted = set(queues)
+        candidates: list[TaskRun] = sorted(
+            (r for r in tx.scan("runs") if r.status is RunStatus.QUEUED and r.queue in wanted),
+            key=lambda r: (-r.priority, r.queued_at or r.created_at, r.id),
+        )
+        for run in candidates:
+            if tx.lock("runs", run.id):
+                return await self.claim(run.id, worker_id=worker_id, now=now, lease=lease)
+        return None
+
+    async def renew_lease(
+        self, run_id: str, *, token: int, now: datetime, lease: timedelta
+    ) -> bool:
+        tx = self.tx
+        current: TaskRun | None = tx.get("runs", run_id)
+        if current is None or current.status is not RunStatus.RUNNING or current.version != token:
+            return False
+        tx.patch(
+            "runs",
+            run_id,
+            {"heartbeat_at": now, "lease_expires_at": now + lease},
+            condition=lambda row: row.status is RunStatus.RUNNING and row.version == token,
+        )
+        return True
+
+    async def list(
+        self, run_filter: RunFilter, *, limit: int, cursor: str | None = None
+    ) -> Page[TaskRun]:
+        _check_limit(limit)
+        rows: list[TaskRun] = sorted(
+            (r for r in self.tx.scan("runs") if _run_matches(r, run_filter)),
+            key=lambda r: (r.created_at, r.id),
+            reverse=True,
+        )
+        if cursor is not None:
+            created, run_id = decode_cursor(cursor)
+            boundary = (datetime.fromisoformat(str(created)), str(run_id))
+            rows = [r for r in rows if (r.created_at, r.id) < boundary]
+        items = rows[: limit + 1]
+        more = len(items) > limit
+        items = items[:limit]
+        next_cursor = None
+        if more and items:
+            next_cursor = encode_cursor([items[-1].created_at.isoformat(), items[-1].id])
+        return Page([_copy(r) for r in items], next_cursor)
+
+    async def active_for_task(self, task_id: str) -> builtins.list[TaskRun]:
+        rows = [r for r in self.tx.scan("runs") if r.task_id == task_id and r.status.is_active]
+        return [_copy(r) for r in sorted(rows, key=lambda r: (r.created_at, r.id))]
+
+    async def for_logical_time(
+        self, task_ids: Sequence[str], scheduled_for: datetime
+    ) -> builtins.list[TaskRun]:
+        wanted = set(task_ids)
+        rows = [
+            r
+            for r in self.tx.scan("runs")
+            if r.task_id in wanted and r.scheduled_for == scheduled_for
+        ]
+        return [_copy(r) for r in sorted(rows, key=lambda r: (r.task_id, r.attempt))]
+
+    async def pending_due(self, now: datetime, *, limit: int) -> builtins.list[TaskRun]:
+        _check_limit(limit)
+        tx = self.tx
+        candidates: list[TaskRun] = sorted(
+            (
+                r
+                for r in tx.scan("runs")
+                if r.status is RunStatus.PENDING and (r.not_before is None or r.not_before <= now)
+            ),
+            key=lambda r: (r.not_before or r.created_at, -r.priority, r.id),
+        )
+        return _lock_first(tx, "runs", candidates, limit)
+
+    async def expired_leases(self, now: datetime, *, limit: int) -> builtins.list[TaskRun]:
+        _check_limit(limit)
+        tx = self.tx
+        candidates: list[TaskRun] = sorted(
+            (r for r in tx.scan("runs") if r.is_lease_expired(now)),
+            key=lambda r: (r.lease_expires_at, r.id),
+        )
+        return _lock_first(tx, "runs", candidates, limit)
+
+    async def stale_queued(self, queued_before: datetime, *, limit: int) -> builtins.list[TaskRun]:
+        _check_limit(limit)
+        rows: list[TaskRun] = sorted(
+            (
+                r
+                for r in self.tx.scan("runs")
+                if r.status is RunStatus.QUEUED
+                and r.queued_at is not None
+                and r.queued_at < queued_before
+            ),
+            key=lambda r: (r.queued_at, r.id),
+        )
+        return [_copy(r) for r in rows[:limit]]
+
+    async def running_on_worker(self, worker_id: str) -> builtins.list[TaskRun]:
+        rows = [
+            r
+            for r in self.tx.scan("runs")
+            if r.status is RunStatus.RUNNING and r.worker_id == worker_id
+        ]
+        return [_copy(r) for r in sorted(rows, key=lambda r: r.id)]
+
+    async def count_by_status(self) -> dict[RunStatus, int]:
+        counts: dict[RunStatus, int] = {}
+        for run in self.tx.scan("runs"):
+            counts[run.status] = counts.get(run.status, 0) + 1
+        return counts
+
+
+def _run_matches(run: TaskRun, run_filter: RunFilter) -> bool:
+    return (
+        (run_filter.owner_id is None or run.owner_id == run_filter.owner_id)
+        and (run_filter.task_id is None or run.task_id == run_filter.task_id)
+        and (not run_filter.statuses or run.status in run_filter.statuses)
+        and (run_filter.trigger is None or run.trigger is run_filter.trigger)
+        and (run_filter.worker_id is None or run.worker_id == run_filter.worker_id)
+        and (run_filter.created_after is None or run.created_at >= run_filter.created_after)
+        and (run_filter.created_before is None or run.created_at < run_filter.created_before)
+    )
+
+
+class InMemoryRunEventRepository(_Repository):
+    async def add(self, event: RunEvent) -> None:
+        self.tx.insert("events", event)
+
+    async def add_many(self, events: Sequence[RunEvent]) -> None:
+        for event in events:
+            self.tx.insert("events", event)
+
+    async def list_for_run(self, run_id: str) -> builtins.list[RunEvent]:
+        rows = [e for e in self.tx.scan("events") if e.run_id == run_id]
+        return [_copy(e) for e in sorted(rows, key=lambda e: e.at)]
+
+
+class InMemoryDecisionRepository(_Repository):
+    async def add(self, decision: SlotDecision) -> None:
+        self.tx.insert("decisions", decision)
+
+    async def list_for_task(self, task_id: str, *, limit: int) -> builtins.list[SlotDecision]:
+        rows = [d for d in self.tx.scan("decisions") if d.task_id == task_id]
+        rows.sort(key=lambda d: (d.at, d.slot), reverse=True)
+        return [_copy(d) for d in rows[:limit]]
+
+
+class InMemoryWorkerRepository(_Repository):
+    async def add(self, worker: Worker) -> None:
+        self.tx.insert("workers", worker)
+
+    async def get(self, worker_id: str) -> Worker | None:
+        found: Worker | None = self.tx.get("workers", worker_id)
+        return _copy(found)
+
+    async def update(self, worker: Worker) -> None:
+        if self.tx.get("workers", worker.id) is None:
+            raise NotFound(f"worker {worker.id} not found", field="id")
+        self.tx.replace("workers", worker)
+
+    async def list(self, *, status: WorkerStatus | None = None) -> builtins.list[Worker]:
+        rows = [w for w in self.tx.scan("workers") if status is None or w.status is status]
+        return [_copy(w) for w in sorted(rows, key=lambda w: (w.name, w.id))]
+
+
+class InMemoryUserRepository(_Repository):
+    async def add(self, user: User) -> None:
+        self.tx.insert("users", user)
+
+    async def get(self, user_id: str) -> User | None:
+        found: User | None = self.tx.get("users", user_id)
+        return _copy(found)
+
+    async def get_by_username(self, username: str) -> User | None:
+        for user in self.tx.scan("users"):
+            if user.username == username:
+                return _copy(user)  # type: ignore[no-any-return]
+        return None
+
+    async def list(self, *, limit: int, cursor: str | None = None) -> Page[User]:
+        rows: list[User] = list(self.tx.scan("users"))
+        return _page_by_id(rows, limit=limit, cursor=cursor, key=lambda u: u.id)
+
+    async def update(self, user: User) -> None:
+        if self.tx.get("users", user.id) is None:
+            raise NotFound(f"user {user.id} not found", field="id")
+        self.tx.replace("users", user)
+
+    async def count(self) -> int:
+        return sum(1 for _ in self.tx.scan("users"))
+
+
+class InMemoryApiKeyRepository(_Repository):
+    async def add(self, key: ApiKey) -> None:
+        self.tx.insert("api_keys", key)
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        found: ApiKey | None = self.tx.get("api_keys", key_id)
+        return _copy(found)
+
+    async def get_by_prefix(self, prefix: str) -> ApiKey | None:
+        for key in self.tx.scan("api_keys"):
+            if key.prefix == prefix:
+                return _copy(key)  # type: ignore[no-any-return]
+        return None
+
+    async def list(self, *, owner_id: str | None = None) -> builtins.list[ApiKey]:
+        rows = [k for k in self.tx.scan("api_keys") if owner_id is None or k.owner_id == owner_id]
+        return [_copy(k) for k in sorted(rows, key=lambda k: k.id)]
+
+    async def update(self, key: ApiKey) -> None:
+        if self.tx.get("api_keys", key.id) is None:
+            raise NotFound(f"api key {key.id} not found", field="id")
+        self.tx.replace("api_keys", key)
+
+
+class InMemoryRefreshTokenRepository(_Repository):
+    async def add(self, token: RefreshToken) -> None:
+        self.tx.insert("refresh_tokens", token)
+
+    async def get_by_hash(self, token_hash: str) -> RefreshToken | None:
+        for token in self.tx.scan("refresh_tokens"):
+            if token.token_hash == token_hash:
+                return _copy(token)  # type: ignore[no-any-return]
+        return None
+
+    async def update(self, token: RefreshToken) -> None:
+        if self.tx.get("refresh_tokens", token.id) is None:
+            raise NotFound(f"refresh token {token.id} not found", field="id")
+        self.tx.replace("refresh_tokens", token)
+
+    async def revoke_family(self, family_id: str, *, now: datetime) -> int:
+        tx = self.tx
+        revoked = 0
+        for token in list(tx.scan("refresh_tokens")):
+            if token.family_id == family_id and token.revoked_at is None:
+                tx.patch("refresh_tokens", token.id, {"revoked_at": now})
+                revoked += 1
+        return revoked
+
+
+__all__ = [
+    "InMemoryApiKeyRepository",
+    "InMemoryDecisionRepository",
+    "InMemoryRefreshTokenRepository",
+    "InMemoryRunEventRepository",
+    "InMemoryRunRepository",
+    "InMemoryTaskRepository",
+    "InMemoryUserRepository",
+    "InMemoryWorkerRepository",
+]

@@ -1,0 +1,138 @@
+"""Worker registry: workers register and deregister themselves; operators list and drain them.
+
+Heartbeats are part of the worker protocol (:mod:`scheduler_application.execution`), since one
+heartbeat both proves the worker alive and renews the leases of its runs.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from scheduler_application.auth_context import (
+    Principal,
+    ensure_can_read_tasks,
+    ensure_operates_workers,
+)
+from scheduler_application.errors import NotFound
+from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.retries import settle_failed_attempt
+from scheduler_domain.worker import Worker, WorkerStatus
+
+DEREGISTER_REASON = "worker deregistered"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegisterWorker:
+    name: str
+    hostname: str
+    pid: int
+    queues: tuple[str, ...]
+    capacity: int
+    labels: frozenset[str] = field(default_factory=frozenset)
+    software_version: str = ""
+
+
+class WorkerService:
+    def __init__(
+        self,
+        *,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._uow_factory = uow_factory
+        self._clock = clock
+        self._rng = rng
+
+    async def register(self, command: RegisterWorker) -> Worker:
+        """A new worker row (a restarted process registers again and gets a new id)."""
+        now = self._clock.now()
+        worker = Worker(
+            name=command.name,
+            hostname=command.hostname,
+            pid=command.pid,
+            queues=tuple(command.queues),
+            capacity=command.capacity,
+            labels=frozenset(command.labels),
+            software_version=command.software_version,
+            started_at=now,
+            heartbeat_at=now,
+        )
+        async with self._uow_factory() as uow:
+            await uow.workers.add(worker)
+            await uow.commit()
+        return worker
+
+    async def drain(self, worker_id: str, *, principal: Principal) -> Worker:
+        """Ask a worker to stop taking work; it sees ``draining`` on its next heartbeat."""
+        ensure_operates_workers(principal)
+        async with self._uow_factory() as uow:
+            worker = await _load(uow, worker_id)
+            worker.drain()
+            await uow.workers.update(worker)
+            await uow.commit()
+        return worker
+
+    async def deregister(self, worker_id: str) -> Worker:
+        """The worker is going away. Runs it still holds are lost and retried at once, rather
+        than waiting for their leases to expire."""
+        now = self._clock.now()
+        async with self._uow_factory() as uow:
+            worker = await _load(uow, worker_id)
+            worker.go_offline(now=now)
+            await uow.workers.update(worker)
+            for run in await uow.runs.running_on_worker(worker_id):
+                read_version = run.version
+                await uow.events.add(run.lose(now=now, reason=DEREGISTER_REASON))
+                task = await uow.tasks.get(run.task_id)
+                await settle_failed_attempt(
+                    uow,
+                    run,
+                    task=task,
+                    now=now,
+                    actor=f"worker:{worker_id}",
+                    rng=self._rng,
+                    delay=timedelta(0),
+                )
+                await uow.runs.update(run, expected_version=read_version)
+            await uow.commit()
+        return worker
+
+    async def mark_silent_offline(self, silent_for: timedelta) -> list[Worker]:
+        """Workers that have not heartbeated for ``silent_for`` are offline (their runs are left to
+        the reaper, which sees their leases expire)."""
+        now = self._clock.now()
+        gone: list[Worker] = []
+        async with self._uow_factory() as uow:
+            for worker in await uow.workers.list():
+                if worker.status is not WorkerStatus.OFFLINE and not worker.is_alive(
+                    now=now, timeout=silent_for
+                ):
+                    worker.go_offline(now=worker.heartbeat_at)
+                    await uow.workers.update(worker)
+                    gone.append(worker)
+            if gone:
+                await uow.commit()
+        return gone
+
+    async def list(
+        self, *, principal: Principal, status: WorkerStatus | None = None
+    ) -> list[Worker]:
+        ensure_can_read_tasks(principal)
+        async with self._uow_factory() as uow:
+            return await uow.workers.list(status=status)
+
+    async def get(self, worker_id: str, *, principal: Principal) -> Worker:
+        ensure_can_read_tasks(principal)
+        async with self._uow_factory() as uow:
+            return await _load(uow, worker_id)
+
+
+async def _load(uow: UnitOfWork, worker_id: str) -> Worker:
+    worker = await uow.workers.get(worker_id)
+    if worker is None:
+        raise NotFound(f"worker {worker_id} not found", field="worker_id")
+    return worker

@@ -1,0 +1,164 @@
+"""The ``scheduler`` command: the launcher and the admin tool."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from scheduler_infrastructure.config.loader import parse_run_mode
+from scheduler_infrastructure.errors import ConfigError
+from scheduler_infrastructure.startup import StartupError, prepare
+
+app = typer.Typer(
+    name="scheduler",
+    help="A distributed task scheduler: run its components and administer it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+migrate_app = typer.Typer(help="Database migrations (talks to the database directly).")
+app.add_typer(migrate_app, name="migrate")
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+def _settings(component: str = "cli", *, standalone: bool = False):  # type: ignore[no-untyped-def]
+    try:
+        settings = prepare(component, standalone=standalone)
+    except StartupError as error:
+        raise fail(str(error), 2) from None
+    if component == "cli":
+        # Admin commands print their own results; only problems belong on stderr.
+        logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
+    return settings
+
+
+@app.command()
+def run(
+    mode: Annotated[
+        str | None,
+        typer.Option(help="all, or a comma list of api, dispatcher, worker (default: run.mode)"),
+    ] = None,
+    migrate: Annotated[
+        bool, typer.Option(help="Upgrade the database to the newest revision first.")
+    ] = False,
+) -> None:
+    """Run the scheduler's components in this process."""
+    from scheduler_cli.launcher import run_components
+
+    settings = _settings("scheduler")
+    try:
+        components = parse_run_mode(mode or settings.run.mode, key="--mode")
+    except ConfigError as error:
+        raise fail(str(error), 2) from None
+    if settings.queue.backend == "memory" and not {"dispatcher", "worker"} <= set(components):
+        raise fail(
+            "queue.backend 'memory' needs dispatcher and worker in this process; "
+            "use --mode all or a shared queue backend",
+            2,
+        )
+    if "api" in components:
+        raise fail("the api component is not available yet", 2)
+    try:
+        asyncio.run(run_components(settings, components, migrate=migrate))
+    except ConnectionError as error:
+        raise fail(str(error), 1) from None
+
+
+def _database_url() -> str:
+    from scheduler_infrastructure.factories import database_url
+
+    return database_url(_settings().database)
+
+
+@migrate_app.command("upgrade")
+def migrate_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Upgrade the database schema (default: to the newest revision)."""
+    from scheduler_infrastructure.persistence import migrations
+
+    url = _database_url()
+    try:
+        migrations.upgrade(url, revision)
+    except Exception as error:
+        raise fail(f"upgrade failed: {type(error).__name__}: {error}") from None
+    out.print(f"database at revision {migrations.current(url) or 'base'}")
+
+
+@migrate_app.command("downgrade")
+def migrate_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision, or 'base' for empty.")],
+) -> None:
+    """Downgrade the database schema to REVISION."""
+    from scheduler_infrastructure.persistence import migrations
+
+    url = _database_url()
+    try:
+        migrations.downgrade(url, revision)
+    except Exception as error:
+        raise fail(f"downgrade failed: {type(error).__name__}: {error}") from None
+    out.print(f"database at revision {migrations.current(url) or 'base'}")
+
+
+@migrate_app.command("current")
+def migrate_current() -> None:
+    """Show the database's current revision and the newest one available."""
+    from scheduler_infrastructure.persistence import migrations
+
+    url = _database_url()
+    try:
+        current = migrations.current(url)
+    except Exception as error:
+        raise fail(f"cannot read the revision: {type(error).__name__}: {error}") from None
+    newest = migrations.head()
+    out.print(f"current: {current or 'base (empty)'}\nnewest:  {newest}")
+    if current != newest:
+        raise typer.Exit(3)
+
+
+@app.command("create-admin")
+def create_admin(
+    username: Annotated[str, typer.Option(help="Name of the admin account.")] = "admin",
+    password_env: Annotated[
+        str,
+        typer.Option(help="Environment variable holding the password; generated if unset."),
+    ] = "SCHEDULER_ADMIN_PASSWORD",
+) -> None:
+    """Create the admin account (talks to the database directly)."""
+    from scheduler_cli.admin import ensure_admin
+
+    settings = _settings()
+    password = os.environ.get(password_env) or None
+    generated = password is None
+    if password is None:
+        password = secrets.token_urlsafe(18)
+    try:
+        created = asyncio.run(ensure_admin(settings, username=username, password=password))
+    except Exception as error:
+        raise fail(f"{type(error).__name__}: {error}") from None
+    if not created:
+        out.print(f"user {username!r} already exists; password unchanged")
+        return
+    out.print(f"created admin user {username!r}")
+    if generated:
+        out.print(f"password (shown once): [bold]{password}[/bold]")
+
+
+def entrypoint() -> None:
+    """Console-script entry: never a traceback for expected failures."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,45 @@
+"""The dispatcher process's work: its loops, started together and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from scheduler_dispatcher.loops import PeriodicLoop
+
+logger = logging.getLogger("scheduler.dispatcher")
+
+
+class Dispatcher:
+    def __init__(self, *, loops: list[PeriodicLoop]) -> None:
+        self._loops = loops
+        self._stopping = asyncio.Event()
+        self._started = asyncio.Event()
+
+    def loop(self, name: str) -> PeriodicLoop:
+        return next(loop for loop in self._loops if loop.name == name)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def wait_started(self) -> None:
+        await self._started.wait()
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(loop.run(), name=loop.name) for loop in self._loops]
+        self._started.set()
+        logger.info("dispatcher started: %s", ", ".join(loop.name for loop in self._loops))
+        try:
+            stopper = asyncio.create_task(self._stopping.wait())
+            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            logger.info("dispatcher stopped")

@@ -1,0 +1,80 @@
+"""The async engine, tuned per backend.
+
+SQLite serialises writers on a file lock. Python's sqlite3 module starts transactions lazily
+(``BEGIN DEFERRED`` before the first write), so a transaction that reads and then writes may find
+the lock taken and fail with "database is locked" at once: waiting cannot help it, because its
+snapshot is already stale. Following SQLAlchemy's documented recipe for aiosqlite, we take over
+transaction control and open every transaction with ``BEGIN IMMEDIATE``: the write lock is taken
+up front, and a second writer waits for it (up to ``busy_timeout``) instead of failing. WAL mode
+lets readers outside transactions proceed meanwhile.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+
+def async_url(url: str | URL) -> URL:
+    """``url`` with the async driver this package uses (``postgresql://`` -> asyncpg)."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in _ASYNC_DRIVERS:
+        raise ValueError(f"unsupported database {backend!r}: use postgresql or sqlite")
+    return parsed.set(drivername=_ASYNC_DRIVERS[backend])
+
+
+def is_sqlite_memory(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+    """An :class:`AsyncEngine` for ``sqlite+aiosqlite`` or ``postgresql+asyncpg`` URLs."""
+    parsed = async_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, pool_size=pool_size, echo=echo)
+    return create_async_engine(
+        parsed,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        echo=echo,
+    )
+
+
+def _sqlite_engine(url: URL, *, pool_size: int, echo: bool) -> AsyncEngine:
+    options: dict[str, Any] = {"echo": echo}
+    if not is_sqlite_memory(url):
+        assert url.database is not None
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        options.update(pool_size=pool_size, max_overflow=pool_size)
+    engine = create_async_engine(
+        url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **options
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # No implicit BEGIN from the driver: _begin below emits ours.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

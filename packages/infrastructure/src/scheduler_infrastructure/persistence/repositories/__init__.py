@@ -1,0 +1,23 @@
+"""One SQL repository per port, each bound to the connection of a unit of work."""
+
+from scheduler_infrastructure.persistence.repositories.api_keys import SqlApiKeyRepository
+from scheduler_infrastructure.persistence.repositories.decisions import SqlDecisionRepository
+from scheduler_infrastructure.persistence.repositories.events import SqlRunEventRepository
+from scheduler_infrastructure.persistence.repositories.refresh_tokens import (
+    SqlRefreshTokenRepository,
+)
+from scheduler_infrastructure.persistence.repositories.runs import SqlRunRepository
+from scheduler_infrastructure.persistence.repositories.tasks import SqlTaskRepository
+from scheduler_infrastructure.persistence.repositories.users import SqlUserRepository
+from scheduler_infrastructure.persistence.repositories.workers import SqlWorkerRepository
+
+__all__ = [
+    "SqlApiKeyRepository",
+    "SqlDecisionRepository",
+    "SqlRefreshTokenRepository",
+    "SqlRunEventRepository",
+    "SqlRunRepository",
+    "SqlTaskRepository",
+    "SqlUserRepository",
+    "SqlWorkerRepository",
+]

@@ -1,0 +1,30 @@
+"""What the dispatcher decided for each slot, so "why didn't it fire?" has an answer."""
+
+from __future__ import annotations
+
+from sqlalchemy import insert, select
+
+from scheduler_domain.events import SlotDecision
+from scheduler_infrastructure.persistence.mappers import decision_from_row, decision_to_row
+from scheduler_infrastructure.persistence.repositories.base import SqlRepository, check_limit
+from scheduler_infrastructure.persistence.tables import slot_decisions
+
+_c = slot_decisions.c
+
+
+class SqlDecisionRepository(SqlRepository):
+    what = "slot decision"
+
+    async def add(self, decision: SlotDecision) -> None:
+        await self._execute(insert(slot_decisions).values(**decision_to_row(decision)))
+
+    async def list_for_task(self, task_id: str, *, limit: int) -> list[SlotDecision]:
+        """Newest first: by decision time, then by slot."""
+        check_limit(limit)
+        rows = await self._all(
+            select(slot_decisions)
+            .where(_c.task_id == task_id)
+            .order_by(_c.at.desc(), _c.slot.desc(), _c.id.desc())
+            .limit(limit)
+        )
+        return [decision_from_row(row) for row in rows]

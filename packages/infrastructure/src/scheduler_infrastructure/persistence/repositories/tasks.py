@@ -1,0 +1,174 @@
+"""Task definitions and their dependency edges."""
+
+from __future__ import annotations
+
+import builtins
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.sql import Select
+from sqlalchemy.sql.elements import ColumnElement
+
+from scheduler_application.errors import Conflict
+from scheduler_application.ports.repositories import Page, TaskFilter
+from scheduler_domain.task import Task
+from scheduler_infrastructure.persistence.cursors import decode_cursor, encode_cursor
+from scheduler_infrastructure.persistence.driver_errors import translated
+from scheduler_infrastructure.persistence.mappers import dependency_rows, task_from_row, task_to_row
+from scheduler_infrastructure.persistence.repositories.base import SqlRepository, check_limit
+from scheduler_infrastructure.persistence.tables import TASK_ENABLED, task_dependencies, tasks
+
+_deps = task_dependencies.c
+
+
+class SqlTaskRepository(SqlRepository):
+    what = "task"
+
+    async def add(self, task: Task) -> None:
+        await self._insert_new(tasks, task_to_row(task))
+        await self._insert_dependencies(task)
+
+    async def get(self, task_id: str) -> Task | None:
+        found = await self._load(select(tasks).where(tasks.c.id == task_id))
+        return found[0] if found else None
+
+    async def get_many(self, task_ids: Sequence[str]) -> builtins.list[Task]:
+        """The tasks that exist, in the order asked, each once."""
+        wanted = list(dict.fromkeys(task_ids))
+        if not wanted:
+            return []
+        found = {t.id: t for t in await self._load(select(tasks).where(tasks.c.id.in_(wanted)))}
+        return [found[task_id] for task_id in wanted if task_id in found]
+
+    async def get_by_name(self, owner_id: str, name: str) -> Task | None:
+        query = select(tasks).where(tasks.c.owner_id == owner_id, tasks.c.name == name)
+        found = await self._load(query)
+        return found[0] if found else None
+
+    async def list(
+        self, task_filter: TaskFilter, *, limit: int, cursor: str | None = None
+    ) -> Page[Task]:
+        check_limit(limit)
+        query = select(tasks).where(*_conditions(task_filter))
+        if cursor is not None:
+            (after,) = decode_cursor(cursor, 1)
+            query = query.where(tasks.c.id > after)
+        items = await self._load(query.order_by(tasks.c.id).limit(limit + 1))
+        if len(items) <= limit:
+            return Page(items)
+        items = items[:limit]
+        return Page(items, encode_cursor(items[-1].id))
+
+    async def update(self, task: Task, *, expected_version: int) -> None:
+        row = task_to_row(task)
+        del row["id"]
+        statement = (
+            update(tasks)
+            .where(tasks.c.id == task.id, tasks.c.version == expected_version)
+            .values(**row)
+        )
+        # A savepoint, so that a rename onto a taken name leaves the transaction usable.
+        async with translated(self.what), self._conn.begin_nested():
+            result = await self._conn.execute(statement)
+            if result.rowcount == 0:
+                raise await self._conflict(task.id, expected_version)
+            await self._conn.execute(delete(task_dependencies).where(_deps.task_id == task.id))
+            await self._insert_dependencies(task)
+
+    async def delete(self, task_id: str) -> None:
+        """Delete the task with its runs, their events, and its slot decisions (cascade).
+        Edges from other tasks that depend on it are the caller's to resolve."""
+        await self._execute(delete(tasks).where(tasks.c.id == task_id))
+
+    async def due(self, now: datetime, *, limit: int) -> builtins.list[Task]:
+        check_limit(limit)
+        query = (
+            select(tasks)
+            .where(TASK_ENABLED, tasks.c.next_run_at <= now)
+            .order_by(tasks.c.next_run_at, tasks.c.id)
+            .limit(limit)
+        )
+        return await self._load(self._locked(query))
+
+    async def next_due_at(self) -> datetime | None:
+        earliest: datetime | None = await self._scalar(
+            select(func.min(tasks.c.next_run_at)).where(TASK_ENABLED)
+        )
+        return earliest
+
+    async def set_next_run_at(self, task_id: str, next_run_at: datetime | None) -> None:
+        """No version bump, so user edits in flight do not conflict; a missing task is a no-op."""
+        await self._execute(
+            update(tasks).where(tasks.c.id == task_id).values(next_run_at=next_run_at)
+        )
+
+    async def dependents(self, task_id: str) -> builtins.list[Task]:
+        query = (
+            select(tasks)
+            .join(task_dependencies, _deps.task_id == tasks.c.id)
+            .where(_deps.upstream_id == task_id)
+            .order_by(tasks.c.id)
+        )
+        return await self._load(query)
+
+    async def dependency_edges(self) -> dict[str, tuple[str, ...]]:
+        rows = await self._all(
+            select(_deps.task_id, _deps.upstream_id).order_by(_deps.task_id, _deps.position)
+        )
+        return {task_id: tuple(upstreams) for task_id, upstreams in _group(rows).items()}
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    async def _load(self, query: Select[Any]) -> builtins.list[Task]:
+        rows = await self._all(query)
+        if not rows:
+            return []
+        upstreams = await self._upstreams(row["id"] for row in rows)
+        return [task_from_row(row, upstreams.get(row["id"], ())) for row in rows]
+
+    async def _upstreams(self, task_ids: Iterable[str]) -> dict[str, builtins.list[str]]:
+        query = (
+            select(_deps.task_id, _deps.upstream_id)
+            .where(_deps.task_id.in_(list(task_ids)))
+            .order_by(_deps.task_id, _deps.position)
+        )
+        return _group(await self._all(query))
+
+    async def _insert_dependencies(self, task: Task) -> None:
+        rows = dependency_rows(task)
+        if rows:
+            await self._execute(insert(task_dependencies), rows)
+
+    async def _conflict(self, task_id: str, expected_version: int) -> Conflict:
+        current = await self._scalar(select(tasks.c.version).where(tasks.c.id == task_id))
+        if current is None:
+            return Conflict(f"task {task_id} no longer exists")
+        return Conflict(
+            f"task {task_id} is at version {current}, not {expected_version}", field="version"
+        )
+
+
+def _conditions(task_filter: TaskFilter) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if task_filter.owner_id is not None:
+        conditions.append(tasks.c.owner_id == task_filter.owner_id)
+    if task_filter.enabled is not None:
+        conditions.append(tasks.c.enabled == task_filter.enabled)
+    if task_filter.queue is not None:
+        conditions.append(tasks.c.queue == task_filter.queue)
+    if task_filter.name_prefix:
+        # substr, not LIKE: exact and case-sensitive on both backends, no escaping needed.
+        prefix = task_filter.name_prefix
+        conditions.append(func.substr(tasks.c.name, 1, len(prefix)) == prefix)
+    return conditions
+
+
+def _group(rows: Sequence[RowMapping]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        grouped[row["task_id"]].append(row["upstream_id"])
+    return grouped

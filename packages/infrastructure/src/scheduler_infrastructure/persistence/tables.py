@@ -1,0 +1,294 @@
+"""The schema, in SQLAlchemy Core: one history for PostgreSQL and SQLite.
+
+Hot fields (anything filtered, ordered or updated on its own) are real columns; policies,
+parameters and results are JSON documents. Partial indexes keep the dispatcher's and workers'
+queries proportional to the rows that are due, not to the size of the history. Their predicates
+are module constants so that queries repeat them verbatim: SQLite only uses a partial index when
+the query's WHERE contains the index's predicate term for term.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    literal_column,
+    true,
+)
+from sqlalchemy.sql.elements import ColumnElement
+
+from scheduler_infrastructure.persistence.column_types import UTCDateTime, json_document
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _id(name: str, *constraints: ForeignKey, **kwargs: Any) -> Column[str]:
+    return Column(name, String(64), *constraints, **kwargs)
+
+
+def _at(name: str, *, nullable: bool = True) -> Column[datetime]:
+    return Column(name, UTCDateTime(), nullable=nullable)
+
+
+tasks = Table(
+    "tasks",
+    metadata,
+    _id("id", primary_key=True),
+    _id("owner_id", nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("executor", String(64), nullable=False),
+    Column("params", json_document(), nullable=False),
+    Column("schedule", json_document(), nullable=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("queue", String(100), nullable=False),
+    Column("priority", SmallInteger, nullable=False),
+    Column("labels", json_document(), nullable=False),
+    Column("strategy", String(32), nullable=False),
+    Column("timeout_seconds", Float, nullable=True),
+    Column("retry", json_document(), nullable=False),
+    Column("concurrency", String(32), nullable=False),
+    Column("max_concurrent", Integer, nullable=True),
+    Column("misfire", json_document(), nullable=False),
+    Column("spread_seconds", Float, nullable=False),
+    Column("rate_limit", String(64), nullable=True),
+    Column("trigger_rule", String(32), nullable=False),
+    _at("next_run_at"),
+    _at("created_at", nullable=False),
+    _at("updated_at", nullable=False),
+    Column("version", Integer, nullable=False),
+    UniqueConstraint("owner_id", "name"),
+)
+
+#: Enabled tasks: the predicate of the index the dispatcher's due query walks.
+TASK_ENABLED: ColumnElement[bool] = tasks.c.enabled == true()
+
+Index(
+    "ix_tasks_due",
+    tasks.c.next_run_at,
+    postgresql_where=TASK_ENABLED,
+    sqlite_where=TASK_ENABLED,
+)
+
+task_dependencies = Table(
+    "task_dependencies",
+    metadata,
+    _id("task_id", ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
+    _id("upstream_id", primary_key=True),
+    # depends_on is an ordered tuple; keep the order the user gave.
+    Column("position", SmallInteger, nullable=False),
+)
+Index("ix_task_dependencies_upstream_id", task_dependencies.c.upstream_id)
+
+task_runs = Table(
+    "task_runs",
+    metadata,
+    _id("id", primary_key=True),
+    _id("task_id", ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    _id("owner_id", nullable=False),
+    Column("attempt", Integer, nullable=False),
+    _id("retry_of", nullable=True),
+    Column("trigger", String(32), nullable=False),
+    _at("scheduled_for", nullable=False),
+    Column("idempotency_key", String(255), nullable=True),
+    Column("status", String(32), nullable=False),
+    Column("queue", String(100), nullable=False),
+    Column("priority", SmallInteger, nullable=False),
+    _at("not_before"),
+    _id("worker_id", nullable=True),
+    _at("lease_expires_at"),
+    _at("heartbeat_at"),
+    _at("queued_at"),
+    _at("started_at"),
+    _at("finished_at"),
+    Column("result", json_document(), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("output", Text, nullable=True),
+    Column("traceparent", String(128), nullable=True),
+    Column("version", Integer, nullable=False),
+    _at("created_at", nullable=False),
+    UniqueConstraint("task_id", "scheduled_for", "attempt"),
+)
+
+
+def _status_is(value: str) -> ColumnElement[bool]:
+    return task_runs.c.status == literal_column(f"'{value}'")
+
+
+RUN_PENDING = _status_is("pending")
+RUN_QUEUED = _status_is("queued")
+RUN_RUNNING = _status_is("running")
+RUN_HAS_IDEMPOTENCY_KEY: ColumnElement[bool] = task_runs.c.idempotency_key.is_not(None)
+
+
+def _partial(
+    name: str, *columns: ColumnElement[Any], where: ColumnElement[bool], unique: bool = False
+) -> None:
+    Index(name, *columns, unique=unique, postgresql_where=where, sqlite_where=where)
+
+
+_partial(
+    "uq_task_runs_task_id_idempotency_key",
+    task_runs.c.task_id,
+    task_runs.c.idempotency_key,
+    where=RUN_HAS_IDEMPOTENCY_KEY,
+    unique=True,
+)
+_partial("ix_task_runs_pending", task_runs.c.not_before, where=RUN_PENDING)
+_partial("ix_task_runs_running", task_runs.c.lease_expires_at, where=RUN_RUNNING)
+_partial("ix_task_runs_worker", task_runs.c.worker_id, where=RUN_RUNNING)
+_partial(
+    "ix_task_runs_queued",
+    task_runs.c.queue,
+    task_runs.c.priority.desc(),
+    task_runs.c.created_at,
+    task_runs.c.id,  # the whole ORDER BY of claim_next: the claim reads one entry, no sort
+    where=RUN_QUEUED,
+)
+_partial("ix_task_runs_queued_at", task_runs.c.queued_at, where=RUN_QUEUED)
+# Run lists are newest first by (created_at, id), filtered by task, by owner, or not at all.
+Index(
+    "ix_task_runs_task_id_created_at", task_runs.c.task_id, task_runs.c.created_at, task_runs.c.id
+)
+Index(
+    "ix_task_runs_owner_id_created_at", task_runs.c.owner_id, task_runs.c.created_at, task_runs.c.id
+)
+Index("ix_task_runs_created_at", task_runs.c.created_at, task_runs.c.id)
+
+run_events = Table(
+    "run_events",
+    metadata,
+    # Insertion order breaks ties between events of one run stamped with the same instant.
+    Column(
+        "seq",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    _id("id", nullable=False, unique=True),
+    _id("run_id", ForeignKey("task_runs.id", ondelete="CASCADE"), nullable=False),
+    _id("task_id", nullable=False),
+    Column("from_status", String(32), nullable=True),
+    Column("to_status", String(32), nullable=False),
+    _at("at", nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("detail", json_document(), nullable=False),
+)
+Index("ix_run_events_run_id_at", run_events.c.run_id, run_events.c.at)
+
+slot_decisions = Table(
+    "slot_decisions",
+    metadata,
+    _id("id", primary_key=True),
+    _id("task_id", ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    _at("slot", nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", String(32), nullable=True),
+    _id("run_id", nullable=True),
+    _at("at", nullable=False),
+    Column("detail", json_document(), nullable=False),
+)
+Index("ix_slot_decisions_task_id_at", slot_decisions.c.task_id, slot_decisions.c.at)
+
+workers = Table(
+    "workers",
+    metadata,
+    _id("id", primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("hostname", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("queues", json_document(), nullable=False),
+    Column("labels", json_document(), nullable=False),
+    Column("capacity", Integer, nullable=False),
+    Column("active_runs", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("software_version", String(64), nullable=False),
+    _at("started_at", nullable=False),
+    _at("heartbeat_at", nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    _id("id", primary_key=True),
+    Column("username", String(64), nullable=False),
+    Column("password_hash", String(512), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("disabled", Boolean, nullable=False),
+    _at("created_at", nullable=False),
+    _at("updated_at", nullable=False),
+    UniqueConstraint("username"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    _id("id", primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("prefix", String(64), nullable=False),
+    Column("secret_hash", String(512), nullable=False),
+    _id("owner_id", nullable=False),
+    Column("role", String(16), nullable=False),
+    _at("created_at", nullable=False),
+    _at("expires_at"),
+    _at("revoked_at"),
+    _at("last_used_at"),
+    UniqueConstraint("prefix"),
+)
+Index("ix_api_keys_owner_id", api_keys.c.owner_id)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    _id("id", primary_key=True),
+    _id("user_id", nullable=False),
+    _id("family_id", nullable=False),
+    Column("token_hash", String(512), nullable=False),
+    _at("created_at", nullable=False),
+    _at("expires_at", nullable=False),
+    _at("used_at"),
+    _at("revoked_at"),
+    UniqueConstraint("token_hash"),
+)
+Index("ix_refresh_tokens_family_id", refresh_tokens.c.family_id)
+Index("ix_refresh_tokens_user_id", refresh_tokens.c.user_id)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("resource", String(200), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    _at("expires_at", nullable=False),
+)
+
+#: The field an ``AlreadyExists`` names for each unique constraint or unique index.
+UNIQUE_FIELDS: dict[str, str] = {
+    "uq_tasks_owner_id_name": "name",
+    "uq_task_runs_task_id_scheduled_for_attempt": "scheduled_for",
+    "uq_task_runs_task_id_idempotency_key": "idempotency_key",
+    "uq_users_username": "username",
+    "uq_api_keys_prefix": "prefix",
+    "uq_refresh_tokens_token_hash": "token_hash",
+}

@@ -1,0 +1,96 @@
+"""The SQL unit of work: one connection, one transaction at a time, every repository on it."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from scheduler_infrastructure.persistence.driver_errors import translated
+from scheduler_infrastructure.persistence.repositories import (
+    SqlApiKeyRepository,
+    SqlDecisionRepository,
+    SqlRefreshTokenRepository,
+    SqlRunEventRepository,
+    SqlRunRepository,
+    SqlTaskRepository,
+    SqlUserRepository,
+    SqlWorkerRepository,
+)
+
+
+class SqlUnitOfWork:
+    """``async with uow:`` checks a connection out of the pool; leaving the block rolls back
+    whatever was not committed and returns the connection.
+
+    The transaction begins with the first statement (on SQLite that is when the write lock is
+    taken), so a unit of work that only waits holds nothing. After ``commit()`` the next
+    statement begins a fresh transaction on the same connection.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
+        self.tasks = SqlTaskRepository(self._current)
+        self.runs = SqlRunRepository(self._current)
+        self.events = SqlRunEventRepository(self._current)
+        self.decisions = SqlDecisionRepository(self._current)
+        self.workers = SqlWorkerRepository(self._current)
+        self.users = SqlUserRepository(self._current)
+        self.api_keys = SqlApiKeyRepository(self._current)
+        self.refresh_tokens = SqlRefreshTokenRepository(self._current)
+
+    def _current(self) -> AsyncConnection:
+        if self._connection is None:
+            raise RuntimeError("use the unit of work inside 'async with'")
+        return self._connection
+
+    async def __aenter__(self) -> Self:
+        if self._connection is not None:
+            raise RuntimeError("this unit of work is already open")
+        async with translated():
+            self._connection = await self._engine.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            async with translated():
+                try:
+                    if connection.in_transaction():
+                        await connection.rollback()
+                finally:
+                    await connection.close()
+        except Exception:
+            # A dead connection cannot roll back (the server already has); never let that
+            # hide the exception that is leaving the block.
+            if exc is None:
+                raise
+
+    async def commit(self) -> None:
+        connection = self._current()
+        async with translated():
+            await connection.commit()
+
+    async def rollback(self) -> None:
+        connection = self._current()
+        async with translated():
+            await connection.rollback()
+
+
+class SqlUnitOfWorkFactory:
+    """The ``UnitOfWorkFactory`` of the composition roots: a new unit of work per call."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    def __call__(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine)

@@ -1,0 +1,115 @@
+"""The process's shared resources, opened once and closed once by a composition root.
+
+In ``scheduler run`` every component of the process shares one :class:`Resources`: one
+database pool, one queue connection (and so one in-process memory queue), one clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from scheduler_application.ports.queue import RunQueue
+from scheduler_infrastructure.clock import SystemClock
+from scheduler_infrastructure.config import Settings
+from scheduler_infrastructure.factories import build_engine, build_unit_of_work_factory
+from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
+from scheduler_infrastructure.queues.factory import build_run_queue
+
+logger = logging.getLogger("scheduler.startup")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resources:
+    settings: Settings
+    engine: AsyncEngine
+    uow_factory: SqlUnitOfWorkFactory
+    queue: RunQueue
+    clock: SystemClock
+
+
+async def wait_for_database(engine: AsyncEngine, *, timeout: float) -> None:
+    """Block until the database answers, retrying with backoff and saying so, or raise."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.25
+    while True:
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            return
+        except Exception as error:
+            if loop.time() + delay > deadline:
+                raise ConnectionError(
+                    f"database unreachable after {timeout:.0f} s: {type(error).__name__}: {error}"
+                ) from error
+            logger.warning(
+                "database not reachable (%s); retrying in %.1f s", type(error).__name__, delay
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _open_queue(queue: Any, *, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.25
+    while True:
+        try:
+            await queue.__aenter__()
+            return
+        except Exception as error:
+            if loop.time() + delay > deadline:
+                raise ConnectionError(
+                    f"queue unreachable after {timeout:.0f} s: {type(error).__name__}: {error}"
+                ) from error
+            logger.warning("queue not reachable (%s); retrying in %.1f s", error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+@contextlib.asynccontextmanager
+async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+    engine = build_engine(settings)
+    try:
+        timeout = settings.database.connect_retry_seconds
+        await wait_for_database(engine, timeout=timeout)
+        queue = build_run_queue(
+            backend=settings.queue.backend,
+            engine=engine,
+            rabbitmq_url=_with_password(settings.rabbitmq.url, settings.rabbitmq.password),
+            redis_url=_with_password(settings.redis.url, settings.redis.password),
+            prefix=settings.queue.prefix,
+        )
+        await _open_queue(queue, timeout=timeout)
+        try:
+            yield Resources(
+                settings=settings,
+                engine=engine,
+                uow_factory=build_unit_of_work_factory(engine),
+                queue=queue,
+                clock=SystemClock(),
+            )
+        finally:
+            await queue.__aexit__(None, None, None)
+    finally:
+        await engine.dispose()
+
+
+def _with_password(url: str, password: str | None) -> str:
+    if not url or password is None:
+        return url
+    parts = urlsplit(url)
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

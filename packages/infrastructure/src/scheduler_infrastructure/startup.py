@@ -1,0 +1,31 @@
+"""What every entry point does first: load and check the settings, set up logging."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from scheduler_infrastructure.config import Settings, load_settings
+from scheduler_infrastructure.errors import ConfigError
+from scheduler_infrastructure.logging_setup import configure_logging
+
+
+class StartupError(Exception):
+    """The process cannot start; ``str()`` is the one line to show the operator."""
+
+
+def prepare(
+    component: str, *, standalone: bool, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings for ``component``; ``standalone`` means it runs without the other components
+    in its process, which rules out the in-process memory queue."""
+    try:
+        settings = load_settings(environ)
+    except ConfigError as error:
+        raise StartupError(str(error)) from None
+    if standalone and settings.queue.backend == "memory" and component != "api":
+        raise StartupError(
+            "invalid configuration: queue.backend: 'memory' only works when dispatcher and "
+            "worker share one process (`scheduler run`); choose postgres, rabbitmq or redis"
+        )
+    configure_logging(settings.logging, component=component)
+    return settings

@@ -1,0 +1,64 @@
+"""The worker's composition root: the only module of the worker that knows the adapters."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+from scheduler_application.execution import ExecutionService
+from scheduler_application.workers import WorkerService
+from scheduler_infrastructure.config import Settings
+from scheduler_infrastructure.resources import Resources, open_resources
+from scheduler_infrastructure.startup import StartupError, prepare
+from scheduler_worker.executors import ExecutorRegistry, builtin_executors
+from scheduler_worker.runtime import WorkerOptions, WorkerRuntime
+
+
+__all__ = ["StartupError", "build_worker", "load", "standalone_worker", "worker_options"]
+
+
+def load() -> Settings:
+    return prepare("worker", standalone=True)
+
+
+def worker_options(settings: Settings) -> WorkerOptions:
+    w = settings.worker
+    return WorkerOptions(
+        name=w.name,
+        queues=w.queues,
+        labels=frozenset(w.labels),
+        capacity=w.capacity,
+        heartbeat_interval=timedelta(seconds=w.heartbeat_seconds),
+        lease=timedelta(seconds=w.lease_seconds),
+        drain_timeout=timedelta(seconds=w.drain_timeout_seconds),
+    )
+
+
+@contextlib.asynccontextmanager
+async def build_worker(resources: Resources) -> AsyncIterator[WorkerRuntime]:
+    """A worker runtime wired to ``resources``; its executors are closed on exit."""
+    settings = resources.settings
+    options = worker_options(settings)
+    registry = ExecutorRegistry.discover(
+        builtins=builtin_executors(
+            env_allowlist=settings.worker.env_allowlist,
+            output_limit=settings.worker.output_limit_bytes,
+        )
+    )
+    async with registry:
+        yield WorkerRuntime(
+            execution=ExecutionService(
+                uow_factory=resources.uow_factory, clock=resources.clock, lease=options.lease
+            ),
+            workers=WorkerService(uow_factory=resources.uow_factory, clock=resources.clock),
+            queue=resources.queue,
+            executors=registry,
+            options=options,
+        )
+
+
+@contextlib.asynccontextmanager
+async def standalone_worker(settings: Settings) -> AsyncIterator[WorkerRuntime]:
+    async with open_resources(settings) as resources, build_worker(resources) as runtime:
+        yield runtime

@@ -1,0 +1,168 @@
+"""Executors by name: the built-ins plus third-party ones from the ``scheduler.executors``
+entry-point group.
+
+A plugin's entry point names a class or factory (called without arguments) or an instance;
+the object needs a ``name`` and an ``async execute(context)``. A plugin that fails to load, is
+malformed or claims a name already taken is logged and skipped: one broken package must not
+stop a worker, nor replace a built-in such as ``shell``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from importlib.metadata import EntryPoint, entry_points
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from scheduler_application.ports.executor import Executor
+from scheduler_domain.errors import ValidationError
+from scheduler_domain.executor_params import BUILTIN_EXECUTORS, validate_executor
+from scheduler_worker.executors.errors import DuplicateExecutorError, UnknownExecutorError
+from scheduler_worker.executors.http import HttpExecutor
+from scheduler_worker.executors.noop import NoopExecutor
+from scheduler_worker.executors.output import DEFAULT_OUTPUT_LIMIT
+from scheduler_worker.executors.python import PythonExecutor
+from scheduler_worker.executors.shell import DEFAULT_ENV_ALLOWLIST, ShellExecutor
+
+ENTRY_POINT_GROUP = "scheduler.executors"
+
+logger = logging.getLogger(__name__)
+
+
+def builtin_executors(
+    *,
+    env_allowlist: Sequence[str] = DEFAULT_ENV_ALLOWLIST,
+    output_limit: int = DEFAULT_OUTPUT_LIMIT,
+    kill_grace_seconds: float = 5.0,
+    http_client: httpx.AsyncClient | None = None,
+) -> list[Executor]:
+    return [
+        ShellExecutor(
+            env_allowlist=env_allowlist,
+            output_limit=output_limit,
+            kill_grace_seconds=kill_grace_seconds,
+        ),
+        HttpExecutor(client=http_client, output_limit=output_limit),
+        PythonExecutor(output_limit=output_limit),
+        NoopExecutor(),
+    ]
+
+
+class ExecutorRegistry:
+    """Also an async context manager: leaving it closes the executors that hold resources
+    (those with an ``aclose()``, such as the http executor's own client)."""
+
+    def __init__(self, executors: Iterable[Executor] = ()) -> None:
+        self._executors: dict[str, Executor] = {}
+        for executor in executors:
+            self.register(executor)
+
+    @classmethod
+    def discover(
+        cls,
+        *,
+        builtins: Iterable[Executor] | None = None,
+        entry_points: Iterable[EntryPoint] | None = None,
+    ) -> ExecutorRegistry:
+        """The built-ins (default: :func:`builtin_executors` with its defaults) plus every
+        loadable plugin of ``entry_points`` (default: the installed ``scheduler.executors``)."""
+        registry = cls(builtin_executors() if builtins is None else builtins)
+        for entry_point in _installed() if entry_points is None else entry_points:
+            registry._add_plugin(entry_point)
+        return registry
+
+    def register(self, executor: Executor) -> None:
+        if executor.name in self._executors:
+            raise DuplicateExecutorError(f"an executor named {executor.name!r} is registered")
+        self._executors[executor.name] = executor
+
+    def get(self, name: str) -> Executor:
+        try:
+            return self._executors[name]
+        except KeyError:
+            raise UnknownExecutorError(name, self._executors) from None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(sorted(self._executors))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._executors
+
+    def __iter__(self) -> Iterator[Executor]:
+        return iter(self._executors.values())
+
+    def __len__(self) -> int:
+        return len(self._executors)
+
+    async def __aenter__(self) -> ExecutorRegistry:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for executor in self._executors.values():
+            close = getattr(executor, "aclose", None)
+            if close is None:
+                continue
+            try:
+                await close()
+            except Exception:
+                logger.exception("closing executor %r failed", executor.name)
+
+    def _add_plugin(self, entry_point: EntryPoint) -> None:
+        label = f"{entry_point.name} = {entry_point.value}"
+        try:
+            loaded = entry_point.load()
+            executor = _instantiate(loaded)
+        except Exception:
+            logger.exception("skipping executor plugin %s: it failed to load", label)
+            return
+        problem = _malformed(executor)
+        if problem is None and executor.name in self._executors:
+            problem = f"the name {executor.name!r} is already taken"
+        if problem is not None:
+            logger.error("skipping executor plugin %s: %s", label, problem)
+            return
+        if executor.name != entry_point.name:
+            logger.warning("executor plugin %s registers itself as %r", label, executor.name)
+        self._executors[executor.name] = executor
+        logger.info("loaded executor plugin %s", label)
+
+
+def _installed() -> Iterable[EntryPoint]:
+    return entry_points(group=ENTRY_POINT_GROUP)
+
+
+def _instantiate(loaded: Any) -> Any:
+    """An instance is used as is; a class or factory is called without arguments."""
+    if inspect.isclass(loaded) or not hasattr(loaded, "execute"):
+        return loaded()
+    return loaded
+
+
+def _malformed(executor: Any) -> str | None:
+    name = getattr(executor, "name", None)
+    if not isinstance(name, str):
+        return "it has no string 'name'"
+    if not callable(getattr(executor, "execute", None)):
+        return "it has no execute(context) method"
+    if name in BUILTIN_EXECUTORS:
+        return f"the name {name!r} belongs to a built-in executor"
+    try:
+        # For a name that is not a built-in, the domain only checks its form, which is the
+        # form a task must use to reach the executor.
+        validate_executor(name, {})
+    except ValidationError as exc:
+        return f"{name!r} is not a valid executor name: {exc.message}"
+    return None

@@ -1,0 +1,276 @@
+"""The worker's main loop: consume, claim, execute, report, ack — and drain on shutdown.
+
+Delivery is at least once; execution is made exactly once by the claim. Every delivery is
+acknowledged only after its outcome is committed (or after the claim found nothing to do), so
+a worker that dies mid-run leaves the message to be delivered again and the run to the reaper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from scheduler_application.errors import Conflict, NotFound
+from scheduler_application.execution import ClaimedRun, ExecutionService
+from scheduler_application.ports.executor import ExecutionResult, Executor
+from scheduler_application.ports.queue import Delivery, RunQueue
+from scheduler_application.workers import RegisterWorker, WorkerService
+from scheduler_domain.worker import Worker
+from scheduler_worker.executors import ExecutorRegistry, UnknownExecutorError, run_executor
+from scheduler_worker.heartbeat import HeartbeatLoop
+from scheduler_worker.retrying import retry_until
+
+logger = logging.getLogger("scheduler.worker")
+
+__version__ = "0.1.0"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerOptions:
+    name: str = ""
+    queues: tuple[str, ...] = ("default",)
+    labels: frozenset[str] = frozenset()
+    capacity: int = 10
+    heartbeat_interval: timedelta = timedelta(seconds=10)
+    lease: timedelta = timedelta(seconds=30)
+    drain_timeout: timedelta = timedelta(seconds=30)
+    executor_grace_seconds: float = 10.0
+
+    def display_name(self) -> str:
+        return self.name or f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(slots=True)
+class _InFlight:
+    claimed: ClaimedRun
+    delivery: Delivery
+    task: asyncio.Task[ExecutionResult] | None = None
+    stop_requested: bool = False
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """What this process did, for tests, logs and metrics."""
+
+    claimed: int = 0
+    duplicates: int = 0
+    completed: int = 0
+    released: int = 0
+    stopped: int = 0
+    outcomes_refused: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+class WorkerRuntime:
+    """One worker process's work. ``run()`` returns after a drain (``stop()`` or an operator's
+    drain seen on heartbeat)."""
+
+    def __init__(
+        self,
+        *,
+        execution: ExecutionService,
+        workers: WorkerService,
+        queue: RunQueue,
+        executors: ExecutorRegistry,
+        options: WorkerOptions,
+    ) -> None:
+        self._execution = execution
+        self._workers = workers
+        self._queue = queue
+        self._executors = executors
+        self._options = options
+        self._in_flight: dict[str, _InFlight] = {}
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._started = asyncio.Event()
+        self.worker: Worker | None = None
+        self.stats = WorkerStats()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def active_runs(self) -> int:
+        return len(self._in_flight)
+
+    async def wait_started(self) -> Worker:
+        await self._started.wait()
+        assert self.worker is not None
+        return self.worker
+
+    def stop(self) -> None:
+        """Begin draining: stop consuming, let in-flight runs finish up to the drain timeout."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        options = self._options
+        self.worker = await retry_until(
+            lambda: self._workers.register(
+                RegisterWorker(
+                    name=options.display_name(),
+                    hostname=socket.gethostname(),
+                    pid=os.getpid(),
+                    queues=options.queues,
+                    capacity=options.capacity,
+                    labels=options.labels,
+                    software_version=__version__,
+                )
+            ),
+            what="register the worker",
+            stop=self._stopping,
+        )
+        if self.worker is None:
+            return
+        worker = self.worker
+        logger.info(
+            "worker %s registered as %s: queues=%s capacity=%d",
+            worker.name, worker.id, ",".join(options.queues), options.capacity,
+        )
+        heartbeat = HeartbeatLoop(
+            execution=self._execution,
+            worker_id=worker.id,
+            interval=options.heartbeat_interval,
+            lease=options.lease,
+            active=self._active_tokens,
+            on_stop=self._abandon,
+            on_drain=self.stop,
+        )
+        self._started.set()
+        async with heartbeat.running():
+            consumer = asyncio.create_task(self._consume([*options.queues, worker.direct_queue]))
+            await self._stopping.wait()
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+            await self._drain()
+        await retry_until(
+            lambda: self._workers.deregister(worker.id),
+            what="deregister the worker",
+            attempts=5,
+        )
+        logger.info("worker %s stopped: %s", worker.id, self.stats)
+
+    async def _consume(self, queues: Sequence[str]) -> None:
+        while not self._stopping.is_set():
+            try:
+                async for delivery in self._queue.consume(queues, prefetch=self._options.capacity):
+                    handler = asyncio.create_task(self._handle(delivery))
+                    self._handlers.add(handler)
+                    handler.add_done_callback(self._handlers.discard)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("consuming from %s failed; retrying in 1 s", ",".join(queues))
+                await asyncio.sleep(1.0)
+
+    async def _drain(self) -> None:
+        timeout = self._options.drain_timeout.total_seconds()
+        if self._handlers:
+            logger.info("draining: waiting up to %.0f s for %d runs", timeout, len(self._handlers))
+            _, pending = await asyncio.wait(set(self._handlers), timeout=timeout)
+            if pending:
+                await self._release_all()
+                await asyncio.wait(pending, timeout=self._options.executor_grace_seconds + 5)
+
+    async def _release_all(self) -> None:
+        """Drain timeout: give back what is still running so it is retried at once elsewhere."""
+        for run_id, flight in list(self._in_flight.items()):
+            flight.stop_requested = True
+            if flight.task is not None:
+                flight.task.cancel()
+            try:
+                await self._execution.release(run_id, flight.claimed.token)
+                self.stats.released += 1
+                logger.warning("released run %s at drain timeout", run_id)
+            except (Conflict, NotFound):
+                pass
+            except Exception:
+                logger.exception("could not release run %s; its lease will expire", run_id)
+
+    # -- one delivery ----------------------------------------------------------------------------
+
+    def _active_tokens(self) -> list[tuple[str, int]]:
+        return [(run_id, f.claimed.token) for run_id, f in self._in_flight.items()]
+
+    def _abandon(self, run_id: str) -> None:
+        """The heartbeat says the run was cancelled or taken away: stop executing it."""
+        flight = self._in_flight.get(run_id)
+        if flight is not None and flight.task is not None:
+            flight.stop_requested = True
+            flight.task.cancel()
+            self.stats.stopped += 1
+            logger.info("stopping run %s: cancelled or no longer ours", run_id)
+
+    async def _handle(self, delivery: Delivery) -> None:
+        assert self.worker is not None
+        message = delivery.message
+        try:
+            claimed = await self._execution.claim(message.run_id, worker_id=self.worker.id)
+        except Exception:
+            logger.exception("claim of run %s failed; handing the message back", message.run_id)
+            await asyncio.sleep(1.0)
+            await self._settle_delivery(delivery, requeue=True)
+            return
+        if claimed is None:
+            self.stats.duplicates += 1
+            await self._settle_delivery(delivery)
+            return
+        self.stats.claimed += 1
+        flight = _InFlight(claimed=claimed, delivery=delivery)
+        self._in_flight[message.run_id] = flight
+        try:
+            result = await self._execute(flight)
+            if result is not None:
+                await self._report(flight, result)
+        finally:
+            self._in_flight.pop(message.run_id, None)
+            await self._settle_delivery(delivery)
+
+    async def _execute(self, flight: _InFlight) -> ExecutionResult | None:
+        claimed = flight.claimed
+        try:
+            executor: Executor = self._executors.get(claimed.executor)
+        except UnknownExecutorError as error:
+            return ExecutionResult(status="failed", error=str(error))
+        flight.task = asyncio.create_task(
+            run_executor(
+                executor, claimed.context(), grace_seconds=self._options.executor_grace_seconds
+            )
+        )
+        try:
+            return await asyncio.shield(flight.task)
+        except asyncio.CancelledError:
+            if flight.stop_requested:
+                return None
+            flight.task.cancel()
+            raise
+
+    async def _report(self, flight: _InFlight, result: ExecutionResult) -> None:
+        run_id = flight.claimed.run.id
+
+        async def complete() -> None:
+            await self._execution.complete(run_id, flight.claimed.token, result)
+
+        try:
+            await retry_until(complete, what=f"record the outcome of run {run_id}")
+        except (Conflict, NotFound) as error:
+            self.stats.outcomes_refused += 1
+            logger.warning("outcome of run %s refused: %s", run_id, error)
+            return
+        self.stats.completed += 1
+        self.stats.by_status[result.status] = self.stats.by_status.get(result.status, 0) + 1
+
+    async def _settle_delivery(self, delivery: Delivery, *, requeue: bool = False) -> None:
+        try:
+            if requeue:
+                await self._queue.nack(delivery, requeue=True)
+            else:
+                await self._queue.ack(delivery)
+        except Exception:
+            # The broker will deliver it again; the claim makes that harmless.
+            logger.warning("could not settle delivery of run %s", delivery.message.run_id)

@@ -1,0 +1,3 @@
+from execution_stack import stack
+
+__all__ = ["stack"]

@@ -1,0 +1,133 @@
+"""An in-process stack for execution tests: real database (SQLite and Postgres), the memory
+queue, the real worker runtime and the dispatcher's reliability loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from scheduler_application.auth_context import Principal
+from scheduler_application.execution import ExecutionService
+from scheduler_application.reaper import LeaseReaper
+from scheduler_application.relay import RunRelay
+from scheduler_application.runs import RunService
+from scheduler_application.tasks import TaskService
+from scheduler_application.workers import WorkerService
+from scheduler_dispatcher.loops import LoopTimings, reliability_loops
+from scheduler_dispatcher.service import Dispatcher
+from scheduler_domain.accounts import Role
+from scheduler_domain.run import TaskRun
+from scheduler_infrastructure.clock import SystemClock
+from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
+from scheduler_infrastructure.queues.memory import MemoryRunQueue
+from scheduler_worker.executors import ExecutorRegistry, builtin_executors
+from scheduler_worker.runtime import WorkerOptions, WorkerRuntime
+
+OWNER = Principal(subject_id="user-1", role=Role.USER)
+PYTHON = sys.executable
+
+
+@dataclass
+class Stack:
+    uow_factory: SqlUnitOfWorkFactory
+    queue: MemoryRunQueue
+    tasks: TaskService
+    runs: RunService
+    execution: ExecutionService
+    dispatcher: Dispatcher
+    clock: SystemClock
+
+    async def create_task(self, **spec: Any) -> str:
+        spec.setdefault("name", f"task-{len(spec)}-{id(spec)}")
+        task = await self.tasks.create(spec, principal=OWNER)
+        return task.id
+
+    async def trigger(self, task_id: str, key: str | None = None) -> TaskRun:
+        run = await self.runs.trigger(task_id, principal=OWNER, idempotency_key=key)
+        self.dispatcher.loop("relay").wake()
+        return run
+
+    async def wait_for(
+        self, predicate: Callable[[], Awaitable[bool]], *, timeout: float = 20.0
+    ) -> None:
+        async with asyncio.timeout(timeout):
+            while not await predicate():
+                await asyncio.sleep(0.05)
+
+    async def runs_of(self, task_id: str) -> list[TaskRun]:
+        page = await self.runs.list(principal=OWNER, task_id=task_id, limit=100)
+        return sorted(page.items, key=lambda r: r.attempt)
+
+    def worker(self, **options: Any) -> WorkerRuntime:
+        defaults: dict[str, Any] = {
+            "capacity": 4,
+            "heartbeat_interval": timedelta(seconds=0.2),
+            "lease": timedelta(seconds=2),
+            "drain_timeout": timedelta(seconds=5),
+            "executor_grace_seconds": 2.0,
+        }
+        defaults.update(options)
+        registry = ExecutorRegistry.discover(
+            builtins=builtin_executors(kill_grace_seconds=1.0), entry_points=()
+        )
+        return WorkerRuntime(
+            execution=self.execution,
+            workers=WorkerService(uow_factory=self.uow_factory, clock=self.clock),
+            queue=self.queue,
+            executors=registry,
+            options=WorkerOptions(**defaults),
+        )
+
+
+@contextlib.asynccontextmanager
+async def running(runtime: WorkerRuntime) -> AsyncIterator[WorkerRuntime]:
+    task = asyncio.create_task(runtime.run())
+    await asyncio.wait_for(runtime.wait_started(), timeout=10)
+    try:
+        yield runtime
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(task, timeout=30)
+
+
+@pytest.fixture
+async def stack(uow_factory: SqlUnitOfWorkFactory) -> AsyncIterator[Stack]:
+    clock = SystemClock()
+    async with MemoryRunQueue() as queue:
+        execution = ExecutionService(
+            uow_factory=uow_factory, clock=clock, lease=timedelta(seconds=2)
+        )
+        dispatcher = Dispatcher(
+            loops=reliability_loops(
+                relay=RunRelay(uow_factory=uow_factory, clock=clock, queue=queue),
+                reaper=LeaseReaper(uow_factory=uow_factory, clock=clock),
+                workers=WorkerService(uow_factory=uow_factory, clock=clock),
+                timings=LoopTimings(
+                    relay_interval=timedelta(seconds=0.05),
+                    reaper_interval=timedelta(seconds=0.2),
+                    requeue_after=timedelta(seconds=30),
+                    worker_silence=timedelta(seconds=30),
+                ),
+            )
+        )
+        task = asyncio.create_task(dispatcher.run())
+        try:
+            yield Stack(
+                uow_factory=uow_factory,
+                queue=queue,
+                tasks=TaskService(uow_factory=uow_factory, clock=clock),
+                runs=RunService(uow_factory=uow_factory, clock=clock),
+                execution=execution,
+                dispatcher=dispatcher,
+                clock=clock,
+            )
+        finally:
+            dispatcher.stop()
+            await asyncio.wait_for(task, timeout=10)

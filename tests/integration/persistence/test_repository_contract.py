@@ -1,0 +1,1072 @@
+"""One contract for the SQL repositories, unit of work and lease store, run on SQLite and on
+PostgreSQL: what the ports promise, proven against real databases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from scheduler_application.errors import AlreadyExists, Conflict, NotFound, Unavailable
+from scheduler_application.ports.repositories import RunFilter, TaskFilter
+from scheduler_domain.accounts import ApiKey, RefreshToken, Role, User
+from scheduler_domain.concurrency import ConcurrencyPolicy
+from scheduler_domain.errors import ValidationError
+from scheduler_domain.events import SkipReason, SlotDecision, SlotOutcome
+from scheduler_domain.ids import new_id
+from scheduler_domain.misfire import MisfireKind, MisfirePolicy
+from scheduler_domain.rate_limit import RateLimit
+from scheduler_domain.retry import RetryPolicy
+from scheduler_domain.run import RunTrigger, TaskRun
+from scheduler_domain.schedules import parse_schedule
+from scheduler_domain.status import RunStatus
+from scheduler_domain.task import DispatchStrategy, Task, TriggerRule
+from scheduler_domain.worker import Worker, WorkerStatus
+from scheduler_infrastructure.persistence.leases import SqlLeaseStore
+from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWork, SqlUnitOfWorkFactory
+
+T0 = datetime(2030, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+LEASE = timedelta(seconds=30)
+OWNER = "owner-1"
+
+
+# -- builders ----------------------------------------------------------------------------------
+
+
+def make_task(**overrides: Any) -> Task:
+    values: dict[str, Any] = {
+        "owner_id": OWNER,
+        "name": f"task-{new_id()[-12:]}",
+        "executor": "noop",
+        "created_at": T0,
+        "updated_at": T0,
+    }
+    values.update(overrides)
+    return Task(**values)
+
+
+def make_run(task: Task, **overrides: Any) -> TaskRun:
+    values: dict[str, Any] = {
+        "task_id": task.id,
+        "owner_id": task.owner_id,
+        "trigger": RunTrigger.MANUAL,
+        "scheduled_for": T0,
+        "created_at": T0,
+        "queue": task.queue,
+    }
+    values.update(overrides)
+    if "scheduled_for" not in overrides:
+        values["scheduled_for"] = values["created_at"] + timedelta(microseconds=_unique())
+    return TaskRun(**values)
+
+
+_counter = iter(range(1, 10**9))
+
+
+def _unique() -> int:
+    return next(_counter)
+
+
+def queued_run(task: Task, **overrides: Any) -> TaskRun:
+    overrides.setdefault("queued_at", overrides.get("created_at", T0))
+    return make_run(task, status=RunStatus.QUEUED, **overrides)
+
+
+def running_run(task: Task, *, lease_expires_at: datetime, **overrides: Any) -> TaskRun:
+    return make_run(
+        task,
+        status=RunStatus.RUNNING,
+        worker_id=overrides.pop("worker_id", "w-1"),
+        started_at=T0,
+        heartbeat_at=T0,
+        lease_expires_at=lease_expires_at,
+        **overrides,
+    )
+
+
+def make_user(**overrides: Any) -> User:
+    values: dict[str, Any] = {
+        "username": f"user-{new_id()[-8:]}",
+        "password_hash": "$argon2id$v=19$hash",
+        "role": Role.USER,
+        "created_at": T0,
+        "updated_at": T0,
+    }
+    values.update(overrides)
+    return User(**values)
+
+
+@asynccontextmanager
+async def committed(uow_factory: SqlUnitOfWorkFactory) -> AsyncIterator[SqlUnitOfWork]:
+    """A unit of work that commits when the block succeeds."""
+    async with uow_factory() as uow:
+        yield uow
+        await uow.commit()
+
+
+async def save(uow_factory: SqlUnitOfWorkFactory, *objects: object) -> None:
+    async with committed(uow_factory) as uow:
+        for obj in objects:
+            if isinstance(obj, Task):
+                await uow.tasks.add(obj)
+            elif isinstance(obj, TaskRun):
+                await uow.runs.add(obj)
+            elif isinstance(obj, User):
+                await uow.users.add(obj)
+            else:
+                raise TypeError(obj)
+
+
+def ids(items: list[Any]) -> list[str]:
+    return [item.id for item in items]
+
+
+def postgres_only(engine: AsyncEngine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("row locks (SKIP LOCKED) are PostgreSQL's; SQLite serialises writers")
+
+
+# -- tasks -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {
+            "cron": "*/5 9-17 * * 1-5",
+            "timezone": "Europe/Paris",
+            "dst_gap": "skip",
+            "dst_fold": "both",
+        },
+        {"cron": "30 */15 * * * *", "timezone": "UTC", "dst_gap": "shift", "dst_fold": "first"},
+        {"interval_seconds": 90, "anchor": "2030-01-01T00:00:00.250000Z"},
+        {"at": "2030-06-01T12:00:00.000001Z"},
+        None,
+    ],
+    ids=["cron", "cron-seconds", "interval", "once", "manual"],
+)
+async def test_task_round_trips_every_field(
+    uow_factory: SqlUnitOfWorkFactory, spec: dict[str, Any] | None
+) -> None:
+    upstream_a, upstream_b = make_task(), make_task()
+    task = make_task(
+        executor="shell",
+        params={"argv": ["echo", "héllo"], "env": {"A": "1"}, "output_limit": 4096},
+        description="does things",
+        schedule=parse_schedule(spec),
+        enabled=False,
+        queue="reports.eu",
+        priority=9,
+        labels=frozenset({"gpu", "region=eu"}),
+        strategy=DispatchStrategy.LEAST_LOADED,
+        timeout=timedelta(minutes=5, microseconds=250),
+        retry=RetryPolicy(
+            max_attempts=4,
+            base_delay=timedelta(seconds=1.5),
+            max_delay=timedelta(minutes=10),
+            jitter=timedelta(milliseconds=250),
+        ),
+        concurrency=ConcurrencyPolicy.BUFFER_ONE,
+        max_concurrent=3,
+        misfire=MisfirePolicy(
+            kind=MisfireKind.CATCH_UP, catch_up_cap=7, grace=timedelta(seconds=30.5)
+        ),
+        spread=timedelta(seconds=12.5),
+        rate_limit=RateLimit.parse("5/10s"),
+        depends_on=(upstream_b.id, upstream_a.id),
+        trigger_rule=TriggerRule.ONE_SUCCESS,
+        next_run_at=T0 + timedelta(hours=1, microseconds=7),
+        version=3,
+    )
+    await save(uow_factory, upstream_a, upstream_b, task)
+
+    async with uow_factory() as uow:
+        assert await uow.tasks.get(task.id) == task
+        assert await uow.tasks.get_by_name(OWNER, task.name) == task
+        assert await uow.tasks.get_by_name("someone-else", task.name) is None
+        assert await uow.tasks.get("missing") is None
+
+
+async def test_task_defaults_round_trip(uow_factory: SqlUnitOfWorkFactory) -> None:
+    task = make_task()
+    await save(uow_factory, task)
+    async with uow_factory() as uow:
+        stored = await uow.tasks.get(task.id)
+    assert stored == task
+    assert stored is not None
+    assert stored.rate_limit is None
+    assert stored.timeout is None
+    assert stored.depends_on == ()
+
+
+async def test_get_many_keeps_the_order_asked_and_drops_missing(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    first, second, third = make_task(), make_task(), make_task()
+    await save(uow_factory, first, second, third)
+    async with uow_factory() as uow:
+        found = await uow.tasks.get_many([third.id, "missing", first.id, third.id])
+        assert ids(found) == [third.id, first.id]
+        assert await uow.tasks.get_many([]) == []
+
+
+async def test_task_name_is_unique_per_owner_and_the_transaction_survives(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    original = make_task(name="nightly")
+    await save(uow_factory, original)
+
+    async with committed(uow_factory) as uow:
+        with pytest.raises(AlreadyExists) as caught:
+            await uow.tasks.add(make_task(name="nightly"))
+        assert caught.value.field == "name"
+        other_owner = make_task(name="nightly", owner_id="owner-2")
+        await uow.tasks.add(other_owner)
+
+    async with uow_factory() as uow:
+        assert await uow.tasks.get(other_owner.id) == other_owner
+
+
+async def test_adding_a_task_twice_names_the_id(uow_factory: SqlUnitOfWorkFactory) -> None:
+    task = make_task()
+    await save(uow_factory, task)
+    async with uow_factory() as uow:
+        with pytest.raises(AlreadyExists) as caught:
+            await uow.tasks.add(task)
+    assert caught.value.field == "id"
+
+
+async def test_task_update_is_conditional_on_the_version_read(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    upstream = make_task()
+    task = make_task(depends_on=(upstream.id,))
+    await save(uow_factory, upstream, task)
+
+    async with committed(uow_factory) as uow:
+        current = await uow.tasks.get(task.id)
+        assert current is not None
+        current.description = "edited"
+        current.priority = 1
+        current.depends_on = ()
+        current.next_run_at = T0 + timedelta(days=1)
+        current.touch(T0 + SECOND)
+        current.version = 2
+        await uow.tasks.update(current, expected_version=1)
+
+    async with uow_factory() as uow:
+        stored = await uow.tasks.get(task.id)
+        assert stored == current
+        assert stored is not None
+        assert stored.version == 2
+        assert stored.depends_on == ()
+
+        stale = make_task(id=task.id, name=task.name, version=3)
+        with pytest.raises(Conflict) as caught:
+            await uow.tasks.update(stale, expected_version=1)
+        assert caught.value.field == "version"
+        with pytest.raises(Conflict):
+            await uow.tasks.update(make_task(version=2), expected_version=1)
+
+
+async def test_renaming_a_task_onto_a_taken_name_leaves_the_unit_of_work_usable(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    taken, task = make_task(name="taken"), make_task(name="free")
+    await save(uow_factory, taken, task)
+
+    async with committed(uow_factory) as uow:
+        renamed = make_task(id=task.id, name="taken", version=2)
+        with pytest.raises(AlreadyExists) as caught:
+            await uow.tasks.update(renamed, expected_version=1)
+        assert caught.value.field == "name"
+        assert await uow.tasks.get(task.id) == task
+        await uow.tasks.set_next_run_at(task.id, T0)
+
+    async with uow_factory() as uow:
+        stored = await uow.tasks.get(task.id)
+        assert stored is not None
+        assert stored.name == "free"
+        assert stored.next_run_at == T0
+
+
+async def test_task_list_pages_by_id_with_filters(uow_factory: SqlUnitOfWorkFactory) -> None:
+    mine = [make_task(name=f"report-{i}", queue="q1" if i % 2 else "q2") for i in range(5)]
+    mine[0].enabled = False
+    other = make_task(owner_id="owner-2", name="report-x")
+    upper = make_task(name="Report-upper")
+    await save(uow_factory, *mine, other, upper)
+
+    async with uow_factory() as uow:
+        everything = sorted(ids([*mine, other, upper]))
+        seen: list[str] = []
+        cursor = None
+        pages = 0
+        while True:
+            page = await uow.tasks.list(TaskFilter(), limit=3, cursor=cursor)
+            seen += ids(page.items)
+            pages += 1
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert seen == everything
+        assert pages == 3
+
+        by_owner = await uow.tasks.list(TaskFilter(owner_id=OWNER), limit=50)
+        assert ids(by_owner.items) == sorted(ids([*mine, upper]))
+        assert by_owner.next_cursor is None
+        by_prefix = await uow.tasks.list(TaskFilter(name_prefix="report-"), limit=50)
+        assert ids(by_prefix.items) == sorted(ids([*mine, other]))
+        enabled_q1 = await uow.tasks.list(
+            TaskFilter(owner_id=OWNER, enabled=True, queue="q1"), limit=50
+        )
+        assert ids(enabled_q1.items) == sorted(ids([t for t in mine if t.queue == "q1"]))
+        disabled = await uow.tasks.list(TaskFilter(enabled=False), limit=50)
+        assert ids(disabled.items) == [mine[0].id]
+
+        with pytest.raises(ValidationError) as caught:
+            await uow.tasks.list(TaskFilter(), limit=3, cursor="not-a-cursor")
+        assert caught.value.field == "cursor"
+
+
+async def test_deleting_a_task_removes_its_runs_events_decisions_and_edges(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    upstream = make_task()
+    task = make_task(depends_on=(upstream.id,))
+    run = make_run(task)
+    await save(uow_factory, upstream, task, run)
+    async with committed(uow_factory) as uow:
+        await uow.events.add(run.created_event(actor="test"))
+        await uow.decisions.add(
+            SlotDecision(task_id=task.id, slot=T0, outcome=SlotOutcome.FIRED, at=T0, run_id=run.id)
+        )
+
+    async with committed(uow_factory) as uow:
+        await uow.tasks.delete(task.id)
+        await uow.tasks.delete("missing")
+
+    async with uow_factory() as uow:
+        assert await uow.tasks.get(task.id) is None
+        assert await uow.runs.get(run.id) is None
+        assert await uow.events.list_for_run(run.id) == []
+        assert await uow.decisions.list_for_task(task.id, limit=10) == []
+        assert await uow.tasks.dependency_edges() == {}
+        assert await uow.tasks.get(upstream.id) == upstream
+
+
+async def test_due_tasks_next_due_at_and_set_next_run_at(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    now = T0 + timedelta(hours=1)
+    late = make_task(next_run_at=now - timedelta(minutes=5))
+    just_due = make_task(next_run_at=now)
+    later = make_task(next_run_at=now + timedelta(microseconds=1))
+    paused = make_task(enabled=False, next_run_at=now - timedelta(hours=1))
+    unscheduled = make_task()
+    await save(uow_factory, late, just_due, later, paused, unscheduled)
+
+    async with committed(uow_factory) as uow:
+        assert ids(await uow.tasks.due(now, limit=10)) == [late.id, just_due.id]
+        assert ids(await uow.tasks.due(now, limit=1)) == [late.id]
+        assert await uow.tasks.next_due_at() == late.next_run_at
+
+        await uow.tasks.set_next_run_at(late.id, now + timedelta(days=1))
+        await uow.tasks.set_next_run_at(just_due.id, None)
+        await uow.tasks.set_next_run_at("missing", now)
+
+    async with uow_factory() as uow:
+        assert await uow.tasks.due(now, limit=10) == []
+        assert await uow.tasks.next_due_at() == later.next_run_at
+        advanced = await uow.tasks.get(late.id)
+        assert advanced is not None
+        assert advanced.next_run_at == now + timedelta(days=1)
+        assert advanced.version == late.version
+
+
+async def test_next_due_at_is_none_without_enabled_scheduled_tasks(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    await save(uow_factory, make_task(enabled=False, next_run_at=T0), make_task())
+    async with uow_factory() as uow:
+        assert await uow.tasks.next_due_at() is None
+
+
+async def test_dependents_and_dependency_edges(uow_factory: SqlUnitOfWorkFactory) -> None:
+    extract, clean = make_task(name="extract"), make_task(name="clean")
+    load = make_task(name="load", depends_on=(clean.id, extract.id))
+    report = make_task(name="report", depends_on=(load.id,))
+    await save(uow_factory, extract, clean, load, report)
+
+    async with uow_factory() as uow:
+        assert ids(await uow.tasks.dependents(extract.id)) == [load.id]
+        dependents = await uow.tasks.dependents(load.id)
+        assert dependents == [report]
+        assert await uow.tasks.dependents(report.id) == []
+        assert await uow.tasks.dependency_edges() == {
+            load.id: (clean.id, extract.id),
+            report.id: (load.id,),
+        }
+
+
+async def test_due_skips_tasks_another_dispatcher_holds(
+    engine: AsyncEngine, uow_factory: SqlUnitOfWorkFactory
+) -> None:
+    postgres_only(engine)
+    tasks = [make_task(next_run_at=T0 + i * SECOND) for i in range(4)]
+    await save(uow_factory, *tasks)
+    now = T0 + timedelta(hours=1)
+    async with uow_factory() as first, uow_factory() as second:
+        assert ids(await first.tasks.due(now, limit=2)) == ids(tasks[:2])
+        assert ids(await second.tasks.due(now, limit=10)) == ids(tasks[2:])
+
+
+# -- runs --------------------------------------------------------------------------------------
+
+
+async def test_run_round_trips_every_field(uow_factory: SqlUnitOfWorkFactory) -> None:
+    task = make_task()
+    run = make_run(
+        task,
+        trigger=RunTrigger.RETRY,
+        attempt=3,
+        retry_of=new_id(),
+        idempotency_key="retry:abc",
+        status=RunStatus.FAILED,
+        queue="q9",
+        priority=7,
+        not_before=T0 + timedelta(microseconds=1),
+        worker_id="worker-7",
+        lease_expires_at=None,
+        heartbeat_at=T0 + timedelta(microseconds=2),
+        queued_at=T0 + timedelta(microseconds=3),
+        started_at=T0 + timedelta(microseconds=4),
+        finished_at=T0 + timedelta(microseconds=5),
+        result={"exit_code": 2, "nested": {"list": [1, 2.5, None, "x"]}},
+        error="boom",
+        output="line 1\nline 2 ünïcode",
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        version=4,
+    )
+    await save(uow_factory, task, run)
+    async with uow_factory() as uow:
+        assert await uow.runs.get(run.id) == run
+        assert await uow.runs.get_by_idempotency_key(task.id, "retry:abc") == run
+        assert await uow.runs.get_by_idempotency_key(task.id, "other") is None
+        assert await uow.runs.get("missing") is None
+
+
+async def test_aware_datetimes_round_trip_exactly_and_come_back_in_utc(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    india = timezone(timedelta(hours=5, minutes=30))
+    local = datetime(2031, 7, 8, 9, 10, 11, 999999, tzinfo=india)
+    task = make_task(next_run_at=local)
+    run = make_run(task, created_at=local, scheduled_for=local, not_before=local)
+    await save(uow_factory, task, run)
+    async with uow_factory() as uow:
+        stored_task = await uow.tasks.get(task.id)
+        stored_run = await uow.runs.get(run.id)
+    assert stored_task is not None
+    assert stored_run is not None
+    for value in (stored_task.next_run_at, stored_run.scheduled_for, stored_run.not_before):
+        assert value == local
+        assert value is not None
+        assert value.tzinfo is UTC
+        assert value.microsecond == 999999
+        assert value.hour == 3
+        assert value.minute == 40
+
+
+async def test_a_slot_or_idempotency_key_taken_is_already_exists_and_the_unit_survives(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    first = make_run(task, scheduled_for=T0, idempotency_key="k1")
+    await save(uow_factory, task, first)
+
+    async with committed(uow_factory) as uow:
+        with pytest.raises(AlreadyExists) as by_slot:
+            await uow.runs.add(make_run(task, scheduled_for=T0))
+        assert by_slot.value.field == "scheduled_for"
+        with pytest.raises(AlreadyExists) as by_key:
+            await uow.runs.add(make_run(task, scheduled_for=T0 + SECOND, idempotency_key="k1"))
+        assert by_key.value.field == "idempotency_key"
+        with pytest.raises(AlreadyExists) as by_id:
+            await uow.runs.add(first)
+        assert by_id.value.field == "id"
+        # The idempotent trigger's follow-up: find the existing run, in the same transaction.
+        assert await uow.runs.get_by_idempotency_key(task.id, "k1") == first
+        retry = make_run(task, scheduled_for=T0, attempt=2)
+        keyless = [make_run(task, scheduled_for=T0 + i * SECOND) for i in range(2, 4)]
+        for run in (retry, *keyless):
+            await uow.runs.add(run)
+
+    async with uow_factory() as uow:
+        assert await uow.runs.get(retry.id) == retry
+        assert ids(await uow.runs.active_for_task(task.id)) == ids(
+            sorted([first, retry, *keyless], key=lambda r: (r.created_at, r.id))
+        )
+
+
+async def test_a_run_for_a_missing_task_is_not_found(uow_factory: SqlUnitOfWorkFactory) -> None:
+    async with uow_factory() as uow:
+        with pytest.raises(NotFound):
+            await uow.runs.add(make_run(make_task()))
+
+
+async def test_run_update_is_conditional_on_the_version_read(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    run = make_run(task)
+    await save(uow_factory, task, run)
+
+    async with committed(uow_factory) as uow:
+        current = await uow.runs.get(run.id)
+        assert current is not None
+        read_version = current.version
+        current.mark_queued(now=T0 + SECOND)
+        await uow.runs.update(current, expected_version=read_version)
+
+    async with committed(uow_factory) as uow:
+        stored = await uow.runs.get(run.id)
+        assert stored == current
+        assert stored is not None
+        stored.cancel(now=T0 + 2 * SECOND, actor="user:1")
+        await uow.runs.update(stored, expected_version=read_version)
+
+    async with uow_factory() as uow:
+        stale = await uow.runs.get(run.id)
+        assert stale is not None
+        stale.version = 99
+        with pytest.raises(Conflict) as caught:
+            await uow.runs.update(stale, expected_version=98)
+        assert caught.value.field == "version"
+        with pytest.raises(Conflict):
+            await uow.runs.update(make_run(task), expected_version=1)
+        final = await uow.runs.get(run.id)
+        assert final is not None
+        assert final.status is RunStatus.CANCELLED
+
+
+async def test_claim_moves_a_queued_run_to_running_exactly_once(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    queued = queued_run(task)
+    pending = make_run(task)
+    await save(uow_factory, task, queued, pending)
+    now = T0 + timedelta(minutes=1)
+
+    async with committed(uow_factory) as uow:
+        claimed = await uow.runs.claim(queued.id, worker_id="w-1", now=now, lease=LEASE)
+        assert claimed is not None
+        assert claimed.status is RunStatus.RUNNING
+        assert claimed.version == queued.version + 1
+        assert claimed.worker_id == "w-1"
+        assert claimed.started_at == now
+        assert claimed.heartbeat_at == now
+        assert claimed.lease_expires_at == now + LEASE
+        assert await uow.runs.claim(queued.id, worker_id="w-2", now=now, lease=LEASE) is None
+        assert await uow.runs.claim(pending.id, worker_id="w-2", now=now, lease=LEASE) is None
+        assert await uow.runs.claim("missing", worker_id="w-2", now=now, lease=LEASE) is None
+
+    async with uow_factory() as uow:
+        assert await uow.runs.get(queued.id) == claimed
+
+
+async def test_claim_next_takes_the_highest_priority_then_the_oldest(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    old_low = queued_run(task, priority=1, created_at=T0)
+    new_high = queued_run(task, priority=8, created_at=T0 + 2 * SECOND)
+    old_high = queued_run(task, priority=8, created_at=T0 + SECOND)
+    other_queue = queued_run(task, priority=9, queue="elsewhere")
+    not_queued = make_run(task, priority=9)
+    await save(uow_factory, task, old_low, new_high, old_high, other_queue, not_queued)
+    now = T0 + timedelta(minutes=1)
+
+    claimed: list[str] = []
+    async with committed(uow_factory) as uow:
+        while run := await uow.runs.claim_next(
+            queues=["default", "unused"], worker_id="w-1", now=now, lease=LEASE
+        ):
+            assert run.status is RunStatus.RUNNING
+            assert run.worker_id == "w-1"
+            claimed.append(run.id)
+        assert await uow.runs.claim_next(queues=[], worker_id="w-1", now=now, lease=LEASE) is None
+    assert claimed == [old_high.id, new_high.id, old_low.id]
+
+    async with uow_factory() as uow:
+        left = await uow.runs.get(other_queue.id)
+        assert left is not None
+        assert left.status is RunStatus.QUEUED
+
+
+async def test_renew_lease_needs_the_current_token_and_a_running_run(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    queued = queued_run(task)
+    await save(uow_factory, task, queued)
+    now = T0 + timedelta(minutes=1)
+
+    async with committed(uow_factory) as uow:
+        claimed = await uow.runs.claim(queued.id, worker_id="w-1", now=now, lease=LEASE)
+        assert claimed is not None
+        token = claimed.version
+        later = now + 10 * SECOND
+        assert await uow.runs.renew_lease(queued.id, token=token, now=later, lease=LEASE)
+        assert not await uow.runs.renew_lease(queued.id, token=token - 1, now=later, lease=LEASE)
+        assert not await uow.runs.renew_lease("missing", token=token, now=later, lease=LEASE)
+
+    async with committed(uow_factory) as uow:
+        renewed = await uow.runs.get(queued.id)
+        assert renewed is not None
+        assert renewed.heartbeat_at == later
+        assert renewed.lease_expires_at == later + LEASE
+        assert renewed.version == token
+        renewed.finish(RunStatus.SUCCEEDED, token=token, now=later + SECOND)
+        await uow.runs.update(renewed, expected_version=token)
+
+    async with uow_factory() as uow:
+        for candidate in (token, token + 1):
+            assert not await uow.runs.renew_lease(
+                queued.id, token=candidate, now=later, lease=LEASE
+            )
+
+
+async def test_run_list_is_newest_first_with_cursors_and_filters(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task, other_task = make_task(), make_task(owner_id="owner-2")
+    runs = [make_run(task, created_at=T0 + i * SECOND) for i in range(5)]
+    runs[1].status = RunStatus.QUEUED
+    runs[2] = running_run(task, lease_expires_at=T0, created_at=T0 + 2 * SECOND, worker_id="w-9")
+    runs[3].trigger = RunTrigger.SCHEDULE
+    same_instant = make_run(task, created_at=T0 + 4 * SECOND)
+    foreign = make_run(other_task, created_at=T0 + 10 * SECOND)
+    await save(uow_factory, task, other_task, *runs, same_instant, foreign)
+
+    newest_first = sorted(
+        [*runs, same_instant, foreign], key=lambda r: (r.created_at, r.id), reverse=True
+    )
+    async with uow_factory() as uow:
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = await uow.runs.list(RunFilter(), limit=2, cursor=cursor)
+            assert len(page.items) <= 2
+            seen += ids(page.items)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert seen == ids(newest_first)
+
+        async def listed(run_filter: RunFilter) -> list[str]:
+            return ids((await uow.runs.list(run_filter, limit=100)).items)
+
+        mine = [r for r in newest_first if r is not foreign]
+        assert await listed(RunFilter(owner_id=OWNER)) == ids(mine)
+        assert await listed(RunFilter(task_id=other_task.id)) == [foreign.id]
+        assert await listed(
+            RunFilter(statuses=frozenset({RunStatus.QUEUED, RunStatus.RUNNING}))
+        ) == [runs[2].id, runs[1].id]
+        assert await listed(RunFilter(trigger=RunTrigger.SCHEDULE)) == [runs[3].id]
+        assert await listed(RunFilter(worker_id="w-9")) == [runs[2].id]
+        assert await listed(
+            RunFilter(task_id=task.id, created_after=T0 + SECOND, created_before=T0 + 3 * SECOND)
+        ) == [runs[2].id, runs[1].id]
+        with pytest.raises(ValidationError):
+            await uow.runs.list(RunFilter(), limit=2, cursor="e30")
+
+
+async def test_runs_by_task_logical_time_and_worker_and_counts(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    upstream, downstream = make_task(), make_task()
+    slot = T0 + timedelta(hours=1)
+    first_try = make_run(upstream, scheduled_for=slot, status=RunStatus.FAILED)
+    second_try = queued_run(upstream, scheduled_for=slot, attempt=2)
+    other_slot = make_run(upstream, scheduled_for=slot + SECOND, status=RunStatus.SUCCEEDED)
+    downstream_run = running_run(
+        downstream, scheduled_for=slot, lease_expires_at=T0, worker_id="w-1"
+    )
+    elsewhere = running_run(downstream, lease_expires_at=T0, worker_id="w-2")
+    await save(
+        uow_factory,
+        upstream,
+        downstream,
+        first_try,
+        second_try,
+        other_slot,
+        downstream_run,
+        elsewhere,
+    )
+
+    async with uow_factory() as uow:
+        found = await uow.runs.for_logical_time([downstream.id, upstream.id], slot)
+        assert ids(found) == ids(
+            sorted([first_try, second_try, downstream_run], key=lambda r: (r.task_id, r.attempt))
+        )
+        assert await uow.runs.for_logical_time([], slot) == []
+        assert ids(await uow.runs.active_for_task(upstream.id)) == [second_try.id]
+        assert ids(await uow.runs.running_on_worker("w-1")) == [downstream_run.id]
+        assert await uow.runs.running_on_worker("w-3") == []
+        assert await uow.runs.count_by_status() == {
+            RunStatus.FAILED: 1,
+            RunStatus.QUEUED: 1,
+            RunStatus.SUCCEEDED: 1,
+            RunStatus.RUNNING: 2,
+        }
+
+
+async def test_pending_due_includes_unpublished_runs_and_elapsed_backoffs(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    now = T0 + timedelta(minutes=10)
+    unpublished = make_run(task, created_at=T0 + SECOND)
+    backoff_over = make_run(task, created_at=T0 + 2 * SECOND, not_before=T0)
+    backoff_exact = make_run(task, created_at=T0 + 3 * SECOND, not_before=now)
+    still_waiting = make_run(task, not_before=now + timedelta(microseconds=1))
+    already_queued = queued_run(task)
+    await save(
+        uow_factory, task, unpublished, backoff_over, backoff_exact, still_waiting, already_queued
+    )
+
+    async with uow_factory() as uow:
+        due = await uow.runs.pending_due(now, limit=10)
+        assert ids(due) == [backoff_over.id, unpublished.id, backoff_exact.id]
+        assert ids(await uow.runs.pending_due(now, limit=1)) == [backoff_over.id]
+
+
+async def test_expired_leases_and_stale_queued_runs(uow_factory: SqlUnitOfWorkFactory) -> None:
+    task = make_task()
+    now = T0 + timedelta(minutes=10)
+    expired_long_ago = running_run(task, lease_expires_at=now - timedelta(minutes=5))
+    expired_now = running_run(task, lease_expires_at=now)
+    alive = running_run(task, lease_expires_at=now + SECOND)
+    stale = queued_run(task, queued_at=now - timedelta(minutes=5))
+    fresh = queued_run(task, queued_at=now)
+    await save(uow_factory, task, expired_long_ago, expired_now, alive, stale, fresh)
+
+    async with uow_factory() as uow:
+        assert ids(await uow.runs.expired_leases(now, limit=10)) == [
+            expired_long_ago.id,
+            expired_now.id,
+        ]
+        assert ids(await uow.runs.expired_leases(now, limit=1)) == [expired_long_ago.id]
+        assert ids(await uow.runs.stale_queued(now, limit=10)) == [stale.id]
+        assert await uow.runs.stale_queued(now - timedelta(hours=1), limit=10) == []
+
+
+async def test_pending_and_expired_queries_skip_rows_another_transaction_holds(
+    engine: AsyncEngine, uow_factory: SqlUnitOfWorkFactory
+) -> None:
+    postgres_only(engine)
+    task = make_task()
+    now = T0 + timedelta(hours=1)
+    pending = [make_run(task, created_at=T0 + i * SECOND) for i in range(3)]
+    expired = [running_run(task, lease_expires_at=T0 + i * SECOND) for i in range(3)]
+    await save(uow_factory, task, *pending, *expired)
+    async with uow_factory() as relay, uow_factory() as other:
+        assert ids(await relay.runs.pending_due(now, limit=2)) == ids(pending[:2])
+        assert ids(await other.runs.pending_due(now, limit=10)) == ids(pending[2:])
+        assert ids(await relay.runs.expired_leases(now, limit=1)) == ids(expired[:1])
+        assert ids(await other.runs.expired_leases(now, limit=10)) == ids(expired[1:])
+
+
+# -- events and decisions ----------------------------------------------------------------------
+
+
+async def test_events_come_oldest_first_and_same_instant_in_insertion_order(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    run = make_run(task)
+    await save(uow_factory, task, run)
+    created = run.created_event(actor="api")
+    queued = run.mark_queued(now=T0 + SECOND)
+    claimed = run.claim(worker_id="w-1", now=T0 + 2 * SECOND, lease=LEASE)
+    lost = run.lose(now=T0 + 3 * SECOND)
+    dead = run.dead_letter(now=T0 + 3 * SECOND)
+    async with committed(uow_factory) as uow:
+        await uow.events.add_many([claimed, lost, dead])
+        await uow.events.add(queued)
+        await uow.events.add(created)
+        await uow.events.add_many([])
+
+    async with uow_factory() as uow:
+        assert await uow.events.list_for_run(run.id) == [created, queued, claimed, lost, dead]
+        assert await uow.events.list_for_run("missing") == []
+
+
+async def test_decisions_come_newest_first_up_to_the_limit(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    await save(uow_factory, task)
+    decisions = [
+        SlotDecision(
+            task_id=task.id,
+            slot=T0 + i * SECOND,
+            outcome=SlotOutcome.SKIPPED if i % 2 else SlotOutcome.FIRED,
+            reason=SkipReason.MISFIRE if i % 2 else None,
+            at=T0 + timedelta(minutes=i // 2),
+            detail={"i": i},
+        )
+        for i in range(5)
+    ]
+    async with committed(uow_factory) as uow:
+        for decision in decisions:
+            await uow.decisions.add(decision)
+
+    async with uow_factory() as uow:
+        newest = await uow.decisions.list_for_task(task.id, limit=3)
+        assert newest == [decisions[4], decisions[3], decisions[2]]
+        assert len(await uow.decisions.list_for_task(task.id, limit=100)) == 5
+
+
+# -- workers and accounts ----------------------------------------------------------------------
+
+
+async def test_workers_round_trip_update_and_list_by_status(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    def worker(name: str) -> Worker:
+        return Worker(
+            name=name,
+            hostname="host-1",
+            pid=4242,
+            queues=("default", "gpu"),
+            capacity=8,
+            started_at=T0,
+            heartbeat_at=T0,
+            labels=frozenset({"gpu", "zone=a"}),
+            software_version="1.2.3",
+        )
+
+    beta, alpha = worker("beta"), worker("alpha")
+    async with committed(uow_factory) as uow:
+        await uow.workers.add(beta)
+        await uow.workers.add(alpha)
+        with pytest.raises(AlreadyExists) as caught:
+            await uow.workers.add(alpha)
+        assert caught.value.field == "id"
+
+    async with committed(uow_factory) as uow:
+        assert await uow.workers.get(alpha.id) == alpha
+        beta.drain()
+        beta.record_heartbeat(now=T0 + SECOND, active_runs=3)
+        await uow.workers.update(beta)
+        with pytest.raises(NotFound):
+            await uow.workers.update(worker("ghost"))
+
+    async with uow_factory() as uow:
+        assert await uow.workers.get(beta.id) == beta
+        assert ids(await uow.workers.list()) == [alpha.id, beta.id]
+        assert await uow.workers.list(status=WorkerStatus.DRAINING) == [beta]
+        assert await uow.workers.list(status=WorkerStatus.OFFLINE) == []
+        assert await uow.workers.get("missing") is None
+
+
+async def test_usernames_are_unique_and_users_page_by_id(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    users = [make_user(username=f"user{i}") for i in range(5)]
+    await save(uow_factory, *users)
+
+    async with committed(uow_factory) as uow:
+        with pytest.raises(AlreadyExists) as caught:
+            await uow.users.add(make_user(username="user1"))
+        assert caught.value.field == "username"
+        assert await uow.users.count() == 5
+        admin = users[0]
+        admin.role = Role.ADMIN
+        admin.disabled = True
+        admin.updated_at = T0 + SECOND
+        await uow.users.update(admin)
+        with pytest.raises(NotFound):
+            await uow.users.update(make_user())
+        renamed = await uow.users.get(users[1].id)
+        assert renamed is not None
+        renamed.username = "user2"
+        with pytest.raises(AlreadyExists):
+            await uow.users.update(renamed)
+
+    async with uow_factory() as uow:
+        assert await uow.users.get(admin.id) == admin
+        assert await uow.users.get_by_username("user3") == users[3]
+        assert await uow.users.get_by_username("nobody") is None
+        assert await uow.users.get("missing") is None
+        first = await uow.users.list(limit=3)
+        second = await uow.users.list(limit=3, cursor=first.next_cursor)
+        assert second.next_cursor is None
+        assert ids(first.items) + ids(second.items) == sorted(ids(users))
+
+
+async def test_api_keys_by_prefix_owner_and_revocation(uow_factory: SqlUnitOfWorkFactory) -> None:
+    def key(prefix: str, owner: str) -> ApiKey:
+        return ApiKey(
+            name=f"key {prefix}",
+            prefix=prefix,
+            secret_hash="sha256$abc",
+            owner_id=owner,
+            role=Role.WORKER,
+            created_at=T0,
+            expires_at=T0 + timedelta(days=30),
+        )
+
+    mine, also_mine, theirs = key("sk_aaaa", "u1"), key("sk_bbbb", "u1"), key("sk_cccc", "u2")
+    async with committed(uow_factory) as uow:
+        for item in (mine, also_mine, theirs):
+            await uow.api_keys.add(item)
+        with pytest.raises(AlreadyExists) as caught:
+            await uow.api_keys.add(key("sk_aaaa", "u3"))
+        assert caught.value.field == "prefix"
+        mine.revoke(T0 + SECOND)
+        mine.last_used_at = T0 + SECOND
+        await uow.api_keys.update(mine)
+        with pytest.raises(NotFound):
+            await uow.api_keys.update(key("sk_dddd", "u1"))
+
+    async with uow_factory() as uow:
+        assert await uow.api_keys.get_by_prefix("sk_aaaa") == mine
+        assert await uow.api_keys.get(theirs.id) == theirs
+        assert await uow.api_keys.get_by_prefix("sk_zzzz") is None
+        assert ids(await uow.api_keys.list(owner_id="u1")) == sorted(ids([mine, also_mine]))
+        assert ids(await uow.api_keys.list()) == sorted(ids([mine, also_mine, theirs]))
+
+
+async def test_refresh_tokens_hash_is_unique_and_a_family_is_revoked_together(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    def token(family: str, token_hash: str, **extra: Any) -> RefreshToken:
+        return RefreshToken(
+            user_id="u1",
+            family_id=family,
+            token_hash=token_hash,
+            created_at=T0,
+            expires_at=T0 + timedelta(days=7),
+            **extra,
+        )
+
+    spent = token("fam-1", "h1", used_at=T0 + SECOND)
+    current = token("fam-1", "h2")
+    revoked = token("fam-1", "h3", revoked_at=T0)
+    bystander = token("fam-2", "h4")
+    async with committed(uow_factory) as uow:
+        for item in (spent, current, revoked, bystander):
+            await uow.refresh_tokens.add(item)
+        with pytest.raises(AlreadyExists) as caught:
+            await uow.refresh_tokens.add(token("fam-3", "h1"))
+        assert caught.value.field == "token_hash"
+        current.used_at = T0 + 2 * SECOND
+        await uow.refresh_tokens.update(current)
+        with pytest.raises(NotFound):
+            await uow.refresh_tokens.update(token("fam-9", "h9"))
+
+    reuse = T0 + timedelta(minutes=1)
+    async with committed(uow_factory) as uow:
+        assert await uow.refresh_tokens.revoke_family("fam-1", now=reuse) == 2
+        assert await uow.refresh_tokens.revoke_family("fam-1", now=reuse) == 0
+
+    async with uow_factory() as uow:
+        for item in (spent, current):
+            stored = await uow.refresh_tokens.get_by_hash(item.token_hash)
+            assert stored is not None
+            assert stored.revoked_at == reuse
+        assert await uow.refresh_tokens.get_by_hash("h3") == revoked
+        assert await uow.refresh_tokens.get_by_hash("h4") == bystander
+        assert await uow.refresh_tokens.get_by_hash("nope") is None
+
+
+# -- lease store -------------------------------------------------------------------------------
+
+
+async def test_lease_is_exclusive_until_it_expires_or_is_released(engine: AsyncEngine) -> None:
+    leases = SqlLeaseStore(engine)
+    ttl = timedelta(seconds=10)
+    assert await leases.try_acquire("reaper", holder="a", ttl=ttl, now=T0)
+    assert not await leases.try_acquire("reaper", holder="b", ttl=ttl, now=T0 + 5 * SECOND)
+    assert await leases.try_acquire("reaper", holder="a", ttl=ttl, now=T0 + 5 * SECOND)  # renew
+    assert not await leases.try_acquire("reaper", holder="b", ttl=ttl, now=T0 + 14 * SECOND)
+    assert await leases.try_acquire("reaper", holder="b", ttl=ttl, now=T0 + 15 * SECOND)  # expired
+    assert not await leases.try_acquire("reaper", holder="a", ttl=ttl, now=T0 + 16 * SECOND)
+    assert await leases.try_acquire("relay", holder="a", ttl=ttl, now=T0 + 16 * SECOND)
+
+    await leases.release("reaper", holder="a")  # not a's any more: no effect
+    assert not await leases.try_acquire("reaper", holder="c", ttl=ttl, now=T0 + 17 * SECOND)
+    await leases.release("reaper", holder="b")
+    assert await leases.try_acquire("reaper", holder="c", ttl=ttl, now=T0 + 17 * SECOND)
+
+
+# -- unit of work ------------------------------------------------------------------------------
+
+
+async def test_unit_of_work_rolls_back_when_the_block_raises(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+
+    async def add_then_fail() -> None:
+        async with uow_factory() as uow:
+            await uow.tasks.add(task)
+            raise RuntimeError("half-way")
+
+    with pytest.raises(RuntimeError, match="half-way"):
+        await add_then_fail()
+    async with uow_factory() as uow:
+        assert await uow.tasks.get(task.id) is None
+
+
+async def test_unit_of_work_rolls_back_what_was_not_committed(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    kept, dropped, rolled_back = make_task(), make_task(), make_task()
+    async with uow_factory() as uow:
+        await uow.tasks.add(kept)
+        await uow.commit()
+        await uow.tasks.add(rolled_back)
+        await uow.rollback()
+        await uow.tasks.add(dropped)
+
+    async with uow_factory() as uow:
+        assert await uow.tasks.get(kept.id) == kept
+        assert await uow.tasks.get(rolled_back.id) is None
+        assert await uow.tasks.get(dropped.id) is None
+
+
+async def test_unit_of_work_is_used_inside_its_block_only(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    uow = uow_factory()
+    with pytest.raises(RuntimeError):
+        await uow.tasks.get("x")
+    async with uow:
+        with pytest.raises(RuntimeError):
+            await uow.__aenter__()
+    async with uow:  # reusable after it closed
+        assert await uow.tasks.get("x") is None
+
+
+async def test_an_unreachable_database_is_unavailable() -> None:
+    from scheduler_infrastructure.persistence.engine import create_engine
+
+    engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
+    try:
+        with pytest.raises(Unavailable):
+            async with SqlUnitOfWorkFactory(engine)() as uow:
+                await uow.tasks.get("x")
+        with pytest.raises(Unavailable):
+            await SqlLeaseStore(engine).try_acquire("r", holder="h", ttl=SECOND, now=T0)
+    finally:
+        await engine.dispose()

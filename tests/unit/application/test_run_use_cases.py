@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from application_fixtures import ALICE, BOB, OPERATOR, START, VIEWER_ALICE
+
+from scheduler_application.errors import Conflict, NotFound, PermissionDenied
+from scheduler_application.execution import ExecutionService
+from scheduler_application.ports.executor import ExecutionResult
+from scheduler_application.relay import RunRelay
+from scheduler_application.runs import RunService
+from scheduler_application.testing import FakeClock, InMemoryStore
+from scheduler_domain.errors import ValidationError
+from scheduler_domain.run import RunTrigger, TaskRun
+from scheduler_domain.status import RunStatus
+from scheduler_domain.task import Task
+from scheduler_domain.worker import Worker
+
+
+async def test_trigger_creates_a_pending_manual_run_at_now(
+    runs: RunService, alice_task: Task, store: InMemoryStore, clock: FakeClock
+) -> None:
+    clock.advance(seconds=5)
+    run = await runs.trigger(alice_task.id, principal=ALICE)
+    stored: TaskRun = store.row("runs", run.id)
+    assert (stored.status, stored.trigger, stored.attempt) == (
+        RunStatus.PENDING,
+        RunTrigger.MANUAL,
+        1,
+    )
+    assert stored.scheduled_for == stored.created_at == START + timedelta(seconds=5)
+    assert stored.owner_id == "alice"
+    assert stored.not_before is None
+    [event] = store.rows("events")
+    assert (event.run_id, event.from_status, event.to_status) == (run.id, None, RunStatus.PENDING)
+    assert event.actor == "user:alice"
+
+
+async def test_trigger_with_the_same_key_returns_the_same_run(
+    runs: RunService, alice_task: Task, store: InMemoryStore, clock: FakeClock
+) -> None:
+    first = await runs.trigger(alice_task.id, principal=ALICE, idempotency_key="order-17")
+    clock.advance(seconds=1)
+    second = await runs.trigger(alice_task.id, principal=ALICE, idempotency_key="order-17")
+    other = await runs.trigger(alice_task.id, principal=ALICE, idempotency_key="order-18")
+    assert second.id == first.id
+    assert other.id != first.id
+    assert len(store.rows("runs")) == 2
+
+
+async def test_racing_triggers_with_one_key_create_one_run(
+    runs: RunService, alice_task: Task, store: InMemoryStore
+) -> None:
+    results = await asyncio.gather(
+        *(runs.trigger(alice_task.id, principal=ALICE, idempotency_key="k") for _ in range(5))
+    )
+    assert len({run.id for run in results}) == 1
+    assert len(store.rows("runs")) == 1
+    assert store.rollbacks >= 1  # the losers did insert, and hit the unique key at commit
+
+
+async def test_two_triggers_in_one_clock_tick_get_distinct_logical_times(
+    runs: RunService, alice_task: Task
+) -> None:
+    first = await runs.trigger(alice_task.id, principal=ALICE)
+    second = await runs.trigger(alice_task.id, principal=ALICE)
+    assert first.scheduled_for != second.scheduled_for
+
+
+async def test_trigger_validates_the_key(runs: RunService, alice_task: Task) -> None:
+    with pytest.raises(ValidationError) as error:
+        await runs.trigger(alice_task.id, principal=ALICE, idempotency_key="x" * 201)
+    assert error.value.field == "idempotency_key"
+
+
+async def test_another_users_task_cannot_be_triggered(
+    runs: RunService, alice_task: Task, store: InMemoryStore
+) -> None:
+    with pytest.raises(NotFound):
+        await runs.trigger(alice_task.id, principal=BOB)
+    with pytest.raises(PermissionDenied):
+        await runs.trigger(alice_task.id, principal=VIEWER_ALICE)
+    assert store.rows("runs") == []
+
+
+async def test_another_users_run_is_not_found_for_every_action(
+    runs: RunService, alice_task: Task
+) -> None:
+    run = await runs.trigger(alice_task.id, principal=ALICE)
+    for action in (runs.get, runs.cancel, runs.retry, runs.events):
+        with pytest.raises(NotFound):
+            await action(run.id, principal=BOB)
+    assert (await runs.get(run.id, principal=OPERATOR)).id == run.id
+    assert (await runs.get(run.id, principal=VIEWER_ALICE)).id == run.id
+
+
+async def test_list_shows_own_runs_newest_first_with_filters(
+    runs: RunService, tasks: object, alice_task: Task, clock: FakeClock
+) -> None:
+    older = await runs.trigger(alice_task.id, principal=ALICE)
+    clock.advance(seconds=1)
+    newer = await runs.trigger(alice_task.id, principal=ALICE)
+    await runs.cancel(older.id, principal=ALICE)
+    page = await runs.list(principal=ALICE)
+    assert [r.id for r in page.items] == [newer.id, older.id]
+    cancelled = await runs.list(principal=ALICE, statuses=[RunStatus.CANCELLED])
+    assert [r.id for r in cancelled.items] == [older.id]
+    assert (await runs.list(principal=BOB)).items == []
+    assert len((await runs.list(principal=OPERATOR)).items) == 2
+    with pytest.raises(NotFound):
+        await runs.list(principal=BOB, task_id=alice_task.id)
+
+
+async def test_cancel_moves_a_pending_run_to_cancelled_with_its_event(
+    runs: RunService, alice_task: Task, store: InMemoryStore
+) -> None:
+    run = await runs.trigger(alice_task.id, principal=ALICE)
+    cancelled = await runs.cancel(run.id, principal=ALICE)
+    assert store.row("runs", run.id).status is RunStatus.CANCELLED
+    assert cancelled.version == 2
+    events = await runs.events(run.id, principal=ALICE)
+    assert [(e.from_status, e.to_status) for e in events] == [
+        (None, RunStatus.PENDING),
+        (RunStatus.PENDING, RunStatus.CANCELLED),
+    ]
+
+
+async def test_cancel_of_a_final_run_is_a_conflict(
+    runs: RunService, alice_task: Task, store: InMemoryStore
+) -> None:
+    run = await runs.trigger(alice_task.id, principal=ALICE)
+    await runs.cancel(run.id, principal=ALICE)
+    commits = store.commits
+    with pytest.raises(Conflict) as error:
+        await runs.cancel(run.id, principal=ALICE)
+    assert error.value.field == "status"
+    assert store.commits == commits
+
+
+async def test_retry_of_a_failed_run_adds_the_next_attempt(
+    runs: RunService,
+    relay: RunRelay,
+    execution: ExecutionService,
+    alice_task: Task,
+    worker: Worker,
+    store: InMemoryStore,
+) -> None:
+    run = await runs.trigger(alice_task.id, principal=ALICE)
+    await relay.relay_pending()
+    claimed = await execution.claim(run.id, worker_id=worker.id)
+    assert claimed is not None
+    settled = await execution.complete(
+        run.id, claimed.token, ExecutionResult(status="failed", error="exit 1")
+    )
+    assert settled.dead_lettered  # the default policy has one attempt
+    retry = await runs.retry(run.id, principal=ALICE)
+    assert (retry.trigger, retry.attempt, retry.retry_of) == (RunTrigger.RETRY, 2, run.id)
+    assert retry.scheduled_for == run.scheduled_for
+    assert retry.status is RunStatus.PENDING
+    assert retry.not_before is None
+    again = await runs.retry(run.id, principal=ALICE)
+    assert again.attempt == 3
+    assert [e.to_status for e in store.rows("events") if e.run_id == retry.id] == [
+        RunStatus.PENDING
+    ]
+
+
+async def test_retry_of_a_cancelled_run_is_allowed_but_not_of_a_live_one(
+    runs: RunService, alice_task: Task
+) -> None:
+    live = await runs.trigger(alice_task.id, principal=ALICE)
+    with pytest.raises(Conflict):
+        await runs.retry(live.id, principal=ALICE)
+    await runs.cancel(live.id, principal=ALICE)
+    retry = await runs.retry(live.id, principal=ALICE)
+    assert retry.retry_of == live.id
+    assert retry.attempt == 2
