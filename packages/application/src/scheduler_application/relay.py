@@ -5,19 +5,46 @@ never names a run the database does not know. A crash (or a broker outage) betwe
 and the publish leaves runs ``queued`` with no message; ``republish_stale_queued`` finds runs
 queued longer than a claim should take and publishes them again. Duplicates are harmless: only
 one claim of a run succeeds, the others are acked and dropped.
+
+On the way out every run passes three gates, in this order:
+
+1. ``max_concurrent``: a task with that many runs queued or running keeps the rest pending. The
+   task's row is locked (skipping rows another transaction holds) while its runs are counted, so
+   several dispatchers cannot each publish "the last free slot". Tasks found full are remembered
+   and left out of the next queries until a slot frees, so their backlog never blocks others.
+2. rate limits (:mod:`scheduler_application.rate_limiting`): a limited run gets a later
+   ``not_before`` and a ``pending → pending`` event saying why; it is never dropped.
+3. routing (:mod:`scheduler_application.routing`): the message goes to the task's queue or to a
+   chosen worker's direct queue; the run's ``queue`` records where it went, its ``queued`` event
+   which worker and why. ``redispatch_orphaned`` moves runs waiting in the direct queue of a worker
+   that stopped taking work (offline, silent or draining) to a new target.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.queue import RunMessage, RunQueue
-from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
+from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.rate_limiting import RunRateLimits
+from scheduler_application.routing import Route, Router
+from scheduler_domain.events import RunEvent
 from scheduler_domain.run import TaskRun
+from scheduler_domain.schedules import format_instant
+from scheduler_domain.status import RunStatus
+from scheduler_domain.task import DispatchStrategy, Task
+from scheduler_domain.worker import Worker
 
 RELAY_ACTOR = "relay"
 DEFAULT_BATCH = 100
+#: Rounds of ``relay_pending`` per call: each leaves out the tasks the previous one found full.
+_ROUNDS = 3
+#: Direct queues looked up per query when re-dispatching.
+_QUEUE_CHUNK = 500
 
 
 def run_message(run: TaskRun) -> RunMessage:
@@ -37,10 +64,26 @@ def run_message(run: TaskRun) -> RunMessage:
 
 
 class RunRelay:
-    def __init__(self, *, uow_factory: UnitOfWorkFactory, clock: Clock, queue: RunQueue) -> None:
+    """Counters in ``stats`` (``held_max_concurrent``, ``rate_limited``, ``routed_fallback``,
+    ``redispatched``) are for the metrics exporter; they only grow."""
+
+    def __init__(
+        self,
+        *,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        queue: RunQueue,
+        router: Router | None = None,
+        rate_limits: RunRateLimits | None = None,
+    ) -> None:
         self._uow_factory = uow_factory
         self._clock = clock
         self._queue = queue
+        self._router = router if router is not None else Router()
+        self._rate_limits = rate_limits
+        #: Tasks at their max_concurrent: id -> the limit, re-checked at the next call.
+        self._full: dict[str, int] = {}
+        self.stats: Counter[str] = Counter()
 
     async def relay_pending(self, limit: int = DEFAULT_BATCH) -> list[RunMessage]:
         """Queue and publish up to ``limit`` pending runs whose ``not_before`` has passed.
@@ -50,18 +93,52 @@ class RunRelay:
         """
         now = self._clock.now()
         messages: list[RunMessage] = []
+        changed = False
         async with self._uow_factory() as uow:
-            for run in await uow.runs.pending_due(now, limit=limit):
-                read_version = run.version
-                event = run.mark_queued(now=now, actor=RELAY_ACTOR)
-                await uow.runs.update(run, expected_version=read_version)
-                await uow.events.add(event)
-                messages.append(run_message(run))
-            if not messages:
+            excluded = await self._still_full(uow)
+            budget = limit
+            for _ in range(_ROUNDS):
+                if excluded:
+                    runs = await uow.runs.pending_due_excluding(
+                        now, limit=budget, exclude_task_ids=sorted(excluded)
+                    )
+                else:
+                    runs = await uow.runs.pending_due(now, limit=budget)
+                if not runs:
+                    break
+                # Stamped after the rows were taken: a run committed while we waited for them
+                # must not look queued before it was created.
+                outcome = await self._dispatch(uow, runs, self._clock.now())
+                messages.extend(outcome.messages)
+                changed = changed or outcome.changed
+                budget -= len(runs)
+                if budget <= 0 or not outcome.full_tasks:
+                    break
+                excluded |= outcome.full_tasks
+            if not changed:
                 return []
             await uow.commit()
-        await self._queue.publish_many(messages)
+        if messages:
+            await self._queue.publish_many(messages)
         return messages
+
+    async def relay_runs(self, run_ids: Sequence[str]) -> list[RunMessage]:
+        """Publish these runs now if they are still pending and due (the dispatcher calls this
+        right after committing runs it created; the relay loop covers any it cannot take)."""
+        if not run_ids:
+            return []
+        now = self._clock.now()
+        async with self._uow_factory() as uow:
+            runs = await uow.runs.pending_among(list(run_ids), now)
+            if not runs:
+                return []
+            outcome = await self._dispatch(uow, runs, self._clock.now())
+            if not outcome.changed:
+                return []
+            await uow.commit()
+        if outcome.messages:
+            await self._queue.publish_many(outcome.messages)
+        return outcome.messages
 
     async def republish_stale_queued(
         self, older_than: timedelta, limit: int = DEFAULT_BATCH
@@ -83,3 +160,151 @@ class RunRelay:
             await uow.commit()
         await self._queue.publish_many(messages)
         return messages
+
+    async def redispatch_orphaned(self, limit: int = DEFAULT_BATCH) -> list[RunMessage]:
+        """Route again the queued runs waiting in the direct queue of a worker that no longer
+        takes work (offline, silent past the router's timeout, or draining)."""
+        now = self._clock.now()
+        timeout = self._router.worker_timeout
+        messages: list[RunMessage] = []
+        async with self._uow_factory() as uow:
+            workers = await uow.workers.list()
+            live = [w for w in workers if w.accepts_work(now=now, timeout=timeout)]
+            live_ids = {w.id for w in live}
+            dead = sorted(w.direct_queue for w in workers if w.id not in live_ids)
+            orphans: list[TaskRun] = []
+            for start in range(0, len(dead), _QUEUE_CHUNK):
+                if len(orphans) >= limit:
+                    break
+                chunk = dead[start : start + _QUEUE_CHUNK]
+                orphans.extend(await uow.runs.queued_in(chunk, limit=limit - len(orphans)))
+            if not orphans:
+                return []
+            tasks = await _tasks_of(uow, orphans)
+            for run in orphans:
+                task = tasks.get(run.task_id)
+                if task is None:
+                    continue
+                route = self._router.route(task, live, now=now)
+                previous = run.queue
+                run.queue = route.queue
+                run.queued_at = now
+                detail = {**route.detail(), "reason": "worker unavailable", "from_queue": previous}
+                event = RunEvent(
+                    run_id=run.id,
+                    task_id=run.task_id,
+                    from_status=RunStatus.QUEUED,
+                    to_status=RunStatus.QUEUED,
+                    at=now,
+                    actor=RELAY_ACTOR,
+                    detail={**detail, "queue": run.queue},
+                )
+                await uow.runs.update(run, expected_version=run.version)
+                await uow.events.add(event)
+                messages.append(run_message(run))
+                self.stats["redispatched"] += 1
+            if not messages:
+                return []
+            await uow.commit()
+        await self._queue.publish_many(messages)
+        return messages
+
+    # -- the gates -------------------------------------------------------------------------------
+
+    async def _still_full(self, uow: UnitOfWork) -> set[str]:
+        """The remembered full tasks that are still full; the others are forgotten."""
+        if not self._full:
+            return set()
+        counts = await uow.runs.count_in_flight(sorted(self._full))
+        self._full = {
+            task_id: cap for task_id, cap in self._full.items() if counts.get(task_id, 0) >= cap
+        }
+        return set(self._full)
+
+    async def _dispatch(self, uow: UnitOfWork, runs: list[TaskRun], now: datetime) -> _Outcome:
+        """Gate, route and mark ``queued`` the given locked pending runs, in order."""
+        outcome = _Outcome()
+        tasks = await _tasks_of(uow, runs)
+        capped = sorted(t.id for t in tasks.values() if t.max_concurrent is not None)
+        locked: set[str] = set()
+        in_flight: dict[str, int] = {}
+        if capped:
+            locked = await uow.tasks.lock_many(capped)
+            in_flight = await uow.runs.count_in_flight(sorted(locked)) if locked else {}
+        workers: list[Worker] | None = None
+        rate_batch = self._rate_limits.batch() if self._rate_limits is not None else None
+        for run in runs:
+            task = tasks.get(run.task_id)
+            if task is None:
+                continue  # deleted meanwhile: its runs go with it
+            if task.max_concurrent is not None:
+                if task.id not in locked:
+                    continue  # another transaction is deciding about this task: next pass
+                if in_flight.get(task.id, 0) >= task.max_concurrent:
+                    self._full[task.id] = task.max_concurrent
+                    outcome.full_tasks.add(task.id)
+                    self.stats["held_max_concurrent"] += 1
+                    continue
+            if (
+                self._rate_limits is not None
+                and rate_batch is not None
+                and self._rate_limits.limited(task)
+            ):
+                delay = await self._rate_limits.admit(task, now=now, batch=rate_batch)
+                if delay is not None:
+                    await self._postpone(uow, run, until=now + delay.wait, key=delay.key)
+                    outcome.changed = True
+                    continue
+            if task.strategy is not DispatchStrategy.QUEUE and workers is None:
+                workers = await uow.workers.list()
+            route = self._router.route(task, workers or [], now=now, default_queue=run.queue)
+            await self._queue_run(uow, run, route, now)
+            in_flight[task.id] = in_flight.get(task.id, 0) + 1
+            outcome.messages.append(run_message(run))
+            outcome.changed = True
+        return outcome
+
+    async def _postpone(self, uow: UnitOfWork, run: TaskRun, *, until: datetime, key: str) -> None:
+        run.not_before = until
+        await uow.runs.update(run, expected_version=run.version)
+        await uow.events.add(
+            RunEvent(
+                run_id=run.id,
+                task_id=run.task_id,
+                from_status=RunStatus.PENDING,
+                to_status=RunStatus.PENDING,
+                at=self._clock.now(),
+                actor=RELAY_ACTOR,
+                detail={
+                    "reason": "rate_limited",
+                    "bucket": key,
+                    "not_before": format_instant(until),
+                },
+            )
+        )
+        self.stats["rate_limited"] += 1
+
+    async def _queue_run(self, uow: UnitOfWork, run: TaskRun, route: Route, now: datetime) -> None:
+        read_version = run.version
+        run.queue = route.queue
+        event = run.mark_queued(now=now, actor=RELAY_ACTOR)
+        if route.strategy is not DispatchStrategy.QUEUE:
+            event = replace(event, detail={**event.detail, **route.detail()})
+            if route.fallback:
+                self.stats["routed_fallback"] += 1
+        await uow.runs.update(run, expected_version=read_version)
+        await uow.events.add(event)
+
+
+class _Outcome:
+    __slots__ = ("changed", "full_tasks", "messages")
+
+    def __init__(self) -> None:
+        self.messages: list[RunMessage] = []
+        self.full_tasks: set[str] = set()
+        self.changed = False
+
+
+async def _tasks_of(uow: UnitOfWork, runs: Sequence[TaskRun]) -> dict[str, Task]:
+    ids = list(dict.fromkeys(run.task_id for run in runs))
+    return {task.id: task for task in await uow.tasks.get_many(ids)}

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+from scheduler_application.dependencies import DependencyResolver
+from scheduler_application.ports.coordination import RateLimiter
+from scheduler_application.rate_limiting import RunRateLimits
 from scheduler_application.reaper import LeaseReaper
 from scheduler_application.relay import RunRelay
+from scheduler_application.routing import Router
+from scheduler_application.scheduling import ScheduleFiring
+from scheduler_application.task_changes import TaskChangeSignal
 from scheduler_application.workers import WorkerService
-from scheduler_dispatcher.loops import LoopTimings, reliability_loops
+from scheduler_dispatcher.loops import LoopTimings, PeriodicLoop, reliability_loops
+from scheduler_dispatcher.scheduler_loop import SchedulerLoop, dependency_loop
 from scheduler_dispatcher.service import Dispatcher
 from scheduler_infrastructure.config import Settings
+from scheduler_infrastructure.persistence.task_changes import TaskChangeListener
+from scheduler_infrastructure.ratelimit import LocalRateLimiter, RedisRateLimiter
 from scheduler_infrastructure.resources import Resources, open_resources
 from scheduler_infrastructure.startup import StartupError, prepare
 
@@ -20,7 +30,13 @@ def load() -> Settings:
     return prepare("dispatcher", standalone=True)
 
 
-def build_dispatcher(resources: Resources) -> Dispatcher:
+def build_dispatcher(
+    resources: Resources, *, task_changes: TaskChangeSignal | None = None
+) -> Dispatcher:
+    """Every loop of one dispatcher. ``task_changes``: the signal the process's own task
+    writers fire (``scheduler run`` passes the one it wraps the API's unit of work with), so
+    the scheduler wakes at once on an edit; on PostgreSQL ``LISTEN`` does that across
+    processes as well."""
     settings = resources.settings
     d = settings.dispatcher
     timings = LoopTimings(
@@ -31,11 +47,60 @@ def build_dispatcher(resources: Resources) -> Dispatcher:
         batch_size=d.batch_size,
     )
     uow, clock = resources.uow_factory, resources.clock
-    return Dispatcher(
-        loops=reliability_loops(
-            relay=RunRelay(uow_factory=uow, clock=clock, queue=resources.queue),
+    limiter, close_limiter = _rate_limiter(settings)
+    relay = RunRelay(
+        uow_factory=uow,
+        clock=clock,
+        queue=resources.queue,
+        router=Router(worker_timeout=timings.worker_silence),
+        rate_limits=RunRateLimits(limiter=limiter),
+    )
+    scheduler = SchedulerLoop(
+        ScheduleFiring(uow_factory=uow, clock=clock, relay=relay),
+        batch_size=d.batch_size,
+        max_sleep=timedelta(seconds=d.max_sleep_seconds),
+        on_stop=close_limiter,
+    )
+    loops: list[PeriodicLoop] = [
+        scheduler,
+        dependency_loop(
+            DependencyResolver(uow_factory=uow, clock=clock, relay=relay),
+            interval=timings.relay_interval,
+            batch_size=d.batch_size,
+        ),
+        *reliability_loops(
+            relay=relay,
             reaper=LeaseReaper(uow_factory=uow, clock=clock),
             workers=WorkerService(uow_factory=uow, clock=clock),
             timings=timings,
+        ),
+    ]
+    if task_changes is not None:
+        task_changes.subscribe(scheduler.wake)
+    if resources.engine.dialect.name == "postgresql":
+        listener = TaskChangeListener(resources.engine)
+
+        async def listen() -> bool:
+            await listener.listen(scheduler.wake)
+            return False
+
+        loops.append(
+            PeriodicLoop(
+                "task-changes", listen, interval=timedelta(seconds=1), stop_grace=timedelta(0)
+            )
         )
+    return Dispatcher(loops=loops)
+
+
+def _rate_limiter(
+    settings: Settings,
+) -> tuple[RateLimiter, Callable[[], Awaitable[None]] | None]:
+    """Redis buckets when ``redis.url`` is set (shared by every dispatcher), else in-process."""
+    if not settings.redis.url:
+        return LocalRateLimiter(), None
+    limiter = RedisRateLimiter(
+        url=settings.redis.url,
+        password=settings.redis.password,
+        prefix=f"{settings.queue.prefix}:ratelimit",
     )
+    return limiter, limiter.aclose

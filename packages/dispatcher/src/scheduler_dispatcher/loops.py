@@ -5,16 +5,21 @@ conditional, so two dispatchers never act on the same run twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 from scheduler_application.reaper import LeaseReaper
 from scheduler_application.relay import RunRelay
 from scheduler_application.workers import WorkerService
 
 logger = logging.getLogger("scheduler.dispatcher")
+T = TypeVar("T")
+#: How long a stopped loop lets its current step finish before cutting it off.
+STOP_GRACE = timedelta(seconds=5)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,23 +37,62 @@ class PeriodicLoop:
     so an outage of the database or broker delays work and never kills the dispatcher."""
 
     def __init__(
-        self, name: str, step: Callable[[], Awaitable[bool]], *, interval: timedelta
+        self,
+        name: str,
+        step: Callable[[], Awaitable[bool]],
+        *,
+        interval: timedelta,
+        on_stop: Callable[[], Awaitable[None]] | None = None,
+        stop_grace: timedelta = STOP_GRACE,
     ) -> None:
         self.name = name
+        self._stop_grace = stop_grace.total_seconds()
         self._step = step
         self._interval = interval.total_seconds()
         self._wake = asyncio.Event()
+        self._on_stop = on_stop
         self.failures = 0
 
     def wake(self) -> None:
         self._wake.set()
 
+    async def idle_seconds(self) -> float:
+        """How long to wait (unless woken) after a step that left nothing more to do."""
+        return self._interval
+
+    async def _tick(self) -> tuple[bool, float]:
+        more = await self._step()
+        return more, 0.0 if more else await self.idle_seconds()
+
+    async def _finishing(self, work: Awaitable[T]) -> T:
+        """Await ``work``; when the loop is stopped (cancelled) meanwhile, let it finish for up
+        to ``stop_grace`` first. A step cut off mid-statement can leave a database connection
+        with an open transaction behind (SQLite: the write lock), so steps end cleanly. Steps
+        that never end by themselves (a listener) take a zero grace."""
+        task = asyncio.ensure_future(work)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                if self._stop_grace <= 0:
+                    task.cancel()
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(task, timeout=max(self._stop_grace, 5.0))
+            raise
+
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self._on_stop is not None:
+                await self._on_stop()
+
+    async def _run(self) -> None:
         delay = self._interval
         while True:
             self._wake.clear()
             try:
-                more = await self._step()
+                more, idle = await self._finishing(self._tick())
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -64,10 +108,8 @@ class PeriodicLoop:
             if more:
                 await asyncio.sleep(0)
                 continue
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=idle)
 
 
 def reliability_loops(
@@ -79,10 +121,11 @@ def reliability_loops(
         return len(await relay.relay_pending(batch)) >= batch
 
     async def requeue_step() -> bool:
+        more = await redispatch()
         republished = await relay.republish_stale_queued(timings.requeue_after, batch)
         if republished:
             logger.warning("republished %d runs left queued too long", len(republished))
-        return len(republished) >= batch
+        return more or len(republished) >= batch
 
     async def reaper_step() -> bool:
         settled = await reaper.reap_expired_leases(batch)
@@ -96,9 +139,18 @@ def reliability_loops(
         return len(settled) >= batch
 
     async def offline_step() -> bool:
-        for worker in await workers.mark_silent_offline(timings.worker_silence):
+        gone = await workers.mark_silent_offline(timings.worker_silence)
+        for worker in gone:
             logger.warning("worker %s (%s) went silent: offline", worker.id, worker.name)
+        if gone:
+            await redispatch()
         return False
+
+    async def redispatch() -> bool:
+        moved = await relay.redispatch_orphaned(batch)
+        if moved:
+            logger.warning("re-dispatched %d runs waiting on unavailable workers", len(moved))
+        return len(moved) >= batch
 
     return [
         PeriodicLoop("relay", relay_step, interval=timings.relay_interval),

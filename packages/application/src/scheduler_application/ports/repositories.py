@@ -93,6 +93,17 @@ class TaskRepository(Protocol):
         """Every task that has upstreams, mapped to them: the graph cycle checks walk."""
         ...
 
+    async def queue_names(self) -> builtins.list[str]:
+        """The distinct queue names tasks route to, sorted (the API's queue overview)."""
+        ...
+
+    async def lock_many(self, task_ids: Sequence[str]) -> set[str]:
+        """Lock these tasks' rows until the transaction ends, skipping rows another
+        transaction holds (``FOR UPDATE SKIP LOCKED``); returns the ids locked. Serialises the
+        dispatcher's decisions about one task (max_concurrent, dependency resolution) across
+        dispatchers without ever waiting."""
+        ...
+
 
 class RunRepository(Protocol):
     async def add(self, run: TaskRun) -> None:
@@ -161,6 +172,47 @@ class RunRepository(Protocol):
 
     async def count_by_status(self) -> dict[RunStatus, int]: ...
 
+    async def queue_activity(self, since: datetime) -> builtins.list[QueueActivity]:
+        """Per queue: runs pending, queued and running now, and runs created and finished at or
+        after ``since``. Queues with none of these are left out; sorted by queue name."""
+        ...
+
+    async def count_in_flight(self, task_ids: Sequence[str]) -> dict[str, int]:
+        """Runs queued or running, per task; tasks with none are left out."""
+        ...
+
+    async def pending_due_excluding(
+        self, now: datetime, *, limit: int, exclude_task_ids: Sequence[str]
+    ) -> builtins.list[TaskRun]:
+        """:meth:`pending_due` leaving out the runs of ``exclude_task_ids`` (tasks at their
+        ``max_concurrent``), so their backlog never hides other tasks' runs."""
+        ...
+
+    async def pending_among(
+        self, run_ids: Sequence[str], now: datetime
+    ) -> builtins.list[TaskRun]:
+        """Those of ``run_ids`` that are pending with ``not_before`` passed (or none), in
+        :meth:`pending_due` order, locked, skipping rows another transaction holds."""
+        ...
+
+    async def queued_in(self, queues: Sequence[str], *, limit: int) -> builtins.list[TaskRun]:
+        """Queued runs published to one of ``queues``, oldest queued first, locked, skipping
+        rows another transaction holds (re-dispatch of a dead worker's direct queue)."""
+        ...
+
+    async def finished_upstream_runs(
+        self, *, since: datetime, limit: int
+    ) -> builtins.list[TaskRun]:
+        """Runs of tasks that other tasks depend on, in a terminal status (succeeded,
+        dead_lettered, cancelled), finished at or after ``since``, whose dependents are not
+        resolved yet; earliest finished first, locked, skipping rows another transaction
+        holds. Runs of tasks without dependents are never read."""
+        ...
+
+    async def mark_dependents_resolved(self, run_ids: Sequence[str], *, at: datetime) -> None:
+        """Record that the dependents of these runs were evaluated (no version bump)."""
+        ...
+
 
 class RunEventRepository(Protocol):
     async def add(self, event: RunEvent) -> None: ...
@@ -177,6 +229,10 @@ class DecisionRepository(Protocol):
 
     async def list_for_task(self, task_id: str, *, limit: int) -> list[SlotDecision]:
         """Newest first."""
+        ...
+
+    async def for_slot(self, task_ids: Sequence[str], slot: datetime) -> list[SlotDecision]:
+        """The decisions about one slot (logical time) of the given tasks, oldest first."""
         ...
 
 
@@ -228,3 +284,24 @@ class RefreshTokenRepository(Protocol):
     async def revoke_family(self, family_id: str, *, now: datetime) -> int:
         """Revoke every live token of the family; returns how many were revoked."""
         ...
+
+    async def mark_used(self, token_id: str, *, now: datetime) -> bool:
+        """Spend the token: set ``used_at`` only if it is neither used nor revoked yet. False when
+        another caller spent or revoked it first (rotation races resolve to exactly one winner)."""
+        ...
+
+    async def revoke_for_user(self, user_id: str, *, now: datetime) -> int:
+        """Revoke every live token of every family of the user (password reset, disabling)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueActivity:
+    """What one queue holds and how busy it was (:meth:`RunRepository.queue_activity`)."""
+
+    queue: str
+    pending: int = 0
+    queued: int = 0
+    running: int = 0
+    created: int = 0
+    finished: int = 0

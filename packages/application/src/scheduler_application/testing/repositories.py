@@ -5,11 +5,12 @@ from __future__ import annotations
 import builtins
 import copy
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from scheduler_application.errors import Conflict, NotFound
-from scheduler_application.ports.repositories import Page, RunFilter, TaskFilter
+from scheduler_application.ports.repositories import Page, QueueActivity, RunFilter, TaskFilter
 from scheduler_application.testing.pagination import decode_cursor, encode_cursor
 from scheduler_application.testing.store import Transaction
 from scheduler_domain.accounts import ApiKey, RefreshToken, User
@@ -30,6 +31,14 @@ def _copy(row: R) -> R:
 def _check_limit(limit: int) -> None:
     if limit < _MIN_LIMIT:
         raise ValueError("limit must be at least 1")
+
+
+@dataclass(slots=True)
+class DependencyMark:
+    """The fake's ``task_runs.dependents_resolved_at``: one row per resolved run."""
+
+    id: str
+    at: datetime
 
 
 class _Repository:
@@ -133,6 +142,18 @@ class InMemoryTaskRepository(_Repository):
 
     async def dependency_edges(self) -> dict[str, tuple[str, ...]]:
         return {t.id: tuple(t.depends_on) for t in self.tx.scan("tasks") if t.depends_on}
+
+    async def queue_names(self) -> builtins.list[str]:
+        return sorted({t.queue for t in self.tx.scan("tasks")})
+
+
+    async def lock_many(self, task_ids: Sequence[str]) -> set[str]:
+        tx = self.tx
+        return {
+            task_id
+            for task_id in sorted(set(task_ids))
+            if tx.get("tasks", task_id) is not None and tx.lock("tasks", task_id)
+        }
 
 
 def _task_matches(task: Task, task_filter: TaskFilter) -> bool:
@@ -301,6 +322,97 @@ class InMemoryRunRepository(_Repository):
             counts[run.status] = counts.get(run.status, 0) + 1
         return counts
 
+    async def queue_activity(self, since: datetime) -> builtins.list[QueueActivity]:
+        tallies: dict[str, dict[str, int]] = {}
+        for run in self.tx.scan("runs"):
+            counts = {
+                "pending": int(run.status is RunStatus.PENDING),
+                "queued": int(run.status is RunStatus.QUEUED),
+                "running": int(run.status is RunStatus.RUNNING),
+                "created": int(run.created_at >= since),
+                "finished": int(run.finished_at is not None and run.finished_at >= since),
+            }
+            if not any(counts.values()):
+                continue
+            tally = tallies.setdefault(run.queue, dict.fromkeys(counts, 0))
+            for name, value in counts.items():
+                tally[name] += value
+        return [QueueActivity(queue=queue, **tallies[queue]) for queue in sorted(tallies)]
+
+
+    async def count_in_flight(self, task_ids: Sequence[str]) -> dict[str, int]:
+        wanted = set(task_ids)
+        counts: dict[str, int] = {}
+        for run in self.tx.scan("runs"):
+            if run.task_id in wanted and run.status in (RunStatus.QUEUED, RunStatus.RUNNING):
+                counts[run.task_id] = counts.get(run.task_id, 0) + 1
+        return counts
+
+    async def pending_due_excluding(
+        self, now: datetime, *, limit: int, exclude_task_ids: Sequence[str]
+    ) -> builtins.list[TaskRun]:
+        return self._pending(now, limit=limit, keep=lambda r: r.task_id not in exclude_task_ids)
+
+    async def pending_among(
+        self, run_ids: Sequence[str], now: datetime
+    ) -> builtins.list[TaskRun]:
+        wanted = set(run_ids)
+        return self._pending(now, limit=max(len(wanted), 1), keep=lambda r: r.id in wanted)
+
+    def _pending(
+        self, now: datetime, *, limit: int, keep: Callable[[TaskRun], bool]
+    ) -> builtins.list[TaskRun]:
+        _check_limit(limit)
+        tx = self.tx
+        candidates: list[TaskRun] = sorted(
+            (
+                r
+                for r in tx.scan("runs")
+                if r.status is RunStatus.PENDING
+                and (r.not_before is None or r.not_before <= now)
+                and keep(r)
+            ),
+            key=lambda r: (r.not_before or r.created_at, -r.priority, r.id),
+        )
+        return _lock_first(tx, "runs", candidates, limit)
+
+    async def queued_in(self, queues: Sequence[str], *, limit: int) -> builtins.list[TaskRun]:
+        _check_limit(limit)
+        tx = self.tx
+        wanted = set(queues)
+        candidates: list[TaskRun] = sorted(
+            (r for r in tx.scan("runs") if r.status is RunStatus.QUEUED and r.queue in wanted),
+            key=lambda r: (r.queued_at or r.created_at, r.id),
+        )
+        return _lock_first(tx, "runs", candidates, limit)
+
+    async def finished_upstream_runs(
+        self, *, since: datetime, limit: int
+    ) -> builtins.list[TaskRun]:
+        _check_limit(limit)
+        tx = self.tx
+        upstreams = {u for t in tx.scan("tasks") for u in t.depends_on}
+        terminal = (RunStatus.SUCCEEDED, RunStatus.DEAD_LETTERED, RunStatus.CANCELLED)
+        candidates: list[TaskRun] = sorted(
+            (
+                r
+                for r in tx.scan("runs")
+                if r.task_id in upstreams
+                and r.status in terminal
+                and r.finished_at is not None
+                and r.finished_at >= since
+                and tx.get("dependency_marks", r.id) is None
+            ),
+            key=lambda r: (r.finished_at, r.id),
+        )
+        return _lock_first(tx, "runs", candidates, limit)
+
+    async def mark_dependents_resolved(self, run_ids: Sequence[str], *, at: datetime) -> None:
+        tx = self.tx
+        for run_id in dict.fromkeys(run_ids):
+            if tx.get("runs", run_id) is not None and tx.get("dependency_marks", run_id) is None:
+                tx.insert("dependency_marks", DependencyMark(id=run_id, at=at))
+
 
 def _run_matches(run: TaskRun, run_filter: RunFilter) -> bool:
     return (
@@ -335,6 +447,13 @@ class InMemoryDecisionRepository(_Repository):
         rows = [d for d in self.tx.scan("decisions") if d.task_id == task_id]
         rows.sort(key=lambda d: (d.at, d.slot), reverse=True)
         return [_copy(d) for d in rows[:limit]]
+
+    async def for_slot(
+        self, task_ids: Sequence[str], slot: datetime
+    ) -> builtins.list[SlotDecision]:
+        wanted = set(task_ids)
+        rows = [d for d in self.tx.scan("decisions") if d.task_id in wanted and d.slot == slot]
+        return [_copy(d) for d in sorted(rows, key=lambda d: (d.at, d.id))]
 
 
 class InMemoryWorkerRepository(_Repository):
@@ -426,6 +545,30 @@ class InMemoryRefreshTokenRepository(_Repository):
         revoked = 0
         for token in list(tx.scan("refresh_tokens")):
             if token.family_id == family_id and token.revoked_at is None:
+                tx.patch("refresh_tokens", token.id, {"revoked_at": now})
+                revoked += 1
+        return revoked
+
+    async def mark_used(self, token_id: str, *, now: datetime) -> bool:
+        tx = self.tx
+        current: RefreshToken | None = tx.get("refresh_tokens", token_id)
+        if current is None or current.used_at is not None or current.revoked_at is not None:
+            return False
+        if not tx.lock("refresh_tokens", token_id):
+            return False
+        tx.patch(
+            "refresh_tokens",
+            token_id,
+            {"used_at": now},
+            condition=lambda row: row.used_at is None and row.revoked_at is None,
+        )
+        return True
+
+    async def revoke_for_user(self, user_id: str, *, now: datetime) -> int:
+        tx = self.tx
+        revoked = 0
+        for token in list(tx.scan("refresh_tokens")):
+            if token.user_id == user_id and token.revoked_at is None:
                 tx.patch("refresh_tokens", token.id, {"revoked_at": now})
                 revoked += 1
         return revoked

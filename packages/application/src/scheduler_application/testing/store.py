@@ -44,6 +44,7 @@ TABLES = (
     "users",
     "api_keys",
     "refresh_tokens",
+    "dependency_marks",
 )
 _DELETED = object()
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
     literal_column,
     true,
 )
@@ -129,6 +130,8 @@ task_runs = Table(
     Column("traceparent", String(128), nullable=True),
     Column("version", Integer, nullable=False),
     _at("created_at", nullable=False),
+    # When the dispatcher evaluated the dependents of this (terminal) run; see 0003.
+    _at("dependents_resolved_at"),
     UniqueConstraint("task_id", "scheduled_for", "attempt"),
 )
 
@@ -141,6 +144,14 @@ RUN_PENDING = _status_is("pending")
 RUN_QUEUED = _status_is("queued")
 RUN_RUNNING = _status_is("running")
 RUN_HAS_IDEMPOTENCY_KEY: ColumnElement[bool] = task_runs.c.idempotency_key.is_not(None)
+#: Terminal runs whose dependents were not evaluated yet (runs of tasks nobody depends on stay
+#: in this index but are never read: the resolver looks them up by upstream task id).
+RUN_DEPENDENTS_UNRESOLVED: ColumnElement[bool] = and_(
+    task_runs.c.dependents_resolved_at.is_(None),
+    task_runs.c.status.in_(
+        [literal_column(f"'{value}'") for value in ("succeeded", "dead_lettered", "cancelled")]
+    ),
+)
 
 
 def _partial(
@@ -168,6 +179,12 @@ _partial(
     where=RUN_QUEUED,
 )
 _partial("ix_task_runs_queued_at", task_runs.c.queued_at, where=RUN_QUEUED)
+_partial(
+    "ix_task_runs_dependents_unresolved",
+    task_runs.c.task_id,
+    task_runs.c.finished_at,
+    where=RUN_DEPENDENTS_UNRESOLVED,
+)
 # Run lists are newest first by (created_at, id), filtered by task, by owner, or not at all.
 Index(
     "ix_task_runs_task_id_created_at", task_runs.c.task_id, task_runs.c.created_at, task_runs.c.id
@@ -211,6 +228,7 @@ slot_decisions = Table(
     Column("detail", json_document(), nullable=False),
 )
 Index("ix_slot_decisions_task_id_at", slot_decisions.c.task_id, slot_decisions.c.at)
+Index("ix_slot_decisions_task_id_slot", slot_decisions.c.task_id, slot_decisions.c.slot)
 
 workers = Table(
     "workers",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+
 from sqlalchemy import insert, select
 
 from scheduler_domain.events import SlotDecision
@@ -26,5 +29,15 @@ class SqlDecisionRepository(SqlRepository):
             .where(_c.task_id == task_id)
             .order_by(_c.at.desc(), _c.slot.desc(), _c.id.desc())
             .limit(limit)
+        )
+        return [decision_from_row(row) for row in rows]
+
+    async def for_slot(self, task_ids: Sequence[str], slot: datetime) -> list[SlotDecision]:
+        if not task_ids:
+            return []
+        rows = await self._all(
+            select(slot_decisions)
+            .where(_c.task_id.in_(sorted(set(task_ids))), _c.slot == slot)
+            .order_by(_c.at, _c.id)
         )
         return [decision_from_row(row) for row in rows]

@@ -43,3 +43,20 @@ class SqlRefreshTokenRepository(SqlRepository):
             .values(revoked_at=now)
         )
         return int(result.rowcount)
+
+    async def mark_used(self, token_id: str, *, now: datetime) -> bool:
+        """One conditional ``UPDATE``: of racing rotations exactly one sees a row to change."""
+        result = await self._execute(
+            update(refresh_tokens)
+            .where(_c.id == token_id, _c.used_at.is_(None), _c.revoked_at.is_(None))
+            .values(used_at=now)
+        )
+        return result.rowcount == 1
+
+    async def revoke_for_user(self, user_id: str, *, now: datetime) -> int:
+        result = await self._execute(
+            update(refresh_tokens)
+            .where(_c.user_id == user_id, _c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return int(result.rowcount)

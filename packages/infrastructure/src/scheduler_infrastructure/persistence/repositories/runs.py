@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, func, literal, or_, select, tuple_, update
+from sqlalchemy import Integer, String, case, func, literal, or_, select, tuple_, update
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
 from scheduler_application.errors import Conflict
-from scheduler_application.ports.repositories import Page, RunFilter
+from scheduler_application.ports.repositories import Page, QueueActivity, RunFilter
 from scheduler_domain.run import TaskRun
 from scheduler_domain.status import ACTIVE_STATUSES, RunStatus
 from scheduler_infrastructure.persistence.column_types import UTCDateTime
@@ -25,9 +25,11 @@ from scheduler_infrastructure.persistence.cursors import (
 from scheduler_infrastructure.persistence.mappers import run_from_row, run_to_row
 from scheduler_infrastructure.persistence.repositories.base import SqlRepository, check_limit
 from scheduler_infrastructure.persistence.tables import (
+    RUN_DEPENDENTS_UNRESOLVED,
     RUN_PENDING,
     RUN_QUEUED,
     RUN_RUNNING,
+    task_dependencies,
     task_runs,
 )
 
@@ -189,6 +191,114 @@ class SqlRunRepository(SqlRepository):
         """Statuses with at least one run (absent means zero)."""
         rows = await self._all(select(_c.status, func.count().label("n")).group_by(_c.status))
         return {RunStatus(row["status"]): int(row["n"]) for row in rows}
+
+    async def queue_activity(self, since: datetime) -> builtins.list[QueueActivity]:
+        """Two grouped counts: live runs by status (served by the partial status indexes) and
+        runs created or finished since ``since`` (``finished_at`` has no index of its own)."""
+        tallies: dict[str, dict[str, int]] = {}
+        active = [status.value for status in ACTIVE_STATUSES]
+        live = await self._all(
+            select(_c.queue, _c.status, func.count().label("n"))
+            .where(_c.status.in_(active))
+            .group_by(_c.queue, _c.status)
+        )
+        for row in live:
+            tally = tallies.setdefault(row["queue"], {})
+            tally[row["status"]] = int(row["n"])
+        recent = await self._all(
+            select(
+                _c.queue,
+                func.sum(case((_c.created_at >= since, 1), else_=0), type_=Integer).label("c"),
+                func.sum(case((_c.finished_at >= since, 1), else_=0), type_=Integer).label("f"),
+            )
+            .where(or_(_c.created_at >= since, _c.finished_at >= since))
+            .group_by(_c.queue)
+        )
+        for row in recent:
+            tally = tallies.setdefault(row["queue"], {})
+            tally["created"] = int(row["c"] or 0)
+            tally["finished"] = int(row["f"] or 0)
+        return [QueueActivity(queue=queue, **tallies[queue]) for queue in sorted(tallies)]
+
+    async def count_in_flight(self, task_ids: Sequence[str]) -> dict[str, int]:
+        if not task_ids:
+            return {}
+        rows = await self._all(
+            select(_c.task_id, func.count().label("n"))
+            .where(
+                _c.task_id.in_(sorted(set(task_ids))),
+                _c.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value]),
+            )
+            .group_by(_c.task_id)
+        )
+        return {row["task_id"]: int(row["n"]) for row in rows}
+
+    async def pending_due_excluding(
+        self, now: datetime, *, limit: int, exclude_task_ids: Sequence[str]
+    ) -> builtins.list[TaskRun]:
+        check_limit(limit)
+        query = self._pending_query(now).limit(limit)
+        if exclude_task_ids:
+            query = query.where(_c.task_id.not_in(sorted(set(exclude_task_ids))))
+        return await self._many(self._locked(query))
+
+    async def pending_among(
+        self, run_ids: Sequence[str], now: datetime
+    ) -> builtins.list[TaskRun]:
+        if not run_ids:
+            return []
+        query = self._pending_query(now).where(_c.id.in_(sorted(set(run_ids))))
+        return await self._many(self._locked(query))
+
+    def _pending_query(self, now: datetime) -> Select[Any]:
+        """The WHERE and ORDER BY of :meth:`pending_due` (the pending index's predicate)."""
+        return (
+            select(task_runs)
+            .where(RUN_PENDING, or_(_c.not_before.is_(None), _c.not_before <= now))
+            .order_by(func.coalesce(_c.not_before, _c.created_at), _c.priority.desc(), _c.id)
+        )
+
+    async def queued_in(self, queues: Sequence[str], *, limit: int) -> builtins.list[TaskRun]:
+        check_limit(limit)
+        if not queues:
+            return []
+        query = (
+            select(task_runs)
+            .where(RUN_QUEUED, _c.queue.in_(sorted(set(queues))))
+            .order_by(_c.queued_at, _c.id)
+            .limit(limit)
+        )
+        return await self._many(self._locked(query))
+
+    async def finished_upstream_runs(
+        self, *, since: datetime, limit: int
+    ) -> builtins.list[TaskRun]:
+        """Two steps, so the planner walks the partial index per upstream task rather than
+        every unresolved terminal run: the (few) upstream ids first, then their runs."""
+        check_limit(limit)
+        upstreams = await self._all(select(task_dependencies.c.upstream_id).distinct())
+        if not upstreams:
+            return []
+        query = (
+            select(task_runs)
+            .where(
+                RUN_DEPENDENTS_UNRESOLVED,
+                _c.task_id.in_(sorted(row["upstream_id"] for row in upstreams)),
+                _c.finished_at >= since,
+            )
+            .order_by(_c.finished_at, _c.id)
+            .limit(limit)
+        )
+        return await self._many(self._locked(query))
+
+    async def mark_dependents_resolved(self, run_ids: Sequence[str], *, at: datetime) -> None:
+        if not run_ids:
+            return
+        await self._execute(
+            update(task_runs)
+            .where(_c.id.in_(sorted(set(run_ids))))
+            .values(dependents_resolved_at=at)
+        )
 
     async def _one(self, query: Select[Any]) -> TaskRun | None:
         row = await self._first(query)

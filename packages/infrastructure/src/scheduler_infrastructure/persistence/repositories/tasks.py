@@ -121,6 +121,20 @@ class SqlTaskRepository(SqlRepository):
         )
         return {task_id: tuple(upstreams) for task_id, upstreams in _group(rows).items()}
 
+    async def queue_names(self) -> builtins.list[str]:
+        rows = await self._all(select(tasks.c.queue).distinct().order_by(tasks.c.queue))
+        return [row["queue"] for row in rows]
+
+    async def lock_many(self, task_ids: Sequence[str]) -> set[str]:
+        """``FOR UPDATE SKIP LOCKED`` on PostgreSQL; on SQLite the transaction already holds the
+        database's write lock, so every existing task counts as locked."""
+        wanted = sorted(set(task_ids))
+        if not wanted:
+            return set()
+        query = select(tasks.c.id).where(tasks.c.id.in_(wanted)).order_by(tasks.c.id)
+        rows = await self._all(self._locked(query))
+        return {row["id"] for row in rows}
+
     # -- helpers ---------------------------------------------------------------------------------
 
     async def _load(self, query: Select[Any]) -> builtins.list[Task]:

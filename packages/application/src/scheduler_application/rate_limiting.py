@@ -1,0 +1,77 @@
+"""Rate limits on publishing runs: per task (``Task.rate_limit``) and per queue (configured).
+
+A limited run is delayed, never dropped: the relay pushes its ``not_before`` to when the bucket
+will have a token and leaves it pending. The :class:`RateLimiter` port answers "how long until a
+token" without taking one; within one relay batch, later runs of the same key are spaced one
+token interval apart behind the first delayed one, so a burst of waiting runs comes due one by
+one instead of all at the same instant (where all but one would be delayed again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from scheduler_application.ports.coordination import RateLimiter
+from scheduler_domain.rate_limit import RateLimit
+from scheduler_domain.task import Task
+
+
+def task_key(task_id: str) -> str:
+    return f"task:{task_id}"
+
+
+def queue_key(queue: str) -> str:
+    return f"queue:{queue}"
+
+
+@dataclass(frozen=True, slots=True)
+class Delay:
+    """A run must wait ``wait`` for the bucket ``key``."""
+
+    key: str
+    wait: timedelta
+
+
+@dataclass(slots=True)
+class RateBatch:
+    """Per-batch memory: how far each denied key is already booked."""
+
+    booked_until: dict[str, timedelta] = field(default_factory=dict)
+
+
+class RunRateLimits:
+    def __init__(
+        self, *, limiter: RateLimiter, queue_limits: Mapping[str, RateLimit] | None = None
+    ) -> None:
+        self._limiter = limiter
+        self._queue_limits = dict(queue_limits or {})
+
+    def batch(self) -> RateBatch:
+        return RateBatch()
+
+    def limited(self, task: Task) -> bool:
+        return task.rate_limit is not None or task.queue in self._queue_limits
+
+    async def admit(self, task: Task, *, now: datetime, batch: RateBatch) -> Delay | None:
+        """None when the run may be published now (its tokens are taken), else how long it must
+        wait. The task's bucket is asked first, then its queue's."""
+        for key, limit in self._buckets(task):
+            booked = batch.booked_until.get(key)
+            if booked is not None:
+                booked += timedelta(seconds=1 / limit.per_second)
+                batch.booked_until[key] = booked
+                return Delay(key, booked)
+            wait = await self._limiter.acquire(key, limit, now=now)
+            if wait > timedelta(0):
+                batch.booked_until[key] = wait
+                return Delay(key, wait)
+        return None
+
+    def _buckets(self, task: Task) -> Iterator[tuple[str, RateLimit]]:
+        if task.rate_limit is not None:
+            yield task_key(task.id), task.rate_limit
+        queue_limit = self._queue_limits.get(task.queue)
+        if queue_limit is not None:
+            yield queue_key(task.queue), queue_limit

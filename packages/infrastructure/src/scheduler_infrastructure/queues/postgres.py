@@ -1,0 +1,250 @@
+"""A queue in a Postgres table, for deployments that want no broker.
+
+Publishing inserts rows and sends ``NOTIFY`` in the same statement (so a notification never
+announces a row that is not committed). A consumer claims the next rows in delivery order with
+``FOR UPDATE SKIP LOCKED``, setting a lock that lapses after ``visibility_timeout``; while the
+consumer lives it extends the locks of its unacked deliveries, so only a consumer that died (or
+was closed with deliveries still unacked) sees them delivered again, once the lock lapses. An
+ack deletes the row; a requeue clears the lock. Consumers wait on ``LISTEN`` on one dedicated
+connection and also poll every ``poll_interval``, so a lost notification only delays delivery.
+
+Rows claimed more than ``max_deliveries`` times, unreadable rows and rejected deliveries
+(``nack(requeue=False)``) move to ``queue_dead_letters``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self, cast
+
+from sqlalchemy import Row, TextClause
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from scheduler_application.errors import Unavailable
+from scheduler_application.ports.queue import Delivery, RunMessage
+from scheduler_infrastructure.errors import ConfigError
+from scheduler_infrastructure.persistence.driver_errors import is_unavailable
+from scheduler_infrastructure.queues import messages
+from scheduler_infrastructure.queues import postgres_statements as statements
+from scheduler_infrastructure.queues.consumer import BufferedConsumer
+from scheduler_infrastructure.queues.group_commit import GroupCommit
+from scheduler_infrastructure.queues.postgres_consumer import PostgresConsumer, PostgresTag
+from scheduler_infrastructure.queues.postgres_listener import (
+    NotificationListener,
+    connect_arguments,
+)
+from scheduler_infrastructure.queues.priorities import clamp
+
+
+class PostgresRunQueue:
+    """The Postgres adapter of ``RunQueue``; ``async with`` starts the listener, exit stops it.
+
+    ``engine`` must be a ``postgresql+asyncpg`` engine; the queue tables come from migration
+    0002. The engine is borrowed, not disposed.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        prefix: str = "scheduler",
+        visibility_timeout: float = 30.0,
+        poll_interval: float = 1.0,
+        max_deliveries: int = 5,
+        listen: bool = True,
+        listen_dsn: str | None = None,
+        consumer_name: str | None = None,
+    ) -> None:
+        if engine.dialect.name != "postgresql":
+            raise ConfigError("queue.backend", "the postgres queue needs a PostgreSQL database")
+        if visibility_timeout <= 0 or poll_interval <= 0 or max_deliveries < 1:
+            raise ValueError("visibility_timeout, poll_interval and max_deliveries must be > 0")
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.channel = f"{prefix}_queue"
+        self.visibility_timeout = visibility_timeout
+        self.poll_interval = poll_interval
+        self.max_deliveries = max_deliveries
+        self.consumer_name = consumer_name or (
+            f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        )
+        self._listener = (
+            NotificationListener(
+                arguments=connect_arguments(
+                    engine.url, dsn=listen_dsn, application_name=f"{self.channel}-listener"
+                ),
+                channel=self.channel,
+                on_notify=self._wake,
+                on_connect=self._wake_all,
+            )
+            if listen
+            else None
+        )
+        self._consumers: dict[str, set[PostgresConsumer]] = {}
+        self._serial = itertools.count(1)
+        self._acks = GroupCommit(self._delete)
+        self._started = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._started = True
+        if self._listener is not None:
+            self._listener.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        consumers = {consumer for group in self._consumers.values() for consumer in group}
+        await asyncio.gather(*(consumer.aclose() for consumer in consumers))
+        if self._listener is not None:
+            await self._listener.aclose()
+        await self._acks.aclose()
+        self._started = False
+
+    @property
+    def listening(self) -> bool:
+        """Whether notifications can reach the consumers right now (else they poll)."""
+        return self._listener is not None and self._listener.listening
+
+    # -- RunQueue --------------------------------------------------------------------------------
+
+    async def publish(self, message: RunMessage) -> None:
+        await self.publish_many((message,))
+
+    async def publish_many(self, messages_: Sequence[RunMessage]) -> None:
+        if not messages_:
+            return
+        await self._execute(
+            statements.PUBLISH,
+            {
+                "queues": [message.queue for message in messages_],
+                "priorities": [clamp(message.priority) for message in messages_],
+                "payloads": [messages.encode(message) for message in messages_],
+                "channel": self.channel,
+            },
+        )
+
+    def consume(self, queues: Sequence[str], *, prefetch: int) -> PostgresConsumer:
+        if not self._started:
+            raise RuntimeError("use `async with PostgresRunQueue(...)` before consuming")
+        consumer = PostgresConsumer(
+            self,
+            queues=queues,
+            prefetch=prefetch,
+            name=f"{self.consumer_name}/{next(self._serial)}",
+        )
+        for queue in consumer.queues:
+            self._consumers.setdefault(queue, set()).add(consumer)
+        consumer.start(on_close=self._forget)
+        return consumer
+
+    async def ack(self, delivery: Delivery) -> None:
+        tag = _tag(delivery)
+        tag.consumer.settle(tag)
+        await self._acks.submit(tag.id)
+
+    async def nack(self, delivery: Delivery, *, requeue: bool) -> None:
+        tag = _tag(delivery)
+        tag.consumer.settle(tag)
+        if requeue:
+            await self._release(tag.consumer.name, [tag.id])
+        else:
+            await self._bury([tag.id], "rejected")
+
+    async def depth(self, queue: str) -> int:
+        rows = await self._execute(statements.DEPTH, {"queue": queue})
+        return int(rows[0][0])
+
+    # -- beyond the port -------------------------------------------------------------------------
+
+    async def dead_letters(self, queue: str, *, limit: int = 100) -> list[RunMessage]:
+        """Dead-lettered messages of ``queue``, oldest first (unreadable ones left out)."""
+        rows = await self._execute(statements.DEAD_LETTERS, {"queue": queue, "limit": limit})
+        found = []
+        for (payload,) in rows:
+            with contextlib.suppress(messages.UnreadableMessage):
+                found.append(messages.decode(payload))
+        return found
+
+    # -- statements ------------------------------------------------------------------------------
+
+    async def _execute(self, statement: TextClause, params: dict[str, Any]) -> list[Row[Any]]:
+        """One autocommit statement, retried once on a connection the server dropped (the pool
+        then holds fresh connections); other connection trouble becomes :class:`Unavailable`."""
+        for attempt in (1, 2):
+            try:
+                async with self._engine.connect() as connection:
+                    result = await connection.execute(statement, params)
+                    return list(result.all()) if result.returns_rows else []
+            except Exception as error:
+                if not is_unavailable(error):
+                    raise
+                if attempt == 1 and getattr(error, "connection_invalidated", False):
+                    continue
+                raise Unavailable(f"the queue database is unavailable: {error}") from error
+        raise AssertionError("unreachable")
+
+    async def _claim(self, consumer: PostgresConsumer, queue: str, limit: int) -> list[Row[Any]]:
+        rows = await self._execute(
+            statements.CLAIM,
+            {
+                "consumer": consumer.name,
+                "visibility": self.visibility_timeout,
+                "queue": queue,
+                "limit": limit,
+            },
+        )
+        rows.sort(key=lambda row: (-row.priority, row.id))
+        return rows
+
+    async def _delete(self, ids: list[int]) -> None:
+        await self._execute(statements.ACK, {"ids": ids})
+
+    async def _release(self, consumer: str, ids: list[int]) -> None:
+        await self._execute(
+            statements.RELEASE, {"ids": ids, "consumer": consumer, "channel": self.channel}
+        )
+
+    async def _extend(self, consumer: str, ids: list[int]) -> None:
+        await self._execute(
+            statements.EXTEND,
+            {"ids": ids, "consumer": consumer, "visibility": self.visibility_timeout},
+        )
+
+    async def _bury(self, ids: list[int], reason: str) -> None:
+        await self._execute(statements.BURY, {"ids": ids, "reason": reason})
+
+    # -- notifications ---------------------------------------------------------------------------
+
+    def _forget(self, consumer: BufferedConsumer) -> None:
+        for queue in consumer.queues:
+            self._consumers.get(queue, set()).discard(cast(PostgresConsumer, consumer))
+
+    def _wake(self, queue: str) -> None:
+        for consumer in self._consumers.get(queue, ()):
+            consumer.wake()
+
+    def _wake_all(self) -> None:
+        for group in self._consumers.values():
+            for consumer in group:
+                consumer.wake()
+
+
+def _tag(delivery: Delivery) -> PostgresTag:
+    if not isinstance(delivery.tag, PostgresTag):
+        raise TypeError("not a delivery of the postgres queue")
+    return delivery.tag

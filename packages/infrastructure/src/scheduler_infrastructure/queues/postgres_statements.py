@@ -1,0 +1,80 @@
+"""The statements of the Postgres queue, each one round trip in autocommit mode.
+
+Publishing and releasing notify in the same statement as their write, so a notification is sent
+exactly when the rows it announces are committed.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+PUBLISH = text(
+    """
+    WITH inserted AS (
+        INSERT INTO queue_messages (queue, priority, payload)
+        SELECT * FROM unnest(
+            CAST(:queues AS text[]), CAST(:priorities AS smallint[]), CAST(:payloads AS bytea[])
+        )
+        RETURNING queue
+    )
+    SELECT pg_notify(:channel, queue) FROM (SELECT DISTINCT queue FROM inserted) AS woken
+    """
+)
+CLAIM = text(
+    """
+    UPDATE queue_messages
+    SET locked_by = :consumer,
+        locked_until = now() + make_interval(secs => CAST(:visibility AS double precision)),
+        delivery_count = delivery_count + 1
+    WHERE id IN (
+        SELECT id FROM queue_messages
+        WHERE queue = :queue
+          AND available_at <= now()
+          AND (locked_until IS NULL OR locked_until < now())
+        ORDER BY priority DESC, id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, priority, payload, delivery_count
+    """
+)
+ACK = text("DELETE FROM queue_messages WHERE id = ANY(CAST(:ids AS bigint[]))")
+RELEASE = text(
+    """
+    WITH released AS (
+        UPDATE queue_messages SET locked_by = NULL, locked_until = NULL
+        WHERE id = ANY(CAST(:ids AS bigint[])) AND locked_by = :consumer
+        RETURNING queue
+    )
+    SELECT pg_notify(:channel, queue) FROM (SELECT DISTINCT queue FROM released) AS woken
+    """
+)
+EXTEND = text(
+    """
+    UPDATE queue_messages
+    SET locked_until = now() + make_interval(secs => CAST(:visibility AS double precision))
+    WHERE id = ANY(CAST(:ids AS bigint[])) AND locked_by = :consumer
+    """
+)
+BURY = text(
+    """
+    WITH buried AS (
+        DELETE FROM queue_messages WHERE id = ANY(CAST(:ids AS bigint[]))
+        RETURNING id, queue, priority, payload, enqueued_at, delivery_count
+    )
+    INSERT INTO queue_dead_letters
+        (id, queue, priority, payload, enqueued_at, delivery_count, reason)
+    SELECT id, queue, priority, payload, enqueued_at, delivery_count, CAST(:reason AS text)
+    FROM buried
+    ON CONFLICT (id) DO NOTHING
+    """
+)
+DEPTH = text(
+    """
+    SELECT count(*) FROM queue_messages
+    WHERE queue = :queue AND (locked_until IS NULL OR locked_until < now())
+    """
+)
+DEAD_LETTERS = text(
+    "SELECT payload FROM queue_dead_letters WHERE queue = :queue ORDER BY id LIMIT :limit"
+)

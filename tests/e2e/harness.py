@@ -1,0 +1,184 @@
+"""Real processes for end-to-end tests: the ``scheduler-*`` binaries against real services.
+
+Each test gets a fresh, migrated PostgreSQL database and a unique queue prefix, so nothing it
+publishes or stores is seen by another test. Processes log to files under the test's tmp dir;
+on failure the tail of every log is printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+POSTGRES_ADMIN_URL = os.environ.get(
+    "SCHEDULER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+RABBITMQ_URL = os.environ.get("SCHEDULER_TEST_RABBITMQ_URL", "amqp://guest@127.0.0.1:5672/")
+RABBITMQ_PASSWORD = "guest"
+REDIS_URL = os.environ.get("SCHEDULER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def require(service: str, problem: str | None) -> None:
+    if problem is None:
+        return
+    message = f"{service} is unreachable ({problem})"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message}; CI=true requires it")
+    pytest.skip(message)
+
+
+def plain_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def admin_execute(statement: str) -> None:
+    connection = await asyncpg.connect(plain_dsn(POSTGRES_ADMIN_URL), timeout=10)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def postgres_problem() -> str | None:
+    try:
+        await admin_execute("SELECT 1")
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def signal(self, signum: int) -> None:
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, signum)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    async def wait(self, timeout: float) -> int:
+        async with asyncio.timeout(timeout):
+            while self.popen.poll() is None:
+                await asyncio.sleep(0.05)
+        return self.popen.returncode
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@dataclass
+class Cluster:
+    """Processes sharing one database and one queue prefix."""
+
+    database_url: str
+    backend: str
+    workdir: Path
+    prefix: str = field(default_factory=lambda: f"e2e{secrets.token_hex(4)}")
+    processes: list[Process] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("SCHEDULER_") and key not in ("CI",)
+        }
+        env.update(
+            {
+                "SCHEDULER_CONFIG": str(ROOT / "config" / "test.toml"),
+                "SCHEDULER__DATABASE__URL": self.database_url,
+                "SCHEDULER__QUEUE__BACKEND": self.backend,
+                "SCHEDULER__QUEUE__PREFIX": self.prefix,
+                "SCHEDULER__LOGGING__FORMAT": "json",
+                "SCHEDULER__LOGGING__LEVEL": "INFO",
+                "SCHEDULER__WORKER__LEASE_SECONDS": "3",
+                "SCHEDULER__WORKER__HEARTBEAT_SECONDS": "0.5",
+                "SCHEDULER__WORKER__DRAIN_TIMEOUT_SECONDS": "10",
+                "SCHEDULER__DISPATCHER__REAPER_INTERVAL_SECONDS": "0.5",
+                "SCHEDULER__DISPATCHER__RELAY_INTERVAL_SECONDS": "0.1",
+                "SCHEDULER__DISPATCHER__REQUEUE_AFTER_SECONDS": "10",
+                "SCHEDULER__DATABASE__CONNECT_RETRY_SECONDS": "30",
+            }
+        )
+        if self.backend == "rabbitmq":
+            env["SCHEDULER__RABBITMQ__URL"] = RABBITMQ_URL
+            env["SCHEDULER__RABBITMQ__PASSWORD"] = RABBITMQ_PASSWORD
+        if self.backend == "redis":
+            env["SCHEDULER__REDIS__URL"] = REDIS_URL
+        env.update(self.extra_env)
+        env.update(overrides)
+        return env
+
+    def start(self, binary: str, name: str, **env: str) -> Process:
+        log = self.workdir / f"{name}.log"
+        handle = log.open("ab")
+        popen = subprocess.Popen(  # noqa: S603 - our own console scripts
+            [str(BIN / binary)],
+            cwd=self.workdir,
+            env=self.env(**env),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        handle.close()
+        process = Process(name=name, popen=popen, log=log)
+        self.processes.append(process)
+        return process
+
+    def worker(self, name: str, **env: str) -> Process:
+        return self.start("scheduler-worker", name, SCHEDULER__WORKER__NAME=name, **env)
+
+    def dispatcher(self, name: str = "dispatcher", **env: str) -> Process:
+        return self.start("scheduler-dispatcher", name, **env)
+
+    async def stop_all(self) -> None:
+        for process in self.processes:
+            if process.alive():
+                process.signal(signal.SIGCONT)
+                process.signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                await process.wait(30)
+            except TimeoutError:
+                process.signal(signal.SIGKILL)
+                await process.wait(5)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"----- {p.name} (pid {p.pid}, rc {p.popen.poll()}) -----\n{p.output()[-4000:]}"
+            for p in self.processes
+        )
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], *, timeout: float, interval: float = 0.1
+) -> Any:
+    """Poll ``check`` until it returns a truthy value; return that value."""
+    async with asyncio.timeout(timeout):
+        while True:
+            value = await check()
+            if value:
+                return value
+            await asyncio.sleep(interval)

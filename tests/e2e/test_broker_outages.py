@@ -1,0 +1,127 @@
+"""The broker goes away while runs are being triggered: every accepted run still completes,
+consumers come back, and no healthy worker executes a run twice (issue 3)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from harness import REDIS_URL, Cluster, eventually
+from scenario import Scenario
+
+from scheduler_domain.status import RunStatus
+
+pytestmark = [pytest.mark.timeout(240)]
+TOTAL = 150
+
+
+@pytest.fixture
+def scenario(uow_factory: Any, tmp_path: Any) -> Scenario:
+    return Scenario(uow_factory=uow_factory, workdir=tmp_path)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)  # noqa: S603, S607
+
+
+async def _rabbitmq_answers() -> bool:
+    import aio_pika
+
+    try:
+        connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/", timeout=5)
+    except Exception:
+        return False
+    await connection.close()
+    return True
+
+
+async def _trigger_through_outage(
+    scenario: Scenario, task_id: str, outage: Any
+) -> list[str]:
+    # Warm up first, so the outage hits connected publishers and consumers, not start-up.
+    warm = await scenario.trigger(task_id)
+    await eventually(lambda: _is_succeeded(scenario, warm.id), timeout=60, interval=0.2)
+    ids: list[str] = [warm.id]
+
+    async def trigger_all() -> None:
+        for _ in range(TOTAL):
+            ids.append((await scenario.trigger(task_id)).id)
+            await asyncio.sleep(0.02)
+
+    await asyncio.gather(trigger_all(), outage())
+    return ids
+
+
+async def _assert_all_done_once(scenario: Scenario, ids: list[str]) -> None:
+    async def done() -> bool:
+        statuses = [(await scenario.get(i)).status for i in ids]
+        return all(s is RunStatus.SUCCEEDED for s in statuses)
+
+    await eventually(done, timeout=150, interval=0.5)
+    _, ends = scenario.ledger_counts()
+    assert all(ends[i] == 1 for i in ids), [i for i in ids if ends[i] != 1]
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+async def test_rabbitmq_app_restart_during_triggers_loses_and_duplicates_nothing(
+    cluster_factory: Any, scenario: Scenario
+) -> None:
+    from harness import require
+
+    require("RabbitMQ", None if await _rabbitmq_answers() else "no answer on 5672")
+    cluster: Cluster = cluster_factory("rabbitmq")
+    cluster.worker("w1")
+    cluster.worker("w2")
+    cluster.dispatcher()
+    task_id = await scenario.ledger_task("through-rabbit-outage", seconds=0.05)
+
+    async def outage() -> None:
+        await asyncio.sleep(1.0)
+        try:
+            await asyncio.to_thread(_rabbitmqctl, "stop_app")
+            await asyncio.sleep(3.0)
+        finally:
+            await asyncio.to_thread(_rabbitmqctl, "start_app")
+            await eventually(_rabbitmq_answers, timeout=60, interval=0.5)
+
+    ids = await _trigger_through_outage(scenario, task_id, outage)
+    await _assert_all_done_once(scenario, ids)
+    # Consumers came back: a run triggered now is picked up promptly.
+    late = await scenario.trigger(task_id)
+    await eventually(
+        lambda: _is_succeeded(scenario, late.id), timeout=30, interval=0.2
+    )
+
+
+async def _is_succeeded(scenario: Scenario, run_id: str) -> bool:
+    return (await scenario.get(run_id)).status is RunStatus.SUCCEEDED
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+async def test_redis_connections_killed_during_triggers_lose_and_duplicate_nothing(
+    cluster_factory: Any, scenario: Scenario
+) -> None:
+    cluster: Cluster = cluster_factory("redis")
+    cluster.worker("w1")
+    cluster.worker("w2")
+    cluster.dispatcher()
+    task_id = await scenario.ledger_task("through-redis-outage", seconds=0.05)
+    admin = aioredis.Redis.from_url(REDIS_URL)
+
+    async def outage() -> None:
+        for _ in range(3):
+            await asyncio.sleep(1.0)
+            await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+
+    try:
+        ids = await _trigger_through_outage(scenario, task_id, outage)
+    finally:
+        await admin.aclose()
+    await _assert_all_done_once(scenario, ids)
+    late = await scenario.trigger(task_id)
+    await eventually(lambda: _is_succeeded(scenario, late.id), timeout=30, interval=0.2)

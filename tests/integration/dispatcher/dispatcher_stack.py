@@ -1,0 +1,170 @@
+"""An in-process stack for dispatcher tests: a real database (SQLite and PostgreSQL), the memory
+queue, the real worker runtime, and every dispatcher loop (scheduler, dependencies, relay with
+routing and rate limits, reaper, worker liveness)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from scheduler_application.auth_context import Principal
+from scheduler_application.dependencies import DependencyResolver
+from scheduler_application.execution import ExecutionService
+from scheduler_application.rate_limiting import RunRateLimits
+from scheduler_application.reaper import LeaseReaper
+from scheduler_application.relay import RunRelay
+from scheduler_application.routing import Router
+from scheduler_application.runs import RunService
+from scheduler_application.scheduling import ScheduleFiring
+from scheduler_application.task_changes import TaskChangeSignal
+from scheduler_application.tasks import TaskService
+from scheduler_application.workers import WorkerService
+from scheduler_dispatcher.loops import LoopTimings, PeriodicLoop, reliability_loops
+from scheduler_dispatcher.scheduler_loop import SchedulerLoop, dependency_loop
+from scheduler_dispatcher.service import Dispatcher
+from scheduler_domain.accounts import Role
+from scheduler_domain.run import TaskRun
+from scheduler_infrastructure.clock import SystemClock
+from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
+from scheduler_infrastructure.queues.memory import MemoryRunQueue
+from scheduler_infrastructure.ratelimit import LocalRateLimiter
+from scheduler_worker.executors import ExecutorRegistry, builtin_executors
+from scheduler_worker.runtime import WorkerOptions, WorkerRuntime
+
+OWNER = Principal(subject_id="user-1", role=Role.USER)
+REDIS_URL = os.environ.get("SCHEDULER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: A port nothing listens on: a Redis that is down.
+DEAD_REDIS_URL = "redis://127.0.0.1:6390/0"
+
+
+@dataclass
+class DispatcherStack:
+    uow_factory: SqlUnitOfWorkFactory
+    queue: MemoryRunQueue
+    tasks: TaskService
+    runs: RunService
+    execution: ExecutionService
+    dispatcher: Dispatcher
+    scheduler: SchedulerLoop
+    relay: RunRelay
+    signal: TaskChangeSignal
+    clock: SystemClock
+
+    async def create_task(self, name: str, **spec: Any) -> str:
+        task = await self.tasks.create({"name": name, **spec}, principal=OWNER)
+        return task.id
+
+    async def runs_of(self, task_id: str) -> list[TaskRun]:
+        page = await self.runs.list(principal=OWNER, task_id=task_id, limit=200)
+        return sorted(page.items, key=lambda r: (r.scheduled_for, r.attempt))
+
+    async def wait_for(
+        self, predicate: Callable[[], Awaitable[bool]], *, within: float = 20.0
+    ) -> None:
+        async with asyncio.timeout(within):
+            while not await predicate():  # noqa: ASYNC110 - it polls the database
+                await asyncio.sleep(0.05)
+
+    def worker(self, **options: Any) -> WorkerRuntime:
+        settings: dict[str, Any] = {
+            "capacity": 4,
+            "heartbeat_interval": timedelta(seconds=0.2),
+            "lease": timedelta(seconds=5),
+            "drain_timeout": timedelta(seconds=5),
+            "executor_grace_seconds": 2.0,
+        }
+        settings.update(options)
+        registry = ExecutorRegistry.discover(
+            builtins=builtin_executors(kill_grace_seconds=1.0), entry_points=()
+        )
+        return WorkerRuntime(
+            execution=self.execution,
+            workers=WorkerService(uow_factory=self.uow_factory, clock=self.clock),
+            queue=self.queue,
+            executors=registry,
+            options=WorkerOptions(**settings),
+        )
+
+
+@contextlib.asynccontextmanager
+async def running_worker(runtime: WorkerRuntime) -> AsyncIterator[WorkerRuntime]:
+    task = asyncio.create_task(runtime.run())
+    await asyncio.wait_for(runtime.wait_started(), timeout=10)
+    try:
+        yield runtime
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(task, timeout=30)
+
+
+@contextlib.asynccontextmanager
+async def dispatcher_stack(
+    uow_factory: SqlUnitOfWorkFactory,
+    *,
+    max_sleep: timedelta = timedelta(seconds=0.2),
+    extra_loops: Callable[[SchedulerLoop], list[PeriodicLoop]] | None = None,
+) -> AsyncIterator[DispatcherStack]:
+    clock = SystemClock()
+    signal = TaskChangeSignal()
+    timings = LoopTimings(
+        relay_interval=timedelta(seconds=0.05),
+        reaper_interval=timedelta(seconds=0.2),
+        requeue_after=timedelta(seconds=30),
+        worker_silence=timedelta(seconds=30),
+        batch_size=100,
+    )
+    async with MemoryRunQueue() as queue:
+        relay = RunRelay(
+            uow_factory=uow_factory,
+            clock=clock,
+            queue=queue,
+            router=Router(worker_timeout=timings.worker_silence),
+            rate_limits=RunRateLimits(limiter=LocalRateLimiter()),
+        )
+        scheduler = SchedulerLoop(
+            ScheduleFiring(uow_factory=uow_factory, clock=clock, relay=relay),
+            batch_size=timings.batch_size,
+            max_sleep=max_sleep,
+        )
+        signal.subscribe(scheduler.wake)
+        loops: list[PeriodicLoop] = [
+            scheduler,
+            dependency_loop(
+                DependencyResolver(uow_factory=uow_factory, clock=clock, relay=relay),
+                interval=timings.relay_interval,
+                batch_size=timings.batch_size,
+            ),
+            *reliability_loops(
+                relay=relay,
+                reaper=LeaseReaper(uow_factory=uow_factory, clock=clock),
+                workers=WorkerService(uow_factory=uow_factory, clock=clock),
+                timings=timings,
+            ),
+            *(extra_loops(scheduler) if extra_loops is not None else []),
+        ]
+        dispatcher = Dispatcher(loops=loops)
+        task = asyncio.create_task(dispatcher.run())
+        await asyncio.wait_for(dispatcher.wait_started(), timeout=5)
+        try:
+            yield DispatcherStack(
+                uow_factory=uow_factory,
+                queue=queue,
+                tasks=TaskService(uow_factory=signal.watch(uow_factory), clock=clock),
+                runs=RunService(uow_factory=uow_factory, clock=clock),
+                execution=ExecutionService(
+                    uow_factory=uow_factory, clock=clock, lease=timedelta(seconds=5)
+                ),
+                dispatcher=dispatcher,
+                scheduler=scheduler,
+                relay=relay,
+                signal=signal,
+                clock=clock,
+            )
+        finally:
+            dispatcher.stop()
+            await asyncio.wait_for(task, timeout=10)

@@ -1,0 +1,237 @@
+"""Firing against the real databases: once per slot with concurrent dispatchers, the unique key
+as the last guard, max_concurrent across relays, and the scheduler loop's sleep and wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from dispatcher_stack import OWNER, dispatcher_stack, running_worker
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from scheduler_application.relay import RunRelay
+from scheduler_application.runs import RunService
+from scheduler_application.scheduling import ScheduleFiring
+from scheduler_application.tasks import TaskService
+from scheduler_application.testing import FakeClock, InMemoryRunQueue
+from scheduler_dispatcher.loops import PeriodicLoop
+from scheduler_dispatcher.scheduler_loop import SchedulerLoop
+from scheduler_domain.events import SkipReason
+from scheduler_domain.schedules import format_instant
+from scheduler_domain.status import RunStatus
+from scheduler_infrastructure.persistence.task_changes import TaskChangeListener
+from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
+
+pytestmark = pytest.mark.timeout(90)
+
+START = datetime(2030, 3, 1, 12, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+
+
+async def test_fired_slots_decisions_and_next_run_at_are_stored(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    clock = FakeClock(START)
+    tasks = TaskService(uow_factory=uow_factory, clock=clock)
+    task = await tasks.create(
+        {
+            "name": "every-minute",
+            "executor": "noop",
+            "schedule": {"interval_seconds": 60},
+            "concurrency": "forbid",
+            "misfire": {"policy": "skip", "grace_seconds": 30},
+        },
+        principal=OWNER,
+    )
+    queue = InMemoryRunQueue()
+    relay = RunRelay(uow_factory=uow_factory, clock=clock, queue=queue)
+    firing = ScheduleFiring(uow_factory=uow_factory, clock=clock, relay=relay)
+    clock.set(START + 5 * MINUTE + timedelta(seconds=2))
+
+    report = await firing.fire_due_tasks()
+
+    assert report.fired == 1
+    assert report.skipped == {SkipReason.MISFIRE: 4}
+    assert [m.task_id for m in queue.published] == [task.id]
+    clock.set(START + 6 * MINUTE)
+    second = await firing.fire_due_tasks()
+    assert second.skipped == {SkipReason.FORBID: 1}
+    preview = await tasks.schedule_preview(task.id, principal=OWNER, decisions=10)
+    assert Counter(d.reason for d in preview.recent_decisions) == {
+        None: 1,
+        SkipReason.MISFIRE: 4,
+        SkipReason.FORBID: 1,
+    }
+    assert (await tasks.get(task.id, principal=OWNER)).next_run_at == START + 7 * MINUTE
+
+
+@pytest.mark.postgres
+async def test_concurrent_dispatchers_on_postgres_never_create_a_slot_twice(
+    postgres_uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    uow_factory = postgres_uow_factory
+    clock = FakeClock(START)
+    tasks = TaskService(uow_factory=uow_factory, clock=clock)
+    ids = [
+        (
+            await tasks.create(
+                {
+                    "name": f"t{index}",
+                    "executor": "noop",
+                    "schedule": {"interval_seconds": 60},
+                    "misfire": {"policy": "catch_up", "catch_up_cap": 10, "grace_seconds": 0},
+                },
+                principal=OWNER,
+            )
+        ).id
+        for index in range(40)
+    ]
+    clock.set(START + 3 * MINUTE)
+    dispatchers = [ScheduleFiring(uow_factory=uow_factory, clock=clock) for _ in range(4)]
+
+    reports = await asyncio.gather(*(d.fire_due_tasks(batch=7) for d in dispatchers * 3))
+
+    assert sum(r.tasks for r in reports) == 40
+    async with uow_factory() as uow:
+        runs = [run for task_id in ids for run in await uow.runs.active_for_task(task_id)]
+    slots = Counter((run.task_id, run.scheduled_for) for run in runs)
+    assert len(runs) == 40 * 3
+    assert max(slots.values()) == 1
+
+    # A dispatcher acting on a stale next_run_at (say, restored from a backup) hits the unique
+    # (task, slot, attempt) key: duplicates are counted, nothing is created, no batch aborts.
+    async with uow_factory() as uow:
+        for task_id in ids:
+            await uow.tasks.set_next_run_at(task_id, START + MINUTE)
+        await uow.commit()
+    replays = await asyncio.gather(*(d.fire_due_tasks(batch=15) for d in dispatchers))
+    assert sum(r.duplicates for r in replays) == 40 * 3
+    assert sum(r.fired for r in replays) == 0
+    async with uow_factory() as uow:
+        counts = [len(await uow.runs.active_for_task(t)) for t in ids]
+        assert sum(counts) == 40 * 3
+        assert (await uow.tasks.get(ids[0])).next_run_at == START + 4 * MINUTE  # type: ignore[union-attr]
+
+
+@pytest.mark.postgres
+async def test_max_concurrent_holds_across_concurrent_relays_on_postgres(
+    postgres_uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    uow_factory = postgres_uow_factory
+    clock = FakeClock(START)
+    tasks = TaskService(uow_factory=uow_factory, clock=clock)
+    runs = RunService(uow_factory=uow_factory, clock=clock)
+    task = await tasks.create(
+        {"name": "capped", "executor": "noop", "max_concurrent": 3}, principal=OWNER
+    )
+    for _ in range(30):
+        await runs.trigger(task.id, principal=OWNER)
+    queue = InMemoryRunQueue()
+    relays = [RunRelay(uow_factory=uow_factory, clock=clock, queue=queue) for _ in range(4)]
+    for _ in range(3):
+        await asyncio.gather(*(r.relay_pending(limit=5) for r in relays))
+    assert len(queue.published) == 3
+    async with uow_factory() as uow:
+        assert await uow.runs.count_in_flight([task.id]) == {task.id: 3}
+
+
+async def test_the_scheduler_sleeps_until_the_next_slot_and_wakes_on_a_task_change(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    """The loop may sleep 30 s; a task created meanwhile and due in 0.5 s fires on time, woken
+    by the in-process signal the stack wraps its TaskService with."""
+    async with dispatcher_stack(uow_factory, max_sleep=timedelta(seconds=30)) as stack:
+        await asyncio.sleep(0.3)  # the loop is asleep now, with nothing scheduled
+        due = stack.clock.now() + timedelta(seconds=0.5)
+        task_id = await stack.create_task(
+            "soon", executor="noop", schedule={"at": format_instant(due)}
+        )
+
+        async def published() -> bool:
+            runs = await stack.runs_of(task_id)
+            return bool(runs) and runs[0].queued_at is not None
+
+        await stack.wait_for(published, within=5)
+        [run] = await stack.runs_of(task_id)
+        assert run.scheduled_for == due
+        assert run.queued_at is not None
+        assert run.queued_at - due < timedelta(seconds=1)
+        assert stack.signal.notified >= 1
+
+
+@pytest.mark.postgres
+async def test_postgres_notify_wakes_a_dispatcher_in_another_process(
+    postgres_engine: AsyncEngine, postgres_uow_factory: SqlUnitOfWorkFactory
+) -> None:
+    """No in-process signal here: the task is written through a plain TaskService (as another
+    process would), and the LISTEN adapter wakes the sleeping scheduler."""
+    uow_factory = postgres_uow_factory
+    listener = TaskChangeListener(postgres_engine)
+
+    def listening(scheduler: SchedulerLoop) -> list[PeriodicLoop]:
+        async def listen() -> bool:
+            await listener.listen(scheduler.wake)
+            return False
+
+        return [
+            PeriodicLoop(
+                "task-changes", listen, interval=timedelta(seconds=1), stop_grace=timedelta(0)
+            )
+        ]
+
+    async with dispatcher_stack(
+        uow_factory, max_sleep=timedelta(seconds=30), extra_loops=listening
+    ) as stack:
+        await asyncio.sleep(0.5)
+        other_process = TaskService(uow_factory=uow_factory, clock=stack.clock)
+        due = stack.clock.now() + timedelta(seconds=0.5)
+        task = await other_process.create(
+            {"name": "elsewhere", "executor": "noop", "schedule": {"at": format_instant(due)}},
+            principal=OWNER,
+        )
+
+        async def published() -> bool:
+            runs = await stack.runs_of(task.id)
+            return bool(runs) and runs[0].queued_at is not None
+
+        await stack.wait_for(published, within=5)
+        [run] = await stack.runs_of(task.id)
+        assert run.queued_at is not None
+        assert run.queued_at - due < timedelta(seconds=1)
+        assert listener.notifications >= 1
+        # The dispatcher's own next_run_at updates do not notify (version does not move).
+        seen = listener.notifications
+        async with uow_factory() as uow:
+            await uow.tasks.set_next_run_at(task.id, None)
+            await uow.commit()
+        await asyncio.sleep(0.3)
+        assert listener.notifications == seen
+
+
+async def test_scheduled_runs_execute_on_a_worker_with_round_robin(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    async with dispatcher_stack(uow_factory) as stack:
+        async with running_worker(stack.worker()) as one, running_worker(stack.worker()) as two:
+            task_id = await stack.create_task(
+                "spread-out", executor="noop", strategy="round_robin"
+            )
+            for _ in range(6):
+                await stack.runs.trigger(task_id, principal=OWNER)
+            stack.dispatcher.loop("relay").wake()
+
+            async def all_done() -> bool:
+                runs = await stack.runs_of(task_id)
+                return len(runs) == 6 and all(r.status.is_final for r in runs)
+
+            await stack.wait_for(all_done)
+        runs = await stack.runs_of(task_id)
+        assert {r.status for r in runs} == {RunStatus.SUCCEEDED}
+        by_worker = Counter(r.worker_id for r in runs)
+        assert by_worker == {one.worker.id: 3, two.worker.id: 3}  # type: ignore[union-attr]
+        assert {r.queue for r in runs} == {
+            f"worker.{one.worker.id}",  # type: ignore[union-attr]
+            f"worker.{two.worker.id}",  # type: ignore[union-attr]
+        }

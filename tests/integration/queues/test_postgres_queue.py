@@ -1,0 +1,158 @@
+"""Postgres queue specifics: LISTEN/NOTIFY wake-ups, the polling fallback, the delivery limit,
+and recovery after the server terminates the queue's connections."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from queue_helpers import (
+    VISIBILITY_TIMEOUT,
+    QueueMaker,
+    admin_execute,
+    assert_no_delivery,
+    eventually,
+    next_delivery,
+    publish_eventually,
+    run_message,
+)
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from scheduler_infrastructure.queues import messages
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
+
+#: So slow that a quick delivery can only come from a notification.
+NO_POLLING = 60.0
+
+
+async def _listening(queue: object) -> None:
+    async def check() -> bool:
+        return bool(queue.listening)  # type: ignore[attr-defined]
+
+    await eventually(check, within=10)
+
+
+async def _insert_without_notify(engine: AsyncEngine, queue: str, payload: bytes) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("INSERT INTO queue_messages (queue, priority, payload) VALUES (:q, 0, :p)"),
+            {"q": queue, "p": payload},
+        )
+
+
+async def test_notification_wakes_a_waiting_consumer(
+    make_queue: QueueMaker, new_queue_name
+) -> None:
+    queue = await make_queue(poll_interval=NO_POLLING)
+    name = new_queue_name()
+    await _listening(queue)
+    async with queue.consume([name], prefetch=1) as consumer:
+        await assert_no_delivery(consumer, within=0.5)  # it claimed nothing and now waits
+        message = run_message(name)
+        await queue.publish(message)
+        delivery = await next_delivery(consumer, within=5)
+        assert delivery.message == message
+        await queue.ack(delivery)
+
+
+async def test_polling_finds_a_message_whose_notification_was_lost(
+    make_queue: QueueMaker, new_queue_name, queue_engine: AsyncEngine
+) -> None:
+    queue = await make_queue(poll_interval=0.3)
+    name = new_queue_name()
+    async with queue.consume([name], prefetch=1) as consumer:
+        await assert_no_delivery(consumer, within=0.5)
+        message = run_message(name)
+        await _insert_without_notify(queue_engine, name, messages.encode(message))
+        delivery = await next_delivery(consumer, within=5)
+        assert delivery.message == message
+        await queue.ack(delivery)
+
+
+async def test_polling_delivers_when_notifications_are_off(
+    make_queue: QueueMaker, new_queue_name
+) -> None:
+    queue = await make_queue(listen=False, poll_interval=0.3)
+    name = new_queue_name()
+    async with queue.consume([name], prefetch=1) as consumer:
+        await assert_no_delivery(consumer, within=0.5)
+        message = run_message(name)
+        await queue.publish(message)
+        delivery = await next_delivery(consumer, within=5)
+        assert delivery.message == message
+        await queue.ack(delivery)
+    assert not queue.listening
+
+
+async def test_message_delivered_too_often_is_dead_lettered(
+    make_queue: QueueMaker, new_queue_name
+) -> None:
+    queue = await make_queue(max_deliveries=1)
+    name = new_queue_name()
+    message = run_message(name)
+    await queue.publish(message)
+
+    async with queue.consume([name], prefetch=1) as first:
+        await next_delivery(first)  # and dies without acking
+    async with queue.consume([name], prefetch=1) as second:
+        await assert_no_delivery(second, within=VISIBILITY_TIMEOUT * 3)
+
+    assert [dead.run_id for dead in await queue.dead_letters(name)] == [message.run_id]
+    assert await queue.depth(name) == 0
+
+
+async def test_unreadable_row_is_dead_lettered_not_delivered(
+    make_queue: QueueMaker, new_queue_name, queue_engine: AsyncEngine
+) -> None:
+    queue = await make_queue()
+    name = new_queue_name()
+    await _insert_without_notify(queue_engine, name, b"\x93not a run message")
+
+    async with queue.consume([name], prefetch=1) as consumer:
+        await assert_no_delivery(consumer, within=1.0)
+
+    async with queue_engine.connect() as connection:
+        reasons = (
+            await connection.execute(
+                text("SELECT reason FROM queue_dead_letters WHERE queue = :q"), {"q": name}
+            )
+        ).scalars()
+        assert list(reasons) == ["unreadable"]
+
+
+async def test_queue_recovers_after_its_connections_are_terminated(
+    make_queue: QueueMaker, new_queue_name, queue_database_url: str
+) -> None:
+    queue = await make_queue(poll_interval=NO_POLLING)
+    name = new_queue_name()
+    database = queue_database_url.rsplit("/", 1)[1]
+    listener_pids = "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = $2"
+    await _listening(queue)
+    [old_listener] = await admin_execute(listener_pids, database, f"{queue.channel}-listener")
+
+    async with queue.consume([name], prefetch=1) as consumer:
+        await queue.publish(run_message(name, number=1))
+        await queue.ack(await next_delivery(consumer))
+
+        terminated = await admin_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            database,
+        )
+        assert len(terminated) >= 2  # the listener and the pooled connections
+
+        async def listening_again() -> bool:
+            rows = await admin_execute(listener_pids, database, f"{queue.channel}-listener")
+            return bool(rows) and rows[0]["pid"] != old_listener["pid"] and queue.listening
+
+        await eventually(listening_again, within=20)
+        message = run_message(name, number=2)
+        await publish_eventually(queue, message)
+        # Polling is off: only a notification through the new listener can deliver it quickly.
+        delivery = await next_delivery(consumer, within=10)
+        assert delivery.message == message
+        await queue.ack(delivery)
+    await asyncio.sleep(0)
+    assert await queue.depth(name) == 0
