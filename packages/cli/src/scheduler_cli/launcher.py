@@ -1,71 +1,117 @@
 """``scheduler run``: any mix of api, dispatcher and worker in one process.
 
 The components share one event loop, one database pool and one queue connection (so the
-in-process memory queue works). SIGINT/SIGTERM stop them in order — stop accepting requests,
-drain the worker, stop the dispatcher — and then the shared resources are closed, all within
-``run.shutdown_timeout_seconds``.
+in-process memory queue works). SIGINT/SIGTERM stop them in order — the API stops accepting
+requests, the worker drains, the dispatcher stops — and then the shared resources are closed,
+each step bounded by ``run.shutdown_timeout_seconds``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
-from collections.abc import Sequence
+import socket
+from collections.abc import Callable, Sequence
 
+from scheduler_api.bootstrap import bind, build_api, require_jwt_secret, serve
+from scheduler_application.task_changes import TaskChangeSignal
 from scheduler_dispatcher.bootstrap import build_dispatcher
 from scheduler_infrastructure.config import Settings
+from scheduler_infrastructure.factories import database_url
 from scheduler_infrastructure.persistence.migrations import upgrade
 from scheduler_infrastructure.resources import open_resources
 from scheduler_worker.bootstrap import build_worker
 
 logger = logging.getLogger("scheduler.launcher")
 
+#: Shutdown order: stop taking requests, finish the work in hand, stop making new work.
+ORDER = ("api", "worker", "dispatcher")
+
 
 async def run_components(
-    settings: Settings, components: Sequence[str], *, migrate: bool = False
+    settings: Settings,
+    components: Sequence[str],
+    *,
+    migrate: bool = False,
+    on_ready: Callable[[str | None], None] | None = None,
 ) -> None:
+    """Run ``components`` until SIGINT/SIGTERM. ``on_ready`` gets the API's base URL (or None)
+    once everything is up."""
+    if "api" in components:
+        require_jwt_secret(settings)
     if migrate:
-        from scheduler_infrastructure.factories import database_url
-
         logger.info("migrating the database to the newest revision")
         await asyncio.to_thread(upgrade, database_url(settings.database))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with open_resources(settings) as resources, contextlib.AsyncExitStack() as stack:
-        tasks: dict[str, asyncio.Task[None]] = {}
-        stoppers: list[tuple[str, object]] = []
-        if "worker" in components:
-            worker = await stack.enter_async_context(build_worker(resources))
-            tasks["worker"] = asyncio.create_task(worker.run(), name="worker")
-            stoppers.append(("worker", worker.stop))
-        if "dispatcher" in components:
-            dispatcher = build_dispatcher(resources)
-            tasks["dispatcher"] = asyncio.create_task(dispatcher.run(), name="dispatcher")
-            stoppers.append(("dispatcher", dispatcher.stop))
-        logger.info("running: %s", ", ".join(components))
-        waiter = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait(
-            [waiter, *tasks.values()], return_when=asyncio.FIRST_COMPLETED
-        )
-        crashed = [t for t in done if t is not waiter and t.exception() is not None]
-        logger.info("shutting down")
-        timeout = settings.run.shutdown_timeout_seconds
-        for name, stopper in stoppers:
-            stopper()  # type: ignore[operator]
-            task = tasks[name]
-            try:
-                await asyncio.wait_for(asyncio.shield(task), timeout=timeout)
-            except TimeoutError:
-                logger.error("%s did not stop within %.0f s; cancelling", name, timeout)
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            except Exception:
-                logger.exception("%s stopped with an error", name)
-        waiter.cancel()
-        for task in crashed:
-            raise task.exception()  # type: ignore[misc]
+    sock: socket.socket | None = None
+    if "api" in components:
+        sock = bind(settings.api.host, settings.api.port)
+    try:
+        async with open_resources(settings) as resources, contextlib.AsyncExitStack() as stack:
+            changes = TaskChangeSignal()
+            tasks: dict[str, asyncio.Task[None]] = {}
+            stoppers: dict[str, Callable[[], None]] = {}
+            if "dispatcher" in components:
+                dispatcher = build_dispatcher(resources, task_changes=changes)
+                tasks["dispatcher"] = asyncio.create_task(dispatcher.run(), name="dispatcher")
+                stoppers["dispatcher"] = dispatcher.stop
+            if "worker" in components:
+                worker = await stack.enter_async_context(build_worker(resources))
+                tasks["worker"] = asyncio.create_task(worker.run(), name="worker")
+                stoppers["worker"] = worker.stop
+            api_url = None
+            if sock is not None:
+                watched = dataclasses.replace(
+                    resources, uow_factory=changes.watch(resources.uow_factory)
+                )
+                app = build_api(watched)
+                api_stop = asyncio.Event()
+                tasks["api"] = asyncio.create_task(serve(app, stop=api_stop, sock=sock))
+                stoppers["api"] = api_stop.set
+                host, port = sock.getsockname()[:2]
+                api_url = f"http://{host}:{port}"
+            logger.info("running: %s", ", ".join(components))
+            if on_ready is not None:
+                on_ready(api_url)
+            waiter = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait(
+                [waiter, *tasks.values()], return_when=asyncio.FIRST_COMPLETED
+            )
+            crashed = [t for t in done if t is not waiter and t.exception() is not None]
+            for task in crashed:
+                logger.error("a component stopped unexpectedly", exc_info=task.exception())
+            logger.info("shutting down")
+            await _stop_in_order(tasks, stoppers, settings.run.shutdown_timeout_seconds)
+            waiter.cancel()
+            if crashed:
+                raise SystemExit(1)
+    finally:
+        if sock is not None:
+            sock.close()
+
+
+async def _stop_in_order(
+    tasks: dict[str, asyncio.Task[None]],
+    stoppers: dict[str, Callable[[], None]],
+    timeout: float,
+) -> None:
+    for name in ORDER:
+        if name not in tasks:
+            continue
+        stoppers[name]()
+        task = tasks[name]
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=timeout)
+        except TimeoutError:
+            logger.error("%s did not stop within %.0f s; cancelling it", name, timeout)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        except Exception:
+            logger.exception("%s stopped with an error", name)

@@ -1,0 +1,78 @@
+"""The app factory: a Litestar application around already-built application services.
+
+It knows nothing about databases or brokers (those are :mod:`scheduler_api.bootstrap`'s), so
+tests and the combined launcher can hand it whatever honours the ports.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from litestar import Litestar, Request, Router
+from litestar.di import Provide
+from litestar.middleware.base import DefineMiddleware
+
+from scheduler_api.auth import PrincipalMiddleware, provide_principal
+from scheduler_api.controllers.api_keys import ApiKeyController
+from scheduler_api.controllers.auth import AuthController
+from scheduler_api.controllers.health import HealthController
+from scheduler_api.controllers.queues import QueueController
+from scheduler_api.controllers.runs import RunController
+from scheduler_api.controllers.system import SystemController
+from scheduler_api.controllers.tasks import TaskController
+from scheduler_api.controllers.users import UserController
+from scheduler_api.controllers.worker_protocol import ALLOW_NUL, WorkerProtocolController
+from scheduler_api.controllers.workers import WorkerController
+from scheduler_api.errors import handle_exception
+from scheduler_api.openapi import openapi_config
+from scheduler_api.services import ApiOptions, ApiServices
+from scheduler_domain.errors import ValidationError
+
+API_PREFIX = "/api/v1"
+#: A JSON ``\u0000`` escape (not itself escaped): PostgreSQL can store NUL in neither text nor
+#: JSON, and no field of this API has a use for it.
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+async def refuse_nul_characters(request: Request[Any, Any, Any]) -> None:
+    if "\x00" in request.url.path or b"%00" in request.scope.get("query_string", b""):
+        raise ValidationError("NUL characters are not accepted in URLs", field="query")
+    checked = request.method in _BODY_METHODS and not request.route_handler.opt.get(ALLOW_NUL)
+    if checked and _JSON_NUL.search(await request.body()):
+        raise ValidationError("NUL characters are not accepted in request bodies", field="body")
+
+
+def create_app(*, services: ApiServices, options: ApiOptions | None = None) -> Litestar:
+    options = options or ApiOptions()
+    v1 = Router(
+        path=API_PREFIX,
+        route_handlers=[
+            TaskController,
+            RunController,
+            WorkerController,
+            QueueController,
+            SystemController,
+            AuthController,
+            ApiKeyController,
+            UserController,
+            WorkerProtocolController,
+        ],
+    )
+    return Litestar(
+        route_handlers=[HealthController, v1],
+        dependencies={
+            "services": Provide(lambda: services, sync_to_thread=False, use_cache=True),
+            "options": Provide(lambda: options, sync_to_thread=False, use_cache=True),
+            "principal": Provide(provide_principal, sync_to_thread=False),
+        },
+        middleware=[DefineMiddleware(PrincipalMiddleware, auth=services.auth)],
+        exception_handlers={Exception: handle_exception},
+        before_request=refuse_nul_characters,
+        request_max_body_size=options.max_body_bytes,
+        openapi_config=openapi_config(version=options.version),
+        on_startup=[services.auth.warm_up],
+        logging_config=None,
+        debug=False,
+    )

@@ -1,0 +1,259 @@
+"""The API's composition root: the only module of the API that knows the adapters.
+
+``build_api(resources)`` gives a ready Litestar app on the process's shared resources, and
+``serve(app, …)`` runs it with uvicorn inside the caller's event loop until ``stop`` is set, so
+``scheduler-api`` and the combined ``scheduler run`` launcher start it the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import socket
+from collections.abc import Iterator, Mapping
+from datetime import timedelta
+from importlib import metadata
+from typing import Any
+
+import uvicorn
+from litestar import Litestar
+
+from scheduler_api.app import create_app
+from scheduler_api.services import ApiOptions, ApiServices, Probe
+from scheduler_api.throttle import LoginThrottle
+from scheduler_application.api_keys import ApiKeyService
+from scheduler_application.auth import AuthService, SessionPolicy
+from scheduler_application.execution import ExecutionService
+from scheduler_application.ports.security import PasswordHasher, TokenCodec
+from scheduler_application.relay import RunRelay
+from scheduler_application.remote_workers import RemoteWorkerService
+from scheduler_application.runs import RunService
+from scheduler_application.status_report import StatusService
+from scheduler_application.task_graph import TaskGraphService
+from scheduler_application.tasks import TaskService
+from scheduler_application.user_admin import UserAdminService
+from scheduler_application.workers import WorkerService
+from scheduler_infrastructure.config import Settings
+from scheduler_infrastructure.resources import Resources, open_resources, wait_for_database
+from scheduler_infrastructure.security.passwords import Argon2PasswordHasher
+from scheduler_infrastructure.security.tokens import MIN_SECRET_BYTES, JwtTokenCodec
+from scheduler_infrastructure.startup import StartupError, prepare
+
+__all__ = [
+    "StartupError",
+    "api_options",
+    "bind",
+    "build_api",
+    "build_services",
+    "load",
+    "open_resources",
+    "require_jwt_secret",
+    "serve",
+]
+
+logger = logging.getLogger("scheduler.api")
+#: How long in-flight requests (long-polls included) get after a stop before they are cut.
+GRACEFUL_SHUTDOWN_SECONDS = 10
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    settings = prepare("api", standalone=True, environ=environ)
+    require_jwt_secret(settings)
+    return settings
+
+
+def require_jwt_secret(settings: Settings) -> str:
+    """The signing secret, or a StartupError saying how to set one (length is checked by the
+    config loader; the codec checks it again)."""
+    secret = settings.api.jwt_secret
+    if not secret:
+        raise StartupError(
+            "invalid configuration: api.jwt_secret: not set; export SCHEDULER__API__JWT_SECRET "
+            f"with at least {MIN_SECRET_BYTES} random bytes, for example "
+            "$(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
+    return secret
+
+
+def software_version() -> str:
+    try:
+        return metadata.version("scheduler-api")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def config_summary(settings: Settings) -> dict[str, Any]:
+    """What ``/system`` shows: choices and limits, never URLs, passwords or secrets."""
+    database = settings.database.url.split(":", 1)[0].split("+", 1)[0]
+    return {
+        "source": settings.source,
+        "run_mode": settings.run.mode,
+        "database_backend": database,
+        "queue_backend": settings.queue.backend,
+        "api": {
+            "jwt_issuer": settings.api.jwt_issuer,
+            "jwt_audience": settings.api.jwt_audience,
+            "access_token_ttl_seconds": settings.api.access_token_ttl_seconds,
+            "refresh_token_ttl_seconds": settings.api.refresh_token_ttl_seconds,
+            "max_body_bytes": settings.api.max_body_bytes,
+            "max_page_size": settings.api.max_page_size,
+        },
+        "worker": {
+            "lease_seconds": settings.worker.lease_seconds,
+            "heartbeat_seconds": settings.worker.heartbeat_seconds,
+        },
+        "telemetry_exporter": settings.telemetry.exporter,
+    }
+
+
+def api_options(settings: Settings, *, throttle: LoginThrottle | None = None) -> ApiOptions:
+    cursor_key = hmac.new(
+        require_jwt_secret(settings).encode(), b"scheduler-api page cursors", hashlib.sha256
+    ).digest()
+    return ApiOptions(
+        cursor_key=cursor_key,
+        version=software_version(),
+        max_body_bytes=settings.api.max_body_bytes,
+        max_page_size=settings.api.max_page_size,
+        config_summary=config_summary(settings),
+        throttle=throttle or LoginThrottle(),
+    )
+
+
+def _probes(resources: Resources) -> dict[str, Probe]:
+    probe_queue = (
+        resources.settings.worker.queues[0] if resources.settings.worker.queues else "default"
+    )
+
+    async def database() -> None:
+        await wait_for_database(resources.engine, timeout=0)  # one attempt, no retries
+
+    async def queue() -> None:
+        await resources.queue.depth(probe_queue)
+
+    return {"database": database, "queue": queue}
+
+
+def build_services(
+    resources: Resources,
+    *,
+    hasher: PasswordHasher | None = None,
+    codec: TokenCodec | None = None,
+) -> ApiServices:
+    settings = resources.settings
+    uow, clock = resources.uow_factory, resources.clock
+    hasher = hasher or Argon2PasswordHasher()
+    codec = codec or JwtTokenCodec(
+        secret=require_jwt_secret(settings),
+        issuer=settings.api.jwt_issuer,
+        audience=settings.api.jwt_audience,
+        clock=clock,
+    )
+    lease = timedelta(seconds=settings.worker.lease_seconds)
+    workers = WorkerService(uow_factory=uow, clock=clock)
+    execution = ExecutionService(uow_factory=uow, clock=clock, lease=lease)
+    return ApiServices(
+        tasks=TaskService(uow_factory=uow, clock=clock),
+        task_graph=TaskGraphService(uow_factory=uow),
+        runs=RunService(uow_factory=uow, clock=clock),
+        relay=RunRelay(uow_factory=uow, clock=clock, queue=resources.queue),
+        workers=workers,
+        remote_workers=RemoteWorkerService(uow_factory=uow, execution=execution, workers=workers),
+        status=StatusService(uow_factory=uow, clock=clock, queue=resources.queue),
+        auth=AuthService(
+            uow_factory=uow,
+            clock=clock,
+            hasher=hasher,
+            codec=codec,
+            policy=SessionPolicy(
+                access_ttl=timedelta(seconds=settings.api.access_token_ttl_seconds),
+                refresh_ttl=timedelta(seconds=settings.api.refresh_token_ttl_seconds),
+            ),
+        ),
+        api_keys=ApiKeyService(uow_factory=uow, clock=clock),
+        users=UserAdminService(uow_factory=uow, clock=clock, hasher=hasher),
+        clock=clock,
+        probes=_probes(resources),
+    )
+
+
+def build_api(
+    resources: Resources,
+    *,
+    hasher: PasswordHasher | None = None,
+    throttle: LoginThrottle | None = None,
+) -> Litestar:
+    """The API on ``resources`` (shared with other components in ``scheduler run``)."""
+    services = build_services(resources, hasher=hasher)
+    return create_app(services=services, options=api_options(resources.settings, throttle=throttle))
+
+
+def bind(host: str, port: int, *, backlog: int = 2048) -> socket.socket:
+    """A listening socket; ``port=0`` picks a free one (read it from ``getsockname``). Binding
+    before serving turns "address in use" into a plain OSError for the caller, and connections
+    that arrive while the app starts wait in the backlog instead of being refused."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: whoever runs the event loop owns the signals
+    and tells the server to stop through ``serve``'s ``stop`` event."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(
+    app: Litestar,
+    *,
+    stop: asyncio.Event,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    sock: socket.socket | None = None,
+) -> None:
+    """Serve ``app`` until ``stop`` is set: then stop accepting, let requests in flight finish
+    (up to GRACEFUL_SHUTDOWN_SECONDS), run the app's shutdown and return."""
+    sock = sock or bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    server = _EmbeddedServer(config)
+
+    async def watch() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    watcher = asyncio.create_task(watch(), name="api-stop-watcher")
+    logger.info("api listening on http://%s:%s", bound_host, bound_port)
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        sock.close()
+    if not server.started:
+        raise OSError(f"the api could not start on {bound_host}:{bound_port}")

@@ -1,0 +1,1 @@
+"""One controller per resource; each handler parses, calls one application service, shapes."""

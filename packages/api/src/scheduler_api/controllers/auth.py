@@ -1,0 +1,80 @@
+"""``/api/v1/auth``: log in, rotate the refresh token, log out, and who am I."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.params import JSONBody
+
+from scheduler_api.auth import PUBLIC
+from scheduler_api.dependencies import CurrentPrincipal, Options, Services
+from scheduler_api.openapi import problems
+from scheduler_api.schemas.accounts import LoginIn, MeOut, RefreshIn, TokenOut, UserOut
+from scheduler_application.errors import AuthenticationFailed
+
+
+class AuthController(Controller):
+    path = "/auth"
+    tags = ("auth",)
+
+    @post(
+        "/login",
+        status_code=200,
+        summary="Exchange a username and password for tokens",
+        description=(
+            "Answers 401 with the same body for an unknown user, a wrong password and a "
+            "disabled account. Throttled per account and per client address (429)."
+        ),
+        opt={PUBLIC: True},
+        security=[{}],
+        responses=problems(401, 429, public=True),
+    )
+    async def login(
+        self,
+        data: JSONBody[LoginIn],
+        request: Request[Any, Any, Any],
+        services: Services,
+        options: Options,
+    ) -> TokenOut:
+        address = request.client.host if request.client is not None else "unknown"
+        options.throttle.check(data.username, address)
+        try:
+            pair = await services.auth.login(data.username, data.password)
+        except AuthenticationFailed:
+            options.throttle.failed(data.username)
+            raise
+        options.throttle.succeeded(data.username)
+        return TokenOut.of(pair)
+
+    @post(
+        "/refresh",
+        status_code=200,
+        summary="Rotate a refresh token",
+        description=(
+            "Spends the refresh token and returns a new pair. Presenting a spent token again "
+            "revokes its whole family (every session descended from that login)."
+        ),
+        opt={PUBLIC: True},
+        security=[{}],
+        responses=problems(401, public=True),
+    )
+    async def refresh(self, data: JSONBody[RefreshIn], services: Services) -> TokenOut:
+        return TokenOut.of(await services.auth.refresh(data.refresh_token))
+
+    @post(
+        "/logout",
+        status_code=204,
+        summary="Revoke the refresh token's family",
+        description="Access tokens already issued stay valid until they expire (minutes).",
+        opt={PUBLIC: True},
+        security=[{}],
+        responses=problems(401, public=True),
+    )
+    async def logout(self, data: JSONBody[RefreshIn], services: Services) -> None:
+        await services.auth.logout(data.refresh_token)
+
+    @get("/me", summary="The caller", responses=problems())
+    async def me(self, services: Services, principal: CurrentPrincipal) -> MeOut:
+        user = await services.users.me(principal)
+        return MeOut(user=UserOut.of(user), role=principal.role, via=principal.via)

@@ -1,0 +1,45 @@
+"""The run list with its filters, shared by ``/runs`` and ``/tasks/{id}/runs``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from scheduler_api.params import instant, open_cursor, page_size, seal_cursor
+from scheduler_api.schemas.runs import RunOut, RunPage
+from scheduler_api.services import ApiOptions, ApiServices
+from scheduler_application.auth_context import Principal
+from scheduler_domain.run import RunTrigger
+from scheduler_domain.status import RunStatus
+
+
+async def list_runs(
+    services: ApiServices,
+    options: ApiOptions,
+    principal: Principal,
+    *,
+    task_id: str | None,
+    status: list[RunStatus] | None,
+    trigger: RunTrigger | None,
+    worker_id: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    limit: int,
+    cursor: str | None,
+) -> RunPage:
+    size = page_size(limit, options)
+    page = await services.runs.list(
+        principal=principal,
+        task_id=task_id,
+        statuses=status or (),
+        trigger=trigger,
+        worker_id=worker_id,
+        created_after=instant(created_after, field="created_after"),
+        created_before=instant(created_before, field="created_before"),
+        limit=size,
+        cursor=open_cursor(cursor, options),
+    )
+    return RunPage(
+        items=[RunOut.of(r) for r in page.items],
+        next_cursor=seal_cursor(page.next_cursor, options),
+        limit=size,
+    )

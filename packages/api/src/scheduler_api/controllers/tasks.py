@@ -1,0 +1,268 @@
+"""``/api/v1/tasks``: define, inspect, change, pause, resume, trigger and delete tasks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from litestar import Controller, Response, delete, get, patch, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
+from litestar.params import Body, FromQuery, HeaderParameter, PathParameter, QueryParameter
+
+from scheduler_api.auth import refuse_worker_role
+from scheduler_api.controllers.runs_listing import list_runs
+from scheduler_api.dependencies import CurrentPrincipal, Options, Services
+from scheduler_api.openapi import problems, task_body_schema
+from scheduler_api.params import (
+    CURSOR_DESCRIPTION,
+    LIMIT_DESCRIPTION,
+    object_id,
+    open_cursor,
+    page_size,
+    seal_cursor,
+)
+from scheduler_api.publishing import publish_soon
+from scheduler_api.schemas.runs import RunOut, RunPage
+from scheduler_api.schemas.tasks import (
+    TASK_EXAMPLE,
+    DependenciesOut,
+    SchedulePreviewOut,
+    TaskOut,
+    TaskPage,
+)
+from scheduler_domain.errors import ValidationError
+from scheduler_domain.run import RunTrigger
+from scheduler_domain.status import RunStatus
+from scheduler_domain.task import Task
+
+TaskBody = Annotated[
+    dict[str, Any],
+    Body(
+        title="Task",
+        description="A task definition; see TaskSpec in the API docs",
+        schema_extra=task_body_schema(patch=False),
+        examples=[Example(summary="A nightly shell task", value=TASK_EXAMPLE)],
+    ),
+]
+TaskPatch = Annotated[
+    dict[str, Any],
+    Body(
+        title="TaskPatch",
+        description="Any subset of the task's fields; retry and misfire merge key by key",
+        schema_extra=task_body_schema(patch=True),
+        examples=[
+            Example(summary="Change the schedule", value={"schedule": {"cron": "*/5 * * * *"}})
+        ],
+    ),
+]
+TaskId = Annotated[str, PathParameter(description="Task id", max_length=64)]
+
+
+def _task(task: Task, status_code: int = 200) -> Response[TaskOut]:
+    headers = {"ETag": f'"{task.version}"'}
+    if status_code == 201:
+        headers["Location"] = f"/api/v1/tasks/{task.id}"
+    return Response(TaskOut.of(task), status_code=status_code, headers=headers)
+
+
+def _version(if_match: str | None) -> int | None:
+    if if_match is None:
+        return None
+    text = if_match.strip().removeprefix("W/").strip('"')
+    if not text.isdigit() or len(text) > 9:
+        raise ValidationError('If-Match must be the task\'s version, e.g. "3"', field="If-Match")
+    return int(text)
+
+
+def _id(task_id: str) -> str:
+    return object_id(task_id, kind="task", field="task_id")
+
+
+class TaskController(Controller):
+    path = "/tasks"
+    tags = ("tasks",)
+    guards = (refuse_worker_role,)
+
+    @post("/", summary="Create a task", responses=problems(409))
+    async def create(
+        self, data: TaskBody, services: Services, principal: CurrentPrincipal
+    ) -> Response[TaskOut]:
+        task = await services.tasks.create(data, principal=principal)
+        return _task(task, 201)
+
+    @get("/", summary="List tasks", responses=problems())
+    async def list_tasks(
+        self,
+        services: Services,
+        options: Options,
+        principal: CurrentPrincipal,
+        owner_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        enabled: FromQuery[bool | None] = None,
+        queue: Annotated[str | None, QueryParameter(max_length=100)] = None,
+        name_prefix: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, description=LIMIT_DESCRIPTION)] = 50,
+        cursor: Annotated[
+            str | None, QueryParameter(max_length=512, description=CURSOR_DESCRIPTION)
+        ] = None,
+    ) -> TaskPage:
+        size = page_size(limit, options)
+        page = await services.tasks.list(
+            principal=principal,
+            owner_id=owner_id,
+            enabled=enabled,
+            queue=queue,
+            name_prefix=name_prefix,
+            limit=size,
+            cursor=open_cursor(cursor, options),
+        )
+        return TaskPage(
+            items=[TaskOut.of(t) for t in page.items],
+            next_cursor=seal_cursor(page.next_cursor, options),
+            limit=size,
+        )
+
+    @get("/{task_id:str}", summary="Get a task", responses=problems(404))
+    async def get_task(
+        self, task_id: TaskId, services: Services, principal: CurrentPrincipal
+    ) -> Response[TaskOut]:
+        return _task(await services.tasks.get(_id(task_id), principal=principal))
+
+    @patch("/{task_id:str}", summary="Change a task", responses=problems(404, 409))
+    async def update(
+        self,
+        task_id: TaskId,
+        data: TaskPatch,
+        services: Services,
+        principal: CurrentPrincipal,
+        if_match: Annotated[
+            str | None,
+            HeaderParameter(name="If-Match", description="Refuse the edit unless at this version"),
+        ] = None,
+    ) -> Response[TaskOut]:
+        task = await services.tasks.update(
+            _id(task_id), data, principal=principal, expected_version=_version(if_match)
+        )
+        return _task(task)
+
+    @delete("/{task_id:str}", summary="Delete a task and its runs", responses=problems(404, 409))
+    async def remove(
+        self, task_id: TaskId, services: Services, principal: CurrentPrincipal
+    ) -> None:
+        await services.tasks.delete(_id(task_id), principal=principal)
+
+    @post("/{task_id:str}/pause", status_code=200, summary="Pause", responses=problems(404, 409))
+    async def pause(
+        self, task_id: TaskId, services: Services, principal: CurrentPrincipal
+    ) -> Response[TaskOut]:
+        return _task(await services.tasks.pause(_id(task_id), principal=principal))
+
+    @post("/{task_id:str}/resume", status_code=200, summary="Resume", responses=problems(404, 409))
+    async def resume(
+        self, task_id: TaskId, services: Services, principal: CurrentPrincipal
+    ) -> Response[TaskOut]:
+        return _task(await services.tasks.resume(_id(task_id), principal=principal))
+
+    @post(
+        "/{task_id:str}/trigger",
+        summary="Run the task now",
+        description=(
+            "Creates a manual run (201). With an Idempotency-Key, the same key always answers "
+            "with the same run: 200 and `Idempotent-Replayed: true` when it already existed."
+        ),
+        responses={
+            **problems(404, 409),
+            200: ResponseSpec(
+                data_container=RunOut,
+                description="The run this key created before",
+                generate_examples=False,
+            ),
+        },
+    )
+    async def trigger(
+        self,
+        task_id: TaskId,
+        services: Services,
+        options: Options,
+        principal: CurrentPrincipal,
+        idempotency_key: Annotated[
+            str | None, HeaderParameter(name="Idempotency-Key", max_length=200)
+        ] = None,
+    ) -> Response[RunOut]:
+        started = services.clock.now()
+        run = await services.runs.trigger(
+            _id(task_id), principal=principal, idempotency_key=idempotency_key
+        )
+        replayed = run.created_at < started
+        return Response(
+            RunOut.of(run),
+            status_code=200 if replayed else 201,
+            headers={
+                "Location": f"/api/v1/runs/{run.id}",
+                "Idempotent-Replayed": "true" if replayed else "false",
+            },
+            background=None if replayed else publish_soon(services, options),
+        )
+
+    @get("/{task_id:str}/runs", summary="Runs of a task, newest first", responses=problems(404))
+    async def runs(
+        self,
+        task_id: TaskId,
+        services: Services,
+        options: Options,
+        principal: CurrentPrincipal,
+        status: FromQuery[list[RunStatus] | None] = None,
+        trigger: FromQuery[RunTrigger | None] = None,
+        created_after: FromQuery[datetime | None] = None,
+        created_before: FromQuery[datetime | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, description=LIMIT_DESCRIPTION)] = 50,
+        cursor: Annotated[
+            str | None, QueryParameter(max_length=512, description=CURSOR_DESCRIPTION)
+        ] = None,
+    ) -> RunPage:
+        return await list_runs(
+            services,
+            options,
+            principal,
+            task_id=_id(task_id),
+            status=status,
+            trigger=trigger,
+            worker_id=None,
+            created_after=created_after,
+            created_before=created_before,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    @get(
+        "/{task_id:str}/schedule",
+        summary="Next fire times and recent decisions",
+        description=(
+            "The next `n` fire times in the task's time zone, and the dispatcher's recent "
+            "decisions about slots (fired, or skipped with a reason)."
+        ),
+        responses=problems(404),
+    )
+    async def schedule(
+        self,
+        task_id: TaskId,
+        services: Services,
+        principal: CurrentPrincipal,
+        n: Annotated[int, QueryParameter(ge=0, le=100)] = 5,
+        decisions: Annotated[int, QueryParameter(ge=0, le=100)] = 20,
+    ) -> SchedulePreviewOut:
+        preview = await services.tasks.schedule_preview(
+            _id(task_id), principal=principal, n=n, decisions=decisions
+        )
+        return SchedulePreviewOut.of(preview)
+
+    @get(
+        "/{task_id:str}/dependencies",
+        summary="Upstreams and dependents",
+        responses=problems(404),
+    )
+    async def task_dependencies(
+        self, task_id: TaskId, services: Services, principal: CurrentPrincipal
+    ) -> DependenciesOut:
+        graph = await services.task_graph.dependencies(_id(task_id), principal=principal)
+        return DependenciesOut.of(graph)

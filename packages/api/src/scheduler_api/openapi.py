@@ -1,0 +1,114 @@
+"""The OpenAPI document: security schemes, the documented problem answers of each operation,
+and the JSON schema of task bodies (which the handlers take as plain objects so that
+``parse_task_spec`` stays the one validator)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme, Tag
+
+from scheduler_api.schemas.problems import PROBLEM_MEDIA_TYPE, Problem
+from scheduler_api.schemas.tasks import TaskSpecDocument
+
+BEARER = "bearerAuth"
+API_KEY = "apiKeyHeader"
+#: Every authenticated operation accepts either credential.
+SECURITY: list[dict[str, list[str]]] = [{BEARER: []}, {API_KEY: []}]
+
+_DESCRIPTIONS = {
+    400: "Malformed request (for example a body that is not JSON)",
+    401: "Missing, invalid, expired or revoked credentials",
+    403: "The caller's role may not do this",
+    404: "No such object, or one the caller may not see",
+    405: "Method not allowed on this resource",
+    409: "Conflict with the object's current state",
+    413: "Request body too large",
+    422: "Invalid input; `field` names it",
+    429: "Too many attempts; see Retry-After",
+    503: "A dependency is unavailable",
+}
+#: What any authenticated operation may answer besides its own outcomes.
+AUTHENTICATED = (400, 401, 403, 413, 422)
+
+
+def problems(*statuses: int, public: bool = False) -> dict[int, ResponseSpec]:
+    """Response specs for the problem answers an operation documents."""
+    wanted = set(statuses) | ({400, 413, 422} if public else set(AUTHENTICATED))
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            description=_DESCRIPTIONS.get(status, "Problem"),
+            media_type=PROBLEM_MEDIA_TYPE,
+            generate_examples=False,
+        )
+        for status in sorted(wanted)
+    }
+
+
+def _inline(schema: Any, defs: dict[str, Any]) -> Any:
+    """msgspec's schema with every ``$ref`` to ``$defs`` replaced by its target."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {key: _inline(value, defs) for key, value in schema.items() if key != "$defs"}
+    if isinstance(schema, list):
+        return [_inline(item, defs) for item in schema]
+    return schema
+
+
+def task_body_schema(*, patch: bool) -> dict[str, Any]:
+    """The task body's JSON schema, as ``schema_extra`` for a ``dict`` body."""
+    raw = msgspec.json.schema(TaskSpecDocument)
+    inlined = _inline(raw, raw.get("$defs", {}))
+    inlined.pop("title", None)
+    if patch:
+        inlined.pop("required", None)
+    inlined["additionalProperties"] = False
+    return dict(inlined)
+
+
+def openapi_config(*, version: str) -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Scheduler API",
+        version=version,
+        description=(
+            "REST API of the distributed task scheduler. Authenticate with "
+            "`Authorization: Bearer <access token>` (from `POST /api/v1/auth/login`), "
+            "`Authorization: Bearer sk_…` or `X-API-Key: sk_…`. Errors are RFC 9457 "
+            "`application/problem+json` documents."
+        ),
+        path="/schema",
+        render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin()],
+        components=Components(
+            security_schemes={
+                BEARER: SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    bearer_format="JWT or sk_ API key",
+                    description="An access token from /api/v1/auth/login, or an API key",
+                ),
+                API_KEY: SecurityScheme(
+                    type="apiKey", name="X-API-Key", security_scheme_in="header"
+                ),
+            }
+        ),
+        security=SECURITY,
+        tags=[
+            Tag(name="tasks", description="Task definitions, triggers and schedules"),
+            Tag(name="runs", description="Runs: attempts of tasks"),
+            Tag(name="workers", description="Registered workers"),
+            Tag(name="queues", description="Queue depths and throughput"),
+            Tag(name="system", description="Status, version and configuration"),
+            Tag(name="auth", description="Log-in and tokens"),
+            Tag(name="api-keys", description="Long-lived credentials"),
+            Tag(name="users", description="User administration (admins)"),
+            Tag(name="worker-protocol", description="For workers without database access"),
+            Tag(name="health", description="Liveness and readiness"),
+        ],
+    )

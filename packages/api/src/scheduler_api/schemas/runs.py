@@ -1,0 +1,111 @@
+"""Runs, their audit trail and their output."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from scheduler_application.runs import MANUAL_KEY_PREFIX
+from scheduler_domain.events import RunEvent
+from scheduler_domain.run import RunTrigger, TaskRun
+from scheduler_domain.status import RunStatus
+
+
+class RunOut(msgspec.Struct, kw_only=True):
+    """One attempt of one task. The captured output is served by ``/runs/{id}/output``."""
+
+    id: str
+    task_id: str
+    owner_id: str
+    attempt: int
+    retry_of: str | None
+    status: RunStatus
+    trigger: RunTrigger
+    scheduled_for: datetime
+    idempotency_key: str | None
+    queue: str
+    priority: int
+    not_before: datetime | None
+    worker_id: str | None
+    lease_expires_at: datetime | None
+    heartbeat_at: datetime | None
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: dict[str, Any] | None
+    error: str | None
+    traceparent: str | None
+    created_at: datetime
+    version: int
+
+    @classmethod
+    def of(cls, run: TaskRun) -> RunOut:
+        key = run.idempotency_key
+        if key is not None and key.startswith(MANUAL_KEY_PREFIX):
+            key = key.removeprefix(MANUAL_KEY_PREFIX)
+        return cls(
+            id=run.id,
+            task_id=run.task_id,
+            owner_id=run.owner_id,
+            attempt=run.attempt,
+            retry_of=run.retry_of,
+            status=run.status,
+            trigger=run.trigger,
+            scheduled_for=run.scheduled_for,
+            idempotency_key=key,
+            queue=run.queue,
+            priority=run.priority,
+            not_before=run.not_before,
+            worker_id=run.worker_id,
+            lease_expires_at=run.lease_expires_at,
+            heartbeat_at=run.heartbeat_at,
+            queued_at=run.queued_at,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            result=dict(run.result) if run.result is not None else None,
+            error=run.error,
+            traceparent=run.traceparent,
+            created_at=run.created_at,
+            version=run.version,
+        )
+
+
+class RunPage(msgspec.Struct, kw_only=True):
+    items: list[RunOut]
+    next_cursor: str | None
+    limit: int
+
+
+class RunOutputOut(msgspec.Struct, kw_only=True):
+    run_id: str
+    status: RunStatus
+    output: str | None
+    finished: bool
+
+
+class RunEventOut(msgspec.Struct, kw_only=True):
+    id: str
+    run_id: str
+    from_status: RunStatus | None
+    to_status: RunStatus
+    at: datetime
+    actor: str
+    detail: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: RunEvent) -> RunEventOut:
+        return cls(
+            id=event.id,
+            run_id=event.run_id,
+            from_status=event.from_status,
+            to_status=event.to_status,
+            at=event.at,
+            actor=event.actor,
+            detail=dict(event.detail),
+        )
+
+
+class RunEventList(msgspec.Struct, kw_only=True):
+    items: list[RunEventOut]

@@ -1,0 +1,200 @@
+"""Task bodies: what clients write (documented here, validated by ``parse_task_spec``) and the
+task as the API returns it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from scheduler_application.task_graph import TaskDependencies
+from scheduler_application.task_spec import task_to_spec
+from scheduler_application.tasks import SchedulePreview
+from scheduler_domain.concurrency import ConcurrencyPolicy
+from scheduler_domain.events import SkipReason, SlotDecision, SlotOutcome
+from scheduler_domain.misfire import MisfireKind
+from scheduler_domain.task import DispatchStrategy, Task, TriggerRule
+
+
+class RetrySpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    max_attempts: int | None = None
+    base_delay_seconds: float | None = None
+    max_delay_seconds: float | None = None
+    jitter_seconds: float | None = None
+
+
+class MisfireSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    policy: MisfireKind | None = None
+    catch_up_cap: int | None = None
+    grace_seconds: float | None = None
+
+
+class TaskSpecDocument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The task a client writes. Only ``name`` and ``executor`` are required on create; a PATCH
+    sends any subset (``retry`` and ``misfire`` merge key by key). ``schedule`` is one of
+    ``{"cron": "0 2 * * *", "timezone": "Europe/Berlin"}``, ``{"interval_seconds": 300}`` or
+    ``{"at": "2030-01-01T00:00:00Z"}``; ``params`` depend on the executor (``shell``: ``argv``,
+    ``http``: ``url``/``method``, ``python``: ``callable``, ``noop``: none)."""
+
+    name: str
+    executor: str
+    params: dict[str, Any] | None = None
+    description: str | None = None
+    schedule: dict[str, Any] | None = None
+    enabled: bool | None = None
+    queue: str | None = None
+    priority: int | None = None
+    labels: list[str] | None = None
+    strategy: DispatchStrategy | None = None
+    timeout_seconds: float | None = None
+    retry: RetrySpec | None = None
+    concurrency: ConcurrencyPolicy | None = None
+    max_concurrent: int | None = None
+    misfire: MisfireSpec | None = None
+    spread_seconds: float | None = None
+    rate_limit: str | None = None
+    depends_on: list[str] | None = None
+    trigger_rule: TriggerRule | None = None
+
+
+TASK_EXAMPLE: dict[str, Any] = {
+    "name": "nightly-report",
+    "executor": "shell",
+    "params": {"argv": ["echo", "hi"]},
+    "schedule": {"cron": "0 2 * * *", "timezone": "Europe/Berlin"},
+    "retry": {"max_attempts": 3},
+    "timeout_seconds": 600,
+    "depends_on": [],
+}
+
+
+class RetryOut(msgspec.Struct, kw_only=True):
+    max_attempts: int
+    base_delay_seconds: float
+    max_delay_seconds: float
+    jitter_seconds: float
+
+
+class MisfireOut(msgspec.Struct, kw_only=True):
+    policy: MisfireKind
+    catch_up_cap: int
+    grace_seconds: float
+
+
+class TaskOut(msgspec.Struct, kw_only=True):
+    id: str
+    owner_id: str
+    name: str
+    description: str
+    executor: str
+    params: dict[str, Any]
+    schedule: dict[str, Any] | None
+    enabled: bool
+    paused: bool
+    queue: str
+    priority: int
+    labels: list[str]
+    strategy: DispatchStrategy
+    timeout_seconds: float | None
+    retry: RetryOut
+    concurrency: ConcurrencyPolicy
+    max_concurrent: int | None
+    misfire: MisfireOut
+    spread_seconds: float
+    rate_limit: str | None
+    depends_on: list[str]
+    trigger_rule: TriggerRule
+    next_run_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+    @classmethod
+    def of(cls, task: Task) -> TaskOut:
+        fields = {
+            **task_to_spec(task),
+            "id": task.id,
+            "owner_id": task.owner_id,
+            "paused": task.paused,
+            "next_run_at": task.next_run_at,
+            "created_at": task.created_at,
+            "updated_at": task.updated_at,
+            "version": task.version,
+        }
+        return msgspec.convert(fields, cls, from_attributes=True, strict=False)
+
+
+class TaskPage(msgspec.Struct, kw_only=True):
+    items: list[TaskOut]
+    next_cursor: str | None
+    limit: int
+
+
+class DecisionOut(msgspec.Struct, kw_only=True):
+    slot: datetime
+    outcome: SlotOutcome
+    reason: SkipReason | None
+    at: datetime
+    run_id: str | None
+    detail: dict[str, Any]
+
+    @classmethod
+    def of(cls, decision: SlotDecision) -> DecisionOut:
+        return cls(
+            slot=decision.slot,
+            outcome=decision.outcome,
+            reason=decision.reason,
+            at=decision.at,
+            run_id=decision.run_id,
+            detail=dict(decision.detail),
+        )
+
+
+class SchedulePreviewOut(msgspec.Struct, kw_only=True):
+    task_id: str
+    timezone: str
+    paused: bool
+    next_fire_times: list[datetime]
+    recent_decisions: list[DecisionOut]
+
+    @classmethod
+    def of(cls, preview: SchedulePreview) -> SchedulePreviewOut:
+        return cls(
+            task_id=preview.task_id,
+            timezone=preview.timezone,
+            paused=preview.paused,
+            next_fire_times=list(preview.next_fire_times),
+            recent_decisions=[DecisionOut.of(d) for d in preview.recent_decisions],
+        )
+
+
+class TaskRef(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    owner_id: str
+    enabled: bool
+
+    @classmethod
+    def of(cls, task: Task) -> TaskRef:
+        return cls(id=task.id, name=task.name, owner_id=task.owner_id, enabled=task.enabled)
+
+
+class DependenciesOut(msgspec.Struct, kw_only=True):
+    task_id: str
+    trigger_rule: TriggerRule
+    upstreams: list[TaskRef]
+    dependents: list[TaskRef]
+    hidden_upstreams: int
+    hidden_dependents: int
+
+    @classmethod
+    def of(cls, graph: TaskDependencies) -> DependenciesOut:
+        return cls(
+            task_id=graph.task_id,
+            trigger_rule=graph.trigger_rule,
+            upstreams=[TaskRef.of(t) for t in graph.upstreams],
+            dependents=[TaskRef.of(t) for t in graph.dependents],
+            hidden_upstreams=graph.hidden_upstreams,
+            hidden_dependents=graph.hidden_dependents,
+        )

@@ -1,0 +1,67 @@
+"""What the app factory needs: application services already built, and a few plain options.
+
+:mod:`scheduler_api.bootstrap` builds these from the infrastructure; tests may build them from
+anything that honours the ports.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from scheduler_api.throttle import LoginThrottle
+from scheduler_application.api_keys import ApiKeyService
+from scheduler_application.auth import AuthService
+from scheduler_application.paging import MAX_PAGE_SIZE
+from scheduler_application.ports.clock import Clock
+from scheduler_application.relay import RunRelay
+from scheduler_application.remote_workers import RemoteWorkerService
+from scheduler_application.runs import RunService
+from scheduler_application.status_report import StatusService
+from scheduler_application.task_graph import TaskGraphService
+from scheduler_application.tasks import TaskService
+from scheduler_application.user_admin import UserAdminService
+from scheduler_application.workers import WorkerService
+
+#: A readiness check: returns when the dependency answers, raises when it does not.
+Probe = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiServices:
+    tasks: TaskService
+    task_graph: TaskGraphService
+    runs: RunService
+    relay: RunRelay
+    workers: WorkerService
+    remote_workers: RemoteWorkerService
+    status: StatusService
+    auth: AuthService
+    api_keys: ApiKeyService
+    users: UserAdminService
+    clock: Clock
+    #: Named readiness checks for ``/ready`` and ``/system`` (``database``, ``queue``).
+    probes: Mapping[str, Probe] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiOptions:
+    version: str = "0.0.0"
+    max_body_bytes: int = 1_048_576
+    max_page_size: int = 200
+    #: Shown by ``/system``; must hold no secrets.
+    config_summary: Mapping[str, Any] = field(default_factory=dict)
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    probe_timeout: timedelta = timedelta(seconds=2)
+    #: How many pending runs a trigger or retry publishes right away (the relay does the rest).
+    publish_batch: int = 50
+    #: Signs page cursors, so a client can only hand back cursors the server made. Derive it
+    #: from a shared secret (bootstrap does) so that cursors survive restarts and replicas.
+    cursor_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+
+    @property
+    def page_cap(self) -> int:
+        return max(1, min(self.max_page_size, MAX_PAGE_SIZE))

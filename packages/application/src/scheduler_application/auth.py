@@ -1,0 +1,265 @@
+"""Authentication use cases: log in, rotate refresh tokens, log out, and turn a presented
+credential (access token or API key) into a :class:`Principal`.
+
+* Access tokens are short-lived JWTs (``typ`` ``access``) naming the user in ``sub``; the user is
+  loaded on every request, so disabling a user or changing their role takes effect at once.
+* Refresh tokens are JWTs too (``typ`` ``refresh``) and are additionally stored, hashed, as one
+  link of a *family*. Each refresh spends its link and issues the next one. Presenting a spent
+  (or revoked) link means it was copied: the whole family is revoked, the thief's copy and the
+  owner's alike.
+* Every failure answers with the same :class:`AuthenticationFailed` message, and an unknown user
+  costs a password verification like a known one, so neither the answer nor its timing tells
+  which usernames exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from scheduler_application.api_keys import (
+    API_KEY_PREFIX,
+    digest_matches,
+    may_grant,
+    parse_key_prefix,
+)
+from scheduler_application.auth_context import Principal
+from scheduler_application.errors import AuthenticationFailed
+from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.security import PasswordHasher, TokenCodec
+from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_domain.accounts import RefreshToken, User
+from scheduler_domain.ids import new_id
+
+logger = logging.getLogger("scheduler.auth")
+
+ACCESS = "access"
+REFRESH = "refresh"
+#: The one answer to a failed login, whatever the reason.
+LOGIN_FAILED = "invalid username or password"
+#: The one answer to a refused credential, whatever the reason.
+CREDENTIAL_REFUSED = "the credentials are invalid, expired or revoked"
+MISSING_CREDENTIALS = "authentication required: send 'Authorization: Bearer <token>' or 'X-API-Key'"
+MAX_PASSWORD_CHARS = 1024
+#: ``last_used_at`` of an API key is written at most this often (not on every request).
+KEY_USE_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionPolicy:
+    access_ttl: timedelta = timedelta(minutes=15)
+    refresh_ttl: timedelta = timedelta(days=14)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    refresh_expires_in: int
+    user: User
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class AuthService:
+    def __init__(
+        self,
+        *,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        hasher: PasswordHasher,
+        codec: TokenCodec,
+        policy: SessionPolicy | None = None,
+        max_parallel_hashes: int = 4,
+    ) -> None:
+        self._uow_factory = uow_factory
+        self._clock = clock
+        self._hasher = hasher
+        self._codec = codec
+        self._policy = policy or SessionPolicy()
+        self._dummy_hash: str | None = None
+        #: Memory-hard hashes are expensive; a login flood queues here instead of exhausting RAM.
+        self._hash_slots = asyncio.Semaphore(max_parallel_hashes)
+
+    async def warm_up(self) -> None:
+        """Compute the stand-in hash for unknown users now, not during the first login."""
+        await self._dummy()
+
+    # -- sessions --------------------------------------------------------------------------------
+
+    async def login(self, username: str, password: str) -> TokenPair:
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise AuthenticationFailed(LOGIN_FAILED)
+        password = password[: MAX_PASSWORD_CHARS + 1]
+        async with self._uow_factory() as uow:
+            user = await uow.users.get_by_username(username[:256])
+        stored_hash = user.password_hash if user is not None else await self._dummy()
+        async with self._hash_slots:
+            matched = await asyncio.to_thread(self._hasher.verify, stored_hash, password)
+        if user is None or not matched or user.disabled or len(password) > MAX_PASSWORD_CHARS:
+            raise AuthenticationFailed(LOGIN_FAILED)
+        await self._upgrade_hash(user, password)
+        async with self._uow_factory() as uow:
+            pair = await self._issue(uow, user, family_id=new_id())
+            await uow.commit()
+        return pair
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        """Spend ``refresh_token`` and return the next pair of its family."""
+        claims = self._decode(refresh_token, REFRESH)
+        now = self._clock.now()
+        async with self._uow_factory() as uow:
+            stored = await uow.refresh_tokens.get_by_hash(token_digest(refresh_token))
+            if stored is None or stored.user_id != claims["sub"]:
+                raise AuthenticationFailed(CREDENTIAL_REFUSED)
+            user = await uow.users.get(stored.user_id)
+            refused = await self._spend(uow, stored, user, now)
+            pair = None
+            if refused is None and user is not None:
+                pair = await self._issue(uow, user, family_id=stored.family_id)
+            await uow.commit()
+        if pair is None:
+            logger.warning("refresh refused (%s); family %s revoked", refused, stored.family_id)
+            raise AuthenticationFailed(CREDENTIAL_REFUSED)
+        return pair
+
+    async def logout(self, refresh_token: str) -> None:
+        """Revoke the family of ``refresh_token``: neither it nor any later link refreshes."""
+        self._decode(refresh_token, REFRESH)
+        now = self._clock.now()
+        async with self._uow_factory() as uow:
+            stored = await uow.refresh_tokens.get_by_hash(token_digest(refresh_token))
+            if stored is not None:
+                await uow.refresh_tokens.revoke_family(stored.family_id, now=now)
+                await uow.commit()
+
+    # -- credentials -----------------------------------------------------------------------------
+
+    async def authenticate(
+        self, *, authorization: str | None = None, api_key: str | None = None
+    ) -> Principal:
+        """The caller behind an ``Authorization`` header (a bearer access token or API key) or
+        an ``X-API-Key`` header; ``Authorization`` wins when both are sent."""
+        if authorization is not None:
+            scheme, _, value = authorization.strip().partition(" ")
+            token = value.strip()
+            if scheme.lower() != "bearer" or not token:
+                raise AuthenticationFailed(CREDENTIAL_REFUSED)
+            if token.startswith(API_KEY_PREFIX):
+                return await self._by_api_key(token)
+            return await self._by_access_token(token)
+        if api_key is not None:
+            return await self._by_api_key(api_key.strip())
+        raise AuthenticationFailed(MISSING_CREDENTIALS)
+
+    async def _by_access_token(self, token: str) -> Principal:
+        claims = self._decode(token, ACCESS)
+        async with self._uow_factory() as uow:
+            user = await uow.users.get(claims["sub"])
+        if user is None or user.disabled:
+            raise AuthenticationFailed(CREDENTIAL_REFUSED)
+        return Principal(subject_id=user.id, role=user.role, via="user")
+
+    async def _by_api_key(self, key: str) -> Principal:
+        prefix = parse_key_prefix(key)
+        now = self._clock.now()
+        async with self._uow_factory() as uow:
+            stored = await uow.api_keys.get_by_prefix(prefix) if prefix is not None else None
+            if not digest_matches(key, stored) or stored is None or not stored.is_usable(now):
+                raise AuthenticationFailed(CREDENTIAL_REFUSED)
+            owner = await uow.users.get(stored.owner_id)
+            if owner is None or owner.disabled or not may_grant(owner.role, stored.role):
+                raise AuthenticationFailed(CREDENTIAL_REFUSED)
+            last = stored.last_used_at
+            if last is None or now - last >= KEY_USE_RESOLUTION:
+                stored.last_used_at = now
+                await uow.api_keys.update(stored)
+                await uow.commit()
+        return Principal(subject_id=owner.id, role=stored.role, via="api_key")
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _decode(self, token: str, token_type: str) -> dict[str, Any]:
+        if not isinstance(token, str) or not token or len(token) > 8192:
+            raise AuthenticationFailed(CREDENTIAL_REFUSED)
+        try:
+            return self._codec.decode(token, token_type=token_type)
+        except AuthenticationFailed:
+            raise AuthenticationFailed(CREDENTIAL_REFUSED) from None
+
+    async def _spend(
+        self, uow: UnitOfWork, stored: RefreshToken, user: User | None, now: datetime
+    ) -> str | None:
+        """Mark the link used; on any defect revoke its family and say why (None: spent fine)."""
+        reason: str | None = None
+        if stored.used_at is not None or stored.revoked_at is not None:
+            reason = "reuse of a spent or revoked refresh token"
+        elif stored.expires_at <= now:
+            reason = "expired refresh token"
+        elif user is None or user.disabled:
+            reason = "the user is gone or disabled"
+        elif not await uow.refresh_tokens.mark_used(stored.id, now=now):
+            reason = "concurrent reuse of a refresh token"
+        if reason is not None:
+            await uow.refresh_tokens.revoke_family(stored.family_id, now=now)
+        return reason
+
+    async def _issue(self, uow: UnitOfWork, user: User, *, family_id: str) -> TokenPair:
+        policy = self._policy
+        now = self._clock.now()
+        access = self._codec.encode(
+            {"sub": user.id, "role": user.role.value, "sid": family_id},
+            token_type=ACCESS,
+            ttl=policy.access_ttl,
+        )
+        link_id = new_id()
+        refresh = self._codec.encode(
+            {"sub": user.id, "fam": family_id, "rid": link_id},
+            token_type=REFRESH,
+            ttl=policy.refresh_ttl,
+        )
+        await uow.refresh_tokens.add(
+            RefreshToken(
+                id=link_id,
+                user_id=user.id,
+                family_id=family_id,
+                token_hash=token_digest(refresh),
+                created_at=now,
+                expires_at=now + policy.refresh_ttl,
+            )
+        )
+        return TokenPair(
+            access_token=access,
+            refresh_token=refresh,
+            expires_in=int(policy.access_ttl.total_seconds()),
+            refresh_expires_in=int(policy.refresh_ttl.total_seconds()),
+            user=user,
+        )
+
+    async def _dummy(self) -> str:
+        if self._dummy_hash is None:
+            self._dummy_hash = await asyncio.to_thread(self._hasher.hash, secrets.token_hex(16))
+        return self._dummy_hash
+
+    async def _upgrade_hash(self, user: User, password: str) -> None:
+        """Re-hash with the current parameters after a successful login (best effort)."""
+        if not self._hasher.needs_rehash(user.password_hash):
+            return
+        async with self._hash_slots:
+            new_hash = await asyncio.to_thread(self._hasher.hash, password)
+        async with self._uow_factory() as uow:
+            current = await uow.users.get(user.id)
+            if current is None or current.password_hash != user.password_hash:
+                return
+            current.password_hash = new_hash
+            current.updated_at = self._clock.now()
+            await uow.users.update(current)
+            await uow.commit()
