@@ -99,7 +99,7 @@ async def run_components(
 async def _stop_in_order(
     tasks: dict[str, asyncio.Task[None]],
     stoppers: dict[str, Callable[[], None]],
-    timeout: float,
+    limit_seconds: float,
 ) -> None:
     for name in ORDER:
         if name not in tasks:
@@ -107,9 +107,9 @@ async def _stop_in_order(
         stoppers[name]()
         task = tasks[name]
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=timeout)
+            await asyncio.wait_for(asyncio.shield(task), timeout=limit_seconds)
         except TimeoutError:
-            logger.error("%s did not stop within %.0f s; cancelling it", name, timeout)
+            logger.error("%s did not stop within %.0f s; cancelling it", name, limit_seconds)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

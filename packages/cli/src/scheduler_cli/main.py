@@ -1,4 +1,9 @@
-"""The ``scheduler`` command: the launcher and the admin tool."""
+"""The ``scheduler`` command: the launcher and the admin tool.
+
+``run``, ``migrate`` and ``create-admin`` work on this machine's configuration and database;
+everything else is a client of the REST API (see :mod:`scheduler_cli.context`). The server-side
+imports stay inside the local commands, so the admin commands start quickly.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,33 @@ import logging
 import os
 import secrets
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
-from scheduler_infrastructure.config.loader import parse_run_mode
-from scheduler_infrastructure.errors import ConfigError
-from scheduler_infrastructure.startup import StartupError, prepare
+from scheduler_cli import output
+from scheduler_cli.commands import api_keys, auth, queues, runs, status, tasks, users, workers
+from scheduler_cli.context import CliContext, Overrides
+from scheduler_cli.errors import CliError
+
+
+class _Scheduler(TyperGroup):
+    """Every expected failure of any command ends here: one ``error: …`` line on stderr and
+    the error's exit code, never a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CliError as error:
+            output.error(error.message)
+            raise typer.Exit(error.exit_code) from None
+
 
 app = typer.Typer(
     name="scheduler",
+    cls=_Scheduler,
     help="A distributed task scheduler: run its components and administer it.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -28,12 +49,31 @@ err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 
+@app.callback()
+def root(
+    ctx: typer.Context,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            "--api-url",
+            metavar="URL",
+            help="The API server for the admin commands (default: $SCHEDULER_API_URL, else "
+            "the last login, else http://127.0.0.1:8000).",
+        ),
+    ] = None,
+) -> None:
+    overrides = ctx.obj if isinstance(ctx.obj, Overrides) else None
+    ctx.obj = CliContext.build(api_url=api_url, overrides=overrides)
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
     return typer.Exit(code)
 
 
 def _settings(component: str = "cli", *, standalone: bool = False):  # type: ignore[no-untyped-def]
+    from scheduler_infrastructure.startup import StartupError, prepare
+
     try:
         settings = prepare(component, standalone=standalone)
     except StartupError as error:
@@ -53,9 +93,19 @@ def run(
     migrate: Annotated[
         bool, typer.Option(help="Upgrade the database to the newest revision first.")
     ] = False,
+    create_admin: Annotated[
+        bool,
+        typer.Option(
+            help="Create the 'admin' user if missing, with $SCHEDULER_ADMIN_PASSWORD or a "
+            "generated password printed once."
+        ),
+    ] = False,
 ) -> None:
     """Run the scheduler's components in this process."""
     from scheduler_cli.launcher import run_components
+    from scheduler_infrastructure.config.loader import parse_run_mode
+    from scheduler_infrastructure.errors import ConfigError
+    from scheduler_infrastructure.startup import StartupError
 
     settings = _settings("scheduler")
     try:
@@ -68,12 +118,41 @@ def run(
             "use --mode all or a shared queue backend",
             2,
         )
-    if "api" in components:
-        raise fail("the api component is not available yet", 2)
+    if create_admin:
+        from scheduler_cli.admin import ensure_admin
+        from scheduler_infrastructure.persistence.migrations import upgrade
+
+        if migrate:
+            upgrade(_database_url())
+            migrate = False
+        _first_admin(settings, ensure_admin)
     try:
-        asyncio.run(run_components(settings, components, migrate=migrate))
-    except ConnectionError as error:
+        asyncio.run(run_components(settings, components, migrate=migrate, on_ready=_announce))
+    except (StartupError, ConnectionError, OSError) as error:
         raise fail(str(error), 1) from None
+
+
+def _first_admin(settings, ensure_admin) -> None:  # type: ignore[no-untyped-def]
+    password = os.environ.get("SCHEDULER_ADMIN_PASSWORD") or None
+    generated = password is None
+    if password is None:
+        password = secrets.token_urlsafe(18)
+    try:
+        created = asyncio.run(ensure_admin(settings, username="admin", password=password))
+    except Exception as error:
+        raise fail(f"cannot create the admin user: {type(error).__name__}: {error}") from None
+    if created:
+        shown = (
+            f"password: {password}  (shown once; change it)"
+            if generated
+            else ("password from SCHEDULER_ADMIN_PASSWORD")
+        )
+        err.print(f"created user 'admin' — {shown}", highlight=False)
+
+
+def _announce(api_url: str | None) -> None:
+    if api_url is not None:
+        err.print(f"API:  {api_url}/api/v1   docs: {api_url}/schema", highlight=False)
 
 
 def _database_url() -> str:
@@ -134,7 +213,7 @@ def create_admin(
     password_env: Annotated[
         str,
         typer.Option(help="Environment variable holding the password; generated if unset."),
-    ] = "SCHEDULER_ADMIN_PASSWORD",
+    ] = "SCHEDULER_ADMIN_PASSWORD",  # noqa: S107 - the variable's name, not a password
 ) -> None:
     """Create the admin account (talks to the database directly)."""
     from scheduler_cli.admin import ensure_admin
@@ -154,6 +233,17 @@ def create_admin(
     out.print(f"created admin user {username!r}")
     if generated:
         out.print(f"password (shown once): [bold]{password}[/bold]")
+
+
+app.command()(auth.login)
+app.command()(auth.logout)
+app.add_typer(tasks.app, name="tasks")
+app.add_typer(runs.app, name="runs")
+app.add_typer(workers.app, name="workers")
+app.command("queues")(queues.queues)
+app.add_typer(users.app, name="users")
+app.add_typer(api_keys.app, name="api-keys")
+app.command("status")(status.status)
 
 
 def entrypoint() -> None:

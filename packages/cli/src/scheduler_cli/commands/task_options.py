@@ -1,0 +1,53 @@
+"""The options of ``tasks create`` and ``tasks update``, which share nearly all of them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+TaskArg = Annotated[str, typer.Argument(help="The task's name or id.", metavar="TASK")]
+FileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--file", "-f", metavar="PATH", help="The task as JSON (see docs/api.md); - for stdin."
+    ),
+]
+Name = Annotated[str | None, typer.Option(help="The task's name (unique per owner).")]
+Executor = Annotated[
+    str | None, typer.Option(help="shell, http, python or noop (--argv implies shell).")
+]
+Argv = Annotated[
+    str | None,
+    typer.Option(help="The shell executor's command line, split like a shell does: 'echo hi'."),
+]
+Params = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        metavar="KEY=VALUE",
+        help="An executor parameter (repeatable); VALUE is JSON when it parses as JSON.",
+    ),
+]
+Cron = Annotated[
+    str | None,
+    typer.Option(help="Cron schedule, 5 fields or 6 with seconds first: '*/2 * * * * *'."),
+]
+Timezone = Annotated[str | None, typer.Option(help="The cron schedule's zone, e.g. Europe/Berlin.")]
+Every = Annotated[float | None, typer.Option("--every", help="Run every N seconds.")]
+At = Annotated[str | None, typer.Option(help="Run once at this time (2030-01-01T00:00:00Z).")]
+Queue = Annotated[str | None, typer.Option(help="Queue the runs go to.")]
+Description = Annotated[str | None, typer.Option(help="What the task is for.")]
+Priority = Annotated[int | None, typer.Option(help="0 (lowest) to 9.")]
+Labels = Annotated[
+    list[str] | None, typer.Option("--label", help="Worker label required (repeatable).")
+]
+TaskTimeout = Annotated[float | None, typer.Option("--run-timeout", help="Seconds a run may take.")]
+MaxAttempts = Annotated[int | None, typer.Option(help="Attempts in all, retries included.")]
+DependsOn = Annotated[
+    list[str] | None,
+    typer.Option("--depends-on", metavar="TASK", help="Upstream task, name or id (repeatable)."),
+]
+Enabled = Annotated[
+    bool | None, typer.Option("--enabled/--disabled", help="Enabled (default) or paused.")
+]
