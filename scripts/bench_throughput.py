@@ -3,9 +3,10 @@
 For each backend this starts real processes — one ``scheduler-dispatcher`` and
 ``--workers`` ``scheduler-worker`` processes — on a fresh PostgreSQL database, then:
 
-1. throughput: inserts N pending no-op runs, lets the dispatcher relay them and the workers
-   claim, execute and record them, and reports runs/s from the first ``queued_at`` to the last
-   ``finished_at`` (database + queue + claim + outcome, the whole path);
+1. throughput: once every process is up, inserts N pending no-op runs in one transaction, lets
+   the dispatcher relay them and the workers claim, execute and record them, and reports runs/s
+   from the first ``queued_at`` to the last ``finished_at`` (database + queue + claim + outcome,
+   the whole path);
 2. latency at light load: triggers runs one at a time the way the API does (create the pending
    run, commit, publish at once) and reports p50/p99 of ``started_at - created_at``.
 
@@ -27,9 +28,10 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select, text
 from sqlalchemy.engine import make_url
 
 from scheduler_application.auth_context import Principal
@@ -75,16 +77,40 @@ def _env(url: str, backend: str, prefix: str, capacity: int) -> dict[str, str]:
         SCHEDULER__LOGGING__FORMAT="json",
         SCHEDULER__DISPATCHER__RELAY_INTERVAL_SECONDS="0.05",
         SCHEDULER__RABBITMQ__URL=RABBITMQ_URL.replace("guest:guest@", "guest@"),
-        SCHEDULER__RABBITMQ__PASSWORD="guest",
+        SCHEDULER__RABBITMQ__PASSWORD="guest",  # noqa: S106 - the local broker's default
         SCHEDULER__REDIS__URL=REDIS_URL if backend == "redis" else "",
+        # No /metrics listeners: several workers share this machine (the metrics themselves
+        # are still recorded, as in production).
+        SCHEDULER__WORKER__METRICS_PORT="0",
+        SCHEDULER__DISPATCHER__METRICS_PORT="0",
     )
     return env
 
 
-def _start(binary: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+_ENTRY_POINTS = {
+    "scheduler-worker": "scheduler_worker.main",
+    "scheduler-dispatcher": "scheduler_dispatcher.main",
+}
+
+
+def _start(
+    binary: str, env: dict[str, str], log: Path, profile: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start one of our console scripts; with ``profile``, under cProfile (stats written to
+    that file when the process exits after SIGTERM)."""
+    command = [str(BIN / binary)]
+    if profile is not None:
+        module = _ENTRY_POINTS[binary]
+        command = [
+            sys.executable,
+            "-c",
+            f"import cProfile, sys; from {module} import main; "
+            "cProfile.run('main()', sys.argv[1])",
+            str(profile),
+        ]
     with log.open("ab") as handle:
         return subprocess.Popen(  # noqa: S603 - our own console scripts
-            [str(BIN / binary)], env=env, stdout=handle, stderr=subprocess.STDOUT
+            command, env=env, stdout=handle, stderr=subprocess.STDOUT
         )
 
 
@@ -114,7 +140,90 @@ async def _count_succeeded(engine) -> int:  # type: ignore[no-untyped-def]
         ).scalar_one()
 
 
-async def bench_backend(backend: str, runs: int, workers: int, capacity: int, light: int) -> dict:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (Linux ``/proc``); 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy_seconds() -> float:
+    """CPU time spent by every process on the machine (all cores), from ``/proc/stat``."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+async def _database_pids(engine) -> list[int]:  # type: ignore[no-untyped-def]
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        )
+        return [row[0] for row in rows]
+
+
+async def _database_counters(engine) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Commits and row writes in the bench database (the statistics lag up to ~1 s)."""
+    async with engine.connect() as connection:
+        commits = (
+            await connection.execute(
+                text("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+            )
+        ).scalar_one()
+        rows = (
+            await connection.execute(
+                text(
+                    "SELECT coalesce(sum(n_tup_ins), 0), coalesce(sum(n_tup_upd), 0),"
+                    " coalesce(sum(n_tup_del), 0) FROM pg_stat_user_tables"
+                )
+            )
+        ).one()
+    return {"commits": int(commits), "inserts": int(rows[0]), "updates": int(rows[1]),
+            "deletes": int(rows[2])}
+
+
+class _CpuMeter:
+    """CPU seconds per process group (workers, dispatcher, PostgreSQL backends of the bench
+    database, this script) and for the whole machine, between ``start()`` and ``stop()``."""
+
+    def __init__(self) -> None:
+        self._groups: dict[str, list[int]] = {}
+        self._before: dict[int, float] = {}
+        self._machine = 0.0
+        self.result: dict[str, float] = {}
+
+    def track(self, group: str, pids: list[int]) -> None:
+        """Count these processes (from ``start()``, or from now for ones seen later)."""
+        for pid in pids:
+            if pid not in self._before:
+                self._groups.setdefault(group, []).append(pid)
+                self._before[pid] = _cpu_seconds(pid)
+
+    def start(self) -> None:
+        for pid in self._before:
+            self._before[pid] = _cpu_seconds(pid)
+        self._machine = _machine_busy_seconds()
+
+    def stop(self) -> dict[str, float]:
+        for group, pids in self._groups.items():
+            self.result[group] = sum(
+                max(_cpu_seconds(pid) - self._before[pid], 0.0) for pid in pids
+            )
+        self.result["machine"] = _machine_busy_seconds() - self._machine
+        return self.result
+
+
+async def bench_backend(
+    backend: str,
+    runs: int,
+    workers: int,
+    capacity: int,
+    light: int,
+    profile: Path | None = None,
+    details: bool = False,
+) -> dict[str, Any]:
     name = f"scheduler_bench_{secrets.token_hex(4)}"
     await _admin(f'CREATE DATABASE "{name}"')
     url = make_url(ADMIN).set(drivername="postgresql+asyncpg", database=name)
@@ -122,6 +231,7 @@ async def bench_backend(backend: str, runs: int, workers: int, capacity: int, li
     processes: list[subprocess.Popen[bytes]] = []
     logs = Path(tempfile.mkdtemp(prefix=f"bench-{backend}-"))
     engine = create_engine(url_text, pool_size=5)
+    meter = _CpuMeter()
     try:
         await asyncio.to_thread(upgrade, url_text)
         uow = SqlUnitOfWorkFactory(engine)
@@ -132,15 +242,39 @@ async def bench_backend(backend: str, runs: int, workers: int, capacity: int, li
         prefix = f"bench{secrets.token_hex(3)}"
         env = _env(url_text, backend, prefix, capacity)
         for i in range(workers):
-            processes.append(_start("scheduler-worker", env | {"SCHEDULER__WORKER__NAME": f"w{i}"}, logs / f"w{i}.log"))
-        await asyncio.sleep(3)  # workers register and start consuming
+            processes.append(
+                _start(
+                    "scheduler-worker",
+                    env | {"SCHEDULER__WORKER__NAME": f"w{i}"},
+                    logs / f"w{i}.log",
+                    None if profile is None else profile / f"{backend}-w{i}.prof",
+                )
+            )
+        processes.append(
+            _start(
+                "scheduler-dispatcher",
+                env,
+                logs / "dispatcher.log",
+                None if profile is None else profile / f"{backend}-dispatcher.prof",
+            )
+        )
+        await asyncio.sleep(3)  # workers register and start consuming, the dispatcher starts
+        meter.track("workers", [p.pid for p in processes[:-1]])
+        meter.track("dispatcher", [processes[-1].pid])
+        meter.track("bench", [os.getpid()])
+        meter.track("postgres", await _database_pids(engine))
+        counters_before = await _database_counters(engine)
+        # One transaction: the dispatcher's relay sees all of them at once, at its commit.
         await _insert_pending(engine, task.id, runs)
+        meter.start()
         started = time.perf_counter()
-        processes.append(_start("scheduler-dispatcher", env, logs / "dispatcher.log"))
         while await _count_succeeded(engine) < runs:
             if time.perf_counter() - started > 600:
                 raise TimeoutError(f"{backend}: not finished after 600 s; logs in {logs}")
+            # Pools grow under load: keep picking up new server processes.
+            meter.track("postgres", await _database_pids(engine))
             await asyncio.sleep(0.2)
+        cpu = meter.stop()
         async with engine.connect() as connection:
             first, last = (
                 await connection.execute(
@@ -148,24 +282,47 @@ async def bench_backend(backend: str, runs: int, workers: int, capacity: int, li
                 )
             ).one()
         elapsed = (last - first).total_seconds()
+        # Idle server processes report their statistics up to 10 s late (PostgreSQL 15).
+        await asyncio.sleep(11.0 if details else 0.0)
+        counters_after = await _database_counters(engine)
+        counters_after["inserts"] -= runs  # the bench's own pending runs
+        per_run = {
+            key: (counters_after[key] - counters_before[key]) / runs for key in counters_before
+        }
 
-        # Light load: one run at a time, published at once as the API does.
+        # Light load: one run at a time, published at once as the API does. The start is
+        # polled with one light autocommit query on a connection held open, so the harness
+        # takes as little CPU as it can from the path it measures.
         service = RunService(uow_factory=uow, clock=clock)
         latencies: list[float] = []
+        phases: list[tuple[float, float, float]] = []
+        started_at = select(task_runs.c.started_at).where(task_runs.c.id == bindparam("id"))
+        # Publishing only: no LISTEN connection of our own to wake on every publish.
+        only_publish = {"listen": False} if backend == "postgres" else {}
         async with build_run_queue(
             backend=backend, engine=engine, rabbitmq_url=RABBITMQ_URL, redis_url=REDIS_URL,
-            prefix=prefix,
-        ) as queue:
+            prefix=prefix, **only_publish,
+        ) as queue, engine.connect() as poller:
+            await poller.execution_options(isolation_level="AUTOCOMMIT")
             relay = RunRelay(uow_factory=uow, clock=clock, queue=queue)
             for _ in range(light):
                 run = await service.trigger(task.id, principal=OWNER)
+                triggered = clock.now()
                 await relay.relay_pending(10)
+                published = clock.now()
                 while True:
-                    current = await service.get(run.id, principal=OWNER)
-                    if current.started_at is not None:
+                    start = (await poller.execute(started_at, {"id": run.id})).scalar_one()
+                    if start is not None:
                         break
-                    await asyncio.sleep(0.001)
-                latencies.append((current.started_at - current.created_at).total_seconds() * 1000)
+                    await asyncio.sleep(0.002)
+                latencies.append((start - run.created_at).total_seconds() * 1000)
+                phases.append(
+                    (
+                        (triggered - run.created_at).total_seconds() * 1000,
+                        (published - triggered).total_seconds() * 1000,
+                        (start - published).total_seconds() * 1000,
+                    )
+                )
                 await asyncio.sleep(0.02)
         latencies.sort()
         return {
@@ -175,13 +332,21 @@ async def bench_backend(backend: str, runs: int, workers: int, capacity: int, li
             "runs_per_second": runs / elapsed,
             "p50_ms": statistics.median(latencies),
             "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+            "cpu_ms_per_run": {k: v * 1000 / runs for k, v in cpu.items()},
+            # p50 of the latency's parts: trigger (create + commit), publish (the relay call),
+            # deliver (from the publish returning to the claim's start stamp).
+            "latency_parts_p50_ms": {
+                name: statistics.median(part[i] for part in phases)
+                for i, name in enumerate(("trigger", "publish", "deliver"))
+            },
+            "db_per_run": per_run,
         }
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
         for process in processes:
             try:
-                process.wait(30)
+                process.wait(60 if profile else 30)
             except subprocess.TimeoutExpired:
                 process.kill()
         await engine.dispose()
@@ -195,15 +360,56 @@ async def main() -> None:
     parser.add_argument("--capacity", type=int, default=64)
     parser.add_argument("--light", type=int, default=200, help="runs for the latency test")
     parser.add_argument("--backends", default="postgres,rabbitmq,redis")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds per backend (medians)")
+    parser.add_argument(
+        "--profile", type=Path, default=None,
+        help="run dispatcher and workers under cProfile, writing <backend>-<process>.prof here",
+    )
+    parser.add_argument(
+        "--details", action="store_true",
+        help="also print CPU ms per run by process group and commits/row writes per run",
+    )
     args = parser.parse_args()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     print(f"{'backend':10} {'runs':>7} {'seconds':>8} {'runs/s':>8} {'p50 ms':>7} {'p99 ms':>7}")
     for backend in args.backends.split(","):
-        r = await bench_backend(backend, args.runs, args.workers, args.capacity, args.light)
-        print(
-            f"{r['backend']:10} {r['runs']:>7} {r['seconds']:>8.2f} {r['runs_per_second']:>8.0f} "
-            f"{r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f}",
-            flush=True,
-        )
+        rounds = []
+        for _ in range(args.repeat):
+            r = await bench_backend(
+                backend, args.runs, args.workers, args.capacity, args.light, args.profile,
+                details=args.details,
+            )
+            rounds.append(r)
+            _print_row(r)
+            if args.details:
+                cpu = " ".join(f"{k}={v:.2f}" for k, v in r["cpu_ms_per_run"].items())
+                db = " ".join(f"{k}={v:.2f}" for k, v in r["db_per_run"].items())
+                parts = " ".join(f"{k}={v:.1f}" for k, v in r["latency_parts_p50_ms"].items())
+                print(
+                    f"{'':10} cpu ms/run: {cpu}\n{'':10} db per run: {db}\n"
+                    f"{'':10} latency p50 parts ms: {parts}",
+                    flush=True,
+                )
+        if len(rounds) > 1:
+            _print_row(
+                {
+                    "backend": f"{backend}~",
+                    "runs": args.runs,
+                    "seconds": statistics.median(r["seconds"] for r in rounds),
+                    "runs_per_second": statistics.median(r["runs_per_second"] for r in rounds),
+                    "p50_ms": statistics.median(r["p50_ms"] for r in rounds),
+                    "p99_ms": statistics.median(r["p99_ms"] for r in rounds),
+                }
+            )
+
+
+def _print_row(r: dict[str, Any]) -> None:
+    print(
+        f"{r['backend']:10} {r['runs']:>7} {r['seconds']:>8.2f} {r['runs_per_second']:>8.0f} "
+        f"{r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

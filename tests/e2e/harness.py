@@ -120,6 +120,9 @@ class Cluster:
                 "SCHEDULER__DISPATCHER__RELAY_INTERVAL_SECONDS": "0.1",
                 "SCHEDULER__DISPATCHER__REQUEUE_AFTER_SECONDS": "10",
                 "SCHEDULER__DATABASE__CONNECT_RETRY_SECONDS": "30",
+                # Several dispatchers and workers share this host: no fixed metrics ports.
+                "SCHEDULER__DISPATCHER__METRICS_PORT": "0",
+                "SCHEDULER__WORKER__METRICS_PORT": "0",
             }
         )
         if self.backend == "rabbitmq":

@@ -151,3 +151,37 @@ async def test_racing_claims_of_one_run_have_exactly_one_winner(
     assert stored is not None
     assert stored.version == 2
     assert stored.status is RunStatus.RUNNING
+
+
+async def test_overlapping_batched_claims_hand_every_run_to_exactly_one_worker(
+    contended: SqlUnitOfWorkFactory,
+) -> None:
+    """Workers claiming overlapping batches (duplicate deliveries, in any order) never deadlock
+    and never both win a run: the claim locks rows in id order and re-checks the status."""
+    all_ids = await queue_runs(contended, 300)
+    start = asyncio.Barrier(CLAIMERS)
+
+    async def claimer(index: int) -> list[str]:
+        # Each claimer sees a shifted, reversed window of the runs: every run is asked for by
+        # several claimers, in different orders.
+        window = (all_ids[index * 15 :] + all_ids[: index * 15])[:60][::-1]
+        claimed: list[str] = []
+        async with contended() as uow:
+            await start.wait()
+            for offset in range(0, len(window), 20):
+                runs = await uow.runs.claim_many(
+                    window[offset : offset + 20], worker_id=f"w-{index}", now=T0, lease=LEASE
+                )
+                await uow.commit()
+                assert all(run.status is RunStatus.RUNNING for run in runs)
+                assert [run.id for run in runs] == sorted(run.id for run in runs)
+                claimed.extend(run.id for run in runs)
+        return claimed
+
+    results = await asyncio.gather(*(claimer(i) for i in range(CLAIMERS)))
+    claimed = [run_id for batch in results for run_id in batch]
+    assert [run_id for run_id, n in Counter(claimed).items() if n > 1] == []
+    assert set(claimed) == set(all_ids)
+    async with contended.engine.connect() as connection:
+        versions = (await connection.execute(select(task_runs.c.version))).scalars().all()
+    assert set(versions) == {2}

@@ -784,6 +784,155 @@ async def test_pending_and_expired_queries_skip_rows_another_transaction_holds(
         assert ids(await other.runs.expired_leases(now, limit=10)) == ids(expired[1:])
 
 
+# -- batched forms of the hot path -------------------------------------------------------------
+
+
+async def test_claim_many_claims_the_queued_runs_among_those_asked_in_id_order(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    queued = [queued_run(task) for _ in range(3)]
+    pending = make_run(task)
+    running = running_run(task, lease_expires_at=T0 + LEASE)
+    await save(uow_factory, task, *queued, pending, running)
+    now = T0 + timedelta(minutes=1)
+    asked = [running.id, "missing", queued[2].id, pending.id, queued[0].id, queued[1].id]
+
+    async with committed(uow_factory) as uow:
+        claimed = await uow.runs.claim_many(
+            [*asked, queued[0].id], worker_id="w-1", now=now, lease=LEASE
+        )
+        assert ids(claimed) == sorted(ids(queued))
+        for run in claimed:
+            assert run.status is RunStatus.RUNNING
+            assert run.version == 2
+            assert (run.worker_id, run.started_at, run.heartbeat_at) == ("w-1", now, now)
+            assert run.lease_expires_at == now + LEASE
+        assert await uow.runs.claim_many(asked, worker_id="w-2", now=now, lease=LEASE) == []
+        assert await uow.runs.claim_many([], worker_id="w-2", now=now, lease=LEASE) == []
+
+    async with uow_factory() as uow:
+        assert await uow.runs.get_many([*asked, queued[0].id]) == sorted(
+            [*claimed, pending, running], key=lambda run: run.id
+        )
+        assert await uow.runs.get_many([]) == []
+
+
+async def test_update_many_writes_every_field_conditionally_on_the_version_read(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    first, second = make_run(task), make_run(task)
+    await save(uow_factory, task, first, second)
+
+    async with committed(uow_factory) as uow:
+        runs = await uow.runs.get_many([first.id, second.id])
+        writes = []
+        for run in runs:
+            writes.append((run, run.version))
+            run.queue = "elsewhere"
+            run.mark_queued(now=T0 + SECOND)
+            run.claim(worker_id="w-1", now=T0 + 2 * SECOND, lease=LEASE)
+            run.finish(
+                RunStatus.FAILED,
+                token=run.version,
+                now=T0 + 3 * SECOND,
+                result={"exit_code": 3, "tags": ["a", "b"]},
+                error="exit code 3",
+                output="out\n",
+            )
+        await uow.runs.update_many(writes)
+        await uow.runs.update_many([])
+
+    async with uow_factory() as uow:
+        assert await uow.runs.get_many([first.id, second.id]) == runs
+        stale = runs[0]
+        with pytest.raises(Conflict):
+            await uow.runs.update_many([(runs[1], runs[1].version), (stale, stale.version - 1)])
+    async with uow_factory() as uow:
+        with pytest.raises(Conflict):
+            await uow.runs.update_many([(make_run(task), 1)])
+
+
+async def test_update_many_with_fields_leaves_the_other_columns_as_stored(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    run = running_run(task, lease_expires_at=T0 + LEASE, worker_id="w-1")
+    await save(uow_factory, task, run)
+    token = run.version
+
+    async with committed(uow_factory) as uow:
+        assert await uow.runs.renew_lease(run.id, token=token, now=T0 + 10 * SECOND, lease=LEASE)
+    # ``run`` is the copy from before the renewal; only the outcome's fields are written.
+    run.finish(RunStatus.SUCCEEDED, token=token, now=T0 + 11 * SECOND, result={"ok": True})
+    async with committed(uow_factory) as uow:
+        await uow.runs.update_many(
+            [(run, token)],
+            fields=("status", "version", "finished_at", "lease_expires_at", "result", "error"),
+        )
+        with pytest.raises(ValueError, match="not writable"):
+            await uow.runs.update_many([(run, run.version)], fields=("id",))
+
+    async with uow_factory() as uow:
+        stored = await uow.runs.get(run.id)
+    assert stored is not None
+    assert (stored.status, stored.version, stored.result) == (
+        RunStatus.SUCCEEDED,
+        token + 1,
+        {"ok": True},
+    )
+    assert (stored.finished_at, stored.lease_expires_at) == (T0 + 11 * SECOND, None)
+    assert stored.heartbeat_at == T0 + 10 * SECOND
+
+
+async def test_renew_leases_renews_running_runs_under_their_current_token(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    held = running_run(task, lease_expires_at=T0 + LEASE)
+    other = running_run(task, lease_expires_at=T0 + LEASE)
+    done = make_run(task, status=RunStatus.SUCCEEDED)
+    await save(uow_factory, task, held, other, done)
+    later = T0 + 10 * SECOND
+
+    async with committed(uow_factory) as uow:
+        renewed = await uow.runs.renew_leases(
+            [(held.id, held.version), (other.id, other.version + 1), (done.id, done.version),
+             ("missing", 1)],
+            now=later,
+            lease=LEASE,
+        )
+        assert renewed == {held.id}
+        assert await uow.runs.renew_leases([], now=later, lease=LEASE) == set()
+
+    async with uow_factory() as uow:
+        stored = {run.id: run for run in await uow.runs.get_many([held.id, other.id])}
+    assert (stored[held.id].heartbeat_at, stored[held.id].lease_expires_at) == (
+        later,
+        later + LEASE,
+    )
+    assert stored[held.id].version == held.version
+    assert stored[other.id].lease_expires_at == T0 + LEASE
+
+
+async def test_a_run_added_at_a_taken_logical_time_names_it_and_the_unit_survives(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    first = make_run(task, scheduled_for=T0)
+    await save(uow_factory, task, first)
+    async with committed(uow_factory) as uow:
+        clash = make_run(task, scheduled_for=T0)
+        with pytest.raises(AlreadyExists) as caught:
+            await uow.runs.add(clash)
+        assert caught.value.field == "scheduled_for"
+        clash.scheduled_for += timedelta(microseconds=1)
+        await uow.runs.add(clash)
+    async with uow_factory() as uow:
+        assert await uow.runs.get(clash.id) == clash
+
+
 # -- events and decisions ----------------------------------------------------------------------
 
 

@@ -95,15 +95,13 @@ async def test_unacked_delivery_stays_with_its_live_consumer(
     name = new_queue_name()
     await queue.publish(run_message(name))
 
-    async with (
-        queue.consume([name], prefetch=1) as slow,
-        queue.consume([name], prefetch=1) as other,
-    ):
-        delivery = await next_delivery(slow)
-        # Well past the visibility timeout: a live consumer keeps what it holds.
-        await assert_no_delivery(other, within=VISIBILITY_TIMEOUT * 3)
-        await queue.ack(delivery)
-        await assert_no_delivery(other, within=QUIET)
+    async with queue.consume([name], prefetch=1) as holder:
+        delivery = await next_delivery(holder)
+        async with queue.consume([name], prefetch=1) as other:
+            # Well past the visibility timeout: a live consumer keeps what it holds.
+            await assert_no_delivery(other, within=VISIBILITY_TIMEOUT * 3)
+            await queue.ack(delivery)
+            await assert_no_delivery(other, within=QUIET)
 
 
 async def test_nack_with_requeue_delivers_again(make_queue: QueueMaker, new_queue_name) -> None:

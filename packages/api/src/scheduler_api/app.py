@@ -10,7 +10,9 @@ import re
 from typing import Any
 
 from litestar import Litestar, Request, Router
+from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.handlers import HTTPRouteHandler
 from litestar.middleware.base import DefineMiddleware
 
 from scheduler_api.auth import PrincipalMiddleware, provide_principal
@@ -24,7 +26,8 @@ from scheduler_api.controllers.tasks import TaskController
 from scheduler_api.controllers.users import UserController
 from scheduler_api.controllers.worker_protocol import ALLOW_NUL, WorkerProtocolController
 from scheduler_api.controllers.workers import WorkerController
-from scheduler_api.errors import handle_exception
+from scheduler_api.errors import OBSERVER_STATE, handle_exception
+from scheduler_api.metrics import RequestMetrics, metrics_route
 from scheduler_api.openapi import openapi_config
 from scheduler_api.services import ApiOptions, ApiServices
 from scheduler_domain.errors import ValidationError
@@ -60,8 +63,11 @@ def create_app(*, services: ApiServices, options: ApiOptions | None = None) -> L
             WorkerProtocolController,
         ],
     )
-    return Litestar(
-        route_handlers=[HealthController, v1],
+    extra: list[HTTPRouteHandler] = []
+    if options.metrics is not None:
+        extra.append(metrics_route(options.metrics, public=options.metrics_public))
+    app = Litestar(
+        route_handlers=[HealthController, *extra, v1],
         dependencies={
             "services": Provide(lambda: services, sync_to_thread=False, use_cache=True),
             "options": Provide(lambda: options, sync_to_thread=False, use_cache=True),
@@ -75,4 +81,9 @@ def create_app(*, services: ApiServices, options: ApiOptions | None = None) -> L
         on_startup=[services.auth.warm_up],
         logging_config=None,
         debug=False,
+        state=State({OBSERVER_STATE: services.observer}),
     )
+    if options.metrics is not None:
+        # Outside routing and the exception handlers, so every request is counted, 404s too.
+        app.asgi_handler = RequestMetrics(app.asgi_handler, options.metrics)
+    return app

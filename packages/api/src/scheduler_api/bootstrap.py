@@ -22,6 +22,7 @@ import uvicorn
 from litestar import Litestar
 
 from scheduler_api.app import create_app
+from scheduler_api.metrics import MetricsExporter
 from scheduler_api.services import ApiOptions, ApiServices, Probe
 from scheduler_api.throttle import LoginThrottle
 from scheduler_application.api_keys import ApiKeyService
@@ -109,7 +110,12 @@ def config_summary(settings: Settings) -> dict[str, Any]:
     }
 
 
-def api_options(settings: Settings, *, throttle: LoginThrottle | None = None) -> ApiOptions:
+def api_options(
+    settings: Settings,
+    *,
+    throttle: LoginThrottle | None = None,
+    metrics: MetricsExporter | None = None,
+) -> ApiOptions:
     cursor_key = hmac.new(
         require_jwt_secret(settings).encode(), b"scheduler-api page cursors", hashlib.sha256
     ).digest()
@@ -120,6 +126,8 @@ def api_options(settings: Settings, *, throttle: LoginThrottle | None = None) ->
         max_page_size=settings.api.max_page_size,
         config_summary=config_summary(settings),
         throttle=throttle or LoginThrottle(),
+        metrics=metrics,
+        metrics_public=settings.api.metrics_public,
     )
 
 
@@ -153,12 +161,15 @@ def build_services(
         clock=clock,
     )
     lease = timedelta(seconds=settings.worker.lease_seconds)
-    workers = WorkerService(uow_factory=uow, clock=clock)
-    execution = ExecutionService(uow_factory=uow, clock=clock, lease=lease)
+    observer = resources.metrics
+    workers = WorkerService(uow_factory=uow, clock=clock, observer=observer)
+    execution = ExecutionService(
+        uow_factory=uow, clock=clock, lease=lease, observer=observer, redactor=resources.redactor
+    )
     return ApiServices(
         tasks=TaskService(uow_factory=uow, clock=clock),
         task_graph=TaskGraphService(uow_factory=uow),
-        runs=RunService(uow_factory=uow, clock=clock),
+        runs=RunService(uow_factory=uow, clock=clock, observer=observer),
         relay=RunRelay(uow_factory=uow, clock=clock, queue=resources.queue),
         workers=workers,
         remote_workers=RemoteWorkerService(uow_factory=uow, execution=execution, workers=workers),
@@ -177,6 +188,7 @@ def build_services(
         users=UserAdminService(uow_factory=uow, clock=clock, hasher=hasher),
         clock=clock,
         probes=_probes(resources),
+        observer=observer,
     )
 
 
@@ -186,9 +198,12 @@ def build_api(
     hasher: PasswordHasher | None = None,
     throttle: LoginThrottle | None = None,
 ) -> Litestar:
-    """The API on ``resources`` (shared with other components in ``scheduler run``)."""
+    """The API on ``resources`` (shared with other components in ``scheduler run``); its
+    ``/metrics`` serves the process's one registry, so in ``scheduler run`` it shows the
+    dispatcher's and the worker's metrics as well."""
     services = build_services(resources, hasher=hasher)
-    return create_app(services=services, options=api_options(resources.settings, throttle=throttle))
+    options = api_options(resources.settings, throttle=throttle, metrics=resources.metrics)
+    return create_app(services=services, options=options)
 
 
 def bind(host: str, port: int, *, backlog: int = 2048) -> socket.socket:

@@ -36,6 +36,8 @@ from scheduler_domain.errors import (
 )
 
 logger = logging.getLogger("scheduler.api.errors")
+#: The app state key of the RunObserver told of outages (answered 503).
+OBSERVER_STATE = "run_observer"
 
 #: Application errors by the status they mean (first match wins, so subclasses come first).
 _APPLICATION_STATUS: tuple[tuple[type[ApplicationError], int], ...] = (
@@ -108,6 +110,10 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     if isinstance(exc, HeartbeatConflict):
         return problem(409, "lease-lost", str(exc), field="runs", stop=exc.stop)
     if isinstance(exc, ApplicationError):
+        if isinstance(exc, Unavailable):
+            observer = request.app.state.get(OBSERVER_STATE)
+            if observer is not None:
+                observer.dependency_unavailable(exc.dependency)
         return _application(exc)
     if isinstance(exc, DomainError):
         return _domain(exc)

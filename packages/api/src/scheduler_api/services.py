@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from scheduler_api.metrics import MetricsExporter
 from scheduler_api.throttle import LoginThrottle
 from scheduler_application.api_keys import ApiKeyService
 from scheduler_application.auth import AuthService
 from scheduler_application.paging import MAX_PAGE_SIZE
 from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.relay import RunRelay
 from scheduler_application.remote_workers import RemoteWorkerService
 from scheduler_application.runs import RunService
@@ -45,6 +47,8 @@ class ApiServices:
     clock: Clock
     #: Named readiness checks for ``/ready`` and ``/system`` (``database``, ``queue``).
     probes: Mapping[str, Probe] = field(default_factory=dict)
+    #: Hears of outages the API answers with 503 (the use cases get their own).
+    observer: RunObserver = NO_OBSERVER
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +65,10 @@ class ApiOptions:
     #: Signs page cursors, so a client can only hand back cursors the server made. Derive it
     #: from a shared secret (bootstrap does) so that cursors survive restarts and replicas.
     cursor_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    #: Serves ``/metrics`` and counts requests; None: neither.
+    metrics: MetricsExporter | None = None
+    #: ``/metrics`` without credentials (else admins and operators only).
+    metrics_public: bool = True
 
     @property
     def page_cap(self) -> int:

@@ -42,6 +42,7 @@ from enum import StrEnum
 
 from scheduler_application.errors import AlreadyExists
 from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from scheduler_application.relay import RunRelay
 from scheduler_domain.events import SkipReason, SlotDecision, SlotOutcome
@@ -123,11 +124,13 @@ class DependencyResolver:
         clock: Clock,
         relay: RunRelay | None = None,
         horizon: timedelta = DEFAULT_HORIZON,
+        observer: RunObserver = NO_OBSERVER,
     ) -> None:
         self._uow_factory = uow_factory
         self._clock = clock
         self._relay = relay
         self._horizon = horizon
+        self._observer = observer
 
     async def resolve_finished(self, limit: int = DEFAULT_BATCH) -> ResolutionReport:
         """Evaluate the dependents of up to ``limit`` finished upstream runs, then publish."""
@@ -151,6 +154,10 @@ class DependencyResolver:
                 await uow.runs.mark_dependents_resolved(done, at=now)
             report.resolved = len(done)
             await uow.commit()
+        if report.created:
+            self._observer.run_created(RunTrigger.DEPENDENCY.value, len(report.created))
+        for reason, count in report.skipped.items():
+            self._observer.slot_skipped(reason.value, count)
         await self._publish(report)
         return report
 

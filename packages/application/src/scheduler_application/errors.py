@@ -39,6 +39,13 @@ class AuthenticationFailed(ApplicationError):
 
 
 class Unavailable(ApplicationError):
-    """A backing service (database, broker, cache) cannot be reached right now."""
+    """A backing service cannot be reached right now. ``dependency`` says which, by role:
+    ``database``, ``broker`` (whatever carries the run queue) or ``redis`` (rate limits)."""
 
     code = "unavailable"
+
+    def __init__(
+        self, message: str, *, field: str | None = None, dependency: str = "unknown"
+    ) -> None:
+        super().__init__(message, field=field)
+        self.dependency = dependency

@@ -8,18 +8,38 @@ again) an old token is refused with :class:`Conflict`.
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from scheduler_application.errors import Conflict, NotFound
+from scheduler_application.errors import (
+    AlreadyExists,
+    ApplicationError,
+    Conflict,
+    NotFound,
+    Unavailable,
+)
+from scheduler_application.observation import ExecutionObservation
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.executor import ExecutionContext, ExecutionResult
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
+from scheduler_application.ports.redaction import NO_REDACTION, Redactor
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from scheduler_application.retries import Settlement, settle_failed_attempt
-from scheduler_domain.errors import IllegalTransition, LeaseLost, StaleFencingToken
+from scheduler_application.redaction import redact_result
+from scheduler_application.retries import (
+    Settlement,
+    plan_failed_attempt,
+    settle_failed_attempt,
+)
+from scheduler_domain.errors import (
+    DomainError,
+    IllegalTransition,
+    LeaseLost,
+    StaleFencingToken,
+)
 from scheduler_domain.events import RunEvent
 from scheduler_domain.run import TaskRun
 from scheduler_domain.status import RunStatus
@@ -29,6 +49,17 @@ from scheduler_domain.worker import WorkerStatus
 T = TypeVar("T")
 DEFAULT_LEASE = timedelta(seconds=30)
 RELEASE_REASON = "released by draining worker"
+#: What recording an outcome changes on a run (``finish``, then maybe ``dead_letter``); a lease
+#: renewal that landed since the read keeps its ``heartbeat_at``.
+OUTCOME_FIELDS = (
+    "status",
+    "version",
+    "finished_at",
+    "lease_expires_at",
+    "result",
+    "error",
+    "output",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,6 +93,25 @@ class ActiveRun:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """How one attempt ended, as its worker reports it (:meth:`ExecutionService.complete_many`)."""
+
+    run_id: str
+    token: int
+    result: ExecutionResult
+    #: The run as the worker's claim returned it, if the worker kept it: the outcome is then
+    #: decided on that copy instead of a fresh read. It is only trusted at the token's version,
+    #: and the write is conditional on that version, so a run that moved on since is caught
+    #: there (and the batch decided again on fresh reads).
+    run: TaskRun | None = None
+
+
+#: One answer of :meth:`ExecutionService.complete_many`: what :meth:`ExecutionService.complete`
+#: would have returned, or the error it would have raised for that outcome alone.
+OutcomeAnswer = Settlement | ApplicationError | DomainError | ValueError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HeartbeatReply:
     """``stop``: runs the worker must abandon (cancelled, reaped, or claimed by another).
     ``status``: the worker's own status, so it notices an operator's drain."""
@@ -78,13 +128,19 @@ class ExecutionService:
         clock: Clock,
         rng: random.Random | None = None,
         lease: timedelta = DEFAULT_LEASE,
+        observer: RunObserver = NO_OBSERVER,
+        redactor: Redactor = NO_REDACTION,
     ) -> None:
+        """``observer`` hears of claims and outcomes; ``redactor`` scrubs secrets from the
+        output, error and result of every outcome before it is stored."""
         if lease <= timedelta(0):
             raise ValueError("lease must be positive")
         self._uow_factory = uow_factory
         self._clock = clock
         self._rng = rng
         self._lease = lease
+        self._observed = ExecutionObservation(observer)
+        self._redactor = redactor
 
     async def claim(self, run_id: str, *, worker_id: str) -> ClaimedRun | None:
         """Take a delivered run; None when it is no longer queued (a duplicate delivery, a
@@ -96,6 +152,42 @@ class ExecutionService:
                 return await self._start(uow, run, worker_id)
         except Conflict:
             return None
+
+    async def claim_many(
+        self, run_ids: Sequence[str], *, worker_id: str
+    ) -> dict[str, ClaimedRun]:
+        """:meth:`claim` for several deliveries in one transaction (one conditional update, one
+        read of their tasks, their events in one insert, one commit). The runs claimed, by id;
+        the others (duplicates, cancelled, won by another worker) are absent, and their
+        messages are acked and dropped. Should the batch hit a run whose task vanished, or
+        lose a race, each run is claimed on its own instead, as :meth:`claim` would."""
+        if not run_ids:
+            return {}
+        now = self._clock.now()
+        try:
+            async with self._uow_factory() as uow:
+                runs = await uow.runs.claim_many(
+                    run_ids, worker_id=worker_id, now=now, lease=self._lease
+                )
+                if not runs:
+                    return {}
+                wanted = list(dict.fromkeys(run.task_id for run in runs))
+                tasks = {task.id: task for task in await uow.tasks.get_many(wanted)}
+                if len(tasks) == len(wanted):
+                    await uow.events.add_many([_claim_event(run, worker_id) for run in runs])
+                    await uow.commit()
+                    for run in runs:
+                        self._observed.claimed(run, tasks[run.task_id].executor)
+                    return {run.id: _claimed(run, tasks[run.task_id]) for run in runs}
+        except Conflict:
+            pass
+        # Rolled back: a task was deleted under us, or the batch lost a race.
+        claimed: dict[str, ClaimedRun] = {}
+        for run_id in dict.fromkeys(run_ids):
+            one = await self.claim(run_id, worker_id=worker_id)
+            if one is not None:
+                claimed[run_id] = one
+        return claimed
 
     async def claim_next(self, *, worker_id: str, queues: Sequence[str]) -> ClaimedRun | None:
         """Take the most urgent queued run of ``queues`` (the HTTP worker protocol's poll)."""
@@ -119,12 +211,8 @@ class ExecutionService:
             return None  # the task was deleted under us: roll back, nothing to run
         await uow.events.add(_claim_event(run, worker_id))
         await uow.commit()
-        return ClaimedRun(
-            run=run,
-            executor=task.executor,
-            params=dict(task.params),
-            timeout_seconds=task.timeout.total_seconds() if task.timeout is not None else None,
-        )
+        self._observed.claimed(run, task.executor)
+        return _claimed(run, task)
 
     async def heartbeat(
         self, worker_id: str, active: Sequence[ActiveRun | tuple[str, int]]
@@ -140,13 +228,10 @@ class ExecutionService:
             worker = await uow.workers.get(worker_id)
             if worker is None:
                 raise NotFound(f"worker {worker_id} is not registered", field="worker_id")
-            stop: list[str] = []
-            for item in held:
-                renewed = await uow.runs.renew_lease(
-                    item.run_id, token=item.token, now=now, lease=self._lease
-                )
-                if not renewed:
-                    stop.append(item.run_id)
+            renewed = await uow.runs.renew_leases(
+                [(item.run_id, item.token) for item in held], now=now, lease=self._lease
+            )
+            stop = [item.run_id for item in held if item.run_id not in renewed]
             worker.record_heartbeat(now=now, active_runs=len(held) - len(stop))
             await uow.workers.update(worker)
             await uow.commit()
@@ -156,24 +241,106 @@ class ExecutionService:
         """Record the outcome; a failure or timeout gets its retry (pending until the backoff
         has passed) or, with no attempts left, is dead-lettered — all in one transaction."""
         now = self._clock.now()
+        result = redact_result(self._redactor, result)
         async with self._uow_factory() as uow:
             run = await _held_run(uow, run_id)
             read_version = run.version
-            event = _fenced(
-                lambda: run.finish(
-                    RunStatus(result.status),
-                    token=token,
-                    now=now,
-                    result=result.result or None,
-                    error=result.error,
-                    output=result.output,
-                )
-            )
+            event = _finish(run, token, result, now)
             await uow.events.add(event)
             retry = await self._settle(uow, run, now=now, actor=event.actor)
             await uow.runs.update(run, expected_version=read_version)
             await uow.commit()
+        self._observed.settled(Settlement(run, retry), outcome=RunStatus(result.status))
         return Settlement(run, retry)
+
+    async def complete_many(self, outcomes: Sequence[Outcome]) -> list[OutcomeAnswer]:
+        """:meth:`complete` for several outcomes in one transaction: the runs are read at
+        once (or taken from the claimed copies the outcomes carry), every finish, retry and
+        dead letter is decided as :meth:`complete` decides it,
+        and all of it — runs (each conditional on the version read), retries, events — is
+        written in a few statements and committed together. Answers come in the order of
+        ``outcomes``: the settlement, or the error :meth:`complete` would have raised for that
+        outcome alone (``Conflict`` for a stale token or a run that moved on, ``NotFound`` for
+        a missing run), which never fails the others. Should a run have moved on unseen (a
+        claimed copy gone stale, or a change between the read and the write), the batch is
+        rolled back and decided again on fresh reads, and if that fails too each outcome is
+        recorded on its own with :meth:`complete`. An outage (``Unavailable``) fails the whole
+        call."""
+        if not outcomes:
+            return []
+        for trust_claimed_copies in (True, False):
+            try:
+                return await self._complete_batch(outcomes, trust_claimed_copies)
+            except (Conflict, AlreadyExists):
+                pass
+        answers: list[OutcomeAnswer] = []
+        for outcome in outcomes:
+            try:
+                answers.append(await self.complete(outcome.run_id, outcome.token, outcome.result))
+            except (ApplicationError, DomainError, ValueError) as error:
+                if isinstance(error, Unavailable):
+                    raise
+                answers.append(error)
+        return answers
+
+    async def _complete_batch(
+        self, outcomes: Sequence[Outcome], trust_claimed_copies: bool
+    ) -> list[OutcomeAnswer]:
+        now = self._clock.now()
+        runs: dict[str, TaskRun] = {}
+        if trust_claimed_copies:
+            for outcome in outcomes:
+                claimed = outcome.run
+                if claimed is not None and claimed.version == outcome.token:
+                    runs[outcome.run_id] = copy.copy(claimed)
+        async with self._uow_factory() as uow:
+            unread = [o.run_id for o in outcomes if o.run_id not in runs]
+            if unread:
+                runs.update((run.id, run) for run in await uow.runs.get_many(unread))
+            answers: list[OutcomeAnswer] = []
+            writes: list[tuple[TaskRun, int]] = []
+            events: list[RunEvent] = []
+            failed: list[tuple[int, TaskRun, str]] = []
+            for outcome in outcomes:
+                run = runs.get(outcome.run_id)
+                if run is None:
+                    answers.append(NotFound(f"run {outcome.run_id} not found", field="run_id"))
+                    continue
+                read_version = run.version
+                try:
+                    result = redact_result(self._redactor, outcome.result)
+                    event = _finish(run, outcome.token, result, now)
+                except (ApplicationError, DomainError, ValueError) as error:
+                    answers.append(error)
+                    continue
+                events.append(event)
+                writes.append((run, read_version))
+                if run.failed_attempt:
+                    failed.append((len(answers), run, event.actor))
+                answers.append(Settlement(run, None))
+            if failed:
+                tasks = {
+                    task.id: task
+                    for task in await uow.tasks.get_many(
+                        list(dict.fromkeys(run.task_id for _, run, _ in failed))
+                    )
+                }
+                for index, run, actor in failed:
+                    retry, event = plan_failed_attempt(
+                        run, task=tasks.get(run.task_id), now=now, actor=actor, rng=self._rng
+                    )
+                    if retry is not None:
+                        await uow.runs.add(retry)
+                    events.append(event)
+                    answers[index] = Settlement(run, retry)
+            if writes:
+                await uow.runs.update_many(writes, fields=OUTCOME_FIELDS)
+                await uow.events.add_many(events)
+                await uow.commit()
+        for outcome, answer in zip(outcomes, answers, strict=True):
+            if isinstance(answer, Settlement):
+                self._observed.settled(answer, outcome=RunStatus(outcome.result.status))
+        return answers
 
     async def release(self, run_id: str, token: int, *, reason: str = RELEASE_REASON) -> Settlement:
         """Give back a run a draining worker will not finish: the attempt is ``lost`` and its
@@ -189,6 +356,7 @@ class ExecutionService:
             retry = await self._settle(uow, run, now=now, actor=actor, delay=timedelta(0))
             await uow.runs.update(run, expected_version=read_version)
             await uow.commit()
+        self._observed.settled(Settlement(run, retry), outcome=RunStatus.LOST)
         return Settlement(run, retry)
 
     async def _settle(
@@ -213,6 +381,29 @@ async def _held_run(uow: UnitOfWork, run_id: str) -> TaskRun:
     if run is None:
         raise NotFound(f"run {run_id} not found", field="run_id")
     return run
+
+
+def _finish(run: TaskRun, token: int, result: ExecutionResult, now: datetime) -> RunEvent:
+    """The reported outcome applied to ``run`` (in memory), fenced by ``token``."""
+    return _fenced(
+        lambda: run.finish(
+            RunStatus(result.status),
+            token=token,
+            now=now,
+            result=result.result or None,
+            error=result.error,
+            output=result.output,
+        )
+    )
+
+
+def _claimed(run: TaskRun, task: Task) -> ClaimedRun:
+    return ClaimedRun(
+        run=run,
+        executor=task.executor,
+        params=dict(task.params),
+        timeout_seconds=task.timeout.total_seconds() if task.timeout is not None else None,
+    )
 
 
 def _fenced(action: Callable[[], T]) -> T:

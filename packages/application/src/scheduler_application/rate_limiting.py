@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from scheduler_application.ports.coordination import RateLimiter
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_domain.rate_limit import RateLimit
 from scheduler_domain.task import Task
 
@@ -43,10 +44,15 @@ class RateBatch:
 
 class RunRateLimits:
     def __init__(
-        self, *, limiter: RateLimiter, queue_limits: Mapping[str, RateLimit] | None = None
+        self,
+        *,
+        limiter: RateLimiter,
+        queue_limits: Mapping[str, RateLimit] | None = None,
+        observer: RunObserver = NO_OBSERVER,
     ) -> None:
         self._limiter = limiter
         self._queue_limits = dict(queue_limits or {})
+        self._observer = observer
 
     def batch(self) -> RateBatch:
         return RateBatch()
@@ -57,6 +63,12 @@ class RunRateLimits:
     async def admit(self, task: Task, *, now: datetime, batch: RateBatch) -> Delay | None:
         """None when the run may be published now (its tokens are taken), else how long it must
         wait. The task's bucket is asked first, then its queue's."""
+        delay = await self._admit(task, now=now, batch=batch)
+        if delay is not None:
+            self._observer.rate_limited()
+        return delay
+
+    async def _admit(self, task: Task, *, now: datetime, batch: RateBatch) -> Delay | None:
         for key, limit in self._buckets(task):
             booked = batch.booked_until.get(key)
             if booked is not None:

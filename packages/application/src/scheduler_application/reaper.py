@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import random
 
+from scheduler_application.observation import observe_settlement
 from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
 from scheduler_application.retries import Settlement, settle_failed_attempt
+from scheduler_domain.status import RunStatus
 
 REAPER_ACTOR = "reaper"
 DEFAULT_BATCH = 100
@@ -23,10 +26,12 @@ class LeaseReaper:
         uow_factory: UnitOfWorkFactory,
         clock: Clock,
         rng: random.Random | None = None,
+        observer: RunObserver = NO_OBSERVER,
     ) -> None:
         self._uow_factory = uow_factory
         self._clock = clock
         self._rng = rng
+        self._observer = observer
 
     async def reap_expired_leases(self, limit: int = DEFAULT_BATCH) -> list[Settlement]:
         """Mark up to ``limit`` running attempts with an expired lease ``lost``, each with its
@@ -45,4 +50,7 @@ class LeaseReaper:
                 settled.append(Settlement(run, retry))
             if settled:
                 await uow.commit()
+        for settlement in settled:
+            self._observer.lease_expired()
+            observe_settlement(self._observer, settlement, outcome=RunStatus.LOST)
         return settled

@@ -40,6 +40,9 @@ from scheduler_domain.task import DispatchStrategy, Task
 from scheduler_domain.worker import Worker
 
 RELAY_ACTOR = "relay"
+#: What dispatching changes on a pending run: queued (status, time, where it went) or postponed
+#: by a rate limit (``not_before``). The rows are locked, so only these need writing.
+DISPATCHED_FIELDS = ("status", "queue", "queued_at", "not_before")
 DEFAULT_BATCH = 100
 #: Rounds of ``relay_pending`` per call: each leaves out the tasks the previous one found full.
 _ROUNDS = 3
@@ -151,12 +154,13 @@ class RunRelay:
         now = self._clock.now()
         messages: list[RunMessage] = []
         async with self._uow_factory() as uow:
-            for run in await uow.runs.stale_queued(now - older_than, limit=limit):
-                run.queued_at = now
-                await uow.runs.update(run, expected_version=run.version)
-                messages.append(run_message(run))
-            if not messages:
+            stale = await uow.runs.stale_queued(now - older_than, limit=limit)
+            if not stale:
                 return []
+            for run in stale:
+                run.queued_at = now
+                messages.append(run_message(run))
+            await uow.runs.update_many([(run, run.version) for run in stale], fields=("queued_at",))
             await uow.commit()
         await self._queue.publish_many(messages)
         return messages
@@ -181,6 +185,8 @@ class RunRelay:
             if not orphans:
                 return []
             tasks = await _tasks_of(uow, orphans)
+            writes: list[tuple[TaskRun, int]] = []
+            events: list[RunEvent] = []
             for run in orphans:
                 task = tasks.get(run.task_id)
                 if task is None:
@@ -199,12 +205,14 @@ class RunRelay:
                     actor=RELAY_ACTOR,
                     detail={**detail, "queue": run.queue},
                 )
-                await uow.runs.update(run, expected_version=run.version)
-                await uow.events.add(event)
+                writes.append((run, run.version))
+                events.append(event)
                 messages.append(run_message(run))
                 self.stats["redispatched"] += 1
             if not messages:
                 return []
+            await uow.runs.update_many(writes, fields=("queue", "queued_at"))
+            await uow.events.add_many(events)
             await uow.commit()
         await self._queue.publish_many(messages)
         return messages
@@ -252,22 +260,27 @@ class RunRelay:
             ):
                 delay = await self._rate_limits.admit(task, now=now, batch=rate_batch)
                 if delay is not None:
-                    await self._postpone(uow, run, until=now + delay.wait, key=delay.key)
+                    self._postpone(outcome, run, until=now + delay.wait, key=delay.key)
                     outcome.changed = True
                     continue
             if task.strategy is not DispatchStrategy.QUEUE and workers is None:
                 workers = await uow.workers.list()
             route = self._router.route(task, workers or [], now=now, default_queue=run.queue)
-            await self._queue_run(uow, run, route, now)
+            self._queue_run(outcome, run, route, now)
             in_flight[task.id] = in_flight.get(task.id, 0) + 1
             outcome.messages.append(run_message(run))
             outcome.changed = True
+        # The runs are locked (pending_due … SKIP LOCKED): one write for all of them.
+        await uow.runs.update_many(outcome.writes, fields=DISPATCHED_FIELDS)
+        await uow.events.add_many(outcome.events)
+        outcome.writes.clear()
+        outcome.events.clear()
         return outcome
 
-    async def _postpone(self, uow: UnitOfWork, run: TaskRun, *, until: datetime, key: str) -> None:
+    def _postpone(self, outcome: _Outcome, run: TaskRun, *, until: datetime, key: str) -> None:
+        outcome.writes.append((run, run.version))
         run.not_before = until
-        await uow.runs.update(run, expected_version=run.version)
-        await uow.events.add(
+        outcome.events.append(
             RunEvent(
                 run_id=run.id,
                 task_id=run.task_id,
@@ -284,25 +297,27 @@ class RunRelay:
         )
         self.stats["rate_limited"] += 1
 
-    async def _queue_run(self, uow: UnitOfWork, run: TaskRun, route: Route, now: datetime) -> None:
-        read_version = run.version
+    def _queue_run(self, outcome: _Outcome, run: TaskRun, route: Route, now: datetime) -> None:
+        outcome.writes.append((run, run.version))
         run.queue = route.queue
         event = run.mark_queued(now=now, actor=RELAY_ACTOR)
         if route.strategy is not DispatchStrategy.QUEUE:
             event = replace(event, detail={**event.detail, **route.detail()})
             if route.fallback:
                 self.stats["routed_fallback"] += 1
-        await uow.runs.update(run, expected_version=read_version)
-        await uow.events.add(event)
+        outcome.events.append(event)
 
 
 class _Outcome:
-    __slots__ = ("changed", "full_tasks", "messages")
+    __slots__ = ("changed", "events", "full_tasks", "messages", "writes")
 
     def __init__(self) -> None:
         self.messages: list[RunMessage] = []
         self.full_tasks: set[str] = set()
         self.changed = False
+        #: ``(run, version read)`` and events, written together at the end of ``_dispatch``.
+        self.writes: list[tuple[TaskRun, int]] = []
+        self.events: list[RunEvent] = []
 
 
 async def _tasks_of(uow: UnitOfWork, runs: Sequence[TaskRun]) -> dict[str, Task]:

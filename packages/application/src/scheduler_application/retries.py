@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from scheduler_application.ports.unit_of_work import UnitOfWork
+from scheduler_domain.events import RunEvent
 from scheduler_domain.retry import RetryPolicy
 from scheduler_domain.run import TaskRun
 from scheduler_domain.status import RunStatus
@@ -41,16 +42,32 @@ async def settle_failed_attempt(
 ) -> TaskRun | None:
     """Add the next attempt (pending until its backoff, or ``delay`` when given) with its event,
     or dead-letter ``run`` (in memory, with its event) when no attempts are left."""
+    retry, event = plan_failed_attempt(run, task=task, now=now, actor=actor, rng=rng, delay=delay)
+    if retry is not None:
+        await uow.runs.add(retry)
+    await uow.events.add(event)
+    return retry
+
+
+def plan_failed_attempt(
+    run: TaskRun,
+    *,
+    task: Task | None,
+    now: datetime,
+    actor: str,
+    rng: random.Random | None = None,
+    delay: timedelta | None = None,
+) -> tuple[TaskRun | None, RunEvent]:
+    """What :func:`settle_failed_attempt` writes, for callers that write in batches: the retry
+    (to add before its event) and its creation event, or no retry and the dead-lettering of
+    ``run`` (already applied in memory) with its event."""
     policy = task.retry if task is not None else RetryPolicy()
     retry = run.next_attempt(policy=policy, now=now, rng=rng)
     if retry is None:
-        await uow.events.add(run.dead_letter(now=now, actor=actor))
-        return None
+        return None, run.dead_letter(now=now, actor=actor)
     if delay is not None:
         retry.not_before = now + delay
     if task is not None:
         retry.queue = task.queue
         retry.priority = task.priority
-    await uow.runs.add(retry)
-    await uow.events.add(retry.created_event(actor=actor))
-    return retry
+    return retry, retry.created_event(actor=actor)

@@ -16,6 +16,7 @@ from scheduler_application.auth_context import (
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound
 from scheduler_application.paging import DEFAULT_PAGE_SIZE, page_limit
 from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.repositories import Page, RunFilter
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from scheduler_application.tasks import load_visible_task
@@ -41,9 +42,12 @@ async def load_visible_run(uow: UnitOfWork, run_id: str, principal: Principal) -
 
 
 class RunService:
-    def __init__(self, *, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(
+        self, *, uow_factory: UnitOfWorkFactory, clock: Clock, observer: RunObserver = NO_OBSERVER
+    ) -> None:
         self._uow_factory = uow_factory
         self._clock = clock
+        self._observer = observer
 
     async def trigger(
         self, task_id: str, *, principal: Principal, idempotency_key: str | None = None
@@ -75,20 +79,20 @@ class RunService:
                 existing = await uow.runs.get_by_idempotency_key(task.id, key)
                 if existing is not None:
                     return existing
-            slot = await _free_slot(uow, task.id, now)
             run = TaskRun(
                 task_id=task.id,
                 owner_id=task.owner_id,
                 trigger=RunTrigger.MANUAL,
-                scheduled_for=slot,
+                scheduled_for=now,
                 created_at=now,
                 idempotency_key=key,
                 queue=task.queue,
                 priority=task.priority,
             )
-            await uow.runs.add(run)
+            await _add_at_free_slot(uow, run)
             await uow.events.add(run.created_event(actor=principal.actor))
             await uow.commit()
+        self._observer.run_created(RunTrigger.MANUAL.value)
         return run
 
     async def get(self, run_id: str, *, principal: Principal) -> TaskRun:
@@ -144,6 +148,7 @@ class RunService:
             await uow.runs.update(run, expected_version=read_version)
             await uow.events.add(event)
             await uow.commit()
+        self._observer.run_finished(status=RunStatus.CANCELLED.value)
         return run
 
     async def retry(self, run_id: str, *, principal: Principal) -> TaskRun:
@@ -181,6 +186,7 @@ class RunService:
                 raise Conflict(
                     f"run {run_id} was retried concurrently; try again", field="run_id"
                 ) from None
+        self._observer.run_created(RunTrigger.RETRY.value)
         return retry
 
     async def events(self, run_id: str, *, principal: Principal) -> builtins.list[RunEvent]:
@@ -207,10 +213,16 @@ def _stored_key(idempotency_key: str | None) -> str | None:
     return MANUAL_KEY_PREFIX + idempotency_key
 
 
-async def _free_slot(uow: UnitOfWork, task_id: str, now: datetime) -> datetime:
-    """``now``, or the next microsecond not yet used as a logical time of this task (two
-    triggers within one clock tick must not collide on ``(task_id, scheduled_for, attempt)``)."""
-    slot = now
-    while await uow.runs.for_logical_time([task_id], slot):
-        slot += _TICK
-    return slot
+async def _add_at_free_slot(uow: UnitOfWork, run: TaskRun) -> None:
+    """Add ``run`` at its ``scheduled_for``, or at the next microsecond not yet used as a logical
+    time of its task: two triggers within one clock tick must not collide on ``(task_id,
+    scheduled_for, attempt)``. Every logical time in use has its first attempt, so the insert
+    itself finds a taken one (no read first: one round trip in the common case)."""
+    while True:
+        try:
+            await uow.runs.add(run)
+            return
+        except AlreadyExists as clash:
+            if clash.field != "scheduled_for":
+                raise
+            run.scheduled_for += _TICK

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 
 from scheduler_application.errors import AlreadyExists, Conflict
 from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from scheduler_application.relay import RunRelay
 from scheduler_domain.concurrency import ConcurrencyAction, ConcurrencyPolicy, decide_concurrency
@@ -184,10 +185,12 @@ class ScheduleFiring:
         uow_factory: UnitOfWorkFactory,
         clock: Clock,
         relay: RunRelay | None = None,
+        observer: RunObserver = NO_OBSERVER,
     ) -> None:
         self._uow_factory = uow_factory
         self._clock = clock
         self._relay = relay
+        self._observer = observer
 
     async def next_due_at(self) -> datetime | None:
         async with self._uow_factory() as uow:
@@ -212,8 +215,21 @@ class ScheduleFiring:
             for task in due:
                 await self._fire_task(uow, task, now, report)
             await uow.commit()
+        self._observe_committed(report)
         await self._publish(report)
         return report
+
+    def _observe_committed(self, report: FiringReport) -> None:
+        """Lateness is slot → fired (the run created), whichever relay then publishes it."""
+        if report.created:
+            self._observer.run_created(RunTrigger.SCHEDULE.value, len(report.created))
+        for run in report.created:
+            late = (run.created_at - run.scheduled_for).total_seconds()
+            self._observer.schedule_lateness(max(late, 0.0))
+        for reason, count in report.skipped.items():
+            self._observer.slot_skipped(reason.value, count)
+        for _ in range(report.cancelled):
+            self._observer.run_finished(status=RunStatus.CANCELLED.value)
 
     # -- one task --------------------------------------------------------------------------------
 

@@ -16,9 +16,12 @@ from scheduler_application.auth_context import (
     ensure_operates_workers,
 )
 from scheduler_application.errors import NotFound
+from scheduler_application.observation import observe_settlement
 from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from scheduler_application.retries import settle_failed_attempt
+from scheduler_application.retries import Settlement, settle_failed_attempt
+from scheduler_domain.status import RunStatus
 from scheduler_domain.worker import Worker, WorkerStatus
 
 DEREGISTER_REASON = "worker deregistered"
@@ -42,10 +45,12 @@ class WorkerService:
         uow_factory: UnitOfWorkFactory,
         clock: Clock,
         rng: random.Random | None = None,
+        observer: RunObserver = NO_OBSERVER,
     ) -> None:
         self._uow_factory = uow_factory
         self._clock = clock
         self._rng = rng
+        self._observer = observer
 
     async def register(self, command: RegisterWorker) -> Worker:
         """A new worker row (a restarted process registers again and gets a new id)."""
@@ -80,6 +85,7 @@ class WorkerService:
         """The worker is going away. Runs it still holds are lost and retried at once, rather
         than waiting for their leases to expire."""
         now = self._clock.now()
+        settled: list[Settlement] = []
         async with self._uow_factory() as uow:
             worker = await _load(uow, worker_id)
             worker.go_offline(now=now)
@@ -88,7 +94,7 @@ class WorkerService:
                 read_version = run.version
                 await uow.events.add(run.lose(now=now, reason=DEREGISTER_REASON))
                 task = await uow.tasks.get(run.task_id)
-                await settle_failed_attempt(
+                retry = await settle_failed_attempt(
                     uow,
                     run,
                     task=task,
@@ -98,7 +104,10 @@ class WorkerService:
                     delay=timedelta(0),
                 )
                 await uow.runs.update(run, expected_version=read_version)
+                settled.append(Settlement(run, retry))
             await uow.commit()
+        for settlement in settled:
+            observe_settlement(self._observer, settlement, outcome=RunStatus.LOST)
         return worker
 
     async def mark_silent_offline(self, silent_for: timedelta) -> list[Worker]:

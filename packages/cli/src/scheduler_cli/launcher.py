@@ -23,6 +23,7 @@ from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.factories import database_url
 from scheduler_infrastructure.persistence.migrations import upgrade
 from scheduler_infrastructure.resources import open_resources
+from scheduler_infrastructure.telemetry import serve_metrics
 from scheduler_worker.bootstrap import build_worker
 
 logger = logging.getLogger("scheduler.launcher")
@@ -65,6 +66,24 @@ async def run_components(
                 worker = await stack.enter_async_context(build_worker(resources))
                 tasks["worker"] = asyncio.create_task(worker.run(), name="worker")
                 stoppers["worker"] = worker.stop
+            if sock is None:
+                # No API in this process: serve the shared registry on the dispatcher's (or,
+                # without one, the worker's) metrics port instead.
+                metrics_port = (
+                    settings.dispatcher.metrics_port
+                    if "dispatcher" in components
+                    else settings.worker.metrics_port
+                )
+                if metrics_port:
+                    await stack.enter_async_context(
+                        serve_metrics(
+                            resources.metrics,
+                            host=settings.dispatcher.metrics_host
+                            if "dispatcher" in components
+                            else settings.worker.metrics_host,
+                            port=metrics_port,
+                        )
+                    )
             api_url = None
             if sock is not None:
                 watched = dataclasses.replace(

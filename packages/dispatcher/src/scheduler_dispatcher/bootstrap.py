@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 from scheduler_application.dependencies import DependencyResolver
+from scheduler_application.gauges import ClusterGauges
 from scheduler_application.ports.coordination import RateLimiter
+from scheduler_application.ports.observer import RunObserver
 from scheduler_application.rate_limiting import RunRateLimits
 from scheduler_application.reaper import LeaseReaper
 from scheduler_application.relay import RunRelay
@@ -14,7 +17,7 @@ from scheduler_application.routing import Router
 from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.task_changes import TaskChangeSignal
 from scheduler_application.workers import WorkerService
-from scheduler_dispatcher.loops import LoopTimings, PeriodicLoop, reliability_loops
+from scheduler_dispatcher.loops import LoopTimings, PeriodicLoop, gauge_loop, reliability_loops
 from scheduler_dispatcher.scheduler_loop import SchedulerLoop, dependency_loop
 from scheduler_dispatcher.service import Dispatcher
 from scheduler_infrastructure.config import Settings
@@ -22,8 +25,9 @@ from scheduler_infrastructure.persistence.task_changes import TaskChangeListener
 from scheduler_infrastructure.ratelimit import LocalRateLimiter, RedisRateLimiter
 from scheduler_infrastructure.resources import Resources, open_resources
 from scheduler_infrastructure.startup import StartupError, prepare
+from scheduler_infrastructure.telemetry import MetricsServer, serve_metrics
 
-__all__ = ["StartupError", "build_dispatcher", "load", "open_resources"]
+__all__ = ["StartupError", "build_dispatcher", "load", "metrics_endpoint", "open_resources"]
 
 
 def load() -> Settings:
@@ -45,18 +49,20 @@ def build_dispatcher(
         requeue_after=timedelta(seconds=d.requeue_after_seconds),
         worker_silence=timedelta(seconds=max(3 * settings.worker.heartbeat_seconds, 30)),
         batch_size=d.batch_size,
+        gauge_interval=timedelta(seconds=d.gauge_interval_seconds),
     )
     uow, clock = resources.uow_factory, resources.clock
-    limiter, close_limiter = _rate_limiter(settings)
+    observer: RunObserver = resources.metrics
+    limiter, close_limiter = _rate_limiter(settings, observer)
     relay = RunRelay(
         uow_factory=uow,
         clock=clock,
         queue=resources.queue,
         router=Router(worker_timeout=timings.worker_silence),
-        rate_limits=RunRateLimits(limiter=limiter),
+        rate_limits=RunRateLimits(limiter=limiter, observer=observer),
     )
     scheduler = SchedulerLoop(
-        ScheduleFiring(uow_factory=uow, clock=clock, relay=relay),
+        ScheduleFiring(uow_factory=uow, clock=clock, relay=relay, observer=observer),
         batch_size=d.batch_size,
         max_sleep=timedelta(seconds=d.max_sleep_seconds),
         on_stop=close_limiter,
@@ -64,15 +70,19 @@ def build_dispatcher(
     loops: list[PeriodicLoop] = [
         scheduler,
         dependency_loop(
-            DependencyResolver(uow_factory=uow, clock=clock, relay=relay),
+            DependencyResolver(uow_factory=uow, clock=clock, relay=relay, observer=observer),
             interval=timings.relay_interval,
             batch_size=d.batch_size,
         ),
         *reliability_loops(
             relay=relay,
-            reaper=LeaseReaper(uow_factory=uow, clock=clock),
-            workers=WorkerService(uow_factory=uow, clock=clock),
+            reaper=LeaseReaper(uow_factory=uow, clock=clock, observer=observer),
+            workers=WorkerService(uow_factory=uow, clock=clock, observer=observer),
             timings=timings,
+        ),
+        gauge_loop(
+            ClusterGauges(uow_factory=uow, queue=resources.queue, observer=observer),
+            interval=timings.gauge_interval,
         ),
     ]
     if task_changes is not None:
@@ -89,11 +99,23 @@ def build_dispatcher(
                 "task-changes", listen, interval=timedelta(seconds=1), stop_grace=timedelta(0)
             )
         )
-    return Dispatcher(loops=loops)
+    return Dispatcher(loops=loops, observer=observer)
+
+
+@contextlib.asynccontextmanager
+async def metrics_endpoint(resources: Resources) -> AsyncIterator[MetricsServer | None]:
+    """The standalone dispatcher's ``/metrics`` on ``dispatcher.metrics_port`` (None when 0).
+    In ``scheduler run`` with the API, the API's ``/metrics`` serves the same registry."""
+    d = resources.settings.dispatcher
+    if not d.metrics_port:
+        yield None
+        return
+    async with serve_metrics(resources.metrics, host=d.metrics_host, port=d.metrics_port) as srv:
+        yield srv
 
 
 def _rate_limiter(
-    settings: Settings,
+    settings: Settings, observer: RunObserver
 ) -> tuple[RateLimiter, Callable[[], Awaitable[None]] | None]:
     """Redis buckets when ``redis.url`` is set (shared by every dispatcher), else in-process."""
     if not settings.redis.url:
@@ -102,5 +124,6 @@ def _rate_limiter(
         url=settings.redis.url,
         password=settings.redis.password,
         prefix=f"{settings.queue.prefix}:ratelimit",
+        on_unavailable=lambda: observer.dependency_unavailable("redis"),
     )
     return limiter, limiter.aclose

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
+from scheduler_application.errors import Unavailable
+from scheduler_application.gauges import ClusterGauges
+from scheduler_application.log_context import log_context
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.reaper import LeaseReaper
 from scheduler_application.relay import RunRelay
 from scheduler_application.workers import WorkerService
@@ -29,12 +33,16 @@ class LoopTimings:
     requeue_after: timedelta = timedelta(seconds=60)
     worker_silence: timedelta = timedelta(seconds=60)
     batch_size: int = 500
+    gauge_interval: timedelta = timedelta(seconds=10)
 
 
 class PeriodicLoop:
     """Calls ``step`` every ``interval``; a step that returns True (a full batch) runs again at
     once. ``wake()`` cuts the wait short. Errors are logged and the loop goes on with backoff,
-    so an outage of the database or broker delays work and never kills the dispatcher."""
+    so an outage of the database or broker delays work and never kills the dispatcher (and is
+    reported to ``observer``, which the :class:`Dispatcher` sets)."""
+
+    observer: RunObserver = NO_OBSERVER
 
     def __init__(
         self,
@@ -97,6 +105,8 @@ class PeriodicLoop:
                 raise
             except Exception as error:
                 self.failures += 1
+                if isinstance(error, Unavailable):
+                    self.observer.dependency_unavailable(error.dependency)
                 delay = min(max(delay * 2, self._interval), 10.0)
                 logger.warning(
                     "%s failed (%s: %s); retrying in %.1f s",
@@ -130,18 +140,21 @@ def reliability_loops(
     async def reaper_step() -> bool:
         settled = await reaper.reap_expired_leases(batch)
         for settlement in settled:
-            logger.warning(
-                "run %s lost its lease (worker %s); %s",
-                settlement.run.id,
-                settlement.run.worker_id,
-                "retrying" if settlement.retry else "dead-lettered",
-            )
+            run = settlement.run
+            with log_context(run_id=run.id, task_id=run.task_id, worker_id=run.worker_id):
+                logger.warning(
+                    "run %s lost its lease (worker %s); %s",
+                    run.id,
+                    run.worker_id,
+                    "retrying" if settlement.retry else "dead-lettered",
+                )
         return len(settled) >= batch
 
     async def offline_step() -> bool:
         gone = await workers.mark_silent_offline(timings.worker_silence)
         for worker in gone:
-            logger.warning("worker %s (%s) went silent: offline", worker.id, worker.name)
+            with log_context(worker_id=worker.id):
+                logger.warning("worker %s (%s) went silent: offline", worker.id, worker.name)
         if gone:
             await redispatch()
         return False
@@ -158,3 +171,13 @@ def reliability_loops(
         PeriodicLoop("reaper", reaper_step, interval=timings.reaper_interval),
         PeriodicLoop("worker-liveness", offline_step, interval=timings.reaper_interval),
     ]
+
+
+def gauge_loop(gauges: ClusterGauges, *, interval: timedelta) -> PeriodicLoop:
+    """Samples queue depths and worker counts for the gauges every ``interval``."""
+
+    async def sample() -> bool:
+        await gauges.sample()
+        return False
+
+    return PeriodicLoop("gauges", sample, interval=interval)

@@ -11,7 +11,10 @@ from scheduler_dispatcher import bootstrap
 
 async def _serve() -> None:
     settings = bootstrap.load()
-    async with bootstrap.open_resources(settings) as resources:
+    async with (
+        bootstrap.open_resources(settings) as resources,
+        bootstrap.metrics_endpoint(resources),
+    ):
         dispatcher = bootstrap.build_dispatcher(resources)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -22,6 +25,6 @@ async def _serve() -> None:
 def main() -> None:
     try:
         asyncio.run(_serve())
-    except (bootstrap.StartupError, ConnectionError) as error:
+    except (bootstrap.StartupError, ConnectionError, OSError) as error:
         print(f"scheduler-dispatcher: {error}", file=sys.stderr)
         sys.exit(2)

@@ -6,14 +6,18 @@ import asyncio
 import contextlib
 import logging
 
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_dispatcher.loops import PeriodicLoop
 
 logger = logging.getLogger("scheduler.dispatcher")
 
 
 class Dispatcher:
-    def __init__(self, *, loops: list[PeriodicLoop]) -> None:
+    def __init__(self, *, loops: list[PeriodicLoop], observer: RunObserver = NO_OBSERVER) -> None:
+        """``observer`` hears of the outages the loops run into."""
         self._loops = loops
+        for loop in loops:
+            loop.observer = observer
         self._stopping = asyncio.Event()
         self._started = asyncio.Event()
 

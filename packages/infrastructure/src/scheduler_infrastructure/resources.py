@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -18,11 +18,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.ports.queue import RunQueue
+from scheduler_application.ports.redaction import Redactor
 from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.factories import build_engine, build_unit_of_work_factory
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.queues.factory import build_run_queue
+from scheduler_infrastructure.telemetry.metrics import PrometheusMetrics
+from scheduler_infrastructure.telemetry.redaction import SecretRedactor
 
 logger = logging.getLogger("scheduler.startup")
 
@@ -34,6 +37,10 @@ class Resources:
     uow_factory: SqlUnitOfWorkFactory
     queue: RunQueue
     clock: SystemClock
+    #: The process's one metrics registry: every component of the process reports into it.
+    metrics: PrometheusMetrics = field(default_factory=PrometheusMetrics)
+    #: Scrubs secrets from stored run output (the same rules as the logs).
+    redactor: Redactor = field(default_factory=SecretRedactor)
 
 
 async def wait_for_database(engine: AsyncEngine, *, timeout: float) -> None:
@@ -97,6 +104,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
                 uow_factory=build_unit_of_work_factory(engine),
                 queue=queue,
                 clock=SystemClock(),
+                metrics=PrometheusMetrics(),
+                redactor=SecretRedactor.from_settings(settings),
             )
         finally:
             await queue.__aexit__(None, None, None)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from scheduler_infrastructure.config import Settings, load_settings
 from scheduler_infrastructure.errors import ConfigError
 from scheduler_infrastructure.logging_setup import configure_logging
+from scheduler_infrastructure.telemetry.redaction import SecretRedactor
 
 
 class StartupError(Exception):
@@ -27,5 +28,6 @@ def prepare(
             "invalid configuration: queue.backend: 'memory' only works when dispatcher and "
             "worker share one process (`scheduler run`); choose postgres, rabbitmq or redis"
         )
-    configure_logging(settings.logging, component=component)
+    redactor = SecretRedactor.from_settings(settings, environ)
+    configure_logging(settings.logging, component=component, redactor=redactor)
     return settings

@@ -11,11 +11,18 @@ from scheduler_application.workers import WorkerService
 from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.resources import Resources, open_resources
 from scheduler_infrastructure.startup import StartupError, prepare
+from scheduler_infrastructure.telemetry import MetricsServer, serve_metrics
 from scheduler_worker.executors import ExecutorRegistry, builtin_executors
 from scheduler_worker.runtime import WorkerOptions, WorkerRuntime
 
-
-__all__ = ["StartupError", "build_worker", "load", "standalone_worker", "worker_options"]
+__all__ = [
+    "StartupError",
+    "build_worker",
+    "load",
+    "metrics_endpoint",
+    "standalone_worker",
+    "worker_options",
+]
 
 
 def load() -> Settings:
@@ -46,19 +53,47 @@ async def build_worker(resources: Resources) -> AsyncIterator[WorkerRuntime]:
             output_limit=settings.worker.output_limit_bytes,
         )
     )
+    metrics = resources.metrics
     async with registry:
-        yield WorkerRuntime(
+        runtime = WorkerRuntime(
             execution=ExecutionService(
-                uow_factory=resources.uow_factory, clock=resources.clock, lease=options.lease
+                uow_factory=resources.uow_factory,
+                clock=resources.clock,
+                lease=options.lease,
+                observer=metrics,
+                redactor=resources.redactor,
             ),
-            workers=WorkerService(uow_factory=resources.uow_factory, clock=resources.clock),
+            workers=WorkerService(
+                uow_factory=resources.uow_factory, clock=resources.clock, observer=metrics
+            ),
             queue=resources.queue,
             executors=registry,
             options=options,
+            observer=metrics,
         )
+        metrics.watch_active_runs(lambda: runtime.active_runs)
+        yield runtime
+
+
+@contextlib.asynccontextmanager
+async def metrics_endpoint(resources: Resources) -> AsyncIterator[MetricsServer | None]:
+    """The standalone worker's ``/metrics`` on ``worker.metrics_port`` (None when 0). In
+    ``scheduler run`` with the API, the API's ``/metrics`` serves the same registry."""
+    w = resources.settings.worker
+    if not w.metrics_port:
+        yield None
+        return
+    async with serve_metrics(resources.metrics, host=w.metrics_host, port=w.metrics_port) as srv:
+        yield srv
 
 
 @contextlib.asynccontextmanager
 async def standalone_worker(settings: Settings) -> AsyncIterator[WorkerRuntime]:
-    async with open_resources(settings) as resources, build_worker(resources) as runtime:
+    """A worker with its own resources and, unless ``worker.metrics_port`` is 0, its own
+    metrics endpoint."""
+    async with (
+        open_resources(settings) as resources,
+        metrics_endpoint(resources),
+        build_worker(resources) as runtime,
+    ):
         yield runtime

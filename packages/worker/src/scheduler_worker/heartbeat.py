@@ -10,7 +10,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
+from scheduler_application.errors import Unavailable
 from scheduler_application.execution import ExecutionService
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_domain.worker import WorkerStatus
 
 logger = logging.getLogger("scheduler.worker")
@@ -27,7 +29,9 @@ class HeartbeatLoop:
         active: Callable[[], list[tuple[str, int]]],
         on_stop: Callable[[str], None],
         on_drain: Callable[[], None],
+        observer: RunObserver = NO_OBSERVER,
     ) -> None:
+        self._observer = observer
         self._execution = execution
         self._worker_id = worker_id
         self._interval = interval.total_seconds()
@@ -54,8 +58,12 @@ class HeartbeatLoop:
         except asyncio.CancelledError:
             raise
         except Exception as error:
+            if isinstance(error, Unavailable):
+                self._observer.dependency_unavailable(error.dependency)
             silent = time.monotonic() - self._last_success
-            logger.warning("heartbeat failed (%s: %s) for %.1f s", type(error).__name__, error, silent)
+            logger.warning(
+                "heartbeat failed (%s: %s) for %.1f s", type(error).__name__, error, silent
+            )
             if silent >= self._lease:
                 # Our leases have expired by now: the runs are someone else's to retry.
                 for run_id, _ in held:

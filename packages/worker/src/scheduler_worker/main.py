@@ -21,6 +21,6 @@ async def _serve() -> None:
 def main() -> None:
     try:
         asyncio.run(_serve())
-    except (bootstrap.StartupError, ConnectionError) as error:
+    except (bootstrap.StartupError, ConnectionError, OSError) as error:
         print(f"scheduler-worker: {error}", file=sys.stderr)
         sys.exit(2)

@@ -3,6 +3,11 @@
 Delivery is at least once; execution is made exactly once by the claim. Every delivery is
 acknowledged only after its outcome is committed (or after the claim found nothing to do), so
 a worker that dies mid-run leaves the message to be delivered again and the run to the reaper.
+
+Each delivery has its own handler task, but claims and outcomes travel in batches
+(:mod:`scheduler_worker.batching`): the handlers waiting at the same moment share one claim
+transaction and one outcome transaction, so a busy worker spends a few statements on many runs
+while an idle one sends each at once.
 """
 
 from __future__ import annotations
@@ -15,13 +20,22 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
-from scheduler_application.errors import Conflict, NotFound
-from scheduler_application.execution import ClaimedRun, ExecutionService
+from scheduler_application.errors import Conflict, NotFound, Unavailable
+from scheduler_application.execution import (
+    ClaimedRun,
+    ExecutionService,
+    Outcome,
+    OutcomeAnswer,
+)
+from scheduler_application.log_context import bind, trace_id
 from scheduler_application.ports.executor import ExecutionResult, Executor
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.queue import Delivery, RunQueue
 from scheduler_application.workers import RegisterWorker, WorkerService
 from scheduler_domain.worker import Worker
+from scheduler_worker.batching import Batcher
 from scheduler_worker.executors import ExecutorRegistry, UnknownExecutorError, run_executor
 from scheduler_worker.heartbeat import HeartbeatLoop
 from scheduler_worker.retrying import retry_until
@@ -50,7 +64,8 @@ class WorkerOptions:
 class _InFlight:
     claimed: ClaimedRun
     delivery: Delivery
-    task: asyncio.Task[ExecutionResult] | None = None
+    #: The handler's task while (and only while) the executor runs: what ``_abandon`` cancels.
+    task: asyncio.Task[Any] | None = None
     stop_requested: bool = False
 
 
@@ -79,7 +94,9 @@ class WorkerRuntime:
         queue: RunQueue,
         executors: ExecutorRegistry,
         options: WorkerOptions,
+        observer: RunObserver = NO_OBSERVER,
     ) -> None:
+        self._observer = observer  # hears of outages; outcomes are the ExecutionService's
         self._execution = execution
         self._workers = workers
         self._queue = queue
@@ -91,6 +108,8 @@ class WorkerRuntime:
         self._started = asyncio.Event()
         self.worker: Worker | None = None
         self.stats = WorkerStats()
+        self._claims: Batcher[Delivery, ClaimedRun | None] = Batcher(self._claim_batch)
+        self._outcomes: Batcher[Outcome, OutcomeAnswer] = Batcher(self._complete_batch)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -127,6 +146,10 @@ class WorkerRuntime:
         if self.worker is None:
             return
         worker = self.worker
+        bind(worker_id=worker.id)  # every line from here on, and the tasks started below
+        # Batches run in the context they are made in: this worker's, not one run's.
+        self._claims = Batcher(self._claim_batch)
+        self._outcomes = Batcher(self._complete_batch)
         logger.info(
             "worker %s registered as %s: queues=%s capacity=%d",
             worker.name, worker.id, ",".join(options.queues), options.capacity,
@@ -139,6 +162,7 @@ class WorkerRuntime:
             active=self._active_tokens,
             on_stop=self._abandon,
             on_drain=self.stop,
+            observer=self._observer,
         )
         self._started.set()
         async with heartbeat.running():
@@ -164,7 +188,9 @@ class WorkerRuntime:
                     handler.add_done_callback(self._handlers.discard)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as error:
+                if isinstance(error, Unavailable):
+                    self._observer.dependency_unavailable(error.dependency)
                 logger.exception("consuming from %s failed; retrying in 1 s", ",".join(queues))
                 await asyncio.sleep(1.0)
 
@@ -209,8 +235,10 @@ class WorkerRuntime:
     async def _handle(self, delivery: Delivery) -> None:
         assert self.worker is not None
         message = delivery.message
+        # This handler is its own asyncio task: the log fields last as long as it does.
+        bind(run_id=message.run_id, task_id=message.task_id, trace_id=trace_id(message.traceparent))
         try:
-            claimed = await self._execution.claim(message.run_id, worker_id=self.worker.id)
+            claimed = await self._claims.submit(delivery)
         except Exception:
             logger.exception("claim of run %s failed; handing the message back", message.run_id)
             await asyncio.sleep(1.0)
@@ -237,24 +265,29 @@ class WorkerRuntime:
             executor: Executor = self._executors.get(claimed.executor)
         except UnknownExecutorError as error:
             return ExecutionResult(status="failed", error=str(error))
-        flight.task = asyncio.create_task(
-            run_executor(
+        # The executor runs in the handler's own task (one task per run, not two); a stop
+        # cancels the handler while the executor runs, and is taken back here.
+        task = flight.task = asyncio.current_task()
+        try:
+            return await run_executor(
                 executor, claimed.context(), grace_seconds=self._options.executor_grace_seconds
             )
-        )
-        try:
-            return await asyncio.shield(flight.task)
         except asyncio.CancelledError:
-            if flight.stop_requested:
+            if flight.stop_requested and task is not None and task.uncancel() == 0:
                 return None
-            flight.task.cancel()
             raise
+        finally:
+            flight.task = None
 
     async def _report(self, flight: _InFlight, result: ExecutionResult) -> None:
         run_id = flight.claimed.run.id
 
+        outcome = Outcome(
+            run_id=run_id, token=flight.claimed.token, result=result, run=flight.claimed.run
+        )
+
         async def complete() -> None:
-            await self._execution.complete(run_id, flight.claimed.token, result)
+            await self._outcomes.submit(outcome)
 
         try:
             await retry_until(complete, what=f"record the outcome of run {run_id}")
@@ -264,6 +297,18 @@ class WorkerRuntime:
             return
         self.stats.completed += 1
         self.stats.by_status[result.status] = self.stats.by_status.get(result.status, 0) + 1
+
+    async def _claim_batch(self, deliveries: list[Delivery]) -> list[ClaimedRun | None]:
+        """Claim the runs of every delivery waiting; a run delivered twice in one batch goes
+        to the first of its deliveries, the other is a duplicate."""
+        assert self.worker is not None
+        claimed = await self._execution.claim_many(
+            [delivery.message.run_id for delivery in deliveries], worker_id=self.worker.id
+        )
+        return [claimed.pop(delivery.message.run_id, None) for delivery in deliveries]
+
+    async def _complete_batch(self, outcomes: list[Outcome]) -> list[OutcomeAnswer]:
+        return await self._execution.complete_many(outcomes)
 
     async def _settle_delivery(self, delivery: Delivery, *, requeue: bool = False) -> None:
         try:

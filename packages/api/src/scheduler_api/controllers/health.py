@@ -12,6 +12,9 @@ from scheduler_api.dependencies import Options, Services
 from scheduler_api.schemas.system import HealthOut, ReadinessOut
 from scheduler_api.services import ApiOptions, ApiServices
 
+#: Probe name → the dependency it checks, as metrics name it.
+_DEPENDENCY = {"queue": "broker"}
+
 
 async def run_probes(services: ApiServices, options: ApiOptions) -> dict[str, str]:
     """``ok`` or a one-line reason per dependency, checked concurrently with a timeout."""
@@ -21,8 +24,10 @@ async def run_probes(services: ApiServices, options: ApiOptions) -> dict[str, st
             async with asyncio.timeout(options.probe_timeout.total_seconds()):
                 await services.probes[name]()
         except TimeoutError:
+            services.observer.dependency_unavailable(_DEPENDENCY.get(name, name))
             return "timed out"
         except Exception as error:  # any failure is "not ready", reported, never raised
+            services.observer.dependency_unavailable(_DEPENDENCY.get(name, name))
             return f"unavailable ({type(error).__name__})"
         return "ok"
 

@@ -4,7 +4,9 @@ in-memory fakes in :mod:`scheduler_application.testing`."""
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.coordination import LeaseStore, RateLimiter
 from scheduler_application.ports.executor import ExecutionContext, ExecutionResult, Executor
+from scheduler_application.ports.observer import NO_OBSERVER, NullObserver, RunObserver
 from scheduler_application.ports.queue import Delivery, RunMessage, RunQueue
+from scheduler_application.ports.redaction import NO_REDACTION, NoRedaction, Redactor
 from scheduler_application.ports.repositories import (
     ApiKeyRepository,
     DecisionRepository,
@@ -22,6 +24,8 @@ from scheduler_application.ports.security import PasswordHasher, TokenCodec
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 __all__ = [
+    "NO_OBSERVER",
+    "NO_REDACTION",
     "ApiKeyRepository",
     "Clock",
     "DecisionRepository",
@@ -30,13 +34,17 @@ __all__ = [
     "ExecutionResult",
     "Executor",
     "LeaseStore",
+    "NoRedaction",
+    "NullObserver",
     "Page",
     "PasswordHasher",
     "RateLimiter",
+    "Redactor",
     "RefreshTokenRepository",
     "RunEventRepository",
     "RunFilter",
     "RunMessage",
+    "RunObserver",
     "RunQueue",
     "RunRepository",
     "TaskFilter",

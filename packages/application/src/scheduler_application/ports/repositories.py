@@ -6,7 +6,7 @@ when the stored row has moved on."""
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Generic, Protocol, TypeVar
@@ -211,6 +211,37 @@ class RunRepository(Protocol):
 
     async def mark_dependents_resolved(self, run_ids: Sequence[str], *, at: datetime) -> None:
         """Record that the dependents of these runs were evaluated (no version bump)."""
+        ...
+
+    # -- batched forms of the hot path (one statement for many runs) ---------------------------
+
+    async def claim_many(
+        self, run_ids: Sequence[str], *, worker_id: str, now: datetime, lease: timedelta
+    ) -> builtins.list[TaskRun]:
+        """:meth:`claim` for several runs in one statement: each of ``run_ids`` that is still
+        queued moves to running for ``worker_id`` with its version bumped; the others (not
+        queued any more, missing, duplicates in ``run_ids``) are left out. In id order."""
+        ...
+
+    async def get_many(self, run_ids: Sequence[str]) -> builtins.list[TaskRun]:
+        """The runs among ``run_ids`` that exist, in id order (each once)."""
+        ...
+
+    async def update_many(
+        self, writes: Sequence[tuple[TaskRun, int]], *, fields: Collection[str] | None = None
+    ) -> None:
+        """:meth:`update` for several ``(run, expected_version)`` pairs in one statement.
+        With ``fields`` (``TaskRun`` attribute names) only those columns are written and the
+        others keep what is stored — a lease renewal that landed since the read is not undone.
+        :class:`~scheduler_application.errors.Conflict` when any run moved on or is gone: the
+        caller must then roll back, since the other runs may have been written."""
+        ...
+
+    async def renew_leases(
+        self, held: Sequence[tuple[str, int]], *, now: datetime, lease: timedelta
+    ) -> set[str]:
+        """:meth:`renew_lease` for several ``(run_id, token)`` pairs in one statement; returns
+        the ids renewed (the rest are not running under that token any more)."""
         ...
 
 

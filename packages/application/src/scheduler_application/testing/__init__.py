@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from scheduler_application.testing.clock import FakeClock
 from scheduler_application.testing.coordination import InMemoryLeaseStore, InMemoryRateLimiter
 from scheduler_application.testing.executor import FakeExecutor
+from scheduler_application.testing.observer import FakeRedactor, RecordingObserver
 from scheduler_application.testing.queue import InMemoryRunQueue
 from scheduler_application.testing.security import FakePasswordHasher, FakeTokenCodec
 from scheduler_application.testing.store import InMemoryStore, Transaction
@@ -25,6 +26,7 @@ __all__ = [
     "FakeClock",
     "FakeExecutor",
     "FakePasswordHasher",
+    "FakeRedactor",
     "FakeTokenCodec",
     "InMemoryLeaseStore",
     "InMemoryRateLimiter",
@@ -32,6 +34,7 @@ __all__ = [
     "InMemoryStore",
     "InMemoryUnitOfWork",
     "InMemoryUnitOfWorkFactory",
+    "RecordingObserver",
     "Transaction",
 ]
 
@@ -47,6 +50,8 @@ if TYPE_CHECKING:  # mypy proves the fakes still honour the ports they stand in 
         hasher: FakePasswordHasher,
         codec: FakeTokenCodec,
         executor: FakeExecutor,
+        observer: RecordingObserver,
+        redactor: FakeRedactor,
     ) -> None:
         _clock: ports.Clock = clock
         _factory: ports.UnitOfWorkFactory = factory
@@ -56,3 +61,5 @@ if TYPE_CHECKING:  # mypy proves the fakes still honour the ports they stand in 
         _hasher: ports.PasswordHasher = hasher
         _codec: ports.TokenCodec = codec
         _executor: ports.Executor = executor
+        _observer: ports.RunObserver = observer
+        _redactor: ports.Redactor = redactor

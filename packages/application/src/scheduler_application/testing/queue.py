@@ -40,13 +40,13 @@ class InMemoryRunQueue:
 
     async def publish(self, message: RunMessage) -> None:
         if self.unavailable:
-            raise Unavailable("the in-memory broker is marked unavailable")
+            raise Unavailable("the in-memory broker is marked unavailable", dependency="broker")
         self.published.append(message)
         self._push(message, redelivered=False)
 
     async def publish_many(self, messages: Sequence[RunMessage]) -> None:
         if self.unavailable:
-            raise Unavailable("the in-memory broker is marked unavailable")
+            raise Unavailable("the in-memory broker is marked unavailable", dependency="broker")
         for message in messages:
             await self.publish(message)
 

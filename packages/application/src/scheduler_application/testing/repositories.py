@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -412,6 +412,45 @@ class InMemoryRunRepository(_Repository):
         for run_id in dict.fromkeys(run_ids):
             if tx.get("runs", run_id) is not None and tx.get("dependency_marks", run_id) is None:
                 tx.insert("dependency_marks", DependencyMark(id=run_id, at=at))
+
+    async def claim_many(
+        self, run_ids: Sequence[str], *, worker_id: str, now: datetime, lease: timedelta
+    ) -> builtins.list[TaskRun]:
+        claimed: list[TaskRun] = []
+        for run_id in sorted(set(run_ids)):
+            run = await self.claim(run_id, worker_id=worker_id, now=now, lease=lease)
+            if run is not None:
+                claimed.append(run)
+        return claimed
+
+    async def get_many(self, run_ids: Sequence[str]) -> builtins.list[TaskRun]:
+        tx = self.tx
+        found = [tx.get("runs", run_id) for run_id in sorted(set(run_ids))]
+        return [_copy(run) for run in found if run is not None]
+
+    async def update_many(
+        self, writes: Sequence[tuple[TaskRun, int]], *, fields: Collection[str] | None = None
+    ) -> None:
+        tx = self.tx
+        for run, expected_version in writes:
+            if fields is None:
+                _versioned_update(tx, "runs", run, expected_version)
+                continue
+            current: TaskRun | None = tx.get("runs", run.id)
+            written = copy.copy(current)
+            if written is not None:
+                for name in fields:
+                    setattr(written, name, getattr(run, name))
+            _versioned_update(tx, "runs", written or run, expected_version)
+
+    async def renew_leases(
+        self, held: Sequence[tuple[str, int]], *, now: datetime, lease: timedelta
+    ) -> set[str]:
+        renewed: set[str] = set()
+        for run_id, token in held:
+            if await self.renew_lease(run_id, token=token, now=now, lease=lease):
+                renewed.add(run_id)
+        return renewed
 
 
 def _run_matches(run: TaskRun, run_filter: RunFilter) -> bool:

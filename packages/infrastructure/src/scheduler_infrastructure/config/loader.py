@@ -209,8 +209,15 @@ def _check(s: Settings) -> None:
         ("worker.lease_seconds", s.worker.lease_seconds),
         ("worker.heartbeat_seconds", s.worker.heartbeat_seconds),
         ("worker.drain_timeout_seconds", s.worker.drain_timeout_seconds),
+        ("dispatcher.gauge_interval_seconds", s.dispatcher.gauge_interval_seconds),
     ):
         _positive(key, value)
+    for key, port in (
+        ("dispatcher.metrics_port", s.dispatcher.metrics_port),
+        ("worker.metrics_port", s.worker.metrics_port),
+    ):
+        if not 0 <= port < 65536:
+            raise ConfigError(key, f"must be a TCP port, or 0 for none (got {port})")
     if s.worker.heartbeat_seconds >= s.worker.lease_seconds:
         raise ConfigError(
             "worker.heartbeat_seconds", "must be shorter than worker.lease_seconds"

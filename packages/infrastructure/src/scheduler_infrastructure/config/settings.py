@@ -65,6 +65,9 @@ class ApiSettings:
     refresh_token_ttl_seconds: int = 1_209_600
     max_body_bytes: int = 1_048_576
     max_page_size: int = 200
+    #: ``/metrics`` answers without credentials; false: it needs a token or API key like the
+    #: rest of the API.
+    metrics_public: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +77,11 @@ class DispatcherSettings:
     relay_interval_seconds: float = 0.5
     reaper_interval_seconds: float = 5.0
     requeue_after_seconds: float = 60.0
+    #: The standalone dispatcher's ``/metrics`` (0: none).
     metrics_port: int = 9101
+    metrics_host: str = "127.0.0.1"
+    #: How often queue depths and worker counts are sampled for the gauges.
+    gauge_interval_seconds: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +95,9 @@ class WorkerSettings:
     drain_timeout_seconds: float = 30.0
     output_limit_bytes: int = 65_536
     env_allowlist: tuple[str, ...] = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+    #: The standalone worker's ``/metrics`` (0: none).
     metrics_port: int = 9102
+    metrics_host: str = "127.0.0.1"
 
 
 @dataclass(frozen=True, slots=True)

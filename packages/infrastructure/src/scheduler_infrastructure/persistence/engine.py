@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -40,14 +41,34 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     parsed = async_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, pool_size=pool_size, echo=echo)
-    return create_async_engine(
+    engine = create_async_engine(
         parsed,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_recycle=1800,
         echo=echo,
     )
+    _refuse_closed_connections(engine)
+    return engine
+
+
+def _refuse_closed_connections(engine: AsyncEngine) -> None:
+    """Hand out no connection the server has closed, without a round trip.
+
+    SQLAlchemy's ``pool_pre_ping`` costs three round trips per checkout with asyncpg (``BEGIN``,
+    an empty query, ``ROLLBACK``) — more than many units of work spend on their own work. A
+    connection the server terminated (restart, ``pg_terminate_backend``, idle timeout) has
+    already seen the end of its socket, and asyncpg reports it closed: such a connection is
+    replaced at checkout. One that dies later fails its first statement, which the callers
+    treat as the outage it is (``Unavailable``: retried).
+    """
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        driver = getattr(dbapi_connection, "_connection", None)
+        is_closed = getattr(driver, "is_closed", None)
+        if is_closed is not None and is_closed():
+            raise DisconnectionError("the server closed this connection")
 
 
 def _sqlite_engine(url: URL, *, pool_size: int, echo: bool) -> AsyncEngine:

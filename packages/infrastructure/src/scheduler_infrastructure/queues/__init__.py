@@ -4,6 +4,6 @@ Composition roots call :func:`build_run_queue`; the adapters' driver imports hap
 their backend is chosen.
 """
 
-from scheduler_infrastructure.queues.factory import QUEUE_BACKENDS, build_run_queue
+from scheduler_infrastructure.queues.factory import QUEUE_BACKENDS, QueueAdapter, build_run_queue
 
-__all__ = ["QUEUE_BACKENDS", "build_run_queue"]
+__all__ = ["QUEUE_BACKENDS", "QueueAdapter", "build_run_queue"]

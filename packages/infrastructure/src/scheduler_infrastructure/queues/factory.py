@@ -7,13 +7,24 @@ and exits it (closes consumers and connections).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_infrastructure.errors import ConfigError
 
+if TYPE_CHECKING:
+    from scheduler_infrastructure.queues.memory import MemoryRunQueue
+    from scheduler_infrastructure.queues.postgres import PostgresRunQueue
+    from scheduler_infrastructure.queues.rabbitmq import RabbitMQRunQueue
+    from scheduler_infrastructure.queues.redis import RedisStreamsRunQueue
+
 QUEUE_BACKENDS = ("memory", "postgres", "rabbitmq", "redis")
+
+#: Every adapter is a ``RunQueue`` and an async context manager with ``aclose()``.
+QueueAdapter: TypeAlias = (
+    "MemoryRunQueue | PostgresRunQueue | RabbitMQRunQueue | RedisStreamsRunQueue"
+)
 
 
 def build_run_queue(
@@ -24,7 +35,7 @@ def build_run_queue(
     redis_url: str = "",
     prefix: str = "scheduler",
     **options: Any,
-) -> Any:
+) -> QueueAdapter:
     """The adapter for ``backend``; ``options`` go to its constructor (e.g.
     ``visibility_timeout`` for postgres and redis)."""
     if backend == "memory":

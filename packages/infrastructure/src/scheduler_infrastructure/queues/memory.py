@@ -107,7 +107,7 @@ class MemoryRunQueue:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise Unavailable("the in-memory queue is closed")
+            raise Unavailable("the in-memory queue is closed", dependency="broker")
 
     def _push(self, entry: _Entry) -> None:
         queue = entry.message.queue

@@ -195,7 +195,9 @@ class PostgresRunQueue:
                     raise
                 if attempt == 1 and getattr(error, "connection_invalidated", False):
                     continue
-                raise Unavailable(f"the queue database is unavailable: {error}") from error
+                raise Unavailable(
+                    f"the queue database is unavailable: {error}", dependency="broker"
+                ) from error
         raise AssertionError("unreachable")
 
     async def _claim(self, consumer: PostgresConsumer, queue: str, limit: int) -> list[Row[Any]]:

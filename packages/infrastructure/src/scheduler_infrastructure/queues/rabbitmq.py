@@ -89,7 +89,7 @@ class RabbitMQRunQueue:
             )
         except DRIVER_ERRORS as error:
             await self.aclose()
-            raise Unavailable(f"RabbitMQ is unavailable: {error!r}") from error
+            raise Unavailable(f"RabbitMQ is unavailable: {error!r}", dependency="broker") from error
         return self
 
     async def __aexit__(
@@ -127,7 +127,9 @@ class RabbitMQRunQueue:
                     self._declared.clear()
                     await self._publish(messages_)
         except DRIVER_ERRORS as error:
-            raise Unavailable(f"RabbitMQ did not confirm the publish: {error!r}") from error
+            raise Unavailable(
+                f"RabbitMQ did not confirm the publish: {error!r}", dependency="broker"
+            ) from error
 
     def consume(self, queues: Sequence[str], *, prefetch: int) -> RabbitMQConsumer:
         consumer = RabbitMQConsumer(self, queues=queues, prefetch=prefetch)
@@ -155,7 +157,7 @@ class RabbitMQRunQueue:
                     self.queue_name(queue), durable=True, arguments=self._arguments(queue)
                 )
         except DRIVER_ERRORS as error:
-            raise Unavailable(f"RabbitMQ is unavailable: {error!r}") from error
+            raise Unavailable(f"RabbitMQ is unavailable: {error!r}", dependency="broker") from error
         return int(declared.message_count or 0)
 
     # -- beyond the port -------------------------------------------------------------------------
@@ -182,7 +184,7 @@ class RabbitMQRunQueue:
                 finally:
                     await channel.close()
         except DRIVER_ERRORS as error:
-            raise Unavailable(f"RabbitMQ is unavailable: {error!r}") from error
+            raise Unavailable(f"RabbitMQ is unavailable: {error!r}", dependency="broker") from error
         return found
 
     # -- internals -------------------------------------------------------------------------------
@@ -254,7 +256,7 @@ class RabbitMQRunQueue:
             # The channel it came on is gone (the broker redelivers it) or it was settled.
             log.debug("ignoring the settlement of a stale delivery")
         except DRIVER_ERRORS as error:
-            raise Unavailable(f"RabbitMQ is unavailable: {error!r}") from error
+            raise Unavailable(f"RabbitMQ is unavailable: {error!r}", dependency="broker") from error
 
 
 def _tag(delivery: Delivery) -> RabbitMQTag:

@@ -119,7 +119,7 @@ class RedisStreamsRunQueue:
             await self._client.ping()
         except DRIVER_ERRORS as error:
             await self.aclose()
-            raise Unavailable(f"Redis is unavailable: {error!r}") from error
+            raise Unavailable(f"Redis is unavailable: {error!r}", dependency="broker") from error
         return self
 
     async def __aexit__(
@@ -220,7 +220,7 @@ class RedisStreamsRunQueue:
         try:
             yield
         except DRIVER_ERRORS as error:
-            raise Unavailable(f"Redis is unavailable: {error!r}") from error
+            raise Unavailable(f"Redis is unavailable: {error!r}", dependency="broker") from error
 
     async def _ensure_groups(self, queues: Sequence[str]) -> None:
         """Create each band's group, reading from the start so nothing published earlier is

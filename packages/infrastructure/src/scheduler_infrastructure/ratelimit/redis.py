@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
@@ -73,8 +74,11 @@ class RedisRateLimiter:
         fallback: LocalRateLimiter | None = None,
         timeout: float = 0.5,
         retry_after: timedelta = timedelta(seconds=2),
+        on_unavailable: Callable[[], None] | None = None,
     ) -> None:
+        """``on_unavailable`` is told of every failed attempt to reach Redis (for metrics)."""
         self.prefix = prefix
+        self._on_unavailable = on_unavailable
         self._fallback = fallback if fallback is not None else LocalRateLimiter()
         self._retry_after = retry_after.total_seconds()
         self._client: aioredis.Redis = aioredis.Redis.from_url(
@@ -127,6 +131,8 @@ class RedisRateLimiter:
                     error,
                 )
             self._down_until = time.monotonic() + self._retry_after
+            if self._on_unavailable is not None:
+                self._on_unavailable()
             return self._local(key, limit, now)
         if self._down_until is not None:
             log.warning("Redis reachable again; rate limits are shared again")

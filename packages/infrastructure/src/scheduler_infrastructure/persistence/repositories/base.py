@@ -35,6 +35,15 @@ def unique_keys(table: Table) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(keys)
 
 
+@cache
+def _insert_or_nothing(table: Table, *, postgres: bool) -> Executable:
+    """``INSERT … ON CONFLICT DO NOTHING`` for ``table``, built once: the values come as
+    parameters, so SQLAlchemy finds its compiled form in the cache instead of building and
+    hashing a new statement for every row."""
+    dialect = postgresql if postgres else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
 def check_limit(limit: int) -> None:
     if limit < 1:
         raise ValueError("limit must be at least 1")
@@ -87,9 +96,9 @@ class SqlRepository:
         ``ON CONFLICT DO NOTHING`` instead of catching the violation keeps the transaction
         usable on PostgreSQL, so a caller may look the existing row up and carry on (idempotent
         triggers do exactly that)."""
-        dialect = postgresql if self._postgres else sqlite
-        statement = dialect.insert(table).values(**row).on_conflict_do_nothing()
-        result = await self._execute(statement)
+        statement = _insert_or_nothing(table, postgres=self._postgres)
+        async with translated(self.what):
+            result = await self._conn.execute(statement, dict(row))
         if result.rowcount == 0:
             raise await self._clash(table, row)
 

@@ -2,25 +2,67 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 
 from scheduler_domain.events import RunEvent
+from scheduler_infrastructure.persistence.driver_errors import translated
 from scheduler_infrastructure.persistence.mappers import event_from_row, event_to_row
 from scheduler_infrastructure.persistence.repositories.base import SqlRepository
 from scheduler_infrastructure.persistence.tables import run_events
+
+#: Built once; the rows come as parameters (one statement, or one executemany for many).
+_INSERT = insert(run_events)
+_INSERT_MANY = text(
+    """
+    INSERT INTO run_events (id, run_id, task_id, from_status, to_status, at, actor, detail)
+    SELECT e.id, e.run_id, e.task_id, e.from_status, e.to_status, e.at, e.actor,
+           CAST(e.detail AS jsonb)
+    FROM unnest(
+        CAST(:id AS text[]), CAST(:run_id AS text[]), CAST(:task_id AS text[]),
+        CAST(:from_status AS text[]), CAST(:to_status AS text[]), CAST(:at AS timestamptz[]),
+        CAST(:actor AS text[]), CAST(:detail AS text[])
+    ) WITH ORDINALITY AS e(id, run_id, task_id, from_status, to_status, at, actor, detail, n)
+    ORDER BY e.n
+    """
+)
+
+
+def _columns(events: Sequence[RunEvent]) -> dict[str, list[Any]]:
+    for event in events:
+        if event.at.utcoffset() is None:
+            raise ValueError(f"refusing to store a naive datetime: {event.at!r}")
+    return {
+        "id": [e.id for e in events],
+        "run_id": [e.run_id for e in events],
+        "task_id": [e.task_id for e in events],
+        "from_status": [None if e.from_status is None else e.from_status.value for e in events],
+        "to_status": [e.to_status.value for e in events],
+        "at": [e.at for e in events],
+        "actor": [e.actor for e in events],
+        "detail": [json.dumps(e.detail) for e in events],
+    }
 
 
 class SqlRunEventRepository(SqlRepository):
     what = "run event"
 
     async def add(self, event: RunEvent) -> None:
-        await self._execute(insert(run_events).values(**event_to_row(event)))
+        await self._execute(_INSERT, [event_to_row(event)])
 
     async def add_many(self, events: Sequence[RunEvent]) -> None:
-        if events:
-            await self._execute(insert(run_events), [event_to_row(e) for e in events])
+        """PostgreSQL: one ``INSERT … SELECT FROM unnest(<one array per column>)`` — no
+        per-row work in SQLAlchemy — in the order given (``seq`` breaks ties by it)."""
+        if not events:
+            return
+        if not self._postgres or len(events) == 1:
+            await self._execute(_INSERT, [event_to_row(e) for e in events])
+            return
+        async with translated(self.what):
+            await self._conn.execute(_INSERT_MANY, _columns(events))
 
     async def list_for_run(self, run_id: str) -> list[RunEvent]:
         """Oldest first; events stamped with the same instant keep their insertion order."""

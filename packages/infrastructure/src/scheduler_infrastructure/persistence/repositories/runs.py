@@ -4,13 +4,31 @@ lease renewals safe under any number of concurrent workers."""
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+import json
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Integer, String, case, func, literal, or_, select, tuple_, update
-from sqlalchemy.sql import Select
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import (
+    JSON,
+    Integer,
+    String,
+    any_,
+    bindparam,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.sql import Executable, Select
+from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 from scheduler_application.errors import Conflict
 from scheduler_application.ports.repositories import Page, QueueActivity, RunFilter
@@ -22,6 +40,7 @@ from scheduler_infrastructure.persistence.cursors import (
     decode_instant,
     encode_cursor,
 )
+from scheduler_infrastructure.persistence.driver_errors import translated
 from scheduler_infrastructure.persistence.mappers import run_from_row, run_to_row
 from scheduler_infrastructure.persistence.repositories.base import SqlRepository, check_limit
 from scheduler_infrastructure.persistence.tables import (
@@ -300,12 +319,215 @@ class SqlRunRepository(SqlRepository):
             .values(dependents_resolved_at=at)
         )
 
+    # -- batched forms of the hot path ---------------------------------------------------------
+
+    async def claim_many(
+        self, run_ids: Sequence[str], *, worker_id: str, now: datetime, lease: timedelta
+    ) -> builtins.list[TaskRun]:
+        """One conditional ``UPDATE … WHERE id = ANY(:ids) AND status = 'queued' RETURNING``.
+        PostgreSQL locks the rows in index (id) order, so overlapping claims never deadlock; a
+        claimer that waited for another's row re-checks the status and leaves it out."""
+        wanted = sorted(set(run_ids))
+        if not wanted:
+            return []
+        statement = (
+            update(task_runs)
+            .where(self._among(wanted), _STILL_QUEUED if self._postgres else RUN_QUEUED)
+            .values(
+                status=RunStatus.RUNNING.value,
+                worker_id=worker_id,
+                started_at=now,
+                heartbeat_at=now,
+                lease_expires_at=now + lease,
+                version=_c.version + 1,
+            )
+            .returning(*task_runs.c)
+        )
+        rows = (await self._execute(statement)).mappings().all()
+        return sorted((run_from_row(row) for row in rows), key=_by_id)
+
+    async def get_many(self, run_ids: Sequence[str]) -> builtins.list[TaskRun]:
+        wanted = sorted(set(run_ids))
+        if not wanted:
+            return []
+        return await self._many(select(task_runs).where(self._among(wanted)).order_by(_c.id))
+
+    async def update_many(
+        self, writes: Sequence[tuple[TaskRun, int]], *, fields: Collection[str] | None = None
+    ) -> None:
+        """PostgreSQL: one ``UPDATE … FROM unnest(<one array per column>)`` that returns the
+        ids it wrote; SQLite (no arrays, and no network round trips to save): one by one."""
+        if not writes:
+            return
+        columns = _written_columns(None if fields is None else frozenset(fields))
+        if not self._postgres:
+            for run, expected_version in writes:
+                await self._update_columns(run, expected_version, columns)
+            return
+        rows = await self._execute_text(
+            _update_many_statement(columns), _update_many_params(writes, columns)
+        )
+        written = {row[0] for row in rows}
+        for run, expected_version in writes:
+            if run.id not in written:
+                raise Conflict(
+                    f"run {run.id} is gone or no longer at version {expected_version}",
+                    field="version",
+                )
+
+    async def _update_columns(
+        self, run: TaskRun, expected_version: int, columns: tuple[Any, ...]
+    ) -> None:
+        row = run_to_row(run)
+        result = await self._execute(
+            update(task_runs)
+            .where(_c.id == run.id, _c.version == expected_version)
+            .values({column.name: row[column.name] for column in columns})
+        )
+        if result.rowcount == 0:
+            raise Conflict(
+                f"run {run.id} is gone or no longer at version {expected_version}",
+                field="version",
+            )
+
+    async def renew_leases(
+        self, held: Sequence[tuple[str, int]], *, now: datetime, lease: timedelta
+    ) -> set[str]:
+        if not held:
+            return set()
+        if not self._postgres:
+            renewed: set[str] = set()
+            for run_id, token in held:
+                if await self.renew_lease(run_id, token=token, now=now, lease=lease):
+                    renewed.add(run_id)
+            return renewed
+        rows = await self._execute_text(
+            _RENEW_LEASES,
+            {
+                "ids": [run_id for run_id, _ in held],
+                "tokens": [token for _, token in held],
+                "now": now,
+                "expires": now + lease,
+            },
+        )
+        return {row[0] for row in rows}
+
+    def _among(self, run_ids: builtins.list[str]) -> ColumnElement[bool]:
+        """``id = ANY(:ids)`` on PostgreSQL: one prepared statement whatever the count."""
+        if self._postgres:
+            return _c.id == any_(bindparam("run_ids", run_ids, type_=ARRAY(String)))
+        return _c.id.in_(run_ids)
+
+    async def _execute_text(
+        self, statement: Executable, parameters: Mapping[str, Any]
+    ) -> builtins.list[Any]:
+        async with translated(self.what):
+            result: CursorResult[Any] = await self._conn.execute(statement, dict(parameters))
+            return list(result.all()) if result.returns_rows else []
+
     async def _one(self, query: Select[Any]) -> TaskRun | None:
         row = await self._first(query)
         return None if row is None else run_from_row(row)
 
     async def _many(self, query: Select[Any]) -> builtins.list[TaskRun]:
         return [run_from_row(row) for row in await self._all(query)]
+
+
+#: ``status = 'queued'`` in a form the planner cannot match with the predicate of the partial
+#: ``ix_task_runs_queued`` index (the collation differs; for this ASCII value equality is the
+#: same). A claim by id must walk the primary key: with statistics that think few runs are
+#: queued, PostgreSQL would otherwise scan every queued run for each claim — worst exactly when
+#: a backlog has built up.
+_STILL_QUEUED: ColumnElement[bool] = _c.status.collate("C") == RunStatus.QUEUED.value
+
+
+def _by_id(run: TaskRun) -> str:
+    return run.id
+
+
+def _array_type(column: Any) -> str:
+    """The PostgreSQL array element type a column's values travel as in ``unnest``."""
+    if isinstance(column.type, UTCDateTime):
+        return "timestamptz"
+    if isinstance(column.type, Integer):  # SmallInteger and BigInteger too
+        return "bigint"
+    return "text"  # strings, and JSON documents as their text (cast to jsonb below)
+
+
+#: Every column ``update`` writes: all but the id and the dependency bookkeeping.
+_WRITTEN = tuple(
+    column for column in task_runs.c if column.name not in ("id", "dependents_resolved_at")
+)
+_JSON_COLUMNS = frozenset(column.name for column in _WRITTEN if isinstance(column.type, JSON))
+
+
+@cache
+def _written_columns(fields: frozenset[str] | None) -> tuple[Any, ...]:
+    """The columns ``update_many`` writes for ``fields`` (all of them for None)."""
+    if fields is None:
+        return _WRITTEN
+    unknown = fields - {column.name for column in _WRITTEN}
+    if unknown:
+        raise ValueError(f"not writable run fields: {sorted(unknown)}")
+    return tuple(column for column in _WRITTEN if column.name in fields)
+
+
+def _assignment(column: Any) -> str:
+    if column.name in _JSON_COLUMNS:
+        return f'"{column.name}" = CAST(v."{column.name}" AS jsonb)'
+    return f'"{column.name}" = v."{column.name}"'
+
+
+@cache
+def _update_many_statement(columns: tuple[Any, ...]) -> TextClause:
+    """Written out from the table's own column names (no outside input), once per column set."""
+    return text(
+        "UPDATE task_runs AS r SET "  # noqa: S608
+        + ", ".join(_assignment(column) for column in columns)
+        + " FROM unnest(CAST(:id AS text[]), CAST(:expected AS bigint[]), "
+        + ", ".join(f"CAST(:{c.name} AS {_array_type(c)}[])" for c in columns)
+        + ') AS v("id", "expected", '
+        + ", ".join(f'"{c.name}"' for c in columns)
+        + ") WHERE r.id = v.id AND r.version = v.expected RETURNING r.id"
+    )
+
+
+_RENEW_LEASES = text(
+    """
+    UPDATE task_runs AS r SET heartbeat_at = :now, lease_expires_at = :expires
+    FROM unnest(CAST(:ids AS text[]), CAST(:tokens AS bigint[])) AS v(id, token)
+    WHERE r.id = v.id AND r.version = v.token AND r.status = 'running'
+    RETURNING r.id
+    """
+)
+
+
+def _update_many_params(
+    writes: Sequence[tuple[TaskRun, int]], columns: tuple[Any, ...]
+) -> dict[str, list[Any]]:
+    runs = [run for run, _ in writes]
+    params: dict[str, list[Any]] = {
+        "id": [run.id for run in runs],
+        "expected": [expected for _, expected in writes],
+    }
+    for column in columns:
+        name = column.name
+        if name == "trigger" or name == "status":
+            params[name] = [getattr(run, name).value for run in runs]
+        elif name in _JSON_COLUMNS:
+            values = [getattr(run, name) for run in runs]
+            params[name] = [None if value is None else json.dumps(value) for value in values]
+        elif isinstance(column.type, UTCDateTime):
+            params[name] = [_instant(getattr(run, name)) for run in runs]
+        else:
+            params[name] = [getattr(run, name) for run in runs]
+    return params
+
+
+def _instant(value: datetime | None) -> datetime | None:
+    if value is not None and value.utcoffset() is None:
+        raise ValueError(f"refusing to store a naive datetime: {value!r}")
+    return value
 
 
 def _conditions(run_filter: RunFilter) -> list[ColumnElement[bool]]:

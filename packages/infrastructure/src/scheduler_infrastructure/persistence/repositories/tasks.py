@@ -23,6 +23,14 @@ from scheduler_infrastructure.persistence.repositories.base import SqlRepository
 from scheduler_infrastructure.persistence.tables import TASK_ENABLED, task_dependencies, tasks
 
 _deps = task_dependencies.c
+#: PostgreSQL: a task's upstreams in the order given, as a column of the task's own row.
+_UPSTREAMS = func.array(
+    select(_deps.upstream_id)
+    .where(_deps.task_id == tasks.c.id)
+    .order_by(_deps.position)
+    .correlate(tasks)
+    .scalar_subquery()
+).label("depends_on")
 
 
 class SqlTaskRepository(SqlRepository):
@@ -138,6 +146,10 @@ class SqlTaskRepository(SqlRepository):
     # -- helpers ---------------------------------------------------------------------------------
 
     async def _load(self, query: Select[Any]) -> builtins.list[Task]:
+        if self._postgres:
+            # The upstreams ride along as an array: one round trip instead of two.
+            rows = await self._all(query.add_columns(_UPSTREAMS))
+            return [task_from_row(row, row["depends_on"]) for row in rows]
         rows = await self._all(query)
         if not rows:
             return []

@@ -1,0 +1,79 @@
+"""Group commit for the worker's hot path: many in-flight runs, one transaction.
+
+Every delivery is handled by its own task, which claims its run and later reports its outcome.
+Sent one by one, each of those is a transaction of its own. A :class:`Batcher` lets the
+handlers share them: an item submitted while no flush is running is flushed at once (at light
+load nothing waits), and the items submitted while a flush is in progress go together in the
+next one, so under load the batches grow with the work waiting. Each caller still awaits the
+flush that carries its item and gets its own answer (or its own error), so ``await submit()``
+means what the single call meant: the claim or the outcome is committed when it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+I = TypeVar("I")  # noqa: E741 - the item type
+R = TypeVar("R")
+
+#: A flush answers every item in order: a result, or the exception to raise for that item.
+Flush = Callable[[list[I]], Awaitable[Sequence[R | BaseException]]]
+
+
+class Batcher(Generic[I, R]):
+    """Flushes run in the context the batcher was created in (its log fields, say), not in
+    that of whichever caller happened to start one: a batch is about all of its items."""
+
+    def __init__(self, flush: Flush[I, R], *, max_batch: int = 500) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._flush = flush
+        self._max_batch = max_batch
+        self._context = contextvars.copy_context()
+        self._pending: list[tuple[I, asyncio.Future[R]]] = []
+        self._runner: asyncio.Task[None] | None = None
+        #: Flushes done and items carried, for tests and metrics.
+        self.flushes = 0
+        self.items = 0
+
+    async def submit(self, item: I) -> R:
+        done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, done))
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run(), context=self._context)
+        return await done
+
+    async def _run(self) -> None:
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            self.flushes += 1
+            self.items += len(batch)
+            try:
+                answers = await self._flush([item for item, _ in batch])
+                if len(answers) != len(batch):
+                    raise RuntimeError(f"{len(answers)} answers for {len(batch)} items")
+            except asyncio.CancelledError:
+                for _, done in batch:
+                    done.cancel()
+                raise
+            except Exception as error:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(error)
+                continue
+            for (_, done), answer in zip(batch, answers, strict=True):
+                if done.done():
+                    continue  # its caller was cancelled meanwhile
+                if isinstance(answer, BaseException):
+                    done.set_exception(answer)
+                else:
+                    done.set_result(answer)
+
+    async def aclose(self) -> None:
+        """Wait for the flushes already under way."""
+        if self._runner is not None:
+            await asyncio.gather(self._runner, return_exceptions=True)

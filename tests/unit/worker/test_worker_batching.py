@@ -1,0 +1,108 @@
+"""The worker's group commit: callers waiting together share one flush, each gets its answer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+
+import pytest
+
+from scheduler_worker.batching import Batcher
+
+
+class Recorder:
+    def __init__(self, *, fail: BaseException | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.fail = fail
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def flush(self, items: list[int]) -> list[int | BaseException]:
+        self.batches.append(list(items))
+        await self.release.wait()
+        if self.fail is not None:
+            raise self.fail
+        return [ValueError(f"odd {i}") if i % 2 else i * 10 for i in items]
+
+
+async def test_an_item_alone_is_flushed_at_once() -> None:
+    recorder = Recorder()
+    batcher: Batcher[int, int] = Batcher(recorder.flush)
+    assert await asyncio.wait_for(batcher.submit(2), timeout=1) == 20
+    assert recorder.batches == [[2]]
+
+
+async def test_items_arriving_during_a_flush_share_the_next_one() -> None:
+    recorder = Recorder()
+    recorder.release.clear()
+    batcher: Batcher[int, int] = Batcher(recorder.flush)
+    first = asyncio.ensure_future(batcher.submit(0))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the first flush is under way, waiting
+    rest = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 4, 6)]
+    await asyncio.sleep(0)
+    recorder.release.set()
+    assert await asyncio.gather(first, *rest) == [0, 20, 40, 60]
+    assert recorder.batches == [[0], [2, 4, 6]]
+    assert (batcher.flushes, batcher.items) == (2, 4)
+
+
+async def test_each_caller_gets_its_own_answer_or_error() -> None:
+    batcher: Batcher[int, int] = Batcher(Recorder().flush)
+    answers = await asyncio.gather(*(batcher.submit(i) for i in range(4)), return_exceptions=True)
+    assert answers[0] == 0
+    assert answers[2] == 20
+    assert isinstance(answers[1], ValueError)
+    assert isinstance(answers[3], ValueError)
+
+
+async def test_a_failed_flush_fails_every_caller_in_it_and_the_next_flush_still_runs() -> None:
+    recorder = Recorder(fail=ConnectionError("database went away"))
+    batcher: Batcher[int, int] = Batcher(recorder.flush)
+    results = await asyncio.gather(batcher.submit(2), batcher.submit(4), return_exceptions=True)
+    assert all(isinstance(result, ConnectionError) for result in results)
+    recorder.fail = None
+    assert await batcher.submit(6) == 60
+
+
+async def test_batches_are_capped() -> None:
+    recorder = Recorder()
+    batcher: Batcher[int, int] = Batcher(recorder.flush, max_batch=2)
+    await asyncio.gather(*(batcher.submit(i) for i in (0, 2, 4, 6, 8)))
+    assert [len(batch) for batch in recorder.batches] == [2, 2, 1]
+    with pytest.raises(ValueError, match="max_batch"):
+        Batcher(recorder.flush, max_batch=0)
+
+
+async def test_a_cancelled_caller_does_not_break_the_flush_for_the_others() -> None:
+    recorder = Recorder()
+    recorder.release.clear()
+    batcher: Batcher[int, int] = Batcher(recorder.flush)
+    leaving = asyncio.ensure_future(batcher.submit(2))
+    staying = asyncio.ensure_future(batcher.submit(4))
+    await asyncio.sleep(0)
+    leaving.cancel()
+    recorder.release.set()
+    assert await staying == 40
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    await batcher.aclose()
+
+
+async def test_flushes_run_in_the_batchers_own_context_not_a_callers() -> None:
+    who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+    seen: list[str] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        seen.append(who.get())
+        return items
+
+    who.set("worker")
+    batcher: Batcher[int, int] = Batcher(flush)
+
+    async def caller() -> int:
+        who.set("one run")
+        return await batcher.submit(1)
+
+    assert await asyncio.create_task(caller()) == 1
+    assert seen == ["worker"]
