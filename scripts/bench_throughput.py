@@ -50,7 +50,9 @@ from scheduler_infrastructure.queues.factory import build_run_queue
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ADMIN = os.environ.get("SCHEDULER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN = os.environ.get(
+    "SCHEDULER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 OWNER = Principal(subject_id="bench", role=Role.USER)
@@ -65,7 +67,9 @@ async def _admin(statement: str) -> None:
         await connection.close()
 
 
-def _env(url: str, backend: str, prefix: str, capacity: int) -> dict[str, str]:
+def _env(
+    url: str, backend: str, prefix: str, capacity: int, relay_interval: float = 0.05
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")}
     env.update(
         SCHEDULER_CONFIG=str(ROOT / "config" / "default.toml"),
@@ -75,7 +79,7 @@ def _env(url: str, backend: str, prefix: str, capacity: int) -> dict[str, str]:
         SCHEDULER__WORKER__CAPACITY=str(capacity),
         SCHEDULER__LOGGING__LEVEL="WARNING",
         SCHEDULER__LOGGING__FORMAT="json",
-        SCHEDULER__DISPATCHER__RELAY_INTERVAL_SECONDS="0.05",
+        SCHEDULER__DISPATCHER__RELAY_INTERVAL_SECONDS=str(relay_interval),
         SCHEDULER__RABBITMQ__URL=RABBITMQ_URL.replace("guest:guest@", "guest@"),
         SCHEDULER__RABBITMQ__PASSWORD="guest",  # noqa: S106 - the local broker's default
         SCHEDULER__REDIS__URL=REDIS_URL if backend == "redis" else "",
@@ -104,8 +108,7 @@ def _start(
         command = [
             sys.executable,
             "-c",
-            f"import cProfile, sys; from {module} import main; "
-            "cProfile.run('main()', sys.argv[1])",
+            f"import cProfile, sys; from {module} import main; cProfile.run('main()', sys.argv[1])",
             str(profile),
         ]
     with log.open("ab") as handle:
@@ -134,9 +137,7 @@ async def _insert_pending(engine, task_id: str, count: int) -> None:  # type: ig
 async def _count_succeeded(engine) -> int:  # type: ignore[no-untyped-def]
     async with engine.connect() as connection:
         return (
-            await connection.execute(
-                select(func.count()).where(task_runs.c.status == "succeeded")
-            )
+            await connection.execute(select(func.count()).where(task_runs.c.status == "succeeded"))
         ).scalar_one()
 
 
@@ -180,8 +181,12 @@ async def _database_counters(engine) -> dict[str, int]:  # type: ignore[no-untyp
                 )
             )
         ).one()
-    return {"commits": int(commits), "inserts": int(rows[0]), "updates": int(rows[1]),
-            "deletes": int(rows[2])}
+    return {
+        "commits": int(commits),
+        "inserts": int(rows[0]),
+        "updates": int(rows[1]),
+        "deletes": int(rows[2]),
+    }
 
 
 class _CpuMeter:
@@ -223,6 +228,7 @@ async def bench_backend(
     light: int,
     profile: Path | None = None,
     details: bool = False,
+    relay_interval: float = 0.05,
 ) -> dict[str, Any]:
     name = f"scheduler_bench_{secrets.token_hex(4)}"
     await _admin(f'CREATE DATABASE "{name}"')
@@ -240,7 +246,7 @@ async def bench_backend(
             {"name": "bench-noop", "executor": "noop"}, principal=OWNER
         )
         prefix = f"bench{secrets.token_hex(3)}"
-        env = _env(url_text, backend, prefix, capacity)
+        env = _env(url_text, backend, prefix, capacity, relay_interval)
         for i in range(workers):
             processes.append(
                 _start(
@@ -299,10 +305,17 @@ async def bench_backend(
         started_at = select(task_runs.c.started_at).where(task_runs.c.id == bindparam("id"))
         # Publishing only: no LISTEN connection of our own to wake on every publish.
         only_publish = {"listen": False} if backend == "postgres" else {}
-        async with build_run_queue(
-            backend=backend, engine=engine, rabbitmq_url=RABBITMQ_URL, redis_url=REDIS_URL,
-            prefix=prefix, **only_publish,
-        ) as queue, engine.connect() as poller:
+        async with (
+            build_run_queue(
+                backend=backend,
+                engine=engine,
+                rabbitmq_url=RABBITMQ_URL,
+                redis_url=REDIS_URL,
+                prefix=prefix,
+                **only_publish,
+            ) as queue,
+            engine.connect() as poller,
+        ):
             await poller.execution_options(isolation_level="AUTOCOMMIT")
             relay = RunRelay(uow_factory=uow, clock=clock, queue=queue)
             for _ in range(light):
@@ -362,11 +375,20 @@ async def main() -> None:
     parser.add_argument("--backends", default="postgres,rabbitmq,redis")
     parser.add_argument("--repeat", type=int, default=1, help="rounds per backend (medians)")
     parser.add_argument(
-        "--profile", type=Path, default=None,
+        "--relay-interval",
+        type=float,
+        default=0.05,
+        help="the dispatcher's relay (and dependency) loop interval, seconds",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
         help="run dispatcher and workers under cProfile, writing <backend>-<process>.prof here",
     )
     parser.add_argument(
-        "--details", action="store_true",
+        "--details",
+        action="store_true",
         help="also print CPU ms per run by process group and commits/row writes per run",
     )
     args = parser.parse_args()
@@ -377,8 +399,14 @@ async def main() -> None:
         rounds = []
         for _ in range(args.repeat):
             r = await bench_backend(
-                backend, args.runs, args.workers, args.capacity, args.light, args.profile,
+                backend,
+                args.runs,
+                args.workers,
+                args.capacity,
+                args.light,
+                args.profile,
                 details=args.details,
+                relay_interval=args.relay_interval,
             )
             rounds.append(r)
             _print_row(r)

@@ -138,9 +138,7 @@ async def test_complete_many_records_every_outcome_in_one_transaction(
     store: InMemoryStore,
     clock: FakeClock,
 ) -> None:
-    ok, failing = await claim_all(
-        execution, await queued_runs(runs, relay, flaky_task, 2), worker
-    )
+    ok, failing = await claim_all(execution, await queued_runs(runs, relay, flaky_task, 2), worker)
     clock.advance(seconds=2)
     commits = store.commits
     answers = await execution.complete_many([outcome(ok, SUCCEEDED), outcome(failing, FAILED)])

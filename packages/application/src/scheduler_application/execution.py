@@ -153,9 +153,7 @@ class ExecutionService:
         except Conflict:
             return None
 
-    async def claim_many(
-        self, run_ids: Sequence[str], *, worker_id: str
-    ) -> dict[str, ClaimedRun]:
+    async def claim_many(self, run_ids: Sequence[str], *, worker_id: str) -> dict[str, ClaimedRun]:
         """:meth:`claim` for several deliveries in one transaction (one conditional update, one
         read of their tasks, their events in one insert, one commit). The runs claimed, by id;
         the others (duplicates, cancelled, won by another worker) are absent, and their
