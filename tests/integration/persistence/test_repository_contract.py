@@ -933,6 +933,32 @@ async def test_a_run_added_at_a_taken_logical_time_names_it_and_the_unit_survive
         assert await uow.runs.get(clash.id) == clash
 
 
+async def test_a_run_added_with_its_events_stores_both_or_neither(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    await save(uow_factory, task)
+    run = make_run(task, scheduled_for=T0 + 5 * SECOND)
+    created = run.created_event(actor="api")
+    queued = run.mark_queued(now=T0 + 5 * SECOND)
+    async with committed(uow_factory) as uow:
+        await uow.runs.add(run, events=[created, queued])
+    async with committed(uow_factory) as uow:
+        clash = make_run(task, scheduled_for=run.scheduled_for)
+        with pytest.raises(AlreadyExists) as caught:
+            await uow.runs.add(clash, events=[clash.created_event(actor="api")])
+        assert caught.value.field == "scheduled_for"
+        clash.scheduled_for += timedelta(microseconds=1)
+        await uow.runs.add(clash, events=[clash.created_event(actor="api")])
+
+    async with uow_factory() as uow:
+        assert await uow.runs.get(run.id) == run
+        assert await uow.events.list_for_run(run.id) == [created, queued]
+        assert [e.to_status for e in await uow.events.list_for_run(clash.id)] == [
+            RunStatus.PENDING
+        ]
+
+
 # -- events and decisions ----------------------------------------------------------------------
 
 

@@ -19,6 +19,8 @@ from queue_helpers import (
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from scheduler_infrastructure.persistence.engine import create_engine
+from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.queues import messages
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
@@ -156,3 +158,69 @@ async def test_queue_recovers_after_its_connections_are_terminated(
         await queue.ack(delivery)
     await asyncio.sleep(0)
     assert await queue.depth(name) == 0
+
+
+async def test_a_message_published_within_a_transaction_exists_exactly_when_it_commits(
+    make_queue: QueueMaker, new_queue_name, queue_engine: AsyncEngine
+) -> None:
+    """The atomic outbox: a rolled-back transaction leaves no message; a committed one is
+    delivered (woken by its NOTIFY, which goes out at the commit)."""
+    queue = await make_queue(poll_interval=NO_POLLING)
+    name = new_queue_name()
+    await _listening(queue)
+    uow_factory = SqlUnitOfWorkFactory(queue_engine)
+    async with queue.consume([name], prefetch=2) as consumer:
+        await assert_no_delivery(consumer, within=0.3)
+        discarded, kept = run_message(name, number=1), run_message(name, number=2)
+        async with uow_factory() as uow:
+            assert await queue.publish_within(uow, [discarded]) is True
+            await uow.rollback()
+        async with uow_factory() as uow:
+            assert await queue.publish_within(uow, [kept]) is True
+            assert await queue.depth(name) == 0  # not visible before the commit
+            await assert_no_delivery(consumer, within=0.3)
+            await uow.commit()
+        delivery = await next_delivery(consumer, within=5)
+        assert delivery.message == kept
+        await queue.ack(delivery)
+        await assert_no_delivery(consumer, within=0.5)
+
+
+async def test_publish_within_declines_a_unit_of_work_on_another_database(
+    make_queue: QueueMaker, new_queue_name, tmp_path
+) -> None:
+    queue = await make_queue()
+    other = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'other.db'}")
+    try:
+        async with SqlUnitOfWorkFactory(other)() as uow:
+            assert await queue.publish_within(uow, [run_message(new_queue_name())]) is False
+    finally:
+        await other.dispose()
+
+
+async def test_a_notified_queue_is_claimed_first(
+    make_queue: QueueMaker, new_queue_name
+) -> None:
+    """A consumer of several queues looks first at the one a notification named, so a new
+    message costs one claim, not a look at every empty queue before it."""
+    queue = await make_queue(poll_interval=NO_POLLING)
+    names = [new_queue_name() for _ in range(4)]
+    await _listening(queue)
+    claimed: list[str] = []
+    claim = queue._claim
+
+    async def counting_claim(consumer, name, limit):  # type: ignore[no-untyped-def]
+        claimed.append(name)
+        return await claim(consumer, name, limit)
+
+    queue._claim = counting_claim  # type: ignore[method-assign]
+    async with queue.consume(names, prefetch=4) as consumer:
+        await assert_no_delivery(consumer, within=0.3)
+        for target in (names[3], names[1], names[2], names[0]):
+            await assert_no_delivery(consumer, within=0.3)  # the last fetch has finished
+            claimed.clear()
+            await queue.publish(run_message(target))
+            delivery = await next_delivery(consumer, within=5)
+            assert delivery.message.queue == target
+            assert claimed[0] == target
+            await queue.ack(delivery)

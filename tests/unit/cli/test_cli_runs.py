@@ -226,7 +226,8 @@ def test_retry_starts_a_new_attempt(admin: Cli, worker: RemoteWorker) -> None:
     retried = _json(admin("runs", "retry", run["id"], "--json"))
 
     assert retried["retry_of"] == run["id"]
-    assert retried["status"] == "pending"
+    assert retried["attempt"] == run["attempt"] + 1
+    assert retried["status"] == "queued"  # dispatched in the transaction that created it
 
 
 def test_list_filters_by_task_name_and_status(admin: Cli, worker: RemoteWorker) -> None:

@@ -29,8 +29,10 @@ from scheduler_application.api_keys import ApiKeyService
 from scheduler_application.auth import AuthService, SessionPolicy
 from scheduler_application.execution import ExecutionService
 from scheduler_application.ports.security import PasswordHasher, TokenCodec
+from scheduler_application.rate_limiting import RunRateLimits
 from scheduler_application.relay import RunRelay
 from scheduler_application.remote_workers import RemoteWorkerService
+from scheduler_application.routing import Router
 from scheduler_application.runs import RunService
 from scheduler_application.status_report import StatusService
 from scheduler_application.task_graph import TaskGraphService
@@ -166,11 +168,19 @@ def build_services(
     execution = ExecutionService(
         uow_factory=uow, clock=clock, lease=lease, observer=observer, redactor=resources.redactor
     )
+    # The same gates as the dispatcher's relay (routing, rate limits), for the runs a trigger
+    # or a retry dispatches at once.
+    relay = RunRelay(
+        uow_factory=uow,
+        clock=clock,
+        queue=resources.queue,
+        router=Router(worker_timeout=settings.worker.silence),
+        rate_limits=RunRateLimits(limiter=resources.rate_limiter, observer=observer),
+    )
     return ApiServices(
         tasks=TaskService(uow_factory=uow, clock=clock),
         task_graph=TaskGraphService(uow_factory=uow),
-        runs=RunService(uow_factory=uow, clock=clock, observer=observer),
-        relay=RunRelay(uow_factory=uow, clock=clock, queue=resources.queue),
+        runs=RunService(uow_factory=uow, clock=clock, observer=observer, relay=relay),
         workers=workers,
         remote_workers=RemoteWorkerService(uow_factory=uow, execution=execution, workers=workers),
         status=StatusService(uow_factory=uow, clock=clock, queue=resources.queue),

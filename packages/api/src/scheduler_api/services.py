@@ -19,7 +19,6 @@ from scheduler_application.auth import AuthService
 from scheduler_application.paging import MAX_PAGE_SIZE
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
-from scheduler_application.relay import RunRelay
 from scheduler_application.remote_workers import RemoteWorkerService
 from scheduler_application.runs import RunService
 from scheduler_application.status_report import StatusService
@@ -37,7 +36,6 @@ class ApiServices:
     tasks: TaskService
     task_graph: TaskGraphService
     runs: RunService
-    relay: RunRelay
     workers: WorkerService
     remote_workers: RemoteWorkerService
     status: StatusService
@@ -60,8 +58,6 @@ class ApiOptions:
     config_summary: Mapping[str, Any] = field(default_factory=dict)
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     probe_timeout: timedelta = timedelta(seconds=2)
-    #: How many pending runs a trigger or retry publishes right away (the relay does the rest).
-    publish_batch: int = 50
     #: Signs page cursors, so a client can only hand back cursors the server made. Derive it
     #: from a shared secret (bootstrap does) so that cursors survive restarts and replicas.
     cursor_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)

@@ -18,17 +18,25 @@ On the way out every run passes three gates, in this order:
    chosen worker's direct queue; the run's ``queue`` records where it went, its ``queued`` event
    which worker and why. ``redispatch_orphaned`` moves runs waiting in the direct queue of a worker
    that stopped taking work (offline, silent or draining) to a new target.
+
+Runs created by a use case that holds the relay (a manual trigger, a retry) pass the same gates
+inside the transaction that creates them (:meth:`RunRelay.dispatch_new`): a run that may go at
+once is written ``queued`` directly and published right after the commit, which saves the relay
+its own transaction on the path from trigger to start. When the queue lives in the same database
+(:class:`~scheduler_application.ports.queue.TransactionalRunQueue`, the postgres backend), the
+messages are written in the transaction itself: they exist exactly when the runs they name do,
+and nothing is published after the commit.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from scheduler_application.ports.clock import Clock
-from scheduler_application.ports.queue import RunMessage, RunQueue
+from scheduler_application.ports.queue import RunMessage, RunQueue, TransactionalRunQueue
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from scheduler_application.rate_limiting import RunRateLimits
 from scheduler_application.routing import Route, Router
@@ -64,6 +72,17 @@ def run_message(run: TaskRun) -> RunMessage:
         enqueued_at=run.queued_at,
         traceparent=run.traceparent,
     )
+
+
+@dataclass(slots=True)
+class Dispatched:
+    """What the gates decided about runs inside a unit of work: the events to store (after the
+    runs they belong to) and the messages to publish once it commits. ``staged`` once the
+    messages were written in the transaction itself (:meth:`RunRelay.stage`)."""
+
+    events: list[RunEvent] = field(default_factory=list)
+    messages: list[RunMessage] = field(default_factory=list)
+    staged: bool = False
 
 
 class RunRelay:
@@ -120,8 +139,9 @@ class RunRelay:
                 excluded |= outcome.full_tasks
             if not changed:
                 return []
+            staged = await self._stage_messages(uow, messages)
             await uow.commit()
-        if messages:
+        if messages and not staged:
             await self._queue.publish_many(messages)
         return messages
 
@@ -138,8 +158,9 @@ class RunRelay:
             outcome = await self._dispatch(uow, runs, self._clock.now())
             if not outcome.changed:
                 return []
+            staged = await self._stage_messages(uow, outcome.messages)
             await uow.commit()
-        if outcome.messages:
+        if outcome.messages and not staged:
             await self._queue.publish_many(outcome.messages)
         return outcome.messages
 
@@ -161,8 +182,10 @@ class RunRelay:
                 run.queued_at = now
                 messages.append(run_message(run))
             await uow.runs.update_many([(run, run.version) for run in stale], fields=("queued_at",))
+            staged = await self._stage_messages(uow, messages)
             await uow.commit()
-        await self._queue.publish_many(messages)
+        if not staged:
+            await self._queue.publish_many(messages)
         return messages
 
     async def redispatch_orphaned(self, limit: int = DEFAULT_BATCH) -> list[RunMessage]:
@@ -213,9 +236,47 @@ class RunRelay:
                 return []
             await uow.runs.update_many(writes, fields=("queue", "queued_at"))
             await uow.events.add_many(events)
+            staged = await self._stage_messages(uow, messages)
             await uow.commit()
-        await self._queue.publish_many(messages)
+        if not staged:
+            await self._queue.publish_many(messages)
         return messages
+
+    # -- runs created by a use case --------------------------------------------------------------
+
+    async def dispatch_new(
+        self, uow: UnitOfWork, runs: Sequence[TaskRun], *, tasks: Sequence[Task] = ()
+    ) -> Dispatched:
+        """Pass runs this unit of work is creating through the gates, before they are written.
+
+        Each run comes back marked ``queued`` (with its route) or postponed by a rate limit, or
+        left ``pending`` (its task at ``max_concurrent``, or locked by another dispatcher): the
+        relay loop takes those later. The caller adds the runs, then ``events``, then calls
+        :meth:`stage` and commits, then :meth:`publish`. ``tasks``: the runs' tasks if the
+        caller has read them already in this unit of work.
+        """
+        known = {task.id: task for task in tasks}
+        outcome = await self._gate(uow, list(runs), self._clock.now(), known)
+        return Dispatched(events=outcome.events, messages=outcome.messages)
+
+    async def stage(self, uow: UnitOfWork, dispatched: Dispatched) -> None:
+        """Write the messages in the unit of work's own transaction when the queue lives in the
+        same database; otherwise they wait for :meth:`publish` after the commit."""
+        dispatched.staged = await self._stage_messages(uow, dispatched.messages)
+
+    async def publish(self, dispatched: Dispatched) -> None:
+        """Publish what the committed unit of work queued (nothing if it was staged).
+
+        Should this fail, the runs stay ``queued`` with no message, as when the relay's own
+        publish fails: ``republish_stale_queued`` publishes them once they count as stale.
+        """
+        if dispatched.messages and not dispatched.staged:
+            await self._queue.publish_many(dispatched.messages)
+
+    async def _stage_messages(self, uow: UnitOfWork, messages: Sequence[RunMessage]) -> bool:
+        if not messages or not isinstance(self._queue, TransactionalRunQueue):
+            return False
+        return await self._queue.publish_within(uow, messages)
 
     # -- the gates -------------------------------------------------------------------------------
 
@@ -231,8 +292,28 @@ class RunRelay:
 
     async def _dispatch(self, uow: UnitOfWork, runs: list[TaskRun], now: datetime) -> _Outcome:
         """Gate, route and mark ``queued`` the given locked pending runs, in order."""
+        outcome = await self._gate(uow, runs, now)
+        # The runs are locked (pending_due … SKIP LOCKED): one write for all of them.
+        await uow.runs.update_many(outcome.writes, fields=DISPATCHED_FIELDS)
+        await uow.events.add_many(outcome.events)
+        outcome.writes.clear()
+        outcome.events.clear()
+        return outcome
+
+    async def _gate(
+        self,
+        uow: UnitOfWork,
+        runs: list[TaskRun],
+        now: datetime,
+        known: dict[str, Task] | None = None,
+    ) -> _Outcome:
+        """Decide about each pending run, in order, in memory: what to write is collected in
+        the outcome (``writes`` with the versions read, ``events``, ``messages``)."""
         outcome = _Outcome()
-        tasks = await _tasks_of(uow, runs)
+        if known and all(run.task_id in known for run in runs):
+            tasks = known
+        else:
+            tasks = await _tasks_of(uow, runs)
         capped = sorted(t.id for t in tasks.values() if t.max_concurrent is not None)
         locked: set[str] = set()
         in_flight: dict[str, int] = {}
@@ -270,11 +351,6 @@ class RunRelay:
             in_flight[task.id] = in_flight.get(task.id, 0) + 1
             outcome.messages.append(run_message(run))
             outcome.changed = True
-        # The runs are locked (pending_due … SKIP LOCKED): one write for all of them.
-        await uow.runs.update_many(outcome.writes, fields=DISPATCHED_FIELDS)
-        await uow.events.add_many(outcome.events)
-        outcome.writes.clear()
-        outcome.events.clear()
         return outcome
 
     def _postpone(self, outcome: _Outcome, run: TaskRun, *, until: datetime, key: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -19,11 +20,13 @@ from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.repositories import Page, RunFilter
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.relay import Dispatched, RunRelay
 from scheduler_application.tasks import load_visible_task
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.events import RunEvent
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.status import FAILURE_STATUSES, RunStatus
+from scheduler_domain.task import Task
 
 MAX_IDEMPOTENCY_KEY = 200
 #: Client keys are namespaced so they never meet the keys the system gives retries and slots.
@@ -31,6 +34,8 @@ MANUAL_KEY_PREFIX = "manual:"
 #: Final runs a user may try again by hand.
 RETRYABLE_STATUSES = FAILURE_STATUSES | {RunStatus.DEAD_LETTERED, RunStatus.CANCELLED}
 _TICK = timedelta(microseconds=1)
+
+logger = logging.getLogger("scheduler.runs")
 
 
 async def load_visible_run(uow: UnitOfWork, run_id: str, principal: Principal) -> TaskRun:
@@ -43,16 +48,26 @@ async def load_visible_run(uow: UnitOfWork, run_id: str, principal: Principal) -
 
 class RunService:
     def __init__(
-        self, *, uow_factory: UnitOfWorkFactory, clock: Clock, observer: RunObserver = NO_OBSERVER
+        self,
+        *,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        observer: RunObserver = NO_OBSERVER,
+        relay: RunRelay | None = None,
     ) -> None:
+        """With a ``relay``, triggered and retried runs pass its gates in the transaction that
+        creates them and are published right after it (or within it, on a queue kept in the
+        database); without one they are left ``pending`` for the dispatcher's relay loop."""
         self._uow_factory = uow_factory
         self._clock = clock
         self._observer = observer
+        self._relay = relay
 
     async def trigger(
         self, task_id: str, *, principal: Principal, idempotency_key: str | None = None
     ) -> TaskRun:
-        """A pending manual run whose logical time is now; the relay publishes it.
+        """A manual run whose logical time is now, queued and published at once when the
+        service has a relay and the task's gates allow it (pending for the relay otherwise).
 
         The same ``idempotency_key`` always answers with the same run, also when two callers race
         (the loser's insert hits the unique key, and it re-reads the winner's run).
@@ -89,10 +104,10 @@ class RunService:
                 queue=task.queue,
                 priority=task.priority,
             )
-            await _add_at_free_slot(uow, run)
-            await uow.events.add(run.created_event(actor=principal.actor))
+            dispatched = await self._add_and_dispatch(uow, run, task=task, actor=principal.actor)
             await uow.commit()
         self._observer.run_created(RunTrigger.MANUAL.value)
+        await self._publish(dispatched)
         return run
 
     async def get(self, run_id: str, *, principal: Principal) -> TaskRun:
@@ -179,15 +194,53 @@ class RunService:
                 traceparent=run.traceparent,
             )
             try:
-                await uow.runs.add(retry)
-                await uow.events.add(retry.created_event(actor=principal.actor))
+                dispatched = await self._add_and_dispatch(
+                    uow, retry, task=task, actor=principal.actor, free_slot=False
+                )
                 await uow.commit()
             except AlreadyExists:
                 raise Conflict(
                     f"run {run_id} was retried concurrently; try again", field="run_id"
                 ) from None
         self._observer.run_created(RunTrigger.RETRY.value)
+        await self._publish(dispatched)
         return retry
+
+    async def _add_and_dispatch(
+        self,
+        uow: UnitOfWork,
+        run: TaskRun,
+        *,
+        task: Task | None,
+        actor: str,
+        free_slot: bool = True,
+    ) -> Dispatched | None:
+        """Add the new run and its creation event — queued at once if the relay's gates let it
+        go (its events follow the creation's); the messages are staged in the transaction
+        when the queue allows it."""
+        created = run.created_event(actor=actor)
+        dispatched = None
+        if self._relay is not None:
+            known = () if task is None else (task,)
+            dispatched = await self._relay.dispatch_new(uow, [run], tasks=known)
+        events = [created, *(dispatched.events if dispatched else ())]
+        if free_slot:
+            await _add_at_free_slot(uow, run, events)
+        else:
+            await uow.runs.add(run, events=events)
+        if dispatched is not None and self._relay is not None:
+            await self._relay.stage(uow, dispatched)
+        return dispatched
+
+    async def _publish(self, dispatched: Dispatched | None) -> None:
+        """After the commit: the run is accepted whatever happens here. A failed publish leaves
+        it queued, and the dispatcher's relay publishes it again once it counts as stale."""
+        if dispatched is None or self._relay is None:
+            return
+        try:
+            await self._relay.publish(dispatched)
+        except Exception as error:
+            logger.warning("publishing a new run failed (%s); the relay will publish it", error)
 
     async def events(self, run_id: str, *, principal: Principal) -> builtins.list[RunEvent]:
         """The run's audit trail, oldest first."""
@@ -213,14 +266,15 @@ def _stored_key(idempotency_key: str | None) -> str | None:
     return MANUAL_KEY_PREFIX + idempotency_key
 
 
-async def _add_at_free_slot(uow: UnitOfWork, run: TaskRun) -> None:
-    """Add ``run`` at its ``scheduled_for``, or at the next microsecond not yet used as a logical
-    time of its task: two triggers within one clock tick must not collide on ``(task_id,
-    scheduled_for, attempt)``. Every logical time in use has its first attempt, so the insert
-    itself finds a taken one (no read first: one round trip in the common case)."""
+async def _add_at_free_slot(uow: UnitOfWork, run: TaskRun, events: list[RunEvent]) -> None:
+    """Add ``run`` (with its first ``events``) at its ``scheduled_for``, or at the next
+    microsecond not yet used as a logical time of its task: two triggers within one clock tick
+    must not collide on ``(task_id, scheduled_for, attempt)``. Every logical time in use has its
+    first attempt, so the insert itself finds a taken one (no read first: one round trip in the
+    common case)."""
     while True:
         try:
-            await uow.runs.add(run)
+            await uow.runs.add(run, events=events)
             return
         except AlreadyExists as clash:
             if clash.field != "scheduled_for":

@@ -399,4 +399,3 @@ class ScheduleFiring:
             return
         report.published = len(messages)
         report.lateness = [m.enqueued_at - slots[m.run_id] for m in messages]
-

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from scheduler_application.dependencies import DependencyResolver
 from scheduler_application.gauges import ClusterGauges
-from scheduler_application.ports.coordination import RateLimiter
 from scheduler_application.ports.observer import RunObserver
 from scheduler_application.rate_limiting import RunRateLimits
 from scheduler_application.reaper import LeaseReaper
@@ -22,7 +21,6 @@ from scheduler_dispatcher.scheduler_loop import SchedulerLoop, dependency_loop
 from scheduler_dispatcher.service import Dispatcher
 from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.persistence.task_changes import TaskChangeListener
-from scheduler_infrastructure.ratelimit import LocalRateLimiter, RedisRateLimiter
 from scheduler_infrastructure.resources import Resources, open_resources
 from scheduler_infrastructure.startup import StartupError, prepare
 from scheduler_infrastructure.telemetry import MetricsServer, serve_metrics
@@ -47,25 +45,23 @@ def build_dispatcher(
         relay_interval=timedelta(seconds=d.relay_interval_seconds),
         reaper_interval=timedelta(seconds=d.reaper_interval_seconds),
         requeue_after=timedelta(seconds=d.requeue_after_seconds),
-        worker_silence=timedelta(seconds=max(3 * settings.worker.heartbeat_seconds, 30)),
+        worker_silence=settings.worker.silence,
         batch_size=d.batch_size,
         gauge_interval=timedelta(seconds=d.gauge_interval_seconds),
     )
     uow, clock = resources.uow_factory, resources.clock
     observer: RunObserver = resources.metrics
-    limiter, close_limiter = _rate_limiter(settings, observer)
     relay = RunRelay(
         uow_factory=uow,
         clock=clock,
         queue=resources.queue,
         router=Router(worker_timeout=timings.worker_silence),
-        rate_limits=RunRateLimits(limiter=limiter, observer=observer),
+        rate_limits=RunRateLimits(limiter=resources.rate_limiter, observer=observer),
     )
     scheduler = SchedulerLoop(
         ScheduleFiring(uow_factory=uow, clock=clock, relay=relay, observer=observer),
         batch_size=d.batch_size,
         max_sleep=timedelta(seconds=d.max_sleep_seconds),
-        on_stop=close_limiter,
     )
     loops: list[PeriodicLoop] = [
         scheduler,
@@ -112,18 +108,3 @@ async def metrics_endpoint(resources: Resources) -> AsyncIterator[MetricsServer 
         return
     async with serve_metrics(resources.metrics, host=d.metrics_host, port=d.metrics_port) as srv:
         yield srv
-
-
-def _rate_limiter(
-    settings: Settings, observer: RunObserver
-) -> tuple[RateLimiter, Callable[[], Awaitable[None]] | None]:
-    """Redis buckets when ``redis.url`` is set (shared by every dispatcher), else in-process."""
-    if not settings.redis.url:
-        return LocalRateLimiter(), None
-    limiter = RedisRateLimiter(
-        url=settings.redis.url,
-        password=settings.redis.password,
-        prefix=f"{settings.queue.prefix}:ratelimit",
-        on_unavailable=lambda: observer.dependency_unavailable("redis"),
-    )
-    return limiter, limiter.aclose

@@ -3,14 +3,18 @@ else constructs infrastructure."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from scheduler_application.ports.coordination import RateLimiter
+from scheduler_application.ports.observer import RunObserver
 from scheduler_infrastructure.config import DatabaseSettings, Settings
 from scheduler_infrastructure.persistence.engine import create_engine
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
+from scheduler_infrastructure.ratelimit import LocalRateLimiter, RedisRateLimiter
 
 
 def database_url(database: DatabaseSettings) -> str:
@@ -34,3 +38,19 @@ def build_engine(settings: Settings) -> AsyncEngine:
 
 def build_unit_of_work_factory(engine: AsyncEngine) -> SqlUnitOfWorkFactory:
     return SqlUnitOfWorkFactory(engine)
+
+
+def build_rate_limiter(
+    settings: Settings, observer: RunObserver
+) -> tuple[RateLimiter, Callable[[], Awaitable[None]] | None]:
+    """Redis buckets when ``redis.url`` is set (shared by every process), else in-process;
+    with the function that closes it, if it holds anything."""
+    if not settings.redis.url:
+        return LocalRateLimiter(), None
+    limiter = RedisRateLimiter(
+        url=settings.redis.url,
+        password=settings.redis.password,
+        prefix=f"{settings.queue.prefix}:ratelimit",
+        on_unavailable=lambda: observer.dependency_unavailable("redis"),
+    )
+    return limiter, limiter.aclose

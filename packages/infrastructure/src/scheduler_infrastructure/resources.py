@@ -17,13 +17,19 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from scheduler_application.ports.coordination import RateLimiter
 from scheduler_application.ports.queue import RunQueue
 from scheduler_application.ports.redaction import Redactor
 from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.config import Settings
-from scheduler_infrastructure.factories import build_engine, build_unit_of_work_factory
+from scheduler_infrastructure.factories import (
+    build_engine,
+    build_rate_limiter,
+    build_unit_of_work_factory,
+)
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.queues.factory import build_run_queue
+from scheduler_infrastructure.ratelimit import LocalRateLimiter
 from scheduler_infrastructure.telemetry.metrics import PrometheusMetrics
 from scheduler_infrastructure.telemetry.redaction import SecretRedactor
 
@@ -41,6 +47,9 @@ class Resources:
     metrics: PrometheusMetrics = field(default_factory=PrometheusMetrics)
     #: Scrubs secrets from stored run output (the same rules as the logs).
     redactor: Redactor = field(default_factory=SecretRedactor)
+    #: The rate limits' buckets: in Redis when ``redis.url`` is set (shared by every process),
+    #: else in-process. Shared by the dispatcher's relay and the API's immediate dispatch.
+    rate_limiter: RateLimiter = field(default_factory=LocalRateLimiter)
 
 
 async def wait_for_database(engine: AsyncEngine, *, timeout: float) -> None:
@@ -97,6 +106,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             prefix=settings.queue.prefix,
         )
         await _open_queue(queue, timeout=timeout)
+        metrics = PrometheusMetrics()
+        limiter, close_limiter = build_rate_limiter(settings, metrics)
         try:
             yield Resources(
                 settings=settings,
@@ -104,11 +115,16 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
                 uow_factory=build_unit_of_work_factory(engine),
                 queue=queue,
                 clock=SystemClock(),
-                metrics=PrometheusMetrics(),
+                metrics=metrics,
                 redactor=SecretRedactor.from_settings(settings),
+                rate_limiter=limiter,
             )
         finally:
-            await queue.__aexit__(None, None, None)
+            try:
+                if close_limiter is not None:
+                    await close_limiter()
+            finally:
+                await queue.__aexit__(None, None, None)
     finally:
         await engine.dispose()
 

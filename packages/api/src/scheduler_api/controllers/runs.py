@@ -14,7 +14,6 @@ from scheduler_api.controllers.runs_listing import list_runs
 from scheduler_api.dependencies import CurrentPrincipal, Options, Services
 from scheduler_api.openapi import problems
 from scheduler_api.params import CURSOR_DESCRIPTION, LIMIT_DESCRIPTION, object_id
-from scheduler_api.publishing import publish_soon
 from scheduler_api.schemas.runs import RunEventList, RunEventOut, RunOut, RunOutputOut, RunPage
 from scheduler_domain.run import RunTrigger
 from scheduler_domain.status import RunStatus
@@ -95,14 +94,13 @@ class RunController(Controller):
         responses=problems(404, 409),
     )
     async def retry(
-        self, run_id: RunId, services: Services, options: Options, principal: CurrentPrincipal
+        self, run_id: RunId, services: Services, principal: CurrentPrincipal
     ) -> Response[RunOut]:
         run = await services.runs.retry(_id(run_id), principal=principal)
         return Response(
             RunOut.of(run),
             status_code=201,
             headers={"Location": f"/api/v1/runs/{run.id}"},
-            background=publish_soon(services, options),
         )
 
     @get("/{run_id:str}/output", summary="Captured output of a run", responses=problems(404))

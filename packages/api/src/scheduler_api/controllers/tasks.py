@@ -22,7 +22,6 @@ from scheduler_api.params import (
     page_size,
     seal_cursor,
 )
-from scheduler_api.publishing import publish_soon
 from scheduler_api.schemas.runs import RunOut, RunPage
 from scheduler_api.schemas.tasks import (
     TASK_EXAMPLE,
@@ -183,7 +182,6 @@ class TaskController(Controller):
         self,
         task_id: TaskId,
         services: Services,
-        options: Options,
         principal: CurrentPrincipal,
         idempotency_key: Annotated[
             str | None, HeaderParameter(name="Idempotency-Key", max_length=200)
@@ -201,7 +199,6 @@ class TaskController(Controller):
                 "Location": f"/api/v1/runs/{run.id}",
                 "Idempotent-Replayed": "true" if replayed else "false",
             },
-            background=None if replayed else publish_soon(services, options),
         )
 
     @get("/{task_id:str}/runs", summary="Runs of a task, newest first", responses=problems(404))

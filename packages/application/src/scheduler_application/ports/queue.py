@@ -3,7 +3,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+from scheduler_application.ports.unit_of_work import UnitOfWork
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,3 +51,16 @@ class RunQueue(Protocol):
     async def nack(self, delivery: Delivery, *, requeue: bool) -> None: ...
 
     async def depth(self, queue: str) -> int: ...
+
+
+@runtime_checkable
+class TransactionalRunQueue(Protocol):
+    """A queue kept in the database itself (the postgres backend), which can publish inside a
+    unit of work's transaction: the messages are delivered exactly when, and only if, it
+    commits — an atomic outbox, with no publish after the commit and no commit of its own.
+
+    ``publish_within`` returns False, writing nothing, when the unit of work is not on the
+    queue's database; the caller then publishes after the commit as usual.
+    """
+
+    async def publish_within(self, uow: UnitOfWork, messages: Sequence[RunMessage]) -> bool: ...

@@ -106,9 +106,11 @@ class TaskRepository(Protocol):
 
 
 class RunRepository(Protocol):
-    async def add(self, run: TaskRun) -> None:
-        """Insert; :class:`~scheduler_application.errors.AlreadyExists` when ``(task_id,
-        scheduled_for, attempt)`` or ``(task_id, idempotency_key)`` is taken."""
+    async def add(self, run: TaskRun, *, events: Sequence[RunEvent] = ()) -> None:
+        """Insert a new run, and with it its first ``events`` (its creation, and whatever the
+        creating use case decided about it) — in one statement where the database allows.
+        :class:`~scheduler_application.errors.AlreadyExists` when ``(task_id, scheduled_for,
+        attempt)`` or ``(task_id, idempotency_key)`` is taken; no event is written then."""
         ...
 
     async def get(self, run_id: str) -> TaskRun | None: ...
@@ -188,9 +190,7 @@ class RunRepository(Protocol):
         ``max_concurrent``), so their backlog never hides other tasks' runs."""
         ...
 
-    async def pending_among(
-        self, run_ids: Sequence[str], now: datetime
-    ) -> builtins.list[TaskRun]:
+    async def pending_among(self, run_ids: Sequence[str], now: datetime) -> builtins.list[TaskRun]:
         """Those of ``run_ids`` that are pending with ``not_before`` passed (or none), in
         :meth:`pending_due` order, locked, skipping rows another transaction holds."""
         ...

@@ -14,7 +14,7 @@ from scheduler_application.testing.clock import FakeClock
 from scheduler_application.testing.coordination import InMemoryLeaseStore, InMemoryRateLimiter
 from scheduler_application.testing.executor import FakeExecutor
 from scheduler_application.testing.observer import FakeRedactor, RecordingObserver
-from scheduler_application.testing.queue import InMemoryRunQueue
+from scheduler_application.testing.queue import InMemoryRunQueue, InMemoryTransactionalRunQueue
 from scheduler_application.testing.security import FakePasswordHasher, FakeTokenCodec
 from scheduler_application.testing.store import InMemoryStore, Transaction
 from scheduler_application.testing.unit_of_work import (
@@ -32,6 +32,7 @@ __all__ = [
     "InMemoryRateLimiter",
     "InMemoryRunQueue",
     "InMemoryStore",
+    "InMemoryTransactionalRunQueue",
     "InMemoryUnitOfWork",
     "InMemoryUnitOfWorkFactory",
     "RecordingObserver",

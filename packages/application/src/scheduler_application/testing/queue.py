@@ -4,6 +4,10 @@ Priority first, then publication order, within a queue; at most ``prefetch`` una
 per consumer; a consumer that goes away (its iterator is closed) gets its unacked deliveries
 redelivered to others, marked ``redelivered``. Set ``unavailable`` to act like a broker that is
 down: publishing then raises :class:`Unavailable`.
+
+:class:`InMemoryTransactionalRunQueue` also plays a queue kept in the database (the postgres
+backend): ``publish_within`` stages messages in an in-memory unit of work, and they appear when
+it commits.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from dataclasses import dataclass, field
 
 from scheduler_application.errors import Unavailable
 from scheduler_application.ports.queue import Delivery, RunMessage
+from scheduler_application.ports.unit_of_work import UnitOfWork
+from scheduler_application.testing.unit_of_work import InMemoryUnitOfWork
 
 
 @dataclass(order=True, slots=True)
@@ -134,3 +140,29 @@ class InMemoryRunQueue:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         await waiter
+
+
+class InMemoryTransactionalRunQueue(InMemoryRunQueue):
+    """A ``TransactionalRunQueue``: messages staged with ``publish_within`` join the unit of
+    work's transaction — published at its commit, gone with a rollback. ``staged`` records each
+    call's messages; ``published`` only what a commit (or a plain publish) let through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.staged: list[list[RunMessage]] = []
+
+    async def publish_within(self, uow: UnitOfWork, messages: Sequence[RunMessage]) -> bool:
+        if not isinstance(uow, InMemoryUnitOfWork):
+            return False
+        if self.unavailable:
+            raise Unavailable("the in-memory database queue is unavailable", dependency="broker")
+        batch = list(messages)
+        self.staged.append(batch)
+
+        def deliver() -> None:
+            for message in batch:
+                self.published.append(message)
+                self._push(message, redelivered=False)
+
+        uow.on_commit(deliver)
+        return True

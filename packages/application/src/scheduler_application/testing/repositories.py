@@ -146,7 +146,6 @@ class InMemoryTaskRepository(_Repository):
     async def queue_names(self) -> builtins.list[str]:
         return sorted({t.queue for t in self.tx.scan("tasks")})
 
-
     async def lock_many(self, task_ids: Sequence[str]) -> set[str]:
         tx = self.tx
         return {
@@ -177,8 +176,10 @@ def _lock_first(tx: Transaction, table: str, candidates: list[R], limit: int) ->
 
 
 class InMemoryRunRepository(_Repository):
-    async def add(self, run: TaskRun) -> None:
+    async def add(self, run: TaskRun, *, events: Sequence[RunEvent] = ()) -> None:
         self.tx.insert("runs", run)
+        for event in events:
+            self.tx.insert("events", event)
 
     async def get(self, run_id: str) -> TaskRun | None:
         found: TaskRun | None = self.tx.get("runs", run_id)
@@ -339,7 +340,6 @@ class InMemoryRunRepository(_Repository):
                 tally[name] += value
         return [QueueActivity(queue=queue, **tallies[queue]) for queue in sorted(tallies)]
 
-
     async def count_in_flight(self, task_ids: Sequence[str]) -> dict[str, int]:
         wanted = set(task_ids)
         counts: dict[str, int] = {}
@@ -353,9 +353,7 @@ class InMemoryRunRepository(_Repository):
     ) -> builtins.list[TaskRun]:
         return self._pending(now, limit=limit, keep=lambda r: r.task_id not in exclude_task_ids)
 
-    async def pending_among(
-        self, run_ids: Sequence[str], now: datetime
-    ) -> builtins.list[TaskRun]:
+    async def pending_among(self, run_ids: Sequence[str], now: datetime) -> builtins.list[TaskRun]:
         wanted = set(run_ids)
         return self._pending(now, limit=max(len(wanted), 1), keep=lambda r: r.id in wanted)
 

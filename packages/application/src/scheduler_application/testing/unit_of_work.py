@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -41,6 +42,7 @@ class InMemoryUnitOfWork:
         self.commits = 0
         self.rollbacks = 0
         self._tx: Transaction | None = None
+        self._on_commit: list[Callable[[], None]] = []
         self.tasks: TaskRepository = InMemoryTaskRepository(self._current)
         self.runs: RunRepository = InMemoryRunRepository(self._current)
         self.events: RunEventRepository = InMemoryRunEventRepository(self._current)
@@ -73,14 +75,25 @@ class InMemoryUnitOfWork:
         finally:
             self._tx = None
 
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the open transaction commits; a rollback forgets it. (How
+        :class:`~scheduler_application.testing.queue.InMemoryTransactionalRunQueue` makes its
+        staged messages appear exactly at the commit.)"""
+        self._current()
+        self._on_commit.append(callback)
+
     async def commit(self) -> None:
         tx = self._current()
         await asyncio.sleep(0)
         tx.commit()
         self.commits += 1
+        callbacks, self._on_commit = self._on_commit, []
+        for callback in callbacks:
+            callback()
 
     async def rollback(self) -> None:
         tx = self._current()
+        self._on_commit.clear()
         if tx.has_work():
             self.rollbacks += 1
         tx.rollback()

@@ -8,6 +8,7 @@ file that is committed or baked into an image.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Literal
 
 QueueBackend = Literal["memory", "postgres", "rabbitmq", "redis"]
@@ -16,9 +17,7 @@ LogFormat = Literal["auto", "json", "console"]
 TraceExporter = Literal["none", "console", "otlp-grpc", "otlp-http"]
 
 #: ``section.key`` names that only the environment may set.
-SECRETS = frozenset(
-    {"database.password", "rabbitmq.password", "redis.password", "api.jwt_secret"}
-)
+SECRETS = frozenset({"database.password", "rabbitmq.password", "redis.password", "api.jwt_secret"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +97,11 @@ class WorkerSettings:
     #: The standalone worker's ``/metrics`` (0: none).
     metrics_port: int = 9102
     metrics_host: str = "127.0.0.1"
+
+    @property
+    def silence(self) -> timedelta:
+        """How long a worker may go without a heartbeat before it no longer counts as live."""
+        return timedelta(seconds=max(3 * self.heartbeat_seconds, 30))
 
 
 @dataclass(frozen=True, slots=True)

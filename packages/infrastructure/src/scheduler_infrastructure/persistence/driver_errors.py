@@ -114,9 +114,7 @@ def translate(error: Exception, *, what: str = "row") -> ApplicationError | None
     if isinstance(error, sa_exc.DBAPIError) and _sqlstate(error) in _RETRYABLE_SQLSTATE:
         return Conflict(f"the {what} was changed concurrently, try again: {_reason(error)}")
     if is_unavailable(error):
-        return Unavailable(
-            f"the database is unavailable: {_reason(error)}", dependency="database"
-        )
+        return Unavailable(f"the database is unavailable: {_reason(error)}", dependency="database")
     return None
 
 

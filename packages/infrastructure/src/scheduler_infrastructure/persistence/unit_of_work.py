@@ -41,6 +41,16 @@ class SqlUnitOfWork:
         self.api_keys = SqlApiKeyRepository(self._current)
         self.refresh_tokens = SqlRefreshTokenRepository(self._current)
 
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @property
+    def connection(self) -> AsyncConnection:
+        """The open transaction's connection, for adapters that write in the same transaction
+        (the postgres queue's in-transaction publish)."""
+        return self._current()
+
     def _current(self) -> AsyncConnection:
         if self._connection is None:
             raise RuntimeError("use the unit of work inside 'async with'")

@@ -29,8 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.errors import Unavailable
 from scheduler_application.ports.queue import Delivery, RunMessage
+from scheduler_application.ports.unit_of_work import UnitOfWork
 from scheduler_infrastructure.errors import ConfigError
-from scheduler_infrastructure.persistence.driver_errors import is_unavailable
+from scheduler_infrastructure.persistence.driver_errors import is_unavailable, translated
+from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWork
 from scheduler_infrastructure.queues import messages
 from scheduler_infrastructure.queues import postgres_statements as statements
 from scheduler_infrastructure.queues.consumer import BufferedConsumer
@@ -128,15 +130,25 @@ class PostgresRunQueue:
     async def publish_many(self, messages_: Sequence[RunMessage]) -> None:
         if not messages_:
             return
-        await self._execute(
-            statements.PUBLISH,
-            {
-                "queues": [message.queue for message in messages_],
-                "priorities": [clamp(message.priority) for message in messages_],
-                "payloads": [messages.encode(message) for message in messages_],
-                "channel": self.channel,
-            },
-        )
+        await self._execute(statements.PUBLISH, self._publish_params(messages_))
+
+    async def publish_within(self, uow: UnitOfWork, messages_: Sequence[RunMessage]) -> bool:
+        """``TransactionalRunQueue``: insert the messages in the unit of work's transaction (its
+        ``NOTIFY`` goes out at its commit), if it is a SQL unit of work on this database."""
+        if not isinstance(uow, SqlUnitOfWork) or uow.engine.pool is not self._engine.pool:
+            return False
+        if messages_:
+            async with translated("queue message"):
+                await uow.connection.execute(statements.PUBLISH, self._publish_params(messages_))
+        return True
+
+    def _publish_params(self, messages_: Sequence[RunMessage]) -> dict[str, Any]:
+        return {
+            "queues": [message.queue for message in messages_],
+            "priorities": [clamp(message.priority) for message in messages_],
+            "payloads": [messages.encode(message) for message in messages_],
+            "channel": self.channel,
+        }
 
     def consume(self, queues: Sequence[str], *, prefetch: int) -> PostgresConsumer:
         if not self._started:
@@ -238,7 +250,7 @@ class PostgresRunQueue:
 
     def _wake(self, queue: str) -> None:
         for consumer in self._consumers.get(queue, ()):
-            consumer.wake()
+            consumer.wake(queue)
 
     def _wake_all(self) -> None:
         for group in self._consumers.values():

@@ -43,8 +43,14 @@ class PostgresConsumer(BufferedConsumer):
         self._owner = owner
         self._wakeup = asyncio.Event()
         self._next_queue = 0
+        #: Queues a notification named since the last fetch: looked at first, so a consumer of
+        #: several queues (its own and its worker's direct queue) claims a new message in one
+        #: round trip rather than after a look at an empty queue.
+        self._notified: dict[str, None] = {}
 
-    def wake(self) -> None:
+    def wake(self, queue: str | None = None) -> None:
+        if queue is not None:
+            self._notified[queue] = None
         self._wakeup.set()
 
     def _loops(self) -> Sequence[Coroutine[Any, Any, None]]:
@@ -70,8 +76,10 @@ class PostgresConsumer(BufferedConsumer):
 
     async def _fetch(self) -> bool:
         """Claim up to ``free`` rows, each queue in turn; True if every claim was filled."""
-        queues = self.queues[self._next_queue :] + self.queues[: self._next_queue]
+        rotation = self.queues[self._next_queue :] + self.queues[: self._next_queue]
         self._next_queue = (self._next_queue + 1) % len(self.queues)
+        notified, self._notified = self._notified, {}
+        queues = dict.fromkeys([*(q for q in notified if q in self.queues), *rotation])
         for queue in queues:
             wanted = self.free
             if wanted <= 0:

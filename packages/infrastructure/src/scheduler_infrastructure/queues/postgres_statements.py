@@ -2,6 +2,15 @@
 
 Publishing and releasing notify in the same statement as their write, so a notification is sent
 exactly when the rows it announces are committed.
+
+The consumer's own bookkeeping — claiming, extending, releasing, acknowledging, burying — commits
+asynchronously (``synchronous_commit = off`` for that statement's transaction, via the one-row
+``relaxed`` join): it does not wait for its WAL to reach the disk, which on a small machine is
+most of a claim's time. Should the server crash, such a commit may be lost, and every such loss
+only causes a redelivery or a later one: a lost claim or ack leaves the row to be delivered
+again (the run's own claim, which commits durably, refuses the duplicate); a lost release or
+extension makes the lock lapse later or earlier; a lost burial leaves the row to be buried
+again. Publishing commits durably.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ CLAIM = text(
     SET locked_by = :consumer,
         locked_until = now() + make_interval(secs => CAST(:visibility AS double precision)),
         delivery_count = delivery_count + 1
+    FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
     WHERE id IN (
         SELECT id FROM queue_messages
         WHERE queue = :queue
@@ -38,11 +48,18 @@ CLAIM = text(
     RETURNING id, priority, payload, delivery_count
     """
 )
-ACK = text("DELETE FROM queue_messages WHERE id = ANY(CAST(:ids AS bigint[]))")
+ACK = text(
+    """
+    DELETE FROM queue_messages
+    USING (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
+    WHERE id = ANY(CAST(:ids AS bigint[]))
+    """
+)
 RELEASE = text(
     """
     WITH released AS (
         UPDATE queue_messages SET locked_by = NULL, locked_until = NULL
+        FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
         WHERE id = ANY(CAST(:ids AS bigint[])) AND locked_by = :consumer
         RETURNING queue
     )
@@ -53,13 +70,16 @@ EXTEND = text(
     """
     UPDATE queue_messages
     SET locked_until = now() + make_interval(secs => CAST(:visibility AS double precision))
+    FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
     WHERE id = ANY(CAST(:ids AS bigint[])) AND locked_by = :consumer
     """
 )
 BURY = text(
     """
     WITH buried AS (
-        DELETE FROM queue_messages WHERE id = ANY(CAST(:ids AS bigint[]))
+        DELETE FROM queue_messages
+        USING (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
+        WHERE id = ANY(CAST(:ids AS bigint[]))
         RETURNING id, queue, priority, payload, enqueued_at, delivery_count
     )
     INSERT INTO queue_dead_letters

@@ -77,6 +77,14 @@ class SqlRepository:
     async def _all(self, statement: Executable) -> Sequence[RowMapping]:
         return (await self._execute(statement)).mappings().all()
 
+    async def _all_with(
+        self, statement: Executable, parameters: Mapping[str, Any]
+    ) -> Sequence[RowMapping]:
+        """:meth:`_all` of a prebuilt statement with bound parameters."""
+        async with translated(self.what):
+            result = await self._conn.execute(statement, dict(parameters))
+        return result.mappings().all()
+
     async def _first(self, statement: Executable) -> RowMapping | None:
         return (await self._execute(statement)).mappings().first()
 

@@ -16,34 +16,39 @@ from scheduler_infrastructure.persistence.tables import run_events
 
 #: Built once; the rows come as parameters (one statement, or one executemany for many).
 _INSERT = insert(run_events)
-_INSERT_MANY = text(
-    """
+#: PostgreSQL: the events as one array per column (``event_columns``), inserted in order; the
+#: ``{guard}`` slot takes a condition (``SqlRunRepository.add`` writes them with their run).
+INSERT_FROM_ARRAYS = """
     INSERT INTO run_events (id, run_id, task_id, from_status, to_status, at, actor, detail)
     SELECT e.id, e.run_id, e.task_id, e.from_status, e.to_status, e.at, e.actor,
            CAST(e.detail AS jsonb)
     FROM unnest(
-        CAST(:id AS text[]), CAST(:run_id AS text[]), CAST(:task_id AS text[]),
-        CAST(:from_status AS text[]), CAST(:to_status AS text[]), CAST(:at AS timestamptz[]),
-        CAST(:actor AS text[]), CAST(:detail AS text[])
+        CAST(:event_id AS text[]), CAST(:event_run_id AS text[]), CAST(:event_task_id AS text[]),
+        CAST(:event_from_status AS text[]), CAST(:event_to_status AS text[]),
+        CAST(:event_at AS timestamptz[]), CAST(:event_actor AS text[]),
+        CAST(:event_detail AS text[])
     ) WITH ORDINALITY AS e(id, run_id, task_id, from_status, to_status, at, actor, detail, n)
+    WHERE {guard}
     ORDER BY e.n
-    """
-)
+"""
+_INSERT_MANY = text(INSERT_FROM_ARRAYS.format(guard="true"))
 
 
-def _columns(events: Sequence[RunEvent]) -> dict[str, list[Any]]:
+def event_columns(events: Sequence[RunEvent]) -> dict[str, list[Any]]:
     for event in events:
         if event.at.utcoffset() is None:
             raise ValueError(f"refusing to store a naive datetime: {event.at!r}")
     return {
-        "id": [e.id for e in events],
-        "run_id": [e.run_id for e in events],
-        "task_id": [e.task_id for e in events],
-        "from_status": [None if e.from_status is None else e.from_status.value for e in events],
-        "to_status": [e.to_status.value for e in events],
-        "at": [e.at for e in events],
-        "actor": [e.actor for e in events],
-        "detail": [json.dumps(e.detail) for e in events],
+        "event_id": [e.id for e in events],
+        "event_run_id": [e.run_id for e in events],
+        "event_task_id": [e.task_id for e in events],
+        "event_from_status": [
+            None if e.from_status is None else e.from_status.value for e in events
+        ],
+        "event_to_status": [e.to_status.value for e in events],
+        "event_at": [e.at for e in events],
+        "event_actor": [e.actor for e in events],
+        "event_detail": [json.dumps(e.detail) for e in events],
     }
 
 
@@ -62,7 +67,7 @@ class SqlRunEventRepository(SqlRepository):
             await self._execute(_INSERT, [event_to_row(e) for e in events])
             return
         async with translated(self.what):
-            await self._conn.execute(_INSERT_MANY, _columns(events))
+            await self._conn.execute(_INSERT_MANY, event_columns(events))
 
     async def list_for_run(self, run_id: str) -> list[RunEvent]:
         """Oldest first; events stamped with the same instant keep their insertion order."""

@@ -32,6 +32,7 @@ from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 from scheduler_application.errors import Conflict
 from scheduler_application.ports.repositories import Page, QueueActivity, RunFilter
+from scheduler_domain.events import RunEvent
 from scheduler_domain.run import TaskRun
 from scheduler_domain.status import ACTIVE_STATUSES, RunStatus
 from scheduler_infrastructure.persistence.column_types import UTCDateTime
@@ -41,8 +42,13 @@ from scheduler_infrastructure.persistence.cursors import (
     encode_cursor,
 )
 from scheduler_infrastructure.persistence.driver_errors import translated
-from scheduler_infrastructure.persistence.mappers import run_from_row, run_to_row
+from scheduler_infrastructure.persistence.mappers import RUN_COLUMNS, run_from_row, run_to_row
 from scheduler_infrastructure.persistence.repositories.base import SqlRepository, check_limit
+from scheduler_infrastructure.persistence.repositories.events import (
+    INSERT_FROM_ARRAYS,
+    SqlRunEventRepository,
+    event_columns,
+)
 from scheduler_infrastructure.persistence.tables import (
     RUN_DEPENDENTS_UNRESOLVED,
     RUN_PENDING,
@@ -53,13 +59,37 @@ from scheduler_infrastructure.persistence.tables import (
 )
 
 _c = task_runs.c
+#: A new run and its first events, in one round trip: the events are written only if the run
+#: was (a taken key leaves nothing, and the caller hears :class:`AlreadyExists`).
+_NEW_RUN_COLUMNS = [task_runs.c[name] for name in RUN_COLUMNS]
+_INSERT_WITH_EVENTS = text(
+    # Only schema names are interpolated: the values are all bound parameters.
+    "WITH new_run AS ("  # noqa: S608
+    f"INSERT INTO task_runs ({', '.join(c.name for c in _NEW_RUN_COLUMNS)}) "
+    f"VALUES ({', '.join(':' + c.name for c in _NEW_RUN_COLUMNS)}) "
+    "ON CONFLICT DO NOTHING RETURNING id) "
+    + INSERT_FROM_ARRAYS.format(guard="EXISTS (SELECT 1 FROM new_run)")
+).bindparams(*(bindparam(c.name, type_=c.type) for c in _NEW_RUN_COLUMNS))
 
 
 class SqlRunRepository(SqlRepository):
     what = "run"
 
-    async def add(self, run: TaskRun) -> None:
-        await self._insert_new(task_runs, run_to_row(run))
+    async def add(self, run: TaskRun, *, events: Sequence[RunEvent] = ()) -> None:
+        """PostgreSQL: the run and its events in one statement (the events only if the run was
+        inserted); SQLite: one after the other."""
+        if not events:
+            await self._insert_new(task_runs, run_to_row(run))
+            return
+        if not self._postgres:
+            await self._insert_new(task_runs, run_to_row(run))
+            await SqlRunEventRepository(self._connection).add_many(events)
+            return
+        row = run_to_row(run)
+        async with translated(self.what):
+            result = await self._conn.execute(_INSERT_WITH_EVENTS, {**row, **event_columns(events)})
+        if result.rowcount == 0:
+            raise await self._clash(task_runs, row)
 
     async def get(self, run_id: str) -> TaskRun | None:
         return await self._one(select(task_runs).where(_c.id == run_id))
@@ -261,9 +291,7 @@ class SqlRunRepository(SqlRepository):
             query = query.where(_c.task_id.not_in(sorted(set(exclude_task_ids))))
         return await self._many(self._locked(query))
 
-    async def pending_among(
-        self, run_ids: Sequence[str], now: datetime
-    ) -> builtins.list[TaskRun]:
+    async def pending_among(self, run_ids: Sequence[str], now: datetime) -> builtins.list[TaskRun]:
         if not run_ids:
             return []
         query = self._pending_query(now).where(_c.id.in_(sorted(set(run_ids))))

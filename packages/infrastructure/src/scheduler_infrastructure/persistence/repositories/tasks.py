@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
@@ -33,6 +33,10 @@ _UPSTREAMS = func.array(
 ).label("depends_on")
 
 
+_GET = select(tasks).where(tasks.c.id == bindparam("task_id"))
+_GET_WITH_UPSTREAMS = _GET.add_columns(_UPSTREAMS)
+
+
 class SqlTaskRepository(SqlRepository):
     what = "task"
 
@@ -41,8 +45,16 @@ class SqlTaskRepository(SqlRepository):
         await self._insert_dependencies(task)
 
     async def get(self, task_id: str) -> Task | None:
-        found = await self._load(select(tasks).where(tasks.c.id == task_id))
-        return found[0] if found else None
+        """One prebuilt statement (every trigger reads its task): SQLAlchemy neither builds nor
+        hashes a statement per call."""
+        query = _GET_WITH_UPSTREAMS if self._postgres else _GET
+        rows = await self._all_with(query, {"task_id": task_id})
+        if not rows:
+            return None
+        row = rows[0]
+        if self._postgres:
+            return task_from_row(row, row["depends_on"])
+        return task_from_row(row, (await self._upstreams([task_id])).get(task_id, ()))
 
     async def get_many(self, task_ids: Sequence[str]) -> builtins.list[Task]:
         """The tasks that exist, in the order asked, each once."""
