@@ -11,6 +11,7 @@ import asyncio
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -61,6 +63,16 @@ async def postgres_problem() -> str | None:
     return None
 
 
+API_SECRET = "e2e-jwt-secret-" + "x" * 40
+ADMIN_PASSWORD = "e2e-admin-password-1"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @dataclass
 class Process:
     name: str
@@ -98,6 +110,7 @@ class Cluster:
     prefix: str = field(default_factory=lambda: f"e2e{secrets.token_hex(4)}")
     processes: list[Process] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
+    clients: list[httpx.AsyncClient] = field(default_factory=list)
 
     def env(self, **overrides: str) -> dict[str, str]:
         env = {
@@ -137,7 +150,7 @@ class Cluster:
     def start(self, binary: str, name: str, **env: str) -> Process:
         log = self.workdir / f"{name}.log"
         handle = log.open("ab")
-        popen = subprocess.Popen(  # noqa: S603 - our own console scripts
+        popen = subprocess.Popen(
             [str(BIN / binary)],
             cwd=self.workdir,
             env=self.env(**env),
@@ -156,7 +169,46 @@ class Cluster:
     def dispatcher(self, name: str = "dispatcher", **env: str) -> Process:
         return self.start("scheduler-dispatcher", name, **env)
 
+    async def api(self, name: str = "api") -> tuple[Process, httpx.AsyncClient]:
+        """A ``scheduler-api`` on a free port with an admin user, and a client logged in as
+        that admin (closed by :meth:`stop_all`)."""
+        port = free_port()
+        self.extra_env.update(
+            SCHEDULER__API__JWT_SECRET=API_SECRET,
+            SCHEDULER__API__PORT=str(port),
+            SCHEDULER_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        )
+        created = await asyncio.to_thread(
+            subprocess.run,
+            [str(BIN / "scheduler"), "create-admin"],
+            env=self.env(),
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert created.returncode == 0, created.stderr
+        process = self.start("scheduler-api", name)
+        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        self.clients.append(client)
+
+        async def ready() -> bool:
+            try:
+                return (await client.get("/ready")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(ready, timeout=60, interval=0.25)
+        login = await client.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        )
+        assert login.status_code == 200, login.text
+        client.headers["authorization"] = f"Bearer {login.json()['access_token']}"
+        return process, client
+
     async def stop_all(self) -> None:
+        for client in self.clients:
+            await client.aclose()
         for process in self.processes:
             if process.alive():
                 process.signal(signal.SIGCONT)

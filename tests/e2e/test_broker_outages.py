@@ -24,7 +24,7 @@ def scenario(uow_factory: Any, tmp_path: Any) -> Scenario:
 
 
 def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)  # noqa: S603, S607
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
 
 
 async def _rabbitmq_answers() -> bool:
@@ -38,9 +38,7 @@ async def _rabbitmq_answers() -> bool:
     return True
 
 
-async def _trigger_through_outage(
-    scenario: Scenario, task_id: str, outage: Any
-) -> list[str]:
+async def _trigger_through_outage(scenario: Scenario, task_id: str, outage: Any) -> list[str]:
     # Warm up first, so the outage hits connected publishers and consumers, not start-up.
     warm = await scenario.trigger(task_id)
     await eventually(lambda: _is_succeeded(scenario, warm.id), timeout=60, interval=0.2)
@@ -92,9 +90,7 @@ async def test_rabbitmq_app_restart_during_triggers_loses_and_duplicates_nothing
     await _assert_all_done_once(scenario, ids)
     # Consumers came back: a run triggered now is picked up promptly.
     late = await scenario.trigger(task_id)
-    await eventually(
-        lambda: _is_succeeded(scenario, late.id), timeout=30, interval=0.2
-    )
+    await eventually(lambda: _is_succeeded(scenario, late.id), timeout=30, interval=0.2)
 
 
 async def _is_succeeded(scenario: Scenario, run_id: str) -> bool:
@@ -125,3 +121,52 @@ async def test_redis_connections_killed_during_triggers_lose_and_duplicate_nothi
     await _assert_all_done_once(scenario, ids)
     late = await scenario.trigger(task_id)
     await eventually(lambda: _is_succeeded(scenario, late.id), timeout=30, interval=0.2)
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+async def test_runs_triggered_through_the_api_while_rabbitmq_is_down_start_once_it_is_back(
+    cluster_factory: Any,
+) -> None:
+    """The API queues a triggered run and publishes it at once; while RabbitMQ is stopped the
+    trigger still answers 201 (the run is committed) and the publish is retried in the
+    background. Re-publishing of stale queued runs is pushed out of reach (300 s), so the runs
+    finishing within a minute of the broker's return shows the API's own retry brought them."""
+    from harness import require
+
+    require("RabbitMQ", None if await _rabbitmq_answers() else "no answer on 5672")
+    cluster: Cluster = cluster_factory("rabbitmq")
+    cluster.extra_env["SCHEDULER__DISPATCHER__REQUEUE_AFTER_SECONDS"] = "300"
+    api, client = await cluster.api()
+    cluster.worker("w1")
+    cluster.dispatcher()
+    created = await client.post(
+        "/api/v1/tasks",
+        json={"name": "api-through-outage", "executor": "noop"},
+    )
+    assert created.status_code == 201, created.text
+    trigger = f"/api/v1/tasks/{created.json()['id']}/trigger"
+    warm = (await client.post(trigger)).json()["id"]
+
+    async def succeeded(run_ids: list[str]) -> bool:
+        runs = [(await client.get(f"/api/v1/runs/{i}")).json() for i in run_ids]
+        return all(run["status"] == "succeeded" for run in runs)
+
+    await eventually(lambda: succeeded([warm]), timeout=60, interval=0.2)
+    accepted: list[str] = []
+    try:
+        await asyncio.to_thread(_rabbitmqctl, "stop_app")
+        for _ in range(10):
+            response = await client.post(trigger)
+            assert response.status_code == 201, response.text
+            assert response.json()["status"] == "queued"
+            accepted.append(response.json()["id"])
+    finally:
+        await asyncio.to_thread(_rabbitmqctl, "start_app")
+        await eventually(_rabbitmq_answers, timeout=60, interval=0.5)
+    await eventually(lambda: succeeded(accepted), timeout=60, interval=0.5)
+    for run_id in accepted:
+        events = (await client.get(f"/api/v1/runs/{run_id}/events")).json()["items"]
+        statuses = [event["to_status"] for event in events]
+        assert statuses.count("running") == 1, statuses
+    assert "retrying in the background" in api.output()

@@ -42,8 +42,11 @@ async def _assert_each_succeeded_once_with_history(scenario: Scenario, expected:
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize(
     "backend",
-    ["postgres", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
-     pytest.param("redis", marks=pytest.mark.redis)],
+    [
+        "postgres",
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ],
 )
 async def test_thousand_runs_three_workers_two_dispatchers_each_once(
     backend: str, cluster_factory: Any, scenario: Scenario
@@ -56,10 +59,7 @@ async def test_thousand_runs_three_workers_two_dispatchers_each_once(
     task_ids = [await scenario.noop_task(f"bulk-{i}") for i in range(10)]
     total = 1000
     await asyncio.gather(
-        *(
-            _trigger_many(scenario, task_ids[i % 10], total // 10)
-            for i in range(10)
-        )
+        *(_trigger_many(scenario, task_ids[i % 10], total // 10) for i in range(10))
     )
 
     async def done() -> bool:
@@ -130,7 +130,6 @@ async def test_terminated_postgres_connections_lose_and_duplicate_nothing(
     async with scenario.uow_factory() as uow:
         for run in succeeded:
             claims = [
-                e for e in await uow.events.list_for_run(run.id)
-                if e.to_status is RunStatus.RUNNING
+                e for e in await uow.events.list_for_run(run.id) if e.to_status is RunStatus.RUNNING
             ]
             assert len(claims) == 1

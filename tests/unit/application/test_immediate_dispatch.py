@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from application_fixtures import ALICE, START, task_spec
 
 from scheduler_application.execution import ExecutionService
 from scheduler_application.ports.executor import ExecutionResult
+from scheduler_application.ports.queue import RunMessage
 from scheduler_application.rate_limiting import RunRateLimits
 from scheduler_application.relay import RunRelay
 from scheduler_application.routing import Router
@@ -122,7 +124,8 @@ async def test_a_rate_limited_trigger_waits_pending_and_is_never_dropped(
     assert first.status is RunStatus.QUEUED
     held: TaskRun = store.row("runs", second.id)
     assert held.status is RunStatus.PENDING
-    assert held.not_before is not None and held.not_before > START
+    assert held.not_before is not None
+    assert held.not_before > START
     [postponed] = [e for e in store.rows("events") if e.run_id == second.id][1:]
     assert (postponed.to_status, postponed.detail["reason"]) == (RunStatus.PENDING, "rate_limited")
     assert [m.run_id for m in queue.published] == [first.id]
@@ -178,7 +181,7 @@ async def test_a_targeted_strategy_routes_the_trigger_to_a_live_workers_queue(
     assert message.queue == "worker.id-gpu" == store.row("runs", run.id).queue
 
 
-async def test_a_failed_publish_after_the_commit_loses_nothing(
+async def test_a_failed_publish_after_the_commit_is_retried_until_the_broker_takes_it(
     uow_factory: InMemoryUnitOfWorkFactory,
     clock: FakeClock,
     tasks: TaskService,
@@ -186,19 +189,45 @@ async def test_a_failed_publish_after_the_commit_loses_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The broker is down: the trigger is still accepted (its run is committed, queued), and
-    the relay's republishing of stale queued runs publishes it once the broker is back."""
+    the relay publishes it in the background as soon as the broker is back — not only once
+    the run counts as stale."""
+    broker = InMemoryRunQueue()
+    relay = RunRelay(uow_factory=uow_factory, clock=clock, queue=broker)
+    relay.retry_delays = (0.01, 0.02)
+    runs = RunService(uow_factory=uow_factory, clock=clock, relay=relay)
+    task = await make(tasks)
+    broker.unavailable = True
+
+    with caplog.at_level(logging.WARNING, logger="scheduler.relay"):
+        run = await runs.trigger(task.id, principal=ALICE)
+        second = await runs.trigger(task.id, principal=ALICE)
+
+    assert store.row("runs", run.id).status is RunStatus.QUEUED
+    assert broker.published == []
+    assert relay.unpublished == 2
+    assert "retrying in the background" in caplog.text
+    await asyncio.sleep(0.1)  # still down: kept, tried again
+    assert relay.unpublished == 2
+
+    broker.unavailable = False
+    async with asyncio.timeout(5):
+        while relay.unpublished:  # noqa: ASYNC110 - polling the relay's own state
+            await asyncio.sleep(0.01)
+    assert {m.run_id for m in broker.published} == {run.id, second.id}
+    await runs.aclose()
+
+
+async def test_closing_stops_the_retries_and_leaves_the_runs_to_the_stale_republish(
+    uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock, tasks: TaskService
+) -> None:
     broker = InMemoryRunQueue()
     relay = RunRelay(uow_factory=uow_factory, clock=clock, queue=broker)
     runs = RunService(uow_factory=uow_factory, clock=clock, relay=relay)
     task = await make(tasks)
     broker.unavailable = True
+    run = await runs.trigger(task.id, principal=ALICE)
+    await runs.aclose()
 
-    with caplog.at_level(logging.WARNING, logger="scheduler.runs"):
-        run = await runs.trigger(task.id, principal=ALICE)
-
-    assert store.row("runs", run.id).status is RunStatus.QUEUED
-    assert broker.published == []
-    assert "the relay will publish it" in caplog.text
     broker.unavailable = False
     clock.advance(seconds=61)
     [message] = await relay.republish_stale_queued(timedelta(seconds=60))
@@ -255,3 +284,38 @@ async def test_a_retry_is_queued_and_published_at_once(
 
     assert (retry.status, retry.attempt, retry.retry_of) == (RunStatus.QUEUED, 2, first.id)
     assert [m.run_id for m in queue.published] == [first.id, retry.id]
+
+
+class _HangingBroker(InMemoryRunQueue):
+    """Publishing waits (a broker that is reconnecting) until ``released`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = asyncio.Event()
+
+    async def publish_many(self, messages: Sequence[RunMessage]) -> None:
+        await self.released.wait()
+        await super().publish_many(messages)
+
+
+async def test_a_hanging_publish_does_not_hold_up_the_trigger(
+    uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock, tasks: TaskService
+) -> None:
+    broker = _HangingBroker()
+    relay = RunRelay(uow_factory=uow_factory, clock=clock, queue=broker)
+    relay.publish_timeout = 0.05
+    relay.retry_delays = (0.01, 0.02)
+    runs = RunService(uow_factory=uow_factory, clock=clock, relay=relay)
+    task = await make(tasks)
+
+    async with asyncio.timeout(2):
+        run = await runs.trigger(task.id, principal=ALICE)
+    assert run.status is RunStatus.QUEUED
+    assert relay.unpublished == 1
+
+    broker.released.set()
+    async with asyncio.timeout(5):
+        while relay.unpublished:  # noqa: ASYNC110 - polling the relay's own state
+            await asyncio.sleep(0.01)
+    assert [m.run_id for m in broker.published] == [run.id]
+    await runs.aclose()

@@ -79,6 +79,8 @@ def create_app(*, services: ApiServices, options: ApiOptions | None = None) -> L
         request_max_body_size=options.max_body_bytes,
         openapi_config=openapi_config(version=options.version),
         on_startup=[services.auth.warm_up],
+        # Stops the background retries of publishes that failed (their runs stay queued).
+        on_shutdown=[services.runs.aclose],
         logging_config=None,
         debug=False,
         state=State({OBSERVER_STATE: services.observer}),

@@ -30,6 +30,9 @@ and nothing is published after the commit.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -48,6 +51,10 @@ from scheduler_domain.task import DispatchStrategy, Task
 from scheduler_domain.worker import Worker
 
 RELAY_ACTOR = "relay"
+logger = logging.getLogger("scheduler.relay")
+#: Messages whose publish failed, kept for another try (beyond this, the oldest are left to
+#: ``republish_stale_queued``).
+MAX_UNPUBLISHED = 10_000
 #: What dispatching changes on a pending run: queued (status, time, where it went) or postponed
 #: by a rate limit (``not_before``). The rows are locked, so only these need writing.
 DISPATCHED_FIELDS = ("status", "queue", "queued_at", "not_before")
@@ -106,6 +113,14 @@ class RunRelay:
         #: Tasks at their max_concurrent: id -> the limit, re-checked at the next call.
         self._full: dict[str, int] = {}
         self.stats: Counter[str] = Counter()
+        #: Queued runs whose publish failed: published again in the background (see
+        #: :meth:`_publish_or_keep`) until the queue takes them.
+        self._unpublished: dict[str, RunMessage] = {}
+        self._retrying: asyncio.Task[None] | None = None
+        #: First and longest wait between background tries of failed publishes, seconds.
+        self.retry_delays = (0.2, 5.0)
+        #: How long :meth:`publish` waits for the queue before leaving it to the background.
+        self.publish_timeout = 1.0
 
     async def relay_pending(self, limit: int = DEFAULT_BATCH) -> list[RunMessage]:
         """Queue and publish up to ``limit`` pending runs whose ``not_before`` has passed.
@@ -142,7 +157,7 @@ class RunRelay:
             staged = await self._stage_messages(uow, messages)
             await uow.commit()
         if messages and not staged:
-            await self._queue.publish_many(messages)
+            await self._publish_or_keep(messages)
         return messages
 
     async def relay_runs(self, run_ids: Sequence[str]) -> list[RunMessage]:
@@ -161,7 +176,7 @@ class RunRelay:
             staged = await self._stage_messages(uow, outcome.messages)
             await uow.commit()
         if outcome.messages and not staged:
-            await self._queue.publish_many(outcome.messages)
+            await self._publish_or_keep(outcome.messages)
         return outcome.messages
 
     async def republish_stale_queued(
@@ -185,7 +200,7 @@ class RunRelay:
             staged = await self._stage_messages(uow, messages)
             await uow.commit()
         if not staged:
-            await self._queue.publish_many(messages)
+            await self._publish_or_keep(messages)
         return messages
 
     async def redispatch_orphaned(self, limit: int = DEFAULT_BATCH) -> list[RunMessage]:
@@ -239,7 +254,7 @@ class RunRelay:
             staged = await self._stage_messages(uow, messages)
             await uow.commit()
         if not staged:
-            await self._queue.publish_many(messages)
+            await self._publish_or_keep(messages)
         return messages
 
     # -- runs created by a use case --------------------------------------------------------------
@@ -267,11 +282,72 @@ class RunRelay:
     async def publish(self, dispatched: Dispatched) -> None:
         """Publish what the committed unit of work queued (nothing if it was staged).
 
-        Should this fail, the runs stay ``queued`` with no message, as when the relay's own
-        publish fails: ``republish_stale_queued`` publishes them once they count as stale.
+        Never raises, and waits at most ``publish_timeout``: the runs are committed, and a
+        publish that fails or hangs (the broker is down or reconnecting) is tried again in the
+        background until the queue takes it — the caller (an API request) is not held up.
         """
-        if dispatched.messages and not dispatched.staged:
-            await self._queue.publish_many(dispatched.messages)
+        if not dispatched.messages or dispatched.staged:
+            return
+        try:
+            async with asyncio.timeout(self.publish_timeout):
+                await self._queue.publish_many(dispatched.messages)
+        except Exception as error:
+            self._keep(dispatched.messages)
+            logger.warning(
+                "publishing %d new runs failed (%s); retrying in the background",
+                len(dispatched.messages),
+                "timed out" if isinstance(error, TimeoutError) else error,
+            )
+
+    @property
+    def unpublished(self) -> int:
+        """Messages waiting for another try at publishing."""
+        return len(self._unpublished)
+
+    async def aclose(self) -> None:
+        """Stop retrying. What was still unpublished is left to ``republish_stale_queued``
+        (the runs are ``queued`` in the database; nothing is lost)."""
+        if self._retrying is not None:
+            self._retrying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retrying
+            self._retrying = None
+
+    async def _publish_or_keep(self, messages: Sequence[RunMessage]) -> None:
+        """Publish after a commit; on failure keep the messages and try again in the
+        background (with backoff) before re-raising, so a broker outage delays these runs by
+        about as long as it lasts, not by ``republish_stale_queued``'s staleness threshold."""
+        try:
+            await self._queue.publish_many(messages)
+        except Exception:
+            self._keep(messages)
+            raise
+
+    def _keep(self, messages: Sequence[RunMessage]) -> None:
+        for message in messages:
+            self._unpublished[message.run_id] = message
+        while len(self._unpublished) > MAX_UNPUBLISHED:
+            del self._unpublished[next(iter(self._unpublished))]
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.create_task(self._retry_unpublished(), name="relay-retry")
+
+    async def _retry_unpublished(self) -> None:
+        first, longest = self.retry_delays
+        delay = first
+        while self._unpublished:
+            await asyncio.sleep(delay)
+            batch = list(self._unpublished.values())[: DEFAULT_BATCH * 5]
+            try:
+                await self._queue.publish_many(batch)
+            except Exception as error:
+                logger.debug("publishing %d kept messages failed again (%s)", len(batch), error)
+                delay = min(delay * 2, longest)
+                continue
+            for message in batch:
+                if self._unpublished.get(message.run_id) is message:
+                    del self._unpublished[message.run_id]
+            self.stats["republished_after_failure"] += len(batch)
+            delay = first
 
     async def _stage_messages(self, uow: UnitOfWork, messages: Sequence[RunMessage]) -> bool:
         if not messages or not isinstance(self._queue, TransactionalRunQueue):

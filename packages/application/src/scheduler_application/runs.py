@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -34,8 +33,6 @@ MANUAL_KEY_PREFIX = "manual:"
 #: Final runs a user may try again by hand.
 RETRYABLE_STATUSES = FAILURE_STATUSES | {RunStatus.DEAD_LETTERED, RunStatus.CANCELLED}
 _TICK = timedelta(microseconds=1)
-
-logger = logging.getLogger("scheduler.runs")
 
 
 async def load_visible_run(uow: UnitOfWork, run_id: str, principal: Principal) -> TaskRun:
@@ -233,14 +230,16 @@ class RunService:
         return dispatched
 
     async def _publish(self, dispatched: Dispatched | None) -> None:
-        """After the commit: the run is accepted whatever happens here. A failed publish leaves
-        it queued, and the dispatcher's relay publishes it again once it counts as stale."""
-        if dispatched is None or self._relay is None:
-            return
-        try:
+        """After the commit: the run is accepted whatever happens here (a failed publish is
+        retried by the relay in the background, and failing that, its run is published again
+        once it counts as stale)."""
+        if dispatched is not None and self._relay is not None:
             await self._relay.publish(dispatched)
-        except Exception as error:
-            logger.warning("publishing a new run failed (%s); the relay will publish it", error)
+
+    async def aclose(self) -> None:
+        """Stop the relay's background retries of failed publishes."""
+        if self._relay is not None:
+            await self._relay.aclose()
 
     async def events(self, run_id: str, *, principal: Principal) -> builtins.list[RunEvent]:
         """The run's audit trail, oldest first."""

@@ -95,7 +95,7 @@ def build_dispatcher(
                 "task-changes", listen, interval=timedelta(seconds=1), stop_grace=timedelta(0)
             )
         )
-    return Dispatcher(loops=loops, observer=observer)
+    return Dispatcher(loops=loops, observer=observer, on_stop=[relay.aclose])
 
 
 @contextlib.asynccontextmanager

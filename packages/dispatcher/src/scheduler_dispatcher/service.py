@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_dispatcher.loops import PeriodicLoop
@@ -13,9 +14,17 @@ logger = logging.getLogger("scheduler.dispatcher")
 
 
 class Dispatcher:
-    def __init__(self, *, loops: list[PeriodicLoop], observer: RunObserver = NO_OBSERVER) -> None:
-        """``observer`` hears of the outages the loops run into."""
+    def __init__(
+        self,
+        *,
+        loops: list[PeriodicLoop],
+        observer: RunObserver = NO_OBSERVER,
+        on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+    ) -> None:
+        """``observer`` hears of the outages the loops run into; ``on_stop`` runs after the
+        loops stopped (the relay's background retries)."""
         self._loops = loops
+        self._on_stop = list(on_stop)
         for loop in loops:
             loop.observer = observer
         self._stopping = asyncio.Event()
@@ -46,4 +55,6 @@ class Dispatcher:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            for close in self._on_stop:
+                await close()
             logger.info("dispatcher stopped")
