@@ -22,8 +22,6 @@ IMPORT_NAMES = {
     "argon2-cffi": "argon2",
     "aio-pika": "aio_pika",
     "prometheus-client": "prometheus_client",
-    "opentelemetry-api": "opentelemetry",
-    "opentelemetry-sdk": "opentelemetry",
 }
 
 
@@ -57,6 +55,9 @@ def _declared(package: str) -> set[str]:
         for sep in "<>=!~ ":
             dist = dist.split(sep)[0]
         dist = dist.strip().lower()
+        if dist.startswith("opentelemetry-"):  # one namespace package, many distributions
+            names.add("opentelemetry")
+            continue
         names.add(IMPORT_NAMES.get(dist, dist.replace("-", "_")))
     return names
 

@@ -7,6 +7,7 @@ tests and the combined launcher can hand it whatever honours the ports.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from litestar import Litestar, Request, Router
@@ -14,6 +15,8 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
 from litestar.middleware.base import DefineMiddleware
+from litestar.plugins import PluginProtocol
+from litestar.types import Middleware
 
 from scheduler_api.auth import PrincipalMiddleware, provide_principal
 from scheduler_api.controllers.api_keys import ApiKeyController
@@ -47,7 +50,13 @@ async def refuse_nul_characters(request: Request[Any, Any, Any]) -> None:
         raise ValidationError("NUL characters are not accepted in request bodies", field="body")
 
 
-def create_app(*, services: ApiServices, options: ApiOptions | None = None) -> Litestar:
+def create_app(
+    *,
+    services: ApiServices,
+    options: ApiOptions | None = None,
+    plugins: Sequence[PluginProtocol] = (),
+    middleware: Sequence[Middleware] = (),
+) -> Litestar:
     options = options or ApiOptions()
     v1 = Router(
         path=API_PREFIX,
@@ -73,7 +82,7 @@ def create_app(*, services: ApiServices, options: ApiOptions | None = None) -> L
             "options": Provide(lambda: options, sync_to_thread=False, use_cache=True),
             "principal": Provide(provide_principal, sync_to_thread=False),
         },
-        middleware=[DefineMiddleware(PrincipalMiddleware, auth=services.auth)],
+        middleware=[*middleware, DefineMiddleware(PrincipalMiddleware, auth=services.auth)],
         exception_handlers={Exception: handle_exception},
         before_request=refuse_nul_characters,
         request_max_body_size=options.max_body_bytes,
@@ -84,6 +93,7 @@ def create_app(*, services: ApiServices, options: ApiOptions | None = None) -> L
         logging_config=None,
         debug=False,
         state=State({OBSERVER_STATE: services.observer}),
+        plugins=list(plugins),
     )
     if options.metrics is not None:
         # Outside routing and the exception handlers, so every request is counted, 404s too.

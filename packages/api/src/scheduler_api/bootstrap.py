@@ -20,6 +20,9 @@ from typing import Any
 
 import uvicorn
 from litestar import Litestar
+from litestar.plugins import PluginProtocol
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+from litestar.types import ASGIApp, Middleware, Receive, Scope, Send
 
 from scheduler_api.app import create_app
 from scheduler_api.metrics import MetricsExporter
@@ -44,6 +47,7 @@ from scheduler_infrastructure.resources import Resources, open_resources, wait_f
 from scheduler_infrastructure.security.passwords import Argon2PasswordHasher
 from scheduler_infrastructure.security.tokens import MIN_SECRET_BYTES, JwtTokenCodec
 from scheduler_infrastructure.startup import StartupError, prepare
+from scheduler_infrastructure.telemetry.tracing import name_request_span
 
 __all__ = [
     "StartupError",
@@ -176,11 +180,14 @@ def build_services(
         queue=resources.queue,
         router=Router(worker_timeout=settings.worker.silence),
         rate_limits=RunRateLimits(limiter=resources.rate_limiter, observer=observer),
+        tracer=resources.tracer,
     )
     return ApiServices(
         tasks=TaskService(uow_factory=uow, clock=clock),
         task_graph=TaskGraphService(uow_factory=uow),
-        runs=RunService(uow_factory=uow, clock=clock, observer=observer, relay=relay),
+        runs=RunService(
+            uow_factory=uow, clock=clock, observer=observer, relay=relay, tracer=resources.tracer
+        ),
         workers=workers,
         remote_workers=RemoteWorkerService(uow_factory=uow, execution=execution, workers=workers),
         status=StatusService(uow_factory=uow, clock=clock, queue=resources.queue),
@@ -213,7 +220,33 @@ def build_api(
     dispatcher's and the worker's metrics as well."""
     services = build_services(resources, hasher=hasher)
     options = api_options(resources.settings, throttle=throttle, metrics=resources.metrics)
-    return create_app(services=services, options=options)
+    plugins: list[PluginProtocol] = []
+    middleware: list[Middleware] = []
+    if resources.tracing.provider is not None:
+        # A server span per request, parent of the use cases' spans (a trigger's run.trigger).
+        plugins.append(
+            OpenTelemetryPlugin(
+                OpenTelemetryConfig(
+                    tracer_provider=resources.tracing.provider,
+                    exclude_spans=["receive", "send"],
+                )
+            )
+        )
+        middleware.append(_name_request_spans)
+    return create_app(services=services, options=options, plugins=plugins, middleware=middleware)
+
+
+def _name_request_spans(app: ASGIApp) -> ASGIApp:
+    """After routing, name the request's span by its route template (the tracing plugin opens
+    the span before routing, when only the raw path is known)."""
+
+    async def named(scope: Scope, receive: Receive, send: Send) -> None:
+        template = scope.get("path_template")
+        if scope["type"] == "http" and isinstance(template, str):
+            name_request_span(scope.get("method", "GET"), template)
+        await app(scope, receive, send)
+
+    return named
 
 
 def bind(host: str, port: int, *, backlog: int = 2048) -> socket.socket:

@@ -17,7 +17,7 @@ async def _serve() -> None:
         loop.add_signal_handler(signum, stop.set)
     sock = bootstrap.bind(settings.api.host, settings.api.port)
     try:
-        async with bootstrap.open_resources(settings) as resources:
+        async with bootstrap.open_resources(settings, components=["api"]) as resources:
             app = bootstrap.build_api(resources)
             await bootstrap.serve(app, stop=stop, sock=sock)
     finally:

@@ -44,6 +44,7 @@ from scheduler_application.errors import AlreadyExists
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.ports.tracing import NO_TRACER, Tracer
 from scheduler_application.relay import RunRelay
 from scheduler_domain.events import SkipReason, SlotDecision, SlotOutcome
 from scheduler_domain.run import RunTrigger, TaskRun
@@ -125,12 +126,15 @@ class DependencyResolver:
         relay: RunRelay | None = None,
         horizon: timedelta = DEFAULT_HORIZON,
         observer: RunObserver = NO_OBSERVER,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
+        """``tracer``: every dependent run starts a trace of its own (``run.dependency``)."""
         self._uow_factory = uow_factory
         self._clock = clock
         self._relay = relay
         self._horizon = horizon
         self._observer = observer
+        self._tracer = tracer
 
     async def resolve_finished(self, limit: int = DEFAULT_BATCH) -> ResolutionReport:
         """Evaluate the dependents of up to ``limit`` finished upstream runs, then publish."""
@@ -251,6 +255,13 @@ class DependencyResolver:
             idempotency_key=dependency_key(logical_time),
             queue=task.queue,
             priority=task.priority,
+            traceparent=self._tracer.start_trace(
+                "run.dependency",
+                attributes={
+                    "scheduler.task_id": task.id,
+                    "scheduler.logical_time": format_instant(logical_time),
+                },
+            ),
         )
         try:
             await uow.runs.add(run)

@@ -34,12 +34,13 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.queue import RunMessage, RunQueue, TransactionalRunQueue
+from scheduler_application.ports.tracing import NO_TRACER, SpanKind, Tracer
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from scheduler_application.rate_limiting import RunRateLimits
 from scheduler_application.routing import Route, Router
@@ -104,8 +105,10 @@ class RunRelay:
         queue: RunQueue,
         router: Router | None = None,
         rate_limits: RunRateLimits | None = None,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self._uow_factory = uow_factory
+        self._tracer = tracer
         self._clock = clock
         self._queue = queue
         self._router = router if router is not None else Router()
@@ -290,7 +293,8 @@ class RunRelay:
             return
         try:
             async with asyncio.timeout(self.publish_timeout):
-                await self._queue.publish_many(dispatched.messages)
+                with self._publish_spans(dispatched.messages) as traced:
+                    await self._queue.publish_many(traced)
         except Exception as error:
             self._keep(dispatched.messages)
             logger.warning(
@@ -318,7 +322,8 @@ class RunRelay:
         background (with backoff) before re-raising, so a broker outage delays these runs by
         about as long as it lasts, not by ``republish_stale_queued``'s staleness threshold."""
         try:
-            await self._queue.publish_many(messages)
+            with self._publish_spans(messages) as traced:
+                await self._queue.publish_many(traced)
         except Exception:
             self._keep(messages)
             raise
@@ -352,7 +357,37 @@ class RunRelay:
     async def _stage_messages(self, uow: UnitOfWork, messages: Sequence[RunMessage]) -> bool:
         if not messages or not isinstance(self._queue, TransactionalRunQueue):
             return False
-        return await self._queue.publish_within(uow, messages)
+        with self._publish_spans(messages) as traced:
+            return await self._queue.publish_within(uow, traced)
+
+    @contextlib.contextmanager
+    def _publish_spans(self, messages: Sequence[RunMessage]) -> Iterator[Sequence[RunMessage]]:
+        """A ``run.publish`` span per message, in its run's trace, open while the messages are
+        handed to the queue; the messages are given the span's ``traceparent``, so that the
+        worker's ``run.consume`` span follows from the publish."""
+        if self._tracer is NO_TRACER:
+            yield messages
+            return
+        traced: list[RunMessage] = []
+        with contextlib.ExitStack() as spans:
+            for message in messages:
+                span = spans.enter_context(
+                    self._tracer.span(
+                        "run.publish",
+                        parent=message.traceparent,
+                        root=message.traceparent is None,
+                        kind=SpanKind.PRODUCER,
+                        attributes={
+                            "messaging.destination.name": message.queue,
+                            "messaging.batch.message_count": len(messages),
+                            "scheduler.run.attempt": message.attempt,
+                            "scheduler.run.priority": message.priority,
+                        },
+                    )
+                )
+                traceparent = span.traceparent or message.traceparent
+                traced.append(replace(message, traceparent=traceparent))
+            yield traced
 
     # -- the gates -------------------------------------------------------------------------------
 

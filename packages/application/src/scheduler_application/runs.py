@@ -18,6 +18,7 @@ from scheduler_application.paging import DEFAULT_PAGE_SIZE, page_limit
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.repositories import Page, RunFilter
+from scheduler_application.ports.tracing import NO_TRACER, Tracer
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from scheduler_application.relay import Dispatched, RunRelay
 from scheduler_application.tasks import load_visible_task
@@ -51,6 +52,7 @@ class RunService:
         clock: Clock,
         observer: RunObserver = NO_OBSERVER,
         relay: RunRelay | None = None,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         """With a ``relay``, triggered and retried runs pass its gates in the transaction that
         creates them and are published right after it (or within it, on a queue kept in the
@@ -59,6 +61,7 @@ class RunService:
         self._clock = clock
         self._observer = observer
         self._relay = relay
+        self._tracer = tracer
 
     async def trigger(
         self, task_id: str, *, principal: Principal, idempotency_key: str | None = None
@@ -72,7 +75,10 @@ class RunService:
         ensure_can_write_tasks(principal)
         key = _stored_key(idempotency_key)
         try:
-            return await self._trigger(task_id, principal, key)
+            # The run's trace is the caller's (the API request's): created, published, then
+            # consumed and executed by a worker under the traceparent stored on the run.
+            with self._tracer.span("run.trigger", attributes={"scheduler.task_id": task_id}):
+                return await self._trigger(task_id, principal, key)
         except AlreadyExists:
             if key is None:
                 raise
@@ -100,6 +106,7 @@ class RunService:
                 idempotency_key=key,
                 queue=task.queue,
                 priority=task.priority,
+                traceparent=self._tracer.current_traceparent(),
             )
             dispatched = await self._add_and_dispatch(uow, run, task=task, actor=principal.actor)
             await uow.commit()

@@ -29,6 +29,7 @@ from scheduler_application.errors import AlreadyExists, Conflict
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.ports.tracing import NO_TRACER, Tracer
 from scheduler_application.relay import RunRelay
 from scheduler_domain.concurrency import ConcurrencyAction, ConcurrencyPolicy, decide_concurrency
 from scheduler_domain.events import SkipReason, SlotDecision, SlotOutcome
@@ -186,11 +187,14 @@ class ScheduleFiring:
         clock: Clock,
         relay: RunRelay | None = None,
         observer: RunObserver = NO_OBSERVER,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
+        """``tracer``: every fired run starts a trace of its own (``run.schedule``)."""
         self._uow_factory = uow_factory
         self._clock = clock
         self._relay = relay
         self._observer = observer
+        self._tracer = tracer
 
     async def next_due_at(self) -> datetime | None:
         async with self._uow_factory() as uow:
@@ -288,6 +292,10 @@ class ScheduleFiring:
             queue=task.queue,
             priority=task.priority,
             not_before=not_before,
+            traceparent=self._tracer.start_trace(
+                "run.schedule",
+                attributes={"scheduler.task_id": task.id, "scheduler.slot": format_instant(slot)},
+            ),
         )
         try:
             await uow.runs.add(run)

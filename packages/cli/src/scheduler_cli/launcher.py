@@ -54,7 +54,10 @@ async def run_components(
     if "api" in components:
         sock = bind(settings.api.host, settings.api.port)
     try:
-        async with open_resources(settings) as resources, contextlib.AsyncExitStack() as stack:
+        async with (
+            open_resources(settings, components=sorted(components)) as resources,
+            contextlib.AsyncExitStack() as stack,
+        ):
             changes = TaskChangeSignal()
             tasks: dict[str, asyncio.Task[None]] = {}
             stoppers: dict[str, Callable[[], None]] = {}

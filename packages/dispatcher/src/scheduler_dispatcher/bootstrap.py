@@ -57,16 +57,25 @@ def build_dispatcher(
         queue=resources.queue,
         router=Router(worker_timeout=timings.worker_silence),
         rate_limits=RunRateLimits(limiter=resources.rate_limiter, observer=observer),
+        tracer=resources.tracer,
     )
     scheduler = SchedulerLoop(
-        ScheduleFiring(uow_factory=uow, clock=clock, relay=relay, observer=observer),
+        ScheduleFiring(
+            uow_factory=uow, clock=clock, relay=relay, observer=observer, tracer=resources.tracer
+        ),
         batch_size=d.batch_size,
         max_sleep=timedelta(seconds=d.max_sleep_seconds),
     )
     loops: list[PeriodicLoop] = [
         scheduler,
         dependency_loop(
-            DependencyResolver(uow_factory=uow, clock=clock, relay=relay, observer=observer),
+            DependencyResolver(
+                uow_factory=uow,
+                clock=clock,
+                relay=relay,
+                observer=observer,
+                tracer=resources.tracer,
+            ),
             interval=timings.relay_interval,
             batch_size=d.batch_size,
         ),

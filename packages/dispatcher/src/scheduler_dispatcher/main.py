@@ -12,7 +12,7 @@ from scheduler_dispatcher import bootstrap
 async def _serve() -> None:
     settings = bootstrap.load()
     async with (
-        bootstrap.open_resources(settings) as resources,
+        bootstrap.open_resources(settings, components=["dispatcher"]) as resources,
         bootstrap.metrics_endpoint(resources),
     ):
         dispatcher = bootstrap.build_dispatcher(resources)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scheduler_application.ports.coordination import RateLimiter
 from scheduler_application.ports.queue import RunQueue
 from scheduler_application.ports.redaction import Redactor
+from scheduler_application.ports.tracing import Tracer
 from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.factories import (
@@ -32,6 +33,7 @@ from scheduler_infrastructure.queues.factory import build_run_queue
 from scheduler_infrastructure.ratelimit import LocalRateLimiter
 from scheduler_infrastructure.telemetry.metrics import PrometheusMetrics
 from scheduler_infrastructure.telemetry.redaction import SecretRedactor
+from scheduler_infrastructure.telemetry.tracing import Tracing, build_tracing
 
 logger = logging.getLogger("scheduler.startup")
 
@@ -50,6 +52,12 @@ class Resources:
     #: The rate limits' buckets: in Redis when ``redis.url`` is set (shared by every process),
     #: else in-process. Shared by the dispatcher's relay and the API's immediate dispatch.
     rate_limiter: RateLimiter = field(default_factory=LocalRateLimiter)
+    #: Traces: the tracer the use cases get (no-op when ``telemetry.exporter`` is "none").
+    tracing: Tracing = field(default_factory=Tracing)
+
+    @property
+    def tracer(self) -> Tracer:
+        return self.tracing.tracer
 
 
 async def wait_for_database(engine: AsyncEngine, *, timeout: float) -> None:
@@ -93,8 +101,14 @@ async def _open_queue(queue: Any, *, timeout: float) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+async def open_resources(
+    settings: Settings, *, components: Sequence[str] = ()
+) -> AsyncIterator[Resources]:
+    """``components``: what this process runs (``api``, ``dispatcher``, ``worker``), which
+    names it in its traces."""
     engine = build_engine(settings)
+    tracing = build_tracing(settings, components=components)
+    tracing.instrument(engine)
     try:
         timeout = settings.database.connect_retry_seconds
         await wait_for_database(engine, timeout=timeout)
@@ -118,6 +132,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
                 metrics=metrics,
                 redactor=SecretRedactor.from_settings(settings),
                 rate_limiter=limiter,
+                tracing=tracing,
             )
         finally:
             try:
@@ -126,7 +141,10 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             finally:
                 await queue.__aexit__(None, None, None)
     finally:
-        await engine.dispose()
+        try:
+            await engine.dispose()
+        finally:
+            await tracing.aclose()
 
 
 def _with_password(url: str, password: str | None) -> str:

@@ -70,6 +70,7 @@ async def build_worker(resources: Resources) -> AsyncIterator[WorkerRuntime]:
             executors=registry,
             options=options,
             observer=metrics,
+            tracer=resources.tracer,
         )
         metrics.watch_active_runs(lambda: runtime.active_runs)
         yield runtime
@@ -92,7 +93,7 @@ async def standalone_worker(settings: Settings) -> AsyncIterator[WorkerRuntime]:
     """A worker with its own resources and, unless ``worker.metrics_port`` is 0, its own
     metrics endpoint."""
     async with (
-        open_resources(settings) as resources,
+        open_resources(settings, components=["worker"]) as resources,
         metrics_endpoint(resources),
         build_worker(resources) as runtime,
     ):

@@ -33,6 +33,7 @@ from scheduler_application.log_context import bind, trace_id
 from scheduler_application.ports.executor import ExecutionResult, Executor
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.queue import Delivery, RunQueue
+from scheduler_application.ports.tracing import NO_TRACER, Span, SpanKind, Tracer
 from scheduler_application.workers import RegisterWorker, WorkerService
 from scheduler_domain.worker import Worker
 from scheduler_worker.batching import Batcher
@@ -95,7 +96,11 @@ class WorkerRuntime:
         executors: ExecutorRegistry,
         options: WorkerOptions,
         observer: RunObserver = NO_OBSERVER,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
+        """``tracer``: each delivery is a ``run.consume`` span in its run's trace (continued
+        from the message's ``traceparent``), with ``run.execute`` inside it."""
+        self._tracer = tracer
         self._observer = observer  # hears of outages; outcomes are the ExecutionService's
         self._execution = execution
         self._workers = workers
@@ -152,7 +157,10 @@ class WorkerRuntime:
         self._outcomes = Batcher(self._complete_batch)
         logger.info(
             "worker %s registered as %s: queues=%s capacity=%d",
-            worker.name, worker.id, ",".join(options.queues), options.capacity,
+            worker.name,
+            worker.id,
+            ",".join(options.queues),
+            options.capacity,
         )
         heartbeat = HeartbeatLoop(
             execution=self._execution,
@@ -237,24 +245,52 @@ class WorkerRuntime:
         message = delivery.message
         # This handler is its own asyncio task: the log fields last as long as it does.
         bind(run_id=message.run_id, task_id=message.task_id, trace_id=trace_id(message.traceparent))
+        with self._tracer.span(
+            "run.consume",
+            parent=message.traceparent,
+            root=message.traceparent is None,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.destination.name": message.queue,
+                "scheduler.run.attempt": message.attempt,
+                "scheduler.worker_id": self.worker.id,
+                "scheduler.redelivered": delivery.redelivered,
+            },
+        ) as span:
+            await self._consume_one(delivery, span)
+
+    async def _consume_one(self, delivery: Delivery, span: Span) -> None:
+        message = delivery.message
         try:
             claimed = await self._claims.submit(delivery)
-        except Exception:
+        except Exception as error:
             logger.exception("claim of run %s failed; handing the message back", message.run_id)
+            span.set_error(f"claim failed: {type(error).__name__}")
             await asyncio.sleep(1.0)
             await self._settle_delivery(delivery, requeue=True)
             return
         if claimed is None:
             self.stats.duplicates += 1
+            span.set_attribute("scheduler.claim", "duplicate")
             await self._settle_delivery(delivery)
             return
         self.stats.claimed += 1
+        span.set_attribute("scheduler.claim", "claimed")
         flight = _InFlight(claimed=claimed, delivery=delivery)
         self._in_flight[message.run_id] = flight
         try:
-            result = await self._execute(flight)
-            if result is not None:
-                await self._report(flight, result)
+            with self._tracer.span(
+                "run.execute", attributes={"scheduler.executor": claimed.executor}
+            ) as execution:
+                result = await self._execute(flight)
+                if result is None:
+                    execution.set_attribute("scheduler.run.status", "stopped")
+                else:
+                    execution.set_attribute("scheduler.run.status", result.status)
+                    if result.status != "succeeded":
+                        # The status only: the error text may hold what redaction removes.
+                        execution.set_error(result.status)
+                    await self._report(flight, result)
         finally:
             self._in_flight.pop(message.run_id, None)
             await self._settle_delivery(delivery)

@@ -5,7 +5,12 @@ from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.coordination import LeaseStore, RateLimiter
 from scheduler_application.ports.executor import ExecutionContext, ExecutionResult, Executor
 from scheduler_application.ports.observer import NO_OBSERVER, NullObserver, RunObserver
-from scheduler_application.ports.queue import Delivery, RunMessage, RunQueue
+from scheduler_application.ports.queue import (
+    Delivery,
+    RunMessage,
+    RunQueue,
+    TransactionalRunQueue,
+)
 from scheduler_application.ports.redaction import NO_REDACTION, NoRedaction, Redactor
 from scheduler_application.ports.repositories import (
     ApiKeyRepository,
@@ -21,11 +26,13 @@ from scheduler_application.ports.repositories import (
     WorkerRepository,
 )
 from scheduler_application.ports.security import PasswordHasher, TokenCodec
+from scheduler_application.ports.tracing import NO_TRACER, Span, SpanKind, Tracer
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 __all__ = [
     "NO_OBSERVER",
     "NO_REDACTION",
+    "NO_TRACER",
     "ApiKeyRepository",
     "Clock",
     "DecisionRepository",
@@ -47,9 +54,13 @@ __all__ = [
     "RunObserver",
     "RunQueue",
     "RunRepository",
+    "Span",
+    "SpanKind",
     "TaskFilter",
     "TaskRepository",
     "TokenCodec",
+    "Tracer",
+    "TransactionalRunQueue",
     "UnitOfWork",
     "UnitOfWorkFactory",
     "UserRepository",

@@ -17,6 +17,7 @@ from scheduler_application.testing.observer import FakeRedactor, RecordingObserv
 from scheduler_application.testing.queue import InMemoryRunQueue, InMemoryTransactionalRunQueue
 from scheduler_application.testing.security import FakePasswordHasher, FakeTokenCodec
 from scheduler_application.testing.store import InMemoryStore, Transaction
+from scheduler_application.testing.tracing import RecordedSpan, RecordingTracer
 from scheduler_application.testing.unit_of_work import (
     InMemoryUnitOfWork,
     InMemoryUnitOfWorkFactory,
@@ -35,7 +36,9 @@ __all__ = [
     "InMemoryTransactionalRunQueue",
     "InMemoryUnitOfWork",
     "InMemoryUnitOfWorkFactory",
+    "RecordedSpan",
     "RecordingObserver",
+    "RecordingTracer",
     "Transaction",
 ]
 
@@ -53,6 +56,8 @@ if TYPE_CHECKING:  # mypy proves the fakes still honour the ports they stand in 
         executor: FakeExecutor,
         observer: RecordingObserver,
         redactor: FakeRedactor,
+        tracer: RecordingTracer,
+        transactional: InMemoryTransactionalRunQueue,
     ) -> None:
         _clock: ports.Clock = clock
         _factory: ports.UnitOfWorkFactory = factory
@@ -64,3 +69,5 @@ if TYPE_CHECKING:  # mypy proves the fakes still honour the ports they stand in 
         _executor: ports.Executor = executor
         _observer: ports.RunObserver = observer
         _redactor: ports.Redactor = redactor
+        _tracer: ports.Tracer = tracer
+        _transactional: ports.TransactionalRunQueue = transactional

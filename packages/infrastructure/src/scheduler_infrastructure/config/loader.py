@@ -219,10 +219,18 @@ def _check(s: Settings) -> None:
         if not 0 <= port < 65536:
             raise ConfigError(key, f"must be a TCP port, or 0 for none (got {port})")
     if s.worker.heartbeat_seconds >= s.worker.lease_seconds:
-        raise ConfigError(
-            "worker.heartbeat_seconds", "must be shorter than worker.lease_seconds"
-        )
+        raise ConfigError("worker.heartbeat_seconds", "must be shorter than worker.lease_seconds")
     if not s.worker.queues:
         raise ConfigError("worker.queues", "must name at least one queue")
     if s.telemetry.exporter.startswith("otlp") and not s.telemetry.otlp_endpoint:
         raise ConfigError("telemetry.otlp_endpoint", "is required for the otlp exporters")
+    if not 0.0 <= s.telemetry.sample_ratio <= 1.0:
+        raise ConfigError(
+            "telemetry.sample_ratio", f"must be between 0 and 1 (got {s.telemetry.sample_ratio})"
+        )
+    for entry in s.telemetry.resource_attributes:
+        key, sep, _ = entry.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                "telemetry.resource_attributes", f"{entry!r} is not of the form key=value"
+            )

@@ -112,9 +112,17 @@ class LoggingSettings:
 
 @dataclass(frozen=True, slots=True)
 class TelemetrySettings:
+    """Traces (OpenTelemetry); metrics are always on (``/metrics``)."""
+
     exporter: TraceExporter = "none"
+    #: The collector: ``http://host:4317`` (gRPC) or ``http://host:4318`` (HTTP; the
+    #: ``/v1/traces`` path is added when missing).
     otlp_endpoint: str = ""
     service_namespace: str = "scheduler"
+    #: Share of new traces recorded, 0-1 (a run's spans follow its trace's decision).
+    sample_ratio: float = 1.0
+    #: Extra resource attributes, ``key=value`` (``deployment.environment=prod``).
+    resource_attributes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

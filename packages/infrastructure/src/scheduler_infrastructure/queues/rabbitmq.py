@@ -238,6 +238,9 @@ class RabbitMQRunQueue:
                         delivery_mode=PERSISTENT,
                         priority=clamp(message.priority),
                         content_type=CONTENT_TYPE,
+                        # The run's trace context, for tools that read AMQP headers (the
+                        # worker reads it from the body, where every backend carries it).
+                        headers=_trace_headers(message),
                     ),
                     mandatory=True,
                 )
@@ -263,3 +266,7 @@ def _tag(delivery: Delivery) -> RabbitMQTag:
     if not isinstance(delivery.tag, RabbitMQTag):
         raise TypeError("not a delivery of the RabbitMQ queue")
     return delivery.tag
+
+
+def _trace_headers(message: RunMessage) -> dict[str, str] | None:
+    return {"traceparent": message.traceparent} if message.traceparent else None

@@ -51,6 +51,7 @@ from scheduler_infrastructure.queues.redis_streams import (
     GROUP,
     PAYLOAD,
     PRIOR_DELIVERIES,
+    TRACEPARENT,
 )
 
 
@@ -148,9 +149,13 @@ class RedisStreamsRunQueue:
         async with self._translated():
             pipe = self.client.pipeline(transaction=False)
             for message in messages_:
+                fields = {PAYLOAD: messages.encode(message)}
+                if message.traceparent:
+                    # Also beside the payload, for tools that read the entry's fields.
+                    fields[TRACEPARENT] = message.traceparent.encode()
                 pipe.xadd(
                     self.band_key(message.queue, clamp(message.priority)),
-                    {PAYLOAD: messages.encode(message)},
+                    fields,
                     maxlen=self.maxlen,
                     approximate=True,
                 )

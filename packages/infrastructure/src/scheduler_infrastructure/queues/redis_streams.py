@@ -15,6 +15,8 @@ GROUP = "workers"
 PAYLOAD = b"m"
 #: On an entry added again by ``nack(requeue=True)``: how often it was delivered before.
 PRIOR_DELIVERIES = b"d"
+#: The run's W3C trace context, beside the payload (which carries it too).
+TRACEPARENT = b"traceparent"
 
 
 def band_key(prefix: str, queue: str, priority: int) -> str:

@@ -10,7 +10,9 @@ class Argon2PasswordHasher:
     """argon2-cffi with its RFC 9106 low-memory defaults; parameters can be raised per deployment
     and old hashes are upgraded on the next successful login via ``needs_rehash``."""
 
-    def __init__(self, *, time_cost: int = 3, memory_cost: int = 65_536, parallelism: int = 4) -> None:
+    def __init__(
+        self, *, time_cost: int = 3, memory_cost: int = 65_536, parallelism: int = 4
+    ) -> None:
         self._argon2 = _Argon2(
             time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism
         )
