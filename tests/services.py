@@ -69,5 +69,14 @@ async def probe(service: str) -> str | None:
     return None
 
 
+_verdicts: dict[str, str | None] = {}
+
+
 async def require_service(service: str) -> None:
-    require(LABELS[service], await probe(service))
+    """Skip-or-fail unless ``service`` answers (probed once per test session); anything but
+    postgres, rabbitmq and redis (the in-process memory queue, SQLite) needs nothing."""
+    if service not in LABELS:
+        return
+    if service not in _verdicts:
+        _verdicts[service] = await probe(service)
+    require(LABELS[service], _verdicts[service])

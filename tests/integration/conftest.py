@@ -9,7 +9,6 @@ reason, except under ``CI=true``, where that is a failure.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,50 +24,27 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scheduler_infrastructure.persistence.engine import create_engine
 from scheduler_infrastructure.persistence.migrations import target_metadata, upgrade
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
-
-POSTGRES_ADMIN_URL = os.environ.get(
-    "SCHEDULER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+from services import POSTGRES_ADMIN_URL, plain_dsn, probe, require
 
 #: Creates an empty PostgreSQL database and returns its SQLAlchemy (asyncpg) URL.
 DatabaseMaker = Callable[[], Awaitable[str]]
-
-
-def _plain_dsn(url: str) -> str:
-    """The URL as asyncpg itself takes it (no ``+driver``)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @cache
 def _postgres_problem() -> str | None:
     """Why PostgreSQL cannot be used, or None; probed once per session, in a thread so that it
     works whether or not an event loop is running."""
-
-    async def probe() -> None:
-        connection = await asyncpg.connect(_plain_dsn(POSTGRES_ADMIN_URL), timeout=5)
-        await connection.close()
-
-    try:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pool.submit(asyncio.run, probe()).result()
-    except Exception as error:  # any failure means "not usable here"
-        return f"{type(error).__name__}: {error}"
-    return None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, probe("postgres")).result()
 
 
 def require_postgres() -> None:
     """Skip the calling test when PostgreSQL is unreachable (fail instead when CI=true)."""
-    problem = _postgres_problem()
-    if problem is None:
-        return
-    message = f"PostgreSQL at {POSTGRES_ADMIN_URL} is unreachable ({problem})"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message}; CI=true requires it")
-    pytest.skip(message)
+    require(f"PostgreSQL at {POSTGRES_ADMIN_URL}", _postgres_problem())
 
 
 async def _admin(statement: str) -> None:
-    connection = await asyncpg.connect(_plain_dsn(POSTGRES_ADMIN_URL), timeout=10)
+    connection = await asyncpg.connect(plain_dsn(POSTGRES_ADMIN_URL), timeout=10)
     try:
         await connection.execute(statement)
     finally:

@@ -27,14 +27,10 @@ import pytest
 import redis.asyncio as aioredis
 from queue_helpers import (
     BACKENDS,
-    POSTGRES_ADMIN_URL,
     PREFIX,
-    RABBITMQ_URL,
-    REDIS_URL,
     VISIBILITY_TIMEOUT,
     QueueMaker,
     admin_execute,
-    require_service,
 )
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -44,6 +40,7 @@ from scheduler_infrastructure.persistence.engine import create_engine
 from scheduler_infrastructure.persistence.migrations import upgrade
 from scheduler_infrastructure.queues import build_run_queue
 from scheduler_infrastructure.queues.priorities import PRIORITIES
+from services import POSTGRES_ADMIN_URL, RABBITMQ_URL, REDIS_URL, require_service
 
 
 @pytest.fixture(scope="session")

@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import aio_pika
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
-from sqlalchemy.engine import make_url
 
 from scheduler_application.ports.queue import Delivery, RunMessage
-
-POSTGRES_ADMIN_URL = os.environ.get(
-    "SCHEDULER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+from services import (
+    POSTGRES_ADMIN_URL,
+    plain_dsn,
 )
-RABBITMQ_URL = os.environ.get("SCHEDULER_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
-REDIS_URL = os.environ.get("SCHEDULER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 BACKENDS = ("memory", "postgres", "rabbitmq", "redis")
 #: Short enough that redelivery after a consumer's death is quick to observe.
@@ -33,57 +27,7 @@ PREFIX = f"qtest{secrets.token_hex(3)}"
 QueueMaker = Callable[..., Awaitable[Any]]
 
 
-# -- service availability ---------------------------------------------------------------------
-
-
-def require(service: str, problem: str | None) -> None:
-    """Skip when ``problem`` says the service is unusable (fail instead when CI=true)."""
-    if problem is None:
-        return
-    message = f"{service} is unreachable ({problem})"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message}; CI=true requires it")
-    pytest.skip(message)
-
-
-_problems: dict[str, str | None] = {}
-
-
-async def _probe(service: str) -> str | None:
-    if service in _problems:
-        return _problems[service]
-    try:
-        async with asyncio.timeout(10):
-            if service == "postgres":
-                connection = await asyncpg.connect(plain_dsn(POSTGRES_ADMIN_URL))
-                await connection.close()
-            elif service == "rabbitmq":
-                amqp = await aio_pika.connect(RABBITMQ_URL)
-                await amqp.close()
-            elif service == "redis":
-                client = aioredis.Redis.from_url(REDIS_URL)
-                try:
-                    await client.ping()
-                finally:
-                    await client.aclose()
-        problem = None
-    except Exception as error:  # any failure means "not usable here"
-        problem = f"{type(error).__name__}: {error}"
-    _problems[service] = problem
-    return problem
-
-
-async def require_service(service: str) -> None:
-    labels = {"postgres": "PostgreSQL", "rabbitmq": "RabbitMQ", "redis": "Redis"}
-    if service in labels:
-        require(labels[service], await _probe(service))
-
-
 # -- PostgreSQL -------------------------------------------------------------------------------
-
-
-def plain_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def admin_execute(statement: str, *args: object) -> Any:

@@ -198,9 +198,7 @@ async def test_publish_within_declines_a_unit_of_work_on_another_database(
         await other.dispose()
 
 
-async def test_a_notified_queue_is_claimed_first(
-    make_queue: QueueMaker, new_queue_name
-) -> None:
+async def test_a_notified_queue_is_claimed_first(make_queue: QueueMaker, new_queue_name) -> None:
     """A consumer of several queues looks first at the one a notification named, so a new
     message costs one claim, not a look at every empty queue before it."""
     queue = await make_queue(poll_interval=NO_POLLING)

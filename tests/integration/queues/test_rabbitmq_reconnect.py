@@ -14,17 +14,15 @@ from collections.abc import AsyncIterator
 import aio_pika
 import pytest
 from queue_helpers import (
-    RABBITMQ_URL,
     QueueMaker,
     next_delivery,
     publish_eventually,
-    require,
-    require_service,
     run_message,
 )
 
 from scheduler_application.errors import Unavailable
 from scheduler_application.ports.queue import Delivery
+from services import RABBITMQ_URL, require, require_service
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow, pytest.mark.timeout(120)]
 

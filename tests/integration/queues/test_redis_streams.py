@@ -8,17 +8,16 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 from queue_helpers import (
-    REDIS_URL,
     VISIBILITY_TIMEOUT,
     QueueMaker,
     assert_no_delivery,
     next_delivery,
     publish_eventually,
-    require_service,
     run_message,
 )
 
 from scheduler_infrastructure.queues.redis_streams import GROUP
+from services import REDIS_URL, require_service
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
 
