@@ -5,22 +5,28 @@ and ``scheduler-worker`` as processes on PostgreSQL.
   their metrics ports, each with the metrics its component records.
 - Secrets planted in the environment (JWT secret, database and RabbitMQ passwords, an admin
   password, a ``*_TOKEN`` variable) and in a task's parameters (an API key, a password, a
-  bearer token, the database password itself) appear in no log line of any process and in no
-  output or error stored on a run.
+  bearer token, the database password itself) appear in no log line of any process, in no
+  output or error stored on a run, and in no span the processes export (they send OTLP over
+  HTTP to a collector the test runs, which keeps every request it receives).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import secrets
 import socket
 import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 from harness import BIN, Cluster, eventually
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
@@ -32,6 +38,40 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+class _Collector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP trace endpoint that keeps what it is sent."""
+
+    received: list[ExportTraceServiceRequest]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        if self.headers.get("content-encoding") == "gzip":
+            body = gzip.decompress(body)
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        self.received.append(request)
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def collector() -> Iterator[tuple[int, list[ExportTraceServiceRequest]]]:
+    received: list[ExportTraceServiceRequest] = []
+    handler = type("Collector", (_Collector,), {"received": received})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], received
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -48,8 +88,11 @@ def _value(samples: dict[Any, float], name: str, **labels: str) -> float:
 
 
 async def test_binaries_serve_metrics_and_never_log_or_store_planted_secrets(
-    cluster_factory: Any, uow_factory: SqlUnitOfWorkFactory
+    cluster_factory: Any,
+    uow_factory: SqlUnitOfWorkFactory,
+    collector: tuple[int, list[ExportTraceServiceRequest]],
 ) -> None:
+    collector_port, exported = collector
     token = secrets.token_hex(6)
     planted = {
         "jwt_secret": f"planted-jwt-secret-{token}-" + "j" * 24,
@@ -72,6 +115,8 @@ async def test_binaries_serve_metrics_and_never_log_or_store_planted_secrets(
         DEPLOY_TOKEN=planted["env_token"],
         SCHEDULER__LOGGING__LEVEL="DEBUG",
         SCHEDULER__DISPATCHER__GAUGE_INTERVAL_SECONDS="0.5",
+        SCHEDULER__TELEMETRY__EXPORTER="otlp-http",
+        SCHEDULER__TELEMETRY__OTLP_ENDPOINT=f"http://127.0.0.1:{collector_port}",
     )
     created = await asyncio.to_thread(
         subprocess.run,
@@ -227,3 +272,26 @@ async def test_binaries_serve_metrics_and_never_log_or_store_planted_secrets(
     for what, secret in planted.items():
         for text in (*texts, *shown):
             assert secret not in text, f"{what} stored on a run"
+
+    # Traces: each process exported its spans (flushed at shutdown), the runs' among them, and
+    # no span holds a secret — the request URL with a password in its query included.
+    spans = [
+        (resource_spans.resource, span)
+        for request in exported
+        for resource_spans in request.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+    ]
+    services = {
+        attribute.value.string_value
+        for resource, _ in spans
+        for attribute in resource.attributes
+        if attribute.key == "service.name"
+    }
+    assert {"scheduler-api", "scheduler-worker"} <= services
+    names = [span.name for _, span in spans]
+    assert names.count("run.execute") == 3
+    assert "GET /api/v1/tasks" in names  # the refused request with ?password= is in a trace
+    for what, secret in planted.items():
+        for request in exported:
+            assert secret not in str(request), f"{what} leaked into an exported span"

@@ -134,3 +134,23 @@ def test_client_spans_without_a_parent_are_not_recorded(
         "INSERT",
         "run.trigger",
     ]
+
+
+def test_no_secret_leaves_the_process_in_a_span(
+    tracer: OpenTelemetryTracer, exporter: InMemorySpanExporter
+) -> None:
+    """Whatever an instrumentation or a use case puts in a span is redacted before export,
+    with the same rules as the logs."""
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlc2ln"
+    with tracer.span("run.execute") as span:
+        span.set_attribute("http.url", "https://hooks.example.com/x?access_token=hunter2hunter2")
+        span.set_attribute("http.request.header.authorization", f"Bearer {token}")
+        span.set_attribute("scheduler.run.attempt", 2)
+        span.set_error("connect to postgres://app:s3cr3t-pass@db/app failed")
+    [exported] = exporter.get_finished_spans()
+    text = repr(dict(exported.attributes or {})) + str(exported.status.description)
+    for secret in ("hunter2hunter2", token, "s3cr3t-pass"):
+        assert secret not in text
+    assert "[REDACTED]" in str(exported.attributes["http.url"])
+    assert exported.attributes["scheduler.run.attempt"] == 2
+    assert exported.status.status_code is trace.StatusCode.ERROR

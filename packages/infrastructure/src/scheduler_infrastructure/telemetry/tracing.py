@@ -25,7 +25,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     Decision,
@@ -38,6 +38,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import Attributes as OtelAttributes
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from scheduler_application.ports.redaction import Redactor
 from scheduler_application.ports.tracing import (
     NO_TRACER,
     Attributes,
@@ -48,6 +49,7 @@ from scheduler_application.ports.tracing import (
 )
 from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.errors import ConfigError
+from scheduler_infrastructure.telemetry.redaction import SecretRedactor
 
 logger = logging.getLogger("scheduler.tracing")
 
@@ -175,6 +177,64 @@ class DropOrphanClientSpans(Sampler):
         return f"DropOrphanClientSpans({self._ratio.get_description()})"
 
 
+class RedactingSpanProcessor(SpanProcessor):
+    """Hands ``inner`` a copy of each finished span with every string it carries — name,
+    attributes, event attributes, status description — passed through the redactor, so that
+    no secret leaves the process in a trace (an ``http`` task's URL with a token in its query,
+    an exception message quoting a password)."""
+
+    def __init__(self, inner: SpanProcessor, redactor: Redactor) -> None:
+        self._inner = inner
+        self._redact = redactor.redact
+
+    def on_start(
+        self, span: trace.Span, parent_context: otel_context.Context | None = None
+    ) -> None:
+        self._inner.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self._inner.on_end(self._redacted(span))
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+    def _redacted(self, span: ReadableSpan) -> ReadableSpan:
+        status = span.status
+        if status.description:
+            status = trace.Status(status.status_code, self._redact(status.description))
+        return ReadableSpan(
+            name=self._redact(span.name),
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=self._attributes(span.attributes),
+            events=[
+                Event(event.name, self._attributes(event.attributes), event.timestamp)
+                for event in span.events
+            ],
+            links=span.links,
+            kind=span.kind,
+            status=status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+    def _attributes(self, attributes: OtelAttributes) -> dict[str, Any]:
+        redacted: dict[str, Any] = {}
+        for key, value in (attributes or {}).items():
+            if isinstance(value, str):
+                redacted[key] = self._redact(value)
+            elif isinstance(value, tuple | list) and any(isinstance(v, str) for v in value):
+                redacted[key] = tuple(self._redact(v) if isinstance(v, str) else v for v in value)
+            else:
+                redacted[key] = value
+        return redacted
+
+
 def service_name(components: Sequence[str]) -> str:
     """``scheduler-<component>`` for one component, ``scheduler`` for a combined process."""
     return f"scheduler-{components[0]}" if len(components) == 1 else "scheduler"
@@ -186,9 +246,11 @@ def build_tracer_provider(
     components: Sequence[str],
     exporter: SpanExporter | None = None,
     processor: SpanProcessor | None = None,
+    redactor: Redactor | None = None,
 ) -> TracerProvider | None:
     """The process's provider, or None when tracing is off. ``exporter``/``processor``
-    replace the configured exporter (tests pass an in-memory one)."""
+    replace the configured exporter (tests pass an in-memory one); either way every span is
+    redacted (``redactor``, by default the same rules as the logs) before it is exported."""
     config = settings.telemetry
     if config.exporter == "none" and exporter is None and processor is None:
         return None
@@ -208,7 +270,9 @@ def build_tracer_provider(
     )
     if processor is None:
         processor = BatchSpanProcessor(exporter or _configured_exporter(settings))
-    provider.add_span_processor(processor)
+    provider.add_span_processor(
+        RedactingSpanProcessor(processor, redactor or SecretRedactor.from_settings(settings))
+    )
     return provider
 
 
