@@ -57,3 +57,13 @@ def test_dockerfile_is_multi_stage() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert text.count("\nFROM ") + text.startswith("FROM ") >= 2
     assert "uv sync --frozen" in text
+
+
+def test_every_component_sends_its_traces_to_the_compose_trace_backend() -> None:
+    compose = _compose()
+    services = compose["services"]
+    assert "jaeger" in services
+    for name in ("api", "dispatcher", "worker-1", "worker-2"):
+        environment = services[name]["environment"]
+        assert environment["SCHEDULER__TELEMETRY__EXPORTER"] == "otlp-grpc", name
+        assert environment["SCHEDULER__TELEMETRY__OTLP_ENDPOINT"] == "http://jaeger:4317", name
