@@ -161,3 +161,18 @@ def test_trace_id_accepts_only_well_formed_traceparents() -> None:
 def test_bind_refuses_unknown_fields() -> None:
     with pytest.raises(TypeError):
         bind(user="bob")
+
+
+def test_a_line_written_inside_a_recorded_span_carries_its_trace_id() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from scheduler_infrastructure.telemetry.tracing import OpenTelemetryTracer
+
+    tracer = OpenTelemetryTracer(TracerProvider())
+    with tracer.span("POST /api/v1/tasks/{task_id}/trigger") as span:
+        record = _record("triggered")
+    outside = _record("idle")
+    assert span.traceparent is not None
+    entry = json.loads(JsonFormatter("api").format(record))
+    assert entry["trace_id"] == span.traceparent.split("-")[1]
+    assert "trace_id" not in json.loads(JsonFormatter("api").format(outside))

@@ -17,6 +17,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import trace
+
 from scheduler_application.log_context import FIELDS, log_fields
 from scheduler_application.ports.redaction import NO_REDACTION, Redactor
 from scheduler_infrastructure.config import LoggingSettings
@@ -38,6 +40,11 @@ class ContextFilter(logging.Filter):
         for key, value in log_fields().items():
             if not hasattr(record, key):
                 setattr(record, key, value)
+        if not hasattr(record, "trace_id"):
+            # Written inside a recorded span (an API request, a run's consume): its trace.
+            context = trace.get_current_span().get_span_context()
+            if context.is_valid:
+                record.trace_id = f"{context.trace_id:032x}"
         return True
 
 
