@@ -116,7 +116,9 @@ def test_database_password_is_filled_into_the_url() -> None:
         },
         path=ROOT / "config" / "default.toml",
     )
-    assert database_url(settings.database) == "postgresql+asyncpg://scheduler:p%40ss%2Fword@db:5432/x"
+    assert (
+        database_url(settings.database) == "postgresql+asyncpg://scheduler:p%40ss%2Fword@db:5432/x"
+    )
 
 
 def test_missing_config_file_is_named() -> None:
@@ -140,3 +142,25 @@ def test_invalid_toml_is_reported_with_the_file(tmp_path: Path) -> None:
 )
 def test_run_mode_is_all_or_a_comma_list(mode: str, expected: tuple[str, ...]) -> None:
     assert parse_run_mode(mode) == expected
+
+
+def test_a_worker_counts_as_offline_after_the_configured_silence_but_never_within_3_beats() -> None:
+    quick = load_settings(
+        {
+            "SCHEDULER__WORKER__OFFLINE_AFTER_SECONDS": "2",
+            "SCHEDULER__WORKER__HEARTBEAT_SECONDS": "0.5",
+        },
+        path=None,
+    )
+    assert quick.worker.silence.total_seconds() == 2
+    slow_beats = load_settings(
+        {
+            "SCHEDULER__WORKER__OFFLINE_AFTER_SECONDS": "2",
+            "SCHEDULER__WORKER__HEARTBEAT_SECONDS": "5",
+        },
+        path=None,
+    )
+    assert slow_beats.worker.silence.total_seconds() == 15
+    assert "worker.offline_after_seconds" in _error(
+        {"SCHEDULER__WORKER__OFFLINE_AFTER_SECONDS": "0"}
+    )

@@ -209,6 +209,7 @@ def _check(s: Settings) -> None:
         ("worker.lease_seconds", s.worker.lease_seconds),
         ("worker.heartbeat_seconds", s.worker.heartbeat_seconds),
         ("worker.drain_timeout_seconds", s.worker.drain_timeout_seconds),
+        ("worker.offline_after_seconds", s.worker.offline_after_seconds),
         ("dispatcher.gauge_interval_seconds", s.dispatcher.gauge_interval_seconds),
     ):
         _positive(key, value)

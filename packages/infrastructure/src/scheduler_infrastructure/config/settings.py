@@ -98,10 +98,14 @@ class WorkerSettings:
     metrics_port: int = 9102
     metrics_host: str = "127.0.0.1"
 
+    #: A worker silent this long (and at least three heartbeats) is offline: the dispatcher
+    #: stops routing to it and re-dispatches what waits on its direct queue.
+    offline_after_seconds: float = 30.0
+
     @property
     def silence(self) -> timedelta:
         """How long a worker may go without a heartbeat before it no longer counts as live."""
-        return timedelta(seconds=max(3 * self.heartbeat_seconds, 30))
+        return timedelta(seconds=max(3 * self.heartbeat_seconds, self.offline_after_seconds))
 
 
 @dataclass(frozen=True, slots=True)
