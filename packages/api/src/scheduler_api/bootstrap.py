@@ -178,7 +178,7 @@ def build_services(
         rate_limits=RunRateLimits(limiter=resources.rate_limiter, observer=observer),
     )
     return ApiServices(
-        tasks=TaskService(uow_factory=uow, clock=clock),
+        tasks=TaskService(uow_factory=uow, clock=clock, observer=observer),
         task_graph=TaskGraphService(uow_factory=uow),
         runs=RunService(uow_factory=uow, clock=clock, observer=observer, relay=relay),
         workers=workers,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -131,51 +131,84 @@ def due_slots(
     return DueSlots(window, unlisted=unlisted, unlisted_from=first, unlisted_until=start)
 
 
+#: Every slot listed is missed: what :func:`due_slots` is asked for when recording a pause.
+_ALL_MISSED = MisfirePolicy(kind=MisfireKind.SKIP, grace=timedelta(0))
+
+
+def missed_decisions(
+    task_id: str,
+    listed: DueSlots,
+    missed: Sequence[datetime],
+    *,
+    reason: SkipReason,
+    at: datetime,
+    detail: Mapping[str, object] | None = None,
+) -> list[tuple[SlotDecision, int]]:
+    """The decisions recording ``missed`` (ascending, among ``listed.slots``) and the slots
+    ``listed`` left out, each with the number of slots it stands for: the newest
+    :data:`MAX_MISSED_DECISIONS` one by one, all older ones in one aggregated decision (whose
+    count is a floor when ``listed`` left slots out: they were never enumerated)."""
+    base = dict(detail or {})
+    older = list(missed[: max(len(missed) - MAX_MISSED_DECISIONS, 0)])
+    recent = missed[len(older) :]
+    decisions: list[tuple[SlotDecision, int]] = []
+    unlisted = listed.unlisted + len(older)
+    if unlisted:
+        first = listed.unlisted_from or older[0]
+        until = older[-1] if older else listed.unlisted_until
+        assert until is not None
+        count_key = "count_at_least" if listed.unlisted else "count"
+        aggregated = SlotDecision(
+            task_id=task_id,
+            slot=first,
+            outcome=SlotOutcome.SKIPPED,
+            at=at,
+            reason=reason,
+            detail={
+                **base,
+                "aggregated": True,
+                "until": format_instant(until),
+                count_key: unlisted,
+            },
+        )
+        decisions.append((aggregated, unlisted))
+    for slot in recent:
+        decision = SlotDecision(
+            task_id=task_id,
+            slot=slot,
+            outcome=SlotOutcome.SKIPPED,
+            at=at,
+            reason=reason,
+            detail=dict(base),
+        )
+        decisions.append((decision, 1))
+    return decisions
+
+
 async def record_paused_slots(
     uow: UnitOfWork, task: Task, *, paused_at: datetime, resumed_at: datetime
 ) -> int:
-    """Record the slots a task skipped while paused (reason ``paused``); returns how many.
+    """Record the slots of ``task``'s schedule in ``(paused_at, resumed_at]`` as skipped with
+    reason ``paused``; returns how many slots that is (a floor after a very long pause, like
+    the ``misfire`` count after an outage).
 
-    Meant for the resume use case, before it reschedules from now (``paused_at`` is when the
-    pause began, e.g. the task's ``updated_at`` if nothing else changed it since). Bounded like
-    firing: the newest :data:`MAX_MISSED_DECISIONS` one by one, the older ones in one decision.
+    The task use cases call it when a paused task is resumed, and before any other edit of a
+    paused task (which moves ``updated_at``, the mark of how far a pause is recorded). Bounded
+    like firing: a window ending at ``resumed_at`` is listed, the newest
+    :data:`MAX_MISSED_DECISIONS` slots one by one, everything older in one decision.
     """
     if task.schedule is None or resumed_at <= paused_at:
         return 0
-    slots = slots_between(task.schedule, paused_at, resumed_at, limit=SCAN_LIMIT)
-    if not slots:
+    first = task.schedule.next_after(paused_at)
+    if first is None or first > resumed_at:
         return 0
-    older, recent = slots[:-MAX_MISSED_DECISIONS], slots[-MAX_MISSED_DECISIONS:]
-    decisions = [
-        SlotDecision(
-            task_id=task.id,
-            slot=slot,
-            outcome=SlotOutcome.SKIPPED,
-            reason=SkipReason.PAUSED,
-            at=resumed_at,
-        )
-        for slot in recent
-    ]
-    if older:
-        count_key = "count_at_least" if len(slots) >= SCAN_LIMIT else "count"
-        decisions.insert(
-            0,
-            SlotDecision(
-                task_id=task.id,
-                slot=older[0],
-                outcome=SlotOutcome.SKIPPED,
-                reason=SkipReason.PAUSED,
-                at=resumed_at,
-                detail={
-                    "aggregated": True,
-                    "until": format_instant(older[-1]),
-                    count_key: len(older),
-                },
-            ),
-        )
-    for decision in decisions:
+    listed = due_slots(task.schedule, first, resumed_at, _ALL_MISSED)
+    decisions = missed_decisions(
+        task.id, listed, listed.slots, reason=SkipReason.PAUSED, at=resumed_at
+    )
+    for decision, _ in decisions:
         await uow.decisions.add(decision)
-    return len(slots)
+    return sum(count for _, count in decisions)
 
 
 class ScheduleFiring:
@@ -339,20 +372,13 @@ class ScheduleFiring:
         reason: SkipReason,
         now: datetime,
         report: FiringReport,
-        detail: dict[str, object] | None = None,
-        count: int = 1,
     ) -> None:
         await uow.decisions.add(
             SlotDecision(
-                task_id=task.id,
-                slot=slot,
-                outcome=SlotOutcome.SKIPPED,
-                at=now,
-                reason=reason,
-                detail=detail or {},
+                task_id=task.id, slot=slot, outcome=SlotOutcome.SKIPPED, at=now, reason=reason
             )
         )
-        report.skipped[reason] += count
+        report.skipped[reason] += 1
 
     async def _record_missed(
         self,
@@ -364,26 +390,12 @@ class ScheduleFiring:
         report: FiringReport,
     ) -> None:
         policy = {"misfire": task.misfire.kind.value, "grace_seconds": task.misfire.grace // _SEC}
-        older = list(missed[: max(len(missed) - MAX_MISSED_DECISIONS, 0)])
-        recent = missed[len(older) :]
-        unlisted = listed.unlisted + len(older)
-        if unlisted:
-            first = listed.unlisted_from or older[0]
-            until = older[-1] if older else listed.unlisted_until
-            assert until is not None
-            # Slots older than the listed window were not enumerated: their number is a floor.
-            count_key = "count_at_least" if listed.unlisted else "count"
-            detail: dict[str, object] = {
-                **policy,
-                "aggregated": True,
-                "until": format_instant(until),
-                count_key: unlisted,
-            }
-            await self._skip(
-                uow, task, first, SkipReason.MISFIRE, now, report, detail, count=unlisted
-            )
-        for slot in recent:
-            await self._skip(uow, task, slot, SkipReason.MISFIRE, now, report, dict(policy))
+        decisions = missed_decisions(
+            task.id, listed, missed, reason=SkipReason.MISFIRE, at=now, detail=policy
+        )
+        for decision, count in decisions:
+            await uow.decisions.add(decision)
+            report.skipped[SkipReason.MISFIRE] += count
 
     # -- after the commit ------------------------------------------------------------------------
 
