@@ -25,6 +25,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.sql import Executable, Select
@@ -72,6 +73,14 @@ _INSERT_WITH_EVENTS = text(
 ).bindparams(*(bindparam(c.name, type_=c.type) for c in _NEW_RUN_COLUMNS))
 
 
+@cache
+def _insert_new_runs(*, postgres: bool) -> Executable:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING id``, built once (the rows come as
+    parameters; SQLAlchemy batches them as multi-row VALUES and collects the ids)."""
+    dialect = postgresql if postgres else sqlite
+    return dialect.insert(task_runs).on_conflict_do_nothing().returning(_c.id)
+
+
 class SqlRunRepository(SqlRepository):
     what = "run"
 
@@ -90,6 +99,20 @@ class SqlRunRepository(SqlRepository):
             result = await self._conn.execute(_INSERT_WITH_EVENTS, {**row, **event_columns(events)})
         if result.rowcount == 0:
             raise await self._clash(task_runs, row)
+
+    async def add_new_many(
+        self, runs: Sequence[TaskRun], *, events: Sequence[RunEvent] = ()
+    ) -> set[str]:
+        """One ``INSERT … ON CONFLICT DO NOTHING RETURNING id`` for the runs (SQLAlchemy sends
+        the rows as multi-row VALUES), then the events of the inserted ones (``add_many``)."""
+        if not runs:
+            return set()
+        statement = _insert_new_runs(postgres=self._postgres)
+        result = await self._execute(statement, [run_to_row(run) for run in runs])
+        inserted = {row[0] for row in result}
+        kept = [event for event in events if event.run_id in inserted]
+        await SqlRunEventRepository(self._connection).add_many(kept)
+        return inserted
 
     async def get(self, run_id: str) -> TaskRun | None:
         return await self._one(select(task_runs).where(_c.id == run_id))
