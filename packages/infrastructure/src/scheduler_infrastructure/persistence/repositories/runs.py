@@ -103,11 +103,18 @@ class SqlRunRepository(SqlRepository):
     async def add_new_many(
         self, runs: Sequence[TaskRun], *, events: Sequence[RunEvent] = ()
     ) -> set[str]:
-        """One ``INSERT … ON CONFLICT DO NOTHING RETURNING id`` for the runs (SQLAlchemy sends
-        the rows as multi-row VALUES), then the events of the inserted ones (``add_many``)."""
+        """PostgreSQL: one statement for the runs and their events — the runs from one array
+        per column (``INSERT … SELECT FROM unnest … ON CONFLICT DO NOTHING RETURNING id``),
+        the events of those inserted likewise — whose text does not depend on the number of
+        rows, so it is prepared once per connection whatever the batch. SQLite: an
+        ``INSERT … ON CONFLICT DO NOTHING RETURNING id`` per batch, then the events."""
         if not runs:
             return set()
-        statement = _insert_new_runs(postgres=self._postgres)
+        if self._postgres:
+            params = {**_column_arrays(runs, _WRITTEN), **event_columns(events)}
+            params["id"] = [run.id for run in runs]
+            return {row[0] for row in await self._execute_text(_ADD_NEW_MANY, params)}
+        statement = _insert_new_runs(postgres=False)
         result = await self._execute(statement, [run_to_row(run) for run in runs])
         inserted = {row[0] for row in result}
         kept = [event for event in events if event.run_id in inserted]
@@ -561,6 +568,13 @@ def _update_many_params(
         "id": [run.id for run in runs],
         "expected": [expected for _, expected in writes],
     }
+    params.update(_column_arrays(runs, columns))
+    return params
+
+
+def _column_arrays(runs: Sequence[TaskRun], columns: tuple[Any, ...]) -> dict[str, list[Any]]:
+    """One list per column, as ``unnest`` takes them (see :func:`_array_type`)."""
+    params: dict[str, list[Any]] = {}
     for column in columns:
         name = column.name
         if name == "trigger" or name == "status":
@@ -573,6 +587,30 @@ def _update_many_params(
         else:
             params[name] = [getattr(run, name) for run in runs]
     return params
+
+
+def _add_new_many_statement() -> TextClause:
+    """New runs (every column but the dependency bookkeeping, which starts empty) and the
+    events of those inserted, in one statement; written out from the table's own column
+    names (no outside input)."""
+    names = ", ".join(f'"{c.name}"' for c in _WRITTEN)
+    values = ", ".join(
+        f'CAST(v."{c.name}" AS jsonb)' if c.name in _JSON_COLUMNS else f'v."{c.name}"'
+        for c in _WRITTEN
+    )
+    arrays = ", ".join(f"CAST(:{c.name} AS {_array_type(c)}[])" for c in _WRITTEN)
+    return text(
+        f"WITH new_run AS (INSERT INTO task_runs (id, {names}) "  # noqa: S608
+        f"SELECT v.id, {values} FROM unnest(CAST(:id AS text[]), {arrays}) "
+        f"WITH ORDINALITY AS v(id, {names}, n) ORDER BY v.n "
+        "ON CONFLICT DO NOTHING RETURNING id), "
+        "new_event AS ("
+        + INSERT_FROM_ARRAYS.format(guard="e.run_id IN (SELECT id FROM new_run)")
+        + ") SELECT id FROM new_run"
+    )
+
+
+_ADD_NEW_MANY = _add_new_many_statement()
 
 
 def _instant(value: datetime | None) -> datetime | None:
