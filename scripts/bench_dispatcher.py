@@ -94,6 +94,7 @@ class Phase:
     connection: asyncpg.Connection
     dispatcher: subprocess.Popen[bytes]
     logs: Path
+    prefix: str
 
     async def backend_pids(self) -> list[int]:
         """The database's server processes other than the bench's own connection."""
@@ -126,6 +127,7 @@ async def phase(name: str) -> AsyncIterator[Phase]:
     logs = Path(tempfile.mkdtemp(prefix=f"bench-dispatcher-{name}-"))
     dispatcher: subprocess.Popen[bytes] | None = None
     connection: asyncpg.Connection | None = None
+    prefix = f"bench{secrets.token_hex(3)}"
     try:
         await asyncio.to_thread(upgrade, url_text)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")}
@@ -133,7 +135,7 @@ async def phase(name: str) -> AsyncIterator[Phase]:
             SCHEDULER_CONFIG=str(ROOT / "config" / "default.toml"),
             SCHEDULER__DATABASE__URL=url_text,
             SCHEDULER__QUEUE__BACKEND="postgres",
-            SCHEDULER__QUEUE__PREFIX=f"bench{secrets.token_hex(3)}",
+            SCHEDULER__QUEUE__PREFIX=prefix,
             SCHEDULER__LOGGING__LEVEL="WARNING",
             SCHEDULER__LOGGING__FORMAT="json",
             SCHEDULER__DISPATCHER__METRICS_PORT="0",
@@ -146,7 +148,7 @@ async def phase(name: str) -> AsyncIterator[Phase]:
         await asyncio.sleep(3)  # connected, listening, first idle sleep begun
         if dispatcher.poll() is not None:
             raise RuntimeError(f"the dispatcher exited; see {logs}/dispatcher.log")
-        yield Phase(database, connection, dispatcher, logs)
+        yield Phase(database, connection, dispatcher, logs, prefix)
     finally:
         if dispatcher is not None:
             dispatcher.send_signal(signal.SIGTERM)
@@ -237,17 +239,35 @@ async def fire_at_once(count: int, *, lead: float = 4.0) -> dict[str, Any]:
         )
         if datetime.now(UTC) >= slot:
             raise RuntimeError(f"inserting took {inserted:.1f} s, past the slot: raise --lead")
+        # The postgres queue NOTIFYs at the commit that inserts messages: when a listening
+        # worker learns of them. The k-th notification is the k-th firing transaction's.
+        notified: list[datetime] = []
+        listener = await asyncpg.connect(_dsn(p.database))
+        await listener.add_listener(
+            f"{p.prefix}_queue", lambda *_: notified.append(datetime.now(UTC))
+        )
         cpu_before = _cpu_seconds(p.dispatcher.pid)
         await _wait_for_runs(p.connection, count, within=lead + 120)
         cpu = _cpu_seconds(p.dispatcher.pid) - cpu_before
+        await asyncio.sleep(0.2)  # the last notification
+        await listener.close()
         rows = await p.connection.fetch(
-            "SELECT scheduled_for, created_at, queued_at FROM task_runs"
+            "SELECT scheduled_for, created_at, queued_at, xmin::text::bigint AS tx FROM task_runs"
         )
         fired = [(r["created_at"] - r["scheduled_for"]).total_seconds() * 1000 for r in rows]
         queued = [(r["queued_at"] - r["scheduled_for"]).total_seconds() * 1000 for r in rows]
         assert len(rows) == count, len(rows)
         assert all(r["scheduled_for"] == slot for r in rows)
+        transactions = sorted({r["tx"] for r in rows})
+        visible: list[float] = []
+        if len(transactions) == len(notified):
+            at = dict(zip(transactions, notified, strict=True))
+            visible = [(at[r["tx"]] - r["scheduled_for"]).total_seconds() * 1000 for r in rows]
         return {
+            "transactions": len(transactions),
+            "visible_p50_ms": statistics.median(visible) if visible else float("nan"),
+            "visible_p99_ms": _percentile(visible, 0.99) if visible else float("nan"),
+            "visible_max_ms": max(visible) if visible else float("nan"),
             "tasks": count,
             "fired_p50_ms": statistics.median(fired),
             "fired_p99_ms": _percentile(fired, 0.99),
@@ -255,7 +275,7 @@ async def fire_at_once(count: int, *, lead: float = 4.0) -> dict[str, Any]:
             "queued_p50_ms": statistics.median(queued),
             "queued_p99_ms": _percentile(queued, 0.99),
             "queued_max_ms": max(queued),
-            "runs_per_second": count / (max(queued) / 1000),
+            "runs_per_second": count / (max(visible or queued) / 1000),
             "dispatcher_cpu_s": cpu,
             "insert_s": inserted,
         }
@@ -308,10 +328,12 @@ async def idle_cpu(sizes: list[int], *, window: float, settle: float) -> list[di
 
 def _print_fire(label: str, r: dict[str, Any]) -> None:
     print(
-        f"  {label}: fired p50 {r['fired_p50_ms']:.0f} / p99 {r['fired_p99_ms']:.0f} / max "
-        f"{r['fired_max_ms']:.0f} ms; queued p50 {r['queued_p50_ms']:.0f} / p99 "
-        f"{r['queued_p99_ms']:.0f} / max {r['queued_max_ms']:.0f} ms; "
-        f"{r['runs_per_second']:.0f} runs/s; dispatcher CPU {r['dispatcher_cpu_s']:.2f} s "
+        f"  {label}: slot -> ms, p50 / p99 / max: fired {r['fired_p50_ms']:.0f} / "
+        f"{r['fired_p99_ms']:.0f} / {r['fired_max_ms']:.0f}; queued {r['queued_p50_ms']:.0f} / "
+        f"{r['queued_p99_ms']:.0f} / {r['queued_max_ms']:.0f}; visible "
+        f"{r['visible_p50_ms']:.0f} / {r['visible_p99_ms']:.0f} / {r['visible_max_ms']:.0f}\n"
+        f"  {' ' * len(label)}  {r['transactions']} transactions, {r['runs_per_second']:.0f} "
+        f"runs/s to the last visible, dispatcher CPU {r['dispatcher_cpu_s']:.2f} s "
         f"(load {_loadavg()})",
         flush=True,
     )
@@ -373,13 +395,17 @@ async def main() -> None:
 
 
 def _summary(name: str, rounds: list[dict[str, Any]], *, target: float | None) -> None:
+    p99 = statistics.median(r["queued_p99_ms"] for r in rounds)
+    seen = statistics.median(r["visible_p99_ms"] for r in rounds)
     if len(rounds) > 1:
-        p99 = statistics.median(r["queued_p99_ms"] for r in rounds)
-        last = statistics.median(r["queued_max_ms"] for r in rounds)
-        print(f"  median of {len(rounds)}: queued p99 {p99:.0f} ms, all queued {last:.0f} ms")
+        last = statistics.median(r["visible_max_ms"] for r in rounds)
+        print(
+            f"  median of {len(rounds)}: p99 queued {p99:.0f} ms, visible {seen:.0f} ms; "
+            f"all visible {last:.0f} ms"
+        )
     if target is not None:
-        p99 = statistics.median(r["queued_p99_ms"] for r in rounds)
-        print(f"  target p99 <= {target:.0f} ms: {'met' if p99 <= target else 'NOT met'}")
+        verdict = "met" if max(p99, seen) <= target else "NOT met"
+        print(f"  target p99 <= {target:.0f} ms (queued and visible): {verdict}")
 
 
 if __name__ == "__main__":
