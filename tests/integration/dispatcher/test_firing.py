@@ -15,7 +15,7 @@ from scheduler_application.relay import RunRelay
 from scheduler_application.runs import RunService
 from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.tasks import TaskService
-from scheduler_application.testing import FakeClock, InMemoryRunQueue
+from scheduler_application.testing import FakeClock, InMemoryRunQueue, RecordingObserver
 from scheduler_dispatcher.loops import PeriodicLoop
 from scheduler_dispatcher.scheduler_loop import SchedulerLoop
 from scheduler_domain.events import SkipReason
@@ -65,6 +65,40 @@ async def test_fired_slots_decisions_and_next_run_at_are_stored(
         SkipReason.FORBID: 1,
     }
     assert (await tasks.get(task.id, principal=OWNER)).next_run_at == START + 7 * MINUTE
+
+
+async def test_slots_passed_while_paused_are_stored_as_paused_decisions_on_resume(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    clock = FakeClock(START)
+    observer = RecordingObserver()
+    tasks = TaskService(uow_factory=uow_factory, clock=clock, observer=observer)
+    task = await tasks.create(
+        {"name": "pausable", "executor": "noop", "schedule": {"interval_seconds": 60}},
+        principal=OWNER,
+    )
+    await tasks.pause(task.id, principal=OWNER)
+    clock.set(START + 60 * MINUTE + timedelta(seconds=10))  # 60 slots pass while paused
+
+    resumed = await tasks.resume(task.id, principal=OWNER)
+
+    assert resumed.next_run_at == START + 61 * MINUTE
+    assert observer.skipped == {"paused": 60}
+    async with uow_factory() as uow:
+        stored = await uow.decisions.list_for_task(task.id, limit=100)
+        assert (await uow.tasks.get(task.id)).enabled  # type: ignore[union-attr]
+    assert {d.reason for d in stored} == {SkipReason.PAUSED}
+    assert len(stored) == 51  # the newest 50 one by one, the 10 before them in one
+    newest_first = [d.slot for d in stored if not d.detail.get("aggregated")]
+    assert newest_first == [START + n * MINUTE for n in range(60, 10, -1)]
+    [aggregated] = [d for d in stored if d.detail.get("aggregated")]
+    assert aggregated.slot == START + MINUTE
+    assert aggregated.detail == {"aggregated": True, "until": "2030-03-01T12:10:00Z", "count": 10}
+    # The firing path then only sees the slots after the resume: no misfire for the pause.
+    firing = ScheduleFiring(uow_factory=uow_factory, clock=clock)
+    clock.set(START + 61 * MINUTE)
+    report = await firing.fire_due_tasks()
+    assert (report.fired, report.skipped) == (1, {})
 
 
 @pytest.mark.postgres
@@ -215,9 +249,7 @@ async def test_scheduled_runs_execute_on_a_worker_with_round_robin(
 ) -> None:
     async with dispatcher_stack(uow_factory) as stack:
         async with running_worker(stack.worker()) as one, running_worker(stack.worker()) as two:
-            task_id = await stack.create_task(
-                "spread-out", executor="noop", strategy="round_robin"
-            )
+            task_id = await stack.create_task("spread-out", executor="noop", strategy="round_robin")
             for _ in range(6):
                 await stack.runs.trigger(task_id, principal=OWNER)
             stack.dispatcher.loop("relay").wake()

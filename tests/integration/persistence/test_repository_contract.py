@@ -389,6 +389,30 @@ async def test_due_tasks_next_due_at_and_set_next_run_at(
         assert advanced.version == late.version
 
 
+async def test_set_next_run_at_many_advances_each_task_without_a_version_bump(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    now = T0 + timedelta(hours=1)
+    first = make_task(next_run_at=now)
+    second = make_task(next_run_at=now)
+    untouched = make_task(next_run_at=now)
+    await save(uow_factory, first, second, untouched)
+    async with committed(uow_factory) as uow:
+        await uow.tasks.set_next_run_at_many(
+            [(first.id, now + timedelta(days=1)), (second.id, None), ("missing", now)]
+        )
+        await uow.tasks.set_next_run_at_many([])
+
+    async with uow_factory() as uow:
+        assert ids(await uow.tasks.due(now, limit=10)) == [untouched.id]
+        advanced = await uow.tasks.get(first.id)
+        cleared = await uow.tasks.get(second.id)
+        assert advanced is not None
+        assert cleared is not None
+        assert (advanced.next_run_at, advanced.version) == (now + timedelta(days=1), 1)
+        assert (cleared.next_run_at, cleared.version) == (None, 1)
+
+
 async def test_next_due_at_is_none_without_enabled_scheduled_tasks(
     uow_factory: SqlUnitOfWorkFactory,
 ) -> None:
@@ -898,8 +922,12 @@ async def test_renew_leases_renews_running_runs_under_their_current_token(
 
     async with committed(uow_factory) as uow:
         renewed = await uow.runs.renew_leases(
-            [(held.id, held.version), (other.id, other.version + 1), (done.id, done.version),
-             ("missing", 1)],
+            [
+                (held.id, held.version),
+                (other.id, other.version + 1),
+                (done.id, done.version),
+                ("missing", 1),
+            ],
             now=later,
             lease=LEASE,
         )
@@ -954,8 +982,32 @@ async def test_a_run_added_with_its_events_stores_both_or_neither(
     async with uow_factory() as uow:
         assert await uow.runs.get(run.id) == run
         assert await uow.events.list_for_run(run.id) == [created, queued]
-        assert [e.to_status for e in await uow.events.list_for_run(clash.id)] == [
-            RunStatus.PENDING
+        assert [e.to_status for e in await uow.events.list_for_run(clash.id)] == [RunStatus.PENDING]
+
+
+async def test_add_new_many_skips_taken_keys_and_writes_only_the_inserted_runs_events(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    taken = make_run(task, scheduled_for=T0 + SECOND, idempotency_key="schedule:1")
+    await save(uow_factory, task, taken)
+    fresh = [make_run(task, scheduled_for=T0 + (2 + i) * SECOND) for i in range(3)]
+    clash = make_run(task, scheduled_for=T0 + SECOND, idempotency_key="schedule:1")
+    events = [run.created_event(actor="scheduler") for run in [*fresh, clash]]
+    events.append(fresh[1].mark_queued(now=T0 + 9 * SECOND))
+    async with committed(uow_factory) as uow:
+        inserted = await uow.runs.add_new_many([fresh[0], clash, *fresh[1:]], events=events)
+        assert inserted == {run.id for run in fresh}
+        assert await uow.runs.add_new_many([]) == set()
+
+    async with uow_factory() as uow:
+        for run in fresh:
+            assert await uow.runs.get(run.id) == run
+        assert await uow.runs.get(clash.id) is None
+        assert await uow.events.list_for_run(clash.id) == []
+        assert [e.to_status for e in await uow.events.list_for_run(fresh[1].id)] == [
+            RunStatus.PENDING,
+            RunStatus.QUEUED,
         ]
 
 
@@ -1001,8 +1053,9 @@ async def test_decisions_come_newest_first_up_to_the_limit(
         for i in range(5)
     ]
     async with committed(uow_factory) as uow:
-        for decision in decisions:
-            await uow.decisions.add(decision)
+        await uow.decisions.add(decisions[0])
+        await uow.decisions.add_many(decisions[1:])
+        await uow.decisions.add_many([])
 
     async with uow_factory() as uow:
         newest = await uow.decisions.list_for_task(task.id, limit=3)

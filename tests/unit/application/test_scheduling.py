@@ -25,6 +25,7 @@ from scheduler_application.testing import (
     InMemoryRunQueue,
     InMemoryStore,
     InMemoryUnitOfWorkFactory,
+    RecordingObserver,
 )
 from scheduler_domain.events import SkipReason, SlotDecision, SlotOutcome
 from scheduler_domain.misfire import MisfireKind, MisfirePolicy
@@ -388,6 +389,18 @@ async def test_spread_offsets_of_many_tasks_cover_the_window(
 # -- pauses ----------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def observer() -> RecordingObserver:
+    return RecordingObserver()
+
+
+@pytest.fixture
+def observed_tasks(
+    uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock, observer: RecordingObserver
+) -> TaskService:
+    return TaskService(uow_factory=uow_factory, clock=clock, observer=observer)
+
+
 async def test_a_paused_task_does_not_fire_and_resumes_from_now(
     tasks: TaskService, firing: ScheduleFiring, store: InMemoryStore, clock: FakeClock
 ) -> None:
@@ -413,7 +426,145 @@ async def test_a_task_paused_after_being_claimed_due_is_not_fired(
     assert runs_of(store, task.id) == []
 
 
-async def test_slots_skipped_while_paused_can_be_recorded_on_resume(
+async def test_resume_records_each_slot_passed_while_paused_and_counts_them(
+    observed_tasks: TaskService,
+    firing: ScheduleFiring,
+    store: InMemoryStore,
+    clock: FakeClock,
+    observer: RecordingObserver,
+) -> None:
+    task = await scheduled(observed_tasks)
+    clock.set(START + timedelta(seconds=20))
+    await observed_tasks.pause(task.id, principal=ALICE)
+    resumed_at = clock.set(START + 4 * MINUTE + timedelta(seconds=30))
+
+    await observed_tasks.resume(task.id, principal=ALICE)
+
+    decisions = skipped(store, task.id, SkipReason.PAUSED)
+    assert [d.slot for d in decisions] == [START + n * MINUTE for n in (1, 2, 3, 4)]
+    assert all(d.outcome is SlotOutcome.SKIPPED and d.at == resumed_at for d in decisions)
+    assert observer.skipped == {"paused": 4}
+    # Nothing else explains these slots, and the schedule goes on from now.
+    clock.set(START + 5 * MINUTE)
+    await firing.fire_due_tasks()
+    assert [r.scheduled_for for r in runs_of(store, task.id)] == [START + 5 * MINUTE]
+    assert [d.reason for d in decisions_of(store, task.id)] == [SkipReason.PAUSED] * 4 + [None]
+    preview = await observed_tasks.schedule_preview(task.id, principal=ALICE)
+    assert [d.reason for d in preview.recent_decisions].count(SkipReason.PAUSED) == 4
+
+
+async def test_a_slot_at_the_instant_of_resuming_is_paused_not_fired(
+    observed_tasks: TaskService, store: InMemoryStore, clock: FakeClock
+) -> None:
+    task = await scheduled(observed_tasks)
+    await observed_tasks.pause(task.id, principal=ALICE)
+    clock.set(START + 2 * MINUTE)
+    resumed = await observed_tasks.resume(task.id, principal=ALICE)
+    assert [d.slot for d in skipped(store, task.id, SkipReason.PAUSED)] == [
+        START + MINUTE,
+        START + 2 * MINUTE,
+    ]
+    assert resumed.next_run_at == START + 3 * MINUTE
+
+
+async def test_a_long_pause_records_the_newest_slots_one_by_one_and_the_rest_in_one(
+    observed_tasks: TaskService,
+    store: InMemoryStore,
+    clock: FakeClock,
+    observer: RecordingObserver,
+) -> None:
+    task = await scheduled(observed_tasks)
+    await observed_tasks.pause(task.id, principal=ALICE)
+    clock.set(START + 120 * MINUTE + timedelta(seconds=30))
+    await observed_tasks.resume(task.id, principal=ALICE)
+    decisions = skipped(store, task.id, SkipReason.PAUSED)
+    assert len(decisions) == MAX_MISSED_DECISIONS + 1
+    [aggregated] = [d for d in decisions if d.detail.get("aggregated")]
+    assert (aggregated.slot, aggregated.detail["count"]) == (START + MINUTE, 70)
+    assert aggregated.detail["until"] == "2030-03-01T13:10:00Z"
+    assert decisions[-1].slot == START + 120 * MINUTE
+    assert observer.skipped == {"paused": 120}
+
+
+async def test_a_day_long_pause_of_an_every_second_task_is_bounded_and_ends_at_resume(
+    observed_tasks: TaskService,
+    store: InMemoryStore,
+    clock: FakeClock,
+    observer: RecordingObserver,
+) -> None:
+    task = await scheduled(observed_tasks, schedule={"interval_seconds": 1})
+    await observed_tasks.pause(task.id, principal=ALICE)
+    resumed_at = clock.set(START + timedelta(days=1, milliseconds=500))
+    await observed_tasks.resume(task.id, principal=ALICE)
+    decisions = skipped(store, task.id, SkipReason.PAUSED)
+    assert len(decisions) == MAX_MISSED_DECISIONS + 1
+    [aggregated, *recent] = decisions
+    # The slots passed the most recently are the ones listed one by one; the 86,350 before
+    # them were not enumerated (a floor is recorded), so the work stays bounded.
+    newest = resumed_at - timedelta(milliseconds=500)
+    assert [d.slot for d in recent] == [
+        newest - timedelta(seconds=n) for n in range(MAX_MISSED_DECISIONS - 1, -1, -1)
+    ]
+    assert aggregated.slot == START + timedelta(seconds=1)
+    assert aggregated.detail["count_at_least"] >= 256
+    assert observer.skipped["paused"] == aggregated.detail["count_at_least"] + len(recent)
+
+
+async def test_an_edit_while_paused_records_slots_of_the_old_schedule_before_changing_it(
+    observed_tasks: TaskService,
+    store: InMemoryStore,
+    clock: FakeClock,
+    observer: RecordingObserver,
+) -> None:
+    task = await scheduled(observed_tasks)
+    await observed_tasks.pause(task.id, principal=ALICE)
+    clock.set(START + 3 * MINUTE + timedelta(seconds=30))
+    await observed_tasks.update(task.id, {"schedule": {"interval_seconds": 120}}, principal=ALICE)
+    assert [d.slot for d in skipped(store, task.id, SkipReason.PAUSED)] == [
+        START + MINUTE,
+        START + 2 * MINUTE,
+        START + 3 * MINUTE,
+    ]
+    clock.set(START + 8 * MINUTE + timedelta(seconds=30))
+    await observed_tasks.resume(task.id, principal=ALICE)
+    # After the edit only the new schedule's slots: every two minutes.
+    assert [d.slot for d in skipped(store, task.id, SkipReason.PAUSED)] == [
+        START + n * MINUTE for n in (1, 2, 3, 4, 6, 8)
+    ]
+    assert observer.skipped == {"paused": 6}
+
+
+async def test_enabling_a_paused_task_by_an_edit_records_its_paused_slots(
+    observed_tasks: TaskService, store: InMemoryStore, clock: FakeClock
+) -> None:
+    task = await scheduled(observed_tasks)
+    await observed_tasks.update(task.id, {"enabled": False}, principal=ALICE)
+    clock.set(START + 2 * MINUTE + timedelta(seconds=1))
+    enabled = await observed_tasks.update(task.id, {"enabled": True}, principal=ALICE)
+    assert enabled.next_run_at == START + 3 * MINUTE
+    assert [d.slot for d in skipped(store, task.id, SkipReason.PAUSED)] == [
+        START + MINUTE,
+        START + 2 * MINUTE,
+    ]
+
+
+async def test_resuming_records_nothing_for_a_running_task_or_one_without_schedule(
+    observed_tasks: TaskService,
+    store: InMemoryStore,
+    clock: FakeClock,
+    observer: RecordingObserver,
+) -> None:
+    running = await scheduled(observed_tasks)
+    manual = await observed_tasks.create(task_spec("manual-only"), principal=ALICE)
+    await observed_tasks.pause(manual.id, principal=ALICE)
+    clock.set(START + 5 * MINUTE)
+    await observed_tasks.resume(running.id, principal=ALICE)
+    await observed_tasks.resume(manual.id, principal=ALICE)
+    assert store.rows("decisions") == []
+    assert observer.skipped == {}
+
+
+async def test_record_paused_slots_leaves_no_trace_when_the_resume_is_rolled_back(
     tasks: TaskService,
     uow_factory: InMemoryUnitOfWorkFactory,
     store: InMemoryStore,
@@ -421,18 +572,14 @@ async def test_slots_skipped_while_paused_can_be_recorded_on_resume(
 ) -> None:
     task = await scheduled(tasks)
     paused = await tasks.pause(task.id, principal=ALICE)
-    resumed_at = clock.set(START + 120 * MINUTE + timedelta(seconds=30))
+    resumed_at = clock.set(START + 3 * MINUTE)
     async with uow_factory() as uow:
         count = await record_paused_slots(
             uow, paused, paused_at=paused.updated_at, resumed_at=resumed_at
         )
-        await uow.commit()
-    assert count == 120
-    decisions = skipped(store, task.id, SkipReason.PAUSED)
-    assert len(decisions) == MAX_MISSED_DECISIONS + 1
-    [aggregated] = [d for d in decisions if d.detail.get("aggregated")]
-    assert (aggregated.slot, aggregated.detail["count"]) == (START + MINUTE, 70)
-    assert decisions[-1].slot == START + 120 * MINUTE
+        assert count == 3
+        # no commit: the decisions go with the transaction
+    assert store.rows("decisions") == []
 
 
 # -- DST -------------------------------------------------------------------------------------

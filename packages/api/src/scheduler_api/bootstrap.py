@@ -183,7 +183,7 @@ def build_services(
         tracer=resources.tracer,
     )
     return ApiServices(
-        tasks=TaskService(uow_factory=uow, clock=clock),
+        tasks=TaskService(uow_factory=uow, clock=clock, observer=observer),
         task_graph=TaskGraphService(uow_factory=uow),
         runs=RunService(
             uow_factory=uow, clock=clock, observer=observer, relay=relay, tracer=resources.tracer

@@ -43,8 +43,8 @@ from enum import StrEnum
 from scheduler_application.errors import AlreadyExists
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
-from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from scheduler_application.ports.tracing import NO_TRACER, Tracer
+from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from scheduler_application.relay import RunRelay
 from scheduler_domain.events import SkipReason, SlotDecision, SlotOutcome
 from scheduler_domain.run import RunTrigger, TaskRun

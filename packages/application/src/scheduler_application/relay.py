@@ -282,15 +282,16 @@ class RunRelay:
         same database; otherwise they wait for :meth:`publish` after the commit."""
         dispatched.staged = await self._stage_messages(uow, dispatched.messages)
 
-    async def publish(self, dispatched: Dispatched) -> None:
-        """Publish what the committed unit of work queued (nothing if it was staged).
+    async def publish(self, dispatched: Dispatched) -> bool:
+        """Publish what the committed unit of work queued (nothing if it was staged); False
+        when the queue did not take it at once.
 
         Never raises, and waits at most ``publish_timeout``: the runs are committed, and a
         publish that fails or hangs (the broker is down or reconnecting) is tried again in the
         background until the queue takes it — the caller (an API request) is not held up.
         """
         if not dispatched.messages or dispatched.staged:
-            return
+            return True
         try:
             async with asyncio.timeout(self.publish_timeout):
                 with self._publish_spans(dispatched.messages) as traced:
@@ -302,6 +303,8 @@ class RunRelay:
                 len(dispatched.messages),
                 "timed out" if isinstance(error, TimeoutError) else error,
             )
+            return False
+        return True
 
     @property
     def unpublished(self) -> int:

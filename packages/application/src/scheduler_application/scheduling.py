@@ -6,10 +6,13 @@ LOCKED``, so several dispatchers share the work and never fire a slot twice), an
 (late slots beyond what it keeps are recorded ``misfire``), applies the concurrency policy slot
 by slot (``forbid`` and ``buffer_one`` skip, ``replace`` cancels the runs in the way), creates the
 runs (trigger ``schedule``, logical time = the slot, idempotency key ``schedule:<slot>``, spread
-over ``not_before``), records a decision per slot, and advances ``next_run_at`` past now. After
-the commit the new runs are handed to the relay at once; if that fails the relay loop publishes
-them later. A slot some other path already created (the unique ``(task, slot, attempt)`` key) is
-counted as a duplicate, never an error that would abort the batch.
+over ``not_before``), records a decision per slot, and advances ``next_run_at`` past now. The
+writes of the whole batch are buffered and sent together (a few statements per batch, not four
+per task), and the new runs pass the relay's gates in the same transaction
+(:meth:`RunRelay.dispatch_new`): queued in the commit that creates them, or pending for the relay
+loop when a spread, a gate, or a failing gate holds them. A slot some other path already created
+(the unique ``(task, slot, attempt)`` key) is counted as a duplicate, never an error that would
+abort the batch.
 
 After a long outage the slots are not all enumerated: when there are more than
 :data:`SCAN_LIMIT`, only a window ending now that holds every on-time slot and the late slots the
@@ -19,20 +22,21 @@ decision. Work per task is bounded whatever the outage.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from scheduler_application.errors import AlreadyExists, Conflict
+from scheduler_application.errors import Conflict
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
-from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from scheduler_application.ports.tracing import NO_TRACER, Tracer
-from scheduler_application.relay import RunRelay
+from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.relay import Dispatched, RunRelay
 from scheduler_domain.concurrency import ConcurrencyAction, ConcurrencyPolicy, decide_concurrency
-from scheduler_domain.events import SkipReason, SlotDecision, SlotOutcome
+from scheduler_domain.events import RunEvent, SkipReason, SlotDecision, SlotOutcome
 from scheduler_domain.misfire import MisfireKind, MisfirePolicy, select_slots
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.schedules import Schedule, format_instant, slots_between
@@ -132,51 +136,84 @@ def due_slots(
     return DueSlots(window, unlisted=unlisted, unlisted_from=first, unlisted_until=start)
 
 
+#: Every slot listed is missed: what :func:`due_slots` is asked for when recording a pause.
+_ALL_MISSED = MisfirePolicy(kind=MisfireKind.SKIP, grace=timedelta(0))
+
+
+def missed_decisions(
+    task_id: str,
+    listed: DueSlots,
+    missed: Sequence[datetime],
+    *,
+    reason: SkipReason,
+    at: datetime,
+    detail: Mapping[str, object] | None = None,
+) -> list[tuple[SlotDecision, int]]:
+    """The decisions recording ``missed`` (ascending, among ``listed.slots``) and the slots
+    ``listed`` left out, each with the number of slots it stands for: the newest
+    :data:`MAX_MISSED_DECISIONS` one by one, all older ones in one aggregated decision (whose
+    count is a floor when ``listed`` left slots out: they were never enumerated)."""
+    base = dict(detail or {})
+    older = list(missed[: max(len(missed) - MAX_MISSED_DECISIONS, 0)])
+    recent = missed[len(older) :]
+    decisions: list[tuple[SlotDecision, int]] = []
+    unlisted = listed.unlisted + len(older)
+    if unlisted:
+        first = listed.unlisted_from or older[0]
+        until = older[-1] if older else listed.unlisted_until
+        assert until is not None
+        count_key = "count_at_least" if listed.unlisted else "count"
+        aggregated = SlotDecision(
+            task_id=task_id,
+            slot=first,
+            outcome=SlotOutcome.SKIPPED,
+            at=at,
+            reason=reason,
+            detail={
+                **base,
+                "aggregated": True,
+                "until": format_instant(until),
+                count_key: unlisted,
+            },
+        )
+        decisions.append((aggregated, unlisted))
+    for slot in recent:
+        decision = SlotDecision(
+            task_id=task_id,
+            slot=slot,
+            outcome=SlotOutcome.SKIPPED,
+            at=at,
+            reason=reason,
+            detail=dict(base),
+        )
+        decisions.append((decision, 1))
+    return decisions
+
+
 async def record_paused_slots(
     uow: UnitOfWork, task: Task, *, paused_at: datetime, resumed_at: datetime
 ) -> int:
-    """Record the slots a task skipped while paused (reason ``paused``); returns how many.
+    """Record the slots of ``task``'s schedule in ``(paused_at, resumed_at]`` as skipped with
+    reason ``paused``; returns how many slots that is (a floor after a very long pause, like
+    the ``misfire`` count after an outage).
 
-    Meant for the resume use case, before it reschedules from now (``paused_at`` is when the
-    pause began, e.g. the task's ``updated_at`` if nothing else changed it since). Bounded like
-    firing: the newest :data:`MAX_MISSED_DECISIONS` one by one, the older ones in one decision.
+    The task use cases call it when a paused task is resumed, and before any other edit of a
+    paused task (which moves ``updated_at``, the mark of how far a pause is recorded). Bounded
+    like firing: a window ending at ``resumed_at`` is listed, the newest
+    :data:`MAX_MISSED_DECISIONS` slots one by one, everything older in one decision.
     """
     if task.schedule is None or resumed_at <= paused_at:
         return 0
-    slots = slots_between(task.schedule, paused_at, resumed_at, limit=SCAN_LIMIT)
-    if not slots:
+    first = task.schedule.next_after(paused_at)
+    if first is None or first > resumed_at:
         return 0
-    older, recent = slots[:-MAX_MISSED_DECISIONS], slots[-MAX_MISSED_DECISIONS:]
-    decisions = [
-        SlotDecision(
-            task_id=task.id,
-            slot=slot,
-            outcome=SlotOutcome.SKIPPED,
-            reason=SkipReason.PAUSED,
-            at=resumed_at,
-        )
-        for slot in recent
-    ]
-    if older:
-        count_key = "count_at_least" if len(slots) >= SCAN_LIMIT else "count"
-        decisions.insert(
-            0,
-            SlotDecision(
-                task_id=task.id,
-                slot=older[0],
-                outcome=SlotOutcome.SKIPPED,
-                reason=SkipReason.PAUSED,
-                at=resumed_at,
-                detail={
-                    "aggregated": True,
-                    "until": format_instant(older[-1]),
-                    count_key: len(older),
-                },
-            ),
-        )
-    for decision in decisions:
+    listed = due_slots(task.schedule, first, resumed_at, _ALL_MISSED)
+    decisions = missed_decisions(
+        task.id, listed, listed.slots, reason=SkipReason.PAUSED, at=resumed_at
+    )
+    for decision, _ in decisions:
         await uow.decisions.add(decision)
-    return len(slots)
+    return sum(count for _, count in decisions)
 
 
 class ScheduleFiring:
@@ -208,7 +245,8 @@ class ScheduleFiring:
         return min(max((due - self._clock.now()).total_seconds(), 0.0), at_most)
 
     async def fire_due_tasks(self, batch: int = DEFAULT_BATCH) -> FiringReport:
-        """Fire every slot due now of up to ``batch`` tasks, then publish the new runs."""
+        """Fire every slot due now of up to ``batch`` tasks, queue the new runs that the relay's
+        gates let go, commit, and publish them (see :meth:`_flush`)."""
         now = self._clock.now()
         report = FiringReport()
         async with self._uow_factory() as uow:
@@ -216,11 +254,13 @@ class ScheduleFiring:
             if not due:
                 return report
             report.tasks = len(due)
+            writes = _Writes(tasks=due)
             for task in due:
-                await self._fire_task(uow, task, now, report)
+                await self._fire_task(uow, task, now, report, writes)
+            await self._flush(uow, writes, now, report)
             await uow.commit()
         self._observe_committed(report)
-        await self._publish(report)
+        await self._publish(writes.dispatched, report)
         return report
 
     def _observe_committed(self, report: FiringReport) -> None:
@@ -238,35 +278,34 @@ class ScheduleFiring:
     # -- one task --------------------------------------------------------------------------------
 
     async def _fire_task(
-        self, uow: UnitOfWork, task: Task, now: datetime, report: FiringReport
+        self, uow: UnitOfWork, task: Task, now: datetime, report: FiringReport, writes: _Writes
     ) -> None:
         first = task.next_run_at
         if task.schedule is None or first is None or not task.enabled:
-            await uow.tasks.set_next_run_at(task.id, None)
+            writes.next_run_at.append((task.id, None))
             return
         listed = due_slots(task.schedule, first, now, task.misfire)
         selection = select_slots(task.misfire, listed.slots, now)
-        await self._record_missed(uow, task, listed, selection.missed, now, report)
+        self._record_missed(task, listed, selection.missed, now, report, writes)
         active, waiting = await self._occupancy(uow, task)
         for slot in selection.fire:
             decision = decide_concurrency(task.concurrency, active=len(active), waiting=waiting)
             if decision.action is ConcurrencyAction.SKIP:
                 reason = SkipReason(decision.reason or SkipReason.FORBID)
-                await self._skip(uow, task, slot, reason, now, report)
+                self._skip(task, slot, reason, now, report, writes)
                 continue
             replaced: list[str] = []
             if decision.action is ConcurrencyAction.REPLACE:
+                # The runs to cancel may be this tick's own, still buffered: write them first.
+                await self._flush(uow, writes, now, report)
                 replaced = await self._cancel(uow, active, slot, now)
                 report.cancelled += len(replaced)
                 active, waiting = [], 0
-            run = await self._create(uow, task, slot, now, replaced)
-            if run is None:
-                report.duplicates += 1
-                continue
-            report.created.append(run)
-            active.append(run)
+            # Counted as active at once: a slot whose run turns out to exist already (a
+            # duplicate, found when the batch is written) has that run active anyway.
+            active.append(self._create(task, slot, now, replaced, writes))
             waiting += 1
-        await uow.tasks.set_next_run_at(task.id, task.schedule.next_after(now))
+        writes.next_run_at.append((task.id, task.schedule.next_after(now)))
 
     async def _occupancy(self, uow: UnitOfWork, task: Task) -> tuple[list[TaskRun], int]:
         """The task's active runs (to cancel on ``replace``) and how many are not yet running."""
@@ -276,9 +315,10 @@ class ScheduleFiring:
         running = [run for run in active if run.status is RunStatus.RUNNING]
         return active, len(active) - len(running)
 
-    async def _create(
-        self, uow: UnitOfWork, task: Task, slot: datetime, now: datetime, replaced: list[str]
-    ) -> TaskRun | None:
+    def _create(
+        self, task: Task, slot: datetime, now: datetime, replaced: list[str], writes: _Writes
+    ) -> TaskRun:
+        """A new run for ``slot``, its creation event and its ``fired`` decision, buffered."""
         not_before = None
         if task.spread > timedelta(0):
             not_before = slot + spread_offset(task.id, slot, task.spread)
@@ -297,27 +337,85 @@ class ScheduleFiring:
                 attributes={"scheduler.task_id": task.id, "scheduler.slot": format_instant(slot)},
             ),
         )
-        try:
-            await uow.runs.add(run)
-        except AlreadyExists:
-            return None  # another path created this slot's run: it has fired
-        await uow.events.add(run.created_event(actor=SCHEDULER_ACTOR))
         detail: dict[str, object] = {"trigger": RunTrigger.SCHEDULE.value}
         if not_before is not None:
             detail["not_before"] = format_instant(not_before)
         if replaced:
             detail["replaced"] = replaced
-        await uow.decisions.add(
-            SlotDecision(
-                task_id=task.id,
-                slot=slot,
-                outcome=SlotOutcome.FIRED,
-                at=now,
-                run_id=run.id,
-                detail=detail,
-            )
+        writes.runs.append(run)
+        writes.events.append(run.created_event(actor=SCHEDULER_ACTOR))
+        writes.fired[run.id] = SlotDecision(
+            task_id=task.id,
+            slot=slot,
+            outcome=SlotOutcome.FIRED,
+            at=now,
+            run_id=run.id,
+            detail=detail,
         )
         return run
+
+    async def _flush(
+        self, uow: UnitOfWork, writes: _Writes, now: datetime, report: FiringReport
+    ) -> None:
+        """Write what is buffered, in a handful of statements whatever the batch's size.
+
+        The new runs first pass the relay's gates in this transaction
+        (:meth:`RunRelay.dispatch_new`, as a manual trigger's run does): those that may go
+        are written ``queued``, with their messages staged in the transaction when the queue
+        lives in the database, or published right after the commit otherwise. A run whose
+        spread puts it later, or that a gate holds, is written ``pending`` for the relay loop.
+        A run whose slot already has one (the unique key) is not written, nor its events,
+        decision or message: it counts as a duplicate."""
+        runs, events = writes.runs, writes.events
+        writes.runs, writes.events = [], []
+        dispatched = await self._dispatch(uow, runs, writes.tasks, now, report)
+        if dispatched is not None:
+            events = [*events, *dispatched.events]
+        inserted = await uow.runs.add_new_many(runs, events=events) if runs else set()
+        for run in runs:
+            fired = writes.fired.pop(run.id)
+            if run.id in inserted:
+                report.created.append(run)
+                writes.decisions.append(fired)
+            else:
+                report.duplicates += 1  # another path created this slot's run: it has fired
+        if writes.decisions:
+            await uow.decisions.add_many(writes.decisions)
+            writes.decisions = []
+        if writes.next_run_at:
+            await uow.tasks.set_next_run_at_many(writes.next_run_at)
+            writes.next_run_at = []
+        if dispatched is None or self._relay is None:
+            return
+        dispatched.messages = [m for m in dispatched.messages if m.run_id in inserted]
+        await self._relay.stage(uow, dispatched)
+        writes.dispatched.append(dispatched)
+
+    async def _dispatch(
+        self,
+        uow: UnitOfWork,
+        runs: list[TaskRun],
+        tasks: Sequence[Task],
+        now: datetime,
+        report: FiringReport,
+    ) -> Dispatched | None:
+        """The relay's gates over the runs due now (``runs`` is updated in place); None when
+        there is no relay or nothing due. If a gate fails, the runs are written ``pending``
+        as they were, for the relay loop to take."""
+        if self._relay is None:
+            return None
+        ready = [i for i, run in enumerate(runs) if run.not_before is None or run.not_before <= now]
+        if not ready:
+            return None
+        pristine = {i: copy.copy(runs[i]) for i in ready}
+        try:
+            return await self._relay.dispatch_new(uow, [runs[i] for i in ready], tasks=tasks)
+        except Exception as error:
+            for i, run in pristine.items():
+                runs[i] = run
+            report.publish_error = f"{type(error).__name__}: {error}"
+            logger.warning("queueing fired runs failed (%s); the relay loop takes them", error)
+            return None
 
     async def _cancel(
         self, uow: UnitOfWork, runs: Sequence[TaskRun], slot: datetime, now: datetime
@@ -339,71 +437,68 @@ class ScheduleFiring:
             cancelled.append(run.id)
         return cancelled
 
-    async def _skip(
+    def _skip(
         self,
-        uow: UnitOfWork,
         task: Task,
         slot: datetime,
         reason: SkipReason,
         now: datetime,
         report: FiringReport,
-        detail: dict[str, object] | None = None,
-        count: int = 1,
+        writes: _Writes,
     ) -> None:
-        await uow.decisions.add(
+        writes.decisions.append(
             SlotDecision(
-                task_id=task.id,
-                slot=slot,
-                outcome=SlotOutcome.SKIPPED,
-                at=now,
-                reason=reason,
-                detail=detail or {},
+                task_id=task.id, slot=slot, outcome=SlotOutcome.SKIPPED, at=now, reason=reason
             )
         )
-        report.skipped[reason] += count
+        report.skipped[reason] += 1
 
-    async def _record_missed(
+    def _record_missed(
         self,
-        uow: UnitOfWork,
         task: Task,
         listed: DueSlots,
         missed: Sequence[datetime],
         now: datetime,
         report: FiringReport,
+        writes: _Writes,
     ) -> None:
         policy = {"misfire": task.misfire.kind.value, "grace_seconds": task.misfire.grace // _SEC}
-        older = list(missed[: max(len(missed) - MAX_MISSED_DECISIONS, 0)])
-        recent = missed[len(older) :]
-        unlisted = listed.unlisted + len(older)
-        if unlisted:
-            first = listed.unlisted_from or older[0]
-            until = older[-1] if older else listed.unlisted_until
-            assert until is not None
-            # Slots older than the listed window were not enumerated: their number is a floor.
-            count_key = "count_at_least" if listed.unlisted else "count"
-            detail: dict[str, object] = {
-                **policy,
-                "aggregated": True,
-                "until": format_instant(until),
-                count_key: unlisted,
-            }
-            await self._skip(
-                uow, task, first, SkipReason.MISFIRE, now, report, detail, count=unlisted
-            )
-        for slot in recent:
-            await self._skip(uow, task, slot, SkipReason.MISFIRE, now, report, dict(policy))
+        decisions = missed_decisions(
+            task.id, listed, missed, reason=SkipReason.MISFIRE, at=now, detail=policy
+        )
+        for decision, count in decisions:
+            writes.decisions.append(decision)
+            report.skipped[SkipReason.MISFIRE] += count
 
     # -- after the commit ------------------------------------------------------------------------
 
-    async def _publish(self, report: FiringReport) -> None:
-        if self._relay is None or not report.created:
+    async def _publish(self, dispatched: Sequence[Dispatched], report: FiringReport) -> None:
+        """Publish what the committed tick queued, unless it was staged in the transaction
+        (then the commit published it). Never raises: a publish that fails is retried by the
+        relay in the background, and failing that the runs, ``queued``, are published again
+        once stale."""
+        if self._relay is None:
             return
         slots = {run.id: run.scheduled_for for run in report.created}
-        try:
-            messages = await self._relay.relay_runs(list(slots))
-        except Exception as error:  # the relay loop publishes them later
-            report.publish_error = f"{type(error).__name__}: {error}"
-            logger.warning("publishing fired runs failed (%s); the relay retries", error)
-            return
-        report.published = len(messages)
-        report.lateness = [m.enqueued_at - slots[m.run_id] for m in messages]
+        for each in dispatched:
+            if not await self._relay.publish(each):
+                report.publish_error = "the queue did not take the fired runs"
+                continue
+            report.published += len(each.messages)
+            report.lateness.extend(m.enqueued_at - slots[m.run_id] for m in each.messages)
+
+
+@dataclass(slots=True)
+class _Writes:
+    """What a tick writes, buffered so that a batch of due tasks costs a few statements: the
+    new runs with their creation events, their ``fired`` decisions (by run id, written once
+    the run is), the other decisions, the tasks' new ``next_run_at``, and what the relay's
+    gates queued (to publish after the commit)."""
+
+    tasks: Sequence[Task]
+    runs: list[TaskRun] = field(default_factory=list)
+    events: list[RunEvent] = field(default_factory=list)
+    fired: dict[str, SlotDecision] = field(default_factory=dict)
+    decisions: list[SlotDecision] = field(default_factory=list)
+    next_run_at: list[tuple[str, datetime | None]] = field(default_factory=list)
+    dispatched: list[Dispatched] = field(default_factory=list)

@@ -18,12 +18,14 @@ from scheduler_application.auth_context import (
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound
 from scheduler_application.paging import DEFAULT_PAGE_SIZE, page_limit
 from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.repositories import Page, TaskFilter
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.scheduling import record_paused_slots
 from scheduler_application.task_spec import TaskSpec, merge_patch, parse_task_spec, task_to_spec
 from scheduler_domain.dag import find_cycle
 from scheduler_domain.errors import DependencyCycle, ValidationError
-from scheduler_domain.events import SlotDecision
+from scheduler_domain.events import SkipReason, SlotDecision
 from scheduler_domain.schedules import CronSchedule, next_fire_times
 from scheduler_domain.task import Task
 
@@ -50,9 +52,17 @@ async def load_visible_task(uow: UnitOfWork, task_id: str, principal: Principal)
 
 
 class TaskService:
-    def __init__(self, *, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
+    """Pausing is explained like any other skip: the slots a task passes while paused are
+    recorded as decisions with reason ``paused`` (and counted on ``observer``) when it is
+    resumed, or before any other edit made while it is paused — its ``updated_at`` marks how
+    far they are recorded."""
+
+    def __init__(
+        self, *, uow_factory: UnitOfWorkFactory, clock: Clock, observer: RunObserver = NO_OBSERVER
+    ) -> None:
         self._uow_factory = uow_factory
         self._clock = clock
+        self._observer = observer
 
     async def create(self, spec: TaskSpec | Mapping[str, Any], *, principal: Principal) -> Task:
         ensure_can_write_tasks(principal)
@@ -124,6 +134,7 @@ class TaskService:
                 )
             before = task_to_spec(task)
             spec = parse_task_spec(merge_patch(before, patch))
+            paused_slots = await self._record_pause(uow, task, now)
             old_upstreams = set(task.depends_on)
             old_timing = (task.schedule, task.enabled)
             for name, value in spec.task_fields().items():
@@ -138,6 +149,7 @@ class TaskService:
             if (task.schedule, task.enabled) != old_timing:
                 task.reschedule(now)
             await self._save(uow, task, now)
+        self._count_paused(paused_slots)
         return task
 
     async def pause(self, task_id: str, *, principal: Principal) -> Task:
@@ -152,15 +164,18 @@ class TaskService:
         return task
 
     async def resume(self, task_id: str, *, principal: Principal) -> Task:
-        """Unpause; the schedule restarts from now (slots missed while paused do not fire)."""
+        """Unpause; the schedule restarts from now. The slots passed while paused do not fire:
+        they are recorded as skipped with reason ``paused``, in the same transaction."""
         ensure_can_write_tasks(principal)
         now = self._clock.now()
         async with self._uow_factory() as uow:
             task = await load_visible_task(uow, task_id, principal)
             if not task.paused:
                 return task
+            paused_slots = await self._record_pause(uow, task, now)
             task.resume(now)
             await self._save(uow, task, now)
+        self._count_paused(paused_slots)
         return task
 
     async def delete(self, task_id: str, *, principal: Principal) -> None:
@@ -198,6 +213,21 @@ class TaskService:
             next_fire_times=[t.astimezone(zone) for t in times],
             recent_decisions=recent,
         )
+
+    # -- pauses ----------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _record_pause(uow: UnitOfWork, task: Task, now: datetime) -> int:
+        """Record the slots a paused task passed since its last write (the pause, or an edit
+        made while paused, which recorded the slots before it); 0 for a task not paused."""
+        if not task.paused:
+            return 0
+        return await record_paused_slots(uow, task, paused_at=task.updated_at, resumed_at=now)
+
+    def _count_paused(self, slots: int) -> None:
+        """After the commit, like the dispatcher counts its skips."""
+        if slots:
+            self._observer.slot_skipped(SkipReason.PAUSED.value, slots)
 
     # -- checks ----------------------------------------------------------------------------------
 

@@ -85,6 +85,11 @@ class TaskRepository(Protocol):
         """Advance the schedule without bumping ``version`` (user edits must not conflict)."""
         ...
 
+    async def set_next_run_at_many(self, changes: Sequence[tuple[str, datetime | None]]) -> None:
+        """:meth:`set_next_run_at` for many tasks, in one round trip where the database allows
+        (the dispatcher advances a whole batch of fired tasks at once)."""
+        ...
+
     async def dependents(self, task_id: str) -> builtins.list[Task]:
         """Tasks that list ``task_id`` in ``depends_on``."""
         ...
@@ -111,6 +116,15 @@ class RunRepository(Protocol):
         creating use case decided about it) — in one statement where the database allows.
         :class:`~scheduler_application.errors.AlreadyExists` when ``(task_id, scheduled_for,
         attempt)`` or ``(task_id, idempotency_key)`` is taken; no event is written then."""
+        ...
+
+    async def add_new_many(
+        self, runs: Sequence[TaskRun], *, events: Sequence[RunEvent] = ()
+    ) -> set[str]:
+        """Insert the runs whose keys are free and skip the others (no error: the caller
+        learns which from the ids returned); of ``events``, only those of inserted runs are
+        written, in order. A few round trips for the whole batch (the dispatcher fires a batch
+        of due tasks at once)."""
         ...
 
     async def get(self, run_id: str) -> TaskRun | None: ...
@@ -257,6 +271,10 @@ class RunEventRepository(Protocol):
 
 class DecisionRepository(Protocol):
     async def add(self, decision: SlotDecision) -> None: ...
+
+    async def add_many(self, decisions: Sequence[SlotDecision]) -> None:
+        """Insert many decisions in one round trip where the database allows."""
+        ...
 
     async def list_for_task(self, task_id: str, *, limit: int) -> list[SlotDecision]:
         """Newest first."""

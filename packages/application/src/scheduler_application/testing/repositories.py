@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from scheduler_application.errors import Conflict, NotFound
+from scheduler_application.errors import AlreadyExists, Conflict, NotFound
 from scheduler_application.ports.repositories import Page, QueueActivity, RunFilter, TaskFilter
 from scheduler_application.testing.pagination import decode_cursor, encode_cursor
 from scheduler_application.testing.store import Transaction
@@ -136,6 +136,10 @@ class InMemoryTaskRepository(_Repository):
     async def set_next_run_at(self, task_id: str, next_run_at: datetime | None) -> None:
         self.tx.patch("tasks", task_id, {"next_run_at": next_run_at})
 
+    async def set_next_run_at_many(self, changes: Sequence[tuple[str, datetime | None]]) -> None:
+        for task_id, next_run_at in changes:
+            await self.set_next_run_at(task_id, next_run_at)
+
     async def dependents(self, task_id: str) -> builtins.list[Task]:
         rows = [t for t in self.tx.scan("tasks") if task_id in t.depends_on]
         return [_copy(t) for t in sorted(rows, key=lambda t: t.id)]
@@ -180,6 +184,21 @@ class InMemoryRunRepository(_Repository):
         self.tx.insert("runs", run)
         for event in events:
             self.tx.insert("events", event)
+
+    async def add_new_many(
+        self, runs: Sequence[TaskRun], *, events: Sequence[RunEvent] = ()
+    ) -> set[str]:
+        inserted: set[str] = set()
+        for run in runs:
+            try:
+                self.tx.insert("runs", run)
+            except AlreadyExists:
+                continue
+            inserted.add(run.id)
+        for event in events:
+            if event.run_id in inserted:
+                self.tx.insert("events", event)
+        return inserted
 
     async def get(self, run_id: str) -> TaskRun | None:
         found: TaskRun | None = self.tx.get("runs", run_id)
@@ -479,6 +498,10 @@ class InMemoryRunEventRepository(_Repository):
 class InMemoryDecisionRepository(_Repository):
     async def add(self, decision: SlotDecision) -> None:
         self.tx.insert("decisions", decision)
+
+    async def add_many(self, decisions: Sequence[SlotDecision]) -> None:
+        for decision in decisions:
+            self.tx.insert("decisions", decision)
 
     async def list_for_task(self, task_id: str, *, limit: int) -> builtins.list[SlotDecision]:
         rows = [d for d in self.tx.scan("decisions") if d.task_id == task_id]

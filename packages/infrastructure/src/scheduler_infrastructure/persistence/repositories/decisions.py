@@ -15,11 +15,18 @@ from scheduler_infrastructure.persistence.tables import slot_decisions
 _c = slot_decisions.c
 
 
+_INSERT = insert(slot_decisions)
+
+
 class SqlDecisionRepository(SqlRepository):
     what = "slot decision"
 
     async def add(self, decision: SlotDecision) -> None:
         await self._execute(insert(slot_decisions).values(**decision_to_row(decision)))
+
+    async def add_many(self, decisions: Sequence[SlotDecision]) -> None:
+        if decisions:
+            await self._execute(_INSERT, [decision_to_row(d) for d in decisions])
 
     async def list_for_task(self, task_id: str, *, limit: int) -> list[SlotDecision]:
         """Newest first: by decision time, then by slot."""

@@ -25,6 +25,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.sql import Executable, Select
@@ -72,6 +73,14 @@ _INSERT_WITH_EVENTS = text(
 ).bindparams(*(bindparam(c.name, type_=c.type) for c in _NEW_RUN_COLUMNS))
 
 
+@cache
+def _insert_new_runs(*, postgres: bool) -> Executable:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING id``, built once (the rows come as
+    parameters; SQLAlchemy batches them as multi-row VALUES and collects the ids)."""
+    dialect = postgresql if postgres else sqlite
+    return dialect.insert(task_runs).on_conflict_do_nothing().returning(_c.id)
+
+
 class SqlRunRepository(SqlRepository):
     what = "run"
 
@@ -90,6 +99,27 @@ class SqlRunRepository(SqlRepository):
             result = await self._conn.execute(_INSERT_WITH_EVENTS, {**row, **event_columns(events)})
         if result.rowcount == 0:
             raise await self._clash(task_runs, row)
+
+    async def add_new_many(
+        self, runs: Sequence[TaskRun], *, events: Sequence[RunEvent] = ()
+    ) -> set[str]:
+        """PostgreSQL: one statement for the runs and their events — the runs from one array
+        per column (``INSERT … SELECT FROM unnest … ON CONFLICT DO NOTHING RETURNING id``),
+        the events of those inserted likewise — whose text does not depend on the number of
+        rows, so it is prepared once per connection whatever the batch. SQLite: an
+        ``INSERT … ON CONFLICT DO NOTHING RETURNING id`` per batch, then the events."""
+        if not runs:
+            return set()
+        if self._postgres:
+            params = {**_column_arrays(runs, _WRITTEN), **event_columns(events)}
+            params["id"] = [run.id for run in runs]
+            return {row[0] for row in await self._execute_text(_ADD_NEW_MANY, params)}
+        statement = _insert_new_runs(postgres=False)
+        result = await self._execute(statement, [run_to_row(run) for run in runs])
+        inserted = {row[0] for row in result}
+        kept = [event for event in events if event.run_id in inserted]
+        await SqlRunEventRepository(self._connection).add_many(kept)
+        return inserted
 
     async def get(self, run_id: str) -> TaskRun | None:
         return await self._one(select(task_runs).where(_c.id == run_id))
@@ -538,6 +568,13 @@ def _update_many_params(
         "id": [run.id for run in runs],
         "expected": [expected for _, expected in writes],
     }
+    params.update(_column_arrays(runs, columns))
+    return params
+
+
+def _column_arrays(runs: Sequence[TaskRun], columns: tuple[Any, ...]) -> dict[str, list[Any]]:
+    """One list per column, as ``unnest`` takes them (see :func:`_array_type`)."""
+    params: dict[str, list[Any]] = {}
     for column in columns:
         name = column.name
         if name == "trigger" or name == "status":
@@ -550,6 +587,30 @@ def _update_many_params(
         else:
             params[name] = [getattr(run, name) for run in runs]
     return params
+
+
+def _add_new_many_statement() -> TextClause:
+    """New runs (every column but the dependency bookkeeping, which starts empty) and the
+    events of those inserted, in one statement; written out from the table's own column
+    names (no outside input)."""
+    names = ", ".join(f'"{c.name}"' for c in _WRITTEN)
+    values = ", ".join(
+        f'CAST(v."{c.name}" AS jsonb)' if c.name in _JSON_COLUMNS else f'v."{c.name}"'
+        for c in _WRITTEN
+    )
+    arrays = ", ".join(f"CAST(:{c.name} AS {_array_type(c)}[])" for c in _WRITTEN)
+    return text(
+        f"WITH new_run AS (INSERT INTO task_runs (id, {names}) "  # noqa: S608
+        f"SELECT v.id, {values} FROM unnest(CAST(:id AS text[]), {arrays}) "
+        f"WITH ORDINALITY AS v(id, {names}, n) ORDER BY v.n "
+        "ON CONFLICT DO NOTHING RETURNING id), "
+        "new_event AS ("
+        + INSERT_FROM_ARRAYS.format(guard="e.run_id IN (SELECT id FROM new_run)")
+        + ") SELECT id FROM new_run"
+    )
+
+
+_ADD_NEW_MANY = _add_new_many_statement()
 
 
 def _instant(value: datetime | None) -> datetime | None:

@@ -37,6 +37,13 @@ _GET = select(tasks).where(tasks.c.id == bindparam("task_id"))
 _GET_WITH_UPSTREAMS = _GET.add_columns(_UPSTREAMS)
 
 
+_SET_NEXT_RUN_AT = (
+    update(tasks)
+    .where(tasks.c.id == bindparam("b_id"))
+    .values(next_run_at=bindparam("b_next", type_=tasks.c.next_run_at.type))
+)
+
+
 class SqlTaskRepository(SqlRepository):
     what = "task"
 
@@ -124,6 +131,15 @@ class SqlTaskRepository(SqlRepository):
         """No version bump, so user edits in flight do not conflict; a missing task is a no-op."""
         await self._execute(
             update(tasks).where(tasks.c.id == task_id).values(next_run_at=next_run_at)
+        )
+
+    async def set_next_run_at_many(self, changes: Sequence[tuple[str, datetime | None]]) -> None:
+        """One executemany of a prebuilt statement (asyncpg pipelines it: one round trip)."""
+        if not changes:
+            return
+        await self._execute(
+            _SET_NEXT_RUN_AT,
+            [{"b_id": task_id, "b_next": next_run_at} for task_id, next_run_at in changes],
         )
 
     async def dependents(self, task_id: str) -> builtins.list[Task]:

@@ -1,0 +1,412 @@
+"""Dispatcher benchmarks: firing lateness, idle CPU against the number of tasks, a 10,000 burst.
+
+Each phase starts one real ``scheduler-dispatcher`` process (production defaults from
+``config/default.toml``: ``max_sleep_seconds`` 1, batch 500, relay every 0.5 s) on a fresh
+PostgreSQL database, created for the phase and dropped after it. Tasks are inserted in bulk with
+one SQL statement (``INSERT … SELECT … generate_series``), which also wakes the dispatcher
+(PostgreSQL ``LISTEN``), as any task write does. No worker runs: the runs stay queued (the
+postgres queue holds their messages), which is all the figures need.
+
+(a) lateness: ``--due`` tasks (1,000) with a one-off schedule in the same second, a few seconds
+    ahead; per run, slot → ``created_at`` (fired) and slot → ``queued_at`` (published), p50, p99
+    and max.
+(b) idle CPU: 1,000 / 10,000 / 100,000 enabled tasks whose next fire is a day away (interval
+    schedules); after a settle period the dispatcher's CPU (user + system, ``/proc/<pid>/stat``)
+    and that of the database's server processes is read over ``--idle-window`` seconds, and
+    scaled to a minute.
+(c) burst: ``--burst`` tasks (10,000) due at once; from the slot to the last run fired and to
+    the last run queued (published), and the runs/s that makes.
+
+Usage:  uv run python scripts/bench_dispatcher.py [--phases a,b,c] [--repeat 3]
+Needs PostgreSQL on 127.0.0.1 (``SCHEDULER_TEST_POSTGRES_URL`` to point elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from scheduler_domain.schedules import IntervalSchedule, OnceSchedule, Schedule
+from scheduler_domain.task import Task
+from scheduler_infrastructure.persistence.mappers import task_to_row
+from scheduler_infrastructure.persistence.migrations import upgrade
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ADMIN = os.environ.get(
+    "SCHEDULER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+OWNER = "bench"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _dsn(database: str | None = None) -> str:
+    url = make_url(ADMIN).set(drivername="postgresql")
+    if database is not None:
+        url = url.set(database=database)
+    return url.render_as_string(hide_password=False)
+
+
+async def _admin(statement: str) -> None:
+    connection = await asyncpg.connect(_dsn())
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (Linux ``/proc``); 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+@dataclass
+class Phase:
+    """A fresh database with one dispatcher on it, and a connection for the bench."""
+
+    database: str
+    connection: asyncpg.Connection
+    dispatcher: subprocess.Popen[bytes]
+    logs: Path
+    prefix: str
+
+    async def backend_pids(self) -> list[int]:
+        """The database's server processes other than the bench's own connection."""
+        rows = await self.connection.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        )
+        return [row["pid"] for row in rows]
+
+
+#: Where ``--profile`` writes the dispatcher's cProfile stats (one file per phase), if set.
+PROFILE_DIR: Path | None = None
+
+
+def _dispatcher_command(name: str) -> list[str]:
+    if PROFILE_DIR is None:
+        return [str(BIN / "scheduler-dispatcher")]
+    stats = PROFILE_DIR / f"dispatcher-{name}.prof"
+    code = "import cProfile, sys; from scheduler_dispatcher.main import main; "
+    code += "cProfile.run('main()', sys.argv[1])"
+    return [sys.executable, "-c", code, str(stats)]
+
+
+@asynccontextmanager
+async def phase(name: str) -> AsyncIterator[Phase]:
+    database = f"scheduler_bench_{secrets.token_hex(4)}"
+    await _admin(f'CREATE DATABASE "{database}"')
+    url = make_url(ADMIN).set(drivername="postgresql+asyncpg", database=database)
+    url_text = url.render_as_string(hide_password=False)
+    logs = Path(tempfile.mkdtemp(prefix=f"bench-dispatcher-{name}-"))
+    dispatcher: subprocess.Popen[bytes] | None = None
+    connection: asyncpg.Connection | None = None
+    prefix = f"bench{secrets.token_hex(3)}"
+    try:
+        await asyncio.to_thread(upgrade, url_text)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULER_")}
+        env.update(
+            SCHEDULER_CONFIG=str(ROOT / "config" / "default.toml"),
+            SCHEDULER__DATABASE__URL=url_text,
+            SCHEDULER__QUEUE__BACKEND="postgres",
+            SCHEDULER__QUEUE__PREFIX=prefix,
+            SCHEDULER__LOGGING__LEVEL="WARNING",
+            SCHEDULER__LOGGING__FORMAT="json",
+            SCHEDULER__DISPATCHER__METRICS_PORT="0",
+        )
+        with (logs / "dispatcher.log").open("ab") as handle:
+            dispatcher = subprocess.Popen(  # noqa: S603, ASYNC220 - our own console script
+                _dispatcher_command(name), env=env, stdout=handle, stderr=handle
+            )
+        connection = await asyncpg.connect(_dsn(database))
+        await asyncio.sleep(3)  # connected, listening, first idle sleep begun
+        if dispatcher.poll() is not None:
+            raise RuntimeError(f"the dispatcher exited; see {logs}/dispatcher.log")
+        yield Phase(database, connection, dispatcher, logs, prefix)
+    finally:
+        if dispatcher is not None:
+            dispatcher.send_signal(signal.SIGTERM)
+            try:
+                dispatcher.wait(30)
+            except subprocess.TimeoutExpired:
+                dispatcher.kill()
+        if connection is not None:
+            await connection.close()
+        await _admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+_COLUMNS = (
+    "id, owner_id, name, description, executor, params, schedule, enabled, queue, priority,"
+    " labels, strategy, timeout_seconds, retry, concurrency, max_concurrent, misfire,"
+    " spread_seconds, rate_limit, trigger_rule, next_run_at, created_at, updated_at, version"
+)
+
+
+async def insert_tasks(
+    connection: asyncpg.Connection,
+    count: int,
+    *,
+    schedule: Schedule,
+    next_run_at: datetime,
+    tag: str,
+) -> float:
+    """``count`` enabled no-op tasks with this schedule and ``next_run_at``, in one statement
+    (the columns of a template task, as the repository writes them); returns the seconds."""
+    now = datetime.now(UTC)
+    template = task_to_row(
+        Task(
+            owner_id=OWNER,
+            name="template",
+            executor="noop",
+            schedule=schedule,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    started = time.perf_counter()
+    await connection.execute(
+        f"INSERT INTO tasks ({_COLUMNS})"  # noqa: S608 - constants only
+        " SELECT $1 || g, $2, $1 || g, '', 'noop', $3::jsonb, $4::jsonb, true, 'default', 5,"
+        " $5::jsonb, 'queue', NULL, $6::jsonb, 'allow', NULL, $7::jsonb, 0, NULL, $8,"
+        " $9, $10, $10, 1 FROM generate_series(1, $11::int) AS g",
+        f"{tag}-",
+        OWNER,
+        json.dumps(template["params"]),
+        json.dumps(template["schedule"]),
+        json.dumps(template["labels"]),
+        json.dumps(template["retry"]),
+        json.dumps(template["misfire"]),
+        template["trigger_rule"],
+        next_run_at,
+        now,
+        count,
+    )
+    return time.perf_counter() - started
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+async def _wait_for_runs(
+    connection: asyncpg.Connection, count: int, *, within: float, column: str = "queued_at"
+) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        done = await connection.fetchval(
+            f"SELECT count(*) FROM task_runs WHERE {column} IS NOT NULL"  # noqa: S608
+        )
+        if done >= count:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {done} of {count} runs after {within} s")
+        await asyncio.sleep(0.25)
+
+
+async def fire_at_once(count: int, *, lead: float = 4.0) -> dict[str, Any]:
+    """``count`` one-off tasks due in the same second; lateness per run, and the burst's end."""
+    async with phase(f"due-{count}") as p:
+        slot = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=lead + 1)
+        inserted = await insert_tasks(
+            p.connection, count, schedule=OnceSchedule(slot), next_run_at=slot, tag="due"
+        )
+        if datetime.now(UTC) >= slot:
+            raise RuntimeError(f"inserting took {inserted:.1f} s, past the slot: raise --lead")
+        # The postgres queue NOTIFYs at the commit that inserts messages: when a listening
+        # worker learns of them. The k-th notification is the k-th firing transaction's.
+        notified: list[datetime] = []
+        listener = await asyncpg.connect(_dsn(p.database))
+        await listener.add_listener(
+            f"{p.prefix}_queue", lambda *_: notified.append(datetime.now(UTC))
+        )
+        cpu_before = _cpu_seconds(p.dispatcher.pid)
+        await _wait_for_runs(p.connection, count, within=lead + 120)
+        cpu = _cpu_seconds(p.dispatcher.pid) - cpu_before
+        await asyncio.sleep(0.2)  # the last notification
+        await listener.close()
+        rows = await p.connection.fetch(
+            "SELECT scheduled_for, created_at, queued_at, xmin::text::bigint AS tx FROM task_runs"
+        )
+        fired = [(r["created_at"] - r["scheduled_for"]).total_seconds() * 1000 for r in rows]
+        queued = [(r["queued_at"] - r["scheduled_for"]).total_seconds() * 1000 for r in rows]
+        assert len(rows) == count, len(rows)
+        assert all(r["scheduled_for"] == slot for r in rows)
+        transactions = sorted({r["tx"] for r in rows})
+        visible: list[float] = []
+        if len(transactions) == len(notified):
+            at = dict(zip(transactions, notified, strict=True))
+            visible = [(at[r["tx"]] - r["scheduled_for"]).total_seconds() * 1000 for r in rows]
+        return {
+            "transactions": len(transactions),
+            "visible_p50_ms": statistics.median(visible) if visible else float("nan"),
+            "visible_p99_ms": _percentile(visible, 0.99) if visible else float("nan"),
+            "visible_max_ms": max(visible) if visible else float("nan"),
+            "tasks": count,
+            "fired_p50_ms": statistics.median(fired),
+            "fired_p99_ms": _percentile(fired, 0.99),
+            "fired_max_ms": max(fired),
+            "queued_p50_ms": statistics.median(queued),
+            "queued_p99_ms": _percentile(queued, 0.99),
+            "queued_max_ms": max(queued),
+            "runs_per_second": count / (max(visible or queued) / 1000),
+            "dispatcher_cpu_s": cpu,
+            "insert_s": inserted,
+        }
+
+
+async def idle_cpu(sizes: list[int], *, window: float, settle: float) -> list[dict[str, Any]]:
+    """The dispatcher's CPU per idle minute as enabled tasks far from due are added."""
+    results = []
+    async with phase("idle") as p:
+        total = 0
+        for size in sizes:
+            now = datetime.now(UTC)
+            inserted = await insert_tasks(
+                p.connection,
+                size - total,
+                schedule=IntervalSchedule(timedelta(days=1)),
+                next_run_at=now + timedelta(days=1),
+                tag=f"idle{size}",
+            )
+            total = size
+            await p.connection.execute("ANALYZE tasks")
+            await asyncio.sleep(settle)
+            backends = await p.backend_pids()
+            before = _cpu_seconds(p.dispatcher.pid)
+            backends_before = {pid: _cpu_seconds(pid) for pid in backends}
+            started = time.monotonic()
+            await asyncio.sleep(window)
+            elapsed = time.monotonic() - started
+            used = _cpu_seconds(p.dispatcher.pid) - before
+            db_used = sum(max(_cpu_seconds(pid) - cpu, 0.0) for pid, cpu in backends_before.items())
+            runs = await p.connection.fetchval("SELECT count(*) FROM task_runs")
+            assert runs == 0, f"{runs} runs fired: the tasks were meant to stay idle"
+            results.append(
+                {
+                    "tasks": size,
+                    "window_s": elapsed,
+                    "dispatcher_cpu_s_per_min": used * 60 / elapsed,
+                    "postgres_cpu_s_per_min": db_used * 60 / elapsed,
+                    "insert_s": inserted,
+                }
+            )
+            print(
+                f"  {size:>7} tasks: dispatcher {used * 60 / elapsed:6.3f} CPU s/min, "
+                f"its PostgreSQL backends {db_used * 60 / elapsed:6.3f} CPU s/min "
+                f"(over {elapsed:.0f} s, load {_loadavg()})",
+                flush=True,
+            )
+    return results
+
+
+def _print_fire(label: str, r: dict[str, Any]) -> None:
+    print(
+        f"  {label}: slot -> ms, p50 / p99 / max: fired {r['fired_p50_ms']:.0f} / "
+        f"{r['fired_p99_ms']:.0f} / {r['fired_max_ms']:.0f}; queued {r['queued_p50_ms']:.0f} / "
+        f"{r['queued_p99_ms']:.0f} / {r['queued_max_ms']:.0f}; visible "
+        f"{r['visible_p50_ms']:.0f} / {r['visible_p99_ms']:.0f} / {r['visible_max_ms']:.0f}\n"
+        f"  {' ' * len(label)}  {r['transactions']} transactions, {r['runs_per_second']:.0f} "
+        f"runs/s to the last visible, dispatcher CPU {r['dispatcher_cpu_s']:.2f} s "
+        f"(load {_loadavg()})",
+        flush=True,
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Phases: a = lateness, b = idle CPU, c = burst (see the module docstring).",
+    )
+    parser.add_argument("--phases", default="a,b,c", help="which phases, comma-separated")
+    parser.add_argument("--due", type=int, default=1000, help="tasks due in one second (a)")
+    parser.add_argument("--burst", type=int, default=10_000, help="tasks due at once (c)")
+    parser.add_argument(
+        "--idle-sizes",
+        default="1000,10000,100000",
+        help="enabled task counts for the idle CPU curve (b), ascending",
+    )
+    parser.add_argument(
+        "--idle-window", type=float, default=30.0, help="seconds of CPU measured per size (b)"
+    )
+    parser.add_argument(
+        "--settle", type=float, default=5.0, help="seconds after an insert before measuring (b)"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of a and c (medians)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="run the dispatcher under cProfile, writing dispatcher-<phase>.prof here",
+    )
+    args = parser.parse_args()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        global PROFILE_DIR
+        PROFILE_DIR = args.profile
+    phases = set(args.phases.split(","))
+    print(f"load average at the start: {_loadavg()}", flush=True)
+    if "a" in phases:
+        print(f"(a) lateness, {args.due} tasks due in the same second", flush=True)
+        rounds = [await fire_at_once(args.due) for _ in range(args.repeat)]
+        for i, r in enumerate(rounds, 1):
+            _print_fire(f"round {i}", r)
+        _summary("a", rounds, target=50.0)
+    if "b" in phases:
+        print("(b) idle dispatcher CPU per minute, tasks next due in a day", flush=True)
+        sizes = [int(s) for s in args.idle_sizes.split(",")]
+        curve = await idle_cpu(sizes, window=args.idle_window, settle=args.settle)
+        lowest = min(c["dispatcher_cpu_s_per_min"] for c in curve)
+        highest = max(c["dispatcher_cpu_s_per_min"] for c in curve)
+        print(f"  dispatcher CPU s/min from {lowest:.3f} to {highest:.3f} across the sizes")
+    if "c" in phases:
+        print(f"(c) burst, {args.burst} tasks due at once", flush=True)
+        rounds = [await fire_at_once(args.burst, lead=8.0) for _ in range(args.repeat)]
+        for i, r in enumerate(rounds, 1):
+            _print_fire(f"round {i}", r)
+        _summary("c", rounds, target=None)
+    print(f"load average at the end: {_loadavg()}", flush=True)
+
+
+def _summary(name: str, rounds: list[dict[str, Any]], *, target: float | None) -> None:
+    p99 = statistics.median(r["queued_p99_ms"] for r in rounds)
+    seen = statistics.median(r["visible_p99_ms"] for r in rounds)
+    if len(rounds) > 1:
+        last = statistics.median(r["visible_max_ms"] for r in rounds)
+        print(
+            f"  median of {len(rounds)}: p99 queued {p99:.0f} ms, visible {seen:.0f} ms; "
+            f"all visible {last:.0f} ms"
+        )
+    if target is not None:
+        verdict = "met" if max(p99, seen) <= target else "NOT met"
+        print(f"  target p99 <= {target:.0f} ms (queued and visible): {verdict}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
