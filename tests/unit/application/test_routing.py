@@ -186,16 +186,65 @@ async def test_targeted_strategies_respect_labels_queues_and_liveness(
     assert {m.queue for m in messages} == {gpu.direct_queue}
 
 
-async def test_no_eligible_worker_falls_back_to_the_task_queue(
+async def test_no_live_worker_for_a_targeted_strategy_falls_back_to_the_task_queue(
     tasks: TaskService, runs: RunService, relay: RunRelay, store: InMemoryStore
 ) -> None:
-    add_worker(store, "cpu")
-    task = await make(tasks, labels=["gpu"], strategy="least_loaded")
+    """Without required labels any worker of the queue may run it: it is not held back."""
+    add_worker(store, "elsewhere", queues=("reports",))
+    task = await make(tasks, strategy="least_loaded")
     await trigger(runs, task)
     [message] = await relay.relay_pending()
     assert message.queue == "default"
     assert queued_event_detail(store, message.run_id)["fallback"] == "no eligible worker"
     assert relay.stats["routed_fallback"] == 1
+
+
+@pytest.mark.parametrize("strategy", ["queue", "least_loaded", "round_robin", "random"])
+async def test_a_run_no_worker_may_take_waits_pending_until_one_with_its_labels_comes(
+    strategy: str,
+    tasks: TaskService,
+    runs: RunService,
+    relay: RunRelay,
+    store: InMemoryStore,
+    clock: FakeClock,
+) -> None:
+    add_worker(store, "cpu")
+    task = await make(tasks, labels=["gpu"], strategy=strategy)
+    [run] = await trigger(runs, task)
+
+    assert await relay.relay_pending() == []
+    held: TaskRun = store.row("runs", run.id)
+    assert held.status is RunStatus.PENDING
+    assert held.not_before == START + timedelta(seconds=1)
+    [waiting] = [e for e in store.rows("events") if e.run_id == run.id][1:]
+    assert waiting.detail["reason"] == "no_eligible_worker"
+    assert waiting.detail["labels"] == ["gpu"]
+
+    clock.advance(seconds=5)
+    assert await relay.relay_pending() == []  # still nobody: it waits longer each time
+    assert store.row("runs", run.id).not_before == START + timedelta(
+        seconds=7, microseconds=500_000
+    )
+
+    gpu = add_worker(store, "gpu", labels=frozenset({"gpu"}))
+    gpu.heartbeat_at = clock.now()
+    store.put("workers", gpu)
+    clock.advance(seconds=3)
+    [message] = await relay.relay_pending()
+    assert message.queue == gpu.direct_queue
+    assert queued_event_detail(store, run.id)["worker_id"] == gpu.id
+
+
+async def test_under_the_queue_strategy_a_labelled_task_goes_only_to_a_worker_with_its_labels(
+    tasks: TaskService, runs: RunService, relay: RunRelay, store: InMemoryStore
+) -> None:
+    add_worker(store, "cpu-1")
+    gpu = add_worker(store, "gpu", labels=frozenset({"gpu", "ssd"}))
+    add_worker(store, "cpu-2")
+    task = await make(tasks, labels=["gpu"])
+    await trigger(runs, task, 4)
+    messages = await relay.relay_pending()
+    assert {m.queue for m in messages} == {gpu.direct_queue}
 
 
 async def test_least_loaded_prefers_free_slots_and_counts_what_it_sent(
@@ -255,9 +304,7 @@ async def test_runs_waiting_on_a_dead_workers_queue_are_routed_again(
         clock.now(),
     )
     [event] = [
-        e
-        for e in store.rows("events")
-        if e.run_id == run.id and e.from_status is RunStatus.QUEUED
+        e for e in store.rows("events") if e.run_id == run.id and e.from_status is RunStatus.QUEUED
     ]
     assert event.detail["from_queue"] == doomed.direct_queue
     assert event.detail["worker_id"] == survivor.id

@@ -233,6 +233,8 @@ class RunRelay:
                 if task is None:
                     continue
                 route = self._router.route(task, live, now=now)
+                if route.hold:
+                    continue  # no live worker may run it: it waits where it is, for now
                 previous = run.queue
                 run.queue = route.queue
                 run.queued_at = now
@@ -455,19 +457,39 @@ class RunRelay:
             ):
                 delay = await self._rate_limits.admit(task, now=now, batch=rate_batch)
                 if delay is not None:
-                    self._postpone(outcome, run, until=now + delay.wait, key=delay.key)
+                    self._postpone(
+                        outcome,
+                        run,
+                        until=now + delay.wait,
+                        detail={"reason": "rate_limited", "bucket": delay.key},
+                    )
+                    self.stats["rate_limited"] += 1
                     outcome.changed = True
                     continue
-            if task.strategy is not DispatchStrategy.QUEUE and workers is None:
+            if (task.strategy is not DispatchStrategy.QUEUE or task.labels) and workers is None:
                 workers = await uow.workers.list()
             route = self._router.route(task, workers or [], now=now, default_queue=run.queue)
+            if route.hold:
+                wait = _hold_for(now - run.created_at)
+                self._postpone(
+                    outcome,
+                    run,
+                    until=now + wait,
+                    detail={"reason": "no_eligible_worker", "labels": sorted(task.labels)},
+                )
+                self.stats["held_no_eligible_worker"] += 1
+                outcome.changed = True
+                continue
             self._queue_run(outcome, run, route, now)
             in_flight[task.id] = in_flight.get(task.id, 0) + 1
             outcome.messages.append(run_message(run))
             outcome.changed = True
         return outcome
 
-    def _postpone(self, outcome: _Outcome, run: TaskRun, *, until: datetime, key: str) -> None:
+    def _postpone(
+        self, outcome: _Outcome, run: TaskRun, *, until: datetime, detail: dict[str, object]
+    ) -> None:
+        """Keep the run pending until ``until``, saying why in a ``pending → pending`` event."""
         outcome.writes.append((run, run.version))
         run.not_before = until
         outcome.events.append(
@@ -478,24 +500,26 @@ class RunRelay:
                 to_status=RunStatus.PENDING,
                 at=self._clock.now(),
                 actor=RELAY_ACTOR,
-                detail={
-                    "reason": "rate_limited",
-                    "bucket": key,
-                    "not_before": format_instant(until),
-                },
+                detail={**detail, "not_before": format_instant(until)},
             )
         )
-        self.stats["rate_limited"] += 1
 
     def _queue_run(self, outcome: _Outcome, run: TaskRun, route: Route, now: datetime) -> None:
         outcome.writes.append((run, run.version))
         run.queue = route.queue
         event = run.mark_queued(now=now, actor=RELAY_ACTOR)
-        if route.strategy is not DispatchStrategy.QUEUE:
+        if route.targeted:
             event = replace(event, detail={**event.detail, **route.detail()})
             if route.fallback:
                 self.stats["routed_fallback"] += 1
         outcome.events.append(event)
+
+
+def _hold_for(waited: timedelta) -> timedelta:
+    """How long a run no worker may take waits before the relay looks again: a second at
+    first, then half as long as it has waited so far, at most a minute — a worker that starts
+    is found quickly, and a run that waits for hours writes a dozen events, not thousands."""
+    return min(max(waited / 2, timedelta(seconds=1)), timedelta(minutes=1))
 
 
 class _Outcome:

@@ -12,9 +12,15 @@ runtime consumes besides its own queues:
   minus the runs this dispatcher routed to it since that heartbeat.
 * ``random``: uniformly among the eligible workers.
 
-With no eligible worker a run falls back to the task's queue rather than waiting: a worker that
-registers later (or any worker of that queue, if labels allow) picks it up, and it is never stuck
-behind a worker that may not come back. The memory used is per dispatcher and bounded.
+Required labels are honoured by every strategy. Under ``queue`` a task that requires labels is
+not left to whichever worker of its queue asks first: it goes to the direct queue of the
+eligible worker with the most free slots (as ``least_loaded``).
+
+With no eligible worker a run of a task *without* required labels falls back to the task's queue
+rather than waiting: any worker of that queue may run it, a worker that registers later picks it
+up, and it is never stuck behind a worker that may not come back. A run of a task *with* required
+labels is held instead (``Route.hold``): the relay keeps it pending and looks again later, since
+no worker may run it yet. The memory used is per dispatcher and bounded.
 """
 
 from __future__ import annotations
@@ -42,6 +48,12 @@ class Route:
     worker_id: str | None = None
     strategy: DispatchStrategy = DispatchStrategy.QUEUE
     fallback: bool = False
+    #: No live worker carries the task's required labels: do not publish yet.
+    hold: bool = False
+
+    @property
+    def targeted(self) -> bool:
+        return self.worker_id is not None or self.fallback
 
     def detail(self) -> dict[str, object]:
         """What the run's ``queued`` event records about the choice."""
@@ -100,14 +112,16 @@ class Router:
         used by the ``queue`` strategy and as the fallback."""
         fallback_queue = default_queue if default_queue is not None else task.queue
         strategy = task.strategy
-        if strategy is DispatchStrategy.QUEUE:
+        if strategy is DispatchStrategy.QUEUE and not task.labels:
             return Route(fallback_queue)
         candidates = self.eligible(task, workers, now=now)
         if not candidates:
+            if task.labels:
+                return Route(task.queue, strategy=strategy, hold=True)
             return Route(task.queue, strategy=strategy, fallback=True)
         if strategy is DispatchStrategy.RANDOM:
             chosen = self._rng.choice(candidates)
-        elif strategy is DispatchStrategy.LEAST_LOADED:
+        elif strategy in (DispatchStrategy.LEAST_LOADED, DispatchStrategy.QUEUE):
             chosen = self._least_loaded(task, candidates)
         else:
             chosen = self._least_recent(task, candidates)
