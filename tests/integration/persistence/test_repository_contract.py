@@ -792,6 +792,18 @@ async def test_expired_leases_and_stale_queued_runs(uow_factory: SqlUnitOfWorkFa
         assert await uow.runs.stale_queued(now - timedelta(hours=1), limit=10) == []
 
 
+async def test_queued_runs_are_counted_per_queue(uow_factory: SqlUnitOfWorkFactory) -> None:
+    task = make_task()
+    elsewhere = queued_run(task, queue=f"q-{new_id()[-8:]}")
+    default = [queued_run(task, queue="cnt-default") for _ in range(2)]
+    pending = make_run(task, queue="cnt-default")
+    await save(uow_factory, task, elsewhere, *default, pending)
+    async with uow_factory() as uow:
+        counts = await uow.runs.count_queued(["cnt-default", elsewhere.queue, "cnt-empty"])
+        assert counts == {"cnt-default": 2, elsewhere.queue: 1}
+        assert await uow.runs.count_queued([]) == {}
+
+
 async def test_pending_and_expired_queries_skip_rows_another_transaction_holds(
     engine: AsyncEngine, uow_factory: SqlUnitOfWorkFactory
 ) -> None:

@@ -72,6 +72,32 @@ async def test_broker_outage_after_commit_is_healed_by_republishing_stale_runs(
     assert await relay.republish_stale_queued(timedelta(seconds=60)) == []  # waits again
 
 
+async def test_runs_waiting_behind_a_backlog_are_not_published_again(
+    runs: RunService,
+    relay: RunRelay,
+    alice_task: Task,
+    queue: InMemoryRunQueue,
+    clock: FakeClock,
+) -> None:
+    """Stale but still in line: the queue holds a message for every queued run, so nothing is
+    published twice. Once messages go missing, only that many runs are published again."""
+    triggered = [await runs.trigger(alice_task.id, principal=ALICE) for _ in range(3)]
+    await relay.relay_pending()
+    assert len(queue.ready("default")) == 3
+    clock.advance(seconds=61)
+
+    assert await relay.republish_stale_queued(timedelta(seconds=60)) == []
+    assert relay.stats["republish_skipped"] == 3
+    assert len(queue.ready("default")) == 3
+
+    lost = queue.get_nowait(["default"])  # taken off the queue and never to come back
+    assert lost is not None
+    await queue.ack(lost)
+    [again] = await relay.republish_stale_queued(timedelta(seconds=60))
+    assert again.run_id == triggered[0].id  # the oldest stale one
+    assert len(queue.ready("default")) == 3
+
+
 async def test_relay_publishes_in_priority_order_within_a_queue(
     tasks: TaskService, runs: RunService, relay: RunRelay, queue: InMemoryRunQueue
 ) -> None:

@@ -185,10 +185,15 @@ class RunRelay:
     async def republish_stale_queued(
         self, older_than: timedelta, limit: int = DEFAULT_BATCH
     ) -> list[RunMessage]:
-        """Publish again runs queued more than ``older_than`` ago and still unclaimed.
+        """Publish again runs queued more than ``older_than`` ago and still unclaimed — those
+        whose message may be gone (a publish that failed for good, a broker that lost it).
 
-        Their ``queued_at`` is moved to now first, so the next pass waits another
-        ``older_than`` before publishing them yet again.
+        A run long queued is most often just behind a backlog, its message waiting in line:
+        so per queue, only as many stale runs are published again as the queue is short of
+        messages (runs queued in the database minus messages ready in the queue), oldest
+        first; a queue whose depth cannot be read gets all of its stale runs published. The
+        republished runs' ``queued_at`` is moved to now, so the next pass waits another
+        ``older_than`` before looking at them again.
         """
         now = self._clock.now()
         messages: list[RunMessage] = []
@@ -196,15 +201,37 @@ class RunRelay:
             stale = await uow.runs.stale_queued(now - older_than, limit=limit)
             if not stale:
                 return []
+            by_queue: dict[str, list[TaskRun]] = {}
             for run in stale:
+                by_queue.setdefault(run.queue, []).append(run)
+            queued = await uow.runs.count_queued(sorted(by_queue))
+            chosen: list[TaskRun] = []
+            for queue, runs in by_queue.items():
+                missing = await self._missing_messages(queue, queued.get(queue, 0))
+                take = runs if missing is None else runs[:missing]
+                chosen.extend(take)
+                self.stats["republish_skipped"] += len(runs) - len(take)
+            if not chosen:
+                return []
+            for run in chosen:
                 run.queued_at = now
                 messages.append(run_message(run))
-            await uow.runs.update_many([(run, run.version) for run in stale], fields=("queued_at",))
+            await uow.runs.update_many(
+                [(run, run.version) for run in chosen], fields=("queued_at",)
+            )
             staged = await self._stage_messages(uow, messages)
             await uow.commit()
         if not staged:
             await self._publish_or_keep(messages)
         return messages
+
+    async def _missing_messages(self, queue: str, queued: int) -> int | None:
+        """How many queued runs of ``queue`` have no message waiting in it (None: unknown)."""
+        try:
+            depth = await self._queue.depth(queue)
+        except Exception:
+            return None
+        return max(queued - depth, 0)
 
     async def redispatch_orphaned(self, limit: int = DEFAULT_BATCH) -> list[RunMessage]:
         """Route again the queued runs waiting in the direct queue of a worker that no longer

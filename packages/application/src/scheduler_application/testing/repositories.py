@@ -314,6 +314,14 @@ class InMemoryRunRepository(_Repository):
         )
         return _lock_first(tx, "runs", candidates, limit)
 
+    async def count_queued(self, queues: Sequence[str]) -> dict[str, int]:
+        wanted = set(queues)
+        counts: dict[str, int] = {}
+        for run in self.tx.scan("runs"):
+            if run.status is RunStatus.QUEUED and run.queue in wanted:
+                counts[run.queue] = counts.get(run.queue, 0) + 1
+        return counts
+
     async def stale_queued(self, queued_before: datetime, *, limit: int) -> builtins.list[TaskRun]:
         _check_limit(limit)
         rows: list[TaskRun] = sorted(

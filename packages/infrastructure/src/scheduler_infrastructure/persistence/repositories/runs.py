@@ -261,6 +261,16 @@ class SqlRunRepository(SqlRepository):
             .limit(limit)
         )
 
+    async def count_queued(self, queues: Sequence[str]) -> dict[str, int]:
+        if not queues:
+            return {}
+        rows = await self._all(
+            select(_c.queue, func.count().label("n"))
+            .where(RUN_QUEUED, _c.queue.in_(sorted(set(queues))))
+            .group_by(_c.queue)
+        )
+        return {row["queue"]: int(row["n"]) for row in rows}
+
     async def running_on_worker(self, worker_id: str) -> builtins.list[TaskRun]:
         return await self._many(
             select(task_runs).where(RUN_RUNNING, _c.worker_id == worker_id).order_by(_c.id)
