@@ -85,4 +85,48 @@ def test_each_member_declares_exactly_what_it_imports(member: str) -> None:
     imported = _third_party(_imports(member)) - {own}
     declared = _declared(member) - RUNTIME_ONLY.get(member, set())
     assert imported <= declared, f"{member} imports undeclared packages: {imported - declared}"
-    assert declared <= imported, f"{member} declares packages it never imports: {declared - imported}"
+    assert declared <= imported, (
+        f"{member} declares packages it never imports: {declared - imported}"
+    )
+
+
+def _tool(name: str) -> str:
+    return shutil.which(name) or str(Path(sys.executable).parent / name)
+
+
+SOURCES = ["packages", "tests", "scripts", "migrations"]
+
+
+def test_ruff_finds_nothing_to_fix() -> None:
+    result = subprocess.run(
+        [_tool("ruff"), "check", "--no-cache", *SOURCES],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_code_is_formatted() -> None:
+    result = subprocess.run(
+        [_tool("ruff"), "format", "--check", "--no-cache", *SOURCES],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.timeout(300)
+def test_domain_and_application_type_check_strictly() -> None:
+    """mypy --strict (configured in pyproject.toml) on the two inner layers."""
+    result = subprocess.run(
+        [_tool("mypy"), "--no-incremental"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -113,7 +113,7 @@ async def test_terminated_postgres_connections_lose_and_duplicate_nothing(
             await asyncio.sleep(0.01)
         return ids
 
-    ids, _ = await asyncio.gather(trigger_all(), terminate_backends())
+    _ids, _ = await asyncio.gather(trigger_all(), terminate_backends())
 
     async def done() -> bool:
         runs = await scenario.runs_of(task_id)
@@ -123,7 +123,7 @@ async def test_terminated_postgres_connections_lose_and_duplicate_nothing(
     runs = await scenario.runs_of(task_id)
     succeeded = [r for r in runs if r.status is RunStatus.SUCCEEDED]
     assert len(succeeded) == total
-    starts, ends = scenario.ledger_counts()
+    _starts, ends = scenario.ledger_counts()
     # Each run id was executed (ended) by a healthy worker exactly once.
     assert all(ends[r.id] == 1 for r in succeeded)
     assert all(count == 1 for count in ends.values())

@@ -116,7 +116,7 @@ async def test_sigterm_drains_in_flight_runs_and_deregisters(
     assert await worker.wait(30) == 0
     for run in runs:
         assert (await scenario.get(run.id)).status is RunStatus.SUCCEEDED
-    starts, ends = scenario.ledger_counts()
+    _starts, ends = scenario.ledger_counts()
     assert all(ends[r.id] == 1 for r in runs)
     async with scenario.uow_factory() as uow:
         workers = await uow.workers.list()

@@ -67,7 +67,7 @@ class DispatcherStack:
         self, predicate: Callable[[], Awaitable[bool]], *, within: float = 20.0
     ) -> None:
         async with asyncio.timeout(within):
-            while not await predicate():  # noqa: ASYNC110 - it polls the database
+            while not await predicate():
                 await asyncio.sleep(0.05)
 
     def worker(self, **options: Any) -> WorkerRuntime:

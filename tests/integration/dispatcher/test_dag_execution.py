@@ -26,9 +26,7 @@ async def build_dag(stack: DispatcherStack, *, root_schedule: dict[str, str]) ->
     ids["root"] = await stack.create_task("root", schedule=root_schedule, **NOOP)
     for name in ("left", "middle", "right"):
         ids[name] = await stack.create_task(name, depends_on=[ids["root"]], **NOOP)
-    ids["join"] = await stack.create_task(
-        "join", depends_on=[ids["left"], ids["right"]], **NOOP
-    )
+    ids["join"] = await stack.create_task("join", depends_on=[ids["left"], ids["right"]], **NOOP)
     ids["tail"] = await stack.create_task("tail", depends_on=[ids["middle"]], **NOOP)
     return ids
 

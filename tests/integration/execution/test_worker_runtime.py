@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from execution_stack import OWNER, PYTHON, Stack, running
 
 from scheduler_domain.status import RunStatus
 from scheduler_domain.worker import WorkerStatus
-
-from execution_stack import OWNER, PYTHON, Stack, running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,7 +36,8 @@ async def test_triggered_run_executes_once_with_a_complete_history(stack: Stack)
         (RunStatus.QUEUED, RunStatus.RUNNING),
         (RunStatus.RUNNING, RunStatus.SUCCEEDED),
     ]
-    assert worker.stats.claimed == 1 and worker.stats.completed == 1
+    assert worker.stats.claimed == 1
+    assert worker.stats.completed == 1
 
 
 async def test_failing_run_is_retried_then_dead_lettered(stack: Stack) -> None:
@@ -58,9 +58,11 @@ async def test_failing_run_is_retried_then_dead_lettered(stack: Stack) -> None:
     runs = await stack.runs_of(task_id)
     assert [r.attempt for r in runs] == [1, 2, 3]
     assert [r.status for r in runs] == [RunStatus.FAILED, RunStatus.FAILED, RunStatus.DEAD_LETTERED]
-    assert runs[1].retry_of == runs[0].id and runs[2].retry_of == runs[1].id
+    assert runs[1].retry_of == runs[0].id
+    assert runs[2].retry_of == runs[1].id
     assert all(r.error == "exit code 3" for r in runs)
-    assert runs[1].not_before is not None and runs[1].not_before >= runs[0].finished_at  # type: ignore[operator]
+    assert runs[1].not_before is not None
+    assert runs[1].not_before >= runs[0].finished_at
 
 
 async def test_timeout_kills_the_run_and_records_timed_out(stack: Stack) -> None:
@@ -120,8 +122,7 @@ async def test_drain_finishes_short_runs_and_releases_the_rest(stack: Stack) -> 
 
         async def both_running() -> bool:
             statuses = {
-                (await stack.runs.get(r.id, principal=OWNER)).status
-                for r in (quick_run, stuck_run)
+                (await stack.runs.get(r.id, principal=OWNER)).status for r in (quick_run, stuck_run)
             }
             return statuses == {RunStatus.RUNNING}
 
@@ -130,17 +131,19 @@ async def test_drain_finishes_short_runs_and_releases_the_rest(stack: Stack) -> 
     assert (await stack.runs.get(quick_run.id, principal=OWNER)).status is RunStatus.SUCCEEDED
     runs = await stack.runs_of(stuck)
     assert runs[0].status is RunStatus.LOST
-    assert runs[1].status in (RunStatus.PENDING, RunStatus.QUEUED) and runs[1].attempt == 2
+    assert runs[1].status in (RunStatus.PENDING, RunStatus.QUEUED)
+    assert runs[1].attempt == 2
     # Released work is retried at once, not after the task's 30 s backoff.
     assert runs[1].not_before is not None
     assert runs[1].not_before <= runs[0].finished_at + timedelta(seconds=1)  # type: ignore[operator]
     assert worker.stats.released == 1
-    registered = await stack.execution._uow_factory().__aenter__()  # noqa: SLF001
+    registered = await stack.execution._uow_factory().__aenter__()
     try:
         row = await registered.workers.get(worker.worker.id)  # type: ignore[union-attr]
     finally:
         await registered.__aexit__(None, None, None)
-    assert row is not None and row.status is WorkerStatus.OFFLINE
+    assert row is not None
+    assert row.status is WorkerStatus.OFFLINE
 
 
 async def test_duplicate_delivery_is_acked_and_dropped(stack: Stack) -> None:

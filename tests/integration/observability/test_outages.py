@@ -46,7 +46,7 @@ async def test_a_dispatcher_loop_counts_the_outages_it_meets() -> None:
     dispatcher = Dispatcher(loops=[loop], observer=metrics)
     running = asyncio.create_task(dispatcher.run())
     async with asyncio.timeout(10):
-        while outages(metrics, "broker") < 1:  # noqa: ASYNC110 - polls a counter
+        while outages(metrics, "broker") < 1:
             await asyncio.sleep(0.01)
     dispatcher.stop()
     await running

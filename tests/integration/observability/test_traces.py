@@ -116,7 +116,7 @@ async def _trigger_and_wait(resources: Resources, exporter: InMemorySpanExporter
         assert run.status_code == 201, run.text
         run_id = str(run.json()["id"])
         async with asyncio.timeout(30):
-            while (await client.get(f"/api/v1/runs/{run_id}")).json()["status"] != "succeeded":  # noqa: ASYNC110
+            while (await client.get(f"/api/v1/runs/{run_id}")).json()["status"] != "succeeded":
                 await asyncio.sleep(0.05)
         return run_id
 

@@ -211,7 +211,7 @@ async def test_a_failed_publish_after_the_commit_is_retried_until_the_broker_tak
 
     broker.unavailable = False
     async with asyncio.timeout(5):
-        while relay.unpublished:  # noqa: ASYNC110 - polling the relay's own state
+        while relay.unpublished:
             await asyncio.sleep(0.01)
     assert {m.run_id for m in broker.published} == {run.id, second.id}
     await runs.aclose()
@@ -315,7 +315,7 @@ async def test_a_hanging_publish_does_not_hold_up_the_trigger(
 
     broker.released.set()
     async with asyncio.timeout(5):
-        while relay.unpublished:  # noqa: ASYNC110 - polling the relay's own state
+        while relay.unpublished:
             await asyncio.sleep(0.01)
     assert [m.run_id for m in broker.published] == [run.id]
     await runs.aclose()

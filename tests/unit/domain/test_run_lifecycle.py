@@ -141,7 +141,7 @@ def test_outcome_after_loss_is_refused_because_the_token_moved_on() -> None:
 
 
 def test_heartbeat_of_a_cancelled_run_reports_the_lease_lost() -> None:
-    run, token = _running()
+    run, _token = _running()
     run.cancel(now=NOW, actor="user:u1")
     with pytest.raises((LeaseLost, StaleFencingToken)):
         run.heartbeat(token=run.version, now=NOW, lease=LEASE)
@@ -211,7 +211,8 @@ def test_retry_jitter_comes_from_the_given_random_source() -> None:
     )
     first = run.next_attempt(policy=policy, now=NOW, rng=random.Random(7))
     second = run.next_attempt(policy=policy, now=NOW, rng=random.Random(7))
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     assert first.not_before == second.not_before
     assert NOW + timedelta(seconds=1) <= first.not_before <= NOW + timedelta(seconds=6)
 
@@ -226,7 +227,7 @@ def test_lease_expiry_is_detected_only_for_running_runs() -> None:
 
 def test_naive_datetimes_are_refused_with_the_field_named() -> None:
     with pytest.raises(ValidationError) as info:
-        _run(scheduled_for=datetime(2026, 1, 1))  # noqa: DTZ001
+        _run(scheduled_for=datetime(2026, 1, 1))
     assert info.value.field == "scheduled_for"
 
 

@@ -45,7 +45,7 @@ def _task(**overrides: Any) -> Task:
         ({"max_concurrent": 0}, "max_concurrent"),
         ({"spread": timedelta(seconds=-1)}, "spread_seconds"),
         ({"depends_on": ("a", "a")}, "depends_on"),
-        ({"created_at": datetime(2026, 1, 1)}, "created_at"),  # noqa: DTZ001
+        ({"created_at": datetime(2026, 1, 1)}, "created_at"),
     ],
 )
 def test_invalid_task_is_refused_naming_the_field(overrides: dict[str, Any], field: str) -> None:
@@ -70,7 +70,8 @@ def test_pause_clears_next_run_at_and_resume_restores_it_from_now() -> None:
     task = _task(schedule=CronSchedule("0 * * * *"))
     task.reschedule(NOW)
     task.pause(NOW)
-    assert task.paused and task.next_run_at is None
+    assert task.paused
+    assert task.next_run_at is None
     later = NOW + timedelta(hours=3)
     task.resume(later)
     assert task.enabled

@@ -66,7 +66,9 @@ def test_offline_worker_comes_back_online_on_heartbeat() -> None:
     assert worker.status is WorkerStatus.ONLINE
 
 
-@pytest.mark.parametrize(("overrides", "field"), [({"capacity": 0}, "capacity"), ({"queues": ()}, "queues")])
+@pytest.mark.parametrize(
+    ("overrides", "field"), [({"capacity": 0}, "capacity"), ({"queues": ()}, "queues")]
+)
 def test_invalid_worker_is_refused(overrides: dict[str, object], field: str) -> None:
     with pytest.raises(ValidationError) as info:
         _worker(**overrides)
@@ -74,11 +76,16 @@ def test_invalid_worker_is_refused(overrides: dict[str, object], field: str) -> 
 
 
 def test_roles_grant_what_design_section_10_says() -> None:
-    assert Role.ADMIN.manages_accounts and not Role.OPERATOR.manages_accounts
-    assert Role.OPERATOR.sees_all_tasks and not Role.USER.sees_all_tasks
-    assert Role.USER.can_write_tasks and not Role.VIEWER.can_write_tasks
-    assert Role.VIEWER.can_read_tasks and not Role.WORKER.can_read_tasks
-    assert Role.WORKER.runs_work and not Role.USER.runs_work
+    assert Role.ADMIN.manages_accounts
+    assert not Role.OPERATOR.manages_accounts
+    assert Role.OPERATOR.sees_all_tasks
+    assert not Role.USER.sees_all_tasks
+    assert Role.USER.can_write_tasks
+    assert not Role.VIEWER.can_write_tasks
+    assert Role.VIEWER.can_read_tasks
+    assert not Role.WORKER.can_read_tasks
+    assert Role.WORKER.runs_work
+    assert not Role.USER.runs_work
 
 
 def test_usernames_and_passwords_are_validated() -> None:
@@ -95,8 +102,13 @@ def test_usernames_and_passwords_are_validated() -> None:
 
 def test_api_key_is_unusable_once_revoked_or_expired() -> None:
     key = ApiKey(
-        name="ci", prefix="sk_abc", secret_hash="h", owner_id="u", role=Role.USER,
-        created_at=NOW, expires_at=NOW + timedelta(days=1),
+        name="ci",
+        prefix="sk_abc",
+        secret_hash="h",
+        owner_id="u",
+        role=Role.USER,
+        created_at=NOW,
+        expires_at=NOW + timedelta(days=1),
     )
     assert key.is_usable(NOW)
     assert not key.is_usable(NOW + timedelta(days=1))
@@ -106,7 +118,10 @@ def test_api_key_is_unusable_once_revoked_or_expired() -> None:
 
 def test_refresh_token_is_single_use() -> None:
     token = RefreshToken(
-        user_id="u", family_id="f", token_hash="h", created_at=NOW,
+        user_id="u",
+        family_id="f",
+        token_hash="h",
+        created_at=NOW,
         expires_at=NOW + timedelta(days=1),
     )
     assert token.is_usable(NOW)

@@ -81,11 +81,13 @@ def test_each_component_names_itself_in_the_resource(exporter: InMemorySpanExpor
 def test_a_span_continues_the_trace_a_traceparent_names(
     tracer: OpenTelemetryTracer, exporter: InMemorySpanExporter
 ) -> None:
-    with tracer.span("run.consume", parent=TRACEPARENT, kind=SpanKind.CONSUMER) as consume:
-        with tracer.span("run.execute") as execute:
-            inner = tracer.current_traceparent()
-            execute.set_attribute("scheduler.run.status", "failed")
-            execute.set_error("failed")
+    with (
+        tracer.span("run.consume", parent=TRACEPARENT, kind=SpanKind.CONSUMER) as consume,
+        tracer.span("run.execute") as execute,
+    ):
+        inner = tracer.current_traceparent()
+        execute.set_attribute("scheduler.run.status", "failed")
+        execute.set_error("failed")
     assert consume.traceparent is not None
     assert consume.traceparent.split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
     assert inner == execute.traceparent

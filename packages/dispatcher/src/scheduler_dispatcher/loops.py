@@ -110,7 +110,10 @@ class PeriodicLoop:
                 delay = min(max(delay * 2, self._interval), 10.0)
                 logger.warning(
                     "%s failed (%s: %s); retrying in %.1f s",
-                    self.name, type(error).__name__, str(error)[:200], delay,
+                    self.name,
+                    type(error).__name__,
+                    str(error)[:200],
+                    delay,
                 )
                 await asyncio.sleep(delay)
                 continue

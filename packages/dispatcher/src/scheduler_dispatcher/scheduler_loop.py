@@ -58,7 +58,9 @@ class SchedulerLoop(PeriodicLoop):
         if report.fired or report.skipped:
             logger.debug(
                 "fired %d runs of %d tasks; skipped %s",
-                report.fired, report.tasks, dict(report.skipped) or "none",
+                report.fired,
+                report.tasks,
+                dict(report.skipped) or "none",
             )
         return report.tasks >= self._batch
 
@@ -77,7 +79,8 @@ def dependency_loop(
         if report.created or report.skipped:
             logger.debug(
                 "dependencies: %d runs created, skipped %s",
-                len(report.created), dict(report.skipped) or "none",
+                len(report.created),
+                dict(report.skipped) or "none",
             )
         return report.resolved >= batch_size
 

@@ -41,9 +41,7 @@ class DependencyCycle(ValidationError):
 
     def __init__(self, cycle: Sequence[str]) -> None:
         self.cycle = list(cycle)
-        super().__init__(
-            "dependency cycle: " + " -> ".join(self.cycle), field="depends_on"
-        )
+        super().__init__("dependency cycle: " + " -> ".join(self.cycle), field="depends_on")
 
 
 class IllegalTransition(DomainError):

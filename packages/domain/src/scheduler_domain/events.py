@@ -44,7 +44,8 @@ class SkipReason(StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SlotDecision:
-    """What the dispatcher decided for one slot of one task, so "why didn't it fire?" has an answer."""
+    """What the dispatcher decided for one slot of one task, so that "why didn't it fire?" has
+    an answer."""
 
     task_id: str
     slot: datetime

@@ -123,7 +123,8 @@ _VALIDATORS: dict[str, Callable[[Mapping[str, Any]], None]] = {
 
 
 def validate_executor(executor: str, params: Mapping[str, Any]) -> None:
-    """Raise :class:`ValidationError` naming the field when ``params`` cannot run on ``executor``."""
+    """Raise :class:`ValidationError` naming the field when ``params`` cannot run on
+    ``executor``."""
     if not isinstance(executor, str) or not _EXECUTOR_NAME.match(executor):
         raise ValidationError(
             "executor must be a lower-case name such as 'shell', 'http', 'python' or 'noop'",

@@ -84,9 +84,13 @@ class Task:
             raise ValidationError("description is limited to 2000 characters", field="description")
         validate_executor(self.executor, self.params)
         if not _QUEUE.match(self.queue):
-            raise ValidationError("queue must be 1-100 letters, digits, '.', '_' or '-'", field="queue")
+            raise ValidationError(
+                "queue must be 1-100 letters, digits, '.', '_' or '-'", field="queue"
+            )
         if isinstance(self.priority, bool) or not 0 <= self.priority <= MAX_PRIORITY:
-            raise ValidationError(f"priority must be between 0 and {MAX_PRIORITY}", field="priority")
+            raise ValidationError(
+                f"priority must be between 0 and {MAX_PRIORITY}", field="priority"
+            )
         for label in self.labels:
             if not _LABEL.match(label):
                 raise ValidationError(f"label {label!r} is not a valid label", field="labels")
@@ -99,7 +103,9 @@ class Task:
                 "max_concurrent must be between 1 and 10000", field="max_concurrent"
             )
         if not timedelta(0) <= self.spread <= timedelta(days=1):
-            raise ValidationError("spread_seconds must be between 0 and 86400", field="spread_seconds")
+            raise ValidationError(
+                "spread_seconds must be between 0 and 86400", field="spread_seconds"
+            )
         if self.id in self.depends_on:
             raise ValidationError("a task cannot depend on itself", field="depends_on")
         if len(set(self.depends_on)) != len(self.depends_on):
