@@ -8,17 +8,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from harness import POSTGRES_ADMIN_URL, Cluster, admin_execute, postgres_problem, require
+from harness import Cluster, admin_execute
 from sqlalchemy.engine import make_url
 
 from scheduler_infrastructure.persistence.engine import create_engine
 from scheduler_infrastructure.persistence.migrations import upgrade
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
+from services import POSTGRES_ADMIN_URL, probe, require
 
 
 @pytest.fixture
 async def database_url() -> AsyncIterator[str]:
-    require("PostgreSQL", await postgres_problem())
+    require("PostgreSQL", await probe("postgres"))
     name = f"scheduler_e2e_{secrets.token_hex(5)}"
     await admin_execute(f'CREATE DATABASE "{name}"')
     url = make_url(POSTGRES_ADMIN_URL).set(drivername="postgresql+asyncpg", database=name)

@@ -21,30 +21,14 @@ from typing import Any
 
 import asyncpg
 import httpx
-import pytest
-from sqlalchemy.engine import make_url
+
+from services import POSTGRES_ADMIN_URL, REDIS_URL, plain_dsn
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-POSTGRES_ADMIN_URL = os.environ.get(
-    "SCHEDULER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+#: Without its password: the e2e processes get that from the environment, like production.
 RABBITMQ_URL = os.environ.get("SCHEDULER_TEST_RABBITMQ_URL", "amqp://guest@127.0.0.1:5672/")
 RABBITMQ_PASSWORD = "guest"
-REDIS_URL = os.environ.get("SCHEDULER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def require(service: str, problem: str | None) -> None:
-    if problem is None:
-        return
-    message = f"{service} is unreachable ({problem})"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message}; CI=true requires it")
-    pytest.skip(message)
-
-
-def plain_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def admin_execute(statement: str) -> None:
@@ -53,14 +37,6 @@ async def admin_execute(statement: str) -> None:
         await connection.execute(statement)
     finally:
         await connection.close()
-
-
-async def postgres_problem() -> str | None:
-    try:
-        await admin_execute("SELECT 1")
-    except Exception as error:
-        return f"{type(error).__name__}: {error}"
-    return None
 
 
 API_SECRET = "e2e-jwt-secret-" + "x" * 40

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from harness import REDIS_URL, Cluster, eventually
+from harness import Cluster, eventually
 from scenario import Scenario
 
 from scheduler_domain.status import RunStatus
+from services import REDIS_URL, require
 
 pytestmark = [pytest.mark.timeout(240)]
 TOTAL = 150
@@ -68,8 +69,6 @@ async def _assert_all_done_once(scenario: Scenario, ids: list[str]) -> None:
 async def test_rabbitmq_app_restart_during_triggers_loses_and_duplicates_nothing(
     cluster_factory: Any, scenario: Scenario
 ) -> None:
-    from harness import require
-
     require("RabbitMQ", None if await _rabbitmq_answers() else "no answer on 5672")
     cluster: Cluster = cluster_factory("rabbitmq")
     cluster.worker("w1")
@@ -132,8 +131,6 @@ async def test_runs_triggered_through_the_api_while_rabbitmq_is_down_start_once_
     trigger still answers 201 (the run is committed) and the publish is retried in the
     background. Re-publishing of stale queued runs is pushed out of reach (300 s), so the runs
     finishing within a minute of the broker's return shows the API's own retry brought them."""
-    from harness import require
-
     require("RabbitMQ", None if await _rabbitmq_answers() else "no answer on 5672")
     cluster: Cluster = cluster_factory("rabbitmq")
     cluster.extra_env["SCHEDULER__DISPATCHER__REQUEUE_AFTER_SECONDS"] = "300"

@@ -18,14 +18,14 @@ from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
-from harness import REDIS_URL, Cluster, eventually, require
+from harness import Cluster, eventually
 from scenario import Scenario
 
 from scheduler_application.auth_context import Principal
 from scheduler_domain.accounts import Role
 from scheduler_domain.run import TaskRun
 from scheduler_domain.status import RunStatus
+from services import REDIS_URL, probe, require
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -63,17 +63,6 @@ def scenario(uow_factory: Any, tmp_path: Any) -> Scenario:
     return Scenario(uow_factory=uow_factory, workdir=tmp_path)
 
 
-async def _redis_problem() -> str | None:
-    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        await client.ping()
-    except Exception as error:
-        return f"{type(error).__name__}: {error}"
-    finally:
-        await client.aclose()
-    return None
-
-
 def _redis_cli(*args: str) -> str:
     done = subprocess.run(
         ["redis-cli", "-p", "6379", *args], capture_output=True, text=True, timeout=10
@@ -94,7 +83,7 @@ async def _limited_cluster(
 ) -> tuple[Cluster, httpx.AsyncClient, str]:
     """API, dispatchers and workers on a postgres queue, rate limits in Redis; and a noop task
     limited to ``RATE``/s, created through the API."""
-    require("Redis", await _redis_problem())
+    require("Redis", await probe("redis"))
     cluster: Cluster = cluster_factory("postgres")
     cluster.extra_env["SCHEDULER__REDIS__URL"] = REDIS_URL
     _, client = await cluster.api()

@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind
 
 from scheduler_api.bootstrap import build_api
 from scheduler_application.accounts import AccountService
+from scheduler_application.ports.queue import RunMessage
 from scheduler_domain.accounts import Role
 from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.config import (
@@ -209,27 +210,27 @@ async def test_one_trace_links_the_api_trigger_to_the_workers_execution(
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
+def _traced_message(*, priority: int) -> RunMessage:
+    return RunMessage(
+        run_id="r-1",
+        task_id="t-1",
+        attempt=1,
+        token=1,
+        queue="default",
+        priority=priority,
+        enqueued_at=datetime.now(UTC),
+        traceparent=TRACEPARENT,
+    )
+
+
 @pytest.mark.rabbitmq
 async def test_a_rabbitmq_message_carries_the_trace_context_in_its_headers() -> None:
     import aio_pika
 
-    from scheduler_application.ports.queue import RunMessage
-
     await require_service("rabbitmq")
     prefix = f"trace{secrets.token_hex(4)}"
     async with build_run_queue(backend="rabbitmq", rabbitmq_url=RABBITMQ_URL, prefix=prefix) as q:
-        await q.publish(
-            RunMessage(
-                run_id="r-1",
-                task_id="t-1",
-                attempt=1,
-                token=1,
-                queue="default",
-                priority=0,
-                enqueued_at=datetime.now(UTC),
-                traceparent=TRACEPARENT,
-            )
-        )
+        await q.publish(_traced_message(priority=0))
         connection = await aio_pika.connect(RABBITMQ_URL)
         try:
             channel = await connection.channel()
@@ -247,23 +248,10 @@ async def test_a_rabbitmq_message_carries_the_trace_context_in_its_headers() -> 
 async def test_a_redis_stream_entry_carries_the_trace_context_beside_its_payload() -> None:
     import redis.asyncio as aioredis
 
-    from scheduler_application.ports.queue import RunMessage
-
     await require_service("redis")
     prefix = f"trace{secrets.token_hex(4)}"
     async with build_run_queue(backend="redis", redis_url=REDIS_URL, prefix=prefix) as q:
-        await q.publish(
-            RunMessage(
-                run_id="r-1",
-                task_id="t-1",
-                attempt=1,
-                token=1,
-                queue="default",
-                priority=3,
-                enqueued_at=datetime.now(UTC),
-                traceparent=TRACEPARENT,
-            )
-        )
+        await q.publish(_traced_message(priority=3))
         client = aioredis.Redis.from_url(REDIS_URL)
         try:
             key = q.band_key("default", 3)
