@@ -323,10 +323,9 @@ class RunRelay:
             return True
         try:
             async with asyncio.timeout(self.publish_timeout):
-                with self._publish_spans(dispatched.messages) as traced:
-                    await self._queue.publish_many(traced)
+                await self._publish_or_keep(dispatched.messages)
         except Exception as error:
-            self._keep(dispatched.messages)
+            self._keep(dispatched.messages)  # again, if cut off by the timeout: idempotent
             logger.warning(
                 "publishing %d new runs failed (%s); retrying in the background",
                 len(dispatched.messages),

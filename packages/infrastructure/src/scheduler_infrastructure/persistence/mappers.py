@@ -164,10 +164,6 @@ _RUN_FIELDS = (
 )
 
 
-#: The columns :func:`run_to_row` fills (every one but the dispatcher's own bookkeeping).
-RUN_COLUMNS = (*_RUN_FIELDS, "trigger", "status")
-
-
 def run_to_row(run: TaskRun) -> dict[str, Any]:
     row = {name: getattr(run, name) for name in _RUN_FIELDS}
     row["trigger"] = run.trigger.value

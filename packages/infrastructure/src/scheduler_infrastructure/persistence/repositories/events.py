@@ -17,7 +17,8 @@ from scheduler_infrastructure.persistence.tables import run_events
 #: Built once; the rows come as parameters (one statement, or one executemany for many).
 _INSERT = insert(run_events)
 #: PostgreSQL: the events as one array per column (``event_columns``), inserted in order; the
-#: ``{guard}`` slot takes a condition (``SqlRunRepository.add`` writes them with their run).
+#: ``{guard}`` slot takes a condition (``SqlRunRepository.add_new_many`` writes them with
+#: their runs).
 INSERT_FROM_ARRAYS = """
     INSERT INTO run_events (id, run_id, task_id, from_status, to_status, at, actor, detail)
     SELECT e.id, e.run_id, e.task_id, e.from_status, e.to_status, e.at, e.actor,

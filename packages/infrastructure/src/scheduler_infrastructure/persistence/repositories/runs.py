@@ -43,7 +43,7 @@ from scheduler_infrastructure.persistence.cursors import (
     encode_cursor,
 )
 from scheduler_infrastructure.persistence.driver_errors import translated
-from scheduler_infrastructure.persistence.mappers import RUN_COLUMNS, run_from_row, run_to_row
+from scheduler_infrastructure.persistence.mappers import run_from_row, run_to_row
 from scheduler_infrastructure.persistence.repositories.base import SqlRepository, check_limit
 from scheduler_infrastructure.persistence.repositories.events import (
     INSERT_FROM_ARRAYS,
@@ -60,17 +60,6 @@ from scheduler_infrastructure.persistence.tables import (
 )
 
 _c = task_runs.c
-#: A new run and its first events, in one round trip: the events are written only if the run
-#: was (a taken key leaves nothing, and the caller hears :class:`AlreadyExists`).
-_NEW_RUN_COLUMNS = [task_runs.c[name] for name in RUN_COLUMNS]
-_INSERT_WITH_EVENTS = text(
-    # Only schema names are interpolated: the values are all bound parameters.
-    "WITH new_run AS ("  # noqa: S608
-    f"INSERT INTO task_runs ({', '.join(c.name for c in _NEW_RUN_COLUMNS)}) "
-    f"VALUES ({', '.join(':' + c.name for c in _NEW_RUN_COLUMNS)}) "
-    "ON CONFLICT DO NOTHING RETURNING id) "
-    + INSERT_FROM_ARRAYS.format(guard="EXISTS (SELECT 1 FROM new_run)")
-).bindparams(*(bindparam(c.name, type_=c.type) for c in _NEW_RUN_COLUMNS))
 
 
 @cache
@@ -85,20 +74,12 @@ class SqlRunRepository(SqlRepository):
     what = "run"
 
     async def add(self, run: TaskRun, *, events: Sequence[RunEvent] = ()) -> None:
-        """PostgreSQL: the run and its events in one statement (the events only if the run was
-        inserted); SQLite: one after the other."""
+        """With events: :meth:`add_new_many` of this one run (one statement on PostgreSQL),
+        a taken key found afterwards and named."""
         if not events:
             await self._insert_new(task_runs, run_to_row(run))
-            return
-        if not self._postgres:
-            await self._insert_new(task_runs, run_to_row(run))
-            await SqlRunEventRepository(self._connection).add_many(events)
-            return
-        row = run_to_row(run)
-        async with translated(self.what):
-            result = await self._conn.execute(_INSERT_WITH_EVENTS, {**row, **event_columns(events)})
-        if result.rowcount == 0:
-            raise await self._clash(task_runs, row)
+        elif run.id not in await self.add_new_many([run], events=events):
+            raise await self._clash(task_runs, run_to_row(run))
 
     async def add_new_many(
         self, runs: Sequence[TaskRun], *, events: Sequence[RunEvent] = ()
