@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import UTC, datetime
 
 import httpx
@@ -25,7 +25,6 @@ from scheduler_api.bootstrap import build_api
 from scheduler_application.accounts import AccountService
 from scheduler_application.ports.queue import RunMessage
 from scheduler_domain.accounts import Role
-from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.config import (
     ApiSettings,
     DatabaseSettings,
@@ -39,9 +38,8 @@ from scheduler_infrastructure.persistence.engine import create_engine
 from scheduler_infrastructure.persistence.migrations import upgrade
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.queues import build_run_queue
-from scheduler_infrastructure.resources import Resources
+from scheduler_infrastructure.resources import Resources, open_resources
 from scheduler_infrastructure.security.passwords import Argon2PasswordHasher
-from scheduler_infrastructure.telemetry.tracing import build_tracing
 from scheduler_worker.bootstrap import build_worker
 from services import RABBITMQ_URL, REDIS_URL, require_service
 
@@ -62,36 +60,13 @@ def _settings(database_url: str, backend: str) -> Settings:
     )
 
 
-@asynccontextmanager
-async def _process(
+def _process(
     settings: Settings, component: str, exporter: InMemorySpanExporter
-) -> AsyncIterator[Resources]:
-    """What ``open_resources`` builds for one process, with the spans going to ``exporter``."""
-    engine = create_engine(settings.database.url, pool_size=4)
-    tracing = build_tracing(
-        settings, components=[component], processor=SimpleSpanProcessor(exporter)
+) -> AbstractAsyncContextManager[Resources]:
+    """One process's resources, as its composition root opens them, its spans to ``exporter``."""
+    return open_resources(
+        settings, components=[component], span_processor=SimpleSpanProcessor(exporter)
     )
-    tracing.instrument(engine)
-    queue = build_run_queue(
-        backend=settings.queue.backend,
-        engine=engine,
-        rabbitmq_url=settings.rabbitmq.url,
-        redis_url=settings.redis.url,
-        prefix=settings.queue.prefix,
-    )
-    try:
-        async with queue:
-            yield Resources(
-                settings=settings,
-                engine=engine,
-                uow_factory=SqlUnitOfWorkFactory(engine),
-                queue=queue,
-                clock=SystemClock(),
-                tracing=tracing,
-            )
-    finally:
-        await engine.dispose()
-        await tracing.aclose()
 
 
 async def _trigger_and_wait(resources: Resources, exporter: InMemorySpanExporter) -> str:

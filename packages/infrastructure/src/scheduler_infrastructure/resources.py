@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from opentelemetry.sdk.trace import SpanProcessor
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -102,12 +103,19 @@ async def _open_queue(queue: Any, *, timeout: float) -> None:
 
 @contextlib.asynccontextmanager
 async def open_resources(
-    settings: Settings, *, components: Sequence[str] = ()
+    settings: Settings,
+    *,
+    components: Sequence[str] = (),
+    span_processor: SpanProcessor | None = None,
 ) -> AsyncIterator[Resources]:
     """``components``: what this process runs (``api``, ``dispatcher``, ``worker``), which
-    names it in its traces."""
+    names it in its traces. ``span_processor`` replaces the configured trace exporter (and
+    turns tracing on): tests pass an in-memory one."""
     engine = build_engine(settings)
-    tracing = build_tracing(settings, components=components)
+    redactor = SecretRedactor.from_settings(settings)
+    tracing = build_tracing(
+        settings, components=components, processor=span_processor, redactor=redactor
+    )
     tracing.instrument(engine)
     try:
         timeout = settings.database.connect_retry_seconds
@@ -130,7 +138,7 @@ async def open_resources(
                 queue=queue,
                 clock=SystemClock(),
                 metrics=metrics,
-                redactor=SecretRedactor.from_settings(settings),
+                redactor=redactor,
                 rate_limiter=limiter,
                 tracing=tracing,
             )

@@ -351,9 +351,15 @@ class Tracing:
 
 
 def build_tracing(
-    settings: Settings, *, components: Sequence[str], processor: SpanProcessor | None = None
+    settings: Settings,
+    *,
+    components: Sequence[str],
+    processor: SpanProcessor | None = None,
+    redactor: Redactor | None = None,
 ) -> Tracing:
-    provider = build_tracer_provider(settings, components=components, processor=processor)
+    provider = build_tracer_provider(
+        settings, components=components, processor=processor, redactor=redactor
+    )
     if provider is None:
         return Tracing()
     return Tracing(tracer=OpenTelemetryTracer(provider), provider=provider)
