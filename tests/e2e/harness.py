@@ -145,14 +145,21 @@ class Cluster:
     def dispatcher(self, name: str = "dispatcher", **env: str) -> Process:
         return self.start("scheduler-dispatcher", name, **env)
 
-    async def api(self, name: str = "api") -> tuple[Process, httpx.AsyncClient]:
+    async def api(
+        self,
+        name: str = "api",
+        *,
+        jwt_secret: str = API_SECRET,
+        admin_password: str = ADMIN_PASSWORD,
+    ) -> tuple[Process, httpx.AsyncClient]:
         """A ``scheduler-api`` on a free port with an admin user, and a client logged in as
-        that admin (closed by :meth:`stop_all`)."""
+        that admin (closed by :meth:`stop_all`). The JWT secret goes to every process the
+        cluster starts from now on."""
         port = free_port()
         self.extra_env.update(
-            SCHEDULER__API__JWT_SECRET=API_SECRET,
+            SCHEDULER__API__JWT_SECRET=jwt_secret,
             SCHEDULER__API__PORT=str(port),
-            SCHEDULER_ADMIN_PASSWORD=ADMIN_PASSWORD,
+            SCHEDULER_ADMIN_PASSWORD=admin_password,
         )
         created = await asyncio.to_thread(
             subprocess.run,
@@ -176,7 +183,7 @@ class Cluster:
 
         await eventually(ready, timeout=60, interval=0.25)
         login = await client.post(
-            "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+            "/api/v1/auth/login", json={"username": "admin", "password": admin_password}
         )
         assert login.status_code == 200, login.text
         client.headers["authorization"] = f"Bearer {login.json()['access_token']}"

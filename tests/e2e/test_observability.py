@@ -12,32 +12,22 @@ and ``scheduler-worker`` as processes on PostgreSQL.
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import secrets
-import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
 import pytest
-from harness import BIN, Cluster, eventually
+from harness import Cluster, eventually, free_port
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.postgres]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class _Collector(BaseHTTPRequestHandler):
@@ -104,31 +94,22 @@ async def test_binaries_serve_metrics_and_never_log_or_store_planted_secrets(
         "param_password": f"planted-param-password-{token}",
         "bearer": f"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ{token}In0.planted-signature-{token}",
     }
-    api_port, dispatcher_port, worker_port = _free_port(), _free_port(), _free_port()
+    dispatcher_port, worker_port = free_port(), free_port()
     cluster: Cluster = cluster_factory("postgres")
     cluster.extra_env.update(
-        SCHEDULER__API__JWT_SECRET=planted["jwt_secret"],
-        SCHEDULER__API__PORT=str(api_port),
         SCHEDULER__DATABASE__PASSWORD=planted["database_password"],
         SCHEDULER__RABBITMQ__PASSWORD=planted["rabbitmq_password"],
-        SCHEDULER_ADMIN_PASSWORD=planted["admin_password"],
         DEPLOY_TOKEN=planted["env_token"],
         SCHEDULER__LOGGING__LEVEL="DEBUG",
         SCHEDULER__DISPATCHER__GAUGE_INTERVAL_SECONDS="0.5",
         SCHEDULER__TELEMETRY__EXPORTER="otlp-http",
         SCHEDULER__TELEMETRY__OTLP_ENDPOINT=f"http://127.0.0.1:{collector_port}",
     )
-    created = await asyncio.to_thread(
-        subprocess.run,
-        [str(BIN / "scheduler"), "create-admin"],
-        env=cluster.env(),
-        cwd=cluster.workdir,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    _, client = await cluster.api(
+        jwt_secret=planted["jwt_secret"], admin_password=planted["admin_password"]
     )
-    assert created.returncode == 0, created.stderr
-    cluster.start("scheduler-api", "api")
+    # Each request below says who it is; the admin's token is sent only where it is given.
+    auth = {"authorization": client.headers.pop("authorization")}
     cluster.dispatcher(SCHEDULER__DISPATCHER__METRICS_PORT=str(dispatcher_port))
     cluster.worker("worker-1", SCHEDULER__WORKER__METRICS_PORT=str(worker_port))
 
@@ -138,85 +119,68 @@ async def test_binaries_serve_metrics_and_never_log_or_store_planted_secrets(
         f"echo 'Authorization: Bearer {planted['bearer']}';"
         f"echo 'db: {planted['database_password']}'"
     )
-    base = f"http://127.0.0.1:{api_port}"
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
 
-        async def ready() -> bool:
-            try:
-                return (await client.get("/ready")).status_code == 200
-            except httpx.TransportError:
-                return False
+    # Credentials in places a careless log would print them.
+    refused = await client.get(
+        f"/api/v1/tasks?password={planted['param_password']}",
+        headers={"authorization": f"Bearer {planted['bearer']}"},
+    )
+    assert refused.status_code == 401
+    refused = await client.get("/api/v1/tasks", headers={"x-api-key": planted["api_key"]})
+    assert refused.status_code == 401
 
-        await eventually(ready, timeout=60, interval=0.25)
-        login = await client.post(
-            "/api/v1/auth/login",
-            json={"username": "admin", "password": planted["admin_password"]},
+    # Task code that logs its own secrets, in the worker process (python executor).
+    chatty = (
+        f"task config password={planted['param_password']} key {planted['api_key']} "
+        f"auth Bearer {planted['bearer']} db {planted['database_password']}"
+    )
+    specs = {
+        "leaky": ("shell", {"argv": ["sh", "-c", script]}),
+        "leaky-failing": ("shell", {"argv": ["sh", "-c", script + "; exit 3"]}),
+        "chatty": ("python", {"callable": "logging:warning", "args": [chatty]}),
+    }
+    run_ids: dict[str, str] = {}
+    task_ids: dict[str, str] = {}
+    for name, (executor, params) in specs.items():
+        task = await client.post(
+            "/api/v1/tasks",
+            headers=auth,
+            json={"name": name, "executor": executor, "params": params},
         )
-        assert login.status_code == 200, login.text
-        auth = {"authorization": f"Bearer {login.json()['access_token']}"}
-        # Credentials in places a careless log would print them.
-        refused = await client.get(
-            f"/api/v1/tasks?password={planted['param_password']}",
-            headers={"authorization": f"Bearer {planted['bearer']}"},
-        )
-        assert refused.status_code == 401
-        refused = await client.get("/api/v1/tasks", headers={"x-api-key": planted["api_key"]})
-        assert refused.status_code == 401
+        assert task.status_code == 201, task.text
+        task_ids[name] = task.json()["id"]
+        run = await client.post(f"/api/v1/tasks/{task_ids[name]}/trigger", headers=auth)
+        assert run.status_code == 201, run.text
+        run_ids[name] = run.json()["id"]
 
-        # Task code that logs its own secrets, in the worker process (python executor).
-        chatty = (
-            f"task config password={planted['param_password']} key {planted['api_key']} "
-            f"auth Bearer {planted['bearer']} db {planted['database_password']}"
-        )
-        specs = {
-            "leaky": ("shell", {"argv": ["sh", "-c", script]}),
-            "leaky-failing": ("shell", {"argv": ["sh", "-c", script + "; exit 3"]}),
-            "chatty": ("python", {"callable": "logging:warning", "args": [chatty]}),
+    async def finished() -> bool:
+        statuses = {
+            name: (await client.get(f"/api/v1/runs/{run_id}", headers=auth)).json()["status"]
+            for name, run_id in run_ids.items()
         }
-        run_ids: dict[str, str] = {}
-        task_ids: dict[str, str] = {}
-        for name, (executor, params) in specs.items():
-            task = await client.post(
-                "/api/v1/tasks",
-                headers=auth,
-                json={"name": name, "executor": executor, "params": params},
-            )
-            assert task.status_code == 201, task.text
-            task_ids[name] = task.json()["id"]
-            run = await client.post(f"/api/v1/tasks/{task_ids[name]}/trigger", headers=auth)
-            assert run.status_code == 201, run.text
-            run_ids[name] = run.json()["id"]
+        return statuses == {
+            "leaky": "succeeded",
+            "leaky-failing": "dead_lettered",
+            "chatty": "succeeded",
+        }
 
-        async def finished() -> bool:
-            statuses = {
-                name: (await client.get(f"/api/v1/runs/{run_id}", headers=auth)).json()["status"]
-                for name, run_id in run_ids.items()
-            }
-            return statuses == {
-                "leaky": "succeeded",
-                "leaky-failing": "dead_lettered",
-                "chatty": "succeeded",
-            }
+    await eventually(finished, timeout=60, interval=0.25)
+    shown = [
+        (await client.get(f"/api/v1/runs/{run_id}/output", headers=auth)).text
+        for run_id in run_ids.values()
+    ]
 
-        await eventually(finished, timeout=60, interval=0.25)
-        shown = [
-            (await client.get(f"/api/v1/runs/{run_id}/output", headers=auth)).text
-            for run_id in run_ids.values()
-        ]
+    # Metrics: every process answers valid Prometheus text with its component's metrics.
+    api_metrics = _samples((await client.get("/metrics")).text)
+    worker_metrics = _samples((await client.get(f"http://127.0.0.1:{worker_port}/metrics")).text)
 
-        # Metrics: every process answers valid Prometheus text with its component's metrics.
-        api_metrics = _samples((await client.get("/metrics")).text)
-        worker_metrics = _samples(
-            (await client.get(f"http://127.0.0.1:{worker_port}/metrics")).text
-        )
+    async def dispatcher_sees_the_worker() -> dict[Any, float] | None:
+        scrape = await client.get(f"http://127.0.0.1:{dispatcher_port}/metrics")
+        samples = _samples(scrape.text)
+        online = _value(samples, "scheduler_workers", status="online")
+        return samples if online == 1 else None
 
-        async def dispatcher_sees_the_worker() -> dict[Any, float] | None:
-            scrape = await client.get(f"http://127.0.0.1:{dispatcher_port}/metrics")
-            samples = _samples(scrape.text)
-            online = _value(samples, "scheduler_workers", status="online")
-            return samples if online == 1 else None
-
-        dispatcher_metrics = await eventually(dispatcher_sees_the_worker, timeout=30)
+    dispatcher_metrics = await eventually(dispatcher_sees_the_worker, timeout=30)
 
     assert _value(api_metrics, "scheduler_runs_created_total", trigger="manual") == 3
     assert (

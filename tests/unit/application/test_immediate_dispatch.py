@@ -65,6 +65,13 @@ async def make(tasks: TaskService, **spec: Any) -> Task:
     return await tasks.create(task_spec("job", **spec), principal=ALICE)
 
 
+async def _until_all_published(relay: RunRelay) -> None:
+    """The relay's background retries have emptied its kept messages (within 5 s)."""
+    async with asyncio.timeout(5):
+        while relay.unpublished:
+            await asyncio.sleep(0.01)
+
+
 def statuses(store: InMemoryStore, run_id: str) -> list[tuple[RunStatus | None, RunStatus]]:
     return [(e.from_status, e.to_status) for e in store.rows("events") if e.run_id == run_id]
 
@@ -210,9 +217,7 @@ async def test_a_failed_publish_after_the_commit_is_retried_until_the_broker_tak
     assert relay.unpublished == 2
 
     broker.unavailable = False
-    async with asyncio.timeout(5):
-        while relay.unpublished:
-            await asyncio.sleep(0.01)
+    await _until_all_published(relay)
     assert {m.run_id for m in broker.published} == {run.id, second.id}
     await runs.aclose()
 
@@ -314,8 +319,6 @@ async def test_a_hanging_publish_does_not_hold_up_the_trigger(
     assert relay.unpublished == 1
 
     broker.released.set()
-    async with asyncio.timeout(5):
-        while relay.unpublished:
-            await asyncio.sleep(0.01)
+    await _until_all_published(relay)
     assert [m.run_id for m in broker.published] == [run.id]
     await runs.aclose()
