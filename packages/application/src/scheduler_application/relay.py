@@ -111,6 +111,8 @@ class RunRelay:
         self._tracer = tracer
         self._clock = clock
         self._queue = queue
+        #: The queue lives in the database: messages are written in the unit of work itself.
+        self._in_database = queue if isinstance(queue, TransactionalRunQueue) else None
         self._router = router if router is not None else Router()
         self._rate_limits = rate_limits
         #: Tasks at their max_concurrent: id -> the limit, re-checked at the next call.
@@ -386,10 +388,10 @@ class RunRelay:
             delay = first
 
     async def _stage_messages(self, uow: UnitOfWork, messages: Sequence[RunMessage]) -> bool:
-        if not messages or not isinstance(self._queue, TransactionalRunQueue):
+        if not messages or self._in_database is None:
             return False
         with self._publish_spans(messages) as traced:
-            return await self._queue.publish_within(uow, traced)
+            return await self._in_database.publish_within(uow, traced)
 
     @contextlib.contextmanager
     def _publish_spans(self, messages: Sequence[RunMessage]) -> Iterator[Sequence[RunMessage]]:
