@@ -413,6 +413,67 @@ async def test_set_next_run_at_many_advances_each_task_without_a_version_bump(
         assert (cleared.next_run_at, cleared.version) == (None, 1)
 
 
+async def test_tasks_that_fire_ahead_are_claimed_ahead_and_the_others_at_their_slot(
+    uow_factory: SqlUnitOfWorkFactory, engine: AsyncEngine
+) -> None:
+    """``due(now, ahead_until=…)`` claims a task that fires ahead (concurrency allow, no cap)
+    up to ``ahead_until``, any other only once due; ``next_due_at(ahead=…)`` is the earlier of
+    the first ahead task's ``next_run_at`` less ``ahead`` and the first other one's."""
+    now = T0 + timedelta(hours=1)
+    ahead = timedelta(seconds=2)
+    soon = make_task(next_run_at=now + timedelta(seconds=1))
+    forbid_soon = make_task(
+        next_run_at=now + timedelta(seconds=1), concurrency=ConcurrencyPolicy.FORBID
+    )
+    capped_soon = make_task(next_run_at=now + timedelta(seconds=1), max_concurrent=2)
+    forbid_due = make_task(next_run_at=now, concurrency=ConcurrencyPolicy.FORBID)
+    too_far = make_task(next_run_at=now + timedelta(seconds=3))
+    paused = make_task(enabled=False, next_run_at=now)
+    await save(uow_factory, soon, forbid_soon, capped_soon, forbid_due, too_far, paused)
+    assert soon.fires_ahead
+    assert too_far.fires_ahead
+    assert not forbid_soon.fires_ahead
+    assert not capped_soon.fires_ahead
+    assert not forbid_due.fires_ahead
+
+    async with uow_factory() as uow:
+        assert ids(await uow.tasks.due(now, limit=10, ahead_until=now + ahead)) == [
+            forbid_due.id,
+            soon.id,
+        ]
+        assert ids(await uow.tasks.due(now, limit=10)) == [forbid_due.id]
+        # soon (now + 1 s) less 2 s comes before forbid_due (now), due at its slot.
+        assert await uow.tasks.next_due_at(ahead=ahead) == now - timedelta(seconds=1)
+        assert await uow.tasks.next_due_at() == now
+
+    async with committed(uow_factory) as uow:
+        await uow.tasks.set_next_run_at(soon.id, None)
+    async with uow_factory() as uow:
+        assert await uow.tasks.next_due_at(ahead=ahead) == now  # forbid_due
+        assert await uow.tasks.next_due_at() == now
+
+    async with committed(uow_factory) as uow:
+        await uow.tasks.set_next_run_at_many([(forbid_due.id, None), (too_far.id, None)])
+    async with uow_factory() as uow:
+        assert await uow.tasks.next_due_at(ahead=ahead) == now + timedelta(seconds=1)
+        assert await uow.tasks.due(now, limit=10, ahead_until=now + ahead) == []
+    if engine.dialect.name == "postgresql":
+        async with engine.connect() as connection:
+            await connection.exec_driver_sql("SET enable_seqscan = off")
+            plan = "\n".join(
+                row[0]
+                for row in await connection.exec_driver_sql(
+                    "EXPLAIN SELECT"
+                    " (SELECT min(next_run_at) FROM tasks WHERE enabled = true"
+                    " AND concurrency = 'allow' AND max_concurrent IS NULL),"
+                    " (SELECT min(next_run_at) FROM tasks WHERE enabled = true"
+                    " AND (concurrency != 'allow' OR max_concurrent IS NOT NULL))"
+                )
+            )
+        assert "ix_tasks_due_ahead" in plan, plan
+        assert "ix_tasks_due_at_slot" in plan, plan
+
+
 async def test_next_due_at_is_none_without_enabled_scheduled_tasks(
     uow_factory: SqlUnitOfWorkFactory,
 ) -> None:

@@ -4,6 +4,7 @@ and recovery after the server terminates the queue's connections."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from queue_helpers import (
@@ -56,6 +57,28 @@ async def test_notification_wakes_a_waiting_consumer(
         await queue.publish(message)
         delivery = await next_delivery(consumer, within=5)
         assert delivery.message == message
+        await queue.ack(delivery)
+
+
+async def test_a_message_for_later_is_delivered_at_its_time_woken_by_its_notification(
+    make_queue: QueueMaker, new_queue_name
+) -> None:
+    """A run fired ahead of its slot: its message is claimable from ``not_before`` on, not
+    before, and the notification of its insert (which names that instant) wakes the consumer
+    then — with polling off, nothing else could."""
+    queue = await make_queue(poll_interval=NO_POLLING)
+    name = new_queue_name()
+    await _listening(queue)
+    async with queue.consume([name], prefetch=5) as consumer:
+        await assert_no_delivery(consumer, within=0.3)
+        deliver_at = datetime.now(UTC) + timedelta(seconds=1)
+        later = run_message(name, number=1, not_before=deliver_at)
+        await queue.publish(later)
+        await assert_no_delivery(consumer, within=0.7)
+        delivery = await next_delivery(consumer, within=5)
+        received = datetime.now(UTC)
+        assert delivery.message.run_id == later.run_id
+        assert deliver_at <= received < deliver_at + timedelta(seconds=0.5), received
         await queue.ack(delivery)
 
 

@@ -45,7 +45,7 @@ from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFacto
 from scheduler_application.rate_limiting import RunRateLimits
 from scheduler_application.routing import Route, Router
 from scheduler_domain.events import RunEvent
-from scheduler_domain.run import TaskRun
+from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.schedules import format_instant
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import DispatchStrategy, Task
@@ -79,6 +79,7 @@ def run_message(run: TaskRun) -> RunMessage:
         priority=run.priority,
         enqueued_at=run.queued_at,
         traceparent=run.traceparent,
+        not_before=run.not_before,
     )
 
 
@@ -122,6 +123,8 @@ class RunRelay:
         #: :meth:`_publish_or_keep`) until the queue takes them.
         self._unpublished: dict[str, RunMessage] = {}
         self._retrying: asyncio.Task[None] | None = None
+        #: Publishes waiting for their messages' ``not_before`` (:meth:`_hold`).
+        self._holding: dict[asyncio.Task[None], int] = {}
         #: First and longest wait between background tries of failed publishes, seconds.
         self.retry_delays = (0.2, 5.0)
         #: How long :meth:`publish` waits for the queue before leaving it to the background.
@@ -342,8 +345,13 @@ class RunRelay:
         return len(self._unpublished)
 
     async def aclose(self) -> None:
-        """Stop retrying. What was still unpublished is left to ``republish_stale_queued``
-        (the runs are ``queued`` in the database; nothing is lost)."""
+        """Stop retrying and holding. What was still unpublished is left to
+        ``republish_stale_queued`` (the runs are ``queued`` in the database; nothing is lost)."""
+        for task in list(self._holding):
+            task.cancel()
+        for task in list(self._holding):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._retrying is not None:
             self._retrying.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -353,13 +361,50 @@ class RunRelay:
     async def _publish_or_keep(self, messages: Sequence[RunMessage]) -> None:
         """Publish after a commit; on failure keep the messages and try again in the
         background (with backoff) before re-raising, so a broker outage delays these runs by
-        about as long as it lasts, not by ``republish_stale_queued``'s staleness threshold."""
+        about as long as it lasts, not by ``republish_stale_queued``'s staleness threshold.
+        Messages not to be delivered yet (runs fired ahead) are held and published at their
+        ``not_before`` (see :meth:`_hold`)."""
+        now = self._clock.now()
+        later = [m for m in messages if m.not_before is not None and m.not_before > now]
+        if later:
+            self._hold(later)
+            messages = [m for m in messages if m.not_before is None or m.not_before <= now]
+            if not messages:
+                return
         try:
             with self._publish_spans(messages) as traced:
                 await self._queue.publish_many(traced)
         except Exception:
             self._keep(messages)
             raise
+
+    def _hold(self, messages: Sequence[RunMessage]) -> None:
+        """Publish each message at its ``not_before``, from a background task per instant.
+        Only a queue outside the database needs this (one in it holds the row until then).
+        Held messages are not lost if this process stops first: their runs are ``queued`` in
+        the database, and ``republish_stale_queued`` publishes them once stale."""
+        by_time: dict[datetime, list[RunMessage]] = {}
+        for message in messages:
+            assert message.not_before is not None
+            by_time.setdefault(message.not_before, []).append(message)
+        for at, batch in by_time.items():
+            task = asyncio.create_task(self._publish_at(at, batch), name="relay-hold")
+            self._holding[task] = len(batch)
+            task.add_done_callback(self._release_hold)
+
+    def _release_hold(self, task: asyncio.Task[None]) -> None:
+        self._holding.pop(task, None)
+
+    async def _publish_at(self, at: datetime, messages: list[RunMessage]) -> None:
+        await asyncio.sleep(max((at - self._clock.now()).total_seconds(), 0.0))
+        ready = [replace(m, not_before=None) for m in messages]
+        with contextlib.suppress(Exception):  # kept and retried by _publish_or_keep
+            await self._publish_or_keep(ready)
+
+    @property
+    def holding(self) -> int:
+        """Messages held for their ``not_before`` (runs fired ahead of their slots)."""
+        return sum(self._holding.values())
 
     def _keep(self, messages: Sequence[RunMessage]) -> None:
         for message in messages:
@@ -517,7 +562,10 @@ class RunRelay:
     def _postpone(
         self, outcome: _Outcome, run: TaskRun, *, until: datetime, detail: dict[str, object]
     ) -> None:
-        """Keep the run pending until ``until``, saying why in a ``pending → pending`` event."""
+        """Keep the run pending until ``until``, saying why in a ``pending → pending`` event;
+        never until before its slot (a run fired ahead waits for it whatever held it)."""
+        if _fired_ahead(run, now=self._clock.now()):
+            until = max(until, run.scheduled_for)
         outcome.writes.append((run, run.version))
         run.not_before = until
         outcome.events.append(
@@ -533,14 +581,26 @@ class RunRelay:
         )
 
     def _queue_run(self, outcome: _Outcome, run: TaskRun, route: Route, now: datetime) -> None:
+        """Mark the run queued where ``route`` says. A run fired ahead of its slot is queued
+        now, to be delivered at the slot: its ``not_before`` (and its message's) says when."""
         outcome.writes.append((run, run.version))
         run.queue = route.queue
         event = run.mark_queued(now=now, actor=RELAY_ACTOR)
+        if _fired_ahead(run, now):
+            run.not_before = run.scheduled_for
+            event = replace(
+                event, detail={**event.detail, "deliver_at": format_instant(run.scheduled_for)}
+            )
         if route.targeted:
             event = replace(event, detail={**event.detail, **route.detail()})
             if route.fallback:
                 self.stats["routed_fallback"] += 1
         outcome.events.append(event)
+
+
+def _fired_ahead(run: TaskRun, now: datetime) -> bool:
+    """Whether ``run`` is a scheduled slot's, fired before the slot came."""
+    return run.trigger is RunTrigger.SCHEDULE and run.scheduled_for > now
 
 
 def _hold_for(waited: timedelta) -> timedelta:

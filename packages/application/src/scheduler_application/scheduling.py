@@ -225,8 +225,17 @@ class ScheduleFiring:
         relay: RunRelay | None = None,
         observer: RunObserver = NO_OBSERVER,
         tracer: Tracer = NO_TRACER,
+        fire_ahead: timedelta = timedelta(0),
     ) -> None:
-        """``tracer``: every fired run starts a trace of its own (``run.schedule``)."""
+        """``tracer``: every fired run starts a trace of its own (``run.schedule``).
+
+        ``fire_ahead``: how long before its slot a task that may fire ahead
+        (:attr:`Task.fires_ahead`) is claimed. Its runs are then written and queued before
+        the slot and delivered at it (their ``not_before``: see :mod:`~.relay`), so that
+        the slot's lateness no longer includes the cost of firing it. 0: at the slot."""
+        if fire_ahead < timedelta(0):
+            raise ValueError("fire_ahead must not be negative")
+        self._ahead = fire_ahead
         self._uow_factory = uow_factory
         self._clock = clock
         self._relay = relay
@@ -235,7 +244,7 @@ class ScheduleFiring:
 
     async def next_due_at(self) -> datetime | None:
         async with self._uow_factory() as uow:
-            return await uow.tasks.next_due_at()
+            return await uow.tasks.next_due_at(ahead=self._ahead)
 
     async def seconds_until_due(self, *, at_most: float) -> float:
         """How long the scheduler may sleep: until the earliest ``next_run_at``, capped."""
@@ -245,12 +254,14 @@ class ScheduleFiring:
         return min(max((due - self._clock.now()).total_seconds(), 0.0), at_most)
 
     async def fire_due_tasks(self, batch: int = DEFAULT_BATCH) -> FiringReport:
-        """Fire every slot due now of up to ``batch`` tasks, queue the new runs that the relay's
-        gates let go, commit, and publish them (see :meth:`_flush`)."""
+        """Fire every slot due now (or within ``fire_ahead``, for the tasks that fire ahead)
+        of up to ``batch`` tasks, queue the new runs that the relay's gates let go, commit,
+        and publish them (see :meth:`_flush`)."""
         now = self._clock.now()
         report = FiringReport()
         async with self._uow_factory() as uow:
-            due = await uow.tasks.due(now, limit=batch)
+            ahead_until = now + self._ahead if self._ahead else None
+            due = await uow.tasks.due(now, limit=batch, ahead_until=ahead_until)
             if not due:
                 return report
             report.tasks = len(due)
@@ -284,7 +295,10 @@ class ScheduleFiring:
         if task.schedule is None or first is None or not task.enabled:
             writes.next_run_at.append((task.id, None))
             return
-        listed = due_slots(task.schedule, first, now, task.misfire)
+        # The slots up to ``until`` fire now: those still ahead are on time (misfire leaves
+        # them be), and their runs are delivered at their slots.
+        until = now + self._ahead if task.fires_ahead else now
+        listed = due_slots(task.schedule, first, until, task.misfire)
         selection = select_slots(task.misfire, listed.slots, now)
         self._record_missed(task, listed, selection.missed, now, report, writes)
         active, waiting = await self._occupancy(uow, task)
@@ -305,7 +319,7 @@ class ScheduleFiring:
             # duplicate, found when the batch is written) has that run active anyway.
             active.append(self._create(task, slot, now, replaced, writes))
             waiting += 1
-        writes.next_run_at.append((task.id, task.schedule.next_after(now)))
+        writes.next_run_at.append((task.id, task.schedule.next_after(until)))
 
     async def _occupancy(self, uow: UnitOfWork, task: Task) -> tuple[list[TaskRun], int]:
         """The task's active runs (to cancel on ``replace``) and how many are not yet running."""
@@ -485,7 +499,9 @@ class ScheduleFiring:
                 report.publish_error = "the queue did not take the fired runs"
                 continue
             report.published += len(each.messages)
-            report.lateness.extend(m.enqueued_at - slots[m.run_id] for m in each.messages)
+            report.lateness.extend(
+                max(m.enqueued_at - slots[m.run_id], timedelta(0)) for m in each.messages
+            )
 
 
 @dataclass(slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -26,7 +26,9 @@ from scheduler_application.task_spec import TaskSpec, merge_patch, parse_task_sp
 from scheduler_domain.dag import find_cycle
 from scheduler_domain.errors import DependencyCycle, ValidationError
 from scheduler_domain.events import SkipReason, SlotDecision
+from scheduler_domain.run import RunTrigger
 from scheduler_domain.schedules import CronSchedule, next_fire_times
+from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
 
 MAX_PREVIEW = 100
@@ -146,9 +148,13 @@ class TaskService:
             if added:
                 await self._ensure_upstreams(uow, principal, added)
                 await self._ensure_acyclic(uow, task)
-            if (task.schedule, task.enabled) != old_timing:
+            timing_changed = (task.schedule, task.enabled) != old_timing
+            if timing_changed:
                 task.reschedule(now)
-            await self._save(uow, task, now)
+            await self._save(uow, task, now, commit=not timing_changed)
+            if timing_changed:
+                await self._settle_fired_ahead(uow, task, now, actor=principal.actor)
+                await uow.commit()
         self._count_paused(paused_slots)
         return task
 
@@ -160,7 +166,9 @@ class TaskService:
             if task.paused:
                 return task
             task.pause(now)
-            await self._save(uow, task, now)
+            await self._save(uow, task, now, commit=False)
+            await self._settle_fired_ahead(uow, task, now, actor=principal.actor)
+            await uow.commit()
         return task
 
     async def resume(self, task_id: str, *, principal: Principal) -> Task:
@@ -229,15 +237,55 @@ class TaskService:
         if slots:
             self._observer.slot_skipped(SkipReason.PAUSED.value, slots)
 
+    # -- runs fired ahead --------------------------------------------------------------------
+
+    async def _settle_fired_ahead(
+        self, uow: UnitOfWork, task: Task, now: datetime, *, actor: str
+    ) -> None:
+        """After a pause or a change of schedule, the runs the dispatcher fired ahead of slots
+        still to come (``dispatcher.fire_ahead_seconds``): cancelled if the task is paused or
+        its schedule no longer has their slot; otherwise kept, and ``next_run_at`` moved past
+        them (their slot has fired once already). Called after the task's row was written, so
+        that a firing transaction holding the row has committed and its runs are seen."""
+        kept: list[datetime] = []
+        cancelled = 0
+        for run in await uow.runs.active_for_task(task.id):
+            if (
+                run.trigger is not RunTrigger.SCHEDULE
+                or run.scheduled_for <= now
+                or run.status not in (RunStatus.PENDING, RunStatus.QUEUED)
+            ):
+                continue
+            if task.enabled and task.schedule is not None and _has_slot(task, run.scheduled_for):
+                kept.append(run.scheduled_for)
+                continue
+            read_version = run.version
+            reason = "task paused" if task.paused else "task's schedule changed"
+            event = run.cancel(now=now, actor=actor, reason=f"{reason} before the slot")
+            try:
+                await uow.runs.update(run, expected_version=read_version)
+            except Conflict:
+                continue
+            await uow.events.add(event)
+            cancelled += 1
+        if kept and task.schedule is not None:
+            after = task.schedule.next_after(max(kept))
+            if task.next_run_at is not None and (after is None or after > task.next_run_at):
+                task.next_run_at = after
+                await uow.tasks.set_next_run_at(task.id, after)
+        for _ in range(cancelled):
+            self._observer.run_finished(status=RunStatus.CANCELLED.value)
+
     # -- checks ----------------------------------------------------------------------------------
 
     @staticmethod
-    async def _save(uow: UnitOfWork, task: Task, now: datetime) -> None:
+    async def _save(uow: UnitOfWork, task: Task, now: datetime, *, commit: bool = True) -> None:
         task.touch(now)
         read_version = task.version
         task.version += 1
         await uow.tasks.update(task, expected_version=read_version)
-        await uow.commit()
+        if commit:
+            await uow.commit()
 
     @staticmethod
     async def _ensure_name_free(uow: UnitOfWork, task: Task) -> None:
@@ -280,3 +328,9 @@ def _dependents_message(task: Task, dependents: list[Task], principal: Principal
     if hidden:
         parts.append(f"{hidden} task(s) you cannot see")
     return f"task {task.name!r} cannot be deleted: {', '.join(parts)} depend(s) on it"
+
+
+def _has_slot(task: Task, instant: datetime) -> bool:
+    """Whether ``instant`` is a slot of the task's schedule."""
+    assert task.schedule is not None
+    return task.schedule.next_after(instant - timedelta(microseconds=1)) == instant

@@ -61,7 +61,12 @@ def build_dispatcher(
     )
     scheduler = SchedulerLoop(
         ScheduleFiring(
-            uow_factory=uow, clock=clock, relay=relay, observer=observer, tracer=resources.tracer
+            uow_factory=uow,
+            clock=clock,
+            relay=relay,
+            observer=observer,
+            tracer=resources.tracer,
+            fire_ahead=timedelta(seconds=d.fire_ahead_seconds),
         ),
         batch_size=d.batch_size,
         max_sleep=timedelta(seconds=d.max_sleep_seconds),

@@ -119,6 +119,16 @@ class Task:
     def paused(self) -> bool:
         return not self.enabled
 
+    @property
+    def fires_ahead(self) -> bool:
+        """Whether a slot of this task may be fired before it comes (the dispatcher's
+        ``fire_ahead_seconds``): its run is written and queued early, to be delivered at the
+        slot. Only when nothing that happens until the slot could change what firing decides:
+        concurrency ``allow`` and no ``max_concurrent`` (``forbid``, ``replace``, ``buffer_one``
+        and the cap look at the runs active *at the slot*). Mirrored by the dispatcher's
+        query (``TASK_FIRES_AHEAD`` in the persistence tables)."""
+        return self.concurrency is ConcurrencyPolicy.ALLOW and self.max_concurrent is None
+
     def first_fire_after(self, now: datetime) -> datetime | None:
         """The next slot of the schedule strictly after ``now`` (None: no schedule or exhausted)."""
         return self.schedule.next_after(now) if self.schedule is not None else None

@@ -20,6 +20,9 @@ class RunMessage:
     priority: int
     enqueued_at: datetime
     traceparent: str | None = None
+    #: Not to be delivered before this instant (a run fired ahead of its slot): a queue in the
+    #: database holds the message until then; for the others the relay publishes it then.
+    not_before: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

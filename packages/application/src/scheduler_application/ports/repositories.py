@@ -72,13 +72,17 @@ class TaskRepository(Protocol):
         """Remove the task with its runs, their events and its slot decisions (cascade)."""
         ...
 
-    async def due(self, now: datetime, *, limit: int) -> builtins.list[Task]:
-        """Enabled tasks whose ``next_run_at`` has come, oldest first, locked for this
+    async def due(
+        self, now: datetime, *, limit: int, ahead_until: datetime | None = None
+    ) -> builtins.list[Task]:
+        """Enabled tasks whose ``next_run_at`` has come — or, for tasks that fire ahead
+        (:attr:`Task.fires_ahead`), comes by ``ahead_until`` — oldest first, locked for this
         transaction; rows another transaction holds are skipped (``SKIP LOCKED``)."""
         ...
 
-    async def next_due_at(self) -> datetime | None:
-        """The earliest ``next_run_at`` of any enabled task: how long the dispatcher may sleep."""
+    async def next_due_at(self, *, ahead: timedelta = timedelta(0)) -> datetime | None:
+        """When the dispatcher has something to claim: the earliest ``next_run_at`` of an
+        enabled task, less ``ahead`` for tasks that fire ahead. How long it may sleep."""
         ...
 
     async def set_next_run_at(self, task_id: str, next_run_at: datetime | None) -> None:

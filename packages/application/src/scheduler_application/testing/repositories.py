@@ -116,21 +116,31 @@ class InMemoryTaskRepository(_Repository):
                     tx.delete(table, row.id)
         tx.delete("tasks", task_id)
 
-    async def due(self, now: datetime, *, limit: int) -> builtins.list[Task]:
+    async def due(
+        self, now: datetime, *, limit: int, ahead_until: datetime | None = None
+    ) -> builtins.list[Task]:
         _check_limit(limit)
         tx = self.tx
+
+        def claimable(t: Task) -> bool:
+            if not t.enabled or t.next_run_at is None:
+                return False
+            if ahead_until is not None and t.fires_ahead:
+                return t.next_run_at <= ahead_until
+            return t.next_run_at <= now
+
         candidates = sorted(
-            (
-                t
-                for t in tx.scan("tasks")
-                if t.enabled and t.next_run_at is not None and t.next_run_at <= now
-            ),
+            (t for t in tx.scan("tasks") if claimable(t)),
             key=lambda t: (t.next_run_at, t.id),
         )
         return _lock_first(tx, "tasks", candidates, limit)
 
-    async def next_due_at(self) -> datetime | None:
-        times = [t.next_run_at for t in self.tx.scan("tasks") if t.enabled and t.next_run_at]
+    async def next_due_at(self, *, ahead: timedelta = timedelta(0)) -> datetime | None:
+        times = [
+            t.next_run_at - ahead if t.fires_ahead else t.next_run_at
+            for t in self.tx.scan("tasks")
+            if t.enabled and t.next_run_at
+        ]
         return min(times, default=None)
 
     async def set_next_run_at(self, task_id: str, next_run_at: datetime | None) -> None:

@@ -219,6 +219,13 @@ def _check(s: Settings) -> None:
     ):
         if not 0 <= port < 65536:
             raise ConfigError(key, f"must be a TCP port, or 0 for none (got {port})")
+    ahead = s.dispatcher.fire_ahead_seconds
+    if not 0 <= ahead < min(60.0, s.dispatcher.requeue_after_seconds):
+        raise ConfigError(
+            "dispatcher.fire_ahead_seconds",
+            "must be at least 0 and less than 60 and than dispatcher.requeue_after_seconds"
+            f" (got {ahead})",
+        )
     if s.worker.heartbeat_seconds >= s.worker.lease_seconds:
         raise ConfigError("worker.heartbeat_seconds", "must be shorter than worker.lease_seconds")
     if not s.worker.queues:

@@ -73,6 +73,10 @@ class ApiSettings:
 class DispatcherSettings:
     batch_size: int = 500
     max_sleep_seconds: float = 1.0
+    #: How long before its slot a task that may fire ahead (concurrency ``allow``, no
+    #: ``max_concurrent``) is fired: its run is queued then and delivered at the slot. 0: at
+    #: the slot, like the other tasks.
+    fire_ahead_seconds: float = 2.0
     relay_interval_seconds: float = 0.5
     reaper_interval_seconds: float = 5.0
     requeue_after_seconds: float = 60.0

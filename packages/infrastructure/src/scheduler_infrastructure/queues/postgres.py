@@ -7,6 +7,8 @@ consumer lives it extends the locks of its unacked deliveries, so only a consume
 was closed with deliveries still unacked) sees them delivered again, once the lock lapses. An
 ack deletes the row; a requeue clears the lock. Consumers wait on ``LISTEN`` on one dedicated
 connection and also poll every ``poll_interval``, so a lost notification only delays delivery.
+A message may be claimable only from a later instant (``not_before``: a run fired ahead of its
+slot); its notification names that instant and the consumers wake then.
 
 Rows claimed more than ``max_deliveries`` times, unreadable rows and rejected deliveries
 (``nack(requeue=False)``) move to ``queue_dead_letters``.
@@ -19,6 +21,7 @@ import contextlib
 import itertools
 import os
 import socket
+import time
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
@@ -43,6 +46,10 @@ from scheduler_infrastructure.queues.postgres_listener import (
     connect_arguments,
 )
 from scheduler_infrastructure.queues.priorities import clamp
+
+#: After a message's ``available_at``, when its consumers are woken (seconds), and woken again.
+WAKE_MARGIN = 0.002
+WAKE_AGAIN = 0.1
 
 
 class PostgresRunQueue:
@@ -89,6 +96,8 @@ class PostgresRunQueue:
             else None
         )
         self._consumers: dict[str, set[PostgresConsumer]] = {}
+        #: Wake-ups scheduled for messages claimable later: (queue, epoch) -> timer handles.
+        self._timers: dict[tuple[str, float], list[asyncio.TimerHandle]] = {}
         self._serial = itertools.count(1)
         self._acks = GroupCommit(self._delete)
         self._started = False
@@ -110,6 +119,10 @@ class PostgresRunQueue:
         await self.aclose()
 
     async def aclose(self) -> None:
+        for handles in self._timers.values():
+            for handle in handles:
+                handle.cancel()
+        self._timers.clear()
         consumers = {consumer for group in self._consumers.values() for consumer in group}
         await asyncio.gather(*(consumer.aclose() for consumer in consumers))
         if self._listener is not None:
@@ -147,6 +160,7 @@ class PostgresRunQueue:
             "queues": [message.queue for message in messages_],
             "priorities": [clamp(message.priority) for message in messages_],
             "payloads": [messages.encode(message) for message in messages_],
+            "available": [message.not_before for message in messages_],
             "channel": self.channel,
         }
 
@@ -248,9 +262,39 @@ class PostgresRunQueue:
         for queue in consumer.queues:
             self._consumers.get(queue, set()).discard(cast(PostgresConsumer, consumer))
 
-    def _wake(self, queue: str) -> None:
+    def _wake(self, payload: str) -> None:
+        """A notification: ``<queue>`` (a message to claim now) or ``<queue> <epoch>`` (one
+        claimable from then on: its consumers are woken at that instant)."""
+        queue, _, at = payload.partition(" ")
+        if at:
+            with contextlib.suppress(ValueError):
+                self._wake_at(queue, float(at))
+                return
         for consumer in self._consumers.get(queue, ()):
             consumer.wake(queue)
+
+    def _wake_at(self, queue: str, epoch: float) -> None:
+        """Wake ``queue``'s consumers at ``epoch`` (once per queue and instant however many
+        notifications name it), and again :data:`WAKE_AGAIN` later, in case this host's clock
+        runs a little ahead of the database's, which decides when the row is claimable."""
+        delay = epoch - time.time()
+        if delay <= 0:
+            self._wake(queue)
+            return
+        key = (queue, epoch)
+        if key in self._timers:
+            return
+        loop = asyncio.get_running_loop()
+        handles = [
+            loop.call_later(delay + extra, self._timer_fired, key, last)
+            for extra, last in ((WAKE_MARGIN, False), (WAKE_AGAIN, True))
+        ]
+        self._timers[key] = handles
+
+    def _timer_fired(self, key: tuple[str, float], last: bool) -> None:
+        if last:
+            self._timers.pop(key, None)
+        self._wake(key[0])
 
     def _wake_all(self) -> None:
         for group in self._consumers.values():

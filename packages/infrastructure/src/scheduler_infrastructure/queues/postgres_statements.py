@@ -17,16 +17,28 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
+#: A message with a ``not_before`` (a run fired ahead of its slot) is only claimable from
+#: then (``available_at``); its notification says when, as ``<queue> <epoch seconds>``, so that
+#: listening consumers wake at that instant rather than at their next poll.
 PUBLISH = text(
     """
     WITH inserted AS (
-        INSERT INTO queue_messages (queue, priority, payload)
-        SELECT * FROM unnest(
-            CAST(:queues AS text[]), CAST(:priorities AS smallint[]), CAST(:payloads AS bytea[])
-        )
-        RETURNING queue
+        INSERT INTO queue_messages (queue, priority, payload, available_at)
+        SELECT queue, priority, payload, coalesce(available_at, now()) FROM unnest(
+            CAST(:queues AS text[]),
+            CAST(:priorities AS smallint[]),
+            CAST(:payloads AS bytea[]),
+            CAST(:available AS timestamptz[])
+        ) AS message(queue, priority, payload, available_at)
+        RETURNING queue, available_at
     )
-    SELECT pg_notify(:channel, queue) FROM (SELECT DISTINCT queue FROM inserted) AS woken
+    SELECT pg_notify(:channel, woken.payload) FROM (
+        SELECT DISTINCT CASE
+            WHEN available_at > now() THEN queue || ' ' || extract(epoch FROM available_at)
+            ELSE queue
+        END AS payload
+        FROM inserted
+    ) AS woken
     """
 )
 CLAIM = text(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import builtins
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
@@ -20,7 +20,13 @@ from scheduler_infrastructure.persistence.cursors import decode_cursor, encode_c
 from scheduler_infrastructure.persistence.driver_errors import translated
 from scheduler_infrastructure.persistence.mappers import dependency_rows, task_from_row, task_to_row
 from scheduler_infrastructure.persistence.repositories.base import SqlRepository, check_limit
-from scheduler_infrastructure.persistence.tables import TASK_ENABLED, task_dependencies, tasks
+from scheduler_infrastructure.persistence.tables import (
+    TASK_ENABLED,
+    TASK_FIRES_AHEAD,
+    TASK_FIRES_AT_SLOT,
+    task_dependencies,
+    tasks,
+)
 
 _deps = task_dependencies.c
 #: PostgreSQL: a task's upstreams in the order given, as a column of the task's own row.
@@ -111,21 +117,44 @@ class SqlTaskRepository(SqlRepository):
         Edges from other tasks that depend on it are the caller's to resolve."""
         await self._execute(delete(tasks).where(tasks.c.id == task_id))
 
-    async def due(self, now: datetime, *, limit: int) -> builtins.list[Task]:
+    async def due(
+        self, now: datetime, *, limit: int, ahead_until: datetime | None = None
+    ) -> builtins.list[Task]:
         check_limit(limit)
+        if ahead_until is None or ahead_until <= now:
+            claimable = tasks.c.next_run_at <= now
+        else:
+            # Walks ix_tasks_due up to ahead_until: the tasks that fire at their slot and are
+            # not due yet are passed over, and there are at most a look-ahead's worth of them.
+            claimable = and_(
+                tasks.c.next_run_at <= ahead_until,
+                or_(tasks.c.next_run_at <= now, TASK_FIRES_AHEAD),
+            )
         query = (
             select(tasks)
-            .where(TASK_ENABLED, tasks.c.next_run_at <= now)
+            .where(TASK_ENABLED, claimable)
             .order_by(tasks.c.next_run_at, tasks.c.id)
             .limit(limit)
         )
         return await self._load(self._locked(query))
 
-    async def next_due_at(self) -> datetime | None:
-        earliest: datetime | None = await self._scalar(
-            select(func.min(tasks.c.next_run_at)).where(TASK_ENABLED)
-        )
-        return earliest
+    async def next_due_at(self, *, ahead: timedelta = timedelta(0)) -> datetime | None:
+        """Two index lookups (``ix_tasks_due_ahead``, ``ix_tasks_due_at_slot``) in one
+        statement, whatever the number of tasks."""
+        if not ahead:
+            earliest: datetime | None = await self._scalar(
+                select(func.min(tasks.c.next_run_at)).where(TASK_ENABLED)
+            )
+            return earliest
+        first_ahead = select(func.min(tasks.c.next_run_at)).where(TASK_FIRES_AHEAD)
+        first_at_slot = select(func.min(tasks.c.next_run_at)).where(TASK_FIRES_AT_SLOT)
+        row = (
+            await self._execute(
+                select(first_ahead.scalar_subquery(), first_at_slot.scalar_subquery())
+            )
+        ).one()
+        times = [row[1]] if row[0] is None else [row[0] - ahead, row[1]]
+        return min((t for t in times if t is not None), default=None)
 
     async def set_next_run_at(self, task_id: str, next_run_at: datetime | None) -> None:
         """No version bump, so user edits in flight do not conflict; a missing task is a no-op."""

@@ -1,0 +1,256 @@
+"""Firing ahead: a task whose slot's outcome cannot change before the slot comes (concurrency
+``allow``, no ``max_concurrent``) is fired up to ``fire_ahead`` early — its run written and
+queued before the slot, delivered at it — so that the slot's lateness no longer includes the
+cost of firing it. The other tasks fire at their slot. A pause or a change of schedule before
+the slot cancels the runs fired ahead for slots the task no longer has."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from application_fixtures import ALICE, START, task_spec
+
+from scheduler_application.relay import RunRelay
+from scheduler_application.scheduling import ScheduleFiring
+from scheduler_application.tasks import TaskService
+from scheduler_application.testing import (
+    FakeClock,
+    InMemoryRunQueue,
+    InMemoryStore,
+    InMemoryTransactionalRunQueue,
+    InMemoryUnitOfWorkFactory,
+)
+from scheduler_domain.events import SkipReason, SlotOutcome
+from scheduler_domain.run import RunTrigger
+from scheduler_domain.status import RunStatus
+
+pytestmark = pytest.mark.timeout(10)
+
+MINUTE = timedelta(minutes=1)
+AHEAD = timedelta(seconds=2)
+_S = timedelta(seconds=1)
+SLOT = START + MINUTE  # the first slot of a task created at START, every minute
+
+
+async def every_minute(tasks: TaskService, name: str, **spec: Any) -> str:
+    task = await tasks.create(
+        task_spec(name, schedule={"interval_seconds": 60}, **spec), principal=ALICE
+    )
+    return task.id
+
+
+def firing_on(
+    uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock, queue: InMemoryRunQueue
+) -> tuple[ScheduleFiring, RunRelay]:
+    relay = RunRelay(uow_factory=uow_factory, clock=clock, queue=queue)
+    firing = ScheduleFiring(uow_factory=uow_factory, clock=clock, relay=relay, fire_ahead=AHEAD)
+    return firing, relay
+
+
+def runs_of(store: InMemoryStore, task_id: str) -> list[Any]:
+    return sorted(
+        (r for r in store.rows("runs") if r.task_id == task_id), key=lambda r: r.scheduled_for
+    )
+
+
+async def test_a_slot_is_fired_ahead_queued_early_and_delivered_at_the_slot(
+    tasks: TaskService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    store: InMemoryStore,
+    clock: FakeClock,
+) -> None:
+    queue = InMemoryTransactionalRunQueue()
+    firing, _ = firing_on(uow_factory, clock, queue)
+    task_id = await every_minute(tasks, "ahead")
+
+    clock.set(SLOT - timedelta(seconds=5))
+    assert await firing.seconds_until_due(at_most=10) == 3.0  # the slot less fire_ahead
+    clock.set(SLOT - timedelta(seconds=2, microseconds=1))
+    assert (await firing.fire_due_tasks()).tasks == 0  # not yet within fire_ahead
+
+    now = clock.set(SLOT - timedelta(seconds=1.5))
+    report = await firing.fire_due_tasks()
+
+    [run] = runs_of(store, task_id)
+    assert report.fired == 1
+    assert report.lateness == [timedelta(0)]
+    assert (run.scheduled_for, run.created_at, run.trigger) == (SLOT, now, RunTrigger.SCHEDULE)
+    assert (run.status, run.queued_at, run.not_before) == (RunStatus.QUEUED, now, SLOT)
+    [[message]] = queue.staged
+    assert (message.run_id, message.not_before) == (run.id, SLOT)
+    [queued] = [e for e in store.rows("events") if e.to_status is RunStatus.QUEUED]
+    assert queued.detail["deliver_at"] == "2030-03-01T12:01:00Z"
+    [decision] = store.rows("decisions")
+    assert (decision.slot, decision.outcome) == (SLOT, SlotOutcome.FIRED)
+    assert store.row("tasks", task_id).next_run_at == SLOT + MINUTE
+    assert (await firing.fire_due_tasks()).tasks == 0  # the slot fired once
+
+
+async def test_a_late_task_fires_its_due_slot_and_those_within_fire_ahead(
+    tasks: TaskService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    store: InMemoryStore,
+    clock: FakeClock,
+) -> None:
+    firing, _ = firing_on(uow_factory, clock, InMemoryTransactionalRunQueue())
+    task = await tasks.create(
+        task_spec("every-second", schedule={"interval_seconds": 1}), principal=ALICE
+    )
+    now = clock.set(START + timedelta(seconds=1.5))  # slot START + 1 s is due (0.5 s late)
+
+    await firing.fire_due_tasks()
+
+    runs = runs_of(store, task.id)
+    assert [r.scheduled_for - START for r in runs] == [timedelta(seconds=s) for s in (1, 2, 3)]
+    assert [r.not_before for r in runs] == [None, START + timedelta(seconds=2), START + 3 * _S]
+    assert all(r.status is RunStatus.QUEUED and r.queued_at == now for r in runs)
+    assert store.row("tasks", task.id).next_run_at == START + 4 * _S
+
+
+@pytest.mark.parametrize(
+    "spec", [{"concurrency": "forbid"}, {"concurrency": "replace"}, {"max_concurrent": 3}]
+)
+async def test_a_task_whose_slot_depends_on_its_active_runs_fires_at_the_slot(
+    tasks: TaskService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    store: InMemoryStore,
+    clock: FakeClock,
+    spec: dict[str, Any],
+) -> None:
+    firing, _ = firing_on(uow_factory, clock, InMemoryTransactionalRunQueue())
+    task_id = await every_minute(tasks, "at-slot", **spec)
+
+    clock.set(SLOT - timedelta(seconds=5))
+    assert await firing.seconds_until_due(at_most=10) == 5.0
+    clock.set(SLOT - timedelta(seconds=1))
+    assert (await firing.fire_due_tasks()).tasks == 0
+    assert runs_of(store, task_id) == []
+
+    clock.set(SLOT)
+    assert (await firing.fire_due_tasks()).fired == 1
+    [run] = runs_of(store, task_id)
+    assert run.created_at == SLOT
+
+
+async def test_on_a_broker_the_message_is_held_until_the_slot(
+    tasks: TaskService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    store: InMemoryStore,
+    clock: FakeClock,
+    queue: InMemoryRunQueue,
+) -> None:
+    """A queue outside the database cannot hold a message back: the relay publishes it at its
+    ``not_before`` (the fake clock stands still; the relay sleeps the real difference)."""
+    firing, relay = firing_on(uow_factory, clock, queue)
+    task_id = await every_minute(tasks, "broker")
+    clock.set(SLOT - timedelta(seconds=0.3))
+
+    report = await firing.fire_due_tasks()
+
+    assert report.fired == 1
+    assert queue.published == []
+    assert relay.holding == 1
+    [run] = runs_of(store, task_id)
+    assert run.status is RunStatus.QUEUED
+    async with asyncio.timeout(3):
+        while not queue.published:
+            await asyncio.sleep(0.02)
+    [message] = queue.published
+    assert (message.run_id, message.not_before) == (run.id, None)
+    assert relay.holding == 0
+
+
+async def test_held_messages_dropped_by_a_stopping_relay_are_published_again_once_stale(
+    tasks: TaskService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    store: InMemoryStore,
+    clock: FakeClock,
+    queue: InMemoryRunQueue,
+) -> None:
+    firing, relay = firing_on(uow_factory, clock, queue)
+    task_id = await every_minute(tasks, "stopped")
+    clock.set(SLOT - timedelta(seconds=1))
+    await firing.fire_due_tasks()
+    assert relay.holding == 1
+
+    await relay.aclose()  # the dispatcher stops (or dies) before the slot
+
+    assert relay.holding == 0
+    assert queue.published == []
+    clock.set(SLOT + timedelta(seconds=61))
+    [message] = await relay.republish_stale_queued(timedelta(seconds=60))
+    [run] = runs_of(store, task_id)
+    assert message.run_id == run.id
+    assert queue.published == [message]
+
+
+async def test_a_run_fired_ahead_that_a_gate_holds_never_waits_less_than_its_slot(
+    tasks: TaskService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    store: InMemoryStore,
+    clock: FakeClock,
+) -> None:
+    """No worker has the task's label: the run is held pending (a second at first), but a
+    run fired ahead is never let go before its slot."""
+    firing, _ = firing_on(uow_factory, clock, InMemoryTransactionalRunQueue())
+    task_id = await every_minute(tasks, "labelled", labels=["gpu"])
+    clock.set(SLOT - timedelta(seconds=1.5))
+
+    await firing.fire_due_tasks()
+
+    [run] = runs_of(store, task_id)
+    assert (run.status, run.not_before) == (RunStatus.PENDING, SLOT)
+
+
+async def test_pausing_before_the_slot_cancels_the_run_fired_ahead(
+    tasks: TaskService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    store: InMemoryStore,
+    clock: FakeClock,
+) -> None:
+    firing, _ = firing_on(uow_factory, clock, InMemoryTransactionalRunQueue())
+    task_id = await every_minute(tasks, "paused")
+    clock.set(SLOT - timedelta(seconds=1.5))
+    await firing.fire_due_tasks()
+
+    clock.set(SLOT - timedelta(seconds=1))
+    await tasks.pause(task_id, principal=ALICE)
+
+    [run] = runs_of(store, task_id)
+    assert run.status is RunStatus.CANCELLED
+    assert run.error == "task paused before the slot"
+    clock.set(SLOT + timedelta(seconds=30))
+    await tasks.resume(task_id, principal=ALICE)
+    paused = [d for d in store.rows("decisions") if d.reason is SkipReason.PAUSED]
+    assert [d.slot for d in paused] == [SLOT]  # the slot is explained as paused
+
+
+async def test_a_new_schedule_keeps_the_runs_fired_ahead_for_slots_it_still_has(
+    tasks: TaskService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    store: InMemoryStore,
+    clock: FakeClock,
+) -> None:
+    firing, _ = firing_on(uow_factory, clock, InMemoryTransactionalRunQueue())
+    kept_id = await every_minute(tasks, "kept")
+    dropped_id = await every_minute(tasks, "dropped")
+    clock.set(SLOT - timedelta(seconds=1.5))
+    await firing.fire_due_tasks()
+
+    # Every 30 s still fires at SLOT; every 7 s (from the epoch) does not.
+    await tasks.update(kept_id, {"schedule": {"interval_seconds": 30}}, principal=ALICE)
+    await tasks.update(dropped_id, {"schedule": {"interval_seconds": 7}}, principal=ALICE)
+
+    [kept] = runs_of(store, kept_id)
+    assert kept.status is RunStatus.QUEUED
+    assert store.row("tasks", kept_id).next_run_at == SLOT + timedelta(seconds=30)
+    [dropped] = runs_of(store, dropped_id)
+    assert dropped.status is RunStatus.CANCELLED
+    assert dropped.error == "task's schedule changed before the slot"
+    clock.set(SLOT)
+    report = await firing.fire_due_tasks()
+    assert report.duplicates == 0
+    assert kept_id not in {run.task_id for run in report.created}
