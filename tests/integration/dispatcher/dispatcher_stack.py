@@ -107,6 +107,7 @@ async def dispatcher_stack(
     uow_factory: SqlUnitOfWorkFactory,
     *,
     max_sleep: timedelta = timedelta(seconds=0.2),
+    fire_ahead: timedelta = timedelta(0),
     extra_loops: Callable[[SchedulerLoop], list[PeriodicLoop]] | None = None,
 ) -> AsyncIterator[DispatcherStack]:
     clock = SystemClock()
@@ -127,7 +128,9 @@ async def dispatcher_stack(
             rate_limits=RunRateLimits(limiter=LocalRateLimiter()),
         )
         scheduler = SchedulerLoop(
-            ScheduleFiring(uow_factory=uow_factory, clock=clock, relay=relay),
+            ScheduleFiring(
+                uow_factory=uow_factory, clock=clock, relay=relay, fire_ahead=fire_ahead
+            ),
             batch_size=timings.batch_size,
             max_sleep=max_sleep,
         )

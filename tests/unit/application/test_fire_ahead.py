@@ -163,6 +163,24 @@ async def test_on_a_broker_the_message_is_held_until_the_slot(
     assert relay.holding == 0
 
 
+async def test_a_stopping_relay_still_publishes_what_it_holds_for_the_next_seconds(
+    tasks: TaskService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    clock: FakeClock,
+    queue: InMemoryRunQueue,
+) -> None:
+    firing, relay = firing_on(uow_factory, clock, queue)
+    await every_minute(tasks, "graceful")
+    clock.set(SLOT - timedelta(seconds=0.3))
+    await firing.fire_due_tasks()
+    assert queue.published == []
+
+    await relay.aclose()  # waits for the slot (0.3 s of real time), within hold_grace
+
+    assert len(queue.published) == 1
+    assert relay.holding == 0
+
+
 async def test_held_messages_dropped_by_a_stopping_relay_are_published_again_once_stale(
     tasks: TaskService,
     uow_factory: InMemoryUnitOfWorkFactory,
@@ -176,7 +194,8 @@ async def test_held_messages_dropped_by_a_stopping_relay_are_published_again_onc
     await firing.fire_due_tasks()
     assert relay.holding == 1
 
-    await relay.aclose()  # the dispatcher stops (or dies) before the slot
+    relay.hold_grace = 0.0
+    await relay.aclose()  # the dispatcher dies before the slot (no time to wait for it)
 
     assert relay.holding == 0
     assert queue.published == []

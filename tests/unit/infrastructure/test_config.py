@@ -164,3 +164,19 @@ def test_a_worker_counts_as_offline_after_the_configured_silence_but_never_withi
     assert "worker.offline_after_seconds" in _error(
         {"SCHEDULER__WORKER__OFFLINE_AFTER_SECONDS": "0"}
     )
+
+
+def test_fire_ahead_defaults_to_two_seconds_and_stays_below_the_requeue_threshold() -> None:
+    assert load_settings({}, path=None).dispatcher.fire_ahead_seconds == 2.0
+    off = load_settings({"SCHEDULER__DISPATCHER__FIRE_AHEAD_SECONDS": "0"}, path=None)
+    assert off.dispatcher.fire_ahead_seconds == 0.0
+    for value in ("-1", "60"):
+        assert "dispatcher.fire_ahead_seconds" in _error(
+            {"SCHEDULER__DISPATCHER__FIRE_AHEAD_SECONDS": value}
+        )
+    assert "dispatcher.fire_ahead_seconds" in _error(
+        {
+            "SCHEDULER__DISPATCHER__FIRE_AHEAD_SECONDS": "10",
+            "SCHEDULER__DISPATCHER__REQUEUE_AFTER_SECONDS": "5",
+        }
+    )

@@ -26,6 +26,12 @@ its own transaction on the path from trigger to start. When the queue lives in t
 (:class:`~scheduler_application.ports.queue.TransactionalRunQueue`, the postgres backend), the
 messages are written in the transaction itself: they exist exactly when the runs they name do,
 and nothing is published after the commit.
+
+A run the dispatcher fired ahead of its slot (``dispatcher.fire_ahead_seconds``) is queued with
+``not_before`` = its slot, and so is its message: a queue in the database makes the row
+claimable only from then; for any other queue the relay holds the message and publishes it at
+that instant (:meth:`RunRelay._hold`). A gate that postpones such a run never postpones it to
+before its slot.
 """
 
 from __future__ import annotations
@@ -129,6 +135,8 @@ class RunRelay:
         self.retry_delays = (0.2, 5.0)
         #: How long :meth:`publish` waits for the queue before leaving it to the background.
         self.publish_timeout = 1.0
+        #: How long :meth:`aclose` waits for held messages' instants (runs fired ahead).
+        self.hold_grace = 5.0
 
     async def relay_pending(self, limit: int = DEFAULT_BATCH) -> list[RunMessage]:
         """Queue and publish up to ``limit`` pending runs whose ``not_before`` has passed.
@@ -345,8 +353,12 @@ class RunRelay:
         return len(self._unpublished)
 
     async def aclose(self) -> None:
-        """Stop retrying and holding. What was still unpublished is left to
-        ``republish_stale_queued`` (the runs are ``queued`` in the database; nothing is lost)."""
+        """Stop retrying and holding: messages held for an instant within ``hold_grace`` are
+        still published then (a graceful stop fired them ahead), the rest are dropped. What
+        was still unpublished is left to ``republish_stale_queued`` (the runs are ``queued`` in
+        the database; nothing is lost, only delayed)."""
+        if self._holding:
+            await asyncio.wait(list(self._holding), timeout=self.hold_grace)
         for task in list(self._holding):
             task.cancel()
         for task in list(self._holding):
