@@ -250,34 +250,36 @@ async def test_a_slot_fired_ahead_starts_on_a_worker_at_the_slot_not_before(
     """With fire-ahead the run is written and queued ~2 s early, on a queue outside the
     database (the memory broker): the relay holds its message, the worker starts it at the
     slot."""
-    async with dispatcher_stack(uow_factory, fire_ahead=timedelta(seconds=2)) as stack:
-        async with running_worker(stack.worker()):
-            due = (stack.clock.now() + timedelta(seconds=3)).replace(microsecond=0)
-            due += timedelta(seconds=1)
-            task_id = await stack.create_task(
-                "ahead", executor="noop", schedule={"at": format_instant(due)}
-            )
+    async with (
+        dispatcher_stack(uow_factory, fire_ahead=timedelta(seconds=2)) as stack,
+        running_worker(stack.worker()),
+    ):
+        due = (stack.clock.now() + timedelta(seconds=3)).replace(microsecond=0)
+        due += timedelta(seconds=1)
+        task_id = await stack.create_task(
+            "ahead", executor="noop", schedule={"at": format_instant(due)}
+        )
 
-            async def queued() -> bool:
-                runs = await stack.runs_of(task_id)
-                return bool(runs) and runs[0].status is RunStatus.QUEUED
+        async def queued() -> bool:
+            runs = await stack.runs_of(task_id)
+            return bool(runs) and runs[0].status is RunStatus.QUEUED
 
-            await stack.wait_for(queued, within=5)
-            assert stack.clock.now() < due
-            [early] = await stack.runs_of(task_id)
-            assert early.not_before == due
+        await stack.wait_for(queued, within=5)
+        assert stack.clock.now() < due
+        [early] = await stack.runs_of(task_id)
+        assert early.not_before == due
 
-            async def done() -> bool:
-                runs = await stack.runs_of(task_id)
-                return bool(runs) and runs[0].status.is_final
+        async def done() -> bool:
+            runs = await stack.runs_of(task_id)
+            return bool(runs) and runs[0].status.is_final
 
-            await stack.wait_for(done, within=10)
-            [run] = await stack.runs_of(task_id)
-            assert run.status is RunStatus.SUCCEEDED
-            assert run.queued_at is not None
-            assert run.queued_at < due
-            assert run.started_at is not None
-            assert due <= run.started_at < due + timedelta(seconds=1)
+        await stack.wait_for(done, within=10)
+        [run] = await stack.runs_of(task_id)
+        assert run.status is RunStatus.SUCCEEDED
+        assert run.queued_at is not None
+        assert run.queued_at < due
+        assert run.started_at is not None
+        assert due <= run.started_at < due + timedelta(seconds=1)
 
 
 async def test_scheduled_runs_execute_on_a_worker_with_round_robin(
