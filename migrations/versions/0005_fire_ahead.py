@@ -13,6 +13,11 @@ every second when no task has, say, ``forbid``).
 
 * ``ix_tasks_due_ahead``: ``next_run_at`` of the enabled tasks that fire ahead.
 * ``ix_tasks_due_at_slot``: ``next_run_at`` of the other enabled tasks.
+* ``ix_task_runs_queued_not_before``: queued runs with a ``not_before`` — in practice the runs
+  fired ahead of their slot. A broker message for such a run is held by the dispatcher that
+  fired it until the slot; if that dispatcher dies first, the relay finds the run here a few
+  seconds after its slot (``RunRepository.held_past_due``) instead of after
+  ``requeue_after_seconds``.
 """
 
 from collections.abc import Sequence
@@ -32,6 +37,9 @@ _AT_SLOT_PG = "enabled = true AND (concurrency != 'allow' OR max_concurrent IS N
 _AT_SLOT_SQLITE = "enabled = 1 AND (concurrency != 'allow' OR max_concurrent IS NOT NULL)"
 
 
+_QUEUED_NOT_BEFORE = "status = 'queued' AND not_before IS NOT NULL"
+
+
 def upgrade() -> None:
     op.create_index(
         "ix_tasks_due_ahead",
@@ -47,8 +55,16 @@ def upgrade() -> None:
         postgresql_where=sa.text(_AT_SLOT_PG),
         sqlite_where=sa.text(_AT_SLOT_SQLITE),
     )
+    op.create_index(
+        "ix_task_runs_queued_not_before",
+        "task_runs",
+        ["not_before"],
+        postgresql_where=sa.text(_QUEUED_NOT_BEFORE),
+        sqlite_where=sa.text(_QUEUED_NOT_BEFORE),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_task_runs_queued_not_before", table_name="task_runs")
     op.drop_index("ix_tasks_due_at_slot", table_name="tasks")
     op.drop_index("ix_tasks_due_ahead", table_name="tasks")

@@ -210,3 +210,54 @@ def _slots_from(after: datetime, until: datetime) -> list[datetime]:
         found.append(slot)
         slot += INTERVAL
     return found
+
+
+# -- fire-ahead on a broker: the dispatcher holding the messages is killed before the slot ------
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.timeout(120)
+async def test_runs_fired_ahead_by_a_killed_dispatcher_start_soon_after_their_slot(
+    cluster_factory: Any, scenario: Scenario
+) -> None:
+    """RabbitMQ cannot hold a message back: the dispatcher that fired a slot ahead holds it
+    and publishes it at the slot. Killed with kill -9 before that, it takes the messages with
+    it; the runs are queued in the database, and another dispatcher publishes them again a few
+    seconds after their slot (runs fired ahead still queued past it), not after the usual
+    staleness of queued runs (60 s here). Each runs exactly once, none before its slot."""
+    cluster: Cluster = cluster_factory("rabbitmq")
+    slot = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=9)
+    task_ids = [
+        await scenario.noop_task(f"at-slot-{i}", schedule={"at": slot.isoformat()})
+        for i in range(20)
+    ]
+    timing = {
+        "SCHEDULER__DISPATCHER__FIRE_AHEAD_SECONDS": "6",
+        "SCHEDULER__DISPATCHER__REQUEUE_AFTER_SECONDS": "60",
+    }
+    holder = cluster.dispatcher("d1", **timing)
+
+    async def all_queued() -> bool:
+        runs = await scenario.all_runs()
+        return len(runs) == len(task_ids) and all(r.status.value == "queued" for r in runs)
+
+    await eventually(all_queued, timeout=30, interval=0.2)
+    assert datetime.now(UTC) < slot - timedelta(seconds=1)
+    holder.signal(signal.SIGKILL)
+    await holder.wait(10)
+    cluster.dispatcher("d2", **timing)
+    cluster.worker("w1", SCHEDULER__WORKER__CAPACITY="8")
+
+    async def all_succeeded() -> bool:
+        runs = await scenario.all_runs()
+        return len(runs) == len(task_ids) and all(r.status.value == "succeeded" for r in runs)
+
+    await eventually(all_succeeded, timeout=45, interval=0.5)
+    runs = await scenario.all_runs()
+    assert sorted(r.task_id for r in runs) == sorted(task_ids)
+    for run in runs:
+        assert run.scheduled_for == slot
+        assert run.started_at is not None
+        assert slot <= run.started_at < slot + timedelta(seconds=20), run.started_at - slot
+        running = [e for e in await scenario.events(run.id) if e.to_status.value == "running"]
+        assert len(running) == 1

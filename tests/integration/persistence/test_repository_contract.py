@@ -853,6 +853,28 @@ async def test_expired_leases_and_stale_queued_runs(uow_factory: SqlUnitOfWorkFa
         assert await uow.runs.stale_queued(now - timedelta(hours=1), limit=10) == []
 
 
+async def test_runs_fired_ahead_and_still_queued_past_their_slot(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    now = T0 + timedelta(minutes=10)
+    slot = now - timedelta(seconds=10)
+    held = queued_run(task, queued_at=slot - 2 * SECOND, not_before=slot)
+    later = queued_run(task, queued_at=now - SECOND, not_before=now + SECOND)
+    # Postponed by a gate, then queued after its not_before: not fired ahead.
+    postponed = queued_run(task, queued_at=slot + SECOND, not_before=slot)
+    republished = queued_run(task, queued_at=now, not_before=slot)
+    await save(uow_factory, task, held, later, postponed, republished)
+
+    async with uow_factory() as uow:
+        assert ids(await uow.runs.held_past_due(now - 5 * SECOND, limit=10)) == [held.id]
+        assert ids(await uow.runs.held_past_due(now + 2 * SECOND, limit=10)) == [
+            held.id,
+            later.id,
+        ]
+        assert await uow.runs.held_past_due(slot, limit=10) == []
+
+
 async def test_queued_runs_are_counted_per_queue(uow_factory: SqlUnitOfWorkFactory) -> None:
     task = make_task()
     elsewhere = queued_run(task, queue=f"q-{new_id()[-8:]}")

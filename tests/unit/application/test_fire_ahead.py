@@ -273,3 +273,57 @@ async def test_a_new_schedule_keeps_the_runs_fired_ahead_for_slots_it_still_has(
     report = await firing.fire_due_tasks()
     assert report.duplicates == 0
     assert kept_id not in {run.task_id for run in report.created}
+
+
+async def test_a_message_held_by_a_dispatcher_that_died_is_published_soon_after_the_slot(
+    tasks: TaskService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    store: InMemoryStore,
+    clock: FakeClock,
+    queue: InMemoryRunQueue,
+) -> None:
+    """Not after ``requeue_after``: a live holder publishes at the slot, so a run fired ahead
+    still queued ``held_past`` after its slot with no message in the queue lost it."""
+    firing, relay = firing_on(uow_factory, clock, queue)
+    task_id = await every_minute(tasks, "orphaned")
+    clock.set(SLOT - timedelta(seconds=1))
+    await firing.fire_due_tasks()
+    relay.hold_grace = 0.0
+    await relay.aclose()  # killed while holding the message
+    survivor = RunRelay(uow_factory=uow_factory, clock=clock, queue=queue)
+    stale, held = timedelta(seconds=60), timedelta(seconds=5)
+
+    clock.set(SLOT + timedelta(seconds=4))
+    assert await survivor.republish_stale_queued(stale, held_past=held) == []
+    clock.set(SLOT + timedelta(seconds=6))
+    [message] = await survivor.republish_stale_queued(stale, held_past=held)
+
+    [run] = runs_of(store, task_id)
+    assert message.run_id == run.id
+    assert queue.published == [message]
+    # Published again once: its queued_at moved to now, the usual staleness applies from here.
+    assert store.row("runs", run.id).queued_at == clock.now()
+    clock.set(SLOT + timedelta(seconds=30))
+    assert await survivor.republish_stale_queued(stale, held_past=held) == []
+
+
+async def test_a_held_run_whose_message_is_in_the_queue_is_not_published_twice(
+    tasks: TaskService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    clock: FakeClock,
+    queue: InMemoryRunQueue,
+) -> None:
+    """Behind a backlog, not lost: the queue holds as many messages as there are queued runs."""
+    firing, relay = firing_on(uow_factory, clock, queue)
+    await every_minute(tasks, "backlog")
+    clock.set(SLOT - timedelta(seconds=0.2))
+    await firing.fire_due_tasks()
+    await relay.aclose()  # a graceful stop: publishes it at the slot
+    assert len(queue.ready("default")) == 1
+
+    clock.set(SLOT + timedelta(seconds=10))
+    republished = await relay.republish_stale_queued(
+        timedelta(seconds=60), held_past=timedelta(seconds=5)
+    )
+    assert republished == []
+    assert relay.stats["republish_skipped"] == 1

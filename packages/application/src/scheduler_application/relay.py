@@ -196,10 +196,17 @@ class RunRelay:
         return outcome.messages
 
     async def republish_stale_queued(
-        self, older_than: timedelta, limit: int = DEFAULT_BATCH
+        self,
+        older_than: timedelta,
+        limit: int = DEFAULT_BATCH,
+        *,
+        held_past: timedelta | None = None,
     ) -> list[RunMessage]:
         """Publish again runs queued more than ``older_than`` ago and still unclaimed — those
         whose message may be gone (a publish that failed for good, a broker that lost it).
+        With ``held_past``, also runs fired ahead still queued that long after their slot:
+        the dispatcher that held their broker message until the slot may have died with it
+        (a live one publishes at the slot), so they need not wait ``older_than``.
 
         A run long queued is most often just behind a backlog, its message waiting in line:
         so per queue, only as many stale runs are published again as the queue is short of
@@ -212,6 +219,10 @@ class RunRelay:
         messages: list[RunMessage] = []
         async with self._uow_factory() as uow:
             stale = await uow.runs.stale_queued(now - older_than, limit=limit)
+            if held_past is not None and self._in_database is None:
+                known = {run.id for run in stale}
+                held = await uow.runs.held_past_due(now - held_past, limit=limit)
+                stale.extend(run for run in held if run.id not in known)
             if not stale:
                 return []
             by_queue: dict[str, list[TaskRun]] = {}

@@ -31,6 +31,9 @@ class LoopTimings:
     relay_interval: timedelta = timedelta(seconds=0.5)
     reaper_interval: timedelta = timedelta(seconds=5)
     requeue_after: timedelta = timedelta(seconds=60)
+    #: A run fired ahead still queued this long after its slot has its broker message
+    #: published again (its dispatcher may have died holding it): see RunRelay.
+    held_past: timedelta = timedelta(seconds=5)
     worker_silence: timedelta = timedelta(seconds=60)
     batch_size: int = 500
     gauge_interval: timedelta = timedelta(seconds=10)
@@ -135,7 +138,9 @@ def reliability_loops(
 
     async def requeue_step() -> bool:
         more = await redispatch()
-        republished = await relay.republish_stale_queued(timings.requeue_after, batch)
+        republished = await relay.republish_stale_queued(
+            timings.requeue_after, batch, held_past=timings.held_past
+        )
         if republished:
             logger.warning("republished %d runs left queued too long", len(republished))
         return more or len(republished) >= batch

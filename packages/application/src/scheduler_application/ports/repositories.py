@@ -188,6 +188,12 @@ class RunRepository(Protocol):
         """Runs queued before ``queued_before`` and never claimed (their message may be lost)."""
         ...
 
+    async def held_past_due(self, due_before: datetime, *, limit: int) -> builtins.list[TaskRun]:
+        """Runs fired ahead (queued before their ``not_before``), still queued, whose
+        ``not_before`` is before ``due_before``: a broker message the dispatcher that fired
+        them held may have died with it. Soonest ``not_before`` first."""
+        ...
+
     async def count_queued(self, queues: Sequence[str]) -> dict[str, int]:
         """Runs queued (published, not yet claimed), per queue; queues with none are left out."""
         ...

@@ -346,6 +346,21 @@ class InMemoryRunRepository(_Repository):
         )
         return [_copy(r) for r in rows[:limit]]
 
+    async def held_past_due(self, due_before: datetime, *, limit: int) -> builtins.list[TaskRun]:
+        _check_limit(limit)
+        rows: list[TaskRun] = sorted(
+            (
+                r
+                for r in self.tx.scan("runs")
+                if r.status is RunStatus.QUEUED
+                and r.queued_at is not None
+                and r.not_before is not None
+                and r.queued_at < r.not_before < due_before
+            ),
+            key=lambda r: (r.not_before, r.id),
+        )
+        return [_copy(r) for r in rows[:limit]]
+
     async def running_on_worker(self, worker_id: str) -> builtins.list[TaskRun]:
         rows = [
             r

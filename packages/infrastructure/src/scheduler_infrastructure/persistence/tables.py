@@ -211,6 +211,9 @@ _partial(
     where=RUN_QUEUED,
 )
 _partial("ix_task_runs_queued_at", task_runs.c.queued_at, where=RUN_QUEUED)
+#: Queued runs with a ``not_before``: those fired ahead of their slot (see 0005).
+RUN_QUEUED_NOT_BEFORE: ColumnElement[bool] = and_(RUN_QUEUED, task_runs.c.not_before.is_not(None))
+_partial("ix_task_runs_queued_not_before", task_runs.c.not_before, where=RUN_QUEUED_NOT_BEFORE)
 _partial(
     "ix_task_runs_dependents_unresolved",
     task_runs.c.task_id,

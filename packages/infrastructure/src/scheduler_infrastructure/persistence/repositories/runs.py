@@ -54,6 +54,7 @@ from scheduler_infrastructure.persistence.tables import (
     RUN_DEPENDENTS_UNRESOLVED,
     RUN_PENDING,
     RUN_QUEUED,
+    RUN_QUEUED_NOT_BEFORE,
     RUN_RUNNING,
     task_dependencies,
     task_runs,
@@ -239,6 +240,20 @@ class SqlRunRepository(SqlRepository):
             select(task_runs)
             .where(RUN_QUEUED, _c.queued_at < queued_before)
             .order_by(_c.queued_at, _c.id)
+            .limit(limit)
+        )
+
+    async def held_past_due(self, due_before: datetime, *, limit: int) -> builtins.list[TaskRun]:
+        """Off ``ix_task_runs_queued_not_before``: only queued runs with a ``not_before``."""
+        check_limit(limit)
+        return await self._many(
+            select(task_runs)
+            .where(
+                RUN_QUEUED_NOT_BEFORE,
+                _c.not_before < due_before,
+                _c.queued_at < _c.not_before,
+            )
+            .order_by(_c.not_before, _c.id)
             .limit(limit)
         )
 
