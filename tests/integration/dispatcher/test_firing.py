@@ -282,6 +282,35 @@ async def test_a_slot_fired_ahead_starts_on_a_worker_at_the_slot_not_before(
         assert due <= run.started_at < due + timedelta(seconds=1)
 
 
+@pytest.mark.postgres
+async def test_a_pause_racing_a_firing_tick_waits_for_it_and_explains_only_what_it_left(
+    postgres_uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    """The pause reads the task with its row locked: it waits for the tick that holds the row,
+    then sees the slot fired (``next_run_at`` advanced) and records no ``paused`` decision for
+    it — read without the lock, it would have recorded the slot as paused and fired."""
+    uow_factory = postgres_uow_factory
+    clock = FakeClock(START)
+    tasks = TaskService(uow_factory=uow_factory, clock=clock)
+    task = await tasks.create(
+        {"name": "racing", "executor": "noop", "schedule": {"interval_seconds": 60}},
+        principal=OWNER,
+    )
+    clock.set(START + MINUTE + timedelta(seconds=0.5))
+    async with uow_factory() as tick:
+        [claimed] = await tick.tasks.due(clock.now(), limit=10)
+        assert claimed.id == task.id
+        pause = asyncio.create_task(tasks.pause(task.id, principal=OWNER))
+        await asyncio.sleep(0.5)
+        assert not pause.done()  # waiting for the row
+        await tick.tasks.set_next_run_at(task.id, START + 2 * MINUTE)  # the slot fired
+        await tick.commit()
+    paused = await asyncio.wait_for(pause, timeout=10)
+    assert paused.paused
+    async with uow_factory() as uow:
+        assert await uow.decisions.list_for_task(task.id, limit=10) == []
+
+
 async def test_scheduled_runs_execute_on_a_worker_with_round_robin(
     uow_factory: SqlUnitOfWorkFactory,
 ) -> None:

@@ -327,3 +327,36 @@ async def test_a_held_run_whose_message_is_in_the_queue_is_not_published_twice(
     )
     assert republished == []
     assert relay.stats["republish_skipped"] == 1
+
+
+@pytest.mark.parametrize("how", ["pause", "disable"])
+async def test_a_slot_due_but_not_yet_fired_when_the_task_is_paused_is_explained_as_paused(
+    tasks: TaskService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    store: InMemoryStore,
+    clock: FakeClock,
+    how: str,
+) -> None:
+    """The dispatcher had not reached the slot yet (it is a few ms behind, or down): the pause
+    records it, so that every slot still has a decision. A slot it did fire is not recorded
+    again."""
+    firing, _ = firing_on(uow_factory, clock, InMemoryTransactionalRunQueue())
+    task_id = await every_minute(tasks, "paused-late")
+    clock.set(SLOT - timedelta(seconds=1))
+    await firing.fire_due_tasks()  # SLOT fired ahead
+    clock.set(SLOT + MINUTE + timedelta(seconds=0.5))  # SLOT + 1 min due, not fired
+
+    if how == "pause":
+        await tasks.pause(task_id, principal=ALICE)
+    else:
+        await tasks.update(task_id, {"enabled": False}, principal=ALICE)
+
+    decisions = sorted(store.rows("decisions"), key=lambda d: d.slot)
+    assert [(d.slot, d.outcome, d.reason) for d in decisions] == [
+        (SLOT, SlotOutcome.FIRED, None),
+        (SLOT + MINUTE, SlotOutcome.SKIPPED, SkipReason.PAUSED),
+    ]
+    clock.set(SLOT + 3 * MINUTE + timedelta(seconds=10))
+    await tasks.resume(task_id, principal=ALICE)
+    paused = [d.slot for d in store.rows("decisions") if d.reason is SkipReason.PAUSED]
+    assert sorted(paused) == [SLOT + MINUTE, SLOT + 2 * MINUTE, SLOT + 3 * MINUTE]

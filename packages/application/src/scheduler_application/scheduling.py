@@ -216,6 +216,25 @@ async def record_paused_slots(
     return sum(count for _, count in decisions)
 
 
+async def record_unfired_at_pause(uow: UnitOfWork, task: Task, *, paused_at: datetime) -> int:
+    """Record the slots of ``task`` already due when it is paused yet not fired by any
+    dispatcher (from its ``next_run_at`` up to ``paused_at``) as skipped with reason
+    ``paused``; returns how many. ``task`` must have been read with its row locked
+    (``get(..., for_update=True)``), so that a dispatcher firing it meanwhile has committed and
+    its ``next_run_at`` is past what it fired. :func:`record_paused_slots` takes the slots
+    after ``paused_at`` when the task is resumed."""
+    first = task.next_run_at
+    if task.schedule is None or first is None or first > paused_at:
+        return 0
+    listed = due_slots(task.schedule, first, paused_at, _ALL_MISSED)
+    decisions = missed_decisions(
+        task.id, listed, listed.slots, reason=SkipReason.PAUSED, at=paused_at
+    )
+    for decision, _ in decisions:
+        await uow.decisions.add(decision)
+    return sum(count for _, count in decisions)
+
+
 class ScheduleFiring:
     def __init__(
         self,

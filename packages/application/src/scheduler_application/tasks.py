@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.repositories import Page, TaskFilter
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from scheduler_application.scheduling import record_paused_slots
+from scheduler_application.scheduling import record_paused_slots, record_unfired_at_pause
 from scheduler_application.task_spec import TaskSpec, merge_patch, parse_task_spec, task_to_spec
 from scheduler_domain.dag import find_cycle
 from scheduler_domain.errors import DependencyCycle, ValidationError
@@ -45,9 +46,11 @@ class SchedulePreview:
     recent_decisions: list[SlotDecision]
 
 
-async def load_visible_task(uow: UnitOfWork, task_id: str, principal: Principal) -> Task:
+async def load_visible_task(
+    uow: UnitOfWork, task_id: str, principal: Principal, *, for_update: bool = False
+) -> Task:
     """The task, or NotFound when it does not exist *or* the caller may not see it."""
-    task = await uow.tasks.get(task_id)
+    task = await uow.tasks.get(task_id, for_update=for_update)
     if task is None or not can_see(principal, task.owner_id):
         raise NotFound(f"task {task_id} not found", field="task_id")
     return task
@@ -128,7 +131,8 @@ class TaskService:
         ensure_can_write_tasks(principal)
         now = self._clock.now()
         async with self._uow_factory() as uow:
-            task = await load_visible_task(uow, task_id, principal)
+            # Locked: a pause or a new schedule must see what a firing dispatcher left.
+            task = await load_visible_task(uow, task_id, principal, for_update=True)
             if expected_version is not None and task.version != expected_version:
                 raise Conflict(
                     f"task {task_id} is at version {task.version}, not {expected_version}",
@@ -139,6 +143,7 @@ class TaskService:
             paused_slots = await self._record_pause(uow, task, now)
             old_upstreams = set(task.depends_on)
             old_timing = (task.schedule, task.enabled)
+            as_it_was = copy.copy(task)
             for name, value in spec.task_fields().items():
                 setattr(task, name, value)
             task.validate()
@@ -149,6 +154,8 @@ class TaskService:
                 await self._ensure_upstreams(uow, principal, added)
                 await self._ensure_acyclic(uow, task)
             timing_changed = (task.schedule, task.enabled) != old_timing
+            if as_it_was.enabled and not task.enabled:
+                paused_slots += await record_unfired_at_pause(uow, as_it_was, paused_at=now)
             if timing_changed:
                 task.reschedule(now)
             await self._save(uow, task, now, commit=not timing_changed)
@@ -162,13 +169,15 @@ class TaskService:
         ensure_can_write_tasks(principal)
         now = self._clock.now()
         async with self._uow_factory() as uow:
-            task = await load_visible_task(uow, task_id, principal)
+            task = await load_visible_task(uow, task_id, principal, for_update=True)
             if task.paused:
                 return task
+            paused_slots = await record_unfired_at_pause(uow, task, paused_at=now)
             task.pause(now)
             await self._save(uow, task, now, commit=False)
             await self._settle_fired_ahead(uow, task, now, actor=principal.actor)
             await uow.commit()
+        self._count_paused(paused_slots)
         return task
 
     async def resume(self, task_id: str, *, principal: Principal) -> Task:

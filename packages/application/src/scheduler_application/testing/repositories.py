@@ -83,7 +83,7 @@ class InMemoryTaskRepository(_Repository):
     async def add(self, task: Task) -> None:
         self.tx.insert("tasks", task)
 
-    async def get(self, task_id: str) -> Task | None:
+    async def get(self, task_id: str, *, for_update: bool = False) -> Task | None:
         found: Task | None = self.tx.get("tasks", task_id)
         return _copy(found)
 

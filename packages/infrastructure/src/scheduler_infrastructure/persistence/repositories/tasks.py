@@ -41,6 +41,7 @@ _UPSTREAMS = func.array(
 
 _GET = select(tasks).where(tasks.c.id == bindparam("task_id"))
 _GET_WITH_UPSTREAMS = _GET.add_columns(_UPSTREAMS)
+_GET_WITH_UPSTREAMS_FOR_UPDATE = _GET_WITH_UPSTREAMS.with_for_update(of=tasks)
 
 
 _SET_NEXT_RUN_AT = (
@@ -57,10 +58,13 @@ class SqlTaskRepository(SqlRepository):
         await self._insert_new(tasks, task_to_row(task))
         await self._insert_dependencies(task)
 
-    async def get(self, task_id: str) -> Task | None:
+    async def get(self, task_id: str, *, for_update: bool = False) -> Task | None:
         """One prebuilt statement (every trigger reads its task): SQLAlchemy neither builds nor
-        hashes a statement per call."""
+        hashes a statement per call. ``FOR UPDATE`` on PostgreSQL when asked (SQLite needs no
+        row lock: its writers are serialised)."""
         query = _GET_WITH_UPSTREAMS if self._postgres else _GET
+        if for_update and self._postgres:
+            query = _GET_WITH_UPSTREAMS_FOR_UPDATE
         rows = await self._all_with(query, {"task_id": task_id})
         if not rows:
             return None
