@@ -24,7 +24,11 @@ postgres queue holds their messages), which is all the figures need.
 ``--fire-ahead S`` sets ``dispatcher.fire_ahead_seconds`` (default: the configuration's, 2 s;
 0 fires every slot at the slot, as before fire-ahead).
 
+``--backend rabbitmq|redis`` runs phases a and c with that queue (the database stays
+PostgreSQL); *published* is then the consumer's *delivered* (no commit notification to hear).
+
 Usage:  uv run python scripts/bench_dispatcher.py [--phases a,b,c] [--repeat 3] [--fire-ahead S]
+        [--backend postgres|rabbitmq|redis]
 Needs PostgreSQL on 127.0.0.1 (``SCHEDULER_TEST_POSTGRES_URL`` to point elsewhere).
 """
 
@@ -49,7 +53,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import asyncpg
+import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
 from scheduler_domain.schedules import IntervalSchedule, OnceSchedule, Schedule
@@ -119,6 +125,10 @@ class Phase:
 PROFILE_DIR: Path | None = None
 #: ``dispatcher.fire_ahead_seconds`` for the dispatcher (None: the configuration's default).
 FIRE_AHEAD: float | None = None
+#: The queue backend of phases a and c (``--backend``); b always runs on postgres.
+BACKEND = "postgres"
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def _dispatcher_command(name: str) -> list[str]:
@@ -131,7 +141,7 @@ def _dispatcher_command(name: str) -> list[str]:
 
 
 @asynccontextmanager
-async def phase(name: str) -> AsyncIterator[Phase]:
+async def phase(name: str, backend: str = "postgres") -> AsyncIterator[Phase]:
     database = f"scheduler_bench_{secrets.token_hex(4)}"
     await _admin(f'CREATE DATABASE "{database}"')
     url = make_url(ADMIN).set(drivername="postgresql+asyncpg", database=database)
@@ -146,7 +156,10 @@ async def phase(name: str) -> AsyncIterator[Phase]:
         env.update(
             SCHEDULER_CONFIG=str(ROOT / "config" / "default.toml"),
             SCHEDULER__DATABASE__URL=url_text,
-            SCHEDULER__QUEUE__BACKEND="postgres",
+            SCHEDULER__QUEUE__BACKEND=backend,
+            SCHEDULER__RABBITMQ__URL=RABBITMQ_URL.replace("guest:guest@", "guest@"),
+            SCHEDULER__RABBITMQ__PASSWORD="guest",  # noqa: S106 - the local broker's default
+            SCHEDULER__REDIS__URL=REDIS_URL if backend == "redis" else "",
             SCHEDULER__QUEUE__PREFIX=prefix,
             SCHEDULER__LOGGING__LEVEL="WARNING",
             SCHEDULER__LOGGING__FORMAT="json",
@@ -246,7 +259,7 @@ async def _wait_for_runs(
 
 async def fire_at_once(count: int, *, lead: float = 4.0) -> dict[str, Any]:
     """``count`` one-off tasks due in the same second; lateness per run, and the burst's end."""
-    async with phase(f"due-{count}") as p:
+    async with phase(f"due-{count}", BACKEND) as p:
         slot = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=lead + 1)
         inserted = await insert_tasks(
             p.connection, count, schedule=OnceSchedule(slot), next_run_at=slot, tag="due"
@@ -288,6 +301,8 @@ async def fire_at_once(count: int, *, lead: float = 4.0) -> dict[str, Any]:
                 / timedelta(milliseconds=1)
                 for r in rows
             ]
+        if BACKEND != "postgres":
+            visible = got  # a broker has no commit notification: the consumer's view
         return {
             "delivered_p50_ms": statistics.median(got),
             "delivered_p99_ms": _percentile(got, 0.99),
@@ -326,14 +341,27 @@ async def _consumer(
         .render_as_string(hide_password=False),
         pool_size=2,
     )
-    queue = build_run_queue(backend="postgres", engine=engine, prefix=p.prefix)
+    queue = build_run_queue(
+        backend=BACKEND,
+        engine=engine,
+        prefix=p.prefix,
+        rabbitmq_url=RABBITMQ_URL,
+        redis_url=REDIS_URL,
+    )
 
     async def consume() -> None:
         async with queue.consume(["default"], prefetch=count) as deliveries:
+            taken = []
             async for delivery in deliveries:
                 delivered.setdefault(delivery.message.run_id, datetime.now(UTC))
+                taken.append(delivery)
                 if len(delivered) >= count:
                     all_delivered.set()
+                    # Acked once all are in (acking one by one would delay the next
+                    # delivery's stamp), so that nothing is left in a shared broker.
+                    for each in taken:
+                        await queue.ack(each)
+                    taken.clear()
 
     try:
         async with queue:
@@ -346,6 +374,27 @@ async def _consumer(
                     await task
     finally:
         await engine.dispose()
+        await _clean_broker(p.prefix)
+
+
+async def _clean_broker(prefix: str) -> None:
+    """Delete what the phase left in RabbitMQ or Redis (the database is dropped anyway)."""
+    if BACKEND == "rabbitmq":
+        connection = await aio_pika.connect(RABBITMQ_URL)
+        try:
+            channel = await connection.channel()
+            for name in (f"{prefix}.default", f"{prefix}.default.dead"):
+                await channel.queue_delete(name)
+        finally:
+            await connection.close()
+    elif BACKEND == "redis":
+        client = aioredis.Redis.from_url(REDIS_URL)
+        try:
+            keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()
 
 
 async def idle_cpu(sizes: list[int], *, window: float, settle: float) -> list[dict[str, Any]]:
@@ -431,6 +480,12 @@ async def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=1, help="rounds of a and c (medians)")
     parser.add_argument(
+        "--backend",
+        default="postgres",
+        choices=("postgres", "rabbitmq", "redis"),
+        help="queue backend of phases a and c (the database is always PostgreSQL)",
+    )
+    parser.add_argument(
         "--fire-ahead",
         type=float,
         default=None,
@@ -448,8 +503,9 @@ async def main() -> None:
         global PROFILE_DIR
         PROFILE_DIR = args.profile
     phases = set(args.phases.split(","))
+    global BACKEND, FIRE_AHEAD
+    BACKEND = args.backend
     if args.fire_ahead is not None:
-        global FIRE_AHEAD
         FIRE_AHEAD = args.fire_ahead
     print(f"load average at the start: {_loadavg()}", flush=True)
     if "a" in phases:
