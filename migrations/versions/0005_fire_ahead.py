@@ -1,4 +1,4 @@
-"""fire ahead: the dispatcher finds the next task to claim in two index lookups
+"""fire ahead: the dispatcher finds the next task to claim in two index lookups; queue names
 
 Revision ID: 0005
 Revises: 0004
@@ -18,6 +18,9 @@ every second when no task has, say, ``forbid``).
   fired it until the slot; if that dispatcher dies first, the relay finds the run here a few
   seconds after its slot (``RunRepository.held_past_due``) instead of after
   ``requeue_after_seconds``.
+* ``ix_tasks_queue``: the gauges list the distinct queue names every 10 s; without an index
+  that was a sequential scan of ``tasks`` (25 ms at 100,000 tasks), now one index probe per
+  queue (a recursive "loose index scan" on PostgreSQL).
 """
 
 from collections.abc import Sequence
@@ -55,6 +58,7 @@ def upgrade() -> None:
         postgresql_where=sa.text(_AT_SLOT_PG),
         sqlite_where=sa.text(_AT_SLOT_SQLITE),
     )
+    op.create_index("ix_tasks_queue", "tasks", ["queue"])
     op.create_index(
         "ix_task_runs_queued_not_before",
         "task_runs",
@@ -66,5 +70,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_task_runs_queued_not_before", table_name="task_runs")
+    op.drop_index("ix_tasks_queue", table_name="tasks")
     op.drop_index("ix_tasks_due_at_slot", table_name="tasks")
     op.drop_index("ix_tasks_due_ahead", table_name="tasks")

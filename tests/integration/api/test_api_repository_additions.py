@@ -60,12 +60,16 @@ def run(owner: Task, offset: int, **values: Any) -> TaskRun:
 
 async def test_queue_names_are_distinct_and_sorted(factory: UowFactory) -> None:
     async with factory() as uow:
-        for name, queue in (("a", "reports"), ("b", "default"), ("c", "reports")):
+        assert await uow.tasks.queue_names() == []
+    named = [("a", "reports"), ("b", "default"), ("c", "reports"), ("d", "zeta"), ("e", "a.b")]
+    named += [(f"bulk-{i}", "default") for i in range(20)]
+    async with factory() as uow:
+        for name, queue in named:
             await uow.tasks.add(task(queue, name))
         await uow.commit()
 
     async with factory() as uow:
-        assert await uow.tasks.queue_names() == ["default", "reports"]
+        assert await uow.tasks.queue_names() == ["a.b", "default", "reports", "zeta"]
 
 
 async def test_queue_activity_counts_live_and_recent_runs(factory: UowFactory) -> None:
