@@ -204,16 +204,9 @@ async def record_paused_slots(
     """
     if task.schedule is None or resumed_at <= paused_at:
         return 0
-    first = task.schedule.next_after(paused_at)
-    if first is None or first > resumed_at:
-        return 0
-    listed = due_slots(task.schedule, first, resumed_at, _ALL_MISSED)
-    decisions = missed_decisions(
-        task.id, listed, listed.slots, reason=SkipReason.PAUSED, at=resumed_at
+    return await _record_paused(
+        uow, task, first=task.schedule.next_after(paused_at), until=resumed_at
     )
-    for decision, _ in decisions:
-        await uow.decisions.add(decision)
-    return sum(count for _, count in decisions)
 
 
 async def record_unfired_at_pause(uow: UnitOfWork, task: Task, *, paused_at: datetime) -> int:
@@ -223,13 +216,18 @@ async def record_unfired_at_pause(uow: UnitOfWork, task: Task, *, paused_at: dat
     (``get(..., for_update=True)``), so that a dispatcher firing it meanwhile has committed and
     its ``next_run_at`` is past what it fired. :func:`record_paused_slots` takes the slots
     after ``paused_at`` when the task is resumed."""
-    first = task.next_run_at
-    if task.schedule is None or first is None or first > paused_at:
+    return await _record_paused(uow, task, first=task.next_run_at, until=paused_at)
+
+
+async def _record_paused(
+    uow: UnitOfWork, task: Task, *, first: datetime | None, until: datetime
+) -> int:
+    """The slots in ``[first, until]`` (``first`` a slot) as ``paused`` decisions, bounded
+    like a misfire; how many slots they stand for."""
+    if task.schedule is None or first is None or first > until:
         return 0
-    listed = due_slots(task.schedule, first, paused_at, _ALL_MISSED)
-    decisions = missed_decisions(
-        task.id, listed, listed.slots, reason=SkipReason.PAUSED, at=paused_at
-    )
+    listed = due_slots(task.schedule, first, until, _ALL_MISSED)
+    decisions = missed_decisions(task.id, listed, listed.slots, reason=SkipReason.PAUSED, at=until)
     for decision, _ in decisions:
         await uow.decisions.add(decision)
     return sum(count for _, count in decisions)
