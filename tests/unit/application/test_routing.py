@@ -367,6 +367,30 @@ async def test_a_full_tasks_backlog_does_not_hold_up_other_tasks(
 # -- rate limits -----------------------------------------------------------------------------
 
 
+async def test_a_labelled_run_no_worker_may_take_is_held_without_spending_a_token(
+    tasks: TaskService,
+    runs: RunService,
+    relay: RunRelay,
+    store: InMemoryStore,
+    clock: FakeClock,
+    limiter: InMemoryRateLimiter,
+) -> None:
+    task = await make(tasks, labels=["gpu"], rate_limit="1/m")
+    [run] = await trigger(runs, task)
+    assert await relay.relay_pending() == []
+    assert store.row("runs", run.id).status is RunStatus.PENDING
+    assert relay.stats["held_no_eligible_worker"] == 1
+    assert limiter.granted == []  # the hold came first
+    assert limiter.delayed == []
+
+    gpu = add_worker(store, "gpu", labels=frozenset({"gpu"}))
+    gpu.heartbeat_at = clock.advance(seconds=2)
+    store.put("workers", gpu)
+    [message] = await relay.relay_pending()
+    assert message.queue == gpu.direct_queue
+    assert limiter.granted == [f"task:{task.id}"]  # the one token, spent when it went
+
+
 async def test_a_rate_limited_run_is_delayed_not_dropped(
     tasks: TaskService,
     runs: RunService,

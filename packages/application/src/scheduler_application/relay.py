@@ -13,7 +13,9 @@ On the way out every run passes three gates, in this order:
    several dispatchers cannot each publish "the last free slot". Tasks found full are remembered
    and left out of the next queries until a slot frees, so their backlog never blocks others.
 2. rate limits (:mod:`scheduler_application.rate_limiting`): a limited run gets a later
-   ``not_before`` and a ``pending → pending`` event saying why; it is never dropped.
+   ``not_before`` and a ``pending → pending`` event saying why; it is never dropped. A run
+   whose required labels no live worker carries is held before this gate (``no_eligible_worker``,
+   see routing), so that it spends no token.
 3. routing (:mod:`scheduler_application.routing`): the message goes to the task's queue or to a
    chosen worker's direct queue; the run's ``queue`` records where it went, its ``queued`` event
    which worker and why. ``redispatch_orphaned`` moves runs waiting in the direct queue of a worker
@@ -546,6 +548,12 @@ class RunRelay:
                     outcome.full_tasks.add(task.id)
                     self.stats["held_max_concurrent"] += 1
                     continue
+            if (task.strategy is not DispatchStrategy.QUEUE or task.labels) and workers is None:
+                workers = await uow.workers.list()
+            if task.labels and not self._router.eligible(task, workers or [], now=now):
+                # Held before the rate limit, so that a run no worker may take spends no token.
+                self._hold_run(outcome, run, task, now)
+                continue
             if (
                 self._rate_limits is not None
                 and rate_batch is not None
@@ -562,25 +570,27 @@ class RunRelay:
                     self.stats["rate_limited"] += 1
                     outcome.changed = True
                     continue
-            if (task.strategy is not DispatchStrategy.QUEUE or task.labels) and workers is None:
-                workers = await uow.workers.list()
             route = self._router.route(task, workers or [], now=now, default_queue=run.queue)
-            if route.hold:
-                wait = _hold_for(now - run.created_at)
-                self._postpone(
-                    outcome,
-                    run,
-                    until=now + wait,
-                    detail={"reason": "no_eligible_worker", "labels": sorted(task.labels)},
-                )
-                self.stats["held_no_eligible_worker"] += 1
-                outcome.changed = True
+            if route.hold:  # not after the check above (same workers, same instant): contract
+                self._hold_run(outcome, run, task, now)
                 continue
             self._queue_run(outcome, run, route, now)
             in_flight[task.id] = in_flight.get(task.id, 0) + 1
             outcome.messages.append(run_message(run))
             outcome.changed = True
         return outcome
+
+    def _hold_run(self, outcome: _Outcome, run: TaskRun, task: Task, now: datetime) -> None:
+        """No live worker may run ``task`` (its labels): the run waits, pending, and the relay
+        looks again later (:func:`_hold_for`)."""
+        self._postpone(
+            outcome,
+            run,
+            until=now + _hold_for(now - run.created_at),
+            detail={"reason": "no_eligible_worker", "labels": sorted(task.labels)},
+        )
+        self.stats["held_no_eligible_worker"] += 1
+        outcome.changed = True
 
     def _postpone(
         self, outcome: _Outcome, run: TaskRun, *, until: datetime, detail: dict[str, object]
