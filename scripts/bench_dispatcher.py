@@ -46,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -377,14 +377,16 @@ async def _consumer(
         await _clean_broker(p.prefix)
 
 
-async def _clean_broker(prefix: str) -> None:
-    """Delete what the phase left in RabbitMQ or Redis (the database is dropped anyway)."""
+async def _clean_broker(prefix: str, queues: Sequence[str] = ("default",)) -> None:
+    """Delete what a run left in RabbitMQ (these queues) or Redis (every key of the prefix);
+    the database is dropped anyway."""
     if BACKEND == "rabbitmq":
         connection = await aio_pika.connect(RABBITMQ_URL)
         try:
             channel = await connection.channel()
-            for name in (f"{prefix}.default", f"{prefix}.default.dead"):
-                await channel.queue_delete(name)
+            for queue in queues:
+                for name in (f"{prefix}.{queue}", f"{prefix}.{queue}.dead"):
+                    await channel.queue_delete(name)
         finally:
             await connection.close()
     elif BACKEND == "redis":

@@ -283,7 +283,7 @@ async def test_a_message_held_by_a_dispatcher_that_died_is_published_soon_after_
     queue: InMemoryRunQueue,
 ) -> None:
     """Not after ``requeue_after``: a live holder publishes at the slot, so a run fired ahead
-    still queued ``held_past`` after its slot with no message in the queue lost it."""
+    still queued a few seconds after its slot with no message in the queue lost it."""
     firing, relay = firing_on(uow_factory, clock, queue)
     task_id = await every_minute(tasks, "orphaned")
     clock.set(SLOT - timedelta(seconds=1))
@@ -291,12 +291,12 @@ async def test_a_message_held_by_a_dispatcher_that_died_is_published_soon_after_
     relay.hold_grace = 0.0
     await relay.aclose()  # killed while holding the message
     survivor = RunRelay(uow_factory=uow_factory, clock=clock, queue=queue)
-    stale, held = timedelta(seconds=60), timedelta(seconds=5)
+    past = timedelta(seconds=3)
 
+    clock.set(SLOT + timedelta(seconds=2))
+    assert await survivor.republish_held(past) == []
     clock.set(SLOT + timedelta(seconds=4))
-    assert await survivor.republish_stale_queued(stale, held_past=held) == []
-    clock.set(SLOT + timedelta(seconds=6))
-    [message] = await survivor.republish_stale_queued(stale, held_past=held)
+    [message] = await survivor.republish_held(past)
 
     [run] = runs_of(store, task_id)
     assert message.run_id == run.id
@@ -304,7 +304,8 @@ async def test_a_message_held_by_a_dispatcher_that_died_is_published_soon_after_
     # Published again once: its queued_at moved to now, the usual staleness applies from here.
     assert store.row("runs", run.id).queued_at == clock.now()
     clock.set(SLOT + timedelta(seconds=30))
-    assert await survivor.republish_stale_queued(stale, held_past=held) == []
+    assert await survivor.republish_held(past) == []
+    assert await survivor.republish_stale_queued(timedelta(seconds=60)) == []
 
 
 async def test_a_held_run_whose_message_is_in_the_queue_is_not_published_twice(
@@ -322,10 +323,7 @@ async def test_a_held_run_whose_message_is_in_the_queue_is_not_published_twice(
     assert len(queue.ready("default")) == 1
 
     clock.set(SLOT + timedelta(seconds=10))
-    republished = await relay.republish_stale_queued(
-        timedelta(seconds=60), held_past=timedelta(seconds=5)
-    )
-    assert republished == []
+    assert await relay.republish_held(timedelta(seconds=3)) == []
     assert relay.stats["republish_skipped"] == 1
 
 
@@ -360,3 +358,19 @@ async def test_a_slot_due_but_not_yet_fired_when_the_task_is_paused_is_explained
     await tasks.resume(task_id, principal=ALICE)
     paused = [d.slot for d in store.rows("decisions") if d.reason is SkipReason.PAUSED]
     assert sorted(paused) == [SLOT + MINUTE, SLOT + 2 * MINUTE, SLOT + 3 * MINUTE]
+
+
+async def test_on_a_queue_in_the_database_nothing_is_held_nor_republished(
+    tasks: TaskService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    clock: FakeClock,
+) -> None:
+    queue = InMemoryTransactionalRunQueue()
+    firing, relay = firing_on(uow_factory, clock, queue)
+    await every_minute(tasks, "in-database")
+    clock.set(SLOT - timedelta(seconds=1))
+    await firing.fire_due_tasks()
+    assert relay.holding == 0  # the message was written with the run
+    queue.get_nowait(["default"])  # taken (the fake does not hold it back: the database does)
+    clock.set(SLOT + timedelta(seconds=10))
+    assert await relay.republish_held(timedelta(seconds=3)) == []

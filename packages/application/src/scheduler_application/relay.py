@@ -198,17 +198,10 @@ class RunRelay:
         return outcome.messages
 
     async def republish_stale_queued(
-        self,
-        older_than: timedelta,
-        limit: int = DEFAULT_BATCH,
-        *,
-        held_past: timedelta | None = None,
+        self, older_than: timedelta, limit: int = DEFAULT_BATCH
     ) -> list[RunMessage]:
         """Publish again runs queued more than ``older_than`` ago and still unclaimed — those
         whose message may be gone (a publish that failed for good, a broker that lost it).
-        With ``held_past``, also runs fired ahead still queued that long after their slot:
-        the dispatcher that held their broker message until the slot may have died with it
-        (a live one publishes at the slot), so they need not wait ``older_than``.
 
         A run long queued is most often just behind a backlog, its message waiting in line:
         so per queue, only as many stale runs are published again as the queue is short of
@@ -218,35 +211,50 @@ class RunRelay:
         ``older_than`` before looking at them again.
         """
         now = self._clock.now()
-        messages: list[RunMessage] = []
         async with self._uow_factory() as uow:
             stale = await uow.runs.stale_queued(now - older_than, limit=limit)
-            if held_past is not None and self._in_database is None:
-                known = {run.id for run in stale}
-                held = await uow.runs.held_past_due(now - held_past, limit=limit)
-                stale.extend(run for run in held if run.id not in known)
-            if not stale:
-                return []
-            by_queue: dict[str, list[TaskRun]] = {}
-            for run in stale:
-                by_queue.setdefault(run.queue, []).append(run)
-            queued = await uow.runs.count_queued(sorted(by_queue))
-            chosen: list[TaskRun] = []
-            for queue, runs in by_queue.items():
-                missing = await self._missing_messages(queue, queued.get(queue, 0))
-                take = runs if missing is None else runs[:missing]
-                chosen.extend(take)
-                self.stats["republish_skipped"] += len(runs) - len(take)
-            if not chosen:
-                return []
-            for run in chosen:
-                run.queued_at = now
-                messages.append(run_message(run))
-            await uow.runs.update_many(
-                [(run, run.version) for run in chosen], fields=("queued_at",)
-            )
-            staged = await self._stage_messages(uow, messages)
-            await uow.commit()
+            return await self._republish(uow, stale, now)
+
+    async def republish_held(self, past: timedelta, limit: int = DEFAULT_BATCH) -> list[RunMessage]:
+        """Publish again the runs fired ahead that are still queued ``past`` after their slot,
+        on a queue outside the database: the dispatcher that held their message until the
+        slot may have died with it (a live one publishes at the slot), and they need not wait
+        for ``republish_stale_queued``'s threshold. Only as far as their queue is short of
+        messages, like stale runs; a republished run's ``queued_at`` moves past its slot, so
+        it is not taken again here. Nothing to do on a queue in the database."""
+        if self._in_database is not None:
+            return []
+        now = self._clock.now()
+        async with self._uow_factory() as uow:
+            held = await uow.runs.held_past_due(now - past, limit=limit)
+            return await self._republish(uow, held, now)
+
+    async def _republish(
+        self, uow: UnitOfWork, candidates: list[TaskRun], now: datetime
+    ) -> list[RunMessage]:
+        """Publish again those of ``candidates`` (queued runs, oldest first) whose queue is
+        short of messages, moving their ``queued_at`` to now; commits ``uow``."""
+        if not candidates:
+            return []
+        by_queue: dict[str, list[TaskRun]] = {}
+        for run in candidates:
+            by_queue.setdefault(run.queue, []).append(run)
+        queued = await uow.runs.count_queued(sorted(by_queue))
+        chosen: list[TaskRun] = []
+        for queue, runs in by_queue.items():
+            missing = await self._missing_messages(queue, queued.get(queue, 0))
+            take = runs if missing is None else runs[:missing]
+            chosen.extend(take)
+            self.stats["republish_skipped"] += len(runs) - len(take)
+        if not chosen:
+            return []
+        messages: list[RunMessage] = []
+        for run in chosen:
+            run.queued_at = now
+            messages.append(run_message(run))
+        await uow.runs.update_many([(run, run.version) for run in chosen], fields=("queued_at",))
+        staged = await self._stage_messages(uow, messages)
+        await uow.commit()
         if not staged:
             await self._publish_or_keep(messages)
         return messages

@@ -32,8 +32,9 @@ class LoopTimings:
     reaper_interval: timedelta = timedelta(seconds=5)
     requeue_after: timedelta = timedelta(seconds=60)
     #: A run fired ahead still queued this long after its slot has its broker message
-    #: published again (its dispatcher may have died holding it): see RunRelay.
-    held_past: timedelta = timedelta(seconds=5)
+    #: published again (its dispatcher may have died holding it): RunRelay.republish_held,
+    #: checked by the relay loop.
+    held_past: timedelta = timedelta(seconds=3)
     worker_silence: timedelta = timedelta(seconds=60)
     batch_size: int = 500
     gauge_interval: timedelta = timedelta(seconds=10)
@@ -134,13 +135,19 @@ def reliability_loops(
     batch = timings.batch_size
 
     async def relay_step() -> bool:
-        return len(await relay.relay_pending(batch)) >= batch
+        more = len(await relay.relay_pending(batch)) >= batch
+        held = await relay.republish_held(timings.held_past, batch)
+        if held:
+            logger.warning(
+                "published again %d runs fired ahead and still queued %.0f s after their slot",
+                len(held),
+                timings.held_past.total_seconds(),
+            )
+        return more or len(held) >= batch
 
     async def requeue_step() -> bool:
         more = await redispatch()
-        republished = await relay.republish_stale_queued(
-            timings.requeue_after, batch, held_past=timings.held_past
-        )
+        republished = await relay.republish_stale_queued(timings.requeue_after, batch)
         if republished:
             logger.warning("republished %d runs left queued too long", len(republished))
         return more or len(republished) >= batch
