@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 from harness import Cluster, eventually, free_port
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -175,7 +176,10 @@ async def test_binaries_serve_metrics_and_never_log_or_store_planted_secrets(
     worker_metrics = _samples((await client.get(f"http://127.0.0.1:{worker_port}/metrics")).text)
 
     async def dispatcher_sees_the_worker() -> dict[Any, float] | None:
-        scrape = await client.get(f"http://127.0.0.1:{dispatcher_port}/metrics")
+        try:
+            scrape = await client.get(f"http://127.0.0.1:{dispatcher_port}/metrics")
+        except httpx.ConnectError:
+            return None  # still starting: nothing needs the dispatcher before this point
         samples = _samples(scrape.text)
         online = _value(samples, "scheduler_workers", status="online")
         return samples if online == 1 else None
