@@ -87,10 +87,19 @@ async def _limited_cluster(
     cluster: Cluster = cluster_factory("postgres")
     cluster.extra_env["SCHEDULER__REDIS__URL"] = REDIS_URL
     _, client = await cluster.api()
-    for i in range(1, dispatchers + 1):
-        cluster.dispatcher(f"d{i}")
-    for i in range(1, workers + 1):
-        cluster.worker(f"w{i}", SCHEDULER__WORKER__CAPACITY="16")
+    started = [cluster.dispatcher(f"d{i}") for i in range(1, dispatchers + 1)]
+    registered = [
+        cluster.worker(f"w{i}", SCHEDULER__WORKER__CAPACITY="16") for i in range(1, workers + 1)
+    ]
+
+    async def all_up() -> bool:
+        # Before the first trigger: a bucket left unattended while a dispatcher is still
+        # starting fills up to its capacity and then loses tokens, which no rate can make up.
+        return all("dispatcher started" in p.output() for p in started) and all(
+            "registered as" in p.output() for p in registered
+        )
+
+    await eventually(all_up, timeout=60, interval=0.2)
     created = await client.post(
         "/api/v1/tasks", json={"name": "limited", "executor": "noop", "rate_limit": f"{RATE}/s"}
     )
