@@ -576,7 +576,6 @@ class RunRelay:
                         detail={"reason": "rate_limited", "bucket": delay.key},
                     )
                     self.stats["rate_limited"] += 1
-                    outcome.changed = True
                     continue
             route = self._router.route(task, workers or [], now=now, default_queue=run.queue)
             if route.hold:  # not after the check above (same workers, same instant): contract
@@ -598,15 +597,15 @@ class RunRelay:
             detail={"reason": "no_eligible_worker", "labels": sorted(task.labels)},
         )
         self.stats["held_no_eligible_worker"] += 1
-        outcome.changed = True
 
     def _postpone(
         self, outcome: _Outcome, run: TaskRun, *, until: datetime, detail: dict[str, object]
     ) -> None:
         """Keep the run pending until ``until``, saying why in a ``pending → pending`` event;
-        never until before its slot (a run fired ahead waits for it whatever held it)."""
-        if _fired_ahead(run, now=self._clock.now()):
-            until = max(until, run.scheduled_for)
+        never until before its logical time (a run fired ahead waits for its slot whatever
+        held it; every other run's is past already)."""
+        until = max(until, run.scheduled_for)
+        outcome.changed = True
         outcome.writes.append((run, run.version))
         run.not_before = until
         outcome.events.append(
@@ -627,7 +626,7 @@ class RunRelay:
         outcome.writes.append((run, run.version))
         run.queue = route.queue
         event = run.mark_queued(now=now, actor=RELAY_ACTOR)
-        if _fired_ahead(run, now):
+        if run.trigger is RunTrigger.SCHEDULE and run.scheduled_for > now:  # fired ahead
             run.not_before = run.scheduled_for
             event = replace(
                 event, detail={**event.detail, "deliver_at": format_instant(run.scheduled_for)}
@@ -637,11 +636,6 @@ class RunRelay:
             if route.fallback:
                 self.stats["routed_fallback"] += 1
         outcome.events.append(event)
-
-
-def _fired_ahead(run: TaskRun, now: datetime) -> bool:
-    """Whether ``run`` is a scheduled slot's, fired before the slot came."""
-    return run.trigger is RunTrigger.SCHEDULE and run.scheduled_for > now
 
 
 def _hold_for(waited: timedelta) -> timedelta:

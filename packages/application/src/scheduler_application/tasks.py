@@ -142,7 +142,6 @@ class TaskService:
             spec = parse_task_spec(merge_patch(before, patch))
             paused_slots = await self._record_pause(uow, task, now)
             old_upstreams = set(task.depends_on)
-            old_timing = (task.schedule, task.enabled)
             as_it_was = copy.copy(task)
             for name, value in spec.task_fields().items():
                 setattr(task, name, value)
@@ -153,7 +152,9 @@ class TaskService:
             if added:
                 await self._ensure_upstreams(uow, principal, added)
                 await self._ensure_acyclic(uow, task)
-            timing_changed = (task.schedule, task.enabled) != old_timing
+            timing_changed = (
+                task.schedule != as_it_was.schedule or task.enabled != as_it_was.enabled
+            )
             if as_it_was.enabled and not task.enabled:
                 paused_slots += await record_unfired_at_pause(uow, as_it_was, paused_at=now)
             if timing_changed:

@@ -266,10 +266,13 @@ class PostgresRunQueue:
         """A notification: ``<queue>`` (a message to claim now) or ``<queue> <epoch>`` (one
         claimable from then on: its consumers are woken at that instant)."""
         queue, _, at = payload.partition(" ")
-        if at:
-            with contextlib.suppress(ValueError):
-                self._wake_at(queue, float(at))
-                return
+        try:
+            epoch = float(at) if at else None
+        except ValueError:
+            epoch = None  # not ours to read: wake the queue's consumers now, the safe side
+        if epoch is not None:
+            self._wake_at(queue, epoch)
+            return
         for consumer in self._consumers.get(queue, ()):
             consumer.wake(queue)
 
