@@ -19,6 +19,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from scheduler_infrastructure.config.settings import SECRETS, Settings
+from scheduler_domain.accounts import Role
 from scheduler_infrastructure.errors import ConfigError
 
 ENV_PREFIX = "SCHEDULER__"
@@ -77,12 +78,14 @@ def _apply_environment(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         if not name.startswith(ENV_PREFIX):
             continue
         parts = name[len(ENV_PREFIX) :].lower().split("__")
-        if len(parts) != 2 or not all(parts):
+        if not 2 <= len(parts) <= 3 or not all(parts):
             raise ConfigError(name, "expected SCHEDULER__SECTION__KEY")
-        section, key = parts
-        target = raw.setdefault(section, {})
-        if not isinstance(target, dict):
-            raise ConfigError(section, "must be a table")
+        *tables, key = parts
+        target = raw
+        for depth, table in enumerate(tables):
+            target = target.setdefault(table, {})
+            if not isinstance(target, dict):
+                raise ConfigError(".".join(tables[: depth + 1]), "must be a table")
         target[key] = _parse_env_value(text)
 
 
@@ -177,6 +180,24 @@ def _check_url(key: str, url: str, schemes: tuple[str, ...]) -> None:
         raise ConfigError(key, f"must be a URL starting with {' or '.join(schemes)}")
 
 
+def _check_executors(s: Settings) -> None:
+    roles = {role.value for role in Role}
+    for name in ("noop", "http", "shell", "python", "plugins"):
+        for role in getattr(s.executors, name).roles:
+            if role not in roles:
+                raise ConfigError(
+                    f"executors.{name}.roles",
+                    f"{role!r} is not a role; expected some of {', '.join(sorted(roles))}",
+                )
+    for pattern in s.executors.python.allow:
+        module, sep, function = pattern.partition(":")
+        if not sep or not module or not function:
+            raise ConfigError(
+                "executors.python.allow",
+                f"{pattern!r} is not a 'module:function' pattern ('*' may stand for any part)",
+            )
+
+
 def _check(s: Settings) -> None:
     """Cross-field rules the types alone cannot express."""
     _check_url("database.url", s.database.url, ("sqlite+aiosqlite", "postgresql+asyncpg"))
@@ -230,6 +251,17 @@ def _check(s: Settings) -> None:
         raise ConfigError("worker.heartbeat_seconds", "must be shorter than worker.lease_seconds")
     if not s.worker.queues:
         raise ConfigError("worker.queues", "must name at least one queue")
+    _check_executors(s)
+    for key, value in (
+        ("worker.max_cpu_seconds", s.worker.max_cpu_seconds),
+        ("worker.max_memory_bytes", s.worker.max_memory_bytes),
+        ("worker.max_processes", s.worker.max_processes),
+        ("worker.max_open_files", s.worker.max_open_files),
+    ):
+        if value < 0:
+            raise ConfigError(key, f"must be 0 (no limit) or more (got {value})")
+    _positive("worker.python_pool_size", s.worker.python_pool_size)
+    _positive("worker.python_max_runs_per_process", s.worker.python_max_runs_per_process)
     if s.telemetry.exporter.startswith("otlp") and not s.telemetry.otlp_endpoint:
         raise ConfigError("telemetry.otlp_endpoint", "is required for the otlp exporters")
     if not 0.0 <= s.telemetry.sample_ratio <= 1.0:

@@ -17,7 +17,15 @@ LogFormat = Literal["auto", "json", "console"]
 TraceExporter = Literal["none", "console", "otlp-grpc", "otlp-http"]
 
 #: ``section.key`` names that only the environment may set.
-SECRETS = frozenset({"database.password", "rabbitmq.password", "redis.password", "api.jwt_secret"})
+SECRETS = frozenset(
+    {
+        "database.password",
+        "rabbitmq.password",
+        "redis.password",
+        "api.jwt_secret",
+        "secrets.key",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +109,19 @@ class WorkerSettings:
     #: The standalone worker's ``/metrics`` (0: none).
     metrics_port: int = 9102
     metrics_host: str = "127.0.0.1"
+    #: The unprivileged account ``shell`` and ``python`` tasks run as when the worker runs as
+    #: root. Tasks run as root only with ``allow_root_tasks`` (logged as a warning at start).
+    run_as: str = "nobody"
+    allow_root_tasks: bool = False
+    #: Worker-level maxima for a task process; a task may ask for less, never more (0: none).
+    max_cpu_seconds: int = 3600
+    max_memory_bytes: int = 2_147_483_648
+    max_processes: int = 256
+    max_open_files: int = 1024
+    #: Spawned sandbox interpreters kept ready for ``python`` tasks, and how many runs each
+    #: serves before it is replaced (like Celery's ``max_tasks_per_child``).
+    python_pool_size: int = 2
+    python_max_runs_per_process: int = 100
 
     #: A worker silent this long (and at least three heartbeats) is offline: the dispatcher
     #: stops routing to it and re-dispatches what waits on its direct queue.
@@ -110,6 +131,50 @@ class WorkerSettings:
     def silence(self) -> timedelta:
         """How long a worker may go without a heartbeat before it no longer counts as live."""
         return timedelta(seconds=max(3 * self.heartbeat_seconds, self.offline_after_seconds))
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorSettings:
+    #: The roles whose tasks may use this executor: checked when a task is created or updated,
+    #: and again by the worker before each run (the owner's role may have changed since).
+    roles: tuple[str, ...] = ("admin", "operator")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpExecutorSettings:
+    roles: tuple[str, ...] = ("admin", "operator", "user")
+    #: Destinations the outbound policy lets through although they are loopback, private,
+    #: link-local...: CIDRs (``10.1.0.0/16``) and host names (``api.internal``).
+    allow: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PythonExecutorSettings:
+    roles: tuple[str, ...] = ("admin", "operator")
+    #: ``module:function`` patterns (``*`` wildcards: ``myjobs.tasks:*``) a task may name, in
+    #: addition to the callables of the ``scheduler.tasks`` entry-point group.
+    allow: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorsSettings:
+    """Which role may use which executor (``executors.<name>.roles``); ``plugins`` covers every
+    executor installed through the ``scheduler.executors`` entry points."""
+
+    noop: ExecutorSettings = field(
+        default_factory=lambda: ExecutorSettings(roles=("admin", "operator", "user"))
+    )
+    http: HttpExecutorSettings = field(default_factory=HttpExecutorSettings)
+    shell: ExecutorSettings = field(default_factory=ExecutorSettings)
+    python: PythonExecutorSettings = field(default_factory=PythonExecutorSettings)
+    plugins: ExecutorSettings = field(default_factory=ExecutorSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretsSettings:
+    #: The key that encrypts tasks' ``secret_env`` at rest (Fernet, 32 url-safe base64 bytes).
+    #: Environment or ``SCHEDULER__SECRETS__KEY_FILE`` only.
+    key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +208,8 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    executors: ExecutorsSettings = field(default_factory=ExecutorsSettings)
+    secrets: SecretsSettings = field(default_factory=SecretsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     source: str = "built-in defaults"

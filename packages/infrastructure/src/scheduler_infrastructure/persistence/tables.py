@@ -78,6 +78,8 @@ tasks = Table(
     Column("spread_seconds", Float, nullable=False),
     Column("rate_limit", String(64), nullable=True),
     Column("trigger_rule", String(32), nullable=False),
+    #: Write-only environment: ``{name: ciphertext}`` (never returned by the API).
+    Column("secret_env", json_document(), nullable=True),
     _at("next_run_at"),
     _at("created_at", nullable=False),
     _at("updated_at", nullable=False),
@@ -280,6 +282,8 @@ workers = Table(
     Column("active_runs", Integer, nullable=False),
     Column("status", String(16), nullable=False),
     Column("software_version", String(64), nullable=False),
+    #: The credential (user or API key id) that registered the worker and alone speaks for it.
+    _id("principal_id", nullable=True),
     _at("started_at", nullable=False),
     _at("heartbeat_at", nullable=False),
 )
@@ -292,6 +296,9 @@ users = Table(
     Column("password_hash", String(512), nullable=False),
     Column("role", String(16), nullable=False),
     Column("disabled", Boolean, nullable=False),
+    #: Bumped by logout, password change/reset, disabling and role change: access tokens
+    #: carry the generation they were issued under and older ones are refused.
+    Column("token_generation", Integer, nullable=False, server_default="0"),
     _at("created_at", nullable=False),
     _at("updated_at", nullable=False),
     UniqueConstraint("username"),
