@@ -11,6 +11,9 @@ class ExecutionContext:
     attempt: int
     params: dict[str, Any]
     timeout_seconds: float | None = None
+    #: The task's decrypted ``secret_env``: set in the task process's environment beside
+    #: ``params["env"]``, never logged, redacted by value from what the run reports.
+    secret_env: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
