@@ -11,6 +11,7 @@ from pathlib import Path
 from scheduler_application.auth_context import Principal
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
+from scheduler_application.testing import OPEN_EXECUTOR_POLICY
 from scheduler_domain.accounts import Role
 from scheduler_domain.events import RunEvent
 from scheduler_domain.run import TaskRun
@@ -41,7 +42,9 @@ class Scenario:
 
     def __post_init__(self) -> None:
         clock = SystemClock()
-        self.tasks = TaskService(uow_factory=self.uow_factory, clock=clock)
+        self.tasks = TaskService(
+            uow_factory=self.uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
+        )
         self.runs = RunService(uow_factory=self.uow_factory, clock=clock)
         self.ledger = self.workdir / "ledger.txt"
 

@@ -105,6 +105,8 @@ async def test_binaries_serve_metrics_and_never_log_or_store_planted_secrets(
         SCHEDULER__DISPATCHER__GAUGE_INTERVAL_SECONDS="0.5",
         SCHEDULER__TELEMETRY__EXPORTER="otlp-http",
         SCHEDULER__TELEMETRY__OTLP_ENDPOINT=f"http://127.0.0.1:{collector_port}",
+        # The deployer registers the one callable the python task below names.
+        SCHEDULER__EXECUTORS__PYTHON__ALLOW='["logging:warning"]',
     )
     _, client = await cluster.api(
         jwt_secret=planted["jwt_secret"], admin_password=planted["admin_password"]

@@ -11,8 +11,8 @@ from scheduler_domain.accounts import Role
 
 NIGHTLY = {
     "name": "nightly-report",
-    "executor": "shell",
-    "params": {"argv": ["echo", "hi"]},
+    "executor": "http",
+    "params": {"url": "https://reports.example.org/nightly", "method": "POST"},
     "schedule": {"cron": "0 2 * * *", "timezone": "Europe/Berlin"},
     "retry": {"max_attempts": 3},
     "timeout_seconds": 600,
@@ -280,3 +280,46 @@ async def test_out_of_range_times_are_client_errors(
     )  # fmt: skip
 
     assert response.status_code == 422
+
+
+async def test_a_user_is_refused_a_shell_task_with_the_executor_named(
+    api: Api, alice: Caller
+) -> None:
+    body = {"name": "sneaky", "executor": "shell", "params": {"argv": ["id"]}}
+    response = await api.client.post("/api/v1/tasks", json=body, headers=alice.headers)
+
+    assert response.status_code == 403, response.text
+    problem = response.json()
+    assert problem["field"] == "executor"
+    assert "'shell'" in problem["detail"]
+    assert "'user'" in problem["detail"]
+
+
+async def test_a_user_is_refused_a_python_task(api: Api, alice: Caller) -> None:
+    body = {"name": "eval", "executor": "python", "params": {"callable": "builtins:eval"}}
+    response = await api.client.post("/api/v1/tasks", json=body, headers=alice.headers)
+    assert response.status_code == 403, response.text
+
+
+async def test_an_admin_may_create_a_shell_task_but_no_unregistered_callable(
+    api: Api, admin: Caller
+) -> None:
+    shell = {"name": "backup", "executor": "shell", "params": {"argv": ["true"]}}
+    response = await api.client.post("/api/v1/tasks", json=shell, headers=admin.headers)
+    assert response.status_code == 201, response.text
+
+    for n, target in enumerate(("builtins:eval", "os:system", "importlib:import_module")):
+        body = {"name": f"py{n}", "executor": "python", "params": {"callable": target}}
+        response = await api.client.post("/api/v1/tasks", json=body, headers=admin.headers)
+        assert response.status_code == 422, response.text
+        assert response.json()["field"] == "params.callable"
+
+
+async def test_a_user_may_not_patch_a_task_into_a_shell_task(api: Api, alice: Caller) -> None:
+    task = await api.task(alice, "harmless")
+    response = await api.client.patch(
+        f"/api/v1/tasks/{task['id']}",
+        json={"executor": "shell", "params": {"argv": ["id"]}},
+        headers=alice.headers,
+    )
+    assert response.status_code == 403, response.text

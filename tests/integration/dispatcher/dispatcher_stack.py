@@ -23,6 +23,7 @@ from scheduler_application.runs import RunService
 from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.task_changes import TaskChangeSignal
 from scheduler_application.tasks import TaskService
+from scheduler_application.testing import OPEN_EXECUTOR_POLICY
 from scheduler_application.workers import WorkerService
 from scheduler_dispatcher.loops import LoopTimings, PeriodicLoop, reliability_loops
 from scheduler_dispatcher.scheduler_loop import SchedulerLoop, dependency_loop
@@ -157,10 +158,17 @@ async def dispatcher_stack(
             yield DispatcherStack(
                 uow_factory=uow_factory,
                 queue=queue,
-                tasks=TaskService(uow_factory=signal.watch(uow_factory), clock=clock),
+                tasks=TaskService(
+                    uow_factory=signal.watch(uow_factory),
+                    clock=clock,
+                    executor_policy=OPEN_EXECUTOR_POLICY,
+                ),
                 runs=RunService(uow_factory=uow_factory, clock=clock),
                 execution=ExecutionService(
-                    uow_factory=uow_factory, clock=clock, lease=timedelta(seconds=5)
+                    uow_factory=uow_factory,
+                    clock=clock,
+                    lease=timedelta(seconds=5),
+                    executor_policy=OPEN_EXECUTOR_POLICY,
                 ),
                 dispatcher=dispatcher,
                 scheduler=scheduler,

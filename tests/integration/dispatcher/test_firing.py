@@ -15,7 +15,12 @@ from scheduler_application.relay import RunRelay
 from scheduler_application.runs import RunService
 from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.tasks import TaskService
-from scheduler_application.testing import FakeClock, InMemoryRunQueue, RecordingObserver
+from scheduler_application.testing import (
+    OPEN_EXECUTOR_POLICY,
+    FakeClock,
+    InMemoryRunQueue,
+    RecordingObserver,
+)
 from scheduler_dispatcher.loops import PeriodicLoop
 from scheduler_dispatcher.scheduler_loop import SchedulerLoop
 from scheduler_domain.events import SkipReason
@@ -34,7 +39,7 @@ async def test_fired_slots_decisions_and_next_run_at_are_stored(
     uow_factory: SqlUnitOfWorkFactory,
 ) -> None:
     clock = FakeClock(START)
-    tasks = TaskService(uow_factory=uow_factory, clock=clock)
+    tasks = TaskService(uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY)
     task = await tasks.create(
         {
             "name": "every-minute",
@@ -72,7 +77,12 @@ async def test_slots_passed_while_paused_are_stored_as_paused_decisions_on_resum
 ) -> None:
     clock = FakeClock(START)
     observer = RecordingObserver()
-    tasks = TaskService(uow_factory=uow_factory, clock=clock, observer=observer)
+    tasks = TaskService(
+        uow_factory=uow_factory,
+        clock=clock,
+        observer=observer,
+        executor_policy=OPEN_EXECUTOR_POLICY,
+    )
     task = await tasks.create(
         {"name": "pausable", "executor": "noop", "schedule": {"interval_seconds": 60}},
         principal=OWNER,
@@ -107,7 +117,7 @@ async def test_concurrent_dispatchers_on_postgres_never_create_a_slot_twice(
 ) -> None:
     uow_factory = postgres_uow_factory
     clock = FakeClock(START)
-    tasks = TaskService(uow_factory=uow_factory, clock=clock)
+    tasks = TaskService(uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY)
     ids = [
         (
             await tasks.create(
@@ -155,7 +165,7 @@ async def test_max_concurrent_holds_across_concurrent_relays_on_postgres(
 ) -> None:
     uow_factory = postgres_uow_factory
     clock = FakeClock(START)
-    tasks = TaskService(uow_factory=uow_factory, clock=clock)
+    tasks = TaskService(uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY)
     runs = RunService(uow_factory=uow_factory, clock=clock)
     task = await tasks.create(
         {"name": "capped", "executor": "noop", "max_concurrent": 3}, principal=OWNER
@@ -219,7 +229,9 @@ async def test_postgres_notify_wakes_a_dispatcher_in_another_process(
         uow_factory, max_sleep=timedelta(seconds=30), extra_loops=listening
     ) as stack:
         await asyncio.sleep(0.5)
-        other_process = TaskService(uow_factory=uow_factory, clock=stack.clock)
+        other_process = TaskService(
+            uow_factory=uow_factory, clock=stack.clock, executor_policy=OPEN_EXECUTOR_POLICY
+        )
         due = stack.clock.now() + timedelta(seconds=0.5)
         task = await other_process.create(
             {"name": "elsewhere", "executor": "noop", "schedule": {"at": format_instant(due)}},
@@ -291,7 +303,7 @@ async def test_a_pause_racing_a_firing_tick_waits_for_it_and_explains_only_what_
     it — read without the lock, it would have recorded the slot as paused and fired."""
     uow_factory = postgres_uow_factory
     clock = FakeClock(START)
-    tasks = TaskService(uow_factory=uow_factory, clock=clock)
+    tasks = TaskService(uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY)
     task = await tasks.create(
         {"name": "racing", "executor": "noop", "schedule": {"interval_seconds": 60}},
         principal=OWNER,

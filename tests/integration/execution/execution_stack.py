@@ -19,6 +19,7 @@ from scheduler_application.reaper import LeaseReaper
 from scheduler_application.relay import RunRelay
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
+from scheduler_application.testing import OPEN_EXECUTOR_POLICY
 from scheduler_application.workers import WorkerService
 from scheduler_dispatcher.loops import LoopTimings, reliability_loops
 from scheduler_dispatcher.service import Dispatcher
@@ -102,7 +103,10 @@ async def stack(uow_factory: SqlUnitOfWorkFactory) -> AsyncIterator[Stack]:
     clock = SystemClock()
     async with MemoryRunQueue() as queue:
         execution = ExecutionService(
-            uow_factory=uow_factory, clock=clock, lease=timedelta(seconds=2)
+            uow_factory=uow_factory,
+            clock=clock,
+            lease=timedelta(seconds=2),
+            executor_policy=OPEN_EXECUTOR_POLICY,
         )
         dispatcher = Dispatcher(
             loops=reliability_loops(
@@ -122,7 +126,9 @@ async def stack(uow_factory: SqlUnitOfWorkFactory) -> AsyncIterator[Stack]:
             yield Stack(
                 uow_factory=uow_factory,
                 queue=queue,
-                tasks=TaskService(uow_factory=uow_factory, clock=clock),
+                tasks=TaskService(
+                    uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
+                ),
                 runs=RunService(uow_factory=uow_factory, clock=clock),
                 execution=execution,
                 dispatcher=dispatcher,

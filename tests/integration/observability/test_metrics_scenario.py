@@ -15,6 +15,7 @@ import pytest
 from observed_stack import ObservedStack, migrated_sqlite, observed_stack
 
 from scheduler_application.execution import ExecutionService
+from scheduler_application.testing import OPEN_EXECUTOR_POLICY
 from scheduler_application.workers import RegisterWorker, WorkerService
 from scheduler_domain.events import SkipReason
 from scheduler_domain.schedules import format_instant
@@ -81,6 +82,7 @@ async def run_scenario(stack: ObservedStack) -> dict[str, str]:
         clock=resources.clock,
         lease=timedelta(seconds=0.5),
         observer=resources.metrics,
+        executor_policy=OPEN_EXECUTOR_POLICY,
     )
     assert await impatient.claim(orphan.id, worker_id=ghost.id) is not None
 

@@ -12,7 +12,12 @@ from scheduler_application.auth_context import Principal
 from scheduler_application.errors import Unavailable
 from scheduler_application.gauges import ClusterGauges
 from scheduler_application.tasks import TaskService
-from scheduler_application.testing import FakeClock, InMemoryStore, InMemoryUnitOfWorkFactory
+from scheduler_application.testing import (
+    OPEN_EXECUTOR_POLICY,
+    FakeClock,
+    InMemoryStore,
+    InMemoryUnitOfWorkFactory,
+)
 from scheduler_application.testing.queue import InMemoryRunQueue
 from scheduler_dispatcher.loops import PeriodicLoop
 from scheduler_dispatcher.service import Dispatcher
@@ -81,9 +86,9 @@ async def test_gauge_sampling_counts_a_broker_that_cannot_give_depths() -> None:
     uow_factory = InMemoryUnitOfWorkFactory(InMemoryStore())
     clock = FakeClock(datetime(2030, 1, 1, tzinfo=UTC))
     owner = Principal(subject_id="user-1", role=Role.USER)
-    await TaskService(uow_factory=uow_factory, clock=clock).create(
-        {"name": "report", "executor": "noop", "queue": "reports"}, principal=owner
-    )
+    await TaskService(
+        uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
+    ).create({"name": "report", "executor": "noop", "queue": "reports"}, principal=owner)
     gauges = ClusterGauges(uow_factory=uow_factory, queue=DownBroker(), observer=metrics)
     sample = await gauges.sample()
     assert sample.queue_depths == {}

@@ -17,7 +17,12 @@ from scheduler_application.runs import RunService
 from scheduler_application.status_report import StatusService
 from scheduler_application.task_graph import TaskGraphService
 from scheduler_application.tasks import TaskService
-from scheduler_application.testing import FakeClock, InMemoryRunQueue, InMemoryUnitOfWorkFactory
+from scheduler_application.testing import (
+    OPEN_EXECUTOR_POLICY,
+    FakeClock,
+    InMemoryRunQueue,
+    InMemoryUnitOfWorkFactory,
+)
 from scheduler_application.user_admin import UserAdminService
 from scheduler_application.workers import RegisterWorker, WorkerService
 from scheduler_domain.accounts import Role
@@ -33,14 +38,16 @@ ADMIN = Principal("root", Role.ADMIN)
 def remote(uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock) -> RemoteWorkerService:
     return RemoteWorkerService(
         uow_factory=uow_factory,
-        execution=ExecutionService(uow_factory=uow_factory, clock=clock),
+        execution=ExecutionService(
+            uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
+        ),
         workers=WorkerService(uow_factory=uow_factory, clock=clock),
         poll_interval=timedelta(milliseconds=10),
     )
 
 
 async def queued_run(uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock) -> str:
-    tasks = TaskService(uow_factory=uow_factory, clock=clock)
+    tasks = TaskService(uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY)
     task = await tasks.create({"name": "t", "executor": "noop"}, principal=ALICE)
     run = await RunService(uow_factory=uow_factory, clock=clock).trigger(task.id, principal=ALICE)
     await RunRelay(uow_factory=uow_factory, clock=clock, queue=InMemoryRunQueue()).relay_pending()
@@ -122,7 +129,7 @@ async def test_queue_overview_survives_a_silent_broker(
 async def test_dependency_view_hides_other_owners_tasks(
     uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock
 ) -> None:
-    tasks = TaskService(uow_factory=uow_factory, clock=clock)
+    tasks = TaskService(uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY)
     upstream = await tasks.create({"name": "up", "executor": "noop"}, principal=ALICE)
     mine = await tasks.create(
         {"name": "mine", "executor": "noop", "depends_on": [upstream.id]}, principal=ALICE

@@ -11,6 +11,7 @@ from scheduler_application.relay import RunRelay
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
+    OPEN_EXECUTOR_POLICY,
     FakeClock,
     InMemoryRunQueue,
     InMemoryStore,
@@ -48,7 +49,7 @@ def rng() -> random.Random:
 
 @pytest.fixture
 def tasks(uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock) -> TaskService:
-    return TaskService(uow_factory=uow_factory, clock=clock)
+    return TaskService(uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY)
 
 
 @pytest.fixture
@@ -60,7 +61,9 @@ def runs(uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock) -> RunService
 def execution(
     uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock, rng: random.Random
 ) -> ExecutionService:
-    return ExecutionService(uow_factory=uow_factory, clock=clock, rng=rng)
+    return ExecutionService(
+        uow_factory=uow_factory, clock=clock, rng=rng, executor_policy=OPEN_EXECUTOR_POLICY
+    )
 
 
 @pytest.fixture

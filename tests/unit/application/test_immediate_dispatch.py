@@ -22,6 +22,7 @@ from scheduler_application.routing import Router
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
+    OPEN_EXECUTOR_POLICY,
     FakeClock,
     InMemoryRateLimiter,
     InMemoryRunQueue,
@@ -157,7 +158,9 @@ async def test_a_task_at_max_concurrent_keeps_the_new_run_pending(
     assert store.row("runs", second.id).status is RunStatus.PENDING
     assert [m.run_id for m in queue.published] == [first.id]
 
-    execution = ExecutionService(uow_factory=uow_factory, clock=clock)
+    execution = ExecutionService(
+        uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
+    )
     claimed = await execution.claim(first.id, worker_id="w")
     assert claimed is not None
     await execution.complete(first.id, claimed.token, ExecutionResult(status="succeeded"))
@@ -280,7 +283,9 @@ async def test_a_retry_is_queued_and_published_at_once(
 ) -> None:
     task = await make(tasks)
     first = await runs.trigger(task.id, principal=ALICE)
-    execution = ExecutionService(uow_factory=uow_factory, clock=clock)
+    execution = ExecutionService(
+        uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
+    )
     claimed = await execution.claim(first.id, worker_id="w")
     assert claimed is not None
     await execution.complete(first.id, claimed.token, ExecutionResult(status="failed"))

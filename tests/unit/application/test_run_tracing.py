@@ -17,6 +17,7 @@ from scheduler_application.runs import RunService
 from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
+    OPEN_EXECUTOR_POLICY,
     FakeClock,
     InMemoryRunQueue,
     InMemoryStore,
@@ -158,7 +159,9 @@ async def test_retries_continue_the_trace_of_the_attempt_they_retry(
     assert task.retry == RetryPolicy(max_attempts=2, base_delay=timedelta(seconds=1))
     with tracer.span("request"):
         first = await runs.trigger(task.id, principal=ALICE)
-    execution = ExecutionService(uow_factory=uow_factory, clock=clock)
+    execution = ExecutionService(
+        uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
+    )
     claimed = await execution.claim(first.id, worker_id="w")
     assert claimed is not None
     await execution.complete(first.id, claimed.token, ExecutionResult(status="failed"))

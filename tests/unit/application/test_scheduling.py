@@ -21,6 +21,7 @@ from scheduler_application.scheduling import (
 from scheduler_application.task_changes import TaskChangeSignal
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
+    OPEN_EXECUTOR_POLICY,
     FakeClock,
     InMemoryRunQueue,
     InMemoryStore,
@@ -398,7 +399,12 @@ def observer() -> RecordingObserver:
 def observed_tasks(
     uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock, observer: RecordingObserver
 ) -> TaskService:
-    return TaskService(uow_factory=uow_factory, clock=clock, observer=observer)
+    return TaskService(
+        uow_factory=uow_factory,
+        clock=clock,
+        observer=observer,
+        executor_policy=OPEN_EXECUTOR_POLICY,
+    )
 
 
 async def test_a_paused_task_does_not_fire_and_resumes_from_now(
@@ -718,7 +724,9 @@ async def test_task_change_signal_notifies_after_each_commit_of_a_watched_factor
     signal = TaskChangeSignal()
     woken: list[int] = []
     signal.subscribe(lambda: woken.append(1))
-    watched = TaskService(uow_factory=signal.watch(uow_factory), clock=clock)
+    watched = TaskService(
+        uow_factory=signal.watch(uow_factory), clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
+    )
     task = await watched.create(task_spec("watched"), principal=ALICE)
     await watched.get(task.id, principal=ALICE)  # reads commit nothing: no signal
     await watched.pause(task.id, principal=ALICE)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -34,6 +34,7 @@ from scheduler_application.retries import (
     plan_failed_attempt,
     settle_failed_attempt,
 )
+from scheduler_domain.accounts import Role
 from scheduler_domain.errors import (
     DomainError,
     IllegalTransition,
@@ -41,6 +42,7 @@ from scheduler_domain.errors import (
     StaleFencingToken,
 )
 from scheduler_domain.events import RunEvent
+from scheduler_domain.executor_policy import ExecutorPolicy
 from scheduler_domain.run import TaskRun
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
@@ -130,9 +132,12 @@ class ExecutionService:
         lease: timedelta = DEFAULT_LEASE,
         observer: RunObserver = NO_OBSERVER,
         redactor: Redactor = NO_REDACTION,
+        executor_policy: ExecutorPolicy | None = None,
     ) -> None:
         """``observer`` hears of claims and outcomes; ``redactor`` scrubs secrets from the
-        output, error and result of every outcome before it is stored."""
+        output, error and result of every outcome before it is stored; ``executor_policy``
+        (default: the safe defaults) is checked again at every claim against the task owner's
+        role as it is now, and a run it refuses is dead-lettered instead of handed out."""
         if lease <= timedelta(0):
             raise ValueError("lease must be positive")
         self._uow_factory = uow_factory
@@ -141,6 +146,7 @@ class ExecutionService:
         self._lease = lease
         self._observed = ExecutionObservation(observer)
         self._redactor = redactor
+        self._policy = executor_policy if executor_policy is not None else ExecutorPolicy()
 
     async def claim(self, run_id: str, *, worker_id: str) -> ClaimedRun | None:
         """Take a delivered run; None when it is no longer queued (a duplicate delivery, a
@@ -173,10 +179,19 @@ class ExecutionService:
                 tasks = {task.id: task for task in await uow.tasks.get_many(wanted)}
                 if len(tasks) == len(wanted):
                     await uow.events.add_many([_claim_event(run, worker_id) for run in runs])
+                    refusals = await self._refusals(uow, tasks.values())
+                    refused = [run for run in runs if run.task_id in refusals]
+                    for run in refused:
+                        await self._refuse(uow, run, refusals[run.task_id], worker_id)
                     await uow.commit()
                     for run in runs:
                         self._observed.claimed(run, tasks[run.task_id].executor)
-                    return {run.id: _claimed(run, tasks[run.task_id]) for run in runs}
+                    self._observe_refused(refused)
+                    return {
+                        run.id: _claimed(run, tasks[run.task_id])
+                        for run in runs
+                        if run.task_id not in refusals
+                    }
         except Conflict:
             pass
         # Rolled back: a task was deleted under us, or the batch lost a race.
@@ -208,9 +223,59 @@ class ExecutionService:
         if task is None:
             return None  # the task was deleted under us: roll back, nothing to run
         await uow.events.add(_claim_event(run, worker_id))
+        refusal = (await self._refusals(uow, [task])).get(task.id)
+        if refusal is not None:
+            await self._refuse(uow, run, refusal, worker_id)
         await uow.commit()
         self._observed.claimed(run, task.executor)
+        if refusal is not None:
+            self._observe_refused([run])
+            return None
         return _claimed(run, task)
+
+    async def _refusals(self, uow: UnitOfWork, tasks: Iterable[Task]) -> dict[str, str]:
+        """Why the executor policy refuses to run each of ``tasks`` now, by task id: checked
+        against the owner's current role — looked up only for an executor that some role able
+        to own a task may not use — and, for ``python``, the registered callables."""
+        guarded = [
+            task
+            for task in tasks
+            if task.executor == "python" or not self._policy.open_to_every_owner(task.executor)
+        ]
+        if not guarded:
+            return {}
+        roles: dict[str, Role | None] = {}
+        for task in guarded:
+            if task.owner_id in roles or self._policy.open_to_every_owner(task.executor):
+                continue
+            owner = await uow.users.get(task.owner_id)
+            roles[task.owner_id] = owner.role if owner is not None else None
+        refusals: dict[str, str] = {}
+        for task in guarded:
+            role: Role | None = (
+                Role.ADMIN  # any owner may use it: only the callable is left to check
+                if self._policy.open_to_every_owner(task.executor)
+                else roles[task.owner_id]
+            )
+            refusal = self._policy.refusal(task.executor, task.params, role)
+            if refusal is not None:
+                refusals[task.id] = refusal
+        return refusals
+
+    async def _refuse(self, uow: UnitOfWork, run: TaskRun, reason: str, worker_id: str) -> None:
+        """Fail the claimed ``run`` without running it and dead-letter it: a retry would be
+        refused the same way (the owner's role or the registry has to change first)."""
+        read_version = run.version
+        now = self._clock.now()
+        actor = f"worker:{worker_id}"
+        finished = _finish(run, run.version, ExecutionResult(status="failed", error=reason), now)
+        await uow.events.add(replace(finished, actor=actor))
+        await uow.events.add(run.dead_letter(now=now, actor=actor))
+        await uow.runs.update(run, expected_version=read_version)
+
+    def _observe_refused(self, runs: Sequence[TaskRun]) -> None:
+        for run in runs:
+            self._observed.settled(Settlement(run, None), outcome=RunStatus.FAILED)
 
     async def heartbeat(
         self, worker_id: str, active: Sequence[ActiveRun | tuple[str, int]]

@@ -16,7 +16,7 @@ from scheduler_application.auth_context import (
     ensure_can_write_tasks,
     owner_scope,
 )
-from scheduler_application.errors import AlreadyExists, Conflict, NotFound
+from scheduler_application.errors import AlreadyExists, Conflict, NotFound, PermissionDenied
 from scheduler_application.paging import DEFAULT_PAGE_SIZE, page_limit
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
@@ -27,6 +27,7 @@ from scheduler_application.task_spec import TaskSpec, merge_patch, parse_task_sp
 from scheduler_domain.dag import find_cycle
 from scheduler_domain.errors import DependencyCycle, ValidationError
 from scheduler_domain.events import SkipReason, SlotDecision
+from scheduler_domain.executor_policy import ExecutorNotAllowed, ExecutorPolicy
 from scheduler_domain.run import RunTrigger
 from scheduler_domain.schedules import CronSchedule, next_fire_times
 from scheduler_domain.status import RunStatus
@@ -63,11 +64,19 @@ class TaskService:
     far they are recorded."""
 
     def __init__(
-        self, *, uow_factory: UnitOfWorkFactory, clock: Clock, observer: RunObserver = NO_OBSERVER
+        self,
+        *,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        observer: RunObserver = NO_OBSERVER,
+        executor_policy: ExecutorPolicy | None = None,
     ) -> None:
+        """``executor_policy`` (default: the safe defaults) decides which executor the caller's
+        role may give a task, and which python callables a task may name."""
         self._uow_factory = uow_factory
         self._clock = clock
         self._observer = observer
+        self._policy = executor_policy if executor_policy is not None else ExecutorPolicy()
 
     async def create(self, spec: TaskSpec | Mapping[str, Any], *, principal: Principal) -> Task:
         ensure_can_write_tasks(principal)
@@ -77,6 +86,7 @@ class TaskService:
         task = Task(
             owner_id=principal.subject_id, created_at=now, updated_at=now, **spec.task_fields()
         )
+        self._check_executor(task, principal)
         task.reschedule(now)
         async with self._uow_factory() as uow:
             await self._ensure_name_free(uow, task)
@@ -146,6 +156,7 @@ class TaskService:
             for name, value in spec.task_fields().items():
                 setattr(task, name, value)
             task.validate()
+            self._check_executor(task, principal)
             if spec.name != before["name"]:
                 await self._ensure_name_free(uow, task)
             added = [dep for dep in task.depends_on if dep not in old_upstreams]
@@ -287,6 +298,12 @@ class TaskService:
             self._observer.run_finished(status=RunStatus.CANCELLED.value)
 
     # -- checks ----------------------------------------------------------------------------------
+
+    def _check_executor(self, task: Task, principal: Principal) -> None:
+        try:
+            self._policy.check(task.executor, task.params, principal.role)
+        except ExecutorNotAllowed as refused:
+            raise PermissionDenied(refused.message, field="executor") from None
 
     @staticmethod
     async def _save(uow: UnitOfWork, task: Task, now: datetime, *, commit: bool = True) -> None:

@@ -4,6 +4,7 @@ else constructs infrastructure."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.ports.coordination import RateLimiter
 from scheduler_application.ports.observer import RunObserver
+from scheduler_domain.executor_policy import PLUGINS, ExecutorPolicy
 from scheduler_infrastructure.config import DatabaseSettings, Settings
 from scheduler_infrastructure.persistence.engine import create_engine
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
@@ -54,3 +56,31 @@ def build_rate_limiter(
         on_unavailable=lambda: observer.dependency_unavailable("redis"),
     )
     return limiter, limiter.aclose
+
+
+#: The entry-point group in which installed packages register their task callables.
+TASK_ENTRY_POINT_GROUP = "scheduler.tasks"
+
+
+def registered_task_callables(group: str = TASK_ENTRY_POINT_GROUP) -> frozenset[str]:
+    """The ``module:function`` values of the installed ``scheduler.tasks`` entry points."""
+    return frozenset(entry.value.replace(" ", "") for entry in entry_points(group=group))
+
+
+def build_executor_policy(
+    settings: Settings, *, registered: frozenset[str] | None = None
+) -> ExecutorPolicy:
+    """``executors.<name>.roles`` and ``executors.python.allow`` from the settings, plus the
+    installed task callables (``registered`` replaces the discovery, for tests)."""
+    e = settings.executors
+    return ExecutorPolicy.from_names(
+        {
+            "noop": e.noop.roles,
+            "http": e.http.roles,
+            "shell": e.shell.roles,
+            "python": e.python.roles,
+            PLUGINS: e.plugins.roles,
+        },
+        python_allow=e.python.allow,
+        python_registered=registered_task_callables() if registered is None else registered,
+    )

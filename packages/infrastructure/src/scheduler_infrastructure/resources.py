@@ -22,10 +22,12 @@ from scheduler_application.ports.coordination import RateLimiter
 from scheduler_application.ports.queue import RunQueue
 from scheduler_application.ports.redaction import Redactor
 from scheduler_application.ports.tracing import Tracer
+from scheduler_domain.executor_policy import ExecutorPolicy
 from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.factories import (
     build_engine,
+    build_executor_policy,
     build_rate_limiter,
     build_unit_of_work_factory,
 )
@@ -53,6 +55,8 @@ class Resources:
     #: The rate limits' buckets: in Redis when ``redis.url`` is set (shared by every process),
     #: else in-process. Shared by the dispatcher's relay and the API's immediate dispatch.
     rate_limiter: RateLimiter = field(default_factory=LocalRateLimiter)
+    #: Which role may use which executor, and the python callables tasks may name.
+    executor_policy: ExecutorPolicy = field(default_factory=ExecutorPolicy)
     #: Traces: the tracer the use cases get (no-op when ``telemetry.exporter`` is "none").
     tracing: Tracing = field(default_factory=Tracing)
 
@@ -141,6 +145,7 @@ async def open_resources(
                 redactor=redactor,
                 rate_limiter=limiter,
                 tracing=tracing,
+                executor_policy=build_executor_policy(settings),
             )
         finally:
             try:

@@ -62,6 +62,7 @@ async def build_worker(resources: Resources) -> AsyncIterator[WorkerRuntime]:
                 lease=options.lease,
                 observer=metrics,
                 redactor=resources.redactor,
+                executor_policy=resources.executor_policy,
             ),
             workers=WorkerService(
                 uow_factory=resources.uow_factory, clock=resources.clock, observer=metrics

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from scheduler_application.testing.clock import FakeClock
 from scheduler_application.testing.coordination import InMemoryLeaseStore, InMemoryRateLimiter
-from scheduler_application.testing.executor import FakeExecutor
+from scheduler_application.testing.executor import OPEN_EXECUTOR_POLICY, FakeExecutor
 from scheduler_application.testing.observer import FakeRedactor, RecordingObserver
 from scheduler_application.testing.queue import InMemoryRunQueue, InMemoryTransactionalRunQueue
 from scheduler_application.testing.security import FakePasswordHasher, FakeTokenCodec
@@ -24,6 +24,7 @@ from scheduler_application.testing.unit_of_work import (
 )
 
 __all__ = [
+    "OPEN_EXECUTOR_POLICY",
     "FakeClock",
     "FakeExecutor",
     "FakePasswordHasher",

@@ -6,6 +6,8 @@ import inspect
 from collections.abc import Awaitable, Callable
 
 from scheduler_application.ports.executor import ExecutionContext, ExecutionResult
+from scheduler_domain.accounts import Role
+from scheduler_domain.executor_policy import PLUGINS, ExecutorPolicy
 
 Outcome = (
     ExecutionResult
@@ -30,3 +32,11 @@ class FakeExecutor:
         if inspect.isawaitable(outcome):
             return await outcome
         return outcome
+
+
+#: For tests of everything but the executor policy: every role may use every executor, and any
+#: python callable outside the forbidden modules may run (a single trusted team's install).
+OPEN_EXECUTOR_POLICY = ExecutorPolicy.from_names(
+    {name: [role.value for role in Role] for name in ("noop", "http", "shell", "python", PLUGINS)},
+    python_allow=("*:*",),
+)
