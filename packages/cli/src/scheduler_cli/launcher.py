@@ -3,7 +3,9 @@
 The components share one event loop, one database pool and one queue connection (so the
 in-process memory queue works). SIGINT/SIGTERM stop them in order — the API stops accepting
 requests, the worker drains, the dispatcher stops — and then the shared resources are closed,
-each step bounded by ``run.shutdown_timeout_seconds``.
+each step bounded by ``run.shutdown_timeout_seconds``. The process ends on a signal or on a
+component's fatal error, and logs which; a component that ends cleanly on its own (the worker,
+drained by an operator) leaves the others serving.
 """
 
 from __future__ import annotations
@@ -47,9 +49,15 @@ async def run_components(
         logger.info("migrating the database to the newest revision")
         await asyncio.to_thread(upgrade, database_url(settings.database))
     stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum.name)
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal, signum)
     sock: socket.socket | None = None
     if "api" in components:
         sock = bind(settings.api.host, settings.api.port)
@@ -101,21 +109,53 @@ async def run_components(
             logger.info("running: %s", ", ".join(components))
             if on_ready is not None:
                 on_ready(api_url)
-            waiter = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait(
-                [waiter, *tasks.values()], return_when=asyncio.FIRST_COMPLETED
-            )
-            crashed = [t for t in done if t is not waiter and t.exception() is not None]
-            for task in crashed:
-                logger.error("a component stopped unexpectedly", exc_info=task.exception())
-            logger.info("shutting down")
+            crashed = await _serve_until_stopped(stop, tasks, received)
             await _stop_in_order(tasks, stoppers, settings.run.shutdown_timeout_seconds)
-            waiter.cancel()
             if crashed:
                 raise SystemExit(1)
     finally:
         if sock is not None:
             sock.close()
+
+
+async def _serve_until_stopped(
+    stop: asyncio.Event, tasks: dict[str, asyncio.Task[None]], received: list[str]
+) -> bool:
+    """Wait for a signal or a fatal error, and log which; True for a fatal error.
+
+    A component that ends cleanly on its own is not a reason to stop the others: an operator
+    draining the in-process worker (``POST /workers/{id}/drain``) stops that worker only, and
+    the API and the dispatcher keep serving.
+    """
+    names = {task: name for name, task in tasks.items()}
+    running = set(tasks.values())
+    waiter = asyncio.create_task(stop.wait())
+    try:
+        while True:
+            done, _ = await asyncio.wait([waiter, *running], return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {waiter}:
+                running.discard(task)
+                error = None if task.cancelled() else task.exception()
+                if error is not None or task.cancelled():
+                    logger.error(
+                        "fatal error: the %s stopped unexpectedly; shutting down",
+                        names[task],
+                        exc_info=error,
+                    )
+                    return True
+                logger.warning(
+                    "the %s stopped (drained); %s keep running",
+                    names[task],
+                    ", ".join(names[t] for t in running) or "no other component",
+                )
+            if waiter in done:
+                logger.info("received %s: shutting down", " then ".join(received) or "a signal")
+                return False
+            if not running:
+                logger.info("every component has stopped: shutting down")
+                return False
+    finally:
+        waiter.cancel()
 
 
 async def _stop_in_order(

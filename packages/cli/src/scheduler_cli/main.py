@@ -120,10 +120,13 @@ def run(
         )
     if create_admin:
         from scheduler_cli.admin import ensure_admin
+        from scheduler_infrastructure.factories import database_url
         from scheduler_infrastructure.persistence.migrations import upgrade
 
         if migrate:
-            upgrade(_database_url())
+            # From these settings: reading them again would set up logging for an admin
+            # command (warnings only) and lose the server's own log lines.
+            upgrade(database_url(settings.database))
             migrate = False
         _first_admin(settings, ensure_admin)
     try:
