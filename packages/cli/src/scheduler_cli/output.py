@@ -2,13 +2,17 @@
 
 With ``--json`` stdout carries exactly one JSON document (or, for streaming commands, one JSON
 object per line) and nothing else; notes, progress and errors always go to stderr. Values from
-the server are shown as plain text, never interpreted as rich markup.
+the server are shown as plain text, never interpreted as rich markup, and their control
+characters (terminal escape sequences, bidirectional overrides) are shown escaped (``\x1b``)
+rather than sent to the terminal: a task's output or a field someone else wrote must not be able
+to retitle the window, rewrite the screen or set the clipboard of the person reading it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -40,10 +44,26 @@ def warning(message: str) -> None:
 
 
 _COLOURS = {"error": "31", "warning": "33"}
+#: C0 controls but tab and newline, DEL, C1 controls, and the bidirectional overrides.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, *, lines: bool = False) -> str:
+    """``text`` safe for a terminal: control characters escaped (``\x1b``); with ``lines``
+    tabs and line breaks stay, else they are escaped too (one cell, one line)."""
+    escaped = _CONTROL.sub(_escape, text)
+    if not lines:
+        escaped = escaped.replace("\t", "\\t").replace("\n", "\\n")
+    return escaped
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def _line(stream: TextIO, label: str, message: str) -> None:
-    text = " ".join(message.split())
+    text = printable(" ".join(message.split()))
     prefix = f"{label}:"
     if stream.isatty() and not os.environ.get("NO_COLOR"):
         prefix = f"\x1b[{_COLOURS[label]}m{prefix}\x1b[0m"
@@ -118,11 +138,11 @@ class Output:
     def line(self, message: str) -> None:
         """A result line for people (nothing in JSON mode)."""
         if not self.json_mode:
-            self.stdout.print(Text(message), soft_wrap=True)
+            self.stdout.print(Text(printable(message, lines=True)), soft_wrap=True)
 
     def note(self, message: str) -> None:
         """Something for the person at the terminal, never part of the result."""
-        self.stderr.print(Text(message, style="dim"), soft_wrap=True)
+        self.stderr.print(Text(printable(message, lines=True), style="dim"), soft_wrap=True)
 
     def more(self, shown: int, *, has_more: bool) -> None:
         if has_more:
@@ -137,8 +157,8 @@ def cell(value: Any) -> str:
     if isinstance(value, (list, tuple, set, frozenset)):
         return ", ".join(cell(v) for v in value) or "-"
     if isinstance(value, dict):
-        return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
-    return str(value)
+        return printable(json.dumps(value, ensure_ascii=False, separators=(", ", ": ")))
+    return printable(str(value))
 
 
 def parse_time(value: str | None) -> datetime | None:

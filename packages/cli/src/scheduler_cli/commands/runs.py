@@ -21,7 +21,7 @@ from scheduler_cli.commands.options import (
 )
 from scheduler_cli.context import context_of
 from scheduler_cli.errors import ApiError
-from scheduler_cli.output import Column, Output, elapsed, when
+from scheduler_cli.output import Column, Output, elapsed, printable, when
 from scheduler_cli.watch import follow_and_report, wait_and_report
 
 app = typer.Typer(
@@ -183,6 +183,8 @@ def output(ctx: typer.Context, run: RunArg, json_output: JsonFlag = False) -> No
         out.note(f"run {run} is still {captured['status']}; its output comes when it ends")
     text = captured.get("output")
     if text:
+        if sys.stdout.isatty():  # a pipe or a file gets the bytes as the task wrote them
+            text = printable(text, lines=True)
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     elif captured.get("finished"):
         out.note(f"run {run} captured no output")
