@@ -26,8 +26,22 @@ def database_url(database: DatabaseSettings) -> str:
     if database.password is not None:
         url = url.set(password=database.password)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_file(Path(url.database).expanduser())
     return url.render_as_string(hide_password=False)
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """The database holds every user's tasks, outputs and credential hashes: its folder is
+    created owner-only, and a file (or its journal) readable by others is made owner-only, so
+    task processes running as another OS user cannot read it."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for file in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))):
+        try:
+            mode = file.stat().st_mode
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            file.chmod(mode & 0o700)
 
 
 def build_engine(settings: Settings) -> AsyncEngine:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 from scheduler_infrastructure.config import Settings, load_settings
@@ -28,6 +29,9 @@ def prepare(
             "invalid configuration: queue.backend: 'memory' only works when dispatcher and "
             "worker share one process (`scheduler run`); choose postgres, rabbitmq or redis"
         )
+    # Files the process creates (the SQLite database and its journals, generated keys) are
+    # its own: task processes run as another OS user and must not read them.
+    os.umask(0o077)
     redactor = SecretRedactor.from_settings(settings, environ)
     configure_logging(settings.logging, component=component, redactor=redactor)
     return settings
