@@ -1236,6 +1236,44 @@ async def test_usernames_are_unique_and_users_page_by_id(
         assert ids(first.items) + ids(second.items) == sorted(ids(users))
 
 
+async def test_token_generation_is_bumped_atomically_and_never_written_back(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    user = make_user()
+    await save(uow_factory, user)
+    async with uow_factory() as uow:
+        stale = await uow.users.get(user.id)
+    assert stale is not None
+    assert stale.token_generation == 0
+
+    async with committed(uow_factory) as uow:
+        assert await uow.users.bump_token_generation(user.id) == 1
+        assert await uow.users.bump_token_generation(user.id) == 2
+        with pytest.raises(NotFound):
+            await uow.users.bump_token_generation("missing")
+    async with committed(uow_factory) as uow:
+        stale.disabled = True  # a copy read before the bumps, written back
+        await uow.users.update(stale)
+
+    async with uow_factory() as uow:
+        stored = await uow.users.get(user.id)
+    assert stored is not None
+    assert stored.disabled
+    assert stored.token_generation == 2
+
+
+async def test_usernames_are_stored_lower_cased(uow_factory: SqlUnitOfWorkFactory) -> None:
+    await save(uow_factory, make_user(username="Carol"))
+
+    async with committed(uow_factory) as uow:
+        with pytest.raises(AlreadyExists) as caught:
+            await uow.users.add(make_user(username="CAROL"))
+        assert caught.value.field == "username"
+        found = await uow.users.get_by_username("carol")
+    assert found is not None
+    assert found.username == "carol"
+
+
 async def test_api_keys_by_prefix_owner_and_revocation(uow_factory: SqlUnitOfWorkFactory) -> None:
     def key(prefix: str, owner: str) -> ApiKey:
         return ApiKey(

@@ -93,7 +93,15 @@ class UserUpdateIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class PasswordResetIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``revoke_api_keys``: also revoke every API key the user owns."""
+
     password: Annotated[str, msgspec.Meta(max_length=1024)]
+    revoke_api_keys: bool = False
+
+
+class PasswordChangeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    current_password: Annotated[str, msgspec.Meta(max_length=4096)]
+    new_password: Annotated[str, msgspec.Meta(max_length=1024)]
 
 
 class ApiKeyCreateIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

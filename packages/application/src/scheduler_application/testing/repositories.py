@@ -586,9 +586,20 @@ class InMemoryUserRepository(_Repository):
         return _page_by_id(rows, limit=limit, cursor=cursor, key=lambda u: u.id)
 
     async def update(self, user: User) -> None:
-        if self.tx.get("users", user.id) is None:
+        current: User | None = self.tx.get("users", user.id)
+        if current is None:
             raise NotFound(f"user {user.id} not found", field="id")
-        self.tx.replace("users", user)
+        written = _copy(user)
+        written.token_generation = current.token_generation
+        self.tx.replace("users", written)
+
+    async def bump_token_generation(self, user_id: str) -> int:
+        current: User | None = self.tx.get("users", user_id)
+        if current is None:
+            raise NotFound(f"user {user_id} not found", field="id")
+        generation = current.token_generation + 1
+        self.tx.patch("users", user_id, {"token_generation": generation})
+        return generation
 
     async def count(self) -> int:
         return sum(1 for _ in self.tx.scan("users"))

@@ -274,6 +274,7 @@ def user_to_row(user: User) -> dict[str, Any]:
         "password_hash": user.password_hash,
         "role": user.role.value,
         "disabled": user.disabled,
+        "token_generation": user.token_generation,
         "created_at": user.created_at,
         "updated_at": user.updated_at,
     }
@@ -286,6 +287,7 @@ def user_from_row(row: Row) -> User:
         password_hash=row["password_hash"],
         role=Role(row["role"]),
         disabled=bool(row["disabled"]),
+        token_generation=int(row["token_generation"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
