@@ -250,7 +250,7 @@ class AuthService:
                 stored.last_used_at = now
                 await uow.api_keys.update(stored)
                 await uow.commit()
-        return Principal(subject_id=owner.id, role=stored.role, via="api_key")
+        return Principal(subject_id=owner.id, role=stored.role, via="api_key", key_id=stored.id)
 
     # -- helpers ---------------------------------------------------------------------------------
 

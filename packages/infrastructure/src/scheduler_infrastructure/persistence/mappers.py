@@ -245,6 +245,7 @@ def worker_to_row(worker: Worker) -> dict[str, Any]:
         "active_runs": worker.active_runs,
         "status": worker.status.value,
         "software_version": worker.software_version,
+        "principal_id": worker.principal_id,
         "started_at": worker.started_at,
         "heartbeat_at": worker.heartbeat_at,
     }
@@ -262,6 +263,7 @@ def worker_from_row(row: Row) -> Worker:
         active_runs=row["active_runs"],
         status=WorkerStatus(row["status"]),
         software_version=row["software_version"],
+        principal_id=row["principal_id"],
         started_at=row["started_at"],
         heartbeat_at=row["heartbeat_at"],
     )
