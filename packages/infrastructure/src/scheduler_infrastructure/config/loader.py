@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from scheduler_infrastructure.config.settings import SECRETS, Settings
 from scheduler_domain.accounts import Role
+from scheduler_infrastructure.config.settings import SECRETS, Settings
 from scheduler_infrastructure.errors import ConfigError
 
 ENV_PREFIX = "SCHEDULER__"
