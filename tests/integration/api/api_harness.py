@@ -113,8 +113,9 @@ async def running_api(
     *,
     throttle: LoginThrottle | None = None,
     queue: RunQueue | None = None,
+    settings: Settings | None = None,
 ) -> AsyncIterator[Api]:
-    settings = api_settings()
+    settings = settings or api_settings()
     async with MemoryRunQueue() as memory:
         queue = queue or memory
         resources = Resources(

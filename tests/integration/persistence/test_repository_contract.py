@@ -708,9 +708,13 @@ async def test_renew_lease_needs_the_current_token_and_a_running_run(
         assert claimed is not None
         token = claimed.version
         later = now + 10 * SECOND
-        assert await uow.runs.renew_lease(queued.id, token=token, now=later, lease=LEASE)
-        assert not await uow.runs.renew_lease(queued.id, token=token - 1, now=later, lease=LEASE)
-        assert not await uow.runs.renew_lease("missing", token=token, now=later, lease=LEASE)
+        renew = {"worker_id": "w-1", "now": later, "lease": LEASE}
+        assert not await uow.runs.renew_lease(
+            queued.id, worker_id="w-2", token=token, now=later, lease=LEASE
+        )
+        assert await uow.runs.renew_lease(queued.id, token=token, **renew)
+        assert not await uow.runs.renew_lease(queued.id, token=token - 1, **renew)
+        assert not await uow.runs.renew_lease("missing", token=token, **renew)
 
     async with committed(uow_factory) as uow:
         renewed = await uow.runs.get(queued.id)
@@ -724,7 +728,7 @@ async def test_renew_lease_needs_the_current_token_and_a_running_run(
     async with uow_factory() as uow:
         for candidate in (token, token + 1):
             assert not await uow.runs.renew_lease(
-                queued.id, token=candidate, now=later, lease=LEASE
+                queued.id, worker_id="w-1", token=candidate, now=later, lease=LEASE
             )
 
 
@@ -982,7 +986,9 @@ async def test_update_many_with_fields_leaves_the_other_columns_as_stored(
     token = run.version
 
     async with committed(uow_factory) as uow:
-        assert await uow.runs.renew_lease(run.id, token=token, now=T0 + 10 * SECOND, lease=LEASE)
+        assert await uow.runs.renew_lease(
+            run.id, worker_id="w-1", token=token, now=T0 + 10 * SECOND, lease=LEASE
+        )
     # ``run`` is the copy from before the renewal; only the outcome's fields are written.
     run.finish(RunStatus.SUCCEEDED, token=token, now=T0 + 11 * SECOND, result={"ok": True})
     async with committed(uow_factory) as uow:
@@ -1005,14 +1011,15 @@ async def test_update_many_with_fields_leaves_the_other_columns_as_stored(
     assert stored.heartbeat_at == T0 + 10 * SECOND
 
 
-async def test_renew_leases_renews_running_runs_under_their_current_token(
+async def test_renew_leases_renews_the_workers_running_runs_under_their_current_token(
     uow_factory: SqlUnitOfWorkFactory,
 ) -> None:
     task = make_task()
     held = running_run(task, lease_expires_at=T0 + LEASE)
     other = running_run(task, lease_expires_at=T0 + LEASE)
+    foreign = running_run(task, lease_expires_at=T0 + LEASE, worker_id="w-2")
     done = make_run(task, status=RunStatus.SUCCEEDED)
-    await save(uow_factory, task, held, other, done)
+    await save(uow_factory, task, held, other, foreign, done)
     later = T0 + 10 * SECOND
 
     async with committed(uow_factory) as uow:
@@ -1020,23 +1027,27 @@ async def test_renew_leases_renews_running_runs_under_their_current_token(
             [
                 (held.id, held.version),
                 (other.id, other.version + 1),
+                (foreign.id, foreign.version),
                 (done.id, done.version),
                 ("missing", 1),
             ],
+            worker_id="w-1",
             now=later,
             lease=LEASE,
         )
         assert renewed == {held.id}
-        assert await uow.runs.renew_leases([], now=later, lease=LEASE) == set()
+        assert await uow.runs.renew_leases([], worker_id="w-1", now=later, lease=LEASE) == set()
 
     async with uow_factory() as uow:
-        stored = {run.id: run for run in await uow.runs.get_many([held.id, other.id])}
+        stored = {run.id: run for run in await uow.runs.get_many([held.id, other.id, foreign.id])}
     assert (stored[held.id].heartbeat_at, stored[held.id].lease_expires_at) == (
         later,
         later + LEASE,
     )
     assert stored[held.id].version == held.version
     assert stored[other.id].lease_expires_at == T0 + LEASE
+    assert stored[foreign.id].lease_expires_at == T0 + LEASE
+    assert stored[foreign.id].heartbeat_at == T0
 
 
 async def test_a_run_added_at_a_taken_logical_time_names_it_and_the_unit_survives(
@@ -1234,6 +1245,44 @@ async def test_usernames_are_unique_and_users_page_by_id(
         second = await uow.users.list(limit=3, cursor=first.next_cursor)
         assert second.next_cursor is None
         assert ids(first.items) + ids(second.items) == sorted(ids(users))
+
+
+async def test_token_generation_is_bumped_atomically_and_never_written_back(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    user = make_user()
+    await save(uow_factory, user)
+    async with uow_factory() as uow:
+        stale = await uow.users.get(user.id)
+    assert stale is not None
+    assert stale.token_generation == 0
+
+    async with committed(uow_factory) as uow:
+        assert await uow.users.bump_token_generation(user.id) == 1
+        assert await uow.users.bump_token_generation(user.id) == 2
+        with pytest.raises(NotFound):
+            await uow.users.bump_token_generation("missing")
+    async with committed(uow_factory) as uow:
+        stale.disabled = True  # a copy read before the bumps, written back
+        await uow.users.update(stale)
+
+    async with uow_factory() as uow:
+        stored = await uow.users.get(user.id)
+    assert stored is not None
+    assert stored.disabled
+    assert stored.token_generation == 2
+
+
+async def test_usernames_are_stored_lower_cased(uow_factory: SqlUnitOfWorkFactory) -> None:
+    await save(uow_factory, make_user(username="Carol"))
+
+    async with committed(uow_factory) as uow:
+        with pytest.raises(AlreadyExists) as caught:
+            await uow.users.add(make_user(username="CAROL"))
+        assert caught.value.field == "username"
+        found = await uow.users.get_by_username("carol")
+    assert found is not None
+    assert found.username == "carol"
 
 
 async def test_api_keys_by_prefix_owner_and_revocation(uow_factory: SqlUnitOfWorkFactory) -> None:

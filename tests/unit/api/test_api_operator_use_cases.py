@@ -72,10 +72,14 @@ async def test_remote_claim_waits_for_work_and_completes_it(
 
     assert claimed is not None
     assert claimed.run.id == run_id
+    sibling = await remote.register(
+        RegisterWorker(name="w2", hostname="h", pid=2, queues=("default",), capacity=1),
+        principal=WORKER,
+    )
     with pytest.raises(Conflict):
         await remote.complete(
             run_id,
-            worker_id="someone-else",
+            worker_id=sibling.id,
             token=claimed.token,
             result=ExecutionResult(status="succeeded"),
             principal=WORKER,

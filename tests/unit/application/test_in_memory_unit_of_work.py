@@ -291,8 +291,12 @@ async def test_renew_lease_needs_the_current_token_and_a_running_run(
         claimed = await uow.runs.claim(run.id, worker_id="w", now=START, lease=lease)
         assert claimed is not None
         later = START + timedelta(seconds=10)
-        assert await uow.runs.renew_lease(run.id, token=claimed.version, now=later, lease=lease)
-        assert not await uow.runs.renew_lease(run.id, token=1, now=later, lease=lease)
+        renew = {"now": later, "lease": lease}
+        assert not await uow.runs.renew_lease(
+            run.id, worker_id="another", token=claimed.version, **renew
+        )
+        assert await uow.runs.renew_lease(run.id, worker_id="w", token=claimed.version, **renew)
+        assert not await uow.runs.renew_lease(run.id, worker_id="w", token=1, **renew)
         renewed = await uow.runs.get(run.id)
     assert renewed is not None
     assert renewed.lease_expires_at == later + lease

@@ -207,3 +207,54 @@ def test_without_xdg_config_home_the_tokens_go_to_dot_config(cli: Cli, tmp_path)
 
     assert result.exit_code == 0, result.stderr
     assert (home / ".config" / "scheduler" / "credentials.json").exists()
+
+
+NEW_PASSWORD = "a different long password"
+
+
+def test_password_changes_it_and_keeps_this_session_with_the_new_tokens(admin: Cli) -> None:
+    before = _stored(admin)["sessions"][API_URL]
+
+    result = admin("password", "--passwords-stdin", input=f"{PASSWORD}\n{NEW_PASSWORD}\n")
+
+    assert result.exit_code == 0, result.stderr
+    assert "password changed" in result.stdout
+    after = _stored(admin)["sessions"][API_URL]
+    assert after["access_token"] != before["access_token"]
+    assert after["refresh_token"] != before["refresh_token"]
+    assert admin("users", "list").exit_code == 0
+    with httpx.Client(transport=admin.transport, base_url=API_URL) as http:
+        old_access = http.get(
+            "/api/v1/auth/me", headers={"Authorization": f"Bearer {before['access_token']}"}
+        )
+        old_login = http.post("/api/v1/auth/login", json={"username": ADMIN, "password": PASSWORD})
+        new_login = http.post(
+            "/api/v1/auth/login", json={"username": ADMIN, "password": NEW_PASSWORD}
+        )
+    assert old_access.status_code == 401
+    assert old_login.status_code == 401
+    assert new_login.status_code == 200
+
+
+def test_password_prompts_hidden_and_asks_for_the_new_one_twice(admin: Cli) -> None:
+    result = admin("password", input=f"{PASSWORD}\n{NEW_PASSWORD}\n{NEW_PASSWORD}\n")
+
+    assert result.exit_code == 0, result.stderr
+    assert PASSWORD not in result.output
+    assert NEW_PASSWORD not in result.output
+    admin.login(password=NEW_PASSWORD)
+
+
+def test_password_with_a_wrong_current_one_is_one_error_line(admin: Cli) -> None:
+    result = admin("password", "--passwords-stdin", input=f"wrong password\n{NEW_PASSWORD}\n")
+
+    assert result.exit_code != 0
+    assert "current password is wrong" in _one_error_line(result.stderr)
+    admin.login()
+
+
+def test_password_names_a_weak_new_one(admin: Cli) -> None:
+    result = admin("password", "--passwords-stdin", input=f"{PASSWORD}\nshort\n")
+
+    assert result.exit_code != 0
+    assert "new_password" in _one_error_line(result.stderr)

@@ -199,7 +199,12 @@ def build_services(
             uow_factory=uow, clock=clock, observer=observer, relay=relay, tracer=resources.tracer
         ),
         workers=workers,
-        remote_workers=RemoteWorkerService(uow_factory=uow, execution=execution, workers=workers),
+        remote_workers=RemoteWorkerService(
+            uow_factory=uow,
+            execution=execution,
+            workers=workers,
+            output_limit_bytes=settings.worker.output_limit_bytes,
+        ),
         status=StatusService(uow_factory=uow, clock=clock, queue=resources.queue),
         auth=AuthService(
             uow_factory=uow,

@@ -9,7 +9,13 @@ from scheduler_application.errors import AlreadyExists, Conflict
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.security import PasswordHasher
 from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
-from scheduler_domain.accounts import Role, User, validate_password, validate_username
+from scheduler_domain.accounts import (
+    Role,
+    User,
+    canonical_username,
+    validate_password,
+    validate_username,
+)
 
 ADMIN_USERNAME = "admin"
 
@@ -27,7 +33,7 @@ class AccountService:
     ) -> User:
         """A new user; AlreadyExists (field ``username``) when the name is taken."""
         ensure_manages_accounts(principal)
-        validate_username(username)
+        username = validate_username(username)
         validate_password(password)
         role = Role(role)
         async with self._uow_factory() as uow:
@@ -54,6 +60,7 @@ class AccountService:
 
         An existing admin keeps its password. A non-admin holding the name is a Conflict.
         """
+        username = canonical_username(username)
         async with self._uow_factory() as uow:
             existing = await uow.users.get_by_username(username)
         if existing is not None:

@@ -1,8 +1,12 @@
-"""Authentication use cases: log in, rotate refresh tokens, log out, and turn a presented
-credential (access token or API key) into a :class:`Principal`.
+"""Authentication use cases: log in, rotate refresh tokens, log out, change one's own password,
+and turn a presented credential (access token or API key) into a :class:`Principal`.
 
-* Access tokens are short-lived JWTs (``typ`` ``access``) naming the user in ``sub``; the user is
-  loaded on every request, so disabling a user or changing their role takes effect at once.
+* Access tokens are short-lived JWTs (``typ`` ``access``) naming the user in ``sub`` and the
+  user's *token generation* in ``gen``. The user is loaded on every request and a token whose
+  generation is not the user's current one is refused. Logout, a password change or reset,
+  disabling the user and a role change raise the generation, so every access token issued
+  before stops working at once — and stays refused after the user is enabled again.
+* Usernames are compared in their canonical, lower-cased form: ``Alice`` logs into ``alice``.
 * Refresh tokens are JWTs too (``typ`` ``refresh``) and are additionally stored, hashed, as one
   link of a *family*. Each refresh spends its link and issues the next one. Presenting a spent
   (or revoked) link means it was copied: the whole family is revoked, the thief's copy and the
@@ -10,11 +14,14 @@ credential (access token or API key) into a :class:`Principal`.
 * Every failure answers with the same :class:`AuthenticationFailed` message, and an unknown user
   costs a password verification like a known one, so neither the answer nor its timing tells
   which usernames exist.
+* Changing one's own password needs the current one; it ends every session of the user (access
+  tokens by generation, refresh tokens revoked) and returns a fresh pair for the caller.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -29,11 +36,17 @@ from scheduler_application.api_keys import (
     parse_key_prefix,
 )
 from scheduler_application.auth_context import Principal
-from scheduler_application.errors import AuthenticationFailed
+from scheduler_application.errors import AuthenticationFailed, NotFound, PermissionDenied
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.security import PasswordHasher, TokenCodec
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from scheduler_domain.accounts import RefreshToken, User
+from scheduler_domain.accounts import (
+    RefreshToken,
+    User,
+    canonical_username,
+    validate_password,
+)
+from scheduler_domain.errors import ValidationError
 from scheduler_domain.ids import new_id
 
 logger = logging.getLogger("scheduler.auth")
@@ -45,6 +58,8 @@ LOGIN_FAILED = "invalid username or password"
 #: The one answer to a refused credential, whatever the reason.
 CREDENTIAL_REFUSED = "the credentials are invalid, expired or revoked"
 MISSING_CREDENTIALS = "authentication required: send 'Authorization: Bearer <token>' or 'X-API-Key'"
+#: The one answer to a wrong current password on a password change.
+CURRENT_PASSWORD_WRONG = "the current password is wrong"  # noqa: S105 - a message
 MAX_PASSWORD_CHARS = 1024
 #: ``last_used_at`` of an API key is written at most this often (not on every request).
 KEY_USE_RESOLUTION = timedelta(minutes=1)
@@ -100,7 +115,7 @@ class AuthService:
             raise AuthenticationFailed(LOGIN_FAILED)
         password = password[: MAX_PASSWORD_CHARS + 1]
         async with self._uow_factory() as uow:
-            user = await uow.users.get_by_username(username[:256])
+            user = await uow.users.get_by_username(canonical_username(username[:256]))
         stored_hash = user.password_hash if user is not None else await self._dummy()
         async with self._hash_slots:
             matched = await asyncio.to_thread(self._hasher.verify, stored_hash, password)
@@ -108,7 +123,15 @@ class AuthService:
             raise AuthenticationFailed(LOGIN_FAILED)
         await self._upgrade_hash(user, password)
         async with self._uow_factory() as uow:
-            pair = await self._issue(uow, user, family_id=new_id())
+            current = await uow.users.get(user.id)
+            if (
+                current is None
+                or current.disabled
+                or current.token_generation != user.token_generation
+            ):
+                # Reset, disabled or logged out while the password was being checked.
+                raise AuthenticationFailed(LOGIN_FAILED)
+            pair = await self._issue(uow, current, family_id=new_id())
             await uow.commit()
         return pair
 
@@ -132,14 +155,54 @@ class AuthService:
         return pair
 
     async def logout(self, refresh_token: str) -> None:
-        """Revoke the family of ``refresh_token``: neither it nor any later link refreshes."""
-        self._decode(refresh_token, REFRESH)
+        """Revoke the family of ``refresh_token`` (neither it nor any later link refreshes) and
+        end the user's access tokens. The user's other refresh families survive: their next
+        refresh issues an access token of the new generation."""
+        claims = self._decode(refresh_token, REFRESH)
         now = self._clock.now()
         async with self._uow_factory() as uow:
             stored = await uow.refresh_tokens.get_by_hash(token_digest(refresh_token))
-            if stored is not None:
-                await uow.refresh_tokens.revoke_family(stored.family_id, now=now)
-                await uow.commit()
+            if stored is None or stored.user_id != claims.get("sub"):
+                return
+            await uow.refresh_tokens.revoke_family(stored.family_id, now=now)
+            with contextlib.suppress(NotFound):  # a user who is gone has no tokens to end
+                await uow.users.bump_token_generation(stored.user_id)
+            await uow.commit()
+
+    async def change_password(
+        self, principal: Principal, current_password: str, new_password: str
+    ) -> TokenPair:
+        """The caller's own password: PermissionDenied (field ``current_password``) unless
+        ``current_password`` is right; ValidationError (field ``new_password``) for a weak new
+        one. Ends every session of the user and returns a new pair for the caller."""
+        if not isinstance(current_password, str) or not isinstance(new_password, str):
+            raise PermissionDenied(CURRENT_PASSWORD_WRONG, field="current_password")
+        validate_new_password(new_password)
+        async with self._uow_factory() as uow:
+            user = await uow.users.get(principal.subject_id)
+        if user is None or user.disabled:
+            raise AuthenticationFailed(CREDENTIAL_REFUSED)
+        candidate = current_password[: MAX_PASSWORD_CHARS + 1]
+        async with self._hash_slots:
+            matched = await asyncio.to_thread(self._hasher.verify, user.password_hash, candidate)
+            new_hash = await asyncio.to_thread(self._hasher.hash, new_password) if matched else None
+        if new_hash is None or len(candidate) > MAX_PASSWORD_CHARS:
+            raise PermissionDenied(CURRENT_PASSWORD_WRONG, field="current_password")
+        now = self._clock.now()
+        async with self._uow_factory() as uow:
+            current = await uow.users.get(user.id)
+            if current is None or current.password_hash != user.password_hash:
+                # Changed or reset meanwhile: the password just checked is not current any more.
+                raise PermissionDenied(CURRENT_PASSWORD_WRONG, field="current_password")
+            current.password_hash = new_hash
+            current.updated_at = now
+            await uow.users.update(current)
+            current.token_generation = await uow.users.bump_token_generation(current.id)
+            await uow.refresh_tokens.revoke_for_user(current.id, now=now)
+            pair = await self._issue(uow, current, family_id=new_id())
+            await uow.commit()
+        logger.info("user %s changed their password; their other sessions ended", current.id)
+        return pair
 
     # -- credentials -----------------------------------------------------------------------------
 
@@ -162,9 +225,13 @@ class AuthService:
 
     async def _by_access_token(self, token: str) -> Principal:
         claims = self._decode(token, ACCESS)
+        generation = claims.get("gen")
+        subject = claims.get("sub")
+        if type(generation) is not int or not isinstance(subject, str):
+            raise AuthenticationFailed(CREDENTIAL_REFUSED)
         async with self._uow_factory() as uow:
-            user = await uow.users.get(claims["sub"])
-        if user is None or user.disabled:
+            user = await uow.users.get(subject)
+        if user is None or user.disabled or user.token_generation != generation:
             raise AuthenticationFailed(CREDENTIAL_REFUSED)
         return Principal(subject_id=user.id, role=user.role, via="user")
 
@@ -183,7 +250,7 @@ class AuthService:
                 stored.last_used_at = now
                 await uow.api_keys.update(stored)
                 await uow.commit()
-        return Principal(subject_id=owner.id, role=stored.role, via="api_key")
+        return Principal(subject_id=owner.id, role=stored.role, via="api_key", key_id=stored.id)
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -216,7 +283,12 @@ class AuthService:
         policy = self._policy
         now = self._clock.now()
         access = self._codec.encode(
-            {"sub": user.id, "role": user.role.value, "sid": family_id},
+            {
+                "sub": user.id,
+                "role": user.role.value,
+                "sid": family_id,
+                "gen": user.token_generation,
+            },
             token_type=ACCESS,
             ttl=policy.access_ttl,
         )
@@ -263,3 +335,11 @@ class AuthService:
             current.updated_at = self._clock.now()
             await uow.users.update(current)
             await uow.commit()
+
+
+def validate_new_password(password: str) -> str:
+    """:func:`validate_password`, naming the field ``new_password``."""
+    try:
+        return validate_password(password)
+    except ValidationError as error:
+        raise ValidationError(error.message, field="new_password") from None

@@ -10,7 +10,7 @@ Two kinds of refusal, deliberately different:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scheduler_application.errors import NotFound, PermissionDenied
 from scheduler_domain.accounts import Role
@@ -18,11 +18,24 @@ from scheduler_domain.accounts import Role
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller: a user, an API key (``via="api_key"``) or the system itself."""
+    """An authenticated caller: a user, an API key (``via="api_key"``) or the system itself.
+
+    ``subject_id`` is the user (an API key's owner); ``key_id`` the API key presented, if any.
+    Two principals are equal when they act as the same user with the same role, whichever
+    key they came with."""
 
     subject_id: str
     role: Role
     via: str = "user"
+    key_id: str | None = field(default=None, compare=False)
+
+    @property
+    def credential(self) -> str:
+        """The credential itself: ``api_key:<key id>`` or ``user:<user id>`` — what a worker
+        registered over HTTP is bound to (two keys of one owner are two credentials)."""
+        if self.via == "api_key" and self.key_id is not None:
+            return f"api_key:{self.key_id}"
+        return f"{self.via}:{self.subject_id}"
 
     @property
     def actor(self) -> str:

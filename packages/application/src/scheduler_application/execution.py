@@ -281,7 +281,8 @@ class ExecutionService:
         self, worker_id: str, active: Sequence[ActiveRun | tuple[str, int]]
     ) -> HeartbeatReply:
         """Renew the lease of every run the worker holds (``(run_id, token)`` pairs); tell it
-        which ones to stop: cancelled, reaped, or re-claimed under a newer token."""
+        which ones to stop: cancelled, reaped, re-claimed under a newer token — or held by
+        another worker, whose lease is never renewed by this one, whatever the token."""
         now = self._clock.now()
         held = [
             item if isinstance(item, ActiveRun) else ActiveRun(run_id=item[0], token=item[1])
@@ -292,7 +293,10 @@ class ExecutionService:
             if worker is None:
                 raise NotFound(f"worker {worker_id} is not registered", field="worker_id")
             renewed = await uow.runs.renew_leases(
-                [(item.run_id, item.token) for item in held], now=now, lease=self._lease
+                [(item.run_id, item.token) for item in held],
+                worker_id=worker.id,
+                now=now,
+                lease=self._lease,
             )
             stop = [item.run_id for item in held if item.run_id not in renewed]
             worker.record_heartbeat(now=now, active_runs=len(held) - len(stop))

@@ -1,5 +1,9 @@
 """User administration (admins only): create, list, inspect, change role or disabled flag,
-reset passwords. Disabling a user or resetting their password ends their sessions."""
+reset passwords.
+
+A role change, disabling a user and a password reset raise the user's token generation, so
+their access tokens are refused at once (:mod:`scheduler_application.auth`); disabling and a
+reset also revoke their refresh tokens, and a reset their API keys when the admin asks."""
 
 from __future__ import annotations
 
@@ -67,6 +71,7 @@ class UserAdminService:
         now = self._clock.now()
         async with self._uow_factory() as uow:
             user = await _load(uow, user_id)
+            role_changed = role is not None and Role(role) is not user.role
             if role is not None:
                 user.role = Role(role)
             newly_disabled = bool(disabled) and not user.disabled
@@ -74,13 +79,23 @@ class UserAdminService:
                 user.disabled = disabled
             user.updated_at = now
             await uow.users.update(user)
+            if role_changed or newly_disabled:
+                user.token_generation = await uow.users.bump_token_generation(user.id)
             if newly_disabled:
                 await uow.refresh_tokens.revoke_for_user(user.id, now=now)
             await uow.commit()
         return user
 
-    async def reset_password(self, user_id: str, password: str, *, principal: Principal) -> User:
-        """Set a new password and revoke every refresh token the user holds."""
+    async def reset_password(
+        self,
+        user_id: str,
+        password: str,
+        *,
+        principal: Principal,
+        revoke_api_keys: bool = False,
+    ) -> User:
+        """Set a new password and end every session of the user: their access tokens (by
+        generation) and refresh tokens, and with ``revoke_api_keys`` their API keys too."""
         ensure_manages_accounts(principal)
         validate_password(password)
         async with self._uow_factory() as uow:
@@ -92,7 +107,13 @@ class UserAdminService:
             user.password_hash = password_hash
             user.updated_at = now
             await uow.users.update(user)
+            user.token_generation = await uow.users.bump_token_generation(user.id)
             await uow.refresh_tokens.revoke_for_user(user.id, now=now)
+            if revoke_api_keys:
+                for key in await uow.api_keys.list(owner_id=user.id):
+                    if key.revoked_at is None:
+                        key.revoke(now)
+                        await uow.api_keys.update(key)
             await uow.commit()
         return user
 

@@ -36,6 +36,8 @@ class RegisterWorker:
     capacity: int
     labels: frozenset[str] = field(default_factory=frozenset)
     software_version: str = ""
+    #: The credential registering the worker over HTTP (None for in-process workers).
+    principal_id: str | None = None
 
 
 class WorkerService:
@@ -63,6 +65,7 @@ class WorkerService:
             capacity=command.capacity,
             labels=frozenset(command.labels),
             software_version=command.software_version,
+            principal_id=command.principal_id,
             started_at=now,
             heartbeat_at=now,
         )

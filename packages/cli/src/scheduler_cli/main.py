@@ -240,6 +240,7 @@ def create_admin(
 
 app.command()(auth.login)
 app.command()(auth.logout)
+app.command()(auth.password)
 app.add_typer(tasks.app, name="tasks")
 app.add_typer(runs.app, name="runs")
 app.add_typer(workers.app, name="workers")

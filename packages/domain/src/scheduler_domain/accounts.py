@@ -49,12 +49,20 @@ class Role(StrEnum):
         return self in (Role.ADMIN, Role.WORKER)
 
 
+def canonical_username(username: str) -> str:
+    """The form a username is stored and compared in: lower-cased, so ``Alice`` and ``alice``
+    are one account. Only ASCII is lowered (a valid name is ASCII): ``str.lower`` would turn
+    the Kelvin sign into ``k`` and let look-alike spellings reach an account."""
+    return username.lower() if username.isascii() else username
+
+
 def validate_username(username: str) -> str:
+    """The canonical (lower-cased) username; ValidationError (field ``username``) if invalid."""
     if not isinstance(username, str) or not _USERNAME.match(username):
         raise ValidationError(
             "username must be 2-64 letters, digits, '.', '_', '@' or '-'", field="username"
         )
-    return username
+    return canonical_username(username)
 
 
 def validate_password(password: str) -> str:
@@ -75,10 +83,13 @@ class User:
     created_at: datetime
     updated_at: datetime
     disabled: bool = False
+    #: Every access token carries the generation it was issued under; raising it refuses them
+    #: all at once (logout, password change or reset, disabling, a role change).
+    token_generation: int = 0
     id: str = field(default_factory=new_id)
 
     def __post_init__(self) -> None:
-        validate_username(self.username)
+        self.username = validate_username(self.username)
 
 
 @dataclass(slots=True, kw_only=True)

@@ -29,6 +29,9 @@ class Worker:
     active_runs: int = 0
     status: WorkerStatus = WorkerStatus.ONLINE
     software_version: str = ""
+    #: The credential that registered the worker over HTTP and alone may speak for it; None
+    #: for in-process workers, which reach the database themselves.
+    principal_id: str | None = None
     id: str = field(default_factory=new_id)
 
     def __post_init__(self) -> None:

@@ -1,4 +1,5 @@
-"""``/api/v1/auth``: log in, rotate the refresh token, log out, and who am I."""
+"""``/api/v1/auth``: log in, rotate the refresh token, log out, change one's password, and who
+am I."""
 
 from __future__ import annotations
 
@@ -10,8 +11,15 @@ from litestar.params import JSONBody
 from scheduler_api.auth import PUBLIC
 from scheduler_api.dependencies import CurrentPrincipal, Options, Services
 from scheduler_api.openapi import problems
-from scheduler_api.schemas.accounts import LoginIn, MeOut, RefreshIn, TokenOut, UserOut
-from scheduler_application.errors import AuthenticationFailed
+from scheduler_api.schemas.accounts import (
+    LoginIn,
+    MeOut,
+    PasswordChangeIn,
+    RefreshIn,
+    TokenOut,
+    UserOut,
+)
+from scheduler_application.errors import AuthenticationFailed, PermissionDenied
 
 
 class AuthController(Controller):
@@ -65,14 +73,49 @@ class AuthController(Controller):
     @post(
         "/logout",
         status_code=204,
-        summary="Revoke the refresh token's family",
-        description="Access tokens already issued stay valid until they expire (minutes).",
+        summary="End the session: revoke the refresh token's family and the access tokens",
+        description=(
+            "Revokes the refresh token's family and refuses every access token the user holds "
+            "at once (on any device; other devices get a new one with their own refresh token)."
+        ),
         opt={PUBLIC: True},
         security=[{}],
         responses=problems(401, public=True),
     )
     async def logout(self, data: JSONBody[RefreshIn], services: Services) -> None:
         await services.auth.logout(data.refresh_token)
+
+    @post(
+        "/password",
+        status_code=200,
+        summary="Change your own password",
+        description=(
+            "Needs the current password (403, field `current_password`, when it is wrong; "
+            "throttled like log-in, 429). Ends every session of the account — access and "
+            "refresh tokens alike — and returns a new pair for the caller."
+        ),
+        responses=problems(403, 429),
+    )
+    async def change_password(
+        self,
+        data: JSONBody[PasswordChangeIn],
+        request: Request[Any, Any, Any],
+        services: Services,
+        options: Options,
+        principal: CurrentPrincipal,
+    ) -> TokenOut:
+        user = await services.users.me(principal)
+        address = request.client.host if request.client is not None else "unknown"
+        options.throttle.check(user.username, address)
+        try:
+            pair = await services.auth.change_password(
+                principal, data.current_password, data.new_password
+            )
+        except PermissionDenied:
+            options.throttle.failed(user.username)
+            raise
+        options.throttle.succeeded(user.username)
+        return TokenOut.of(pair)
 
     @get("/me", summary="The caller", responses=problems())
     async def me(self, services: Services, principal: CurrentPrincipal) -> MeOut:

@@ -79,7 +79,10 @@ class UserController(Controller):
     @patch(
         "/{user_id:str}",
         summary="Change a user's role or disabled flag",
-        description="Disabling a user refuses their tokens and keys at once and ends sessions.",
+        description=(
+            "Disabling a user refuses their tokens and keys at once and ends their sessions; "
+            "a role change refuses their access tokens at once (they refresh to the new role)."
+        ),
         responses=problems(404),
     )
     async def update(
@@ -98,6 +101,10 @@ class UserController(Controller):
         "/{user_id:str}/reset-password",
         status_code=204,
         summary="Set a new password (ends the user's sessions)",
+        description=(
+            "Refuses the user's access tokens at once and revokes their refresh tokens; with "
+            "`revoke_api_keys: true` their API keys too."
+        ),
         responses=problems(404),
     )
     async def reset_password(
@@ -107,4 +114,6 @@ class UserController(Controller):
         services: Services,
         principal: CurrentPrincipal,
     ) -> None:
-        await services.users.reset_password(_id(user_id), data.password, principal=principal)
+        await services.users.reset_password(
+            _id(user_id), data.password, principal=principal, revoke_api_keys=data.revoke_api_keys
+        )

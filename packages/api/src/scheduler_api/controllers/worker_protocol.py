@@ -1,7 +1,9 @@
 """``/api/v1/worker``: the worker protocol over HTTP, for workers without database access.
 
 Register, then loop: claim (long-poll) → heartbeat every few seconds with ``(run_id, token)``
-→ complete with the outcome. Only the ``worker`` and ``admin`` roles may call these.
+→ complete with the outcome. Only the ``worker`` and ``admin`` roles may call these, and a
+worker id only with the credential that registered it (any other gets 404, as for an unknown
+worker, so worker ids cannot be probed).
 """
 
 from __future__ import annotations
@@ -141,8 +143,9 @@ class WorkerProtocolController(Controller):
         summary="Renew the leases of the runs the worker holds",
         description=(
             "200 when every lease was renewed. 409 (with `stop`, the runs to abandon) when a "
-            "lease is gone or a token is stale: the run was cancelled, reaped or claimed again. "
-            "The leases of the other runs were renewed all the same."
+            "lease is gone or a token is stale — the run was cancelled, reaped or claimed "
+            "again — or the run is held by another worker, whose lease is never renewed. The "
+            "leases of the worker's other runs were renewed all the same."
         ),
         responses=problems(404, 409),
     )
@@ -161,7 +164,11 @@ class WorkerProtocolController(Controller):
         "/runs/{run_id:str}/complete",
         status_code=200,
         summary="Report how a run ended",
-        description="409 when the worker does not hold the run under this token.",
+        description=(
+            "409 when the worker does not hold the run under this token. `output` is cut to "
+            "`worker.output_limit_bytes` (64 KiB by default) and `error` to 4 KiB, each with a "
+            "`[… truncated: N bytes dropped]` marker."
+        ),
         responses=problems(404, 409),
         opt={ALLOW_NUL: True},
     )

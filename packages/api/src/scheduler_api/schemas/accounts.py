@@ -7,8 +7,8 @@ from typing import Annotated
 
 import msgspec
 
-from scheduler_application.auth import TokenPair
-from scheduler_domain.accounts import ApiKey, Role, User
+from scheduler_application.auth import MAX_PASSWORD_CHARS, TokenPair
+from scheduler_domain.accounts import MIN_PASSWORD_LENGTH, ApiKey, Role, User
 
 Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
 
@@ -93,7 +93,17 @@ class UserUpdateIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class PasswordResetIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``revoke_api_keys``: also revoke every API key the user owns."""
+
     password: Annotated[str, msgspec.Meta(max_length=1024)]
+    revoke_api_keys: bool = False
+
+
+class PasswordChangeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    current_password: Annotated[str, msgspec.Meta(max_length=4096)]
+    new_password: Annotated[
+        str, msgspec.Meta(min_length=MIN_PASSWORD_LENGTH, max_length=MAX_PASSWORD_CHARS)
+    ]
 
 
 class ApiKeyCreateIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

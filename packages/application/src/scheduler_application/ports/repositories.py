@@ -158,9 +158,10 @@ class RunRepository(Protocol):
         ...
 
     async def renew_lease(
-        self, run_id: str, *, token: int, now: datetime, lease: timedelta
+        self, run_id: str, *, worker_id: str, token: int, now: datetime, lease: timedelta
     ) -> bool:
-        """Extend the lease if the run is running under ``token``; False otherwise."""
+        """Extend the lease if ``worker_id`` holds the run, running under ``token``; False
+        otherwise (a run another worker holds is never renewed, whatever the token)."""
         ...
 
     async def list(
@@ -269,10 +270,11 @@ class RunRepository(Protocol):
         ...
 
     async def renew_leases(
-        self, held: Sequence[tuple[str, int]], *, now: datetime, lease: timedelta
+        self, held: Sequence[tuple[str, int]], *, worker_id: str, now: datetime, lease: timedelta
     ) -> set[str]:
-        """:meth:`renew_lease` for several ``(run_id, token)`` pairs in one statement; returns
-        the ids renewed (the rest are not running under that token any more)."""
+        """:meth:`renew_lease` for several ``(run_id, token)`` pairs of ``worker_id`` in one
+        statement; returns the ids renewed (the rest are not running under that token any
+        more, or are held by another worker)."""
         ...
 
 
@@ -319,11 +321,21 @@ class UserRepository(Protocol):
 
     async def get(self, user_id: str) -> User | None: ...
 
-    async def get_by_username(self, username: str) -> User | None: ...
+    async def get_by_username(self, username: str) -> User | None:
+        """The user stored under exactly ``username`` (callers pass the canonical form)."""
+        ...
 
     async def list(self, *, limit: int, cursor: str | None = None) -> Page[User]: ...
 
-    async def update(self, user: User) -> None: ...
+    async def update(self, user: User) -> None:
+        """Write the user, except ``token_generation``: only :meth:`bump_token_generation`
+        changes it, so a stale copy written back can never lower it."""
+        ...
+
+    async def bump_token_generation(self, user_id: str) -> int:
+        """Raise the user's token generation by one, atomically; returns the new generation.
+        NotFound when the user does not exist."""
+        ...
 
     async def count(self) -> int: ...
 

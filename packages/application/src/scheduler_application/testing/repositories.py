@@ -252,17 +252,25 @@ class InMemoryRunRepository(_Repository):
         return None
 
     async def renew_lease(
-        self, run_id: str, *, token: int, now: datetime, lease: timedelta
+        self, run_id: str, *, worker_id: str, token: int, now: datetime, lease: timedelta
     ) -> bool:
         tx = self.tx
-        current: TaskRun | None = tx.get("runs", run_id)
-        if current is None or current.status is not RunStatus.RUNNING or current.version != token:
+
+        def renewable(row: TaskRun | None) -> bool:
+            return (
+                row is not None
+                and row.status is RunStatus.RUNNING
+                and row.version == token
+                and row.worker_id == worker_id
+            )
+
+        if not renewable(tx.get("runs", run_id)):
             return False
         tx.patch(
             "runs",
             run_id,
             {"heartbeat_at": now, "lease_expires_at": now + lease},
-            condition=lambda row: row.status is RunStatus.RUNNING and row.version == token,
+            condition=renewable,
         )
         return True
 
@@ -494,11 +502,13 @@ class InMemoryRunRepository(_Repository):
             _versioned_update(tx, "runs", written or run, expected_version)
 
     async def renew_leases(
-        self, held: Sequence[tuple[str, int]], *, now: datetime, lease: timedelta
+        self, held: Sequence[tuple[str, int]], *, worker_id: str, now: datetime, lease: timedelta
     ) -> set[str]:
         renewed: set[str] = set()
         for run_id, token in held:
-            if await self.renew_lease(run_id, token=token, now=now, lease=lease):
+            if await self.renew_lease(
+                run_id, worker_id=worker_id, token=token, now=now, lease=lease
+            ):
                 renewed.add(run_id)
         return renewed
 
@@ -586,9 +596,20 @@ class InMemoryUserRepository(_Repository):
         return _page_by_id(rows, limit=limit, cursor=cursor, key=lambda u: u.id)
 
     async def update(self, user: User) -> None:
-        if self.tx.get("users", user.id) is None:
+        current: User | None = self.tx.get("users", user.id)
+        if current is None:
             raise NotFound(f"user {user.id} not found", field="id")
-        self.tx.replace("users", user)
+        written = _copy(user)
+        written.token_generation = current.token_generation
+        self.tx.replace("users", written)
+
+    async def bump_token_generation(self, user_id: str) -> int:
+        current: User | None = self.tx.get("users", user_id)
+        if current is None:
+            raise NotFound(f"user {user_id} not found", field="id")
+        generation = current.token_generation + 1
+        self.tx.patch("users", user_id, {"token_generation": generation})
+        return generation
 
     async def count(self) -> int:
         return sum(1 for _ in self.tx.scan("users"))

@@ -1,4 +1,4 @@
-"""``scheduler login`` and ``scheduler logout``."""
+"""``scheduler login``, ``scheduler logout`` and ``scheduler password``."""
 
 from __future__ import annotations
 
@@ -85,4 +85,42 @@ def logout(ctx: typer.Context, api_url: ApiUrl = None, json_output: JsonFlag = F
     out.show(
         {"api_url": url, "logged_out": True, "revoked": revoked},
         lambda: out.line(f"logged out of {url}"),
+    )
+
+
+PasswordsStdin = Annotated[
+    bool,
+    typer.Option(
+        "--passwords-stdin",
+        help="Read the current password from stdin's first line and the new one from its "
+        "second (for scripts).",
+    ),
+]
+
+
+def password(
+    ctx: typer.Context,
+    api_url: ApiUrl = None,
+    passwords_stdin: PasswordsStdin = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Change your own password.
+
+    Asks (hidden) for the current password and twice for the new one, unless --passwords-stdin
+    is given. Every session of your account ends, on every device; this one continues with the
+    new tokens the server returns.
+    """
+    cli = context_of(ctx).with_api_url(api_url)
+    out = Output(json_mode=json_output)
+    url = cli.api_url()
+    current = read_password(from_stdin=passwords_stdin, prompt="Current password")
+    new = read_password(from_stdin=passwords_stdin, prompt="New password", confirm=True)
+    with cli.client() as api:
+        tokens = api.post("/auth/password", {"current_password": current, "new_password": new})
+    session = cli.store.get(url)
+    if session is not None:
+        cli.store.save(session.renewed(tokens, now=time.time()), make_default=False)
+    out.show(
+        {"api_url": url, "password_changed": True, "user_id": tokens.get("user_id")},
+        lambda: out.line("password changed; your other sessions have ended"),
     )

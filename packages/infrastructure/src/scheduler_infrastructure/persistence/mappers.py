@@ -245,6 +245,7 @@ def worker_to_row(worker: Worker) -> dict[str, Any]:
         "active_runs": worker.active_runs,
         "status": worker.status.value,
         "software_version": worker.software_version,
+        "principal_id": worker.principal_id,
         "started_at": worker.started_at,
         "heartbeat_at": worker.heartbeat_at,
     }
@@ -262,6 +263,7 @@ def worker_from_row(row: Row) -> Worker:
         active_runs=row["active_runs"],
         status=WorkerStatus(row["status"]),
         software_version=row["software_version"],
+        principal_id=row["principal_id"],
         started_at=row["started_at"],
         heartbeat_at=row["heartbeat_at"],
     )
@@ -274,6 +276,7 @@ def user_to_row(user: User) -> dict[str, Any]:
         "password_hash": user.password_hash,
         "role": user.role.value,
         "disabled": user.disabled,
+        "token_generation": user.token_generation,
         "created_at": user.created_at,
         "updated_at": user.updated_at,
     }
@@ -286,6 +289,7 @@ def user_from_row(row: Row) -> User:
         password_hash=row["password_hash"],
         role=Role(row["role"]),
         disabled=bool(row["disabled"]),
+        token_generation=int(row["token_generation"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )

@@ -166,11 +166,11 @@ class SqlRunRepository(SqlRepository):
         return None if row is None else run_from_row(row)
 
     async def renew_lease(
-        self, run_id: str, *, token: int, now: datetime, lease: timedelta
+        self, run_id: str, *, worker_id: str, token: int, now: datetime, lease: timedelta
     ) -> bool:
         result = await self._execute(
             update(task_runs)
-            .where(_c.id == run_id, RUN_RUNNING, _c.version == token)
+            .where(_c.id == run_id, RUN_RUNNING, _c.version == token, _c.worker_id == worker_id)
             .values(heartbeat_at=now, lease_expires_at=now + lease)
         )
         return result.rowcount == 1
@@ -455,14 +455,16 @@ class SqlRunRepository(SqlRepository):
             )
 
     async def renew_leases(
-        self, held: Sequence[tuple[str, int]], *, now: datetime, lease: timedelta
+        self, held: Sequence[tuple[str, int]], *, worker_id: str, now: datetime, lease: timedelta
     ) -> set[str]:
         if not held:
             return set()
         if not self._postgres:
             renewed: set[str] = set()
             for run_id, token in held:
-                if await self.renew_lease(run_id, token=token, now=now, lease=lease):
+                if await self.renew_lease(
+                    run_id, worker_id=worker_id, token=token, now=now, lease=lease
+                ):
                     renewed.add(run_id)
             return renewed
         rows = await self._execute_text(
@@ -470,6 +472,7 @@ class SqlRunRepository(SqlRepository):
             {
                 "ids": [run_id for run_id, _ in held],
                 "tokens": [token for _, token in held],
+                "worker_id": worker_id,
                 "now": now,
                 "expires": now + lease,
             },
@@ -561,6 +564,7 @@ _RENEW_LEASES = text(
     UPDATE task_runs AS r SET heartbeat_at = :now, lease_expires_at = :expires
     FROM unnest(CAST(:ids AS text[]), CAST(:tokens AS bigint[])) AS v(id, token)
     WHERE r.id = v.id AND r.version = v.token AND r.status = 'running'
+      AND r.worker_id = :worker_id
     RETURNING r.id
     """
 )

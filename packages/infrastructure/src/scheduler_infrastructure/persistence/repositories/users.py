@@ -43,11 +43,26 @@ class SqlUserRepository(SqlRepository):
     async def update(self, user: User) -> None:
         row = user_to_row(user)
         del row["id"]
+        del row["token_generation"]  # raised only by bump_token_generation, never lowered
         # A savepoint, so that a rename onto a taken username leaves the transaction usable.
         async with translated(self.what), self._conn.begin_nested():
             result = await self._conn.execute(update(users).where(_c.id == user.id).values(**row))
         if result.rowcount == 0:
             raise NotFound(f"user {user.id} not found", field="id")
+
+    async def bump_token_generation(self, user_id: str) -> int:
+        """One ``UPDATE … SET token_generation = token_generation + 1``: concurrent bumps
+        serialize on the row, so none is lost."""
+        statement = (
+            update(users)
+            .where(_c.id == user_id)
+            .values(token_generation=_c.token_generation + 1)
+            .returning(_c.token_generation)
+        )
+        generation = await self._scalar(statement)
+        if generation is None:
+            raise NotFound(f"user {user_id} not found", field="id")
+        return int(generation)
 
     async def count(self) -> int:
         return int(await self._scalar(select(func.count()).select_from(users)))
