@@ -170,7 +170,12 @@ def build_services(
     observer = resources.metrics
     workers = WorkerService(uow_factory=uow, clock=clock, observer=observer)
     execution = ExecutionService(
-        uow_factory=uow, clock=clock, lease=lease, observer=observer, redactor=resources.redactor
+        uow_factory=uow,
+        clock=clock,
+        lease=lease,
+        observer=observer,
+        redactor=resources.redactor,
+        secret_box=resources.secret_box,
     )
     # The same gates as the dispatcher's relay (routing, rate limits), for the runs a trigger
     # or a retry dispatches at once.
@@ -183,7 +188,9 @@ def build_services(
         tracer=resources.tracer,
     )
     return ApiServices(
-        tasks=TaskService(uow_factory=uow, clock=clock, observer=observer),
+        tasks=TaskService(
+            uow_factory=uow, clock=clock, observer=observer, secret_box=resources.secret_box
+        ),
         task_graph=TaskGraphService(uow_factory=uow),
         runs=RunService(
             uow_factory=uow, clock=clock, observer=observer, relay=relay, tracer=resources.tracer

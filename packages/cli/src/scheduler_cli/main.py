@@ -120,10 +120,13 @@ def run(
         )
     if create_admin:
         from scheduler_cli.admin import ensure_admin
+        from scheduler_infrastructure.factories import database_url
         from scheduler_infrastructure.persistence.migrations import upgrade
 
         if migrate:
-            upgrade(_database_url())
+            # The settings loaded above: loading them again would miss the secrets, which
+            # were taken out of the environment once read.
+            upgrade(database_url(settings.database))
             migrate = False
         _first_admin(settings, ensure_admin)
     try:

@@ -11,10 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.ports.coordination import RateLimiter
 from scheduler_application.ports.observer import RunObserver
+from scheduler_application.ports.secrets import SecretBox
 from scheduler_infrastructure.config import DatabaseSettings, Settings
+from scheduler_infrastructure.config.loader import secrets_keys
 from scheduler_infrastructure.persistence.engine import create_engine
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.ratelimit import LocalRateLimiter, RedisRateLimiter
+from scheduler_infrastructure.security.secret_box import FernetSecretBox
 
 
 def database_url(database: DatabaseSettings) -> str:
@@ -54,3 +57,10 @@ def build_rate_limiter(
         on_unavailable=lambda: observer.dependency_unavailable("redis"),
     )
     return limiter, limiter.aclose
+
+
+def build_secret_box(settings: Settings) -> SecretBox | None:
+    """What seals and opens tasks' ``secret_env`` (``secrets.key``); None when no key is set,
+    and tasks cannot then be given secrets."""
+    keys = secrets_keys(settings.secrets.key)
+    return FernetSecretBox(keys=keys) if keys else None

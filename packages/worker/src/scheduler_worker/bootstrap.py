@@ -62,6 +62,7 @@ async def build_worker(resources: Resources) -> AsyncIterator[WorkerRuntime]:
                 lease=options.lease,
                 observer=metrics,
                 redactor=resources.redactor,
+                secret_box=resources.secret_box,
             ),
             workers=WorkerService(
                 uow_factory=resources.uow_factory, clock=resources.clock, observer=metrics
@@ -71,6 +72,7 @@ async def build_worker(resources: Resources) -> AsyncIterator[WorkerRuntime]:
             options=options,
             observer=metrics,
             tracer=resources.tracer,
+            secret_scope=resources.run_secrets,
         )
         metrics.watch_active_runs(lambda: runtime.active_runs)
         yield runtime
