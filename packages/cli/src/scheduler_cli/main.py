@@ -102,12 +102,13 @@ def run(
     ] = False,
 ) -> None:
     """Run the scheduler's components in this process."""
+    from scheduler_cli.embedded_key import with_embedded_secrets_key
     from scheduler_cli.launcher import run_components
     from scheduler_infrastructure.config.loader import parse_run_mode
     from scheduler_infrastructure.errors import ConfigError
     from scheduler_infrastructure.startup import StartupError
 
-    settings = _settings("scheduler")
+    settings = with_embedded_secrets_key(_settings("scheduler"))
     try:
         components = parse_run_mode(mode or settings.run.mode, key="--mode")
     except ConfigError as error:

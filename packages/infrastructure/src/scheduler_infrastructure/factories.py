@@ -31,6 +31,14 @@ def database_url(database: DatabaseSettings) -> str:
     return url.render_as_string(hide_password=False)
 
 
+def sqlite_file(database: DatabaseSettings) -> Path | None:
+    """The SQLite database's file (None for PostgreSQL or an in-memory database)."""
+    url = make_url(database.url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database).expanduser()
+
+
 def build_engine(settings: Settings) -> AsyncEngine:
     return create_engine(
         database_url(settings.database),
