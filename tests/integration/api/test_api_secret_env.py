@@ -172,3 +172,7 @@ async def test_outcomes_from_http_workers_are_masked_by_the_server(keyed: Api) -
     output = await keyed.client.get(f"/api/v1/runs/{run['id']}/output", headers=alice.headers)
     assert SECRET not in output.text
     assert "[REDACTED]" in output.text
+    events = await keyed.client.get(f"/api/v1/runs/{run['id']}/events", headers=alice.headers)
+    assert events.status_code == 200, events.text
+    assert "error with [REDACTED]" in events.text
+    assert SECRET not in events.text

@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Collection, Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from execution_stack import OWNER, running
@@ -148,3 +149,44 @@ async def test_a_shell_run_gets_its_secrets_and_its_stored_output_masks_them(
     assert scope.seen_while_running == ["log line [REDACTED]"]
     assert len(scope.registry) == 0
     assert scope.log.redact(SECRET) == SECRET
+
+
+async def test_a_run_whose_secrets_the_worker_cannot_open_fails_without_running(
+    uow_factory: SqlUnitOfWorkFactory, tasks: TaskService, tmp_path: Path
+) -> None:
+    clock = SystemClock()
+    marker = tmp_path / "ran"
+    async with MemoryRunQueue() as queue:
+        runs = RunService(uow_factory=uow_factory, clock=clock)
+        relay = RunRelay(uow_factory=uow_factory, clock=clock, queue=queue)
+        other_key = FernetSecretBox(keys=[generate_key()])
+        runtime = WorkerRuntime(
+            execution=ExecutionService(
+                uow_factory=uow_factory,
+                clock=clock,
+                lease=timedelta(seconds=5),
+                secret_box=other_key,
+            ),
+            workers=WorkerService(uow_factory=uow_factory, clock=clock),
+            queue=queue,
+            executors=ExecutorRegistry.discover(builtins=builtin_executors(), entry_points=()),
+            options=WorkerOptions(capacity=1, heartbeat_interval=timedelta(seconds=1)),
+        )
+        task = await tasks.create(
+            {
+                "name": "unopenable",
+                "executor": "shell",
+                "params": {"argv": ["touch", str(marker)]},
+                "secret_env": {"TOKEN": SECRET},
+            },
+            principal=OWNER,
+        )
+        async with running(runtime):
+            run = await runs.trigger(task.id, principal=OWNER)
+            await relay.relay_pending()
+            async with asyncio.timeout(30):
+                while not (run := await runs.get(run.id, principal=OWNER)).status.is_final:
+                    await asyncio.sleep(0.05)
+    assert run.status in (RunStatus.FAILED, RunStatus.DEAD_LETTERED)
+    assert "secrets.key" in (run.error or "")
+    assert not marker.exists()
