@@ -130,6 +130,8 @@ def run(
             upgrade(database_url(settings.database))
             migrate = False
         _first_admin(settings, ensure_admin)
+    # Like the settings' secrets: read (or not needed), so no task started later inherits it.
+    os.environ.pop("SCHEDULER_ADMIN_PASSWORD", None)
     try:
         asyncio.run(run_components(settings, components, migrate=migrate, on_ready=_announce))
     except (StartupError, ConnectionError, OSError) as error:
