@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
+
+from scheduler_infrastructure.config import load_settings
+from scheduler_infrastructure.config.loader import secret_variable
+from scheduler_infrastructure.config.settings import SECRETS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,9 +45,78 @@ def test_compose_runs_the_distributed_stack_in_order() -> None:
     assert services["worker-1"]["command"] == ["scheduler-worker"]
 
 
-def test_no_secret_is_committed_in_compose() -> None:
-    text = (ROOT / "docker-compose.yml").read_text()
-    assert "SCHEDULER__API__JWT_SECRET: ${SCHEDULER_JWT_SECRET:-}" in text
+#: The settings that are secrets (``SECRETS`` in the settings schema), as variables.
+SECRET_VARIABLES = {
+    "SCHEDULER__API__JWT_SECRET",
+    "SCHEDULER__DATABASE__PASSWORD",
+    "SCHEDULER__RABBITMQ__PASSWORD",
+    "SCHEDULER__REDIS__PASSWORD",
+    "SCHEDULER__SECRETS__KEY",
+}
+SECRET_LOOKING = re.compile(r"PASSWORD|SECRET|TOKEN|KEY|CREDENTIAL", re.IGNORECASE)
+
+
+def test_the_secret_variables_are_the_settings_secrets() -> None:
+    assert {secret_variable(key) for key in SECRETS} == SECRET_VARIABLES
+
+
+def test_compose_passes_no_secret_as_a_plain_environment_value() -> None:
+    compose = _compose()
+    for name, service in compose["services"].items():
+        environment = service.get("environment") or {}
+        assert isinstance(environment, dict), name
+        for variable, value in environment.items():
+            assert variable not in SECRET_VARIABLES, f"{name}: {variable} given in clear"
+            if SECRET_LOOKING.search(variable) and variable.startswith("SCHEDULER"):
+                assert variable.endswith("_FILE"), f"{name}: {variable} looks like a secret"
+            if "://" in str(value):
+                assert urlsplit(str(value)).password is None, f"{name}: {variable} has a password"
+
+
+def test_compose_mounts_every_secret_file_it_names() -> None:
+    compose = _compose()
+    declared = compose["secrets"]
+    for secret in declared.values():
+        assert secret["file"].startswith("./var/secrets/"), secret  # var/ is never committed
+    used: set[str] = set()
+    for name, service in compose["services"].items():
+        environment = service.get("environment") or {}
+        mounted = set(service.get("secrets") or [])
+        for variable, value in environment.items():
+            if not variable.endswith("_FILE"):
+                continue
+            assert variable.removesuffix("_FILE") in SECRET_VARIABLES, (name, variable)
+            assert value.startswith("/run/secrets/"), (name, variable)
+            secret = value.removeprefix("/run/secrets/")
+            assert secret in mounted, f"{name}: {variable} names {secret}, not mounted"
+            assert secret in declared, secret
+            used.add(secret)
+    assert used == set(declared)
+    services = compose["services"]
+    assert "SCHEDULER__API__JWT_SECRET_FILE" in services["api"]["environment"]
+    for name in ("api", "worker-1", "worker-2"):
+        assert "SCHEDULER__SECRETS__KEY_FILE" in services[name]["environment"], name
+    assert "jwt_secret" not in services["worker-1"].get("secrets", [])
+    assert "jwt_secret" not in services["dispatcher"].get("secrets", [])
+
+
+def test_compose_secrets_script_generates_what_compose_mounts(tmp_path: Path) -> None:
+    script = tmp_path / "scripts" / "compose-secrets"
+    script.parent.mkdir()
+    shutil.copy(ROOT / "scripts" / "compose-secrets", script)
+    subprocess.run([str(script)], check=True, capture_output=True, timeout=30)
+    for secret in _compose()["secrets"].values():
+        path = tmp_path / secret["file"]
+        assert path.read_text().strip(), path
+    settings = load_settings(
+        {
+            "SCHEDULER__API__JWT_SECRET_FILE": str(tmp_path / "var/secrets/jwt_secret"),
+            "SCHEDULER__SECRETS__KEY_FILE": str(tmp_path / "var/secrets/secrets_key"),
+        },
+        path=ROOT / "config" / "default.toml",
+    )
+    assert settings.api.jwt_secret
+    assert settings.secrets.key
 
 
 def test_prometheus_scrapes_every_component() -> None:

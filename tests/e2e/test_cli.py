@@ -42,6 +42,7 @@ def free_port() -> int:
 class Server:
     url: str
     log: Path
+    workdir: Path
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")[-8000:]
@@ -68,7 +69,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    running = Server(url=f"http://127.0.0.1:{port}", log=log)
+    running = Server(url=f"http://127.0.0.1:{port}", log=log, workdir=workdir)
     try:
         _wait_until_ready(process, running)
         yield running
@@ -239,3 +240,39 @@ def test_a_validation_error_names_the_field(admin: Cli) -> None:
 
     line = _one_error_line(result)
     assert "schedule" in line
+
+
+def test_a_secret_env_task_runs_out_of_the_box_with_its_value_masked(
+    admin: Cli, server: Server, tmp_path: Path
+) -> None:
+    secret = "e2e-Secret-" + "Qm7c2"
+    value_file = tmp_path / "token"
+    value_file.write_text(secret + "\n")
+    script = 'echo "tok:$TOKEN copy:$COPY"'
+    created = admin.json(
+        "tasks",
+        "create",
+        "--name",
+        "secretive",
+        "--argv",
+        f"sh -c '{script}'",
+        "--param",
+        "env=" + json.dumps({"COPY": secret}),
+        "--secret-env",
+        f"TOKEN=@{value_file}",
+    )
+    assert created["secret_env_names"] == ["TOKEN"]
+    # The embedded default made its key beside the database, private to its user.
+    key_file = server.workdir / "secrets-key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+    run = admin.json("tasks", "trigger", "secretive")
+    waited = admin("runs", "wait", run["id"], "--timeout", "30")
+    assert waited.returncode == 0, waited.stderr
+    output = admin("runs", "output", run["id"])
+    assert "copy:[REDACTED]" in output.stdout
+    assert secret not in output.stdout
+    shown = admin.json("tasks", "get", "secretive")
+    assert shown["secret_env_names"] == ["TOKEN"]
+    assert "secret_env" not in shown  # the plain params.env COPY is shown, as it always was
+    assert secret not in server.logs()

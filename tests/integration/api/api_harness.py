@@ -19,6 +19,7 @@ from scheduler_api.bootstrap import build_api
 from scheduler_api.throttle import Allowance, LoginThrottle
 from scheduler_application.accounts import AccountService
 from scheduler_application.ports.queue import RunQueue
+from scheduler_application.ports.secrets import SecretBox
 from scheduler_domain.accounts import Role, User
 from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.config import Settings
@@ -114,6 +115,7 @@ async def running_api(
     throttle: LoginThrottle | None = None,
     queue: RunQueue | None = None,
     settings: Settings | None = None,
+    secret_box: SecretBox | None = None,
 ) -> AsyncIterator[Api]:
     settings = settings or api_settings()
     async with MemoryRunQueue() as memory:
@@ -124,6 +126,7 @@ async def running_api(
             uow_factory=SqlUnitOfWorkFactory(engine),
             queue=queue,
             clock=SystemClock(),
+            secret_box=secret_box,
         )
         app = build_api(resources, hasher=FAST_HASHER, throttle=throttle or lenient_throttle())
         transport = httpx.ASGITransport(app=app)

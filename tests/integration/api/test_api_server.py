@@ -50,14 +50,24 @@ def command() -> list[str]:
 
 @pytest.mark.parametrize(
     ("secret", "message"),
-    [(None, "api.jwt_secret: not set"), ("too-short", "at least 32 bytes")],
-    ids=["missing", "short"],
+    [
+        (None, "api.jwt_secret: not set"),
+        ("too-short", "at least 32 bytes"),
+        ("file:missing", "SCHEDULER__API__JWT_SECRET_FILE: no such file"),
+        ("file:too-short", "api.jwt_secret: must be at least 32 bytes"),
+    ],
+    ids=["missing", "short", "missing-file", "short-file"],
 )
 def test_refuses_to_start_without_a_proper_secret(
     tmp_path: Path, secret: str | None, message: str
 ) -> None:
     env = environment(tmp_path)
-    if secret is not None:
+    if secret == "file:missing":
+        env["SCHEDULER__API__JWT_SECRET_FILE"] = str(tmp_path / "absent")
+    elif secret is not None and secret.startswith("file:"):
+        (tmp_path / "jwt").write_text(secret.removeprefix("file:") + "\n")
+        env["SCHEDULER__API__JWT_SECRET_FILE"] = str(tmp_path / "jwt")
+    elif secret is not None:
         env["SCHEDULER__API__JWT_SECRET"] = secret
 
     result = subprocess.run(
@@ -72,11 +82,14 @@ def test_refuses_to_start_without_a_proper_secret(
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """The API as deployed: its JWT secret read from a file (the recommended form)."""
     upgrade(f"sqlite+aiosqlite:///{tmp_path / 'api.db'}")
+    secret_file = tmp_path / "jwt-secret"
+    secret_file.write_text(SECRET + "\n")
     process = subprocess.Popen(
         command(),
         cwd=REPO,
-        env=environment(tmp_path, SCHEDULER__API__JWT_SECRET=SECRET),
+        env=environment(tmp_path, SCHEDULER__API__JWT_SECRET_FILE=str(secret_file)),
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -42,6 +42,7 @@ from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFacto
 from scheduler_infrastructure.queues.memory import MemoryRunQueue
 from scheduler_infrastructure.resources import Resources
 from scheduler_infrastructure.security.passwords import Argon2PasswordHasher
+from scheduler_infrastructure.security.secret_box import FernetSecretBox, generate_key
 
 T = TypeVar("T")
 API_URL = "http://cli-test.invalid"
@@ -105,6 +106,19 @@ class ApiInThread:
     def user(self, username: str, role: Role) -> None:
         self.call(self.accounts.create_user(username, PASSWORD, role))
 
+    def secret_env(self, task_id: str) -> dict[str, str]:
+        """The task's ``secret_env`` as the server stores it, opened with the server's key."""
+
+        async def read() -> dict[str, str]:
+            async with self.resources.uow_factory() as uow:
+                task = await uow.tasks.get(task_id)
+            assert task is not None
+            box = self.resources.secret_box
+            assert box is not None
+            return {name: box.open(sealed) for name, sealed in task.secret_env.items()}
+
+        return self.call(read())
+
 
 @contextmanager
 def api_in_thread() -> Iterator[ApiInThread]:
@@ -137,6 +151,7 @@ async def _start(url: str, loop: asyncio.AbstractEventLoop) -> ApiInThread:
         uow_factory=SqlUnitOfWorkFactory(engine),
         queue=queue,
         clock=SystemClock(),
+        secret_box=FernetSecretBox(keys=[generate_key()]),
     )
     throttle = LoginThrottle(
         per_account=Allowance(1000, timedelta(minutes=1)),

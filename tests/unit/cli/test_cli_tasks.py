@@ -304,3 +304,97 @@ def test_every_command_has_help(cli: Cli, command: list[str]) -> None:
 
     assert result.exit_code == 0
     assert "Usage:" in result.stdout
+
+
+# -- secret_env -----------------------------------------------------------------------------------
+
+
+def test_secret_env_values_come_from_files_stdin_or_flags_and_are_never_shown(
+    admin: Cli, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file-9d2\n")
+    created = _json(
+        admin(
+            "tasks",
+            "create",
+            "--name",
+            "with-secrets",
+            "--argv",
+            "env",
+            "--secret-env",
+            f"TOKEN=@{token_file}",
+            "--secret-env",
+            "PIPED=@-",
+            "--secret-env",
+            "AT_SIGN=@@literal",
+            "--json",
+            input="from-stdin-71c\n",
+        )
+    )
+    assert created["secret_env_names"] == ["AT_SIGN", "PIPED", "TOKEN"]
+    assert admin.api.secret_env(created["id"]) == {
+        "TOKEN": "from-a-file-9d2",
+        "PIPED": "from-stdin-71c",
+        "AT_SIGN": "@literal",
+    }
+    shown = admin("tasks", "get", "with-secrets")
+    assert shown.exit_code == 0, shown.stderr
+    assert "TOKEN" in shown.stdout
+    assert "from-a-file-9d2" not in shown.stdout + shown.stderr
+
+
+def test_update_sets_and_unsets_secret_env_keeping_the_others(admin: Cli, tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    first.write_text("first-value-1")
+    created = _json(
+        admin(
+            "tasks",
+            "create",
+            "--name",
+            "s",
+            "--argv",
+            "env",
+            "--secret-env",
+            f"KEEP=@{first}",
+            "--secret-env",
+            f"DROP=@{first}",
+            "--json",
+        )
+    )
+    updated = _json(
+        admin(
+            "tasks",
+            "update",
+            "s",
+            "--secret-env",
+            "NEW=plain-value-2",
+            "--unset-secret-env",
+            "DROP",
+            "--json",
+        )
+    )
+    assert updated["secret_env_names"] == ["KEEP", "NEW"]
+    assert admin.api.secret_env(created["id"]) == {
+        "KEEP": "first-value-1",
+        "NEW": "plain-value-2",
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--secret-env", "TOKEN=@/nonexistent/file"], "/nonexistent/file"),
+        (["--secret-env", "=x"], "--secret-env"),
+        (["--secret-env", "TOKEN"], "TOKEN=@file"),  # no terminal to ask on
+        (["--secret-env", "A=@-", "--secret-env", "B=@-"], "stdin"),
+    ],
+)
+def test_bad_secret_env_flags_are_one_line_errors(admin: Cli, args: list[str], needle: str) -> None:
+    line = _error(admin("tasks", "create", "--name", "x", "--argv", "env", *args, input=""))
+    assert needle in line
+
+
+def test_a_secret_env_name_the_server_refuses_is_reported_with_the_field(admin: Cli) -> None:
+    line = _error(admin("tasks", "create", "--name", "x", "--argv", "env", "--secret-env", "A-B=v"))
+    assert "secret_env" in line

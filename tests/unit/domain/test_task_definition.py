@@ -131,3 +131,60 @@ def test_executor_params_are_checked_per_executor(
 )
 def test_valid_executor_params_pass(executor: str, params: dict[str, Any]) -> None:
     validate_executor(executor, params)
+
+
+# -- environment names and secret_env ---------------------------------------------------------
+
+
+def _task(**fields: object) -> Task:
+    base: dict[str, object] = {
+        "owner_id": "o",
+        "name": "t",
+        "executor": "shell",
+        "params": {"argv": ["env"]},
+        "created_at": datetime(2030, 1, 1, tzinfo=UTC),
+        "updated_at": datetime(2030, 1, 1, tzinfo=UTC),
+    }
+    base.update(fields)
+    return Task(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["A=B", "1X", "", "A B", "X-Y", "É"])
+def test_env_names_must_be_posix_names(name: str) -> None:
+    with pytest.raises(ValidationError) as error:
+        _task(params={"argv": ["env"], "env": {name: "v"}})
+    assert error.value.field == "params.env"
+
+
+def test_posix_env_names_are_accepted() -> None:
+    task = _task(params={"argv": ["env"], "env": {"_A1": "v", "path": "x"}})
+    assert task.params["env"] == {"_A1": "v", "path": "x"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"secret_env": {"A=B": "sealed"}}, "environment variable name"),
+        ({"secret_env": {"SCHEDULER_RUN_ID": "sealed"}}, "SCHEDULER_"),
+        ({"secret_env": {"scheduler_x": "sealed"}}, "SCHEDULER_"),
+        (
+            {"params": {"argv": ["env"], "env": {"T": "1"}}, "secret_env": {"T": "sealed"}},
+            "both env and secret_env",
+        ),
+        ({"executor": "noop", "params": {}, "secret_env": {"T": "sealed"}}, "only for"),
+        ({"secret_env": {f"N{i}": "s" for i in range(101)}}, "limited"),
+    ],
+)
+def test_secret_env_rules_name_the_field(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError) as error:
+        _task(**fields)
+    assert error.value.field == "secret_env"
+    assert message in error.value.message
+
+
+def test_only_secret_env_names_are_shown() -> None:
+    task = _task(
+        secret_env={"B": "sealed-b", "A": "sealed-a"}, executor="python", params={"callable": "m:f"}
+    )
+    assert task.secret_env_names == ["A", "B"]
+    assert "sealed" not in repr(task)

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from scheduler_infrastructure.config import load_settings
-from scheduler_infrastructure.config.loader import parse_run_mode
+from scheduler_infrastructure.config.loader import (
+    forget_secret_variables,
+    parse_run_mode,
+    secrets_keys,
+)
 from scheduler_infrastructure.errors import ConfigError
 from scheduler_infrastructure.factories import database_url
+from scheduler_infrastructure.startup import prepare
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIG_FILES = sorted((ROOT / "config").glob("*.toml"))
@@ -180,3 +190,167 @@ def test_fire_ahead_defaults_to_two_seconds_and_stays_below_the_requeue_threshol
             "SCHEDULER__DISPATCHER__REQUEUE_AFTER_SECONDS": "5",
         }
     )
+
+
+# -- secrets read from files (SCHEDULER__…_FILE) ------------------------------------------------
+
+FERNET_KEY = "a" * 43 + "="  # 32 zero-ish bytes, url-safe base64
+
+
+def _secret_file(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("variable", "read"),
+    [
+        ("SCHEDULER__API__JWT_SECRET_FILE", lambda s: s.api.jwt_secret),
+        ("SCHEDULER__DATABASE__PASSWORD_FILE", lambda s: s.database.password),
+        ("SCHEDULER__RABBITMQ__PASSWORD_FILE", lambda s: s.rabbitmq.password),
+        ("SCHEDULER__REDIS__PASSWORD_FILE", lambda s: s.redis.password),
+        ("SCHEDULER__SECRETS__KEY_FILE", lambda s: s.secrets.key),
+    ],
+)
+def test_every_secret_can_be_read_from_a_file_without_its_trailing_newline(
+    tmp_path: Path, variable: str, read: Any
+) -> None:
+    value = FERNET_KEY if "SECRETS__KEY" in variable else "s3cret-" + "x" * 40
+    path = _secret_file(tmp_path, "secret", value + "\n")
+    settings = load_settings({variable: path}, path=ROOT / "config" / "default.toml")
+    assert read(settings) == value
+    assert value not in repr(settings)
+
+
+def test_a_secret_file_keeps_inner_whitespace_and_drops_one_crlf(tmp_path: Path) -> None:
+    path = _secret_file(tmp_path, "pw", " two words \r\n")
+    settings = load_settings(
+        {"SCHEDULER__DATABASE__PASSWORD_FILE": path}, path=ROOT / "config" / "default.toml"
+    )
+    assert settings.database.password == " two words "
+
+
+def test_a_missing_secret_file_is_a_config_error_naming_the_variable(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope")
+    message = _error({"SCHEDULER__API__JWT_SECRET_FILE": missing}, ROOT / "config" / "default.toml")
+    assert ": SCHEDULER__API__JWT_SECRET_FILE: " in message
+    assert missing in message
+
+
+def test_an_unreadable_secret_file_is_a_config_error_naming_the_variable(
+    tmp_path: Path,
+) -> None:
+    message = _error(
+        {"SCHEDULER__REDIS__PASSWORD_FILE": str(tmp_path)}, ROOT / "config" / "default.toml"
+    )
+    assert ": SCHEDULER__REDIS__PASSWORD_FILE: cannot read " in message
+
+
+def test_an_empty_secret_file_is_refused(tmp_path: Path) -> None:
+    path = _secret_file(tmp_path, "empty", "\n")
+    message = _error({"SCHEDULER__API__JWT_SECRET_FILE": path}, ROOT / "config" / "default.toml")
+    assert ": SCHEDULER__API__JWT_SECRET_FILE: " in message
+
+
+def test_a_secret_given_both_as_value_and_as_file_is_refused(tmp_path: Path) -> None:
+    path = _secret_file(tmp_path, "pw", "from-file")
+    message = _error(
+        {
+            "SCHEDULER__RABBITMQ__PASSWORD": "from-env",
+            "SCHEDULER__RABBITMQ__PASSWORD_FILE": path,
+        },
+        ROOT / "config" / "default.toml",
+    )
+    assert ": SCHEDULER__RABBITMQ__PASSWORD_FILE: " in message
+    assert "not both" in message
+
+
+def test_a_secret_from_a_file_is_checked_like_one_from_the_environment(tmp_path: Path) -> None:
+    path = _secret_file(tmp_path, "jwt", "short\n")
+    assert ": api.jwt_secret: " in _error(
+        {"SCHEDULER__API__JWT_SECRET_FILE": path}, ROOT / "config" / "default.toml"
+    )
+
+
+def test_file_for_a_setting_that_is_no_secret_is_an_unknown_key(tmp_path: Path) -> None:
+    path = _secret_file(tmp_path, "port", "9000")
+    assert ": api.port_file: " in _error(
+        {"SCHEDULER__API__PORT_FILE": path}, ROOT / "config" / "default.toml"
+    )
+
+
+def test_three_part_keys_still_work_beside_secret_files(tmp_path: Path) -> None:
+    settings = load_settings(
+        {
+            "SCHEDULER__EXECUTORS__SHELL__ROLES": "admin",
+            "SCHEDULER__SECRETS__KEY_FILE": _secret_file(tmp_path, "k", FERNET_KEY),
+        },
+        path=ROOT / "config" / "default.toml",
+    )
+    assert settings.executors.shell.roles == ("admin",)
+    assert settings.secrets.key == FERNET_KEY
+
+
+@pytest.mark.parametrize("key", ["not-a-key", "a" * 10, FERNET_KEY + ",garbage"])
+def test_a_secrets_key_that_is_not_a_fernet_key_is_refused(key: str) -> None:
+    message = _error({"SCHEDULER__SECRETS__KEY": key}, ROOT / "config" / "default.toml")
+    assert ": secrets.key: " in message
+    assert key not in message
+
+
+def test_several_comma_separated_secrets_keys_are_accepted_for_a_rotation() -> None:
+    other = "b" * 43 + "="
+    settings = load_settings(
+        {"SCHEDULER__SECRETS__KEY": f"{FERNET_KEY}, {other}"}, path=ROOT / "config" / "default.toml"
+    )
+    assert secrets_keys(settings.secrets.key) == [FERNET_KEY, other]
+
+
+def test_secrets_key_in_a_config_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(f'[secrets]\nkey = "{FERNET_KEY}"\n')
+    message = _error({}, path)
+    assert ": secrets.key: " in message
+    assert "SCHEDULER__SECRETS__KEY_FILE" in message
+
+
+def test_loaded_secret_variables_are_removed_from_the_environment() -> None:
+    environ = {
+        "SCHEDULER__API__JWT_SECRET": "j" * 40,
+        "SCHEDULER__DATABASE__PASSWORD": "pw",
+        "SCHEDULER__SECRETS__KEY_FILE": "/run/secrets/k",
+        "SCHEDULER__API__PORT": "9000",
+        "PATH": "/bin",
+    }
+    removed = forget_secret_variables(environ)
+    assert sorted(removed) == ["SCHEDULER__API__JWT_SECRET", "SCHEDULER__DATABASE__PASSWORD"]
+    assert environ == {
+        "SCHEDULER__SECRETS__KEY_FILE": "/run/secrets/k",
+        "SCHEDULER__API__PORT": "9000",
+        "PATH": "/bin",
+    }
+
+
+def test_startup_takes_the_secrets_out_of_the_process_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = "startup-secret-" + "z" * 40
+    monkeypatch.setenv("SCHEDULER_CONFIG", str(ROOT / "config" / "default.toml"))
+    monkeypatch.setenv("SCHEDULER__API__JWT_SECRET", secret)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        settings = prepare("api", standalone=False)
+    finally:
+        root.handlers[:], root.level = handlers, level
+    assert settings.api.jwt_secret == secret
+    assert "SCHEDULER__API__JWT_SECRET" not in os.environ
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(dict(os.environ))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    assert secret not in child.stdout

@@ -78,9 +78,11 @@ def require_jwt_secret(settings: Settings) -> str:
     secret = settings.api.jwt_secret
     if not secret:
         raise StartupError(
-            "invalid configuration: api.jwt_secret: not set; export SCHEDULER__API__JWT_SECRET "
-            f"with at least {MIN_SECRET_BYTES} random bytes, for example "
-            "$(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            "invalid configuration: api.jwt_secret: not set; point SCHEDULER__API__JWT_SECRET_FILE "
+            f"at a file holding at least {MIN_SECRET_BYTES} random bytes (or export "
+            "SCHEDULER__API__JWT_SECRET), for example one made with "
+            "python -c 'import secrets; print(secrets.token_urlsafe(48))' > var/jwt-secret; "
+            "./scripts/run does this for you"
         )
     return secret
 
@@ -176,6 +178,7 @@ def build_services(
         observer=observer,
         redactor=resources.redactor,
         executor_policy=resources.executor_policy,
+        secret_box=resources.secret_box,
     )
     # The same gates as the dispatcher's relay (routing, rate limits), for the runs a trigger
     # or a retry dispatches at once.
@@ -193,6 +196,7 @@ def build_services(
             clock=clock,
             observer=observer,
             executor_policy=resources.executor_policy,
+            secret_box=resources.secret_box,
         ),
         task_graph=TaskGraphService(uow_factory=uow),
         runs=RunService(

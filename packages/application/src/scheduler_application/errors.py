@@ -49,3 +49,9 @@ class Unavailable(ApplicationError):
     ) -> None:
         super().__init__(message, field=field)
         self.dependency = dependency
+
+
+class SecretUnreadable(ApplicationError):
+    """A sealed secret that the configured key(s) cannot open."""
+
+    code = "secret_unreadable"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from scheduler_application.errors import (
     ApplicationError,
     Conflict,
     NotFound,
+    SecretUnreadable,
     Unavailable,
 )
 from scheduler_application.observation import ExecutionObservation
@@ -27,8 +28,9 @@ from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.executor import ExecutionContext, ExecutionResult
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.redaction import NO_REDACTION, Redactor
+from scheduler_application.ports.secrets import SecretBox
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from scheduler_application.redaction import redact_result
+from scheduler_application.redaction import conceal_secrets, redact_result
 from scheduler_application.retries import (
     Settlement,
     plan_failed_attempt,
@@ -72,6 +74,11 @@ class ClaimedRun:
     executor: str
     params: dict[str, Any]
     timeout_seconds: float | None
+    #: The task's ``secret_env``, opened: for the task's process only (never logged).
+    secret_env: dict[str, str] = field(default_factory=dict, repr=False)
+    #: Why ``secret_env`` could not be opened (no key, or a key that does not open it): the
+    #: run must then fail without being executed.
+    secret_error: str | None = None
 
     @property
     def token(self) -> int:
@@ -85,7 +92,12 @@ class ClaimedRun:
             attempt=self.run.attempt,
             params=dict(self.params),
             timeout_seconds=self.timeout_seconds,
+            secret_env=dict(self.secret_env),
         )
+
+    def conceal(self, result: ExecutionResult) -> ExecutionResult:
+        """``result`` with this run's secret values (and simple encodings of them) masked."""
+        return conceal_secrets(result, self.secret_env.values())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,11 +145,14 @@ class ExecutionService:
         observer: RunObserver = NO_OBSERVER,
         redactor: Redactor = NO_REDACTION,
         executor_policy: ExecutorPolicy | None = None,
+        secret_box: SecretBox | None = None,
     ) -> None:
         """``observer`` hears of claims and outcomes; ``redactor`` scrubs secrets from the
         output, error and result of every outcome before it is stored; ``executor_policy``
         (default: the safe defaults) is checked again at every claim against the task owner's
-        role as it is now, and a run it refuses is dead-lettered instead of handed out."""
+        role as it is now, and a run it refuses is dead-lettered instead of handed out;
+        ``secret_box`` opens the ``secret_env`` of a claimed run's task (without one, such a
+        run fails)."""
         if lease <= timedelta(0):
             raise ValueError("lease must be positive")
         self._uow_factory = uow_factory
@@ -147,6 +162,7 @@ class ExecutionService:
         self._observed = ExecutionObservation(observer)
         self._redactor = redactor
         self._policy = executor_policy if executor_policy is not None else ExecutorPolicy()
+        self._secret_box = secret_box
 
     async def claim(self, run_id: str, *, worker_id: str) -> ClaimedRun | None:
         """Take a delivered run; None when it is no longer queued (a duplicate delivery, a
@@ -188,7 +204,7 @@ class ExecutionService:
                         self._observed.claimed(run, tasks[run.task_id].executor)
                     self._observe_refused(refused)
                     return {
-                        run.id: _claimed(run, tasks[run.task_id])
+                        run.id: _claimed(run, tasks[run.task_id], self._secret_box)
                         for run in runs
                         if run.task_id not in refusals
                     }
@@ -231,7 +247,7 @@ class ExecutionService:
         if refusal is not None:
             self._observe_refused([run])
             return None
-        return _claimed(run, task)
+        return _claimed(run, task, self._secret_box)
 
     async def _refusals(self, uow: UnitOfWork, tasks: Iterable[Task]) -> dict[str, str]:
         """Why the executor policy refuses to run each of ``tasks`` now, by task id: checked
@@ -304,13 +320,29 @@ class ExecutionService:
             await uow.commit()
         return HeartbeatReply(stop=stop, status=worker.status)
 
-    async def complete(self, run_id: str, token: int, result: ExecutionResult) -> Settlement:
+    async def complete(
+        self,
+        run_id: str,
+        token: int,
+        result: ExecutionResult,
+        *,
+        conceal_task_secrets: bool = False,
+    ) -> Settlement:
         """Record the outcome; a failure or timeout gets its retry (pending until the backoff
-        has passed) or, with no attempts left, is dead-lettered — all in one transaction."""
+        has passed) or, with no attempts left, is dead-lettered — all in one transaction.
+
+        ``conceal_task_secrets``: mask the values of the task's ``secret_env`` in the result
+        here (for outcomes from workers this process did not run: the HTTP protocol); the
+        in-process worker masks them itself (:meth:`ClaimedRun.conceal`)."""
         now = self._clock.now()
-        result = redact_result(self._redactor, result)
         async with self._uow_factory() as uow:
             run = await _held_run(uow, run_id)
+            if conceal_task_secrets:
+                task = await uow.tasks.get(run.task_id)
+                if task is not None and task.secret_env:
+                    values, _ = open_secret_env(task, self._secret_box)
+                    result = conceal_secrets(result, values.values())
+            result = redact_result(self._redactor, result)
             read_version = run.version
             event = _finish(run, token, result, now)
             await uow.events.add(event)
@@ -464,13 +496,28 @@ def _finish(run: TaskRun, token: int, result: ExecutionResult, now: datetime) ->
     )
 
 
-def _claimed(run: TaskRun, task: Task) -> ClaimedRun:
+def _claimed(run: TaskRun, task: Task, secret_box: SecretBox | None) -> ClaimedRun:
+    secret_env, secret_error = open_secret_env(task, secret_box)
     return ClaimedRun(
         run=run,
         executor=task.executor,
         params=dict(task.params),
         timeout_seconds=task.timeout.total_seconds() if task.timeout is not None else None,
+        secret_env=secret_env,
+        secret_error=secret_error,
     )
+
+
+def open_secret_env(task: Task, secret_box: SecretBox | None) -> tuple[dict[str, str], str | None]:
+    """The task's ``secret_env`` opened, or nothing and why it could not be."""
+    if not task.secret_env:
+        return {}, None
+    if secret_box is None:
+        return {}, "the task has secret_env, but this server has no secrets.key to open it"
+    try:
+        return {name: secret_box.open(sealed) for name, sealed in task.secret_env.items()}, None
+    except SecretUnreadable:
+        return {}, "the task's secret_env cannot be opened with the configured secrets.key"
 
 
 def _fenced(action: Callable[[], T]) -> T:

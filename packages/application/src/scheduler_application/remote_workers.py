@@ -35,6 +35,7 @@ from scheduler_application.ports.executor import ExecutionResult
 from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
 from scheduler_application.retries import Settlement
 from scheduler_application.workers import RegisterWorker, WorkerService
+from scheduler_domain.accounts import Role
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.worker import Worker, WorkerStatus
 
@@ -89,10 +90,26 @@ class RemoteWorkerService:
             if worker.status is not WorkerStatus.ONLINE:
                 return None
             claimed = await self._execution.claim_next(worker_id=worker.id, queues=worker.queues)
+            if claimed is not None and claimed.secret_error is not None:
+                await self._fail_unopened(claimed)
+                continue
             remaining = deadline - loop.time()
+            if claimed is not None and principal.role is not Role.WORKER:
+                # An admin may speak the protocol, but only a worker credential is handed
+                # the task's secrets.
+                claimed = replace(claimed, secret_env={})
             if claimed is not None or remaining <= 0:
                 return claimed
             await asyncio.sleep(min(self._poll, remaining))
+
+    async def _fail_unopened(self, claimed: ClaimedRun) -> None:
+        """A run whose secrets cannot be opened here cannot run anywhere: it fails (and is
+        retried by its policy, perhaps after the key is fixed) without reaching a worker."""
+        await self._execution.complete(
+            claimed.run.id,
+            claimed.token,
+            ExecutionResult(status="failed", error=claimed.secret_error),
+        )
 
     async def heartbeat(
         self, worker_id: str, active: Sequence[ActiveRun], *, principal: Principal
@@ -122,7 +139,7 @@ class RemoteWorkerService:
             output=cap_text(result.output, self._output_limit),
             error=cap_text(result.error, self._error_limit, what="error"),
         )
-        return await self._execution.complete(run_id, token, capped)
+        return await self._execution.complete(run_id, token, capped, conceal_task_secrets=True)
 
     async def release(
         self,

@@ -6,9 +6,13 @@ A spec is a plain mapping (what the API decodes, what the CLI reads from a file)
      "schedule": {"cron": "0 2 * * *", "timezone": "Europe/Berlin"},
      "retry": {"max_attempts": 3}, "timeout_seconds": 600, "depends_on": []}
 
-Every key but ``name`` and ``executor`` has a default. Errors are :class:`ValidationError` with
-``field`` set to the dotted path of the offending key (``retry.max_attempts``). Keys the server
-owns (``id``, ``owner_id``, ``version``, …) are refused by name rather than silently ignored.
+Every key but ``name`` and ``executor`` has a default. ``secret_env`` is write-only: it says
+what changes (``{"TOKEN": "value"}`` sets, ``{"TOKEN": null}`` removes; names left out keep
+their value), and a task read back shows only ``secret_env_names``.
+
+Errors are :class:`ValidationError` with ``field`` set to the dotted path of the offending key
+(``retry.max_attempts``). Keys the server owns (``id``, ``owner_id``, ``version``, …) are
+refused by name rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, TypeVar
 
 from scheduler_domain.concurrency import ConcurrencyPolicy
 from scheduler_domain.errors import ValidationError
+from scheduler_domain.executor_params import is_env_name
 from scheduler_domain.misfire import MisfireKind, MisfirePolicy
 from scheduler_domain.rate_limit import RateLimit
 from scheduler_domain.retry import RetryPolicy
@@ -33,6 +38,8 @@ E = TypeVar("E", bound=StrEnum)
 SERVER_FIELDS = frozenset(
     {"id", "owner_id", "version", "next_run_at", "created_at", "updated_at", "status"}
 )
+#: Accepted on writes and never shown: ``task_to_spec`` leaves them out.
+WRITE_ONLY_FIELDS = frozenset({"secret_env"})
 #: Nested objects a PATCH merges key by key; every other key is replaced whole.
 MERGED_ON_PATCH = frozenset({"retry", "misfire"})
 
@@ -44,6 +51,8 @@ _RETRY_KEYS = {
     "jitter_seconds": "jitter",
 }
 _MISFIRE_KEYS = {"policy": "kind", "catch_up_cap": "catch_up_cap", "grace_seconds": "grace"}
+#: The longest value of one ``secret_env`` variable, in characters.
+MAX_SECRET_VALUE = 32_768
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,10 +78,14 @@ class TaskSpec:
     rate_limit: RateLimit | None = None
     depends_on: tuple[str, ...] = ()
     trigger_rule: TriggerRule = TriggerRule.ALL_SUCCESS
+    #: What changes in the task's ``secret_env``, in plain text: a value sets the variable,
+    #: None removes it; names not given keep their value. Not a task field: the task keeps
+    #: the values sealed (see :class:`~scheduler_application.tasks.TaskService`).
+    secret_env: dict[str, str | None] = field(default_factory=dict, repr=False)
 
     def task_fields(self) -> dict[str, Any]:
         """Keyword arguments for :class:`Task` (and the attributes an update overwrites)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "secret_env"}
         values["params"] = dict(self.params)
         return values
 
@@ -93,7 +106,14 @@ def parse_task_spec(data: Mapping[str, Any]) -> TaskSpec:
             raise ValidationError(f"{required} is required", field=required)
     values = {_ATTRIBUTE.get(key, key): _PARSERS[key](value) for key, value in data.items()}
     spec = TaskSpec(**values)
-    Task(owner_id="-", created_at=_EPOCH, updated_at=_EPOCH, **spec.task_fields())  # validates
+    set_names = {name: "-" for name, value in spec.secret_env.items() if value is not None}
+    Task(  # validates
+        owner_id="-",
+        created_at=_EPOCH,
+        updated_at=_EPOCH,
+        secret_env=set_names,
+        **spec.task_fields(),
+    )
     return spec
 
 
@@ -230,6 +250,35 @@ def _depends_on(value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _secret_env(value: Any) -> dict[str, str | None]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            "secret_env must be an object of NAME: value (null removes NAME)", field="secret_env"
+        )
+    changes: dict[str, str | None] = {}
+    for name, item in value.items():
+        if not is_env_name(name):
+            raise ValidationError(
+                f"{name!r} is not an environment variable name: letters, digits and '_', "
+                "not starting with a digit",
+                field="secret_env",
+            )
+        if item is not None and not isinstance(item, str):
+            raise ValidationError(
+                f"secret_env.{name} must be a string, or null to remove it",
+                field=f"secret_env.{name}",
+            )
+        if item is not None and ("\x00" in item or len(item) > MAX_SECRET_VALUE):
+            raise ValidationError(
+                f"secret_env.{name} must be at most {MAX_SECRET_VALUE} characters, without NUL",
+                field=f"secret_env.{name}",
+            )
+        changes[name] = item
+    return changes
+
+
 def _rate_limit(value: Any) -> RateLimit | None:
     return None if value is None else RateLimit.parse(value)
 
@@ -315,5 +364,6 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "rate_limit": _rate_limit,
     "depends_on": _depends_on,
     "trigger_rule": _choice(TriggerRule, "trigger_rule"),
+    "secret_env": _secret_env,
 }
 _ATTRIBUTE = {"timeout_seconds": "timeout", "spread_seconds": "spread"}

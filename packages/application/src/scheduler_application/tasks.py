@@ -21,6 +21,7 @@ from scheduler_application.paging import DEFAULT_PAGE_SIZE, page_limit
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.repositories import Page, TaskFilter
+from scheduler_application.ports.secrets import SecretBox
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from scheduler_application.scheduling import record_paused_slots, record_unfired_at_pause
 from scheduler_application.task_spec import TaskSpec, merge_patch, parse_task_spec, task_to_spec
@@ -61,7 +62,10 @@ class TaskService:
     """Pausing is explained like any other skip: the slots a task passes while paused are
     recorded as decisions with reason ``paused`` (and counted on ``observer``) when it is
     resumed, or before any other edit made while it is paused — its ``updated_at`` marks how
-    far they are recorded."""
+    far they are recorded.
+
+    ``secret_box`` seals the values of ``secret_env`` before they are stored; without one
+    (no ``secrets.key`` configured) a task that sets a secret is refused, naming the field."""
 
     def __init__(
         self,
@@ -70,6 +74,7 @@ class TaskService:
         clock: Clock,
         observer: RunObserver = NO_OBSERVER,
         executor_policy: ExecutorPolicy | None = None,
+        secret_box: SecretBox | None = None,
     ) -> None:
         """``executor_policy`` (default: the safe defaults) decides which executor the caller's
         role may give a task, and which python callables a task may name."""
@@ -77,6 +82,7 @@ class TaskService:
         self._clock = clock
         self._observer = observer
         self._policy = executor_policy if executor_policy is not None else ExecutorPolicy()
+        self._secret_box = secret_box
 
     async def create(self, spec: TaskSpec | Mapping[str, Any], *, principal: Principal) -> Task:
         ensure_can_write_tasks(principal)
@@ -84,7 +90,11 @@ class TaskService:
             spec = parse_task_spec(spec)
         now = self._clock.now()
         task = Task(
-            owner_id=principal.subject_id, created_at=now, updated_at=now, **spec.task_fields()
+            owner_id=principal.subject_id,
+            created_at=now,
+            updated_at=now,
+            secret_env=self._sealed({}, spec.secret_env),
+            **spec.task_fields(),
         )
         self._check_executor(task, principal)
         task.reschedule(now)
@@ -155,6 +165,7 @@ class TaskService:
             as_it_was = copy.copy(task)
             for name, value in spec.task_fields().items():
                 setattr(task, name, value)
+            task.secret_env = self._sealed(task.secret_env, spec.secret_env)
             task.validate()
             self._check_executor(task, principal)
             if spec.name != before["name"]:
@@ -296,6 +307,26 @@ class TaskService:
                 await uow.tasks.set_next_run_at(task.id, after)
         for _ in range(cancelled):
             self._observer.run_finished(status=RunStatus.CANCELLED.value)
+
+    # -- secrets ---------------------------------------------------------------------------------
+
+    def _sealed(
+        self, current: Mapping[str, str], changes: Mapping[str, str | None]
+    ) -> dict[str, str]:
+        """``current`` (sealed values) with ``changes`` (plain values; None removes) applied."""
+        sealed = dict(current)
+        for name, value in changes.items():
+            if value is None:
+                sealed.pop(name, None)
+                continue
+            if self._secret_box is None:
+                raise ValidationError(
+                    "secret_env cannot be stored: the server has no encryption key; its "
+                    "operator must configure secrets.key (SCHEDULER__SECRETS__KEY_FILE)",
+                    field="secret_env",
+                )
+            sealed[name] = self._secret_box.seal(value)
+        return sealed
 
     # -- checks ----------------------------------------------------------------------------------
 

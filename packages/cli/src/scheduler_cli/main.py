@@ -102,12 +102,13 @@ def run(
     ] = False,
 ) -> None:
     """Run the scheduler's components in this process."""
+    from scheduler_cli.embedded_key import with_embedded_secrets_key
     from scheduler_cli.launcher import run_components
     from scheduler_infrastructure.config.loader import parse_run_mode
     from scheduler_infrastructure.errors import ConfigError
     from scheduler_infrastructure.startup import StartupError
 
-    settings = _settings("scheduler")
+    settings = with_embedded_secrets_key(_settings("scheduler"))
     try:
         components = parse_run_mode(mode or settings.run.mode, key="--mode")
     except ConfigError as error:
@@ -124,11 +125,13 @@ def run(
         from scheduler_infrastructure.persistence.migrations import upgrade
 
         if migrate:
-            # From these settings: reading them again would set up logging for an admin
-            # command (warnings only) and lose the server's own log lines.
+            # The settings loaded above: loading them again would miss the secrets (taken out
+            # of the environment once read) and set up logging for an admin command.
             upgrade(database_url(settings.database))
             migrate = False
         _first_admin(settings, ensure_admin)
+    # Like the settings' secrets: read (or not needed), so no task started later inherits it.
+    os.environ.pop("SCHEDULER_ADMIN_PASSWORD", None)
     try:
         asyncio.run(run_components(settings, components, migrate=migrate, on_ready=_announce))
     except (StartupError, ConnectionError, OSError) as error:

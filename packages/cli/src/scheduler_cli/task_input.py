@@ -33,6 +33,8 @@ class TaskFlags:
     max_attempts: int | None = None
     enabled: bool | None = None
     depends_on: list[str] | None = None  # ids, already resolved
+    #: ``secret_env`` changes, already read (:mod:`scheduler_cli.secret_input`).
+    secret_env: dict[str, str | None] = field(default_factory=dict, repr=False)
 
 
 def read_document(source: str | None) -> dict[str, Any]:
@@ -76,6 +78,8 @@ def task_body(
         body["params"] = {**_object(body.get("params")), **params}
         if "argv" in params and "executor" not in body and current is None:
             body["executor"] = "shell"
+    if flags.secret_env:
+        body["secret_env"] = {**_object(body.get("secret_env")), **flags.secret_env}
     if flags.max_attempts is not None:
         body["retry"] = {**_object(body.get("retry")), "max_attempts": flags.max_attempts}
     schedule = _schedule(flags, body.get("schedule"), current)

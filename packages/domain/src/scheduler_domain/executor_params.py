@@ -17,6 +17,16 @@ BUILTIN_EXECUTORS = frozenset({"shell", "http", "python", "noop"})
 _EXECUTOR_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+#: A POSIX environment variable name (anything else, ``A=B`` say, cannot be set in a process's
+#: environment at all).
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+#: Executors whose task runs as a process with an environment: the only ones ``secret_env``
+#: means anything to.
+ENV_EXECUTORS = frozenset({"shell", "python"})
+
+
+def is_env_name(name: object) -> bool:
+    return isinstance(name, str) and ENV_NAME.fullmatch(name) is not None
 
 
 def _fail(key: str, message: str) -> ValidationError:
@@ -65,6 +75,13 @@ def _shell(params: Mapping[str, Any]) -> None:
     if cwd is not None and not isinstance(cwd, str):
         raise _fail("cwd", "cwd must be a string")
     _string_map(params, "env")
+    for name in params.get("env") or {}:
+        if not is_env_name(name):
+            raise _fail(
+                "env",
+                f"{name!r} is not an environment variable name: letters, digits and '_', "
+                "not starting with a digit",
+            )
     limit = params.get("output_limit")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
         raise _fail("output_limit", "output_limit must be a non-negative integer (bytes)")

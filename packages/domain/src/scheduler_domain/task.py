@@ -12,7 +12,7 @@ from typing import Any
 from scheduler_domain.clock import ensure_utc
 from scheduler_domain.concurrency import ConcurrencyPolicy
 from scheduler_domain.errors import ValidationError
-from scheduler_domain.executor_params import validate_executor
+from scheduler_domain.executor_params import ENV_EXECUTORS, is_env_name, validate_executor
 from scheduler_domain.ids import new_id
 from scheduler_domain.misfire import MisfirePolicy
 from scheduler_domain.rate_limit import RateLimit
@@ -24,6 +24,9 @@ _QUEUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=/-]{0,99}$")
 MAX_PRIORITY = 9
 MAX_TIMEOUT = timedelta(days=7)
+MAX_SECRET_ENV = 100
+#: Variables the worker sets itself in a task's environment.
+RESERVED_ENV_PREFIX = "SCHEDULER_"
 
 
 class DispatchStrategy(StrEnum):
@@ -63,6 +66,9 @@ class Task:
     rate_limit: RateLimit | None = None
     depends_on: tuple[str, ...] = ()
     trigger_rule: TriggerRule = TriggerRule.ALL_SUCCESS
+    #: Write-only environment variables: name → the value *sealed* (encrypted by the
+    #: application's secret box). Opaque here; only the names are ever shown.
+    secret_env: dict[str, str] = field(default_factory=dict, repr=False)
     next_run_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
@@ -106,6 +112,7 @@ class Task:
             raise ValidationError(
                 "spread_seconds must be between 0 and 86400", field="spread_seconds"
             )
+        self._validate_secret_env()
         if self.id in self.depends_on:
             raise ValidationError("a task cannot depend on itself", field="depends_on")
         if len(set(self.depends_on)) != len(self.depends_on):
@@ -114,6 +121,43 @@ class Task:
         self.updated_at = ensure_utc(self.updated_at, field="updated_at")
         if self.next_run_at is not None:
             self.next_run_at = ensure_utc(self.next_run_at, field="next_run_at")
+
+    def _validate_secret_env(self) -> None:
+        if not self.secret_env:
+            return
+        if self.executor not in ENV_EXECUTORS:
+            raise ValidationError(
+                f"secret_env is only for the {' and '.join(sorted(ENV_EXECUTORS))} executors "
+                f"(their process gets it in its environment), not {self.executor!r}",
+                field="secret_env",
+            )
+        if len(self.secret_env) > MAX_SECRET_ENV:
+            raise ValidationError(
+                f"secret_env is limited to {MAX_SECRET_ENV} variables", field="secret_env"
+            )
+        env = self.params.get("env")
+        plain = set(env) if isinstance(env, dict) else set()
+        for name in self.secret_env:
+            if not is_env_name(name):
+                raise ValidationError(
+                    f"{name!r} is not an environment variable name: letters, digits and '_', "
+                    "not starting with a digit",
+                    field="secret_env",
+                )
+            if name.upper().startswith(RESERVED_ENV_PREFIX):
+                raise ValidationError(
+                    f"{name!r}: names starting with {RESERVED_ENV_PREFIX} are the worker's",
+                    field="secret_env",
+                )
+            if name in plain:
+                raise ValidationError(
+                    f"{name!r} is in both env and secret_env; keep it in one", field="secret_env"
+                )
+
+    @property
+    def secret_env_names(self) -> list[str]:
+        """What may be shown of ``secret_env``: its names, sorted."""
+        return sorted(self.secret_env)
 
     @property
     def paused(self) -> bool:

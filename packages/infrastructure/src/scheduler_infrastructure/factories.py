@@ -12,11 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.ports.coordination import RateLimiter
 from scheduler_application.ports.observer import RunObserver
+from scheduler_application.ports.secrets import SecretBox
 from scheduler_domain.executor_policy import PLUGINS, ExecutorPolicy
 from scheduler_infrastructure.config import DatabaseSettings, Settings
+from scheduler_infrastructure.config.loader import secrets_keys
 from scheduler_infrastructure.persistence.engine import create_engine
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.ratelimit import LocalRateLimiter, RedisRateLimiter
+from scheduler_infrastructure.security.secret_box import FernetSecretBox
 
 
 def database_url(database: DatabaseSettings) -> str:
@@ -42,6 +45,14 @@ def _private_sqlite_file(path: Path) -> None:
             continue
         if mode & 0o077:
             file.chmod(mode & 0o700)
+
+
+def sqlite_file(database: DatabaseSettings) -> Path | None:
+    """The SQLite database's file (None for PostgreSQL or an in-memory database)."""
+    url = make_url(database.url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database).expanduser()
 
 
 def build_engine(settings: Settings) -> AsyncEngine:
@@ -98,3 +109,10 @@ def build_executor_policy(
         python_allow=e.python.allow,
         python_registered=registered_task_callables() if registered is None else registered,
     )
+
+
+def build_secret_box(settings: Settings) -> SecretBox | None:
+    """What seals and opens tasks' ``secret_env`` (``secrets.key``); None when no key is set,
+    and tasks cannot then be given secrets."""
+    keys = secrets_keys(settings.secrets.key)
+    return FernetSecretBox(keys=keys) if keys else None

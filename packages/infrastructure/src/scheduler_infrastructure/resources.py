@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.ports.coordination import RateLimiter
 from scheduler_application.ports.queue import RunQueue
-from scheduler_application.ports.redaction import Redactor
+from scheduler_application.ports.redaction import NO_SECRET_SCOPE, Redactor, SecretScope
+from scheduler_application.ports.secrets import SecretBox
 from scheduler_application.ports.tracing import Tracer
 from scheduler_domain.executor_policy import ExecutorPolicy
 from scheduler_infrastructure.clock import SystemClock
@@ -29,13 +30,14 @@ from scheduler_infrastructure.factories import (
     build_engine,
     build_executor_policy,
     build_rate_limiter,
+    build_secret_box,
     build_unit_of_work_factory,
 )
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.queues.factory import build_run_queue
 from scheduler_infrastructure.ratelimit import LocalRateLimiter
 from scheduler_infrastructure.telemetry.metrics import PrometheusMetrics
-from scheduler_infrastructure.telemetry.redaction import SecretRedactor
+from scheduler_infrastructure.telemetry.redaction import PROCESS_RUN_SECRETS, SecretRedactor
 from scheduler_infrastructure.telemetry.tracing import Tracing, build_tracing
 
 logger = logging.getLogger("scheduler.startup")
@@ -59,6 +61,11 @@ class Resources:
     executor_policy: ExecutorPolicy = field(default_factory=ExecutorPolicy)
     #: Traces: the tracer the use cases get (no-op when ``telemetry.exporter`` is "none").
     tracing: Tracing = field(default_factory=Tracing)
+    #: Seals and opens tasks' ``secret_env`` (None: no ``secrets.key`` configured).
+    secret_box: SecretBox | None = None
+    #: Where the worker registers a run's secret values while it runs, so that the process's
+    #: redactors (logs, spans, stored output) mask them.
+    run_secrets: SecretScope = NO_SECRET_SCOPE
 
     @property
     def tracer(self) -> Tracer:
@@ -146,6 +153,8 @@ async def open_resources(
                 rate_limiter=limiter,
                 tracing=tracing,
                 executor_policy=build_executor_policy(settings),
+                secret_box=build_secret_box(settings),
+                run_secrets=PROCESS_RUN_SECRETS,
             )
         finally:
             try:

@@ -63,6 +63,7 @@ async def build_worker(resources: Resources) -> AsyncIterator[WorkerRuntime]:
                 observer=metrics,
                 redactor=resources.redactor,
                 executor_policy=resources.executor_policy,
+                secret_box=resources.secret_box,
             ),
             workers=WorkerService(
                 uow_factory=resources.uow_factory, clock=resources.clock, observer=metrics
@@ -72,6 +73,7 @@ async def build_worker(resources: Resources) -> AsyncIterator[WorkerRuntime]:
             options=options,
             observer=metrics,
             tracer=resources.tracer,
+            secret_scope=resources.run_secrets,
         )
         metrics.watch_active_runs(lambda: runtime.active_runs)
         yield runtime

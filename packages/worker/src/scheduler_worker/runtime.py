@@ -33,6 +33,7 @@ from scheduler_application.log_context import bind, trace_id
 from scheduler_application.ports.executor import ExecutionResult, Executor
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.queue import Delivery, RunQueue
+from scheduler_application.ports.redaction import NO_SECRET_SCOPE, SecretScope
 from scheduler_application.ports.tracing import NO_TRACER, Span, SpanKind, Tracer
 from scheduler_application.workers import RegisterWorker, WorkerService
 from scheduler_domain.worker import Worker
@@ -97,10 +98,14 @@ class WorkerRuntime:
         options: WorkerOptions,
         observer: RunObserver = NO_OBSERVER,
         tracer: Tracer = NO_TRACER,
+        secret_scope: SecretScope = NO_SECRET_SCOPE,
     ) -> None:
         """``tracer``: each delivery is a ``run.consume`` span in its run's trace (continued
-        from the message's ``traceparent``), with ``run.execute`` inside it."""
+        from the message's ``traceparent``), with ``run.execute`` inside it. ``secret_scope``
+        hides a run's ``secret_env`` values from this process's logs and spans while it runs;
+        they are masked in its stored output in any case."""
         self._tracer = tracer
+        self._secret_scope = secret_scope
         self._observer = observer  # hears of outages; outcomes are the ExecutionService's
         self._execution = execution
         self._workers = workers
@@ -279,9 +284,12 @@ class WorkerRuntime:
         flight = _InFlight(claimed=claimed, delivery=delivery)
         self._in_flight[message.run_id] = flight
         try:
-            with self._tracer.span(
-                "run.execute", attributes={"scheduler.executor": claimed.executor}
-            ) as execution:
+            with (
+                self._secret_scope.hide(list(claimed.secret_env.values())),
+                self._tracer.span(
+                    "run.execute", attributes={"scheduler.executor": claimed.executor}
+                ) as execution,
+            ):
                 result = await self._execute(flight)
                 if result is None:
                     execution.set_attribute("scheduler.run.status", "stopped")
@@ -301,6 +309,8 @@ class WorkerRuntime:
             executor: Executor = self._executors.get(claimed.executor)
         except UnknownExecutorError as error:
             return ExecutionResult(status="failed", error=str(error))
+        if claimed.secret_error is not None:
+            return ExecutionResult(status="failed", error=claimed.secret_error)
         # The executor runs in the handler's own task (one task per run, not two); a stop
         # cancels the handler while the executor runs, and is taken back here.
         task = flight.task = asyncio.current_task()
@@ -317,7 +327,7 @@ class WorkerRuntime:
 
     async def _report(self, flight: _InFlight, result: ExecutionResult) -> None:
         run_id = flight.claimed.run.id
-
+        result = flight.claimed.conceal(result)
         outcome = Outcome(
             run_id=run_id, token=flight.claimed.token, result=result, run=flight.claimed.run
         )

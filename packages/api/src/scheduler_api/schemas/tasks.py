@@ -56,6 +56,10 @@ class TaskSpecDocument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     rate_limit: str | None = None
     depends_on: list[str] | None = None
     trigger_rule: TriggerRule | None = None
+    #: Write-only environment variables for ``shell`` and ``python`` tasks, encrypted at rest:
+    #: ``{"NAME": "value"}`` sets NAME, ``{"NAME": null}`` removes it, names left out keep
+    #: their value. Never returned: a task shows ``secret_env_names`` only.
+    secret_env: dict[str, str | None] | None = None
 
 
 TASK_EXAMPLE: dict[str, Any] = {
@@ -105,6 +109,8 @@ class TaskOut(msgspec.Struct, kw_only=True):
     rate_limit: str | None
     depends_on: list[str]
     trigger_rule: TriggerRule
+    #: The names of the task's ``secret_env``; their values are never returned.
+    secret_env_names: list[str]
     next_run_at: datetime | None
     created_at: datetime
     updated_at: datetime
@@ -114,6 +120,7 @@ class TaskOut(msgspec.Struct, kw_only=True):
     def of(cls, task: Task) -> TaskOut:
         fields = {
             **task_to_spec(task),
+            "secret_env_names": task.secret_env_names,
             "id": task.id,
             "owner_id": task.owner_id,
             "paused": task.paused,

@@ -85,6 +85,10 @@ class ClaimOut(msgspec.Struct, kw_only=True):
     executor: str
     params: dict[str, Any]
     timeout_seconds: float | None
+    #: The task's secret environment, decrypted: set it in the task process's environment
+    #: beside ``params.env``, never log it, and mask its values in what the run reports (the
+    #: server masks them again). Given to a ``worker`` credential only.
+    secret_env: dict[str, str] = {}
 
     @classmethod
     def of(cls, claimed: ClaimedRun) -> ClaimOut:
@@ -95,6 +99,7 @@ class ClaimOut(msgspec.Struct, kw_only=True):
             executor=claimed.executor,
             params=dict(claimed.params),
             timeout_seconds=claimed.timeout_seconds,
+            secret_env=dict(claimed.secret_env),
         )
 
 

@@ -11,7 +11,14 @@ from scheduler_application.ports.queue import (
     RunQueue,
     TransactionalRunQueue,
 )
-from scheduler_application.ports.redaction import NO_REDACTION, NoRedaction, Redactor
+from scheduler_application.ports.redaction import (
+    NO_REDACTION,
+    NO_SECRET_SCOPE,
+    NoRedaction,
+    NoSecretScope,
+    Redactor,
+    SecretScope,
+)
 from scheduler_application.ports.repositories import (
     ApiKeyRepository,
     DecisionRepository,
@@ -25,6 +32,7 @@ from scheduler_application.ports.repositories import (
     UserRepository,
     WorkerRepository,
 )
+from scheduler_application.ports.secrets import SecretBox
 from scheduler_application.ports.security import PasswordHasher, TokenCodec
 from scheduler_application.ports.tracing import NO_TRACER, Span, SpanKind, Tracer
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
@@ -32,6 +40,7 @@ from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFacto
 __all__ = [
     "NO_OBSERVER",
     "NO_REDACTION",
+    "NO_SECRET_SCOPE",
     "NO_TRACER",
     "ApiKeyRepository",
     "Clock",
@@ -42,6 +51,7 @@ __all__ = [
     "Executor",
     "LeaseStore",
     "NoRedaction",
+    "NoSecretScope",
     "NullObserver",
     "Page",
     "PasswordHasher",
@@ -54,6 +64,8 @@ __all__ = [
     "RunObserver",
     "RunQueue",
     "RunRepository",
+    "SecretBox",
+    "SecretScope",
     "Span",
     "SpanKind",
     "TaskFilter",

@@ -10,11 +10,22 @@ holds nothing to hide.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Collection, Iterator
 from typing import Protocol
 
 
 class Redactor(Protocol):
     def redact(self, text: str) -> str: ...
+
+
+class SecretScope(Protocol):
+    """The values of a run's ``secret_env`` made known to the process's redactor (logs, spans,
+    stored output) for as long as the run is executed here: ``with scope.hide(values): …``.
+    Values are forgotten on exit (and kept only once however many runs share them), so the
+    memory held is bounded by the runs in progress."""
+
+    def hide(self, values: Collection[str]) -> contextlib.AbstractContextManager[None]: ...
 
 
 class NoRedaction:
@@ -25,3 +36,14 @@ class NoRedaction:
 
 
 NO_REDACTION: Redactor = NoRedaction()
+
+
+class NoSecretScope:
+    """Hides nothing more (the default where no process redactor is wired)."""
+
+    @contextlib.contextmanager
+    def hide(self, values: Collection[str]) -> Iterator[None]:
+        yield
+
+
+NO_SECRET_SCOPE: SecretScope = NoSecretScope()

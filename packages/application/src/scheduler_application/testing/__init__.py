@@ -15,6 +15,7 @@ from scheduler_application.testing.coordination import InMemoryLeaseStore, InMem
 from scheduler_application.testing.executor import OPEN_EXECUTOR_POLICY, FakeExecutor
 from scheduler_application.testing.observer import FakeRedactor, RecordingObserver
 from scheduler_application.testing.queue import InMemoryRunQueue, InMemoryTransactionalRunQueue
+from scheduler_application.testing.secrets import FakeSecretBox, RecordingSecretScope
 from scheduler_application.testing.security import FakePasswordHasher, FakeTokenCodec
 from scheduler_application.testing.store import InMemoryStore, Transaction
 from scheduler_application.testing.tracing import RecordedSpan, RecordingTracer
@@ -29,6 +30,7 @@ __all__ = [
     "FakeExecutor",
     "FakePasswordHasher",
     "FakeRedactor",
+    "FakeSecretBox",
     "FakeTokenCodec",
     "InMemoryLeaseStore",
     "InMemoryRateLimiter",
@@ -39,6 +41,7 @@ __all__ = [
     "InMemoryUnitOfWorkFactory",
     "RecordedSpan",
     "RecordingObserver",
+    "RecordingSecretScope",
     "RecordingTracer",
     "Transaction",
 ]
@@ -59,6 +62,8 @@ if TYPE_CHECKING:  # mypy proves the fakes still honour the ports they stand in 
         redactor: FakeRedactor,
         tracer: RecordingTracer,
         transactional: InMemoryTransactionalRunQueue,
+        box: FakeSecretBox,
+        scope: RecordingSecretScope,
     ) -> None:
         _clock: ports.Clock = clock
         _factory: ports.UnitOfWorkFactory = factory
@@ -72,3 +77,5 @@ if TYPE_CHECKING:  # mypy proves the fakes still honour the ports they stand in 
         _redactor: ports.Redactor = redactor
         _tracer: ports.Tracer = tracer
         _transactional: ports.TransactionalRunQueue = transactional
+        _box: ports.SecretBox = box
+        _scope: ports.SecretScope = scope

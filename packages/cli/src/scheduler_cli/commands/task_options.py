@@ -51,3 +51,13 @@ DependsOn = Annotated[
 Enabled = Annotated[
     bool | None, typer.Option("--enabled/--disabled", help="Enabled (default) or paused.")
 ]
+SecretEnv = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--secret-env",
+        metavar="NAME=@FILE",
+        help="A write-only environment variable, encrypted on the server and never shown "
+        "(repeatable): NAME=@path reads the file, NAME=@- stdin, NAME alone asks without "
+        "echo; NAME=VALUE works too but leaves VALUE in your shell history.",
+    ),
+]

@@ -46,6 +46,7 @@ def task_record(task: dict[str, Any]) -> list[tuple[str, Any]]:
         ("owner", task["owner_id"]),
         ("executor", task["executor"]),
         ("params", task.get("params")),
+        ("secret env", task.get("secret_env_names") or None),
         ("schedule", schedule_text(task.get("schedule")) or "manual"),
         ("state", state(task)),
         ("next run", when(task.get("next_run_at"))),

@@ -33,6 +33,7 @@ from scheduler_cli.commands.task_options import (
     Params,
     Priority,
     Queue,
+    SecretEnv,
     TaskArg,
     TaskTimeout,
     Timezone,
@@ -46,6 +47,7 @@ from scheduler_cli.commands.task_views import (
 from scheduler_cli.context import context_of
 from scheduler_cli.errors import BadInput
 from scheduler_cli.output import Output, when
+from scheduler_cli.secret_input import secret_env_changes
 from scheduler_cli.task_input import TaskFlags, read_document, task_body
 from scheduler_cli.watch import wait_and_report
 
@@ -112,6 +114,7 @@ def create(
     max_attempts: MaxAttempts = None,
     depends_on: DependsOn = None,
     enabled: Enabled = None,
+    secret_env: SecretEnv = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Create a task from --file and/or flags (flags win).
@@ -120,6 +123,7 @@ def create(
     """
     out = Output(json_mode=json_output)
     document = read_document(file)
+    secrets = secret_env_changes(secret_env or [], [], stdin_taken=file == "-")
     with context_of(ctx).client() as api:
         flags = TaskFlags(
             name=name,
@@ -138,6 +142,7 @@ def create(
             max_attempts=max_attempts,
             enabled=enabled,
             depends_on=_upstreams(api, depends_on),
+            secret_env=secrets,
         )
         body = task_body(document, flags)
         if not body.get("name"):
@@ -170,6 +175,11 @@ def update(
     max_attempts: MaxAttempts = None,
     depends_on: DependsOn = None,
     enabled: Enabled = None,
+    secret_env: SecretEnv = None,
+    unset_secret_env: Annotated[
+        list[str] | None,
+        typer.Option("--unset-secret-env", metavar="NAME", help="Remove a secret (repeatable)."),
+    ] = None,
     if_version: Annotated[
         int | None,
         typer.Option(help="Refuse the change unless the task is still at this version."),
@@ -183,6 +193,7 @@ def update(
     """
     out = Output(json_mode=json_output)
     document = read_document(file)
+    secrets = secret_env_changes(secret_env or [], unset_secret_env or [], stdin_taken=file == "-")
     with context_of(ctx).client() as api:
         current = lookup.task(api, task)
         flags = TaskFlags(
@@ -203,6 +214,7 @@ def update(
             max_attempts=max_attempts,
             enabled=enabled,
             depends_on=_upstreams(api, depends_on),
+            secret_env=secrets,
         )
         body = task_body(document, flags, current=current)
         if "params" in body and "params" not in document:

@@ -4,16 +4,24 @@ Precedence: built-in defaults < the file named by ``SCHEDULER_CONFIG`` (default
 ``config/default.toml`` when it exists) < ``SCHEDULER__SECTION__KEY`` variables. Values from the
 environment are read as TOML literals when they parse as one (``10``, ``true``,
 ``["a", "b"]``) and as plain strings otherwise.
+
+A secret (``SECRETS``) may instead be read from a file named by the same variable with ``_FILE``
+appended (``SCHEDULER__API__JWT_SECRET_FILE=/run/secrets/jwt_secret``): the Docker and
+Kubernetes secrets convention, and the recommended form, since a file is not inherited by every
+child process the way the environment is. The file's content is taken as it is, less one
+trailing line break; setting both the variable and its ``_FILE`` is an error.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -23,6 +31,7 @@ from scheduler_infrastructure.config.settings import SECRETS, Settings
 from scheduler_infrastructure.errors import ConfigError
 
 ENV_PREFIX = "SCHEDULER__"
+FILE_SUFFIX = "_FILE"
 DEFAULT_FILE = Path("config/default.toml")
 RUN_MODES = ("api", "dispatcher", "worker")
 
@@ -33,9 +42,14 @@ def load_settings(
     env = os.environ if environ is None else environ
     raw, source = _read_file(path, env)
     for key in raw.get("_secret_keys_in_file", ()):
-        raise ConfigError(key, "secrets may only come from the environment, not a config file")
+        raise ConfigError(
+            key,
+            "secrets may only come from the environment or a file named by "
+            f"{secret_variable(key)}{FILE_SUFFIX}, not a config file",
+        )
     raw.pop("_secret_keys_in_file", None)
     _apply_environment(raw, env)
+    _apply_secret_files(raw, env)
     settings = _build(Settings, raw, prefix="")
     settings = dataclasses.replace(settings, source=source)
     _check(settings)
@@ -75,7 +89,7 @@ def _read_file(path: str | Path | None, env: Mapping[str, str]) -> tuple[dict[st
 
 def _apply_environment(raw: dict[str, Any], env: Mapping[str, str]) -> None:
     for name, text in env.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name in _SECRET_FILE_VARIABLES:
             continue
         parts = name[len(ENV_PREFIX) :].lower().split("__")
         if not 2 <= len(parts) <= 3 or not all(parts):
@@ -87,6 +101,54 @@ def _apply_environment(raw: dict[str, Any], env: Mapping[str, str]) -> None:
             if not isinstance(target, dict):
                 raise ConfigError(".".join(tables[: depth + 1]), "must be a table")
         target[key] = _parse_env_value(text)
+
+
+def secret_variable(key: str) -> str:
+    """``api.jwt_secret`` → ``SCHEDULER__API__JWT_SECRET``."""
+    return ENV_PREFIX + key.upper().replace(".", "__")
+
+
+_SECRET_FILE_VARIABLES = {secret_variable(key) + FILE_SUFFIX: key for key in SECRETS}
+
+
+def forget_secret_variables(environ: MutableMapping[str, str]) -> list[str]:
+    """Remove the secrets' own variables (``SCHEDULER__API__JWT_SECRET``, …; not their
+    ``_FILE`` paths) from ``environ`` once the settings hold them, so that no process started
+    later inherits them, even by mistake. The names removed."""
+    removed = [secret_variable(key) for key in sorted(SECRETS) if secret_variable(key) in environ]
+    for name in removed:
+        del environ[name]
+    return removed
+
+
+def _apply_secret_files(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    """``SCHEDULER__…_FILE`` variables: each secret read from the file it names."""
+    for variable, key in sorted(_SECRET_FILE_VARIABLES.items()):
+        path = env.get(variable)
+        if path is None:
+            continue
+        if secret_variable(key) in env:
+            raise ConfigError(
+                variable, f"set either {secret_variable(key)} or {variable}, not both"
+            )
+        if not path.strip():
+            raise ConfigError(variable, "must name a file")
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(variable, f"no such file: {path}") from None
+        except (OSError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+            raise ConfigError(variable, f"cannot read {path}: {reason}") from None
+        if text.endswith("\n"):
+            text = text[:-2] if text.endswith("\r\n") else text[:-1]
+        if not text:
+            raise ConfigError(variable, f"{path} is empty")
+        section, name = key.split(".")
+        target = raw.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(section, "must be a table")
+        target[name] = text
 
 
 def _parse_env_value(text: str) -> Any:
@@ -198,8 +260,35 @@ def _check_executors(s: Settings) -> None:
             )
 
 
+def secrets_keys(key: str | None) -> list[str]:
+    """``secrets.key`` as its keys, newest first: one key, or several comma-separated while a
+    rotation is under way (the first encrypts, every one decrypts)."""
+    return [part.strip() for part in (key or "").split(",") if part.strip()]
+
+
+def _check_secrets_key(key: str | None) -> None:
+    if key is None:
+        return
+    keys = secrets_keys(key)
+    if not keys:
+        raise ConfigError("secrets.key", "is empty")
+    for number, part in enumerate(keys, start=1):
+        try:
+            raw = base64.urlsafe_b64decode(part.encode("ascii"))
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            raw = b""
+        if len(raw) != 32:
+            raise ConfigError(
+                "secrets.key",
+                f"key {number} is not a Fernet key (32 url-safe base64-encoded bytes); make one "
+                "with: python -c 'import base64, os; print(base64.urlsafe_b64encode("
+                "os.urandom(32)).decode())'",
+            )
+
+
 def _check(s: Settings) -> None:
     """Cross-field rules the types alone cannot express."""
+    _check_secrets_key(s.secrets.key)
     _check_url("database.url", s.database.url, ("sqlite+aiosqlite", "postgresql+asyncpg"))
     _positive("database.pool_size", s.database.pool_size)
     if s.queue.backend == "postgres" and not s.database.url.startswith("postgresql"):
