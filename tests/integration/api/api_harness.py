@@ -21,6 +21,7 @@ from scheduler_application.accounts import AccountService
 from scheduler_application.ports.queue import RunQueue
 from scheduler_application.ports.secrets import SecretBox
 from scheduler_domain.accounts import Role, User
+from scheduler_domain.executor_policy import ExecutorPolicy
 from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.config.settings import ApiSettings
@@ -116,7 +117,10 @@ async def running_api(
     queue: RunQueue | None = None,
     settings: Settings | None = None,
     secret_box: SecretBox | None = None,
+    executor_policy: ExecutorPolicy | None = None,
 ) -> AsyncIterator[Api]:
+    """An API on ``engine``; ``executor_policy`` defaults to the safe defaults of a
+    multi-user install."""
     settings = settings or api_settings()
     async with MemoryRunQueue() as memory:
         queue = queue or memory
@@ -127,6 +131,7 @@ async def running_api(
             queue=queue,
             clock=SystemClock(),
             secret_box=secret_box,
+            executor_policy=executor_policy or ExecutorPolicy(),
         )
         app = build_api(resources, hasher=FAST_HASHER, throttle=throttle or lenient_throttle())
         transport = httpx.ASGITransport(app=app)

@@ -9,6 +9,7 @@ import pytest
 from api_harness import Api, Caller, running_api, wipe
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from scheduler_application.testing import OPEN_EXECUTOR_POLICY
 from scheduler_domain.accounts import Role
 from scheduler_infrastructure.security.secret_box import FernetSecretBox, generate_key
 
@@ -18,8 +19,11 @@ SHELL = {"executor": "shell", "params": {"argv": ["true"]}}
 
 @pytest.fixture
 async def keyed(sqlite_engine: AsyncEngine) -> AsyncIterator[Api]:
+    # The deployer lets users run shell tasks, the executor secrets are for.
     async with running_api(
-        sqlite_engine, secret_box=FernetSecretBox(keys=[generate_key()])
+        sqlite_engine,
+        secret_box=FernetSecretBox(keys=[generate_key()]),
+        executor_policy=OPEN_EXECUTOR_POLICY,
     ) as harness:
         yield harness
     await wipe(sqlite_engine)

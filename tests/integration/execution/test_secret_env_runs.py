@@ -20,6 +20,7 @@ from scheduler_application.execution import ExecutionService
 from scheduler_application.relay import RunRelay
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
+from scheduler_application.testing import OPEN_EXECUTOR_POLICY
 from scheduler_application.workers import WorkerService
 from scheduler_domain.status import RunStatus
 from scheduler_infrastructure.clock import SystemClock
@@ -57,7 +58,12 @@ def box() -> FernetSecretBox:
 
 @pytest.fixture
 def tasks(uow_factory: SqlUnitOfWorkFactory, box: FernetSecretBox) -> TaskService:
-    return TaskService(uow_factory=uow_factory, clock=SystemClock(), secret_box=box)
+    return TaskService(
+        uow_factory=uow_factory,
+        clock=SystemClock(),
+        secret_box=box,
+        executor_policy=OPEN_EXECUTOR_POLICY,
+    )
 
 
 async def test_secret_env_is_encrypted_at_rest_and_never_in_plain_text(
@@ -116,7 +122,11 @@ async def test_a_shell_run_gets_its_secrets_and_its_stored_output_masks_them(
         relay = RunRelay(uow_factory=uow_factory, clock=clock, queue=queue)
         runtime = WorkerRuntime(
             execution=ExecutionService(
-                uow_factory=uow_factory, clock=clock, lease=timedelta(seconds=5), secret_box=box
+                uow_factory=uow_factory,
+                clock=clock,
+                lease=timedelta(seconds=5),
+                secret_box=box,
+                executor_policy=OPEN_EXECUTOR_POLICY,
             ),
             workers=WorkerService(uow_factory=uow_factory, clock=clock),
             queue=queue,
@@ -166,6 +176,7 @@ async def test_a_run_whose_secrets_the_worker_cannot_open_fails_without_running(
                 clock=clock,
                 lease=timedelta(seconds=5),
                 secret_box=other_key,
+                executor_policy=OPEN_EXECUTOR_POLICY,
             ),
             workers=WorkerService(uow_factory=uow_factory, clock=clock),
             queue=queue,

@@ -19,6 +19,7 @@ from scheduler_application.remote_workers import RemoteWorkerService
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
+    OPEN_EXECUTOR_POLICY,
     FakeClock,
     FakeSecretBox,
     InMemoryStore,
@@ -42,7 +43,9 @@ def box() -> FakeSecretBox:
 def sealing_tasks(
     uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock, box: FakeSecretBox
 ) -> TaskService:
-    return TaskService(uow_factory=uow_factory, clock=clock, secret_box=box)
+    return TaskService(
+        uow_factory=uow_factory, clock=clock, secret_box=box, executor_policy=OPEN_EXECUTOR_POLICY
+    )
 
 
 @pytest.fixture
@@ -50,7 +53,11 @@ def opening_execution(
     uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock, box: FakeSecretBox
 ) -> ExecutionService:
     return ExecutionService(
-        uow_factory=uow_factory, clock=clock, rng=random.Random(1), secret_box=box
+        uow_factory=uow_factory,
+        clock=clock,
+        rng=random.Random(1),
+        secret_box=box,
+        executor_policy=OPEN_EXECUTOR_POLICY,
     )
 
 
@@ -106,7 +113,9 @@ async def test_removing_every_secret_needs_no_key(
     sealing_tasks: TaskService, uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock
 ) -> None:
     task = await _secret_task(sealing_tasks)
-    keyless = TaskService(uow_factory=uow_factory, clock=clock)
+    keyless = TaskService(
+        uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
+    )
     updated = await keyless.update(task.id, {"secret_env": {"TOKEN": None}}, principal=ALICE)
     assert updated.secret_env == {}
 
@@ -213,7 +222,12 @@ async def test_a_claim_with_a_key_that_does_not_open_the_secrets_says_why(
     clock: FakeClock,
     workers: WorkerService,
 ) -> None:
-    wrong = ExecutionService(uow_factory=uow_factory, clock=clock, secret_box=FakeSecretBox("k2"))
+    wrong = ExecutionService(
+        uow_factory=uow_factory,
+        clock=clock,
+        secret_box=FakeSecretBox("k2"),
+        executor_policy=OPEN_EXECUTOR_POLICY,
+    )
     claimed = await _claim(sealing_tasks, runs, relay, wrong, workers)
     assert claimed.secret_env == {}
     assert claimed.secret_error is not None
@@ -307,7 +321,9 @@ async def test_a_run_whose_secrets_cannot_be_opened_fails_before_reaching_an_htt
     clock: FakeClock,
     store: InMemoryStore,
 ) -> None:
-    keyless = ExecutionService(uow_factory=uow_factory, clock=clock)
+    keyless = ExecutionService(
+        uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
+    )
     remote = RemoteWorkerService(uow_factory=uow_factory, execution=keyless, workers=workers)
     worker = await remote.register(
         RegisterWorker(name="w", hostname="h", pid=1, queues=("default",), capacity=1),
