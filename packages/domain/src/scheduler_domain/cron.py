@@ -78,7 +78,11 @@ class CompiledCron:
             return None
         today = date.fromordinal(days + _EPOCH_ORDINAL)
         time = self._time_at_or_after(second_of_day)
-        if time is not None and self._day_bits(today.year, today.month) >> today.day & 1:
+        if (
+            time is not None
+            and today.month in self.months
+            and self._day_bits(today.year, today.month) >> today.day & 1
+        ):
             return days * _DAY + time
         found = self._next_day(today.year, today.month, today.day + 1)
         if found is None:
@@ -200,7 +204,9 @@ def _item(item: str, spec: _FieldSpec) -> range:
     first_text, dash, last_text = span.partition("-")
     first = _value(first_text, spec, item)
     if dash:
-        last = _value(last_text, spec, item, range_end=True)
+        last = _value(last_text, spec, item)
+        if spec is _DOW and last == 0 < first and last_text.lower() == "sun":
+            last = 7  # SUN ending a range is day 7, so MON-SUN means Monday to Sunday
         if last < first:
             raise _bad(
                 spec,
@@ -213,12 +219,10 @@ def _item(item: str, spec: _FieldSpec) -> range:
     return range(first, last + 1, step)
 
 
-def _value(text: str, spec: _FieldSpec, item: str, *, range_end: bool = False) -> int:
+def _value(text: str, spec: _FieldSpec, item: str) -> int:
     lowered = text.lower()
     if lowered in spec.names:
-        value = spec.names.index(lowered) + spec.name_base
-        # SUN ends a weekday range as 7, so MON-SUN means Monday to Sunday.
-        return 7 if spec is _DOW and range_end and value == 0 else value
+        return spec.names.index(lowered) + spec.name_base
     value = _number(text, spec, item, what="value")
     if not spec.low <= value <= spec.high:
         raise _bad(spec, item, f"{value} is outside {spec.low}-{spec.high}")
