@@ -245,3 +245,19 @@ def _next_transition(zone: str, after: datetime) -> datetime:
         if hour.astimezone(tz).utcoffset() != offset:
             return hour
     return after
+
+
+@pytest.mark.parametrize(
+    ("expression", "zone", "after", "expected"),
+    [
+        ("* * * * *", "UTC", utc(9999, 12, 31, 23, 58), utc(9999, 12, 31, 23, 59)),
+        ("* * * * *", "UTC", utc(1, 1, 1), utc(1, 1, 1, 0, 1)),
+        ("* * * * * *", "America/New_York", utc(9999, 12, 1), utc(9999, 12, 1, 0, 0, 1)),
+        ("0 0 1 1 *", "Pacific/Chatham", utc(9999, 12, 1), None),
+        ("0 0 29 2 */7", "Europe/Berlin", utc(2088, 3, 1), utc(2128, 2, 28, 23)),  # a Sunday
+    ],
+)
+def test_the_ends_of_the_calendar_answer_without_raising(
+    expression: str, zone: str, after: datetime, expected: datetime | None
+) -> None:
+    assert CronSchedule(expression, zone).next_after(after) == expected

@@ -7,15 +7,19 @@ stretch of about a year (memoised), so a yearly cron does not probe hundreds of 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 _SECOND = timedelta(seconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Offsets are assumed not to change twice (and cancel out) within one probe step; true of every
 # zone in the tz database, whose transitions are months apart.
 _PROBE_STEP = 86_400
 _STRETCH = 1 << 25  # seconds (~388 days) whose transitions are found and remembered together
+# Instants a day inside what datetime can represent in any zone: stretches are clipped to them.
+_FIRST = (datetime(1, 1, 2, tzinfo=UTC) - _EPOCH) // _SECOND
+_LAST = (datetime(9999, 12, 30, tzinfo=UTC) - _EPOCH) // _SECOND
 
 
 def utc_offset(zone: ZoneInfo, instant: int) -> int:
@@ -41,8 +45,8 @@ def first_transition(zone: ZoneInfo, lo: int, hi: int) -> int | None:
 @lru_cache(maxsize=4096)
 def _transitions(zone: ZoneInfo, stretch: int) -> tuple[int, ...]:
     """Every instant ``t`` of the stretch with ``offset(t) != offset(t - 1)``, in order."""
-    start = stretch * _STRETCH
-    end = start + _STRETCH - 1  # last second of the stretch
+    start = max(stretch * _STRETCH, _FIRST)
+    end = min(stretch * _STRETCH + _STRETCH - 1, _LAST)  # last second of the stretch
     found: list[int] = []
     previous = start - 1
     offset = utc_offset(zone, previous)
