@@ -26,6 +26,7 @@ MAX_EXPRESSION_LENGTH = 1024
 _FIELD = "schedule.cron"
 _DAY = 86_400
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_LAST_ORDINAL = date.max.toordinal()
 _LAST_YEAR = 9999
 _MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -74,7 +75,7 @@ class CompiledCron:
     def next_wall(self, wall: int) -> int | None:
         """The first matching wall time at or after ``wall`` (seconds), or ``None`` (year 9999)."""
         days, second_of_day = divmod(wall, _DAY)
-        if not 0 < days + _EPOCH_ORDINAL <= date.max.toordinal():
+        if not 0 < days + _EPOCH_ORDINAL <= _LAST_ORDINAL:
             return None
         today = date.fromordinal(days + _EPOCH_ORDINAL)
         time = self._time_at_or_after(second_of_day)
