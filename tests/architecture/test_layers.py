@@ -71,8 +71,8 @@ def test_import_linter_contracts_are_kept() -> None:
     assert "0 broken" in result.stdout
 
 
-def test_domain_imports_only_stdlib_and_croniter() -> None:
-    assert _third_party(_imports("domain")) <= {"scheduler_domain", "croniter"}
+def test_domain_imports_only_the_standard_library() -> None:
+    assert _third_party(_imports("domain")) <= {"scheduler_domain"}
 
 
 def test_application_imports_only_the_domain() -> None:

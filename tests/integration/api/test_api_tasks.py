@@ -198,6 +198,9 @@ async def test_schedule_preview_is_in_the_tasks_time_zone(api: Api, alice: Calle
     assert len(preview["next_fire_times"]) == 3
     assert all("T02:00:00+0" in t for t in preview["next_fire_times"])
     assert preview["recent_decisions"] == []
+    assert preview["day_rule"] == (
+        "day-of-month AND day-of-week (a field starting with '*' is unrestricted)"
+    )
 
 
 async def test_schedule_preview_bounds_n(api: Api, alice: Caller) -> None:

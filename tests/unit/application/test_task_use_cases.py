@@ -257,10 +257,31 @@ async def test_schedule_preview_lists_fire_times_in_the_task_timezone(
     assert [d.reason for d in preview.recent_decisions] == [SkipReason.FORBID]
 
 
+@pytest.mark.parametrize(
+    ("cron", "rule"),
+    [
+        ("0 0 1,15 * MON", "day-of-month OR day-of-week (both restricted)"),
+        (
+            "0 0 */2 * MON",
+            "day-of-month AND day-of-week (a field starting with '*' is unrestricted)",
+        ),
+    ],
+)
+async def test_schedule_preview_says_how_the_day_fields_combine(
+    tasks: TaskService, cron: str, rule: str
+) -> None:
+    task = await tasks.create(task_spec(schedule={"cron": cron}), principal=ALICE)
+
+    preview = await tasks.schedule_preview(task.id, principal=ALICE, n=1)
+
+    assert preview.day_rule == rule
+
+
 async def test_schedule_preview_of_an_interval_is_in_utc(tasks: TaskService) -> None:
     task = await tasks.create(task_spec(schedule={"interval_seconds": 600}), principal=ALICE)
     preview = await tasks.schedule_preview(task.id, principal=ALICE, n=2)
     assert preview.timezone == "UTC"
+    assert preview.day_rule is None
     assert preview.next_fire_times == [
         START + timedelta(minutes=10),
         START + timedelta(minutes=20),

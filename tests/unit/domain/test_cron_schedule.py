@@ -7,10 +7,11 @@ from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
-from croniter import croniter
+from cronsim import CronSim
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cron_reference import fires_between
 from scheduler_domain.errors import InvalidSchedule, ValidationError
 from scheduler_domain.schedules import (
     CronSchedule,
@@ -418,12 +419,10 @@ def test_next_after_never_skips_a_fire_time(schedule: CronSchedule, start: datet
 
 @settings(max_examples=200, deadline=None)
 @given(expression=st.sampled_from(EXPRESSIONS), start=instants)
-def test_utc_schedule_matches_croniter_directly(expression: str, start: datetime) -> None:
+def test_utc_schedule_matches_cronsim_directly(expression: str, start: datetime) -> None:
     schedule = cron(expression)
     naive = start.replace(tzinfo=None, microsecond=0)
-    expected = croniter(
-        expression, naive, ret_type=datetime, second_at_beginning=schedule.has_seconds
-    ).get_next(datetime)
+    expected = next(CronSim(expression, naive))
 
     assert schedule.next_after(start.replace(microsecond=0)) == expected.replace(tzinfo=UTC)
 
@@ -452,37 +451,14 @@ MINUTE_EXPRESSIONS = [e for e in EXPRESSIONS if len(e.split()) == 5] + ["0,10,50
 
 def _brute_force(schedule: CronSchedule, start: datetime, end: datetime) -> list[datetime]:
     """Fire instants in ``(start, end]`` straight from the definition of the DST policies."""
-    tz = ZoneInfo(schedule.timezone)
-    walls = croniter(schedule.expression, (start - timedelta(days=1)).replace(tzinfo=None))
-    matches: set[datetime] = set()
-    wall = walls.get_next(datetime)
-    while wall < (end + timedelta(days=1)).replace(tzinfo=None):
-        matches.add(wall)
-        wall = walls.get_next(datetime)
-    fires = []
-    instant = start.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    while instant <= end:
-        local = instant.astimezone(tz)
-        before = (instant - timedelta(minutes=1)).astimezone(tz).utcoffset()
-        after = local.utcoffset()
-        assert before is not None
-        assert after is not None
-        wall = local.replace(tzinfo=None)
-        ambiguous = local.replace(fold=1 - local.fold).astimezone(UTC) != instant
-        fold = schedule.dst.fold
-        if wall in matches and (
-            not ambiguous
-            or (local.fold == 0 and fold in (FoldPolicy.FIRST, FoldPolicy.BOTH))
-            or (local.fold == 1 and fold in (FoldPolicy.LAST, FoldPolicy.BOTH))
-        ):
-            fires.append(instant)
-        elif after > before and schedule.dst.gap is GapPolicy.SHIFT:
-            gap_start = (instant + before).replace(tzinfo=None)
-            gap_end = (instant + after).replace(tzinfo=None)
-            if any(gap_start <= m < gap_end for m in matches):
-                fires.append(instant)
-        instant += timedelta(minutes=1)
-    return fires
+    return fires_between(
+        schedule.expression,
+        schedule.timezone,
+        schedule.dst.gap.value,
+        schedule.dst.fold.value,
+        start,
+        end,
+    )
 
 
 @settings(max_examples=120, deadline=None)

@@ -39,13 +39,18 @@ MAX_PREVIEW = 100
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SchedulePreview:
-    """When a task will fire next (in its own time zone) and what happened to recent slots."""
+    """When a task will fire next (in its own time zone) and what happened to recent slots.
+
+    ``day_rule`` says, for a cron schedule, how its day-of-month and day-of-week fields combine
+    (crontab's rule: OR only when both are restricted); ``None`` for other schedules.
+    """
 
     task_id: str
     timezone: str
     paused: bool
     next_fire_times: list[datetime]
     recent_decisions: list[SlotDecision]
+    day_rule: str | None = None
 
 
 async def load_visible_task(
@@ -252,6 +257,7 @@ class TaskService:
             paused=task.paused,
             next_fire_times=[t.astimezone(zone) for t in times],
             recent_decisions=recent,
+            day_rule=task.schedule.day_rule if isinstance(task.schedule, CronSchedule) else None,
         )
 
     # -- pauses ----------------------------------------------------------------------------------

@@ -4,9 +4,9 @@ Every schedule answers one question, ``next_after(instant)``: the earliest fire 
 after it, as an aware UTC datetime, or ``None`` when it never fires again. The dispatcher stores
 that answer as ``next_run_at``, so it must be deterministic and stable across restarts.
 
-Cron expressions are matched against *local wall-clock* time with croniter on naive datetimes;
-mapping wall times to instants is done here with zoneinfo, so that the spring-forward gap and the
-repeated fall-back hour follow the task's :class:`DstPolicy` rather than croniter's defaults.
+Cron expressions (:mod:`scheduler_domain.cron`, crontab's semantics) are matched against *local
+wall-clock* time; mapping wall times to instants is done here with zoneinfo, so that the
+spring-forward gap and the repeated fall-back hour follow the task's :class:`DstPolicy`.
 """
 
 from __future__ import annotations
@@ -18,22 +18,17 @@ from enum import StrEnum
 from typing import TypeAlias, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadDateError, croniter
-
 from scheduler_domain.clock import ensure_utc
+from scheduler_domain.cron import MAX_EXPRESSION_LENGTH, CompiledCron, compile_cron
 from scheduler_domain.errors import InvalidSchedule, ValidationError
+from scheduler_domain.zone_offsets import first_transition, utc_offset
 
 _E = TypeVar("_E", bound=StrEnum)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NAIVE_EPOCH = datetime(1970, 1, 1)
 _SECOND = timedelta(seconds=1)
-# Offsets are assumed not to change twice (and cancel out) within one probe step; true of every
-# zone in the tz database, whose transitions are months apart.
-_PROBE_STEP = 86_400
 # A cron with no year field repeats; the sparsest legal one (a fifth Monday of February) recurs
 # within 40 years, so a match further away than this means the schedule cannot fire.
-# croniter's own search window is the same 50 years.
 _SEARCH_YEARS = 50
 _SEARCH_HORIZON = 366 * _SEARCH_YEARS * 86_400  # seconds
 
@@ -73,7 +68,8 @@ class CronSchedule:
     """A cron expression evaluated in an IANA time zone.
 
     Five fields (``min hour dom mon dow``) or six with the seconds field first
-    (``sec min hour dom mon dow``, as in Quartz and Spring).
+    (``sec min hour dom mon dow``, as in Quartz and Spring); the fields mean what crontab(5)
+    says (see :mod:`scheduler_domain.cron`).
     """
 
     expression: str
@@ -84,6 +80,12 @@ class CronSchedule:
         if not isinstance(self.expression, str):
             raise InvalidSchedule("cron expression must be a string", field="schedule.cron")
         expression = " ".join(self.expression.split())
+        if len(expression) > MAX_EXPRESSION_LENGTH:
+            raise InvalidSchedule(
+                f"cron expression is {len(expression)} characters long; at most "
+                f"{MAX_EXPRESSION_LENGTH} are allowed",
+                field="schedule.cron",
+            )
         object.__setattr__(self, "expression", expression)
         fields = len(expression.split(" ")) if expression else 0
         if fields not in (5, 6):
@@ -92,45 +94,42 @@ class CronSchedule:
                 "(min hour dom mon dow) or 6 (sec min hour dom mon dow)",
                 field="schedule.cron",
             )
-        try:
-            probe = self._cron(datetime(2000, 1, 1))
-            probe.get_next(datetime)
-        except CroniterBadDateError:
-            raise InvalidSchedule(
-                f"cron expression {expression!r} never matches a real date", field="schedule.cron"
-            ) from None
-        except (ValueError, KeyError, TypeError) as exc:  # croniter's parse errors are ValueErrors
-            raise InvalidSchedule(
-                f"invalid cron expression {expression!r}: {exc}", field="schedule.cron"
-            ) from None
+        self._compiled()
         _zone(self.timezone)
         if not isinstance(self.dst, DstPolicy):
             raise InvalidSchedule("dst must be a DstPolicy", field="schedule.dst")
 
     @property
     def has_seconds(self) -> bool:
-        return len(self.expression.split(" ")) == 6
+        return self.expression.count(" ") == 5
+
+    @property
+    def day_rule(self) -> str:
+        """How day-of-month and day-of-week combine for this expression, in words."""
+        return self._compiled().day_rule
 
     def next_after(self, after: datetime) -> datetime | None:
         """Earliest fire instant strictly after ``after``, honouring the DST policy.
 
         Walks the instant line segment by segment of constant UTC offset: inside a segment wall
-        time and instants move together, so croniter's next wall match gives the next instant; at
+        time and instants move together, so the next wall match gives the next instant; at
         an offset change the gap (spring forward) or the repeated hour (fall back) is handled here.
         """
         lo = _whole_second_after(_require_aware(after, "after"))
         limit = lo + _SEARCH_HORIZON
         zone = _zone(self.timezone)
-        cron = self._cron(_NAIVE_EPOCH)
+        cron = self._compiled()
         try:
-            before, at = _offset(zone, lo - 1), _offset(zone, lo)
+            before, at = utc_offset(zone, lo - 1), utc_offset(zone, lo)
             if at > before and self._gap_fires(cron, lo, before, at):
                 return _instant(lo)
             while lo < limit:
-                offset = _offset(zone, lo)
-                wall = _next_wall(cron, _wall(lo, offset))
-                candidate = _seconds(wall) - offset
-                transition = _first_transition(zone, lo, min(candidate, limit), offset)
+                offset = utc_offset(zone, lo)
+                wall = cron.next_wall(lo + offset)
+                if wall is None:
+                    return None
+                candidate = wall - offset
+                transition = first_transition(zone, lo, min(candidate, limit))
                 if transition is None:
                     if candidate >= limit:
                         return None
@@ -138,27 +137,23 @@ class CronSchedule:
                         return _instant(candidate)
                     lo = candidate + 1
                     continue
-                later = _offset(zone, transition)
+                later = utc_offset(zone, transition)
                 if later > offset and self._gap_fires(cron, transition, offset, later):
                     return _instant(transition)
                 lo = transition
-        except (CroniterBadDateError, OverflowError, ValueError):
+        except (OverflowError, ValueError, OSError):  # beyond the years datetime can represent
             return None
         return None
 
-    def _cron(self, start: datetime) -> croniter:
-        return croniter(
-            self.expression,
-            start,
-            ret_type=datetime,
-            second_at_beginning=self.has_seconds,
-        )
+    def _compiled(self) -> CompiledCron:
+        return compile_cron(self.expression, has_seconds=self.has_seconds)
 
-    def _gap_fires(self, cron: croniter, transition: int, before: int, after: int) -> bool:
+    def _gap_fires(self, cron: CompiledCron, transition: int, before: int, after: int) -> bool:
         """Whether some wall time skipped at ``transition`` matches and the policy shifts it."""
         if self.dst.gap is GapPolicy.SKIP:
             return False
-        return _seconds(_next_wall(cron, _wall(transition, before))) < transition + after
+        wall = cron.next_wall(transition + before)
+        return wall is not None and wall < transition + after
 
     def _fold_allows(self, zone: ZoneInfo, instant: int) -> bool:
         local = datetime.fromtimestamp(instant, zone)
@@ -379,40 +374,3 @@ def _whole_second_after(instant: datetime) -> int:
 
 def _instant(seconds: int) -> datetime:
     return _EPOCH + timedelta(seconds=seconds)
-
-
-def _seconds(wall: datetime) -> int:
-    return (wall - _NAIVE_EPOCH) // _SECOND
-
-
-def _wall(instant: int, offset: int) -> datetime:
-    return _NAIVE_EPOCH + timedelta(seconds=instant + offset)
-
-
-def _offset(zone: ZoneInfo, instant: int) -> int:
-    offset = datetime.fromtimestamp(instant, zone).utcoffset()
-    assert offset is not None  # zoneinfo always knows the offset of an instant
-    return offset // _SECOND
-
-
-def _next_wall(cron: croniter, wall: datetime) -> datetime:
-    """The first wall time at or after ``wall`` that the expression matches."""
-    match: datetime = cron.get_next(datetime, start_time=wall - _SECOND)
-    return match
-
-
-def _first_transition(zone: ZoneInfo, lo: int, hi: int, offset: int) -> int | None:
-    """The first instant in ``(lo, hi]`` whose UTC offset differs from ``offset``, if any."""
-    previous = lo
-    while previous < hi:
-        probe = min(previous + _PROBE_STEP, hi)
-        if _offset(zone, probe) != offset:
-            while probe - previous > 1:
-                middle = (previous + probe) // 2
-                if _offset(zone, middle) == offset:
-                    previous = middle
-                else:
-                    probe = middle
-            return probe
-        previous = probe
-    return None

@@ -164,6 +164,7 @@ class SchedulePreviewOut(msgspec.Struct, kw_only=True):
     paused: bool
     next_fire_times: list[datetime]
     recent_decisions: list[DecisionOut]
+    day_rule: str | None = None  # cron: how day-of-month and day-of-week combine
 
     @classmethod
     def of(cls, preview: SchedulePreview) -> SchedulePreviewOut:
@@ -173,6 +174,7 @@ class SchedulePreviewOut(msgspec.Struct, kw_only=True):
             paused=preview.paused,
             next_fire_times=list(preview.next_fire_times),
             recent_decisions=[DecisionOut.of(d) for d in preview.recent_decisions],
+            day_rule=preview.day_rule,
         )
 
 
