@@ -108,3 +108,40 @@ def test_migrations_are_found_from_the_environment_or_an_explicit_path(
         migrations.head()
     with pytest.raises(FileNotFoundError):
         migrations.head(config_path=tmp_path)
+
+
+async def _execute(url: str, statement: str, **values: Any) -> None:
+    from sqlalchemy import text
+
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(statement), values)
+    finally:
+        await engine.dispose()
+
+
+_TASK = (
+    "INSERT INTO tasks (id, owner_id, name, description, executor, params, schedule, enabled,"
+    " queue, priority, labels, strategy, retry, concurrency, misfire, spread_seconds,"
+    " trigger_rule, created_at, updated_at, version) VALUES (:id, 'u', :name, '', 'noop', '{}',"
+    " :schedule, true, 'default', 5, '[]', 'queue', '{}', 'allow', '{}', 0, 'all_success',"
+    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, 1)"
+)
+
+
+async def test_an_upgrade_stops_at_stored_cron_expressions_crontab_refuses(
+    empty_database: EmptyDatabase,
+) -> None:
+    url = await empty_database()
+    await asyncio.to_thread(migrations.upgrade, url, "0006")
+    await _execute(url, _TASK, id="t1", name="randomly", schedule='{"cron": "R 3 * * *"}')
+    await _execute(url, _TASK, id="t2", name="fine", schedule='{"cron": "0 12-12 * * *"}')
+
+    with pytest.raises(RuntimeError, match=r"randomly \(t1\): 'R 3 \* \* \*'"):
+        await asyncio.to_thread(migrations.upgrade, url)
+    assert migrations.current(url) == "0006"
+
+    await _execute(url, "UPDATE tasks SET schedule = :s WHERE id = 't1'", s='{"cron": "0 3 * * *"}')
+    await asyncio.to_thread(migrations.upgrade, url)
+    assert migrations.current(url) == migrations.head()
