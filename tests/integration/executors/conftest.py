@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from scheduler_application.ports.executor import ExecutionContext
+from scheduler_worker.sandbox.policy import default_python, sandbox_policy
 
 ContextFactory = Callable[..., ExecutionContext]
+
+#: An interpreter task processes can run: the worker's own, unless the unprivileged user tasks
+#: run as (when the tests run as root) cannot reach it; then the system's of the same version.
+TASK_PYTHON = default_python(sandbox_policy().user)
 
 
 @pytest.fixture
@@ -25,6 +33,18 @@ def context_for() -> ContextFactory:
         )
 
     return build
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temporary folder task processes may use whoever they run as (pytest's own are
+    private to the user running the tests)."""
+    folder = Path(tempfile.mkdtemp(prefix="scheduler-task-"))
+    folder.chmod(0o777)
+    try:
+        yield folder.resolve()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass
