@@ -113,7 +113,7 @@ def _http(params: Mapping[str, Any]) -> None:
 
 
 def _python(params: Mapping[str, Any]) -> None:
-    _only(params, {"callable", "args", "kwargs", "limits"})
+    _only(params, {"callable", "args", "kwargs", "env", "limits"})
     target = params.get("callable")
     if not isinstance(target, str) or not _CALLABLE.match(target):
         raise _fail("callable", "callable must look like 'package.module:function'")
@@ -122,6 +122,7 @@ def _python(params: Mapping[str, Any]) -> None:
     kwargs = params.get("kwargs", {})
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
         raise _fail("kwargs", "kwargs must be an object")
+    _string_map(params, "env")
     _limits(params)
 
 

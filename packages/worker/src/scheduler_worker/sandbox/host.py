@@ -69,7 +69,7 @@ def main() -> None:
     sys.path.extend(entry for entry in hello["sys_path"] if entry not in sys.path)
     limit = int(hello["output_limit"])
     for stream in (sys.stdout, sys.stderr):
-        stream.reconfigure(line_buffering=True, errors="backslashreplace")  # type: ignore[attr-defined]
+        stream.reconfigure(line_buffering=True, errors="backslashreplace")  # type: ignore[union-attr]
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)
     os.dup2(null, 2)

@@ -125,11 +125,10 @@ class PythonHost:
         transport, _ = await loop.connect_read_pipe(
             lambda: _OutputProtocol(on_output, closed), os.fdopen(read_fd, "rb", buffering=0)
         )
-        receiving = asyncio.ensure_future(self._receive())
+        receiving: asyncio.Future[dict[str, Any]] = asyncio.ensure_future(self._receive())
         try:
-            await asyncio.wait(
-                [receiving, self.process.exited], return_when=asyncio.FIRST_COMPLETED
-            )
+            either: list[asyncio.Future[Any]] = [receiving, self.process.exited]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if not receiving.done() or receiving.exception() is not None:
                 await asyncio.wait([self.process.exited], timeout=_DRAIN_SECONDS)
                 await asyncio.wait([closed], timeout=_DRAIN_SECONDS)
@@ -252,8 +251,11 @@ class PythonPool:
     async def release(self, host: PythonHost, *, reusable: bool) -> None:
         """Back to the idle ones when ``reusable`` and not worn out; otherwise its group is
         terminated before this returns."""
-        if not reusable or self._closed or host.runs >= self._max_runs:
+        if not reusable or self._closed:
             await host.close(grace_seconds=self._grace)
+            return
+        if host.runs >= self._max_runs:  # idle and healthy: no grace needed, nor waiting
+            self._in_background(host.close(grace_seconds=0))
             return
         self._idle.setdefault(host.key, []).append(host)
         self._idle.move_to_end(host.key)

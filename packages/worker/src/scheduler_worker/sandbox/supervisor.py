@@ -106,7 +106,9 @@ def _become_task(
         os.close(null)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         for name, value in spec.get("limits", {}).items():
-            soft, hard = value if isinstance(value, list) else (value, value)
+            # A CPU limit's hard value is one second later: SIGXCPU first, SIGKILL after.
+            single = (value, value + 1) if name == "cpu" else (value, value)
+            soft, hard = value if isinstance(value, list) else single
             resource.setrlimit(_LIMITS[name], (soft, hard))
         user = spec.get("user")
         if user is not None:
