@@ -29,7 +29,7 @@ from conftest import TASK_PYTHON
 from scheduler_application.ports.executor import ExecutionContext, ExecutionResult
 from scheduler_worker.executors import PythonExecutor, ShellExecutor
 from scheduler_worker.sandbox.dumpable import is_dumpable, make_non_dumpable
-from scheduler_worker.sandbox.policy import sandbox_policy
+from scheduler_worker.sandbox.policy import ResourceLimits, sandbox_policy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -119,9 +119,19 @@ def planted(shared: Path) -> Iterator[Path]:
         os.environ.pop("SCHEDULER__API__JWT_SECRET", None)
 
 
+#: The worker's default maxima (``worker.max_*``), so tests run under them like production.
+POLICY = sandbox_policy(
+    limits=ResourceLimits(
+        cpu_seconds=3600, memory_bytes=2_147_483_648, processes=256, open_files=1024
+    )
+)
+
+
 @pytest.fixture
 async def python(shared: Path) -> AsyncIterator[PythonExecutor]:
-    executor = PythonExecutor(output_limit=8_000, kill_grace_seconds=0.5, max_runs_per_process=3)
+    executor = PythonExecutor(
+        sandbox=POLICY, output_limit=8_000, kill_grace_seconds=0.5, max_runs_per_process=3
+    )
     try:
         yield executor
     finally:
@@ -130,7 +140,7 @@ async def python(shared: Path) -> AsyncIterator[PythonExecutor]:
 
 @pytest.fixture
 def shell() -> ShellExecutor:
-    return ShellExecutor(output_limit=8_000, kill_grace_seconds=0.5)
+    return ShellExecutor(sandbox=POLICY, output_limit=8_000, kill_grace_seconds=0.5)
 
 
 def context(

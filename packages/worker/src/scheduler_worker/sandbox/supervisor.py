@@ -106,9 +106,10 @@ def _become_task(
         os.close(null)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         for name, value in spec.get("limits", {}).items():
-            # A CPU limit's hard value is one second later: SIGXCPU first, SIGKILL after.
-            single = (value, value + 1) if name == "cpu" else (value, value)
-            soft, hard = value if isinstance(value, list) else single
+            if isinstance(value, list):
+                soft, hard = value
+            else:  # a CPU limit's hard value is a second later: SIGXCPU first, SIGKILL after
+                soft, hard = value, value + 1 if name == "cpu" else value
             resource.setrlimit(_LIMITS[name], (soft, hard))
         user = spec.get("user")
         if user is not None:
