@@ -500,3 +500,13 @@ async def test_python_start_latency_is_measured(python: PythonExecutor) -> None:
         await python.execute(context({"callable": "time:perf_counter"}))
         durations.append(time.perf_counter() - started)
     print(f"python run round trip: p50 {statistics.median(durations) * 1e3:.2f} ms")
+
+
+async def test_an_idle_interpreter_that_died_is_replaced(python: PythonExecutor) -> None:
+    before = value(await python.execute(context(call("pid"), task="k")))
+    os.kill(before, signal.SIGKILL)
+    await until(lambda: not alive(before))
+
+    after = await python.execute(context(call("pid"), task="k"))
+
+    assert value(after) != before

@@ -28,7 +28,7 @@ from scheduler_worker.executors.noop import NoopExecutor
 from scheduler_worker.executors.output import DEFAULT_OUTPUT_LIMIT
 from scheduler_worker.executors.python import PythonExecutor
 from scheduler_worker.executors.shell import ShellExecutor
-from scheduler_worker.sandbox.policy import DEFAULT_ENV_ALLOWLIST, SandboxPolicy, sandbox_policy
+from scheduler_worker.sandbox.policy import SandboxPolicy, sandbox_policy
 
 ENTRY_POINT_GROUP = "scheduler.executors"
 
@@ -47,7 +47,7 @@ def builtin_executors(
 ) -> list[Executor]:
     """``sandbox``: how ``shell`` and ``python`` task processes are isolated (default:
     :func:`sandbox_policy` for this process, with ``env_allowlist`` when given)."""
-    policy = sandbox or sandbox_policy(env_allowlist=env_allowlist or DEFAULT_ENV_ALLOWLIST)
+    policy = sandbox or sandbox_policy()
     if env_allowlist is not None:
         policy = replace(policy, env_allowlist=tuple(env_allowlist))
     return [

@@ -112,6 +112,11 @@ class PythonHost:
             raise
         return host
 
+    @property
+    def alive(self) -> bool:
+        """Whether the interpreter is still there (it may die while idle, e.g. killed)."""
+        return not self.process.exited.done()
+
     async def run(self, request: dict[str, Any], on_output: Any) -> dict[str, Any]:
         """Send one run, feed its output to ``on_output``; the reply, or :class:`HostDied`."""
         loop = asyncio.get_running_loop()
@@ -234,15 +239,22 @@ class PythonPool:
     async def acquire(self, key: Hashable) -> PythonHost:
         """An interpreter for ``key``: an idle one bound to it, a blank one, or a new one.
         Raises :class:`SandboxStartError` when none can be started."""
-        hosts = self._idle.get(key)
-        if hosts:
-            host = hosts.pop()
+        hosts = self._idle.get(key, [])
+        while hosts:
+            bound = hosts.pop()
             if not hosts:
                 del self._idle[key]
-            return host
-        if self._blank:
-            host = self._blank.pop(0)
-        else:
+            if bound.alive:
+                return bound
+            self._in_background(bound.close(grace_seconds=0))
+        host: PythonHost | None = None
+        while self._blank and host is None:
+            candidate = self._blank.pop(0)
+            if candidate.alive:
+                host = candidate
+            else:
+                self._in_background(candidate.close(grace_seconds=0))
+        if host is None:
             host = await self._new_host()
         self._refill()
         host.key = key
