@@ -200,7 +200,9 @@ async def test_shell_task_sees_neither_the_worker_environment_nor_its_proc_files
     shell: ShellExecutor, planted: Path
 ) -> None:
     worker = os.getpid()
-    script = f"env; cat /proc/{worker}/environ; cat /proc/{os.getppid()}/environ; cat {planted}"
+    script = f"env; cat /proc/{worker}/environ; cat /proc/{os.getppid()}/environ"
+    if ROOT:  # a file of the worker's user is out of reach only for another user
+        script += f"; cat {planted}"
 
     result = await shell.execute(context({"shell": True, "command": script}))
 
@@ -228,8 +230,10 @@ async def test_python_task_sees_neither_the_worker_environment_nor_its_proc_file
     assert (
         mem.status == "succeeded"
     )  # the worker's process exists and is visible; only its insides are not
-    assert held.status == "failed"
-    assert PLANTED not in json.dumps([proc.output, held.output, held.error])
+    assert PLANTED not in json.dumps([proc.output, proc.error])
+    if ROOT:  # a file of the worker's user is out of reach only for another user
+        assert held.status == "failed"
+        assert PLANTED not in json.dumps([held.output, held.error])
 
 
 async def test_task_environment_is_the_allow_list_the_task_env_secret_env_and_run_ids(

@@ -17,12 +17,14 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from scheduler_worker.sandbox.errors import SandboxStartError
 from scheduler_worker.sandbox.policy import ResourceLimits, RunAs
 
-_SUPERVISOR = "scheduler_worker.sandbox.supervisor"
+#: Run by path with ``-I -S``: no import path, no site packages, nothing of the environment.
+_SUPERVISOR = str(Path(__file__).with_name("supervisor.py"))
 _POLL_SECONDS = 0.05
 #: How long a supervisor may take to report its task's pid, and to exit once told to.
 _START_SECONDS = 30.0
@@ -91,7 +93,7 @@ class SandboxProcess:
                 lambda: protocol,
                 sys.executable,
                 "-I",
-                "-m",
+                "-S",
                 _SUPERVISOR,
                 str(watch_r),
                 str(status_w),

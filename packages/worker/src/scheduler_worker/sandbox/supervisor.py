@@ -1,6 +1,6 @@
 """The first process of every sandboxed run, started fresh by the worker with
-``python -I -m scheduler_worker.sandbox.supervisor WATCH_FD STATUS_FD`` (standard library only:
-nothing of the worker, and none of its memory, is in this interpreter).
+``python -I -S .../sandbox/supervisor.py WATCH_FD STATUS_FD`` (standard library only: nothing
+of the worker, and none of its memory, is in this interpreter).
 
 It reads its spec (JSON) from stdin, then forks the task process, which, before it execs the
 task's program:
