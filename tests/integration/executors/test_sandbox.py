@@ -85,6 +85,11 @@ def group_then_sleep(path, seconds):
 
 def noop():
     return None
+
+
+def spin():
+    while True:
+        pass
 """
 
 
@@ -298,7 +303,7 @@ async def test_python_crashes_fail_their_run_only(python: PythonExecutor, shared
         context(
             {
                 "callable": "builtins:bytearray",
-                "args": [2_000_000_000],
+                "args": [1_000_000_000],  # fine under the worker maximum
                 "limits": {"memory_bytes": 400_000_000},
             }
         )
@@ -317,7 +322,7 @@ async def test_python_crashes_fail_their_run_only(python: PythonExecutor, shared
 async def test_shell_task_under_a_memory_limit_fails_alone(
     shell: ShellExecutor, planted: Path
 ) -> None:
-    script = "bytearray(2_000_000_000)"
+    script = "bytearray(1_000_000_000)"  # fine under the worker maximum
     starved = await shell.execute(
         context({"argv": [TASK_PYTHON, "-c", script], "limits": {"memory_bytes": 300_000_000}})
     )
@@ -354,6 +359,15 @@ async def test_cpu_limit_ends_a_spinning_shell_task(shell: ShellExecutor) -> Non
 
     assert result.status == "failed"
     assert result.error == "killed by signal SIGXCPU"
+
+
+async def test_cpu_limit_ends_a_spinning_python_task_alone(python: PythonExecutor) -> None:
+    result = await python.execute(context(call("spin", limits={"cpu_seconds": 1})))
+    after = await python.execute(context(call("chatty")))
+
+    assert result.status == "failed"
+    assert result.error == "the python process was killed by signal SIGXCPU"
+    assert value(after) == 7
 
 
 # -- nothing outlives its run -------------------------------------------------------------------
