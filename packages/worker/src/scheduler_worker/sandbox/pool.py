@@ -280,10 +280,14 @@ class PythonPool:
 
     async def aclose(self) -> None:
         self._closed = True
-        for task in list(self._background):
-            task.cancel()
+        # Interpreters being started or retired finish that first (a started one sees the
+        # pool closed and is closed at once); only a start that hangs is cancelled.
         if self._background:
-            await asyncio.wait(list(self._background), timeout=10)
+            _, hanging = await asyncio.wait(list(self._background), timeout=10)
+            for task in hanging:
+                task.cancel()
+            if hanging:
+                await asyncio.wait(hanging, timeout=5)
         hosts = self._blank + [host for hosts in self._idle.values() for host in hosts]
         self._blank, self._idle = [], OrderedDict()
         await asyncio.gather(
