@@ -206,9 +206,14 @@ def _set_cpu_budget(seconds: int) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
+_children_seen = resource.getrusage(resource.RUSAGE_CHILDREN)
+
+
 def _has_company() -> bool:
     """Whether a process other than this one is in this process's group: a child, or an
-    orphan of one (reparented to the supervisor)."""
+    orphan of one (reparented to the supervisor). The scan of ``/proc`` is skipped when no
+    child ended since the last check (then no orphan can exist)."""
+    global _children_seen
     me = os.getpid()
     group = os.getpgrp()
     while True:  # reap what already ended
@@ -218,6 +223,10 @@ def _has_company() -> bool:
             break
         if pid == 0:
             return True
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if usage == _children_seen:
+        return False
+    _children_seen = usage
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
             continue
