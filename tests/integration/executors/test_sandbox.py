@@ -90,6 +90,12 @@ def noop():
 def spin():
     while True:
         pass
+
+
+def leave_behind(path):
+    # A grandchild that outlives its parent: an orphan in the interpreter's group.
+    subprocess.run(["sh", "-c", f"sleep 300 & echo $! > {path}"], check=True)
+    return os.getpid()
 """
 
 
@@ -518,6 +524,19 @@ async def test_python_start_latency_is_measured(python: PythonExecutor) -> None:
         await python.execute(context({"callable": "time:perf_counter"}))
         durations.append(time.perf_counter() - started)
     print(f"python run round trip: p50 {statistics.median(durations) * 1e3:.2f} ms")
+
+
+async def test_a_run_that_leaves_a_process_behind_retires_its_interpreter(
+    python: PythonExecutor, shared: Path
+) -> None:
+    report = shared / "orphan-pid"
+
+    first = value(await python.execute(context(call("leave_behind", str(report)), task="o")))
+    orphan = int(report.read_text())
+    await until(lambda: not alive(orphan))
+    second = value(await python.execute(context(call("pid"), task="o")))
+
+    assert second != first
 
 
 async def test_an_idle_interpreter_that_died_is_replaced(python: PythonExecutor) -> None:
