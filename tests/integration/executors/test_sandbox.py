@@ -87,6 +87,12 @@ def noop():
     return None
 
 
+def dumpable():
+    import ctypes
+
+    return ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
+
+
 def spin():
     while True:
         pass
@@ -265,6 +271,12 @@ async def test_task_environment_is_the_allow_list_the_task_env_secret_env_and_ru
         assert seen["SCHEDULER_RUN_ID"] == "run-1"
         # The python interpreter adds LC_CTYPE when it coerces the C locale; nothing else.
         assert set(seen) - allowed - task <= {"LC_CTYPE", "PWD"}
+
+
+async def test_python_interpreters_are_not_dumpable_by_other_tasks(
+    python: PythonExecutor,
+) -> None:
+    assert value(await python.execute(context(call("dumpable")))) == 0
 
 
 async def test_no_descriptor_of_the_worker_reaches_a_task(

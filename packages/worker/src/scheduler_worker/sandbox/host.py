@@ -19,6 +19,7 @@ reported ``dirty`` and the worker retires the process.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
 import json
 import os
@@ -29,6 +30,7 @@ import threading
 import traceback
 from typing import Any
 
+_PR_SET_DUMPABLE = 4
 _LIMITS = {
     "as": resource.RLIMIT_AS,
     "nproc": resource.RLIMIT_NPROC,
@@ -62,6 +64,9 @@ class _Channel:
 
 
 def main() -> None:
+    # Other task processes of the same user must not read this interpreter's memory, which
+    # will hold its task's secret_env (exec made it dumpable again).
+    ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     channel = _Channel(socket.socket(fileno=int(sys.argv[1])))
     hello, _ = channel.receive()
     if hello is None:
