@@ -189,13 +189,6 @@ class SandboxProcess:
         await _reap(self._transport, self._protocol)
         self._status.close()
 
-    def kill_now(self) -> None:
-        """Synchronous last resort (e.g. from a ``finally`` that cannot await)."""
-        self.signal_group(signal.SIGKILL)
-        if self._watch_w is not None:
-            os.close(self._watch_w)
-            self._watch_w = None
-
 
 async def _reap(transport: asyncio.SubprocessTransport, protocol: _SupervisorProtocol) -> None:
     try:
@@ -218,10 +211,10 @@ class _SupervisorProtocol(asyncio.SubprocessProtocol):
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
         chunk = data if isinstance(data, bytes) else data.encode()
+        if len(self._early) < 4096:  # what a supervisor that failed to start said
+            self._early += chunk[: 4096 - len(self._early)]
         if self._on_output is not None:
             self._on_output(chunk)
-        elif len(self._early) < 4096:
-            self._early += chunk[: 4096 - len(self._early)]
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd in (1, 2) and not self.pipe_closed.done():
