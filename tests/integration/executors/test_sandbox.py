@@ -93,6 +93,16 @@ def dumpable():
     return ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
 
 
+def forge():
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                os.write(int(fd), b"not json\\n")
+        except OSError:
+            pass
+    return "forged"
+
+
 def spin():
     while True:
         pass
@@ -549,6 +559,16 @@ async def test_a_run_that_leaves_a_process_behind_retires_its_interpreter(
     second = value(await python.execute(context(call("pid"), task="o")))
 
     assert second != first
+
+
+async def test_a_task_writing_on_the_interpreter_channel_fails_its_own_run(
+    python: PythonExecutor,
+) -> None:
+    forged = await python.execute(context(call("forge"), task="f"))
+    after = await python.execute(context(call("chatty"), task="f"))
+
+    assert forged.status == "failed"
+    assert value(after) == 7
 
 
 async def test_an_idle_interpreter_that_died_is_replaced(python: PythonExecutor) -> None:

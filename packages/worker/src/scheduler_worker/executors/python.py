@@ -109,7 +109,10 @@ class PythonExecutor:
             return timed_out(context.timeout_seconds, output=output.text())
         finally:
             await asyncio.shield(self._pool.release(host, reusable=reusable))
-        return self._result(reply, output)
+        try:
+            return self._result(reply, output)
+        except (TypeError, ValueError, AttributeError):  # the task wrote on the channel itself
+            return failed("the python process sent a malformed reply", output=output.text())
 
     def _result(self, reply: dict[str, Any], output: CappedOutput) -> ExecutionResult:
         outcome = reply.get("outcome")

@@ -185,7 +185,10 @@ class PythonHost:
             self._buffer += chunk
         line = bytes(self._buffer[:end])
         del self._buffer[: end + 1]
-        reply = json.loads(line)
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            raise HostDied(None) from None
         if not isinstance(reply, dict):
             raise HostDied(None)
         return reply
