@@ -16,13 +16,8 @@ from typing import Any
 import pytest
 
 from scheduler_application.ports.executor import ExecutionContext
-from scheduler_worker.sandbox.policy import default_python, sandbox_policy
 
 ContextFactory = Callable[..., ExecutionContext]
-
-#: An interpreter task processes can run: the worker's own, unless the unprivileged user tasks
-#: run as (when the tests run as root) cannot reach it; then the system's of the same version.
-TASK_PYTHON = default_python(sandbox_policy().user)
 
 
 @pytest.fixture

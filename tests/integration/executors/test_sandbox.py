@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TASK_PYTHON
+from task_interpreter import TASK_PYTHON
 
 from scheduler_application.ports.executor import ExecutionContext, ExecutionResult
 from scheduler_worker.executors import PythonExecutor, ShellExecutor

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import TASK_PYTHON
+from task_interpreter import TASK_PYTHON
 
 from scheduler_application.ports.executor import ExecutionContext
 from scheduler_worker.executors import ShellExecutor
