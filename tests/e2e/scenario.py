@@ -3,7 +3,9 @@ and an execution ledger that the task's own process writes, so double execution 
 
 from __future__ import annotations
 
-import sys
+import shutil
+import tempfile
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +20,11 @@ from scheduler_domain.run import TaskRun
 from scheduler_domain.status import RunStatus
 from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
+from scheduler_worker.sandbox.policy import default_python, sandbox_policy
 
 OWNER = Principal(subject_id="e2e-user", role=Role.USER)
+#: An interpreter the task user can run (see ``default_python``).
+TASK_PYTHON = default_python(sandbox_policy().user)
 
 _LEDGER_SCRIPT = """
 import os, sys, time
@@ -46,11 +51,18 @@ class Scenario:
             uow_factory=self.uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
         )
         self.runs = RunService(uow_factory=self.uow_factory, clock=clock)
-        self.ledger = self.workdir / "ledger.txt"
+        # The task process may run as another user (the workers run tasks as nobody when the
+        # tests run as root): the ledger lives where that user can write, not in pytest's
+        # private folders, and goes when the scenario does.
+        shared = Path(tempfile.mkdtemp(prefix="scheduler-ledger-"))
+        shared.chmod(0o777)
+        weakref.finalize(self, shutil.rmtree, shared, True)
+        self.ledger = shared / "ledger.txt"
 
     async def ledger_task(self, name: str, *, seconds: float, **spec: object) -> str:
         """A task whose every execution writes ``start``/``end`` lines with its run id."""
-        params = {"argv": [sys.executable, "-c", _LEDGER_SCRIPT, str(self.ledger), str(seconds)]}
+        script = [TASK_PYTHON, "-c", _LEDGER_SCRIPT, str(self.ledger), str(seconds)]
+        params = {"argv": script}
         task = await self.tasks.create(
             {"name": name, "executor": "shell", "params": params, **spec}, principal=OWNER
         )

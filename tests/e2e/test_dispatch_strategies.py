@@ -12,13 +12,12 @@ published to) and where it ran from its ``worker_id``; both are checked.
 from __future__ import annotations
 
 import signal
-import sys
 from collections import Counter
 from typing import Any
 
 import pytest
 from harness import Cluster, eventually
-from scenario import OWNER, Scenario
+from scenario import OWNER, TASK_PYTHON, Scenario
 
 from scheduler_application.routing import DIRECT_QUEUE_PREFIX
 from scheduler_domain.run import TaskRun
@@ -123,7 +122,7 @@ async def test_round_robin_least_loaded_random_and_labels_route_over_three_live_
             {
                 "name": f"sleeper-{label}",
                 "executor": "shell",
-                "params": {"argv": [sys.executable, "-c", "import time; time.sleep(30)"]},
+                "params": {"argv": [TASK_PYTHON, "-c", "import time; time.sleep(30)"]},
                 "strategy": "least_loaded",
                 "labels": [label],
             },

@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from task_interpreter import TASK_PYTHON
 
 from scheduler_application.ports.executor import ExecutionContext
 from scheduler_worker.executors import ShellExecutor
@@ -91,7 +91,7 @@ async def test_argv_round_trips_exactly_through_a_python_child(
     script = "import json, sys; print(json.dumps(sys.argv[1:]))"
 
     result = await _executor().execute(
-        context_for({"argv": [sys.executable, "-c", script, *HOSTILE_ARGUMENTS]})
+        context_for({"argv": [TASK_PYTHON, "-c", script, *HOSTILE_ARGUMENTS]})
     )
 
     assert result.status == "succeeded"
@@ -154,7 +154,7 @@ async def test_output_past_the_cap_is_dropped_without_blocking_the_child(
     started = time.monotonic()
 
     result = await _executor(output_limit=1024).execute(
-        context_for({"argv": [sys.executable, "-c", script]}, timeout=20)
+        context_for({"argv": [TASK_PYTHON, "-c", script]}, timeout=20)
     )
 
     assert result.status == "succeeded"
@@ -227,8 +227,9 @@ async def test_group_ignoring_sigterm_is_killed_after_the_grace(
 
 
 async def test_cancelling_the_execution_kills_the_process_group(
-    context_for: ContextFactory, tmp_path: Path
+    context_for: ContextFactory, shared_tmp: Path
 ) -> None:
+    tmp_path = shared_tmp
     script = 'sleep 1000 & echo "$!" > pids; echo "$$" >> pids; wait'
     execution = asyncio.create_task(
         _executor(kill_grace_seconds=1.0).execute(
@@ -289,9 +290,9 @@ async def test_missing_program_is_a_failed_result(context_for: ContextFactory) -
 
 
 async def test_missing_working_directory_is_a_failed_result(
-    context_for: ContextFactory, tmp_path: Path
+    context_for: ContextFactory, shared_tmp: Path
 ) -> None:
-    missing = str(tmp_path / "absent")
+    missing = str(shared_tmp / "absent")
 
     result = await _executor().execute(context_for({"argv": ["pwd"], "cwd": missing}))
 
@@ -299,8 +300,8 @@ async def test_missing_working_directory_is_a_failed_result(
     assert result.error == f"cannot use working directory {missing!r}: No such file or directory"
 
 
-async def test_cwd_is_honoured(context_for: ContextFactory, tmp_path: Path) -> None:
-    workdir = str(tmp_path)  # already resolved by pytest; pwd prints the physical path
+async def test_cwd_is_honoured(context_for: ContextFactory, shared_tmp: Path) -> None:
+    workdir = str(shared_tmp)  # resolved; pwd prints the physical path
 
     result = await _executor().execute(context_for({"argv": ["pwd"], "cwd": workdir}))
 

@@ -106,6 +106,12 @@ def test_worker_labels_must_cover_the_required_ones() -> None:
         ("http", {"url": "https://x", "body": "a", "json": {}}, "params.json"),
         ("python", {"callable": "os.system"}, "params.callable"),
         ("python", {"callable": "m:f", "args": {}}, "params.args"),
+        ("python", {"callable": "m:f", "env": {"A": 1}}, "params.env"),
+        ("python", {"callable": "m:f", "limits": [1]}, "params.limits"),
+        ("python", {"callable": "m:f", "limits": {"cpu": 1}}, "params.limits.cpu"),
+        ("shell", {"argv": ["x"], "limits": {"memory_bytes": 0}}, "params.limits.memory_bytes"),
+        ("shell", {"argv": ["x"], "limits": {"processes": True}}, "params.limits.processes"),
+        ("shell", {"argv": ["x"], "limits": {"open_files": "9"}}, "params.limits.open_files"),
         ("noop", {"sleep_seconds": -1}, "params.sleep_seconds"),
     ],
 )
@@ -125,6 +131,19 @@ def test_executor_params_are_checked_per_executor(
         ("http", {"url": "https://example.org/hook", "method": "post", "json": {"a": 1}}),
         ("http", {"url": "http://127.0.0.1:8080", "expected_status": [200, 204]}),
         ("python", {"callable": "package.module:function", "args": [1], "kwargs": {"a": 2}}),
+        ("python", {"callable": "m:f", "env": {"A": "1"}, "limits": {"cpu_seconds": 5}}),
+        (
+            "shell",
+            {
+                "argv": ["x"],
+                "limits": {
+                    "cpu_seconds": 1,
+                    "memory_bytes": 10**8,
+                    "processes": 5,
+                    "open_files": 64,
+                },
+            },
+        ),
         ("noop", {}),
         ("my-plugin", {"anything": ["goes"]}),
     ],

@@ -29,6 +29,11 @@ def is_env_name(name: object) -> bool:
     return isinstance(name, str) and ENV_NAME.fullmatch(name) is not None
 
 
+#: Resource limits a ``shell`` or ``python`` task may ask for; the worker caps each at its own
+#: maximum (``worker.max_*``), so a task can only lower them.
+LIMIT_NAMES = ("cpu_seconds", "memory_bytes", "processes", "open_files")
+
+
 def _fail(key: str, message: str) -> ValidationError:
     return ValidationError(message, field=f"params.{key}")
 
@@ -49,8 +54,23 @@ def _string_map(params: Mapping[str, Any], key: str) -> None:
         raise _fail(key, f"{key} must be an object of strings")
 
 
+def _limits(params: Mapping[str, Any]) -> None:
+    limits = params.get("limits")
+    if limits is None:
+        return
+    if not isinstance(limits, Mapping):
+        raise _fail("limits", f"limits must be an object with any of {list(LIMIT_NAMES)}")
+    for name, value in limits.items():
+        if name not in LIMIT_NAMES:
+            raise _fail(
+                f"limits.{name}", f"unknown limit {name!r}; expected one of {list(LIMIT_NAMES)}"
+            )
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise _fail(f"limits.{name}", f"limits.{name} must be a positive integer")
+
+
 def _shell(params: Mapping[str, Any]) -> None:
-    _only(params, {"argv", "command", "shell", "cwd", "env", "output_limit"})
+    _only(params, {"argv", "command", "shell", "cwd", "env", "output_limit", "limits"})
     shell = params.get("shell", False)
     if not isinstance(shell, bool):
         raise _fail("shell", "shell must be true or false")
@@ -85,6 +105,7 @@ def _shell(params: Mapping[str, Any]) -> None:
     limit = params.get("output_limit")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
         raise _fail("output_limit", "output_limit must be a non-negative integer (bytes)")
+    _limits(params)
 
 
 def _http(params: Mapping[str, Any]) -> None:
@@ -111,7 +132,7 @@ def _http(params: Mapping[str, Any]) -> None:
 
 
 def _python(params: Mapping[str, Any]) -> None:
-    _only(params, {"callable", "args", "kwargs"})
+    _only(params, {"callable", "args", "kwargs", "env", "limits"})
     target = params.get("callable")
     if not isinstance(target, str) or not _CALLABLE.match(target):
         raise _fail("callable", "callable must look like 'package.module:function'")
@@ -120,6 +141,8 @@ def _python(params: Mapping[str, Any]) -> None:
     kwargs = params.get("kwargs", {})
     if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
         raise _fail("kwargs", "kwargs must be an object")
+    _string_map(params, "env")
+    _limits(params)
 
 
 def _noop(params: Mapping[str, Any]) -> None:

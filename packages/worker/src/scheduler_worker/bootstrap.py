@@ -14,6 +14,9 @@ from scheduler_infrastructure.startup import StartupError, prepare
 from scheduler_infrastructure.telemetry import MetricsServer, serve_metrics
 from scheduler_worker.executors import ExecutorRegistry, builtin_executors
 from scheduler_worker.runtime import WorkerOptions, WorkerRuntime
+from scheduler_worker.sandbox.dumpable import make_non_dumpable
+from scheduler_worker.sandbox.errors import SandboxConfigError
+from scheduler_worker.sandbox.policy import ResourceLimits, SandboxPolicy, sandbox_policy
 
 __all__ = [
     "StartupError",
@@ -22,6 +25,7 @@ __all__ = [
     "metrics_endpoint",
     "standalone_worker",
     "worker_options",
+    "worker_sandbox",
 ]
 
 
@@ -42,15 +46,39 @@ def worker_options(settings: Settings) -> WorkerOptions:
     )
 
 
+def worker_sandbox(settings: Settings) -> SandboxPolicy:
+    """Who ``shell`` and ``python`` tasks run as and their limits, from ``worker.*``."""
+    w = settings.worker
+    try:
+        return sandbox_policy(
+            run_as=w.run_as,
+            allow_root_tasks=w.allow_root_tasks,
+            limits=ResourceLimits(
+                cpu_seconds=w.max_cpu_seconds,
+                memory_bytes=w.max_memory_bytes,
+                processes=w.max_processes,
+                open_files=w.max_open_files,
+            ),
+            env_allowlist=w.env_allowlist,
+            python_executable=w.python_executable,
+        )
+    except SandboxConfigError as error:
+        raise StartupError(str(error)) from error
+
+
 @contextlib.asynccontextmanager
 async def build_worker(resources: Resources) -> AsyncIterator[WorkerRuntime]:
     """A worker runtime wired to ``resources``; its executors are closed on exit."""
     settings = resources.settings
     options = worker_options(settings)
+    # Before any task process exists: tasks must not read this process's memory or environ.
+    make_non_dumpable()
     registry = ExecutorRegistry.discover(
         builtins=builtin_executors(
-            env_allowlist=settings.worker.env_allowlist,
+            sandbox=worker_sandbox(settings),
             output_limit=settings.worker.output_limit_bytes,
+            python_pool_size=settings.worker.python_pool_size,
+            python_max_runs_per_process=settings.worker.python_max_runs_per_process,
         )
     )
     metrics = resources.metrics

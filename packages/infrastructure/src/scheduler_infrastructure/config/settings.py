@@ -122,6 +122,10 @@ class WorkerSettings:
     #: serves before it is replaced (like Celery's ``max_tasks_per_child``).
     python_pool_size: int = 2
     python_max_runs_per_process: int = 100
+    #: The interpreter of ``python`` tasks; it must be readable and executable by ``run_as``.
+    #: Empty: the worker's own (or, when ``run_as`` cannot run that one, the system's
+    #: ``pythonX.Y`` of the same version).
+    python_executable: str = ""
 
     #: A worker silent this long (and at least three heartbeats) is offline: the dispatcher
     #: stops routing to it and re-dispatches what waits on its direct queue.

@@ -1,47 +1,70 @@
-"""The ``python`` executor: calls ``package.module:function`` inside the worker process.
+"""The ``python`` executor: calls ``package.module:function`` in a sandboxed interpreter of the
+worker's pool (:mod:`scheduler_worker.sandbox.pool`), never in the worker process.
 
-Coroutine functions run on the worker's event loop and are cancelled on timeout. Plain
-functions (and the import itself, which may be slow) run in a daemon thread so they never
-block the loop. A thread cannot be killed: on timeout the run is reported ``timed_out`` at
-once and the thread is left to finish on its own, its result discarded. Daemon threads, not
-``asyncio.to_thread``, so that a runaway function neither occupies the loop's default executor
-nor keeps the worker from exiting. Whatever the function prints goes to the worker's own
-stdout; only an exception's traceback is captured as output.
+The interpreter is a separate, freshly exec'd process with a clean environment (the task's
+``env`` and ``secret_env`` plus the allow-list), its own process group, resource limits and —
+when the worker runs as root — an unprivileged user; so a task cannot read the worker's
+secrets, and ``os._exit``, a segfault or ``MemoryError`` end that run only. Arguments and the
+return value travel as JSON; what the function prints (stdout and stderr, logging included) is
+the run's output, capped like a shell task's; an exception is a failed run with its traceback
+appended to the output. A coroutine function is run with ``asyncio.run``. On timeout or
+cancellation the interpreter's whole group is terminated (SIGTERM, ``kill_grace_seconds``,
+SIGKILL) and the pool starts another.
+
+Interpreters are reused only by runs of the same task with the same environment: see the pool
+for what such runs may see of each other.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
-import importlib
-import inspect
+import hashlib
 import json
-import threading
-import traceback
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+import signal
+from typing import Any
 
 from scheduler_application.ports.executor import ExecutionContext, ExecutionResult
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.executor_params import validate_executor
-from scheduler_worker.executors.output import DEFAULT_OUTPUT_LIMIT, capped_text
-from scheduler_worker.executors.results import (
-    describe_exception,
-    failed,
-    invalid_params,
-    succeeded,
-    timed_out,
-)
-
-T = TypeVar("T")
+from scheduler_worker.executors.output import DEFAULT_OUTPUT_LIMIT, CappedOutput, capped_text
+from scheduler_worker.executors.results import failed, invalid_params, succeeded, timed_out
+from scheduler_worker.sandbox.errors import SandboxStartError
+from scheduler_worker.sandbox.policy import SandboxPolicy, run_variables, sandbox_policy
+from scheduler_worker.sandbox.pool import HostDied, PythonHost, PythonPool
 
 
 class PythonExecutor:
     name = "python"
 
-    def __init__(self, *, output_limit: int = DEFAULT_OUTPUT_LIMIT) -> None:
+    def __init__(
+        self,
+        *,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        sandbox: SandboxPolicy | None = None,
+        pool_size: int = 2,
+        max_runs_per_process: int = 100,
+        kill_grace_seconds: float = 5.0,
+    ) -> None:
         self._output_limit = output_limit
+        self._policy = sandbox or sandbox_policy()
+        self._pool = PythonPool(
+            policy=self._policy,
+            size=pool_size,
+            max_runs=max_runs_per_process,
+            output_limit=output_limit,
+            kill_grace_seconds=kill_grace_seconds,
+        )
+
+    @property
+    def pool(self) -> PythonPool:
+        return self._pool
+
+    async def warm_up(self) -> None:
+        """Start the pool's interpreters (otherwise the first run does)."""
+        await self._pool.start()
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
 
     async def execute(self, context: ExecutionContext) -> ExecutionResult:
         params = context.params
@@ -49,106 +72,88 @@ class PythonExecutor:
             validate_executor(self.name, params)
         except ValidationError as exc:
             return invalid_params(exc)
-        target: str = params["callable"]
-        args = list(params.get("args", []))
-        kwargs = dict(params.get("kwargs", {}))
+        limits = self._policy.limits.lowered(params.get("limits"))
+        env: dict[str, str] = dict(params.get("env") or {})
+        env.update(context.secret_env)
+        spec_limits = limits.as_spec()
+        cpu_seconds = spec_limits.pop("cpu", 0)
+        request = {
+            "op": "run",
+            "callable": params["callable"],
+            "args": list(params.get("args", [])),
+            "kwargs": dict(params.get("kwargs", {})),
+            "env": env,
+            "run_env": run_variables(
+                run_id=context.run_id, task_id=context.task_id, attempt=context.attempt
+            ),
+            "limits": spec_limits,
+            "cpu_seconds": cpu_seconds,
+        }
+        key = _key(context.task_id, env, spec_limits)
+        try:
+            host = await self._pool.acquire(key)
+        except SandboxStartError as exc:
+            return failed(str(exc))
+        output = CappedOutput(self._output_limit)
+        reusable = False
         deadline = asyncio.timeout(context.timeout_seconds)
         try:
             async with deadline:
-                function = await _in_daemon_thread(_resolve, target)
-                if inspect.iscoroutinefunction(function):
-                    value = await function(*args, **kwargs)
-                else:
-                    value = await _in_daemon_thread(function, *args, **kwargs)
-                    if inspect.isawaitable(value):  # e.g. a partial of a coroutine function
-                        value = await value
-        except _Unresolvable as exc:
-            return failed(exc.message, output=self._traceback(exc.__cause__))
-        except (Exception, SystemExit) as exc:
-            if isinstance(exc, TimeoutError) and deadline.expired():
-                return timed_out(context.timeout_seconds)
-            original = exc.original if isinstance(exc, _Escaped) else exc
-            return failed(describe_exception(original), output=self._traceback(original))
-        return succeeded({"return_value": self._storable(value)})
-
-    def _traceback(self, exc: BaseException | None) -> str | None:
-        if exc is None:
-            return None
-        return capped_text("".join(traceback.format_exception(exc)), self._output_limit)
-
-    def _storable(self, value: Any) -> Any:
-        """The value as JSON would give it back; its repr when it has no JSON form; a capped
-        string when either is larger than the output limit."""
+                reply = await host.run(request, output.write)
+            reusable = not reply.get("dirty", True)
+        except HostDied as exc:
+            return failed(_death(host, exc), output=output.text())
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            return timed_out(context.timeout_seconds, output=output.text())
+        finally:
+            await asyncio.shield(self._pool.release(host, reusable=reusable))
         try:
-            encoded = json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError, RecursionError):
-            return capped_text(_safe_repr(value), self._output_limit)
-        if len(encoded) > self._output_limit:
-            return capped_text(encoded, self._output_limit)
-        return json.loads(encoded)
+            return self._result(reply, output)
+        except (TypeError, ValueError, AttributeError):  # the task wrote on the channel itself
+            return failed("the python process sent a malformed reply", output=output.text())
+
+    def _result(self, reply: dict[str, Any], output: CappedOutput) -> ExecutionResult:
+        outcome = reply.get("outcome")
+        if outcome == "returned":
+            if "json" in reply:
+                value: Any = json.loads(reply["json"])
+            else:
+                value = _cut_text(reply)
+            return succeeded({"return_value": value}, output=output.text())
+        text = output.text()
+        trace = reply.get("traceback")
+        if trace:
+            printed_then_trace = _joined(text, _cut_text(trace)) if text else _cut_text(trace)
+            text = capped_text(printed_then_trace, self._output_limit)
+        return failed(str(reply.get("error")), output=text)
 
 
-class _Unresolvable(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+def _key(task_id: str, env: dict[str, str], limits: dict[str, int]) -> str:
+    """What an interpreter is bound to; hashed so the pool holds no secret in its keys."""
+    material = json.dumps([task_id, env, limits], sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()
 
 
-class _Escaped(Exception):
-    """Carries a ``SystemExit``/``KeyboardInterrupt``/``StopIteration`` out of a thread: set on
-    a future as-is, they would stop the event loop or be refused."""
-
-    def __init__(self, original: BaseException) -> None:
-        super().__init__(str(original))
-        self.original = original
-
-
-def _resolve(target: str) -> Callable[..., Any]:
-    module_name, _, path = target.partition(":")
-    try:
-        found: Any = importlib.import_module(module_name)
-    except Exception as exc:
-        raise _Unresolvable(f"cannot import {module_name!r}: {describe_exception(exc)}") from exc
-    for attribute in path.split("."):
+def _death(host: PythonHost, exc: HostDied) -> str:
+    code = exc.returncode
+    if code is None:
+        return "the python process ended unexpectedly"
+    if code < 0:
         try:
-            found = getattr(found, attribute)
-        except AttributeError:
-            raise _Unresolvable(f"{target!r} not found: no attribute {attribute!r}") from None
-    if not callable(found):
-        raise _Unresolvable(f"{target!r} is not callable")
-    return found  # type: ignore[no-any-return]
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the python process was killed by signal {name}"
+    return f"the python process exited with code {code}"
 
 
-def _in_daemon_thread(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> Awaitable[T]:
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-    context = contextvars.copy_context()
-
-    def settle(outcome: T | BaseException, raised: bool) -> None:
-        if future.done():  # cancelled: the run timed out and nobody waits any more
-            return
-        if raised:
-            future.set_exception(outcome)  # type: ignore[arg-type]
-        else:
-            future.set_result(outcome)  # type: ignore[arg-type]
-
-    def run() -> None:
-        outcome: T | BaseException
-        try:
-            outcome, raised = context.run(function, *args, **kwargs), False
-        except Exception as exc:
-            outcome, raised = (_Escaped(exc) if isinstance(exc, StopIteration) else exc), True
-        except BaseException as exc:
-            outcome, raised = _Escaped(exc), True
-        with contextlib.suppress(RuntimeError):  # the loop closed while the function ran
-            loop.call_soon_threadsafe(settle, outcome, raised)
-
-    threading.Thread(target=run, name=f"python-executor:{function!r:.40}", daemon=True).start()
-    return future
+def _cut_text(part: dict[str, Any]) -> str:
+    text = str(part.get("text", ""))
+    dropped = int(part.get("dropped", 0))
+    return f"{text}\n[output truncated: {dropped} bytes dropped]" if dropped else text
 
 
-def _safe_repr(value: Any) -> str:
-    try:
-        return repr(value)
-    except Exception:
-        return f"<unrepresentable {type(value).__name__}>"
+def _joined(first: str, second: str) -> str:
+    return first + ("" if first.endswith("\n") else "\n") + second

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from importlib.metadata import EntryPoint, entry_points
 from types import TracebackType
 from typing import Any
@@ -26,7 +27,8 @@ from scheduler_worker.executors.http import HttpExecutor
 from scheduler_worker.executors.noop import NoopExecutor
 from scheduler_worker.executors.output import DEFAULT_OUTPUT_LIMIT
 from scheduler_worker.executors.python import PythonExecutor
-from scheduler_worker.executors.shell import DEFAULT_ENV_ALLOWLIST, ShellExecutor
+from scheduler_worker.executors.shell import ShellExecutor
+from scheduler_worker.sandbox.policy import SandboxPolicy, sandbox_policy
 
 ENTRY_POINT_GROUP = "scheduler.executors"
 
@@ -35,19 +37,33 @@ logger = logging.getLogger(__name__)
 
 def builtin_executors(
     *,
-    env_allowlist: Sequence[str] = DEFAULT_ENV_ALLOWLIST,
+    env_allowlist: Sequence[str] | None = None,
     output_limit: int = DEFAULT_OUTPUT_LIMIT,
     kill_grace_seconds: float = 5.0,
     http_client: httpx.AsyncClient | None = None,
+    sandbox: SandboxPolicy | None = None,
+    python_pool_size: int = 2,
+    python_max_runs_per_process: int = 100,
 ) -> list[Executor]:
+    """``sandbox``: how ``shell`` and ``python`` task processes are isolated (default:
+    :func:`sandbox_policy` for this process, with ``env_allowlist`` when given)."""
+    policy = sandbox or sandbox_policy()
+    if env_allowlist is not None:
+        policy = replace(policy, env_allowlist=tuple(env_allowlist))
     return [
         ShellExecutor(
-            env_allowlist=env_allowlist,
+            sandbox=policy,
             output_limit=output_limit,
             kill_grace_seconds=kill_grace_seconds,
         ),
         HttpExecutor(client=http_client, output_limit=output_limit),
-        PythonExecutor(output_limit=output_limit),
+        PythonExecutor(
+            sandbox=policy,
+            output_limit=output_limit,
+            pool_size=python_pool_size,
+            max_runs_per_process=python_max_runs_per_process,
+            kill_grace_seconds=kill_grace_seconds,
+        ),
         NoopExecutor(),
     ]
 
@@ -100,6 +116,15 @@ class ExecutorRegistry:
         return len(self._executors)
 
     async def __aenter__(self) -> ExecutorRegistry:
+        """Warms up the executors that have a ``warm_up()`` (the python executor's pool)."""
+        for executor in self._executors.values():
+            warm_up = getattr(executor, "warm_up", None)
+            if warm_up is None:
+                continue
+            try:
+                await warm_up()
+            except Exception:
+                logger.exception("warming up executor %r failed", executor.name)
         return self
 
     async def __aexit__(

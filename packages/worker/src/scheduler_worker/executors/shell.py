@@ -1,37 +1,41 @@
 """The ``shell`` executor: a program run from an argument list, never through a shell unless
 the task asks for one with ``shell: true``.
 
-Each run gets its own session (so its own process group): a timeout or a cancellation signals
-the whole group — SIGTERM, ``kill_grace_seconds``, then SIGKILL — so grandchildren die with the
-program. Processes the program leaves behind when it exits are terminated the same way: a run
-owns its process group. Orphans are reparented to PID 1, which must reap them (run the worker
-under an init such as tini or ``docker run --init``); a zombie still counts as a group member,
-so without one each termination waits out the grace period.
+Every run is a sandboxed process (:mod:`scheduler_worker.sandbox`): started fresh by a small
+supervisor (spawned and exec'd, never a fork of the worker), with a clean environment (see
+:mod:`scheduler_worker.sandbox.policy`), no inherited descriptors, its own process group, its
+resource limits and — when the worker runs as root — an unprivileged user. Without ``cwd`` it
+runs in ``/``.
 
-The child's environment holds only the allow-listed variables of the worker's environment, the
-task's ``env`` and ``SCHEDULER_RUN_ID``/``SCHEDULER_TASK_ID``/``SCHEDULER_ATTEMPT``: the
-worker's own secrets (database URL, signing keys, broker password) never reach task code.
-POSIX only.
+A timeout or a cancellation signals the task's whole process group — SIGTERM,
+``kill_grace_seconds``, then SIGKILL — so grandchildren die with the program. Processes the
+program leaves behind when it exits are terminated the same way: a run owns its process group.
+When the run is over, or if the worker dies (even by ``kill -9``), the supervisor SIGKILLs
+whatever is left of the group. POSIX (Linux) only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import errno
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 
 from scheduler_application.ports.executor import ExecutionContext, ExecutionResult
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.executor_params import validate_executor
 from scheduler_worker.executors.output import DEFAULT_OUTPUT_LIMIT, CappedOutput
 from scheduler_worker.executors.results import failed, invalid_params, succeeded, timed_out
+from scheduler_worker.sandbox.errors import SandboxStartError
+from scheduler_worker.sandbox.policy import DEFAULT_ENV_ALLOWLIST, SandboxPolicy, sandbox_policy
+from scheduler_worker.sandbox.process import SandboxProcess, TaskSpec
 
-#: Variables a child usually needs and that carry no secret; a sensible allow-list to start from.
-DEFAULT_ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+__all__ = ["DEFAULT_ENV_ALLOWLIST", "ShellExecutor"]
 
 _SHELL = "/bin/sh"
-_POLL_SECONDS = 0.05
+#: The working directory of a task that names none: readable by any user.
+DEFAULT_CWD = "/"
 #: After the group is gone: how long to wait for the exit status and for the pipe to close
 #: (a process that left the group with setsid may still hold it; it is not waited for).
 _REAP_SECONDS = 5.0
@@ -44,11 +48,17 @@ class ShellExecutor:
     def __init__(
         self,
         *,
-        env_allowlist: Sequence[str],
+        env_allowlist: Sequence[str] | None = None,
+        sandbox: SandboxPolicy | None = None,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         kill_grace_seconds: float = 5.0,
     ) -> None:
-        self._env_allowlist = tuple(env_allowlist)
+        """``sandbox``: who tasks run as and their limits (default: :func:`sandbox_policy`
+        for this process); ``env_allowlist`` overrides its allow-list."""
+        policy = sandbox or sandbox_policy()
+        if env_allowlist is not None:
+            policy = _with_allowlist(policy, env_allowlist)
+        self._policy = policy
         self._output_limit = output_limit
         self._kill_grace_seconds = kill_grace_seconds
 
@@ -59,119 +69,57 @@ class ShellExecutor:
         except ValidationError as exc:
             return invalid_params(exc)
         argv = [_SHELL, "-c", params["command"]] if params.get("shell") else list(params["argv"])
-        cwd: str | None = params.get("cwd")
+        cwd: str = params.get("cwd") or DEFAULT_CWD
         # A task may lower the cap, not raise it past what the worker is willing to hold.
         requested = params.get("output_limit")
         output = CappedOutput(
             self._output_limit if requested is None else min(requested, self._output_limit)
         )
-        loop = asyncio.get_running_loop()
+        spec = TaskSpec(
+            argv=argv,
+            env=self._policy.environment(
+                run_id=context.run_id,
+                task_id=context.task_id,
+                attempt=context.attempt,
+                env=params.get("env"),
+                secret_env=context.secret_env,
+            ),
+            cwd=cwd,
+            user=self._policy.user,
+            limits=self._policy.limits.lowered(params.get("limits")),
+        )
         try:
-            transport, child = await loop.subprocess_exec(
-                lambda: _ChildProtocol(output, loop),
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                cwd=cwd,
-                env=self._child_env(context),
-                start_new_session=True,
-            )
-        except OSError as exc:
-            return failed(_spawn_error(exc, argv[0], cwd))
-        # start_new_session makes the child a session and group leader: pgid == pid.
-        pgid = transport.get_pid()
+            process = await SandboxProcess.start(spec, on_output=output.write)
+        except SandboxStartError as exc:
+            return failed(str(exc))
         notes: list[str] = []
         try:
-            await asyncio.wait([child.exited], timeout=context.timeout_seconds)
-            expired = not child.exited.done()
+            await asyncio.wait([process.exited], timeout=context.timeout_seconds)
+            expired = not process.exited.done()
             if expired:
-                await self._terminate_group(pgid)
-            elif _group_exists(pgid):
+                await process.terminate(self._kill_grace_seconds)
+            elif process.group_exists():
                 notes.append("[processes left running by the task were terminated]")
-                await self._terminate_group(pgid)
-            await asyncio.wait([child.exited], timeout=_REAP_SECONDS)
-            await asyncio.wait([child.pipe_closed], timeout=_DRAIN_SECONDS)
+                await process.terminate(self._kill_grace_seconds)
+            await asyncio.wait([process.exited], timeout=_REAP_SECONDS)
+            await asyncio.wait([process.output_closed], timeout=_DRAIN_SECONDS)
         except asyncio.CancelledError:
-            await self._terminate_group(pgid)
+            await process.terminate(self._kill_grace_seconds)
             raise
         finally:
-            transport.close()
+            await asyncio.shield(process.close())
+        if process.failure is not None:
+            return failed(_spawn_error(process.failure, argv[0], cwd))
         text = output.text()
         if notes:
             text = _append_lines(text, notes)
         if expired:
             return timed_out(context.timeout_seconds, output=text)
-        return _outcome(transport.get_returncode(), text)
-
-    def _child_env(self, context: ExecutionContext) -> dict[str, str]:
-        env = {name: os.environ[name] for name in self._env_allowlist if name in os.environ}
-        task_env: Mapping[str, str] = context.params.get("env") or {}
-        env.update(task_env)
-        env["SCHEDULER_RUN_ID"] = context.run_id
-        env["SCHEDULER_TASK_ID"] = context.task_id
-        env["SCHEDULER_ATTEMPT"] = str(context.attempt)
-        return env
-
-    async def _terminate_group(self, pgid: int) -> None:
-        """SIGTERM the group, give it the grace period, then SIGKILL whatever is left.
-
-        A second cancellation while waiting still ends in SIGKILL (the ``finally``).
-        """
-        if not _signal_group(pgid, signal.SIGTERM):
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._kill_grace_seconds
-        try:
-            # Polling: grandchildren are not our children, so nothing signals their exit.
-            while _group_exists(pgid) and (remaining := deadline - loop.time()) > 0:  # noqa: ASYNC110
-                await asyncio.sleep(min(_POLL_SECONDS, remaining))
-        finally:
-            if _group_exists(pgid):
-                _signal_group(pgid, signal.SIGKILL)
+        return _outcome(process.exited.result() if process.exited.done() else None, text)
 
 
-class _ChildProtocol(asyncio.SubprocessProtocol):
-    """Feeds the output straight into the cap and reports exit and end-of-output separately.
-
-    (``Process.wait()`` of ``create_subprocess_exec`` also waits for the pipes to close, so a
-    grandchild holding stdout would hide the program's exit; hence the loop-level API.)
-    """
-
-    def __init__(self, output: CappedOutput, loop: asyncio.AbstractEventLoop) -> None:
-        self._output = output
-        self.exited: asyncio.Future[None] = loop.create_future()
-        self.pipe_closed: asyncio.Future[None] = loop.create_future()
-
-    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
-        self._output.write(data if isinstance(data, bytes) else data.encode())
-
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        if not self.pipe_closed.done():
-            self.pipe_closed.set_result(None)
-
-    def process_exited(self) -> None:
-        if not self.exited.done():
-            self.exited.set_result(None)
-
-
-def _signal_group(pgid: int, signum: signal.Signals) -> bool:
-    """Signal every process of the group; ``False`` when the group no longer exists."""
-    try:
-        os.killpg(pgid, signum)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a member changed its credentials; it exists but is out of reach
-        return True
-    return True
+def _with_allowlist(policy: SandboxPolicy, allowlist: Sequence[str]) -> SandboxPolicy:
+    return replace(policy, env_allowlist=tuple(allowlist))
 
 
 def _append_lines(text: str | None, lines: list[str]) -> str:
@@ -193,12 +141,15 @@ def _outcome(returncode: int | None, output: str | None) -> ExecutionResult:
     return failed(f"exit code {returncode}", output=output, result={"exit_code": returncode})
 
 
-def _spawn_error(exc: OSError, program: str, cwd: str | None) -> str:
-    reason = exc.strerror or str(exc)
-    if cwd is not None and exc.filename == cwd:
+def _spawn_error(failure: dict[str, object], program: str, cwd: str) -> str:
+    reason = str(failure.get("message") or "unknown error")
+    errno_value = failure.get("errno")
+    if failure.get("stage") == "cwd":
         return f"cannot use working directory {cwd!r}: {reason}"
-    if isinstance(exc, FileNotFoundError):
+    if failure.get("stage") != "exec":
+        return f"cannot start {program!r}: {reason}"
+    if errno_value == errno.ENOENT:
         return f"program not found: {program!r}"
-    if isinstance(exc, PermissionError):
+    if errno_value == errno.EACCES:
         return f"permission denied: cannot execute {program!r}"
     return f"cannot start {program!r}: {reason}"

@@ -1,0 +1,123 @@
+"""The sandbox's policy: limits a task may lower but not raise, who tasks run as, and the
+environment they get."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from scheduler_infrastructure.config import Settings
+from scheduler_infrastructure.config.settings import WorkerSettings
+from scheduler_infrastructure.startup import StartupError
+from scheduler_worker.bootstrap import worker_sandbox
+from scheduler_worker.sandbox.dumpable import is_dumpable, make_non_dumpable
+from scheduler_worker.sandbox.errors import SandboxConfigError
+from scheduler_worker.sandbox.policy import (
+    ResourceLimits,
+    RunAs,
+    SandboxPolicy,
+    resolve_user,
+    sandbox_policy,
+)
+
+ROOT = os.geteuid() == 0
+WORKER = ResourceLimits(cpu_seconds=60, memory_bytes=1_000_000, processes=0, open_files=100)
+
+
+def test_task_limits_lower_the_worker_maxima_but_never_raise_them() -> None:
+    lowered = WORKER.lowered(
+        {"cpu_seconds": 5, "memory_bytes": 9_000_000, "processes": 7, "open_files": 100}
+    )
+
+    assert lowered == ResourceLimits(
+        cpu_seconds=5, memory_bytes=1_000_000, processes=7, open_files=100
+    )
+    assert WORKER.lowered(None) == WORKER
+    assert WORKER.lowered({"cpu_seconds": 0, "open_files": True}) == WORKER
+
+
+def test_limits_in_the_supervisor_spec_leave_out_the_unlimited_ones() -> None:
+    assert WORKER.as_spec() == {"cpu": 60, "as": 1_000_000, "nofile": 100}
+
+
+def test_environment_is_the_allow_list_then_task_env_then_secret_env_then_run_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.setenv("HOME", "/root")
+    monkeypatch.setenv("SCHEDULER__API__JWT_SECRET", "worker-secret")
+    nobody = RunAs(name="nobody", uid=65534, gid=65534, groups=(65534,), home="/nonexistent")
+    policy = SandboxPolicy(user=nobody, env_allowlist=("LANG", "HOME", "UNSET_9"))
+
+    env = policy.environment(
+        run_id="r",
+        task_id="t",
+        attempt=2,
+        env={"A": "task", "SCHEDULER_RUN_ID": "forged"},
+        secret_env={"A": "secret", "B": "s"},
+    )
+
+    assert env == {
+        "LANG": "C.UTF-8",
+        "HOME": "/nonexistent",
+        "A": "secret",
+        "B": "s",
+        "SCHEDULER_RUN_ID": "r",
+        "SCHEDULER_TASK_ID": "t",
+        "SCHEDULER_ATTEMPT": "2",
+    }
+
+
+def test_unknown_or_root_run_as_is_refused() -> None:
+    with pytest.raises(SandboxConfigError, match="no user 'no-such-user-71'"):
+        resolve_user("no-such-user-71")
+    with pytest.raises(SandboxConfigError, match="allow_root_tasks"):
+        resolve_user("root")
+
+
+@pytest.mark.skipif(not ROOT, reason="the policy drops privileges only when run as root")
+def test_root_worker_runs_tasks_as_run_as_unless_root_tasks_are_allowed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dropped = sandbox_policy(run_as="nobody")
+    with caplog.at_level(logging.WARNING, logger="scheduler.worker.sandbox"):
+        kept = sandbox_policy(run_as="nobody", allow_root_tasks=True)
+
+    assert dropped.user is not None
+    assert dropped.user.name == "nobody"
+    assert kept.user is None
+    assert "tasks run as root" in caplog.text
+
+
+@pytest.mark.skipif(ROOT, reason="as root the policy drops to run_as")
+def test_unprivileged_worker_runs_tasks_as_itself() -> None:
+    assert sandbox_policy(run_as="no-such-user-71").user is None
+
+
+@pytest.mark.skipif(not ROOT, reason="run_as is resolved only when the worker is root")
+def test_worker_settings_with_a_missing_run_as_do_not_start() -> None:
+    settings = Settings(worker=WorkerSettings(run_as="no-such-user-71"))
+
+    with pytest.raises(StartupError, match=r"worker\.run_as"):
+        worker_sandbox(settings)
+
+
+def test_worker_settings_become_the_sandbox_limits() -> None:
+    settings = Settings(
+        worker=WorkerSettings(
+            max_cpu_seconds=7, max_memory_bytes=0, max_processes=3, max_open_files=50
+        )
+    )
+
+    policy = worker_sandbox(settings)
+
+    assert policy.limits == ResourceLimits(
+        cpu_seconds=7, memory_bytes=0, processes=3, open_files=50
+    )
+
+
+def test_worker_can_make_itself_non_dumpable() -> None:
+    assert make_non_dumpable()
+    assert not is_dumpable()
