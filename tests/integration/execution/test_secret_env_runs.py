@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 from collections.abc import Collection, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -30,12 +29,15 @@ from scheduler_infrastructure.security.secret_box import FernetSecretBox, genera
 from scheduler_infrastructure.telemetry.redaction import RunSecrets, SecretRedactor
 from scheduler_worker.executors import ExecutorRegistry, builtin_executors
 from scheduler_worker.runtime import WorkerOptions, WorkerRuntime
+from scheduler_worker.sandbox.policy import default_python, sandbox_policy
 
 SECRET = "hunter2-" + "q7Zp0xLm3"
+#: An interpreter the task's OS user can run (the venv's may be out of its reach).
+TASK_PYTHON = default_python(sandbox_policy().user)
 PRINTS = (
     "import os\n"
     "copy = os.environ['COPY']\n"
-    "print('secret', os.environ.get('TOKEN', '<not passed yet>'))\n"
+    "print('secret', os.environ.get('TOKEN', '<not passed>'))\n"
     "print('copy', copy)\n"
     "print('reversed', copy[::-1])\n"
 )
@@ -138,7 +140,7 @@ async def test_a_shell_run_gets_its_secrets_and_its_stored_output_masks_them(
             {
                 "name": "prints-its-secret",
                 "executor": "shell",
-                "params": {"argv": [sys.executable, "-c", PRINTS], "env": {"COPY": SECRET}},
+                "params": {"argv": [TASK_PYTHON, "-c", PRINTS], "env": {"COPY": SECRET}},
                 "secret_env": {"TOKEN": SECRET},
             },
             principal=OWNER,
@@ -153,6 +155,7 @@ async def test_a_shell_run_gets_its_secrets_and_its_stored_output_masks_them(
     output = run.output or ""
     assert SECRET not in output
     assert SECRET[::-1] not in output
+    assert "secret [REDACTED]" in output  # the task had it, and printed it
     assert "copy [REDACTED]" in output
     assert "reversed [REDACTED]" in output
     # Logs and spans mask it while the run is in hand; the values are dropped afterwards.
