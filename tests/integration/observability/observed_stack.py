@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 from scheduler_api.bootstrap import build_services
 from scheduler_api.services import ApiServices
 from scheduler_application.auth_context import Principal
+from scheduler_application.testing import OPEN_EXECUTOR_POLICY
 from scheduler_dispatcher.bootstrap import build_dispatcher
 from scheduler_dispatcher.service import Dispatcher
 from scheduler_domain.accounts import Role
@@ -105,7 +107,9 @@ async def migrated_sqlite(path: Path) -> str:
 
 @contextlib.asynccontextmanager
 async def observed_stack(database_url: str) -> AsyncIterator[ObservedStack]:
-    async with open_resources(stack_settings(database_url)) as resources:
+    async with open_resources(stack_settings(database_url)) as opened:
+        # A single trusted team's install: its users run python and shell tasks.
+        resources = dataclasses.replace(opened, executor_policy=OPEN_EXECUTOR_POLICY)
         services = build_services(resources)
         dispatcher = build_dispatcher(resources)
         async with build_worker(resources) as worker:
