@@ -104,8 +104,11 @@ async def migrated_sqlite(path: Path) -> str:
 
 
 @contextlib.asynccontextmanager
-async def observed_stack(database_url: str) -> AsyncIterator[ObservedStack]:
-    async with open_resources(stack_settings(database_url)) as resources:
+async def observed_stack(
+    database_url: str, *, settings: Settings | None = None
+) -> AsyncIterator[ObservedStack]:
+    """``settings`` (default: :func:`stack_settings`) must name ``database_url``."""
+    async with open_resources(settings or stack_settings(database_url)) as resources:
         services = build_services(resources)
         dispatcher = build_dispatcher(resources)
         async with build_worker(resources) as worker:

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from scheduler_application.execution import ExecutionService
 from scheduler_application.workers import WorkerService
+from scheduler_domain.outbound import OutboundPolicy
 from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.resources import Resources, open_resources
 from scheduler_infrastructure.startup import StartupError, prepare
@@ -51,6 +52,9 @@ async def build_worker(resources: Resources) -> AsyncIterator[WorkerRuntime]:
         builtins=builtin_executors(
             env_allowlist=settings.worker.env_allowlist,
             output_limit=settings.worker.output_limit_bytes,
+            http_policy=OutboundPolicy.from_allow(
+                settings.executors.http.allow, field="executors.http.allow"
+            ),
         )
     )
     metrics = resources.metrics

@@ -16,11 +16,10 @@ from importlib.metadata import EntryPoint, entry_points
 from types import TracebackType
 from typing import Any
 
-import httpx
-
 from scheduler_application.ports.executor import Executor
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.executor_params import BUILTIN_EXECUTORS, validate_executor
+from scheduler_domain.outbound import OutboundPolicy
 from scheduler_worker.executors.errors import DuplicateExecutorError, UnknownExecutorError
 from scheduler_worker.executors.http import HttpExecutor
 from scheduler_worker.executors.noop import NoopExecutor
@@ -38,15 +37,16 @@ def builtin_executors(
     env_allowlist: Sequence[str] = DEFAULT_ENV_ALLOWLIST,
     output_limit: int = DEFAULT_OUTPUT_LIMIT,
     kill_grace_seconds: float = 5.0,
-    http_client: httpx.AsyncClient | None = None,
+    http_policy: OutboundPolicy | None = None,
 ) -> list[Executor]:
+    """``http_policy``: the destinations http tasks may reach (default: public ones only)."""
     return [
         ShellExecutor(
             env_allowlist=env_allowlist,
             output_limit=output_limit,
             kill_grace_seconds=kill_grace_seconds,
         ),
-        HttpExecutor(client=http_client, output_limit=output_limit),
+        HttpExecutor(policy=http_policy, output_limit=output_limit),
         PythonExecutor(output_limit=output_limit),
         NoopExecutor(),
     ]
