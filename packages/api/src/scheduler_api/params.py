@@ -10,7 +10,9 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Annotated, TypeVar
+
+from litestar.params import QueryParameter
 
 from scheduler_api.services import ApiOptions
 from scheduler_application.errors import NotFound
@@ -19,7 +21,16 @@ from scheduler_domain.errors import ValidationError
 T = TypeVar("T")
 _ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 LIMIT_DESCRIPTION = "Page size; values above the server's cap (max_page_size) are clamped to it"
-CURSOR_DESCRIPTION = "Opaque cursor from the previous page's next_cursor"
+CURSOR_DESCRIPTION = (
+    "Opaque cursor from the previous page's next_cursor: a position and its MAC, both"
+    " base64url, joined by a dot"
+)
+#: The shape of every cursor the server makes (:func:`seal_cursor`): refused otherwise.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$"
+Cursor = Annotated[
+    str | None,
+    QueryParameter(max_length=512, pattern=CURSOR_PATTERN, description=CURSOR_DESCRIPTION),
+]
 
 
 def page_size(limit: int, options: ApiOptions) -> int:
@@ -61,7 +72,8 @@ def open_cursor(cursor: str | None, options: ApiOptions) -> str | None:
     if cursor is None:
         return None
     inner, _, mac = cursor.rpartition(".")
-    if not inner or not hmac.compare_digest(mac, _mac(inner, options)):
+    expected = _mac(inner, options).encode()
+    if not inner or not hmac.compare_digest(mac.encode(), expected):
         raise ValidationError("cursor is not valid", field="cursor")
     return inner
 

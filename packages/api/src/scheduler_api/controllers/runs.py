@@ -13,7 +13,7 @@ from scheduler_api.auth import refuse_worker_role
 from scheduler_api.controllers.runs_listing import list_runs
 from scheduler_api.dependencies import CurrentPrincipal, Options, Services
 from scheduler_api.openapi import problems
-from scheduler_api.params import CURSOR_DESCRIPTION, LIMIT_DESCRIPTION, object_id
+from scheduler_api.params import LIMIT_DESCRIPTION, Cursor, object_id
 from scheduler_api.schemas.runs import RunEventList, RunEventOut, RunOut, RunOutputOut, RunPage
 from scheduler_domain.run import RunTrigger
 from scheduler_domain.status import RunStatus
@@ -47,9 +47,7 @@ class RunController(Controller):
         created_after: FromQuery[datetime | None] = None,
         created_before: FromQuery[datetime | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, description=LIMIT_DESCRIPTION)] = 50,
-        cursor: Annotated[
-            str | None, QueryParameter(max_length=512, description=CURSOR_DESCRIPTION)
-        ] = None,
+        cursor: Cursor = None,
     ) -> RunPage:
         return await list_runs(
             services,

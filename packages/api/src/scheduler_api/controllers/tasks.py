@@ -15,8 +15,8 @@ from scheduler_api.controllers.runs_listing import list_runs
 from scheduler_api.dependencies import CurrentPrincipal, Options, Services
 from scheduler_api.openapi import problems, task_body_schema
 from scheduler_api.params import (
-    CURSOR_DESCRIPTION,
     LIMIT_DESCRIPTION,
+    Cursor,
     object_id,
     open_cursor,
     page_size,
@@ -101,9 +101,7 @@ class TaskController(Controller):
         queue: Annotated[str | None, QueryParameter(max_length=100)] = None,
         name_prefix: Annotated[str | None, QueryParameter(max_length=200)] = None,
         limit: Annotated[int, QueryParameter(ge=1, description=LIMIT_DESCRIPTION)] = 50,
-        cursor: Annotated[
-            str | None, QueryParameter(max_length=512, description=CURSOR_DESCRIPTION)
-        ] = None,
+        cursor: Cursor = None,
     ) -> TaskPage:
         size = page_size(limit, options)
         page = await services.tasks.list(
@@ -136,7 +134,11 @@ class TaskController(Controller):
         principal: CurrentPrincipal,
         if_match: Annotated[
             str | None,
-            HeaderParameter(name="If-Match", description="Refuse the edit unless at this version"),
+            HeaderParameter(
+                name="If-Match",
+                pattern=r'^(W/)?"?[0-9]{1,9}"?$',
+                description='Refuse the edit unless at this version ("3")',
+            ),
         ] = None,
     ) -> Response[TaskOut]:
         task = await services.tasks.update(
@@ -213,9 +215,7 @@ class TaskController(Controller):
         created_after: FromQuery[datetime | None] = None,
         created_before: FromQuery[datetime | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, description=LIMIT_DESCRIPTION)] = 50,
-        cursor: Annotated[
-            str | None, QueryParameter(max_length=512, description=CURSOR_DESCRIPTION)
-        ] = None,
+        cursor: Cursor = None,
     ) -> RunPage:
         return await list_runs(
             services,
