@@ -160,6 +160,37 @@ async def test_cursors_the_server_makes_match_the_documented_format(
     assert following.json()["items"][0]["name"] == "b"
 
 
+# -- time bounds ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0.5", "1700000000", "yesterday", "2030-13-01T00:00:00Z"])
+async def test_a_time_bound_that_is_not_rfc3339_is_a_422_naming_it(
+    api: Api, alice: Caller, value: str
+) -> None:
+    task = await api.task(alice)
+    for path in ("/api/v1/runs", f"/api/v1/tasks/{task['id']}/runs"):
+        response = await api.client.get(
+            path, params={"created_before": value}, headers=alice.headers
+        )
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["field"] == "created_before"
+
+
+async def test_an_rfc3339_time_bound_filters(api: Api, alice: Caller) -> None:
+    task = await api.task(alice)
+    await api.run(alice, task["id"])
+
+    before = await api.client.get(
+        "/api/v1/runs", params={"created_before": "2000-01-01T00:00:00Z"}, headers=alice.headers
+    )
+    after = await api.client.get(
+        "/api/v1/runs", params={"created_after": "2000-01-01t00:00:00+01:00"}, headers=alice.headers
+    )
+
+    assert (before.status_code, len(before.json()["items"])) == (200, 0)
+    assert (after.status_code, len(after.json()["items"])) == (200, 1)
+
+
 # -- the document ---------------------------------------------------------------------------------
 
 

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
+import msgspec
+from litestar.openapi.spec import OpenAPIFormat
 from litestar.params import QueryParameter
 
 from scheduler_api.services import ApiOptions
@@ -30,6 +32,18 @@ CURSOR_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$"
 Cursor = Annotated[
     str | None,
     QueryParameter(max_length=512, pattern=CURSOR_PATTERN, description=CURSOR_DESCRIPTION),
+]
+
+#: A time bound in the query: an RFC 3339 date-time with its offset, and nothing else (the
+#: framework's own conversion would also take a Unix timestamp, which the document does not
+#: offer).
+InstantQuery = Annotated[
+    str | None,
+    QueryParameter(
+        format=OpenAPIFormat.DATE_TIME,
+        max_length=64,
+        description="RFC 3339 date-time with an offset (2030-01-01T00:00:00Z)",
+    ),
 ]
 
 
@@ -57,6 +71,19 @@ def instant(value: datetime | None, *, field: str) -> datetime | None:
         return value.astimezone(UTC)
     except (OverflowError, ValueError):
         raise ValidationError(f"{field} is out of range", field=field) from None
+
+
+def query_instant(value: str | None, *, field: str) -> datetime | None:
+    """An :data:`InstantQuery` value as an aware instant in UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = msgspec.convert(value, datetime)
+    except msgspec.ValidationError:
+        raise ValidationError(
+            f"{field} must be an RFC 3339 date-time such as 2030-01-01T00:00:00Z", field=field
+        ) from None
+    return instant(parsed, field=field)
 
 
 def seal_cursor(cursor: str | None, options: ApiOptions) -> str | None:

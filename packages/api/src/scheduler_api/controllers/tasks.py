@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Response, delete, get, patch, post
@@ -17,6 +16,7 @@ from scheduler_api.openapi import problems, task_body_schema
 from scheduler_api.params import (
     LIMIT_DESCRIPTION,
     Cursor,
+    InstantQuery,
     object_id,
     open_cursor,
     page_size,
@@ -212,8 +212,8 @@ class TaskController(Controller):
         principal: CurrentPrincipal,
         status: FromQuery[list[RunStatus] | None] = None,
         trigger: FromQuery[RunTrigger | None] = None,
-        created_after: FromQuery[datetime | None] = None,
-        created_before: FromQuery[datetime | None] = None,
+        created_after: InstantQuery = None,
+        created_before: InstantQuery = None,
         limit: Annotated[int, QueryParameter(ge=1, description=LIMIT_DESCRIPTION)] = 50,
         cursor: Cursor = None,
     ) -> RunPage:
