@@ -268,3 +268,51 @@ async def test_list_item_constraints_are_in_the_document(document: dict[str, Any
 
     assert queues["items"]["minLength"] == 1
     assert queues["items"]["pattern"]
+
+
+# -- strict bodies --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v1/api-keys", {"name": 5}, "name"),
+        ("/api/v1/api-keys", {"name": "k", "expires_at": 1700000000}, "expires_at"),
+        ("/api/v1/worker/register", {"name": "w", "hostname": "h", "pid": "1", "queues": ["q"],
+                                     "capacity": 1}, "pid"),
+        ("/api/v1/worker/heartbeat", {"worker_id": "w", "runs": [{"run_id": "r", "token": "1"}]},
+         "runs[0].token"),
+        ("/api/v1/auth/login", {"username": "alice", "password": 123456789012}, "password"),
+    ],
+)  # fmt: skip
+async def test_values_of_another_type_than_documented_are_refused(
+    api: Api, admin: Caller, path: str, body: dict[str, Any], field: str
+) -> None:
+    response = await api.client.post(path, json=body, headers=admin.headers)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field
+
+
+async def test_a_user_update_takes_a_boolean_not_a_number(
+    api: Api, admin: Caller, alice: Caller
+) -> None:
+    response = await api.client.patch(
+        f"/api/v1/users/{alice.id}", json={"disabled": 1}, headers=admin.headers
+    )
+    me = await api.client.get("/api/v1/auth/me", headers=alice.headers)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "disabled"
+    assert me.status_code == 200
+
+
+async def test_an_unknown_field_of_a_nested_object_is_named_with_its_path(
+    api: Api, admin: Caller
+) -> None:
+    body = {"worker_id": "w", "runs": [{"run_id": "r", "token": 1, "extra": True}]}
+
+    response = await api.client.post("/api/v1/worker/heartbeat", json=body, headers=admin.headers)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "runs[0].extra"
