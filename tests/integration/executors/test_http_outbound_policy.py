@@ -199,3 +199,17 @@ async def test_a_redirect_from_an_allowed_name_to_a_loopback_address_is_refused(
 
     assert _refused(result)
     assert [r.path for r in http_server.requests[before:]] == [f"/redirect?to={target}"]
+
+
+async def test_a_tls_failure_at_a_permitted_destination_is_reported_as_such(
+    http_server: HttpServer, context_for: ContextFactory
+) -> None:
+    # The server speaks plain HTTP: the handshake fails after a permitted connection.
+    url = f"https://127.0.0.1:{_port(http_server)}/ok"
+
+    permitted = await _run(["127.0.0.0/8"], context_for({"url": url}, timeout=5))
+    refused = await _run([], context_for({"url": url}, timeout=5))
+
+    assert permitted.status == "failed"
+    assert (permitted.error or "").startswith("TLS handshake with the destination failed")
+    assert _refused(refused)

@@ -132,23 +132,23 @@ def _unreachable(run_id: str, exc: httpx.HTTPError) -> ExecutionResult:
     return failed(UNREACHABLE)
 
 
-def _tls_failure(exc: BaseException) -> bool:
+def _causes(exc: BaseException, limit: int = 8) -> list[BaseException]:
+    """``exc`` and what caused it, outermost first (at most ``limit``)."""
+    chain: list[BaseException] = []
     seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return True
+    while seen is not None and len(chain) < limit:
+        chain.append(seen)
         seen = seen.__cause__ or seen.__context__
-    return False
+    return chain
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    return any(isinstance(cause, ssl.SSLError) for cause in _causes(exc))
 
 
 def _reason(exc: BaseException) -> str:
     """The chain of causes, innermost last: the log says what the task is not told."""
-    parts: list[str] = []
-    seen: BaseException | None = exc
-    while seen is not None and len(parts) < 5:
-        parts.append(describe_exception(seen))
-        seen = seen.__cause__ or seen.__context__
-    return " <- ".join(parts)
+    return " <- ".join(describe_exception(cause) for cause in _causes(exc))
 
 
 def _expected(status: int, expected: int | list[int] | None) -> bool:
