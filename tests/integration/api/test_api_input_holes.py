@@ -316,3 +316,25 @@ async def test_an_unknown_field_of_a_nested_object_is_named_with_its_path(
 
     assert response.status_code == 422, response.text
     assert response.json()["field"] == "runs[0].extra"
+
+
+# -- OPTIONS --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/api/v1/tasks", "GET, OPTIONS, POST"),
+        ("/api/v1/api-keys", "GET, OPTIONS, POST"),
+        ("/api/v1/tasks/01a2434e-0757-75cc-8098-f47bb6c25fa0", "DELETE, GET, OPTIONS, PATCH"),
+        ("/api/v1/users/01a2434e-0757-75cc-8098-f47bb6c25fa0", "GET, OPTIONS, PATCH"),
+        ("/api/v1/runs", "GET, OPTIONS"),
+    ],
+)
+async def test_options_lists_every_method_of_the_resource(
+    api: Api, alice: Caller, path: str, allow: str
+) -> None:
+    response = await api.client.options(path, headers=alice.headers)
+
+    assert response.status_code == 204
+    assert response.headers["allow"] == allow

@@ -7,8 +7,9 @@ tests and the combined launcher can hand it whatever honours the ports.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from litestar import Litestar, Router
+from litestar import Litestar, Request, Response, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
@@ -30,10 +31,18 @@ from scheduler_api.controllers.workers import WorkerController
 from scheduler_api.errors import OBSERVER_STATE, handle_exception
 from scheduler_api.metrics import RequestMetrics, metrics_route
 from scheduler_api.openapi import ClosedStructSchemaPlugin, openapi_config
+from scheduler_api.options import options_response
 from scheduler_api.request_checks import check_request
 from scheduler_api.services import ApiOptions, ApiServices
 
 API_PREFIX = "/api/v1"
+
+
+async def before_each_request(request: Request[Any, Any, Any]) -> Response[None] | None:
+    if request.method == "OPTIONS":
+        return options_response(request)
+    await check_request(request)
+    return None
 
 
 def create_app(
@@ -70,7 +79,7 @@ def create_app(
         },
         middleware=[*middleware, DefineMiddleware(PrincipalMiddleware, auth=services.auth)],
         exception_handlers={Exception: handle_exception},
-        before_request=check_request,
+        before_request=before_each_request,
         request_max_body_size=options.max_body_bytes,
         openapi_config=openapi_config(version=options.version),
         on_startup=[services.auth.warm_up],
