@@ -1,8 +1,9 @@
 """Property-based checks of the live OpenAPI document against a real server: uvicorn on a free
 port of 127.0.0.1, with its own SQLite database, driven by schemathesis as an admin.
 
-No operation may answer 5xx, and every answer must match its documented status codes, content
-type and schema.
+No operation may answer 5xx, every answer must match its documented status codes, content
+type, headers and schema, and what the document forbids (negative data: unknown fields of a
+closed object, a cursor of the wrong shape, a password too short...) must be refused.
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ import requests
 import schemathesis
 from api_harness import FAST_HASHER, JWT_SECRET, MAX_BODY, PAGE_CAP, PASSWORD, lenient_throttle
 from hypothesis import HealthCheck, settings
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
     content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -45,7 +50,10 @@ CHECKS = [
     not_a_server_error,
     status_code_conformance,
     content_type_conformance,
+    response_headers_conformance,
     response_schema_conformance,
+    negative_data_rejection,
+    allow_header_conformance,
 ]
 
 
@@ -125,6 +133,10 @@ def _document() -> dict[str, Any]:
 
 DOCUMENT = _document()
 schema = schemathesis.openapi.from_dict(DOCUMENT)
+# Both are the default; stated so that a change of default cannot drop the negative cases.
+schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+# A body over api.max_body_bytes (a heartbeat of more runs than allowed) is refused by size.
+schema.config.checks.negative_data_rejection.expected_statuses.append("413")
 
 
 def test_the_live_document_is_the_one_tested(live_server: LiveServer) -> None:

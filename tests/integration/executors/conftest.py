@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -57,7 +58,8 @@ class HttpServer:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """/ok, /status/<code>, /slow, /big, /echo — whatever the method."""
+    """/ok, /status/<code>, /slow, /big, /echo, /redirect?to=<url> (302 there), /chain/<n>
+    (302 to /chain/<n-1>, /chain/0 answers 200) — whatever the method."""
 
     server: _RecordingServer
 
@@ -83,12 +85,30 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path == "/echo":
             echoed = {"method": self.command, "body": body.decode()}
             self._reply(200, json.dumps(echoed).encode(), "application/json")
+        elif self.path.startswith("/redirect?"):
+            target = parse_qs(urlsplit(self.path).query)["to"][0]
+            self._reply(302, b"moved", location=target)
+        elif self.path.startswith("/chain/"):
+            hops = int(self.path.rsplit("/", 1)[1])
+            if hops:
+                self._reply(302, b"moved", location=f"/chain/{hops - 1}")
+            else:
+                self._reply(200, b"end of the chain")
         else:
             self._reply(404, b"not found")
 
-    def _reply(self, code: int, body: bytes, content_type: str = "text/plain") -> None:
+    def _reply(
+        self,
+        code: int,
+        body: bytes,
+        content_type: str = "text/plain",
+        *,
+        location: str | None = None,
+    ) -> None:
         try:
             self.send_response(code)
+            if location is not None:
+                self.send_header("Location", location)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -106,8 +106,11 @@ async def migrated_sqlite(path: Path) -> str:
 
 
 @contextlib.asynccontextmanager
-async def observed_stack(database_url: str) -> AsyncIterator[ObservedStack]:
-    async with open_resources(stack_settings(database_url)) as opened:
+async def observed_stack(
+    database_url: str, *, settings: Settings | None = None
+) -> AsyncIterator[ObservedStack]:
+    """``settings`` (default: :func:`stack_settings`) must name ``database_url``."""
+    async with open_resources(settings or stack_settings(database_url)) as opened:
         # A single trusted team's install: its users run python and shell tasks.
         resources = dataclasses.replace(opened, executor_policy=OPEN_EXECUTOR_POLICY)
         services = build_services(resources)

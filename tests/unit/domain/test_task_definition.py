@@ -104,6 +104,7 @@ def test_worker_labels_must_cover_the_required_ones() -> None:
         ("http", {"url": "https://x", "method": "BREW"}, "params.method"),
         ("http", {"url": "https://x", "expected_status": 700}, "params.expected_status"),
         ("http", {"url": "https://x", "body": "a", "json": {}}, "params.json"),
+        ("http", {"url": "https://x", "follow_redirects": "yes"}, "params.follow_redirects"),
         ("python", {"callable": "os.system"}, "params.callable"),
         ("python", {"callable": "m:f", "args": {}}, "params.args"),
         ("python", {"callable": "m:f", "env": {"A": 1}}, "params.env"),
@@ -130,6 +131,7 @@ def test_executor_params_are_checked_per_executor(
         ("shell", {"shell": True, "command": "echo $HOME | wc -c"}),
         ("http", {"url": "https://example.org/hook", "method": "post", "json": {"a": 1}}),
         ("http", {"url": "http://127.0.0.1:8080", "expected_status": [200, 204]}),
+        ("http", {"url": "https://example.org/moved", "follow_redirects": True}),
         ("python", {"callable": "package.module:function", "args": [1], "kwargs": {"a": 2}}),
         ("python", {"callable": "m:f", "env": {"A": "1"}, "limits": {"cpu_seconds": 5}}),
         (

@@ -86,6 +86,10 @@ def test_environment_overrides_any_key_with_typed_values() -> None:
         ({"SCHEDULER__QUEUE__BACKEND": "redis"}, "redis.url"),
         ({"SCHEDULER__WORKER__HEARTBEAT_SECONDS": "60"}, "worker.heartbeat_seconds"),
         ({"SCHEDULER__QUEUE__BACKEND": "postgres"}, "queue.backend"),
+        (
+            {"SCHEDULER__EXECUTORS__HTTP__ALLOW": '["10.0.0.0/8", "no such host"]'},
+            "executors.http.allow",
+        ),
     ],
 )
 def test_invalid_value_fails_with_one_line_naming_the_key(env: dict[str, str], key: str) -> None:

@@ -6,11 +6,10 @@ tests and the combined launcher can hand it whatever honours the ports.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
-from litestar import Litestar, Request, Router
+from litestar import Litestar, Request, Response, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
@@ -27,27 +26,23 @@ from scheduler_api.controllers.runs import RunController
 from scheduler_api.controllers.system import SystemController
 from scheduler_api.controllers.tasks import TaskController
 from scheduler_api.controllers.users import UserController
-from scheduler_api.controllers.worker_protocol import ALLOW_NUL, WorkerProtocolController
+from scheduler_api.controllers.worker_protocol import WorkerProtocolController
 from scheduler_api.controllers.workers import WorkerController
 from scheduler_api.errors import OBSERVER_STATE, handle_exception
 from scheduler_api.metrics import RequestMetrics, metrics_route
-from scheduler_api.openapi import openapi_config
+from scheduler_api.openapi import ClosedStructSchemaPlugin, openapi_config
+from scheduler_api.options import options_response
+from scheduler_api.request_checks import check_request
 from scheduler_api.services import ApiOptions, ApiServices
-from scheduler_domain.errors import ValidationError
 
 API_PREFIX = "/api/v1"
-#: A JSON ``\u0000`` escape (not itself escaped): PostgreSQL can store NUL in neither text nor
-#: JSON, and no field of this API has a use for it.
-_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-async def refuse_nul_characters(request: Request[Any, Any, Any]) -> None:
-    if "\x00" in request.url.path or b"%00" in request.scope.get("query_string", b""):
-        raise ValidationError("NUL characters are not accepted in URLs", field="query")
-    checked = request.method in _BODY_METHODS and not request.route_handler.opt.get(ALLOW_NUL)
-    if checked and _JSON_NUL.search(await request.body()):
-        raise ValidationError("NUL characters are not accepted in request bodies", field="body")
+async def before_each_request(request: Request[Any, Any, Any]) -> Response[None] | None:
+    if request.method == "OPTIONS":
+        return options_response(request)
+    await check_request(request)
+    return None
 
 
 def create_app(
@@ -84,7 +79,7 @@ def create_app(
         },
         middleware=[*middleware, DefineMiddleware(PrincipalMiddleware, auth=services.auth)],
         exception_handlers={Exception: handle_exception},
-        before_request=refuse_nul_characters,
+        before_request=before_each_request,
         request_max_body_size=options.max_body_bytes,
         openapi_config=openapi_config(version=options.version),
         on_startup=[services.auth.warm_up],
@@ -93,7 +88,7 @@ def create_app(
         logging_config=None,
         debug=False,
         state=State({OBSERVER_STATE: services.observer}),
-        plugins=list(plugins),
+        plugins=[ClosedStructSchemaPlugin(), *plugins],
     )
     if options.metrics is not None:
         # Outside routing and the exception handlers, so every request is counted, 404s too.

@@ -63,6 +63,10 @@ _BACKTICKED = re.compile(r"`([^`]+)`")
 _PATH = re.compile(r"at `\$\.?([^`]*)`")
 
 
+class MalformedBody(Exception):
+    """The body cannot be JSON this API reads (not UTF-8, nested too deeply)."""
+
+
 class HeartbeatConflict(Exception):
     """Some leases a worker heartbeated for are gone; ``stop`` lists those runs."""
 
@@ -107,6 +111,8 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
             field="username" if exc.scope == "account" else None,
             headers={"Retry-After": str(exc.retry_after)},
         )
+    if isinstance(exc, MalformedBody):
+        return problem(400, "malformed-request", str(exc), field="body")
     if isinstance(exc, HeartbeatConflict):
         return problem(409, "lease-lost", str(exc), field="runs", stop=exc.stop)
     if isinstance(exc, ApplicationError):
@@ -170,14 +176,17 @@ def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Probl
     status = exc.status_code
     code = _HTTP_CODES.get(status, "http-error")
     detail = str(exc.detail or HTTPStatus(status).phrase)
-    if status == 404:
+    field: str | None = None
+    if status == 400:  # the framework could not read the body (not JSON, truncated...)
+        field = "body"
+    elif status == 404:
         detail = f"no resource at {request.url.path}"
     elif status == 413:
         detail = "the request body is larger than this server accepts"
     headers = {k: str(v) for k, v in (exc.headers or {}).items()} or None
     if status >= 500:
         return _unexpected(request, exc)
-    return problem(status, code, detail, headers=headers)
+    return problem(status, code, detail, field=field, headers=headers)
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:

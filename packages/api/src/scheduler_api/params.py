@@ -10,7 +10,11 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Annotated, TypeVar
+
+import msgspec
+from litestar.openapi.spec import OpenAPIFormat
+from litestar.params import QueryParameter
 
 from scheduler_api.services import ApiOptions
 from scheduler_application.errors import NotFound
@@ -19,7 +23,28 @@ from scheduler_domain.errors import ValidationError
 T = TypeVar("T")
 _ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 LIMIT_DESCRIPTION = "Page size; values above the server's cap (max_page_size) are clamped to it"
-CURSOR_DESCRIPTION = "Opaque cursor from the previous page's next_cursor"
+CURSOR_DESCRIPTION = (
+    "Opaque cursor from the previous page's next_cursor: a position and its MAC, both"
+    " base64url, joined by a dot"
+)
+#: The shape of every cursor the server makes (:func:`seal_cursor`): refused otherwise.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{22}$"
+Cursor = Annotated[
+    str | None,
+    QueryParameter(max_length=512, pattern=CURSOR_PATTERN, description=CURSOR_DESCRIPTION),
+]
+
+#: A time bound in the query: an RFC 3339 date-time with its offset, and nothing else (the
+#: framework's own conversion would also take a Unix timestamp, which the document does not
+#: offer).
+InstantQuery = Annotated[
+    str | None,
+    QueryParameter(
+        format=OpenAPIFormat.DATE_TIME,
+        max_length=64,
+        description="RFC 3339 date-time with an offset (2030-01-01T00:00:00Z)",
+    ),
+]
 
 
 def page_size(limit: int, options: ApiOptions) -> int:
@@ -48,6 +73,19 @@ def instant(value: datetime | None, *, field: str) -> datetime | None:
         raise ValidationError(f"{field} is out of range", field=field) from None
 
 
+def query_instant(value: str | None, *, field: str) -> datetime | None:
+    """An :data:`InstantQuery` value as an aware instant in UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = msgspec.convert(value, datetime)
+    except msgspec.ValidationError:
+        raise ValidationError(
+            f"{field} must be an RFC 3339 date-time such as 2030-01-01T00:00:00Z", field=field
+        ) from None
+    return instant(parsed, field=field)
+
+
 def seal_cursor(cursor: str | None, options: ApiOptions) -> str | None:
     """The cursor a client sees: the repository's cursor and a MAC over it."""
     if cursor is None:
@@ -61,7 +99,8 @@ def open_cursor(cursor: str | None, options: ApiOptions) -> str | None:
     if cursor is None:
         return None
     inner, _, mac = cursor.rpartition(".")
-    if not inner or not hmac.compare_digest(mac, _mac(inner, options)):
+    expected = _mac(inner, options).encode()
+    if not inner or not hmac.compare_digest(mac.encode(), expected):
         raise ValidationError("cursor is not valid", field="cursor")
     return inner
 

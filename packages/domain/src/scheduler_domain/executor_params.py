@@ -109,7 +109,9 @@ def _shell(params: Mapping[str, Any]) -> None:
 
 
 def _http(params: Mapping[str, Any]) -> None:
-    _only(params, {"url", "method", "headers", "body", "json", "expected_status"})
+    _only(
+        params, {"url", "method", "headers", "body", "json", "expected_status", "follow_redirects"}
+    )
     url = params.get("url")
     if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url):
         raise _fail("url", "url must be an absolute http:// or https:// URL")
@@ -129,6 +131,8 @@ def _http(params: Mapping[str, Any]) -> None:
             isinstance(c, int) and not isinstance(c, bool) and 100 <= c <= 599 for c in codes
         ):
             raise _fail("expected_status", "expected_status must be an HTTP status or a list")
+    if not isinstance(params.get("follow_redirects", False), bool):
+        raise _fail("follow_redirects", "follow_redirects must be true or false")
 
 
 def _python(params: Mapping[str, Any]) -> None:

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from scheduler_application.execution import ExecutionService
 from scheduler_application.workers import WorkerService
+from scheduler_domain.outbound import OutboundPolicy
 from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.resources import Resources, open_resources
 from scheduler_infrastructure.startup import StartupError, prepare
@@ -79,6 +80,9 @@ async def build_worker(resources: Resources) -> AsyncIterator[WorkerRuntime]:
             output_limit=settings.worker.output_limit_bytes,
             python_pool_size=settings.worker.python_pool_size,
             python_max_runs_per_process=settings.worker.python_max_runs_per_process,
+            http_policy=OutboundPolicy.from_allow(
+                settings.executors.http.allow, field="executors.http.allow"
+            ),
         )
     )
     metrics = resources.metrics

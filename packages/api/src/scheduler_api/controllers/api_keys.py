@@ -11,8 +11,8 @@ from scheduler_api.auth import refuse_worker_role
 from scheduler_api.dependencies import CurrentPrincipal, Options, Services
 from scheduler_api.openapi import problems
 from scheduler_api.params import (
-    CURSOR_DESCRIPTION,
     LIMIT_DESCRIPTION,
+    Cursor,
     instant,
     object_id,
     open_cursor,
@@ -66,9 +66,7 @@ class ApiKeyController(Controller):
         principal: CurrentPrincipal,
         owner_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
         limit: Annotated[int, QueryParameter(ge=1, description=LIMIT_DESCRIPTION)] = 50,
-        cursor: Annotated[
-            str | None, QueryParameter(max_length=512, description=CURSOR_DESCRIPTION)
-        ] = None,
+        cursor: Cursor = None,
     ) -> ApiKeyPage:
         size = page_size(limit, options)
         keys = await services.api_keys.list(principal=principal, owner_id=owner_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import msgspec
@@ -13,7 +12,7 @@ from scheduler_api.auth import refuse_worker_role
 from scheduler_api.controllers.runs_listing import list_runs
 from scheduler_api.dependencies import CurrentPrincipal, Options, Services
 from scheduler_api.openapi import problems
-from scheduler_api.params import CURSOR_DESCRIPTION, LIMIT_DESCRIPTION, object_id
+from scheduler_api.params import LIMIT_DESCRIPTION, Cursor, InstantQuery, object_id
 from scheduler_api.schemas.runs import RunEventList, RunEventOut, RunOut, RunOutputOut, RunPage
 from scheduler_domain.run import RunTrigger
 from scheduler_domain.status import RunStatus
@@ -44,12 +43,10 @@ class RunController(Controller):
         status: FromQuery[list[RunStatus] | None] = None,
         trigger: FromQuery[RunTrigger | None] = None,
         worker_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
-        created_after: FromQuery[datetime | None] = None,
-        created_before: FromQuery[datetime | None] = None,
+        created_after: InstantQuery = None,
+        created_before: InstantQuery = None,
         limit: Annotated[int, QueryParameter(ge=1, description=LIMIT_DESCRIPTION)] = 50,
-        cursor: Annotated[
-            str | None, QueryParameter(max_length=512, description=CURSOR_DESCRIPTION)
-        ] = None,
+        cursor: Cursor = None,
     ) -> RunPage:
         return await list_runs(
             services,

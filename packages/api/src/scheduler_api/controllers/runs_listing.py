@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from scheduler_api.params import instant, open_cursor, page_size, seal_cursor
+from scheduler_api.params import open_cursor, page_size, query_instant, seal_cursor
 from scheduler_api.schemas.runs import RunOut, RunPage
 from scheduler_api.services import ApiOptions, ApiServices
 from scheduler_application.auth_context import Principal
@@ -21,8 +19,8 @@ async def list_runs(
     status: list[RunStatus] | None,
     trigger: RunTrigger | None,
     worker_id: str | None,
-    created_after: datetime | None,
-    created_before: datetime | None,
+    created_after: str | None,
+    created_before: str | None,
     limit: int,
     cursor: str | None,
 ) -> RunPage:
@@ -33,8 +31,8 @@ async def list_runs(
         statuses=status or (),
         trigger=trigger,
         worker_id=worker_id,
-        created_after=instant(created_after, field="created_after"),
-        created_before=instant(created_before, field="created_before"),
+        created_after=query_instant(created_after, field="created_after"),
+        created_before=query_instant(created_before, field="created_before"),
         limit=size,
         cursor=open_cursor(cursor, options),
     )

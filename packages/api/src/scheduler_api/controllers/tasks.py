@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Response, delete, get, patch, post
@@ -15,8 +14,9 @@ from scheduler_api.controllers.runs_listing import list_runs
 from scheduler_api.dependencies import CurrentPrincipal, Options, Services
 from scheduler_api.openapi import problems, task_body_schema
 from scheduler_api.params import (
-    CURSOR_DESCRIPTION,
     LIMIT_DESCRIPTION,
+    Cursor,
+    InstantQuery,
     object_id,
     open_cursor,
     page_size,
@@ -101,9 +101,7 @@ class TaskController(Controller):
         queue: Annotated[str | None, QueryParameter(max_length=100)] = None,
         name_prefix: Annotated[str | None, QueryParameter(max_length=200)] = None,
         limit: Annotated[int, QueryParameter(ge=1, description=LIMIT_DESCRIPTION)] = 50,
-        cursor: Annotated[
-            str | None, QueryParameter(max_length=512, description=CURSOR_DESCRIPTION)
-        ] = None,
+        cursor: Cursor = None,
     ) -> TaskPage:
         size = page_size(limit, options)
         page = await services.tasks.list(
@@ -136,7 +134,11 @@ class TaskController(Controller):
         principal: CurrentPrincipal,
         if_match: Annotated[
             str | None,
-            HeaderParameter(name="If-Match", description="Refuse the edit unless at this version"),
+            HeaderParameter(
+                name="If-Match",
+                pattern=r'^(W/)?"?[0-9]{1,9}"?$',
+                description='Refuse the edit unless at this version ("3")',
+            ),
         ] = None,
     ) -> Response[TaskOut]:
         task = await services.tasks.update(
@@ -210,12 +212,10 @@ class TaskController(Controller):
         principal: CurrentPrincipal,
         status: FromQuery[list[RunStatus] | None] = None,
         trigger: FromQuery[RunTrigger | None] = None,
-        created_after: FromQuery[datetime | None] = None,
-        created_before: FromQuery[datetime | None] = None,
+        created_after: InstantQuery = None,
+        created_before: InstantQuery = None,
         limit: Annotated[int, QueryParameter(ge=1, description=LIMIT_DESCRIPTION)] = 50,
-        cursor: Annotated[
-            str | None, QueryParameter(max_length=512, description=CURSOR_DESCRIPTION)
-        ] = None,
+        cursor: Cursor = None,
     ) -> RunPage:
         return await list_runs(
             services,

@@ -11,8 +11,8 @@ from scheduler_api.auth import refuse_worker_role
 from scheduler_api.dependencies import CurrentPrincipal, Options, Services
 from scheduler_api.openapi import problems
 from scheduler_api.params import (
-    CURSOR_DESCRIPTION,
     LIMIT_DESCRIPTION,
+    Cursor,
     object_id,
     open_cursor,
     page_size,
@@ -56,9 +56,7 @@ class UserController(Controller):
         options: Options,
         principal: CurrentPrincipal,
         limit: Annotated[int, QueryParameter(ge=1, description=LIMIT_DESCRIPTION)] = 50,
-        cursor: Annotated[
-            str | None, QueryParameter(max_length=512, description=CURSOR_DESCRIPTION)
-        ] = None,
+        cursor: Cursor = None,
     ) -> UserPage:
         size = page_size(limit, options)
         page = await services.users.list(

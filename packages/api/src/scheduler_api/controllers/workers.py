@@ -11,8 +11,8 @@ from scheduler_api.auth import refuse_worker_role
 from scheduler_api.dependencies import CurrentPrincipal, Options, Services
 from scheduler_api.openapi import problems
 from scheduler_api.params import (
-    CURSOR_DESCRIPTION,
     LIMIT_DESCRIPTION,
+    Cursor,
     object_id,
     open_cursor,
     page_size,
@@ -42,9 +42,7 @@ class WorkerController(Controller):
         principal: CurrentPrincipal,
         status: FromQuery[WorkerStatus | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, description=LIMIT_DESCRIPTION)] = 50,
-        cursor: Annotated[
-            str | None, QueryParameter(max_length=512, description=CURSOR_DESCRIPTION)
-        ] = None,
+        cursor: Cursor = None,
     ) -> WorkerPage:
         size = page_size(limit, options)
         workers = await services.workers.list(principal=principal, status=status)

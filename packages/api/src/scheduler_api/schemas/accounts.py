@@ -11,6 +11,12 @@ from scheduler_application.auth import MAX_PASSWORD_CHARS, TokenPair
 from scheduler_domain.accounts import MIN_PASSWORD_LENGTH, ApiKey, Role, User
 
 Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
+#: What the domain accepts (``validate_username``/``validate_password``), stated in the
+#: document so that clients and contract fuzzers know it.
+Username = Annotated[
+    str, msgspec.Meta(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{1,63}$")
+]
+NewPassword = Annotated[str, msgspec.Meta(min_length=MIN_PASSWORD_LENGTH, max_length=1024)]
 
 
 class LoginIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -80,8 +86,8 @@ class UserPage(msgspec.Struct, kw_only=True):
 
 
 class UserCreateIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    username: Annotated[str, msgspec.Meta(max_length=64)]
-    password: Annotated[str, msgspec.Meta(max_length=1024)]
+    username: Username
+    password: NewPassword
     role: Role = Role.USER
 
 
@@ -95,7 +101,7 @@ class UserUpdateIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class PasswordResetIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``revoke_api_keys``: also revoke every API key the user owns."""
 
-    password: Annotated[str, msgspec.Meta(max_length=1024)]
+    password: NewPassword
     revoke_api_keys: bool = False
 
 

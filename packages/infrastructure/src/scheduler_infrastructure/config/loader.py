@@ -27,6 +27,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from scheduler_domain.accounts import Role
+from scheduler_domain.errors import ValidationError
+from scheduler_domain.outbound import OutboundPolicy
 from scheduler_infrastructure.config.settings import SECRETS, Settings
 from scheduler_infrastructure.errors import ConfigError
 
@@ -286,6 +288,13 @@ def _check_secrets_key(key: str | None) -> None:
             )
 
 
+def _check_outbound_allow(s: Settings) -> None:
+    try:
+        OutboundPolicy.from_allow(s.executors.http.allow, field="executors.http.allow")
+    except ValidationError as exc:
+        raise ConfigError("executors.http.allow", exc.message) from None
+
+
 def _check(s: Settings) -> None:
     """Cross-field rules the types alone cannot express."""
     _check_secrets_key(s.secrets.key)
@@ -341,6 +350,7 @@ def _check(s: Settings) -> None:
     if not s.worker.queues:
         raise ConfigError("worker.queues", "must name at least one queue")
     _check_executors(s)
+    _check_outbound_allow(s)
     for key, value in (
         ("worker.max_cpu_seconds", s.worker.max_cpu_seconds),
         ("worker.max_memory_bytes", s.worker.max_memory_bytes),

@@ -17,11 +17,10 @@ from importlib.metadata import EntryPoint, entry_points
 from types import TracebackType
 from typing import Any
 
-import httpx
-
 from scheduler_application.ports.executor import Executor
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.executor_params import BUILTIN_EXECUTORS, validate_executor
+from scheduler_domain.outbound import OutboundPolicy
 from scheduler_worker.executors.errors import DuplicateExecutorError, UnknownExecutorError
 from scheduler_worker.executors.http import HttpExecutor
 from scheduler_worker.executors.noop import NoopExecutor
@@ -40,12 +39,13 @@ def builtin_executors(
     env_allowlist: Sequence[str] | None = None,
     output_limit: int = DEFAULT_OUTPUT_LIMIT,
     kill_grace_seconds: float = 5.0,
-    http_client: httpx.AsyncClient | None = None,
+    http_policy: OutboundPolicy | None = None,
     sandbox: SandboxPolicy | None = None,
     python_pool_size: int = 2,
     python_max_runs_per_process: int = 100,
 ) -> list[Executor]:
-    """``sandbox``: how ``shell`` and ``python`` task processes are isolated (default:
+    """``http_policy``: the destinations http tasks may reach (default: public ones only);
+    ``sandbox``: how ``shell`` and ``python`` task processes are isolated (default:
     :func:`sandbox_policy` for this process, with ``env_allowlist`` when given)."""
     policy = sandbox or sandbox_policy()
     if env_allowlist is not None:
@@ -56,7 +56,7 @@ def builtin_executors(
             output_limit=output_limit,
             kill_grace_seconds=kill_grace_seconds,
         ),
-        HttpExecutor(client=http_client, output_limit=output_limit),
+        HttpExecutor(policy=http_policy, output_limit=output_limit),
         PythonExecutor(
             sandbox=policy,
             output_limit=output_limit,
