@@ -8,13 +8,14 @@ import tempfile
 import weakref
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from scheduler_application.auth_context import Principal
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
-from scheduler_domain.accounts import Role
+from scheduler_domain.accounts import Role, User
 from scheduler_domain.events import RunEvent
 from scheduler_domain.run import TaskRun
 from scheduler_domain.status import RunStatus
@@ -22,7 +23,8 @@ from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_worker.sandbox.policy import default_python, sandbox_policy
 
-OWNER = Principal(subject_id="e2e-user", role=Role.USER)
+#: An operator: shell tasks are theirs to run under the default executor policy.
+OWNER = Principal(subject_id="e2e-user", role=Role.OPERATOR)
 #: An interpreter the task user can run (see ``default_python``).
 TASK_PYTHON = default_python(sandbox_policy().user)
 
@@ -59,7 +61,27 @@ class Scenario:
         weakref.finalize(self, shutil.rmtree, shared, True)
         self.ledger = shared / "ledger.txt"
 
+    async def _ensure_owner(self) -> None:
+        """The tasks' owner as a real operator account: the workers check the owner's role
+        before every run, and refuse the runs of an owner that does not exist."""
+        async with self.uow_factory() as uow:
+            if await uow.users.get(OWNER.subject_id) is not None:
+                return
+            now = datetime.now(UTC)
+            await uow.users.add(
+                User(
+                    id=OWNER.subject_id,
+                    username=f"owner-{OWNER.subject_id}",
+                    password_hash="!",
+                    role=OWNER.role,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            await uow.commit()
+
     async def ledger_task(self, name: str, *, seconds: float, **spec: object) -> str:
+        await self._ensure_owner()
         """A task whose every execution writes ``start``/``end`` lines with its run id."""
         script = [TASK_PYTHON, "-c", _LEDGER_SCRIPT, str(self.ledger), str(seconds)]
         params = {"argv": script}
