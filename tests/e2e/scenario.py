@@ -61,7 +61,7 @@ class Scenario:
         weakref.finalize(self, shutil.rmtree, shared, True)
         self.ledger = shared / "ledger.txt"
 
-    async def _ensure_owner(self) -> None:
+    async def ensure_owner(self) -> None:
         """The tasks' owner as a real operator account: the workers check the owner's role
         before every run, and refuse the runs of an owner that does not exist."""
         async with self.uow_factory() as uow:
@@ -81,7 +81,7 @@ class Scenario:
             await uow.commit()
 
     async def ledger_task(self, name: str, *, seconds: float, **spec: object) -> str:
-        await self._ensure_owner()
+        await self.ensure_owner()
         """A task whose every execution writes ``start``/``end`` lines with its run id."""
         script = [TASK_PYTHON, "-c", _LEDGER_SCRIPT, str(self.ledger), str(seconds)]
         params = {"argv": script}
@@ -91,6 +91,7 @@ class Scenario:
         return task.id
 
     async def noop_task(self, name: str, **spec: object) -> str:
+        await self.ensure_owner()
         task = await self.tasks.create({"name": name, "executor": "noop", **spec}, principal=OWNER)
         return task.id
 

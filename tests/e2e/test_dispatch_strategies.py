@@ -117,6 +117,7 @@ async def test_round_robin_least_loaded_random_and_labels_route_over_three_live_
     # least_loaded: w1 and w2 full of sleeping shell runs (pinned by their labels); once their
     # heartbeats say so, new runs go to the idle w3 — as many as it has free slots.
     sleepers: list[str] = []
+    await scenario.ensure_owner()
     for label in ("a", "b"):
         sleeper = await scenario.tasks.create(
             {
