@@ -86,7 +86,7 @@ PYTHON_CRASHES: dict[str, tuple[str, list[Any]]] = {
     "py-memory": ("hostile_tasks:eat_memory", []),
     "py-fork-bomb": ("hostile_tasks:fork_bomb", []),
     "py-spin": ("hostile_tasks:spin", []),
-    "py-kill-everyone": ("hostile_tasks:kill_everyone", []),
+    "py-kill-everyone": ("hostile_tasks:kill_everyone", ["bin/scheduler", "ALICE_TOKEN"]),
 }
 
 

@@ -120,13 +120,22 @@ def spin() -> None:
         pass
 
 
-def kill_everyone() -> str:
-    """Signal every process this user may signal: other tasks, the worker."""
-    try:
-        os.kill(-1, signal.SIGKILL)
-    except OSError as error:
-        return f"refused: {error}"
-    return "sent"
+def kill_everyone(*markers: str) -> list[str]:
+    """SIGKILL every process whose command line holds one of ``markers`` (the scheduler's
+    binaries, other users' tasks) — what ``kill -9 -1`` would do to them, aimed so that a
+    sandbox that failed cannot take the test runner or the database down with them."""
+    answers = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        cmdline = _read(f"/proc/{entry}/cmdline").replace("\0", " ")
+        if any(marker in cmdline for marker in markers):
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+                answers.append(f"killed {entry}")
+            except OSError as error:
+                answers.append(f"refused {entry}: {error}")
+    return answers
 
 
 def _read(path: str) -> str:
