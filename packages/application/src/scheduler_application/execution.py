@@ -30,7 +30,7 @@ from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.redaction import NO_REDACTION, Redactor
 from scheduler_application.ports.secrets import SecretBox
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from scheduler_application.redaction import conceal_secrets, redact_result
+from scheduler_application.redaction import conceal_secrets, redact_result, storable_result
 from scheduler_application.retries import (
     Settlement,
     plan_failed_attempt,
@@ -342,7 +342,7 @@ class ExecutionService:
                 if task is not None and task.secret_env:
                     values, _ = open_secret_env(task, self._secret_box)
                     result = conceal_secrets(result, values.values())
-            result = redact_result(self._redactor, result)
+            result = storable_result(redact_result(self._redactor, result))
             read_version = run.version
             event = _finish(run, token, result, now)
             await uow.events.add(event)
@@ -407,7 +407,7 @@ class ExecutionService:
                     continue
                 read_version = run.version
                 try:
-                    result = redact_result(self._redactor, outcome.result)
+                    result = storable_result(redact_result(self._redactor, outcome.result))
                     event = _finish(run, outcome.token, result, now)
                 except (ApplicationError, DomainError, ValueError) as error:
                     answers.append(error)
