@@ -1,26 +1,45 @@
 """Who a task process runs as, what it may use and what it sees: the sandbox's policy,
 decided once when the worker starts.
 
+Who: when the worker runs as root, each run (and each python interpreter) gets a uid of its
+own from ``worker.task_uid_range`` (``worker.isolate_tasks``, :mod:`.uids`) with a fresh
+private ``HOME``/``TMPDIR``; or, without isolation, the shared ``worker.run_as`` account.
+
+Network: ``worker.task_network = "none"`` puts every task process in a new network namespace
+holding only its own loopback (root only; a worker that is not root runs tasks with the host's
+network, with a warning at start).
+
 Environment: a task process gets only the worker variables named in ``worker.env_allowlist``
-(``HOME`` replaced by the unprivileged user's home when the worker drops to one), then the
+(``HOME`` replaced by the unprivileged user's home when the worker drops to one; with isolated
+uids ``HOME`` and ``TMPDIR`` are the run's private folder), then the
 task's ``env``, its decrypted ``secret_env`` and ``SCHEDULER_RUN_ID``/``SCHEDULER_TASK_ID``/
 ``SCHEDULER_ATTEMPT``. Nothing else of the worker's environment reaches task code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pwd
 import shutil
 import stat
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scheduler_worker.sandbox.errors import SandboxConfigError
+from scheduler_worker.sandbox.errors import SandboxConfigError, SandboxStartError
+from scheduler_worker.sandbox.uids import (
+    DEFAULT_LOCK_DIR,
+    DEFAULT_UID_RANGE,
+    TaskUids,
+    UidLease,
+    check_uid_range,
+    parse_uid_range,
+)
 
 logger = logging.getLogger("scheduler.worker.sandbox")
 
@@ -69,16 +88,50 @@ class ResourceLimits:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunAs:
-    """The unprivileged account task processes run as."""
+    """The unprivileged account task processes run as. ``exclusive``: the uid belongs to
+    this run alone, so every process of it is killed before the run starts and after it
+    ends (which also ends processes that left the run's group with ``setsid``)."""
 
     name: str
     uid: int
     gid: int
     groups: tuple[int, ...]
     home: str
+    exclusive: bool = False
 
     def as_spec(self) -> dict[str, Any]:
-        return {"uid": self.uid, "gid": self.gid, "groups": list(self.groups)}
+        return {
+            "uid": self.uid,
+            "gid": self.gid,
+            "groups": list(self.groups),
+            "exclusive": self.exclusive,
+        }
+
+
+class TaskIdentity:
+    """Who one run (or one python interpreter) runs as, held until :meth:`close`: a shared
+    account, or a uid of its own with a private home folder. Close it only once no process
+    of the run is left (the supervisor has ended)."""
+
+    def __init__(
+        self, *, user: RunAs | None, lease: UidLease | None = None, home: str | None = None
+    ) -> None:
+        self.user = user
+        self._lease = lease
+        self._home = home
+
+    @property
+    def hold_fds(self) -> tuple[int, ...]:
+        """Descriptors the supervisor keeps open (the uid's lock) until it has ended."""
+        return () if self._lease is None else (self._lease.fd,)
+
+    def close(self) -> None:
+        if self._home is not None:
+            shutil.rmtree(self._home, ignore_errors=True)
+            self._home = None
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +143,42 @@ class SandboxPolicy:
     env_allowlist: tuple[str, ...] = DEFAULT_ENV_ALLOWLIST
     #: The interpreter of ``python`` tasks: it must be readable and executable by ``user``.
     python_executable: str = sys.executable
+    #: Set: every run gets a uid of its own from these (``user`` is then unused).
+    uids: TaskUids | None = None
+    #: Where the private home folders of isolated runs are created ("": the system's temp).
+    home_base: str = ""
+    #: ``"none"``: a new network namespace with only its own loopback; ``"host"``: the host's.
+    network: str = "host"
+
+    def identity(self) -> TaskIdentity:
+        """Who the next run runs as; raises :class:`SandboxStartError` when no uid is free
+        or its home cannot be made."""
+        if self.uids is None:
+            return TaskIdentity(user=self.user)
+        lease = self.uids.acquire()
+        try:
+            home = tempfile.mkdtemp(
+                prefix=f"scheduler-task-{lease.uid}-", dir=self.home_base or None
+            )
+        except OSError as exc:
+            lease.release()
+            raise SandboxStartError(f"cannot create the task's home folder: {exc}") from exc
+        try:
+            os.chown(home, lease.uid, lease.uid)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.rmdir(home)
+            lease.release()
+            raise SandboxStartError(f"cannot hand the task its home folder: {exc}") from exc
+        user = RunAs(
+            name=f"uid {lease.uid}",
+            uid=lease.uid,
+            gid=lease.uid,
+            groups=(),
+            home=home,
+            exclusive=True,
+        )
+        return TaskIdentity(user=user, lease=lease, home=home)
 
     def environment(
         self,
@@ -99,18 +188,23 @@ class SandboxPolicy:
         attempt: int,
         env: Mapping[str, str] | None = None,
         secret_env: Mapping[str, str] | None = None,
+        user: RunAs | None = None,
     ) -> dict[str, str]:
-        result = self.base_environment()
+        result = self.base_environment(user)
         result.update(env or {})
         result.update(secret_env or {})
         result.update(run_variables(run_id=run_id, task_id=task_id, attempt=attempt))
         return result
 
-    def base_environment(self) -> dict[str, str]:
-        """The allow-listed part of the worker's environment."""
+    def base_environment(self, user: RunAs | None = None) -> dict[str, str]:
+        """The allow-listed part of the worker's environment, with ``user``'s home (default:
+        the policy's account)."""
         result = {name: os.environ[name] for name in self.env_allowlist if name in os.environ}
-        if self.user is not None and "HOME" in result:
-            result["HOME"] = self.user.home
+        who = user or self.user
+        if who is not None and who.exclusive:
+            result["HOME"] = result["TMPDIR"] = who.home
+        elif who is not None and "HOME" in result:
+            result["HOME"] = who.home
         return result
 
 
@@ -129,24 +223,64 @@ def sandbox_policy(
     limits: ResourceLimits | None = None,
     env_allowlist: Sequence[str] = DEFAULT_ENV_ALLOWLIST,
     python_executable: str = "",
+    isolate_tasks: bool = True,
+    task_uid_range: str = DEFAULT_UID_RANGE,
+    task_uid_lock_dir: str = DEFAULT_LOCK_DIR,
+    task_home_dir: str = "",
+    task_network: str = "none",
+    accounts: Callable[[], Iterable[Any]] = pwd.getpwall,
 ) -> SandboxPolicy:
-    """The policy for this process: when it runs as root, tasks run as ``run_as`` unless
-    ``allow_root_tasks`` (then a warning is logged). Raises :class:`SandboxConfigError` when
-    ``run_as`` does not exist or is root itself."""
+    """The policy for this process. When it runs as root, tasks run with a uid of their own
+    each (``isolate_tasks``), or else as ``run_as``, or as root with ``allow_root_tasks``
+    (logged as a warning); and without network (``task_network="none"``). Raises
+    :class:`SandboxConfigError`, naming the setting, when ``run_as`` does not exist or is
+    root, or when an account (``accounts``: the passwd entries) owns a uid of the range."""
+    if task_network not in ("none", "host"):
+        raise SandboxConfigError(
+            f"worker.task_network: expected 'none' or 'host' (got {task_network!r})"
+        )
     user: RunAs | None = None
-    if os.geteuid() == 0:
+    uids: TaskUids | None = None
+    root = os.geteuid() == 0
+    if root:
         if allow_root_tasks:
             logger.warning(
                 "worker.allow_root_tasks is true and the worker runs as root: shell and python"
                 " tasks run as root"
             )
+        elif isolate_tasks:
+            first, last = parse_uid_range(task_uid_range)
+            check_uid_range(first, last, accounts=accounts)
+            uids = TaskUids(first=first, last=last, lock_dir=task_uid_lock_dir)
+            uids.prepare()
+            logger.info(
+                "shell and python tasks run with a uid of their own each, from %s-%s",
+                first,
+                last,
+            )
         else:
             user = resolve_user(run_as)
+            logger.info("shell and python tasks run as %s (worker.isolate_tasks is false)", run_as)
+    network = task_network
+    if network == "none" and not root:
+        logger.warning(
+            "worker.task_network is 'none' but the worker is not root: it cannot give tasks a"
+            " network namespace of their own, so they use the host's network"
+        )
+        network = "host"
+    logger.info(
+        "task network: %s",
+        "none (a namespace with only its own loopback)" if network == "none" else "host",
+    )
+    unprivileged = "task uids" if uids is not None else (user.name if user else None)
     return SandboxPolicy(
         user=user,
         limits=limits or ResourceLimits(),
         env_allowlist=tuple(env_allowlist),
-        python_executable=python_executable or default_python(user),
+        python_executable=python_executable or default_python(unprivileged),
+        uids=uids,
+        home_base=task_home_dir,
+        network=network,
     )
 
 
@@ -172,7 +306,7 @@ def resolve_user(name: str) -> RunAs:
     )
 
 
-def default_python(user: RunAs | None) -> str:
+def default_python(user: str | None) -> str:
     """The worker's own interpreter, unless ``user`` could not run it (e.g. one installed
     under ``/root``): then the system's interpreter of the same version, with a warning."""
     own = sys.executable
@@ -185,7 +319,7 @@ def default_python(user: RunAs | None) -> str:
             logger.warning(
                 "%s cannot run the worker's interpreter %s; python tasks use %s (set"
                 " worker.python_executable to choose)",
-                user.name,
+                user,
                 own,
                 candidate,
             )
@@ -193,7 +327,7 @@ def default_python(user: RunAs | None) -> str:
     logger.error(
         "%s cannot run the worker's interpreter %s and no %s is installed where it can:"
         " python tasks will fail; set worker.python_executable",
-        user.name,
+        user,
         own,
         version,
     )
