@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 from collections.abc import Collection, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from execution_stack import OWNER, running
+from execution_stack import OWNER, PYTHON, running
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -138,7 +137,7 @@ async def test_a_shell_run_gets_its_secrets_and_its_stored_output_masks_them(
             {
                 "name": "prints-its-secret",
                 "executor": "shell",
-                "params": {"argv": [sys.executable, "-c", PRINTS], "env": {"COPY": SECRET}},
+                "params": {"argv": [PYTHON, "-c", PRINTS], "env": {"COPY": SECRET}},
                 "secret_env": {"TOKEN": SECRET},
             },
             principal=OWNER,

@@ -119,7 +119,12 @@ class PythonHost:
         try:
             async with asyncio.timeout(_READY_SECONDS):
                 await host._send(
-                    {"op": "hello", "sys_path": _worker_path(), "output_limit": output_limit}
+                    {
+                        "op": "hello",
+                        "sys_path": _worker_path(),
+                        "output_limit": output_limit,
+                        "own_uid": identity.user is not None and identity.user.exclusive,
+                    }
                 )
                 await host._receive()
         except BaseException as exc:
