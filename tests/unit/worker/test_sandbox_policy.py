@@ -194,6 +194,19 @@ def test_an_isolated_run_gets_its_private_folder_as_home_and_tmpdir(
     assert env["HOME"] == env["TMPDIR"] == "/tmp/scheduler-task-x"
 
 
+@pytest.mark.skipif(not ROOT, reason="only a root worker can make network namespaces")
+def test_a_root_worker_that_cannot_make_a_network_namespace_warns_and_uses_the_host_network(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="scheduler.worker.sandbox"):
+        policy = sandbox_policy(
+            isolate_tasks=False, network_probe=lambda: "Operation not permitted"
+        )
+
+    assert policy.network == "host"
+    assert "no network namespace can be created here (Operation not permitted" in caplog.text
+
+
 @pytest.mark.skipif(not ROOT, reason="task uids are used only when the worker is root")
 def test_worker_settings_choose_isolated_uids_or_run_as(tmp_path: Path) -> None:
     lock_dir = str(tmp_path / "uids")

@@ -24,6 +24,7 @@ import os
 import pwd
 import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -229,12 +230,14 @@ def sandbox_policy(
     task_home_dir: str = "",
     task_network: str = "none",
     accounts: Callable[[], Iterable[Any]] = pwd.getpwall,
+    network_probe: Callable[[], str | None] | None = None,
 ) -> SandboxPolicy:
     """The policy for this process. When it runs as root, tasks run with a uid of their own
     each (``isolate_tasks``), or else as ``run_as``, or as root with ``allow_root_tasks``
     (logged as a warning); and without network (``task_network="none"``). Raises
     :class:`SandboxConfigError`, naming the setting, when ``run_as`` does not exist or is
-    root, or when an account (``accounts``: the passwd entries) owns a uid of the range."""
+    root, or when an account (``accounts``: the passwd entries) owns a uid of the range.
+    ``network_probe`` says why no network namespace can be made here (``None``: it can)."""
     if task_network not in ("none", "host"):
         raise SandboxConfigError(
             f"worker.task_network: expected 'none' or 'host' (got {task_network!r})"
@@ -268,6 +271,14 @@ def sandbox_policy(
             " network namespace of their own, so they use the host's network"
         )
         network = "host"
+    elif network == "none" and (refused := (network_probe or probe_network_namespace)()):
+        logger.warning(
+            "worker.task_network is 'none' but no network namespace can be created here (%s;"
+            " a container needs CAP_SYS_ADMIN and a seccomp profile allowing unshare): tasks"
+            " use the host's network",
+            refused,
+        )
+        network = "host"
     logger.info(
         "task network: %s",
         "none (a namespace with only its own loopback)" if network == "none" else "host",
@@ -282,6 +293,32 @@ def sandbox_policy(
         home_base=task_home_dir,
         network=network,
     )
+
+
+_NETNS_PROBE = (
+    "import ctypes, os, sys\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "if libc.unshare(0x40000000) != 0:\n"
+    "    sys.exit(os.strerror(ctypes.get_errno()))\n"
+)
+
+
+def probe_network_namespace() -> str | None:
+    """Why a process of this host cannot enter a new network namespace, or ``None``.
+    Tried in a short-lived interpreter, so the worker's own namespace is left alone."""
+    try:
+        probe = subprocess.run(  # noqa: S603 - our own interpreter and fixed code
+            [sys.executable, "-I", "-S", "-c", _NETNS_PROBE],
+            env={},
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if probe.returncode == 0:
+        return None
+    return probe.stderr.decode("utf-8", "replace").strip() or f"exit {probe.returncode}"
 
 
 def resolve_user(name: str) -> RunAs:
