@@ -149,6 +149,11 @@ async def _sandbox_attacks(
     }
     if python:
         for name in PYTHON_CRASHES:
+            if name == "py-fork-bomb" and by_name[name]["status"] == "succeeded":
+                # Stopped by RLIMIT_NPROC, short of the 3,000 children it asked for (its uid is
+                # its own, so no other run's kill -9 -1 ends it any more).
+                assert by_name[name]["result"]["return_value"] < 3000, by_name[name]
+                continue
             assert by_name[name]["status"] != "succeeded" or name == "py-kill-everyone", name
         identity = json.dumps(by_name["py-identity"].get("result"))
         if os.geteuid() == 0:
