@@ -9,6 +9,7 @@ services on the host's loopback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
@@ -16,6 +17,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from task_interpreter import TASK_PYTHON
 from scheduler_application.ports.executor import ExecutionContext, ExecutionResult
 from scheduler_worker.executors import PythonExecutor, ShellExecutor
 from scheduler_worker.sandbox.policy import SandboxPolicy, sandbox_policy
-from scheduler_worker.sandbox.uids import holds_lock
+from scheduler_worker.sandbox.uids import TaskUids, holds_lock
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -248,6 +250,44 @@ async def test_a_python_process_that_left_the_group_with_setsid_ends_with_its_ru
 
     assert int(report.read_text()) > 0
     await until(lambda: not processes_of(uid))
+
+
+async def test_what_an_earlier_holder_of_the_uid_left_is_gone_before_the_task_starts(
+    policy: SandboxPolicy, tmp_path: Path
+) -> None:
+    assert policy.uids is not None
+    uid = policy.uids.acquire()  # a uid no run holds; freed, then the only one of the range
+    uid.release()
+    # A process of that uid, as the run of a worker that died could have left it.
+    leftover = await asyncio.create_subprocess_exec(
+        "sleep", "300", user=uid.uid, group=uid.uid, extra_groups=[], start_new_session=True
+    )
+    homes = tmp_path / "homes"
+    homes.mkdir()
+    stale = homes / f"scheduler-task-{uid.uid}-stale"
+    stale.mkdir()
+    os.chown(stale, uid.uid, uid.uid)
+    foreign = homes / f"scheduler-task-{uid.uid}-not-its-own"
+    foreign.mkdir()
+    only_that_uid = replace(
+        policy,
+        uids=TaskUids(first=uid.uid, last=uid.uid, lock_dir=policy.uids.lock_dir),
+        home_base=str(homes),
+    )
+    shell = ShellExecutor(sandbox=only_that_uid, kill_grace_seconds=0.5)
+    try:
+        result = await shell.execute(
+            context(sh(f"id -u; kill -0 {leftover.pid} 2>/dev/null && echo alive || echo gone"))
+        )
+    finally:
+        if leftover.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                leftover.kill()
+        await leftover.wait()
+
+    assert (result.output or "").split() == [str(uid.uid), "gone"]
+    assert not exists(str(stale))
+    assert exists(str(foreign))  # owned by root, not by the uid: not a home it left
 
 
 async def test_the_uid_lock_is_held_for_the_run_and_released_after(

@@ -157,10 +157,10 @@ class SandboxPolicy:
         if self.uids is None:
             return TaskIdentity(user=self.user)
         lease = self.uids.acquire()
+        base = self.home_base or tempfile.gettempdir()
+        _remove_stale_homes(base, lease.uid)
         try:
-            home = tempfile.mkdtemp(
-                prefix=f"scheduler-task-{lease.uid}-", dir=self.home_base or None
-            )
+            home = tempfile.mkdtemp(prefix=f"{_HOME_PREFIX}{lease.uid}-", dir=base)
         except OSError as exc:
             lease.release()
             raise SandboxStartError(f"cannot create the task's home folder: {exc}") from exc
@@ -207,6 +207,29 @@ class SandboxPolicy:
         elif who is not None and "HOME" in result:
             result["HOME"] = who.home
         return result
+
+
+_HOME_PREFIX = "scheduler-task-"
+
+
+def _remove_stale_homes(base: str, uid: int) -> None:
+    """Remove the home folders an earlier holder of ``uid`` left (its worker died before it
+    could): whoever holds the uid's lock owns every ``scheduler-task-<uid>-*`` folder that
+    ``uid`` owns."""
+    prefix = f"{_HOME_PREFIX}{uid}-"
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == uid:
+            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def run_variables(*, run_id: str, task_id: str, attempt: int) -> dict[str, str]:
