@@ -145,6 +145,10 @@ def test_a_root_worker_does_not_start_when_an_account_owns_a_task_uid(tmp_path: 
 
     with pytest.raises(SandboxConfigError, match=r"worker\.task_uid_range.*intruder"):
         sandbox_policy(task_uid_lock_dir=str(tmp_path / "uids"), accounts=lambda: accounts)
+    with pytest.raises(SandboxConfigError, match=r"worker\.task_home_dir"):
+        sandbox_policy(
+            task_uid_lock_dir=str(tmp_path / "uids"), task_home_dir=str(tmp_path / "none")
+        )
     policy = sandbox_policy(task_uid_lock_dir=str(tmp_path / "uids"))
     assert policy.uids is not None
     assert (tmp_path / "uids").stat().st_mode & 0o777 == 0o700

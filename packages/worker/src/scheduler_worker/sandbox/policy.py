@@ -279,6 +279,8 @@ def sandbox_policy(
             check_uid_range(first, last, accounts=accounts)
             uids = TaskUids(first=first, last=last, lock_dir=task_uid_lock_dir)
             uids.prepare()
+            if task_home_dir and not os.path.isdir(task_home_dir):
+                raise SandboxConfigError(f"worker.task_home_dir: {task_home_dir!r} is not a folder")
             logger.info(
                 "shell and python tasks run with a uid of their own each, from %s-%s",
                 first,
