@@ -228,3 +228,28 @@ def test_worker_settings_choose_isolated_uids_or_run_as(tmp_path: Path) -> None:
     assert isolated.user is None
     assert shared.uids is None
     assert shared.user is not None
+
+
+@pytest.mark.skipif(not ROOT, reason="task uids are used only when the worker is root")
+def test_a_starting_worker_clears_homes_and_locks_that_dead_workers_left(tmp_path: Path) -> None:
+    homes, locks = tmp_path / "homes", tmp_path / "locks"
+    homes.mkdir()
+    first = sandbox_policy(task_uid_lock_dir=str(locks), task_home_dir=str(homes))
+    live = first.identity()  # a run of a live worker: its uid stays locked, its home stays
+    assert live.user is not None
+    dead_home = homes / "scheduler-task-1900000077-x"
+    dead_home.mkdir()
+    os.chown(dead_home, 1900000077, 1900000077)
+    (locks / "1900000078").touch()  # its worker died holding it: nobody locks it now
+
+    sandbox_policy(task_uid_lock_dir=str(locks), task_home_dir=str(homes))
+
+    try:
+        assert not dead_home.exists()
+        assert not (locks / "1900000078").exists()
+        assert Path(live.user.home).is_dir()
+        assert (locks / str(live.user.uid)).exists()
+    finally:
+        live.close()
+    assert sorted(homes.iterdir()) == []
+    assert sorted(locks.iterdir()) == []

@@ -212,6 +212,28 @@ class SandboxPolicy:
 _HOME_PREFIX = "scheduler-task-"
 
 
+def _clear_leftovers(uids: TaskUids, base: str) -> None:
+    """At start: the homes and lock files of uids that no live worker holds (their worker
+    died), so they do not pile up until the same uid happens to be taken again."""
+    stale = set()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(base):
+            if entry.name.startswith(_HOME_PREFIX):
+                number = entry.name[len(_HOME_PREFIX) :].split("-", 1)[0]
+                if number.isdigit() and uids.first <= int(number) <= uids.last:
+                    stale.add(int(number))
+    leases = uids.free_leftovers()
+    for uid in stale - {lease.uid for lease in leases}:
+        lease = uids.take(uid)
+        if lease is not None:
+            leases.append(lease)
+    for lease in leases:
+        try:
+            _remove_stale_homes(base, lease.uid)
+        finally:
+            lease.release()
+
+
 def _remove_stale_homes(base: str, uid: int) -> None:
     """Remove the home folders an earlier holder of ``uid`` left (its worker died before it
     could): whoever holds the uid's lock owns every ``scheduler-task-<uid>-*`` folder that
@@ -281,6 +303,7 @@ def sandbox_policy(
             uids.prepare()
             if task_home_dir and not os.path.isdir(task_home_dir):
                 raise SandboxConfigError(f"worker.task_home_dir: {task_home_dir!r} is not a folder")
+            _clear_leftovers(uids, task_home_dir or tempfile.gettempdir())
             logger.info(
                 "shell and python tasks run with a uid of their own each, from %s-%s",
                 first,

@@ -117,6 +117,22 @@ class TaskUids:
             )
         folder.chmod(0o700)
 
+    def free_leftovers(self) -> list[UidLease]:
+        """Leases of every uid whose lock file a dead holder left (a worker killed before it
+        could free its uids): the caller clears what they left, then releases them."""
+        leases = []
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.lock_dir):
+                if entry.name.isdigit() and self.first <= int(entry.name) <= self.last:
+                    lease = self._try(int(entry.name))
+                    if lease is not None:
+                        leases.append(lease)
+        return leases
+
+    def take(self, uid: int) -> UidLease | None:
+        """``uid``'s lease if no one holds it."""
+        return self._try(uid)
+
     def acquire(self) -> UidLease:
         """A uid no live run of this host holds, from a random start in the range."""
         size = self.last - self.first + 1
