@@ -21,12 +21,12 @@ from scheduler_domain.run import TaskRun
 from scheduler_domain.status import RunStatus
 from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
-from scheduler_worker.sandbox.policy import default_python, sandbox_policy
+from scheduler_worker.sandbox.policy import sandbox_policy
 
 #: An operator: shell tasks are theirs to run under the default executor policy.
 OWNER = Principal(subject_id="e2e-user", role=Role.OPERATOR)
 #: An interpreter the task user can run (see ``default_python``).
-TASK_PYTHON = default_python(sandbox_policy().user)
+TASK_PYTHON = sandbox_policy().python_executable
 
 _LEDGER_SCRIPT = """
 import os, sys, time

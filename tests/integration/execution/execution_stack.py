@@ -29,12 +29,12 @@ from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFacto
 from scheduler_infrastructure.queues.memory import MemoryRunQueue
 from scheduler_worker.executors import ExecutorRegistry, builtin_executors
 from scheduler_worker.runtime import WorkerOptions, WorkerRuntime
-from scheduler_worker.sandbox.policy import default_python, sandbox_policy
+from scheduler_worker.sandbox.policy import sandbox_policy
 
 OWNER = Principal(subject_id="user-1", role=Role.USER)
 #: An interpreter shell tasks can run: when the tests run as root, tasks run as nobody, who
 #: may not reach the worker's own interpreter.
-PYTHON = default_python(sandbox_policy().user)
+PYTHON = sandbox_policy().python_executable
 
 
 @dataclass

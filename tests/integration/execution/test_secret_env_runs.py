@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from execution_stack import OWNER, running
+from execution_stack import OWNER, PYTHON, running
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -29,11 +29,8 @@ from scheduler_infrastructure.security.secret_box import FernetSecretBox, genera
 from scheduler_infrastructure.telemetry.redaction import RunSecrets, SecretRedactor
 from scheduler_worker.executors import ExecutorRegistry, builtin_executors
 from scheduler_worker.runtime import WorkerOptions, WorkerRuntime
-from scheduler_worker.sandbox.policy import default_python, sandbox_policy
 
 SECRET = "hunter2-" + "q7Zp0xLm3"
-#: An interpreter the task's OS user can run (the venv's may be out of its reach).
-TASK_PYTHON = default_python(sandbox_policy().user)
 PRINTS = (
     "import os\n"
     "copy = os.environ['COPY']\n"
@@ -140,7 +137,7 @@ async def test_a_shell_run_gets_its_secrets_and_its_stored_output_masks_them(
             {
                 "name": "prints-its-secret",
                 "executor": "shell",
-                "params": {"argv": [TASK_PYTHON, "-c", PRINTS], "env": {"COPY": SECRET}},
+                "params": {"argv": [PYTHON, "-c", PRINTS], "env": {"COPY": SECRET}},
                 "secret_env": {"TOKEN": SECRET},
             },
             principal=OWNER,

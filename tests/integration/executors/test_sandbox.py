@@ -308,17 +308,36 @@ async def test_no_descriptor_of_the_worker_reaches_a_task(
 
 
 @pytest.mark.skipif(not ROOT, reason="the worker drops privileges only when it runs as root")
-async def test_tasks_run_as_nobody_when_the_worker_is_root(
+async def test_tasks_run_as_nobody_when_the_worker_is_root_without_isolated_uids() -> None:
+    policy = sandbox_policy(isolate_tasks=False)
+    nobody = policy.user
+    assert nobody is not None
+    assert policy.uids is None
+    shell = ShellExecutor(sandbox=policy, kill_grace_seconds=0.5)
+    python = PythonExecutor(sandbox=policy, kill_grace_seconds=0.5, pool_size=1)
+    try:
+        printed = await shell.execute(context({"argv": ["id", "-u"]}))
+        ids = value(await python.execute(context(call("uid"))))
+    finally:
+        await python.aclose()
+
+    assert printed.output == f"{nobody.uid}\n"
+    assert ids == [nobody.uid, nobody.uid, nobody.gid]
+
+
+@pytest.mark.skipif(not ROOT, reason="the worker drops privileges only when it runs as root")
+async def test_tasks_run_with_a_uid_of_the_task_range_when_the_worker_is_root(
     python: PythonExecutor, shell: ShellExecutor
 ) -> None:
-    nobody = sandbox_policy().user
-    assert nobody is not None
+    assert POLICY.uids is not None
 
     printed = await shell.execute(context({"argv": ["id", "-u"]}))
     ids = value(await python.execute(context(call("uid"))))
 
-    assert printed.output == f"{nobody.uid}\n"
-    assert ids == [nobody.uid, nobody.uid, nobody.gid]
+    uid = int(printed.output or "")
+    assert POLICY.uids.first <= uid <= POLICY.uids.last
+    assert ids[0] == ids[1] == ids[2]
+    assert POLICY.uids.first <= ids[0] <= POLICY.uids.last
 
 
 # -- a task that misbehaves fails its own run ---------------------------------------------------

@@ -90,6 +90,13 @@ def test_environment_overrides_any_key_with_typed_values() -> None:
             {"SCHEDULER__EXECUTORS__HTTP__ALLOW": '["10.0.0.0/8", "no such host"]'},
             "executors.http.allow",
         ),
+        ({"SCHEDULER__WORKER__TASK_NETWORK": "bridge"}, "worker.task_network"),
+        ({"SCHEDULER__WORKER__TASK_UID_RANGE": "1900000000"}, "worker.task_uid_range"),
+        ({"SCHEDULER__WORKER__TASK_UID_RANGE": "0-100"}, "worker.task_uid_range"),
+        ({"SCHEDULER__WORKER__TASK_UID_RANGE": "200-100"}, "worker.task_uid_range"),
+        ({"SCHEDULER__WORKER__TASK_UID_RANGE": "1-4294967295"}, "worker.task_uid_range"),
+        ({"SCHEDULER__WORKER__TASK_UID_LOCK_DIR": "run/uids"}, "worker.task_uid_lock_dir"),
+        ({"SCHEDULER__WORKER__TASK_HOME_DIR": "tmp"}, "worker.task_home_dir"),
     ],
 )
 def test_invalid_value_fails_with_one_line_naming_the_key(env: dict[str, str], key: str) -> None:

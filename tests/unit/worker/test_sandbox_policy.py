@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -21,6 +24,7 @@ from scheduler_worker.sandbox.policy import (
     resolve_user,
     sandbox_policy,
 )
+from scheduler_worker.sandbox.uids import check_uid_range, parse_uid_range
 
 ROOT = os.geteuid() == 0
 WORKER = ResourceLimits(cpu_seconds=60, memory_bytes=1_000_000, processes=0, open_files=100)
@@ -81,7 +85,7 @@ def test_unknown_or_root_run_as_is_refused() -> None:
 def test_root_worker_runs_tasks_as_run_as_unless_root_tasks_are_allowed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    dropped = sandbox_policy(run_as="nobody")
+    dropped = sandbox_policy(run_as="nobody", isolate_tasks=False)
     with caplog.at_level(logging.WARNING, logger="scheduler.worker.sandbox"):
         kept = sandbox_policy(run_as="nobody", allow_root_tasks=True)
 
@@ -98,7 +102,7 @@ def test_unprivileged_worker_runs_tasks_as_itself() -> None:
 
 @pytest.mark.skipif(not ROOT, reason="run_as is resolved only when the worker is root")
 def test_worker_settings_with_a_missing_run_as_do_not_start() -> None:
-    settings = Settings(worker=WorkerSettings(run_as="no-such-user-71"))
+    settings = Settings(worker=WorkerSettings(run_as="no-such-user-71", isolate_tasks=False))
 
     with pytest.raises(StartupError, match=r"worker\.run_as"):
         worker_sandbox(settings)
@@ -121,3 +125,131 @@ def test_worker_settings_become_the_sandbox_limits() -> None:
 def test_worker_can_make_itself_non_dumpable() -> None:
     assert make_non_dumpable()
     assert not is_dumpable()
+
+
+def _account(name: str, uid: int) -> SimpleNamespace:
+    return SimpleNamespace(pw_name=name, pw_uid=uid)
+
+
+def test_a_uid_range_holding_an_account_is_refused_naming_the_setting() -> None:
+    accounts = [_account("root", 0), _account("intruder", 1900000042)]
+
+    with pytest.raises(SandboxConfigError, match=r"worker\.task_uid_range.*'intruder'"):
+        check_uid_range(1900000000, 1900999999, accounts=lambda: accounts, groups=list)
+    check_uid_range(1900000043, 1900999999, accounts=lambda: accounts, groups=list)
+
+
+@pytest.mark.skipif(not ROOT, reason="task uids are used only when the worker is root")
+def test_a_root_worker_does_not_start_when_an_account_owns_a_task_uid(tmp_path: Path) -> None:
+    accounts = [*pwd.getpwall(), _account("intruder", 1900000042)]
+
+    with pytest.raises(SandboxConfigError, match=r"worker\.task_uid_range.*intruder"):
+        sandbox_policy(task_uid_lock_dir=str(tmp_path / "uids"), accounts=lambda: accounts)
+    with pytest.raises(SandboxConfigError, match=r"worker\.task_home_dir"):
+        sandbox_policy(
+            task_uid_lock_dir=str(tmp_path / "uids"), task_home_dir=str(tmp_path / "none")
+        )
+    policy = sandbox_policy(task_uid_lock_dir=str(tmp_path / "uids"))
+    assert policy.uids is not None
+    assert (tmp_path / "uids").stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("text", ["", "5", "a-b", "0-10", "10-5", "1-4294967295"])
+def test_a_malformed_uid_range_is_refused_naming_the_setting(text: str) -> None:
+    with pytest.raises(SandboxConfigError, match=r"worker\.task_uid_range"):
+        parse_uid_range(text)
+
+
+def test_an_unknown_task_network_is_refused_naming_the_setting() -> None:
+    with pytest.raises(SandboxConfigError, match=r"worker\.task_network"):
+        sandbox_policy(task_network="bridge")
+
+
+def test_the_task_network_mode_that_applies_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="scheduler.worker.sandbox"):
+        policy = sandbox_policy(task_network="none", isolate_tasks=False)
+
+    if ROOT:
+        assert policy.network == "none"
+        assert "task network: none" in caplog.text
+    else:  # a namespace needs root: the host's network, with a warning
+        assert policy.network == "host"
+        assert "worker.task_network is 'none' but the worker is not root" in caplog.text
+    assert sandbox_policy(task_network="host", isolate_tasks=False).network == "host"
+
+
+def test_an_isolated_run_gets_its_private_folder_as_home_and_tmpdir(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HOME", "/root")
+    monkeypatch.setenv("TMPDIR", "/tmp")
+    own = RunAs(
+        name="uid 1900000007",
+        uid=1900000007,
+        gid=1900000007,
+        groups=(),
+        home="/tmp/scheduler-task-x",
+        exclusive=True,
+    )
+    policy = SandboxPolicy(env_allowlist=("HOME",))
+
+    env = policy.environment(run_id="r", task_id="t", attempt=1, user=own)
+
+    assert env["HOME"] == env["TMPDIR"] == "/tmp/scheduler-task-x"
+
+
+@pytest.mark.skipif(not ROOT, reason="only a root worker can make network namespaces")
+def test_a_root_worker_that_cannot_make_a_network_namespace_warns_and_uses_the_host_network(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="scheduler.worker.sandbox"):
+        policy = sandbox_policy(
+            isolate_tasks=False, network_probe=lambda: "Operation not permitted"
+        )
+
+    assert policy.network == "host"
+    assert "no network namespace can be created here (Operation not permitted" in caplog.text
+
+
+@pytest.mark.skipif(not ROOT, reason="task uids are used only when the worker is root")
+def test_worker_settings_choose_isolated_uids_or_run_as(tmp_path: Path) -> None:
+    lock_dir = str(tmp_path / "uids")
+    isolated = worker_sandbox(
+        Settings(
+            worker=WorkerSettings(
+                task_uid_range="1900000100-1900000199", task_uid_lock_dir=lock_dir
+            )
+        )
+    )
+    shared = worker_sandbox(Settings(worker=WorkerSettings(isolate_tasks=False)))
+
+    assert isolated.uids is not None
+    assert (isolated.uids.first, isolated.uids.last) == (1900000100, 1900000199)
+    assert isolated.user is None
+    assert shared.uids is None
+    assert shared.user is not None
+
+
+@pytest.mark.skipif(not ROOT, reason="task uids are used only when the worker is root")
+def test_a_starting_worker_clears_homes_and_locks_that_dead_workers_left(tmp_path: Path) -> None:
+    homes, locks = tmp_path / "homes", tmp_path / "locks"
+    homes.mkdir()
+    first = sandbox_policy(task_uid_lock_dir=str(locks), task_home_dir=str(homes))
+    live = first.identity()  # a run of a live worker: its uid stays locked, its home stays
+    assert live.user is not None
+    dead_home = homes / "scheduler-task-1900000077-x"
+    dead_home.mkdir()
+    os.chown(dead_home, 1900000077, 1900000077)
+    (locks / "1900000078").touch()  # its worker died holding it: nobody locks it now
+
+    sandbox_policy(task_uid_lock_dir=str(locks), task_home_dir=str(homes))
+
+    try:
+        assert not dead_home.exists()
+        assert not (locks / "1900000078").exists()
+        assert Path(live.user.home).is_dir()
+        assert (locks / str(live.user.uid)).exists()
+    finally:
+        live.close()
+    assert sorted(homes.iterdir()) == []
+    assert sorted(locks.iterdir()) == []

@@ -48,12 +48,18 @@ def worker_options(settings: Settings) -> WorkerOptions:
 
 
 def worker_sandbox(settings: Settings) -> SandboxPolicy:
-    """Who ``shell`` and ``python`` tasks run as and their limits, from ``worker.*``."""
+    """Who ``shell`` and ``python`` tasks run as, their limits and network, from
+    ``worker.*``."""
     w = settings.worker
     try:
         return sandbox_policy(
             run_as=w.run_as,
             allow_root_tasks=w.allow_root_tasks,
+            isolate_tasks=w.isolate_tasks,
+            task_uid_range=w.task_uid_range,
+            task_uid_lock_dir=w.task_uid_lock_dir,
+            task_home_dir=w.task_home_dir,
+            task_network=w.task_network,
             limits=ResourceLimits(
                 cpu_seconds=w.max_cpu_seconds,
                 memory_bytes=w.max_memory_bytes,

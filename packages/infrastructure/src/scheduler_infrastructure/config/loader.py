@@ -295,6 +295,28 @@ def _check_outbound_allow(s: Settings) -> None:
         raise ConfigError("executors.http.allow", exc.message) from None
 
 
+def _check_task_isolation(s: Settings) -> None:
+    if s.worker.task_network not in ("none", "host"):
+        raise ConfigError(
+            "worker.task_network", f"must be 'none' or 'host' (got {s.worker.task_network!r})"
+        )
+    first, dash, last = s.worker.task_uid_range.strip().partition("-")
+    if not (dash and first.isdigit() and last.isdigit()):
+        raise ConfigError(
+            "worker.task_uid_range",
+            f"must be FIRST-LAST, e.g. '1900000000-1900999999' (got {s.worker.task_uid_range!r})",
+        )
+    if not 0 < int(first) <= int(last) < 2**32 - 1:
+        raise ConfigError(
+            "worker.task_uid_range",
+            f"must satisfy 0 < FIRST <= LAST < 4294967295 (got {s.worker.task_uid_range!r})",
+        )
+    if not os.path.isabs(s.worker.task_uid_lock_dir):
+        raise ConfigError("worker.task_uid_lock_dir", "must be an absolute path")
+    if s.worker.task_home_dir and not os.path.isabs(s.worker.task_home_dir):
+        raise ConfigError("worker.task_home_dir", "must be an absolute path, or empty")
+
+
 def _check(s: Settings) -> None:
     """Cross-field rules the types alone cannot express."""
     _check_secrets_key(s.secrets.key)
@@ -360,6 +382,7 @@ def _check(s: Settings) -> None:
         if value < 0:
             raise ConfigError(key, f"must be 0 (no limit) or more (got {value})")
     _positive("worker.python_pool_size", s.worker.python_pool_size)
+    _check_task_isolation(s)
     _positive("worker.python_max_runs_per_process", s.worker.python_max_runs_per_process)
     if s.telemetry.exporter.startswith("otlp") and not s.telemetry.otlp_endpoint:
         raise ConfigError("telemetry.otlp_endpoint", "is required for the otlp exporters")

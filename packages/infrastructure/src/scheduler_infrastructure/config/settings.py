@@ -109,8 +109,21 @@ class WorkerSettings:
     #: The standalone worker's ``/metrics`` (0: none).
     metrics_port: int = 9102
     metrics_host: str = "127.0.0.1"
+    #: When the worker runs as root, every ``shell`` run and every ``python`` interpreter runs
+    #: with a uid (and gid) of its own from ``task_uid_range``, never used by another live run
+    #: of the host, with a private ``HOME``/``TMPDIR`` under ``task_home_dir`` ("": the
+    #: system's temporary folder). No account of the host may have a uid in the range.
+    isolate_tasks: bool = True
+    task_uid_range: str = "1900000000-1900999999"
+    task_uid_lock_dir: str = "/run/scheduler/task-uids"
+    task_home_dir: str = ""
+    #: ``"none"``: each task process gets a network namespace with only its own loopback
+    #: (needs root; a worker that is not root uses the host's network, with a warning);
+    #: ``"host"``: tasks use the host's network.
+    task_network: str = "none"
     #: The unprivileged account ``shell`` and ``python`` tasks run as when the worker runs as
-    #: root. Tasks run as root only with ``allow_root_tasks`` (logged as a warning at start).
+    #: root and ``isolate_tasks`` is false. Tasks run as root only with ``allow_root_tasks``
+    #: (logged as a warning at start).
     run_as: str = "nobody"
     allow_root_tasks: bool = False
     #: Worker-level maxima for a task process; a task may ask for less, never more (0: none).

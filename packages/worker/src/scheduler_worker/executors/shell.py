@@ -4,14 +4,16 @@ the task asks for one with ``shell: true``.
 Every run is a sandboxed process (:mod:`scheduler_worker.sandbox`): started fresh by a small
 supervisor (spawned and exec'd, never a fork of the worker), with a clean environment (see
 :mod:`scheduler_worker.sandbox.policy`), no inherited descriptors, its own process group, its
-resource limits and — when the worker runs as root — an unprivileged user. Without ``cwd`` it
-runs in ``/``.
+resource limits and — when the worker runs as root — a uid of its own (or the shared
+unprivileged account) with a private ``HOME``/``TMPDIR``, and no network unless
+``worker.task_network`` is ``host``. Without ``cwd`` it runs in ``/``.
 
 A timeout or a cancellation signals the task's whole process group — SIGTERM,
 ``kill_grace_seconds``, then SIGKILL — so grandchildren die with the program. Processes the
 program leaves behind when it exits are terminated the same way: a run owns its process group.
 When the run is over, or if the worker dies (even by ``kill -9``), the supervisor SIGKILLs
-whatever is left of the group. POSIX (Linux) only.
+whatever is left of the group, and with a uid of the run's own every process of that uid (also
+those that left the group with ``setsid``). POSIX (Linux) only.
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ from scheduler_domain.executor_params import validate_executor
 from scheduler_worker.executors.output import DEFAULT_OUTPUT_LIMIT, CappedOutput
 from scheduler_worker.executors.results import failed, invalid_params, succeeded, timed_out
 from scheduler_worker.sandbox.errors import SandboxStartError
-from scheduler_worker.sandbox.policy import DEFAULT_ENV_ALLOWLIST, SandboxPolicy, sandbox_policy
+from scheduler_worker.sandbox.policy import (
+    DEFAULT_ENV_ALLOWLIST,
+    SandboxPolicy,
+    TaskIdentity,
+    sandbox_policy,
+)
 from scheduler_worker.sandbox.process import SandboxProcess, TaskSpec
 
 __all__ = ["DEFAULT_ENV_ALLOWLIST", "ShellExecutor"]
@@ -75,6 +82,24 @@ class ShellExecutor:
         output = CappedOutput(
             self._output_limit if requested is None else min(requested, self._output_limit)
         )
+        try:
+            identity = self._policy.identity()
+        except SandboxStartError as exc:
+            return failed(str(exc))
+        try:
+            return await self._run(context, identity, argv, cwd, output)
+        finally:
+            await asyncio.shield(asyncio.to_thread(identity.close))
+
+    async def _run(
+        self,
+        context: ExecutionContext,
+        identity: TaskIdentity,
+        argv: list[str],
+        cwd: str,
+        output: CappedOutput,
+    ) -> ExecutionResult:
+        params = context.params
         spec = TaskSpec(
             argv=argv,
             env=self._policy.environment(
@@ -83,10 +108,13 @@ class ShellExecutor:
                 attempt=context.attempt,
                 env=params.get("env"),
                 secret_env=context.secret_env,
+                user=identity.user,
             ),
             cwd=cwd,
-            user=self._policy.user,
+            user=identity.user,
             limits=self._policy.limits.lowered(params.get("limits")),
+            hold_fds=identity.hold_fds,
+            network=self._policy.network,
         )
         try:
             process = await SandboxProcess.start(spec, on_output=output.write)

@@ -73,6 +73,7 @@ def main() -> None:
         return
     sys.path.extend(entry for entry in hello["sys_path"] if entry not in sys.path)
     limit = int(hello["output_limit"])
+    own_uid = bool(hello.get("own_uid"))
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(line_buffering=True, errors="backslashreplace")  # type: ignore[union-attr]
     null = os.open(os.devnull, os.O_WRONLY)
@@ -104,7 +105,7 @@ def main() -> None:
                     stream.flush()
             os.dup2(null, 1)
             os.dup2(null, 2)
-        reply["dirty"] = threading.active_count() > threads or _has_company()
+        reply["dirty"] = threading.active_count() > threads or _has_company(own_uid=own_uid)
         channel.send(reply)
 
 
@@ -214,13 +215,16 @@ def _set_cpu_budget(seconds: int) -> None:
 _children_seen = resource.getrusage(resource.RUSAGE_CHILDREN)
 
 
-def _has_company() -> bool:
+def _has_company(*, own_uid: bool) -> bool:
     """Whether a process other than this one is in this process's group: a child, or an
-    orphan of one (reparented to the supervisor). The scan of ``/proc`` is skipped when no
-    child ended since the last check (then no orphan can exist)."""
+    orphan of one (reparented to the supervisor) — or, when this interpreter's uid is its own
+    (``own_uid``), any other process of that uid, such as one that left the group with
+    ``setsid``. The scan of ``/proc`` is skipped when no child ended since the last check
+    (then no orphan can exist)."""
     global _children_seen
     me = os.getpid()
     group = os.getpgrp()
+    uid = str(os.getuid()).encode()
     while True:  # reap what already ended
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
@@ -240,9 +244,23 @@ def _has_company() -> bool:
                 fields = stat.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == group and fields[0] != b"Z":
+        if fields[0] == b"Z":
+            continue
+        if int(fields[2]) == group or (own_uid and _real_uid(entry) == uid):
             return True
     return False
+
+
+def _real_uid(pid: str) -> bytes:
+    """The real uid of ``pid`` from its status (its ``/proc`` folder's owner may be root)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Uid:"):
+                    return line.split()[1]
+    except OSError:
+        pass
+    return b""
 
 
 if __name__ == "__main__":

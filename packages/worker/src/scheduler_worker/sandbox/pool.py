@@ -2,20 +2,21 @@
 paying for a new interpreter.
 
 Each interpreter (:mod:`.host`) is a sandboxed task process like a ``shell`` run's: started
-fresh by a supervisor, clean environment, own process group, resource limits, unprivileged
-user. The pool keeps ``size`` *blank* ones ready (they never ran anything). A run takes an
-idle interpreter already bound to its key — the task, its environment (``env`` and
-``secret_env``) and its limits — or else a blank one, which becomes bound to that key for
-good; so an interpreter never runs code of another task nor sees another environment. An
-interpreter is retired after ``max_runs`` runs (like Celery's ``max_tasks_per_child``), when a
-run leaves threads or processes behind, when it dies, or when a run times out or is
-cancelled (its whole group is terminated). At most ``size`` bound interpreters wait idle; the
-least recently used goes first.
+fresh by a supervisor, clean environment, own process group, resource limits, unprivileged user
+— with isolated task uids, a uid of its own, held (with its private home) until the interpreter
+retires — and the policy's network. The pool keeps ``size`` *blank* ones ready (they never ran
+anything). A run takes an idle interpreter already bound to its key — the task, its environment
+(``env`` and ``secret_env``) and its limits — or else a blank one, which becomes bound to that
+key for good; so an interpreter never runs code of another task nor sees another environment.
+An interpreter is retired after ``max_runs`` runs (like Celery's ``max_tasks_per_child``), when
+a run leaves threads or processes behind, when it dies, or when a run times out or is cancelled
+(its whole group is terminated). At most ``size`` bound interpreters wait idle; the least
+recently used goes first.
 
 The trade-off: runs of the same task share an interpreter, so a run can change modules or
-global state that the next runs of that task will see (a run can also leave a file in ``/tmp``
-for anything else running as the same user). Runs of other tasks, or with other secrets, never
-share one.
+global state that the next runs of that task will see (without isolated uids, a run can also
+leave a file in ``/tmp`` for anything else running as the same user). Runs of other tasks, or
+with other secrets, never share one.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler_worker.sandbox.errors import SandboxError, SandboxStartError
-from scheduler_worker.sandbox.policy import ResourceLimits, SandboxPolicy
+from scheduler_worker.sandbox.policy import ResourceLimits, SandboxPolicy, TaskIdentity
 from scheduler_worker.sandbox.process import SandboxProcess, TaskSpec
 
 logger = logging.getLogger("scheduler.worker.sandbox")
@@ -55,8 +56,16 @@ class HostDied(SandboxError):
 class PythonHost:
     """One sandbox interpreter, seen from the worker."""
 
-    def __init__(self, *, process: SandboxProcess, sock: socket.socket, max_reply: int) -> None:
+    def __init__(
+        self,
+        *,
+        process: SandboxProcess,
+        sock: socket.socket,
+        max_reply: int,
+        identity: TaskIdentity | None = None,
+    ) -> None:
         self.process = process
+        self._identity = identity
         self._sock = sock
         self._buffer = bytearray()
         self._max_reply = max_reply
@@ -75,11 +84,17 @@ class PythonHost:
             if len(diagnostics) < 4096:
                 diagnostics.extend(data[: 4096 - len(diagnostics)])
 
+        try:
+            identity = policy.identity()
+        except SandboxStartError:
+            mine.close()
+            theirs.close()
+            raise
         spec = TaskSpec(
             argv=[policy.python_executable, "-I", "-S", _HOST, str(theirs.fileno())],
-            env=policy.base_environment(),
+            env=policy.base_environment(identity.user),
             cwd=_CWD,
-            user=policy.user,
+            user=identity.user,
             limits=ResourceLimits(
                 memory_bytes=limits.memory_bytes,
                 processes=limits.processes,
@@ -87,16 +102,29 @@ class PythonHost:
             ),
             raw_limits={"cpu": (cpu_hard, cpu_hard)} if cpu_hard else {},
             pass_fds=(theirs.fileno(),),
+            hold_fds=identity.hold_fds,
+            network=policy.network,
         )
         try:
             process = await SandboxProcess.start(spec, on_output=keep)
+        except BaseException:
+            mine.close()
+            identity.close()
+            raise
         finally:
             theirs.close()
-        host = cls(process=process, sock=mine, max_reply=4 * output_limit + 65_536)
+        host = cls(
+            process=process, sock=mine, max_reply=4 * output_limit + 65_536, identity=identity
+        )
         try:
             async with asyncio.timeout(_READY_SECONDS):
                 await host._send(
-                    {"op": "hello", "sys_path": _worker_path(), "output_limit": output_limit}
+                    {
+                        "op": "hello",
+                        "sys_path": _worker_path(),
+                        "output_limit": output_limit,
+                        "own_uid": identity.user is not None and identity.user.exclusive,
+                    }
                 )
                 await host._receive()
         except BaseException as exc:
@@ -106,7 +134,7 @@ class PythonHost:
                 said = (failure or {}).get("message") or diagnostics.decode("utf-8", "replace")
                 raise SandboxStartError(
                     f"cannot start a python sandbox with {policy.python_executable}"
-                    + (f" as {policy.user.name}" if policy.user else "")
+                    + (f" as {identity.user.name}" if identity.user else "")
                     + (f": {said.strip()}" if said else "")
                 ) from exc
             raise
@@ -153,9 +181,14 @@ class PythonHost:
         """Terminate the interpreter's whole group and its supervisor."""
         with contextlib.suppress(OSError):
             self._sock.close()
-        if grace_seconds > 0 and not self.process.exited.done():
-            await self.process.terminate(grace_seconds)
-        await self.process.close()
+        try:
+            if grace_seconds > 0 and not self.process.exited.done():
+                await self.process.terminate(grace_seconds)
+            await self.process.close()
+        finally:
+            if self._identity is not None:
+                identity, self._identity = self._identity, None
+                await asyncio.shield(asyncio.to_thread(identity.close))
 
     async def _send(self, message: dict[str, Any], *, fd: int | None = None) -> None:
         data = json.dumps(message).encode() + b"\n"

@@ -42,6 +42,10 @@ class TaskSpec:
     raw_limits: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: Descriptors of the worker handed to the task process (they keep their numbers).
     pass_fds: tuple[int, ...] = ()
+    #: Descriptors the supervisor holds until it ends, never the task (the uid's lock).
+    hold_fds: tuple[int, ...] = ()
+    #: ``"none"``: the task gets a network namespace of its own; ``"host"``: the host's.
+    network: str = "host"
 
     def encode(self) -> bytes:
         limits: dict[str, Any] = dict(self.limits.as_spec())
@@ -54,6 +58,8 @@ class TaskSpec:
                 "user": None if self.user is None else self.user.as_spec(),
                 "limits": limits,
                 "keep_fds": list(self.pass_fds),
+                "hold_fds": list(self.hold_fds),
+                "network": self.network,
             }
         ).encode()
 
@@ -103,7 +109,7 @@ class SandboxProcess:
                 env={},
                 cwd="/",
                 close_fds=True,
-                pass_fds=(watch_r, status_w, *spec.pass_fds),
+                pass_fds=(watch_r, status_w, *spec.pass_fds, *spec.hold_fds),
                 start_new_session=True,
             )
         except OSError as exc:

@@ -8,7 +8,11 @@ task's program:
 - becomes the leader of its own process group (the unit the worker terminates);
 - restores the default dispositions of the signals Python ignores (SIGPIPE, SIGXFSZ);
 - sets its resource limits (``RLIMIT_CPU``, ``RLIMIT_AS``, ``RLIMIT_NPROC``, ``RLIMIT_NOFILE``;
-  no core dumps), then drops to the unprivileged user when the spec names one;
+  no core dumps);
+- with ``"network": "none"``, enters a new network namespace and brings up its loopback: the
+  task reaches nothing outside itself (this needs root, so it happens before the next step);
+- drops to the unprivileged user when the spec names one; when that uid is the run's alone
+  (``exclusive``), kills every other process of the uid (what an earlier holder left);
 - asks to be SIGKILLed if the supervisor dies (``PR_SET_PDEATHSIG``, set after the user
   change, which would clear it);
 - changes to its working directory and execs with exactly the spec's environment.
@@ -17,8 +21,10 @@ The supervisor stays behind as the task group's keeper: it reports on ``STATUS_F
 line each) the task's pid (``started``), a failure to start it (``failed``, with the stage:
 ``cwd``, ``exec`` or ``setup``) and its exit status (``exited``, negative for a signal). When
 ``WATCH_FD`` reaches end-of-file — the worker closed it after the run, or the worker died, even
-by ``kill -9`` — it SIGKILLs the task's whole process group and exits. So nothing a run started
-outlives the run or the worker, unless it left the group itself (``setsid``/``setpgid``).
+by ``kill -9`` — it SIGKILLs the task's whole process group, and with an exclusive uid every
+process of that uid (so also those that left the group with ``setsid``), and exits. So nothing
+a run started outlives the run or the worker (with a shared uid, a process that left the group
+itself survives). The spec's ``hold_fds`` (the uid's lock) stay open here until then.
 It is also the subreaper of the task's descendants, so their zombies do not linger.
 """
 
@@ -27,16 +33,26 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import resource
 import signal
+import socket
+import struct
 import sys
 import threading
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+_CLONE_NEWNET = 0x40000000
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+_IFREQ = "16sH22x"  # struct ifreq: the name, then the flags at the start of a 24-byte union
+#: kill(-1) passes: a process forking while signalled may leave a child for the next pass.
+_KILL_PASSES = 20
 _LIMITS = {
     "cpu": resource.RLIMIT_CPU,
     "as": resource.RLIMIT_AS,
@@ -53,17 +69,20 @@ def main() -> None:
     # zombies behind even when PID 1 does not reap.
     libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     keep = [int(fd) for fd in spec.get("keep_fds", ())]
+    hold = tuple(int(fd) for fd in spec.get("hold_fds", ()))
     errors_r, errors_w = os.pipe()  # close-on-exec: end-of-file tells the exec happened
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         os.close(errors_r)
-        _become_task(spec, libc, parent, errors_w, closing=(watch_fd, status_fd), keep=keep)
+        _become_task(spec, libc, parent, errors_w, closing=(watch_fd, status_fd, *hold), keep=keep)
     os.close(errors_w)
     with contextlib.suppress(OSError):  # the child does it too; whichever comes first
         os.setpgid(pid, pid)
     _report(status_fd, {"event": "started", "pid": pid})
-    threading.Thread(target=_keep_watch, args=(watch_fd, pid), daemon=True).start()
+    user = spec.get("user") or {}
+    owned = int(user["uid"]) if user.get("exclusive") else None
+    threading.Thread(target=_keep_watch, args=(watch_fd, pid, owned), daemon=True).start()
     # The task's stdio and descriptors are its own: the worker sees their end-of-file when
     # the task group closes them, not when the supervisor does.
     null = os.open(os.devnull, os.O_RDWR)
@@ -111,11 +130,15 @@ def _become_task(
             else:  # a CPU limit's hard value is a second later: SIGXCPU first, SIGKILL after
                 soft, hard = value, value + 1 if name == "cpu" else value
             resource.setrlimit(_LIMITS[name], (soft, hard))
+        if spec.get("network") == "none":
+            _isolate_network(libc)
         user = spec.get("user")
         if user is not None:
             os.setgroups(user["groups"])
             os.setgid(user["gid"])
             os.setuid(user["uid"])
+            if user.get("exclusive"):
+                _kill_all_of_my_uid()
         if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
         if os.getppid() != parent:  # the supervisor died before the request took effect
@@ -156,12 +179,54 @@ def _exec(argv: list[str], env: dict[str, str]) -> None:
     raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
 
 
-def _keep_watch(watch_fd: int, pgid: int) -> None:
+def _isolate_network(libc: Any) -> None:
+    """A new network namespace with only a loopback, which is brought up."""
+    if libc.unshare(_CLONE_NEWNET) != 0:
+        number = ctypes.get_errno()
+        raise OSError(number, f"unshare(CLONE_NEWNET) failed: {os.strerror(number)}")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        current = fcntl.ioctl(sock, _SIOCGIFFLAGS, struct.pack(_IFREQ, b"lo", 0))
+        flags = struct.unpack(_IFREQ, current)[1]
+        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack(_IFREQ, b"lo", flags | _IFF_UP))
+
+
+def _kill_all_of_my_uid() -> None:
+    """SIGKILL every process of this process's uid but itself (``kill(-1)`` as that uid)."""
+    for _ in range(_KILL_PASSES):
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            return
+
+
+def _kill_uid(uid: int) -> None:
+    """End every process of ``uid`` from a short-lived child that takes that uid."""
+    try:
+        helper = os.fork()
+    except OSError:
+        return
+    if helper == 0:
+        try:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            _kill_all_of_my_uid()
+        finally:
+            os._exit(0)
+    with contextlib.suppress(ChildProcessError):  # the main thread may reap it first
+        os.waitpid(helper, 0)
+
+
+def _keep_watch(watch_fd: int, pgid: int, owned_uid: int | None) -> None:
     with contextlib.suppress(OSError):
         while os.read(watch_fd, 4096):
             pass
     with contextlib.suppress(OSError):
         os.killpg(pgid, signal.SIGKILL)
+    if owned_uid is not None:
+        _kill_uid(owned_uid)
     os._exit(0)
 
 
