@@ -314,6 +314,7 @@ async def test_replace_cancels_the_active_run_and_creates_the_new_one(
 async def test_buffer_one_keeps_one_run_waiting_behind_the_active_one(
     tasks: TaskService,
     firing: ScheduleFiring,
+    relay: RunRelay,
     execution: ExecutionService,
     worker: Worker,
     store: InMemoryStore,
@@ -322,15 +323,21 @@ async def test_buffer_one_keeps_one_run_waiting_behind_the_active_one(
     task = await scheduled(tasks, concurrency="buffer_one")
     clock.set(START + MINUTE)
     [first] = (await firing.fire_due_tasks()).created
-    assert await execution.claim(first.id, worker_id=worker.id) is not None
+    claimed = await execution.claim(first.id, worker_id=worker.id)
+    assert claimed is not None
     clock.set(START + 2 * MINUTE)
-    await firing.fire_due_tasks()  # one waits behind the running one
+    await firing.fire_due_tasks()  # one waits behind the running one, pending: not started
     clock.set(START + 3 * MINUTE)
     report = await firing.fire_due_tasks()  # the buffer is full
-    assert [r.status for r in runs_of(store, task.id)] == [RunStatus.RUNNING, RunStatus.QUEUED]
+    assert [r.status for r in runs_of(store, task.id)] == [RunStatus.RUNNING, RunStatus.PENDING]
     [skip] = skipped(store, task.id, SkipReason.BUFFER_FULL)
     assert skip.slot == START + 3 * MINUTE
     assert report.skipped == {SkipReason.BUFFER_FULL: 1}
+    assert await relay.relay_pending() == []  # held while the active one runs
+    await execution.complete(first.id, claimed.token, _success())
+    [released] = await relay.relay_pending()
+    assert released.run_id == runs_of(store, task.id)[1].id
+    assert runs_of(store, task.id)[1].status is RunStatus.QUEUED
 
 
 async def test_forbid_applies_between_slots_fired_in_one_tick(

@@ -8,7 +8,8 @@ one claim of a run succeeds, the others are acked and dropped.
 
 On the way out every run passes three gates, in this order:
 
-1. ``max_concurrent``: a task with that many runs queued or running keeps the rest pending. The
+1. ``max_concurrent``: a task with that many runs queued or running keeps the rest pending (a
+   ``buffer_one`` task counts as ``max_concurrent`` 1: its buffered run waits here). The
    task's row is locked (skipping rows another transaction holds) while its runs are counted, so
    several dispatchers cannot each publish "the last free slot". Tasks found full are remembered
    and left out of the next queries until a slot frees, so their backlog never blocks others.
@@ -52,6 +53,7 @@ from scheduler_application.ports.tracing import NO_TRACER, SpanKind, Tracer
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from scheduler_application.rate_limiting import RunRateLimits
 from scheduler_application.routing import Route, Router
+from scheduler_domain.concurrency import ConcurrencyPolicy
 from scheduler_domain.events import RunEvent
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.schedules import format_instant
@@ -536,7 +538,7 @@ class RunRelay:
             tasks = known
         else:
             tasks = await _tasks_of(uow, runs)
-        capped = sorted(t.id for t in tasks.values() if t.max_concurrent is not None)
+        capped = sorted(t.id for t in tasks.values() if concurrency_cap(t) is not None)
         locked: set[str] = set()
         in_flight: dict[str, int] = {}
         if capped:
@@ -548,11 +550,12 @@ class RunRelay:
             task = tasks.get(run.task_id)
             if task is None:
                 continue  # deleted meanwhile: its runs go with it
-            if task.max_concurrent is not None:
+            cap = concurrency_cap(task)
+            if cap is not None:
                 if task.id not in locked:
                     continue  # another transaction is deciding about this task: next pass
-                if in_flight.get(task.id, 0) >= task.max_concurrent:
-                    self._full[task.id] = task.max_concurrent
+                if in_flight.get(task.id, 0) >= cap:
+                    self._full[task.id] = cap
                     outcome.full_tasks.add(task.id)
                     self.stats["held_max_concurrent"] += 1
                     continue
@@ -636,6 +639,16 @@ class RunRelay:
             if route.fallback:
                 self.stats["routed_fallback"] += 1
         outcome.events.append(event)
+
+
+def concurrency_cap(task: Task) -> int | None:
+    """How many runs of ``task`` may be queued or running at once (None: no limit): its
+    ``max_concurrent``, and 1 under ``buffer_one`` — the buffered run waits, pending, until the
+    active one has finished (succeeded, failed, cancelled, timed out or lost), as Temporal's
+    ``BufferOne`` does, instead of starting beside it."""
+    if task.concurrency is ConcurrencyPolicy.BUFFER_ONE:
+        return 1
+    return task.max_concurrent
 
 
 def _hold_for(waited: timedelta) -> timedelta:
