@@ -320,6 +320,24 @@ class ExecutionService:
             await uow.commit()
         return HeartbeatReply(stop=stop, status=worker.status)
 
+    async def runs_to_stop(
+        self, worker_id: str, active: Sequence[ActiveRun | tuple[str, int]]
+    ) -> list[str]:
+        """Of the runs the worker holds (``(run_id, token)`` pairs), those it must stop now:
+        cancelled (directly, or replaced by a newer slot), reaped or re-claimed. Reads only —
+        no lease is renewed, nothing is written — so a worker asks this between heartbeats,
+        and a cancellation reaches the run's process within that interval instead of the
+        heartbeat's (see ``WorkerOptions.stop_check_interval``)."""
+        held = [
+            (item.run_id, item.token) if isinstance(item, ActiveRun) else (item[0], item[1])
+            for item in active
+        ]
+        if not held:
+            return []
+        async with self._uow_factory() as uow:
+            kept = await uow.runs.still_held(held, worker_id=worker_id)
+        return [run_id for run_id, _ in held if run_id not in kept]
+
     async def complete(
         self,
         run_id: str,

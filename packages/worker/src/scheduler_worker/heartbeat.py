@@ -1,5 +1,11 @@
 """The heartbeat: proves the worker alive, renews its runs' leases, and carries news back —
-runs to stop (cancelled, reaped, re-claimed) and an operator's drain."""
+runs to stop (cancelled, reaped, re-claimed) and an operator's drain.
+
+Between heartbeats, a lighter check asks only which held runs must stop (one read by primary
+key, and only while the worker holds runs), every ``stop_check_interval``: so a cancellation
+or a ``replace`` stops the run's process within about that long, not within the heartbeat's
+interval. It works the same on every database and queue backend, which a push (``NOTIFY``,
+a control message) would not without one adapter per backend."""
 
 from __future__ import annotations
 
@@ -30,8 +36,14 @@ class HeartbeatLoop:
         on_stop: Callable[[str], None],
         on_drain: Callable[[], None],
         observer: RunObserver = NO_OBSERVER,
+        stop_check_interval: timedelta | None = None,
     ) -> None:
+        """``stop_check_interval``: how often to ask which held runs must stop (None: only at
+        heartbeats)."""
         self._observer = observer
+        self._stop_check = (
+            stop_check_interval.total_seconds() if stop_check_interval is not None else None
+        )
         self._execution = execution
         self._worker_id = worker_id
         self._interval = interval.total_seconds()
@@ -43,13 +55,17 @@ class HeartbeatLoop:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        task = asyncio.create_task(self._loop())
+        tasks = [asyncio.create_task(self._loop())]
+        if self._stop_check is not None and self._stop_check < self._interval:
+            tasks.append(asyncio.create_task(self._watch(self._stop_check)))
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def beat(self) -> None:
         held = self._active()
@@ -74,6 +90,27 @@ class HeartbeatLoop:
             self._on_stop(run_id)
         if reply.status is WorkerStatus.DRAINING:
             self._on_drain()
+
+    async def check_stops(self) -> None:
+        """Stop the held runs that were cancelled or taken away since the last look; an error
+        is left to the next look (and to the heartbeat, which owns the leases)."""
+        held = self._active()
+        if not held:
+            return
+        try:
+            stop = await self._execution.runs_to_stop(self._worker_id, held)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            logger.debug("checking for runs to stop failed (%s: %s)", type(error).__name__, error)
+            return
+        for run_id in stop:
+            self._on_stop(run_id)
+
+    async def _watch(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.check_stops()
 
     async def _loop(self) -> None:
         while True:

@@ -57,6 +57,9 @@ class WorkerOptions:
     lease: timedelta = timedelta(seconds=30)
     drain_timeout: timedelta = timedelta(seconds=30)
     executor_grace_seconds: float = 10.0
+    #: How often held runs are checked for a cancellation between heartbeats (see
+    #: :mod:`scheduler_worker.heartbeat`): about how long a cancelled run's process lives on.
+    stop_check_interval: timedelta = timedelta(seconds=0.5)
 
     def display_name(self) -> str:
         return self.name or f"{socket.gethostname()}-{os.getpid()}"
@@ -176,6 +179,7 @@ class WorkerRuntime:
             on_stop=self._abandon,
             on_drain=self.stop,
             observer=self._observer,
+            stop_check_interval=options.stop_check_interval,
         )
         self._started.set()
         async with heartbeat.running():
@@ -239,7 +243,7 @@ class WorkerRuntime:
     def _abandon(self, run_id: str) -> None:
         """The heartbeat says the run was cancelled or taken away: stop executing it."""
         flight = self._in_flight.get(run_id)
-        if flight is not None and flight.task is not None:
+        if flight is not None and flight.task is not None and not flight.stop_requested:
             flight.stop_requested = True
             flight.task.cancel()
             self.stats.stopped += 1

@@ -277,6 +277,11 @@ class RunRepository(Protocol):
         more, or are held by another worker)."""
         ...
 
+    async def still_held(self, held: Sequence[tuple[str, int]], *, worker_id: str) -> set[str]:
+        """Of these ``(run_id, token)`` pairs, the ids still ``running`` under that token by
+        ``worker_id``; reads only (a primary-key lookup per id), so a worker can ask often."""
+        ...
+
 
 class RunEventRepository(Protocol):
     async def add(self, event: RunEvent) -> None: ...

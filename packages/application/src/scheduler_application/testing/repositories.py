@@ -512,6 +512,19 @@ class InMemoryRunRepository(_Repository):
                 renewed.add(run_id)
         return renewed
 
+    async def still_held(self, held: Sequence[tuple[str, int]], *, worker_id: str) -> set[str]:
+        kept: set[str] = set()
+        for run_id, token in held:
+            row = self.tx.get("runs", run_id)
+            if (
+                row is not None
+                and row.status is RunStatus.RUNNING
+                and row.version == token
+                and row.worker_id == worker_id
+            ):
+                kept.add(run_id)
+        return kept
+
 
 def _run_matches(run: TaskRun, run_filter: RunFilter) -> bool:
     return (

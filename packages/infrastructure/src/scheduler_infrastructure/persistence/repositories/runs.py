@@ -479,6 +479,18 @@ class SqlRunRepository(SqlRepository):
         )
         return {row[0] for row in rows}
 
+    async def still_held(self, held: Sequence[tuple[str, int]], *, worker_id: str) -> set[str]:
+        if not held:
+            return set()
+        tokens = dict(held)
+        rows = await self._execute_text(
+            select(_c.id, _c.version).where(
+                self._among(list(tokens)), RUN_RUNNING, _c.worker_id == worker_id
+            ),
+            {},
+        )
+        return {run_id for run_id, version in rows if tokens.get(run_id) == version}
+
     def _among(self, run_ids: builtins.list[str]) -> ColumnElement[bool]:
         """``id = ANY(:ids)`` on PostgreSQL: one prepared statement whatever the count."""
         if self._postgres:
