@@ -1050,6 +1050,33 @@ async def test_renew_leases_renews_the_workers_running_runs_under_their_current_
     assert stored[foreign.id].heartbeat_at == T0
 
 
+async def test_still_held_names_the_workers_running_runs_under_their_token_and_writes_nothing(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    held = running_run(task, lease_expires_at=T0 + LEASE)
+    other = running_run(task, lease_expires_at=T0 + LEASE)
+    foreign = running_run(task, lease_expires_at=T0 + LEASE, worker_id="w-2")
+    done = make_run(task, status=RunStatus.CANCELLED)
+    await save(uow_factory, task, held, other, foreign, done)
+
+    async with uow_factory() as uow:
+        kept = await uow.runs.still_held(
+            [
+                (held.id, held.version),
+                (other.id, other.version + 1),
+                (foreign.id, foreign.version),
+                (done.id, done.version),
+                ("missing", 1),
+            ],
+            worker_id="w-1",
+        )
+        assert kept == {held.id}
+        assert await uow.runs.still_held([], worker_id="w-1") == set()
+    async with uow_factory() as uow:
+        assert await uow.runs.get(held.id) == held
+
+
 async def test_a_run_added_at_a_taken_logical_time_names_it_and_the_unit_survives(
     uow_factory: SqlUnitOfWorkFactory,
 ) -> None:
