@@ -173,6 +173,29 @@ async def test_cancelling_a_running_run_makes_the_next_heartbeat_stop_it(
     assert transitions(store, claim.run.id)[-1] == (RunStatus.RUNNING, RunStatus.CANCELLED)
 
 
+async def test_runs_to_stop_names_cancelled_runs_and_renews_no_lease(
+    runs: RunService,
+    relay: RunRelay,
+    execution: ExecutionService,
+    alice_task: Task,
+    worker: Worker,
+    store: InMemoryStore,
+    clock: FakeClock,
+) -> None:
+    kept = await claimed(runs, relay, execution, alice_task, worker)
+    cancelled = await claimed(runs, relay, execution, alice_task, worker)
+    held = [(kept.run.id, kept.token), (cancelled.run.id, cancelled.token)]
+    assert await execution.runs_to_stop(worker.id, held) == []
+    assert await execution.runs_to_stop(worker.id, []) == []
+    await runs.cancel(cancelled.run.id, principal=ALICE)
+    lease = store.row("runs", kept.run.id).lease_expires_at
+    clock.advance(seconds=20)
+
+    assert await execution.runs_to_stop(worker.id, held) == [cancelled.run.id]
+    assert await execution.runs_to_stop("another-worker", held[:1]) == [kept.run.id]
+    assert store.row("runs", kept.run.id).lease_expires_at == lease
+
+
 async def test_heartbeat_from_an_unregistered_worker_is_not_found(
     execution: ExecutionService,
 ) -> None:
