@@ -326,3 +326,28 @@ async def test_a_user_may_not_patch_a_task_into_a_shell_task(api: Api, alice: Ca
         headers=alice.headers,
     )
     assert response.status_code == 403, response.text
+
+
+@pytest.mark.parametrize(
+    "rule", ["all_failed", "one_failed", "none_failed", "none_skipped", "always"]
+)
+async def test_airflows_trigger_rules_are_accepted(api: Api, alice: Caller, rule: str) -> None:
+    upstream = await api.task(alice, "up")
+    body = {
+        "name": "down",
+        "executor": "noop",
+        "depends_on": [upstream["id"]],
+        "trigger_rule": rule,
+    }
+    response = await api.client.post("/api/v1/tasks", json=body, headers=alice.headers)
+
+    assert response.status_code == 201, response.text
+    assert response.json()["trigger_rule"] == rule
+
+
+async def test_an_unknown_trigger_rule_is_refused_by_name(api: Api, alice: Caller) -> None:
+    body = {"name": "down", "executor": "noop", "trigger_rule": "one_skipped"}
+    response = await api.client.post("/api/v1/tasks", json=body, headers=alice.headers)
+
+    assert response.status_code == 422
+    assert response.json()["field"] == "trigger_rule"
