@@ -351,3 +351,67 @@ async def test_an_unknown_trigger_rule_is_refused_by_name(api: Api, alice: Calle
 
     assert response.status_code == 422
     assert response.json()["field"] == "trigger_rule"
+
+
+async def test_depends_on_accepts_names_and_stores_ids(api: Api, alice: Caller) -> None:
+    extract = await api.task(alice, "extract")
+    clean = await api.task(alice, "clean")
+    body = {"name": "load", "executor": "noop", "depends_on": ["extract", clean["id"]]}
+    created = await api.client.post("/api/v1/tasks", json=body, headers=alice.headers)
+    patched = await api.client.patch(
+        f"/api/v1/tasks/{clean['id']}", json={"depends_on": ["extract"]}, headers=alice.headers
+    )
+
+    assert created.status_code == 201, created.text
+    assert created.json()["depends_on"] == [extract["id"], clean["id"]]
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["depends_on"] == [extract["id"]]
+
+
+async def test_depends_on_names_only_tasks_the_caller_sees(api: Api, alice: Caller) -> None:
+    bob = await api.user("bob")
+    await api.task(bob, "bobs-extract")
+    body = {"name": "load", "executor": "noop", "depends_on": ["bobs-extract"]}
+    response = await api.client.post("/api/v1/tasks", json=body, headers=alice.headers)
+
+    assert response.status_code == 422
+    assert response.json()["field"] == "depends_on"
+    assert "does not exist" in response.json()["detail"]
+
+
+async def test_depends_on_prefers_the_callers_own_task_of_that_name(
+    api: Api, alice: Caller
+) -> None:
+    operator = await api.user("otto", Role.OPERATOR)
+    await api.task(alice, "extract")
+    own = await api.task(operator, "extract")
+    body = {"name": "load", "executor": "noop", "depends_on": ["extract"]}
+    response = await api.client.post("/api/v1/tasks", json=body, headers=operator.headers)
+
+    assert response.status_code == 201, response.text
+    assert response.json()["depends_on"] == [own["id"]]
+
+
+async def test_a_name_of_several_owners_tasks_asks_for_the_id(api: Api, alice: Caller) -> None:
+    operator = await api.user("otto", Role.OPERATOR)
+    bob = await api.user("bob")
+    alices = await api.task(alice, "extract")
+    await api.task(bob, "extract")
+    ambiguous = {"name": "load", "executor": "noop", "depends_on": ["extract"]}
+    by_id = {**ambiguous, "depends_on": [alices["id"]]}
+    refused = await api.client.post("/api/v1/tasks", json=ambiguous, headers=operator.headers)
+    accepted = await api.client.post("/api/v1/tasks", json=by_id, headers=operator.headers)
+
+    assert refused.status_code == 422
+    assert refused.json()["field"] == "depends_on"
+    assert "give the task's id" in refused.json()["detail"]
+    assert accepted.status_code == 201, accepted.text
+
+
+async def test_a_name_and_the_id_of_one_task_are_listed_twice(api: Api, alice: Caller) -> None:
+    extract = await api.task(alice, "extract")
+    body = {"name": "load", "executor": "noop", "depends_on": ["extract", extract["id"]]}
+    response = await api.client.post("/api/v1/tasks", json=body, headers=alice.headers)
+
+    assert response.status_code == 422
+    assert response.json()["field"] == "depends_on"
