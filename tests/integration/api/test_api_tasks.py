@@ -415,3 +415,46 @@ async def test_a_name_and_the_id_of_one_task_are_listed_twice(api: Api, alice: C
 
     assert response.status_code == 422
     assert response.json()["field"] == "depends_on"
+
+
+async def test_a_manual_run_may_name_its_logical_time(api: Api, alice: Caller) -> None:
+    task = await api.task(alice)
+    url = f"/api/v1/tasks/{task['id']}/trigger"
+    body = {"logical_time": "2026-01-01T03:00:00+01:00"}
+
+    first = await api.client.post(url, json=body, headers=alice.headers)
+    again = await api.client.post(url, json=body, headers=alice.headers)
+    now = await api.client.post(url, headers=alice.headers)
+
+    assert first.status_code == 201, first.text
+    assert first.json()["scheduled_for"] == "2026-01-01T02:00:00Z"
+    assert first.json()["trigger"] == "manual"
+    assert again.status_code == 409
+    assert again.json()["field"] == "logical_time"
+    assert now.status_code == 201
+    assert now.json()["scheduled_for"] > "2026-01-01T02:00:00Z"
+
+
+@pytest.mark.parametrize(
+    "logical_time",
+    [
+        "2026-01-01T03:00:00",  # no offset
+        "yesterday",
+        "9999-12-31T23:59:59-14:00",  # in the future, and out of range in UTC
+        "2999-01-01T00:00:00Z",  # in the future
+        12,
+        "2026-01-01T03:00:00Z" + " " * 80,
+    ],
+)
+async def test_a_bad_logical_time_is_refused_by_name(
+    api: Api, alice: Caller, logical_time: Any
+) -> None:
+    task = await api.task(alice)
+    response = await api.client.post(
+        f"/api/v1/tasks/{task['id']}/trigger",
+        json={"logical_time": logical_time},
+        headers=alice.headers,
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "logical_time"

@@ -32,8 +32,10 @@ How it works (a dispatcher loop, safe with several dispatchers):
 * Only runs finished within ``horizon`` (and after the dependent was created) are considered, so
   adding a dependency to a long-lived task does not replay its history.
 * Upstreams meet on a logical time: a dependent of two upstreams runs for the logical times both
-  produced (give them the same schedule, or one root). A dependent that also has a schedule fires
-  on it as well; either way a logical time gets at most one run (the unique key decides).
+  produced (give them the same schedule, or one root; a manual trigger may name the logical
+  time it runs for, so a hand-started upstream can complete a fan-in). A dependent that also
+  has a schedule fires on it as well; either way a logical time gets at most one run (the
+  unique key decides).
 * Dependency runs are not subject to the concurrency policy (that governs schedule slots);
   ``max_concurrent``, rate limits and routing apply to them in the relay like to any run.
 """

@@ -4,7 +4,7 @@ task as the API returns it."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -207,3 +207,13 @@ class DependenciesOut(msgspec.Struct, kw_only=True):
             hidden_upstreams=graph.hidden_upstreams,
             hidden_dependents=graph.hidden_dependents,
         )
+
+
+class TriggerIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """An optional trigger body. ``logical_time``: the logical time (``scheduled_for``) the run
+    is for, an RFC 3339 date-time with its offset, not in the future; now when left out."""
+
+    logical_time: (
+        Annotated[str, msgspec.Meta(max_length=64, extra_json_schema={"format": "date-time"})]
+        | None
+    ) = None
