@@ -35,7 +35,9 @@ class TaskSpecDocument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     sends any subset (``retry`` and ``misfire`` merge key by key). ``schedule`` is one of
     ``{"cron": "0 2 * * *", "timezone": "Europe/Berlin"}``, ``{"interval_seconds": 300}`` or
     ``{"at": "2030-01-01T00:00:00Z"}``; ``params`` depend on the executor (``shell``: ``argv``,
-    ``http``: ``url``/``method``, ``python``: ``callable``, ``noop``: none)."""
+    ``http``: ``url``/``method``, ``python``: ``callable``, ``noop``: none). ``depends_on``
+    lists upstream tasks by id or name (stored as ids); ``trigger_rule`` says when the task runs
+    given how they ended, as in Airflow."""
 
     name: str
     executor: str
