@@ -326,3 +326,135 @@ async def test_a_user_may_not_patch_a_task_into_a_shell_task(api: Api, alice: Ca
         headers=alice.headers,
     )
     assert response.status_code == 403, response.text
+
+
+@pytest.mark.parametrize(
+    "rule", ["all_failed", "one_failed", "none_failed", "none_skipped", "always"]
+)
+async def test_airflows_trigger_rules_are_accepted(api: Api, alice: Caller, rule: str) -> None:
+    upstream = await api.task(alice, "up")
+    body = {
+        "name": "down",
+        "executor": "noop",
+        "depends_on": [upstream["id"]],
+        "trigger_rule": rule,
+    }
+    response = await api.client.post("/api/v1/tasks", json=body, headers=alice.headers)
+
+    assert response.status_code == 201, response.text
+    assert response.json()["trigger_rule"] == rule
+
+
+async def test_an_unknown_trigger_rule_is_refused_by_name(api: Api, alice: Caller) -> None:
+    body = {"name": "down", "executor": "noop", "trigger_rule": "one_skipped"}
+    response = await api.client.post("/api/v1/tasks", json=body, headers=alice.headers)
+
+    assert response.status_code == 422
+    assert response.json()["field"] == "trigger_rule"
+
+
+async def test_depends_on_accepts_names_and_stores_ids(api: Api, alice: Caller) -> None:
+    extract = await api.task(alice, "extract")
+    clean = await api.task(alice, "clean")
+    body = {"name": "load", "executor": "noop", "depends_on": ["extract", clean["id"]]}
+    created = await api.client.post("/api/v1/tasks", json=body, headers=alice.headers)
+    patched = await api.client.patch(
+        f"/api/v1/tasks/{clean['id']}", json={"depends_on": ["extract"]}, headers=alice.headers
+    )
+
+    assert created.status_code == 201, created.text
+    assert created.json()["depends_on"] == [extract["id"], clean["id"]]
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["depends_on"] == [extract["id"]]
+
+
+async def test_depends_on_names_only_tasks_the_caller_sees(api: Api, alice: Caller) -> None:
+    bob = await api.user("bob")
+    await api.task(bob, "bobs-extract")
+    body = {"name": "load", "executor": "noop", "depends_on": ["bobs-extract"]}
+    response = await api.client.post("/api/v1/tasks", json=body, headers=alice.headers)
+
+    assert response.status_code == 422
+    assert response.json()["field"] == "depends_on"
+    assert "does not exist" in response.json()["detail"]
+
+
+async def test_depends_on_prefers_the_callers_own_task_of_that_name(
+    api: Api, alice: Caller
+) -> None:
+    operator = await api.user("otto", Role.OPERATOR)
+    await api.task(alice, "extract")
+    own = await api.task(operator, "extract")
+    body = {"name": "load", "executor": "noop", "depends_on": ["extract"]}
+    response = await api.client.post("/api/v1/tasks", json=body, headers=operator.headers)
+
+    assert response.status_code == 201, response.text
+    assert response.json()["depends_on"] == [own["id"]]
+
+
+async def test_a_name_of_several_owners_tasks_asks_for_the_id(api: Api, alice: Caller) -> None:
+    operator = await api.user("otto", Role.OPERATOR)
+    bob = await api.user("bob")
+    alices = await api.task(alice, "extract")
+    await api.task(bob, "extract")
+    ambiguous = {"name": "load", "executor": "noop", "depends_on": ["extract"]}
+    by_id = {**ambiguous, "depends_on": [alices["id"]]}
+    refused = await api.client.post("/api/v1/tasks", json=ambiguous, headers=operator.headers)
+    accepted = await api.client.post("/api/v1/tasks", json=by_id, headers=operator.headers)
+
+    assert refused.status_code == 422
+    assert refused.json()["field"] == "depends_on"
+    assert "give the task's id" in refused.json()["detail"]
+    assert accepted.status_code == 201, accepted.text
+
+
+async def test_a_name_and_the_id_of_one_task_are_listed_twice(api: Api, alice: Caller) -> None:
+    extract = await api.task(alice, "extract")
+    body = {"name": "load", "executor": "noop", "depends_on": ["extract", extract["id"]]}
+    response = await api.client.post("/api/v1/tasks", json=body, headers=alice.headers)
+
+    assert response.status_code == 422
+    assert response.json()["field"] == "depends_on"
+
+
+async def test_a_manual_run_may_name_its_logical_time(api: Api, alice: Caller) -> None:
+    task = await api.task(alice)
+    url = f"/api/v1/tasks/{task['id']}/trigger"
+    body = {"logical_time": "2026-01-01T03:00:00+01:00"}
+
+    first = await api.client.post(url, json=body, headers=alice.headers)
+    again = await api.client.post(url, json=body, headers=alice.headers)
+    now = await api.client.post(url, headers=alice.headers)
+
+    assert first.status_code == 201, first.text
+    assert first.json()["scheduled_for"] == "2026-01-01T02:00:00Z"
+    assert first.json()["trigger"] == "manual"
+    assert again.status_code == 409
+    assert again.json()["field"] == "logical_time"
+    assert now.status_code == 201
+    assert now.json()["scheduled_for"] > "2026-01-01T02:00:00Z"
+
+
+@pytest.mark.parametrize(
+    "logical_time",
+    [
+        "2026-01-01T03:00:00",  # no offset
+        "yesterday",
+        "9999-12-31T23:59:59-14:00",  # in the future, and out of range in UTC
+        "2999-01-01T00:00:00Z",  # in the future
+        12,
+        "2026-01-01T03:00:00Z" + " " * 80,
+    ],
+)
+async def test_a_bad_logical_time_is_refused_by_name(
+    api: Api, alice: Caller, logical_time: Any
+) -> None:
+    task = await api.task(alice)
+    response = await api.client.post(
+        f"/api/v1/tasks/{task['id']}/trigger",
+        json={"logical_time": logical_time},
+        headers=alice.headers,
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "logical_time"

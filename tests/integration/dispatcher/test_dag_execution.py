@@ -100,3 +100,35 @@ async def test_a_failed_node_skips_its_branch_and_the_skip_propagates(
                 run.scheduled_for,
             )
         assert [r.status for r in await stack.runs_of(cleanup)] == [RunStatus.SUCCEEDED]
+
+
+async def test_a_hand_started_upstream_completes_the_fan_in_of_its_logical_time(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    async with dispatcher_stack(uow_factory) as stack:
+        fire_at = stack.clock.now() + timedelta(seconds=1)
+        scheduled = await stack.create_task(
+            "scheduled", schedule={"at": format_instant(fire_at)}, **NOOP
+        )
+        by_hand = await stack.create_task("by-hand", **NOOP)
+        join = await stack.create_task("join", depends_on=[scheduled, by_hand], **NOOP)
+        async with running_worker(stack.worker()):
+
+            async def ran(task_id: str) -> bool:
+                runs = await stack.runs_of(task_id)
+                return bool(runs) and all(r.status.is_final for r in runs)
+
+            await stack.wait_for(lambda: ran(scheduled), within=30)
+            now = await stack.runs.trigger(by_hand, principal=OWNER)  # another logical time
+            await stack.wait_for(lambda: ran(by_hand), within=30)
+            await stack.runs.trigger(by_hand, principal=OWNER, logical_time=fire_at)
+            await stack.wait_for(lambda: ran(join), within=30)
+            await asyncio.sleep(0.5)  # long enough for a run for the other time, if any
+
+        [joined] = await stack.runs_of(join)
+        assert (joined.status, joined.scheduled_for) == (RunStatus.SUCCEEDED, fire_at)
+        assert joined.trigger is RunTrigger.DEPENDENCY
+        assert {r.scheduled_for for r in await stack.runs_of(by_hand)} == {
+            now.scheduled_for,
+            fire_at,
+        }

@@ -192,6 +192,16 @@ async def test_task_round_trips_every_field(
         assert await uow.tasks.get("missing") is None
 
 
+async def test_tasks_with_a_name_are_every_owners(uow_factory: SqlUnitOfWorkFactory) -> None:
+    mine = make_task(name="extract")
+    theirs = make_task(name="extract", owner_id="someone-else")
+    await save(uow_factory, mine, theirs, make_task(name="extract-2"))
+
+    async with uow_factory() as uow:
+        assert sorted(ids(await uow.tasks.with_name("extract"))) == sorted([mine.id, theirs.id])
+        assert await uow.tasks.with_name("missing") == []
+
+
 async def test_task_defaults_round_trip(uow_factory: SqlUnitOfWorkFactory) -> None:
     task = make_task()
     await save(uow_factory, task)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -106,10 +108,70 @@ def resolved(store: InMemoryStore) -> set[str]:
         (TriggerRule.ONE_SUCCESS, [S, W], Verdict.RUN),
         (TriggerRule.ONE_SUCCESS, [F, W], Verdict.WAIT),
         (TriggerRule.ONE_SUCCESS, [F, K], Verdict.SKIP),
+        (TriggerRule.ALL_FAILED, [F, F], Verdict.RUN),
+        (TriggerRule.ALL_FAILED, [F, W], Verdict.WAIT),
+        (TriggerRule.ALL_FAILED, [S, W], Verdict.SKIP),
+        (TriggerRule.ALL_FAILED, [F, K], Verdict.SKIP),
+        (TriggerRule.ONE_FAILED, [F, W], Verdict.RUN),
+        (TriggerRule.ONE_FAILED, [S, W], Verdict.WAIT),
+        (TriggerRule.ONE_FAILED, [S, K], Verdict.SKIP),
+        (TriggerRule.NONE_FAILED, [S, K], Verdict.RUN),
+        (TriggerRule.NONE_FAILED, [S, W], Verdict.WAIT),
+        (TriggerRule.NONE_FAILED, [F, W], Verdict.SKIP),
+        (TriggerRule.NONE_SKIPPED, [S, F], Verdict.RUN),
+        (TriggerRule.NONE_SKIPPED, [S, W], Verdict.WAIT),
+        (TriggerRule.NONE_SKIPPED, [K, W], Verdict.SKIP),
+        (TriggerRule.ALWAYS, [W, W], Verdict.RUN),
+        (TriggerRule.ALWAYS, [K, F], Verdict.RUN),
     ],
 )
 def test_trigger_rules(rule: TriggerRule, states: list[UpstreamState], verdict: Verdict) -> None:
     assert evaluate_rule(rule, states) is verdict
+
+
+#: Each rule as Airflow states it, over upstreams that have all ended.
+AIRFLOW_RULES: dict[TriggerRule, Callable[[list[UpstreamState]], bool]] = {
+    TriggerRule.ALL_SUCCESS: lambda ended: all(s is S for s in ended),
+    TriggerRule.ALL_FAILED: lambda ended: all(s is F for s in ended),
+    TriggerRule.ALL_DONE: lambda ended: True,
+    TriggerRule.ONE_SUCCESS: lambda ended: S in ended,
+    TriggerRule.ONE_FAILED: lambda ended: F in ended,
+    TriggerRule.NONE_FAILED: lambda ended: F not in ended,
+    TriggerRule.NONE_SKIPPED: lambda ended: K not in ended,
+    TriggerRule.ALWAYS: lambda ended: True,
+}
+
+
+@pytest.mark.parametrize("rule", list(TriggerRule))
+def test_a_rule_is_decided_exactly_when_the_waiting_upstreams_cannot_change_it(
+    rule: TriggerRule,
+) -> None:
+    """Brute force: run iff every way the waiting upstreams may end satisfies the rule, skip iff
+    none does (``always`` aside: it never waits; and ``all_done`` waits for every upstream)."""
+    holds = AIRFLOW_RULES[rule]
+    for size in range(1, 5):
+        for states in itertools.product([S, F, K, W], repeat=size):
+            waiting = [i for i, s in enumerate(states) if s is W]
+            outcomes = set()
+            for ends in itertools.product([S, F, K], repeat=len(waiting)):
+                ended = list(states)
+                for i, end in zip(waiting, ends, strict=True):
+                    ended[i] = end
+                outcomes.add(holds(ended))
+            if rule is TriggerRule.ALL_DONE and waiting:
+                outcomes = {True, False}  # "done" is about the upstreams' end, not its outcome
+            expected = (
+                Verdict.RUN
+                if outcomes == {True} or rule is TriggerRule.ALWAYS
+                else Verdict.SKIP
+                if outcomes == {False}
+                else Verdict.WAIT
+            )
+            assert evaluate_rule(rule, list(states)) is expected, states
+
+
+def test_every_trigger_rule_has_a_definition() -> None:
+    assert set(AIRFLOW_RULES) == set(TriggerRule)
 
 
 async def test_all_success_runs_the_dependent_once_when_every_upstream_succeeded(

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from application_fixtures import ALICE, BOB, OPERATOR, START, VIEWER_ALICE
@@ -36,6 +36,35 @@ async def test_trigger_creates_a_pending_manual_run_at_now(
     [event] = store.rows("events")
     assert (event.run_id, event.from_status, event.to_status) == (run.id, None, RunStatus.PENDING)
     assert event.actor == "user:alice"
+
+
+async def test_trigger_may_name_an_earlier_logical_time(
+    runs: RunService, alice_task: Task, store: InMemoryStore, clock: FakeClock
+) -> None:
+    clock.advance(seconds=5)
+    earlier = (START - timedelta(days=1)).astimezone(timezone(timedelta(hours=2)))
+    run = await runs.trigger(alice_task.id, principal=ALICE, logical_time=earlier)
+    stored: TaskRun = store.row("runs", run.id)
+    assert stored.scheduled_for == START - timedelta(days=1)
+    assert stored.scheduled_for.utcoffset() == timedelta(0)
+    assert stored.created_at == START + timedelta(seconds=5)
+    with pytest.raises(Conflict) as taken:
+        await runs.trigger(alice_task.id, principal=ALICE, logical_time=earlier)
+    assert taken.value.field == "logical_time"
+
+
+@pytest.mark.parametrize(
+    "logical_time",
+    [START.replace(tzinfo=None), START + timedelta(seconds=1)],
+    ids=["naive", "future"],
+)
+async def test_trigger_refuses_a_naive_or_future_logical_time(
+    runs: RunService, alice_task: Task, store: InMemoryStore, logical_time: datetime
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        await runs.trigger(alice_task.id, principal=ALICE, logical_time=logical_time)
+    assert refused.value.field == "logical_time"
+    assert store.rows("runs") == []
 
 
 async def test_trigger_with_the_same_key_returns_the_same_run(

@@ -286,3 +286,25 @@ async def test_schedule_preview_of_an_interval_is_in_utc(tasks: TaskService) -> 
         START + timedelta(minutes=10),
         START + timedelta(minutes=20),
     ]
+
+
+async def test_depends_on_names_resolve_to_visible_tasks_owner_first(tasks: TaskService) -> None:
+    alices = await tasks.create(task_spec("extract"), principal=ALICE)
+    await tasks.create(task_spec("extract"), principal=BOB)
+    bobs_clean = await tasks.create(task_spec("clean"), principal=BOB)
+
+    mine = await tasks.create(task_spec("load", depends_on=["extract"]), principal=ALICE)
+    audit = await tasks.create(task_spec("audit", depends_on=["clean"]), principal=OPERATOR)
+    # an operator editing alice's task: alice's "extract" first, so not ambiguous
+    edited = await tasks.update(mine.id, {"depends_on": [alices.id, "clean"]}, principal=OPERATOR)
+    renamed = await tasks.update(edited.id, {"depends_on": ["extract"]}, principal=OPERATOR)
+
+    assert mine.depends_on == (alices.id,)
+    assert audit.depends_on == (bobs_clean.id,)
+    assert edited.depends_on == (alices.id, bobs_clean.id)
+    assert renamed.depends_on == (alices.id,)
+    with pytest.raises(ValidationError, match="give the task's id") as ambiguous:
+        await tasks.create(task_spec("report", depends_on=["extract"]), principal=OPERATOR)
+    assert ambiguous.value.field == "depends_on"
+    with pytest.raises(ValidationError, match="does not exist"):
+        await tasks.create(task_spec("peek", depends_on=["clean"]), principal=ALICE)

@@ -254,3 +254,18 @@ def test_get_of_an_unknown_run_is_a_one_line_error(admin: Cli) -> None:
     assert result.stderr.startswith("error: ")
     assert result.stderr.count("\n") == 1
     assert "not found" in result.stderr
+
+
+def test_trigger_may_name_the_logical_time(admin: Cli) -> None:
+    _task(admin, "backfill")
+
+    run = _json(
+        admin(
+            "tasks", "trigger", "backfill", "--logical-time", "2026-01-01T03:00:00+01:00", "--json"
+        )
+    )
+    refused = admin("tasks", "trigger", "backfill", "--logical-time", "2026-01-01T03:00:00")
+
+    assert run["scheduled_for"] == "2026-01-01T02:00:00Z"
+    assert refused.exit_code != 0
+    assert "logical_time" in refused.stderr

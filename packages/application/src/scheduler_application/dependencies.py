@@ -16,17 +16,26 @@ How it works (a dispatcher loop, safe with several dispatchers):
   two dispatchers, still yield one evaluation that sees both; the unique keys (``(task,
   scheduled_for, attempt)`` and the idempotency key ``dependency:<logical time>``) are the last
   guard.
-* Trigger rules: ``all_success`` runs when every upstream succeeded and is skipped as soon as one
-  ended otherwise; ``one_success`` runs on the first success and is skipped when all ended without
-  one; ``all_done`` runs when every upstream ended, however. An upstream *skipped* for that
-  logical time (a ``skipped`` decision, no run) has ended without success. A skipped dependent is
-  recorded (``dependency_failed``, or ``paused`` for a paused task) and the skip propagates: its
-  own dependents are evaluated at once with it counted as skipped.
+* Trigger rules (Airflow's), over upstreams that *succeeded*, *failed* (``dead_lettered`` or
+  ``cancelled``) or were *skipped* for that logical time (a ``skipped`` decision, no run):
+  ``all_success`` runs when every upstream succeeded and is skipped as soon as one failed or was
+  skipped; ``all_failed`` runs when every upstream failed and is skipped as soon as one succeeded
+  or was skipped; ``all_done`` runs when every upstream ended, however; ``one_success`` runs on
+  the first success and is skipped when all ended without one; ``one_failed`` runs on the first
+  failure and is skipped when all ended without one; ``none_failed`` runs when all ended and none
+  failed, and is skipped as soon as one failed; ``none_skipped`` runs when all ended and none was
+  skipped, and is skipped as soon as one was; ``always`` runs as soon as its first upstream ends
+  for that logical time (that is when it is first evaluated), whatever the outcome. A dependent
+  whose rule cannot be met is recorded skipped (``dependency_failed``, or ``paused`` for a paused
+  task whose rule is met) and the skip propagates: its own dependents are evaluated at once with
+  it counted as skipped.
 * Only runs finished within ``horizon`` (and after the dependent was created) are considered, so
   adding a dependency to a long-lived task does not replay its history.
 * Upstreams meet on a logical time: a dependent of two upstreams runs for the logical times both
-  produced (give them the same schedule, or one root). A dependent that also has a schedule fires
-  on it as well; either way a logical time gets at most one run (the unique key decides).
+  produced (give them the same schedule, or one root; a manual trigger may name the logical
+  time it runs for, so a hand-started upstream can complete a fan-in). A dependent that also
+  has a schedule fires on it as well; either way a logical time gets at most one run (the
+  unique key decides).
 * Dependency runs are not subject to the concurrency policy (that governs schedule slots);
   ``max_concurrent``, rate limits and routing apply to them in the relay like to any run.
 """
@@ -76,19 +85,38 @@ class Verdict(StrEnum):
 
 
 def evaluate_rule(rule: TriggerRule, states: Sequence[UpstreamState]) -> Verdict:
-    """Whether a dependent with ``rule`` runs, is skipped, or waits, given its upstreams."""
-    succeeded = sum(1 for s in states if s is UpstreamState.SUCCEEDED)
-    waiting = sum(1 for s in states if s is UpstreamState.WAITING)
-    ended_badly = len(states) - succeeded - waiting
+    """Whether a dependent with ``rule`` runs, is skipped, or waits, given its upstreams.
+
+    A rule is decided as soon as the upstreams still waiting cannot change the outcome: it runs
+    when every way they could end satisfies it, is skipped when none does, and waits otherwise.
+    """
+    counts = Counter(states)
+    succeeded, failed = counts[UpstreamState.SUCCEEDED], counts[UpstreamState.FAILED]
+    skipped, waiting = counts[UpstreamState.SKIPPED], counts[UpstreamState.WAITING]
+    done = not waiting
+    if rule is TriggerRule.ALWAYS:
+        return Verdict.RUN
+    if rule is TriggerRule.ALL_DONE:
+        return _verdict(run=done, skip=False)
     if rule is TriggerRule.ALL_SUCCESS:
-        if ended_badly:
-            return Verdict.SKIP
-        return Verdict.WAIT if waiting else Verdict.RUN
+        return _verdict(run=succeeded == len(states), skip=bool(failed or skipped))
+    if rule is TriggerRule.ALL_FAILED:
+        return _verdict(run=failed == len(states), skip=bool(succeeded or skipped))
     if rule is TriggerRule.ONE_SUCCESS:
-        if succeeded:
-            return Verdict.RUN
-        return Verdict.WAIT if waiting else Verdict.SKIP
-    return Verdict.WAIT if waiting else Verdict.RUN
+        return _verdict(run=bool(succeeded), skip=done and not succeeded)
+    if rule is TriggerRule.ONE_FAILED:
+        return _verdict(run=bool(failed), skip=done and not failed)
+    if rule is TriggerRule.NONE_FAILED:
+        return _verdict(run=done and not failed, skip=bool(failed))
+    if rule is TriggerRule.NONE_SKIPPED:
+        return _verdict(run=done and not skipped, skip=bool(skipped))
+    raise ValueError(f"unknown trigger rule {rule!r}")
+
+
+def _verdict(*, run: bool, skip: bool) -> Verdict:
+    if run:
+        return Verdict.RUN
+    return Verdict.SKIP if skip else Verdict.WAIT
 
 
 def upstream_state(latest: TaskRun | None, skipped: bool) -> UpstreamState:

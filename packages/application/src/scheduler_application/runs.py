@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from scheduler_application.auth_context import (
     Principal,
@@ -25,6 +25,7 @@ from scheduler_application.tasks import load_visible_task
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.events import RunEvent
 from scheduler_domain.run import RunTrigger, TaskRun
+from scheduler_domain.schedules import format_instant
 from scheduler_domain.status import FAILURE_STATUSES, RunStatus
 from scheduler_domain.task import Task
 
@@ -64,10 +65,20 @@ class RunService:
         self._tracer = tracer
 
     async def trigger(
-        self, task_id: str, *, principal: Principal, idempotency_key: str | None = None
+        self,
+        task_id: str,
+        *,
+        principal: Principal,
+        idempotency_key: str | None = None,
+        logical_time: datetime | None = None,
     ) -> TaskRun:
-        """A manual run whose logical time is now, queued and published at once when the
-        service has a relay and the task's gates allow it (pending for the relay otherwise).
+        """A manual run, queued and published at once when the service has a relay and the
+        task's gates allow it (pending for the relay otherwise).
+
+        Its logical time (``scheduled_for``) is now, or ``logical_time``: an aware instant not
+        in the future, for which the task has no run yet (Conflict otherwise). Dependents meet
+        their upstreams on it, so a hand-started upstream can complete a fan-in, as if its
+        schedule had fired then.
 
         The same ``idempotency_key`` always answers with the same run, also when two callers race
         (the loser's insert hits the unique key, and it re-reads the winner's run).
@@ -78,7 +89,7 @@ class RunService:
             # The run's trace is the caller's (the API request's): created, published, then
             # consumed and executed by a worker under the traceparent stored on the run.
             with self._tracer.span("run.trigger", attributes={"scheduler.task_id": task_id}):
-                return await self._trigger(task_id, principal, key)
+                return await self._trigger(task_id, principal, key, logical_time)
         except AlreadyExists:
             if key is None:
                 raise
@@ -89,19 +100,34 @@ class RunService:
                 raise
             return existing
 
-    async def _trigger(self, task_id: str, principal: Principal, key: str | None) -> TaskRun:
+    async def _trigger(
+        self,
+        task_id: str,
+        principal: Principal,
+        key: str | None,
+        logical_time: datetime | None,
+    ) -> TaskRun:
         now = self._clock.now()
+        scheduled_for = now if logical_time is None else _logical_time(logical_time, now=now)
         async with self._uow_factory() as uow:
             task = await load_visible_task(uow, task_id, principal)
             if key is not None:
                 existing = await uow.runs.get_by_idempotency_key(task.id, key)
                 if existing is not None:
                     return existing
+            if logical_time is not None and await uow.runs.for_logical_time(
+                [task.id], scheduled_for
+            ):
+                raise Conflict(
+                    f"task {task.name!r} already has a run for logical time "
+                    f"{format_instant(scheduled_for)}",
+                    field="logical_time",
+                )
             run = TaskRun(
                 task_id=task.id,
                 owner_id=task.owner_id,
                 trigger=RunTrigger.MANUAL,
-                scheduled_for=now,
+                scheduled_for=scheduled_for,
                 created_at=now,
                 idempotency_key=key,
                 queue=task.queue,
@@ -254,6 +280,25 @@ class RunService:
         async with self._uow_factory() as uow:
             run = await load_visible_run(uow, run_id, principal)
             return await uow.events.list_for_run(run.id)
+
+
+def _logical_time(value: datetime, *, now: datetime) -> datetime:
+    """A manual run's chosen logical time: aware (never guessed) and not in the future."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(
+            "logical_time needs a time zone offset (e.g. Z)", field="logical_time"
+        )
+    try:
+        instant = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValidationError("logical_time is out of range", field="logical_time") from None
+    if instant > now:
+        raise ValidationError(
+            f"logical_time {format_instant(instant)} is in the future; a manual run is for now "
+            "or an earlier logical time",
+            field="logical_time",
+        )
+    return instant
 
 
 def _stored_key(idempotency_key: str | None) -> str | None:

@@ -246,7 +246,7 @@ def _depends_on(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or not all(
         isinstance(item, str) and item for item in value
     ):
-        raise ValidationError("depends_on must be a list of task ids", field="depends_on")
+        raise ValidationError("depends_on must be a list of task ids or names", field="depends_on")
     return tuple(value)
 
 

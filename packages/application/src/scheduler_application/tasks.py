@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +25,7 @@ from scheduler_application.ports.secrets import SecretBox
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from scheduler_application.scheduling import record_paused_slots, record_unfired_at_pause
 from scheduler_application.task_spec import TaskSpec, merge_patch, parse_task_spec, task_to_spec
+from scheduler_application.upstreams import resolve_upstreams
 from scheduler_domain.dag import find_cycle
 from scheduler_domain.errors import DependencyCycle, ValidationError
 from scheduler_domain.events import SkipReason, SlotDecision
@@ -99,13 +100,16 @@ class TaskService:
             created_at=now,
             updated_at=now,
             secret_env=self._sealed({}, spec.secret_env),
-            **spec.task_fields(),
+            **{**spec.task_fields(), "depends_on": ()},  # names are resolved below
         )
         self._check_executor(task, principal)
         task.reschedule(now)
         async with self._uow_factory() as uow:
+            task.depends_on = await resolve_upstreams(
+                uow, principal, spec.depends_on, owner_id=task.owner_id
+            )
+            task.validate()
             await self._ensure_name_free(uow, task)
-            await self._ensure_upstreams(uow, principal, task.depends_on)
             await self._ensure_acyclic(uow, task)
             await uow.tasks.add(task)
             await uow.commit()
@@ -168,7 +172,11 @@ class TaskService:
             paused_slots = await self._record_pause(uow, task, now)
             old_upstreams = set(task.depends_on)
             as_it_was = copy.copy(task)
-            for name, value in spec.task_fields().items():
+            fields = spec.task_fields()
+            fields["depends_on"] = await resolve_upstreams(
+                uow, principal, spec.depends_on, owner_id=task.owner_id, known=old_upstreams
+            )
+            for name, value in fields.items():
                 setattr(task, name, value)
             task.secret_env = self._sealed(task.secret_env, spec.secret_env)
             task.validate()
@@ -177,7 +185,6 @@ class TaskService:
                 await self._ensure_name_free(uow, task)
             added = [dep for dep in task.depends_on if dep not in old_upstreams]
             if added:
-                await self._ensure_upstreams(uow, principal, added)
                 await self._ensure_acyclic(uow, task)
             timing_changed = (
                 task.schedule != as_it_was.schedule or task.enabled != as_it_was.enabled
@@ -356,20 +363,6 @@ class TaskService:
         existing = await uow.tasks.get_by_name(task.owner_id, task.name)
         if existing is not None and existing.id != task.id:
             raise AlreadyExists(f"a task named {task.name!r} already exists", field="name")
-
-    @staticmethod
-    async def _ensure_upstreams(
-        uow: UnitOfWork, principal: Principal, upstream_ids: Iterable[str]
-    ) -> None:
-        wanted = list(upstream_ids)
-        found = {t.id: t for t in await uow.tasks.get_many(wanted)}
-        for upstream_id in wanted:
-            upstream = found.get(upstream_id)
-            if upstream is None or not can_see(principal, upstream.owner_id):
-                raise ValidationError(
-                    f"depends_on names task {upstream_id}, which does not exist",
-                    field="depends_on",
-                )
 
     @staticmethod
     async def _ensure_acyclic(uow: UnitOfWork, task: Task) -> None:

@@ -37,9 +37,16 @@ class DispatchStrategy(StrEnum):
 
 
 class TriggerRule(StrEnum):
+    """When a dependent runs, given how its upstreams ended (Airflow's names and meanings)."""
+
     ALL_SUCCESS = "all_success"
+    ALL_FAILED = "all_failed"
     ALL_DONE = "all_done"
     ONE_SUCCESS = "one_success"
+    ONE_FAILED = "one_failed"
+    NONE_FAILED = "none_failed"
+    NONE_SKIPPED = "none_skipped"
+    ALWAYS = "always"
 
 
 @dataclass(slots=True, kw_only=True)

@@ -7,7 +7,14 @@ from typing import Annotated, Any
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
-from litestar.params import Body, FromQuery, HeaderParameter, PathParameter, QueryParameter
+from litestar.params import (
+    Body,
+    FromQuery,
+    HeaderParameter,
+    JSONBody,
+    PathParameter,
+    QueryParameter,
+)
 
 from scheduler_api.auth import refuse_worker_role
 from scheduler_api.controllers.runs_listing import list_runs
@@ -20,6 +27,7 @@ from scheduler_api.params import (
     object_id,
     open_cursor,
     page_size,
+    query_instant,
     seal_cursor,
 )
 from scheduler_api.schemas.runs import RunOut, RunPage
@@ -29,6 +37,7 @@ from scheduler_api.schemas.tasks import (
     SchedulePreviewOut,
     TaskOut,
     TaskPage,
+    TriggerIn,
 )
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.run import RunTrigger
@@ -169,7 +178,10 @@ class TaskController(Controller):
         summary="Run the task now",
         description=(
             "Creates a manual run (201). With an Idempotency-Key, the same key always answers "
-            "with the same run: 200 and `Idempotent-Replayed: true` when it already existed."
+            "with the same run: 200 and `Idempotent-Replayed: true` when it already existed. "
+            'An optional body `{"logical_time": "2030-01-01T02:00:00+01:00"}` names the '
+            "logical time the run is for (now by default; not in the future; 409 when the task "
+            "has a run for it), so a hand-started upstream can complete its dependents' fan-in."
         ),
         responses={
             **problems(404, 409),
@@ -188,10 +200,17 @@ class TaskController(Controller):
         idempotency_key: Annotated[
             str | None, HeaderParameter(name="Idempotency-Key", max_length=200)
         ] = None,
+        data: JSONBody[TriggerIn | None] = None,
     ) -> Response[RunOut]:
         started = services.clock.now()
+        logical_time = query_instant(
+            data.logical_time if data is not None else None, field="logical_time"
+        )
         run = await services.runs.trigger(
-            _id(task_id), principal=principal, idempotency_key=idempotency_key
+            _id(task_id),
+            principal=principal,
+            idempotency_key=idempotency_key,
+            logical_time=logical_time,
         )
         replayed = run.created_at < started
         return Response(

@@ -4,7 +4,7 @@ task as the API returns it."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -35,7 +35,9 @@ class TaskSpecDocument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     sends any subset (``retry`` and ``misfire`` merge key by key). ``schedule`` is one of
     ``{"cron": "0 2 * * *", "timezone": "Europe/Berlin"}``, ``{"interval_seconds": 300}`` or
     ``{"at": "2030-01-01T00:00:00Z"}``; ``params`` depend on the executor (``shell``: ``argv``,
-    ``http``: ``url``/``method``, ``python``: ``callable``, ``noop``: none)."""
+    ``http``: ``url``/``method``, ``python``: ``callable``, ``noop``: none). ``depends_on``
+    lists upstream tasks by id or name (stored as ids); ``trigger_rule`` says when the task runs
+    given how they ended, as in Airflow."""
 
     name: str
     executor: str
@@ -207,3 +209,13 @@ class DependenciesOut(msgspec.Struct, kw_only=True):
             hidden_upstreams=graph.hidden_upstreams,
             hidden_dependents=graph.hidden_dependents,
         )
+
+
+class TriggerIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """An optional trigger body. ``logical_time``: the logical time (``scheduled_for``) the run
+    is for, an RFC 3339 date-time with its offset, not in the future; now when left out."""
+
+    logical_time: (
+        Annotated[str, msgspec.Meta(max_length=64, extra_json_schema={"format": "date-time"})]
+        | None
+    ) = None

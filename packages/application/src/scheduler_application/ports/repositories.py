@@ -60,6 +60,10 @@ class TaskRepository(Protocol):
 
     async def get_by_name(self, owner_id: str, name: str) -> Task | None: ...
 
+    async def with_name(self, name: str) -> builtins.list[Task]:
+        """Every owner's tasks named ``name`` (names are unique per owner only)."""
+        ...
+
     async def list(
         self, task_filter: TaskFilter, *, limit: int, cursor: str | None = None
     ) -> Page[Task]:

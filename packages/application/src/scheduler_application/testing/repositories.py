@@ -97,6 +97,9 @@ class InMemoryTaskRepository(_Repository):
                 return _copy(task)  # type: ignore[no-any-return]
         return None
 
+    async def with_name(self, name: str) -> builtins.list[Task]:
+        return [_copy(t) for t in self.tx.scan("tasks") if t.name == name]
+
     async def list(
         self, task_filter: TaskFilter, *, limit: int, cursor: str | None = None
     ) -> Page[Task]:

@@ -284,6 +284,15 @@ def trigger(
         str | None,
         typer.Option(help="Triggering again with the same key gives the same run, not a new one."),
     ] = None,
+    logical_time: Annotated[
+        str | None,
+        typer.Option(
+            "--logical-time",
+            metavar="ISO8601",
+            help="The logical time the run is for (with its offset, e.g. 2030-01-01T02:00:00Z;"
+            " not in the future), so it can complete its dependents' fan-in for that time.",
+        ),
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for the run to end; the exit code says how.")
     ] = False,
@@ -292,7 +301,7 @@ def trigger(
     follow_retries: FollowRetries = True,
     json_output: JsonFlag = False,
 ) -> None:
-    """Run a task now.
+    """Run a task now (or for an earlier --logical-time).
 
     With --wait the exit code is 0 succeeded, 1 failed, 2 cancelled, 124 --timeout ran out.
     """
@@ -300,7 +309,8 @@ def trigger(
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
     with context_of(ctx).client() as api:
         task_id = lookup.task_id(api, task)
-        answer = api.request("POST", f"/tasks/{task_id}/trigger", headers=headers)
+        body = {"logical_time": logical_time} if logical_time is not None else None
+        answer = api.request("POST", f"/tasks/{task_id}/trigger", json=body, headers=headers)
         run = answer.body
         replayed = answer.headers.get("idempotent-replayed") == "true"
         message = (

@@ -99,6 +99,9 @@ class SqlTaskRepository(SqlRepository):
         found = await self._load(query)
         return found[0] if found else None
 
+    async def with_name(self, name: str) -> builtins.list[Task]:
+        return await self._load(select(tasks).where(tasks.c.name == name).order_by(tasks.c.id))
+
     async def list(
         self, task_filter: TaskFilter, *, limit: int, cursor: str | None = None
     ) -> Page[Task]:
