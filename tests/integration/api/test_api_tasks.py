@@ -326,3 +326,16 @@ async def test_a_user_may_not_patch_a_task_into_a_shell_task(api: Api, alice: Ca
         headers=alice.headers,
     )
     assert response.status_code == 403, response.text
+
+
+async def test_an_executor_no_worker_provides_is_refused_naming_the_known_ones(
+    api: Api, admin: Caller
+) -> None:
+    body = {"name": "upload", "executor": "ftp", "params": {"host": "files.example.org"}}
+    response = await api.client.post("/api/v1/tasks", json=body, headers=admin.headers)
+
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["field"] == "executor"
+    assert "'ftp'" in problem["detail"]
+    assert "http, noop, python, shell" in problem["detail"]

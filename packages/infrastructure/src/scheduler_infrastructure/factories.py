@@ -108,6 +108,7 @@ def build_executor_policy(
         },
         python_allow=e.python.allow,
         python_registered=registered_task_callables() if registered is None else registered,
+        plugin_names=e.plugin_names,
     )
 
 

@@ -185,6 +185,9 @@ class ExecutorsSettings:
     shell: ExecutorSettings = field(default_factory=ExecutorSettings)
     python: PythonExecutorSettings = field(default_factory=PythonExecutorSettings)
     plugins: ExecutorSettings = field(default_factory=ExecutorSettings)
+    #: The names of the plugin executors the workers provide: a task naming an executor that
+    #: is neither built in (noop, http, shell, python) nor listed here is refused (422).
+    plugin_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
