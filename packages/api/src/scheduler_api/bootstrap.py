@@ -48,9 +48,11 @@ from scheduler_infrastructure.security.passwords import Argon2PasswordHasher
 from scheduler_infrastructure.security.tokens import MIN_SECRET_BYTES, JwtTokenCodec
 from scheduler_infrastructure.startup import StartupError, prepare
 from scheduler_infrastructure.telemetry.tracing import name_request_span
+from scheduler_infrastructure.waiting import StartupInterrupted
 
 __all__ = [
     "StartupError",
+    "StartupInterrupted",
     "api_options",
     "bind",
     "build_api",

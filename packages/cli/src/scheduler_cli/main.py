@@ -107,6 +107,7 @@ def run(
     from scheduler_infrastructure.config.loader import parse_run_mode
     from scheduler_infrastructure.errors import ConfigError
     from scheduler_infrastructure.startup import StartupError
+    from scheduler_infrastructure.waiting import StartupInterrupted
 
     settings = with_embedded_secrets_key(_settings("scheduler"))
     try:
@@ -134,6 +135,8 @@ def run(
     os.environ.pop("SCHEDULER_ADMIN_PASSWORD", None)
     try:
         asyncio.run(run_components(settings, components, migrate=migrate, on_ready=_announce))
+    except StartupInterrupted as stopped:
+        print(f"scheduler: {stopped}", file=sys.stderr)
     except (StartupError, ConnectionError, OSError) as error:
         raise fail(str(error), 1) from None
 

@@ -24,8 +24,16 @@ from scheduler_infrastructure.persistence.task_changes import TaskChangeListener
 from scheduler_infrastructure.resources import Resources, open_resources
 from scheduler_infrastructure.startup import StartupError, prepare
 from scheduler_infrastructure.telemetry import MetricsServer, serve_metrics
+from scheduler_infrastructure.waiting import StartupInterrupted
 
-__all__ = ["StartupError", "build_dispatcher", "load", "metrics_endpoint", "open_resources"]
+__all__ = [
+    "StartupError",
+    "StartupInterrupted",
+    "build_dispatcher",
+    "load",
+    "metrics_endpoint",
+    "open_resources",
+]
 
 
 def load() -> Settings:
