@@ -522,3 +522,46 @@ def test_a_dst_flag_without_a_cron_schedule_is_refused(admin: Cli) -> None:
         admin("tasks", "create", "--name", "x", "--executor", "noop", "--dst-gap", "skip")
     )
     assert "--dst-gap applies to a cron schedule" in line
+
+
+def test_json_errors_are_one_json_object_on_stderr(admin: Cli) -> None:
+    result = admin(
+        "tasks",
+        "create",
+        "--name",
+        "bad",
+        "--executor",
+        "noop",
+        "--max-attempts",
+        "0",
+        "--json",
+    )
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    problem = json.loads(lines[0])
+    assert problem["status"] == 422
+    assert problem["field"] == "retry.max_attempts"
+    assert problem["code"]
+    assert "max_attempts" in problem["detail"]
+    assert not problem["detail"].startswith("retry.max_attempts:")
+
+
+def test_json_errors_before_any_request_are_json_too(admin: Cli) -> None:
+    result = admin("tasks", "get", "no-such-task", "--json")
+
+    assert result.exit_code == 1
+    problem = json.loads(result.stderr)
+    assert problem["status"] == 404
+    assert problem["code"] == "not-found"
+    assert "no-such-task" in problem["detail"]
+
+    bad = admin("tasks", "create", "--name", "x", "--param", "novalue", "--json")
+    assert json.loads(bad.stderr) == {
+        "status": None,
+        "code": "bad-input",
+        "field": None,
+        "detail": "--param takes KEY=VALUE, not 'novalue'",
+    }

@@ -29,11 +29,25 @@ class _Scheduler(TyperGroup):
     the error's exit code, never a traceback."""
 
     def invoke(self, ctx: Any) -> Any:
+        wants_json = _json_requested([*getattr(ctx, "_protected_args", []), *ctx.args])
         try:
             return super().invoke(ctx)
         except CliError as error:
-            output.error(error.message)
+            if wants_json:
+                output.error_json(error.problem())
+            else:
+                output.error(error.message)
             raise typer.Exit(error.exit_code) from None
+
+
+def _json_requested(args: list[str]) -> bool:
+    """Whether the command line asks for ``--json`` (before a ``--``)."""
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg == "--json":
+            return True
+    return False
 
 
 app = typer.Typer(
