@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import require_postgres
 from sqlalchemy import make_url
 
 from scheduler_infrastructure.persistence.engine import create_engine
@@ -24,9 +23,15 @@ from scheduler_infrastructure.waiting import (
     StartupInterrupted,
     wait_for_database,
 )
-from services import POSTGRES_ADMIN_URL
+from services import POSTGRES_ADMIN_URL, probe, require
 
 REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+async def postgres_up() -> None:
+    """Skip when PostgreSQL is unreachable (fail instead when CI=true)."""
+    require(f"PostgreSQL at {POSTGRES_ADMIN_URL}", await probe("postgres"))
 
 
 def _closed_port() -> int:
@@ -46,8 +51,8 @@ def _closed_port_url() -> str:
     return f"postgresql+asyncpg://postgres@127.0.0.1:{_closed_port()}/scheduler"
 
 
+@pytest.mark.usefixtures("postgres_up")
 async def test_a_missing_database_is_reported_at_once_with_the_servers_message() -> None:
-    require_postgres()
     url = _missing_database_url()
     engine = create_engine(url)
     started = time.monotonic()
@@ -105,8 +110,8 @@ def _dispatcher(database_url: str) -> subprocess.Popen[str]:
     )
 
 
-def test_the_dispatcher_reports_a_missing_database_and_exits() -> None:
-    require_postgres()
+@pytest.mark.usefixtures("postgres_up")
+async def test_the_dispatcher_reports_a_missing_database_and_exits() -> None:
     url = _missing_database_url()
     process = _dispatcher(url)
     try:
