@@ -458,3 +458,16 @@ async def test_a_bad_logical_time_is_refused_by_name(
 
     assert response.status_code == 422, response.text
     assert response.json()["field"] == "logical_time"
+
+
+async def test_an_executor_no_worker_provides_is_refused_naming_the_known_ones(
+    api: Api, admin: Caller
+) -> None:
+    body = {"name": "upload", "executor": "ftp", "params": {"host": "files.example.org"}}
+    response = await api.client.post("/api/v1/tasks", json=body, headers=admin.headers)
+
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["field"] == "executor"
+    assert "'ftp'" in problem["detail"]
+    assert "http, noop, python, shell" in problem["detail"]

@@ -164,3 +164,25 @@ async def test_a_claim_refuses_a_python_callable_no_longer_registered(
     assert await execution.claim(run.id, worker_id="w") is None
     stored = next(r for r in store.rows("runs") if r.id == run.id)
     assert "not a registered task callable" in (stored.error or "")
+
+
+async def test_an_executor_no_worker_provides_is_refused_at_creation(
+    uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock
+) -> None:
+    tasks = TaskService(uow_factory=uow_factory, clock=clock, executor_policy=ExecutorPolicy())
+    with pytest.raises(ValidationError) as refused:
+        await tasks.create(task_spec(executor="ftp", params={}), principal=OPERATOR)
+    assert refused.value.field == "executor"
+    assert "'ftp'" in refused.value.message
+    assert "noop, python, shell" in refused.value.message
+
+
+async def test_a_declared_plugin_executor_is_accepted(
+    uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock
+) -> None:
+    policy = ExecutorPolicy(plugin_names=frozenset({"ftp"}))
+    tasks = TaskService(uow_factory=uow_factory, clock=clock, executor_policy=policy)
+    task = await tasks.create(task_spec(executor="ftp", params={"host": "h"}), principal=OPERATOR)
+    with pytest.raises(ValidationError) as refused:
+        await tasks.update(task.id, {"executor": "sftp"}, principal=OPERATOR)
+    assert refused.value.field == "executor"

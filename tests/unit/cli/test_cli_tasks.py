@@ -398,3 +398,170 @@ def test_bad_secret_env_flags_are_one_line_errors(admin: Cli, args: list[str], n
 def test_a_secret_env_name_the_server_refuses_is_reported_with_the_field(admin: Cli) -> None:
     line = _error(admin("tasks", "create", "--name", "x", "--argv", "env", "--secret-env", "A-B=v"))
     assert "secret_env" in line
+
+
+def test_create_sets_every_task_field_the_api_has(admin: Cli) -> None:
+    task = _json(
+        admin(
+            "tasks",
+            "create",
+            "--name",
+            "every-field",
+            "--executor",
+            "noop",
+            "--cron",
+            "30 2 * * *",
+            "--timezone",
+            "Europe/Berlin",
+            "--dst-gap",
+            "skip",
+            "--dst-fold",
+            "both",
+            "--label",
+            "gpu",
+            "--strategy",
+            "least_loaded",
+            "--concurrency",
+            "forbid",
+            "--max-concurrent",
+            "2",
+            "--misfire",
+            "catch_up",
+            "--catch-up-cap",
+            "4",
+            "--misfire-grace",
+            "30",
+            "--spread",
+            "15",
+            "--rate-limit",
+            "5/10s",
+            "--trigger-rule",
+            "all_done",
+            "--max-attempts",
+            "3",
+            "--retry-base-delay",
+            "2",
+            "--retry-max-delay",
+            "60",
+            "--retry-jitter",
+            "1",
+            "--json",
+        )
+    )
+
+    assert task["schedule"] == {
+        "cron": "30 2 * * *",
+        "timezone": "Europe/Berlin",
+        "dst_gap": "skip",
+        "dst_fold": "both",
+    }
+    assert task["labels"] == ["gpu"]
+    assert task["strategy"] == "least_loaded"
+    assert task["concurrency"] == "forbid"
+    assert task["max_concurrent"] == 2
+    assert task["misfire"] == {"policy": "catch_up", "catch_up_cap": 4, "grace_seconds": 30}
+    assert task["spread_seconds"] == 15
+    assert task["rate_limit"] == "5/10s"
+    assert task["trigger_rule"] == "all_done"
+    assert task["retry"] == {
+        "max_attempts": 3,
+        "base_delay_seconds": 2,
+        "max_delay_seconds": 60,
+        "jitter_seconds": 1,
+    }
+
+
+def test_update_changes_dst_policies_and_clears_limits(admin: Cli) -> None:
+    admin(
+        "tasks",
+        "create",
+        "--name",
+        "limited",
+        "--executor",
+        "noop",
+        "--cron",
+        "30 2 * * *",
+        "--timezone",
+        "Europe/Berlin",
+        "--rate-limit",
+        "1/m",
+        "--max-concurrent",
+        "1",
+        "--retry-base-delay",
+        "5",
+    )
+
+    task = _json(
+        admin(
+            "tasks",
+            "update",
+            "limited",
+            "--dst-fold",
+            "last",
+            "--rate-limit",
+            "none",
+            "--max-concurrent",
+            "none",
+            "--retry-jitter",
+            "3",
+            "--json",
+        )
+    )
+
+    assert task["schedule"]["cron"] == "30 2 * * *"
+    assert task["schedule"]["timezone"] == "Europe/Berlin"
+    assert task["schedule"]["dst_fold"] == "last"
+    assert task["rate_limit"] is None
+    assert task["max_concurrent"] is None
+    assert task["retry"]["base_delay_seconds"] == 5  # merged, not replaced
+    assert task["retry"]["jitter_seconds"] == 3
+
+
+def test_a_dst_flag_without_a_cron_schedule_is_refused(admin: Cli) -> None:
+    line = _error(
+        admin("tasks", "create", "--name", "x", "--executor", "noop", "--dst-gap", "skip")
+    )
+    assert "--dst-gap applies to a cron schedule" in line
+
+
+def test_json_errors_are_one_json_object_on_stderr(admin: Cli) -> None:
+    result = admin(
+        "tasks",
+        "create",
+        "--name",
+        "bad",
+        "--executor",
+        "noop",
+        "--max-attempts",
+        "0",
+        "--json",
+    )
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    problem = json.loads(lines[0])
+    assert problem["status"] == 422
+    assert problem["field"] == "retry.max_attempts"
+    assert problem["code"]
+    assert "max_attempts" in problem["detail"]
+    assert not problem["detail"].startswith("retry.max_attempts:")
+
+
+def test_json_errors_before_any_request_are_json_too(admin: Cli) -> None:
+    result = admin("tasks", "get", "no-such-task", "--json")
+
+    assert result.exit_code == 1
+    problem = json.loads(result.stderr)
+    assert problem["status"] == 404
+    assert problem["code"] == "not-found"
+    assert "no-such-task" in problem["detail"]
+
+    bad = admin("tasks", "create", "--name", "x", "--param", "novalue", "--json")
+    assert json.loads(bad.stderr) == {
+        "status": None,
+        "code": "bad-input",
+        "field": None,
+        "detail": "--param takes KEY=VALUE, not 'novalue'",
+    }

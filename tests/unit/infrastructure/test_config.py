@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
+from scheduler_domain.rate_limit import RateLimit
 from scheduler_infrastructure.config import load_settings
 from scheduler_infrastructure.config.loader import (
     forget_secret_variables,
+    parse_queue_rate_limits,
     parse_run_mode,
     secrets_keys,
 )
@@ -91,6 +93,18 @@ def test_environment_overrides_any_key_with_typed_values() -> None:
             "executors.http.allow",
         ),
         ({"SCHEDULER__WORKER__TASK_NETWORK": "bridge"}, "worker.task_network"),
+        (
+            {"SCHEDULER__DISPATCHER__QUEUE_RATE_LIMITS": '["reports:10/s"]'},
+            "dispatcher.queue_rate_limits",
+        ),
+        (
+            {"SCHEDULER__DISPATCHER__QUEUE_RATE_LIMITS": '["reports=10/fortnight"]'},
+            "dispatcher.queue_rate_limits",
+        ),
+        (
+            {"SCHEDULER__DISPATCHER__QUEUE_RATE_LIMITS": '["a=1/s", "a=2/s"]'},
+            "dispatcher.queue_rate_limits",
+        ),
         ({"SCHEDULER__WORKER__TASK_UID_RANGE": "1900000000"}, "worker.task_uid_range"),
         ({"SCHEDULER__WORKER__TASK_UID_RANGE": "0-100"}, "worker.task_uid_range"),
         ({"SCHEDULER__WORKER__TASK_UID_RANGE": "200-100"}, "worker.task_uid_range"),
@@ -365,3 +379,11 @@ def test_startup_takes_the_secrets_out_of_the_process_environment(
         timeout=30,
     )
     assert secret not in child.stdout
+
+
+def test_queue_rate_limits_come_from_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[dispatcher]\nqueue_rate_limits = ["reports=10/s", "email = 5/2m"]\n')
+    settings = load_settings({}, path=config)
+    limits = parse_queue_rate_limits(settings.dispatcher.queue_rate_limits)
+    assert limits == {"reports": RateLimit.parse("10/s"), "email": RateLimit.parse("5/2m")}

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from scheduler_domain.accounts import Role
+from scheduler_domain.errors import ValidationError
 from scheduler_infrastructure.config import load_settings
 from scheduler_infrastructure.errors import ConfigError
 from scheduler_infrastructure.factories import build_executor_policy, registered_task_callables
@@ -86,3 +87,44 @@ def _empty(tmp_path: Path) -> Path:
     config = tmp_path / "empty.toml"
     config.write_text("")
     return config
+
+
+def test_plugin_names_come_from_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[executors]\nplugin_names = ["ftp"]\n')
+    policy = build_executor_policy(
+        load_settings({}, path=config), registered=frozenset(), installed=frozenset()
+    )
+    policy.check_known("ftp")
+    assert policy.known_executors == {"noop", "http", "shell", "python", "ftp"}
+
+
+def test_without_plugin_names_only_the_built_in_executors_exist(tmp_path: Path) -> None:
+    policy = build_executor_policy(
+        load_settings({}, path=_empty(tmp_path)), registered=frozenset(), installed=frozenset()
+    )
+    for name in ("noop", "http", "shell", "python"):
+        policy.check_known(name)
+    with pytest.raises(ValidationError) as refused:
+        policy.check_known("ftp")
+    assert refused.value.field == "executor"
+
+
+@pytest.fixture
+def installed_executor_plugin(tmp_path: Path) -> Iterator[None]:
+    """A distribution on sys.path whose metadata registers an executor plugin ``ftp``."""
+    dist = tmp_path / "plugins" / "acme_ftp-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-ftp\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[scheduler.executors]\nftp = acme.ftp:FtpExecutor\n")
+    sys.path.insert(0, str(tmp_path / "plugins"))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(tmp_path / "plugins"))
+
+
+@pytest.mark.usefixtures("installed_executor_plugin")
+def test_an_executor_plugin_installed_in_the_process_is_known(tmp_path: Path) -> None:
+    policy = build_executor_policy(load_settings({}, path=_empty(tmp_path)), registered=frozenset())
+    policy.check_known("ftp")

@@ -43,14 +43,17 @@ from scheduler_application.tasks import TaskService
 from scheduler_application.user_admin import UserAdminService
 from scheduler_application.workers import WorkerService
 from scheduler_infrastructure.config import Settings
+from scheduler_infrastructure.config.loader import parse_queue_rate_limits
 from scheduler_infrastructure.resources import Resources, open_resources, wait_for_database
 from scheduler_infrastructure.security.passwords import Argon2PasswordHasher
 from scheduler_infrastructure.security.tokens import MIN_SECRET_BYTES, JwtTokenCodec
 from scheduler_infrastructure.startup import StartupError, prepare
 from scheduler_infrastructure.telemetry.tracing import name_request_span
+from scheduler_infrastructure.waiting import StartupInterrupted
 
 __all__ = [
     "StartupError",
+    "StartupInterrupted",
     "api_options",
     "bind",
     "build_api",
@@ -187,7 +190,11 @@ def build_services(
         clock=clock,
         queue=resources.queue,
         router=Router(worker_timeout=settings.worker.silence),
-        rate_limits=RunRateLimits(limiter=resources.rate_limiter, observer=observer),
+        rate_limits=RunRateLimits(
+            limiter=resources.rate_limiter,
+            queue_limits=parse_queue_rate_limits(resources.settings.dispatcher.queue_rate_limits),
+            observer=observer,
+        ),
         tracer=resources.tracer,
     )
     return ApiServices(

@@ -17,7 +17,7 @@ async def _serve() -> None:
         loop.add_signal_handler(signum, stop.set)
     sock = bootstrap.bind(settings.api.host, settings.api.port)
     try:
-        async with bootstrap.open_resources(settings, components=["api"]) as resources:
+        async with bootstrap.open_resources(settings, components=["api"], stop=stop) as resources:
             app = bootstrap.build_api(resources)
             await bootstrap.serve(app, stop=stop, sock=sock)
     finally:
@@ -27,6 +27,8 @@ async def _serve() -> None:
 def main() -> None:
     try:
         asyncio.run(_serve())
+    except bootstrap.StartupInterrupted as stopped:
+        print(f"scheduler-api: {stopped}", file=sys.stderr)
     except (bootstrap.StartupError, ConnectionError, OSError) as error:
         print(f"scheduler-api: {error}", file=sys.stderr)
         sys.exit(2)

@@ -102,6 +102,7 @@ class TaskService:
             secret_env=self._sealed({}, spec.secret_env),
             **{**spec.task_fields(), "depends_on": ()},  # names are resolved below
         )
+        self._policy.check_known(task.executor)
         self._check_executor(task, principal)
         task.reschedule(now)
         async with self._uow_factory() as uow:
@@ -180,6 +181,8 @@ class TaskService:
                 setattr(task, name, value)
             task.secret_env = self._sealed(task.secret_env, spec.secret_env)
             task.validate()
+            if task.executor != as_it_was.executor:
+                self._policy.check_known(task.executor)
             self._check_executor(task, principal)
             if spec.name != before["name"]:
                 await self._ensure_name_free(uow, task)

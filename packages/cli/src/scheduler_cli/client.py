@@ -247,6 +247,7 @@ def problem_error(response: httpx.Response) -> ApiError:
         message = " ".join(str(detail).split())
     else:
         message = f"the server answered HTTP {status} {response.reason_phrase}".rstrip()
+    own_words = message
     if field and status in (400, 409, 422) and field not in message:
         message = f"{field}: {message}"
     if status >= 500 and problem.get("instance"):
@@ -254,7 +255,7 @@ def problem_error(response: httpx.Response) -> ApiError:
     retry_after = response.headers.get("Retry-After")
     if status == 429 and retry_after:
         message = f"{message}; try again in {retry_after} s"
-    return ApiError(message, status=status, code=code, field=field)
+    return ApiError(message, status=status, code=code, field=field, detail=own_words)
 
 
 def transport_reason(error: httpx.TransportError) -> str:

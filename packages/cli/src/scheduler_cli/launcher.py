@@ -63,7 +63,7 @@ async def run_components(
         sock = bind(settings.api.host, settings.api.port)
     try:
         async with (
-            open_resources(settings, components=sorted(components)) as resources,
+            open_resources(settings, components=sorted(components), stop=stop) as resources,
             contextlib.AsyncExitStack() as stack,
         ):
             changes = TaskChangeSignal()

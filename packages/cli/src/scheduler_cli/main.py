@@ -29,11 +29,25 @@ class _Scheduler(TyperGroup):
     the error's exit code, never a traceback."""
 
     def invoke(self, ctx: Any) -> Any:
+        wants_json = _json_requested([*getattr(ctx, "_protected_args", []), *ctx.args])
         try:
             return super().invoke(ctx)
         except CliError as error:
-            output.error(error.message)
+            if wants_json:
+                output.error_json(error.problem())
+            else:
+                output.error(error.message)
             raise typer.Exit(error.exit_code) from None
+
+
+def _json_requested(args: list[str]) -> bool:
+    """Whether the command line asks for ``--json`` (before a ``--``)."""
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg == "--json":
+            return True
+    return False
 
 
 app = typer.Typer(
@@ -107,6 +121,7 @@ def run(
     from scheduler_infrastructure.config.loader import parse_run_mode
     from scheduler_infrastructure.errors import ConfigError
     from scheduler_infrastructure.startup import StartupError
+    from scheduler_infrastructure.waiting import StartupInterrupted
 
     settings = with_embedded_secrets_key(_settings("scheduler"))
     try:
@@ -134,6 +149,8 @@ def run(
     os.environ.pop("SCHEDULER_ADMIN_PASSWORD", None)
     try:
         asyncio.run(run_components(settings, components, migrate=migrate, on_ready=_announce))
+    except StartupInterrupted as stopped:
+        print(f"scheduler: {stopped}", file=sys.stderr)
     except (StartupError, ConnectionError, OSError) as error:
         raise fail(str(error), 1) from None
 

@@ -39,6 +39,12 @@ def error(message: str) -> None:
     _line(sys.stderr, "error", message)
 
 
+def error_json(problem: dict[str, object]) -> None:
+    """The failure of a ``--json`` command: one JSON object on one line of stderr."""
+    sys.stderr.write(json.dumps(problem, ensure_ascii=False) + "\n")
+    sys.stderr.flush()
+
+
 def warning(message: str) -> None:
     _line(sys.stderr, "warning", message)
 

@@ -33,6 +33,22 @@ class TaskFlags:
     max_attempts: int | None = None
     enabled: bool | None = None
     depends_on: list[str] | None = None  # ids, already resolved
+    strategy: str | None = None
+    concurrency: str | None = None
+    #: ``"none"`` removes the cap.
+    max_concurrent: str | None = None
+    misfire: str | None = None
+    catch_up_cap: int | None = None
+    misfire_grace: float | None = None
+    spread: float | None = None
+    #: ``"none"`` removes the limit.
+    rate_limit: str | None = None
+    trigger_rule: str | None = None
+    retry_base_delay: float | None = None
+    retry_max_delay: float | None = None
+    retry_jitter: float | None = None
+    dst_gap: str | None = None
+    dst_fold: str | None = None
     #: ``secret_env`` changes, already read (:mod:`scheduler_cli.secret_input`).
     secret_env: dict[str, str | None] = field(default_factory=dict, repr=False)
 
@@ -71,8 +87,35 @@ def task_body(
         "enabled": flags.enabled,
         "labels": flags.labels,
         "depends_on": flags.depends_on,
+        "strategy": flags.strategy,
+        "concurrency": flags.concurrency,
+        "spread_seconds": flags.spread,
+        "trigger_rule": flags.trigger_rule,
     }
     body.update({key: value for key, value in simple.items() if value is not None})
+    if flags.max_concurrent is not None:
+        body["max_concurrent"] = _count_or_none(flags.max_concurrent, "--max-concurrent")
+    if flags.rate_limit is not None:
+        body["rate_limit"] = None if flags.rate_limit.lower() == "none" else flags.rate_limit
+    _merge(
+        body,
+        "retry",
+        {
+            "max_attempts": flags.max_attempts,
+            "base_delay_seconds": flags.retry_base_delay,
+            "max_delay_seconds": flags.retry_max_delay,
+            "jitter_seconds": flags.retry_jitter,
+        },
+    )
+    _merge(
+        body,
+        "misfire",
+        {
+            "policy": flags.misfire,
+            "catch_up_cap": flags.catch_up_cap,
+            "grace_seconds": flags.misfire_grace,
+        },
+    )
     params = _params(flags)
     if params:
         body["params"] = {**_object(body.get("params")), **params}
@@ -80,8 +123,6 @@ def task_body(
             body["executor"] = "shell"
     if flags.secret_env:
         body["secret_env"] = {**_object(body.get("secret_env")), **flags.secret_env}
-    if flags.max_attempts is not None:
-        body["retry"] = {**_object(body.get("retry")), "max_attempts": flags.max_attempts}
     schedule = _schedule(flags, body.get("schedule"), current)
     if schedule is not _UNCHANGED:
         body["schedule"] = schedule
@@ -89,6 +130,22 @@ def task_body(
 
 
 _UNCHANGED: Any = object()
+
+
+def _merge(body: dict[str, Any], key: str, values: dict[str, Any]) -> None:
+    """The flags given for the object ``key`` (``retry``, ``misfire``) laid over it."""
+    given = {name: value for name, value in values.items() if value is not None}
+    if given:
+        body[key] = {**_object(body.get(key)), **given}
+
+
+def _count_or_none(text: str, flag: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise BadInput(f"{flag} takes a whole number or 'none', not {text!r}") from None
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -130,17 +187,35 @@ def _schedule(flags: TaskFlags, given: Any, current: dict[str, Any] | None) -> A
         zone = flags.timezone or _zone(given) or _zone(_schedule_of(current))
         if zone:
             schedule["timezone"] = zone
-        return schedule
+        return {**schedule, **_dst(flags)}
     if flags.interval is not None:
         return {"interval_seconds": flags.interval}
     if flags.at is not None:
         return {"at": flags.at}
-    if flags.timezone is not None:
+    cron_flags = [
+        name
+        for name, value in (
+            ("--timezone", flags.timezone),
+            ("--dst-gap", flags.dst_gap),
+            ("--dst-fold", flags.dst_fold),
+        )
+        if value is not None
+    ]
+    if cron_flags:
         base = given if isinstance(given, dict) else _schedule_of(current)
         if not isinstance(base, dict) or "cron" not in base:
-            raise BadInput("--timezone applies to a cron schedule; give --cron too")
-        return {"cron": base["cron"], "timezone": flags.timezone}
+            raise BadInput(f"{cron_flags[0]} applies to a cron schedule; give --cron too")
+        changed = dict(base)
+        if flags.timezone is not None:
+            changed["timezone"] = flags.timezone
+        return {**changed, **_dst(flags)}
     return _UNCHANGED
+
+
+def _dst(flags: TaskFlags) -> dict[str, str]:
+    """The cron schedule's DST policies given as flags."""
+    policies = {"dst_gap": flags.dst_gap, "dst_fold": flags.dst_fold}
+    return {key: value for key, value in policies.items() if value is not None}
 
 
 def _schedule_of(task: dict[str, Any] | None) -> Any:

@@ -20,12 +20,21 @@ from scheduler_dispatcher.loops import LoopTimings, PeriodicLoop, gauge_loop, re
 from scheduler_dispatcher.scheduler_loop import SchedulerLoop, dependency_loop
 from scheduler_dispatcher.service import Dispatcher
 from scheduler_infrastructure.config import Settings
+from scheduler_infrastructure.config.loader import parse_queue_rate_limits
 from scheduler_infrastructure.persistence.task_changes import TaskChangeListener
 from scheduler_infrastructure.resources import Resources, open_resources
 from scheduler_infrastructure.startup import StartupError, prepare
 from scheduler_infrastructure.telemetry import MetricsServer, serve_metrics
+from scheduler_infrastructure.waiting import StartupInterrupted
 
-__all__ = ["StartupError", "build_dispatcher", "load", "metrics_endpoint", "open_resources"]
+__all__ = [
+    "StartupError",
+    "StartupInterrupted",
+    "build_dispatcher",
+    "load",
+    "metrics_endpoint",
+    "open_resources",
+]
 
 
 def load() -> Settings:
@@ -56,7 +65,11 @@ def build_dispatcher(
         clock=clock,
         queue=resources.queue,
         router=Router(worker_timeout=timings.worker_silence),
-        rate_limits=RunRateLimits(limiter=resources.rate_limiter, observer=observer),
+        rate_limits=RunRateLimits(
+            limiter=resources.rate_limiter,
+            queue_limits=parse_queue_rate_limits(resources.settings.dispatcher.queue_rate_limits),
+            observer=observer,
+        ),
         tracer=resources.tracer,
     )
     scheduler = SchedulerLoop(

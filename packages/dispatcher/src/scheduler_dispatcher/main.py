@@ -11,20 +11,27 @@ from scheduler_dispatcher import bootstrap
 
 async def _serve() -> None:
     settings = bootstrap.load()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     async with (
-        bootstrap.open_resources(settings, components=["dispatcher"]) as resources,
+        bootstrap.open_resources(settings, components=["dispatcher"], stop=stop) as resources,
         bootstrap.metrics_endpoint(resources),
     ):
         dispatcher = bootstrap.build_dispatcher(resources)
-        loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, dispatcher.stop)
+        if stop.is_set():
+            return
         await dispatcher.run()
 
 
 def main() -> None:
     try:
         asyncio.run(_serve())
+    except bootstrap.StartupInterrupted as stopped:
+        print(f"scheduler-dispatcher: {stopped}", file=sys.stderr)
     except (bootstrap.StartupError, ConnectionError, OSError) as error:
         print(f"scheduler-dispatcher: {error}", file=sys.stderr)
         sys.exit(2)

@@ -6,6 +6,11 @@ and ``python`` (a process on the worker) belong to ``operator`` and ``admin``. T
 decides otherwise per executor (``executors.<name>.roles``); executors installed as plugins
 share one rule.
 
+A task may only name an executor some worker provides: a built-in one or a plugin the deployer
+declared (``executors.plugin_names``) — the API process cannot see which plugins the workers
+have installed, so an unknown name (``ftp``) is refused when the task is created instead of
+dead-lettering its first run.
+
 The ``python`` executor runs only callables the deployer registered: the values of the
 ``scheduler.tasks`` entry points and the ``module:function`` patterns of
 ``executors.python.allow`` (``*`` is a shell-style wildcard and may span dots:
@@ -98,6 +103,8 @@ class ExecutorPolicy:
     roles: Mapping[str, frozenset[Role]] = field(default_factory=dict)
     python_allow: tuple[str, ...] = ()
     python_registered: frozenset[str] = frozenset()
+    #: The plugin executors the workers provide (``executors.plugin_names``).
+    plugin_names: frozenset[str] = frozenset()
 
     @classmethod
     def from_names(
@@ -106,11 +113,29 @@ class ExecutorPolicy:
         *,
         python_allow: Iterable[str] = (),
         python_registered: Iterable[str] = (),
+        plugin_names: Iterable[str] = (),
     ) -> ExecutorPolicy:
         return cls(
             roles={name: frozenset(Role(r) for r in names) for name, names in roles.items()},
             python_allow=tuple(python_allow),
             python_registered=frozenset(python_registered),
+            plugin_names=frozenset(plugin_names),
+        )
+
+    @property
+    def known_executors(self) -> frozenset[str]:
+        """Every executor name a task may use: the built-ins and the declared plugins."""
+        return BUILTIN_EXECUTORS | self.plugin_names
+
+    def check_known(self, executor: str) -> None:
+        """Raise :class:`ValidationError` (``executor``) for a name no worker provides."""
+        if executor in self.known_executors:
+            return
+        known = ", ".join(sorted(self.known_executors))
+        raise ValidationError(
+            f"unknown executor {executor!r}: the executors are {known} (a plugin executor"
+            " must be declared in executors.plugin_names)",
+            field="executor",
         )
 
     def roles_for(self, executor: str) -> frozenset[Role]:

@@ -92,12 +92,28 @@ def registered_task_callables(group: str = TASK_ENTRY_POINT_GROUP) -> frozenset[
     return frozenset(entry.value.replace(" ", "") for entry in entry_points(group=group))
 
 
+#: The entry-point group in which installed packages register executor plugins (the worker's).
+EXECUTOR_ENTRY_POINT_GROUP = "scheduler.executors"
+
+
+def installed_executor_plugins(group: str = EXECUTOR_ENTRY_POINT_GROUP) -> frozenset[str]:
+    """The names of the executor plugins installed where this process runs."""
+    return frozenset(entry.name for entry in entry_points(group=group))
+
+
 def build_executor_policy(
-    settings: Settings, *, registered: frozenset[str] | None = None
+    settings: Settings,
+    *,
+    registered: frozenset[str] | None = None,
+    installed: frozenset[str] | None = None,
 ) -> ExecutorPolicy:
-    """``executors.<name>.roles`` and ``executors.python.allow`` from the settings, plus the
-    installed task callables (``registered`` replaces the discovery, for tests)."""
+    """``executors.<name>.roles``, ``executors.python.allow`` and ``executors.plugin_names``
+    from the settings, plus the installed task callables and executor plugins of this
+    process (``registered``, ``installed`` replace the discovery, for tests): in ``scheduler
+    run`` the API shares its environment with the worker and knows the plugins without being
+    told."""
     e = settings.executors
+    plugins = installed_executor_plugins() if installed is None else installed
     return ExecutorPolicy.from_names(
         {
             "noop": e.noop.roles,
@@ -108,6 +124,7 @@ def build_executor_policy(
         },
         python_allow=e.python.allow,
         python_registered=registered_task_callables() if registered is None else registered,
+        plugin_names=(*e.plugin_names, *sorted(plugins)),
     )
 
 

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from opentelemetry.sdk.trace import SpanProcessor
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.ports.coordination import RateLimiter
@@ -39,8 +37,7 @@ from scheduler_infrastructure.ratelimit import LocalRateLimiter
 from scheduler_infrastructure.telemetry.metrics import PrometheusMetrics
 from scheduler_infrastructure.telemetry.redaction import PROCESS_RUN_SECRETS, SecretRedactor
 from scheduler_infrastructure.telemetry.tracing import Tracing, build_tracing
-
-logger = logging.getLogger("scheduler.startup")
+from scheduler_infrastructure.waiting import retry_until_ready, wait_for_database
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,44 +69,8 @@ class Resources:
         return self.tracing.tracer
 
 
-async def wait_for_database(engine: AsyncEngine, *, timeout: float) -> None:
-    """Block until the database answers, retrying with backoff and saying so, or raise."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    delay = 0.25
-    while True:
-        try:
-            async with engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-            return
-        except Exception as error:
-            if loop.time() + delay > deadline:
-                raise ConnectionError(
-                    f"database unreachable after {timeout:.0f} s: {type(error).__name__}: {error}"
-                ) from error
-            logger.warning(
-                "database not reachable (%s); retrying in %.1f s", type(error).__name__, delay
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
-async def _open_queue(queue: Any, *, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    delay = 0.25
-    while True:
-        try:
-            await queue.__aenter__()
-            return
-        except Exception as error:
-            if loop.time() + delay > deadline:
-                raise ConnectionError(
-                    f"queue unreachable after {timeout:.0f} s: {type(error).__name__}: {error}"
-                ) from error
-            logger.warning("queue not reachable (%s); retrying in %.1f s", error, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+async def _open_queue(queue: Any, *, timeout: float, stop: asyncio.Event | None) -> None:
+    await retry_until_ready(queue.__aenter__, what="queue", timeout=timeout, stop=stop)
 
 
 @contextlib.asynccontextmanager
@@ -118,10 +79,12 @@ async def open_resources(
     *,
     components: Sequence[str] = (),
     span_processor: SpanProcessor | None = None,
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[Resources]:
     """``components``: what this process runs (``api``, ``dispatcher``, ``worker``), which
     names it in its traces. ``span_processor`` replaces the configured trace exporter (and
-    turns tracing on): tests pass an in-memory one."""
+    turns tracing on): tests pass an in-memory one. ``stop`` (set by SIGTERM) ends the
+    waiting for the database or the queue at once (:class:`StartupInterrupted`)."""
     engine = build_engine(settings)
     redactor = SecretRedactor.from_settings(settings)
     tracing = build_tracing(
@@ -130,7 +93,7 @@ async def open_resources(
     tracing.instrument(engine)
     try:
         timeout = settings.database.connect_retry_seconds
-        await wait_for_database(engine, timeout=timeout)
+        await wait_for_database(engine, timeout=timeout, stop=stop)
         queue = build_run_queue(
             backend=settings.queue.backend,
             engine=engine,
@@ -138,7 +101,7 @@ async def open_resources(
             redis_url=_with_password(settings.redis.url, settings.redis.password),
             prefix=settings.queue.prefix,
         )
-        await _open_queue(queue, timeout=timeout)
+        await _open_queue(queue, timeout=timeout, stop=stop)
         metrics = PrometheusMetrics()
         limiter, close_limiter = build_rate_limiter(settings, metrics)
         try:

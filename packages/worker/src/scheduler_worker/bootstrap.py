@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -13,6 +14,7 @@ from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.resources import Resources, open_resources
 from scheduler_infrastructure.startup import StartupError, prepare
 from scheduler_infrastructure.telemetry import MetricsServer, serve_metrics
+from scheduler_infrastructure.waiting import StartupInterrupted
 from scheduler_worker.executors import ExecutorRegistry, builtin_executors
 from scheduler_worker.runtime import WorkerOptions, WorkerRuntime
 from scheduler_worker.sandbox.dumpable import make_non_dumpable
@@ -21,6 +23,7 @@ from scheduler_worker.sandbox.policy import ResourceLimits, SandboxPolicy, sandb
 
 __all__ = [
     "StartupError",
+    "StartupInterrupted",
     "build_worker",
     "load",
     "metrics_endpoint",
@@ -130,11 +133,13 @@ async def metrics_endpoint(resources: Resources) -> AsyncIterator[MetricsServer 
 
 
 @contextlib.asynccontextmanager
-async def standalone_worker(settings: Settings) -> AsyncIterator[WorkerRuntime]:
+async def standalone_worker(
+    settings: Settings, *, stop: asyncio.Event | None = None
+) -> AsyncIterator[WorkerRuntime]:
     """A worker with its own resources and, unless ``worker.metrics_port`` is 0, its own
-    metrics endpoint."""
+    metrics endpoint. ``stop`` ends the waiting for the database or the queue at start-up."""
     async with (
-        open_resources(settings, components=["worker"]) as resources,
+        open_resources(settings, components=["worker"], stop=stop) as resources,
         metrics_endpoint(resources),
         build_worker(resources) as runtime,
     ):

@@ -61,3 +61,55 @@ SecretEnv = Annotated[
         "echo; NAME=VALUE works too but leaves VALUE in your shell history.",
     ),
 ]
+Strategy = Annotated[
+    str | None,
+    typer.Option(help="How runs pick a worker: queue, round_robin, least_loaded or random."),
+]
+Concurrency = Annotated[
+    str | None,
+    typer.Option(help="When a run is still active: allow, forbid, replace or buffer_one."),
+]
+MaxConcurrent = Annotated[
+    str | None,
+    typer.Option(metavar="N|none", help="At most N active runs of the task; none: no cap."),
+]
+Misfire = Annotated[
+    str | None,
+    typer.Option(help="Slots missed (the dispatcher was down): skip, run_once or catch_up."),
+]
+CatchUpCap = Annotated[
+    int | None, typer.Option(help="catch_up: at most this many of the newest missed slots.")
+]
+MisfireGrace = Annotated[
+    float | None,
+    typer.Option(help="Seconds late a slot may still run as if on time."),
+]
+Spread = Annotated[
+    float | None,
+    typer.Option("--spread", help="Spread each run up to N seconds after its slot (stable)."),
+]
+RateLimit = Annotated[
+    str | None,
+    typer.Option(
+        metavar="LIMIT|none", help="At most this many runs per period: 10/m, 5/10s; none: no limit."
+    ),
+]
+TriggerRule = Annotated[
+    str | None,
+    typer.Option(help="When upstream runs let this task run, e.g. all_success, all_done."),
+]
+RetryBaseDelay = Annotated[
+    float | None, typer.Option(help="Seconds before the first retry (doubling after).")
+]
+RetryMaxDelay = Annotated[float | None, typer.Option(help="Longest wait between retries.")]
+RetryJitter = Annotated[
+    float | None, typer.Option(help="Up to this many seconds added to each retry's wait.")
+]
+DstGap = Annotated[
+    str | None,
+    typer.Option(help="A cron time the DST change skips: shift (run after the gap) or skip."),
+]
+DstFold = Annotated[
+    str | None,
+    typer.Option(help="A cron time the DST change repeats: first, last or both."),
+]

@@ -18,6 +18,7 @@ import base64
 import binascii
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -29,8 +30,12 @@ from urllib.parse import urlsplit
 from scheduler_domain.accounts import Role
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.outbound import OutboundPolicy
+from scheduler_domain.rate_limit import RateLimit
 from scheduler_infrastructure.config.settings import SECRETS, Settings
 from scheduler_infrastructure.errors import ConfigError
+
+#: A queue's name, as a task's ``queue`` accepts it.
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 ENV_PREFIX = "SCHEDULER__"
 FILE_SUFFIX = "_FILE"
@@ -288,6 +293,28 @@ def _check_secrets_key(key: str | None) -> None:
             )
 
 
+def parse_queue_rate_limits(
+    entries: tuple[str, ...], *, key: str = "dispatcher.queue_rate_limits"
+) -> dict[str, RateLimit]:
+    """``["reports=10/s", "email=100/m"]`` → queue name → its limit, or :class:`ConfigError`
+    naming ``key``."""
+    limits: dict[str, RateLimit] = {}
+    for entry in entries:
+        queue, equals, text = entry.partition("=")
+        queue = queue.strip()
+        if not equals or not _QUEUE_NAME.match(queue):
+            raise ConfigError(
+                key, f"{entry!r} is not of the form 'QUEUE=LIMIT', e.g. 'reports=10/s'"
+            )
+        if queue in limits:
+            raise ConfigError(key, f"queue {queue!r} is limited twice")
+        try:
+            limits[queue] = RateLimit.parse(text)
+        except ValidationError as exc:
+            raise ConfigError(key, exc.message) from None
+    return limits
+
+
 def _check_outbound_allow(s: Settings) -> None:
     try:
         OutboundPolicy.from_allow(s.executors.http.allow, field="executors.http.allow")
@@ -373,6 +400,7 @@ def _check(s: Settings) -> None:
         raise ConfigError("worker.queues", "must name at least one queue")
     _check_executors(s)
     _check_outbound_allow(s)
+    parse_queue_rate_limits(s.dispatcher.queue_rate_limits)
     for key, value in (
         ("worker.max_cpu_seconds", s.worker.max_cpu_seconds),
         ("worker.max_memory_bytes", s.worker.max_memory_bytes),

@@ -93,6 +93,11 @@ class DispatcherSettings:
     metrics_host: str = "127.0.0.1"
     #: How often queue depths and worker counts are sampled for the gauges.
     gauge_interval_seconds: float = 10.0
+    #: Per-queue rate limits, ``QUEUE=LIMIT`` (``["reports=10/s", "email=100/m"]``): at most
+    #: that many runs of the queue's tasks are published per period, across every dispatcher
+    #: (and the API's immediate publishing) sharing the rate limiter; on top of each task's own
+    #: ``rate_limit``. Give every process the same list.
+    queue_rate_limits: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +190,9 @@ class ExecutorsSettings:
     shell: ExecutorSettings = field(default_factory=ExecutorSettings)
     python: PythonExecutorSettings = field(default_factory=PythonExecutorSettings)
     plugins: ExecutorSettings = field(default_factory=ExecutorSettings)
+    #: The names of the plugin executors the workers provide: a task naming an executor that
+    #: is neither built in (noop, http, shell, python) nor listed here is refused (422).
+    plugin_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,88 @@
+"""A queue's rate limit (``dispatcher.queue_rate_limits``) over a real dispatcher, as its
+composition root builds it from the settings: the runs of the limited queue are published at
+the configured rate within 10 %, those of another queue are not held back."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from scheduler_application.auth_context import Principal
+from scheduler_application.runs import RunService
+from scheduler_application.tasks import TaskService
+from scheduler_dispatcher.bootstrap import build_dispatcher
+from scheduler_domain.accounts import Role
+from scheduler_domain.run import TaskRun
+from scheduler_infrastructure.config import DatabaseSettings, DispatcherSettings, Settings
+from scheduler_infrastructure.persistence.migrations import upgrade
+from scheduler_infrastructure.resources import open_resources
+
+pytestmark = pytest.mark.timeout(90)
+
+OWNER = Principal(subject_id="user-1", role=Role.USER)
+RATE = 10  # runs per second: "metered=10/s"
+WARM_UP = timedelta(seconds=1.5)  # past the bucket's initial burst of 10
+WINDOW = timedelta(seconds=3)
+TRIGGERS = 70  # a backlog that keeps the bucket empty past warm-up + window
+
+
+async def test_a_queue_limit_from_the_config_holds_over_a_real_dispatcher(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'queue-limit.db'}"
+    await asyncio.to_thread(upgrade, url)
+    settings = Settings(
+        database=DatabaseSettings(url=url),
+        dispatcher=DispatcherSettings(
+            relay_interval_seconds=0.05,
+            metrics_port=0,
+            queue_rate_limits=(f"metered={RATE}/s",),
+        ),
+    )
+    async with open_resources(settings) as resources:
+        tasks = TaskService(uow_factory=resources.uow_factory, clock=resources.clock)
+        runs = RunService(uow_factory=resources.uow_factory, clock=resources.clock)
+        metered = await tasks.create(
+            {"name": "metered", "executor": "noop", "queue": "metered"}, principal=OWNER
+        )
+        free = await tasks.create(
+            {"name": "free", "executor": "noop", "queue": "free"}, principal=OWNER
+        )
+        for n in range(TRIGGERS):
+            await runs.trigger(metered.id, principal=OWNER, idempotency_key=f"m{n}")
+        for n in range(30):
+            await runs.trigger(free.id, principal=OWNER, idempotency_key=f"f{n}")
+
+        dispatcher = build_dispatcher(resources)
+        running = asyncio.create_task(dispatcher.run())
+        await asyncio.wait_for(dispatcher.wait_started(), timeout=10)
+        try:
+
+            async def queued(task_id: str) -> list[TaskRun]:
+                page = await runs.list(principal=OWNER, task_id=task_id, limit=200)
+                return [run for run in page.items if run.queued_at is not None]
+
+            async with asyncio.timeout(30):
+                while len(await queued(free.id)) < 30:
+                    await asyncio.sleep(0.05)
+                free_stamps = sorted(run.queued_at for run in await queued(free.id))  # type: ignore[misc]
+                first = free_stamps[0]
+                end = first + WARM_UP + WINDOW
+                while True:
+                    stamps = sorted(run.queued_at for run in await queued(metered.id))  # type: ignore[misc]
+                    if (stamps and stamps[-1] >= end) or len(stamps) == TRIGGERS:
+                        break
+                    await asyncio.sleep(0.1)
+        finally:
+            dispatcher.stop()
+            await asyncio.wait_for(running, timeout=10)
+
+    start = stamps[0] + WARM_UP
+    in_window = [stamp for stamp in stamps if start <= stamp < start + WINDOW]
+    expected = RATE * WINDOW.total_seconds()
+    assert abs(len(in_window) - expected) <= 0.10 * expected, (len(in_window), expected)
+    # The other queue is not held back: its 30 runs pass within a second, no 10/s spacing.
+    assert free_stamps[-1] - free_stamps[0] < timedelta(seconds=1)
