@@ -53,13 +53,16 @@ class Scenario:
             uow_factory=self.uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
         )
         self.runs = RunService(uow_factory=self.uow_factory, clock=clock)
-        # The task process may run as another user (the workers run tasks as nobody when the
-        # tests run as root): the ledger lives where that user can write, not in pytest's
-        # private folders, and goes when the scenario does.
+        # Task processes run as other users (a uid of its own per run when the tests run as
+        # root): the ledger lives where they can all write, not in pytest's private folders,
+        # and exists beforehand, writable by all — a run creating it would own it, and the
+        # next run, as another uid, could not append. It goes when the scenario does.
         shared = Path(tempfile.mkdtemp(prefix="scheduler-ledger-"))
         shared.chmod(0o777)
         weakref.finalize(self, shutil.rmtree, shared, True)
         self.ledger = shared / "ledger.txt"
+        self.ledger.touch()
+        self.ledger.chmod(0o666)
 
     async def ensure_owner(self) -> None:
         """The tasks' owner as a real operator account: the workers check the owner's role
