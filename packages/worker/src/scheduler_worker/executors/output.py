@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import codecs
 
-DEFAULT_OUTPUT_LIMIT = 65_536
+from scheduler_application.output_caps import DEFAULT_OUTPUT_LIMIT, cap_text
+
+__all__ = ["DEFAULT_OUTPUT_LIMIT", "CappedOutput", "capped_text"]
 
 
 class CappedOutput:
@@ -51,7 +53,6 @@ class CappedOutput:
 
 
 def capped_text(text: str, limit: int) -> str:
-    """``text`` cut to at most ``limit`` UTF-8 bytes, with the same marker as captured output."""
-    output = CappedOutput(limit)
-    output.write(text.encode("utf-8", "replace"))
-    return output.text() or ""
+    """``text`` cut to at most ``limit`` UTF-8 bytes, with the same marker as captured output
+    (the rule the server applies to HTTP workers' outcomes)."""
+    return cap_text(text, limit) or ""
