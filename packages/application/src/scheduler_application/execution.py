@@ -24,13 +24,14 @@ from scheduler_application.errors import (
     Unavailable,
 )
 from scheduler_application.observation import ExecutionObservation
+from scheduler_application.output_caps import storable_result
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.executor import ExecutionContext, ExecutionResult
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.redaction import NO_REDACTION, Redactor
 from scheduler_application.ports.secrets import SecretBox
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from scheduler_application.redaction import conceal_secrets, redact_result, storable_result
+from scheduler_application.redaction import conceal_secrets, redact_result
 from scheduler_application.retries import (
     Settlement,
     plan_failed_attempt,

@@ -103,35 +103,3 @@ def _redact_value(redactor: Redactor, value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_redact_value(redactor, item) for item in value]
     return value
-
-
-def storable_result(result: ExecutionResult) -> ExecutionResult:
-    """``result`` as a database can hold it: NUL characters (which PostgreSQL's text and JSONB
-    refuse) become U+FFFD, and lone surrogates (undecodable bytes a task's output may carry)
-    become ``?``. Whatever a task prints, its outcome can be recorded."""
-    return replace(
-        result,
-        output=_storable(result.output) if result.output else result.output,
-        error=_storable(result.error) if result.error else result.error,
-        result=_storable_value(result.result) if result.result else result.result,
-    )
-
-
-def _storable(text: str) -> str:
-    if "\x00" in text:
-        text = text.replace("\x00", "\ufffd")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "replace").decode("utf-8")
-    return text
-
-
-def _storable_value(value: Any) -> Any:
-    if isinstance(value, str):
-        return _storable(value)
-    if isinstance(value, dict):
-        return {_storable_value(key): _storable_value(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_storable_value(item) for item in value]
-    return value
