@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from embedded import ADMIN_PASSWORD, embedded
+from embedded import ADMIN_PASSWORD, Embedded, embedded
 from harness import eventually
 
 pytestmark = pytest.mark.timeout(120)
@@ -46,5 +46,5 @@ async def test_draining_the_embedded_worker_leaves_the_api_and_dispatcher_servin
         assert "received SIGTERM: shutting down" in server.logs()
 
 
-async def _logged(server: object, text: str) -> bool:
-    return text in server.logs()  # type: ignore[attr-defined]
+async def _logged(server: Embedded, text: str) -> bool:
+    return text in server.logs()

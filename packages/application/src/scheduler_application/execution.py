@@ -254,26 +254,18 @@ class ExecutionService:
         """Why the executor policy refuses to run each of ``tasks`` now, by task id: checked
         against the owner's current role — looked up only for an executor that some role able
         to own a task may not use — and, for ``python``, the registered callables."""
-        guarded = [
-            task
-            for task in tasks
-            if task.executor == "python" or not self._policy.open_to_every_owner(task.executor)
-        ]
-        if not guarded:
-            return {}
         roles: dict[str, Role | None] = {}
-        for task in guarded:
-            if task.owner_id in roles or self._policy.open_to_every_owner(task.executor):
-                continue
-            owner = await uow.users.get(task.owner_id)
-            roles[task.owner_id] = owner.role if owner is not None else None
         refusals: dict[str, str] = {}
-        for task in guarded:
-            role: Role | None = (
-                Role.ADMIN  # any owner may use it: only the callable is left to check
-                if self._policy.open_to_every_owner(task.executor)
-                else roles[task.owner_id]
-            )
+        for task in tasks:
+            if self._policy.open_to_every_owner(task.executor):
+                if task.executor != "python":
+                    continue
+                role: Role | None = Role.ADMIN  # any owner may: only the callable is checked
+            else:
+                if task.owner_id not in roles:
+                    owner = await uow.users.get(task.owner_id)
+                    roles[task.owner_id] = owner.role if owner is not None else None
+                role = roles[task.owner_id]
             refusal = self._policy.refusal(task.executor, task.params, role)
             if refusal is not None:
                 refusals[task.id] = refusal
