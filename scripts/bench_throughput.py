@@ -36,7 +36,7 @@ from sqlalchemy import bindparam, func, insert, select, text
 from sqlalchemy.engine import make_url
 
 from scheduler_application.auth_context import Principal
-from scheduler_application.relay import RunRelay
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_domain.accounts import Role

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pending_runs import PendingRuns
 from scheduler_application.auth_context import Principal
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
-from scheduler_application.testing import OPEN_EXECUTOR_POLICY
+from scheduler_application.testing import OPEN_EXECUTOR_POLICY, InMemoryRunQueue
 from scheduler_domain.accounts import Role, User
 from scheduler_domain.events import RunEvent
 from scheduler_domain.run import TaskRun
@@ -52,7 +54,14 @@ class Scenario:
         self.tasks = TaskService(
             uow_factory=self.uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
         )
-        self.runs = RunService(uow_factory=self.uow_factory, clock=clock)
+        # Runs are written pending, for the dispatcher processes under test to publish; the
+        # service (its relay on a queue of its own, never used) only reads them.
+        self.pending = PendingRuns(uow_factory=self.uow_factory, clock=clock)
+        self.runs = RunService(
+            uow_factory=self.uow_factory,
+            clock=clock,
+            relay=RunRelay(uow_factory=self.uow_factory, clock=clock, queue=InMemoryRunQueue()),
+        )
         # Task processes run as other users (a uid of its own per run when the tests run as
         # root): the ledger lives where they can all write, not in pytest's private folders,
         # and exists beforehand, writable by all — a run creating it would own it, and the
@@ -99,7 +108,7 @@ class Scenario:
         return task.id
 
     async def trigger(self, task_id: str, key: str | None = None) -> TaskRun:
-        return await self.runs.trigger(task_id, principal=OWNER, idempotency_key=key)
+        return await self.pending.trigger(task_id, principal=OWNER, idempotency_key=key)
 
     async def get(self, run_id: str) -> TaskRun:
         return await self.runs.get(run_id, principal=OWNER)

@@ -1,6 +1,6 @@
 """Dispatch strategies with three live ``scheduler-worker`` processes (issue 4).
 
-The queue backend is PostgreSQL: routing (``scheduler_application.routing``, called by the
+The queue backend is PostgreSQL: routing (``scheduler_application.dispatch.routing``, called by the
 relay) only chooses the name of the queue a run is published to — the task's queue or a worker's
 direct queue ``worker.<id>`` — and is the same code for every backend; the direct queues
 themselves are covered per backend by the queue contract tests.
@@ -19,7 +19,7 @@ import pytest
 from harness import Cluster, eventually
 from scenario import OWNER, TASK_PYTHON, Scenario
 
-from scheduler_application.routing import DIRECT_QUEUE_PREFIX
+from scheduler_application.dispatch.routing import DIRECT_QUEUE_PREFIX
 from scheduler_domain.run import TaskRun
 from scheduler_domain.status import RunStatus
 from scheduler_domain.worker import Worker, WorkerStatus

@@ -14,11 +14,11 @@ from typing import Any
 
 from scheduler_application.auth_context import Principal
 from scheduler_application.dependencies import DependencyResolver
+from scheduler_application.dispatch.rate_limiting import RunRateLimits
+from scheduler_application.dispatch.relay import RunRelay
+from scheduler_application.dispatch.routing import Router
 from scheduler_application.execution import ExecutionService
-from scheduler_application.rate_limiting import RunRateLimits
 from scheduler_application.reaper import LeaseReaper
-from scheduler_application.relay import RunRelay
-from scheduler_application.routing import Router
 from scheduler_application.runs import RunService
 from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.task_changes import TaskChangeSignal
@@ -163,7 +163,7 @@ async def dispatcher_stack(
                     clock=clock,
                     executor_policy=OPEN_EXECUTOR_POLICY,
                 ),
-                runs=RunService(uow_factory=uow_factory, clock=clock),
+                runs=RunService(uow_factory=uow_factory, clock=clock, relay=relay),
                 execution=ExecutionService(
                     uow_factory=uow_factory,
                     clock=clock,

@@ -11,8 +11,8 @@ import pytest
 from dispatcher_stack import OWNER, dispatcher_stack, running_worker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scheduler_application.relay import RunRelay
-from scheduler_application.runs import RunService
+from pending_runs import PendingRuns
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
@@ -105,7 +105,8 @@ async def test_slots_passed_while_paused_are_stored_as_paused_decisions_on_resum
     assert aggregated.slot == START + MINUTE
     assert aggregated.detail == {"aggregated": True, "until": "2030-03-01T12:10:00Z", "count": 10}
     # The firing path then only sees the slots after the resume: no misfire for the pause.
-    firing = ScheduleFiring(uow_factory=uow_factory, clock=clock)
+    relay = RunRelay(uow_factory=uow_factory, clock=clock, queue=InMemoryRunQueue())
+    firing = ScheduleFiring(uow_factory=uow_factory, clock=clock, relay=relay)
     clock.set(START + 61 * MINUTE)
     report = await firing.fire_due_tasks()
     assert (report.fired, report.skipped) == (1, {})
@@ -133,7 +134,14 @@ async def test_concurrent_dispatchers_on_postgres_never_create_a_slot_twice(
         for index in range(40)
     ]
     clock.set(START + 3 * MINUTE)
-    dispatchers = [ScheduleFiring(uow_factory=uow_factory, clock=clock) for _ in range(4)]
+    dispatchers = [
+        ScheduleFiring(
+            uow_factory=uow_factory,
+            clock=clock,
+            relay=RunRelay(uow_factory=uow_factory, clock=clock, queue=InMemoryRunQueue()),
+        )
+        for _ in range(4)
+    ]
 
     reports = await asyncio.gather(*(d.fire_due_tasks(batch=7) for d in dispatchers * 3))
 
@@ -166,7 +174,7 @@ async def test_max_concurrent_holds_across_concurrent_relays_on_postgres(
     uow_factory = postgres_uow_factory
     clock = FakeClock(START)
     tasks = TaskService(uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY)
-    runs = RunService(uow_factory=uow_factory, clock=clock)
+    runs = PendingRuns(uow_factory=uow_factory, clock=clock)
     task = await tasks.create(
         {"name": "capped", "executor": "noop", "max_concurrent": 3}, principal=OWNER
     )

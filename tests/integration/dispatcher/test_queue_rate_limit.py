@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from pending_runs import PendingRuns
 from scheduler_application.auth_context import Principal
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_dispatcher.bootstrap import build_dispatcher
@@ -44,17 +46,25 @@ async def test_a_queue_limit_from_the_config_holds_over_a_real_dispatcher(
     )
     async with open_resources(settings) as resources:
         tasks = TaskService(uow_factory=resources.uow_factory, clock=resources.clock)
-        runs = RunService(uow_factory=resources.uow_factory, clock=resources.clock)
+        # Pending before the dispatcher starts: its relay loop publishes the backlog.
+        pending = PendingRuns(uow_factory=resources.uow_factory, clock=resources.clock)
+        runs = RunService(
+            uow_factory=resources.uow_factory,
+            clock=resources.clock,
+            relay=RunRelay(
+                uow_factory=resources.uow_factory, clock=resources.clock, queue=resources.queue
+            ),
+        )
         metered = await tasks.create(
             {"name": "metered", "executor": "noop", "queue": "metered"}, principal=OWNER
         )
         free = await tasks.create(
             {"name": "free", "executor": "noop", "queue": "free"}, principal=OWNER
         )
-        for n in range(TRIGGERS):
-            await runs.trigger(metered.id, principal=OWNER, idempotency_key=f"m{n}")
-        for n in range(30):
-            await runs.trigger(free.id, principal=OWNER, idempotency_key=f"f{n}")
+        for _ in range(TRIGGERS):
+            await pending.trigger(metered.id, principal=OWNER)
+        for _ in range(30):
+            await pending.trigger(free.id, principal=OWNER)
 
         dispatcher = build_dispatcher(resources)
         running = asyncio.create_task(dispatcher.run())

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from scheduler_application.auth_context import Principal
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.execution import ExecutionService
 from scheduler_application.reaper import LeaseReaper
-from scheduler_application.relay import RunRelay
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
@@ -104,6 +104,7 @@ async def running(runtime: WorkerRuntime) -> AsyncIterator[WorkerRuntime]:
 async def stack(uow_factory: SqlUnitOfWorkFactory) -> AsyncIterator[Stack]:
     clock = SystemClock()
     async with MemoryRunQueue() as queue:
+        relay = RunRelay(uow_factory=uow_factory, clock=clock, queue=queue)
         execution = ExecutionService(
             uow_factory=uow_factory,
             clock=clock,
@@ -112,7 +113,7 @@ async def stack(uow_factory: SqlUnitOfWorkFactory) -> AsyncIterator[Stack]:
         )
         dispatcher = Dispatcher(
             loops=reliability_loops(
-                relay=RunRelay(uow_factory=uow_factory, clock=clock, queue=queue),
+                relay=relay,
                 reaper=LeaseReaper(uow_factory=uow_factory, clock=clock),
                 workers=WorkerService(uow_factory=uow_factory, clock=clock),
                 timings=LoopTimings(
@@ -131,7 +132,7 @@ async def stack(uow_factory: SqlUnitOfWorkFactory) -> AsyncIterator[Stack]:
                 tasks=TaskService(
                     uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
                 ),
-                runs=RunService(uow_factory=uow_factory, clock=clock),
+                runs=RunService(uow_factory=uow_factory, clock=clock, relay=relay),
                 execution=execution,
                 dispatcher=dispatcher,
                 clock=clock,

@@ -15,8 +15,8 @@ from execution_stack import OWNER, PYTHON, running
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.execution import ExecutionService
-from scheduler_application.relay import RunRelay
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
@@ -117,8 +117,8 @@ async def test_a_shell_run_gets_its_secrets_and_its_stored_output_masks_them(
     clock = SystemClock()
     scope = WatchedRunSecrets()
     async with MemoryRunQueue() as queue:
-        runs = RunService(uow_factory=uow_factory, clock=clock)
         relay = RunRelay(uow_factory=uow_factory, clock=clock, queue=queue)
+        runs = RunService(uow_factory=uow_factory, clock=clock, relay=relay)
         runtime = WorkerRuntime(
             execution=ExecutionService(
                 uow_factory=uow_factory,
@@ -167,8 +167,8 @@ async def test_a_run_whose_secrets_the_worker_cannot_open_fails_without_running(
     clock = SystemClock()
     marker = tmp_path / "ran"
     async with MemoryRunQueue() as queue:
-        runs = RunService(uow_factory=uow_factory, clock=clock)
         relay = RunRelay(uow_factory=uow_factory, clock=clock, queue=queue)
+        runs = RunService(uow_factory=uow_factory, clock=clock, relay=relay)
         other_key = FernetSecretBox(keys=[generate_key()])
         runtime = WorkerRuntime(
             execution=ExecutionService(

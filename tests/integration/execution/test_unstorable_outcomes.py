@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from execution_stack import OWNER
 
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.execution import ExecutionService, Outcome
 from scheduler_application.ports.executor import ExecutionResult
-from scheduler_application.relay import RunRelay
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
@@ -27,14 +27,14 @@ async def test_an_outcome_with_nul_and_surrogates_is_recorded(
 ) -> None:
     clock = SystemClock()
     tasks = TaskService(uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY)
-    runs = RunService(uow_factory=uow_factory, clock=clock)
     execution = ExecutionService(
         uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
     )
     task = await tasks.create({"name": "leaky", "executor": "noop"}, principal=OWNER)
     async with MemoryRunQueue() as queue:
+        relay = RunRelay(uow_factory=uow_factory, clock=clock, queue=queue)
+        runs = RunService(uow_factory=uow_factory, clock=clock, relay=relay)
         run = await runs.trigger(task.id, principal=OWNER)
-        await RunRelay(uow_factory=uow_factory, clock=clock, queue=queue).relay_pending()
     claimed = await execution.claim(run.id, worker_id="w")
     assert claimed is not None
     result = ExecutionResult(

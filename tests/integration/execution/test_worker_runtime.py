@@ -155,7 +155,7 @@ async def test_duplicate_delivery_is_acked_and_dropped(stack: Stack) -> None:
             return (await stack.runs.get(run.id, principal=OWNER)).status is RunStatus.SUCCEEDED
 
         await stack.wait_for(done)
-        from scheduler_application.relay import run_message
+        from scheduler_application.dispatch.publishing import run_message
 
         finished = await stack.runs.get(run.id, principal=OWNER)
         finished.queued_at = finished.queued_at or finished.created_at

@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 
 from scheduler_application.auth_context import SYSTEM, Principal
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Conflict, NotFound, PermissionDenied
 from scheduler_application.execution import ExecutionService
 from scheduler_application.ports.executor import ExecutionResult
-from scheduler_application.relay import RunRelay
 from scheduler_application.remote_workers import RemoteWorkerService
 from scheduler_application.runs import RunService
 from scheduler_application.status_report import StatusService
@@ -49,8 +49,9 @@ def remote(uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock) -> RemoteWo
 async def queued_run(uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock) -> str:
     tasks = TaskService(uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY)
     task = await tasks.create({"name": "t", "executor": "noop"}, principal=ALICE)
-    run = await RunService(uow_factory=uow_factory, clock=clock).trigger(task.id, principal=ALICE)
-    await RunRelay(uow_factory=uow_factory, clock=clock, queue=InMemoryRunQueue()).relay_pending()
+    relay = RunRelay(uow_factory=uow_factory, clock=clock, queue=InMemoryRunQueue())
+    runs = RunService(uow_factory=uow_factory, clock=clock, relay=relay)
+    run = await runs.trigger(task.id, principal=ALICE)
     return run.id
 
 

@@ -5,9 +5,10 @@ import random
 import pytest
 from application_fixtures import ALICE, START, task_spec
 
+from pending_runs import PendingRuns
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.execution import ExecutionService
 from scheduler_application.reaper import LeaseReaper
-from scheduler_application.relay import RunRelay
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
@@ -53,8 +54,13 @@ def tasks(uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock) -> TaskServi
 
 
 @pytest.fixture
-def runs(uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock) -> RunService:
-    return RunService(uow_factory=uow_factory, clock=clock)
+def runs(uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock, relay: RunRelay) -> RunService:
+    return RunService(uow_factory=uow_factory, clock=clock, relay=relay)
+
+
+@pytest.fixture
+def pending(uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock) -> PendingRuns:
+    return PendingRuns(uow_factory=uow_factory, clock=clock)
 
 
 @pytest.fixture

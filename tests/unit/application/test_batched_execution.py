@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from application_fixtures import ALICE, START, task_spec
 
+from scheduler_application.dispatch.gates import DISPATCHED_FIELDS
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Conflict, NotFound
 from scheduler_application.execution import (
     OUTCOME_FIELDS,
@@ -19,7 +21,6 @@ from scheduler_application.execution import (
     Outcome,
 )
 from scheduler_application.ports.executor import ExecutionResult
-from scheduler_application.relay import DISPATCHED_FIELDS, RunRelay
 from scheduler_application.retries import Settlement
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService

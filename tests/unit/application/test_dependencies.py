@@ -18,9 +18,9 @@ from scheduler_application.dependencies import (
     dependency_key,
     evaluate_rule,
 )
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.execution import ExecutionService
 from scheduler_application.ports.executor import ExecutionResult
-from scheduler_application.relay import RunRelay
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
@@ -394,6 +394,7 @@ async def test_a_dependent_created_after_the_upstream_finished_does_not_replay_i
 async def test_runs_finished_before_the_horizon_are_ignored(
     tasks: TaskService,
     uow_factory: InMemoryUnitOfWorkFactory,
+    relay: RunRelay,
     store: InMemoryStore,
     clock: FakeClock,
 ) -> None:
@@ -401,7 +402,9 @@ async def test_runs_finished_before_the_horizon_are_ignored(
     d = await make(tasks, "d", a)
     finished(store, a, RunStatus.SUCCEEDED, at=START + timedelta(seconds=1))
     clock.advance(timedelta(hours=2))
-    short = DependencyResolver(uow_factory=uow_factory, clock=clock, horizon=timedelta(hours=1))
+    short = DependencyResolver(
+        uow_factory=uow_factory, clock=clock, relay=relay, horizon=timedelta(hours=1)
+    )
     assert (await short.resolve_finished()).resolved == 0
     assert runs_of(store, d) == []
 

@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from application_fixtures import ALICE, START, task_spec
 
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Conflict, NotFound
 from scheduler_application.execution import ActiveRun, ClaimedRun, ExecutionService
 from scheduler_application.ports.executor import ExecutionResult
 from scheduler_application.reaper import LeaseReaper
-from scheduler_application.relay import RunRelay
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import FakeClock, InMemoryRunQueue, InMemoryStore

@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 from application_fixtures import ALICE, OPERATOR, START, task_spec
 
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import PermissionDenied
 from scheduler_application.execution import ExecutionService
-from scheduler_application.relay import RunRelay
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import FakeClock, InMemoryStore, InMemoryUnitOfWorkFactory

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from application_fixtures import ALICE, START, task_spec
 
-from scheduler_application.relay import RunRelay
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from application_fixtures import ALICE, START, task_spec
 
-from scheduler_application.rate_limiting import RunRateLimits
-from scheduler_application.relay import RunRelay
+from scheduler_application.dispatch.rate_limiting import RunRateLimits
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (

@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 from application_fixtures import ALICE, START, task_spec
 
+from pending_runs import PendingRuns
+from scheduler_application.dispatch.rate_limiting import RunRateLimits
+from scheduler_application.dispatch.relay import RunRelay
+from scheduler_application.dispatch.routing import Router
 from scheduler_application.execution import ExecutionService
 from scheduler_application.ports.executor import ExecutionResult
 from scheduler_application.ports.queue import RunMessage
-from scheduler_application.rate_limiting import RunRateLimits
-from scheduler_application.relay import RunRelay
-from scheduler_application.routing import Router
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
@@ -262,7 +263,7 @@ async def test_the_relay_stages_what_it_queues_on_a_database_queue(
 ) -> None:
     database_queue = InMemoryTransactionalRunQueue()
     relay = RunRelay(uow_factory=uow_factory, clock=clock, queue=database_queue)
-    pending_only = RunService(uow_factory=uow_factory, clock=clock)
+    pending_only = PendingRuns(uow_factory=uow_factory, clock=clock)
     task = await make(tasks)
     run = await pending_only.trigger(task.id, principal=ALICE)
     assert run.status is RunStatus.PENDING

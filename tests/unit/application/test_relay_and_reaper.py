@@ -5,10 +5,11 @@ from datetime import timedelta
 import pytest
 from application_fixtures import ALICE, task_spec
 
+from pending_runs import PendingRuns
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Unavailable
 from scheduler_application.execution import ExecutionService
 from scheduler_application.reaper import LeaseReaper
-from scheduler_application.relay import RunRelay
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import FakeClock, InMemoryRunQueue, InMemoryStore
@@ -18,14 +19,14 @@ from scheduler_domain.worker import Worker
 
 
 async def test_relay_queues_due_runs_commits_then_publishes(
-    runs: RunService,
+    pending: PendingRuns,
     relay: RunRelay,
     alice_task: Task,
     queue: InMemoryRunQueue,
     store: InMemoryStore,
     clock: FakeClock,
 ) -> None:
-    run = await runs.trigger(alice_task.id, principal=ALICE)
+    run = await pending.trigger(alice_task.id, principal=ALICE)
     [message] = await relay.relay_pending()
     stored = store.row("runs", run.id)
     assert (stored.status, stored.queued_at) == (RunStatus.QUEUED, clock.now())
@@ -50,14 +51,14 @@ async def test_relay_with_nothing_due_does_not_commit(
 
 
 async def test_broker_outage_after_commit_is_healed_by_republishing_stale_runs(
-    runs: RunService,
+    pending: PendingRuns,
     relay: RunRelay,
     alice_task: Task,
     queue: InMemoryRunQueue,
     store: InMemoryStore,
     clock: FakeClock,
 ) -> None:
-    run = await runs.trigger(alice_task.id, principal=ALICE)
+    run = await pending.trigger(alice_task.id, principal=ALICE)
     queue.unavailable = True
     with pytest.raises(Unavailable):
         await relay.relay_pending()

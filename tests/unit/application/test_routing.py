@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from application_fixtures import ALICE, START, task_spec
 
+from pending_runs import PendingRuns
+from scheduler_application.dispatch.rate_limiting import RunRateLimits
+from scheduler_application.dispatch.relay import RunRelay
+from scheduler_application.dispatch.routing import Router
 from scheduler_application.execution import ExecutionService
 from scheduler_application.ports.executor import ExecutionResult
-from scheduler_application.rate_limiting import RunRateLimits
-from scheduler_application.relay import RunRelay
-from scheduler_application.routing import Router
-from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
     FakeClock,
@@ -96,8 +96,8 @@ async def make(tasks: TaskService, name: str = "job", **spec: Any) -> Task:
     return await tasks.create(task_spec(name, **spec), principal=ALICE)
 
 
-async def trigger(runs: RunService, task: Task, count: int = 1) -> list[TaskRun]:
-    return [await runs.trigger(task.id, principal=ALICE) for _ in range(count)]
+async def trigger(pending: PendingRuns, task: Task, count: int = 1) -> list[TaskRun]:
+    return [await pending.trigger(task.id, principal=ALICE) for _ in range(count)]
 
 
 def queued_event_detail(store: InMemoryStore, run_id: str) -> dict[str, Any]:
@@ -111,22 +111,22 @@ def queued_event_detail(store: InMemoryStore, run_id: str) -> dict[str, Any]:
 
 
 async def test_queue_strategy_publishes_to_the_task_queue(
-    tasks: TaskService, runs: RunService, relay: RunRelay, store: InMemoryStore
+    tasks: TaskService, pending: PendingRuns, relay: RunRelay, store: InMemoryStore
 ) -> None:
     add_worker(store, "w1")
     task = await make(tasks, queue="reports")
-    await trigger(runs, task)
+    await trigger(pending, task)
     [message] = await relay.relay_pending()
     assert message.queue == "reports"
     assert "worker_id" not in queued_event_detail(store, message.run_id)
 
 
 async def test_round_robin_spreads_runs_evenly_and_records_the_worker(
-    tasks: TaskService, runs: RunService, relay: RunRelay, store: InMemoryStore
+    tasks: TaskService, pending: PendingRuns, relay: RunRelay, store: InMemoryStore
 ) -> None:
     workers = [add_worker(store, f"w{i}") for i in range(3)]
     task = await make(tasks, strategy="round_robin")
-    await trigger(runs, task, 9)
+    await trigger(pending, task, 9)
     messages = await relay.relay_pending()
     counts = Counter(m.queue for m in messages)
     assert counts == {w.direct_queue: 3 for w in workers}
@@ -140,7 +140,7 @@ async def test_round_robin_spreads_runs_evenly_and_records_the_worker(
 
 async def test_round_robin_stays_even_across_batches_and_a_dispatcher_restart(
     tasks: TaskService,
-    runs: RunService,
+    pending: PendingRuns,
     uow_factory: InMemoryUnitOfWorkFactory,
     clock: FakeClock,
     queue: InMemoryRunQueue,
@@ -157,7 +157,7 @@ async def test_round_robin_stays_even_across_batches_and_a_dispatcher_restart(
             queue=queue,
             router=Router(rng=random.Random(restart)),
         )
-        await trigger(runs, task, 6)
+        await trigger(pending, task, 6)
         counts.update(m.queue for m in await relay.relay_pending())
     assert sum(counts.values()) == 36
     assert max(counts.values()) - min(counts.values()) <= 4
@@ -165,7 +165,7 @@ async def test_round_robin_stays_even_across_batches_and_a_dispatcher_restart(
 
 async def test_targeted_strategies_respect_labels_queues_and_liveness(
     tasks: TaskService,
-    runs: RunService,
+    pending: PendingRuns,
     relay: RunRelay,
     store: InMemoryStore,
     clock: FakeClock,
@@ -181,18 +181,18 @@ async def test_targeted_strategies_respect_labels_queues_and_liveness(
     clock.advance(seconds=5)
     for strategy in ("round_robin", "least_loaded", "random"):
         task = await make(tasks, f"train-{strategy}", labels=["gpu"], strategy=strategy)
-        await trigger(runs, task, 3)
+        await trigger(pending, task, 3)
     messages = await relay.relay_pending()
     assert {m.queue for m in messages} == {gpu.direct_queue}
 
 
 async def test_no_live_worker_for_a_targeted_strategy_falls_back_to_the_task_queue(
-    tasks: TaskService, runs: RunService, relay: RunRelay, store: InMemoryStore
+    tasks: TaskService, pending: PendingRuns, relay: RunRelay, store: InMemoryStore
 ) -> None:
     """Without required labels any worker of the queue may run it: it is not held back."""
     add_worker(store, "elsewhere", queues=("reports",))
     task = await make(tasks, strategy="least_loaded")
-    await trigger(runs, task)
+    await trigger(pending, task)
     [message] = await relay.relay_pending()
     assert message.queue == "default"
     assert queued_event_detail(store, message.run_id)["fallback"] == "no eligible worker"
@@ -203,14 +203,14 @@ async def test_no_live_worker_for_a_targeted_strategy_falls_back_to_the_task_que
 async def test_a_run_no_worker_may_take_waits_pending_until_one_with_its_labels_comes(
     strategy: str,
     tasks: TaskService,
-    runs: RunService,
+    pending: PendingRuns,
     relay: RunRelay,
     store: InMemoryStore,
     clock: FakeClock,
 ) -> None:
     add_worker(store, "cpu")
     task = await make(tasks, labels=["gpu"], strategy=strategy)
-    [run] = await trigger(runs, task)
+    [run] = await trigger(pending, task)
 
     assert await relay.relay_pending() == []
     held: TaskRun = store.row("runs", run.id)
@@ -236,24 +236,24 @@ async def test_a_run_no_worker_may_take_waits_pending_until_one_with_its_labels_
 
 
 async def test_under_the_queue_strategy_a_labelled_task_goes_only_to_a_worker_with_its_labels(
-    tasks: TaskService, runs: RunService, relay: RunRelay, store: InMemoryStore
+    tasks: TaskService, pending: PendingRuns, relay: RunRelay, store: InMemoryStore
 ) -> None:
     add_worker(store, "cpu-1")
     gpu = add_worker(store, "gpu", labels=frozenset({"gpu", "ssd"}))
     add_worker(store, "cpu-2")
     task = await make(tasks, labels=["gpu"])
-    await trigger(runs, task, 4)
+    await trigger(pending, task, 4)
     messages = await relay.relay_pending()
     assert {m.queue for m in messages} == {gpu.direct_queue}
 
 
 async def test_least_loaded_prefers_free_slots_and_counts_what_it_sent(
-    tasks: TaskService, runs: RunService, relay: RunRelay, store: InMemoryStore
+    tasks: TaskService, pending: PendingRuns, relay: RunRelay, store: InMemoryStore
 ) -> None:
     busy = add_worker(store, "busy", capacity=4, active=3)
     idle = add_worker(store, "idle", capacity=4, active=0)
     task = await make(tasks, strategy="least_loaded")
-    await trigger(runs, task, 5)
+    await trigger(pending, task, 5)
     messages = await relay.relay_pending()
     # idle has 4 free, busy 1: idle takes three, then both have one free slot left.
     assert [m.queue for m in messages[:3]] == [idle.direct_queue] * 3
@@ -261,11 +261,11 @@ async def test_least_loaded_prefers_free_slots_and_counts_what_it_sent(
 
 
 async def test_random_picks_among_the_eligible_workers(
-    tasks: TaskService, runs: RunService, relay: RunRelay, store: InMemoryStore
+    tasks: TaskService, pending: PendingRuns, relay: RunRelay, store: InMemoryStore
 ) -> None:
     workers = [add_worker(store, f"w{i}") for i in range(3)]
     task = await make(tasks, strategy="random")
-    await trigger(runs, task, 30)
+    await trigger(pending, task, 30)
     counts = Counter(m.queue for m in await relay.relay_pending())
     assert set(counts) == {w.direct_queue for w in workers}
 
@@ -275,7 +275,7 @@ async def test_random_picks_among_the_eligible_workers(
 
 async def test_runs_waiting_on_a_dead_workers_queue_are_routed_again(
     tasks: TaskService,
-    runs: RunService,
+    pending: PendingRuns,
     relay: RunRelay,
     workers: WorkerService,
     store: InMemoryStore,
@@ -283,7 +283,7 @@ async def test_runs_waiting_on_a_dead_workers_queue_are_routed_again(
 ) -> None:
     doomed = add_worker(store, "doomed")
     task = await make(tasks, strategy="round_robin")
-    await trigger(runs, task)
+    await trigger(pending, task)
     [first] = await relay.relay_pending()
     assert first.queue == doomed.direct_queue
     assert await relay.redispatch_orphaned() == []  # its worker is alive
@@ -312,11 +312,11 @@ async def test_runs_waiting_on_a_dead_workers_queue_are_routed_again(
 
 
 async def test_a_redispatched_run_without_live_workers_goes_to_the_task_queue(
-    tasks: TaskService, runs: RunService, relay: RunRelay, store: InMemoryStore
+    tasks: TaskService, pending: PendingRuns, relay: RunRelay, store: InMemoryStore
 ) -> None:
     doomed = add_worker(store, "doomed")
     task = await make(tasks, strategy="random")
-    await trigger(runs, task)
+    await trigger(pending, task)
     await relay.relay_pending()
     gone = store.row("workers", doomed.id)
     gone.status = WorkerStatus.OFFLINE
@@ -330,14 +330,14 @@ async def test_a_redispatched_run_without_live_workers_goes_to_the_task_queue(
 
 async def test_max_concurrent_keeps_extra_runs_pending_until_a_slot_frees(
     tasks: TaskService,
-    runs: RunService,
+    pending: PendingRuns,
     relay: RunRelay,
     execution: ExecutionService,
     worker: Worker,
     store: InMemoryStore,
 ) -> None:
     task = await make(tasks, max_concurrent=2)
-    await trigger(runs, task, 5)
+    await trigger(pending, task, 5)
     first = await relay.relay_pending()
     assert len(first) == 2
     assert relay.stats["held_max_concurrent"] == 3
@@ -352,12 +352,12 @@ async def test_max_concurrent_keeps_extra_runs_pending_until_a_slot_frees(
 
 
 async def test_a_full_tasks_backlog_does_not_hold_up_other_tasks(
-    tasks: TaskService, runs: RunService, relay: RunRelay
+    tasks: TaskService, pending: PendingRuns, relay: RunRelay
 ) -> None:
     busy = await make(tasks, "busy", max_concurrent=1)
     calm = await make(tasks, "calm")
-    await trigger(runs, busy, 10)
-    calm_runs = await trigger(runs, calm, 2)
+    await trigger(pending, busy, 10)
+    calm_runs = await trigger(pending, calm, 2)
     first = await relay.relay_pending(limit=4)
     assert [m.task_id for m in first] == [busy.id]
     second = await relay.relay_pending(limit=4)
@@ -369,14 +369,14 @@ async def test_a_full_tasks_backlog_does_not_hold_up_other_tasks(
 
 async def test_a_labelled_run_no_worker_may_take_is_held_without_spending_a_token(
     tasks: TaskService,
-    runs: RunService,
+    pending: PendingRuns,
     relay: RunRelay,
     store: InMemoryStore,
     clock: FakeClock,
     limiter: InMemoryRateLimiter,
 ) -> None:
     task = await make(tasks, labels=["gpu"], rate_limit="1/m")
-    [run] = await trigger(runs, task)
+    [run] = await trigger(pending, task)
     assert await relay.relay_pending() == []
     assert store.row("runs", run.id).status is RunStatus.PENDING
     assert relay.stats["held_no_eligible_worker"] == 1
@@ -393,14 +393,14 @@ async def test_a_labelled_run_no_worker_may_take_is_held_without_spending_a_toke
 
 async def test_a_rate_limited_run_is_delayed_not_dropped(
     tasks: TaskService,
-    runs: RunService,
+    pending: PendingRuns,
     relay: RunRelay,
     store: InMemoryStore,
     clock: FakeClock,
     limiter: InMemoryRateLimiter,
 ) -> None:
     task = await make(tasks, rate_limit="2/m")
-    created = await trigger(runs, task, 5)
+    created = await trigger(pending, task, 5)
     first = await relay.relay_pending()
     assert len(first) == 2  # the bucket's burst
     waiting = [store.row("runs", r.id) for r in created if r.id not in {m.run_id for m in first}]
@@ -428,12 +428,12 @@ async def test_a_rate_limited_run_is_delayed_not_dropped(
 
 
 async def test_a_queue_rate_limit_applies_to_every_task_of_the_queue(
-    tasks: TaskService, runs: RunService, relay: RunRelay, clock: FakeClock
+    tasks: TaskService, pending: PendingRuns, relay: RunRelay, clock: FakeClock
 ) -> None:
     one = await make(tasks, "one", queue="metered")
     two = await make(tasks, "two", queue="metered")
-    await trigger(runs, one)
-    await trigger(runs, two)
+    await trigger(pending, one)
+    await trigger(pending, two)
     assert len(await relay.relay_pending()) == 1
     clock.advance(seconds=1)
     assert len(await relay.relay_pending()) == 1

@@ -9,10 +9,10 @@ import pytest
 from application_fixtures import ALICE, START, task_spec
 
 from scheduler_application.dependencies import DependencyResolver
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.execution import ExecutionService
 from scheduler_application.ports.executor import ExecutionResult
 from scheduler_application.ports.tracing import NO_TRACER, SpanKind
-from scheduler_application.relay import RunRelay
 from scheduler_application.runs import RunService
 from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.tasks import TaskService

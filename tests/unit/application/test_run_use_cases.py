@@ -6,10 +6,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from application_fixtures import ALICE, BOB, OPERATOR, START, VIEWER_ALICE
 
+from pending_runs import PendingRuns
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Conflict, NotFound, PermissionDenied
 from scheduler_application.execution import ExecutionService
 from scheduler_application.ports.executor import ExecutionResult
-from scheduler_application.relay import RunRelay
 from scheduler_application.runs import RunService
 from scheduler_application.testing import FakeClock, InMemoryStore
 from scheduler_domain.errors import ValidationError
@@ -19,23 +20,28 @@ from scheduler_domain.task import Task
 from scheduler_domain.worker import Worker
 
 
-async def test_trigger_creates_a_pending_manual_run_at_now(
+async def test_trigger_creates_a_manual_run_at_now_queued_at_once(
     runs: RunService, alice_task: Task, store: InMemoryStore, clock: FakeClock
 ) -> None:
     clock.advance(seconds=5)
     run = await runs.trigger(alice_task.id, principal=ALICE)
     stored: TaskRun = store.row("runs", run.id)
     assert (stored.status, stored.trigger, stored.attempt) == (
-        RunStatus.PENDING,
+        RunStatus.QUEUED,
         RunTrigger.MANUAL,
         1,
     )
     assert stored.scheduled_for == stored.created_at == START + timedelta(seconds=5)
     assert stored.owner_id == "alice"
     assert stored.not_before is None
-    [event] = store.rows("events")
+    [event, queued] = store.rows("events")
     assert (event.run_id, event.from_status, event.to_status) == (run.id, None, RunStatus.PENDING)
     assert event.actor == "user:alice"
+    assert (queued.from_status, queued.to_status, queued.actor) == (
+        RunStatus.PENDING,
+        RunStatus.QUEUED,
+        "relay",
+    )
 
 
 async def test_trigger_may_name_an_earlier_logical_time(
@@ -143,9 +149,9 @@ async def test_list_shows_own_runs_newest_first_with_filters(
 
 
 async def test_cancel_moves_a_pending_run_to_cancelled_with_its_event(
-    runs: RunService, alice_task: Task, store: InMemoryStore
+    runs: RunService, pending: PendingRuns, alice_task: Task, store: InMemoryStore
 ) -> None:
-    run = await runs.trigger(alice_task.id, principal=ALICE)
+    run = await pending.trigger(alice_task.id, principal=ALICE)
     cancelled = await runs.cancel(run.id, principal=ALICE)
     assert store.row("runs", run.id).status is RunStatus.CANCELLED
     assert cancelled.version == 2
@@ -187,12 +193,13 @@ async def test_retry_of_a_failed_run_adds_the_next_attempt(
     retry = await runs.retry(run.id, principal=ALICE)
     assert (retry.trigger, retry.attempt, retry.retry_of) == (RunTrigger.RETRY, 2, run.id)
     assert retry.scheduled_for == run.scheduled_for
-    assert retry.status is RunStatus.PENDING
+    assert retry.status is RunStatus.QUEUED
     assert retry.not_before is None
     again = await runs.retry(run.id, principal=ALICE)
     assert again.attempt == 3
     assert [e.to_status for e in store.rows("events") if e.run_id == retry.id] == [
-        RunStatus.PENDING
+        RunStatus.PENDING,
+        RunStatus.QUEUED,
     ]
 
 

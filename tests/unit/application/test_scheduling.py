@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from application_fixtures import ALICE, START, task_spec
 
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.execution import ExecutionService
-from scheduler_application.relay import RunRelay
 from scheduler_application.scheduling import (
     MAX_MISSED_DECISIONS,
     ScheduleFiring,

@@ -10,11 +10,11 @@ import pytest
 from application_fixtures import ALICE, OPERATOR, WORKER_ROLE, task_spec
 
 from scheduler_application.auth_context import Principal
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Conflict
 from scheduler_application.execution import ClaimedRun, ExecutionService
 from scheduler_application.ports.executor import ExecutionResult
 from scheduler_application.redaction import conceal_secrets, secret_variants
-from scheduler_application.relay import RunRelay
 from scheduler_application.remote_workers import RemoteWorkerService
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService

@@ -11,11 +11,11 @@ import pytest
 from application_fixtures import ALICE, task_spec
 
 from scheduler_application.auth_context import Principal
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import NotFound
 from scheduler_application.execution import ActiveRun, ClaimedRun, ExecutionService
 from scheduler_application.output_caps import cap_text
 from scheduler_application.ports.executor import ExecutionResult
-from scheduler_application.relay import RunRelay
 from scheduler_application.remote_workers import RemoteWorkerService
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService

@@ -5,9 +5,9 @@ from datetime import timedelta
 import pytest
 from application_fixtures import ALICE, OPERATOR, VIEWER_ALICE, WORKER_ROLE, task_spec
 
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import NotFound, PermissionDenied
 from scheduler_application.execution import ExecutionService
-from scheduler_application.relay import RunRelay
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import FakeClock, InMemoryStore

@@ -30,12 +30,12 @@ from scheduler_api.services import ApiOptions, ApiServices, Probe
 from scheduler_api.throttle import LoginThrottle
 from scheduler_application.api_keys import ApiKeyService
 from scheduler_application.auth import AuthService, SessionPolicy
+from scheduler_application.dispatch.rate_limiting import RunRateLimits
+from scheduler_application.dispatch.relay import RunRelay
+from scheduler_application.dispatch.routing import Router
 from scheduler_application.execution import ExecutionService
 from scheduler_application.ports.security import PasswordHasher, TokenCodec
-from scheduler_application.rate_limiting import RunRateLimits
-from scheduler_application.relay import RunRelay
 from scheduler_application.remote_workers import RemoteWorkerService
-from scheduler_application.routing import Router
 from scheduler_application.runs import RunService
 from scheduler_application.status_report import StatusService
 from scheduler_application.task_graph import TaskGraphService

@@ -49,12 +49,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from scheduler_application.dispatch.outbox import Outbox
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import AlreadyExists
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.tracing import NO_TRACER, Tracer
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from scheduler_application.relay import RunRelay
 from scheduler_domain.events import SkipReason, SlotDecision, SlotOutcome
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.schedules import format_instant
@@ -151,7 +152,7 @@ class DependencyResolver:
         *,
         uow_factory: UnitOfWorkFactory,
         clock: Clock,
-        relay: RunRelay | None = None,
+        relay: RunRelay,
         horizon: timedelta = DEFAULT_HORIZON,
         observer: RunObserver = NO_OBSERVER,
         tracer: Tracer = NO_TRACER,
@@ -165,10 +166,12 @@ class DependencyResolver:
         self._tracer = tracer
 
     async def resolve_finished(self, limit: int = DEFAULT_BATCH) -> ResolutionReport:
-        """Evaluate the dependents of up to ``limit`` finished upstream runs, then publish."""
+        """Evaluate the dependents of up to ``limit`` finished upstream runs; the runs created
+        pass the relay's gates in the same transaction and are published after it."""
         now = self._clock.now()
         report = ResolutionReport()
-        async with self._uow_factory() as uow:
+        async with self._relay.outbox(self._uow_factory()) as box:
+            uow = box.uow
             runs = await uow.runs.finished_upstream_runs(since=now - self._horizon, limit=limit)
             if not runs:
                 return report
@@ -177,7 +180,7 @@ class DependencyResolver:
             for run in runs:
                 key = (run.task_id, run.scheduled_for)
                 if key not in evaluated:
-                    evaluated[key] = await self._upstream_finished(uow, run, now, report)
+                    evaluated[key] = await self._upstream_finished(box, run, now, report)
                 if evaluated[key]:
                     done.append(run.id)
                 else:
@@ -185,34 +188,36 @@ class DependencyResolver:
             if done:
                 await uow.runs.mark_dependents_resolved(done, at=now)
             report.resolved = len(done)
-            await uow.commit()
+            await box.commit()
         if report.created:
             self._observer.run_created(RunTrigger.DEPENDENCY.value, len(report.created))
         for reason, count in report.skipped.items():
             self._observer.slot_skipped(reason.value, count)
-        await self._publish(report)
+        if box.sent.published:
+            report.published = len(box.sent.messages)
         return report
 
     async def _upstream_finished(
-        self, uow: UnitOfWork, run: TaskRun, now: datetime, report: ResolutionReport
+        self, box: Outbox, run: TaskRun, now: datetime, report: ResolutionReport
     ) -> bool:
         """Evaluate every dependent of ``run``'s task; False if one could not be locked."""
         finished_at = run.finished_at or now
         complete = True
-        for dependent in await uow.tasks.dependents(run.task_id):
+        for dependent in await box.uow.tasks.dependents(run.task_id):
             if dependent.created_at > finished_at:
                 continue  # it did not exist when the upstream finished
-            complete &= await self._evaluate(uow, dependent, run.scheduled_for, now, report)
+            complete &= await self._evaluate(box, dependent, run.scheduled_for, now, report)
         return complete
 
     async def _evaluate(
         self,
-        uow: UnitOfWork,
+        box: Outbox,
         task: Task,
         logical_time: datetime,
         now: datetime,
         report: ResolutionReport,
     ) -> bool:
+        uow = box.uow
         if task.id not in await uow.tasks.lock_many([task.id]):
             return False
         if await uow.runs.for_logical_time([task.id], logical_time):
@@ -226,7 +231,7 @@ class DependencyResolver:
             "upstreams": {u: states[u].value for u in task.depends_on},
         }
         if verdict is Verdict.RUN and task.enabled:
-            await self._create(uow, task, logical_time, now, detail, report)
+            await self._create(box, task, logical_time, now, detail, report)
             return True
         reason = SkipReason.DEPENDENCY_FAILED if verdict is Verdict.SKIP else SkipReason.PAUSED
         if not await self._already_skipped(uow, task, logical_time):
@@ -243,7 +248,7 @@ class DependencyResolver:
             report.skipped[reason] += 1
         complete = True
         for dependent in await uow.tasks.dependents(task.id):  # the skip propagates
-            complete &= await self._evaluate(uow, dependent, logical_time, now, report)
+            complete &= await self._evaluate(box, dependent, logical_time, now, report)
         return complete
 
     async def _states(
@@ -267,7 +272,7 @@ class DependencyResolver:
 
     async def _create(
         self,
-        uow: UnitOfWork,
+        box: Outbox,
         task: Task,
         logical_time: datetime,
         now: datetime,
@@ -291,13 +296,17 @@ class DependencyResolver:
                 },
             ),
         )
+        created = run.created_event(actor=RESOLVER_ACTOR)
+        admitted = await box.admit([run], tasks=[task])
+        [run] = admitted.runs
         try:
-            await uow.runs.add(run)
+            await box.uow.runs.add(run)
         except AlreadyExists:
+            box.discard({run.id})
             report.duplicates += 1
             return
-        await uow.events.add(run.created_event(actor=RESOLVER_ACTOR))
-        await uow.decisions.add(
+        await box.uow.events.add_many([created, *admitted.events])
+        await box.uow.decisions.add(
             SlotDecision(
                 task_id=task.id,
                 slot=logical_time,
@@ -308,13 +317,3 @@ class DependencyResolver:
             )
         )
         report.created.append(run)
-
-    async def _publish(self, report: ResolutionReport) -> None:
-        if self._relay is None or not report.created:
-            return
-        try:
-            messages = await self._relay.relay_runs([run.id for run in report.created])
-        except Exception as error:  # the relay loop publishes them later
-            logger.warning("publishing dependency runs failed (%s); the relay retries", error)
-            return
-        report.published = len(messages)

@@ -13,6 +13,8 @@ from scheduler_application.auth_context import (
     ensure_can_write_tasks,
     owner_scope,
 )
+from scheduler_application.dispatch.outbox import Outbox
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound
 from scheduler_application.paging import DEFAULT_PAGE_SIZE, page_limit
 from scheduler_application.ports.clock import Clock
@@ -20,7 +22,6 @@ from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.repositories import Page, RunFilter
 from scheduler_application.ports.tracing import NO_TRACER, Tracer
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from scheduler_application.relay import Dispatched, RunRelay
 from scheduler_application.tasks import load_visible_task
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.events import RunEvent
@@ -51,13 +52,13 @@ class RunService:
         *,
         uow_factory: UnitOfWorkFactory,
         clock: Clock,
+        relay: RunRelay,
         observer: RunObserver = NO_OBSERVER,
-        relay: RunRelay | None = None,
         tracer: Tracer = NO_TRACER,
     ) -> None:
-        """With a ``relay``, triggered and retried runs pass its gates in the transaction that
+        """Triggered and retried runs pass the ``relay``'s gates in the transaction that
         creates them and are published right after it (or within it, on a queue kept in the
-        database); without one they are left ``pending`` for the dispatcher's relay loop."""
+        database); a run a gate holds is left ``pending`` for the dispatcher's relay loop."""
         self._uow_factory = uow_factory
         self._clock = clock
         self._observer = observer
@@ -72,8 +73,8 @@ class RunService:
         idempotency_key: str | None = None,
         logical_time: datetime | None = None,
     ) -> TaskRun:
-        """A manual run, queued and published at once when the service has a relay and the
-        task's gates allow it (pending for the relay otherwise).
+        """A manual run, queued and published at once when the task's gates allow it
+        (pending for the relay loop otherwise).
 
         Its logical time (``scheduled_for``) is now, or ``logical_time``: an aware instant not
         in the future, for which the task has no run yet (Conflict otherwise). Dependents meet
@@ -109,7 +110,8 @@ class RunService:
     ) -> TaskRun:
         now = self._clock.now()
         scheduled_for = now if logical_time is None else _logical_time(logical_time, now=now)
-        async with self._uow_factory() as uow:
+        async with self._relay.outbox(self._uow_factory()) as box:
+            uow = box.uow
             task = await load_visible_task(uow, task_id, principal)
             if key is not None:
                 existing = await uow.runs.get_by_idempotency_key(task.id, key)
@@ -134,10 +136,9 @@ class RunService:
                 priority=task.priority,
                 traceparent=self._tracer.current_traceparent(),
             )
-            dispatched = await self._add_and_dispatch(uow, run, task=task, actor=principal.actor)
-            await uow.commit()
+            run = await self._add(box, run, task=task, actor=principal.actor)
+            await box.commit()
         self._observer.run_created(RunTrigger.MANUAL.value)
-        await self._publish(dispatched)
         return run
 
     async def get(self, run_id: str, *, principal: Principal) -> TaskRun:
@@ -201,7 +202,8 @@ class RunService:
         lettered or cancelled), for the same logical time, published at once."""
         ensure_can_write_tasks(principal)
         now = self._clock.now()
-        async with self._uow_factory() as uow:
+        async with self._relay.outbox(self._uow_factory()) as box:
+            uow = box.uow
             run = await load_visible_run(uow, run_id, principal)
             if run.status not in RETRYABLE_STATUSES:
                 raise Conflict(
@@ -224,55 +226,38 @@ class RunService:
                 traceparent=run.traceparent,
             )
             try:
-                dispatched = await self._add_and_dispatch(
-                    uow, retry, task=task, actor=principal.actor, free_slot=False
+                retry = await self._add(
+                    box, retry, task=task, actor=principal.actor, free_slot=False
                 )
-                await uow.commit()
+                await box.commit()
             except AlreadyExists:
                 raise Conflict(
                     f"run {run_id} was retried concurrently; try again", field="run_id"
                 ) from None
         self._observer.run_created(RunTrigger.RETRY.value)
-        await self._publish(dispatched)
         return retry
 
-    async def _add_and_dispatch(
-        self,
-        uow: UnitOfWork,
-        run: TaskRun,
-        *,
-        task: Task | None,
-        actor: str,
-        free_slot: bool = True,
-    ) -> Dispatched | None:
-        """Add the new run and its creation event — queued at once if the relay's gates let it
-        go (its events follow the creation's); the messages are staged in the transaction
-        when the queue allows it."""
+    async def _add(
+        self, box: Outbox, run: TaskRun, *, task: Task | None, actor: str, free_slot: bool = True
+    ) -> TaskRun:
+        """Add the new run as the relay's gates let it go (queued at once, or pending), with
+        its creation event and then the gates' events; the run as written. Its message is
+        staged or published by the outbox's commit. A failed publish after the commit is
+        retried by the relay in the background, and failing that its run is published again
+        once it counts as stale: the run is accepted whatever happens there."""
         created = run.created_event(actor=actor)
-        dispatched = None
-        if self._relay is not None:
-            known = () if task is None else (task,)
-            dispatched = await self._relay.dispatch_new(uow, [run], tasks=known)
-        events = [created, *(dispatched.events if dispatched else ())]
+        admitted = await box.admit([run], tasks=() if task is None else (task,))
+        [run] = admitted.runs
+        events = [created, *admitted.events]
         if free_slot:
-            await _add_at_free_slot(uow, run, events)
+            await _add_at_free_slot(uow=box.uow, run=run, events=events)
         else:
-            await uow.runs.add(run, events=events)
-        if dispatched is not None and self._relay is not None:
-            await self._relay.stage(uow, dispatched)
-        return dispatched
-
-    async def _publish(self, dispatched: Dispatched | None) -> None:
-        """After the commit: the run is accepted whatever happens here (a failed publish is
-        retried by the relay in the background, and failing that, its run is published again
-        once it counts as stale)."""
-        if dispatched is not None and self._relay is not None:
-            await self._relay.publish(dispatched)
+            await box.uow.runs.add(run, events=events)
+        return run
 
     async def aclose(self) -> None:
         """Stop the relay's background retries of failed publishes."""
-        if self._relay is not None:
-            await self._relay.aclose()
+        await self._relay.aclose()
 
     async def events(self, run_id: str, *, principal: Principal) -> builtins.list[RunEvent]:
         """The run's audit trail, oldest first."""

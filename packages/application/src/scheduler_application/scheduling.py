@@ -8,9 +8,10 @@ by slot (``forbid`` and ``buffer_one`` skip, ``replace`` cancels the runs in the
 runs (trigger ``schedule``, logical time = the slot, idempotency key ``schedule:<slot>``, spread
 over ``not_before``), records a decision per slot, and advances ``next_run_at`` past now. The
 writes of the whole batch are buffered and sent together (a few statements per batch, not four
-per task), and the new runs pass the relay's gates in the same transaction
-(:meth:`RunRelay.dispatch_new`): queued in the commit that creates them, or pending for the relay
-loop when a spread, a gate, or a failing gate holds them. A slot some other path already created
+per task), and the new runs pass the relay's gates in the same transaction (through its
+:class:`~scheduler_application.dispatch.outbox.Outbox`, like any new run): queued in the commit
+that creates them, or pending for the relay loop when a spread, a gate, or a failing gate holds
+them. A slot some other path already created
 (the unique ``(task, slot, attempt)`` key) is counted as a duplicate, never an error that would
 abort the batch.
 
@@ -22,19 +23,19 @@ decision. Work per task is bounded whatever the outage.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from scheduler_application.dispatch.outbox import Outbox, Sent
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Conflict
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.tracing import NO_TRACER, Tracer
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from scheduler_application.relay import Dispatched, RunRelay
 from scheduler_domain.concurrency import ConcurrencyAction, ConcurrencyPolicy, decide_concurrency
 from scheduler_domain.events import RunEvent, SkipReason, SlotDecision, SlotOutcome
 from scheduler_domain.misfire import MisfireKind, MisfirePolicy, select_slots
@@ -239,7 +240,7 @@ class ScheduleFiring:
         *,
         uow_factory: UnitOfWorkFactory,
         clock: Clock,
-        relay: RunRelay | None = None,
+        relay: RunRelay,
         observer: RunObserver = NO_OBSERVER,
         tracer: Tracer = NO_TRACER,
         fire_ahead: timedelta = timedelta(0),
@@ -248,7 +249,7 @@ class ScheduleFiring:
 
         ``fire_ahead``: how long before its slot a task that may fire ahead
         (:attr:`Task.fires_ahead`) is claimed. Its runs are then written and queued before
-        the slot and delivered at it (their ``not_before``: see :mod:`~.relay`), so that
+        the slot and delivered at it (their ``not_before``: see :mod:`~.dispatch.gates`), so that
         the slot's lateness no longer includes the cost of firing it. 0: at the slot."""
         if fire_ahead < timedelta(0):
             raise ValueError("fire_ahead must not be negative")
@@ -276,19 +277,19 @@ class ScheduleFiring:
         and publish them (see :meth:`_flush`)."""
         now = self._clock.now()
         report = FiringReport()
-        async with self._uow_factory() as uow:
+        async with self._relay.outbox(self._uow_factory()) as box:
             ahead_until = now + self._ahead if self._ahead else None
-            due = await uow.tasks.due(now, limit=batch, ahead_until=ahead_until)
+            due = await box.uow.tasks.due(now, limit=batch, ahead_until=ahead_until)
             if not due:
                 return report
             report.tasks = len(due)
             writes = _Writes(tasks=due)
             for task in due:
-                await self._fire_task(uow, task, now, report, writes)
-            await self._flush(uow, writes, now, report)
-            await uow.commit()
+                await self._fire_task(box, task, now, report, writes)
+            await self._flush(box, writes, now, report)
+            await box.commit()
         self._observe_committed(report)
-        await self._publish(writes.dispatched, report)
+        self._observe_sent(box.sent, report)
         return report
 
     def _observe_committed(self, report: FiringReport) -> None:
@@ -306,7 +307,7 @@ class ScheduleFiring:
     # -- one task --------------------------------------------------------------------------------
 
     async def _fire_task(
-        self, uow: UnitOfWork, task: Task, now: datetime, report: FiringReport, writes: _Writes
+        self, box: Outbox, task: Task, now: datetime, report: FiringReport, writes: _Writes
     ) -> None:
         first = task.next_run_at
         if task.schedule is None or first is None or not task.enabled:
@@ -318,7 +319,7 @@ class ScheduleFiring:
         listed = due_slots(task.schedule, first, until, task.misfire)
         selection = select_slots(task.misfire, listed.slots, now)
         self._record_missed(task, listed, selection.missed, now, report, writes)
-        active, waiting = await self._occupancy(uow, task)
+        active, waiting = await self._occupancy(box.uow, task)
         for slot in selection.fire:
             decision = decide_concurrency(task.concurrency, active=len(active), waiting=waiting)
             if decision.action is ConcurrencyAction.SKIP:
@@ -328,8 +329,9 @@ class ScheduleFiring:
             replaced: list[str] = []
             if decision.action is ConcurrencyAction.REPLACE:
                 # The runs to cancel may be this tick's own, still buffered: write them first.
-                await self._flush(uow, writes, now, report)
-                replaced = await self._cancel(uow, active, slot, now)
+                await self._flush(box, writes, now, report)
+                active = [writes.written.get(run.id, run) for run in active]
+                replaced = await self._cancel(box.uow, active, slot, now)
                 report.cancelled += len(replaced)
                 active, waiting = [], 0
             # Counted as active at once: a slot whose run turns out to exist already (a
@@ -386,67 +388,47 @@ class ScheduleFiring:
         return run
 
     async def _flush(
-        self, uow: UnitOfWork, writes: _Writes, now: datetime, report: FiringReport
+        self, box: Outbox, writes: _Writes, now: datetime, report: FiringReport
     ) -> None:
         """Write what is buffered, in a handful of statements whatever the batch's size.
 
-        The new runs first pass the relay's gates in this transaction
-        (:meth:`RunRelay.dispatch_new`, as a manual trigger's run does): those that may go
-        are written ``queued``, with their messages staged in the transaction when the queue
-        lives in the database, or published right after the commit otherwise. A run whose
-        spread puts it later, or that a gate holds, is written ``pending`` for the relay loop.
-        A run whose slot already has one (the unique key) is not written, nor its events,
-        decision or message: it counts as a duplicate."""
+        The new runs due now first pass the relay's gates in this transaction
+        (:meth:`Outbox.admit`, as a manual trigger's run does): those that may go are written
+        ``queued``, their messages staged in the transaction when the queue lives in the
+        database, or published right after the commit otherwise. A run whose spread puts it
+        later, or that a gate holds, is written ``pending`` for the relay loop; so are all of
+        them, as created, if a gate fails. A run whose slot already has one (the unique key)
+        is not written, nor its events, decision or message: it counts as a duplicate."""
+        uow = box.uow
         runs, events = writes.runs, writes.events
         writes.runs, writes.events = [], []
-        dispatched = await self._dispatch(uow, runs, writes.tasks, now, report)
-        if dispatched is not None:
-            events = [*events, *dispatched.events]
+        ready = [run for run in runs if run.not_before is None or run.not_before <= now]
+        if ready:
+            try:
+                admitted = await box.admit(ready, tasks=writes.tasks)
+            except Exception as error:
+                report.publish_error = f"{type(error).__name__}: {error}"
+                logger.warning("queueing fired runs failed (%s); the relay loop takes them", error)
+            else:
+                gated = {run.id: run for run in admitted.runs}
+                runs = [gated.get(run.id, run) for run in runs]
+                events = [*events, *admitted.events]
         inserted = await uow.runs.add_new_many(runs, events=events) if runs else set()
         for run in runs:
             fired = writes.fired.pop(run.id)
             if run.id in inserted:
                 report.created.append(run)
                 writes.decisions.append(fired)
+                writes.written[run.id] = run
             else:
                 report.duplicates += 1  # another path created this slot's run: it has fired
+        box.discard({run.id for run in runs} - inserted)
         if writes.decisions:
             await uow.decisions.add_many(writes.decisions)
             writes.decisions = []
         if writes.next_run_at:
             await uow.tasks.set_next_run_at_many(writes.next_run_at)
             writes.next_run_at = []
-        if dispatched is None or self._relay is None:
-            return
-        dispatched.messages = [m for m in dispatched.messages if m.run_id in inserted]
-        await self._relay.stage(uow, dispatched)
-        writes.dispatched.append(dispatched)
-
-    async def _dispatch(
-        self,
-        uow: UnitOfWork,
-        runs: list[TaskRun],
-        tasks: Sequence[Task],
-        now: datetime,
-        report: FiringReport,
-    ) -> Dispatched | None:
-        """The relay's gates over the runs due now (``runs`` is updated in place); None when
-        there is no relay or nothing due. If a gate fails, the runs are written ``pending``
-        as they were, for the relay loop to take."""
-        if self._relay is None:
-            return None
-        ready = [i for i, run in enumerate(runs) if run.not_before is None or run.not_before <= now]
-        if not ready:
-            return None
-        pristine = {i: copy.copy(runs[i]) for i in ready}
-        try:
-            return await self._relay.dispatch_new(uow, [runs[i] for i in ready], tasks=tasks)
-        except Exception as error:
-            for i, run in pristine.items():
-                runs[i] = run
-            report.publish_error = f"{type(error).__name__}: {error}"
-            logger.warning("queueing fired runs failed (%s); the relay loop takes them", error)
-            return None
 
     async def _cancel(
         self, uow: UnitOfWork, runs: Sequence[TaskRun], slot: datetime, now: datetime
@@ -503,30 +485,26 @@ class ScheduleFiring:
 
     # -- after the commit ------------------------------------------------------------------------
 
-    async def _publish(self, dispatched: Sequence[Dispatched], report: FiringReport) -> None:
-        """Publish what the committed tick queued, unless it was staged in the transaction
-        (then the commit published it). Never raises: a publish that fails is retried by the
-        relay in the background, and failing that the runs, ``queued``, are published again
-        once stale."""
-        if self._relay is None:
+    def _observe_sent(self, sent: Sent, report: FiringReport) -> None:
+        """What the outbox handed to the queue after the commit (or staged in it). A publish
+        that failed is retried by the relay in the background, and failing that the runs,
+        ``queued``, are published again once stale."""
+        if not sent.published:
+            report.publish_error = "the queue did not take the fired runs"
             return
         slots = {run.id: run.scheduled_for for run in report.created}
-        for each in dispatched:
-            if not await self._relay.publish(each):
-                report.publish_error = "the queue did not take the fired runs"
-                continue
-            report.published += len(each.messages)
-            report.lateness.extend(
-                max(m.enqueued_at - slots[m.run_id], timedelta(0)) for m in each.messages
-            )
+        report.published += len(sent.messages)
+        report.lateness.extend(
+            max(m.enqueued_at - slots[m.run_id], timedelta(0)) for m in sent.messages
+        )
 
 
 @dataclass(slots=True)
 class _Writes:
     """What a tick writes, buffered so that a batch of due tasks costs a few statements: the
     new runs with their creation events, their ``fired`` decisions (by run id, written once
-    the run is), the other decisions, the tasks' new ``next_run_at``, and what the relay's
-    gates queued (to publish after the commit)."""
+    the run is), the other decisions, the tasks' new ``next_run_at``, and the runs written
+    (by id, as the gates left them)."""
 
     tasks: Sequence[Task]
     runs: list[TaskRun] = field(default_factory=list)
@@ -534,4 +512,4 @@ class _Writes:
     fired: dict[str, SlotDecision] = field(default_factory=dict)
     decisions: list[SlotDecision] = field(default_factory=list)
     next_run_at: list[tuple[str, datetime | None]] = field(default_factory=list)
-    dispatched: list[Dispatched] = field(default_factory=list)
+    written: dict[str, TaskRun] = field(default_factory=dict)

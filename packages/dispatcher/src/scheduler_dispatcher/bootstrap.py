@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from scheduler_application.dependencies import DependencyResolver
+from scheduler_application.dispatch.rate_limiting import RunRateLimits
+from scheduler_application.dispatch.relay import RunRelay
+from scheduler_application.dispatch.routing import Router
 from scheduler_application.gauges import ClusterGauges
 from scheduler_application.ports.observer import RunObserver
-from scheduler_application.rate_limiting import RunRateLimits
 from scheduler_application.reaper import LeaseReaper
-from scheduler_application.relay import RunRelay
-from scheduler_application.routing import Router
 from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.task_changes import TaskChangeSignal
 from scheduler_application.workers import WorkerService

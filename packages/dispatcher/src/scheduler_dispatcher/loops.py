@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
+from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Unavailable
 from scheduler_application.gauges import ClusterGauges
 from scheduler_application.log_context import log_context
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.reaper import LeaseReaper
-from scheduler_application.relay import RunRelay
 from scheduler_application.workers import WorkerService
 
 logger = logging.getLogger("scheduler.dispatcher")

@@ -16,11 +16,12 @@ Required labels are honoured by every strategy. Under ``queue`` a task that requ
 not left to whichever worker of its queue asks first: it goes to the direct queue of the
 eligible worker with the most free slots (as ``least_loaded``).
 
-With no eligible worker a run of a task *without* required labels falls back to the task's queue
-rather than waiting: any worker of that queue may run it, a worker that registers later picks it
-up, and it is never stuck behind a worker that may not come back. A run of a task *with* required
-labels is held instead (``Route.hold``): the relay keeps it pending and looks again later, since
-no worker may run it yet. The memory used is per dispatcher and bounded.
+The router chooses among the workers the eligibility gate found (:meth:`Router.eligible`, step 2
+of :mod:`.gates`); a task that requires labels no live worker carries never gets here: that gate
+holds it. With no eligible worker a run of a task *without* required labels falls back to the
+task's queue rather than waiting: any worker of that queue may run it, a worker that registers
+later picks it up, and it is never stuck behind a worker that may not come back. The memory used
+is per dispatcher and bounded.
 """
 
 from __future__ import annotations
@@ -48,8 +49,6 @@ class Route:
     worker_id: str | None = None
     strategy: DispatchStrategy = DispatchStrategy.QUEUE
     fallback: bool = False
-    #: No live worker carries the task's required labels: do not publish yet.
-    hold: bool = False
 
     @property
     def targeted(self) -> bool:
@@ -101,23 +100,15 @@ class Router:
         )
 
     def route(
-        self,
-        task: Task,
-        workers: Sequence[Worker],
-        *,
-        now: datetime,
-        default_queue: str | None = None,
+        self, task: Task, candidates: Sequence[Worker], *, default_queue: str | None = None
     ) -> Route:
-        """The route of one run of ``task``. ``default_queue`` (the task's queue if not given) is
-        used by the ``queue`` strategy and as the fallback."""
-        fallback_queue = default_queue if default_queue is not None else task.queue
+        """The route of one run of ``task`` among ``candidates``, the workers
+        :meth:`eligible` found. ``default_queue`` (the task's queue if not given) is used by
+        the ``queue`` strategy."""
         strategy = task.strategy
         if strategy is DispatchStrategy.QUEUE and not task.labels:
-            return Route(fallback_queue)
-        candidates = self.eligible(task, workers, now=now)
+            return Route(default_queue if default_queue is not None else task.queue)
         if not candidates:
-            if task.labels:
-                return Route(task.queue, strategy=strategy, hold=True)
             return Route(task.queue, strategy=strategy, fallback=True)
         if strategy is DispatchStrategy.RANDOM:
             chosen = self._rng.choice(candidates)
@@ -130,11 +121,11 @@ class Router:
 
     # -- choices ---------------------------------------------------------------------------------
 
-    def _least_recent(self, task: Task, candidates: list[Worker]) -> Worker:
+    def _least_recent(self, task: Task, candidates: Sequence[Worker]) -> Worker:
         last = self._last_assigned.get(task.id, {})
         return min(candidates, key=lambda w: (last.get(w.id, -1), self._rank_of(w.id)))
 
-    def _least_loaded(self, task: Task, candidates: list[Worker]) -> Worker:
+    def _least_loaded(self, task: Task, candidates: Sequence[Worker]) -> Worker:
         last = self._last_assigned.get(task.id, {})
         return min(
             candidates,
@@ -155,7 +146,7 @@ class Router:
             rank = self._rank[worker_id] = self._rng.random()
         return rank
 
-    def _record(self, task: Task, worker: Worker, candidates: list[Worker]) -> None:
+    def _record(self, task: Task, worker: Worker, candidates: Sequence[Worker]) -> None:
         current = {w.id for w in candidates}
         history = {
             worker_id: seq

@@ -1,0 +1,287 @@
+"""The gates a pending run passes on its way to the queue, as one pipeline of small steps.
+
+Every new run (a trigger, a retry, a fired slot, a dependency) and every pending run the relay
+loop takes passes the same steps, in this order; each step decides once and the first that
+stops a run decides its fate for this pass:
+
+1. **concurrency cap** (:func:`concurrency_cap`): a task with that many runs queued or running
+   keeps the rest pending (a ``buffer_one`` task counts as ``max_concurrent`` 1). The task's
+   row is locked (skipping rows another transaction holds) while its runs are counted, so
+   several dispatchers cannot each take "the last free slot". Tasks found full are remembered
+   and left out of the relay's next queries until a slot frees.
+2. **eligibility**: the live workers that may run the task (its labels, its queue). A task with
+   required labels and no such worker is held pending (``no_eligible_worker``) and looked at
+   again later (:func:`hold_for`) — before the rate limit, so that it spends no token.
+3. **rate limits** (:mod:`.rate_limiting`): a limited run gets a later ``not_before`` and a
+   ``pending → pending`` event saying why; it is never dropped.
+4. **routing** (:mod:`.routing`): among the eligible workers of step 2, where the message
+   goes; the run is marked ``queued`` there.
+
+A run fired ahead of its slot is queued now with ``not_before`` = its slot (delivered then); a
+step that postpones a run never postpones it to before its slot.
+
+The gates decide in memory and hand back new :class:`TaskRun` objects: the runs given are
+never changed (a caller that fails later still holds them as they were). Writing and
+publishing is the caller's (:mod:`.outbox`); this module does not know the queue.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from scheduler_application.dispatch.rate_limiting import RateBatch, RunRateLimits
+from scheduler_application.dispatch.routing import Route, Router
+from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.unit_of_work import UnitOfWork
+from scheduler_domain.concurrency import ConcurrencyPolicy
+from scheduler_domain.events import RunEvent
+from scheduler_domain.run import RunTrigger, TaskRun
+from scheduler_domain.schedules import format_instant
+from scheduler_domain.status import RunStatus
+from scheduler_domain.task import DispatchStrategy, Task
+from scheduler_domain.worker import Worker
+
+RELAY_ACTOR = "relay"
+#: What the gates change on a pending run: queued (status, time, where it went) or postponed
+#: (``not_before``). The rows are locked, so only these need writing.
+DISPATCHED_FIELDS = ("status", "queue", "queued_at", "not_before")
+
+
+@dataclass(slots=True)
+class GateOutcome:
+    """What the gates decided about a batch of pending runs, in their order.
+
+    ``runs``: every run given, as it leaves the gates (a new object where a gate changed it);
+    ``writes``: the changed ones with the version read (to update rows that exist already);
+    ``queued``: the ones marked queued (their messages go out); ``events``: to store after the
+    runs they belong to; ``full_tasks``: tasks found at their concurrency cap."""
+
+    runs: list[TaskRun] = field(default_factory=list)
+    writes: list[tuple[TaskRun, int]] = field(default_factory=list)
+    queued: list[TaskRun] = field(default_factory=list)
+    events: list[RunEvent] = field(default_factory=list)
+    full_tasks: set[str] = field(default_factory=set)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.writes)
+
+
+@dataclass(slots=True)
+class _Pass:
+    """What one pass of the gates reads once and shares between the runs of the batch."""
+
+    now: datetime
+    tasks: Mapping[str, Task]
+    locked: set[str]
+    in_flight: dict[str, int]
+    rate_batch: RateBatch | None
+    workers: list[Worker] | None = None
+
+
+class Gates:
+    """The pipeline; one instance per process (it remembers full tasks and routing history).
+    ``stats`` (shared with the relay) counts ``held_max_concurrent``,
+    ``held_no_eligible_worker``, ``rate_limited`` and ``routed_fallback``."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        router: Router,
+        rate_limits: RunRateLimits | None,
+        stats: Counter[str],
+    ) -> None:
+        self._clock = clock
+        self.router = router
+        self._rate_limits = rate_limits
+        self._stats = stats
+        #: Tasks at their cap: id -> the cap, re-checked at the relay's next call.
+        self._full: dict[str, int] = {}
+
+    async def still_full(self, uow: UnitOfWork) -> set[str]:
+        """The remembered full tasks that are still full; the others are forgotten."""
+        if not self._full:
+            return set()
+        counts = await uow.runs.count_in_flight(sorted(self._full))
+        self._full = {
+            task_id: cap for task_id, cap in self._full.items() if counts.get(task_id, 0) >= cap
+        }
+        return set(self._full)
+
+    async def apply(
+        self,
+        uow: UnitOfWork,
+        runs: Sequence[TaskRun],
+        now: datetime,
+        known: Sequence[Task] = (),
+    ) -> GateOutcome:
+        """Pass pending ``runs`` through the steps, in order (``known``: their tasks, if the
+        caller read them already in this unit of work)."""
+        tasks = {task.id: task for task in known}
+        if not all(run.task_id in tasks for run in runs):
+            tasks = await tasks_of(uow, runs)
+        state = await self._open_pass(uow, tasks, now)
+        outcome = GateOutcome()
+        for run in runs:
+            outcome.runs.append(await self._decide(uow, state, run, outcome))
+        return outcome
+
+    async def _open_pass(self, uow: UnitOfWork, tasks: Mapping[str, Task], now: datetime) -> _Pass:
+        capped = sorted(t.id for t in tasks.values() if concurrency_cap(t) is not None)
+        locked: set[str] = set()
+        in_flight: dict[str, int] = {}
+        if capped:
+            locked = await uow.tasks.lock_many(capped)
+            in_flight = await uow.runs.count_in_flight(sorted(locked)) if locked else {}
+        rates = self._rate_limits
+        return _Pass(now, tasks, locked, in_flight, rates.batch() if rates is not None else None)
+
+    async def _decide(
+        self, uow: UnitOfWork, state: _Pass, run: TaskRun, outcome: GateOutcome
+    ) -> TaskRun:
+        task = state.tasks.get(run.task_id)
+        if task is None:
+            return run  # deleted meanwhile: its runs go with it
+        if not self._below_cap(state, task, outcome):
+            return run
+        candidates = await self._eligible(uow, state, task)
+        if candidates is None:
+            # Held before the rate limit, so that a run no worker may take spends no token.
+            return self._hold(outcome, run, task, state.now)
+        postponed = await self._rate_limit(state, run, task, outcome)
+        if postponed is not None:
+            return postponed
+        route = self.router.route(task, candidates, default_queue=run.queue)
+        state.in_flight[task.id] = state.in_flight.get(task.id, 0) + 1
+        return self._queue(outcome, run, route, state.now)
+
+    # -- 1. concurrency cap ----------------------------------------------------------------------
+
+    def _below_cap(self, state: _Pass, task: Task, outcome: GateOutcome) -> bool:
+        cap = concurrency_cap(task)
+        if cap is None:
+            return True
+        if task.id not in state.locked:
+            return False  # another transaction is deciding about this task: next pass
+        if state.in_flight.get(task.id, 0) >= cap:
+            self._full[task.id] = cap
+            outcome.full_tasks.add(task.id)
+            self._stats["held_max_concurrent"] += 1
+            return False
+        return True
+
+    # -- 2. eligibility --------------------------------------------------------------------------
+
+    async def _eligible(self, uow: UnitOfWork, state: _Pass, task: Task) -> list[Worker] | None:
+        """The workers the router may choose from ([] when the task's queue decides); None
+        when the task requires labels no live worker carries."""
+        if task.strategy is DispatchStrategy.QUEUE and not task.labels:
+            return []
+        if state.workers is None:
+            state.workers = await uow.workers.list()
+        candidates = self.router.eligible(task, state.workers, now=state.now)
+        if not candidates and task.labels:
+            return None
+        return candidates
+
+    def _hold(self, outcome: GateOutcome, run: TaskRun, task: Task, now: datetime) -> TaskRun:
+        self._stats["held_no_eligible_worker"] += 1
+        return self._postpone(
+            outcome,
+            run,
+            until=now + hold_for(now - run.created_at),
+            detail={"reason": "no_eligible_worker", "labels": sorted(task.labels)},
+        )
+
+    # -- 3. rate limits --------------------------------------------------------------------------
+
+    async def _rate_limit(
+        self, state: _Pass, run: TaskRun, task: Task, outcome: GateOutcome
+    ) -> TaskRun | None:
+        rates = self._rate_limits
+        if rates is None or state.rate_batch is None or not rates.limited(task):
+            return None
+        delay = await rates.admit(task, now=state.now, batch=state.rate_batch)
+        if delay is None:
+            return None
+        self._stats["rate_limited"] += 1
+        return self._postpone(
+            outcome,
+            run,
+            until=state.now + delay.wait,
+            detail={"reason": "rate_limited", "bucket": delay.key},
+        )
+
+    def _postpone(
+        self, outcome: GateOutcome, run: TaskRun, *, until: datetime, detail: dict[str, object]
+    ) -> TaskRun:
+        """Keep the run pending until ``until``, saying why in a ``pending → pending`` event;
+        never until before its logical time (a run fired ahead waits for its slot whatever held
+        it; every other run's is past already)."""
+        until = max(until, run.scheduled_for)
+        version = run.version
+        run = copy.copy(run)
+        run.not_before = until
+        outcome.writes.append((run, version))
+        outcome.events.append(
+            RunEvent(
+                run_id=run.id,
+                task_id=run.task_id,
+                from_status=RunStatus.PENDING,
+                to_status=RunStatus.PENDING,
+                at=self._clock.now(),
+                actor=RELAY_ACTOR,
+                detail={**detail, "not_before": format_instant(until)},
+            )
+        )
+        return run
+
+    # -- 4. routing ------------------------------------------------------------------------------
+
+    def _queue(self, outcome: GateOutcome, run: TaskRun, route: Route, now: datetime) -> TaskRun:
+        """Mark the run queued where ``route`` says. A run fired ahead of its slot is queued
+        now, to be delivered at the slot: its ``not_before`` (and its message's) says when."""
+        version = run.version
+        run = copy.copy(run)
+        run.queue = route.queue
+        event = run.mark_queued(now=now, actor=RELAY_ACTOR)
+        if run.trigger is RunTrigger.SCHEDULE and run.scheduled_for > now:  # fired ahead
+            run.not_before = run.scheduled_for
+            event = replace(
+                event, detail={**event.detail, "deliver_at": format_instant(run.scheduled_for)}
+            )
+        if route.targeted:
+            event = replace(event, detail={**event.detail, **route.detail()})
+            if route.fallback:
+                self._stats["routed_fallback"] += 1
+        outcome.writes.append((run, version))
+        outcome.queued.append(run)
+        outcome.events.append(event)
+        return run
+
+
+def concurrency_cap(task: Task) -> int | None:
+    """How many runs of ``task`` may be queued or running at once (None: no limit): its
+    ``max_concurrent``, and 1 under ``buffer_one`` — the buffered run waits, pending, until the
+    active one has finished (succeeded, failed, cancelled, timed out or lost), as Temporal's
+    ``BufferOne`` does, instead of starting beside it."""
+    if task.concurrency is ConcurrencyPolicy.BUFFER_ONE:
+        return 1
+    return task.max_concurrent
+
+
+def hold_for(waited: timedelta) -> timedelta:
+    """How long a run no worker may take waits before the relay looks again: a second at
+    first, then half as long as it has waited so far, at most a minute — a worker that starts
+    is found quickly, and a run that waits for hours writes a dozen events, not thousands."""
+    return min(max(waited / 2, timedelta(seconds=1)), timedelta(minutes=1))
+
+
+async def tasks_of(uow: UnitOfWork, runs: Sequence[TaskRun]) -> dict[str, Task]:
+    ids = list(dict.fromkeys(run.task_id for run in runs))
+    return {task.id: task for task in await uow.tasks.get_many(ids)}
