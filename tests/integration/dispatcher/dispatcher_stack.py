@@ -13,20 +13,18 @@ from datetime import timedelta
 from typing import Any
 
 from scheduler_application.auth_context import Principal
-from scheduler_application.dependencies import DependencyResolver
 from scheduler_application.dispatch.rate_limiting import RunRateLimits
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.dispatch.routing import Router
 from scheduler_application.execution import ExecutionService
-from scheduler_application.reaper import LeaseReaper
 from scheduler_application.runs import RunService
-from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.task_changes import TaskChangeSignal
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
 from scheduler_application.workers import WorkerService
-from scheduler_dispatcher.loops import LoopTimings, PeriodicLoop, reliability_loops
-from scheduler_dispatcher.scheduler_loop import SchedulerLoop, dependency_loop
+from scheduler_dispatcher.bootstrap import dispatcher_loops
+from scheduler_dispatcher.loops import LoopTimings, PeriodicLoop
+from scheduler_dispatcher.scheduler_loop import SchedulerLoop
 from scheduler_dispatcher.service import Dispatcher
 from scheduler_domain.accounts import Role
 from scheduler_domain.run import TaskRun
@@ -128,29 +126,17 @@ async def dispatcher_stack(
             router=Router(worker_timeout=timings.worker_silence),
             rate_limits=RunRateLimits(limiter=LocalRateLimiter()),
         )
-        scheduler = SchedulerLoop(
-            ScheduleFiring(
-                uow_factory=uow_factory, clock=clock, relay=relay, fire_ahead=fire_ahead
-            ),
-            batch_size=timings.batch_size,
+        scheduler, loops = dispatcher_loops(
+            uow_factory=uow_factory,
+            clock=clock,
+            relay=relay,
+            timings=timings,
             max_sleep=max_sleep,
+            fire_ahead=fire_ahead,
         )
         signal.subscribe(scheduler.wake)
-        loops: list[PeriodicLoop] = [
-            scheduler,
-            dependency_loop(
-                DependencyResolver(uow_factory=uow_factory, clock=clock, relay=relay),
-                interval=timings.relay_interval,
-                batch_size=timings.batch_size,
-            ),
-            *reliability_loops(
-                relay=relay,
-                reaper=LeaseReaper(uow_factory=uow_factory, clock=clock),
-                workers=WorkerService(uow_factory=uow_factory, clock=clock),
-                timings=timings,
-            ),
-            *(extra_loops(scheduler) if extra_loops is not None else []),
-        ]
+        if extra_loops is not None:
+            loops.extend(extra_loops(scheduler))
         dispatcher = Dispatcher(loops=loops)
         task = asyncio.create_task(dispatcher.run())
         await asyncio.wait_for(dispatcher.wait_started(), timeout=5)

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from dispatcher_stack import REDIS_URL
 
+from scheduler_application.ports.queue import RunMessage
 from scheduler_application.task_changes import TaskChangeSignal
 from scheduler_dispatcher.bootstrap import build_dispatcher
 from scheduler_infrastructure.config import DatabaseSettings, RedisSettings, Settings
-from scheduler_infrastructure.resources import open_resources
+from scheduler_infrastructure.resources import build_relay, open_resources
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,3 +50,36 @@ async def test_on_postgres_the_dispatcher_also_listens_for_task_changes(postgres
         await asyncio.sleep(0.2)
         dispatcher.stop()
         await asyncio.wait_for(task, timeout=10)
+
+
+async def test_a_dispatcher_runs_on_the_relay_it_is_given_and_leaves_closing_it(
+    tmp_path: Path,
+) -> None:
+    """``scheduler run`` builds one relay for the process and hands it to the API and the
+    dispatcher: the dispatcher's loops use it, and it is closed by the launcher once every
+    component stopped, not by the dispatcher."""
+    settings = Settings(
+        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}")
+    )
+    async with open_resources(settings) as resources:
+        relay = build_relay(resources)
+        relayed = asyncio.Event()
+        closed: list[str] = []
+        relay_pending = relay.relay_pending
+
+        async def counted(limit: int = 100) -> list[RunMessage]:
+            relayed.set()
+            return await relay_pending(limit)
+
+        async def aclose() -> None:
+            closed.append("closed")
+
+        relay.relay_pending = counted  # type: ignore[method-assign]
+        relay.aclose = aclose  # type: ignore[method-assign]
+
+        dispatcher = build_dispatcher(resources, relay=relay)
+        task = asyncio.create_task(dispatcher.run())
+        await asyncio.wait_for(relayed.wait(), timeout=5)  # its relay loop is the given relay's
+        dispatcher.stop()
+        await asyncio.wait_for(task, timeout=10)
+        assert closed == []

@@ -16,7 +16,7 @@ from scheduler_api.bootstrap import build_services
 from scheduler_api.services import ApiServices
 from scheduler_application.auth_context import Principal
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
-from scheduler_dispatcher.bootstrap import build_dispatcher
+from scheduler_dispatcher.bootstrap import build_dispatcher, build_relay
 from scheduler_dispatcher.service import Dispatcher
 from scheduler_domain.accounts import Role
 from scheduler_domain.run import TaskRun
@@ -113,8 +113,9 @@ async def observed_stack(
     async with open_resources(settings or stack_settings(database_url)) as opened:
         # A single trusted team's install: its users run python and shell tasks.
         resources = dataclasses.replace(opened, executor_policy=OPEN_EXECUTOR_POLICY)
-        services = build_services(resources)
-        dispatcher = build_dispatcher(resources)
+        relay = build_relay(resources)  # one per process, as `scheduler run` does
+        services = build_services(resources, relay=relay)
+        dispatcher = build_dispatcher(resources, relay=relay)
         async with build_worker(resources) as worker:
             dispatching = asyncio.create_task(dispatcher.run())
             working = asyncio.create_task(worker.run())
@@ -129,3 +130,4 @@ async def observed_stack(
                 await asyncio.wait_for(working, timeout=30)
                 dispatcher.stop()
                 await asyncio.wait_for(dispatching, timeout=30)
+                await relay.aclose()

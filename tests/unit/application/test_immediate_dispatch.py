@@ -223,7 +223,7 @@ async def test_a_failed_publish_after_the_commit_is_retried_until_the_broker_tak
     broker.unavailable = False
     await _until_all_published(relay)
     assert {m.run_id for m in broker.published} == {run.id, second.id}
-    await runs.aclose()
+    await relay.aclose()
 
 
 async def test_closing_stops_the_retries_and_leaves_the_runs_to_the_stale_republish(
@@ -235,7 +235,7 @@ async def test_closing_stops_the_retries_and_leaves_the_runs_to_the_stale_republ
     task = await make(tasks)
     broker.unavailable = True
     run = await runs.trigger(task.id, principal=ALICE)
-    await runs.aclose()
+    await relay.aclose()
 
     broker.unavailable = False
     clock.advance(seconds=61)
@@ -327,4 +327,4 @@ async def test_a_hanging_publish_does_not_hold_up_the_trigger(
     broker.released.set()
     await _until_all_published(relay)
     assert [m.run_id for m in broker.published] == [run.id]
-    await runs.aclose()
+    await relay.aclose()

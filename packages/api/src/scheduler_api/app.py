@@ -6,7 +6,7 @@ tests and the combined launcher can hand it whatever honours the ports.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from litestar import Litestar, Request, Response, Router
@@ -51,7 +51,9 @@ def create_app(
     options: ApiOptions | None = None,
     plugins: Sequence[PluginProtocol] = (),
     middleware: Sequence[Middleware] = (),
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> Litestar:
+    """``on_shutdown``: closes what the app owns, once it stopped serving."""
     options = options or ApiOptions()
     v1 = Router(
         path=API_PREFIX,
@@ -83,8 +85,7 @@ def create_app(
         request_max_body_size=options.max_body_bytes,
         openapi_config=openapi_config(version=options.version),
         on_startup=[services.auth.warm_up],
-        # Stops the background retries of publishes that failed (their runs stay queued).
-        on_shutdown=[services.runs.aclose],
+        on_shutdown=list(on_shutdown),
         logging_config=None,
         debug=False,
         state=State({OBSERVER_STATE: services.observer}),

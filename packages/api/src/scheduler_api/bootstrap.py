@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import logging
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import timedelta
 from importlib import metadata
 from typing import Any
@@ -30,9 +30,7 @@ from scheduler_api.services import ApiOptions, ApiServices, Probe
 from scheduler_api.throttle import LoginThrottle
 from scheduler_application.api_keys import ApiKeyService
 from scheduler_application.auth import AuthService, SessionPolicy
-from scheduler_application.dispatch.rate_limiting import RunRateLimits
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.dispatch.routing import Router
 from scheduler_application.execution import ExecutionService
 from scheduler_application.ports.security import PasswordHasher, TokenCodec
 from scheduler_application.remote_workers import RemoteWorkerService
@@ -43,8 +41,12 @@ from scheduler_application.tasks import TaskService
 from scheduler_application.user_admin import UserAdminService
 from scheduler_application.workers import WorkerService
 from scheduler_infrastructure.config import Settings
-from scheduler_infrastructure.config.loader import parse_queue_rate_limits
-from scheduler_infrastructure.resources import Resources, open_resources, wait_for_database
+from scheduler_infrastructure.resources import (
+    Resources,
+    build_relay,
+    open_resources,
+    wait_for_database,
+)
 from scheduler_infrastructure.security.passwords import Argon2PasswordHasher
 from scheduler_infrastructure.security.tokens import MIN_SECRET_BYTES, JwtTokenCodec
 from scheduler_infrastructure.startup import StartupError, prepare
@@ -159,9 +161,12 @@ def _probes(resources: Resources) -> dict[str, Probe]:
 def build_services(
     resources: Resources,
     *,
+    relay: RunRelay,
     hasher: PasswordHasher | None = None,
     codec: TokenCodec | None = None,
 ) -> ApiServices:
+    """``relay``: the process's one relay (:func:`build_relay`), whose gates the runs a
+    trigger or a retry creates pass at once."""
     settings = resources.settings
     uow, clock = resources.uow_factory, resources.clock
     hasher = hasher or Argon2PasswordHasher()
@@ -182,20 +187,6 @@ def build_services(
         redactor=resources.redactor,
         executor_policy=resources.executor_policy,
         secret_box=resources.secret_box,
-    )
-    # The same gates as the dispatcher's relay (routing, rate limits), for the runs a trigger
-    # or a retry dispatches at once.
-    relay = RunRelay(
-        uow_factory=uow,
-        clock=clock,
-        queue=resources.queue,
-        router=Router(worker_timeout=settings.worker.silence),
-        rate_limits=RunRateLimits(
-            limiter=resources.rate_limiter,
-            queue_limits=parse_queue_rate_limits(resources.settings.dispatcher.queue_rate_limits),
-            observer=observer,
-        ),
-        tracer=resources.tracer,
     )
     return ApiServices(
         tasks=TaskService(
@@ -238,13 +229,20 @@ def build_services(
 def build_api(
     resources: Resources,
     *,
+    relay: RunRelay | None = None,
     hasher: PasswordHasher | None = None,
     throttle: LoginThrottle | None = None,
 ) -> Litestar:
     """The API on ``resources`` (shared with other components in ``scheduler run``); its
     ``/metrics`` serves the process's one registry, so in ``scheduler run`` it shows the
-    dispatcher's and the worker's metrics as well."""
-    services = build_services(resources, hasher=hasher)
+    dispatcher's and the worker's metrics as well. ``relay``: the process's relay, closed by
+    whoever built it; without one the API builds its own and closes it at shutdown."""
+    on_shutdown: list[Callable[[], Awaitable[None]]] = []
+    if relay is None:
+        relay = build_relay(resources)
+        # Stops the background retries of publishes that failed (their runs stay queued).
+        on_shutdown.append(relay.aclose)
+    services = build_services(resources, relay=relay, hasher=hasher)
     options = api_options(resources.settings, throttle=throttle, metrics=resources.metrics)
     plugins: list[PluginProtocol] = []
     middleware: list[Middleware] = []
@@ -259,7 +257,13 @@ def build_api(
             )
         )
         middleware.append(_name_request_spans)
-    return create_app(services=services, options=options, plugins=plugins, middleware=middleware)
+    return create_app(
+        services=services,
+        options=options,
+        plugins=plugins,
+        middleware=middleware,
+        on_shutdown=on_shutdown,
+    )
 
 
 def _name_request_spans(app: ASGIApp) -> ASGIApp:

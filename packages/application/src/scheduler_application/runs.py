@@ -255,10 +255,6 @@ class RunService:
             await box.uow.runs.add(run, events=events)
         return run
 
-    async def aclose(self) -> None:
-        """Stop the relay's background retries of failed publishes."""
-        await self._relay.aclose()
-
     async def events(self, run_id: str, *, principal: Principal) -> builtins.list[RunEvent]:
         """The run's audit trail, oldest first."""
         ensure_can_read_tasks(principal)

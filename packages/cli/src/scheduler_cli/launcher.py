@@ -24,8 +24,8 @@ from scheduler_dispatcher.bootstrap import build_dispatcher
 from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.factories import database_url
 from scheduler_infrastructure.persistence.migrations import upgrade
-from scheduler_infrastructure.resources import open_resources
-from scheduler_infrastructure.telemetry import serve_metrics
+from scheduler_infrastructure.resources import build_relay, open_resources
+from scheduler_infrastructure.telemetry import component_metrics
 from scheduler_worker.bootstrap import build_worker
 
 logger = logging.getLogger("scheduler.launcher")
@@ -67,10 +67,15 @@ async def run_components(
             contextlib.AsyncExitStack() as stack,
         ):
             changes = TaskChangeSignal()
+            # One relay for the process: the API's triggers and the dispatcher's loops share
+            # its gates' memory and its background publishes. Closed after every component
+            # stopped (the exit stack unwinds it last).
+            relay = build_relay(resources)
+            stack.push_async_callback(relay.aclose)
             tasks: dict[str, asyncio.Task[None]] = {}
             stoppers: dict[str, Callable[[], None]] = {}
             if "dispatcher" in components:
-                dispatcher = build_dispatcher(resources, task_changes=changes)
+                dispatcher = build_dispatcher(resources, relay=relay, task_changes=changes)
                 tasks["dispatcher"] = asyncio.create_task(dispatcher.run(), name="dispatcher")
                 stoppers["dispatcher"] = dispatcher.stop
             if "worker" in components:
@@ -80,27 +85,18 @@ async def run_components(
             if sock is None:
                 # No API in this process: serve the shared registry on the dispatcher's (or,
                 # without one, the worker's) metrics port instead.
-                metrics_port = (
-                    settings.dispatcher.metrics_port
-                    if "dispatcher" in components
-                    else settings.worker.metrics_port
-                )
-                if metrics_port:
-                    await stack.enter_async_context(
-                        serve_metrics(
-                            resources.metrics,
-                            host=settings.dispatcher.metrics_host
-                            if "dispatcher" in components
-                            else settings.worker.metrics_host,
-                            port=metrics_port,
-                        )
+                own = settings.dispatcher if "dispatcher" in components else settings.worker
+                await stack.enter_async_context(
+                    component_metrics(
+                        resources.metrics, host=own.metrics_host, port=own.metrics_port
                     )
+                )
             api_url = None
             if sock is not None:
                 watched = dataclasses.replace(
                     resources, uow_factory=changes.watch(resources.uow_factory)
                 )
-                app = build_api(watched)
+                app = build_api(watched, relay=relay)
                 api_stop = asyncio.Event()
                 tasks["api"] = asyncio.create_task(serve(app, stop=api_stop, sock=sock))
                 stoppers["api"] = api_stop.set

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from scheduler_application.dependencies import DependencyResolver
-from scheduler_application.dispatch.rate_limiting import RunRateLimits
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.dispatch.routing import Router
 from scheduler_application.gauges import ClusterGauges
-from scheduler_application.ports.observer import RunObserver
+from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
+from scheduler_application.ports.tracing import NO_TRACER, Tracer
+from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
 from scheduler_application.reaper import LeaseReaper
 from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.task_changes import TaskChangeSignal
@@ -19,35 +19,85 @@ from scheduler_application.workers import WorkerService
 from scheduler_dispatcher.loops import LoopTimings, PeriodicLoop, gauge_loop, reliability_loops
 from scheduler_dispatcher.scheduler_loop import SchedulerLoop, dependency_loop
 from scheduler_dispatcher.service import Dispatcher
-from scheduler_infrastructure.config import Settings
-from scheduler_infrastructure.config.loader import parse_queue_rate_limits
 from scheduler_infrastructure.persistence.task_changes import TaskChangeListener
-from scheduler_infrastructure.resources import Resources, open_resources
+from scheduler_infrastructure.resources import Resources, build_relay, open_resources
 from scheduler_infrastructure.startup import StartupError, prepare
-from scheduler_infrastructure.telemetry import MetricsServer, serve_metrics
+from scheduler_infrastructure.telemetry import component_metrics
 from scheduler_infrastructure.waiting import StartupInterrupted
 
 __all__ = [
     "StartupError",
     "StartupInterrupted",
     "build_dispatcher",
-    "load",
-    "metrics_endpoint",
+    "build_relay",
+    "component_metrics",
+    "dispatcher_loops",
     "open_resources",
+    "prepare",
 ]
 
 
-def load() -> Settings:
-    return prepare("dispatcher", standalone=True)
+def dispatcher_loops(
+    *,
+    uow_factory: UnitOfWorkFactory,
+    clock: Clock,
+    relay: RunRelay,
+    timings: LoopTimings,
+    max_sleep: timedelta,
+    fire_ahead: timedelta = timedelta(0),
+    observer: RunObserver = NO_OBSERVER,
+    tracer: Tracer = NO_TRACER,
+) -> tuple[SchedulerLoop, list[PeriodicLoop]]:
+    """The scheduler loop and every loop a dispatcher runs with it (dependencies, the relay and
+    its recovery, the reaper, worker liveness), on the parts given: what
+    :func:`build_dispatcher` runs, and what tests run on parts of their own."""
+    scheduler = SchedulerLoop(
+        ScheduleFiring(
+            uow_factory=uow_factory,
+            clock=clock,
+            relay=relay,
+            observer=observer,
+            tracer=tracer,
+            fire_ahead=fire_ahead,
+        ),
+        batch_size=timings.batch_size,
+        max_sleep=max_sleep,
+    )
+    loops: list[PeriodicLoop] = [
+        scheduler,
+        dependency_loop(
+            DependencyResolver(
+                uow_factory=uow_factory,
+                clock=clock,
+                relay=relay,
+                observer=observer,
+                tracer=tracer,
+            ),
+            interval=timings.relay_interval,
+            batch_size=timings.batch_size,
+        ),
+        *reliability_loops(
+            relay=relay,
+            reaper=LeaseReaper(uow_factory=uow_factory, clock=clock, observer=observer),
+            workers=WorkerService(uow_factory=uow_factory, clock=clock, observer=observer),
+            timings=timings,
+        ),
+    ]
+    return scheduler, loops
 
 
 def build_dispatcher(
-    resources: Resources, *, task_changes: TaskChangeSignal | None = None
+    resources: Resources,
+    *,
+    relay: RunRelay | None = None,
+    task_changes: TaskChangeSignal | None = None,
 ) -> Dispatcher:
-    """Every loop of one dispatcher. ``task_changes``: the signal the process's own task
-    writers fire (``scheduler run`` passes the one it wraps the API's unit of work with), so
-    the scheduler wakes at once on an edit; on PostgreSQL ``LISTEN`` does that across
-    processes as well."""
+    """Every loop of one dispatcher. ``relay``: the process's relay (``scheduler run`` shares
+    one with the API), closed by whoever built it; without one the dispatcher builds its own
+    and closes it when it stops. ``task_changes``: the signal the process's own task writers
+    fire (``scheduler run`` passes the one it wraps the API's unit of work with), so the
+    scheduler wakes at once on an edit; on PostgreSQL ``LISTEN`` does that across processes
+    as well."""
     settings = resources.settings
     d = settings.dispatcher
     timings = LoopTimings(
@@ -58,56 +108,29 @@ def build_dispatcher(
         batch_size=d.batch_size,
         gauge_interval=timedelta(seconds=d.gauge_interval_seconds),
     )
-    uow, clock = resources.uow_factory, resources.clock
+    on_stop: list[Callable[[], Awaitable[None]]] = []
+    if relay is None:
+        relay = build_relay(resources)
+        on_stop.append(relay.aclose)
     observer: RunObserver = resources.metrics
-    relay = RunRelay(
-        uow_factory=uow,
-        clock=clock,
-        queue=resources.queue,
-        router=Router(worker_timeout=timings.worker_silence),
-        rate_limits=RunRateLimits(
-            limiter=resources.rate_limiter,
-            queue_limits=parse_queue_rate_limits(resources.settings.dispatcher.queue_rate_limits),
-            observer=observer,
-        ),
+    scheduler, loops = dispatcher_loops(
+        uow_factory=resources.uow_factory,
+        clock=resources.clock,
+        relay=relay,
+        timings=timings,
+        max_sleep=timedelta(seconds=d.max_sleep_seconds),
+        fire_ahead=timedelta(seconds=d.fire_ahead_seconds),
+        observer=observer,
         tracer=resources.tracer,
     )
-    scheduler = SchedulerLoop(
-        ScheduleFiring(
-            uow_factory=uow,
-            clock=clock,
-            relay=relay,
-            observer=observer,
-            tracer=resources.tracer,
-            fire_ahead=timedelta(seconds=d.fire_ahead_seconds),
-        ),
-        batch_size=d.batch_size,
-        max_sleep=timedelta(seconds=d.max_sleep_seconds),
-    )
-    loops: list[PeriodicLoop] = [
-        scheduler,
-        dependency_loop(
-            DependencyResolver(
-                uow_factory=uow,
-                clock=clock,
-                relay=relay,
-                observer=observer,
-                tracer=resources.tracer,
-            ),
-            interval=timings.relay_interval,
-            batch_size=d.batch_size,
-        ),
-        *reliability_loops(
-            relay=relay,
-            reaper=LeaseReaper(uow_factory=uow, clock=clock, observer=observer),
-            workers=WorkerService(uow_factory=uow, clock=clock, observer=observer),
-            timings=timings,
-        ),
+    loops.append(
         gauge_loop(
-            ClusterGauges(uow_factory=uow, queue=resources.queue, observer=observer),
+            ClusterGauges(
+                uow_factory=resources.uow_factory, queue=resources.queue, observer=observer
+            ),
             interval=timings.gauge_interval,
-        ),
-    ]
+        )
+    )
     if task_changes is not None:
         task_changes.subscribe(scheduler.wake)
     if resources.engine.dialect.name == "postgresql":
@@ -122,16 +145,4 @@ def build_dispatcher(
                 "task-changes", listen, interval=timedelta(seconds=1), stop_grace=timedelta(0)
             )
         )
-    return Dispatcher(loops=loops, observer=observer, on_stop=[relay.aclose])
-
-
-@contextlib.asynccontextmanager
-async def metrics_endpoint(resources: Resources) -> AsyncIterator[MetricsServer | None]:
-    """The standalone dispatcher's ``/metrics`` on ``dispatcher.metrics_port`` (None when 0).
-    In ``scheduler run`` with the API, the API's ``/metrics`` serves the same registry."""
-    d = resources.settings.dispatcher
-    if not d.metrics_port:
-        yield None
-        return
-    async with serve_metrics(resources.metrics, host=d.metrics_host, port=d.metrics_port) as srv:
-        yield srv
+    return Dispatcher(loops=loops, observer=observer, on_stop=on_stop)

@@ -10,14 +10,18 @@ from scheduler_dispatcher import bootstrap
 
 
 async def _serve() -> None:
-    settings = bootstrap.load()
+    settings = bootstrap.prepare("dispatcher", standalone=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with (
         bootstrap.open_resources(settings, components=["dispatcher"], stop=stop) as resources,
-        bootstrap.metrics_endpoint(resources),
+        bootstrap.component_metrics(
+            resources.metrics,
+            host=settings.dispatcher.metrics_host,
+            port=settings.dispatcher.metrics_port,
+        ),
     ):
         dispatcher = bootstrap.build_dispatcher(resources)
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -10,7 +10,6 @@ dispatchers: their rows are claimed ``FOR UPDATE SKIP LOCKED``.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -26,7 +25,7 @@ MIN_SLEEP = timedelta(milliseconds=20)
 
 
 class SchedulerLoop(PeriodicLoop):
-    """Fires due tasks; ``last_report`` and the running totals are for metrics and tests."""
+    """Fires due tasks (the observer the firing was given counts what it did)."""
 
     def __init__(
         self,
@@ -43,18 +42,10 @@ class SchedulerLoop(PeriodicLoop):
         self._max_sleep = max_sleep.total_seconds()
         self._min_sleep = min_sleep.total_seconds()
         self._fired_now = False
-        self.last_report: FiringReport | None = None
-        self.fired = 0
-        self.skipped: Counter[str] = Counter()  # by SkipReason value
-        self.lateness: list[timedelta] = []  # the latest ones, for a metrics exporter to drain
 
     async def _fire(self) -> bool:
-        report = await self._firing.fire_due_tasks(self._batch)
-        self.last_report = report
+        report: FiringReport = await self._firing.fire_due_tasks(self._batch)
         self._fired_now = report.tasks > 0
-        self.fired += report.fired
-        self.skipped.update({reason.value: n for reason, n in report.skipped.items()})
-        self.lateness = (self.lateness + report.lateness)[-1000:]
         if report.fired or report.skipped:
             logger.debug(
                 "fired %d runs of %d tasks; skipped %s",

@@ -16,6 +16,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from opentelemetry.sdk.trace import SpanProcessor
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from scheduler_application.dispatch.rate_limiting import RunRateLimits
+from scheduler_application.dispatch.relay import RunRelay
+from scheduler_application.dispatch.routing import Router
 from scheduler_application.ports.coordination import RateLimiter
 from scheduler_application.ports.queue import RunQueue
 from scheduler_application.ports.redaction import NO_SECRET_SCOPE, Redactor, SecretScope
@@ -24,6 +27,7 @@ from scheduler_application.ports.tracing import Tracer
 from scheduler_domain.executor_policy import ExecutorPolicy
 from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.config import Settings
+from scheduler_infrastructure.config.loader import parse_queue_rate_limits
 from scheduler_infrastructure.factories import (
     build_engine,
     build_executor_policy,
@@ -67,6 +71,27 @@ class Resources:
     @property
     def tracer(self) -> Tracer:
         return self.tracing.tracer
+
+
+def build_relay(resources: Resources) -> RunRelay:
+    """The relay of a process: its gates (routing by ``worker.silence``, the rate limits of
+    tasks and of ``dispatcher.queue_rate_limits``) and its publishing. Build one per process
+    and hand it to every component that creates runs (the API's triggers, the dispatcher's
+    loops): they share its memory of full tasks, its routing history and its background
+    publishes. Whoever builds it closes it (``aclose``) once those components stopped."""
+    settings = resources.settings
+    return RunRelay(
+        uow_factory=resources.uow_factory,
+        clock=resources.clock,
+        queue=resources.queue,
+        router=Router(worker_timeout=settings.worker.silence),
+        rate_limits=RunRateLimits(
+            limiter=resources.rate_limiter,
+            queue_limits=parse_queue_rate_limits(settings.dispatcher.queue_rate_limits),
+            observer=resources.metrics,
+        ),
+        tracer=resources.tracer,
+    )
 
 
 async def _open_queue(queue: Any, *, timeout: float, stop: asyncio.Event | None) -> None:

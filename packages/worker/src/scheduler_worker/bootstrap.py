@@ -13,7 +13,7 @@ from scheduler_domain.outbound import OutboundPolicy
 from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.resources import Resources, open_resources
 from scheduler_infrastructure.startup import StartupError, prepare
-from scheduler_infrastructure.telemetry import MetricsServer, serve_metrics
+from scheduler_infrastructure.telemetry import component_metrics
 from scheduler_infrastructure.waiting import StartupInterrupted
 from scheduler_worker.executors import ExecutorRegistry, builtin_executors
 from scheduler_worker.runtime import WorkerOptions, WorkerRuntime
@@ -25,16 +25,11 @@ __all__ = [
     "StartupError",
     "StartupInterrupted",
     "build_worker",
-    "load",
-    "metrics_endpoint",
+    "prepare",
     "standalone_worker",
     "worker_options",
     "worker_sandbox",
 ]
-
-
-def load() -> Settings:
-    return prepare("worker", standalone=True)
 
 
 def worker_options(settings: Settings) -> WorkerOptions:
@@ -121,18 +116,6 @@ async def build_worker(resources: Resources) -> AsyncIterator[WorkerRuntime]:
 
 
 @contextlib.asynccontextmanager
-async def metrics_endpoint(resources: Resources) -> AsyncIterator[MetricsServer | None]:
-    """The standalone worker's ``/metrics`` on ``worker.metrics_port`` (None when 0). In
-    ``scheduler run`` with the API, the API's ``/metrics`` serves the same registry."""
-    w = resources.settings.worker
-    if not w.metrics_port:
-        yield None
-        return
-    async with serve_metrics(resources.metrics, host=w.metrics_host, port=w.metrics_port) as srv:
-        yield srv
-
-
-@contextlib.asynccontextmanager
 async def standalone_worker(
     settings: Settings, *, stop: asyncio.Event | None = None
 ) -> AsyncIterator[WorkerRuntime]:
@@ -140,7 +123,9 @@ async def standalone_worker(
     metrics endpoint. ``stop`` ends the waiting for the database or the queue at start-up."""
     async with (
         open_resources(settings, components=["worker"], stop=stop) as resources,
-        metrics_endpoint(resources),
+        component_metrics(
+            resources.metrics, host=settings.worker.metrics_host, port=settings.worker.metrics_port
+        ),
         build_worker(resources) as runtime,
     ):
         yield runtime

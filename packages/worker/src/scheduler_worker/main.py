@@ -10,7 +10,7 @@ from scheduler_worker import bootstrap
 
 
 async def _serve() -> None:
-    settings = bootstrap.load()
+    settings = bootstrap.prepare("worker", standalone=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

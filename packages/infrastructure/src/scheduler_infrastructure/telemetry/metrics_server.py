@@ -119,3 +119,17 @@ async def serve_metrics(
         yield server
     finally:
         await server.__aexit__(None, None, None)
+
+
+@contextlib.asynccontextmanager
+async def component_metrics(
+    metrics: PrometheusMetrics, *, host: str, port: int
+) -> AsyncIterator[MetricsServer | None]:
+    """A component's own ``/metrics`` (``dispatcher.metrics_port``, ``worker.metrics_port``):
+    :func:`serve_metrics`, or none (None) when ``port`` is 0. In ``scheduler run`` with the
+    API, the API's ``/metrics`` serves the process's one registry instead."""
+    if not port:
+        yield None
+        return
+    async with serve_metrics(metrics, host=host, port=port) as server:
+        yield server
