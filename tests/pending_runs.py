@@ -33,15 +33,8 @@ class PendingRuns:
                 existing = await uow.runs.get_by_idempotency_key(task.id, key)
                 if existing is not None:
                     return existing
-            run = TaskRun(
-                task_id=task.id,
-                owner_id=task.owner_id,
-                trigger=RunTrigger.MANUAL,
-                scheduled_for=now,
-                created_at=now,
-                idempotency_key=key,
-                queue=task.queue,
-                priority=task.priority,
+            run = TaskRun.create(
+                task, trigger=RunTrigger.MANUAL, logical_time=now, now=now, idempotency_key=key
             )
             while True:  # the next free logical time, as RunService.trigger does
                 try:

@@ -19,6 +19,7 @@ from scheduler_domain.status import (
     can_transition,
     ensure_transition,
 )
+from scheduler_domain.task import Task
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -237,3 +238,58 @@ def test_created_event_records_trigger_and_attempt() -> None:
     assert event.from_status is None
     assert event.to_status is RunStatus.PENDING
     assert event.detail == {"trigger": "schedule", "attempt": 1}
+
+
+# -- creation ----------------------------------------------------------------------------------
+
+
+def _task() -> Task:
+    return Task(
+        owner_id="owner-7",
+        name="report",
+        executor="noop",
+        queue="reports",
+        priority=8,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+def test_a_new_run_belongs_to_its_tasks_owner_queue_and_priority() -> None:
+    task = _task()
+    run = TaskRun.create(
+        task,
+        trigger=RunTrigger.SCHEDULE,
+        logical_time=NOW - timedelta(minutes=1),
+        now=NOW,
+        idempotency_key="schedule:x",
+        traceparent="00-trace",
+    )
+    assert (run.task_id, run.owner_id, run.queue, run.priority) == (
+        task.id,
+        "owner-7",
+        "reports",
+        8,
+    )
+    assert (run.status, run.attempt, run.trigger) == (RunStatus.PENDING, 1, RunTrigger.SCHEDULE)
+    assert (run.scheduled_for, run.created_at) == (NOW - timedelta(minutes=1), NOW)
+    assert (run.idempotency_key, run.traceparent, run.not_before) == (
+        "schedule:x",
+        "00-trace",
+        None,
+    )
+
+
+def test_a_new_attempt_keeps_the_logical_time_and_trace_and_follows_the_task_if_given() -> None:
+    first = TaskRun.create(
+        _task(), trigger=RunTrigger.MANUAL, logical_time=NOW, now=NOW, traceparent="00-t"
+    )
+    later = NOW + timedelta(hours=1)
+    kept = first.new_attempt(attempt=2, now=later)
+    assert (kept.trigger, kept.attempt, kept.retry_of) == (RunTrigger.RETRY, 2, first.id)
+    assert (kept.scheduled_for, kept.created_at, kept.traceparent) == (NOW, later, "00-t")
+    assert (kept.queue, kept.priority, kept.owner_id) == ("reports", 8, "owner-7")
+    moved = _task()
+    moved.queue, moved.priority = "urgent", 9
+    followed = first.new_attempt(attempt=3, now=later, task=moved)
+    assert (followed.queue, followed.priority, followed.attempt) == ("urgent", 9, 3)

@@ -279,15 +279,12 @@ class DependencyResolver:
         detail: dict[str, object],
         report: ResolutionReport,
     ) -> None:
-        run = TaskRun(
-            task_id=task.id,
-            owner_id=task.owner_id,
+        run = TaskRun.create(
+            task,
             trigger=RunTrigger.DEPENDENCY,
-            scheduled_for=logical_time,
-            created_at=now,
+            logical_time=logical_time,
+            now=now,
             idempotency_key=dependency_key(logical_time),
-            queue=task.queue,
-            priority=task.priority,
             traceparent=self._tracer.start_trace(
                 "run.dependency",
                 attributes={

@@ -340,28 +340,21 @@ class ExecutionService:
         conceal_task_secrets: bool = False,
     ) -> Settlement:
         """Record the outcome; a failure or timeout gets its retry (pending until the backoff
-        has passed) or, with no attempts left, is dead-lettered — all in one transaction.
+        has passed) or, with no attempts left, is dead-lettered — all in one transaction. The
+        one-outcome case of :meth:`complete_many`, decided and written the same way; its error
+        is raised rather than answered.
 
         ``conceal_task_secrets``: mask the values of the task's ``secret_env`` in the result
         here (for outcomes from workers this process did not run: the HTTP protocol); the
         in-process worker masks them itself (:meth:`ClaimedRun.conceal`)."""
-        now = self._clock.now()
-        async with self._uow_factory() as uow:
-            run = await _held_run(uow, run_id)
-            if conceal_task_secrets:
-                task = await uow.tasks.get(run.task_id)
-                if task is not None and task.secret_env:
-                    values, _ = open_secret_env(task, self._secret_box)
-                    result = conceal_secrets(result, values.values())
-            result = storable_result(redact_result(self._redactor, result))
-            read_version = run.version
-            event = _finish(run, token, result, now)
-            await uow.events.add(event)
-            retry = await self._settle(uow, run, now=now, actor=event.actor)
-            await uow.runs.update(run, expected_version=read_version)
-            await uow.commit()
-        self._observed.settled(Settlement(run, retry), outcome=RunStatus(result.status))
-        return Settlement(run, retry)
+        [answer] = await self._complete_batch(
+            [Outcome(run_id=run_id, token=token, result=result)],
+            trust_claimed_copies=False,
+            conceal_task_secrets=conceal_task_secrets,
+        )
+        if isinstance(answer, Settlement):
+            return answer
+        raise answer
 
     async def complete_many(self, outcomes: Sequence[Outcome]) -> list[OutcomeAnswer]:
         """:meth:`complete` for several outcomes in one transaction: the runs are read at
@@ -394,7 +387,11 @@ class ExecutionService:
         return answers
 
     async def _complete_batch(
-        self, outcomes: Sequence[Outcome], trust_claimed_copies: bool
+        self,
+        outcomes: Sequence[Outcome],
+        trust_claimed_copies: bool,
+        *,
+        conceal_task_secrets: bool = False,
     ) -> list[OutcomeAnswer]:
         now = self._clock.now()
         runs: dict[str, TaskRun] = {}
@@ -407,6 +404,9 @@ class ExecutionService:
             unread = [o.run_id for o in outcomes if o.run_id not in runs]
             if unread:
                 runs.update((run.id, run) for run in await uow.runs.get_many(unread))
+            tasks: dict[str, Task] = {}
+            if conceal_task_secrets:
+                tasks = await _tasks_of(uow, runs.values())
             answers: list[OutcomeAnswer] = []
             writes: list[tuple[TaskRun, int]] = []
             events: list[RunEvent] = []
@@ -417,8 +417,13 @@ class ExecutionService:
                     answers.append(NotFound(f"run {outcome.run_id} not found", field="run_id"))
                     continue
                 read_version = run.version
+                result = outcome.result
+                task = tasks.get(run.task_id)
+                if task is not None and task.secret_env:
+                    values, _ = open_secret_env(task, self._secret_box)
+                    result = conceal_secrets(result, values.values())
                 try:
-                    result = storable_result(redact_result(self._redactor, outcome.result))
+                    result = storable_result(redact_result(self._redactor, result))
                     event = _finish(run, outcome.token, result, now)
                 except (ApplicationError, DomainError, ValueError) as error:
                     answers.append(error)
@@ -429,12 +434,8 @@ class ExecutionService:
                     failed.append((len(answers), run, event.actor))
                 answers.append(Settlement(run, None))
             if failed:
-                tasks = {
-                    task.id: task
-                    for task in await uow.tasks.get_many(
-                        list(dict.fromkeys(run.task_id for _, run, _ in failed))
-                    )
-                }
+                if not tasks:
+                    tasks = await _tasks_of(uow, [run for _, run, _ in failed])
                 for index, run, actor in failed:
                     retry, event = plan_failed_attempt(
                         run, task=tasks.get(run.task_id), now=now, actor=actor, rng=self._rng
@@ -484,6 +485,11 @@ class ExecutionService:
         return await settle_failed_attempt(
             uow, run, task=task, now=now, actor=actor, rng=self._rng, delay=delay
         )
+
+
+async def _tasks_of(uow: UnitOfWork, runs: Iterable[TaskRun]) -> dict[str, Task]:
+    ids = list(dict.fromkeys(run.task_id for run in runs))
+    return {task.id: task for task in await uow.tasks.get_many(ids)}
 
 
 async def _held_run(uow: UnitOfWork, run_id: str) -> TaskRun:

@@ -125,15 +125,12 @@ class RunService:
                     f"{format_instant(scheduled_for)}",
                     field="logical_time",
                 )
-            run = TaskRun(
-                task_id=task.id,
-                owner_id=task.owner_id,
+            run = TaskRun.create(
+                task,
                 trigger=RunTrigger.MANUAL,
-                scheduled_for=scheduled_for,
-                created_at=now,
+                logical_time=scheduled_for,
+                now=now,
                 idempotency_key=key,
-                queue=task.queue,
-                priority=task.priority,
                 traceparent=self._tracer.current_traceparent(),
             )
             run = await self._add(box, run, task=task, actor=principal.actor)
@@ -213,17 +210,10 @@ class RunService:
                 )
             task = await uow.tasks.get(run.task_id)
             siblings = await uow.runs.for_logical_time([run.task_id], run.scheduled_for)
-            retry = TaskRun(
-                task_id=run.task_id,
-                owner_id=run.owner_id,
-                trigger=RunTrigger.RETRY,
-                scheduled_for=run.scheduled_for,
-                created_at=now,
+            retry = run.new_attempt(
                 attempt=max((r.attempt for r in siblings), default=run.attempt) + 1,
-                retry_of=run.id,
-                queue=task.queue if task is not None else run.queue,
-                priority=task.priority if task is not None else run.priority,
-                traceparent=run.traceparent,
+                now=now,
+                task=task,
             )
             try:
                 retry = await self._add(

@@ -355,15 +355,12 @@ class ScheduleFiring:
         not_before = None
         if task.spread > timedelta(0):
             not_before = slot + spread_offset(task.id, slot, task.spread)
-        run = TaskRun(
-            task_id=task.id,
-            owner_id=task.owner_id,
+        run = TaskRun.create(
+            task,
             trigger=RunTrigger.SCHEDULE,
-            scheduled_for=slot,
-            created_at=now,
+            logical_time=slot,
+            now=now,
             idempotency_key=schedule_key(slot),
-            queue=task.queue,
-            priority=task.priority,
             not_before=not_before,
             traceparent=self._tracer.start_trace(
                 "run.schedule",

@@ -21,6 +21,7 @@ from scheduler_domain.events import RunEvent
 from scheduler_domain.ids import new_id
 from scheduler_domain.retry import RetryPolicy
 from scheduler_domain.status import FAILURE_STATUSES, RunStatus, ensure_transition
+from scheduler_domain.task import Task
 
 MAX_ERROR_CHARS = 8_192
 
@@ -58,6 +59,62 @@ class TaskRun:
     traceparent: str | None = None
     version: int = 1
     id: str = field(default_factory=new_id)
+
+    @classmethod
+    def create(
+        cls,
+        task: Task,
+        *,
+        trigger: RunTrigger,
+        logical_time: datetime,
+        now: datetime,
+        idempotency_key: str | None = None,
+        not_before: datetime | None = None,
+        traceparent: str | None = None,
+    ) -> TaskRun:
+        """The first attempt of ``task`` for ``logical_time`` (its ``scheduled_for``),
+        ``pending``: owned by the task's owner, in the task's queue at its priority. Every path
+        that creates a run (a trigger, a slot, a dependency) builds it here; a further attempt
+        is :meth:`new_attempt`."""
+        return cls(
+            task_id=task.id,
+            owner_id=task.owner_id,
+            trigger=trigger,
+            scheduled_for=logical_time,
+            created_at=now,
+            idempotency_key=idempotency_key,
+            queue=task.queue,
+            priority=task.priority,
+            not_before=not_before,
+            traceparent=traceparent,
+        )
+
+    def new_attempt(
+        self,
+        *,
+        attempt: int,
+        now: datetime,
+        task: Task | None = None,
+        idempotency_key: str | None = None,
+        not_before: datetime | None = None,
+    ) -> TaskRun:
+        """A further attempt of this run (trigger ``retry``), ``pending``, for the same logical
+        time and in the same trace: in ``task``'s queue at its priority when given (a retry by
+        hand follows the task as it is now), else in this run's."""
+        return TaskRun(
+            task_id=self.task_id,
+            owner_id=self.owner_id,
+            trigger=RunTrigger.RETRY,
+            scheduled_for=self.scheduled_for,
+            created_at=now,
+            attempt=attempt,
+            retry_of=self.id,
+            idempotency_key=idempotency_key,
+            queue=task.queue if task is not None else self.queue,
+            priority=task.priority if task is not None else self.priority,
+            not_before=not_before,
+            traceparent=self.traceparent,
+        )
 
     def __post_init__(self) -> None:
         if self.attempt < 1:
@@ -189,19 +246,11 @@ class TaskRun:
             )
         if not policy.has_attempts_left(self.attempt):
             return None
-        return TaskRun(
-            task_id=self.task_id,
-            owner_id=self.owner_id,
-            trigger=RunTrigger.RETRY,
-            scheduled_for=self.scheduled_for,
-            created_at=now,
+        return self.new_attempt(
             attempt=self.attempt + 1,
-            retry_of=self.id,
+            now=now,
             idempotency_key=f"retry:{self.id}",
-            queue=self.queue,
-            priority=self.priority,
             not_before=now + policy.backoff(self.attempt, rng=rng),
-            traceparent=self.traceparent,
         )
 
     def is_lease_expired(self, now: datetime) -> bool:
