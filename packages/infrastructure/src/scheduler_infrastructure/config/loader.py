@@ -361,6 +361,8 @@ def _check(s: Settings) -> None:
     _positive("run.shutdown_timeout_seconds", s.run.shutdown_timeout_seconds)
     if not 0 < s.api.port < 65536:
         raise ConfigError("api.port", f"must be a TCP port (got {s.api.port})")
+    if not 1 <= s.api.workers <= 64:
+        raise ConfigError("api.workers", f"must be between 1 and 64 (got {s.api.workers})")
     if s.api.jwt_secret is not None and len(s.api.jwt_secret.encode()) < 32:
         raise ConfigError("api.jwt_secret", "must be at least 32 bytes long")
     for key, value in (
