@@ -271,6 +271,36 @@ async def _wait_finished(db: asyncpg.Connection, total: int, logs: Path) -> None
         await asyncio.sleep(0.05)
 
 
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and its descendants (the API's pre-forked processes, a worker's sandboxes)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(parents.get(current, []))
+    return found
+
+
+async def _groups(stack: Stack, db: asyncpg.Connection) -> dict[str, list[int]]:
+    """The processes of each component, and the database's server processes."""
+    api, dispatcher, *workers = stack.processes
+    rows = await db.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+    return {
+        "api": _descendants(api.pid),
+        "dispatcher": _descendants(dispatcher.pid),
+        "workers": [pid for w in workers for pid in _descendants(w.pid)],
+        "postgres": [row["pid"] for row in rows],
+    }
+
+
 async def throughput(
     stack: Stack, db: asyncpg.Connection, key: str, task_id: str, runs: int, batch: int
 ) -> dict[str, Any]:
@@ -297,6 +327,8 @@ async def throughput(
         accepted.append(time.perf_counter())
 
     own = os.getpid()
+    groups = await _groups(stack, db)
+    cpu_before = {pid: _process_cpu(pid) for pids in groups.values() for pid in pids}
     machine0, client0 = _machine_busy_seconds(), _process_cpu(own)
     started = time.perf_counter()
     await asyncio.gather(*(client(c) for c in connections))
@@ -305,6 +337,10 @@ async def throughput(
     finished = time.perf_counter()
     machine = _machine_busy_seconds() - machine0
     client_cpu = _process_cpu(own) - client0
+    per_group = {
+        name: sum(_process_cpu(pid) - cpu_before.get(pid, 0.0) for pid in pids) * 1000 / runs
+        for name, pids in (await _groups(stack, db)).items()
+    }
     for connection in connections:
         await connection.close()
     return {
@@ -313,6 +349,7 @@ async def throughput(
         "finished_per_s": runs / (finished - started),
         "machine_cpu_ms_per_run": machine * 1000 / runs,
         "client_cpu_ms_per_run": client_cpu * 1000 / runs,
+        "cpu_ms_per_run": per_group,
     }
 
 
@@ -396,9 +433,18 @@ def _report(title: str, rounds: list[dict[str, Any]]) -> None:
         f"{title}: {median('finished_per_s'):,.0f} runs/s trigger -> finished,"
         f" {median('accepted_per_s'):,.0f} accepted/s, machine CPU"
         f" {median('machine_cpu_ms_per_run'):.2f} ms/run (client"
-        f" {median('client_cpu_ms_per_run'):.2f}); rounds:"
+        f" {median('client_cpu_ms_per_run'):.2f});"
+        f" per component {_per_component(rounds)}; rounds:"
         f" {[round(r['finished_per_s']) for r in rounds]}",
         flush=True,
+    )
+
+
+def _per_component(rounds: list[dict[str, Any]]) -> str:
+    names = rounds[0]["cpu_ms_per_run"].keys()
+    return ", ".join(
+        f"{name} {statistics.median(r['cpu_ms_per_run'][name] for r in rounds):.2f}"
+        for name in names
     )
 
 
