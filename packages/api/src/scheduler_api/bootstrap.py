@@ -38,6 +38,7 @@ from scheduler_application.remote_workers import RemoteWorkerService
 from scheduler_application.routing import Router
 from scheduler_application.runs import RunService
 from scheduler_application.status_report import StatusService
+from scheduler_application.task_apply import TaskApplyService
 from scheduler_application.task_graph import TaskGraphService
 from scheduler_application.tasks import TaskService
 from scheduler_application.user_admin import UserAdminService
@@ -197,14 +198,16 @@ def build_services(
         ),
         tracer=resources.tracer,
     )
+    tasks = TaskService(
+        uow_factory=uow,
+        clock=clock,
+        observer=observer,
+        executor_policy=resources.executor_policy,
+        secret_box=resources.secret_box,
+    )
     return ApiServices(
-        tasks=TaskService(
-            uow_factory=uow,
-            clock=clock,
-            observer=observer,
-            executor_policy=resources.executor_policy,
-            secret_box=resources.secret_box,
-        ),
+        tasks=tasks,
+        task_apply=TaskApplyService(uow_factory=uow, tasks=tasks),
         task_graph=TaskGraphService(uow_factory=uow),
         runs=RunService(
             uow_factory=uow, clock=clock, observer=observer, relay=relay, tracer=resources.tracer

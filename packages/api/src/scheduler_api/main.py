@@ -8,10 +8,9 @@ import socket
 import sys
 
 from scheduler_api import bootstrap, processes
-from scheduler_infrastructure.config import Settings
 
 
-async def _serve(settings: Settings, sock: socket.socket) -> None:
+async def _serve(settings: bootstrap.Settings, sock: socket.socket) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -21,7 +20,7 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
         await bootstrap.serve(app, stop=stop, sock=sock)
 
 
-def _serve_one(settings: Settings, sock: socket.socket) -> int:
+def _serve_one(settings: bootstrap.Settings, sock: socket.socket) -> int:
     """One API process on ``sock``: its exit status (2: it could not start)."""
     try:
         asyncio.run(_serve(settings, sock))

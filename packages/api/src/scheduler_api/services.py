@@ -22,6 +22,7 @@ from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.remote_workers import RemoteWorkerService
 from scheduler_application.runs import RunService
 from scheduler_application.status_report import StatusService
+from scheduler_application.task_apply import TaskApplyService
 from scheduler_application.task_graph import TaskGraphService
 from scheduler_application.tasks import TaskService
 from scheduler_application.user_admin import UserAdminService
@@ -34,6 +35,7 @@ Probe = Callable[[], Awaitable[None]]
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApiServices:
     tasks: TaskService
+    task_apply: TaskApplyService
     task_graph: TaskGraphService
     runs: RunService
     workers: WorkerService

@@ -19,7 +19,17 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from scheduler_cli import output
-from scheduler_cli.commands import api_keys, auth, queues, runs, status, tasks, users, workers
+from scheduler_cli.commands import (
+    api_keys,
+    apply,
+    auth,
+    queues,
+    runs,
+    status,
+    tasks,
+    users,
+    workers,
+)
 from scheduler_cli.context import CliContext, Overrides
 from scheduler_cli.errors import CliError
 
@@ -262,6 +272,8 @@ app.command()(auth.login)
 app.command()(auth.logout)
 app.command()(auth.password)
 app.add_typer(tasks.app, name="tasks")
+app.command("apply")(apply.apply)
+app.command("export")(apply.export)
 app.add_typer(runs.app, name="runs")
 app.add_typer(workers.app, name="workers")
 app.command("queues")(queues.queues)
