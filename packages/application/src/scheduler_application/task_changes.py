@@ -17,6 +17,7 @@ from typing import Self
 
 from scheduler_application.ports.repositories import (
     ApiKeyRepository,
+    BulkOperationRepository,
     DecisionRepository,
     RefreshTokenRepository,
     RunEventRepository,
@@ -72,6 +73,7 @@ class _NotifyingUnitOfWork:
         self.users: UserRepository = inner.users
         self.api_keys: ApiKeyRepository = inner.api_keys
         self.refresh_tokens: RefreshTokenRepository = inner.refresh_tokens
+        self.bulk_operations: BulkOperationRepository = inner.bulk_operations
 
     async def __aenter__(self) -> Self:
         await self._inner.__aenter__()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Generic, Protocol, TypeVar
 
+from scheduler_application.bulk_operations import BulkOperation
 from scheduler_domain.accounts import ApiKey, RefreshToken, User
 from scheduler_domain.events import RunEvent, SlotDecision
 from scheduler_domain.run import RunTrigger, TaskRun
@@ -68,6 +69,10 @@ class TaskRepository(Protocol):
         self, task_filter: TaskFilter, *, limit: int, cursor: str | None = None
     ) -> Page[Task]:
         """Tasks in id order (creation order)."""
+        ...
+
+    async def count(self, task_filter: TaskFilter) -> int:
+        """How many tasks ``list`` would page through with this filter."""
         ...
 
     async def update(self, task: Task, *, expected_version: int) -> None:
@@ -172,6 +177,10 @@ class RunRepository(Protocol):
         self, run_filter: RunFilter, *, limit: int, cursor: str | None = None
     ) -> Page[TaskRun]:
         """Newest first."""
+        ...
+
+    async def count(self, run_filter: RunFilter) -> int:
+        """How many runs ``list`` would page through with this filter."""
         ...
 
     async def active_for_task(self, task_id: str) -> builtins.list[TaskRun]:
@@ -359,6 +368,24 @@ class ApiKeyRepository(Protocol):
     async def list(self, *, owner_id: str | None = None) -> list[ApiKey]: ...
 
     async def update(self, key: ApiKey) -> None: ...
+
+
+class BulkOperationRepository(Protocol):
+    async def add(self, operation: BulkOperation) -> None: ...
+
+    async def get(self, operation_id: str) -> BulkOperation | None: ...
+
+    async def update(self, operation: BulkOperation) -> None:
+        """Write its progress, status and heartbeat."""
+        ...
+
+    async def take_stale(
+        self, *, stale_before: datetime, now: datetime, limit: int
+    ) -> builtins.list[BulkOperation]:
+        """Running operations whose heartbeat is older than ``stale_before`` (their process
+        died), each given heartbeat ``now`` so that no other process takes it too (a row lock
+        on PostgreSQL, ``SKIP LOCKED``)."""
+        ...
 
 
 class RefreshTokenRepository(Protocol):

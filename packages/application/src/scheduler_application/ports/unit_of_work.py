@@ -6,6 +6,7 @@ from typing import Protocol, Self
 
 from scheduler_application.ports.repositories import (
     ApiKeyRepository,
+    BulkOperationRepository,
     DecisionRepository,
     RefreshTokenRepository,
     RunEventRepository,
@@ -32,6 +33,7 @@ class UnitOfWork(Protocol):
     users: UserRepository
     api_keys: ApiKeyRepository
     refresh_tokens: RefreshTokenRepository
+    bulk_operations: BulkOperationRepository
 
     async def __aenter__(self) -> Self: ...
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from scheduler_application.bulk_operations import BulkOperation
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound
 from scheduler_application.ports.repositories import Page, QueueActivity, RunFilter, TaskFilter
 from scheduler_application.testing.pagination import decode_cursor, encode_cursor
@@ -105,6 +106,9 @@ class InMemoryTaskRepository(_Repository):
     ) -> Page[Task]:
         rows: list[Task] = [t for t in self.tx.scan("tasks") if _task_matches(t, task_filter)]
         return _page_by_id(rows, limit=limit, cursor=cursor, key=lambda t: t.id)
+
+    async def count(self, task_filter: TaskFilter) -> int:
+        return sum(1 for t in self.tx.scan("tasks") if _task_matches(t, task_filter))
 
     async def update(self, task: Task, *, expected_version: int) -> None:
         _versioned_update(self.tx, "tasks", task, expected_version)
@@ -297,6 +301,9 @@ class InMemoryRunRepository(_Repository):
         if more and items:
             next_cursor = encode_cursor([items[-1].created_at.isoformat(), items[-1].id])
         return Page([_copy(r) for r in items], next_cursor)
+
+    async def count(self, run_filter: RunFilter) -> int:
+        return sum(1 for r in self.tx.scan("runs") if _run_matches(r, run_filter))
 
     async def active_for_task(self, task_id: str) -> builtins.list[TaskRun]:
         rows = [r for r in self.tx.scan("runs") if r.task_id == task_id and r.status.is_active]
@@ -653,6 +660,36 @@ class InMemoryApiKeyRepository(_Repository):
         if self.tx.get("api_keys", key.id) is None:
             raise NotFound(f"api key {key.id} not found", field="id")
         self.tx.replace("api_keys", key)
+
+
+class InMemoryBulkOperationRepository(_Repository):
+    async def add(self, operation: BulkOperation) -> None:
+        self.tx.insert("bulk_operations", operation)
+
+    async def get(self, operation_id: str) -> BulkOperation | None:
+        found: BulkOperation | None = self.tx.get("bulk_operations", operation_id)
+        return _copy(found)
+
+    async def update(self, operation: BulkOperation) -> None:
+        if self.tx.get("bulk_operations", operation.id) is None:
+            raise NotFound(f"operation {operation.id} not found", field="id")
+        self.tx.replace("bulk_operations", operation)
+
+    async def take_stale(
+        self, *, stale_before: datetime, now: datetime, limit: int
+    ) -> builtins.list[BulkOperation]:
+        taken: list[BulkOperation] = []
+        for operation in list(self.tx.scan("bulk_operations")):
+            if len(taken) >= limit:
+                break
+            heartbeat = operation.heartbeat_at
+            if operation.finished or (heartbeat is not None and heartbeat >= stale_before):
+                continue
+            self.tx.patch("bulk_operations", operation.id, {"heartbeat_at": now})
+            copied = _copy(operation)
+            copied.heartbeat_at = now
+            taken.append(copied)
+        return taken
 
 
 class InMemoryRefreshTokenRepository(_Repository):

@@ -9,6 +9,7 @@ from typing import Self
 
 from scheduler_application.ports.repositories import (
     ApiKeyRepository,
+    BulkOperationRepository,
     DecisionRepository,
     RefreshTokenRepository,
     RunEventRepository,
@@ -19,6 +20,7 @@ from scheduler_application.ports.repositories import (
 )
 from scheduler_application.testing.repositories import (
     InMemoryApiKeyRepository,
+    InMemoryBulkOperationRepository,
     InMemoryDecisionRepository,
     InMemoryRefreshTokenRepository,
     InMemoryRunEventRepository,
@@ -51,6 +53,9 @@ class InMemoryUnitOfWork:
         self.users: UserRepository = InMemoryUserRepository(self._current)
         self.api_keys: ApiKeyRepository = InMemoryApiKeyRepository(self._current)
         self.refresh_tokens: RefreshTokenRepository = InMemoryRefreshTokenRepository(self._current)
+        self.bulk_operations: BulkOperationRepository = InMemoryBulkOperationRepository(
+            self._current
+        )
 
     def _current(self) -> Transaction:
         if self._tx is None:

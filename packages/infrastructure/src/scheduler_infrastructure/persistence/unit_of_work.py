@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from scheduler_infrastructure.persistence.driver_errors import translated
 from scheduler_infrastructure.persistence.repositories import (
     SqlApiKeyRepository,
+    SqlBulkOperationRepository,
     SqlDecisionRepository,
     SqlRefreshTokenRepository,
     SqlRunEventRepository,
@@ -40,6 +41,7 @@ class SqlUnitOfWork:
         self.users = SqlUserRepository(self._current)
         self.api_keys = SqlApiKeyRepository(self._current)
         self.refresh_tokens = SqlRefreshTokenRepository(self._current)
+        self.bulk_operations = SqlBulkOperationRepository(self._current)
 
     @property
     def engine(self) -> AsyncEngine:

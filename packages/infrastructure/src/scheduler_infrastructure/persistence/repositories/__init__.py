@@ -1,6 +1,9 @@
 """One SQL repository per port, each bound to the connection of a unit of work."""
 
 from scheduler_infrastructure.persistence.repositories.api_keys import SqlApiKeyRepository
+from scheduler_infrastructure.persistence.repositories.bulk_operations import (
+    SqlBulkOperationRepository,
+)
 from scheduler_infrastructure.persistence.repositories.decisions import SqlDecisionRepository
 from scheduler_infrastructure.persistence.repositories.events import SqlRunEventRepository
 from scheduler_infrastructure.persistence.repositories.refresh_tokens import (
@@ -13,6 +16,7 @@ from scheduler_infrastructure.persistence.repositories.workers import SqlWorkerR
 
 __all__ = [
     "SqlApiKeyRepository",
+    "SqlBulkOperationRepository",
     "SqlDecisionRepository",
     "SqlRefreshTokenRepository",
     "SqlRunEventRepository",

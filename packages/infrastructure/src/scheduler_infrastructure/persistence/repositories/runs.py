@@ -194,6 +194,12 @@ class SqlRunRepository(SqlRepository):
         items = items[:limit]
         return Page(items, encode_cursor(items[-1].created_at, items[-1].id))
 
+    async def count(self, run_filter: RunFilter) -> int:
+        result = await self._execute(
+            select(func.count()).select_from(task_runs).where(*_conditions(run_filter))
+        )
+        return int(result.scalar_one())
+
     async def active_for_task(self, task_id: str) -> builtins.list[TaskRun]:
         active = [status.value for status in ACTIVE_STATUSES]
         return await self._many(
