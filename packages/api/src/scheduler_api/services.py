@@ -21,6 +21,7 @@ from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.remote_workers import RemoteWorkerService
 from scheduler_application.runs import RunService
+from scheduler_application.queue_control import QueueControl
 from scheduler_application.status_report import StatusService
 from scheduler_application.task_graph import TaskGraphService
 from scheduler_application.tasks import TaskService
@@ -39,6 +40,7 @@ class ApiServices:
     workers: WorkerService
     remote_workers: RemoteWorkerService
     status: StatusService
+    queues: QueueControl
     auth: AuthService
     api_keys: ApiKeyService
     users: UserAdminService

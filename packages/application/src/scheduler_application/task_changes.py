@@ -18,6 +18,7 @@ from typing import Self
 from scheduler_application.ports.repositories import (
     ApiKeyRepository,
     DecisionRepository,
+    QueueSettingsRepository,
     RefreshTokenRepository,
     RunEventRepository,
     RunRepository,
@@ -69,6 +70,7 @@ class _NotifyingUnitOfWork:
         self.events: RunEventRepository = inner.events
         self.decisions: DecisionRepository = inner.decisions
         self.workers: WorkerRepository = inner.workers
+        self.queue_settings: QueueSettingsRepository = inner.queue_settings
         self.users: UserRepository = inner.users
         self.api_keys: ApiKeyRepository = inner.api_keys
         self.refresh_tokens: RefreshTokenRepository = inner.refresh_tokens

@@ -7,6 +7,7 @@ from typing import Protocol, Self
 from scheduler_application.ports.repositories import (
     ApiKeyRepository,
     DecisionRepository,
+    QueueSettingsRepository,
     RefreshTokenRepository,
     RunEventRepository,
     RunRepository,
@@ -29,6 +30,7 @@ class UnitOfWork(Protocol):
     events: RunEventRepository
     decisions: DecisionRepository
     workers: WorkerRepository
+    queue_settings: QueueSettingsRepository
     users: UserRepository
     api_keys: ApiKeyRepository
     refresh_tokens: RefreshTokenRepository

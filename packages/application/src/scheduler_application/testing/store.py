@@ -45,6 +45,7 @@ TABLES = (
     "api_keys",
     "refresh_tokens",
     "dependency_marks",
+    "queue_settings",
 )
 _DELETED = object()
 

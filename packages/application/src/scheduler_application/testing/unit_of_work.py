@@ -10,6 +10,7 @@ from typing import Self
 from scheduler_application.ports.repositories import (
     ApiKeyRepository,
     DecisionRepository,
+    QueueSettingsRepository,
     RefreshTokenRepository,
     RunEventRepository,
     RunRepository,
@@ -20,6 +21,7 @@ from scheduler_application.ports.repositories import (
 from scheduler_application.testing.repositories import (
     InMemoryApiKeyRepository,
     InMemoryDecisionRepository,
+    InMemoryQueueSettingsRepository,
     InMemoryRefreshTokenRepository,
     InMemoryRunEventRepository,
     InMemoryRunRepository,
@@ -48,6 +50,9 @@ class InMemoryUnitOfWork:
         self.events: RunEventRepository = InMemoryRunEventRepository(self._current)
         self.decisions: DecisionRepository = InMemoryDecisionRepository(self._current)
         self.workers: WorkerRepository = InMemoryWorkerRepository(self._current)
+        self.queue_settings: QueueSettingsRepository = InMemoryQueueSettingsRepository(
+            self._current
+        )
         self.users: UserRepository = InMemoryUserRepository(self._current)
         self.api_keys: ApiKeyRepository = InMemoryApiKeyRepository(self._current)
         self.refresh_tokens: RefreshTokenRepository = InMemoryRefreshTokenRepository(self._current)

@@ -3,6 +3,9 @@
 from scheduler_infrastructure.persistence.repositories.api_keys import SqlApiKeyRepository
 from scheduler_infrastructure.persistence.repositories.decisions import SqlDecisionRepository
 from scheduler_infrastructure.persistence.repositories.events import SqlRunEventRepository
+from scheduler_infrastructure.persistence.repositories.queue_settings import (
+    SqlQueueSettingsRepository,
+)
 from scheduler_infrastructure.persistence.repositories.refresh_tokens import (
     SqlRefreshTokenRepository,
 )
@@ -14,6 +17,7 @@ from scheduler_infrastructure.persistence.repositories.workers import SqlWorkerR
 __all__ = [
     "SqlApiKeyRepository",
     "SqlDecisionRepository",
+    "SqlQueueSettingsRepository",
     "SqlRefreshTokenRepository",
     "SqlRunEventRepository",
     "SqlRunRepository",
