@@ -77,8 +77,7 @@ async def _statuses(scenario: Scenario, task_id: str) -> dict[str, RunStatus]:
 async def _up(processes: list[Any]) -> None:
     async def all_up() -> bool:
         return all(
-            "dispatcher started" in p.output() or "registered as" in p.output()
-            for p in processes
+            "dispatcher started" in p.output() or "registered as" in p.output() for p in processes
         )
 
     await eventually(all_up, timeout=60, interval=0.2)

@@ -29,7 +29,9 @@ from scheduler_domain.status import RunStatus
 @pytest.fixture
 def control(uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock) -> QueueControl:
     return QueueControl(
-        uow_factory=uow_factory, clock=clock, default_rate_limits={"metered": RateLimit.parse("2/s")}
+        uow_factory=uow_factory,
+        clock=clock,
+        default_rate_limits={"metered": RateLimit.parse("2/s")},
     )
 
 
@@ -105,7 +107,11 @@ async def test_purge_cancels_pending_and_queued_runs_each_with_an_event(
 
     for run_id in (queued.id, pending.id):
         assert store.row("runs", run_id).status is RunStatus.CANCELLED
-        [event] = [e for e in store.rows("events") if e.run_id == run_id and e.to_status is RunStatus.CANCELLED]
+        [event] = [
+            e
+            for e in store.rows("events")
+            if e.run_id == run_id and e.to_status is RunStatus.CANCELLED
+        ]
         assert (event.actor, event.detail["reason"]) == ("user:olga", "queue purged")
     assert store.row("runs", kept.id).status is RunStatus.PENDING
 

@@ -37,9 +37,11 @@ def test_pause_resume_and_list(admin: Cli) -> None:
     listed = _json(admin("queues", "--json"))
 
     assert paused["paused"] is True
-    assert paused["pending"] == 1 and paused["queued"] == 0  # the queued run waits, pending
+    assert paused["pending"] == 1
+    assert paused["queued"] == 0
     assert table.exit_code == 0, table.stderr
-    assert "reports" in table.stdout and "paused" in table.stdout
+    assert "reports" in table.stdout
+    assert "paused" in table.stdout
     assert resumed["paused"] is False
     assert {q["name"]: q["paused"] for q in listed["items"]}["reports"] is False
 
@@ -54,10 +56,12 @@ def test_set_and_clear_limits(admin: Cli) -> None:
     bad = admin("queues", "set", "bulk", "--rate-limit", "lots")
 
     assert (set_["rate_limit"], set_["max_concurrency"]) == ("10/s", 5)
-    assert "rate 10/s" in text.stdout and "max 5" in text.stdout, text.stdout
+    assert "rate 10/s, max 5" in text.stdout, text.stdout
     assert (cleared["rate_limit"], cleared["max_concurrency"]) == (None, 5)
-    assert nothing.exit_code != 0 and "nothing to set" in nothing.stderr
-    assert bad.exit_code != 0 and "rate_limit" in bad.stderr, bad.stderr
+    assert nothing.exit_code != 0
+    assert "nothing to set" in nothing.stderr
+    assert bad.exit_code != 0
+    assert "rate_limit" in bad.stderr, bad.stderr
 
 
 def test_purge_asks_first_or_takes_yes(admin: Cli) -> None:
@@ -66,7 +70,8 @@ def test_purge_asks_first_or_takes_yes(admin: Cli) -> None:
     refused = admin("queues", "purge", "junk")  # stdin is no terminal: --yes is required
     purged = _json(admin("queues", "purge", "junk", "--yes", "--json"))
 
-    assert refused.exit_code != 0 and "--yes" in refused.stderr
+    assert refused.exit_code != 0
+    assert "--yes" in refused.stderr
     assert purged == {"queue": "junk", "cancelled": 2}
 
 

@@ -19,9 +19,9 @@ from scheduler_application.auth import AuthService
 from scheduler_application.paging import MAX_PAGE_SIZE
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
+from scheduler_application.queue_control import QueueControl
 from scheduler_application.remote_workers import RemoteWorkerService
 from scheduler_application.runs import RunService
-from scheduler_application.queue_control import QueueControl
 from scheduler_application.status_report import StatusService
 from scheduler_application.task_graph import TaskGraphService
 from scheduler_application.tasks import TaskService

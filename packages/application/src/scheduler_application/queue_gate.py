@@ -83,7 +83,9 @@ async def blocked_queues(uow: UnitOfWork) -> tuple[set[str], set[str]]:
     full: set[str] = set()
     if capped:
         counts = await uow.runs.count_in_flight_by_queue(sorted(capped))
-        full = {name for name, cap in capped.items() if cap is not None and counts.get(name, 0) >= cap}
+        full = {
+            name for name, cap in capped.items() if cap is not None and counts.get(name, 0) >= cap
+        }
     return paused, full
 
 

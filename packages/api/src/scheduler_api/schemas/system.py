@@ -8,7 +8,6 @@ from typing import Any
 import msgspec
 
 
-
 class HealthOut(msgspec.Struct, kw_only=True):
     status: str
 

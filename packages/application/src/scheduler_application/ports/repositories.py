@@ -293,7 +293,6 @@ class RunRepository(Protocol):
         ``worker_id``; reads only (a primary-key lookup per id), so a worker can ask often."""
         ...
 
-
     async def waiting_in_queues(
         self, queues: Sequence[str], *, statuses: Sequence[RunStatus], limit: int
     ) -> builtins.list[TaskRun]:

@@ -11,11 +11,11 @@ from typing import Any, TypeVar
 
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound
 from scheduler_application.ports.repositories import Page, QueueActivity, RunFilter, TaskFilter
-from scheduler_domain.queue_settings import QueueSettings
 from scheduler_application.testing.pagination import decode_cursor, encode_cursor
 from scheduler_application.testing.store import Transaction
 from scheduler_domain.accounts import ApiKey, RefreshToken, User
 from scheduler_domain.events import RunEvent, SlotDecision
+from scheduler_domain.queue_settings import QueueSettings
 from scheduler_domain.run import TaskRun
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task

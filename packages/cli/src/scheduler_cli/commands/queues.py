@@ -152,9 +152,7 @@ def set_limits(
     if max_concurrency is not None or clear_max_concurrency:
         body["max_concurrency"] = max_concurrency
     if not body:
-        raise BadInput(
-            "nothing to set: give --rate-limit, --max-concurrency or a --clear-… option"
-        )
+        raise BadInput("nothing to set: give --rate-limit, --max-concurrency or a --clear-… option")
     out = Output(json_mode=json_output)
     with context_of(ctx).client() as api:
         queue = api.patch(f"/queues/{name}", body)
