@@ -31,8 +31,9 @@ def _task(queue: str) -> Task:
 
 def _run(task: Task, status: RunStatus, n: int, *, queue: str | None = None) -> TaskRun:
     run = TaskRun(
-        task_id=task.id, owner_id="o", trigger=RunTrigger.MANUAL, scheduled_for=T0 - timedelta(seconds=n),
-        created_at=T0, queue=queue or task.queue, idempotency_key=new_id(),
+        task_id=task.id, owner_id="o", trigger=RunTrigger.MANUAL,
+        scheduled_for=T0 - timedelta(seconds=n), created_at=T0, queue=queue or task.queue,
+        idempotency_key=new_id(),
     )  # fmt: skip
     if status is not RunStatus.PENDING:
         run.mark_queued(now=T0)
