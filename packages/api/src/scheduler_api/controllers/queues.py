@@ -16,7 +16,7 @@ from scheduler_api.schemas.queues import PurgeOut, QueueList, QueueOut, queue_ch
 from scheduler_application.auth_context import Principal
 from scheduler_application.queue_control import ensure_steers_queues
 from scheduler_application.status_report import RATE_WINDOW
-from scheduler_domain.queue_settings import validate_queue_name
+from scheduler_domain.queue_settings import QueueSettings, validate_queue_name
 
 QueueName = Annotated[str, PathParameter(description="Queue name", max_length=200)]
 QueuePatch = Annotated[
@@ -65,12 +65,11 @@ class QueueController(Controller):
         stats = await services.status.queues(
             principal=principal, window=RATE_WINDOW, also=list(views)
         )
-        items = []
-        for s in stats:
-            view = views.get(s.name)
-            if view is None:
-                view = await services.queues.get(s.name, principal=principal)
-            items.append(QueueOut.of(s, view))
+        items = [
+            # A queue missing from ``views`` has neither stored settings nor a configured limit.
+            QueueOut.of(s, views.get(s.name) or services.queues.view(QueueSettings(name=s.name)))
+            for s in stats
+        ]
         return QueueList(items=items, window_seconds=RATE_WINDOW.total_seconds())
 
     @get("/{name:str}", summary="One queue: depth, rates and settings", responses=problems())
