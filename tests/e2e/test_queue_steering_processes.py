@@ -5,7 +5,8 @@ trigger path) must pick them up from the database.
 - a rate limit set with ``PATCH /queues/{name}`` holds within 10 % across the API, two
   dispatchers and two workers (rate limiter in Redis, queue in PostgreSQL);
 - a paused queue's runs wait while a worker keeps running another queue's, run on resume, and
-  a purge cancels the waiting ones, each with its cancel event.
+  a purge cancels the waiting ones, each with its cancel event (PostgreSQL queue; and pause and
+  resume in the embedded default, ``scheduler run`` on SQLite with the memory queue).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from embedded import ADMIN_PASSWORD, embedded
 from harness import Cluster, eventually
 from scenario import Scenario
 
@@ -25,8 +28,6 @@ from scheduler_domain.accounts import Role
 from scheduler_domain.run import TaskRun
 from scheduler_domain.status import RunStatus
 from services import REDIS_URL, probe, require
-
-pytestmark = [pytest.mark.postgres]
 
 ADMIN = Principal(subject_id="e2e-admin", role=Role.ADMIN)
 RATE = 10
@@ -83,6 +84,7 @@ async def _up(processes: list[Any]) -> None:
     await eventually(all_up, timeout=60, interval=0.2)
 
 
+@pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.timeout(150)
 async def test_a_queue_rate_limit_set_through_the_api_holds_across_processes(
@@ -125,6 +127,7 @@ async def test_a_queue_rate_limit_set_through_the_api_holds_across_processes(
         assert process.alive(), process.name
 
 
+@pytest.mark.postgres
 @pytest.mark.timeout(150)
 async def test_pause_resume_and_purge_a_queue_of_a_running_cluster(
     cluster_factory: Any, scenario: Scenario
@@ -184,3 +187,35 @@ async def test_pause_resume_and_purge_a_queue_of_a_running_cluster(
     logs = cluster.logs()
     assert "Traceback" not in logs
     assert f"queue {steered} changed by" in logs
+
+
+@pytest.mark.timeout(120)
+async def test_pause_and_resume_in_the_embedded_default(tmp_path: Path) -> None:
+    """``scheduler run`` as shipped (SQLite, memory queue, api + dispatcher + worker in one
+    process): the same pause and resume through its API."""
+    async with embedded(tmp_path, SCHEDULER__WORKER__QUEUES="default,other") as server:
+        admin = await server.login("admin", ADMIN_PASSWORD)
+        client = server.client
+        client.headers.update(admin)
+        held_task = await _task(client, "held", "default")
+        free_task = await _task(client, "free", "other")
+
+        paused = await client.post("/api/v1/queues/default/pause")
+        assert paused.json()["paused"] is True
+        held = await _trigger(client, held_task, 3)
+        free = await _trigger(client, free_task, 3)
+
+        async def statuses(task_id: str) -> dict[str, str]:
+            page = await client.get("/api/v1/runs", params={"task_id": task_id})
+            return {run["id"]: run["status"] for run in page.json()["items"]}
+
+        async def done(task_id: str, ids: list[str]) -> bool:
+            now = await statuses(task_id)
+            return all(now.get(i) == "succeeded" for i in ids)
+
+        await eventually(lambda: done(free_task, free), timeout=60, interval=0.2)
+        assert set((await statuses(held_task)).values()) == {"pending"}
+
+        await client.post("/api/v1/queues/default/resume")
+        await eventually(lambda: done(held_task, held), timeout=60, interval=0.2)
+        assert await server.stop() == 0
