@@ -32,6 +32,7 @@ from scheduler_application.api_keys import ApiKeyService
 from scheduler_application.auth import AuthService, SessionPolicy
 from scheduler_application.execution import ExecutionService
 from scheduler_application.ports.security import PasswordHasher, TokenCodec
+from scheduler_application.queue_control import QueueControl
 from scheduler_application.rate_limiting import RunRateLimits
 from scheduler_application.relay import RunRelay
 from scheduler_application.remote_workers import RemoteWorkerService
@@ -186,6 +187,7 @@ def build_services(
     )
     # The same gates as the dispatcher's relay (routing, rate limits), for the runs a trigger
     # or a retry dispatches at once.
+    queue_limits = parse_queue_rate_limits(resources.settings.dispatcher.queue_rate_limits)
     relay = RunRelay(
         uow_factory=uow,
         clock=clock,
@@ -193,7 +195,7 @@ def build_services(
         router=Router(worker_timeout=settings.worker.silence),
         rate_limits=RunRateLimits(
             limiter=resources.rate_limiter,
-            queue_limits=parse_queue_rate_limits(resources.settings.dispatcher.queue_rate_limits),
+            queue_limits=queue_limits,
             observer=observer,
         ),
         tracer=resources.tracer,
@@ -220,6 +222,12 @@ def build_services(
             output_limit_bytes=settings.worker.output_limit_bytes,
         ),
         status=StatusService(uow_factory=uow, clock=clock, queue=resources.queue),
+        queues=QueueControl(
+            uow_factory=uow,
+            clock=clock,
+            default_rate_limits=queue_limits,
+            observer=observer,
+        ),
         auth=AuthService(
             uow_factory=uow,
             clock=clock,

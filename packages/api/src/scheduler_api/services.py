@@ -19,6 +19,7 @@ from scheduler_application.auth import AuthService
 from scheduler_application.paging import MAX_PAGE_SIZE
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
+from scheduler_application.queue_control import QueueControl
 from scheduler_application.remote_workers import RemoteWorkerService
 from scheduler_application.runs import RunService
 from scheduler_application.status_report import StatusService
@@ -41,6 +42,7 @@ class ApiServices:
     workers: WorkerService
     remote_workers: RemoteWorkerService
     status: StatusService
+    queues: QueueControl
     auth: AuthService
     api_keys: ApiKeyService
     users: UserAdminService

@@ -19,6 +19,7 @@ from scheduler_application.ports.repositories import (
     ApiKeyRepository,
     BulkOperationRepository,
     DecisionRepository,
+    QueueSettingsRepository,
     RefreshTokenRepository,
     RunEventRepository,
     RunRepository,
@@ -70,6 +71,7 @@ class _NotifyingUnitOfWork:
         self.events: RunEventRepository = inner.events
         self.decisions: DecisionRepository = inner.decisions
         self.workers: WorkerRepository = inner.workers
+        self.queue_settings: QueueSettingsRepository = inner.queue_settings
         self.users: UserRepository = inner.users
         self.api_keys: ApiKeyRepository = inner.api_keys
         self.refresh_tokens: RefreshTokenRepository = inner.refresh_tokens

@@ -14,6 +14,7 @@ from typing import Generic, Protocol, TypeVar
 from scheduler_application.bulk_operations import BulkOperation
 from scheduler_domain.accounts import ApiKey, RefreshToken, User
 from scheduler_domain.events import RunEvent, SlotDecision
+from scheduler_domain.queue_settings import QueueSettings
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
@@ -229,10 +230,16 @@ class RunRepository(Protocol):
         ...
 
     async def pending_due_excluding(
-        self, now: datetime, *, limit: int, exclude_task_ids: Sequence[str]
+        self,
+        now: datetime,
+        *,
+        limit: int,
+        exclude_task_ids: Sequence[str],
+        exclude_queues: Sequence[str] = (),
     ) -> builtins.list[TaskRun]:
         """:meth:`pending_due` leaving out the runs of ``exclude_task_ids`` (tasks at their
-        ``max_concurrent``), so their backlog never hides other tasks' runs."""
+        ``max_concurrent``) and of ``exclude_queues`` (paused, or at their
+        ``max_concurrency``), so their backlog never hides other runs."""
         ...
 
     async def pending_among(self, run_ids: Sequence[str], now: datetime) -> builtins.list[TaskRun]:
@@ -293,6 +300,41 @@ class RunRepository(Protocol):
     async def still_held(self, held: Sequence[tuple[str, int]], *, worker_id: str) -> set[str]:
         """Of these ``(run_id, token)`` pairs, the ids still ``running`` under that token by
         ``worker_id``; reads only (a primary-key lookup per id), so a worker can ask often."""
+        ...
+
+    async def waiting_in_queues(
+        self, queues: Sequence[str], *, statuses: Sequence[RunStatus], limit: int
+    ) -> builtins.list[TaskRun]:
+        """Up to ``limit`` runs in ``statuses`` (pending and/or queued) of these queues, oldest
+        first, locked (skipping rows another transaction holds). A run counts as in a queue
+        when its ``queue`` is that queue or its task's ``queue`` is (a run routed to a worker's
+        direct queue still belongs to its task's queue)."""
+        ...
+
+    async def count_in_flight_by_queue(self, queues: Sequence[str]) -> dict[str, int]:
+        """Runs queued or running per task queue (a run in a worker's direct queue counts for
+        its task's queue): what ``max_concurrency`` of a queue caps."""
+        ...
+
+
+class QueueSettingsRepository(Protocol):
+    """Stored queue settings (:class:`~scheduler_domain.queue_settings.QueueSettings`), one row
+    per queue that has any; the repository never commits."""
+
+    async def get(self, name: str) -> QueueSettings | None: ...
+
+    async def get_many(self, names: Sequence[str]) -> builtins.list[QueueSettings]: ...
+
+    async def list(self) -> builtins.list[QueueSettings]: ...
+
+    async def save(self, settings: QueueSettings) -> None:
+        """Insert or replace the queue's row."""
+        ...
+
+    async def lock_many(self, names: Sequence[str]) -> set[str]:
+        """Lock these queues' rows until the transaction ends, skipping rows another
+        transaction holds (``FOR UPDATE SKIP LOCKED``); the names locked. Serialises the
+        dispatchers' decisions about one queue's ``max_concurrency``, and a pause against them."""
         ...
 
 

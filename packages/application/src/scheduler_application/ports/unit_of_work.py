@@ -8,6 +8,7 @@ from scheduler_application.ports.repositories import (
     ApiKeyRepository,
     BulkOperationRepository,
     DecisionRepository,
+    QueueSettingsRepository,
     RefreshTokenRepository,
     RunEventRepository,
     RunRepository,
@@ -30,6 +31,7 @@ class UnitOfWork(Protocol):
     events: RunEventRepository
     decisions: DecisionRepository
     workers: WorkerRepository
+    queue_settings: QueueSettingsRepository
     users: UserRepository
     api_keys: ApiKeyRepository
     refresh_tokens: RefreshTokenRepository

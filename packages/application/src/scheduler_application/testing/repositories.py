@@ -16,6 +16,7 @@ from scheduler_application.testing.pagination import decode_cursor, encode_curso
 from scheduler_application.testing.store import Transaction
 from scheduler_domain.accounts import ApiKey, RefreshToken, User
 from scheduler_domain.events import RunEvent, SlotDecision
+from scheduler_domain.queue_settings import QueueSettings
 from scheduler_domain.run import TaskRun
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
@@ -419,9 +420,45 @@ class InMemoryRunRepository(_Repository):
         return counts
 
     async def pending_due_excluding(
-        self, now: datetime, *, limit: int, exclude_task_ids: Sequence[str]
+        self,
+        now: datetime,
+        *,
+        limit: int,
+        exclude_task_ids: Sequence[str],
+        exclude_queues: Sequence[str] = (),
     ) -> builtins.list[TaskRun]:
-        return self._pending(now, limit=limit, keep=lambda r: r.task_id not in exclude_task_ids)
+        return self._pending(
+            now,
+            limit=limit,
+            keep=lambda r: r.task_id not in exclude_task_ids and r.queue not in exclude_queues,
+        )
+
+    async def waiting_in_queues(
+        self, queues: Sequence[str], *, statuses: Sequence[RunStatus], limit: int
+    ) -> builtins.list[TaskRun]:
+        _check_limit(limit)
+        tx = self.tx
+        wanted = set(queues)
+        of_queue = {t.id for t in tx.scan("tasks") if t.queue in wanted}
+        candidates: list[TaskRun] = sorted(
+            (
+                r
+                for r in tx.scan("runs")
+                if r.status in statuses and (r.queue in wanted or r.task_id in of_queue)
+            ),
+            key=lambda r: (r.created_at, r.id),
+        )
+        return _lock_first(tx, "runs", candidates, limit)
+
+    async def count_in_flight_by_queue(self, queues: Sequence[str]) -> dict[str, int]:
+        tx = self.tx
+        queue_of = {t.id: t.queue for t in tx.scan("tasks") if t.queue in set(queues)}
+        counts: dict[str, int] = {}
+        for run in tx.scan("runs"):
+            queue = queue_of.get(run.task_id)
+            if queue is not None and run.status in (RunStatus.QUEUED, RunStatus.RUNNING):
+                counts[queue] = counts.get(queue, 0) + 1
+        return counts
 
     async def pending_among(self, run_ids: Sequence[str], now: datetime) -> builtins.list[TaskRun]:
         wanted = set(run_ids)
@@ -580,6 +617,33 @@ class InMemoryDecisionRepository(_Repository):
         wanted = set(task_ids)
         rows = [d for d in self.tx.scan("decisions") if d.task_id in wanted and d.slot == slot]
         return [_copy(d) for d in sorted(rows, key=lambda d: (d.at, d.id))]
+
+
+class InMemoryQueueSettingsRepository(_Repository):
+    async def get(self, name: str) -> QueueSettings | None:
+        found: QueueSettings | None = self.tx.get("queue_settings", name)
+        return _copy(found)
+
+    async def get_many(self, names: Sequence[str]) -> builtins.list[QueueSettings]:
+        found = [self.tx.get("queue_settings", name) for name in sorted(set(names))]
+        return [_copy(row) for row in found if row is not None]
+
+    async def list(self) -> builtins.list[QueueSettings]:
+        return sorted((_copy(row) for row in self.tx.scan("queue_settings")), key=lambda q: q.name)
+
+    async def save(self, settings: QueueSettings) -> None:
+        if self.tx.get("queue_settings", settings.name) is None:
+            self.tx.insert("queue_settings", settings)
+        else:
+            self.tx.replace("queue_settings", settings)
+
+    async def lock_many(self, names: Sequence[str]) -> set[str]:
+        tx = self.tx
+        return {
+            name
+            for name in sorted(set(names))
+            if tx.get("queue_settings", name) is not None and tx.lock("queue_settings", name)
+        }
 
 
 class InMemoryWorkerRepository(_Repository):

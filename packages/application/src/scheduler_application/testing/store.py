@@ -46,6 +46,7 @@ TABLES = (
     "refresh_tokens",
     "dependency_marks",
     "bulk_operations",
+    "queue_settings",
 )
 _DELETED = object()
 

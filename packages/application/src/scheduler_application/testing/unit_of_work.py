@@ -11,6 +11,7 @@ from scheduler_application.ports.repositories import (
     ApiKeyRepository,
     BulkOperationRepository,
     DecisionRepository,
+    QueueSettingsRepository,
     RefreshTokenRepository,
     RunEventRepository,
     RunRepository,
@@ -22,6 +23,7 @@ from scheduler_application.testing.repositories import (
     InMemoryApiKeyRepository,
     InMemoryBulkOperationRepository,
     InMemoryDecisionRepository,
+    InMemoryQueueSettingsRepository,
     InMemoryRefreshTokenRepository,
     InMemoryRunEventRepository,
     InMemoryRunRepository,
@@ -50,6 +52,9 @@ class InMemoryUnitOfWork:
         self.events: RunEventRepository = InMemoryRunEventRepository(self._current)
         self.decisions: DecisionRepository = InMemoryDecisionRepository(self._current)
         self.workers: WorkerRepository = InMemoryWorkerRepository(self._current)
+        self.queue_settings: QueueSettingsRepository = InMemoryQueueSettingsRepository(
+            self._current
+        )
         self.users: UserRepository = InMemoryUserRepository(self._current)
         self.api_keys: ApiKeyRepository = InMemoryApiKeyRepository(self._current)
         self.refresh_tokens: RefreshTokenRepository = InMemoryRefreshTokenRepository(self._current)

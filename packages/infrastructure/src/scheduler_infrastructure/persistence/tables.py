@@ -373,6 +373,19 @@ leases = Table(
     _at("expires_at", nullable=False),
 )
 
+#: Operators' settings per queue (only queues someone changed have a row).
+queue_settings = Table(
+    "queue_settings",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("paused", Boolean, nullable=False),
+    #: As written (``10/s``); null: not set here, the configured default applies.
+    Column("rate_limit", String(64), nullable=True),
+    Column("max_concurrency", Integer, nullable=True),
+    Column("updated_by", String(200), nullable=False),
+    _at("updated_at", nullable=False),
+)
+
 #: The field an ``AlreadyExists`` names for each unique constraint or unique index.
 UNIQUE_FIELDS: dict[str, str] = {
     "uq_tasks_owner_id_name": "name",

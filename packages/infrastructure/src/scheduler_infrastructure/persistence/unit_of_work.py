@@ -12,6 +12,7 @@ from scheduler_infrastructure.persistence.repositories import (
     SqlApiKeyRepository,
     SqlBulkOperationRepository,
     SqlDecisionRepository,
+    SqlQueueSettingsRepository,
     SqlRefreshTokenRepository,
     SqlRunEventRepository,
     SqlRunRepository,
@@ -38,6 +39,7 @@ class SqlUnitOfWork:
         self.events = SqlRunEventRepository(self._current)
         self.decisions = SqlDecisionRepository(self._current)
         self.workers = SqlWorkerRepository(self._current)
+        self.queue_settings = SqlQueueSettingsRepository(self._current)
         self.users = SqlUserRepository(self._current)
         self.api_keys = SqlApiKeyRepository(self._current)
         self.refresh_tokens = SqlRefreshTokenRepository(self._current)

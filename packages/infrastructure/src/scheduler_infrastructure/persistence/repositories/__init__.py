@@ -6,6 +6,9 @@ from scheduler_infrastructure.persistence.repositories.bulk_operations import (
 )
 from scheduler_infrastructure.persistence.repositories.decisions import SqlDecisionRepository
 from scheduler_infrastructure.persistence.repositories.events import SqlRunEventRepository
+from scheduler_infrastructure.persistence.repositories.queue_settings import (
+    SqlQueueSettingsRepository,
+)
 from scheduler_infrastructure.persistence.repositories.refresh_tokens import (
     SqlRefreshTokenRepository,
 )
@@ -18,6 +21,7 @@ __all__ = [
     "SqlApiKeyRepository",
     "SqlBulkOperationRepository",
     "SqlDecisionRepository",
+    "SqlQueueSettingsRepository",
     "SqlRefreshTokenRepository",
     "SqlRunEventRepository",
     "SqlRunRepository",
