@@ -30,6 +30,7 @@ from scheduler_api.services import ApiOptions, ApiServices, Probe
 from scheduler_api.throttle import LoginThrottle
 from scheduler_application.api_keys import ApiKeyService
 from scheduler_application.auth import AuthService, SessionPolicy
+from scheduler_application.bulk import BulkRunner, BulkService
 from scheduler_application.execution import ExecutionService
 from scheduler_application.ports.security import PasswordHasher, TokenCodec
 from scheduler_application.queue_control import QueueControl
@@ -207,13 +208,22 @@ def build_services(
         executor_policy=resources.executor_policy,
         secret_box=resources.secret_box,
     )
+    runs = RunService(
+        uow_factory=uow, clock=clock, observer=observer, relay=relay, tracer=resources.tracer
+    )
+    bulk_runner = BulkRunner(uow_factory=uow, clock=clock, runs=runs, tasks=tasks)
     return ApiServices(
         tasks=tasks,
         task_apply=TaskApplyService(uow_factory=uow, tasks=tasks),
-        task_graph=TaskGraphService(uow_factory=uow),
-        runs=RunService(
-            uow_factory=uow, clock=clock, observer=observer, relay=relay, tracer=resources.tracer
+        bulk=BulkService(
+            uow_factory=uow,
+            clock=clock,
+            runner=bulk_runner,
+            max_items=settings.api.bulk_max_items,
         ),
+        bulk_runner=bulk_runner,
+        task_graph=TaskGraphService(uow_factory=uow),
+        runs=runs,
         workers=workers,
         remote_workers=RemoteWorkerService(
             uow_factory=uow,

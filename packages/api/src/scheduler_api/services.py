@@ -16,6 +16,7 @@ from scheduler_api.metrics import MetricsExporter
 from scheduler_api.throttle import LoginThrottle
 from scheduler_application.api_keys import ApiKeyService
 from scheduler_application.auth import AuthService
+from scheduler_application.bulk import BulkRunner, BulkService
 from scheduler_application.paging import MAX_PAGE_SIZE
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
@@ -37,6 +38,8 @@ Probe = Callable[[], Awaitable[None]]
 class ApiServices:
     tasks: TaskService
     task_apply: TaskApplyService
+    bulk: BulkService
+    bulk_runner: BulkRunner
     task_graph: TaskGraphService
     runs: RunService
     workers: WorkerService

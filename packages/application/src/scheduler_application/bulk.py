@@ -166,6 +166,20 @@ class BulkRunner:
         self._stale_after = stale_after
         self._batch = batch
         self._jobs: dict[str, asyncio.Task[None]] = {}
+        self._watch: asyncio.Task[None] | None = None
+
+    async def watch(self, every: float = 10.0) -> None:
+        """From now on, look for orphaned operations every ``every`` seconds."""
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.create_task(self._watching(every), name="bulk-orphans")
+
+    async def _watching(self, every: float) -> None:
+        while True:
+            try:
+                await self.resume_orphans()
+            except Exception:
+                logger.exception("looking for orphaned bulk operations failed")
+            await asyncio.sleep(every)
 
     def run(self, operation: BulkOperation) -> None:
         if operation.id in self._jobs and not self._jobs[operation.id].done():
@@ -197,6 +211,9 @@ class BulkRunner:
 
     async def aclose(self) -> None:
         """Stop the jobs of this process (another process resumes them later)."""
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
         for job in self._jobs.values():
             job.cancel()
         await asyncio.gather(*self._jobs.values(), return_exceptions=True)

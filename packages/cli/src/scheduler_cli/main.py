@@ -23,6 +23,7 @@ from scheduler_cli.commands import (
     api_keys,
     apply,
     auth,
+    bulk,
     queues,
     runs,
     status,
@@ -271,6 +272,8 @@ def create_admin(
 app.command()(auth.login)
 app.command()(auth.logout)
 app.command()(auth.password)
+tasks.app.command("bulk")(bulk.task_bulk)
+runs.app.command("bulk")(bulk.run_bulk)
 app.add_typer(tasks.app, name="tasks")
 app.command("apply")(apply.apply)
 app.command("export")(apply.export)
