@@ -17,6 +17,7 @@ from scheduler_application.dispatch.rate_limiting import RunRateLimits
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.dispatch.routing import Router
 from scheduler_application.execution import ExecutionService
+from scheduler_application.ports.queue import RunQueue
 from scheduler_application.runs import RunService
 from scheduler_application.task_changes import TaskChangeSignal
 from scheduler_application.tasks import TaskService
@@ -44,7 +45,7 @@ DEAD_REDIS_URL = "redis://127.0.0.1:6390/0"
 @dataclass
 class DispatcherStack:
     uow_factory: SqlUnitOfWorkFactory
-    queue: MemoryRunQueue
+    queue: RunQueue
     tasks: TaskService
     runs: RunService
     execution: ExecutionService
@@ -108,7 +109,9 @@ async def dispatcher_stack(
     max_sleep: timedelta = timedelta(seconds=0.2),
     fire_ahead: timedelta = timedelta(0),
     extra_loops: Callable[[SchedulerLoop], list[PeriodicLoop]] | None = None,
+    queue: RunQueue | None = None,
 ) -> AsyncIterator[DispatcherStack]:
+    """``queue``: an open adapter of another backend (default: a memory queue of its own)."""
     clock = SystemClock()
     signal = TaskChangeSignal()
     timings = LoopTimings(
@@ -118,7 +121,9 @@ async def dispatcher_stack(
         worker_silence=timedelta(seconds=30),
         batch_size=100,
     )
-    async with MemoryRunQueue() as queue:
+    async with contextlib.AsyncExitStack() as opened:
+        if queue is None:
+            queue = await opened.enter_async_context(MemoryRunQueue())
         relay = RunRelay(
             uow_factory=uow_factory,
             clock=clock,

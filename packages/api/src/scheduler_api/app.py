@@ -20,6 +20,11 @@ from litestar.types import Middleware
 from scheduler_api.auth import PrincipalMiddleware, provide_principal
 from scheduler_api.controllers.api_keys import ApiKeyController
 from scheduler_api.controllers.auth import AuthController
+from scheduler_api.controllers.bulk import (
+    BulkRunsController,
+    BulkTasksController,
+    OperationController,
+)
 from scheduler_api.controllers.health import HealthController
 from scheduler_api.controllers.queues import QueueController
 from scheduler_api.controllers.runs import RunController
@@ -59,6 +64,9 @@ def create_app(
         path=API_PREFIX,
         route_handlers=[
             TaskController,
+            BulkRunsController,
+            BulkTasksController,
+            OperationController,
             RunController,
             WorkerController,
             QueueController,
@@ -84,8 +92,10 @@ def create_app(
         before_request=before_each_request,
         request_max_body_size=options.max_body_bytes,
         openapi_config=openapi_config(version=options.version),
-        on_startup=[services.auth.warm_up],
-        on_shutdown=list(on_shutdown),
+        on_startup=[services.auth.warm_up, services.bulk_runner.watch],
+        # Stops this process's bulk operations (another API process takes them over), then
+        # what the app owns (its relay's background publishes, when it built the relay).
+        on_shutdown=[services.bulk_runner.aclose, *on_shutdown],
         logging_config=None,
         debug=False,
         state=State({OBSERVER_STATE: services.observer}),

@@ -30,17 +30,21 @@ from scheduler_api.services import ApiOptions, ApiServices, Probe
 from scheduler_api.throttle import LoginThrottle
 from scheduler_application.api_keys import ApiKeyService
 from scheduler_application.auth import AuthService, SessionPolicy
+from scheduler_application.bulk import BulkRunner, BulkService
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.execution import ExecutionService
 from scheduler_application.ports.security import PasswordHasher, TokenCodec
+from scheduler_application.queue_control import QueueControl
 from scheduler_application.remote_workers import RemoteWorkerService
 from scheduler_application.runs import RunService
 from scheduler_application.status_report import StatusService
+from scheduler_application.task_apply import TaskApplyService
 from scheduler_application.task_graph import TaskGraphService
 from scheduler_application.tasks import TaskService
 from scheduler_application.user_admin import UserAdminService
 from scheduler_application.workers import WorkerService
 from scheduler_infrastructure.config import Settings
+from scheduler_infrastructure.config.loader import parse_queue_rate_limits
 from scheduler_infrastructure.resources import (
     Resources,
     build_relay,
@@ -188,18 +192,30 @@ def build_services(
         executor_policy=resources.executor_policy,
         secret_box=resources.secret_box,
     )
+    queue_limits = parse_queue_rate_limits(settings.dispatcher.queue_rate_limits)
+    tasks = TaskService(
+        uow_factory=uow,
+        clock=clock,
+        observer=observer,
+        executor_policy=resources.executor_policy,
+        secret_box=resources.secret_box,
+    )
+    runs = RunService(
+        uow_factory=uow, clock=clock, observer=observer, relay=relay, tracer=resources.tracer
+    )
+    bulk_runner = BulkRunner(uow_factory=uow, clock=clock, runs=runs, tasks=tasks)
     return ApiServices(
-        tasks=TaskService(
+        tasks=tasks,
+        task_apply=TaskApplyService(uow_factory=uow, tasks=tasks),
+        bulk=BulkService(
             uow_factory=uow,
             clock=clock,
-            observer=observer,
-            executor_policy=resources.executor_policy,
-            secret_box=resources.secret_box,
+            runner=bulk_runner,
+            max_items=settings.api.bulk_max_items,
         ),
+        bulk_runner=bulk_runner,
         task_graph=TaskGraphService(uow_factory=uow),
-        runs=RunService(
-            uow_factory=uow, clock=clock, observer=observer, relay=relay, tracer=resources.tracer
-        ),
+        runs=runs,
         workers=workers,
         remote_workers=RemoteWorkerService(
             uow_factory=uow,
@@ -208,6 +224,12 @@ def build_services(
             output_limit_bytes=settings.worker.output_limit_bytes,
         ),
         status=StatusService(uow_factory=uow, clock=clock, queue=resources.queue),
+        queues=QueueControl(
+            uow_factory=uow,
+            clock=clock,
+            default_rate_limits=queue_limits,
+            observer=observer,
+        ),
         auth=AuthService(
             uow_factory=uow,
             clock=clock,

@@ -9,12 +9,15 @@ stops a run decides its fate for this pass:
    row is locked (skipping rows another transaction holds) while its runs are counted, so
    several dispatchers cannot each take "the last free slot". Tasks found full are remembered
    and left out of the relay's next queries until a slot frees.
-2. **eligibility**: the live workers that may run the task (its labels, its queue). A task with
+2. **queue settings** (:mod:`scheduler_application.queue_gate`): a run of a paused queue, or
+   of one at its ``max_concurrency``, stays pending untouched; the queue's stored rate limit
+   replaces its configured default in step 4.
+3. **eligibility**: the live workers that may run the task (its labels, its queue). A task with
    required labels and no such worker is held pending (``no_eligible_worker``) and looked at
    again later (:func:`hold_for`) — before the rate limit, so that it spends no token.
-3. **rate limits** (:mod:`.rate_limiting`): a limited run gets a later ``not_before`` and a
+4. **rate limits** (:mod:`.rate_limiting`): a limited run gets a later ``not_before`` and a
    ``pending → pending`` event saying why; it is never dropped.
-4. **routing** (:mod:`.routing`): among the eligible workers of step 2, where the message
+5. **routing** (:mod:`.routing`): among the eligible workers of step 3, where the message
    goes; the run is marked ``queued`` there.
 
 A run fired ahead of its slot is queued now with ``not_before`` = its slot (delivered then); a
@@ -37,6 +40,8 @@ from scheduler_application.dispatch.rate_limiting import RateBatch, RunRateLimit
 from scheduler_application.dispatch.routing import Route, Router
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.unit_of_work import UnitOfWork
+from scheduler_application.queue_gate import QueueDecisions
+from scheduler_application.queue_gate import decide as decide_queues
 from scheduler_domain.concurrency import ConcurrencyPolicy
 from scheduler_domain.events import RunEvent
 from scheduler_domain.run import RunTrigger, TaskRun
@@ -58,13 +63,15 @@ class GateOutcome:
     ``runs``: every run given, as it leaves the gates (a new object where a gate changed it);
     ``writes``: the changed ones with the version read (to update rows that exist already);
     ``queued``: the ones marked queued (their messages go out); ``events``: to store after the
-    runs they belong to; ``full_tasks``: tasks found at their concurrency cap."""
+    runs they belong to; ``full_tasks``: tasks found at their concurrency cap;
+    ``held_queues``: queues paused or at their ``max_concurrency``."""
 
     runs: list[TaskRun] = field(default_factory=list)
     writes: list[tuple[TaskRun, int]] = field(default_factory=list)
     queued: list[TaskRun] = field(default_factory=list)
     events: list[RunEvent] = field(default_factory=list)
     full_tasks: set[str] = field(default_factory=set)
+    held_queues: set[str] = field(default_factory=set)
 
     @property
     def changed(self) -> bool:
@@ -79,6 +86,7 @@ class _Pass:
     tasks: Mapping[str, Task]
     locked: set[str]
     in_flight: dict[str, int]
+    queues: QueueDecisions
     rate_batch: RateBatch | None
     workers: list[Worker] | None = None
 
@@ -125,21 +133,25 @@ class Gates:
         tasks = {task.id: task for task in known}
         if not all(run.task_id in tasks for run in runs):
             tasks = await tasks_of(uow, runs)
-        state = await self._open_pass(uow, tasks, now)
+        state = await self._open_pass(uow, tasks, runs, now)
         outcome = GateOutcome()
         for run in runs:
             outcome.runs.append(await self._decide(uow, state, run, outcome))
         return outcome
 
-    async def _open_pass(self, uow: UnitOfWork, tasks: Mapping[str, Task], now: datetime) -> _Pass:
+    async def _open_pass(
+        self, uow: UnitOfWork, tasks: Mapping[str, Task], runs: Sequence[TaskRun], now: datetime
+    ) -> _Pass:
         capped = sorted(t.id for t in tasks.values() if concurrency_cap(t) is not None)
         locked: set[str] = set()
         in_flight: dict[str, int] = {}
         if capped:
             locked = await uow.tasks.lock_many(capped)
             in_flight = await uow.runs.count_in_flight(sorted(locked)) if locked else {}
+        queues = await decide_queues(uow, (run.queue for run in runs))
         rates = self._rate_limits
-        return _Pass(now, tasks, locked, in_flight, rates.batch() if rates is not None else None)
+        batch = rates.batch() if rates is not None else None
+        return _Pass(now, tasks, locked, in_flight, queues, batch)
 
     async def _decide(
         self, uow: UnitOfWork, state: _Pass, run: TaskRun, outcome: GateOutcome
@@ -149,6 +161,8 @@ class Gates:
             return run  # deleted meanwhile: its runs go with it
         if not self._below_cap(state, task, outcome):
             return run
+        if not self._queue_open(state, run, outcome):
+            return run
         candidates = await self._eligible(uow, state, task)
         if candidates is None:
             # Held before the rate limit, so that a run no worker may take spends no token.
@@ -157,6 +171,7 @@ class Gates:
         if postponed is not None:
             return postponed
         route = self.router.route(task, candidates, default_queue=run.queue)
+        state.queues.admitted(run.queue)
         state.in_flight[task.id] = state.in_flight.get(task.id, 0) + 1
         return self._queue(outcome, run, route, state.now)
 
@@ -175,7 +190,17 @@ class Gates:
             return False
         return True
 
-    # -- 2. eligibility --------------------------------------------------------------------------
+    # -- 2. queue settings -----------------------------------------------------------------------
+
+    def _queue_open(self, state: _Pass, run: TaskRun, outcome: GateOutcome) -> bool:
+        held = state.queues.hold(run.queue)
+        if held is None:
+            return True
+        outcome.held_queues.add(run.queue)  # stays pending, untouched, until the queue allows
+        self._stats[f"held_{held}"] += 1
+        return False
+
+    # -- 3. eligibility --------------------------------------------------------------------------
 
     async def _eligible(self, uow: UnitOfWork, state: _Pass, task: Task) -> list[Worker] | None:
         """The workers the router may choose from ([] when the task's queue decides); None
@@ -198,15 +223,20 @@ class Gates:
             detail={"reason": "no_eligible_worker", "labels": sorted(task.labels)},
         )
 
-    # -- 3. rate limits --------------------------------------------------------------------------
+    # -- 4. rate limits --------------------------------------------------------------------------
 
     async def _rate_limit(
         self, state: _Pass, run: TaskRun, task: Task, outcome: GateOutcome
     ) -> TaskRun | None:
         rates = self._rate_limits
-        if rates is None or state.rate_batch is None or not rates.limited(task):
+        queue_limit = state.queues.rate_limit(run.queue)
+        if rates is None or state.rate_batch is None:
             return None
-        delay = await rates.admit(task, now=state.now, batch=state.rate_batch)
+        if not rates.limited(task, queue_limit=queue_limit):
+            return None
+        delay = await rates.admit(
+            task, now=state.now, batch=state.rate_batch, queue_limit=queue_limit
+        )
         if delay is None:
             return None
         self._stats["rate_limited"] += 1
@@ -241,7 +271,7 @@ class Gates:
         )
         return run
 
-    # -- 4. routing ------------------------------------------------------------------------------
+    # -- 5. routing ------------------------------------------------------------------------------
 
     def _queue(self, outcome: GateOutcome, run: TaskRun, route: Route, now: datetime) -> TaskRun:
         """Mark the run queued where ``route`` says. A run fired ahead of its slot is queued

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from scheduler_application.dispatch.gates import Gates
+from scheduler_application.dispatch.gates import RELAY_ACTOR, Gates
 from scheduler_application.dispatch.outbox import Outbox
 from scheduler_application.dispatch.publishing import Publisher
 from scheduler_application.dispatch.rate_limiting import RunRateLimits
@@ -25,6 +25,7 @@ from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.queue import RunMessage, RunQueue
 from scheduler_application.ports.tracing import NO_TRACER, Tracer
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.queue_gate import blocked_queues, unqueue_paused
 
 #: Rounds of ``relay_pending`` per call: each leaves out the tasks the previous one found full.
 _ROUNDS = 3
@@ -83,11 +84,18 @@ class RunRelay:
         async with self.outbox(self._uow_factory(), strict=True) as box:
             uow = box.uow
             excluded = await self._gates.still_full(uow)
+            paused, excluded_queues = await blocked_queues(uow)
+            if paused:  # runs a concurrent relay queued as the pause committed: back to pending
+                changed = bool(await unqueue_paused(uow, paused, now=now, actor=RELAY_ACTOR))
+                excluded_queues |= paused
             budget = limit
             for _ in range(_ROUNDS):
-                if excluded:
+                if excluded or excluded_queues:
                     runs = await uow.runs.pending_due_excluding(
-                        now, limit=budget, exclude_task_ids=sorted(excluded)
+                        now,
+                        limit=budget,
+                        exclude_task_ids=sorted(excluded),
+                        exclude_queues=sorted(excluded_queues),
                     )
                 else:
                     runs = await uow.runs.pending_due(now, limit=budget)
@@ -96,9 +104,10 @@ class RunRelay:
                 outcome = await box.dispatch_pending(runs)
                 changed = changed or outcome.changed
                 budget -= len(runs)
-                if budget <= 0 or not outcome.full_tasks:
+                if budget <= 0 or not (outcome.full_tasks or outcome.held_queues):
                     break
                 excluded |= outcome.full_tasks
+                excluded_queues |= outcome.held_queues
             if not changed:
                 return []
             await box.commit()

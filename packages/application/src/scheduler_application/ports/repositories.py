@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Generic, Protocol, TypeVar
 
+from scheduler_application.bulk_operations import BulkOperation
 from scheduler_domain.accounts import ApiKey, RefreshToken, User
 from scheduler_domain.events import RunEvent, SlotDecision
+from scheduler_domain.queue_settings import QueueSettings
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
@@ -68,6 +70,10 @@ class TaskRepository(Protocol):
         self, task_filter: TaskFilter, *, limit: int, cursor: str | None = None
     ) -> Page[Task]:
         """Tasks in id order (creation order)."""
+        ...
+
+    async def count(self, task_filter: TaskFilter) -> int:
+        """How many tasks ``list`` would page through with this filter."""
         ...
 
     async def update(self, task: Task, *, expected_version: int) -> None:
@@ -174,6 +180,10 @@ class RunRepository(Protocol):
         """Newest first."""
         ...
 
+    async def count(self, run_filter: RunFilter) -> int:
+        """How many runs ``list`` would page through with this filter."""
+        ...
+
     async def active_for_task(self, task_id: str) -> builtins.list[TaskRun]:
         """Runs of the task that are pending, queued or running."""
         ...
@@ -220,10 +230,16 @@ class RunRepository(Protocol):
         ...
 
     async def pending_due_excluding(
-        self, now: datetime, *, limit: int, exclude_task_ids: Sequence[str]
+        self,
+        now: datetime,
+        *,
+        limit: int,
+        exclude_task_ids: Sequence[str],
+        exclude_queues: Sequence[str] = (),
     ) -> builtins.list[TaskRun]:
         """:meth:`pending_due` leaving out the runs of ``exclude_task_ids`` (tasks at their
-        ``max_concurrent``), so their backlog never hides other tasks' runs."""
+        ``max_concurrent``) and of ``exclude_queues`` (paused, or at their
+        ``max_concurrency``), so their backlog never hides other runs."""
         ...
 
     async def pending_among(self, run_ids: Sequence[str], now: datetime) -> builtins.list[TaskRun]:
@@ -284,6 +300,41 @@ class RunRepository(Protocol):
     async def still_held(self, held: Sequence[tuple[str, int]], *, worker_id: str) -> set[str]:
         """Of these ``(run_id, token)`` pairs, the ids still ``running`` under that token by
         ``worker_id``; reads only (a primary-key lookup per id), so a worker can ask often."""
+        ...
+
+    async def waiting_in_queues(
+        self, queues: Sequence[str], *, statuses: Sequence[RunStatus], limit: int
+    ) -> builtins.list[TaskRun]:
+        """Up to ``limit`` runs in ``statuses`` (pending and/or queued) of these queues, oldest
+        first, locked (skipping rows another transaction holds). A run counts as in a queue
+        when its ``queue`` is that queue or its task's ``queue`` is (a run routed to a worker's
+        direct queue still belongs to its task's queue)."""
+        ...
+
+    async def count_in_flight_by_queue(self, queues: Sequence[str]) -> dict[str, int]:
+        """Runs queued or running per task queue (a run in a worker's direct queue counts for
+        its task's queue): what ``max_concurrency`` of a queue caps."""
+        ...
+
+
+class QueueSettingsRepository(Protocol):
+    """Stored queue settings (:class:`~scheduler_domain.queue_settings.QueueSettings`), one row
+    per queue that has any; the repository never commits."""
+
+    async def get(self, name: str) -> QueueSettings | None: ...
+
+    async def get_many(self, names: Sequence[str]) -> builtins.list[QueueSettings]: ...
+
+    async def list(self) -> builtins.list[QueueSettings]: ...
+
+    async def save(self, settings: QueueSettings) -> None:
+        """Insert or replace the queue's row."""
+        ...
+
+    async def lock_many(self, names: Sequence[str]) -> set[str]:
+        """Lock these queues' rows until the transaction ends, skipping rows another
+        transaction holds (``FOR UPDATE SKIP LOCKED``); the names locked. Serialises the
+        dispatchers' decisions about one queue's ``max_concurrency``, and a pause against them."""
         ...
 
 
@@ -359,6 +410,24 @@ class ApiKeyRepository(Protocol):
     async def list(self, *, owner_id: str | None = None) -> list[ApiKey]: ...
 
     async def update(self, key: ApiKey) -> None: ...
+
+
+class BulkOperationRepository(Protocol):
+    async def add(self, operation: BulkOperation) -> None: ...
+
+    async def get(self, operation_id: str) -> BulkOperation | None: ...
+
+    async def update(self, operation: BulkOperation) -> None:
+        """Write its progress, status and heartbeat."""
+        ...
+
+    async def take_stale(
+        self, *, stale_before: datetime, now: datetime, limit: int
+    ) -> builtins.list[BulkOperation]:
+        """Running operations whose heartbeat is older than ``stale_before`` (their process
+        died), each given heartbeat ``now`` so that no other process takes it too (a row lock
+        on PostgreSQL, ``SKIP LOCKED``)."""
+        ...
 
 
 class RefreshTokenRepository(Protocol):

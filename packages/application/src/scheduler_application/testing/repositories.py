@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from scheduler_application.bulk_operations import BulkOperation
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound
 from scheduler_application.ports.repositories import Page, QueueActivity, RunFilter, TaskFilter
 from scheduler_application.testing.pagination import decode_cursor, encode_cursor
 from scheduler_application.testing.store import Transaction
 from scheduler_domain.accounts import ApiKey, RefreshToken, User
 from scheduler_domain.events import RunEvent, SlotDecision
+from scheduler_domain.queue_settings import QueueSettings
 from scheduler_domain.run import TaskRun
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
@@ -105,6 +107,9 @@ class InMemoryTaskRepository(_Repository):
     ) -> Page[Task]:
         rows: list[Task] = [t for t in self.tx.scan("tasks") if _task_matches(t, task_filter)]
         return _page_by_id(rows, limit=limit, cursor=cursor, key=lambda t: t.id)
+
+    async def count(self, task_filter: TaskFilter) -> int:
+        return sum(1 for t in self.tx.scan("tasks") if _task_matches(t, task_filter))
 
     async def update(self, task: Task, *, expected_version: int) -> None:
         _versioned_update(self.tx, "tasks", task, expected_version)
@@ -298,6 +303,9 @@ class InMemoryRunRepository(_Repository):
             next_cursor = encode_cursor([items[-1].created_at.isoformat(), items[-1].id])
         return Page([_copy(r) for r in items], next_cursor)
 
+    async def count(self, run_filter: RunFilter) -> int:
+        return sum(1 for r in self.tx.scan("runs") if _run_matches(r, run_filter))
+
     async def active_for_task(self, task_id: str) -> builtins.list[TaskRun]:
         rows = [r for r in self.tx.scan("runs") if r.task_id == task_id and r.status.is_active]
         return [_copy(r) for r in sorted(rows, key=lambda r: (r.created_at, r.id))]
@@ -412,9 +420,45 @@ class InMemoryRunRepository(_Repository):
         return counts
 
     async def pending_due_excluding(
-        self, now: datetime, *, limit: int, exclude_task_ids: Sequence[str]
+        self,
+        now: datetime,
+        *,
+        limit: int,
+        exclude_task_ids: Sequence[str],
+        exclude_queues: Sequence[str] = (),
     ) -> builtins.list[TaskRun]:
-        return self._pending(now, limit=limit, keep=lambda r: r.task_id not in exclude_task_ids)
+        return self._pending(
+            now,
+            limit=limit,
+            keep=lambda r: r.task_id not in exclude_task_ids and r.queue not in exclude_queues,
+        )
+
+    async def waiting_in_queues(
+        self, queues: Sequence[str], *, statuses: Sequence[RunStatus], limit: int
+    ) -> builtins.list[TaskRun]:
+        _check_limit(limit)
+        tx = self.tx
+        wanted = set(queues)
+        of_queue = {t.id for t in tx.scan("tasks") if t.queue in wanted}
+        candidates: list[TaskRun] = sorted(
+            (
+                r
+                for r in tx.scan("runs")
+                if r.status in statuses and (r.queue in wanted or r.task_id in of_queue)
+            ),
+            key=lambda r: (r.created_at, r.id),
+        )
+        return _lock_first(tx, "runs", candidates, limit)
+
+    async def count_in_flight_by_queue(self, queues: Sequence[str]) -> dict[str, int]:
+        tx = self.tx
+        queue_of = {t.id: t.queue for t in tx.scan("tasks") if t.queue in set(queues)}
+        counts: dict[str, int] = {}
+        for run in tx.scan("runs"):
+            queue = queue_of.get(run.task_id)
+            if queue is not None and run.status in (RunStatus.QUEUED, RunStatus.RUNNING):
+                counts[queue] = counts.get(queue, 0) + 1
+        return counts
 
     async def pending_among(self, run_ids: Sequence[str], now: datetime) -> builtins.list[TaskRun]:
         wanted = set(run_ids)
@@ -575,6 +619,33 @@ class InMemoryDecisionRepository(_Repository):
         return [_copy(d) for d in sorted(rows, key=lambda d: (d.at, d.id))]
 
 
+class InMemoryQueueSettingsRepository(_Repository):
+    async def get(self, name: str) -> QueueSettings | None:
+        found: QueueSettings | None = self.tx.get("queue_settings", name)
+        return _copy(found)
+
+    async def get_many(self, names: Sequence[str]) -> builtins.list[QueueSettings]:
+        found = [self.tx.get("queue_settings", name) for name in sorted(set(names))]
+        return [_copy(row) for row in found if row is not None]
+
+    async def list(self) -> builtins.list[QueueSettings]:
+        return sorted((_copy(row) for row in self.tx.scan("queue_settings")), key=lambda q: q.name)
+
+    async def save(self, settings: QueueSettings) -> None:
+        if self.tx.get("queue_settings", settings.name) is None:
+            self.tx.insert("queue_settings", settings)
+        else:
+            self.tx.replace("queue_settings", settings)
+
+    async def lock_many(self, names: Sequence[str]) -> set[str]:
+        tx = self.tx
+        return {
+            name
+            for name in sorted(set(names))
+            if tx.get("queue_settings", name) is not None and tx.lock("queue_settings", name)
+        }
+
+
 class InMemoryWorkerRepository(_Repository):
     async def add(self, worker: Worker) -> None:
         self.tx.insert("workers", worker)
@@ -653,6 +724,36 @@ class InMemoryApiKeyRepository(_Repository):
         if self.tx.get("api_keys", key.id) is None:
             raise NotFound(f"api key {key.id} not found", field="id")
         self.tx.replace("api_keys", key)
+
+
+class InMemoryBulkOperationRepository(_Repository):
+    async def add(self, operation: BulkOperation) -> None:
+        self.tx.insert("bulk_operations", operation)
+
+    async def get(self, operation_id: str) -> BulkOperation | None:
+        found: BulkOperation | None = self.tx.get("bulk_operations", operation_id)
+        return _copy(found)
+
+    async def update(self, operation: BulkOperation) -> None:
+        if self.tx.get("bulk_operations", operation.id) is None:
+            raise NotFound(f"operation {operation.id} not found", field="id")
+        self.tx.replace("bulk_operations", operation)
+
+    async def take_stale(
+        self, *, stale_before: datetime, now: datetime, limit: int
+    ) -> builtins.list[BulkOperation]:
+        taken: list[BulkOperation] = []
+        for operation in list(self.tx.scan("bulk_operations")):
+            if len(taken) >= limit:
+                break
+            heartbeat = operation.heartbeat_at
+            if operation.finished or (heartbeat is not None and heartbeat >= stale_before):
+                continue
+            self.tx.patch("bulk_operations", operation.id, {"heartbeat_at": now})
+            copied = _copy(operation)
+            copied.heartbeat_at = now
+            taken.append(copied)
+        return taken
 
 
 class InMemoryRefreshTokenRepository(_Repository):

@@ -45,6 +45,8 @@ TABLES = (
     "api_keys",
     "refresh_tokens",
     "dependency_marks",
+    "bulk_operations",
+    "queue_settings",
 )
 _DELETED = object()
 

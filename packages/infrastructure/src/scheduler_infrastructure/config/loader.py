@@ -361,6 +361,8 @@ def _check(s: Settings) -> None:
     _positive("run.shutdown_timeout_seconds", s.run.shutdown_timeout_seconds)
     if not 0 < s.api.port < 65536:
         raise ConfigError("api.port", f"must be a TCP port (got {s.api.port})")
+    if not 1 <= s.api.workers <= 64:
+        raise ConfigError("api.workers", f"must be between 1 and 64 (got {s.api.workers})")
     if s.api.jwt_secret is not None and len(s.api.jwt_secret.encode()) < 32:
         raise ConfigError("api.jwt_secret", "must be at least 32 bytes long")
     for key, value in (
@@ -368,6 +370,7 @@ def _check(s: Settings) -> None:
         ("api.refresh_token_ttl_seconds", s.api.refresh_token_ttl_seconds),
         ("api.max_body_bytes", s.api.max_body_bytes),
         ("api.max_page_size", s.api.max_page_size),
+        ("api.bulk_max_items", s.api.bulk_max_items),
         ("dispatcher.batch_size", s.dispatcher.batch_size),
         ("dispatcher.max_sleep_seconds", s.dispatcher.max_sleep_seconds),
         ("dispatcher.relay_interval_seconds", s.dispatcher.relay_interval_seconds),

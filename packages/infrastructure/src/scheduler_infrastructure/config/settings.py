@@ -75,6 +75,11 @@ class ApiSettings:
     #: ``/metrics`` answers without credentials; false: it needs a token or API key like the
     #: rest of the API.
     metrics_public: bool = True
+    #: Processes of ``scheduler-api`` sharing its listening socket (pre-forked; each has its
+    #: own database pool, caches and request metrics). ``scheduler run`` is one process.
+    workers: int = 1
+    #: Most objects one bulk operation by filter may handle (refused above, with the count).
+    bulk_max_items: int = 100_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,7 @@ from scheduler_infrastructure.persistence.tables import (
     RUN_RUNNING,
     task_dependencies,
     task_runs,
+    tasks,
 )
 
 _c = task_runs.c
@@ -194,6 +195,12 @@ class SqlRunRepository(SqlRepository):
         items = items[:limit]
         return Page(items, encode_cursor(items[-1].created_at, items[-1].id))
 
+    async def count(self, run_filter: RunFilter) -> int:
+        result = await self._execute(
+            select(func.count()).select_from(task_runs).where(*_conditions(run_filter))
+        )
+        return int(result.scalar_one())
+
     async def active_for_task(self, task_id: str) -> builtins.list[TaskRun]:
         active = [status.value for status in ACTIVE_STATUSES]
         return await self._many(
@@ -319,13 +326,54 @@ class SqlRunRepository(SqlRepository):
         return {row["task_id"]: int(row["n"]) for row in rows}
 
     async def pending_due_excluding(
-        self, now: datetime, *, limit: int, exclude_task_ids: Sequence[str]
+        self,
+        now: datetime,
+        *,
+        limit: int,
+        exclude_task_ids: Sequence[str],
+        exclude_queues: Sequence[str] = (),
     ) -> builtins.list[TaskRun]:
         check_limit(limit)
         query = self._pending_query(now).limit(limit)
         if exclude_task_ids:
             query = query.where(_c.task_id.not_in(sorted(set(exclude_task_ids))))
+        if exclude_queues:
+            query = query.where(_c.queue.not_in(sorted(set(exclude_queues))))
         return await self._many(self._locked(query))
+
+    async def waiting_in_queues(
+        self, queues: Sequence[str], *, statuses: Sequence[RunStatus], limit: int
+    ) -> builtins.list[TaskRun]:
+        check_limit(limit)
+        wanted = sorted(set(queues))
+        if not wanted or not statuses:
+            return []
+        of_task_queue = select(tasks.c.id).where(tasks.c.queue.in_(wanted))
+        query = (
+            select(task_runs)
+            .where(
+                _c.status.in_(sorted({status.value for status in statuses})),
+                or_(_c.queue.in_(wanted), _c.task_id.in_(of_task_queue)),
+            )
+            .order_by(_c.created_at, _c.id)
+            .limit(limit)
+        )
+        return await self._many(self._locked(query))
+
+    async def count_in_flight_by_queue(self, queues: Sequence[str]) -> dict[str, int]:
+        wanted = sorted(set(queues))
+        if not wanted:
+            return {}
+        rows = await self._all(
+            select(tasks.c.queue, func.count().label("n"))
+            .select_from(task_runs.join(tasks, tasks.c.id == _c.task_id))
+            .where(
+                tasks.c.queue.in_(wanted),
+                _c.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value]),
+            )
+            .group_by(tasks.c.queue)
+        )
+        return {row["queue"]: int(row["n"]) for row in rows}
 
     async def pending_among(self, run_ids: Sequence[str], now: datetime) -> builtins.list[TaskRun]:
         if not run_ids:
