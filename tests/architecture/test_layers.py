@@ -22,6 +22,7 @@ IMPORT_NAMES = {
     "argon2-cffi": "argon2",
     "aio-pika": "aio_pika",
     "prometheus-client": "prometheus_client",
+    "pyyaml": "yaml",
 }
 
 
