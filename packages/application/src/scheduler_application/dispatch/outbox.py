@@ -132,10 +132,6 @@ class Outbox:
         if run_ids:
             self._queued = [run for run in self._queued if run.id not in run_ids]
 
-    @property
-    def queued(self) -> int:
-        return len(self._queued)
-
     async def commit(self) -> None:
         """Stage the messages in the transaction if the queue lives in the database, then
         commit; what was not staged is published on leaving the block."""

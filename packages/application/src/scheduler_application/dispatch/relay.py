@@ -14,6 +14,7 @@ tasks, routing history: :mod:`.gates`), the publisher's background retries and h
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 
 from scheduler_application.dispatch.gates import RELAY_ACTOR, Gates
 from scheduler_application.dispatch.outbox import Outbox
@@ -63,9 +64,6 @@ class RunRelay:
             publisher=self._publisher,
             stats=self.stats,
         )
-        self.republish_stale_queued = self._recovery.republish_stale_queued
-        self.republish_held = self._recovery.republish_held
-        self.redispatch_orphaned = self._recovery.redispatch_orphaned
 
     def outbox(self, uow: UnitOfWork, *, strict: bool = False) -> Outbox:
         """The way in for runs a use case creates in ``uow`` (see :mod:`.outbox`)."""
@@ -112,6 +110,20 @@ class RunRelay:
                 return []
             await box.commit()
         return box.sent.messages
+
+    async def republish_stale_queued(
+        self, older_than: timedelta, limit: int = DEFAULT_BATCH
+    ) -> list[RunMessage]:
+        """See :meth:`Recovery.republish_stale_queued`."""
+        return await self._recovery.republish_stale_queued(older_than, limit)
+
+    async def republish_held(self, past: timedelta, limit: int = DEFAULT_BATCH) -> list[RunMessage]:
+        """See :meth:`Recovery.republish_held`."""
+        return await self._recovery.republish_held(past, limit)
+
+    async def redispatch_orphaned(self, limit: int = DEFAULT_BATCH) -> list[RunMessage]:
+        """See :meth:`Recovery.redispatch_orphaned`."""
+        return await self._recovery.redispatch_orphaned(limit)
 
     @property
     def retry_delays(self) -> tuple[float, float]:
