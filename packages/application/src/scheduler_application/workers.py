@@ -1,4 +1,6 @@
-"""Worker registry: workers register and deregister themselves; operators list and drain them.
+"""Worker registry: workers register and deregister themselves; operators list, drain and
+undrain them; workers offline longer than a retention are retired (their rows deleted, their
+direct queues too once empty).
 
 Heartbeats are part of the worker protocol (:mod:`scheduler_application.execution`), since one
 heartbeat both proves the worker alive and renews the leases of its runs.
@@ -6,6 +8,7 @@ heartbeat both proves the worker alive and renews the leases of its runs.
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -15,16 +18,28 @@ from scheduler_application.auth_context import (
     ensure_can_read_tasks,
     ensure_operates_workers,
 )
-from scheduler_application.errors import NotFound
+from scheduler_application.errors import Conflict, NotFound
 from scheduler_application.observation import observe_settlement
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
+from scheduler_application.ports.queue import RunQueue
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from scheduler_application.retries import Settlement, settle_failed_attempt
 from scheduler_domain.status import RunStatus
-from scheduler_domain.worker import Worker, WorkerStatus
+from scheduler_domain.worker import Worker, WorkerOffline, WorkerStatus
+
+logger = logging.getLogger("scheduler.workers")
 
 DEREGISTER_REASON = "worker deregistered"
+
+
+@dataclass(slots=True)
+class Retirement:
+    """One pass of :meth:`WorkerService.retire_offline`: the workers whose rows were deleted,
+    and those kept for now with the reason (runs or messages still wait on their direct queue)."""
+
+    retired: list[Worker] = field(default_factory=list)
+    kept: list[tuple[Worker, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,11 +63,15 @@ class WorkerService:
         clock: Clock,
         rng: random.Random | None = None,
         observer: RunObserver = NO_OBSERVER,
+        queue: RunQueue | None = None,
     ) -> None:
+        """``queue``: where the workers' direct queues live; given, a deregistered or retired
+        worker's direct queue is deleted once it is empty (never while it holds a message)."""
         self._uow_factory = uow_factory
         self._clock = clock
         self._rng = rng
         self._observer = observer
+        self._queue = queue
 
     async def register(self, command: RegisterWorker) -> Worker:
         """A new worker row (a restarted process registers again and gets a new id)."""
@@ -75,11 +94,26 @@ class WorkerService:
         return worker
 
     async def drain(self, worker_id: str, *, principal: Principal) -> Worker:
-        """Ask a worker to stop taking work; it sees ``draining`` on its next heartbeat."""
+        """Ask a worker to stop taking work; it sees ``draining`` on its next heartbeat, stops
+        consuming, finishes what it holds and stays registered until undrained."""
         ensure_operates_workers(principal)
         async with self._uow_factory() as uow:
             worker = await _load(uow, worker_id)
             worker.drain()
+            await uow.workers.update(worker)
+            await uow.commit()
+        return worker
+
+    async def undrain(self, worker_id: str, *, principal: Principal) -> Worker:
+        """Let a draining worker take work again (it resumes on its next heartbeat). Conflict
+        for an offline worker: that process is gone, and its successor registered anew."""
+        ensure_operates_workers(principal)
+        async with self._uow_factory() as uow:
+            worker = await _load(uow, worker_id)
+            try:
+                worker.undrain()
+            except WorkerOffline as error:
+                raise Conflict(error.message, field="worker_id") from error
             await uow.workers.update(worker)
             await uow.commit()
         return worker
@@ -111,7 +145,52 @@ class WorkerService:
             await uow.commit()
         for settlement in settled:
             observe_settlement(self._observer, settlement, outcome=RunStatus.LOST)
+        await self._delete_direct_queue(worker)
         return worker
+
+    async def retire_offline(self, retention: timedelta, limit: int) -> Retirement:
+        """Delete up to ``limit`` workers offline for longer than ``retention`` (oldest first).
+
+        A worker is kept while a run is queued on its direct queue (the relay re-routes it
+        first) or while that queue holds a message; its queue is deleted only when empty, so
+        nothing is lost. Runs keep the id of the worker that ran them (it is not a foreign
+        key), so their history survives the worker's row."""
+        report = Retirement()
+        cutoff = self._clock.now() - retention
+        async with self._uow_factory() as uow:
+            candidates = await uow.workers.offline_since_before(cutoff, limit=limit)
+        for worker in candidates:
+            async with self._uow_factory() as uow:
+                waiting = await uow.runs.queued_in([worker.direct_queue], limit=1)
+            if waiting:
+                report.kept.append((worker, "runs are queued on its direct queue"))
+                continue
+            if not await self._delete_direct_queue(worker):
+                report.kept.append(
+                    (worker, f"its direct queue {worker.direct_queue} holds messages")
+                )
+                continue
+            async with self._uow_factory() as uow:
+                deleted = await uow.workers.delete_offline(worker.id, before=cutoff)
+                await uow.commit()
+            if deleted:
+                report.retired.append(worker)
+        return report
+
+    async def _delete_direct_queue(self, worker: Worker) -> bool:
+        """True when the worker's direct queue is gone (or there is no queue to ask)."""
+        if self._queue is None:
+            return True
+        try:
+            return await self._queue.delete_if_empty(worker.direct_queue)
+        except Exception as error:  # the retirement loop tries again later
+            logger.warning(
+                "could not delete the direct queue %s: %s: %s",
+                worker.direct_queue,
+                type(error).__name__,
+                error,
+            )
+            return False
 
     async def mark_silent_offline(self, silent_for: timedelta) -> list[Worker]:
         """Workers that have not heartbeated for ``silent_for`` are offline (their runs are left to

@@ -1,5 +1,5 @@
 """The heartbeat: proves the worker alive, renews its runs' leases, and carries news back —
-runs to stop (cancelled, reaped, re-claimed) and an operator's drain.
+runs to stop (cancelled, reaped, re-claimed) and an operator's drain or undrain.
 
 Between heartbeats, a lighter check asks only which held runs must stop (one read by primary
 key, and only while the worker holds runs), every ``stop_check_interval``: so a cancellation
@@ -35,6 +35,7 @@ class HeartbeatLoop:
         active: Callable[[], list[tuple[str, int]]],
         on_stop: Callable[[str], None],
         on_drain: Callable[[], None],
+        on_resume: Callable[[], None] = lambda: None,
         observer: RunObserver = NO_OBSERVER,
         stop_check_interval: timedelta | None = None,
     ) -> None:
@@ -51,6 +52,7 @@ class HeartbeatLoop:
         self._active = active
         self._on_stop = on_stop
         self._on_drain = on_drain
+        self._on_resume = on_resume
         self._last_success = time.monotonic()
 
     @contextlib.asynccontextmanager
@@ -90,6 +92,8 @@ class HeartbeatLoop:
             self._on_stop(run_id)
         if reply.status is WorkerStatus.DRAINING:
             self._on_drain()
+        elif reply.status is WorkerStatus.ONLINE:
+            self._on_resume()
 
     async def check_stops(self) -> None:
         """Stop the held runs that were cancelled or taken away since the last look; an error

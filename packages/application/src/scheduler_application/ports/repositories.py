@@ -208,7 +208,19 @@ class RunRepository(Protocol):
 
     async def running_on_worker(self, worker_id: str) -> builtins.list[TaskRun]: ...
 
-    async def count_by_status(self) -> dict[RunStatus, int]: ...
+    async def count_by_status(self) -> dict[RunStatus, int]:
+        """Runs by status, those the retention deleted included (absent means zero)."""
+        ...
+
+    async def purge_finished(
+        self, *, before: datetime, statuses: Collection[RunStatus], limit: int
+    ) -> dict[RunStatus, int]:
+        """Delete up to ``limit`` runs in ``statuses`` finished before ``before`` (oldest first)
+        with their events, and add them to the tallies :meth:`count_by_status` reports; how
+        many of each status. A run a dependent may still read is kept: one whose dependents
+        were not resolved yet, or for whose logical time a dependent (that existed when it
+        finished) has neither a run nor a decision."""
+        ...
 
     async def queue_activity(self, since: datetime) -> builtins.list[QueueActivity]:
         """Per queue: runs pending, queued and running now, and runs created and finished at or
@@ -312,6 +324,12 @@ class DecisionRepository(Protocol):
         """The decisions about one slot (logical time) of the given tasks, oldest first."""
         ...
 
+    async def purge(self, *, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` decisions taken before ``before``, oldest first; how many.
+        A decision about (task, slot) is kept while a dependent of the task (that existed when
+        it was taken) has neither a run nor a decision for that slot: the fan-in may read it."""
+        ...
+
 
 class WorkerRepository(Protocol):
     async def add(self, worker: Worker) -> None: ...
@@ -321,6 +339,15 @@ class WorkerRepository(Protocol):
     async def update(self, worker: Worker) -> None: ...
 
     async def list(self, *, status: WorkerStatus | None = None) -> list[Worker]: ...
+
+    async def offline_since_before(self, cutoff: datetime, *, limit: int) -> builtins.list[Worker]:
+        """Up to ``limit`` offline workers last heard of before ``cutoff``, oldest first."""
+        ...
+
+    async def delete_offline(self, worker_id: str, *, before: datetime) -> bool:
+        """Delete the worker if it is still offline and last heard of before ``before`` (a
+        worker that came back meanwhile is left alone); True if it was deleted."""
+        ...
 
 
 class UserRepository(Protocol):

@@ -384,7 +384,42 @@ class InMemoryRunRepository(_Repository):
         counts: dict[RunStatus, int] = {}
         for run in self.tx.scan("runs"):
             counts[run.status] = counts.get(run.status, 0) + 1
+        for tally in self.tx.scan("run_tallies"):
+            counts[RunStatus(tally.id)] = counts.get(RunStatus(tally.id), 0) + tally.count
         return counts
+
+    async def purge_finished(
+        self, *, before: datetime, statuses: Collection[RunStatus], limit: int
+    ) -> dict[RunStatus, int]:
+        wanted = set(statuses)
+        candidates = sorted(
+            (
+                r
+                for r in self.tx.scan("runs")
+                if r.status in wanted and r.finished_at is not None and r.finished_at < before
+            ),
+            key=lambda r: r.finished_at,
+        )
+        deleted: dict[RunStatus, int] = {}
+        for run in candidates:
+            if sum(deleted.values()) >= limit:
+                break
+            marked = self.tx.get("dependency_marks", run.id) is not None
+            if (not marked and _dependents_of(self.tx, run.task_id)) or _undecided_dependent(
+                self.tx, run.task_id, run.scheduled_for, run.finished_at
+            ):
+                continue
+            for event in [e for e in self.tx.scan("events") if e.run_id == run.id]:
+                self.tx.delete("events", event.id)
+            self.tx.delete("runs", run.id)
+            deleted[run.status] = deleted.get(run.status, 0) + 1
+        for status, n in deleted.items():
+            tally = self.tx.get("run_tallies", status.value)
+            if tally is None:
+                self.tx.insert("run_tallies", RunTally(id=status.value, count=n))
+            else:
+                self.tx.replace("run_tallies", RunTally(id=status.value, count=n + tally.count))
+        return deleted
 
     async def queue_activity(self, since: datetime) -> builtins.list[QueueActivity]:
         tallies: dict[str, dict[str, int]] = {}
@@ -574,6 +609,48 @@ class InMemoryDecisionRepository(_Repository):
         rows = [d for d in self.tx.scan("decisions") if d.task_id in wanted and d.slot == slot]
         return [_copy(d) for d in sorted(rows, key=lambda d: (d.at, d.id))]
 
+    async def purge(self, *, before: datetime, limit: int) -> int:
+        old = sorted(
+            (
+                d
+                for d in self.tx.scan("decisions")
+                if d.at < before and not _undecided_dependent(self.tx, d.task_id, d.slot, d.at)
+            ),
+            key=lambda d: d.at,
+        )[:limit]
+        for decision in old:
+            self.tx.delete("decisions", decision.id)
+        return len(old)
+
+
+@dataclass(slots=True)
+class RunTally:
+    """A row of the fake ``run_tallies``: runs of status ``id`` the retention deleted."""
+
+    id: str
+    count: int
+
+
+def _dependents_of(tx: Transaction, task_id: str) -> list[Task]:
+    return [t for t in tx.scan("tasks") if task_id in t.depends_on]
+
+
+def _undecided_dependent(tx: Transaction, task_id: str, slot: datetime, since: datetime) -> bool:
+    """As the SQL retention: a dependent (existing by ``since``) without a run or a decision
+    for ``slot`` may still read what ``task_id`` did for it."""
+    for dependent in _dependents_of(tx, task_id):
+        if dependent.created_at > since:
+            continue
+        has_run = any(
+            r.task_id == dependent.id and r.scheduled_for == slot for r in tx.scan("runs")
+        )
+        has_decision = any(
+            d.task_id == dependent.id and d.slot == slot for d in tx.scan("decisions")
+        )
+        if not has_run and not has_decision:
+            return True
+    return False
+
 
 class InMemoryWorkerRepository(_Repository):
     async def add(self, worker: Worker) -> None:
@@ -591,6 +668,25 @@ class InMemoryWorkerRepository(_Repository):
     async def list(self, *, status: WorkerStatus | None = None) -> builtins.list[Worker]:
         rows = [w for w in self.tx.scan("workers") if status is None or w.status is status]
         return [_copy(w) for w in sorted(rows, key=lambda w: (w.name, w.id))]
+
+    async def offline_since_before(self, cutoff: datetime, *, limit: int) -> builtins.list[Worker]:
+        rows = [
+            w
+            for w in self.tx.scan("workers")
+            if w.status is WorkerStatus.OFFLINE and w.heartbeat_at < cutoff
+        ]
+        return [_copy(w) for w in sorted(rows, key=lambda w: (w.heartbeat_at, w.id))[:limit]]
+
+    async def delete_offline(self, worker_id: str, *, before: datetime) -> bool:
+        found: Worker | None = self.tx.get("workers", worker_id)
+        if (
+            found is None
+            or found.status is not WorkerStatus.OFFLINE
+            or found.heartbeat_at >= before
+        ):
+            return False
+        self.tx.delete("workers", worker_id)
+        return True
 
 
 class InMemoryUserRepository(_Repository):

@@ -45,6 +45,7 @@ TABLES = (
     "api_keys",
     "refresh_tokens",
     "dependency_marks",
+    "run_tallies",
 )
 _DELETED = object()
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 
 from scheduler_domain.events import SlotDecision
 from scheduler_infrastructure.persistence.mappers import decision_from_row, decision_to_row
 from scheduler_infrastructure.persistence.repositories.base import SqlRepository, check_limit
+from scheduler_infrastructure.persistence.retention_queries import old_decisions
 from scheduler_infrastructure.persistence.tables import slot_decisions
 
 _c = slot_decisions.c
@@ -48,3 +49,13 @@ class SqlDecisionRepository(SqlRepository):
             .order_by(_c.at, _c.id)
         )
         return [decision_from_row(row) for row in rows]
+
+    async def purge(self, *, before: datetime, limit: int) -> int:
+        check_limit(limit)
+        ids = [
+            row["id"]
+            for row in await self._all(self._locked(old_decisions(before=before, limit=limit)))
+        ]
+        if ids:
+            await self._execute(delete(slot_decisions).where(_c.id.in_(ids)))
+        return len(ids)

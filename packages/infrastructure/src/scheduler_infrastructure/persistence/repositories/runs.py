@@ -17,6 +17,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     case,
+    delete,
     func,
     literal,
     or_,
@@ -50,12 +51,15 @@ from scheduler_infrastructure.persistence.repositories.events import (
     SqlRunEventRepository,
     event_columns,
 )
+from scheduler_infrastructure.persistence.retention_queries import finished_runs
 from scheduler_infrastructure.persistence.tables import (
     RUN_DEPENDENTS_UNRESOLVED,
     RUN_PENDING,
     RUN_QUEUED,
     RUN_QUEUED_NOT_BEFORE,
     RUN_RUNNING,
+    run_events,
+    run_tallies,
     task_dependencies,
     task_runs,
 )
@@ -273,9 +277,43 @@ class SqlRunRepository(SqlRepository):
         )
 
     async def count_by_status(self) -> dict[RunStatus, int]:
-        """Statuses with at least one run (absent means zero)."""
+        """Statuses with at least one run (absent means zero), the runs the retention deleted
+        included (``run_tallies``)."""
         rows = await self._all(select(_c.status, func.count().label("n")).group_by(_c.status))
-        return {RunStatus(row["status"]): int(row["n"]) for row in rows}
+        counts = {RunStatus(row["status"]): int(row["n"]) for row in rows}
+        for row in await self._all(select(run_tallies)):
+            status = RunStatus(row["status"])
+            counts[status] = counts.get(status, 0) + int(row["count"])
+        return {status: n for status, n in counts.items() if n}
+
+    async def purge_finished(
+        self, *, before: datetime, statuses: Collection[RunStatus], limit: int
+    ) -> dict[RunStatus, int]:
+        check_limit(limit)
+        if not statuses:
+            return {}
+        rows = await self._all(
+            self._locked(finished_runs(before=before, statuses=statuses, limit=limit))
+        )
+        if not rows:
+            return {}
+        ids = [row["id"] for row in rows]
+        await self._execute(delete(run_events).where(run_events.c.run_id.in_(ids)))
+        await self._execute(delete(task_runs).where(_c.id.in_(ids)))
+        deleted: dict[RunStatus, int] = {}
+        for row in rows:
+            status = RunStatus(row["status"])
+            deleted[status] = deleted.get(status, 0) + 1
+        dialect = postgresql if self._postgres else sqlite
+        upsert = dialect.insert(run_tallies)
+        await self._execute(
+            upsert.on_conflict_do_update(
+                index_elements=[run_tallies.c.status],
+                set_={"count": run_tallies.c.count + upsert.excluded.count},
+            ),
+            [{"status": status.value, "count": n} for status, n in deleted.items()],
+        )
+        return deleted
 
     async def queue_activity(self, since: datetime) -> builtins.list[QueueActivity]:
         """Two grouped counts: live runs by status (served by the partial status indexes) and
