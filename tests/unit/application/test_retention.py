@@ -338,11 +338,13 @@ async def test_runs_are_deleted_a_bounded_batch_at_a_time(
     clock.advance(31 * DAY)
 
     first = await history.purge(limit=2)
-    assert sum(first.runs.values()) == 2 and first.full(2)
+    assert sum(first.runs.values()) == 2
+    assert first.full(2)
     assert len(store.rows("runs")) == 3
     await history.purge(limit=2)
     last = await history.purge(limit=2)
-    assert sum(last.runs.values()) == 1 and not last.full(2)
+    assert sum(last.runs.values()) == 1
+    assert not last.full(2)
     assert store.rows("runs") == []
 
 
