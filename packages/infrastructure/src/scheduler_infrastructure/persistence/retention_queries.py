@@ -40,21 +40,34 @@ def undecided_dependent(
     dependent = tasks.alias("dependent")
     dependent_run = task_runs.alias("dependent_run")
     dependent_decision = slot_decisions.alias("dependent_decision")
+    # Every level names the tables it reads; the rest is the outer row (correlated), however
+    # deep it is referenced.
+    no_run = ~exists(
+        select(literal_column("1"))
+        .where(
+            dependent_run.c.task_id == _edges.task_id,
+            dependent_run.c.scheduled_for == logical_time,
+        )
+        .correlate_except(dependent_run)
+    )
+    no_decision = ~exists(
+        select(literal_column("1"))
+        .where(
+            dependent_decision.c.task_id == _edges.task_id,
+            dependent_decision.c.slot == logical_time,
+        )
+        .correlate_except(dependent_decision)
+    )
     return exists(
         select(literal_column("1"))
         .select_from(task_dependencies.join(dependent, dependent.c.id == _edges.task_id))
         .where(
             _edges.upstream_id == task_id,
             dependent.c.created_at <= since,
-            ~exists().where(
-                dependent_run.c.task_id == _edges.task_id,
-                dependent_run.c.scheduled_for == logical_time,
-            ),
-            ~exists().where(
-                dependent_decision.c.task_id == _edges.task_id,
-                dependent_decision.c.slot == logical_time,
-            ),
+            no_run,
+            no_decision,
         )
+        .correlate_except(task_dependencies, dependent)
     )
 
 
