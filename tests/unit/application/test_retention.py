@@ -99,38 +99,41 @@ async def test_deregistering_deletes_the_direct_queue_only_when_it_is_empty(
     assert [m.run_id for m in queue.ready(busy.direct_queue)] == ["r1"]
 
 
-async def test_a_worker_whose_direct_queue_holds_messages_is_kept_and_its_messages_too(
-    registry: WorkerService, store: InMemoryStore, clock: FakeClock, queue: InMemoryRunQueue
-) -> None:
-    worker = await register(registry)
-    await queue.publish(message("r1", worker.direct_queue))
-    await registry.deregister(worker.id)
-    clock.advance(2 * DAY)
-
-    report = await registry.retire_offline(DAY, limit=10)
-
-    assert report.retired == []
-    assert [(w.id, reason) for w, reason in report.kept] == [
-        (worker.id, f"its direct queue {worker.direct_queue} holds messages")
-    ]
-    assert store.row("workers", worker.id) is not None
-    assert [m.run_id for m in queue.ready(worker.direct_queue)] == ["r1"]
-
-    # Once the message was taken (the queue emptied), the next pass retires it.
-    [delivery] = [queue.get_nowait([worker.direct_queue])]
-    assert delivery is not None
-    await queue.ack(delivery)
-    assert [w.id for w in (await registry.retire_offline(DAY, limit=10)).retired] == [worker.id]
-
-
-async def test_a_worker_with_a_run_queued_on_its_direct_queue_is_kept(
+async def test_duplicates_left_on_a_dead_workers_direct_queue_are_dropped_and_it_is_retired(
     registry: WorkerService,
     tasks: TaskService,
+    relay: RunRelay,
     store: InMemoryStore,
     clock: FakeClock,
+    queue: InMemoryRunQueue,
 ) -> None:
-    worker = await register(registry)
+    """The path of a worker killed with a run waiting on its direct queue: the relay re-routes
+    the run to a live worker and publishes it again (existing recovery); the message left on
+    the dead worker's queue is then a duplicate, and only it is dropped."""
+    dead = await register(registry, "dead")
     task = await tasks.create(task_spec(), principal=ALICE)
+    run = queued_on(store, task, dead.direct_queue)
+    await queue.publish(message(run.id, dead.direct_queue))
+    await registry.deregister(dead.id)
+    assert queue.deleted == []  # it held a message
+    await register(registry, "live")
+
+    moved = await relay.redispatch_orphaned()
+    assert [m.run_id for m in moved] == [run.id]
+    assert store.row("runs", run.id).queue != dead.direct_queue
+
+    clock.advance(2 * DAY)
+    report = await registry.retire_offline(DAY, limit=10)
+
+    assert [w.id for w in report.retired] == [dead.id]
+    assert queue.ready(dead.direct_queue) == []
+    assert dead.direct_queue in queue.deleted
+    # The run's own message, where the relay put it, is untouched.
+    new_queue = store.row("runs", run.id).queue
+    assert [m.run_id for m in queue.ready(new_queue)] == [run.id]
+
+
+def queued_on(store: InMemoryStore, task: Task, queue_name: str) -> TaskRun:
     run = TaskRun(
         task_id=task.id,
         owner_id=task.owner_id,
@@ -138,16 +141,52 @@ async def test_a_worker_with_a_run_queued_on_its_direct_queue_is_kept(
         scheduled_for=START,
         created_at=START,
         status=RunStatus.QUEUED,
-        queue=worker.direct_queue,
+        queue=queue_name,
+        queued_at=START,
     )
     store.put("runs", run)
+    return run
+
+
+async def test_a_worker_with_a_run_queued_on_its_direct_queue_is_kept_with_the_message(
+    registry: WorkerService,
+    tasks: TaskService,
+    store: InMemoryStore,
+    clock: FakeClock,
+    queue: InMemoryRunQueue,
+) -> None:
+    worker = await register(registry)
+    task = await tasks.create(task_spec(), principal=ALICE)
+    run = queued_on(store, task, worker.direct_queue)
+    await queue.publish(message(run.id, worker.direct_queue))
     await registry.deregister(worker.id)
     clock.advance(2 * DAY)
 
     report = await registry.retire_offline(DAY, limit=10)
 
-    assert [w.id for w, _ in report.kept] == [worker.id]
+    assert [(w.id, reason) for w, reason in report.kept] == [
+        (worker.id, "runs are queued on its direct queue")
+    ]
     assert store.row("workers", worker.id) is not None
+    assert [m.run_id for m in queue.ready(worker.direct_queue)] == [run.id]
+
+
+async def test_the_sweep_puts_back_a_message_whose_run_still_waits_there(
+    registry: WorkerService,
+    tasks: TaskService,
+    store: InMemoryStore,
+    queue: InMemoryRunQueue,
+) -> None:
+    worker = await register(registry)
+    task = await tasks.create(task_spec(), principal=ALICE)
+    stale = queued_on(store, task, "default")
+    waiting = queued_on(store, task, worker.direct_queue)
+    await queue.publish(message(stale.id, worker.direct_queue))
+    await queue.publish(message(waiting.id, worker.direct_queue))
+
+    assert await registry._sweep_stale(worker.direct_queue) is True
+
+    assert [m.run_id for m in queue.ready(worker.direct_queue)] == [waiting.id]
 
 
 async def test_runs_keep_the_id_of_a_retired_worker(

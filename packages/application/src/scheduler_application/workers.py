@@ -8,6 +8,8 @@ heartbeat both proves the worker alive and renews the leases of its runs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
 from dataclasses import dataclass, field
@@ -31,6 +33,10 @@ from scheduler_domain.worker import Worker, WorkerOffline, WorkerStatus
 logger = logging.getLogger("scheduler.workers")
 
 DEREGISTER_REASON = "worker deregistered"
+#: A dead worker's direct queue is swept of duplicates until it stays quiet this long (s), or
+#: this many messages were looked at.
+SWEEP_IDLE = 1.0
+SWEEP_LIMIT = 1000
 
 
 @dataclass(slots=True)
@@ -151,10 +157,12 @@ class WorkerService:
     async def retire_offline(self, retention: timedelta, limit: int) -> Retirement:
         """Delete up to ``limit`` workers offline for longer than ``retention`` (oldest first).
 
-        A worker is kept while a run is queued on its direct queue (the relay re-routes it
-        first) or while that queue holds a message; its queue is deleted only when empty, so
-        nothing is lost. Runs keep the id of the worker that ran them (it is not a foreign
-        key), so their history survives the worker's row."""
+        A worker is kept while a run is queued on its direct queue (the relay re-routes such a
+        run to a live worker and publishes it again, and the worker goes on a later pass). The
+        messages left on its direct queue whose run is no longer queued there are duplicates
+        and are taken out; the queue is deleted only when empty, so no run loses its message.
+        Runs keep the id of the worker that ran them (it is not a foreign key), so their
+        history survives the worker's row."""
         report = Retirement()
         cutoff = self._clock.now() - retention
         async with self._uow_factory() as uow:
@@ -165,7 +173,10 @@ class WorkerService:
             if waiting:
                 report.kept.append((worker, "runs are queued on its direct queue"))
                 continue
-            if not await self._delete_direct_queue(worker):
+            if not await self._delete_direct_queue(worker) and not (
+                await self._sweep_stale(worker.direct_queue)
+                and await self._delete_direct_queue(worker)
+            ):
                 report.kept.append(
                     (worker, f"its direct queue {worker.direct_queue} holds messages")
                 )
@@ -176,6 +187,40 @@ class WorkerService:
             if deleted:
                 report.retired.append(worker)
         return report
+
+    async def _sweep_stale(self, queue: str) -> bool:
+        """Take out of a dead worker's direct queue the messages that are only duplicates: their
+        run is no longer queued there (the relay re-routed it, and published it again, when the
+        worker stopped taking work; or it ended). The first message whose run still waits there
+        is put back and the sweep stops. True when something was taken out."""
+        if self._queue is None:
+            return False
+        dropped = 0
+        consumer = self._queue.consume([queue], prefetch=1)
+        deliveries = aiter(consumer)
+        try:
+            for _ in range(SWEEP_LIMIT):
+                try:
+                    delivery = await asyncio.wait_for(anext(deliveries), timeout=SWEEP_IDLE)
+                except (TimeoutError, StopAsyncIteration):
+                    break
+                async with self._uow_factory() as uow:
+                    run = await uow.runs.get(delivery.message.run_id)
+                if run is not None and run.status is RunStatus.QUEUED and run.queue == queue:
+                    await self._queue.nack(delivery, requeue=True)
+                    break
+                await self._queue.ack(delivery)
+                dropped += 1
+        except Exception as error:  # the next pass tries again
+            logger.warning("sweeping %s failed: %s: %s", queue, type(error).__name__, error)
+        finally:
+            close = getattr(consumer, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+        if dropped:
+            logger.info("dropped %d duplicate messages from %s", dropped, queue)
+        return dropped > 0
 
     async def _delete_direct_queue(self, worker: Worker) -> bool:
         """True when the worker's direct queue is gone (or there is no queue to ask)."""
