@@ -164,10 +164,13 @@ class WorkerService:
         Runs keep the id of the worker that ran them (it is not a foreign key), so their
         history survives the worker's row."""
         report = Retirement()
-        cutoff = self._clock.now() - retention
+        now = self._clock.now()
+        cutoff = now - retention
         async with self._uow_factory() as uow:
             candidates = await uow.workers.offline_since_before(cutoff, limit=limit)
         for worker in candidates:
+            if not worker.is_retired(now=now, retention=retention):
+                continue
             async with self._uow_factory() as uow:
                 waiting = await uow.runs.queued_in([worker.direct_queue], limit=1)
             if waiting:
