@@ -4,20 +4,25 @@ that waits there is kept with the message."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import aio_pika
 import pytest
 from aio_pika.exceptions import ChannelNotFoundEntity
-from queue_helpers import PREFIX, QueueMaker, run_message
+from queue_helpers import PREFIX, QueueMaker, eventually, run_message
 
+from scheduler_application.execution import ExecutionService
 from scheduler_application.testing import FakeClock, InMemoryStore, InMemoryUnitOfWorkFactory
 from scheduler_application.workers import RegisterWorker, WorkerService
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
 from scheduler_domain.worker import Worker
+from scheduler_infrastructure.clock import SystemClock
+from scheduler_worker.executors import ExecutorRegistry, builtin_executors
+from scheduler_worker.runtime import WorkerOptions, WorkerRuntime
 from services import RABBITMQ_URL
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(60)]
@@ -131,4 +136,50 @@ async def test_a_dead_workers_queue_of_duplicates_is_swept_and_deleted(
         channel = await broker.channel()
         await channel.queue_delete(name)
         await channel.queue_delete(name + ".dead")
+        await channel.close()
+
+
+async def test_a_worker_runtime_stopping_cleanly_leaves_no_direct_queue_behind(
+    make_queue: QueueMaker,
+    broker: aio_pika.abc.AbstractRobustConnection,
+    store: InMemoryStore,
+) -> None:
+    """The real runtime consumes its direct queue (declaring it), stops, deregisters: the queue
+    and its dead-letter queue are gone from the broker — no longer two per worker id."""
+    queue = await make_queue()
+    uow_factory = InMemoryUnitOfWorkFactory(store)
+    clock = SystemClock()
+    runtime = WorkerRuntime(
+        execution=ExecutionService(uow_factory=uow_factory, clock=clock),
+        workers=WorkerService(uow_factory=uow_factory, clock=clock, queue=queue),
+        queue=queue,
+        executors=ExecutorRegistry.discover(builtins=builtin_executors(), entry_points=()),
+        options=WorkerOptions(
+            queues=(f"shared-{PREFIX}",), heartbeat_interval=timedelta(seconds=0.2)
+        ),
+    )
+    running = asyncio.create_task(runtime.run())
+    worker = await asyncio.wait_for(runtime.wait_started(), timeout=10)
+    name = f"{PREFIX}.{worker.direct_queue}"
+    try:
+
+        async def declared() -> bool:
+            return await exists(broker, name)
+
+        await eventually(declared, within=10)
+        runtime.stop()
+        await asyncio.wait_for(running, timeout=30)
+
+        assert not await exists(broker, name)
+        assert not await exists(broker, name + ".dead")
+    finally:
+        runtime.stop()
+        channel = await broker.channel()
+        for queue_name in (
+            name,
+            name + ".dead",
+            f"{PREFIX}.shared-{PREFIX}",
+            f"{PREFIX}.shared-{PREFIX}.dead",
+        ):
+            await channel.queue_delete(queue_name)
         await channel.close()

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -126,6 +126,7 @@ class WorkerRuntime:
         #: An operator's drain: consuming is paused while set (see ``pause``/``resume``).
         self._paused = False
         self._consuming_changed = asyncio.Event()
+        self._consumer: AsyncIterator[Delivery] | None = None
         self.worker: Worker | None = None
         self.stats = WorkerStats()
         self._claims: Batcher[Delivery, ClaimedRun | None] = Batcher(self._claim_batch)
@@ -219,11 +220,13 @@ class WorkerRuntime:
                     consumer = asyncio.create_task(self._consume(queues))
                 elif not self.consuming and consumer is not None:
                     await _cancelled(consumer)
+                    await self._close_consumer()
                     consumer = None
                 await self._consuming_changed.wait()
             if consumer is not None:
                 await _cancelled(consumer)
             await self._drain()
+            await self._close_consumer()
         # Deregistering also deletes the worker's direct queue if it is empty.
         await retry_until(
             lambda: self._workers.deregister(worker.id),
@@ -235,7 +238,8 @@ class WorkerRuntime:
     async def _consume(self, queues: Sequence[str]) -> None:
         while self.consuming:
             try:
-                async for delivery in self._queue.consume(queues, prefetch=self._options.capacity):
+                self._consumer = self._queue.consume(queues, prefetch=self._options.capacity)
+                async for delivery in self._consumer:
                     handler = asyncio.create_task(self._handle(delivery))
                     self._handlers.add(handler)
                     handler.add_done_callback(self._handlers.discard)
@@ -245,7 +249,21 @@ class WorkerRuntime:
                 if isinstance(error, Unavailable):
                     self._observer.dependency_unavailable(error.dependency)
                 logger.exception("consuming from %s failed; retrying in 1 s", ",".join(queues))
+                await self._close_consumer()
                 await asyncio.sleep(1.0)
+
+    async def _close_consumer(self) -> None:
+        """Close the broker consumer: what it had prefetched and not handed out goes back to
+        the queue for other workers (deliveries still being run come back too, and their
+        second delivery finds the run claimed: a duplicate, dropped), and the worker's direct
+        queue is no longer in use, so deregistering can delete it."""
+        consumer, self._consumer = self._consumer, None
+        close = getattr(consumer, "aclose", None)
+        if close is not None:
+            try:
+                await close()
+            except Exception:
+                logger.warning("closing the consumer failed", exc_info=True)
 
     async def _drain(self) -> None:
         timeout = self._options.drain_timeout.total_seconds()
