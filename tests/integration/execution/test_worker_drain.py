@@ -5,7 +5,7 @@ PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from execution_stack import OWNER, PYTHON, Stack, running
@@ -84,3 +84,23 @@ async def _heartbeats_after(
     if at > since and at not in seen:
         seen.append(at)
     return len(seen) >= count
+
+
+async def test_a_worker_retired_while_cut_off_stops_instead_of_working_unseen(
+    stack: Stack,
+) -> None:
+    runtime = stack.worker()
+    running = asyncio.create_task(runtime.run())
+    me = await asyncio.wait_for(runtime.wait_started(), timeout=10)
+    # As the retention would after a long partition: offline, then deleted.
+    async with stack.uow_factory() as uow:
+        row = await uow.workers.get(me.id)
+        assert row is not None
+        row.go_offline(now=row.heartbeat_at)
+        await uow.workers.update(row)
+        assert await uow.workers.delete_offline(me.id, before=row.heartbeat_at + timedelta(days=1))
+        await uow.commit()
+
+    await asyncio.wait_for(running, timeout=20)  # returns, no error
+
+    assert not runtime.consuming

@@ -4,16 +4,21 @@ a dependency's fan-in still reads."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from test_repository_contract import T0, committed, make_run, make_task, save
+from test_repository_contract import T0, committed, make_run, make_task, postgres_only, save
 
+from scheduler_application.auth_context import Principal
+from scheduler_application.workers import WorkerService
+from scheduler_domain.accounts import Role
 from scheduler_domain.events import RunEvent, SlotDecision, SlotOutcome
 from scheduler_domain.status import RunStatus
 from scheduler_domain.worker import Worker, WorkerStatus
+from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 
 pytestmark = pytest.mark.timeout(60)
@@ -207,3 +212,45 @@ async def test_long_offline_workers_are_listed_oldest_first_and_deleted_only_if_
             recent.id,
             silent_but_online.id,
         }
+
+
+async def test_a_heartbeat_in_flight_does_not_overwrite_an_operators_drain(
+    uow_factory: SqlUnitOfWorkFactory, engine: AsyncEngine
+) -> None:
+    """Both write the whole row: the heartbeat holds it (``get_for_update``) from its read to
+    its commit, so the drain waits and then sees the heartbeat's write, not the other way."""
+    postgres_only(engine)
+    worker = make_worker()
+    async with committed(uow_factory) as uow:
+        await uow.workers.add(worker)
+    registry = WorkerService(uow_factory=uow_factory, clock=SystemClock())
+    operator = Principal(subject_id="op", role=Role.OPERATOR)
+
+    async with uow_factory() as heartbeat:
+        seen = await heartbeat.workers.get_for_update(worker.id)
+        assert seen is not None
+        draining = asyncio.create_task(registry.drain(worker.id, principal=operator))
+        async with asyncio.timeout(10):
+            while not await _waiting_on_a_lock(engine):
+                await asyncio.sleep(0.02)
+        seen.record_heartbeat(now=T0 + DAY, active_runs=0)
+        await heartbeat.workers.update(seen)
+        await heartbeat.commit()
+    await asyncio.wait_for(draining, timeout=10)
+
+    async with uow_factory() as uow:
+        stored = await uow.workers.get(worker.id)
+    assert stored is not None
+    assert stored.status is WorkerStatus.DRAINING
+    assert stored.heartbeat_at == T0 + DAY
+
+
+async def _waiting_on_a_lock(engine: AsyncEngine) -> bool:
+    async with engine.connect() as connection:
+        waiting = await connection.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+    return bool(waiting)

@@ -104,7 +104,7 @@ class WorkerService:
         consuming, finishes what it holds and stays registered until undrained."""
         ensure_operates_workers(principal)
         async with self._uow_factory() as uow:
-            worker = await _load(uow, worker_id)
+            worker = await _load(uow, worker_id, lock=True)
             worker.drain()
             await uow.workers.update(worker)
             await uow.commit()
@@ -115,7 +115,7 @@ class WorkerService:
         for an offline worker: that process is gone, and its successor registered anew."""
         ensure_operates_workers(principal)
         async with self._uow_factory() as uow:
-            worker = await _load(uow, worker_id)
+            worker = await _load(uow, worker_id, lock=True)
             try:
                 worker.undrain()
             except WorkerOffline as error:
@@ -130,7 +130,7 @@ class WorkerService:
         now = self._clock.now()
         settled: list[Settlement] = []
         async with self._uow_factory() as uow:
-            worker = await _load(uow, worker_id)
+            worker = await _load(uow, worker_id, lock=True)
             worker.go_offline(now=now)
             await uow.workers.update(worker)
             for run in await uow.runs.running_on_worker(worker_id):
@@ -270,8 +270,9 @@ class WorkerService:
             return await _load(uow, worker_id)
 
 
-async def _load(uow: UnitOfWork, worker_id: str) -> Worker:
-    worker = await uow.workers.get(worker_id)
+async def _load(uow: UnitOfWork, worker_id: str, *, lock: bool = False) -> Worker:
+    """The worker; ``lock`` holds its row for a write (see ``get_for_update``)."""
+    worker = await (uow.workers.get_for_update if lock else uow.workers.get)(worker_id)
     if worker is None:
         raise NotFound(f"worker {worker_id} not found", field="worker_id")
     return worker

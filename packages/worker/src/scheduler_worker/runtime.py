@@ -207,6 +207,7 @@ class WorkerRuntime:
             on_stop=self._abandon,
             on_drain=self.pause,
             on_resume=self.resume,
+            on_gone=self.stop,
             observer=self._observer,
             stop_check_interval=options.stop_check_interval,
         )
@@ -228,11 +229,14 @@ class WorkerRuntime:
             await self._drain()
             await self._close_consumer()
         # Deregistering also deletes the worker's direct queue if it is empty.
-        await retry_until(
-            lambda: self._workers.deregister(worker.id),
-            what="deregister the worker",
-            attempts=5,
-        )
+        try:
+            await retry_until(
+                lambda: self._workers.deregister(worker.id),
+                what="deregister the worker",
+                attempts=5,
+            )
+        except NotFound:
+            logger.warning("worker %s was already retired", worker.id)
         logger.info("worker %s stopped: %s", worker.id, self.stats)
 
     async def _consume(self, queues: Sequence[str]) -> None:

@@ -660,6 +660,9 @@ class InMemoryWorkerRepository(_Repository):
         found: Worker | None = self.tx.get("workers", worker_id)
         return _copy(found)
 
+    async def get_for_update(self, worker_id: str) -> Worker | None:
+        return await self.get(worker_id)
+
     async def update(self, worker: Worker) -> None:
         if self.tx.get("workers", worker.id) is None:
             raise NotFound(f"worker {worker.id} not found", field="id")

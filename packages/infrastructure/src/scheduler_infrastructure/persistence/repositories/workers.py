@@ -26,6 +26,13 @@ class SqlWorkerRepository(SqlRepository):
         row = await self._first(select(workers).where(_c.id == worker_id))
         return None if row is None else worker_from_row(row)
 
+    async def get_for_update(self, worker_id: str) -> Worker | None:
+        query = select(workers).where(_c.id == worker_id)
+        if self._postgres:  # SQLite: the transaction holds the database's write lock anyway
+            query = query.with_for_update()
+        row = await self._first(query)
+        return None if row is None else worker_from_row(row)
+
     async def update(self, worker: Worker) -> None:
         row = worker_to_row(worker)
         del row["id"]
