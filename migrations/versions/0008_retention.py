@@ -5,9 +5,10 @@ Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-05 21:40:00.000000+00:00
 
-The dispatcher's retention loop reads the oldest finished runs (``finished_at`` of runs in a
-final status, a partial index: live runs are not in it) and the oldest slot decisions (``at``)
-a batch at a time, so each batch is an index range scan however large the tables are.
+The dispatcher's retention loop walks the finished runs (``finished_at, id`` of runs in a final
+status, a partial index: live runs are not in it) and the slot decisions (``at, id``) a batch at
+a time with a keyset, so each batch is an index range scan of at most a batch of rows however
+large the tables are, and however many old rows a dependency still keeps.
 ``run_tallies`` holds, per status, how many runs the retention deleted.
 """
 
@@ -29,11 +30,11 @@ def upgrade() -> None:
     op.create_index(
         "ix_task_runs_finished",
         "task_runs",
-        ["finished_at"],
+        ["finished_at", "id"],
         postgresql_where=sa.text(_FINISHED),
         sqlite_where=sa.text(_FINISHED),
     )
-    op.create_index("ix_slot_decisions_at", "slot_decisions", ["at"])
+    op.create_index("ix_slot_decisions_at", "slot_decisions", ["at", "id"])
     op.create_table(
         "run_tallies",
         sa.Column("status", sa.String(32), primary_key=True),

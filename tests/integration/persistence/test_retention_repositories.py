@@ -64,17 +64,24 @@ async def test_old_finished_runs_go_with_their_events_and_counts_stay_whole(
     async with uow_factory() as uow:
         before = await uow.runs.count_by_status()
 
+    cutoff = T0 + 30 * DAY
     async with committed(uow_factory) as uow:
-        first = await uow.runs.purge_finished(before=T0 + 30 * DAY, statuses=FINISHED, limit=3)
+        first = await uow.runs.purge_finished(before=cutoff, statuses=FINISHED, limit=3)
     async with committed(uow_factory) as uow:
-        second = await uow.runs.purge_finished(before=T0 + 30 * DAY, statuses=FINISHED, limit=3)
+        second = await uow.runs.purge_finished(
+            before=cutoff, statuses=FINISHED, limit=3, after=first.last
+        )
     async with committed(uow_factory) as uow:
-        third = await uow.runs.purge_finished(before=T0 + 30 * DAY, statuses=FINISHED, limit=3)
+        third = await uow.runs.purge_finished(before=cutoff, statuses=FINISHED, limit=3)
 
-    # Oldest first, a bounded batch at a time.
-    assert first == {RunStatus.SUCCEEDED: 2, RunStatus.CANCELLED: 1}
-    assert second == {RunStatus.FAILED: 1}
-    assert third == {}
+    # Oldest first, a bounded batch at a time, each batch going on where the last stopped.
+    assert (first.scanned, first.by_status) == (
+        3,
+        {RunStatus.SUCCEEDED: 2, RunStatus.CANCELLED: 1},
+    )
+    assert first.last == (old[2].finished_at, old[2].id)
+    assert (second.scanned, second.by_status, second.last) == (1, {RunStatus.FAILED: 1}, None)
+    assert (third.scanned, third.deleted) == (0, 0)
     async with uow_factory() as uow:
         for run in old:
             assert await uow.runs.get(run.id) is None
@@ -91,9 +98,10 @@ async def test_old_finished_runs_go_with_their_events_and_counts_stay_whole(
 
     # Dead letters only go when asked for, and add to the same tallies.
     async with committed(uow_factory) as uow:
-        assert await uow.runs.purge_finished(
+        dead_batch = await uow.runs.purge_finished(
             before=T0 + DAY, statuses={RunStatus.DEAD_LETTERED}, limit=10
-        ) == {RunStatus.DEAD_LETTERED: 1}
+        )
+        assert dead_batch.by_status == {RunStatus.DEAD_LETTERED: 1}
     async with uow_factory() as uow:
         assert await uow.runs.count_by_status() == before
 
@@ -122,9 +130,9 @@ async def test_a_run_a_dependent_may_still_read_is_kept(
         )
 
     async with committed(uow_factory) as uow:
-        deleted = await uow.runs.purge_finished(before=T0 + 30 * DAY, statuses=FINISHED, limit=10)
+        batch = await uow.runs.purge_finished(before=T0 + 30 * DAY, statuses=FINISHED, limit=10)
 
-    assert deleted == {RunStatus.SUCCEEDED: 2}
+    assert (batch.scanned, batch.by_status) == (4, {RunStatus.SUCCEEDED: 2})
     async with uow_factory() as uow:
         assert await uow.runs.get(plain.id) is None
         assert await uow.runs.get(decided.id) is None
@@ -152,10 +160,18 @@ async def test_old_slot_decisions_go_unless_a_dependent_still_reads_them(
     async with committed(uow_factory) as uow:
         await uow.decisions.add_many([*old, read, recent])
 
-    async with committed(uow_factory) as uow:
-        assert await uow.decisions.purge(before=T0 + 30 * DAY, limit=2) == 2
-    async with committed(uow_factory) as uow:
-        assert await uow.decisions.purge(before=T0 + 30 * DAY, limit=2) == 1
+    batches = []
+    after = None
+    while True:
+        async with committed(uow_factory) as uow:
+            batch = await uow.decisions.purge(before=T0 + 30 * DAY, limit=2, after=after)
+        batches.append(batch)
+        after = batch.last
+        if after is None:
+            break
+
+    assert [b.scanned for b in batches] == [2, 2, 0]  # 4 old ones, two at a time
+    assert sum(b.deleted for b in batches) == 3
 
     async with uow_factory() as uow:
         kept = await uow.decisions.list_for_task(upstream.id, limit=10)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.repositories import PurgeBatch, PurgeKey
 from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
 from scheduler_domain.status import RunStatus
 
@@ -52,53 +53,63 @@ class RetentionPolicy:
 
 @dataclass(slots=True)
 class Purge:
-    """One batch: runs deleted by status, decisions deleted."""
+    """One step: runs deleted by status, decisions deleted, and whether to go on at once (a
+    kind filled its batch and deleted something)."""
 
     runs: Counter[RunStatus] = field(default_factory=Counter)
     decisions: int = 0
-
-    def full(self, limit: int) -> bool:
-        """Whether a kind of history filled its batch (more may be waiting)."""
-        return self.decisions >= limit or any(
-            n >= limit for n in (self._finished(), self.runs[RunStatus.DEAD_LETTERED])
-        )
-
-    def _finished(self) -> int:
-        return sum(n for status, n in self.runs.items() if status in FINISHED_RUNS)
+    more: bool = False
 
 
 class HistoryRetention:
+    """Walks each kind of history with a keyset, a batch per step, and starts the walk over
+    once it reached the end: a batch costs at most ``limit`` rows looked at, however many old
+    rows a dependency still keeps (those are looked at again on the next walk)."""
+
     def __init__(
         self, *, uow_factory: UnitOfWorkFactory, clock: Clock, policy: RetentionPolicy
     ) -> None:
         self._uow_factory = uow_factory
         self._clock = clock
         self._policy = policy
+        self._cursors: dict[str, PurgeKey | None] = {}
 
     async def purge(self, limit: int) -> Purge:
-        """Delete up to ``limit`` rows of each kind, each kind in its own transaction (a short
-        one: the rows are read off an index, oldest first)."""
+        """Look at up to ``limit`` rows of each kind and delete those past their retention,
+        each kind in its own short transaction."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
         now = self._clock.now()
         policy = self._policy
         done = Purge()
-        for keep, statuses in (
-            (policy.runs, FINISHED_RUNS),
-            (policy.dead_letters, frozenset({RunStatus.DEAD_LETTERED})),
+        for kind, keep, statuses in (
+            ("runs", policy.runs, FINISHED_RUNS),
+            ("dead_letters", policy.dead_letters, frozenset({RunStatus.DEAD_LETTERED})),
         ):
             if keep is None:
                 continue
             async with self._uow_factory() as uow:
-                deleted = await uow.runs.purge_finished(
-                    before=now - keep, statuses=statuses, limit=limit
+                batch = await uow.runs.purge_finished(
+                    before=now - keep, statuses=statuses, limit=limit, after=self._cursors.get(kind)
                 )
                 await uow.commit()
-            done.runs.update(deleted)
+            self._advance(kind, batch, done)
+            done.runs.update(batch.by_status)
         if policy.slot_decisions is not None:
             async with self._uow_factory() as uow:
-                done.decisions = await uow.decisions.purge(
-                    before=now - policy.slot_decisions, limit=limit
+                batch = await uow.decisions.purge(
+                    before=now - policy.slot_decisions,
+                    limit=limit,
+                    after=self._cursors.get("slot_decisions"),
                 )
                 await uow.commit()
+            self._advance("slot_decisions", batch, done)
+            done.decisions = batch.deleted
         return done
+
+    def _advance(self, kind: str, batch: PurgeBatch, done: Purge) -> None:
+        """Go on from where the batch stopped. The next batch follows at once only when this
+        one deleted something: a stretch of rows a dependency keeps is walked one batch per
+        interval, not hammered."""
+        self._cursors[kind] = batch.last
+        done.more = done.more or (batch.last is not None and batch.deleted > 0)

@@ -218,7 +218,7 @@ def retention_loop(
                 sum(purged.runs.values()),
                 purged.decisions,
             )
-        more = purged.full(batch_size)
+        more = purged.more
         if worker_retention is not None:
             retirement = await workers.retire_offline(worker_retention, batch_size)
             for worker in retirement.retired:

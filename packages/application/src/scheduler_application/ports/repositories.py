@@ -48,6 +48,21 @@ class RunFilter:
     created_before: datetime | None = None
 
 
+#: Where a retention walk stopped: the (instant, id) of the last row it looked at.
+PurgeKey = tuple[datetime, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PurgeBatch:
+    """One retention batch: how many rows it looked at, where it stopped (the keyset of the
+    next batch; None when it reached the end), and what it deleted (runs by status)."""
+
+    scanned: int
+    last: PurgeKey | None
+    deleted: int
+    by_status: dict[RunStatus, int] = field(default_factory=dict)
+
+
 class TaskRepository(Protocol):
     async def add(self, task: Task) -> None: ...
 
@@ -213,13 +228,18 @@ class RunRepository(Protocol):
         ...
 
     async def purge_finished(
-        self, *, before: datetime, statuses: Collection[RunStatus], limit: int
-    ) -> dict[RunStatus, int]:
-        """Delete up to ``limit`` runs in ``statuses`` finished before ``before`` (oldest first)
-        with their events, and add them to the tallies :meth:`count_by_status` reports; how
-        many of each status. A run a dependent may still read is kept: one whose dependents
-        were not resolved yet, or for whose logical time a dependent (that existed when it
-        finished) has neither a run nor a decision."""
+        self,
+        *,
+        before: datetime,
+        statuses: Collection[RunStatus],
+        limit: int,
+        after: PurgeKey | None = None,
+    ) -> PurgeBatch:
+        """Look at the next ``limit`` runs in ``statuses`` finished before ``before`` (oldest
+        first, past the keyset ``after``) and delete those no dependent may still read, with
+        their events, adding them to the tallies :meth:`count_by_status` reports. A run is kept
+        when its dependents were not resolved yet, or when a dependent (that existed when it
+        finished) has neither a run nor a decision for its logical time."""
         ...
 
     async def queue_activity(self, since: datetime) -> builtins.list[QueueActivity]:
@@ -324,10 +344,13 @@ class DecisionRepository(Protocol):
         """The decisions about one slot (logical time) of the given tasks, oldest first."""
         ...
 
-    async def purge(self, *, before: datetime, limit: int) -> int:
-        """Delete up to ``limit`` decisions taken before ``before``, oldest first; how many.
-        A decision about (task, slot) is kept while a dependent of the task (that existed when
-        it was taken) has neither a run nor a decision for that slot: the fan-in may read it."""
+    async def purge(
+        self, *, before: datetime, limit: int, after: PurgeKey | None = None
+    ) -> PurgeBatch:
+        """Look at the next ``limit`` decisions taken before ``before`` (oldest first, past
+        ``after``) and delete them, except one about (task, slot) while a dependent of the task
+        (that existed when it was taken) has neither a run nor a decision for that slot: the
+        fan-in may read it."""
         ...
 
 

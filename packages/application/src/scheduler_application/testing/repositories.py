@@ -10,7 +10,14 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound
-from scheduler_application.ports.repositories import Page, QueueActivity, RunFilter, TaskFilter
+from scheduler_application.ports.repositories import (
+    Page,
+    PurgeBatch,
+    PurgeKey,
+    QueueActivity,
+    RunFilter,
+    TaskFilter,
+)
 from scheduler_application.testing.pagination import decode_cursor, encode_cursor
 from scheduler_application.testing.store import Transaction
 from scheduler_domain.accounts import ApiKey, RefreshToken, User
@@ -389,21 +396,27 @@ class InMemoryRunRepository(_Repository):
         return counts
 
     async def purge_finished(
-        self, *, before: datetime, statuses: Collection[RunStatus], limit: int
-    ) -> dict[RunStatus, int]:
+        self,
+        *,
+        before: datetime,
+        statuses: Collection[RunStatus],
+        limit: int,
+        after: PurgeKey | None = None,
+    ) -> PurgeBatch:
         wanted = set(statuses)
-        candidates = sorted(
+        window = sorted(
             (
                 r
                 for r in self.tx.scan("runs")
-                if r.status in wanted and r.finished_at is not None and r.finished_at < before
+                if r.status in wanted
+                and r.finished_at is not None
+                and r.finished_at < before
+                and (after is None or (r.finished_at, r.id) > after)
             ),
-            key=lambda r: r.finished_at,
-        )
+            key=lambda r: (r.finished_at, r.id),
+        )[:limit]
         deleted: dict[RunStatus, int] = {}
-        for run in candidates:
-            if sum(deleted.values()) >= limit:
-                break
+        for run in window:
             marked = self.tx.get("dependency_marks", run.id) is not None
             if (not marked and _dependents_of(self.tx, run.task_id)) or _undecided_dependent(
                 self.tx, run.task_id, run.scheduled_for, run.finished_at
@@ -419,7 +432,10 @@ class InMemoryRunRepository(_Repository):
                 self.tx.insert("run_tallies", RunTally(id=status.value, count=n))
             else:
                 self.tx.replace("run_tallies", RunTally(id=status.value, count=n + tally.count))
-        return deleted
+        last = (window[-1].finished_at, window[-1].id) if len(window) == limit else None
+        return PurgeBatch(
+            scanned=len(window), last=last, deleted=sum(deleted.values()), by_status=deleted
+        )
 
     async def queue_activity(self, since: datetime) -> builtins.list[QueueActivity]:
         tallies: dict[str, dict[str, int]] = {}
@@ -609,18 +625,24 @@ class InMemoryDecisionRepository(_Repository):
         rows = [d for d in self.tx.scan("decisions") if d.task_id in wanted and d.slot == slot]
         return [_copy(d) for d in sorted(rows, key=lambda d: (d.at, d.id))]
 
-    async def purge(self, *, before: datetime, limit: int) -> int:
-        old = sorted(
+    async def purge(
+        self, *, before: datetime, limit: int, after: PurgeKey | None = None
+    ) -> PurgeBatch:
+        window = sorted(
             (
                 d
                 for d in self.tx.scan("decisions")
-                if d.at < before and not _undecided_dependent(self.tx, d.task_id, d.slot, d.at)
+                if d.at < before and (after is None or (d.at, d.id) > after)
             ),
-            key=lambda d: d.at,
+            key=lambda d: (d.at, d.id),
         )[:limit]
-        for decision in old:
-            self.tx.delete("decisions", decision.id)
-        return len(old)
+        deleted = 0
+        for decision in window:
+            if not _undecided_dependent(self.tx, decision.task_id, decision.slot, decision.at):
+                self.tx.delete("decisions", decision.id)
+                deleted += 1
+        last = (window[-1].at, window[-1].id) if len(window) == limit else None
+        return PurgeBatch(scanned=len(window), last=last, deleted=deleted)
 
 
 @dataclass(slots=True)
