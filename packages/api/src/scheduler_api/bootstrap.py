@@ -176,7 +176,7 @@ def build_services(
     )
     lease = timedelta(seconds=settings.worker.lease_seconds)
     observer = resources.metrics
-    workers = WorkerService(uow_factory=uow, clock=clock, observer=observer)
+    workers = WorkerService(uow_factory=uow, clock=clock, observer=observer, queue=resources.queue)
     execution = ExecutionService(
         uow_factory=uow,
         clock=clock,

@@ -11,7 +11,14 @@ from typing import Any, TypeVar
 
 from scheduler_application.bulk_operations import BulkOperation
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound
-from scheduler_application.ports.repositories import Page, QueueActivity, RunFilter, TaskFilter
+from scheduler_application.ports.repositories import (
+    Page,
+    PurgeBatch,
+    PurgeKey,
+    QueueActivity,
+    RunFilter,
+    TaskFilter,
+)
 from scheduler_application.testing.pagination import decode_cursor, encode_cursor
 from scheduler_application.testing.store import Transaction
 from scheduler_domain.accounts import ApiKey, RefreshToken, User
@@ -392,7 +399,51 @@ class InMemoryRunRepository(_Repository):
         counts: dict[RunStatus, int] = {}
         for run in self.tx.scan("runs"):
             counts[run.status] = counts.get(run.status, 0) + 1
+        for tally in self.tx.scan("run_tallies"):
+            counts[RunStatus(tally.id)] = counts.get(RunStatus(tally.id), 0) + tally.count
         return counts
+
+    async def purge_finished(
+        self,
+        *,
+        before: datetime,
+        statuses: Collection[RunStatus],
+        limit: int,
+        after: PurgeKey | None = None,
+    ) -> PurgeBatch:
+        wanted = set(statuses)
+        window = sorted(
+            (
+                r
+                for r in self.tx.scan("runs")
+                if r.status in wanted
+                and r.finished_at is not None
+                and r.finished_at < before
+                and (after is None or (r.finished_at, r.id) > after)
+            ),
+            key=lambda r: (r.finished_at, r.id),
+        )[:limit]
+        deleted: dict[RunStatus, int] = {}
+        for run in window:
+            marked = self.tx.get("dependency_marks", run.id) is not None
+            if (not marked and _dependents_of(self.tx, run.task_id)) or _undecided_dependent(
+                self.tx, run.task_id, run.scheduled_for, run.finished_at
+            ):
+                continue
+            for event in [e for e in self.tx.scan("events") if e.run_id == run.id]:
+                self.tx.delete("events", event.id)
+            self.tx.delete("runs", run.id)
+            deleted[run.status] = deleted.get(run.status, 0) + 1
+        for status, n in deleted.items():
+            tally = self.tx.get("run_tallies", status.value)
+            if tally is None:
+                self.tx.insert("run_tallies", RunTally(id=status.value, count=n))
+            else:
+                self.tx.replace("run_tallies", RunTally(id=status.value, count=n + tally.count))
+        last = (window[-1].finished_at, window[-1].id) if len(window) == limit else None
+        return PurgeBatch(
+            scanned=len(window), last=last, deleted=sum(deleted.values()), by_status=deleted
+        )
 
     async def queue_activity(self, since: datetime) -> builtins.list[QueueActivity]:
         tallies: dict[str, dict[str, int]] = {}
@@ -618,6 +669,54 @@ class InMemoryDecisionRepository(_Repository):
         rows = [d for d in self.tx.scan("decisions") if d.task_id in wanted and d.slot == slot]
         return [_copy(d) for d in sorted(rows, key=lambda d: (d.at, d.id))]
 
+    async def purge(
+        self, *, before: datetime, limit: int, after: PurgeKey | None = None
+    ) -> PurgeBatch:
+        window = sorted(
+            (
+                d
+                for d in self.tx.scan("decisions")
+                if d.at < before and (after is None or (d.at, d.id) > after)
+            ),
+            key=lambda d: (d.at, d.id),
+        )[:limit]
+        deleted = 0
+        for decision in window:
+            if not _undecided_dependent(self.tx, decision.task_id, decision.slot, decision.at):
+                self.tx.delete("decisions", decision.id)
+                deleted += 1
+        last = (window[-1].at, window[-1].id) if len(window) == limit else None
+        return PurgeBatch(scanned=len(window), last=last, deleted=deleted)
+
+
+@dataclass(slots=True)
+class RunTally:
+    """A row of the fake ``run_tallies``: runs of status ``id`` the retention deleted."""
+
+    id: str
+    count: int
+
+
+def _dependents_of(tx: Transaction, task_id: str) -> list[Task]:
+    return [t for t in tx.scan("tasks") if task_id in t.depends_on]
+
+
+def _undecided_dependent(tx: Transaction, task_id: str, slot: datetime, since: datetime) -> bool:
+    """As the SQL retention: a dependent (existing by ``since``) without a run or a decision
+    for ``slot`` may still read what ``task_id`` did for it."""
+    for dependent in _dependents_of(tx, task_id):
+        if dependent.created_at > since:
+            continue
+        has_run = any(
+            r.task_id == dependent.id and r.scheduled_for == slot for r in tx.scan("runs")
+        )
+        has_decision = any(
+            d.task_id == dependent.id and d.slot == slot for d in tx.scan("decisions")
+        )
+        if not has_run and not has_decision:
+            return True
+    return False
+
 
 class InMemoryQueueSettingsRepository(_Repository):
     async def get(self, name: str) -> QueueSettings | None:
@@ -654,6 +753,9 @@ class InMemoryWorkerRepository(_Repository):
         found: Worker | None = self.tx.get("workers", worker_id)
         return _copy(found)
 
+    async def get_for_update(self, worker_id: str) -> Worker | None:
+        return await self.get(worker_id)
+
     async def update(self, worker: Worker) -> None:
         if self.tx.get("workers", worker.id) is None:
             raise NotFound(f"worker {worker.id} not found", field="id")
@@ -662,6 +764,25 @@ class InMemoryWorkerRepository(_Repository):
     async def list(self, *, status: WorkerStatus | None = None) -> builtins.list[Worker]:
         rows = [w for w in self.tx.scan("workers") if status is None or w.status is status]
         return [_copy(w) for w in sorted(rows, key=lambda w: (w.name, w.id))]
+
+    async def offline_since_before(self, cutoff: datetime, *, limit: int) -> builtins.list[Worker]:
+        rows = [
+            w
+            for w in self.tx.scan("workers")
+            if w.status is WorkerStatus.OFFLINE and w.heartbeat_at < cutoff
+        ]
+        return [_copy(w) for w in sorted(rows, key=lambda w: (w.heartbeat_at, w.id))[:limit]]
+
+    async def delete_offline(self, worker_id: str, *, before: datetime) -> bool:
+        found: Worker | None = self.tx.get("workers", worker_id)
+        if (
+            found is None
+            or found.status is not WorkerStatus.OFFLINE
+            or found.heartbeat_at >= before
+        ):
+            return False
+        self.tx.delete("workers", worker_id)
+        return True
 
 
 class InMemoryUserRepository(_Repository):

@@ -47,6 +47,7 @@ TABLES = (
     "dependency_marks",
     "bulk_operations",
     "queue_settings",
+    "run_tallies",
 )
 _DELETED = object()
 

@@ -224,6 +224,14 @@ _partial(
     task_runs.c.finished_at,
     where=RUN_DEPENDENTS_UNRESOLVED,
 )
+#: Runs the retention may delete (see 0008): read oldest first by ``finished_at``.
+RUN_FINISHED: ColumnElement[bool] = task_runs.c.status.in_(
+    [
+        literal_column(f"'{value}'")
+        for value in ("succeeded", "cancelled", "failed", "timed_out", "lost", "dead_lettered")
+    ]
+)
+_partial("ix_task_runs_finished", task_runs.c.finished_at, task_runs.c.id, where=RUN_FINISHED)
 # Run lists are newest first by (created_at, id), filtered by task, by owner, or not at all.
 Index(
     "ix_task_runs_task_id_created_at", task_runs.c.task_id, task_runs.c.created_at, task_runs.c.id
@@ -268,6 +276,16 @@ slot_decisions = Table(
 )
 Index("ix_slot_decisions_task_id_at", slot_decisions.c.task_id, slot_decisions.c.at)
 Index("ix_slot_decisions_task_id_slot", slot_decisions.c.task_id, slot_decisions.c.slot)
+#: The retention's order (see 0008).
+Index("ix_slot_decisions_at", slot_decisions.c.at, slot_decisions.c.id)
+
+#: Runs the retention deleted, by status: the status counts add them, so they stay whole.
+run_tallies = Table(
+    "run_tallies",
+    metadata,
+    Column("status", String(32), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
 
 workers = Table(
     "workers",
