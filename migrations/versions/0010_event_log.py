@@ -1,0 +1,82 @@
+"""the event log: run_events also holds task changes and other recorded events, with a cursor
+that never skips a late commit
+
+Revision ID: 0010
+Revises: 0007
+Create Date: 2026-12-05 21:40:00.000000+00:00
+
+* ``run_events`` becomes the one ordered event log: ``run_id``, ``task_id`` and ``to_status``
+  may be NULL (a task change, a skipped slot, a ``queue.paused``), and ``kind`` (NULL for a run
+  transition, whose kind is ``run.<to_status>``), ``subject`` and ``owner_id`` are added.
+* ``txid``: PostgreSQL fills it with the writing transaction's id (a column default, so no
+  writer changes); the log is read in (txid, seq) order up to the oldest transaction still
+  running (docs/events.md). Rows written before this revision get 0, so they come first in
+  their old order. On SQLite it stays 0 and ``seq`` becomes AUTOINCREMENT (never reused).
+* PostgreSQL only: one ``NOTIFY scheduler_events`` per inserting statement (identical
+  notifications of one transaction are folded into one, delivered at commit) wakes the API's
+  event streams at once.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+# revision identifiers, used by Alembic.
+revision: str = "0010"
+down_revision: str | Sequence[str] | None = "0007"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_NOTIFY_FUNCTION = """
+CREATE OR REPLACE FUNCTION scheduler_notify_events() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('scheduler_events', '');
+    RETURN NULL;
+END
+$$
+"""
+_TXID = "CAST(CAST(pg_current_xact_id() AS text) AS bigint)"
+
+
+def upgrade() -> None:
+    postgres = op.get_bind().dialect.name == "postgresql"
+    kwargs = {} if postgres else {"recreate": "always", "table_kwargs": {"sqlite_autoincrement": True}}
+    with op.batch_alter_table("run_events", **kwargs) as batch:  # type: ignore[arg-type]
+        batch.alter_column("run_id", existing_type=sa.String(64), nullable=True)
+        batch.alter_column("task_id", existing_type=sa.String(64), nullable=True)
+        batch.alter_column("to_status", existing_type=sa.String(32), nullable=True)
+        batch.add_column(sa.Column("kind", sa.String(64), nullable=True))
+        batch.add_column(sa.Column("subject", sa.String(200), nullable=True))
+        batch.add_column(sa.Column("owner_id", sa.String(64), nullable=True))
+        batch.add_column(
+            sa.Column("txid", sa.BigInteger(), server_default=sa.text("0"), nullable=False)
+        )
+    op.create_index("ix_run_events_txid_seq", "run_events", ["txid", "seq"])
+    if postgres:
+        op.execute(f"ALTER TABLE run_events ALTER COLUMN txid SET DEFAULT {_TXID}")
+        op.execute(_NOTIFY_FUNCTION)
+        op.execute(
+            "CREATE TRIGGER run_events_notify AFTER INSERT ON run_events"
+            " FOR EACH STATEMENT EXECUTE FUNCTION scheduler_notify_events()"
+        )
+
+
+def downgrade() -> None:
+    postgres = op.get_bind().dialect.name == "postgresql"
+    if postgres:
+        op.execute("DROP TRIGGER IF EXISTS run_events_notify ON run_events")
+        op.execute("DROP FUNCTION IF EXISTS scheduler_notify_events()")
+    # Entries that are not run transitions have no place in the old table.
+    op.execute("DELETE FROM run_events WHERE run_id IS NULL OR kind IS NOT NULL")
+    op.drop_index("ix_run_events_txid_seq", table_name="run_events")
+    kwargs = {} if postgres else {"recreate": "always", "table_kwargs": {"sqlite_autoincrement": False}}
+    with op.batch_alter_table("run_events", **kwargs) as batch:  # type: ignore[arg-type]
+        batch.drop_column("txid")
+        batch.drop_column("owner_id")
+        batch.drop_column("subject")
+        batch.drop_column("kind")
+        batch.alter_column("to_status", existing_type=sa.String(32), nullable=False)
+        batch.alter_column("task_id", existing_type=sa.String(64), nullable=False)
+        batch.alter_column("run_id", existing_type=sa.String(64), nullable=False)
