@@ -12,9 +12,9 @@ Create Date: 2026-12-05 21:40:00.000000+00:00
   writer changes); the log is read in (txid, seq) order up to the oldest transaction still
   running (docs/events.md). Rows written before this revision get 0, so they come first in
   their old order. On SQLite it stays 0 and ``seq`` becomes AUTOINCREMENT (never reused).
-* PostgreSQL only: one ``NOTIFY scheduler_events`` per inserting statement (identical
-  notifications of one transaction are folded into one, delivered at commit) wakes the API's
-  event streams at once.
+* No ``NOTIFY`` trigger: a transaction that notifies takes a cluster-wide lock through its
+  commit, which cut concurrent commits to a third here (docs/events.md); the API polls the
+  log's head instead (one indexed row, every ``events.poll_seconds``).
 """
 
 from collections.abc import Sequence
@@ -28,21 +28,14 @@ down_revision: str | Sequence[str] | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_NOTIFY_FUNCTION = """
-CREATE OR REPLACE FUNCTION scheduler_notify_events() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('scheduler_events', '');
-    RETURN NULL;
-END
-$$
-"""
 _TXID = "CAST(CAST(pg_current_xact_id() AS text) AS bigint)"
 
 
 def upgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
-    kwargs = {} if postgres else {"recreate": "always", "table_kwargs": {"sqlite_autoincrement": True}}
+    kwargs = (
+        {} if postgres else {"recreate": "always", "table_kwargs": {"sqlite_autoincrement": True}}
+    )
     with op.batch_alter_table("run_events", **kwargs) as batch:  # type: ignore[arg-type]
         batch.alter_column("run_id", existing_type=sa.String(64), nullable=True)
         batch.alter_column("task_id", existing_type=sa.String(64), nullable=True)
@@ -56,22 +49,16 @@ def upgrade() -> None:
     op.create_index("ix_run_events_txid_seq", "run_events", ["txid", "seq"])
     if postgres:
         op.execute(f"ALTER TABLE run_events ALTER COLUMN txid SET DEFAULT {_TXID}")
-        op.execute(_NOTIFY_FUNCTION)
-        op.execute(
-            "CREATE TRIGGER run_events_notify AFTER INSERT ON run_events"
-            " FOR EACH STATEMENT EXECUTE FUNCTION scheduler_notify_events()"
-        )
 
 
 def downgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
-    if postgres:
-        op.execute("DROP TRIGGER IF EXISTS run_events_notify ON run_events")
-        op.execute("DROP FUNCTION IF EXISTS scheduler_notify_events()")
     # Entries that are not run transitions have no place in the old table.
     op.execute("DELETE FROM run_events WHERE run_id IS NULL OR kind IS NOT NULL")
     op.drop_index("ix_run_events_txid_seq", table_name="run_events")
-    kwargs = {} if postgres else {"recreate": "always", "table_kwargs": {"sqlite_autoincrement": False}}
+    kwargs = (
+        {} if postgres else {"recreate": "always", "table_kwargs": {"sqlite_autoincrement": False}}
+    )
     with op.batch_alter_table("run_events", **kwargs) as batch:  # type: ignore[arg-type]
         batch.drop_column("txid")
         batch.drop_column("owner_id")

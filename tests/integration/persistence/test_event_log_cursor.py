@@ -61,9 +61,7 @@ async def log_uow(log_url: str) -> AsyncIterator[SqlUnitOfWorkFactory]:
 
 
 async def seed_run(uow_factory: SqlUnitOfWorkFactory, owner: str = "owner") -> TaskRun:
-    task = Task(
-        owner_id=owner, name=f"t-{owner}", executor="noop", created_at=T0, updated_at=T0
-    )
+    task = Task(owner_id=owner, name=f"t-{owner}", executor="noop", created_at=T0, updated_at=T0)
     run = TaskRun(
         task_id=task.id,
         owner_id=owner,
@@ -152,7 +150,8 @@ async def test_cursor_sees_every_committed_event_once_in_one_order(
     for seen in results:
         cursors = [cursor for cursor, _ in seen]
         ids = [event_id for _, event_id in seen]
-        assert cursors == sorted(cursors) and len(set(cursors)) == len(cursors)
+        assert cursors == sorted(cursors)
+        assert len(set(cursors)) == len(cursors)
         assert len(ids) == len(set(ids)), "an event was served twice"
         assert set(ids) == committed, (
             f"missed {len(committed - set(ids))}, extra {len(set(ids) - committed)}"

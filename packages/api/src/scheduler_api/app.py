@@ -20,6 +20,7 @@ from litestar.types import Middleware
 from scheduler_api.auth import PrincipalMiddleware, provide_principal
 from scheduler_api.controllers.api_keys import ApiKeyController
 from scheduler_api.controllers.auth import AuthController
+from scheduler_api.controllers.events import EventController
 from scheduler_api.controllers.health import HealthController
 from scheduler_api.controllers.queues import QueueController
 from scheduler_api.controllers.runs import RunController
@@ -58,6 +59,7 @@ def create_app(
         route_handlers=[
             TaskController,
             RunController,
+            EventController,
             WorkerController,
             QueueController,
             SystemController,
@@ -84,7 +86,7 @@ def create_app(
         openapi_config=openapi_config(version=options.version),
         on_startup=[services.auth.warm_up],
         # Stops the background retries of publishes that failed (their runs stay queued).
-        on_shutdown=[services.runs.aclose],
+        on_shutdown=[services.runs.aclose, services.event_watcher.aclose],
         logging_config=None,
         debug=False,
         state=State({OBSERVER_STATE: services.observer}),

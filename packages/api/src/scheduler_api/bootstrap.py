@@ -30,6 +30,8 @@ from scheduler_api.services import ApiOptions, ApiServices, Probe
 from scheduler_api.throttle import LoginThrottle
 from scheduler_application.api_keys import ApiKeyService
 from scheduler_application.auth import AuthService, SessionPolicy
+from scheduler_application.event_log import EventService
+from scheduler_application.event_stream import LogWatcher
 from scheduler_application.execution import ExecutionService
 from scheduler_application.ports.security import PasswordHasher, TokenCodec
 from scheduler_application.rate_limiting import RunRateLimits
@@ -139,6 +141,7 @@ def api_options(
         throttle=throttle or LoginThrottle(),
         metrics=metrics,
         metrics_public=settings.api.metrics_public,
+        event_heartbeat_seconds=settings.events.heartbeat_seconds,
     )
 
 
@@ -229,6 +232,11 @@ def build_services(
         ),
         api_keys=ApiKeyService(uow_factory=uow, clock=clock),
         users=UserAdminService(uow_factory=uow, clock=clock, hasher=hasher),
+        events=EventService(uow_factory=uow, clock=clock),
+        event_watcher=LogWatcher(
+            uow_factory=uow,
+            poll_seconds=settings.events.poll_seconds,
+        ),
         clock=clock,
         probes=_probes(resources),
         observer=observer,
