@@ -81,12 +81,24 @@ class AppTransport(httpx.BaseTransport):
 class _Chunks(httpx.SyncByteStream):
     """A streamed ASGI body, chunk by chunk as the app sends it; closing it disconnects."""
 
-    def __init__(self, chunks: queue.Queue[bytes | None], disconnect: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        chunks: queue.Queue[bytes | None],
+        disconnect: Callable[[], None],
+        read_timeout: float | None,
+    ) -> None:
         self._chunks = chunks
         self._disconnect = disconnect
+        self._read_timeout = 30.0 if read_timeout is None else read_timeout
 
     def __iter__(self) -> Iterator[bytes]:
-        while (chunk := self._chunks.get(timeout=30)) is not None:
+        while True:
+            try:
+                chunk = self._chunks.get(timeout=self._read_timeout)
+            except queue.Empty:
+                raise httpx.ReadTimeout("no chunk within the read timeout") from None
+            if chunk is None:
+                return
             yield chunk
 
     def close(self) -> None:
@@ -144,7 +156,11 @@ def _stream_response(
     return httpx.Response(
         status,
         headers=headers,
-        stream=_Chunks(chunks, lambda: loop.call_soon_threadsafe(gone.set)),
+        stream=_Chunks(
+            chunks,
+            lambda: loop.call_soon_threadsafe(gone.set),
+            request.extensions.get("timeout", {}).get("read"),
+        ),
         request=request,
     )
 

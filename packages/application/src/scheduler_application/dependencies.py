@@ -243,6 +243,7 @@ class DependencyResolver:
                         detail=detail,
                     )
                 ],
+                tasks=[task],
             )
             report.skipped[reason] += 1
         complete = True

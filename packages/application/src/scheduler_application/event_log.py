@@ -11,7 +11,7 @@ events of its own tasks and the records it owns.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -87,10 +87,16 @@ async def task_event(
 
 
 async def add_decisions(
-    uow: UnitOfWork, decisions: Sequence[SlotDecision], *, actor: str = DISPATCHER_ACTOR
+    uow: UnitOfWork,
+    decisions: Sequence[SlotDecision],
+    *,
+    tasks: Iterable[Task] = (),
+    actor: str = DISPATCHER_ACTOR,
 ) -> None:
     """Store slot decisions; every skipped one is also a ``task.slot_skipped`` event with its
-    reason."""
+    reason, owned by its task's owner when ``tasks`` names it (so the owner still reads it
+    once the task is deleted)."""
+    owners = {task.id: task.owner_id for task in tasks}
     if not decisions:
         return
     if len(decisions) == 1:
@@ -106,6 +112,7 @@ async def add_decisions(
             at=decision.at,
             actor=actor,
             task_id=decision.task_id,
+            owner_id=owners.get(decision.task_id),
             detail={
                 "slot": decision.slot.isoformat(),
                 "reason": None if decision.reason is None else decision.reason.value,

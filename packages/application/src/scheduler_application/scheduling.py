@@ -229,7 +229,7 @@ async def _record_paused(
         return 0
     listed = due_slots(task.schedule, first, until, _ALL_MISSED)
     decisions = missed_decisions(task.id, listed, listed.slots, reason=SkipReason.PAUSED, at=until)
-    await add_decisions(uow, [decision for decision, _ in decisions])
+    await add_decisions(uow, [decision for decision, _ in decisions], tasks=[task])
     return sum(count for _, count in decisions)
 
 
@@ -411,7 +411,7 @@ class ScheduleFiring:
             else:
                 report.duplicates += 1  # another path created this slot's run: it has fired
         if writes.decisions:
-            await add_decisions(uow, writes.decisions)
+            await add_decisions(uow, writes.decisions, tasks=writes.tasks)
             writes.decisions = []
         if writes.next_run_at:
             await uow.tasks.set_next_run_at_many(writes.next_run_at)

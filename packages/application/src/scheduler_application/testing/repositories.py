@@ -131,6 +131,9 @@ class InMemoryTaskRepository(_Repository):
             for row in list(tx.scan(table)):
                 if row.task_id == task_id:
                     tx.delete(table, row.id)
+        for logged in list(tx.scan("event_log")):  # run events go with their runs
+            if isinstance(logged.entry, RunEvent) and logged.entry.task_id == task_id:
+                tx.delete("event_log", logged.id)
         tx.delete("tasks", task_id)
 
     async def due(
@@ -210,7 +213,7 @@ class InMemoryRunRepository(_Repository):
     async def add(self, run: TaskRun, *, events: Sequence[RunEvent] = ()) -> None:
         self.tx.insert("runs", run)
         for event in events:
-            self.tx.insert("events", event)
+            insert_run_event(self.tx, event)
 
     async def add_new_many(
         self, runs: Sequence[TaskRun], *, events: Sequence[RunEvent] = ()
@@ -224,7 +227,7 @@ class InMemoryRunRepository(_Repository):
             inserted.add(run.id)
         for event in events:
             if event.run_id in inserted:
-                self.tx.insert("events", event)
+                insert_run_event(self.tx, event)
         return inserted
 
     async def get(self, run_id: str) -> TaskRun | None:
@@ -565,10 +568,15 @@ class _LogRow:
     entry: RunEvent | EventRecord
 
 
+def insert_run_event(tx: Transaction, event: RunEvent) -> None:
+    """A run event, in the audit trail and in the event log."""
+    tx.insert("events", event)
+    tx.insert("event_log", _LogRow(event.id, tx.store.next_serial(), event))
+
+
 class InMemoryRunEventRepository(_Repository):
     async def add(self, event: RunEvent) -> None:
-        self.tx.insert("events", event)
-        self.tx.insert("event_log", _LogRow(event.id, self.tx.store.next_serial(), event))
+        insert_run_event(self.tx, event)
 
     async def add_many(self, events: Sequence[RunEvent]) -> None:
         for event in events:
