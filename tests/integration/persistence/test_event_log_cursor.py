@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete
+from conftest import DatabaseMaker
+from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.event_log import record_event
@@ -236,3 +237,24 @@ async def test_filters_owner_scope_and_pruning(log_uow: SqlUnitOfWorkFactory) ->
     assert await kinds() == ["task.updated"]
     async with log_uow() as uow:  # the newest entry stays, whatever its age
         assert await uow.events.prune(before=T0 + timedelta(days=99), limit=10) == 0
+
+
+async def test_a_transaction_in_another_database_does_not_hold_the_log_back(
+    log_uow: SqlUnitOfWorkFactory, log_url: str, fresh_postgres_database: DatabaseMaker
+) -> None:
+    """Transaction ids are the cluster's; only this database's writers can come before."""
+    if not log_url.startswith("postgres"):
+        pytest.skip("PostgreSQL only")
+    other = create_engine(await fresh_postgres_database(), pool_size=1)
+    try:
+        async with other.connect() as elsewhere:
+            await elsewhere.execute(text("SELECT pg_current_xact_id()"))  # holds an id
+            async with log_uow() as uow:
+                record = await record_event(uow, "test.here", at=T0, actor="a")
+                await uow.commit()
+            async with log_uow() as uow:
+                served = await uow.events.read_log(EventQuery(after=LOG_START), limit=10)
+            await elsewhere.rollback()
+    finally:
+        await other.dispose()
+    assert [e.id for e in served] == [record.id]

@@ -34,6 +34,24 @@ from scheduler_infrastructure.persistence.tables import run_events, tasks
 
 _e = run_events.c
 
+#: PostgreSQL: the oldest transaction still in progress, as of this statement's snapshot, that
+#: may write to this database; every transaction below it has ended, so its rows are final.
+#: Transaction ids are the cluster's: a transaction that ``pg_stat_activity`` shows holding an
+#: id in another database cannot write here and is left out, so a long one there does not hold
+#: this log back. An id not positively placed elsewhere (a prepared transaction, a hidden
+#: column, a backend gone meanwhile) counts as ours: at worst an entry waits a little longer.
+#: With nothing in progress here, the snapshot's ``xmax`` (the next id to be handed out).
+HORIZON_SQL = """
+    SELECT CAST(CAST(coalesce(
+        (SELECT min(x) FROM pg_snapshot_xip(s) AS x
+         WHERE NOT EXISTS (
+             SELECT 1 FROM pg_stat_activity AS a
+             WHERE a.backend_xid = xid(x)
+               AND a.datid <> (SELECT oid FROM pg_database WHERE datname = current_database())
+         )),
+        pg_snapshot_xmax(s)) AS text) AS bigint)
+    FROM pg_current_snapshot() AS s
+"""
 _LOG_COLUMNS = (
     _e.seq,
     _e.txid,
@@ -135,9 +153,7 @@ class SqlRunEventRepository(SqlRepository):
         """Rows no transaction still running can come before (all rows on SQLite)."""
         if not self._postgres:
             return literal(True)
-        return _e.txid < text(
-            "CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS text) AS bigint)"
-        )
+        return _e.txid < text(f"({HORIZON_SQL})")
 
     async def read_log(self, query: EventQuery, *, limit: int) -> list[LoggedEvent]:
         check_limit(limit)
