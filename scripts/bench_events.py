@@ -140,11 +140,7 @@ async def bench(args: argparse.Namespace) -> None:
             SCHEDULER__EVENTS__POLL_SECONDS=str(args.poll),
             SCHEDULER__LOGGING__LEVEL="WARNING",
         )
-        log = Path(tempfile.gettempdir()) / f"{name}-api.log"
-        with log.open("ab") as handle:
-            api = subprocess.Popen(  # noqa: S603 - our own console script
-                [str(BIN / "scheduler-api")], env=env, stdout=handle, stderr=subprocess.STDOUT
-            )
+        api = _start_api(env, Path(tempfile.gettempdir()) / f"{name}-api.log")
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", timeout=httpx.Timeout(30.0, read=None)
         ) as http:
@@ -178,8 +174,7 @@ async def bench(args: argparse.Namespace) -> None:
             delivered = max(max(c.received[n] for n in burst) for c in clients) - began
             for task in tasks:
                 task.cancel()
-        load = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
-        print(f"load: {load.strip()}")
+        print(f"load: {_uptime()}")
         print(
             f"clients {args.clients}, poll {args.poll} s; light: {len(light)} events at"
             f" {args.rate}/s; burst: {args.burst} events by {args.writers} writers"
@@ -201,6 +196,18 @@ async def bench(args: argparse.Namespace) -> None:
             api.wait(30)
         await engine.dispose()
         await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _start_api(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as handle:
+        return subprocess.Popen(  # noqa: S603 - our own console script
+            [str(BIN / "scheduler-api")], env=env, stdout=handle, stderr=subprocess.STDOUT
+        )
+
+
+def _uptime() -> str:
+    done = subprocess.run(["uptime"], capture_output=True, text=True, check=False)  # noqa: S607
+    return done.stdout.strip()
 
 
 async def _login(http: httpx.AsyncClient) -> str:

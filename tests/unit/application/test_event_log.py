@@ -14,8 +14,7 @@ from scheduler_application.event_log import EventService
 from scheduler_application.runs import RunService
 from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.tasks import TaskService
-from scheduler_application.testing import FakeClock, InMemoryStore
-from scheduler_application.testing import InMemoryUnitOfWorkFactory
+from scheduler_application.testing import FakeClock, InMemoryStore, InMemoryUnitOfWorkFactory
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.events import LOG_START
 from scheduler_domain.status import RunStatus

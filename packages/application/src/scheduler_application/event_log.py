@@ -12,8 +12,9 @@ events of its own tasks and the records it owns.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from scheduler_application.auth_context import Principal, can_see, owner_scope
 from scheduler_application.errors import NotFound
@@ -118,6 +119,29 @@ async def add_decisions(
                 "reason": None if decision.reason is None else decision.reason.value,
                 **decision.detail,
             },
+        )
+
+
+class FilterArgs(TypedDict):
+    task_id: str | None
+    run_id: str | None
+    statuses: tuple[RunStatus, ...]
+    kinds: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventFilters:
+    """What a follower asked for, passed on as the keyword arguments of :meth:`EventService.read`
+    and :func:`~scheduler_application.event_stream.follow`."""
+
+    task_id: str | None = None
+    run_id: str | None = None
+    statuses: tuple[RunStatus, ...] = ()
+    kinds: tuple[str, ...] = ()
+
+    def as_query(self) -> FilterArgs:
+        return FilterArgs(
+            task_id=self.task_id, run_id=self.run_id, statuses=self.statuses, kinds=self.kinds
         )
 
 

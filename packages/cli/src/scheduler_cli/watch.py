@@ -163,7 +163,7 @@ def event_line(event: Run) -> str:
 
 def task_event_line(event: Run) -> str:
     """One line per event of a task: when, what, on which run, who, and why."""
-    parts = [when(event["at"]), f"{event['kind']:<18}"]
+    parts = [str(when(event["at"])), f"{event['kind']:<18}"]
     if event.get("run_id"):
         change = f"{event.get('from_status') or '·'} → {event.get('to_status')}"
         parts.append(f"run {event['run_id']}  {change}")

@@ -24,6 +24,7 @@ from scheduler_api.openapi import problems
 from scheduler_api.params import LIMIT_DESCRIPTION, object_id, page_size
 from scheduler_api.schemas.events import EventOut, EventPage
 from scheduler_application.errors import ApplicationError
+from scheduler_application.event_log import EventFilters
 from scheduler_application.event_stream import Heartbeat, follow
 from scheduler_domain.events import LOG_START, EventCursor, LoggedEvent
 from scheduler_domain.status import RunStatus
@@ -80,16 +81,19 @@ class EventController(Controller):
             start = EventCursor.parse(last_event_id, field_name="Last-Event-ID")
         elif after is not None:
             start = EventCursor.parse(after, field_name="after")
-        filters = {
-            "task_id": object_id(task_id, kind="task", field="task_id") if task_id else None,
-            "run_id": object_id(run_id, kind="run", field="run_id") if run_id else None,
-            "statuses": tuple(status or ()),
-            "kinds": tuple(kind or ()),
-        }
+        filters = EventFilters(
+            task_id=object_id(task_id, kind="task", field="task_id") if task_id else None,
+            run_id=object_id(run_id, kind="run", field="run_id") if run_id else None,
+            statuses=tuple(status or ()),
+            kinds=tuple(kind or ()),
+        )
         if format == "json":
             cursor = start or LOG_START
             page = await services.events.read(
-                principal=principal, after=cursor, limit=page_size(limit, options), **filters
+                principal=principal,
+                after=cursor,
+                limit=page_size(limit, options),
+                **filters.as_query(),
             )
             items = [EventOut.of(e) for e in page]
             return Response(
@@ -98,7 +102,7 @@ class EventController(Controller):
         if start is None:
             start = await services.events.head(principal=principal)
         first = await services.events.read(
-            principal=principal, after=start, limit=options.event_page, **filters
+            principal=principal, after=start, limit=options.event_page, **filters.as_query()
         )
         stream = follow(
             services.events,
@@ -108,7 +112,7 @@ class EventController(Controller):
             heartbeat_seconds=options.event_heartbeat_seconds,
             page=options.event_page,
             first=first,
-            **filters,  # type: ignore[arg-type]
+            **filters.as_query(),
         )
         return ServerSentEvent(_messages(stream), retry_duration=RECONNECT_MS)
 
