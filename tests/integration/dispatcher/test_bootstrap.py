@@ -11,6 +11,7 @@ from dispatcher_stack import REDIS_URL
 from scheduler_application.task_changes import TaskChangeSignal
 from scheduler_dispatcher.bootstrap import build_dispatcher
 from scheduler_infrastructure.config import DatabaseSettings, RedisSettings, Settings
+from scheduler_infrastructure.config.settings import EventsSettings
 from scheduler_infrastructure.resources import open_resources
 
 pytestmark = pytest.mark.timeout(60)
@@ -26,9 +27,23 @@ async def test_build_dispatcher_wires_every_loop_and_stops_cleanly(tmp_path: Pat
         dispatcher = build_dispatcher(resources, task_changes=signal)
         names = [
             dispatcher.loop(name).name
-            for name in ("scheduler", "dependencies", "relay", "requeue", "reaper")
+            for name in (
+                "scheduler",
+                "dependencies",
+                "relay",
+                "requeue",
+                "reaper",
+                "event-retention",
+            )
         ]
-        assert names == ["scheduler", "dependencies", "relay", "requeue", "reaper"]
+        assert names == [
+            "scheduler",
+            "dependencies",
+            "relay",
+            "requeue",
+            "reaper",
+            "event-retention",
+        ]
         with pytest.raises(StopIteration):
             dispatcher.loop("task-changes")  # LISTEN is PostgreSQL's
         signal.notify()  # reaches the scheduler loop's wake without error
@@ -49,3 +64,14 @@ async def test_on_postgres_the_dispatcher_also_listens_for_task_changes(postgres
         await asyncio.sleep(0.2)
         dispatcher.stop()
         await asyncio.wait_for(task, timeout=10)
+
+
+async def test_event_retention_zero_keeps_the_log_and_runs_no_loop(tmp_path: Path) -> None:
+    settings = Settings(
+        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'boot.db'}"),
+        events=EventsSettings(retention_days=0),
+    )
+    async with open_resources(settings) as resources:
+        dispatcher = build_dispatcher(resources)
+        with pytest.raises(StopIteration):
+            dispatcher.loop("event-retention")

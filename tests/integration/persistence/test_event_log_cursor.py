@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import DatabaseMaker
 from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -37,6 +36,8 @@ WRITERS = 12
 TRANSACTIONS = 12
 READERS = 3
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
+#: The ``fresh_postgres_database`` fixture: makes an empty database, returns its URL.
+DatabaseMaker = Callable[[], Awaitable[str]]
 
 
 @pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres), "sqlite"])
@@ -258,3 +259,31 @@ async def test_a_transaction_in_another_database_does_not_hold_the_log_back(
     finally:
         await other.dispose()
     assert [e.id for e in served] == [record.id]
+
+
+async def test_a_number_is_never_handed_out_again_after_the_newest_rows_go(
+    log_uow: SqlUnitOfWorkFactory, log_url: str
+) -> None:
+    """A task's deletion takes its runs' events with it, maybe the newest rows of the log; the
+    next entry must still come after every cursor already served (SQLite: AUTOINCREMENT)."""
+    async with log_uow() as uow:
+        for n in range(3):
+            await record_event(uow, "test.before", at=T0, actor=str(n))
+        await uow.commit()
+    async with log_uow() as uow:
+        served = await uow.events.read_log(EventQuery(after=LOG_START), limit=10)
+    async with log_uow() as uow:
+        await uow.events.prune(before=T0 + timedelta(days=1), limit=10)  # all but the newest
+        await uow.commit()
+    engine = create_engine(log_url, pool_size=1)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(delete(run_events))  # and the newest, as a cascade would
+    finally:
+        await engine.dispose()
+    async with log_uow() as uow:
+        later = await record_event(uow, "test.after", at=T0, actor="x")
+        await uow.commit()
+    async with log_uow() as uow:
+        after = await uow.events.read_log(EventQuery(after=served[-1].cursor), limit=10)
+    assert [e.id for e in after] == [later.id]
