@@ -31,10 +31,13 @@ class Served:
 
 @asynccontextmanager
 async def served(
-    engine: AsyncEngine, *, heartbeat: float = 30.0, poll: float = 0.05
+    engine: AsyncEngine, *, heartbeat: float = 30.0, poll: float = 0.05, token_ttl: int = 900
 ) -> AsyncIterator[Served]:
+    base = api_settings()
     settings = replace(
-        api_settings(), events=EventsSettings(heartbeat_seconds=heartbeat, poll_seconds=poll)
+        base,
+        api=replace(base.api, access_token_ttl_seconds=token_ttl),
+        events=EventsSettings(heartbeat_seconds=heartbeat, poll_seconds=poll),
     )
     async with running_api(engine, settings=settings) as api:
         sock = bind("127.0.0.1", 0)
@@ -193,6 +196,37 @@ async def test_heartbeats_keep_a_quiet_stream_alive(engine: AsyncEngine) -> None
             "heartbeat",
             "heartbeat",
         ]
+
+
+async def test_a_stream_ends_with_its_access_token_and_a_logged_out_caller_cannot_resume(
+    engine: AsyncEngine,
+) -> None:
+    """Credentials are checked when a stream starts; so a stream lasts no longer than an
+    access token lives (then the client reconnects after its last event)."""
+    async with served(engine, token_ttl=2, heartbeat=0.5) as s:
+        alice = await s.api.user("alice")
+        task = await s.api.task(alice)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        async with stream(s, alice, {"after": "0-0"}) as events:
+            created = await events.event()
+            with pytest.raises(EOFError):
+                await drain(events)
+        assert 1.5 < loop.time() - began < 10
+        assert created["data"]["task_id"] == task["id"]
+        out = await s.http.post(
+            "/api/v1/auth/logout", json={"refresh_token": alice.tokens["refresh_token"]}
+        )
+        assert out.status_code == 204, out.text
+        again = await s.http.get(
+            "/api/v1/events", headers={**alice.headers, "Last-Event-ID": created["id"]}
+        )
+        assert again.status_code == 401, again.text
+
+
+async def drain(events: Stream) -> None:
+    while True:
+        await events.message(timeout=10)
 
 
 async def test_filters_by_type_and_status(engine: AsyncEngine) -> None:

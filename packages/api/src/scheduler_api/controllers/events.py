@@ -112,6 +112,7 @@ class EventController(Controller):
             heartbeat_seconds=options.event_heartbeat_seconds,
             page=options.event_page,
             first=first,
+            max_seconds=options.event_stream_seconds,
             **filters.as_query(),
         )
         return ServerSentEvent(_messages(stream), retry_duration=RECONNECT_MS)
