@@ -111,9 +111,7 @@ async def engine(sqlite_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
 
 
 async def json_page(served: Served, caller: Caller, **params: Any) -> dict[str, Any]:
-    response = await served.http.get(
-        "/api/v1/events", params={"format": "json", **params}, headers=caller.headers
-    )
+    response = await served.http.get("/api/v1/events/page", params=params, headers=caller.headers)
     assert response.status_code == 200, response.text
     return dict(response.json())
 
@@ -173,10 +171,8 @@ async def test_a_user_never_sees_another_users_events(engine: AsyncEngine) -> No
         page = await json_page(s, bob, after="0-0")
         assert {e["task_id"] for e in page["items"]} == {mine["id"]}
         for params in ({"task_id": secret["id"]}, {"run_id": seen_by_admin[1]["data"]["run_id"]}):
-            for fmt in ("json", "sse"):
-                refused = await s.http.get(
-                    "/api/v1/events", params={**params, "format": fmt}, headers=bob.headers
-                )
+            for path in ("/api/v1/events/page", "/api/v1/events"):
+                refused = await s.http.get(path, params=params, headers=bob.headers)
                 assert refused.status_code == 404, refused.text
 
         # Deleted, the task is gone, but its owner still reads that it was deleted; bob doesn't.
@@ -265,11 +261,10 @@ async def test_json_pages_are_keyset_and_bad_input_names_the_field(engine: Async
             ({}, {"Last-Event-ID": "1-x"}, "Last-Event-ID"),
             ({"type": "Not A Kind"}, {}, "kind"),
         ):
-            for fmt in ("json", "sse"):
+            paths = ("/api/v1/events",) if headers else ("/api/v1/events/page", "/api/v1/events")
+            for path in paths:
                 response = await s.http.get(
-                    "/api/v1/events",
-                    params={**params, "format": fmt},
-                    headers={**alice.headers, **headers},
+                    path, params=params, headers={**alice.headers, **headers}
                 )
                 assert 400 <= response.status_code < 500, response.text
                 assert response.json().get("field") == field, response.text
