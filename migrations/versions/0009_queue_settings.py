@@ -1,7 +1,7 @@
 """queues you can steer: paused, rate limit and max concurrency per queue, stored
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-05 21:50:00.000000+00:00
 
 ``queue_settings`` holds one row per queue an operator changed: ``paused``, ``rate_limit`` (as
@@ -17,7 +17,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "0009"
-down_revision: str | Sequence[str] | None = "0007"
+down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -27,9 +27,25 @@ async def test_build_dispatcher_wires_every_loop_and_stops_cleanly(tmp_path: Pat
         dispatcher = build_dispatcher(resources, task_changes=signal)
         names = [
             dispatcher.loop(name).name
-            for name in ("scheduler", "dependencies", "relay", "requeue", "reaper")
+            for name in (
+                "scheduler",
+                "dependencies",
+                "relay",
+                "requeue",
+                "reaper",
+                "retention",
+                "event-retention",
+            )
         ]
-        assert names == ["scheduler", "dependencies", "relay", "requeue", "reaper"]
+        assert names == [
+            "scheduler",
+            "dependencies",
+            "relay",
+            "requeue",
+            "reaper",
+            "retention",
+            "event-retention",
+        ]
         with pytest.raises(StopIteration):
             dispatcher.loop("task-changes")  # LISTEN is PostgreSQL's
         signal.notify()  # reaches the scheduler loop's wake without error

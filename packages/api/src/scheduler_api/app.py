@@ -25,6 +25,7 @@ from scheduler_api.controllers.bulk import (
     BulkTasksController,
     OperationController,
 )
+from scheduler_api.controllers.events import EventController
 from scheduler_api.controllers.health import HealthController
 from scheduler_api.controllers.queues import QueueController
 from scheduler_api.controllers.runs import RunController
@@ -68,6 +69,7 @@ def create_app(
             BulkTasksController,
             OperationController,
             RunController,
+            EventController,
             WorkerController,
             QueueController,
             SystemController,
@@ -93,9 +95,14 @@ def create_app(
         request_max_body_size=options.max_body_bytes,
         openapi_config=openapi_config(version=options.version),
         on_startup=[services.auth.warm_up, services.bulk_runner.watch],
-        # Stops this process's bulk operations (another API process takes them over), then
-        # what the app owns (its relay's background publishes, when it built the relay).
-        on_shutdown=[services.bulk_runner.aclose, *on_shutdown],
+        # Stops this process's bulk operations (another API process takes them over), the
+        # event watcher, then what the app owns (its relay's background publishes, when it
+        # built the relay).
+        on_shutdown=[
+            services.bulk_runner.aclose,
+            services.event_watcher.aclose,
+            *on_shutdown,
+        ],
         logging_config=None,
         debug=False,
         state=State({OBSERVER_STATE: services.observer}),

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from scheduler_application.dispatch.outbox import Outbox, Sent
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Conflict
+from scheduler_application.event_log import add_decisions
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.tracing import NO_TRACER, Tracer
@@ -229,8 +230,7 @@ async def _record_paused(
         return 0
     listed = due_slots(task.schedule, first, until, _ALL_MISSED)
     decisions = missed_decisions(task.id, listed, listed.slots, reason=SkipReason.PAUSED, at=until)
-    for decision, _ in decisions:
-        await uow.decisions.add(decision)
+    await add_decisions(uow, [decision for decision, _ in decisions], tasks=[task])
     return sum(count for _, count in decisions)
 
 
@@ -421,7 +421,7 @@ class ScheduleFiring:
                 report.duplicates += 1  # another path created this slot's run: it has fired
         box.discard({run.id for run in runs} - inserted)
         if writes.decisions:
-            await uow.decisions.add_many(writes.decisions)
+            await add_decisions(uow, writes.decisions, tasks=writes.tasks)
             writes.decisions = []
         if writes.next_run_at:
             await uow.tasks.set_next_run_at_many(writes.next_run_at)

@@ -7,18 +7,28 @@ from datetime import timedelta
 
 from scheduler_application.dependencies import DependencyResolver
 from scheduler_application.dispatch.relay import RunRelay
+from scheduler_application.event_log import EventService
 from scheduler_application.gauges import ClusterGauges
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.tracing import NO_TRACER, Tracer
 from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
 from scheduler_application.reaper import LeaseReaper
+from scheduler_application.retention import HistoryRetention, RetentionPolicy
 from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.task_changes import TaskChangeSignal
 from scheduler_application.workers import WorkerService
-from scheduler_dispatcher.loops import LoopTimings, PeriodicLoop, gauge_loop, reliability_loops
+from scheduler_dispatcher.loops import (
+    LoopTimings,
+    PeriodicLoop,
+    event_retention_loop,
+    gauge_loop,
+    reliability_loops,
+    retention_loop,
+)
 from scheduler_dispatcher.scheduler_loop import SchedulerLoop, dependency_loop
 from scheduler_dispatcher.service import Dispatcher
+from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.persistence.task_changes import TaskChangeListener
 from scheduler_infrastructure.resources import Resources, build_relay, open_resources
 from scheduler_infrastructure.startup import StartupError, prepare
@@ -47,6 +57,7 @@ def dispatcher_loops(
     fire_ahead: timedelta = timedelta(0),
     observer: RunObserver = NO_OBSERVER,
     tracer: Tracer = NO_TRACER,
+    workers: WorkerService | None = None,
 ) -> tuple[SchedulerLoop, list[PeriodicLoop]]:
     """The scheduler loop and every loop a dispatcher runs with it (dependencies, the relay and
     its recovery, the reaper, worker liveness), on the parts given: what
@@ -79,7 +90,8 @@ def dispatcher_loops(
         *reliability_loops(
             relay=relay,
             reaper=LeaseReaper(uow_factory=uow_factory, clock=clock, observer=observer),
-            workers=WorkerService(uow_factory=uow_factory, clock=clock, observer=observer),
+            workers=workers
+            or WorkerService(uow_factory=uow_factory, clock=clock, observer=observer),
             timings=timings,
         ),
     ]
@@ -113,6 +125,12 @@ def build_dispatcher(
         relay = build_relay(resources)
         on_stop.append(relay.aclose)
     observer: RunObserver = resources.metrics
+    workers = WorkerService(
+        uow_factory=resources.uow_factory,
+        clock=resources.clock,
+        observer=observer,
+        queue=resources.queue,
+    )
     scheduler, loops = dispatcher_loops(
         uow_factory=resources.uow_factory,
         clock=resources.clock,
@@ -122,6 +140,20 @@ def build_dispatcher(
         fire_ahead=timedelta(seconds=d.fire_ahead_seconds),
         observer=observer,
         tracer=resources.tracer,
+        workers=workers,
+    )
+    loops.append(
+        retention_loop(
+            history=HistoryRetention(
+                uow_factory=resources.uow_factory,
+                clock=resources.clock,
+                policy=retention_policy(settings),
+            ),
+            workers=workers,
+            worker_retention=_days(settings.retention.workers_days),
+            batch_size=settings.retention.batch_size,
+            interval=timedelta(seconds=settings.retention.interval_seconds),
+        )
     )
     loops.append(
         gauge_loop(
@@ -131,6 +163,15 @@ def build_dispatcher(
             interval=timings.gauge_interval,
         )
     )
+    if settings.events.retention_days > 0:
+        loops.append(
+            event_retention_loop(
+                EventService(uow_factory=resources.uow_factory, clock=resources.clock),
+                keep=timedelta(days=settings.events.retention_days),
+                interval=timedelta(seconds=settings.events.prune_interval_seconds),
+                batch=settings.events.prune_batch,
+            )
+        )
     if task_changes is not None:
         task_changes.subscribe(scheduler.wake)
     if resources.engine.dialect.name == "postgresql":
@@ -146,3 +187,17 @@ def build_dispatcher(
             )
         )
     return Dispatcher(loops=loops, observer=observer, on_stop=on_stop)
+
+
+def retention_policy(settings: Settings) -> RetentionPolicy:
+    r = settings.retention
+    return RetentionPolicy(
+        runs=_days(r.runs_days),
+        dead_letters=_days(r.dead_letters_days),
+        slot_decisions=_days(r.slot_decisions_days),
+    )
+
+
+def _days(days: float) -> timedelta | None:
+    """A retention in days from the config; 0 keeps for ever."""
+    return timedelta(days=days) if days > 0 else None

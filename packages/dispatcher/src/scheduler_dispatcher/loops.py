@@ -14,10 +14,12 @@ from typing import TypeVar
 
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Unavailable
+from scheduler_application.event_log import EventService
 from scheduler_application.gauges import ClusterGauges
 from scheduler_application.log_context import log_context
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.reaper import LeaseReaper
+from scheduler_application.retention import HistoryRetention
 from scheduler_application.workers import WorkerService
 
 logger = logging.getLogger("scheduler.dispatcher")
@@ -196,3 +198,59 @@ def gauge_loop(gauges: ClusterGauges, *, interval: timedelta) -> PeriodicLoop:
         return False
 
     return PeriodicLoop("gauges", sample, interval=interval)
+
+
+def retention_loop(
+    *,
+    history: HistoryRetention,
+    workers: WorkerService,
+    worker_retention: timedelta | None,
+    batch_size: int,
+    interval: timedelta,
+) -> PeriodicLoop:
+    """Deletes old history and retires long-offline workers, a batch of each per step; a full
+    batch runs the next step at once, so a backlog is worked off in bounded transactions."""
+
+    async def step() -> bool:
+        purged = await history.purge(batch_size)
+        if purged.runs or purged.decisions:
+            logger.info(
+                "retention deleted %d runs and %d slot decisions",
+                sum(purged.runs.values()),
+                purged.decisions,
+            )
+        more = purged.more
+        if worker_retention is not None:
+            retirement = await workers.retire_offline(worker_retention, batch_size)
+            for worker in retirement.retired:
+                with log_context(worker_id=worker.id):
+                    logger.info(
+                        "retired worker %s (%s), offline since %s",
+                        worker.id,
+                        worker.name,
+                        worker.heartbeat_at.isoformat(),
+                    )
+            for worker, reason in retirement.kept:
+                with log_context(worker_id=worker.id):
+                    logger.warning(
+                        "worker %s (%s) is kept for now: %s", worker.id, worker.name, reason
+                    )
+            more = more or len(retirement.retired) >= batch_size
+        return more
+
+    return PeriodicLoop("retention", step, interval=interval)
+
+
+def event_retention_loop(
+    events: EventService, *, keep: timedelta, interval: timedelta, batch: int
+) -> PeriodicLoop:
+    """Deletes event-log entries older than ``keep``, ``batch`` per transaction, every
+    ``interval``. Several dispatchers may run it: a row deleted twice is simply gone."""
+
+    async def prune() -> bool:
+        deleted = await events.prune(older_than=keep, batch=batch)
+        if deleted:
+            logger.info("event log: %d entries older than %s deleted", deleted, keep)
+        return False
+
+    return PeriodicLoop("event-retention", prune, interval=interval)

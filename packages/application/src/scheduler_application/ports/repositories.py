@@ -13,7 +13,7 @@ from typing import Generic, Protocol, TypeVar
 
 from scheduler_application.bulk_operations import BulkOperation
 from scheduler_domain.accounts import ApiKey, RefreshToken, User
-from scheduler_domain.events import RunEvent, SlotDecision
+from scheduler_domain.events import EventCursor, EventRecord, LoggedEvent, RunEvent, SlotDecision
 from scheduler_domain.queue_settings import QueueSettings
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.status import RunStatus
@@ -48,6 +48,21 @@ class RunFilter:
     worker_id: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+
+
+#: Where a retention walk stopped: the (instant, id) of the last row it looked at.
+PurgeKey = tuple[datetime, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PurgeBatch:
+    """One retention batch: how many rows it looked at, where it stopped (the keyset of the
+    next batch; None when it reached the end), and what it deleted (runs by status)."""
+
+    scanned: int
+    last: PurgeKey | None
+    deleted: int
+    by_status: dict[RunStatus, int] = field(default_factory=dict)
 
 
 class TaskRepository(Protocol):
@@ -218,7 +233,24 @@ class RunRepository(Protocol):
 
     async def running_on_worker(self, worker_id: str) -> builtins.list[TaskRun]: ...
 
-    async def count_by_status(self) -> dict[RunStatus, int]: ...
+    async def count_by_status(self) -> dict[RunStatus, int]:
+        """Runs by status, those the retention deleted included (absent means zero)."""
+        ...
+
+    async def purge_finished(
+        self,
+        *,
+        before: datetime,
+        statuses: Collection[RunStatus],
+        limit: int,
+        after: PurgeKey | None = None,
+    ) -> PurgeBatch:
+        """Look at the next ``limit`` runs in ``statuses`` finished before ``before`` (oldest
+        first, past the keyset ``after``) and delete those no dependent may still read, with
+        their events, adding them to the tallies :meth:`count_by_status` reports. A run is kept
+        when its dependents were not resolved yet, or when a dependent (that existed when it
+        finished) has neither a run nor a decision for its logical time."""
+        ...
 
     async def queue_activity(self, since: datetime) -> builtins.list[QueueActivity]:
         """Per queue: runs pending, queued and running now, and runs created and finished at or
@@ -338,13 +370,53 @@ class QueueSettingsRepository(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventQuery:
+    """Which entries of the event log to read: those strictly after ``after``, and, when set,
+    only those visible to ``owner_id`` (its tasks' events and records it owns), of one task,
+    one run, with one of ``statuses`` (run transitions) or one of ``kinds``."""
+
+    after: EventCursor
+    owner_id: str | None = None
+    task_id: str | None = None
+    run_id: str | None = None
+    statuses: tuple[RunStatus, ...] = ()
+    kinds: tuple[str, ...] = ()
+
+
 class RunEventRepository(Protocol):
+    """The run transitions and, in the same ordered log, every :class:`EventRecord`.
+
+    The log is read with a cursor that never skips nor repeats an entry, whatever order the
+    writing transactions commit in: :meth:`read_log` returns only entries no transaction still
+    in progress can come before (on PostgreSQL, those written by transactions older than the
+    oldest one still running; on SQLite, which has one writer at a time, every committed one),
+    in cursor order."""
+
     async def add(self, event: RunEvent) -> None: ...
 
     async def add_many(self, events: Sequence[RunEvent]) -> None: ...
 
     async def list_for_run(self, run_id: str) -> list[RunEvent]:
         """Oldest first."""
+        ...
+
+    async def record(self, record: EventRecord) -> None:
+        """Append a non-run entry, in the unit of work's transaction."""
+        ...
+
+    async def read_log(self, query: EventQuery, *, limit: int) -> list[LoggedEvent]:
+        """At most ``limit`` entries after ``query.after``, in cursor order."""
+        ...
+
+    async def log_head(self) -> EventCursor:
+        """The cursor of the last entry :meth:`read_log` may serve now (``LOG_START`` if
+        none): what "from now on" starts after, and what a change notifier watches."""
+        ...
+
+    async def prune(self, *, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` of the oldest entries stamped before ``before``; the count.
+        The newest entry is always kept (SQLite would otherwise reuse its number)."""
         ...
 
 
@@ -363,15 +435,39 @@ class DecisionRepository(Protocol):
         """The decisions about one slot (logical time) of the given tasks, oldest first."""
         ...
 
+    async def purge(
+        self, *, before: datetime, limit: int, after: PurgeKey | None = None
+    ) -> PurgeBatch:
+        """Look at the next ``limit`` decisions taken before ``before`` (oldest first, past
+        ``after``) and delete them, except one about (task, slot) while a dependent of the task
+        (that existed when it was taken) has neither a run nor a decision for that slot: the
+        fan-in may read it."""
+        ...
+
 
 class WorkerRepository(Protocol):
     async def add(self, worker: Worker) -> None: ...
 
     async def get(self, worker_id: str) -> Worker | None: ...
 
+    async def get_for_update(self, worker_id: str) -> Worker | None:
+        """:meth:`get`, holding the row until the transaction ends (``FOR UPDATE``): a
+        heartbeat and an operator's drain or undrain each write the whole row, and must not
+        overwrite one another's status."""
+        ...
+
     async def update(self, worker: Worker) -> None: ...
 
     async def list(self, *, status: WorkerStatus | None = None) -> list[Worker]: ...
+
+    async def offline_since_before(self, cutoff: datetime, *, limit: int) -> builtins.list[Worker]:
+        """Up to ``limit`` offline workers last heard of before ``cutoff``, oldest first."""
+        ...
+
+    async def delete_offline(self, worker_id: str, *, before: datetime) -> bool:
+        """Delete the worker if it is still offline and last heard of before ``before`` (a
+        worker that came back meanwhile is left alone); True if it was deleted."""
+        ...
 
 
 class UserRepository(Protocol):

@@ -11,11 +11,27 @@ from typing import Any, TypeVar
 
 from scheduler_application.bulk_operations import BulkOperation
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound
-from scheduler_application.ports.repositories import Page, QueueActivity, RunFilter, TaskFilter
+from scheduler_application.ports.repositories import (
+    EventQuery,
+    Page,
+    PurgeBatch,
+    PurgeKey,
+    QueueActivity,
+    RunFilter,
+    TaskFilter,
+)
 from scheduler_application.testing.pagination import decode_cursor, encode_cursor
 from scheduler_application.testing.store import Transaction
 from scheduler_domain.accounts import ApiKey, RefreshToken, User
-from scheduler_domain.events import RunEvent, SlotDecision
+from scheduler_domain.events import (
+    LOG_START,
+    EventCursor,
+    EventRecord,
+    LoggedEvent,
+    RunEvent,
+    SlotDecision,
+    run_event_kind,
+)
 from scheduler_domain.queue_settings import QueueSettings
 from scheduler_domain.run import TaskRun
 from scheduler_domain.status import RunStatus
@@ -122,6 +138,9 @@ class InMemoryTaskRepository(_Repository):
             for row in list(tx.scan(table)):
                 if row.task_id == task_id:
                     tx.delete(table, row.id)
+        for logged in list(tx.scan("event_log")):  # run events go with their runs
+            if isinstance(logged.entry, RunEvent) and logged.entry.task_id == task_id:
+                tx.delete("event_log", logged.id)
         tx.delete("tasks", task_id)
 
     async def due(
@@ -201,7 +220,7 @@ class InMemoryRunRepository(_Repository):
     async def add(self, run: TaskRun, *, events: Sequence[RunEvent] = ()) -> None:
         self.tx.insert("runs", run)
         for event in events:
-            self.tx.insert("events", event)
+            insert_run_event(self.tx, event)
 
     async def add_new_many(
         self, runs: Sequence[TaskRun], *, events: Sequence[RunEvent] = ()
@@ -215,7 +234,7 @@ class InMemoryRunRepository(_Repository):
             inserted.add(run.id)
         for event in events:
             if event.run_id in inserted:
-                self.tx.insert("events", event)
+                insert_run_event(self.tx, event)
         return inserted
 
     async def get(self, run_id: str) -> TaskRun | None:
@@ -392,7 +411,51 @@ class InMemoryRunRepository(_Repository):
         counts: dict[RunStatus, int] = {}
         for run in self.tx.scan("runs"):
             counts[run.status] = counts.get(run.status, 0) + 1
+        for tally in self.tx.scan("run_tallies"):
+            counts[RunStatus(tally.id)] = counts.get(RunStatus(tally.id), 0) + tally.count
         return counts
+
+    async def purge_finished(
+        self,
+        *,
+        before: datetime,
+        statuses: Collection[RunStatus],
+        limit: int,
+        after: PurgeKey | None = None,
+    ) -> PurgeBatch:
+        wanted = set(statuses)
+        window = sorted(
+            (
+                r
+                for r in self.tx.scan("runs")
+                if r.status in wanted
+                and r.finished_at is not None
+                and r.finished_at < before
+                and (after is None or (r.finished_at, r.id) > after)
+            ),
+            key=lambda r: (r.finished_at, r.id),
+        )[:limit]
+        deleted: dict[RunStatus, int] = {}
+        for run in window:
+            marked = self.tx.get("dependency_marks", run.id) is not None
+            if (not marked and _dependents_of(self.tx, run.task_id)) or _undecided_dependent(
+                self.tx, run.task_id, run.scheduled_for, run.finished_at
+            ):
+                continue
+            for event in [e for e in self.tx.scan("events") if e.run_id == run.id]:
+                self.tx.delete("events", event.id)
+            self.tx.delete("runs", run.id)
+            deleted[run.status] = deleted.get(run.status, 0) + 1
+        for status, n in deleted.items():
+            tally = self.tx.get("run_tallies", status.value)
+            if tally is None:
+                self.tx.insert("run_tallies", RunTally(id=status.value, count=n))
+            else:
+                self.tx.replace("run_tallies", RunTally(id=status.value, count=n + tally.count))
+        last = (window[-1].finished_at, window[-1].id) if len(window) == limit else None
+        return PurgeBatch(
+            scanned=len(window), last=last, deleted=sum(deleted.values()), by_status=deleted
+        )
 
     async def queue_activity(self, since: datetime) -> builtins.list[QueueActivity]:
         tallies: dict[str, dict[str, int]] = {}
@@ -585,17 +648,102 @@ def _run_matches(run: TaskRun, run_filter: RunFilter) -> bool:
     )
 
 
+@dataclass
+class _LogRow:
+    """An entry of the fake event log: a run event or a record, numbered as it is written (one
+    test runs one transaction at a time, so that is commit order)."""
+
+    id: str
+    seq: int
+    entry: RunEvent | EventRecord
+
+
+def insert_run_event(tx: Transaction, event: RunEvent) -> None:
+    """A run event, in the audit trail and in the event log."""
+    tx.insert("events", event)
+    tx.insert("event_log", _LogRow(event.id, tx.store.next_serial(), event))
+
+
 class InMemoryRunEventRepository(_Repository):
     async def add(self, event: RunEvent) -> None:
-        self.tx.insert("events", event)
+        insert_run_event(self.tx, event)
 
     async def add_many(self, events: Sequence[RunEvent]) -> None:
         for event in events:
-            self.tx.insert("events", event)
+            await self.add(event)
 
     async def list_for_run(self, run_id: str) -> builtins.list[RunEvent]:
         rows = [e for e in self.tx.scan("events") if e.run_id == run_id]
         return [_copy(e) for e in sorted(rows, key=lambda e: e.at)]
+
+    async def record(self, record: EventRecord) -> None:
+        self.tx.insert("event_log", _LogRow(record.id, self.tx.store.next_serial(), record))
+
+    async def read_log(self, query: EventQuery, *, limit: int) -> builtins.list[LoggedEvent]:
+        owners = {t.id: t.owner_id for t in self.tx.scan("tasks")}
+        found: builtins.list[LoggedEvent] = []
+        for row in sorted(self.tx.scan("event_log"), key=lambda r: r.seq):
+            logged = _logged(row)
+            entry = row.entry
+            owner = getattr(entry, "owner_id", None) or owners.get(logged.task_id or "")
+            if (
+                logged.cursor <= query.after
+                or (query.owner_id is not None and owner != query.owner_id)
+                or (query.task_id is not None and logged.task_id != query.task_id)
+                or (query.run_id is not None and logged.run_id != query.run_id)
+                or (query.statuses and logged.to_status not in query.statuses)
+                or (query.statuses and isinstance(entry, EventRecord))
+                or (query.kinds and logged.kind not in query.kinds)
+            ):
+                continue
+            found.append(logged)
+            if len(found) == limit:
+                break
+        return found
+
+    async def log_head(self) -> EventCursor:
+        seqs = [row.seq for row in self.tx.scan("event_log")]
+        return EventCursor(0, max(seqs)) if seqs else LOG_START
+
+    async def prune(self, *, before: datetime, limit: int) -> int:
+        rows = sorted(self.tx.scan("event_log"), key=lambda r: r.seq)[:-1]
+        old = [row for row in rows if row.entry.at < before][:limit]
+        for row in old:
+            self.tx.delete("event_log", row.id)
+            if isinstance(row.entry, RunEvent):
+                self.tx.delete("events", row.id)
+        return len(old)
+
+
+def _logged(row: _LogRow) -> LoggedEvent:
+    entry = row.entry
+    if isinstance(entry, RunEvent):
+        return LoggedEvent(
+            cursor=EventCursor(0, row.seq),
+            id=entry.id,
+            kind=run_event_kind(entry.to_status),
+            at=entry.at,
+            actor=entry.actor,
+            task_id=entry.task_id,
+            run_id=entry.run_id,
+            subject=None,
+            from_status=entry.from_status,
+            to_status=entry.to_status,
+            detail=copy.deepcopy(entry.detail),
+        )
+    return LoggedEvent(
+        cursor=EventCursor(0, row.seq),
+        id=entry.id,
+        kind=entry.kind,
+        at=entry.at,
+        actor=entry.actor,
+        task_id=entry.task_id,
+        run_id=None,
+        subject=entry.subject,
+        from_status=None,
+        to_status=None,
+        detail=copy.deepcopy(entry.detail),
+    )
 
 
 class InMemoryDecisionRepository(_Repository):
@@ -617,6 +765,54 @@ class InMemoryDecisionRepository(_Repository):
         wanted = set(task_ids)
         rows = [d for d in self.tx.scan("decisions") if d.task_id in wanted and d.slot == slot]
         return [_copy(d) for d in sorted(rows, key=lambda d: (d.at, d.id))]
+
+    async def purge(
+        self, *, before: datetime, limit: int, after: PurgeKey | None = None
+    ) -> PurgeBatch:
+        window = sorted(
+            (
+                d
+                for d in self.tx.scan("decisions")
+                if d.at < before and (after is None or (d.at, d.id) > after)
+            ),
+            key=lambda d: (d.at, d.id),
+        )[:limit]
+        deleted = 0
+        for decision in window:
+            if not _undecided_dependent(self.tx, decision.task_id, decision.slot, decision.at):
+                self.tx.delete("decisions", decision.id)
+                deleted += 1
+        last = (window[-1].at, window[-1].id) if len(window) == limit else None
+        return PurgeBatch(scanned=len(window), last=last, deleted=deleted)
+
+
+@dataclass(slots=True)
+class RunTally:
+    """A row of the fake ``run_tallies``: runs of status ``id`` the retention deleted."""
+
+    id: str
+    count: int
+
+
+def _dependents_of(tx: Transaction, task_id: str) -> list[Task]:
+    return [t for t in tx.scan("tasks") if task_id in t.depends_on]
+
+
+def _undecided_dependent(tx: Transaction, task_id: str, slot: datetime, since: datetime) -> bool:
+    """As the SQL retention: a dependent (existing by ``since``) without a run or a decision
+    for ``slot`` may still read what ``task_id`` did for it."""
+    for dependent in _dependents_of(tx, task_id):
+        if dependent.created_at > since:
+            continue
+        has_run = any(
+            r.task_id == dependent.id and r.scheduled_for == slot for r in tx.scan("runs")
+        )
+        has_decision = any(
+            d.task_id == dependent.id and d.slot == slot for d in tx.scan("decisions")
+        )
+        if not has_run and not has_decision:
+            return True
+    return False
 
 
 class InMemoryQueueSettingsRepository(_Repository):
@@ -654,6 +850,9 @@ class InMemoryWorkerRepository(_Repository):
         found: Worker | None = self.tx.get("workers", worker_id)
         return _copy(found)
 
+    async def get_for_update(self, worker_id: str) -> Worker | None:
+        return await self.get(worker_id)
+
     async def update(self, worker: Worker) -> None:
         if self.tx.get("workers", worker.id) is None:
             raise NotFound(f"worker {worker.id} not found", field="id")
@@ -662,6 +861,25 @@ class InMemoryWorkerRepository(_Repository):
     async def list(self, *, status: WorkerStatus | None = None) -> builtins.list[Worker]:
         rows = [w for w in self.tx.scan("workers") if status is None or w.status is status]
         return [_copy(w) for w in sorted(rows, key=lambda w: (w.name, w.id))]
+
+    async def offline_since_before(self, cutoff: datetime, *, limit: int) -> builtins.list[Worker]:
+        rows = [
+            w
+            for w in self.tx.scan("workers")
+            if w.status is WorkerStatus.OFFLINE and w.heartbeat_at < cutoff
+        ]
+        return [_copy(w) for w in sorted(rows, key=lambda w: (w.heartbeat_at, w.id))[:limit]]
+
+    async def delete_offline(self, worker_id: str, *, before: datetime) -> bool:
+        found: Worker | None = self.tx.get("workers", worker_id)
+        if (
+            found is None
+            or found.status is not WorkerStatus.OFFLINE
+            or found.heartbeat_at >= before
+        ):
+            return False
+        self.tx.delete("workers", worker_id)
+        return True
 
 
 class InMemoryUserRepository(_Repository):

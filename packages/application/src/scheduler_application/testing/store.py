@@ -39,6 +39,7 @@ TABLES = (
     "tasks",
     "runs",
     "events",
+    "event_log",
     "decisions",
     "workers",
     "users",
@@ -47,6 +48,7 @@ TABLES = (
     "dependency_marks",
     "bulk_operations",
     "queue_settings",
+    "run_tallies",
 )
 _DELETED = object()
 

@@ -344,6 +344,27 @@ def _check_task_isolation(s: Settings) -> None:
         raise ConfigError("worker.task_home_dir", "must be an absolute path, or empty")
 
 
+def _check_retention(s: Settings) -> None:
+    r = s.retention
+    for key, days in (
+        ("retention.workers_days", r.workers_days),
+        ("retention.runs_days", r.runs_days),
+        ("retention.dead_letters_days", r.dead_letters_days),
+        ("retention.slot_decisions_days", r.slot_decisions_days),
+    ):
+        if days < 0:
+            raise ConfigError(key, f"must be 0 (kept for ever) or more days (got {days})")
+    _positive("retention.batch_size", r.batch_size)
+    _positive("retention.interval_seconds", r.interval_seconds)
+    # A retired worker must have been offline for good, never merely silent for a while.
+    if 0 < r.workers_days * 86_400 < 2 * s.worker.silence.total_seconds():
+        raise ConfigError(
+            "retention.workers_days",
+            "must be 0 or at least twice the time a worker may stay silent "
+            f"({2 * s.worker.silence.total_seconds():.0f} s)",
+        )
+
+
 def _check(s: Settings) -> None:
     """Cross-field rules the types alone cannot express."""
     _check_secrets_key(s.secrets.key)
@@ -382,8 +403,14 @@ def _check(s: Settings) -> None:
         ("worker.drain_timeout_seconds", s.worker.drain_timeout_seconds),
         ("worker.offline_after_seconds", s.worker.offline_after_seconds),
         ("dispatcher.gauge_interval_seconds", s.dispatcher.gauge_interval_seconds),
+        ("events.prune_interval_seconds", s.events.prune_interval_seconds),
+        ("events.prune_batch", s.events.prune_batch),
+        ("events.heartbeat_seconds", s.events.heartbeat_seconds),
+        ("events.poll_seconds", s.events.poll_seconds),
     ):
         _positive(key, value)
+    if s.events.retention_days < 0:
+        raise ConfigError("events.retention_days", "must be at least 0 (0: keep forever)")
     for key, port in (
         ("dispatcher.metrics_port", s.dispatcher.metrics_port),
         ("worker.metrics_port", s.worker.metrics_port),
@@ -413,6 +440,7 @@ def _check(s: Settings) -> None:
         if value < 0:
             raise ConfigError(key, f"must be 0 (no limit) or more (got {value})")
     _positive("worker.python_pool_size", s.worker.python_pool_size)
+    _check_retention(s)
     _check_task_isolation(s)
     _positive("worker.python_max_runs_per_process", s.worker.python_max_runs_per_process)
     if s.telemetry.exporter.startswith("otlp") and not s.telemetry.otlp_endpoint:

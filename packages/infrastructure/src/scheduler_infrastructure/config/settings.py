@@ -106,6 +106,23 @@ class DispatcherSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class EventsSettings:
+    """The event log (docs/events.md)."""
+
+    #: Entries older than this are deleted by the dispatcher's ``event-retention`` loop (0:
+    #: kept forever). Run transitions are entries too: a run's audit trail goes with them.
+    retention_days: float = 30.0
+    prune_interval_seconds: float = 600.0
+    #: Deleted per transaction, so no lock is held long.
+    prune_batch: int = 1000
+    #: SSE: a comment line after this long without an event, so proxies keep the stream.
+    heartbeat_seconds: float = 15.0
+    #: How often each API process looks at the log's head (one indexed row) to wake its SSE
+    #: streams: the main part of their lag behind a transition.
+    poll_seconds: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerSettings:
     name: str = ""
     queues: tuple[str, ...] = ("default",)
@@ -158,6 +175,25 @@ class WorkerSettings:
     def silence(self) -> timedelta:
         """How long a worker may go without a heartbeat before it no longer counts as live."""
         return timedelta(seconds=max(3 * self.heartbeat_seconds, self.offline_after_seconds))
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    """How long history is kept; the dispatcher's ``retention`` loop deletes what is older, in
+    batches of ``batch_size``, every ``interval_seconds``. 0 days: kept for ever."""
+
+    #: A worker offline this long is retired: its row is deleted, and its direct queue once
+    #: empty (a queue holding a message keeps the worker until it is empty).
+    workers_days: float = 1.0
+    #: Runs finished this long ago (``succeeded``, ``cancelled``, and attempts that were
+    #: retried) are deleted with their events; the status counts keep them (``run_tallies``).
+    runs_days: float = 30.0
+    #: Dead letters are an operator's open items: kept for ever unless this is set.
+    dead_letters_days: float = 0.0
+    #: Slot decisions (fired / skipped / misfired) taken this long ago are deleted.
+    slot_decisions_days: float = 30.0
+    batch_size: int = 1000
+    interval_seconds: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +274,8 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
     executors: ExecutorsSettings = field(default_factory=ExecutorsSettings)
     secrets: SecretsSettings = field(default_factory=SecretsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)

@@ -30,6 +30,7 @@ from sqlalchemy import (
     func,
     literal_column,
     or_,
+    text,
     true,
 )
 from sqlalchemy.sql.elements import ColumnElement
@@ -224,6 +225,14 @@ _partial(
     task_runs.c.finished_at,
     where=RUN_DEPENDENTS_UNRESOLVED,
 )
+#: Runs the retention may delete (see 0008): read oldest first by ``finished_at``.
+RUN_FINISHED: ColumnElement[bool] = task_runs.c.status.in_(
+    [
+        literal_column(f"'{value}'")
+        for value in ("succeeded", "cancelled", "failed", "timed_out", "lost", "dead_lettered")
+    ]
+)
+_partial("ix_task_runs_finished", task_runs.c.finished_at, task_runs.c.id, where=RUN_FINISHED)
 # Run lists are newest first by (created_at, id), filtered by task, by owner, or not at all.
 Index(
     "ix_task_runs_task_id_created_at", task_runs.c.task_id, task_runs.c.created_at, task_runs.c.id
@@ -236,7 +245,10 @@ Index("ix_task_runs_created_at", task_runs.c.created_at, task_runs.c.id)
 run_events = Table(
     "run_events",
     metadata,
-    # Insertion order breaks ties between events of one run stamped with the same instant.
+    # The event log: every run transition (``run_id`` set, ``kind`` NULL: its kind is
+    # ``run.<to_status>``) and every EventRecord (``kind`` set): task changes, skipped slots,
+    # whatever else is recorded. Insertion order breaks ties between events of one run stamped
+    # with the same instant, and orders the log (see ``txid``).
     Column(
         "seq",
         BigInteger().with_variant(Integer(), "sqlite"),
@@ -244,15 +256,26 @@ run_events = Table(
         autoincrement=True,
     ),
     _id("id", nullable=False, unique=True),
-    _id("run_id", ForeignKey("task_runs.id", ondelete="CASCADE"), nullable=False),
-    _id("task_id", nullable=False),
+    _id("run_id", ForeignKey("task_runs.id", ondelete="CASCADE"), nullable=True),
+    _id("task_id", nullable=True),
     Column("from_status", String(32), nullable=True),
-    Column("to_status", String(32), nullable=False),
+    Column("to_status", String(32), nullable=True),
     _at("at", nullable=False),
     Column("actor", String(200), nullable=False),
     Column("detail", json_document(), nullable=False),
+    Column("kind", String(64), nullable=True),
+    Column("subject", String(200), nullable=True),
+    _id("owner_id", nullable=True),
+    # PostgreSQL: the writing transaction's id (``pg_current_xact_id()``, set by a default the
+    # migration installs); the log is read in (txid, seq) order up to the oldest transaction
+    # still running, so a late commit never slips behind a reader's cursor. SQLite: 0 (one
+    # writer at a time, so ``seq`` alone is commit order).
+    Column("txid", BigInteger, nullable=False, server_default=text("0")),
+    # AUTOINCREMENT: SQLite must never hand out a number again, even after the newest rows go.
+    sqlite_autoincrement=True,
 )
 Index("ix_run_events_run_id_at", run_events.c.run_id, run_events.c.at)
+Index("ix_run_events_txid_seq", run_events.c.txid, run_events.c.seq)
 
 slot_decisions = Table(
     "slot_decisions",
@@ -268,6 +291,16 @@ slot_decisions = Table(
 )
 Index("ix_slot_decisions_task_id_at", slot_decisions.c.task_id, slot_decisions.c.at)
 Index("ix_slot_decisions_task_id_slot", slot_decisions.c.task_id, slot_decisions.c.slot)
+#: The retention's order (see 0008).
+Index("ix_slot_decisions_at", slot_decisions.c.at, slot_decisions.c.id)
+
+#: Runs the retention deleted, by status: the status counts add them, so they stay whole.
+run_tallies = Table(
+    "run_tallies",
+    metadata,
+    Column("status", String(32), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
 
 workers = Table(
     "workers",
