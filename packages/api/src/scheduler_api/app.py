@@ -6,7 +6,8 @@ tests and the combined launcher can hand it whatever honours the ports.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from litestar import Litestar, Request, Response, Router
@@ -51,7 +52,9 @@ def create_app(
     options: ApiOptions | None = None,
     plugins: Sequence[PluginProtocol] = (),
     middleware: Sequence[Middleware] = (),
+    lifespan: Sequence[Callable[[Litestar], AbstractAsyncContextManager[None]]] = (),
 ) -> Litestar:
+    """``lifespan``: what runs as long as the app serves (the bootstrap's listeners)."""
     options = options or ApiOptions()
     v1 = Router(
         path=API_PREFIX,
@@ -77,12 +80,18 @@ def create_app(
             "options": Provide(lambda: options, sync_to_thread=False, use_cache=True),
             "principal": Provide(provide_principal, sync_to_thread=False),
         },
-        middleware=[*middleware, DefineMiddleware(PrincipalMiddleware, auth=services.auth)],
+        middleware=[
+            *middleware,
+            DefineMiddleware(
+                PrincipalMiddleware, auth=services.auth, limits=services.request_limits
+            ),
+        ],
         exception_handlers={Exception: handle_exception},
         before_request=before_each_request,
         request_max_body_size=options.max_body_bytes,
         openapi_config=openapi_config(version=options.version),
         on_startup=[services.auth.warm_up],
+        lifespan=list(lifespan),
         # Stops the background retries of publishes that failed (their runs stay queued).
         on_shutdown=[services.runs.aclose],
         logging_config=None,

@@ -75,6 +75,15 @@ class ApiSettings:
     #: ``/metrics`` answers without credentials; false: it needs a token or API key like the
     #: rest of the API.
     metrics_public: bool = True
+    #: Accepted credentials (API keys, access tokens) remembered per process, and for how long
+    #: at most (the session rules invalidate them at once; see docs/security.md). 0: none.
+    auth_cache_size: int = 10_000
+    auth_cache_seconds: float = 5.0
+    #: Request rate limits per principal (API key, or user for access tokens), ``ROLE=LIMIT``
+    #: (``["user=50/s", "viewer=10/s"]``; a token bucket holding ``count`` requests, refilled
+    #: over ``period``); ``*=LIMIT`` for every role not listed. Shared through Redis when
+    #: ``redis.url`` is set. Empty: no limit.
+    rate_limits: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

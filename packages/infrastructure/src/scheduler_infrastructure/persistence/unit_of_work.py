@@ -1,4 +1,11 @@
-"""The SQL unit of work: one connection, one transaction at a time, every repository on it."""
+"""The SQL unit of work: one connection, one transaction at a time, every repository on it.
+
+A *read* unit of work (``SqlUnitOfWorkFactory.reads``) opens no transaction it does not need:
+on PostgreSQL its connection is in autocommit, so a read is the statement's one round trip
+(no ``BEGIN`` before it, no ``ROLLBACK`` after), each statement seeing what was committed when
+it started; on SQLite (no network) it begins a deferred transaction, a consistent snapshot that
+takes no write lock. It is for reads only: a write there is not atomic with anything else.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from typing import Self
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from scheduler_infrastructure.persistence.driver_errors import translated
+from scheduler_infrastructure.persistence.engine import READ_ONLY_OPTION
 from scheduler_infrastructure.persistence.repositories import (
     SqlApiKeyRepository,
     SqlDecisionRepository,
@@ -29,8 +37,9 @@ class SqlUnitOfWork:
     statement begins a fresh transaction on the same connection.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, read_only: bool = False) -> None:
         self._engine = engine
+        self._read_only = read_only
         self._connection: AsyncConnection | None = None
         self.tasks = SqlTaskRepository(self._current)
         self.runs = SqlRunRepository(self._current)
@@ -60,7 +69,14 @@ class SqlUnitOfWork:
         if self._connection is not None:
             raise RuntimeError("this unit of work is already open")
         async with translated():
-            self._connection = await self._engine.connect()
+            connection = await self._engine.connect()
+            if self._read_only:
+                try:
+                    await connection.execution_options(**read_options(self._engine))
+                except BaseException:
+                    await connection.close()
+                    raise
+            self._connection = connection
         return self
 
     async def __aexit__(
@@ -96,11 +112,22 @@ class SqlUnitOfWork:
             await connection.rollback()
 
 
+def read_options(engine: AsyncEngine) -> dict[str, object]:
+    """The connection options of a read unit of work on ``engine``'s database."""
+    if engine.dialect.name == "sqlite":
+        return {READ_ONLY_OPTION: True}
+    return {"isolation_level": "AUTOCOMMIT"}
+
+
 class SqlUnitOfWorkFactory:
-    """The ``UnitOfWorkFactory`` of the composition roots: a new unit of work per call."""
+    """The ``UnitOfWorkFactory`` of the composition roots: a new unit of work per call;
+    ``reads`` makes the read-only ones."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
     def __call__(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine)
+
+    def reads(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine, read_only=True)
