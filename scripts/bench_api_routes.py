@@ -78,6 +78,17 @@ def _run(command: list[str], env: dict[str, str]) -> None:
         raise RuntimeError(f"{command[3:]} failed: {done.stdout}{done.stderr}")
 
 
+def _api_command(profile: str) -> list[str]:
+    entry = "from scheduler_cli.main import entrypoint; import sys; sys.argv[1:] = ['run', '--mode', 'api']"
+    if not profile:
+        return [sys.executable, "-c", f"{entry}; entrypoint()"]
+    return [
+        sys.executable,
+        "-c",
+        f"{entry}; import cProfile; cProfile.run('entrypoint()', {profile!r})",
+    ]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -196,6 +207,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--keep-log", action="store_true")
+    parser.add_argument(
+        "--only", default="", help="measure only the routes whose label contains this text"
+    )
+    parser.add_argument(
+        "--profile", default="", help="run the API under cProfile, stats written to this file"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not on PATH (apt-get install wrk)")
@@ -223,7 +240,7 @@ def main() -> None:
         with log.open("ab") as handle:
             processes.append(
                 subprocess.Popen(  # noqa: S603
-                    [*scheduler, "run", "--mode", "api"], env=env, stdout=handle, stderr=handle
+                    _api_command(args.profile), env=env, stdout=handle, stderr=handle
                 )
             )
             processes.append(
@@ -256,6 +273,8 @@ def main() -> None:
         )
         figures: list[tuple[str, float, int]] = []
         for label, target, script in routes:
+            if args.only and args.only not in label and label != routes[0][0]:
+                continue
             opened = asyncio.run(_sessions(name))
             rate = _wrk(
                 target,

@@ -51,6 +51,7 @@ from scheduler_infrastructure.config.loader import (
     parse_role_rate_limits,
 )
 from scheduler_infrastructure.persistence.session_changes import keep_listening
+from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.ratelimit import LocalRateLimiter
 from scheduler_infrastructure.resources import Resources, open_resources, wait_for_database
 from scheduler_infrastructure.security.passwords import Argon2PasswordHasher
@@ -217,7 +218,8 @@ def build_services(
     """``principal_cache``: None for none (every credential checked in the database)."""
     settings = resources.settings
     uow, clock = resources.uow_factory, resources.clock
-    reads = uow.reads
+    # Reads never commit, so they need none of the wrappers ``uow_factory`` may carry.
+    reads = SqlUnitOfWorkFactory(resources.engine).reads
     hasher = hasher or Argon2PasswordHasher()
     codec = codec or JwtTokenCodec(
         secret=require_jwt_secret(settings),
