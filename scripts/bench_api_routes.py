@@ -79,7 +79,10 @@ def _run(command: list[str], env: dict[str, str]) -> None:
 
 
 def _api_command(profile: str) -> list[str]:
-    entry = "from scheduler_cli.main import entrypoint; import sys; sys.argv[1:] = ['run', '--mode', 'api']"
+    entry = (
+        "from scheduler_cli.main import entrypoint; import sys; "
+        "sys.argv[1:] = ['run', '--mode', 'api']"
+    )
     if not profile:
         return [sys.executable, "-c", f"{entry}; entrypoint()"]
     return [
