@@ -74,6 +74,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("scheduler.api")
+#: Where the app keeps its cache of accepted credentials (``app.state``), for inspection.
+PRINCIPAL_CACHE_STATE = "principal_cache"
 #: How long in-flight requests (long-polls included) get after a stop before they are cut.
 GRACEFUL_SHUTDOWN_SECONDS = 10
 
@@ -327,13 +329,15 @@ def build_api(
             )
         )
         middleware.append(_name_request_spans)
-    return create_app(
+    app = create_app(
         services=services,
         options=options,
         plugins=plugins,
         middleware=middleware,
         lifespan=[session_listener(resources, cache)],
     )
+    app.state[PRINCIPAL_CACHE_STATE] = cache
+    return app
 
 
 def _name_request_spans(app: ASGIApp) -> ASGIApp:
