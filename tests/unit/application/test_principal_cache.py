@@ -3,6 +3,7 @@ and forgotten at once by every session rule of the process that applies it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
@@ -111,8 +112,18 @@ class Counting(InMemoryUnitOfWorkFactory):
         return super().__call__()
 
 
+@dataclass
+class World:
+    auth: AuthService
+    keys: ApiKeyService
+    users: UserAdminService
+    cache: PrincipalCache
+    uow: Counting
+    clock: FakeClock
+
+
 @pytest.fixture
-def world(store: InMemoryStore) -> dict[str, object]:
+def world(store: InMemoryStore) -> World:
     clock = FakeClock(START)
     hasher = FakePasswordHasher()
     cache = PrincipalCache()
@@ -126,7 +137,7 @@ def world(store: InMemoryStore) -> dict[str, object]:
     )
     keys = ApiKeyService(uow_factory=uow, clock=clock, principal_cache=cache)
     users = UserAdminService(uow_factory=uow, clock=clock, hasher=hasher, principal_cache=cache)
-    return {"auth": auth, "keys": keys, "users": users, "cache": cache, "uow": uow, "clock": clock}
+    return World(auth=auth, keys=keys, users=users, cache=cache, uow=uow, clock=clock)
 
 
 async def _alice(store: InMemoryStore, role: Role = Role.USER) -> User:
@@ -144,11 +155,9 @@ async def _alice(store: InMemoryStore, role: Role = Role.USER) -> User:
 
 
 async def test_a_known_key_is_answered_from_memory_after_its_first_use(
-    world: dict[str, object], store: InMemoryStore
+    world: World, store: InMemoryStore
 ) -> None:
-    auth, keys, uow = world["auth"], world["keys"], world["uow"]
-    assert isinstance(auth, AuthService) and isinstance(keys, ApiKeyService)
-    assert isinstance(uow, Counting)
+    auth, keys, uow = world.auth, world.keys, world.uow
     alice = await _alice(store)
     issued = await keys.issue(principal=Principal(alice.id, Role.USER), name="ci")
     first = await auth.authenticate(api_key=issued.secret)
@@ -159,11 +168,9 @@ async def test_a_known_key_is_answered_from_memory_after_its_first_use(
 
 
 async def test_a_wrong_key_is_never_remembered_and_never_matches_a_remembered_one(
-    world: dict[str, object], store: InMemoryStore
+    world: World, store: InMemoryStore
 ) -> None:
-    auth, keys, cache = world["auth"], world["keys"], world["cache"]
-    assert isinstance(auth, AuthService) and isinstance(keys, ApiKeyService)
-    assert isinstance(cache, PrincipalCache)
+    auth, keys, cache = world.auth, world.keys, world.cache
     alice = await _alice(store)
     issued = await keys.issue(principal=Principal(alice.id, Role.USER), name="ci")
     await auth.authenticate(api_key=issued.secret)  # the right key is remembered
@@ -178,10 +185,9 @@ async def test_a_wrong_key_is_never_remembered_and_never_matches_a_remembered_on
 
 
 async def test_a_missed_key_is_still_compared_in_constant_time(
-    world: dict[str, object], store: InMemoryStore, monkeypatch: pytest.MonkeyPatch
+    world: World, store: InMemoryStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    auth, keys = world["auth"], world["keys"]
-    assert isinstance(auth, AuthService) and isinstance(keys, ApiKeyService)
+    auth, keys = world.auth, world.keys
     compared: list[tuple[str, str]] = []
     real = api_keys_module.hmac.compare_digest
 
@@ -200,10 +206,9 @@ async def test_a_missed_key_is_still_compared_in_constant_time(
 
 
 async def test_revoking_a_key_refuses_it_on_the_next_request(
-    world: dict[str, object], store: InMemoryStore
+    world: World, store: InMemoryStore
 ) -> None:
-    auth, keys = world["auth"], world["keys"]
-    assert isinstance(auth, AuthService) and isinstance(keys, ApiKeyService)
+    auth, keys = world.auth, world.keys
     alice = await _alice(store)
     owner = Principal(alice.id, Role.USER)
     issued = await keys.issue(principal=owner, name="ci")
@@ -214,10 +219,9 @@ async def test_revoking_a_key_refuses_it_on_the_next_request(
 
 
 async def test_a_role_change_and_a_logout_refuse_remembered_access_tokens_at_once(
-    world: dict[str, object], store: InMemoryStore
+    world: World, store: InMemoryStore
 ) -> None:
-    auth, users = world["auth"], world["users"]
-    assert isinstance(auth, AuthService) and isinstance(users, UserAdminService)
+    auth, users = world.auth, world.users
     alice = await _alice(store)
     admin = Principal("root", Role.ADMIN)
     pair = await auth.login("alice", PASSWORD)
@@ -236,10 +240,9 @@ async def test_a_role_change_and_a_logout_refuse_remembered_access_tokens_at_onc
 
 
 async def test_an_expired_access_token_is_refused_even_when_remembered(
-    world: dict[str, object], store: InMemoryStore
+    world: World, store: InMemoryStore
 ) -> None:
-    auth, clock = world["auth"], world["clock"]
-    assert isinstance(auth, AuthService) and isinstance(clock, FakeClock)
+    auth, clock = world.auth, world.clock
     await _alice(store)
     pair = await auth.login("alice", PASSWORD)
     bearer = f"Bearer {pair.access_token}"
