@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 
+from scheduler_domain.accounts import Role
 from scheduler_domain.rate_limit import RateLimit
 from scheduler_infrastructure.config import load_settings
 from scheduler_infrastructure.config.loader import (
     forget_secret_variables,
     parse_queue_rate_limits,
+    parse_role_rate_limits,
     parse_run_mode,
     secrets_keys,
 )
@@ -105,6 +107,12 @@ def test_environment_overrides_any_key_with_typed_values() -> None:
             {"SCHEDULER__DISPATCHER__QUEUE_RATE_LIMITS": '["a=1/s", "a=2/s"]'},
             "dispatcher.queue_rate_limits",
         ),
+        ({"SCHEDULER__API__RATE_LIMITS": '["wizard=1/s"]'}, "api.rate_limits"),
+        ({"SCHEDULER__API__RATE_LIMITS": '["user:1/s"]'}, "api.rate_limits"),
+        ({"SCHEDULER__API__RATE_LIMITS": '["user=1/fortnight"]'}, "api.rate_limits"),
+        ({"SCHEDULER__API__RATE_LIMITS": '["*=1/s", "*=2/s"]'}, "api.rate_limits"),
+        ({"SCHEDULER__API__AUTH_CACHE_SIZE": "-1"}, "api.auth_cache_size"),
+        ({"SCHEDULER__API__AUTH_CACHE_SECONDS": "-0.5"}, "api.auth_cache_seconds"),
         ({"SCHEDULER__WORKER__TASK_UID_RANGE": "1900000000"}, "worker.task_uid_range"),
         ({"SCHEDULER__WORKER__TASK_UID_RANGE": "0-100"}, "worker.task_uid_range"),
         ({"SCHEDULER__WORKER__TASK_UID_RANGE": "200-100"}, "worker.task_uid_range"),
@@ -387,3 +395,9 @@ def test_queue_rate_limits_come_from_the_config_file(tmp_path: Path) -> None:
     settings = load_settings({}, path=config)
     limits = parse_queue_rate_limits(settings.dispatcher.queue_rate_limits)
     assert limits == {"reports": RateLimit.parse("10/s"), "email": RateLimit.parse("5/2m")}
+
+
+def test_api_rate_limits_read_per_role_with_a_default() -> None:
+    limits = parse_role_rate_limits(("viewer=5/s", "*=100/m"))
+    assert limits == {Role.VIEWER: RateLimit.parse("5/s"), None: RateLimit.parse("100/m")}
+    assert parse_role_rate_limits(()) == {}
