@@ -211,6 +211,14 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--keep-log", action="store_true")
     parser.add_argument(
+        "--rate-limits",
+        default="",
+        help="api.rate_limits for the API, as JSON (e.g. '[\"*=1000000/s\"]'), to see their cost",
+    )
+    parser.add_argument(
+        "--redis", action="store_true", help="give the API redis.url (shared rate-limit buckets)"
+    )
+    parser.add_argument(
         "--only", default="", help="measure only the routes whose label contains this text"
     )
     parser.add_argument(
@@ -231,6 +239,12 @@ def main() -> None:
     )
     api_port, bare_port = _free_port(), _free_port()
     env = _env(url, api_port, secret_file)
+    if args.rate_limits:
+        env["SCHEDULER__API__RATE_LIMITS"] = args.rate_limits
+    if args.redis:
+        env["SCHEDULER__REDIS__URL"] = os.environ.get(
+            "SCHEDULER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"
+        )
     scheduler = [sys.executable, "-c", "from scheduler_cli.main import entrypoint; entrypoint()"]
     processes: list[subprocess.Popen[bytes]] = []
     log = work / "servers.log"
@@ -272,7 +286,8 @@ def main() -> None:
         print(f"load before: {_load()}")
         print(
             f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s; "
-            f"python {sys.version.split()[0]}"
+            f"python {sys.version.split()[0]}; rate limits {args.rate_limits or 'none'}"
+            f"{' (redis)' if args.redis else ''}"
         )
         figures: list[tuple[str, float, int]] = []
         for label, target, script in routes:

@@ -29,6 +29,7 @@ from scheduler_api.controllers.tasks import TaskController
 from scheduler_api.controllers.users import UserController
 from scheduler_api.controllers.worker_protocol import WorkerProtocolController
 from scheduler_api.controllers.workers import WorkerController
+from scheduler_api.dependencies import Options, Services
 from scheduler_api.errors import OBSERVER_STATE, handle_exception
 from scheduler_api.metrics import RequestMetrics, metrics_route
 from scheduler_api.openapi import ClosedStructSchemaPlugin, openapi_config
@@ -55,12 +56,10 @@ def _dependencies(services: ApiServices, options: ApiOptions) -> dict[str, Provi
     def provide_options() -> ApiOptions:
         return options
 
-    def provide_services(options: ApiOptions) -> ApiServices:
+    def provide_services(options: Options) -> ApiServices:
         return services
 
-    def principal_after_services(
-        request: Request[Any, Any, Any], services: ApiServices
-    ) -> Principal:
+    def principal_after_services(request: Request[Any, Any, Any], services: Services) -> Principal:
         return provide_principal(request)
 
     return {

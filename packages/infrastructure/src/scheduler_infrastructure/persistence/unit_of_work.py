@@ -37,9 +37,8 @@ class SqlUnitOfWork:
     statement begins a fresh transaction on the same connection.
     """
 
-    def __init__(self, engine: AsyncEngine, *, read_only: bool = False) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._read_only = read_only
         self._connection: AsyncConnection | None = None
         self.tasks = SqlTaskRepository(self._current)
         self.runs = SqlRunRepository(self._current)
@@ -69,14 +68,7 @@ class SqlUnitOfWork:
         if self._connection is not None:
             raise RuntimeError("this unit of work is already open")
         async with translated():
-            connection = await self._engine.connect()
-            if self._read_only:
-                try:
-                    await connection.execution_options(**read_options(self._engine))
-                except BaseException:
-                    await connection.close()
-                    raise
-            self._connection = connection
+            self._connection = await self._engine.connect()
         return self
 
     async def __aexit__(
@@ -125,9 +117,11 @@ class SqlUnitOfWorkFactory:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # The same pool; its connections are set up for reads as they are checked out.
+        self._read_engine = engine.execution_options(**read_options(engine))
 
     def __call__(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine)
 
     def reads(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, read_only=True)
+        return SqlUnitOfWork(self._read_engine)
