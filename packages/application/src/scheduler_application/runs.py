@@ -19,7 +19,11 @@ from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.repositories import Page, RunFilter
 from scheduler_application.ports.tracing import NO_TRACER, Tracer
-from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.ports.unit_of_work import (
+    ReadUnitOfWorkFactory,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from scheduler_application.relay import Dispatched, RunRelay
 from scheduler_application.tasks import load_visible_task
 from scheduler_domain.errors import ValidationError
@@ -54,11 +58,14 @@ class RunService:
         observer: RunObserver = NO_OBSERVER,
         relay: RunRelay | None = None,
         tracer: Tracer = NO_TRACER,
+        read_uow_factory: ReadUnitOfWorkFactory | None = None,
     ) -> None:
         """With a ``relay``, triggered and retried runs pass its gates in the transaction that
         creates them and are published right after it (or within it, on a queue kept in the
         database); without one they are left ``pending`` for the dispatcher's relay loop."""
         self._uow_factory = uow_factory
+        #: ``get`` and ``list`` read here (default: ``uow_factory``).
+        self._reads = read_uow_factory or uow_factory
         self._clock = clock
         self._observer = observer
         self._relay = relay
@@ -142,7 +149,7 @@ class RunService:
 
     async def get(self, run_id: str, *, principal: Principal) -> TaskRun:
         ensure_can_read_tasks(principal)
-        async with self._uow_factory() as uow:
+        async with self._reads() as uow:
             return await load_visible_run(uow, run_id, principal)
 
     async def list(
@@ -169,7 +176,7 @@ class RunService:
             created_after=created_after,
             created_before=created_before,
         )
-        async with self._uow_factory() as uow:
+        async with self._reads() as uow:
             if task_id is not None:
                 await load_visible_task(uow, task_id, principal)
             return await uow.runs.list(run_filter, limit=page_limit(limit), cursor=cursor)
