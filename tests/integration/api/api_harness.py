@@ -4,6 +4,7 @@ real login endpoint."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scheduler_api.bootstrap import build_api
 from scheduler_api.throttle import Allowance, LoginThrottle
 from scheduler_application.accounts import AccountService
+from scheduler_application.ports.coordination import RateLimiter
 from scheduler_application.ports.queue import RunQueue
 from scheduler_application.ports.secrets import SecretBox
 from scheduler_domain.accounts import Role, User
@@ -28,6 +30,7 @@ from scheduler_infrastructure.config.settings import ApiSettings
 from scheduler_infrastructure.persistence.migrations import target_metadata
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.queues.memory import MemoryRunQueue
+from scheduler_infrastructure.ratelimit import LocalRateLimiter
 from scheduler_infrastructure.resources import Resources
 from scheduler_infrastructure.security.passwords import Argon2PasswordHasher
 
@@ -118,9 +121,12 @@ async def running_api(
     settings: Settings | None = None,
     secret_box: SecretBox | None = None,
     executor_policy: ExecutorPolicy | None = None,
+    rate_limiter: RateLimiter | None = None,
+    lifespan: bool = False,
 ) -> AsyncIterator[Api]:
     """An API on ``engine``; ``executor_policy`` defaults to the safe defaults of a
-    multi-user install."""
+    multi-user install. ``lifespan``: run the app's whole lifespan (its listeners) as a
+    server would, not only its startup hook."""
     settings = settings or api_settings()
     async with MemoryRunQueue() as memory:
         queue = queue or memory
@@ -132,11 +138,18 @@ async def running_api(
             clock=SystemClock(),
             secret_box=secret_box,
             executor_policy=executor_policy or ExecutorPolicy(),
+            rate_limiter=rate_limiter or LocalRateLimiter(),
         )
         app = build_api(resources, hasher=FAST_HASHER, throttle=throttle or lenient_throttle())
         transport = httpx.ASGITransport(app=app)
-        await warm_up(app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        async with contextlib.AsyncExitStack() as stack:
+            if lifespan:
+                await stack.enter_async_context(app.lifespan())
+            else:
+                await warm_up(app)
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(transport=transport, base_url="http://testserver")
+            )
             yield Api(
                 app=app,
                 client=client,

@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
+from scheduler_domain.accounts import Role
 from scheduler_domain.rate_limit import RateLimit
 from scheduler_infrastructure.config import load_settings
 from scheduler_infrastructure.config.loader import (
     forget_secret_variables,
     parse_queue_rate_limits,
+    parse_role_rate_limits,
     parse_run_mode,
     secrets_keys,
 )
@@ -106,6 +108,12 @@ def test_environment_overrides_any_key_with_typed_values() -> None:
             {"SCHEDULER__DISPATCHER__QUEUE_RATE_LIMITS": '["a=1/s", "a=2/s"]'},
             "dispatcher.queue_rate_limits",
         ),
+        ({"SCHEDULER__API__RATE_LIMITS": '["wizard=1/s"]'}, "api.rate_limits"),
+        ({"SCHEDULER__API__RATE_LIMITS": '["user:1/s"]'}, "api.rate_limits"),
+        ({"SCHEDULER__API__RATE_LIMITS": '["user=1/fortnight"]'}, "api.rate_limits"),
+        ({"SCHEDULER__API__RATE_LIMITS": '["*=1/s", "*=2/s"]'}, "api.rate_limits"),
+        ({"SCHEDULER__API__AUTH_CACHE_SIZE": "-1"}, "api.auth_cache_size"),
+        ({"SCHEDULER__API__AUTH_CACHE_SECONDS": "-0.5"}, "api.auth_cache_seconds"),
         ({"SCHEDULER__WORKER__TASK_UID_RANGE": "1900000000"}, "worker.task_uid_range"),
         ({"SCHEDULER__WORKER__TASK_UID_RANGE": "0-100"}, "worker.task_uid_range"),
         ({"SCHEDULER__WORKER__TASK_UID_RANGE": "200-100"}, "worker.task_uid_range"),
@@ -422,3 +430,9 @@ def test_retention_defaults_in_days_and_zero_keeps_for_ever() -> None:
 )
 def test_a_bad_retention_is_refused_naming_the_key(env: dict[str, str], key: str) -> None:
     assert key in _error(env)
+
+
+def test_api_rate_limits_read_per_role_with_a_default() -> None:
+    limits = parse_role_rate_limits(("viewer=5/s", "*=100/m"))
+    assert limits == {Role.VIEWER: RateLimit.parse("5/s"), None: RateLimit.parse("100/m")}
+    assert parse_role_rate_limits(()) == {}

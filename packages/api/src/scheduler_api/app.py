@@ -7,6 +7,7 @@ tests and the combined launcher can hand it whatever honours the ports.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from litestar import Litestar, Request, Response, Router
@@ -34,12 +35,14 @@ from scheduler_api.controllers.tasks import TaskController
 from scheduler_api.controllers.users import UserController
 from scheduler_api.controllers.worker_protocol import WorkerProtocolController
 from scheduler_api.controllers.workers import WorkerController
+from scheduler_api.dependencies import Options, Services
 from scheduler_api.errors import OBSERVER_STATE, handle_exception
 from scheduler_api.metrics import RequestMetrics, metrics_route
 from scheduler_api.openapi import ClosedStructSchemaPlugin, openapi_config
 from scheduler_api.options import options_response
 from scheduler_api.request_checks import check_request
 from scheduler_api.services import ApiOptions, ApiServices
+from scheduler_application.auth_context import Principal
 
 API_PREFIX = "/api/v1"
 
@@ -51,15 +54,38 @@ async def before_each_request(request: Request[Any, Any, Any]) -> Response[None]
     return None
 
 
+def _dependencies(services: ApiServices, options: ApiOptions) -> dict[str, Provide]:
+    """``options`` → ``services`` → ``principal``, each depending on the one before: Litestar
+    resolves a handler's dependencies that do not depend on each other concurrently, in a task
+    group of their own per request, which cost more than the three lookups themselves."""
+
+    def provide_options() -> ApiOptions:
+        return options
+
+    def provide_services(options: Options) -> ApiServices:
+        return services
+
+    def principal_after_services(request: Request[Any, Any, Any], services: Services) -> Principal:
+        return provide_principal(request)
+
+    return {
+        "options": Provide(provide_options, sync_to_thread=False, use_cache=True),
+        "services": Provide(provide_services, sync_to_thread=False, use_cache=True),
+        "principal": Provide(principal_after_services, sync_to_thread=False),
+    }
+
+
 def create_app(
     *,
     services: ApiServices,
     options: ApiOptions | None = None,
     plugins: Sequence[PluginProtocol] = (),
     middleware: Sequence[Middleware] = (),
+    lifespan: Sequence[Callable[[Litestar], AbstractAsyncContextManager[None]]] = (),
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> Litestar:
-    """``on_shutdown``: closes what the app owns, once it stopped serving."""
+    """``lifespan``: what runs as long as the app serves (the bootstrap's listeners);
+    ``on_shutdown``: closes what the app owns, once it stopped serving."""
     options = options or ApiOptions()
     v1 = Router(
         path=API_PREFIX,
@@ -84,17 +110,19 @@ def create_app(
         extra.append(metrics_route(options.metrics, public=options.metrics_public))
     app = Litestar(
         route_handlers=[HealthController, *extra, v1],
-        dependencies={
-            "services": Provide(lambda: services, sync_to_thread=False, use_cache=True),
-            "options": Provide(lambda: options, sync_to_thread=False, use_cache=True),
-            "principal": Provide(provide_principal, sync_to_thread=False),
-        },
-        middleware=[*middleware, DefineMiddleware(PrincipalMiddleware, auth=services.auth)],
+        dependencies=_dependencies(services, options),
+        middleware=[
+            *middleware,
+            DefineMiddleware(
+                PrincipalMiddleware, auth=services.auth, limits=services.request_limits
+            ),
+        ],
         exception_handlers={Exception: handle_exception},
         before_request=before_each_request,
         request_max_body_size=options.max_body_bytes,
         openapi_config=openapi_config(version=options.version),
         on_startup=[services.auth.warm_up, services.bulk_runner.watch],
+        lifespan=list(lifespan),
         # Stops this process's bulk operations (another API process takes them over), the
         # event watcher, then what the app owns (its relay's background publishes, when it
         # built the relay).

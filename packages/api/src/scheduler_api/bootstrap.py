@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from datetime import timedelta
 from importlib import metadata
 from typing import Any
@@ -35,9 +35,12 @@ from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.event_log import EventService
 from scheduler_application.event_stream import LogWatcher
 from scheduler_application.execution import ExecutionService
+from scheduler_application.ports.coordination import CountingRateLimiter
 from scheduler_application.ports.security import PasswordHasher, TokenCodec
+from scheduler_application.principal_cache import PrincipalCache
 from scheduler_application.queue_control import QueueControl
 from scheduler_application.remote_workers import RemoteWorkerService
+from scheduler_application.request_limits import RequestLimits
 from scheduler_application.runs import RunService
 from scheduler_application.status_report import StatusService
 from scheduler_application.task_apply import TaskApplyService
@@ -46,7 +49,13 @@ from scheduler_application.tasks import TaskService
 from scheduler_application.user_admin import UserAdminService
 from scheduler_application.workers import WorkerService
 from scheduler_infrastructure.config import Settings
-from scheduler_infrastructure.config.loader import parse_queue_rate_limits
+from scheduler_infrastructure.config.loader import (
+    parse_queue_rate_limits,
+    parse_role_rate_limits,
+)
+from scheduler_infrastructure.persistence.session_changes import keep_listening
+from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
+from scheduler_infrastructure.ratelimit import LocalRateLimiter
 from scheduler_infrastructure.resources import (
     Resources,
     build_relay,
@@ -73,6 +82,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("scheduler.api")
+#: Where the app keeps its cache of accepted credentials (``app.state``), for inspection.
+PRINCIPAL_CACHE_STATE = "principal_cache"
 #: How long in-flight requests (long-polls included) get after a stop before they are cut.
 GRACEFUL_SHUTDOWN_SECONDS = 10
 
@@ -166,17 +177,64 @@ def _probes(resources: Resources) -> dict[str, Probe]:
     return {"database": database, "queue": queue}
 
 
+def build_principal_cache(resources: Resources) -> PrincipalCache:
+    """The process's cache of accepted credentials. On PostgreSQL it serves only once the
+    session listener (:func:`session_listener`) has subscribed."""
+    api = resources.settings.api
+    return PrincipalCache(
+        max_entries=api.auth_cache_size,
+        ttl=timedelta(seconds=api.auth_cache_seconds),
+        live=resources.engine.dialect.name != "postgresql",
+    )
+
+
+def build_request_limits(resources: Resources) -> RequestLimits | None:
+    limits = parse_role_rate_limits(resources.settings.api.rate_limits)
+    if not limits:
+        return None
+    limiter = resources.rate_limiter
+    counting: CountingRateLimiter = (
+        limiter if hasattr(limiter, "acquire_counted") else LocalRateLimiter()  # type: ignore[assignment]
+    )
+    return RequestLimits(limiter=counting, clock=resources.clock, limits=limits)
+
+
+def session_listener(resources: Resources, cache: PrincipalCache) -> Any:
+    """The app's lifespan part that keeps ``cache`` told of session changes (PostgreSQL)."""
+
+    @contextlib.asynccontextmanager
+    async def listening(_app: Litestar) -> AsyncIterator[None]:
+        task = None
+        if resources.engine.dialect.name == "postgresql":
+            task = asyncio.create_task(
+                keep_listening(resources.engine, cache), name="api-session-listener"
+            )
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    return listening
+
+
 def build_services(
     resources: Resources,
     *,
     relay: RunRelay,
     hasher: PasswordHasher | None = None,
     codec: TokenCodec | None = None,
+    principal_cache: PrincipalCache | None = None,
 ) -> ApiServices:
     """``relay``: the process's one relay (:func:`build_relay`), whose gates the runs a
-    trigger or a retry creates pass at once."""
+    trigger or a retry creates pass at once. ``principal_cache``: None for none (every
+    credential checked in the database)."""
     settings = resources.settings
     uow, clock = resources.uow_factory, resources.clock
+    # Reads never commit, so they need none of the wrappers ``uow_factory`` may carry.
+    reads = SqlUnitOfWorkFactory(resources.engine).reads
     hasher = hasher or Argon2PasswordHasher()
     codec = codec or JwtTokenCodec(
         secret=require_jwt_secret(settings),
@@ -203,9 +261,15 @@ def build_services(
         observer=observer,
         executor_policy=resources.executor_policy,
         secret_box=resources.secret_box,
+        read_uow_factory=reads,
     )
     runs = RunService(
-        uow_factory=uow, clock=clock, observer=observer, relay=relay, tracer=resources.tracer
+        uow_factory=uow,
+        clock=clock,
+        observer=observer,
+        relay=relay,
+        tracer=resources.tracer,
+        read_uow_factory=reads,
     )
     bulk_runner = BulkRunner(uow_factory=uow, clock=clock, runs=runs, tasks=tasks)
     return ApiServices(
@@ -243,9 +307,13 @@ def build_services(
                 access_ttl=timedelta(seconds=settings.api.access_token_ttl_seconds),
                 refresh_ttl=timedelta(seconds=settings.api.refresh_token_ttl_seconds),
             ),
+            read_uow_factory=reads,
+            principal_cache=principal_cache,
         ),
-        api_keys=ApiKeyService(uow_factory=uow, clock=clock),
-        users=UserAdminService(uow_factory=uow, clock=clock, hasher=hasher),
+        api_keys=ApiKeyService(uow_factory=uow, clock=clock, principal_cache=principal_cache),
+        users=UserAdminService(
+            uow_factory=uow, clock=clock, hasher=hasher, principal_cache=principal_cache
+        ),
         events=EventService(uow_factory=uow, clock=clock),
         event_watcher=LogWatcher(
             uow_factory=uow,
@@ -254,6 +322,7 @@ def build_services(
         clock=clock,
         probes=_probes(resources),
         observer=observer,
+        request_limits=build_request_limits(resources),
     )
 
 
@@ -273,7 +342,8 @@ def build_api(
         relay = build_relay(resources)
         # Stops the background retries of publishes that failed (their runs stay queued).
         on_shutdown.append(relay.aclose)
-    services = build_services(resources, relay=relay, hasher=hasher)
+    cache = build_principal_cache(resources)
+    services = build_services(resources, relay=relay, hasher=hasher, principal_cache=cache)
     options = api_options(resources.settings, throttle=throttle, metrics=resources.metrics)
     plugins: list[PluginProtocol] = []
     middleware: list[Middleware] = []
@@ -288,13 +358,16 @@ def build_api(
             )
         )
         middleware.append(_name_request_spans)
-    return create_app(
+    app = create_app(
         services=services,
         options=options,
         plugins=plugins,
         middleware=middleware,
+        lifespan=[session_listener(resources, cache)],
         on_shutdown=on_shutdown,
     )
+    app.state[PRINCIPAL_CACHE_STATE] = cache
+    return app
 
 
 def _name_request_spans(app: ASGIApp) -> ASGIApp:

@@ -17,6 +17,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from scheduler_api.auth.middleware import quota_headers
 from scheduler_api.schemas.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, Problem
 from scheduler_api.throttle import Throttled
 from scheduler_application.errors import (
@@ -28,6 +29,7 @@ from scheduler_application.errors import (
     PermissionDenied,
     Unavailable,
 )
+from scheduler_application.request_limits import RequestsThrottled
 from scheduler_domain.errors import (
     DomainError,
     IllegalTransition,
@@ -111,6 +113,10 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
             field="username" if exc.scope == "account" else None,
             headers={"Retry-After": str(exc.retry_after)},
         )
+    if isinstance(exc, RequestsThrottled):
+        headers = {name.decode(): value.decode() for name, value in quota_headers(exc.quota)}
+        headers["Retry-After"] = str(exc.quota.retry_after)
+        return problem(429, "too-many-requests", str(exc), headers=headers)
     if isinstance(exc, MalformedBody):
         return problem(400, "malformed-request", str(exc), field="body")
     if isinstance(exc, HeartbeatConflict):

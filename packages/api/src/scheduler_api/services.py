@@ -24,6 +24,7 @@ from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.queue_control import QueueControl
 from scheduler_application.remote_workers import RemoteWorkerService
+from scheduler_application.request_limits import RequestLimits
 from scheduler_application.runs import RunService
 from scheduler_application.status_report import StatusService
 from scheduler_application.task_apply import TaskApplyService
@@ -59,6 +60,8 @@ class ApiServices:
     probes: Mapping[str, Probe] = field(default_factory=dict)
     #: Hears of outages the API answers with 503 (the use cases get their own).
     observer: RunObserver = NO_OBSERVER
+    #: Request rate limits per principal (None: none).
+    request_limits: RequestLimits | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,7 +1,9 @@
 """Login throttling, per account and per client address, in this process's memory.
 
 An account is locked for a while after too many failed logins (whoever sent them); an address is
-limited in how many attempts it may make per window (successful ones count too). Both answer 429
+limited in how many attempts it may make per window (successful ones count too). The other
+unauthenticated auth endpoints (refresh, logout) count against the same per-address allowance
+(:meth:`LoginThrottle.check_address`). Both answer 429
 with ``Retry-After``. State is per process: with several API replicas an attacker gets each
 replica's allowance, which still bounds guessing to a handful of passwords a minute.
 """
@@ -22,7 +24,7 @@ class Throttled(Exception):
     """Too many attempts; ``retry_after`` seconds until the next one is accepted."""
 
     def __init__(self, retry_after: int, *, scope: str) -> None:
-        super().__init__(f"too many login attempts for this {scope}; retry in {retry_after} s")
+        super().__init__(f"too many auth attempts for this {scope}; retry in {retry_after} s")
         self.retry_after = retry_after
         self.scope = scope
 
@@ -93,6 +95,15 @@ class LoginThrottle:
         account_wait = self._accounts.wait(_account_key(username), now)
         if account_wait > 0:
             raise Throttled(math.ceil(account_wait), scope="account")
+        address_wait = self._addresses.wait(address, now)
+        if address_wait > 0:
+            raise Throttled(math.ceil(address_wait), scope="address")
+        self._addresses.record(address, now)
+
+    def check_address(self, address: str) -> None:
+        """Count an unauthenticated request from ``address`` (refresh, logout); raise
+        :class:`Throttled` if it must wait."""
+        now = self._now()
         address_wait = self._addresses.wait(address, now)
         if address_wait > 0:
             raise Throttled(math.ceil(address_wait), scope="address")

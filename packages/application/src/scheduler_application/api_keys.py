@@ -20,6 +20,7 @@ from scheduler_application.auth_context import Principal
 from scheduler_application.errors import NotFound, PermissionDenied
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.principal_cache import PrincipalCache
 from scheduler_domain.accounts import ApiKey, Role
 from scheduler_domain.errors import ValidationError
 
@@ -76,9 +77,18 @@ class IssuedApiKey:
 
 
 class ApiKeyService:
-    def __init__(self, *, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        principal_cache: PrincipalCache | None = None,
+    ) -> None:
+        """``principal_cache``: the process's cache of accepted credentials, which a revocation
+        invalidates."""
         self._uow_factory = uow_factory
         self._clock = clock
+        self._cache = principal_cache
 
     async def issue(
         self,
@@ -145,6 +155,8 @@ class ApiKeyService:
                 key.revoke(now)
                 await uow.api_keys.update(key)
                 await uow.commit()
+        if self._cache is not None:
+            self._cache.invalidate()
         return key
 
 

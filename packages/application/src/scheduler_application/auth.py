@@ -2,10 +2,11 @@
 and turn a presented credential (access token or API key) into a :class:`Principal`.
 
 * Access tokens are short-lived JWTs (``typ`` ``access``) naming the user in ``sub`` and the
-  user's *token generation* in ``gen``. The user is loaded on every request and a token whose
-  generation is not the user's current one is refused. Logout, a password change or reset,
-  disabling the user and a role change raise the generation, so every access token issued
-  before stops working at once — and stays refused after the user is enabled again.
+  user's *token generation* in ``gen``. The user is loaded (or the answer taken from the
+  ``PrincipalCache``, which every change below invalidates) and a token whose generation is
+  not the user's current one is refused. Logout, a password change or reset, disabling the
+  user and a role change raise the generation, so every access token issued before stops
+  working at once — and stays refused after the user is enabled again.
 * Usernames are compared in their canonical, lower-cased form: ``Alice`` logs into ``alice``.
 * Refresh tokens are JWTs too (``typ`` ``refresh``) and are additionally stored, hashed, as one
   link of a *family*. Each refresh spends its link and issues the next one. Presenting a spent
@@ -26,12 +27,13 @@ import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from scheduler_application.api_keys import (
     API_KEY_PREFIX,
     digest_matches,
+    key_digest,
     may_grant,
     parse_key_prefix,
 )
@@ -39,7 +41,12 @@ from scheduler_application.auth_context import Principal
 from scheduler_application.errors import AuthenticationFailed, NotFound, PermissionDenied
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.security import PasswordHasher, TokenCodec
-from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.ports.unit_of_work import (
+    ReadUnitOfWorkFactory,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+from scheduler_application.principal_cache import PrincipalCache, credential_digest
 from scheduler_domain.accounts import (
     RefreshToken,
     User,
@@ -61,6 +68,8 @@ MISSING_CREDENTIALS = "authentication required: send 'Authorization: Bearer <tok
 #: The one answer to a wrong current password on a password change.
 CURRENT_PASSWORD_WRONG = "the current password is wrong"  # noqa: S105 - a message
 MAX_PASSWORD_CHARS = 1024
+#: The longest token looked at (longer ones are refused unread).
+MAX_TOKEN_CHARS = 8192
 #: ``last_used_at`` of an API key is written at most this often (not on every request).
 KEY_USE_RESOLUTION = timedelta(minutes=1)
 
@@ -94,8 +103,17 @@ class AuthService:
         codec: TokenCodec,
         policy: SessionPolicy | None = None,
         max_parallel_hashes: int = 4,
+        read_uow_factory: ReadUnitOfWorkFactory | None = None,
+        principal_cache: PrincipalCache | None = None,
     ) -> None:
+        """``principal_cache`` (default: none, every credential is checked in the database)
+        answers for credentials accepted a moment ago; the session changes made here
+        invalidate it. Credentials are looked up through ``read_uow_factory``."""
         self._uow_factory = uow_factory
+        self._reads = read_uow_factory or uow_factory
+        self._cache = (
+            principal_cache if principal_cache is not None else PrincipalCache(ttl=timedelta(0))
+        )
         self._clock = clock
         self._hasher = hasher
         self._codec = codec
@@ -168,6 +186,7 @@ class AuthService:
             with contextlib.suppress(NotFound):  # a user who is gone has no tokens to end
                 await uow.users.bump_token_generation(stored.user_id)
             await uow.commit()
+        self._cache.invalidate()
 
     async def change_password(
         self, principal: Principal, current_password: str, new_password: str
@@ -201,6 +220,7 @@ class AuthService:
             await uow.refresh_tokens.revoke_for_user(current.id, now=now)
             pair = await self._issue(uow, current, family_id=new_id())
             await uow.commit()
+        self._cache.invalidate()
         logger.info("user %s changed their password; their other sessions ended", current.id)
         return pair
 
@@ -224,38 +244,58 @@ class AuthService:
         raise AuthenticationFailed(MISSING_CREDENTIALS)
 
     async def _by_access_token(self, token: str) -> Principal:
+        now = self._clock.now()
+        digest = credential_digest(token) if len(token) <= MAX_TOKEN_CHARS else ""
+        cached = self._cache.get(digest, now=now)
+        if cached is not None:
+            return cached
+        epoch = self._cache.epoch
         claims = self._decode(token, ACCESS)
         generation = claims.get("gen")
         subject = claims.get("sub")
+        expiry = claims.get("exp")
         if type(generation) is not int or not isinstance(subject, str):
             raise AuthenticationFailed(CREDENTIAL_REFUSED)
-        async with self._uow_factory() as uow:
+        async with self._reads() as uow:
             user = await uow.users.get(subject)
         if user is None or user.disabled or user.token_generation != generation:
             raise AuthenticationFailed(CREDENTIAL_REFUSED)
-        return Principal(subject_id=user.id, role=user.role, via="user")
+        principal = Principal(subject_id=user.id, role=user.role, via="user")
+        if isinstance(expiry, int | float):
+            expires_at = datetime.fromtimestamp(expiry, tz=UTC)
+            self._cache.put(digest, principal, expires_at=expires_at, epoch=epoch)
+        return principal
 
     async def _by_api_key(self, key: str) -> Principal:
-        prefix = parse_key_prefix(key)
         now = self._clock.now()
-        async with self._uow_factory() as uow:
+        digest = key_digest(key)
+        cached = self._cache.get(digest, now=now)
+        if cached is not None:
+            return cached
+        epoch = self._cache.epoch
+        prefix = parse_key_prefix(key)
+        async with self._reads() as uow:
             stored = await uow.api_keys.get_by_prefix(prefix) if prefix is not None else None
             if not digest_matches(key, stored) or stored is None or not stored.is_usable(now):
                 raise AuthenticationFailed(CREDENTIAL_REFUSED)
             owner = await uow.users.get(stored.owner_id)
-            if owner is None or owner.disabled or not may_grant(owner.role, stored.role):
-                raise AuthenticationFailed(CREDENTIAL_REFUSED)
-            last = stored.last_used_at
-            if last is None or now - last >= KEY_USE_RESOLUTION:
-                stored.last_used_at = now
-                await uow.api_keys.update(stored)
+        if owner is None or owner.disabled or not may_grant(owner.role, stored.role):
+            raise AuthenticationFailed(CREDENTIAL_REFUSED)
+        last = stored.last_used_at
+        if last is None or now - last >= KEY_USE_RESOLUTION:
+            async with self._uow_factory() as uow:
+                await uow.api_keys.touch(stored.id, now=now)
                 await uow.commit()
-        return Principal(subject_id=owner.id, role=stored.role, via="api_key", key_id=stored.id)
+        principal = Principal(
+            subject_id=owner.id, role=stored.role, via="api_key", key_id=stored.id
+        )
+        self._cache.put(digest, principal, expires_at=stored.expires_at, epoch=epoch)
+        return principal
 
     # -- helpers ---------------------------------------------------------------------------------
 
     def _decode(self, token: str, token_type: str) -> dict[str, Any]:
-        if not isinstance(token, str) or not token or len(token) > 8192:
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
             raise AuthenticationFailed(CREDENTIAL_REFUSED)
         try:
             return self._codec.decode(token, token_type=token_type)

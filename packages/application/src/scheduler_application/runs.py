@@ -21,7 +21,11 @@ from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.repositories import Page, RunFilter
 from scheduler_application.ports.tracing import NO_TRACER, Tracer
-from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.ports.unit_of_work import (
+    ReadUnitOfWorkFactory,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from scheduler_application.tasks import load_visible_task
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.events import RunEvent
@@ -55,11 +59,14 @@ class RunService:
         relay: RunRelay,
         observer: RunObserver = NO_OBSERVER,
         tracer: Tracer = NO_TRACER,
+        read_uow_factory: ReadUnitOfWorkFactory | None = None,
     ) -> None:
         """Triggered and retried runs pass the ``relay``'s gates in the transaction that
         creates them and are published right after it (or within it, on a queue kept in the
         database); a run a gate holds is left ``pending`` for the dispatcher's relay loop."""
         self._uow_factory = uow_factory
+        #: ``get`` and ``list`` read here (default: ``uow_factory``).
+        self._reads = read_uow_factory or uow_factory
         self._clock = clock
         self._observer = observer
         self._relay = relay
@@ -140,7 +147,7 @@ class RunService:
 
     async def get(self, run_id: str, *, principal: Principal) -> TaskRun:
         ensure_can_read_tasks(principal)
-        async with self._uow_factory() as uow:
+        async with self._reads() as uow:
             return await load_visible_run(uow, run_id, principal)
 
     async def list(
@@ -167,7 +174,7 @@ class RunService:
             created_after=created_after,
             created_before=created_before,
         )
-        async with self._uow_factory() as uow:
+        async with self._reads() as uow:
             if task_id is not None:
                 await load_visible_task(uow, task_id, principal)
             return await uow.runs.list(run_filter, limit=page_limit(limit), cursor=cursor)

@@ -23,7 +23,11 @@ from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.repositories import Page, TaskFilter
 from scheduler_application.ports.secrets import SecretBox
-from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.ports.unit_of_work import (
+    ReadUnitOfWorkFactory,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from scheduler_application.scheduling import record_paused_slots, record_unfired_at_pause
 from scheduler_application.task_spec import TaskSpec, merge_patch, parse_task_spec, task_to_spec
 from scheduler_application.upstreams import resolve_upstreams
@@ -98,10 +102,13 @@ class TaskService:
         observer: RunObserver = NO_OBSERVER,
         executor_policy: ExecutorPolicy | None = None,
         secret_box: SecretBox | None = None,
+        read_uow_factory: ReadUnitOfWorkFactory | None = None,
     ) -> None:
         """``executor_policy`` (default: the safe defaults) decides which executor the caller's
-        role may give a task, and which python callables a task may name."""
+        role may give a task, and which python callables a task may name. ``get`` and ``list``
+        read through ``read_uow_factory`` (default: ``uow_factory``)."""
         self._uow_factory = uow_factory
+        self._reads = read_uow_factory or uow_factory
         self._clock = clock
         self._observer = observer
         self._policy = executor_policy if executor_policy is not None else ExecutorPolicy()
@@ -136,7 +143,7 @@ class TaskService:
 
     async def get(self, task_id: str, *, principal: Principal) -> Task:
         ensure_can_read_tasks(principal)
-        async with self._uow_factory() as uow:
+        async with self._reads() as uow:
             return await load_visible_task(uow, task_id, principal)
 
     async def list(
@@ -160,7 +167,7 @@ class TaskService:
             queue=queue,
             name_prefix=name_prefix,
         )
-        async with self._uow_factory() as uow:
+        async with self._reads() as uow:
             return await uow.tasks.list(task_filter, limit=page_limit(limit), cursor=cursor)
 
     async def update(

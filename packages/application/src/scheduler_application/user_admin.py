@@ -17,17 +17,26 @@ from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.repositories import Page
 from scheduler_application.ports.security import PasswordHasher
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.principal_cache import PrincipalCache
 from scheduler_domain.accounts import Role, User, validate_password
 from scheduler_domain.errors import ValidationError
 
 
 class UserAdminService:
     def __init__(
-        self, *, uow_factory: UnitOfWorkFactory, clock: Clock, hasher: PasswordHasher
+        self,
+        *,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        hasher: PasswordHasher,
+        principal_cache: PrincipalCache | None = None,
     ) -> None:
+        """``principal_cache``: the process's cache of accepted credentials, which a role
+        change, disabling and a reset invalidate."""
         self._uow_factory = uow_factory
         self._clock = clock
         self._hasher = hasher
+        self._cache = principal_cache
         self._accounts = AccountService(uow_factory=uow_factory, clock=clock, hasher=hasher)
 
     async def create(
@@ -84,6 +93,7 @@ class UserAdminService:
             if newly_disabled:
                 await uow.refresh_tokens.revoke_for_user(user.id, now=now)
             await uow.commit()
+        self._invalidate()
         return user
 
     async def reset_password(
@@ -115,7 +125,12 @@ class UserAdminService:
                         key.revoke(now)
                         await uow.api_keys.update(key)
             await uow.commit()
+        self._invalidate()
         return user
+
+    def _invalidate(self) -> None:
+        if self._cache is not None:
+            self._cache.invalidate()
 
 
 async def _load(uow: UnitOfWork, user_id: str) -> User:

@@ -13,7 +13,10 @@ from scheduler_application.errors import PermissionDenied
 from scheduler_domain.accounts import Role
 
 
-def refuse_worker_role(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def refuse_worker_role(
+    connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler
+) -> None:
+    """A coroutine: the framework would run a plain function on a worker thread, per request."""
     user = connection.scope.get("user")
     if isinstance(user, Principal) and user.role is Role.WORKER:
         raise PermissionDenied("role 'worker' can only use the worker protocol (/api/v1/worker)")

@@ -45,8 +45,7 @@ class AuthController(Controller):
         services: Services,
         options: Options,
     ) -> TokenOut:
-        address = request.client.host if request.client is not None else "unknown"
-        options.throttle.check(data.username, address)
+        options.throttle.check(data.username, _address(request))
         try:
             pair = await services.auth.login(data.username, data.password)
         except AuthenticationFailed:
@@ -61,13 +60,21 @@ class AuthController(Controller):
         summary="Rotate a refresh token",
         description=(
             "Spends the refresh token and returns a new pair. Presenting a spent token again "
-            "revokes its whole family (every session descended from that login)."
+            "revokes its whole family (every session descended from that login). Throttled "
+            "per client address with log-in (429)."
         ),
         opt={PUBLIC: True},
         security=[{}],
-        responses=problems(401, public=True),
+        responses=problems(401, 429, public=True),
     )
-    async def refresh(self, data: JSONBody[RefreshIn], services: Services) -> TokenOut:
+    async def refresh(
+        self,
+        data: JSONBody[RefreshIn],
+        request: Request[Any, Any, Any],
+        services: Services,
+        options: Options,
+    ) -> TokenOut:
+        options.throttle.check_address(_address(request))
         return TokenOut.of(await services.auth.refresh(data.refresh_token))
 
     @post(
@@ -76,13 +83,21 @@ class AuthController(Controller):
         summary="End the session: revoke the refresh token's family and the access tokens",
         description=(
             "Revokes the refresh token's family and refuses every access token the user holds "
-            "at once (on any device; other devices get a new one with their own refresh token)."
+            "at once (on any device; other devices get a new one with their own refresh token). "
+            "Throttled per client address with log-in (429)."
         ),
         opt={PUBLIC: True},
         security=[{}],
-        responses=problems(401, public=True),
+        responses=problems(401, 429, public=True),
     )
-    async def logout(self, data: JSONBody[RefreshIn], services: Services) -> None:
+    async def logout(
+        self,
+        data: JSONBody[RefreshIn],
+        request: Request[Any, Any, Any],
+        services: Services,
+        options: Options,
+    ) -> None:
+        options.throttle.check_address(_address(request))
         await services.auth.logout(data.refresh_token)
 
     @post(
@@ -105,8 +120,7 @@ class AuthController(Controller):
         principal: CurrentPrincipal,
     ) -> TokenOut:
         user = await services.users.me(principal)
-        address = request.client.host if request.client is not None else "unknown"
-        options.throttle.check(user.username, address)
+        options.throttle.check(user.username, _address(request))
         try:
             pair = await services.auth.change_password(
                 principal, data.current_password, data.new_password
@@ -121,3 +135,7 @@ class AuthController(Controller):
     async def me(self, services: Services, principal: CurrentPrincipal) -> MeOut:
         user = await services.users.me(principal)
         return MeOut(user=UserOut.of(user), role=principal.role, via=principal.via)
+
+
+def _address(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client is not None else "unknown"

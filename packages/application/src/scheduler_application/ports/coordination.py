@@ -25,3 +25,14 @@ class RateLimiter(Protocol):
         """Take one token. Returns zero when granted, else how long until one is available
         (nothing is taken then): the caller delays the run, it never drops it."""
         ...
+
+
+class CountingRateLimiter(RateLimiter, Protocol):
+    """A :class:`RateLimiter` that also says how many tokens the bucket has left — what a
+    client is told in ``RateLimit-Remaining``."""
+
+    async def acquire_counted(
+        self, key: str, limit: RateLimit, *, now: datetime
+    ) -> tuple[timedelta, float]:
+        """:meth:`acquire`, and the tokens left in the bucket after it."""
+        ...

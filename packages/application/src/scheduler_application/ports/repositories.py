@@ -507,6 +507,11 @@ class ApiKeyRepository(Protocol):
 
     async def update(self, key: ApiKey) -> None: ...
 
+    async def touch(self, key_id: str, *, now: datetime) -> None:
+        """Set ``last_used_at`` only (a revocation that landed meanwhile stays); a key that is
+        gone is no error."""
+        ...
+
 
 class BulkOperationRepository(Protocol):
     async def add(self, operation: BulkOperation) -> None: ...

@@ -53,3 +53,8 @@ class UnitOfWork(Protocol):
 
 #: Builds a fresh unit of work per use-case call.
 UnitOfWorkFactory = Callable[[], UnitOfWork]
+#: Builds a unit of work for reads only: the same repositories, but no transaction where the
+#: database allows it (one round trip per statement, each seeing what was committed when it
+#: started). Never commit in one; a use case that writes uses a ``UnitOfWorkFactory``. Any
+#: ``UnitOfWorkFactory`` is a valid (transactional) stand-in.
+ReadUnitOfWorkFactory = Callable[[], UnitOfWork]

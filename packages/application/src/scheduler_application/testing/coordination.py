@@ -24,6 +24,11 @@ class InMemoryRateLimiter:
         self.delayed: list[tuple[str, timedelta]] = []
 
     async def acquire(self, key: str, limit: RateLimit, *, now: datetime) -> timedelta:
+        return (await self.acquire_counted(key, limit, now=now))[0]
+
+    async def acquire_counted(
+        self, key: str, limit: RateLimit, *, now: datetime
+    ) -> tuple[timedelta, float]:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = _Bucket(float(limit.capacity), now)
@@ -33,10 +38,10 @@ class InMemoryRateLimiter:
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
             self.granted.append(key)
-            return timedelta(0)
+            return timedelta(0), bucket.tokens
         wait = timedelta(seconds=(1.0 - bucket.tokens) / limit.per_second)
         self.delayed.append((key, wait))
-        return wait
+        return wait, bucket.tokens
 
 
 class InMemoryLeaseStore:

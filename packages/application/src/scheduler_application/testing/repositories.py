@@ -943,6 +943,13 @@ class InMemoryApiKeyRepository(_Repository):
             raise NotFound(f"api key {key.id} not found", field="id")
         self.tx.replace("api_keys", key)
 
+    async def touch(self, key_id: str, *, now: datetime) -> None:
+        found: ApiKey | None = self.tx.get("api_keys", key_id)
+        if found is not None:
+            touched = _copy(found)
+            touched.last_used_at = now
+            self.tx.replace("api_keys", touched)
+
 
 class InMemoryBulkOperationRepository(_Repository):
     async def add(self, operation: BulkOperation) -> None:

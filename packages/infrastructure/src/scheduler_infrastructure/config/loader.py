@@ -315,6 +315,34 @@ def parse_queue_rate_limits(
     return limits
 
 
+#: The role entry of ``api.rate_limits`` that covers every role not named.
+ANY_ROLE = "*"
+
+
+def parse_role_rate_limits(
+    entries: tuple[str, ...], *, key: str = "api.rate_limits"
+) -> dict[Role | None, RateLimit]:
+    """``["user=50/s", "*=200/s"]`` → role (None for ``*``) → its request limit, or
+    :class:`ConfigError` naming ``key``."""
+    limits: dict[Role | None, RateLimit] = {}
+    names = ", ".join([r.value for r in Role] + [ANY_ROLE])
+    for entry in entries:
+        name, equals, text = entry.partition("=")
+        name = name.strip()
+        if not equals:
+            raise ConfigError(key, f"{entry!r} is not of the form 'ROLE=LIMIT', e.g. 'user=50/s'")
+        if name != ANY_ROLE and name not in {r.value for r in Role}:
+            raise ConfigError(key, f"{name!r} is not a role ({names})")
+        role = None if name == ANY_ROLE else Role(name)
+        if role in limits:
+            raise ConfigError(key, f"role {name!r} is limited twice")
+        try:
+            limits[role] = RateLimit.parse(text)
+        except ValidationError as exc:
+            raise ConfigError(key, exc.message) from None
+    return limits
+
+
 def _check_outbound_allow(s: Settings) -> None:
     try:
         OutboundPolicy.from_allow(s.executors.http.allow, field="executors.http.allow")
@@ -431,6 +459,13 @@ def _check(s: Settings) -> None:
     _check_executors(s)
     _check_outbound_allow(s)
     parse_queue_rate_limits(s.dispatcher.queue_rate_limits)
+    parse_role_rate_limits(s.api.rate_limits)
+    for key, value in (
+        ("api.auth_cache_size", s.api.auth_cache_size),
+        ("api.auth_cache_seconds", s.api.auth_cache_seconds),
+    ):
+        if value < 0:
+            raise ConfigError(key, f"must be 0 or more (got {value})")
     for key, value in (
         ("worker.max_cpu_seconds", s.worker.max_cpu_seconds),
         ("worker.max_memory_bytes", s.worker.max_memory_bytes),

@@ -80,6 +80,15 @@ class ApiSettings:
     workers: int = 1
     #: Most objects one bulk operation by filter may handle (refused above, with the count).
     bulk_max_items: int = 100_000
+    #: Accepted credentials (API keys, access tokens) remembered per process, and for how long
+    #: at most (the session rules invalidate them at once; see docs/security.md). 0: none.
+    auth_cache_size: int = 10_000
+    auth_cache_seconds: float = 5.0
+    #: Request rate limits per principal (API key, or user for access tokens), ``ROLE=LIMIT``
+    #: (``["user=50/s", "viewer=10/s"]``; a token bucket holding ``count`` requests, refilled
+    #: over ``period``); ``*=LIMIT`` for every role not listed. Shared through Redis when
+    #: ``redis.url`` is set. Empty: no limit.
+    rate_limits: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

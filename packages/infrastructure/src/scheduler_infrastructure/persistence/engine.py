@@ -20,6 +20,9 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+PREPARED_STATEMENTS_PER_CONNECTION = 500
+#: The connection option of a read unit of work: on SQLite it begins ``BEGIN DEFERRED``.
+READ_ONLY_OPTION = "scheduler_read_only"
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
 
@@ -41,12 +44,20 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     parsed = async_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, pool_size=pool_size, echo=echo)
+    # Every connection opened is kept (up to twice ``pool_size``, as many as the pool used to
+    # hold with its overflow): an overflow connection was closed after each use, so under load
+    # every few checkouts paid a new connection, its type introspection (asyncpg's codecs for
+    # json, jsonb, inet and cidr: four queries) and preparing every statement again.
+    # Each connection keeps its prepared statements (SQLAlchemy's cache, keyed by the SQL): 500
+    # rather than 100, so that the list endpoints' many filter combinations do not evict the
+    # hot statements and prepare them again (a round trip each).
     engine = create_async_engine(
         parsed,
-        pool_size=pool_size,
-        max_overflow=pool_size,
+        pool_size=2 * pool_size,
+        max_overflow=0,
         pool_recycle=1800,
         echo=echo,
+        connect_args={"prepared_statement_cache_size": PREPARED_STATEMENTS_PER_CONNECTION},
     )
     _refuse_closed_connections(engine)
     return engine
@@ -96,6 +107,10 @@ def _sqlite_engine(url: URL, *, pool_size: int, echo: bool) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read unit of work takes no write lock: a deferred transaction is its snapshot.
+        if connection.get_execution_options().get(READ_ONLY_OPTION):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine

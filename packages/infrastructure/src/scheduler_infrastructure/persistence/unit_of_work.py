@@ -1,4 +1,11 @@
-"""The SQL unit of work: one connection, one transaction at a time, every repository on it."""
+"""The SQL unit of work: one connection, one transaction at a time, every repository on it.
+
+A *read* unit of work (``SqlUnitOfWorkFactory.reads``) opens no transaction it does not need:
+on PostgreSQL its connection is in autocommit, so a read is the statement's one round trip
+(no ``BEGIN`` before it, no ``ROLLBACK`` after), each statement seeing what was committed when
+it started; on SQLite (no network) it begins a deferred transaction, a consistent snapshot that
+takes no write lock. It is for reads only: a write there is not atomic with anything else.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from typing import Self
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from scheduler_infrastructure.persistence.driver_errors import translated
+from scheduler_infrastructure.persistence.engine import READ_ONLY_OPTION
 from scheduler_infrastructure.persistence.repositories import (
     SqlApiKeyRepository,
     SqlBulkOperationRepository,
@@ -100,11 +108,24 @@ class SqlUnitOfWork:
             await connection.rollback()
 
 
+def read_options(engine: AsyncEngine) -> dict[str, object]:
+    """The connection options of a read unit of work on ``engine``'s database."""
+    if engine.dialect.name == "sqlite":
+        return {READ_ONLY_OPTION: True}
+    return {"isolation_level": "AUTOCOMMIT"}
+
+
 class SqlUnitOfWorkFactory:
-    """The ``UnitOfWorkFactory`` of the composition roots: a new unit of work per call."""
+    """The ``UnitOfWorkFactory`` of the composition roots: a new unit of work per call;
+    ``reads`` makes the read-only ones."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # The same pool; its connections are set up for reads as they are checked out.
+        self._read_engine = engine.execution_options(**read_options(engine))
 
     def __call__(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine)
+
+    def reads(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self._read_engine)

@@ -28,9 +28,15 @@ class LocalRateLimiter:
         self._max_buckets = max_buckets
 
     async def acquire(self, key: str, limit: RateLimit, *, now: datetime) -> timedelta:
+        return self.take(key, limit, now=now)[0]
+
+    async def acquire_counted(
+        self, key: str, limit: RateLimit, *, now: datetime
+    ) -> tuple[timedelta, float]:
         return self.take(key, limit, now=now)
 
-    def take(self, key: str, limit: RateLimit, *, now: datetime) -> timedelta:
+    def take(self, key: str, limit: RateLimit, *, now: datetime) -> tuple[timedelta, float]:
+        """The wait (zero: a token was taken) and the tokens left."""
         bucket = self._buckets.pop(key, None)
         if bucket is None:
             bucket = _Bucket(float(limit.capacity), now)
@@ -42,5 +48,5 @@ class LocalRateLimiter:
         bucket.updated_at = max(now, bucket.updated_at)
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
-            return timedelta(0)
-        return timedelta(seconds=(1.0 - bucket.tokens) / limit.per_second)
+            return timedelta(0), bucket.tokens
+        return timedelta(seconds=(1.0 - bucket.tokens) / limit.per_second), bucket.tokens

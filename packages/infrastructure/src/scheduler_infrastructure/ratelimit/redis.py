@@ -31,8 +31,8 @@ log = logging.getLogger("scheduler.ratelimit")
 
 DEFAULT_PREFIX = "scheduler:ratelimit"
 
-# KEYS: the bucket. ARGV: capacity, tokens per second. Returns the wait in seconds, as text
-# (Redis would truncate a Lua number to an integer).
+# KEYS: the bucket. ARGV: capacity, tokens per second. Returns the wait in seconds and the
+# tokens left, as text "<wait> <tokens>" (Redis would truncate a Lua number to an integer).
 _TAKE = """
 local capacity = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
@@ -58,7 +58,7 @@ end
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.9f', tokens),
            'at', string.format('%.6f', at))
 redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate * 1000) + 1000)
-return string.format('%.9f', wait)
+return string.format('%.9f %.9f', wait, tokens)
 """
 
 
@@ -116,6 +116,11 @@ class RedisRateLimiter:
         return f"{self.prefix}:{key}"
 
     async def acquire(self, key: str, limit: RateLimit, *, now: datetime) -> timedelta:
+        return (await self.acquire_counted(key, limit, now=now))[0]
+
+    async def acquire_counted(
+        self, key: str, limit: RateLimit, *, now: datetime
+    ) -> tuple[timedelta, float]:
         if self._down_until is not None and time.monotonic() < self._down_until:
             return self._local(key, limit, now)
         try:
@@ -137,8 +142,9 @@ class RedisRateLimiter:
         if self._down_until is not None:
             log.warning("Redis reachable again; rate limits are shared again")
             self._down_until = None
-        return timedelta(seconds=float(answer))
+        wait, tokens = answer.split()
+        return timedelta(seconds=float(wait)), float(tokens)
 
-    def _local(self, key: str, limit: RateLimit, now: datetime) -> timedelta:
+    def _local(self, key: str, limit: RateLimit, now: datetime) -> tuple[timedelta, float]:
         self.fallbacks += 1
         return self._fallback.take(key, limit, now=now)

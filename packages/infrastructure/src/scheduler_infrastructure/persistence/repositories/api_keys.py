@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+from datetime import datetime
 
 from sqlalchemy import select, update
 
@@ -41,3 +42,6 @@ class SqlApiKeyRepository(SqlRepository):
         result = await self._execute(update(api_keys).where(_c.id == key.id).values(**row))
         if result.rowcount == 0:
             raise NotFound(f"api key {key.id} not found", field="id")
+
+    async def touch(self, key_id: str, *, now: datetime) -> None:
+        await self._execute(update(api_keys).where(_c.id == key_id).values(last_used_at=now))
