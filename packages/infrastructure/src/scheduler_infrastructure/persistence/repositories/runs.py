@@ -79,7 +79,8 @@ def _insert_new_runs(*, postgres: bool) -> Executable:
     """``INSERT … ON CONFLICT DO NOTHING RETURNING id``, built once (the rows come as
     parameters; SQLAlchemy batches them as multi-row VALUES and collects the ids)."""
     dialect = postgresql if postgres else sqlite
-    return dialect.insert(task_runs).on_conflict_do_nothing().returning(_c.id)
+    statement: Executable = dialect.insert(task_runs).on_conflict_do_nothing().returning(_c.id)
+    return statement
 
 
 class SqlRunRepository(SqlRepository):
