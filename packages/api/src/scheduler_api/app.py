@@ -18,6 +18,14 @@ from litestar.plugins import PluginProtocol
 from litestar.types import Middleware
 
 from scheduler_api.auth import PrincipalMiddleware, provide_principal
+from scheduler_api.console import (
+    CONSOLE_STATE,
+    ConsoleHeaders,
+    console_routers,
+    new_console_state,
+    root_redirect,
+    template_config,
+)
 from scheduler_api.controllers.api_keys import ApiKeyController
 from scheduler_api.controllers.auth import AuthController
 from scheduler_api.controllers.health import HealthController
@@ -71,7 +79,13 @@ def create_app(
     if options.metrics is not None:
         extra.append(metrics_route(options.metrics, public=options.metrics_public))
     app = Litestar(
-        route_handlers=[HealthController, *extra, v1],
+        route_handlers=[
+            HealthController,
+            *extra,
+            v1,
+            root_redirect,
+            *console_routers(services, options),
+        ],
         dependencies={
             "services": Provide(lambda: services, sync_to_thread=False, use_cache=True),
             "options": Provide(lambda: options, sync_to_thread=False, use_cache=True),
@@ -87,9 +101,16 @@ def create_app(
         on_shutdown=[services.runs.aclose],
         logging_config=None,
         debug=False,
-        state=State({OBSERVER_STATE: services.observer}),
+        state=State(
+            {
+                OBSERVER_STATE: services.observer,
+                CONSOLE_STATE: new_console_state(services, options),
+            }
+        ),
+        template_config=template_config(),
         plugins=[ClosedStructSchemaPlugin(), *plugins],
     )
+    app.asgi_handler = ConsoleHeaders(app.asgi_handler)
     if options.metrics is not None:
         # Outside routing and the exception handlers, so every request is counted, 404s too.
         app.asgi_handler = RequestMetrics(app.asgi_handler, options.metrics)

@@ -65,6 +65,10 @@ class ApiOptions:
     metrics: MetricsExporter | None = None
     #: ``/metrics`` without credentials (else admins and operators only).
     metrics_public: bool = True
+    #: Derives the console's CSRF tokens; from a shared secret, like ``cursor_key``.
+    console_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    #: The console's cookies are ``Secure`` even on plain HTTP (TLS ends in front).
+    console_secure_cookies: bool = False
 
     @property
     def page_cap(self) -> int:

@@ -75,6 +75,9 @@ class ApiSettings:
     #: ``/metrics`` answers without credentials; false: it needs a token or API key like the
     #: rest of the API.
     metrics_public: bool = True
+    #: The console's session cookie is ``Secure`` on every request, not only over HTTPS: set it
+    #: when TLS ends in a proxy in front of the API.
+    console_secure_cookies: bool = False
 
 
 @dataclass(frozen=True, slots=True)
