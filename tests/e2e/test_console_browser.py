@@ -210,7 +210,7 @@ async def test_a_cross_site_post_is_refused(
     task = await create_task(server, admin, name="target")
     page = await context.new_page()
     await sign_in(page, server, "admin", ADMIN_PASSWORD)
-    with _evil_site(f"{server.url}/ui/tasks/{task['id']}/trigger") as evil:
+    with EvilSite(f"{server.url}/ui/tasks/{task['id']}/trigger") as evil:
         await page.goto(evil)
         async with page.expect_response(re.compile(r"/trigger$")) as answer:
             await page.get_by_role("button", name="Win a prize").click()
@@ -240,7 +240,7 @@ async def test_pages_have_the_policy_no_inline_script_and_fit_a_phone(
         context = await chromium.new_context(viewport={"width": width, "height": 844})
         violations: list[str] = []
         page = await context.new_page()
-        page.on("console", lambda message: violations.append(message.text))
+        page.on("console", violations_into(violations))
         await sign_in(page, server, "admin", ADMIN_PASSWORD)
         for name, path in pages.items():
             response = await page.goto(server.url + path)
@@ -259,6 +259,13 @@ async def test_pages_have_the_policy_no_inline_script_and_fit_a_phone(
         assert not [v for v in violations if "Content Security Policy" in v], violations
 
 
+def violations_into(sink: list[str]) -> Any:
+    def record(message: Any) -> None:
+        sink.append(message.text)
+
+    return record
+
+
 def _after(moment: datetime) -> Any:
     async def passed() -> bool:
         return datetime.now(UTC) >= moment
@@ -273,7 +280,7 @@ async def _is(server: Embedded, headers: dict[str, str], run_id: str, status: st
 class _Evil(BaseHTTPRequestHandler):
     target = ""
 
-    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+    def do_GET(self) -> None:
         body = (
             "<!doctype html><title>prize</title>"
             f'<form method="post" action="{self.target}"><button>Win a prize</button></form>'
@@ -288,7 +295,7 @@ class _Evil(BaseHTTPRequestHandler):
         return
 
 
-class _evil_site:  # noqa: N801 (used as a context manager)
+class EvilSite:
     """Another origin (another port) whose page posts a form to the console."""
 
     def __init__(self, target: str) -> None:
