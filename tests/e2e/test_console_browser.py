@@ -146,6 +146,56 @@ async def test_cancel_a_running_run_from_its_page(
     await shot(page, "run-cancelled")
 
 
+async def test_a_runs_output_appears_live_on_its_page(
+    server: Embedded, context: BrowserContext, admin: dict[str, str]
+) -> None:
+    task = await create_task(
+        server,
+        admin,
+        name="talker",
+        executor="shell",
+        params={"argv": ["sh", "-c", "sleep 2; echo console-says-hello"]},
+    )
+    page = await context.new_page()
+    await sign_in(page, server, "admin", ADMIN_PASSWORD)
+    await page.goto(f"{server.url}/ui/tasks/{task['id']}")
+    await page.get_by_label("Idempotency key (optional)").fill("from-the-browser")
+    await page.get_by_role("button", name="Trigger now").click()
+    await expect(page).to_have_url(re.compile(r"/ui/runs/[0-9a-f-]{36}$"))
+    await page.evaluate("window.__sameDocument = true")
+    await expect(page.locator("#run-output")).to_contain_text("console-says-hello", timeout=30_000)
+    await expect(page.locator("#run-status")).to_have_text("succeeded")
+    assert await page.evaluate("window.__sameDocument") is True
+    await expect(page.locator("#live-run")).to_contain_text("from-the-browser")
+
+
+async def test_bulk_retry_of_dead_letters_by_filter(
+    server: Embedded, context: BrowserContext, admin: dict[str, str]
+) -> None:
+    task = await create_task(
+        server, admin, name="doomed", params={"fail": True}, retry={"max_attempts": 1}
+    )
+    first = [await trigger(server, admin, task["id"]) for _ in range(2)]
+    for run in first:
+        await eventually(lambda run=run: _is(server, admin, run["id"], "dead_lettered"), timeout=30)
+    page = await context.new_page()
+    await sign_in(page, server, "admin", ADMIN_PASSWORD)
+    await page.goto(f"{server.url}/ui/dead-letters")
+    await shot(page, "dead-letters-with-runs")
+    await page.get_by_role("button", name="Retry all dead letters…").click()
+    await expect(page.get_by_role("heading", name=re.compile(r"Retry \d+ runs?\?"))).to_be_visible()
+    heading = await page.get_by_role("heading").first.text_content()
+    assert heading is not None
+    count = int(re.findall(r"\d+", heading)[0])
+    assert count >= 2
+    await shot(page, "bulk-confirm")
+    await page.get_by_role("button", name=f"Retry {count} runs").click()
+    await expect(page.get_by_role("heading", name=f"Retried {count} runs")).to_be_visible()
+    runs = await server.client.get(f"/api/v1/tasks/{task['id']}/runs", headers=admin)
+    retries = [r for r in runs.json()["items"] if r["retry_of"] in {f["id"] for f in first}]
+    assert len(retries) == 2
+
+
 async def test_task_page_shows_next_fires_and_why_a_slot_was_skipped(
     server: Embedded, context: BrowserContext, admin: dict[str, str]
 ) -> None:

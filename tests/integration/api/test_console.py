@@ -323,3 +323,49 @@ async def test_sign_in_only_returns_to_console_pages(api: Api, admin: Caller, ta
         )
     assert response.status_code == 303
     assert response.headers["location"] == "/ui"
+
+
+async def test_bulk_cancel_states_the_count_then_cancels_what_matches(
+    api: Api, admin: Caller, alice: Caller
+) -> None:
+    mine = await api.task(admin, "mine")
+    other = await api.task(admin, "other")
+    runs = [await api.run(admin, mine["id"]) for _ in range(3)]
+    untouched = await api.run(admin, other["id"])
+    async with browser(api) as root:
+        await root.sign_in("root")
+        confirm = await root.page(f"/ui/runs/bulk?action=cancel&task_id={mine['id']}")
+        assert confirm.status_code == 200
+        assert "Cancel 3 runs?" in confirm.text
+        done = await root.act(
+            "/ui/runs/bulk",
+            on=f"/ui/runs/bulk?action=cancel&task_id={mine['id']}",
+            action="cancel",
+            task_id=mine["id"],
+        )
+        assert done.status_code == 200, done.text
+        assert "Cancelled 3 runs" in done.text
+    for run in runs:
+        got = await api.client.get(f"/api/v1/runs/{run['id']}", headers=admin.headers)
+        assert got.json()["status"] == "cancelled"
+    got = await api.client.get(f"/api/v1/runs/{untouched['id']}", headers=admin.headers)
+    assert got.json()["status"] != "cancelled"
+
+
+async def test_bulk_actions_need_write_rights_and_the_csrf_token(api: Api, admin: Caller) -> None:
+    owner = await api.user("vera", Role.USER)
+    task = await api.task(owner, "mine")
+    run = await api.run(owner, task["id"])
+    await api.client.patch(
+        f"/api/v1/users/{owner.id}", json={"role": "viewer"}, headers=admin.headers
+    )
+    async with browser(api) as viewer, browser(api) as root:
+        await viewer.sign_in("vera")
+        assert (await viewer.page("/ui/runs/bulk?action=cancel")).status_code == 403
+        forged = await viewer.act("/ui/runs/bulk", on="/ui/runs", action="cancel")
+        assert forged.status_code == 403
+        await root.sign_in("root")
+        no_token = await root.client.post("/ui/runs/bulk", data={"action": "cancel"})
+        assert no_token.status_code == 403
+    got = await api.client.get(f"/api/v1/runs/{run['id']}", headers=admin.headers)
+    assert got.json()["status"] == run["status"]

@@ -160,6 +160,8 @@ class PagesController(Controller):
         task_id: Query = None,
         trigger: Query = None,
         worker_id: Query = None,
+        created_after: Query = None,
+        created_before: Query = None,
         cursor: Cursor = None,
     ) -> Template:
         wanted = choice(RunStatus, status, field="status")
@@ -172,8 +174,8 @@ class PagesController(Controller):
             status=[wanted] if wanted else None,
             trigger=choice(RunTrigger, trigger, field="trigger"),
             worker_id=text(worker_id, field="worker_id", limit=64),
-            created_after=None,
-            created_before=None,
+            created_after=created_after or None,
+            created_before=created_before or None,
             limit=PAGE,
             cursor=cursor,
         )
@@ -190,6 +192,8 @@ class PagesController(Controller):
                 "task_id": task_id or "",
                 "trigger": trigger or "",
                 "worker_id": worker_id or "",
+                "created_after": created_after or "",
+                "created_before": created_before or "",
             },
             statuses=list(RunStatus),
             triggers=list(RunTrigger),

@@ -135,6 +135,7 @@ async def root_redirect() -> Redirect:
 def console_routers(services: ApiServices, options: ApiOptions) -> list[Router]:
     # Imported here: the pages import the router module for its names.
     from scheduler_api.console.actions import ActionsController
+    from scheduler_api.console.bulk import BulkController
     from scheduler_api.console.context import provide_console
     from scheduler_api.console.pages import PagesController
     from scheduler_api.console.signin import SignInController
@@ -148,7 +149,7 @@ def console_routers(services: ApiServices, options: ApiOptions) -> list[Router]:
     )
     pages = Router(
         path=CONSOLE_PATH,
-        route_handlers=[SignInController, PagesController, ActionsController],
+        route_handlers=[SignInController, PagesController, ActionsController, BulkController],
         opt={PUBLIC: True},
         dependencies={"console": Provide(provide_console)},
         before_request=check_console_request,
