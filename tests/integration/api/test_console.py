@@ -369,3 +369,14 @@ async def test_bulk_actions_need_write_rights_and_the_csrf_token(api: Api, admin
         assert no_token.status_code == 403
     got = await api.client.get(f"/api/v1/runs/{run['id']}", headers=admin.headers)
     assert got.json()["status"] == run["status"]
+
+
+async def test_an_error_page_still_carries_a_renewed_session(api: Api, admin: Caller) -> None:
+    async with browser(api) as visitor:
+        await visitor.sign_in("root")
+        stale = _with_expired_access(visitor.client.cookies[SESSION_COOKIE])
+        visitor.client.cookies.set(SESSION_COOKIE, stale, path="/ui")
+        missing = await visitor.page("/ui/runs/00000000-0000-0000-0000-000000000000")
+        assert missing.status_code == 404
+        renewed = set_cookie(missing.headers.get_list("set-cookie")).split(";")[0]
+        assert renewed.split("=", 1)[1].strip('"') != stale

@@ -12,7 +12,7 @@ from litestar import Request
 from litestar.di import NamedDependency
 from litestar.response import Redirect, Template
 
-from scheduler_api.console.router import console_state
+from scheduler_api.console.router import SESSION_STATE, console_state
 from scheduler_api.console.session import (
     ConsoleSession,
     is_secure,
@@ -53,9 +53,12 @@ class Abilities:
 
 async def provide_console(request: Request[Any, Any, Any], services: Services) -> ConsoleSession:
     state = console_state(request)
-    return await open_session(
+    session = await open_session(
         request, auth=services.auth, keys=state.keys, refresher=state.refresher
     )
+    # The error page must carry a renewed cookie too (the old refresh token is spent).
+    request.state[SESSION_STATE] = session
+    return session
 
 
 def _cookies(request: Request[Any, Any, Any], session: ConsoleSession) -> list[Any]:

@@ -30,6 +30,7 @@ from scheduler_api.console.session import (
     check_origin,
     expired_cookies,
     is_secure,
+    session_cookie,
 )
 from scheduler_api.console.views import duration, in_zone, schedule_words, trace_id
 from scheduler_api.errors import handle_exception
@@ -44,6 +45,8 @@ CONSOLE_STATE = "console"
 HERE = Path(__file__).parent
 #: Marks a request made by the console's own script to refresh part of a page.
 LIVE_HEADER = "x-console-live"
+#: Where the request's console session is kept once opened (request state).
+SESSION_STATE = "console_session"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,8 @@ def console_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
         )
     problem = handle_exception(request, exc)
     detail = getattr(problem.content, "detail", "error")
+    session = request.state.get(SESSION_STATE)
+    renewed = getattr(session, "renewed", None)
     return Template(
         "error.html",
         context={
@@ -123,6 +128,7 @@ def console_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
         },
         status_code=problem.status_code,
         headers={k: v for k, v in problem.headers.items() if k.lower() == "retry-after"},
+        cookies=[session_cookie(renewed, secure=secure)] if renewed is not None else [],
     )
 
 
