@@ -300,11 +300,23 @@ async def test_pages_have_the_policy_no_inline_script_and_fit_a_phone(
             assert await page.locator("script:not([src])").count() == 0, path
             assert await page.locator("[style]").count() == 0, path
             assert await page.locator("style").count() == 0, path
+            unlabelled = await page.evaluate(
+                """() => [...document.querySelectorAll('input:not([type=hidden]), select')]
+                    .filter((c) => c.labels.length === 0 && !c.getAttribute('aria-label'))
+                    .map((c) => c.name)"""
+            )
+            assert unlabelled == [], (path, unlabelled)
             overflow = await page.evaluate(
                 "document.documentElement.scrollWidth - document.documentElement.clientWidth"
             )
             assert overflow <= 0, (path, width, overflow)
             await shot(page, name + suffix)
+        await page.keyboard.press("Tab")  # the first stop is the skip link, visibly focused
+        focused = await page.evaluate(
+            "[document.activeElement.textContent,"
+            " getComputedStyle(document.activeElement).outlineStyle]"
+        )
+        assert focused == ["Skip to content", "solid"], focused
         await context.close()
         assert not [v for v in violations if "Content Security Policy" in v], violations
 
