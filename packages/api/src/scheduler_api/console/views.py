@@ -66,7 +66,8 @@ def schedule_words(schedule: Schedule | None) -> str:
     if schedule is None:
         return "manual only (no schedule)"
     if isinstance(schedule, IntervalSchedule):
-        return f"every {every(schedule.every)}"
+        spoken = every(schedule.every)
+        return f"every {spoken.removeprefix('1 ')}" if " " not in spoken[2:] else f"every {spoken}"
     if isinstance(schedule, OnceSchedule):
         return f"once, at {in_zone(schedule.at)}"
     return f"{_cron_words(schedule.expression)} ({schedule.timezone})"
