@@ -82,6 +82,7 @@ async def test_queue_activity_counts_live_and_recent_runs(factory: UowFactory) -
         for item in (
             run(reports, 1),  # pending, old
             run(reports, 2, status=RunStatus.QUEUED, queued_at=T0, created_at=recent),
+            run(reports, 6, status=RunStatus.QUEUED, queued_at=recent, created_at=recent),
             run(reports, 3, status=RunStatus.RUNNING, created_at=recent),
             run(reports, 4, status=RunStatus.SUCCEEDED, finished_at=recent),  # old, finished now
             run(default, 5, status=RunStatus.FAILED, finished_at=T0),  # nothing recent
@@ -93,7 +94,15 @@ async def test_queue_activity_counts_live_and_recent_runs(factory: UowFactory) -
         activity = await uow.runs.queue_activity(since)
 
     assert activity == [
-        QueueActivity(queue="reports", pending=1, queued=1, running=1, created=2, finished=1)
+        QueueActivity(
+            queue="reports",
+            pending=1,
+            queued=2,
+            running=1,
+            created=3,
+            finished=1,
+            oldest_queued_at=T0,
+        )
     ]
 
 

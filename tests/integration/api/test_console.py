@@ -4,6 +4,7 @@ role-aware pages and actions, objects of others (404), and the security headers.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import replace
 
 import pytest
@@ -127,6 +128,8 @@ async def test_every_page_renders_with_csp_and_no_inline_script_or_style(
             assert response.headers["cache-control"] == "no-store"
             assert not INLINE_SCRIPT.search(response.text), path
             assert not INLINE_STYLE.search(response.text), path
+        queues = (await visitor.page("/ui/queues")).text
+        assert re.search(r'<span title="queued at [^"]+">[0-9.]+ (ms|s) ago</span>', queues)
         task_page = (await visitor.page(f"/ui/tasks/{task['id']}")).text
         assert "every day at 02:00 (Europe/Paris)" in task_page
         assert "CET" in task_page or "CEST" in task_page  # next fires in the task's zone

@@ -68,6 +68,7 @@ class PagesController(Controller):
             title="Overview",
             counts=counts,
             queues=queues,
+            now=services.clock.now(),
             online=sum(1 for w in workers if w.status is WorkerStatus.ONLINE),
             busy=sum(1 for w in workers if w.active_runs > 0),
             draining=sum(1 for w in workers if w.status is WorkerStatus.DRAINING),
@@ -256,6 +257,7 @@ class PagesController(Controller):
             title="Queues",
             queues=stats,
             consumers=consumers,
+            now=services.clock.now(),
             window=RATE_WINDOW,
         )
 

@@ -392,3 +392,5 @@ class QueueActivity:
     running: int = 0
     created: int = 0
     finished: int = 0
+    #: When the longest-waiting queued run was queued (None: nothing queued).
+    oldest_queued_at: datetime | None = None

@@ -281,15 +281,23 @@ class SqlRunRepository(SqlRepository):
         """Two grouped counts: live runs by status (served by the partial status indexes) and
         runs created or finished since ``since`` (``finished_at`` has no index of its own)."""
         tallies: dict[str, dict[str, int]] = {}
+        oldest: dict[str, datetime] = {}
         active = [status.value for status in ACTIVE_STATUSES]
         live = await self._all(
-            select(_c.queue, _c.status, func.count().label("n"))
+            select(
+                _c.queue,
+                _c.status,
+                func.count().label("n"),
+                func.min(_c.queued_at).label("oldest"),
+            )
             .where(_c.status.in_(active))
             .group_by(_c.queue, _c.status)
         )
         for row in live:
             tally = tallies.setdefault(row["queue"], {})
             tally[row["status"]] = int(row["n"])
+            if row["status"] == RunStatus.QUEUED.value and row["oldest"] is not None:
+                oldest[row["queue"]] = row["oldest"]
         recent = await self._all(
             select(
                 _c.queue,
@@ -303,7 +311,10 @@ class SqlRunRepository(SqlRepository):
             tally = tallies.setdefault(row["queue"], {})
             tally["created"] = int(row["c"] or 0)
             tally["finished"] = int(row["f"] or 0)
-        return [QueueActivity(queue=queue, **tallies[queue]) for queue in sorted(tallies)]
+        return [
+            QueueActivity(queue=queue, oldest_queued_at=oldest.get(queue), **tallies[queue])
+            for queue in sorted(tallies)
+        ]
 
     async def count_in_flight(self, task_ids: Sequence[str]) -> dict[str, int]:
         if not task_ids:
