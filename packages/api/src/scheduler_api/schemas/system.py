@@ -35,6 +35,8 @@ class QueueOut(msgspec.Struct, kw_only=True):
     finished: int
     created_per_minute: float
     finished_per_minute: float
+    #: When the longest-waiting queued run was queued (null: nothing queued).
+    oldest_queued_at: datetime | None = None
 
     @classmethod
     def of(cls, stats: QueueStats) -> QueueOut:
@@ -50,6 +52,7 @@ class QueueOut(msgspec.Struct, kw_only=True):
             finished=activity.finished,
             created_per_minute=round(activity.created / minutes, 3),
             finished_per_minute=round(activity.finished / minutes, 3),
+            oldest_queued_at=activity.oldest_queued_at,
         )
 
 
