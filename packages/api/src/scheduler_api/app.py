@@ -84,7 +84,7 @@ def create_app(
             *extra,
             v1,
             root_redirect,
-            *console_routers(services, options),
+            *console_routers(),
         ],
         dependencies={
             "services": Provide(lambda: services, sync_to_thread=False, use_cache=True),

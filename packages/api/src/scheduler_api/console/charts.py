@@ -50,7 +50,7 @@ def runs_per_minute(runs: Sequence[Any], *, now: datetime, minutes: int) -> Char
     slot = (WIDTH - 2 * PAD) / minutes
     bars: list[Bar] = []
     for i, bucket in enumerate(buckets):
-        base = HEIGHT - AXIS
+        base: float = HEIGHT - AXIS
         minute = (start + timedelta(minutes=i)).strftime("%H:%M")
         for outcome in OUTCOMES:
             count = bucket[outcome]

@@ -3,6 +3,7 @@ applied outside routing so that no path through the framework can leave them out
 
 from __future__ import annotations
 
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 #: No inline script or style anywhere: everything the pages use comes from ``/ui/static``.
@@ -30,7 +31,7 @@ class ConsoleHeaders:
         self._app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_console_path(scope["path"]):
+        if scope["type"] != ScopeType.HTTP or not is_console_path(scope["path"]):
             await self._app(scope, receive, send)
             return
         static = scope["path"].startswith("/ui/static/")

@@ -115,18 +115,19 @@ def console_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
             cookies=[c for c in expired_cookies(secure=secure) if c.key == SESSION_COOKIE],
         )
     problem = handle_exception(request, exc)
+    status = problem.status_code or 500
     detail = getattr(problem.content, "detail", "error")
     session = request.state.get(SESSION_STATE)
     renewed = getattr(session, "renewed", None)
     return Template(
         "error.html",
         context={
-            "title": f"Error {problem.status_code}",
-            "status": problem.status_code,
+            "title": f"Error {status}",
+            "status": status,
             "detail": detail,
             "principal": None,
         },
-        status_code=problem.status_code,
+        status_code=status,
         headers={k: v for k, v in problem.headers.items() if k.lower() == "retry-after"},
         cookies=[session_cookie(renewed, secure=secure)] if renewed is not None else [],
     )
@@ -138,7 +139,7 @@ async def root_redirect() -> Redirect:
     return Redirect(CONSOLE_PATH, status_code=302)
 
 
-def console_routers(services: ApiServices, options: ApiOptions) -> list[Router]:
+def console_routers() -> list[Router]:
     # Imported here: the pages import the router module for its names.
     from scheduler_api.console.actions import ActionsController
     from scheduler_api.console.bulk import BulkController

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from litestar import Request, Response
+from litestar import Request
 from litestar.datastructures import Cookie
 
 from scheduler_application.auth import AuthService, TokenPair
@@ -195,15 +195,3 @@ async def open_session(
         csrf_token=keys.csrf_for("csrf", cookie.session_id),
         renewed=renewed,
     )
-
-
-def check_csrf(session: ConsoleSession, keys: ConsoleKeys, presented: str | None) -> None:
-    if not keys.matches("csrf", session.cookie.session_id, presented):
-        raise PermissionDenied(
-            "the form is stale or forged (CSRF token missing or wrong)", field=CSRF_FIELD
-        )
-
-
-def carry_renewal(response: Response[Any], session: ConsoleSession, *, secure: bool) -> None:
-    if session.renewed is not None:
-        response.set_cookie(session_cookie(session.renewed, secure=secure))
