@@ -161,3 +161,32 @@ async def test_revoke_for_user_revokes_every_family(factory: UowFactory) -> None
     assert revoked == 2
     assert bobs is not None
     assert bobs.revoked_at is None
+
+
+async def test_latest_statuses_are_the_newest_runs_per_task(factory: UowFactory) -> None:
+    busy, quiet, idle = task("default", "busy"), task("default", "quiet"), task("default", "idle")
+    runs = [
+        run(busy, i, status=status, created_at=T0 + timedelta(seconds=i))
+        for i, status in enumerate(
+            [RunStatus.FAILED, RunStatus.SUCCEEDED, RunStatus.RUNNING, RunStatus.QUEUED]
+        )
+    ]
+    only = run(quiet, 9, status=RunStatus.DEAD_LETTERED)
+    async with factory() as uow:
+        for item in (busy, quiet, idle):
+            await uow.tasks.add(item)
+        for item in (*runs, only):
+            await uow.runs.add(item)
+        await uow.commit()
+
+    async with factory() as uow:
+        latest = await uow.runs.latest_statuses([busy.id, quiet.id, idle.id], per_task=3)
+
+    assert latest == {
+        busy.id: [
+            (runs[3].id, RunStatus.QUEUED),
+            (runs[2].id, RunStatus.RUNNING),
+            (runs[1].id, RunStatus.SUCCEEDED),
+        ],
+        quiet.id: [(only.id, RunStatus.DEAD_LETTERED)],
+    }

@@ -128,6 +128,8 @@ async def test_every_page_renders_with_csp_and_no_inline_script_or_style(
             assert response.headers["cache-control"] == "no-store"
             assert not INLINE_SCRIPT.search(response.text), path
             assert not INLINE_STYLE.search(response.text), path
+        tasks = (await visitor.page("/ui/tasks")).text
+        assert f'<a href="/ui/runs/{run["id"]}" class="dot status-{run["status"]}"' in tasks
         queues = (await visitor.page("/ui/queues")).text
         assert re.search(r'<span title="queued at [^"]+">[0-9.]+ (ms|s) ago</span>', queues)
         task_page = (await visitor.page(f"/ui/tasks/{task['id']}")).text

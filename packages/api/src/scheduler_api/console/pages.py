@@ -108,6 +108,9 @@ class PagesController(Controller):
             title="Tasks",
             tasks=tasks.items,
             next_cursor=seal_cursor(tasks.next_cursor, options),
+            latest=await services.runs.latest_statuses(
+                [t.id for t in tasks.items], principal=console.principal, per_task=5
+            ),
             filters={"name": name or "", "state": task_state or "", "queue": queue or ""},
             task_zone=task_zone,
         )

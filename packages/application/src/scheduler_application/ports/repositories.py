@@ -219,6 +219,13 @@ class RunRepository(Protocol):
         """Runs queued or running, per task; tasks with none are left out."""
         ...
 
+    async def latest_statuses(
+        self, task_ids: Sequence[str], *, per_task: int
+    ) -> dict[str, builtins.list[tuple[str, RunStatus]]]:
+        """The newest ``per_task`` runs of each task as ``(run id, status)``, newest first
+        (by creation); tasks without runs are left out. Reads no output or result."""
+        ...
+
     async def pending_due_excluding(
         self, now: datetime, *, limit: int, exclude_task_ids: Sequence[str]
     ) -> builtins.list[TaskRun]:

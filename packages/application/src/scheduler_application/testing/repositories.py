@@ -410,6 +410,19 @@ class InMemoryRunRepository(_Repository):
             for queue in sorted(tallies)
         ]
 
+    async def latest_statuses(
+        self, task_ids: Sequence[str], *, per_task: int
+    ) -> dict[str, builtins.list[tuple[str, RunStatus]]]:
+        wanted = set(task_ids)
+        runs = [run for run in self.tx.scan("runs") if run.task_id in wanted]
+        runs.sort(key=lambda run: (run.created_at, run.id), reverse=True)
+        latest: dict[str, builtins.list[tuple[str, RunStatus]]] = {}
+        for run in runs:
+            statuses = latest.setdefault(run.task_id, [])
+            if len(statuses) < per_task:
+                statuses.append((run.id, run.status))
+        return latest
+
     async def count_in_flight(self, task_ids: Sequence[str]) -> dict[str, int]:
         wanted = set(task_ids)
         counts: dict[str, int] = {}

@@ -316,6 +316,24 @@ class SqlRunRepository(SqlRepository):
             for queue in sorted(tallies)
         ]
 
+    async def latest_statuses(
+        self, task_ids: Sequence[str], *, per_task: int
+    ) -> dict[str, builtins.list[tuple[str, RunStatus]]]:
+        """One short query per task, each a walk down ``ix_task_runs_task_id_created_at``, in
+        the caller's transaction: a page of tasks costs that many index probes, whatever the
+        number of runs (a window over every run of the tasks would read them all)."""
+        latest: dict[str, builtins.list[tuple[str, RunStatus]]] = {}
+        for task_id in dict.fromkeys(task_ids):
+            rows = await self._all(
+                select(_c.id, _c.status)
+                .where(_c.task_id == task_id)
+                .order_by(_c.created_at.desc(), _c.id.desc())
+                .limit(per_task)
+            )
+            if rows:
+                latest[task_id] = [(row["id"], RunStatus(row["status"])) for row in rows]
+        return latest
+
     async def count_in_flight(self, task_ids: Sequence[str]) -> dict[str, int]:
         if not task_ids:
             return {}
