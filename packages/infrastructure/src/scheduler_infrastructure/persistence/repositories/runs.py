@@ -319,19 +319,28 @@ class SqlRunRepository(SqlRepository):
     async def latest_statuses(
         self, task_ids: Sequence[str], *, per_task: int
     ) -> dict[str, builtins.list[tuple[str, RunStatus]]]:
-        """One short query per task, each a walk down ``ix_task_runs_task_id_created_at``, in
-        the caller's transaction: a page of tasks costs that many index probes, whatever the
-        number of runs (a window over every run of the tasks would read them all)."""
+        """Each task's newest runs by a walk down ``ix_task_runs_task_id_created_at``: on
+        PostgreSQL one statement (a lateral join over the ids), on SQLite one short query per
+        task. A page of tasks costs that many index probes whatever the number of runs (a
+        window over every run of the tasks would read them all)."""
+        wanted = list(dict.fromkeys(task_ids))
         latest: dict[str, builtins.list[tuple[str, RunStatus]]] = {}
-        for task_id in dict.fromkeys(task_ids):
-            rows = await self._all(
+        if not wanted:
+            return latest
+        if self._postgres:
+            rows = await self._all_with(_LATEST_STATUSES, {"ids": wanted, "n": per_task})
+            for row in rows:
+                latest.setdefault(row["task_id"], []).append((row["id"], RunStatus(row["status"])))
+            return latest
+        for task_id in wanted:
+            found = await self._all(
                 select(_c.id, _c.status)
                 .where(_c.task_id == task_id)
                 .order_by(_c.created_at.desc(), _c.id.desc())
                 .limit(per_task)
             )
-            if rows:
-                latest[task_id] = [(row["id"], RunStatus(row["status"])) for row in rows]
+            if found:
+                latest[task_id] = [(row["id"], RunStatus(row["status"])) for row in found]
         return latest
 
     async def count_in_flight(self, task_ids: Sequence[str]) -> dict[str, int]:
@@ -599,6 +608,20 @@ def _update_many_statement(columns: tuple[Any, ...]) -> TextClause:
         + ") WHERE r.id = v.id AND r.version = v.expected RETURNING r.id"
     )
 
+
+_LATEST_STATUSES = text(
+    """
+    SELECT v.task_id, r.id, r.status
+    FROM unnest(CAST(:ids AS text[])) WITH ORDINALITY AS v(task_id, position)
+    CROSS JOIN LATERAL (
+        SELECT id, status, created_at FROM task_runs
+        WHERE task_id = v.task_id
+        ORDER BY created_at DESC, id DESC
+        LIMIT :n
+    ) AS r
+    ORDER BY v.position, r.created_at DESC, r.id DESC
+    """
+)
 
 _RENEW_LEASES = text(
     """
