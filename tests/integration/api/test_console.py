@@ -313,7 +313,18 @@ async def test_an_api_key_is_shown_once_and_can_be_revoked(api: Api, alice: Call
         assert after.json()["revoked_at"] is not None
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/ui", "//evil.example/ui", "/api/v1/x"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/ui",
+        "//evil.example/ui",
+        "/ui//evil.example",
+        "/api/v1/x",
+        "/ui\\evil",
+        "/ui/runs\r\nSet-Cookie: x=1",
+        "/uievil",
+    ],
+)
 async def test_sign_in_only_returns_to_console_pages(api: Api, admin: Caller, target: str) -> None:
     async with browser(api) as visitor:
         form = await visitor.client.get("/ui/login", params={"next": target})
@@ -385,3 +396,22 @@ async def test_an_error_page_still_carries_a_renewed_session(api: Api, admin: Ca
         assert missing.status_code == 404
         renewed = set_cookie(missing.headers.get_list("set-cookie")).split(";")[0]
         assert renewed.split("=", 1)[1].strip('"') != stale
+
+
+async def test_sign_in_returns_to_the_page_asked_for(api: Api, admin: Caller) -> None:
+    async with browser(api) as visitor:
+        asked = await visitor.page("/ui/runs?status=queued")
+        target = asked.headers["location"].split("next=", 1)[1]
+        form = await visitor.client.get(f"/ui/login?next={target}")
+        response = await visitor.client.post(
+            "/ui/login",
+            data={
+                "username": "root",
+                "password": "correct horse battery staple",
+                "csrf_token": csrf_of(form.text),
+                "next": "/ui/runs?status=queued",
+            },
+        )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/ui/runs?status=queued"
+    assert 'value="/ui/runs?status=queued"' in form.text

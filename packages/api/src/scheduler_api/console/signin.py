@@ -4,6 +4,7 @@ same log-out: the refresh family is revoked and every access token of the user e
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 from typing import Annotated, Any
 
@@ -29,9 +30,14 @@ from scheduler_domain.accounts import Role
 Next = Annotated[str | None, QueryParameter(name="next", max_length=2000)]
 
 
+#: A console path with an optional query, in URL characters only (no ``\\``, spaces or
+#: line breaks, which a header could not carry).
+_CONSOLE_TARGET = re.compile(r"^/ui(?:[/?][A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$")
+
+
 def safe_next(target: str | None) -> str:
     """Only a console path of this site (never ``//host`` or a scheme)."""
-    if not target or not target.startswith(CONSOLE_PATH) or "//" in target or "\\" in target:
+    if not target or "//" in target or not _CONSOLE_TARGET.match(target):
         return CONSOLE_PATH
     return target
 
