@@ -70,6 +70,7 @@ FORBIDDEN: list[tuple[Role, str, str, dict[str, Any] | None]] = [
     (Role.VIEWER, "POST", f"/api/v1/runs/{SOME_ID}/cancel", None),
     (Role.VIEWER, "POST", f"/api/v1/runs/{SOME_ID}/retry", None),
     (Role.USER, "POST", f"/api/v1/workers/{SOME_ID}/drain", None),
+    (Role.USER, "POST", f"/api/v1/workers/{SOME_ID}/undrain", None),
     (Role.USER, "GET", "/api/v1/users", None),
     (Role.USER, "POST", "/api/v1/users", {"username": "zed", "password": "p" * 12}),
     (Role.OPERATOR, "GET", f"/api/v1/users/{SOME_ID}", None),

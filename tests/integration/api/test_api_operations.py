@@ -58,6 +58,35 @@ async def test_get_and_drain_a_worker(api: Api, admin: Caller) -> None:
     assert missing.status_code == 404
 
 
+async def test_undrain_lets_a_drained_worker_take_runs_and_refuses_an_offline_one(
+    api: Api, admin: Caller
+) -> None:
+    operator = await api.user("otto", Role.OPERATOR)
+    worker = await register(api, admin, "w", ["default"])
+    await api.client.post(f"/api/v1/workers/{worker['id']}/drain", headers=operator.headers)
+
+    undrained = await api.client.post(
+        f"/api/v1/workers/{worker['id']}/undrain", headers=operator.headers
+    )
+    gone = await api.client.post(
+        "/api/v1/worker/deregister", json={"worker_id": worker["id"]}, headers=admin.headers
+    )
+    refused = await api.client.post(
+        f"/api/v1/workers/{worker['id']}/undrain", headers=operator.headers
+    )
+    missing = await api.client.post(
+        "/api/v1/workers/01900000-0000-7000-8000-000000000000/undrain", headers=operator.headers
+    )
+
+    assert undrained.status_code == 200, undrained.text
+    assert undrained.json()["status"] == "online"
+    assert gone.status_code in (200, 204), gone.text
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["field"] == "worker_id"
+    assert "offline" in refused.json()["detail"]
+    assert missing.status_code == 404
+
+
 async def test_queues_show_depth_and_rates(api: Api, admin: Caller, alice: Caller) -> None:
     task = await api.task(alice, queue="reports")
     await api.run(alice, task["id"])

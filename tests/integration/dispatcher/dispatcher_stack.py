@@ -15,6 +15,7 @@ from typing import Any
 from scheduler_application.auth_context import Principal
 from scheduler_application.dependencies import DependencyResolver
 from scheduler_application.execution import ExecutionService
+from scheduler_application.ports.queue import RunQueue
 from scheduler_application.rate_limiting import RunRateLimits
 from scheduler_application.reaper import LeaseReaper
 from scheduler_application.relay import RunRelay
@@ -46,7 +47,7 @@ DEAD_REDIS_URL = "redis://127.0.0.1:6390/0"
 @dataclass
 class DispatcherStack:
     uow_factory: SqlUnitOfWorkFactory
-    queue: MemoryRunQueue
+    queue: RunQueue
     tasks: TaskService
     runs: RunService
     execution: ExecutionService
@@ -110,7 +111,9 @@ async def dispatcher_stack(
     max_sleep: timedelta = timedelta(seconds=0.2),
     fire_ahead: timedelta = timedelta(0),
     extra_loops: Callable[[SchedulerLoop], list[PeriodicLoop]] | None = None,
+    queue: RunQueue | None = None,
 ) -> AsyncIterator[DispatcherStack]:
+    """``queue``: an open adapter of another backend (default: a memory queue of its own)."""
     clock = SystemClock()
     signal = TaskChangeSignal()
     timings = LoopTimings(
@@ -120,7 +123,9 @@ async def dispatcher_stack(
         worker_silence=timedelta(seconds=30),
         batch_size=100,
     )
-    async with MemoryRunQueue() as queue:
+    async with contextlib.AsyncExitStack() as opened:
+        if queue is None:
+            queue = await opened.enter_async_context(MemoryRunQueue())
         relay = RunRelay(
             uow_factory=uow_factory,
             clock=clock,

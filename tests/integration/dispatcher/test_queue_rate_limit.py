@@ -1,6 +1,7 @@
-"""A queue's rate limit (``dispatcher.queue_rate_limits``) over a real dispatcher, as its
-composition root builds it from the settings: the runs of the limited queue are published at
-the configured rate within 10 %, those of another queue are not held back."""
+"""A queue's rate limit over a real dispatcher, as its composition root builds it: from the
+configuration (``dispatcher.queue_rate_limits``), or stored through the queue settings, which
+win over the configured default. The runs of the limited queue are published at the limit
+within 10 %, those of another queue are not held back."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from scheduler_application.auth_context import Principal
+from scheduler_application.queue_control import QueueChanges, QueueControl
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_dispatcher.bootstrap import build_dispatcher
 from scheduler_domain.accounts import Role
+from scheduler_domain.rate_limit import RateLimit
 from scheduler_domain.run import TaskRun
 from scheduler_infrastructure.config import DatabaseSettings, DispatcherSettings, Settings
 from scheduler_infrastructure.persistence.migrations import upgrade
@@ -29,9 +32,8 @@ WINDOW = timedelta(seconds=3)
 TRIGGERS = 70  # a backlog that keeps the bucket empty past warm-up + window
 
 
-async def test_a_queue_limit_from_the_config_holds_over_a_real_dispatcher(
-    tmp_path: Path,
-) -> None:
+@pytest.mark.parametrize("stored", [False, True], ids=["configured", "stored-over-configured"])
+async def test_a_queue_limit_holds_over_a_real_dispatcher(tmp_path: Path, stored: bool) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'queue-limit.db'}"
     await asyncio.to_thread(upgrade, url)
     settings = Settings(
@@ -39,12 +41,20 @@ async def test_a_queue_limit_from_the_config_holds_over_a_real_dispatcher(
         dispatcher=DispatcherSettings(
             relay_interval_seconds=0.05,
             metrics_port=0,
-            queue_rate_limits=(f"metered={RATE}/s",),
+            # Stored: the configured default (3/s) must give way to the stored 10/s.
+            queue_rate_limits=("metered=3/s",) if stored else (f"metered={RATE}/s",),
         ),
     )
     async with open_resources(settings) as resources:
         tasks = TaskService(uow_factory=resources.uow_factory, clock=resources.clock)
         runs = RunService(uow_factory=resources.uow_factory, clock=resources.clock)
+        if stored:
+            control = QueueControl(uow_factory=resources.uow_factory, clock=resources.clock)
+            await control.update(
+                "metered",
+                QueueChanges(rate_limit=RateLimit.parse(f"{RATE}/s")),
+                principal=Principal(subject_id="op", role=Role.OPERATOR),
+            )
         metered = await tasks.create(
             {"name": "metered", "executor": "noop", "queue": "metered"}, principal=OWNER
         )

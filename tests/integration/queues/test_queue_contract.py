@@ -251,3 +251,76 @@ async def test_closing_the_queue_ends_consumption(make_queue: QueueMaker, new_qu
     await asyncio.sleep(0.3)
     await queue.aclose()
     assert await asyncio.wait_for(draining, 10) == 0
+
+
+async def test_an_empty_queue_is_deleted_and_can_be_used_again(
+    make_queue: QueueMaker, new_queue_name
+) -> None:
+    queue = await make_queue()
+    name = new_queue_name()
+    message = run_message(name)
+    await queue.publish(message)
+    async with queue.consume([name], prefetch=1) as consumer:
+        await queue.ack(await next_delivery(consumer))
+
+    assert await queue.delete_if_empty(name) is True
+    assert await queue.delete_if_empty(name) is True  # already gone: nothing to keep
+
+    # A later publish declares it again (no stale "already declared" memory).
+    await queue.publish(message)
+    async with queue.consume([name], prefetch=1) as consumer:
+        again = await next_delivery(consumer)
+        assert again.message.run_id == message.run_id
+        await queue.ack(again)
+
+
+async def test_a_queue_holding_a_ready_message_is_kept_with_the_message(
+    make_queue: QueueMaker, new_queue_name
+) -> None:
+    queue = await make_queue()
+    name = new_queue_name()
+    message = run_message(name)
+    await queue.publish(message)
+
+    assert await queue.delete_if_empty(name) is False
+
+    async with queue.consume([name], prefetch=1) as consumer:
+        delivery = await next_delivery(consumer)
+        assert delivery.message == message
+        await queue.ack(delivery)
+
+
+async def test_a_queue_with_an_unacked_delivery_is_kept_until_it_is_settled(
+    make_queue: QueueMaker, new_queue_name
+) -> None:
+    queue = await make_queue()
+    name = new_queue_name()
+    await queue.publish(run_message(name))
+
+    async with queue.consume([name], prefetch=1) as consumer:
+        delivery = await next_delivery(consumer)
+        assert await queue.delete_if_empty(name) is False
+        await queue.ack(delivery)
+
+    async def deleted() -> bool:
+        return await queue.delete_if_empty(name)
+
+    await eventually(deleted, within=10)
+
+
+async def test_a_queue_with_dead_letters_is_kept_with_them(
+    make_queue: QueueMaker, new_queue_name
+) -> None:
+    queue = await make_queue()
+    name = new_queue_name()
+    message = run_message(name)
+    await queue.publish(message)
+    async with queue.consume([name], prefetch=1) as consumer:
+        await queue.nack(await next_delivery(consumer), requeue=False)
+
+    async def dead_lettered() -> bool:
+        return [dead.run_id for dead in await queue.dead_letters(name)] == [message.run_id]
+
+    await eventually(dead_lettered, within=10)
+    assert await queue.delete_if_empty(name) is False
+    assert [dead.run_id for dead in await queue.dead_letters(name)] == [message.run_id]

@@ -29,6 +29,7 @@ LEGAL = {
     ("pending", "cancelled"),
     ("queued", "running"),
     ("queued", "cancelled"),
+    ("queued", "pending"),
     ("running", "succeeded"),
     ("running", "failed"),
     ("running", "timed_out"),

@@ -16,7 +16,7 @@ from scheduler_domain.accounts import (
 )
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.lease import Lease
-from scheduler_domain.worker import Worker, WorkerStatus
+from scheduler_domain.worker import Worker, WorkerOffline, WorkerStatus
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TIMEOUT = timedelta(seconds=30)
@@ -34,6 +34,32 @@ def _worker(**overrides: object) -> Worker:
     }
     fields.update(overrides)
     return Worker(**fields)  # type: ignore[arg-type]
+
+
+def test_undrain_puts_a_draining_worker_back_online_and_refuses_an_offline_one() -> None:
+    worker = _worker()
+    worker.drain()
+    assert worker.status is WorkerStatus.DRAINING
+    worker.undrain()
+    assert worker.status is WorkerStatus.ONLINE
+    worker.undrain()  # already online: nothing to do
+    assert worker.status is WorkerStatus.ONLINE
+
+    worker.go_offline(now=NOW)
+    with pytest.raises(WorkerOffline, match="offline"):
+        worker.undrain()
+    assert worker.status is WorkerStatus.OFFLINE
+
+
+def test_a_worker_is_retired_only_when_offline_longer_than_the_retention() -> None:
+    day = timedelta(days=1)
+    silent = _worker(heartbeat_at=NOW - 2 * day)
+    assert not silent.is_retired(now=NOW, retention=day)  # silent, but not marked offline yet
+    silent.go_offline(now=NOW - 2 * day)
+    assert silent.is_retired(now=NOW, retention=day)
+    assert not silent.is_retired(now=NOW, retention=3 * day)
+    draining = _worker(heartbeat_at=NOW - 2 * day, status=WorkerStatus.DRAINING)
+    assert not draining.is_retired(now=NOW, retention=day)
 
 
 def test_worker_without_heartbeat_for_the_timeout_is_not_alive() -> None:

@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -387,3 +388,37 @@ def test_queue_rate_limits_come_from_the_config_file(tmp_path: Path) -> None:
     settings = load_settings({}, path=config)
     limits = parse_queue_rate_limits(settings.dispatcher.queue_rate_limits)
     assert limits == {"reports": RateLimit.parse("10/s"), "email": RateLimit.parse("5/2m")}
+
+
+def test_retention_defaults_in_days_and_zero_keeps_for_ever() -> None:
+    from scheduler_dispatcher.bootstrap import retention_policy
+
+    settings = load_settings({}, path=None)
+    r = settings.retention
+    assert (r.workers_days, r.runs_days, r.dead_letters_days, r.slot_decisions_days) == (
+        1.0,
+        30.0,
+        0.0,
+        30.0,
+    )
+    policy = retention_policy(settings)
+    assert policy.runs == timedelta(days=30)
+    assert policy.dead_letters is None  # dead letters are kept unless asked
+    tuned = load_settings(
+        {"SCHEDULER__RETENTION__RUNS_DAYS": "0", "SCHEDULER__RETENTION__DEAD_LETTERS_DAYS": "90"},
+        path=None,
+    )
+    assert retention_policy(tuned).runs is None
+    assert retention_policy(tuned).dead_letters == timedelta(days=90)
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"SCHEDULER__RETENTION__RUNS_DAYS": "-1"}, "retention.runs_days"),
+        ({"SCHEDULER__RETENTION__BATCH_SIZE": "0"}, "retention.batch_size"),
+        ({"SCHEDULER__RETENTION__WORKERS_DAYS": "0.0001"}, "retention.workers_days"),
+    ],
+)
+def test_a_bad_retention_is_refused_naming_the_key(env: dict[str, str], key: str) -> None:
+    assert key in _error(env)

@@ -62,3 +62,32 @@ async def test_a_worker_holding_nothing_sends_no_stop_check() -> None:
     loop = _loop(execution, [], [])
     await loop.check_stops()
     assert execution.checks == []
+
+
+class RetiredExecution(RecordingExecution):
+    """The worker's row is gone: every heartbeat is answered NotFound."""
+
+    async def heartbeat(self, worker_id: str, held: Any) -> Any:
+        from scheduler_application.errors import NotFound
+
+        self.heartbeats += 1
+        raise NotFound(f"worker {worker_id} is not registered", field="worker_id")
+
+
+async def test_a_worker_that_was_retired_stops_its_runs_and_itself() -> None:
+    execution = RetiredExecution(stop=[])
+    stopped: list[str] = []
+    gone: list[bool] = []
+    loop = HeartbeatLoop(
+        execution=execution,  # type: ignore[arg-type]
+        worker_id="w-1",
+        interval=timedelta(seconds=30),
+        lease=timedelta(seconds=60),
+        active=lambda: [("held", 1)],
+        on_stop=stopped.append,
+        on_drain=lambda: None,
+        on_gone=lambda: gone.append(True),
+    )
+    await loop.beat()
+    assert stopped == ["held"]
+    assert gone == [True]

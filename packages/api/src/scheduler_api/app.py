@@ -28,6 +28,11 @@ from scheduler_api.console import (
 )
 from scheduler_api.controllers.api_keys import ApiKeyController
 from scheduler_api.controllers.auth import AuthController
+from scheduler_api.controllers.bulk import (
+    BulkRunsController,
+    BulkTasksController,
+    OperationController,
+)
 from scheduler_api.controllers.health import HealthController
 from scheduler_api.controllers.queues import QueueController
 from scheduler_api.controllers.runs import RunController
@@ -65,6 +70,9 @@ def create_app(
         path=API_PREFIX,
         route_handlers=[
             TaskController,
+            BulkRunsController,
+            BulkTasksController,
+            OperationController,
             RunController,
             WorkerController,
             QueueController,
@@ -96,9 +104,10 @@ def create_app(
         before_request=before_each_request,
         request_max_body_size=options.max_body_bytes,
         openapi_config=openapi_config(version=options.version),
-        on_startup=[services.auth.warm_up],
-        # Stops the background retries of publishes that failed (their runs stay queued).
-        on_shutdown=[services.runs.aclose],
+        on_startup=[services.auth.warm_up, services.bulk_runner.watch],
+        # Stops the background retries of publishes that failed (their runs stay queued), and
+        # this process's bulk operations (another API process takes them over).
+        on_shutdown=[services.bulk_runner.aclose, services.runs.aclose],
         logging_config=None,
         debug=False,
         state=State(

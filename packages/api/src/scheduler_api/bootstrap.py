@@ -30,14 +30,17 @@ from scheduler_api.services import ApiOptions, ApiServices, Probe
 from scheduler_api.throttle import LoginThrottle
 from scheduler_application.api_keys import ApiKeyService
 from scheduler_application.auth import AuthService, SessionPolicy
+from scheduler_application.bulk import BulkRunner, BulkService
 from scheduler_application.execution import ExecutionService
 from scheduler_application.ports.security import PasswordHasher, TokenCodec
+from scheduler_application.queue_control import QueueControl
 from scheduler_application.rate_limiting import RunRateLimits
 from scheduler_application.relay import RunRelay
 from scheduler_application.remote_workers import RemoteWorkerService
 from scheduler_application.routing import Router
 from scheduler_application.runs import RunService
 from scheduler_application.status_report import StatusService
+from scheduler_application.task_apply import TaskApplyService
 from scheduler_application.task_graph import TaskGraphService
 from scheduler_application.tasks import TaskService
 from scheduler_application.user_admin import UserAdminService
@@ -178,7 +181,7 @@ def build_services(
     )
     lease = timedelta(seconds=settings.worker.lease_seconds)
     observer = resources.metrics
-    workers = WorkerService(uow_factory=uow, clock=clock, observer=observer)
+    workers = WorkerService(uow_factory=uow, clock=clock, observer=observer, queue=resources.queue)
     execution = ExecutionService(
         uow_factory=uow,
         clock=clock,
@@ -190,6 +193,7 @@ def build_services(
     )
     # The same gates as the dispatcher's relay (routing, rate limits), for the runs a trigger
     # or a retry dispatches at once.
+    queue_limits = parse_queue_rate_limits(resources.settings.dispatcher.queue_rate_limits)
     relay = RunRelay(
         uow_factory=uow,
         clock=clock,
@@ -197,23 +201,34 @@ def build_services(
         router=Router(worker_timeout=settings.worker.silence),
         rate_limits=RunRateLimits(
             limiter=resources.rate_limiter,
-            queue_limits=parse_queue_rate_limits(resources.settings.dispatcher.queue_rate_limits),
+            queue_limits=queue_limits,
             observer=observer,
         ),
         tracer=resources.tracer,
     )
+    tasks = TaskService(
+        uow_factory=uow,
+        clock=clock,
+        observer=observer,
+        executor_policy=resources.executor_policy,
+        secret_box=resources.secret_box,
+    )
+    runs = RunService(
+        uow_factory=uow, clock=clock, observer=observer, relay=relay, tracer=resources.tracer
+    )
+    bulk_runner = BulkRunner(uow_factory=uow, clock=clock, runs=runs, tasks=tasks)
     return ApiServices(
-        tasks=TaskService(
+        tasks=tasks,
+        task_apply=TaskApplyService(uow_factory=uow, tasks=tasks),
+        bulk=BulkService(
             uow_factory=uow,
             clock=clock,
-            observer=observer,
-            executor_policy=resources.executor_policy,
-            secret_box=resources.secret_box,
+            runner=bulk_runner,
+            max_items=settings.api.bulk_max_items,
         ),
+        bulk_runner=bulk_runner,
         task_graph=TaskGraphService(uow_factory=uow),
-        runs=RunService(
-            uow_factory=uow, clock=clock, observer=observer, relay=relay, tracer=resources.tracer
-        ),
+        runs=runs,
         workers=workers,
         remote_workers=RemoteWorkerService(
             uow_factory=uow,
@@ -222,6 +237,12 @@ def build_services(
             output_limit_bytes=settings.worker.output_limit_bytes,
         ),
         status=StatusService(uow_factory=uow, clock=clock, queue=resources.queue),
+        queues=QueueControl(
+            uow_factory=uow,
+            clock=clock,
+            default_rate_limits=queue_limits,
+            observer=observer,
+        ),
         auth=AuthService(
             uow_factory=uow,
             clock=clock,

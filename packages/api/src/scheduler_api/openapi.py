@@ -78,6 +78,29 @@ def task_body_schema(*, patch: bool) -> dict[str, Any]:
     return dict(inlined)
 
 
+def tasks_file_schema() -> dict[str, Any]:
+    """The JSON Schema of a tasks file (``scheduler apply -f``), for editors: the task body
+    without ``secret_env`` (never applied from a file), in a ``tasks`` list."""
+    task = task_body_schema(patch=False)
+    task["properties"] = {k: v for k, v in task["properties"].items() if k != "secret_env"}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Tasks file",
+        "description": (
+            "Tasks as code: `scheduler apply -f FILE` makes the caller's tasks exactly these "
+            "(docs/tasks-as-code.md). Tasks are matched by name; depends_on may name tasks of "
+            "the same file."
+        ),
+        "type": "object",
+        "required": ["tasks"],
+        "additionalProperties": False,
+        "properties": {
+            "version": {"type": "integer", "const": 1, "default": 1},
+            "tasks": {"type": "array", "items": task},
+        },
+    }
+
+
 class ClosedStructSchemaPlugin(StructSchemaPlugin):
     """Litestar's schema of a msgspec struct, stating what msgspec enforces and Litestar leaves
     out: closed objects (``additionalProperties: false``) for structs that refuse unknown

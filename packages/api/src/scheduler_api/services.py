@@ -16,12 +16,15 @@ from scheduler_api.metrics import MetricsExporter
 from scheduler_api.throttle import LoginThrottle
 from scheduler_application.api_keys import ApiKeyService
 from scheduler_application.auth import AuthService
+from scheduler_application.bulk import BulkRunner, BulkService
 from scheduler_application.paging import MAX_PAGE_SIZE
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
+from scheduler_application.queue_control import QueueControl
 from scheduler_application.remote_workers import RemoteWorkerService
 from scheduler_application.runs import RunService
 from scheduler_application.status_report import StatusService
+from scheduler_application.task_apply import TaskApplyService
 from scheduler_application.task_graph import TaskGraphService
 from scheduler_application.tasks import TaskService
 from scheduler_application.user_admin import UserAdminService
@@ -34,11 +37,15 @@ Probe = Callable[[], Awaitable[None]]
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApiServices:
     tasks: TaskService
+    task_apply: TaskApplyService
+    bulk: BulkService
+    bulk_runner: BulkRunner
     task_graph: TaskGraphService
     runs: RunService
     workers: WorkerService
     remote_workers: RemoteWorkerService
     status: StatusService
+    queues: QueueControl
     auth: AuthService
     api_keys: ApiKeyService
     users: UserAdminService

@@ -298,7 +298,7 @@ class ExecutionService:
             for item in active
         ]
         async with self._uow_factory() as uow:
-            worker = await uow.workers.get(worker_id)
+            worker = await uow.workers.get_for_update(worker_id)
             if worker is None:
                 raise NotFound(f"worker {worker_id} is not registered", field="worker_id")
             renewed = await uow.runs.renew_leases(

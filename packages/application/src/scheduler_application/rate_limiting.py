@@ -1,4 +1,9 @@
-"""Rate limits on publishing runs: per task (``Task.rate_limit``) and per queue (configured).
+"""Rate limits on publishing runs: per task (``Task.rate_limit``) and per queue.
+
+A queue's limit is the one stored in its settings (set through the API or CLI, see
+:mod:`scheduler_application.queue_control`), else the configured default
+(``dispatcher.queue_rate_limits``); a run under both a task and a queue limit needs a token
+from each bucket.
 
 A limited run is delayed, never dropped: the relay pushes its ``not_before`` to when the bucket
 will have a token and leaves it pending. The :class:`RateLimiter` port answers "how long until a
@@ -57,19 +62,38 @@ class RunRateLimits:
     def batch(self) -> RateBatch:
         return RateBatch()
 
-    def limited(self, task: Task) -> bool:
-        return task.rate_limit is not None or task.queue in self._queue_limits
+    def default_queue_limit(self, queue: str) -> RateLimit | None:
+        """The configured limit of ``queue`` (what applies while its settings set none)."""
+        return self._queue_limits.get(queue)
 
-    async def admit(self, task: Task, *, now: datetime, batch: RateBatch) -> Delay | None:
+    def limited(self, task: Task, *, queue_limit: RateLimit | None = None) -> bool:
+        """``queue_limit``: the queue's stored limit, overriding the configured default."""
+        return (
+            task.rate_limit is not None
+            or queue_limit is not None
+            or task.queue in self._queue_limits
+        )
+
+    async def admit(
+        self,
+        task: Task,
+        *,
+        now: datetime,
+        batch: RateBatch,
+        queue_limit: RateLimit | None = None,
+    ) -> Delay | None:
         """None when the run may be published now (its tokens are taken), else how long it must
-        wait. The task's bucket is asked first, then its queue's."""
-        delay = await self._admit(task, now=now, batch=batch)
+        wait. The task's bucket is asked first, then its queue's (``queue_limit`` if given,
+        else the configured default)."""
+        delay = await self._admit(task, now=now, batch=batch, queue_limit=queue_limit)
         if delay is not None:
             self._observer.rate_limited()
         return delay
 
-    async def _admit(self, task: Task, *, now: datetime, batch: RateBatch) -> Delay | None:
-        for key, limit in self._buckets(task):
+    async def _admit(
+        self, task: Task, *, now: datetime, batch: RateBatch, queue_limit: RateLimit | None
+    ) -> Delay | None:
+        for key, limit in self._buckets(task, queue_limit):
             booked = batch.booked_until.get(key)
             if booked is not None:
                 booked += timedelta(seconds=1 / limit.per_second)
@@ -81,9 +105,12 @@ class RunRateLimits:
                 return Delay(key, wait)
         return None
 
-    def _buckets(self, task: Task) -> Iterator[tuple[str, RateLimit]]:
+    def _buckets(
+        self, task: Task, queue_limit: RateLimit | None
+    ) -> Iterator[tuple[str, RateLimit]]:
         if task.rate_limit is not None:
             yield task_key(task.id), task.rate_limit
-        queue_limit = self._queue_limits.get(task.queue)
+        if queue_limit is None:
+            queue_limit = self._queue_limits.get(task.queue)
         if queue_limit is not None:
             yield queue_key(task.queue), queue_limit

@@ -17,6 +17,9 @@ On the way out every run passes three gates, in this order:
    ``not_before`` and a ``pending → pending`` event saying why; it is never dropped. A run
    whose required labels no live worker carries is held before this gate (``no_eligible_worker``,
    see routing), so that it spends no token.
+   Before it, the queue's settings (:mod:`scheduler_application.queue_gate`): a run of a
+   paused queue, or of one at its ``max_concurrency``, stays pending untouched; the queue's
+   stored rate limit replaces its configured default.
 3. routing (:mod:`scheduler_application.routing`): the message goes to the task's queue or to a
    chosen worker's direct queue; the run's ``queue`` records where it went, its ``queued`` event
    which worker and why. ``redispatch_orphaned`` moves runs waiting in the direct queue of a worker
@@ -51,6 +54,8 @@ from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.queue import RunMessage, RunQueue, TransactionalRunQueue
 from scheduler_application.ports.tracing import NO_TRACER, SpanKind, Tracer
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.queue_gate import blocked_queues, unqueue_paused
+from scheduler_application.queue_gate import decide as decide_queues
 from scheduler_application.rate_limiting import RunRateLimits
 from scheduler_application.routing import Route, Router
 from scheduler_domain.concurrency import ConcurrencyPolicy
@@ -153,11 +158,18 @@ class RunRelay:
         changed = False
         async with self._uow_factory() as uow:
             excluded = await self._still_full(uow)
+            paused, excluded_queues = await blocked_queues(uow)
+            if paused:  # runs a concurrent relay queued as the pause committed: back to pending
+                changed = bool(await unqueue_paused(uow, paused, now=now, actor=RELAY_ACTOR))
+                excluded_queues |= paused
             budget = limit
             for _ in range(_ROUNDS):
-                if excluded:
+                if excluded or excluded_queues:
                     runs = await uow.runs.pending_due_excluding(
-                        now, limit=budget, exclude_task_ids=sorted(excluded)
+                        now,
+                        limit=budget,
+                        exclude_task_ids=sorted(excluded),
+                        exclude_queues=sorted(excluded_queues),
                     )
                 else:
                     runs = await uow.runs.pending_due(now, limit=budget)
@@ -169,9 +181,10 @@ class RunRelay:
                 messages.extend(outcome.messages)
                 changed = changed or outcome.changed
                 budget -= len(runs)
-                if budget <= 0 or not outcome.full_tasks:
+                if budget <= 0 or not (outcome.full_tasks or outcome.held_queues):
                     break
                 excluded |= outcome.full_tasks
+                excluded_queues |= outcome.held_queues
             if not changed:
                 return []
             staged = await self._stage_messages(uow, messages)
@@ -544,6 +557,7 @@ class RunRelay:
         if capped:
             locked = await uow.tasks.lock_many(capped)
             in_flight = await uow.runs.count_in_flight(sorted(locked)) if locked else {}
+        queues = await decide_queues(uow, (run.queue for run in runs))
         workers: list[Worker] | None = None
         rate_batch = self._rate_limits.batch() if self._rate_limits is not None else None
         for run in runs:
@@ -559,6 +573,11 @@ class RunRelay:
                     outcome.full_tasks.add(task.id)
                     self.stats["held_max_concurrent"] += 1
                     continue
+            held = queues.hold(run.queue)
+            if held is not None:  # stays pending, untouched, until the queue allows it
+                outcome.held_queues.add(run.queue)
+                self.stats[f"held_{held}"] += 1
+                continue
             if (task.strategy is not DispatchStrategy.QUEUE or task.labels) and workers is None:
                 workers = await uow.workers.list()
             if task.labels and not self._router.eligible(task, workers or [], now=now):
@@ -568,9 +587,11 @@ class RunRelay:
             if (
                 self._rate_limits is not None
                 and rate_batch is not None
-                and self._rate_limits.limited(task)
+                and self._rate_limits.limited(task, queue_limit=queues.rate_limit(run.queue))
             ):
-                delay = await self._rate_limits.admit(task, now=now, batch=rate_batch)
+                delay = await self._rate_limits.admit(
+                    task, now=now, batch=rate_batch, queue_limit=queues.rate_limit(run.queue)
+                )
                 if delay is not None:
                     self._postpone(
                         outcome,
@@ -584,6 +605,7 @@ class RunRelay:
             if route.hold:  # not after the check above (same workers, same instant): contract
                 self._hold_run(outcome, run, task, now)
                 continue
+            queues.admitted(run.queue)
             self._queue_run(outcome, run, route, now)
             in_flight[task.id] = in_flight.get(task.id, 0) + 1
             outcome.messages.append(run_message(run))
@@ -659,11 +681,13 @@ def _hold_for(waited: timedelta) -> timedelta:
 
 
 class _Outcome:
-    __slots__ = ("changed", "events", "full_tasks", "messages", "writes")
+    __slots__ = ("changed", "events", "full_tasks", "held_queues", "messages", "writes")
 
     def __init__(self) -> None:
         self.messages: list[RunMessage] = []
         self.full_tasks: set[str] = set()
+        #: Queues paused or at their max_concurrency: left out of the next rounds.
+        self.held_queues: set[str] = set()
         self.changed = False
         #: ``(run, version read)`` and events, written together at the end of ``_dispatch``.
         self.writes: list[tuple[TaskRun, int]] = []

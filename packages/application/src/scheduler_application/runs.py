@@ -212,6 +212,60 @@ class RunService:
         self._observer.run_finished(status=RunStatus.CANCELLED.value)
         return run
 
+    async def cancel_many(
+        self, run_ids: Sequence[str], *, principal: Principal, reason: str = "cancelled by user"
+    ) -> dict[str, str]:
+        """:meth:`cancel` for many runs in one transaction: each id's outcome — ``cancelled``,
+        ``final:<status>`` for a run already final (left as it is), or ``not_found`` (also for a
+        run the caller may not see). When a run changes under it (a worker finishing it meanwhile),
+        nothing of this batch is written and each run is cancelled on its own instead."""
+        ensure_can_write_tasks(principal)
+        now = self._clock.now()
+        outcomes: dict[str, str] = {}
+        async with self._uow_factory() as uow:
+            found = {r.id: r for r in await uow.runs.get_many(list(run_ids))}
+            writes: list[tuple[TaskRun, int]] = []
+            events: list[RunEvent] = []
+            for run_id in run_ids:
+                run = found.get(run_id)
+                if run is None or not can_see(principal, run.owner_id):
+                    outcomes[run_id] = "not_found"
+                elif run.status.is_final:
+                    outcomes[run_id] = f"final:{run.status.value}"
+                else:
+                    read_version = run.version
+                    events.append(run.cancel(now=now, actor=principal.actor, reason=reason[:500]))
+                    writes.append((run, read_version))
+                    outcomes[run_id] = "cancelled"
+            try:
+                if writes:
+                    await uow.runs.update_many(writes)
+                    await uow.events.add_many(events)
+                    await uow.commit()
+            except Conflict:
+                await uow.rollback()
+                writes = []
+        if not writes and "cancelled" in outcomes.values():
+            return await self._cancel_each(outcomes, principal=principal, reason=reason)
+        for _ in writes:
+            self._observer.run_finished(status=RunStatus.CANCELLED.value)
+        return outcomes
+
+    async def _cancel_each(
+        self, outcomes: dict[str, str], *, principal: Principal, reason: str
+    ) -> dict[str, str]:
+        for run_id, outcome in outcomes.items():
+            if outcome != "cancelled":
+                continue
+            try:
+                await self.cancel(run_id, principal=principal, reason=reason)
+            except Conflict:
+                run = await self.get(run_id, principal=principal)
+                outcomes[run_id] = f"final:{run.status.value}"
+            except NotFound:
+                outcomes[run_id] = "not_found"
+        return outcomes
+
     async def retry(self, run_id: str, *, principal: Principal) -> TaskRun:
         """A new pending attempt of a final, unsuccessful run (failed, timed out, lost, dead
         lettered or cancelled), for the same logical time, published at once."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -45,9 +46,15 @@ class StatusService:
         self._queue = queue
 
     async def queues(
-        self, *, principal: Principal, window: timedelta = RATE_WINDOW
+        self,
+        *,
+        principal: Principal,
+        window: timedelta = RATE_WINDOW,
+        only: str | None = None,
+        also: Iterable[str] = (),
     ) -> list[QueueStats]:
-        """Every known queue: named by a task, consumed by a worker, or holding runs."""
+        """Every known queue: named by a task, consumed by a worker, holding runs, with stored
+        settings, or in ``also`` (configured ones); ``only``: just that one, known or not."""
         ensure_can_read_tasks(principal)
         since = self._clock.now() - window
         async with self._uow_factory() as uow:
@@ -55,9 +62,11 @@ class StatusService:
             for worker in await uow.workers.list():
                 if worker.status is not WorkerStatus.OFFLINE:
                     names.update(worker.queues)
+            names.update(s.name for s in await uow.queue_settings.list())
             activity = {a.queue: a for a in await uow.runs.queue_activity(since)}
         names.update(activity)
-        ordered = sorted(names)
+        names.update(also)
+        ordered = [only] if only is not None else sorted(names)
         depths = await asyncio.gather(*(self._depth(name) for name in ordered))
         return [
             QueueStats(

@@ -17,7 +17,9 @@ from typing import Self
 
 from scheduler_application.ports.repositories import (
     ApiKeyRepository,
+    BulkOperationRepository,
     DecisionRepository,
+    QueueSettingsRepository,
     RefreshTokenRepository,
     RunEventRepository,
     RunRepository,
@@ -69,9 +71,11 @@ class _NotifyingUnitOfWork:
         self.events: RunEventRepository = inner.events
         self.decisions: DecisionRepository = inner.decisions
         self.workers: WorkerRepository = inner.workers
+        self.queue_settings: QueueSettingsRepository = inner.queue_settings
         self.users: UserRepository = inner.users
         self.api_keys: ApiKeyRepository = inner.api_keys
         self.refresh_tokens: RefreshTokenRepository = inner.refresh_tokens
+        self.bulk_operations: BulkOperationRepository = inner.bulk_operations
 
     async def __aenter__(self) -> Self:
         await self._inner.__aenter__()

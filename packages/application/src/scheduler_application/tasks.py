@@ -359,6 +359,17 @@ class TaskService:
 
     # -- checks ----------------------------------------------------------------------------------
 
+    def check_executor(
+        self, executor: str, params: Mapping[str, Any], principal: Principal
+    ) -> None:
+        """What ``create`` checks of a task's executor, without creating it: one a worker
+        provides (or a configured plugin), and one the caller's role may give a task."""
+        self._policy.check_known(executor)
+        try:
+            self._policy.check(executor, dict(params), principal.role)
+        except ExecutorNotAllowed as refused:
+            raise PermissionDenied(refused.message, field="executor") from None
+
     def _check_executor(self, task: Task, principal: Principal) -> None:
         try:
             self._policy.check(task.executor, task.params, principal.role)

@@ -4,8 +4,9 @@ The components share one event loop, one database pool and one queue connection 
 in-process memory queue works). SIGINT/SIGTERM stop them in order — the API stops accepting
 requests, the worker drains, the dispatcher stops — and then the shared resources are closed,
 each step bounded by ``run.shutdown_timeout_seconds``. The process ends on a signal or on a
-component's fatal error, and logs which; a component that ends cleanly on its own (the worker,
-drained by an operator) leaves the others serving.
+component's fatal error, and logs which; a component that ends cleanly on its own leaves the
+others serving. An operator's drain does not end the in-process worker: it stops taking runs and
+stays registered until undrained.
 """
 
 from __future__ import annotations
@@ -123,9 +124,9 @@ async def _serve_until_stopped(
 ) -> bool:
     """Wait for a signal or a fatal error, and log which; True for a fatal error.
 
-    A component that ends cleanly on its own is not a reason to stop the others: an operator
-    draining the in-process worker (``POST /workers/{id}/drain``) stops that worker only, and
-    the API and the dispatcher keep serving.
+    A component that ends cleanly on its own is not a reason to stop the others. (An operator
+    draining the in-process worker, ``POST /workers/{id}/drain``, only pauses it: it keeps
+    heartbeating and takes runs again once undrained.)
     """
     names = {task: name for name, task in tasks.items()}
     running = set(tasks.values())
@@ -144,7 +145,7 @@ async def _serve_until_stopped(
                     )
                     return True
                 logger.warning(
-                    "the %s stopped (drained); %s keep running",
+                    "the %s stopped; %s keep running",
                     names[task],
                     ", ".join(names[t] for t in running) or "no other component",
                 )

@@ -37,8 +37,26 @@ def task_id(client: ApiClient, ref: str) -> str:
 def worker_id(client: ApiClient, ref: str) -> str:
     if is_id(ref):
         return ref.lower()
-    matches = [w for w in client.items("/workers") if w.get("name") == ref]
-    return str(_one(client, "worker", ref, matches, owner_key=None)["id"])
+    return str(
+        live_worker([w for w in client.items("/workers") if w.get("name") == ref], ref)["id"]
+    )
+
+
+def live_worker(named: list[dict[str, Any]], ref: str) -> dict[str, Any]:
+    """The worker a name means: the live one (online or draining). A restarted process leaves
+    its old record offline beside the new one, so offline records count only when no live
+    worker has the name (then the most recently heard of). Two live workers of one name are
+    ambiguous."""
+    if not named:
+        raise ApiError(f"no worker named {ref!r}", status=404, code="not-found")
+    live = [w for w in named if w.get("status") != "offline"]
+    if len(live) > 1:
+        raise CliError(
+            f"{len(live)} live workers are named {ref!r} ({_ids(live)}); give the id instead"
+        )
+    if live:
+        return live[0]
+    return max(named, key=lambda w: str(w.get("heartbeat_at") or ""))
 
 
 def user_id(client: ApiClient, ref: str) -> str:

@@ -19,7 +19,18 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from scheduler_cli import output
-from scheduler_cli.commands import api_keys, auth, queues, runs, status, tasks, users, workers
+from scheduler_cli.commands import (
+    api_keys,
+    apply,
+    auth,
+    bulk,
+    queues,
+    runs,
+    status,
+    tasks,
+    users,
+    workers,
+)
 from scheduler_cli.context import CliContext, Overrides
 from scheduler_cli.errors import CliError
 
@@ -262,10 +273,14 @@ def create_admin(
 app.command()(auth.login)
 app.command()(auth.logout)
 app.command()(auth.password)
+tasks.app.command("bulk")(bulk.task_bulk)
+runs.app.command("bulk")(bulk.run_bulk)
 app.add_typer(tasks.app, name="tasks")
+app.command("apply")(apply.apply)
+app.command("export")(apply.export)
 app.add_typer(runs.app, name="runs")
 app.add_typer(workers.app, name="workers")
-app.command("queues")(queues.queues)
+app.add_typer(queues.app, name="queues")
 app.add_typer(users.app, name="users")
 app.add_typer(api_keys.app, name="api-keys")
 app.command("status")(status.status)

@@ -12,11 +12,18 @@ from scheduler_application.ports.observer import RunObserver
 from scheduler_application.rate_limiting import RunRateLimits
 from scheduler_application.reaper import LeaseReaper
 from scheduler_application.relay import RunRelay
+from scheduler_application.retention import HistoryRetention, RetentionPolicy
 from scheduler_application.routing import Router
 from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.task_changes import TaskChangeSignal
 from scheduler_application.workers import WorkerService
-from scheduler_dispatcher.loops import LoopTimings, PeriodicLoop, gauge_loop, reliability_loops
+from scheduler_dispatcher.loops import (
+    LoopTimings,
+    PeriodicLoop,
+    gauge_loop,
+    reliability_loops,
+    retention_loop,
+)
 from scheduler_dispatcher.scheduler_loop import SchedulerLoop, dependency_loop
 from scheduler_dispatcher.service import Dispatcher
 from scheduler_infrastructure.config import Settings
@@ -72,6 +79,7 @@ def build_dispatcher(
         ),
         tracer=resources.tracer,
     )
+    workers = WorkerService(uow_factory=uow, clock=clock, observer=observer, queue=resources.queue)
     scheduler = SchedulerLoop(
         ScheduleFiring(
             uow_factory=uow,
@@ -100,8 +108,17 @@ def build_dispatcher(
         *reliability_loops(
             relay=relay,
             reaper=LeaseReaper(uow_factory=uow, clock=clock, observer=observer),
-            workers=WorkerService(uow_factory=uow, clock=clock, observer=observer),
+            workers=workers,
             timings=timings,
+        ),
+        retention_loop(
+            history=HistoryRetention(
+                uow_factory=uow, clock=clock, policy=retention_policy(settings)
+            ),
+            workers=workers,
+            worker_retention=_days(settings.retention.workers_days),
+            batch_size=settings.retention.batch_size,
+            interval=timedelta(seconds=settings.retention.interval_seconds),
         ),
         gauge_loop(
             ClusterGauges(uow_factory=uow, queue=resources.queue, observer=observer),
@@ -123,6 +140,20 @@ def build_dispatcher(
             )
         )
     return Dispatcher(loops=loops, observer=observer, on_stop=[relay.aclose])
+
+
+def retention_policy(settings: Settings) -> RetentionPolicy:
+    r = settings.retention
+    return RetentionPolicy(
+        runs=_days(r.runs_days),
+        dead_letters=_days(r.dead_letters_days),
+        slot_decisions=_days(r.slot_decisions_days),
+    )
+
+
+def _days(days: float) -> timedelta | None:
+    """A retention in days from the config; 0 keeps for ever."""
+    return timedelta(days=days) if days > 0 else None
 
 
 @contextlib.asynccontextmanager

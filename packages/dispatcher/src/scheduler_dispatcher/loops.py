@@ -18,6 +18,7 @@ from scheduler_application.log_context import log_context
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.reaper import LeaseReaper
 from scheduler_application.relay import RunRelay
+from scheduler_application.retention import HistoryRetention
 from scheduler_application.workers import WorkerService
 
 logger = logging.getLogger("scheduler.dispatcher")
@@ -196,3 +197,44 @@ def gauge_loop(gauges: ClusterGauges, *, interval: timedelta) -> PeriodicLoop:
         return False
 
     return PeriodicLoop("gauges", sample, interval=interval)
+
+
+def retention_loop(
+    *,
+    history: HistoryRetention,
+    workers: WorkerService,
+    worker_retention: timedelta | None,
+    batch_size: int,
+    interval: timedelta,
+) -> PeriodicLoop:
+    """Deletes old history and retires long-offline workers, a batch of each per step; a full
+    batch runs the next step at once, so a backlog is worked off in bounded transactions."""
+
+    async def step() -> bool:
+        purged = await history.purge(batch_size)
+        if purged.runs or purged.decisions:
+            logger.info(
+                "retention deleted %d runs and %d slot decisions",
+                sum(purged.runs.values()),
+                purged.decisions,
+            )
+        more = purged.more
+        if worker_retention is not None:
+            retirement = await workers.retire_offline(worker_retention, batch_size)
+            for worker in retirement.retired:
+                with log_context(worker_id=worker.id):
+                    logger.info(
+                        "retired worker %s (%s), offline since %s",
+                        worker.id,
+                        worker.name,
+                        worker.heartbeat_at.isoformat(),
+                    )
+            for worker, reason in retirement.kept:
+                with log_context(worker_id=worker.id):
+                    logger.warning(
+                        "worker %s (%s) is kept for now: %s", worker.id, worker.name, reason
+                    )
+            more = more or len(retirement.retired) >= batch_size
+        return more
+
+    return PeriodicLoop("retention", step, interval=interval)

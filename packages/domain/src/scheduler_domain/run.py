@@ -88,6 +88,16 @@ class TaskRun:
         self.queued_at = now
         return event
 
+    def unqueue(self, *, now: datetime, actor: str, reason: str) -> RunEvent:
+        """Back to ``pending``, unpublished: its queue was paused before a worker took it. A
+        message that still names it finds it not ``queued`` and is dropped; the relay publishes
+        it again once the queue is resumed."""
+        event = self._move(
+            RunStatus.PENDING, now=now, actor=actor, detail={"reason": reason, "queue": self.queue}
+        )
+        self.queued_at = None
+        return event
+
     def claim(self, *, worker_id: str, now: datetime, lease: timedelta) -> RunEvent:
         """Give the attempt to ``worker_id`` under a lease; the new ``version`` is its token."""
         event = self._move(

@@ -38,7 +38,8 @@ ACTIVE_STATUSES = frozenset({RunStatus.PENDING, RunStatus.QUEUED, RunStatus.RUNN
 
 TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.PENDING: frozenset({RunStatus.QUEUED, RunStatus.CANCELLED}),
-    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED}),
+    # queued → pending: its queue was paused before a worker took it (the run waits, unpublished).
+    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.PENDING}),
     RunStatus.RUNNING: frozenset(
         {
             RunStatus.SUCCEEDED,

@@ -6,8 +6,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from scheduler_domain.errors import ValidationError
+from scheduler_domain.errors import DomainError, ValidationError
 from scheduler_domain.ids import new_id
+
+
+class WorkerOffline(DomainError):
+    """Only a registered, live worker can be told to take work again."""
+
+    code = "worker_offline"
 
 
 class WorkerStatus(StrEnum):
@@ -62,8 +68,21 @@ class Worker:
         return self.status is WorkerStatus.ONLINE and self.is_alive(now=now, timeout=timeout)
 
     def drain(self) -> None:
+        """Stop taking new runs; the worker stays registered, heartbeats and finishes what it
+        holds, until it is undrained (or stopped)."""
         if self.status is WorkerStatus.ONLINE:
             self.status = WorkerStatus.DRAINING
+
+    def undrain(self) -> None:
+        """Take work again. An offline worker is gone: a restarted process registers anew."""
+        if self.status is WorkerStatus.OFFLINE:
+            raise WorkerOffline(f"worker {self.id} is offline; only a live worker can be undrained")
+        self.status = WorkerStatus.ONLINE
+
+    def is_retired(self, *, now: datetime, retention: timedelta) -> bool:
+        """Offline for longer than ``retention``: its row may go (``go_offline`` stamps
+        ``heartbeat_at`` with when it went silent)."""
+        return self.status is WorkerStatus.OFFLINE and now - self.heartbeat_at > retention
 
     def go_offline(self, *, now: datetime) -> None:
         self.status = WorkerStatus.OFFLINE

@@ -107,7 +107,10 @@ async def build_worker(resources: Resources) -> AsyncIterator[WorkerRuntime]:
                 secret_box=resources.secret_box,
             ),
             workers=WorkerService(
-                uow_factory=resources.uow_factory, clock=resources.clock, observer=metrics
+                uow_factory=resources.uow_factory,
+                clock=resources.clock,
+                observer=metrics,
+                queue=resources.queue,
             ),
             queue=resources.queue,
             executors=registry,

@@ -1,5 +1,5 @@
 """The heartbeat: proves the worker alive, renews its runs' leases, and carries news back —
-runs to stop (cancelled, reaped, re-claimed) and an operator's drain.
+runs to stop (cancelled, reaped, re-claimed) and an operator's drain or undrain.
 
 Between heartbeats, a lighter check asks only which held runs must stop (one read by primary
 key, and only while the worker holds runs), every ``stop_check_interval``: so a cancellation
@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
-from scheduler_application.errors import Unavailable
+from scheduler_application.errors import NotFound, Unavailable
 from scheduler_application.execution import ExecutionService
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_domain.worker import WorkerStatus
@@ -35,6 +35,8 @@ class HeartbeatLoop:
         active: Callable[[], list[tuple[str, int]]],
         on_stop: Callable[[str], None],
         on_drain: Callable[[], None],
+        on_resume: Callable[[], None] = lambda: None,
+        on_gone: Callable[[], None] = lambda: None,
         observer: RunObserver = NO_OBSERVER,
         stop_check_interval: timedelta | None = None,
     ) -> None:
@@ -51,6 +53,8 @@ class HeartbeatLoop:
         self._active = active
         self._on_stop = on_stop
         self._on_drain = on_drain
+        self._on_resume = on_resume
+        self._on_gone = on_gone
         self._last_success = time.monotonic()
 
     @contextlib.asynccontextmanager
@@ -73,6 +77,15 @@ class HeartbeatLoop:
             reply = await self._execution.heartbeat(self._worker_id, held)
         except asyncio.CancelledError:
             raise
+        except NotFound:
+            # Retired while it was cut off for longer than the workers' retention: this process
+            # no longer exists for the scheduler, its leases are gone. Stop (a supervisor
+            # starts a fresh worker) rather than go on claiming runs nobody sees it hold.
+            logger.error("worker %s is no longer registered (retired); stopping", self._worker_id)
+            for run_id, _ in held:
+                self._on_stop(run_id)
+            self._on_gone()
+            return
         except Exception as error:
             if isinstance(error, Unavailable):
                 self._observer.dependency_unavailable(error.dependency)
@@ -90,6 +103,8 @@ class HeartbeatLoop:
             self._on_stop(run_id)
         if reply.status is WorkerStatus.DRAINING:
             self._on_drain()
+        elif reply.status is WorkerStatus.ONLINE:
+            self._on_resume()
 
     async def check_stops(self) -> None:
         """Stop the held runs that were cancelled or taken away since the last look; an error

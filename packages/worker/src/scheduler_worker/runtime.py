@@ -1,5 +1,9 @@
 """The worker's main loop: consume, claim, execute, report, ack — and drain on shutdown.
 
+An operator's drain (seen on a heartbeat) only pauses consuming: the worker finishes what it
+holds, stays registered and heartbeating (``draining``), and consumes again once undrained.
+``stop()`` (SIGTERM) drains and exits.
+
 Delivery is at least once; execution is made exactly once by the claim. Every delivery is
 acknowledged only after its outcome is committed (or after the claim found nothing to do), so
 a worker that dies mid-run leaves the message to be delivered again and the run to the reaper.
@@ -17,7 +21,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -88,8 +92,8 @@ class WorkerStats:
 
 
 class WorkerRuntime:
-    """One worker process's work. ``run()`` returns after a drain (``stop()`` or an operator's
-    drain seen on heartbeat)."""
+    """One worker process's work. ``run()`` returns after ``stop()`` has drained it; an
+    operator's drain pauses consuming until the worker is undrained."""
 
     def __init__(
         self,
@@ -119,6 +123,10 @@ class WorkerRuntime:
         self._handlers: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._started = asyncio.Event()
+        #: An operator's drain: consuming is paused while set (see ``pause``/``resume``).
+        self._paused = False
+        self._consuming_changed = asyncio.Event()
+        self._consumer: AsyncIterator[Delivery] | None = None
         self.worker: Worker | None = None
         self.stats = WorkerStats()
         self._claims: Batcher[Delivery, ClaimedRun | None] = Batcher(self._claim_batch)
@@ -135,9 +143,29 @@ class WorkerRuntime:
         assert self.worker is not None
         return self.worker
 
+    @property
+    def consuming(self) -> bool:
+        """Whether the worker takes new deliveries (False while drained, and once stopping)."""
+        return not self._paused and not self._stopping.is_set()
+
     def stop(self) -> None:
         """Begin draining: stop consuming, let in-flight runs finish up to the drain timeout."""
         self._stopping.set()
+        self._consuming_changed.set()
+
+    def pause(self) -> None:
+        """An operator drained the worker: take no new delivery; runs in hand go on."""
+        if not self._paused:
+            self._paused = True
+            self._consuming_changed.set()
+            logger.info("drained by an operator: no new runs until undrained")
+
+    def resume(self) -> None:
+        """An operator undrained the worker: consume again."""
+        if self._paused:
+            self._paused = False
+            self._consuming_changed.set()
+            logger.info("undrained: taking runs again")
 
     async def run(self) -> None:
         options = self._options
@@ -177,29 +205,45 @@ class WorkerRuntime:
             lease=options.lease,
             active=self._active_tokens,
             on_stop=self._abandon,
-            on_drain=self.stop,
+            on_drain=self.pause,
+            on_resume=self.resume,
+            on_gone=self.stop,
             observer=self._observer,
             stop_check_interval=options.stop_check_interval,
         )
         self._started.set()
         async with heartbeat.running():
-            consumer = asyncio.create_task(self._consume([*options.queues, worker.direct_queue]))
-            await self._stopping.wait()
-            consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await consumer
+            queues = [*options.queues, worker.direct_queue]
+            consumer: asyncio.Task[None] | None = None
+            while not self._stopping.is_set():
+                self._consuming_changed.clear()
+                if self.consuming and consumer is None:
+                    consumer = asyncio.create_task(self._consume(queues))
+                elif not self.consuming and consumer is not None:
+                    await _cancelled(consumer)
+                    await self._close_consumer()
+                    consumer = None
+                await self._consuming_changed.wait()
+            if consumer is not None:
+                await _cancelled(consumer)
             await self._drain()
-        await retry_until(
-            lambda: self._workers.deregister(worker.id),
-            what="deregister the worker",
-            attempts=5,
-        )
+            await self._close_consumer()
+        # Deregistering also deletes the worker's direct queue if it is empty.
+        try:
+            await retry_until(
+                lambda: self._workers.deregister(worker.id),
+                what="deregister the worker",
+                attempts=5,
+            )
+        except NotFound:
+            logger.warning("worker %s was already retired", worker.id)
         logger.info("worker %s stopped: %s", worker.id, self.stats)
 
     async def _consume(self, queues: Sequence[str]) -> None:
-        while not self._stopping.is_set():
+        while self.consuming:
             try:
-                async for delivery in self._queue.consume(queues, prefetch=self._options.capacity):
+                self._consumer = self._queue.consume(queues, prefetch=self._options.capacity)
+                async for delivery in self._consumer:
                     handler = asyncio.create_task(self._handle(delivery))
                     self._handlers.add(handler)
                     handler.add_done_callback(self._handlers.discard)
@@ -209,7 +253,21 @@ class WorkerRuntime:
                 if isinstance(error, Unavailable):
                     self._observer.dependency_unavailable(error.dependency)
                 logger.exception("consuming from %s failed; retrying in 1 s", ",".join(queues))
+                await self._close_consumer()
                 await asyncio.sleep(1.0)
+
+    async def _close_consumer(self) -> None:
+        """Close the broker consumer: what it had prefetched and not handed out goes back to
+        the queue for other workers (deliveries still being run come back too, and their
+        second delivery finds the run claimed: a duplicate, dropped), and the worker's direct
+        queue is no longer in use, so deregistering can delete it."""
+        consumer, self._consumer = self._consumer, None
+        close = getattr(consumer, "aclose", None)
+        if close is not None:
+            try:
+                await close()
+            except Exception:
+                logger.warning("closing the consumer failed", exc_info=True)
 
     async def _drain(self) -> None:
         timeout = self._options.drain_timeout.total_seconds()
@@ -369,3 +427,10 @@ class WorkerRuntime:
         except Exception:
             # The broker will deliver it again; the claim makes that harmless.
             logger.warning("could not settle delivery of run %s", delivery.message.run_id)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    """Cancel a consumer and wait for it to close (which hands its unacked deliveries back)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

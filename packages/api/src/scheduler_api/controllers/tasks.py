@@ -33,12 +33,18 @@ from scheduler_api.params import (
 from scheduler_api.schemas.runs import RunOut, RunPage
 from scheduler_api.schemas.tasks import (
     TASK_EXAMPLE,
+    ApplyOut,
     DependenciesOut,
+    FieldChangeOut,
     SchedulePreviewOut,
+    TaskChangeOut,
     TaskOut,
     TaskPage,
+    TasksFileIn,
+    TasksFileOut,
     TriggerIn,
 )
+from scheduler_application.task_apply import ACTIONS, PruneScope
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.run import RunTrigger
 from scheduler_domain.status import RunStatus
@@ -98,6 +104,69 @@ class TaskController(Controller):
     ) -> Response[TaskOut]:
         task = await services.tasks.create(data, principal=principal)
         return _task(task, 201)
+
+    @post(
+        "/apply",
+        status_code=200,
+        summary="Make your tasks what a tasks file says",
+        description=(
+            "Creates the file's tasks you have none of by name, updates those that differ (every "
+            "field: one the file leaves out returns to its default), and with `prune=true` "
+            "deletes your tasks the file does not name — only those within the scope given by "
+            "`prune_prefix` (name prefix) and/or `prune_label`. The whole file is checked "
+            "first; `dry_run=true` answers the same plan and changes nothing. See "
+            "docs/tasks-as-code.md."
+        ),
+        responses=problems(409),
+    )
+    async def apply(
+        self,
+        data: JSONBody[TasksFileIn],
+        services: Services,
+        principal: CurrentPrincipal,
+        dry_run: FromQuery[bool] = False,
+        prune: FromQuery[bool] = False,
+        prune_prefix: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        prune_label: Annotated[str | None, QueryParameter(max_length=100)] = None,
+    ) -> ApplyOut:
+        result = await services.task_apply.apply(
+            {"version": data.version, "tasks": data.tasks},
+            principal=principal,
+            prune=prune,
+            scope=PruneScope(name_prefix=prune_prefix, label=prune_label),
+            dry_run=dry_run,
+        )
+        return ApplyOut(
+            dry_run=result.dry_run,
+            changes=[
+                TaskChangeOut(
+                    name=c.name,
+                    action=c.action,
+                    task_id=c.task_id,
+                    fields={k: FieldChangeOut(before=b, after=a) for k, (b, a) in c.fields.items()},
+                )
+                for c in result.changes
+            ],
+            summary={action: result.count(action) for action in ACTIONS},
+        )
+
+    @get(
+        "/export",
+        summary="Your tasks as a tasks file",
+        description="The form `apply` takes; applying it unchanged changes nothing.",
+        responses=problems(),
+    )
+    async def export(
+        self,
+        services: Services,
+        principal: CurrentPrincipal,
+        name_prefix: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        label: Annotated[str | None, QueryParameter(max_length=100)] = None,
+    ) -> TasksFileOut:
+        specs = await services.task_apply.export(
+            principal=principal, scope=PruneScope(name_prefix=name_prefix, label=label)
+        )
+        return TasksFileOut(version=1, tasks=specs)
 
     @get("/", summary="List tasks", responses=problems())
     async def list_tasks(

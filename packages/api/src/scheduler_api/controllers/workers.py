@@ -1,4 +1,5 @@
-"""``/api/v1/workers``: list, inspect and drain workers (drain: admins and operators)."""
+"""``/api/v1/workers``: list, inspect, drain and undrain workers (drain and undrain: admins
+and operators)."""
 
 from __future__ import annotations
 
@@ -68,9 +69,25 @@ class WorkerController(Controller):
         "/{worker_id:str}/drain",
         status_code=200,
         summary="Stop a worker taking new runs",
+        description=(
+            "The worker finishes the runs it holds and stays registered, heartbeating, as "
+            "`draining` until it is undrained (or stopped)."
+        ),
         responses=problems(404),
     )
     async def drain(
         self, worker_id: WorkerId, services: Services, principal: CurrentPrincipal
     ) -> WorkerOut:
         return WorkerOut.of(await services.workers.drain(_id(worker_id), principal=principal))
+
+    @post(
+        "/{worker_id:str}/undrain",
+        status_code=200,
+        summary="Let a drained worker take runs again",
+        description="409 for an offline worker: that process is gone.",
+        responses=problems(404, 409),
+    )
+    async def undrain(
+        self, worker_id: WorkerId, services: Services, principal: CurrentPrincipal
+    ) -> WorkerOut:
+        return WorkerOut.of(await services.workers.undrain(_id(worker_id), principal=principal))

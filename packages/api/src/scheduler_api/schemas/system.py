@@ -7,8 +7,6 @@ from typing import Any
 
 import msgspec
 
-from scheduler_application.status_report import QueueStats
-
 
 class HealthOut(msgspec.Struct, kw_only=True):
     status: str
@@ -20,45 +18,6 @@ class ReadinessOut(msgspec.Struct, kw_only=True):
 
     status: str
     checks: dict[str, str]
-
-
-class QueueOut(msgspec.Struct, kw_only=True):
-    """``depth``: messages waiting in the broker (null when it did not answer). The other counts
-    come from the database; ``created``/``finished`` cover the last ``window_seconds``."""
-
-    name: str
-    depth: int | None
-    pending: int
-    queued: int
-    running: int
-    created: int
-    finished: int
-    created_per_minute: float
-    finished_per_minute: float
-    #: When the longest-waiting queued run was queued (null: nothing queued).
-    oldest_queued_at: datetime | None = None
-
-    @classmethod
-    def of(cls, stats: QueueStats) -> QueueOut:
-        minutes = stats.window.total_seconds() / 60
-        activity = stats.activity
-        return cls(
-            name=stats.name,
-            depth=stats.depth,
-            pending=activity.pending,
-            queued=activity.queued,
-            running=activity.running,
-            created=activity.created,
-            finished=activity.finished,
-            created_per_minute=round(activity.created / minutes, 3),
-            finished_per_minute=round(activity.finished / minutes, 3),
-            oldest_queued_at=activity.oldest_queued_at,
-        )
-
-
-class QueueList(msgspec.Struct, kw_only=True):
-    items: list[QueueOut]
-    window_seconds: float
 
 
 class SystemOut(msgspec.Struct, kw_only=True):

@@ -219,3 +219,37 @@ class TriggerIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         Annotated[str, msgspec.Meta(max_length=64, extra_json_schema={"format": "date-time"})]
         | None
     ) = None
+
+
+class TasksFileIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A tasks file (``scheduler apply -f``): the caller's tasks as they should be. Each item is
+    a task as on create, without ``secret_env``; ``depends_on`` may name tasks of the file."""
+
+    tasks: list[dict[str, Any]]
+    version: int = 1
+
+
+class FieldChangeOut(msgspec.Struct, kw_only=True):
+    before: Any
+    after: Any
+
+
+class TaskChangeOut(msgspec.Struct, kw_only=True):
+    name: str
+    #: ``create``, ``update``, ``delete`` or ``unchanged``.
+    action: str
+    task_id: str | None
+    #: Each changed field (``retry.max_attempts`` for nested ones): its value before and after.
+    fields: dict[str, FieldChangeOut]
+
+
+class ApplyOut(msgspec.Struct, kw_only=True):
+    dry_run: bool
+    changes: list[TaskChangeOut]
+    #: How many tasks each action concerns.
+    summary: dict[str, int]
+
+
+class TasksFileOut(msgspec.Struct, kw_only=True):
+    version: int
+    tasks: list[dict[str, Any]]

@@ -55,6 +55,12 @@ class RunQueue(Protocol):
 
     async def depth(self, queue: str) -> int: ...
 
+    async def delete_if_empty(self, queue: str) -> bool:
+        """Delete ``queue`` (and its dead letters) if it holds no message at all — ready,
+        delivered and unacked, or dead-lettered; True when it is gone afterwards (or never
+        existed), False when it was kept because something is in it."""
+        ...
+
 
 @runtime_checkable
 class TransactionalRunQueue(Protocol):

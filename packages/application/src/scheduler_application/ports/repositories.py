@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Generic, Protocol, TypeVar
 
+from scheduler_application.bulk_operations import BulkOperation
 from scheduler_domain.accounts import ApiKey, RefreshToken, User
 from scheduler_domain.events import RunEvent, SlotDecision
+from scheduler_domain.queue_settings import QueueSettings
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
@@ -48,6 +50,21 @@ class RunFilter:
     created_before: datetime | None = None
 
 
+#: Where a retention walk stopped: the (instant, id) of the last row it looked at.
+PurgeKey = tuple[datetime, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PurgeBatch:
+    """One retention batch: how many rows it looked at, where it stopped (the keyset of the
+    next batch; None when it reached the end), and what it deleted (runs by status)."""
+
+    scanned: int
+    last: PurgeKey | None
+    deleted: int
+    by_status: dict[RunStatus, int] = field(default_factory=dict)
+
+
 class TaskRepository(Protocol):
     async def add(self, task: Task) -> None: ...
 
@@ -68,6 +85,10 @@ class TaskRepository(Protocol):
         self, task_filter: TaskFilter, *, limit: int, cursor: str | None = None
     ) -> Page[Task]:
         """Tasks in id order (creation order)."""
+        ...
+
+    async def count(self, task_filter: TaskFilter) -> int:
+        """How many tasks ``list`` would page through with this filter."""
         ...
 
     async def update(self, task: Task, *, expected_version: int) -> None:
@@ -174,6 +195,10 @@ class RunRepository(Protocol):
         """Newest first."""
         ...
 
+    async def count(self, run_filter: RunFilter) -> int:
+        """How many runs ``list`` would page through with this filter."""
+        ...
+
     async def active_for_task(self, task_id: str) -> builtins.list[TaskRun]:
         """Runs of the task that are pending, queued or running."""
         ...
@@ -208,7 +233,24 @@ class RunRepository(Protocol):
 
     async def running_on_worker(self, worker_id: str) -> builtins.list[TaskRun]: ...
 
-    async def count_by_status(self) -> dict[RunStatus, int]: ...
+    async def count_by_status(self) -> dict[RunStatus, int]:
+        """Runs by status, those the retention deleted included (absent means zero)."""
+        ...
+
+    async def purge_finished(
+        self,
+        *,
+        before: datetime,
+        statuses: Collection[RunStatus],
+        limit: int,
+        after: PurgeKey | None = None,
+    ) -> PurgeBatch:
+        """Look at the next ``limit`` runs in ``statuses`` finished before ``before`` (oldest
+        first, past the keyset ``after``) and delete those no dependent may still read, with
+        their events, adding them to the tallies :meth:`count_by_status` reports. A run is kept
+        when its dependents were not resolved yet, or when a dependent (that existed when it
+        finished) has neither a run nor a decision for its logical time."""
+        ...
 
     async def queue_activity(self, since: datetime) -> builtins.list[QueueActivity]:
         """Per queue: runs pending, queued and running now, and runs created and finished at or
@@ -227,10 +269,16 @@ class RunRepository(Protocol):
         ...
 
     async def pending_due_excluding(
-        self, now: datetime, *, limit: int, exclude_task_ids: Sequence[str]
+        self,
+        now: datetime,
+        *,
+        limit: int,
+        exclude_task_ids: Sequence[str],
+        exclude_queues: Sequence[str] = (),
     ) -> builtins.list[TaskRun]:
         """:meth:`pending_due` leaving out the runs of ``exclude_task_ids`` (tasks at their
-        ``max_concurrent``), so their backlog never hides other tasks' runs."""
+        ``max_concurrent``) and of ``exclude_queues`` (paused, or at their
+        ``max_concurrency``), so their backlog never hides other runs."""
         ...
 
     async def pending_among(self, run_ids: Sequence[str], now: datetime) -> builtins.list[TaskRun]:
@@ -293,6 +341,41 @@ class RunRepository(Protocol):
         ``worker_id``; reads only (a primary-key lookup per id), so a worker can ask often."""
         ...
 
+    async def waiting_in_queues(
+        self, queues: Sequence[str], *, statuses: Sequence[RunStatus], limit: int
+    ) -> builtins.list[TaskRun]:
+        """Up to ``limit`` runs in ``statuses`` (pending and/or queued) of these queues, oldest
+        first, locked (skipping rows another transaction holds). A run counts as in a queue
+        when its ``queue`` is that queue or its task's ``queue`` is (a run routed to a worker's
+        direct queue still belongs to its task's queue)."""
+        ...
+
+    async def count_in_flight_by_queue(self, queues: Sequence[str]) -> dict[str, int]:
+        """Runs queued or running per task queue (a run in a worker's direct queue counts for
+        its task's queue): what ``max_concurrency`` of a queue caps."""
+        ...
+
+
+class QueueSettingsRepository(Protocol):
+    """Stored queue settings (:class:`~scheduler_domain.queue_settings.QueueSettings`), one row
+    per queue that has any; the repository never commits."""
+
+    async def get(self, name: str) -> QueueSettings | None: ...
+
+    async def get_many(self, names: Sequence[str]) -> builtins.list[QueueSettings]: ...
+
+    async def list(self) -> builtins.list[QueueSettings]: ...
+
+    async def save(self, settings: QueueSettings) -> None:
+        """Insert or replace the queue's row."""
+        ...
+
+    async def lock_many(self, names: Sequence[str]) -> set[str]:
+        """Lock these queues' rows until the transaction ends, skipping rows another
+        transaction holds (``FOR UPDATE SKIP LOCKED``); the names locked. Serialises the
+        dispatchers' decisions about one queue's ``max_concurrency``, and a pause against them."""
+        ...
+
 
 class RunEventRepository(Protocol):
     async def add(self, event: RunEvent) -> None: ...
@@ -319,15 +402,39 @@ class DecisionRepository(Protocol):
         """The decisions about one slot (logical time) of the given tasks, oldest first."""
         ...
 
+    async def purge(
+        self, *, before: datetime, limit: int, after: PurgeKey | None = None
+    ) -> PurgeBatch:
+        """Look at the next ``limit`` decisions taken before ``before`` (oldest first, past
+        ``after``) and delete them, except one about (task, slot) while a dependent of the task
+        (that existed when it was taken) has neither a run nor a decision for that slot: the
+        fan-in may read it."""
+        ...
+
 
 class WorkerRepository(Protocol):
     async def add(self, worker: Worker) -> None: ...
 
     async def get(self, worker_id: str) -> Worker | None: ...
 
+    async def get_for_update(self, worker_id: str) -> Worker | None:
+        """:meth:`get`, holding the row until the transaction ends (``FOR UPDATE``): a
+        heartbeat and an operator's drain or undrain each write the whole row, and must not
+        overwrite one another's status."""
+        ...
+
     async def update(self, worker: Worker) -> None: ...
 
     async def list(self, *, status: WorkerStatus | None = None) -> list[Worker]: ...
+
+    async def offline_since_before(self, cutoff: datetime, *, limit: int) -> builtins.list[Worker]:
+        """Up to ``limit`` offline workers last heard of before ``cutoff``, oldest first."""
+        ...
+
+    async def delete_offline(self, worker_id: str, *, before: datetime) -> bool:
+        """Delete the worker if it is still offline and last heard of before ``before`` (a
+        worker that came back meanwhile is left alone); True if it was deleted."""
+        ...
 
 
 class UserRepository(Protocol):
@@ -366,6 +473,24 @@ class ApiKeyRepository(Protocol):
     async def list(self, *, owner_id: str | None = None) -> list[ApiKey]: ...
 
     async def update(self, key: ApiKey) -> None: ...
+
+
+class BulkOperationRepository(Protocol):
+    async def add(self, operation: BulkOperation) -> None: ...
+
+    async def get(self, operation_id: str) -> BulkOperation | None: ...
+
+    async def update(self, operation: BulkOperation) -> None:
+        """Write its progress, status and heartbeat."""
+        ...
+
+    async def take_stale(
+        self, *, stale_before: datetime, now: datetime, limit: int
+    ) -> builtins.list[BulkOperation]:
+        """Running operations whose heartbeat is older than ``stale_before`` (their process
+        died), each given heartbeat ``now`` so that no other process takes it too (a row lock
+        on PostgreSQL, ``SKIP LOCKED``)."""
+        ...
 
 
 class RefreshTokenRepository(Protocol):

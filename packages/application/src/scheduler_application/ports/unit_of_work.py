@@ -6,7 +6,9 @@ from typing import Protocol, Self
 
 from scheduler_application.ports.repositories import (
     ApiKeyRepository,
+    BulkOperationRepository,
     DecisionRepository,
+    QueueSettingsRepository,
     RefreshTokenRepository,
     RunEventRepository,
     RunRepository,
@@ -29,9 +31,11 @@ class UnitOfWork(Protocol):
     events: RunEventRepository
     decisions: DecisionRepository
     workers: WorkerRepository
+    queue_settings: QueueSettingsRepository
     users: UserRepository
     api_keys: ApiKeyRepository
     refresh_tokens: RefreshTokenRepository
+    bulk_operations: BulkOperationRepository
 
     async def __aenter__(self) -> Self: ...
 

@@ -36,6 +36,7 @@ class InMemoryRunQueue:
         self.published: list[RunMessage] = []
         self.acked: list[RunMessage] = []
         self.nacked: list[tuple[RunMessage, bool]] = []
+        self.deleted: list[str] = []
         self.unavailable = False
         self._ready: dict[str, list[_Entry]] = {}
         self._unacked: dict[int, tuple[Delivery, set[int]]] = {}
@@ -92,6 +93,18 @@ class InMemoryRunQueue:
 
     async def depth(self, queue: str) -> int:
         return len(self._ready.get(queue, ()))
+
+    async def delete_if_empty(self, queue: str) -> bool:
+        """Records the deleted queues in ``deleted``."""
+        if self.unavailable:
+            raise Unavailable("the in-memory broker is marked unavailable", dependency="broker")
+        if self._ready.get(queue) or any(
+            d.message.queue == queue for d, _ in self._unacked.values()
+        ):
+            return False
+        self._ready.pop(queue, None)
+        self.deleted.append(queue)
+        return True
 
     def ready(self, queue: str) -> list[RunMessage]:
         """The messages waiting in ``queue``, in delivery order."""

@@ -9,12 +9,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from scheduler_application.bulk_operations import BulkOperation
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound
-from scheduler_application.ports.repositories import Page, QueueActivity, RunFilter, TaskFilter
+from scheduler_application.ports.repositories import (
+    Page,
+    PurgeBatch,
+    PurgeKey,
+    QueueActivity,
+    RunFilter,
+    TaskFilter,
+)
 from scheduler_application.testing.pagination import decode_cursor, encode_cursor
 from scheduler_application.testing.store import Transaction
 from scheduler_domain.accounts import ApiKey, RefreshToken, User
 from scheduler_domain.events import RunEvent, SlotDecision
+from scheduler_domain.queue_settings import QueueSettings
 from scheduler_domain.run import TaskRun
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
@@ -105,6 +114,9 @@ class InMemoryTaskRepository(_Repository):
     ) -> Page[Task]:
         rows: list[Task] = [t for t in self.tx.scan("tasks") if _task_matches(t, task_filter)]
         return _page_by_id(rows, limit=limit, cursor=cursor, key=lambda t: t.id)
+
+    async def count(self, task_filter: TaskFilter) -> int:
+        return sum(1 for t in self.tx.scan("tasks") if _task_matches(t, task_filter))
 
     async def update(self, task: Task, *, expected_version: int) -> None:
         _versioned_update(self.tx, "tasks", task, expected_version)
@@ -298,6 +310,9 @@ class InMemoryRunRepository(_Repository):
             next_cursor = encode_cursor([items[-1].created_at.isoformat(), items[-1].id])
         return Page([_copy(r) for r in items], next_cursor)
 
+    async def count(self, run_filter: RunFilter) -> int:
+        return sum(1 for r in self.tx.scan("runs") if _run_matches(r, run_filter))
+
     async def active_for_task(self, task_id: str) -> builtins.list[TaskRun]:
         rows = [r for r in self.tx.scan("runs") if r.task_id == task_id and r.status.is_active]
         return [_copy(r) for r in sorted(rows, key=lambda r: (r.created_at, r.id))]
@@ -384,7 +399,51 @@ class InMemoryRunRepository(_Repository):
         counts: dict[RunStatus, int] = {}
         for run in self.tx.scan("runs"):
             counts[run.status] = counts.get(run.status, 0) + 1
+        for tally in self.tx.scan("run_tallies"):
+            counts[RunStatus(tally.id)] = counts.get(RunStatus(tally.id), 0) + tally.count
         return counts
+
+    async def purge_finished(
+        self,
+        *,
+        before: datetime,
+        statuses: Collection[RunStatus],
+        limit: int,
+        after: PurgeKey | None = None,
+    ) -> PurgeBatch:
+        wanted = set(statuses)
+        window = sorted(
+            (
+                r
+                for r in self.tx.scan("runs")
+                if r.status in wanted
+                and r.finished_at is not None
+                and r.finished_at < before
+                and (after is None or (r.finished_at, r.id) > after)
+            ),
+            key=lambda r: (r.finished_at, r.id),
+        )[:limit]
+        deleted: dict[RunStatus, int] = {}
+        for run in window:
+            marked = self.tx.get("dependency_marks", run.id) is not None
+            if (not marked and _dependents_of(self.tx, run.task_id)) or _undecided_dependent(
+                self.tx, run.task_id, run.scheduled_for, run.finished_at
+            ):
+                continue
+            for event in [e for e in self.tx.scan("events") if e.run_id == run.id]:
+                self.tx.delete("events", event.id)
+            self.tx.delete("runs", run.id)
+            deleted[run.status] = deleted.get(run.status, 0) + 1
+        for status, n in deleted.items():
+            tally = self.tx.get("run_tallies", status.value)
+            if tally is None:
+                self.tx.insert("run_tallies", RunTally(id=status.value, count=n))
+            else:
+                self.tx.replace("run_tallies", RunTally(id=status.value, count=n + tally.count))
+        last = (window[-1].finished_at, window[-1].id) if len(window) == limit else None
+        return PurgeBatch(
+            scanned=len(window), last=last, deleted=sum(deleted.values()), by_status=deleted
+        )
 
     async def queue_activity(self, since: datetime) -> builtins.list[QueueActivity]:
         tallies: dict[str, dict[str, int]] = {}
@@ -432,9 +491,45 @@ class InMemoryRunRepository(_Repository):
         return counts
 
     async def pending_due_excluding(
-        self, now: datetime, *, limit: int, exclude_task_ids: Sequence[str]
+        self,
+        now: datetime,
+        *,
+        limit: int,
+        exclude_task_ids: Sequence[str],
+        exclude_queues: Sequence[str] = (),
     ) -> builtins.list[TaskRun]:
-        return self._pending(now, limit=limit, keep=lambda r: r.task_id not in exclude_task_ids)
+        return self._pending(
+            now,
+            limit=limit,
+            keep=lambda r: r.task_id not in exclude_task_ids and r.queue not in exclude_queues,
+        )
+
+    async def waiting_in_queues(
+        self, queues: Sequence[str], *, statuses: Sequence[RunStatus], limit: int
+    ) -> builtins.list[TaskRun]:
+        _check_limit(limit)
+        tx = self.tx
+        wanted = set(queues)
+        of_queue = {t.id for t in tx.scan("tasks") if t.queue in wanted}
+        candidates: list[TaskRun] = sorted(
+            (
+                r
+                for r in tx.scan("runs")
+                if r.status in statuses and (r.queue in wanted or r.task_id in of_queue)
+            ),
+            key=lambda r: (r.created_at, r.id),
+        )
+        return _lock_first(tx, "runs", candidates, limit)
+
+    async def count_in_flight_by_queue(self, queues: Sequence[str]) -> dict[str, int]:
+        tx = self.tx
+        queue_of = {t.id: t.queue for t in tx.scan("tasks") if t.queue in set(queues)}
+        counts: dict[str, int] = {}
+        for run in tx.scan("runs"):
+            queue = queue_of.get(run.task_id)
+            if queue is not None and run.status in (RunStatus.QUEUED, RunStatus.RUNNING):
+                counts[queue] = counts.get(queue, 0) + 1
+        return counts
 
     async def pending_among(self, run_ids: Sequence[str], now: datetime) -> builtins.list[TaskRun]:
         wanted = set(run_ids)
@@ -594,6 +689,81 @@ class InMemoryDecisionRepository(_Repository):
         rows = [d for d in self.tx.scan("decisions") if d.task_id in wanted and d.slot == slot]
         return [_copy(d) for d in sorted(rows, key=lambda d: (d.at, d.id))]
 
+    async def purge(
+        self, *, before: datetime, limit: int, after: PurgeKey | None = None
+    ) -> PurgeBatch:
+        window = sorted(
+            (
+                d
+                for d in self.tx.scan("decisions")
+                if d.at < before and (after is None or (d.at, d.id) > after)
+            ),
+            key=lambda d: (d.at, d.id),
+        )[:limit]
+        deleted = 0
+        for decision in window:
+            if not _undecided_dependent(self.tx, decision.task_id, decision.slot, decision.at):
+                self.tx.delete("decisions", decision.id)
+                deleted += 1
+        last = (window[-1].at, window[-1].id) if len(window) == limit else None
+        return PurgeBatch(scanned=len(window), last=last, deleted=deleted)
+
+
+@dataclass(slots=True)
+class RunTally:
+    """A row of the fake ``run_tallies``: runs of status ``id`` the retention deleted."""
+
+    id: str
+    count: int
+
+
+def _dependents_of(tx: Transaction, task_id: str) -> list[Task]:
+    return [t for t in tx.scan("tasks") if task_id in t.depends_on]
+
+
+def _undecided_dependent(tx: Transaction, task_id: str, slot: datetime, since: datetime) -> bool:
+    """As the SQL retention: a dependent (existing by ``since``) without a run or a decision
+    for ``slot`` may still read what ``task_id`` did for it."""
+    for dependent in _dependents_of(tx, task_id):
+        if dependent.created_at > since:
+            continue
+        has_run = any(
+            r.task_id == dependent.id and r.scheduled_for == slot for r in tx.scan("runs")
+        )
+        has_decision = any(
+            d.task_id == dependent.id and d.slot == slot for d in tx.scan("decisions")
+        )
+        if not has_run and not has_decision:
+            return True
+    return False
+
+
+class InMemoryQueueSettingsRepository(_Repository):
+    async def get(self, name: str) -> QueueSettings | None:
+        found: QueueSettings | None = self.tx.get("queue_settings", name)
+        return _copy(found)
+
+    async def get_many(self, names: Sequence[str]) -> builtins.list[QueueSettings]:
+        found = [self.tx.get("queue_settings", name) for name in sorted(set(names))]
+        return [_copy(row) for row in found if row is not None]
+
+    async def list(self) -> builtins.list[QueueSettings]:
+        return sorted((_copy(row) for row in self.tx.scan("queue_settings")), key=lambda q: q.name)
+
+    async def save(self, settings: QueueSettings) -> None:
+        if self.tx.get("queue_settings", settings.name) is None:
+            self.tx.insert("queue_settings", settings)
+        else:
+            self.tx.replace("queue_settings", settings)
+
+    async def lock_many(self, names: Sequence[str]) -> set[str]:
+        tx = self.tx
+        return {
+            name
+            for name in sorted(set(names))
+            if tx.get("queue_settings", name) is not None and tx.lock("queue_settings", name)
+        }
+
 
 class InMemoryWorkerRepository(_Repository):
     async def add(self, worker: Worker) -> None:
@@ -603,6 +773,9 @@ class InMemoryWorkerRepository(_Repository):
         found: Worker | None = self.tx.get("workers", worker_id)
         return _copy(found)
 
+    async def get_for_update(self, worker_id: str) -> Worker | None:
+        return await self.get(worker_id)
+
     async def update(self, worker: Worker) -> None:
         if self.tx.get("workers", worker.id) is None:
             raise NotFound(f"worker {worker.id} not found", field="id")
@@ -611,6 +784,25 @@ class InMemoryWorkerRepository(_Repository):
     async def list(self, *, status: WorkerStatus | None = None) -> builtins.list[Worker]:
         rows = [w for w in self.tx.scan("workers") if status is None or w.status is status]
         return [_copy(w) for w in sorted(rows, key=lambda w: (w.name, w.id))]
+
+    async def offline_since_before(self, cutoff: datetime, *, limit: int) -> builtins.list[Worker]:
+        rows = [
+            w
+            for w in self.tx.scan("workers")
+            if w.status is WorkerStatus.OFFLINE and w.heartbeat_at < cutoff
+        ]
+        return [_copy(w) for w in sorted(rows, key=lambda w: (w.heartbeat_at, w.id))[:limit]]
+
+    async def delete_offline(self, worker_id: str, *, before: datetime) -> bool:
+        found: Worker | None = self.tx.get("workers", worker_id)
+        if (
+            found is None
+            or found.status is not WorkerStatus.OFFLINE
+            or found.heartbeat_at >= before
+        ):
+            return False
+        self.tx.delete("workers", worker_id)
+        return True
 
 
 class InMemoryUserRepository(_Repository):
@@ -673,6 +865,36 @@ class InMemoryApiKeyRepository(_Repository):
         if self.tx.get("api_keys", key.id) is None:
             raise NotFound(f"api key {key.id} not found", field="id")
         self.tx.replace("api_keys", key)
+
+
+class InMemoryBulkOperationRepository(_Repository):
+    async def add(self, operation: BulkOperation) -> None:
+        self.tx.insert("bulk_operations", operation)
+
+    async def get(self, operation_id: str) -> BulkOperation | None:
+        found: BulkOperation | None = self.tx.get("bulk_operations", operation_id)
+        return _copy(found)
+
+    async def update(self, operation: BulkOperation) -> None:
+        if self.tx.get("bulk_operations", operation.id) is None:
+            raise NotFound(f"operation {operation.id} not found", field="id")
+        self.tx.replace("bulk_operations", operation)
+
+    async def take_stale(
+        self, *, stale_before: datetime, now: datetime, limit: int
+    ) -> builtins.list[BulkOperation]:
+        taken: list[BulkOperation] = []
+        for operation in list(self.tx.scan("bulk_operations")):
+            if len(taken) >= limit:
+                break
+            heartbeat = operation.heartbeat_at
+            if operation.finished or (heartbeat is not None and heartbeat >= stale_before):
+                continue
+            self.tx.patch("bulk_operations", operation.id, {"heartbeat_at": now})
+            copied = _copy(operation)
+            copied.heartbeat_at = now
+            taken.append(copied)
+        return taken
 
 
 class InMemoryRefreshTokenRepository(_Repository):

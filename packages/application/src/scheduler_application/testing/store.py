@@ -45,6 +45,9 @@ TABLES = (
     "api_keys",
     "refresh_tokens",
     "dependency_marks",
+    "bulk_operations",
+    "queue_settings",
+    "run_tallies",
 )
 _DELETED = object()
 

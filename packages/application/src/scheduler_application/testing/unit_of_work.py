@@ -9,7 +9,9 @@ from typing import Self
 
 from scheduler_application.ports.repositories import (
     ApiKeyRepository,
+    BulkOperationRepository,
     DecisionRepository,
+    QueueSettingsRepository,
     RefreshTokenRepository,
     RunEventRepository,
     RunRepository,
@@ -19,7 +21,9 @@ from scheduler_application.ports.repositories import (
 )
 from scheduler_application.testing.repositories import (
     InMemoryApiKeyRepository,
+    InMemoryBulkOperationRepository,
     InMemoryDecisionRepository,
+    InMemoryQueueSettingsRepository,
     InMemoryRefreshTokenRepository,
     InMemoryRunEventRepository,
     InMemoryRunRepository,
@@ -48,9 +52,15 @@ class InMemoryUnitOfWork:
         self.events: RunEventRepository = InMemoryRunEventRepository(self._current)
         self.decisions: DecisionRepository = InMemoryDecisionRepository(self._current)
         self.workers: WorkerRepository = InMemoryWorkerRepository(self._current)
+        self.queue_settings: QueueSettingsRepository = InMemoryQueueSettingsRepository(
+            self._current
+        )
         self.users: UserRepository = InMemoryUserRepository(self._current)
         self.api_keys: ApiKeyRepository = InMemoryApiKeyRepository(self._current)
         self.refresh_tokens: RefreshTokenRepository = InMemoryRefreshTokenRepository(self._current)
+        self.bulk_operations: BulkOperationRepository = InMemoryBulkOperationRepository(
+            self._current
+        )
 
     def _current(self) -> Transaction:
         if self._tx is None:

@@ -1,4 +1,4 @@
-"""``scheduler workers …``: see the workers and drain one."""
+"""``scheduler workers …``: see the workers, drain one and undrain it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from scheduler_cli.commands.options import AllPages, JsonFlag, Limit
 from scheduler_cli.context import context_of
 from scheduler_cli.output import Column, Output, when
 
-app = typer.Typer(help="See the workers; drain one before taking it down.", no_args_is_help=True)
+app = typer.Typer(
+    help="See the workers; drain one (it stops taking runs) and undrain it.", no_args_is_help=True
+)
 
 WORKER_COLUMNS: list[Column] = [
     ("NAME", lambda w: w["name"]),
@@ -49,7 +51,8 @@ def drain(
     worker: Annotated[str, typer.Argument(help="The worker's name or id.", metavar="WORKER")],
     json_output: JsonFlag = False,
 ) -> None:
-    """Stop a worker taking new runs; it finishes the runs it holds (operators and admins)."""
+    """Stop a worker taking new runs; it finishes the runs it holds and stays registered as
+    draining until undrained (operators and admins). A name means the live worker of that name."""
     out = Output(json_mode=json_output)
     with context_of(ctx).client() as api:
         drained = api.post(f"/workers/{lookup.worker_id(api, worker)}/drain")
@@ -60,3 +63,16 @@ def drain(
             f"({drained['active_runs']} run(s) still in hand)"
         ),
     )
+
+
+@app.command("undrain")
+def undrain(
+    ctx: typer.Context,
+    worker: Annotated[str, typer.Argument(help="The worker's name or id.", metavar="WORKER")],
+    json_output: JsonFlag = False,
+) -> None:
+    """Let a drained worker take runs again (operators and admins)."""
+    out = Output(json_mode=json_output)
+    with context_of(ctx).client() as api:
+        undrained = api.post(f"/workers/{lookup.worker_id(api, worker)}/undrain")
+    out.show(undrained, lambda: out.line(f"worker {undrained['name']} is {undrained['status']}"))

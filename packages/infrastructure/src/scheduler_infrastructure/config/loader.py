@@ -344,6 +344,27 @@ def _check_task_isolation(s: Settings) -> None:
         raise ConfigError("worker.task_home_dir", "must be an absolute path, or empty")
 
 
+def _check_retention(s: Settings) -> None:
+    r = s.retention
+    for key, days in (
+        ("retention.workers_days", r.workers_days),
+        ("retention.runs_days", r.runs_days),
+        ("retention.dead_letters_days", r.dead_letters_days),
+        ("retention.slot_decisions_days", r.slot_decisions_days),
+    ):
+        if days < 0:
+            raise ConfigError(key, f"must be 0 (kept for ever) or more days (got {days})")
+    _positive("retention.batch_size", r.batch_size)
+    _positive("retention.interval_seconds", r.interval_seconds)
+    # A retired worker must have been offline for good, never merely silent for a while.
+    if 0 < r.workers_days * 86_400 < 2 * s.worker.silence.total_seconds():
+        raise ConfigError(
+            "retention.workers_days",
+            "must be 0 or at least twice the time a worker may stay silent "
+            f"({2 * s.worker.silence.total_seconds():.0f} s)",
+        )
+
+
 def _check(s: Settings) -> None:
     """Cross-field rules the types alone cannot express."""
     _check_secrets_key(s.secrets.key)
@@ -361,6 +382,8 @@ def _check(s: Settings) -> None:
     _positive("run.shutdown_timeout_seconds", s.run.shutdown_timeout_seconds)
     if not 0 < s.api.port < 65536:
         raise ConfigError("api.port", f"must be a TCP port (got {s.api.port})")
+    if not 1 <= s.api.workers <= 64:
+        raise ConfigError("api.workers", f"must be between 1 and 64 (got {s.api.workers})")
     if s.api.jwt_secret is not None and len(s.api.jwt_secret.encode()) < 32:
         raise ConfigError("api.jwt_secret", "must be at least 32 bytes long")
     for key, value in (
@@ -368,6 +391,7 @@ def _check(s: Settings) -> None:
         ("api.refresh_token_ttl_seconds", s.api.refresh_token_ttl_seconds),
         ("api.max_body_bytes", s.api.max_body_bytes),
         ("api.max_page_size", s.api.max_page_size),
+        ("api.bulk_max_items", s.api.bulk_max_items),
         ("dispatcher.batch_size", s.dispatcher.batch_size),
         ("dispatcher.max_sleep_seconds", s.dispatcher.max_sleep_seconds),
         ("dispatcher.relay_interval_seconds", s.dispatcher.relay_interval_seconds),
@@ -410,6 +434,7 @@ def _check(s: Settings) -> None:
         if value < 0:
             raise ConfigError(key, f"must be 0 (no limit) or more (got {value})")
     _positive("worker.python_pool_size", s.worker.python_pool_size)
+    _check_retention(s)
     _check_task_isolation(s)
     _positive("worker.python_max_runs_per_process", s.worker.python_max_runs_per_process)
     if s.telemetry.exporter.startswith("otlp") and not s.telemetry.otlp_endpoint:

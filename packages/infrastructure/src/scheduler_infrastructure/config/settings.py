@@ -75,6 +75,11 @@ class ApiSettings:
     #: ``/metrics`` answers without credentials; false: it needs a token or API key like the
     #: rest of the API.
     metrics_public: bool = True
+    #: Processes of ``scheduler-api`` sharing its listening socket (pre-forked; each has its
+    #: own database pool, caches and request metrics). ``scheduler run`` is one process.
+    workers: int = 1
+    #: Most objects one bulk operation by filter may handle (refused above, with the count).
+    bulk_max_items: int = 100_000
     #: The console's session cookie is ``Secure`` on every request, not only over HTTPS: set it
     #: when TLS ends in a proxy in front of the API.
     console_secure_cookies: bool = False
@@ -159,6 +164,25 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    """How long history is kept; the dispatcher's ``retention`` loop deletes what is older, in
+    batches of ``batch_size``, every ``interval_seconds``. 0 days: kept for ever."""
+
+    #: A worker offline this long is retired: its row is deleted, and its direct queue once
+    #: empty (a queue holding a message keeps the worker until it is empty).
+    workers_days: float = 1.0
+    #: Runs finished this long ago (``succeeded``, ``cancelled``, and attempts that were
+    #: retried) are deleted with their events; the status counts keep them (``run_tallies``).
+    runs_days: float = 30.0
+    #: Dead letters are an operator's open items: kept for ever unless this is set.
+    dead_letters_days: float = 0.0
+    #: Slot decisions (fired / skipped / misfired) taken this long ago are deleted.
+    slot_decisions_days: float = 30.0
+    batch_size: int = 1000
+    interval_seconds: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class ExecutorSettings:
     #: The roles whose tasks may use this executor: checked when a task is created or updated,
     #: and again by the worker before each run (the owner's role may have changed since).
@@ -236,6 +260,7 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     executors: ExecutorsSettings = field(default_factory=ExecutorsSettings)
     secrets: SecretsSettings = field(default_factory=SecretsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)

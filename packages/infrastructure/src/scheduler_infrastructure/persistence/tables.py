@@ -224,6 +224,14 @@ _partial(
     task_runs.c.finished_at,
     where=RUN_DEPENDENTS_UNRESOLVED,
 )
+#: Runs the retention may delete (see 0008): read oldest first by ``finished_at``.
+RUN_FINISHED: ColumnElement[bool] = task_runs.c.status.in_(
+    [
+        literal_column(f"'{value}'")
+        for value in ("succeeded", "cancelled", "failed", "timed_out", "lost", "dead_lettered")
+    ]
+)
+_partial("ix_task_runs_finished", task_runs.c.finished_at, task_runs.c.id, where=RUN_FINISHED)
 # Run lists are newest first by (created_at, id), filtered by task, by owner, or not at all.
 Index(
     "ix_task_runs_task_id_created_at", task_runs.c.task_id, task_runs.c.created_at, task_runs.c.id
@@ -268,6 +276,16 @@ slot_decisions = Table(
 )
 Index("ix_slot_decisions_task_id_at", slot_decisions.c.task_id, slot_decisions.c.at)
 Index("ix_slot_decisions_task_id_slot", slot_decisions.c.task_id, slot_decisions.c.slot)
+#: The retention's order (see 0008).
+Index("ix_slot_decisions_at", slot_decisions.c.at, slot_decisions.c.id)
+
+#: Runs the retention deleted, by status: the status counts add them, so they stay whole.
+run_tallies = Table(
+    "run_tallies",
+    metadata,
+    Column("status", String(32), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
 
 workers = Table(
     "workers",
@@ -337,12 +355,53 @@ refresh_tokens = Table(
 Index("ix_refresh_tokens_family_id", refresh_tokens.c.family_id)
 Index("ix_refresh_tokens_user_id", refresh_tokens.c.user_id)
 
+bulk_operations = Table(
+    "bulk_operations",
+    metadata,
+    _id("id", primary_key=True),
+    Column("action", String(32), nullable=False),
+    _id("actor_id", nullable=False),
+    Column("actor_role", String(16), nullable=False),
+    Column("selection", json_document(), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("done", Integer, nullable=False),
+    Column("succeeded", Integer, nullable=False),
+    Column("skipped", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("results", json_document(), nullable=False),
+    Column("position", String(512), nullable=True),
+    _at("frozen_at"),
+    Column("error", String(500), nullable=True),
+    _at("created_at", nullable=False),
+    _at("heartbeat_at"),
+    _at("finished_at"),
+)
+Index(
+    "ix_bulk_operations_status_heartbeat_at",
+    bulk_operations.c.status,
+    bulk_operations.c.heartbeat_at,
+)
+
 leases = Table(
     "leases",
     metadata,
     Column("resource", String(200), primary_key=True),
     Column("holder", String(200), nullable=False),
     _at("expires_at", nullable=False),
+)
+
+#: Operators' settings per queue (only queues someone changed have a row).
+queue_settings = Table(
+    "queue_settings",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("paused", Boolean, nullable=False),
+    #: As written (``10/s``); null: not set here, the configured default applies.
+    Column("rate_limit", String(64), nullable=True),
+    Column("max_concurrency", Integer, nullable=True),
+    Column("updated_by", String(200), nullable=False),
+    _at("updated_at", nullable=False),
 )
 
 #: The field an ``AlreadyExists`` names for each unique constraint or unique index.

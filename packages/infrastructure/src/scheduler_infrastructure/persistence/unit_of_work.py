@@ -10,7 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from scheduler_infrastructure.persistence.driver_errors import translated
 from scheduler_infrastructure.persistence.repositories import (
     SqlApiKeyRepository,
+    SqlBulkOperationRepository,
     SqlDecisionRepository,
+    SqlQueueSettingsRepository,
     SqlRefreshTokenRepository,
     SqlRunEventRepository,
     SqlRunRepository,
@@ -37,9 +39,11 @@ class SqlUnitOfWork:
         self.events = SqlRunEventRepository(self._current)
         self.decisions = SqlDecisionRepository(self._current)
         self.workers = SqlWorkerRepository(self._current)
+        self.queue_settings = SqlQueueSettingsRepository(self._current)
         self.users = SqlUserRepository(self._current)
         self.api_keys = SqlApiKeyRepository(self._current)
         self.refresh_tokens = SqlRefreshTokenRepository(self._current)
+        self.bulk_operations = SqlBulkOperationRepository(self._current)
 
     @property
     def engine(self) -> AsyncEngine:

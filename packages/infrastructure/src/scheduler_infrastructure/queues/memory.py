@@ -97,6 +97,18 @@ class MemoryRunQueue:
     async def depth(self, queue: str) -> int:
         return len(self._ready.get(queue, ()))
 
+    async def delete_if_empty(self, queue: str) -> bool:
+        held = any(
+            tag.entry.message.queue == queue
+            for consumer in self._consumers.get(queue, ())
+            for tag in consumer.unacked
+        )
+        if self._ready.get(queue) or self._dead.get(queue) or held:
+            return False
+        self._ready.pop(queue, None)
+        self._dead.pop(queue, None)
+        return True
+
     # -- beyond the port -------------------------------------------------------------------------
 
     async def dead_letters(self, queue: str, *, limit: int = 100) -> list[RunMessage]:
@@ -157,6 +169,10 @@ class MemoryConsumer:
 
     def wake(self) -> None:
         self._event.set()
+
+    @property
+    def unacked(self) -> frozenset[_Tag]:
+        return frozenset(self._unacked)
 
     def settle(self, tag: _Tag) -> bool:
         if tag not in self._unacked:

@@ -195,6 +195,11 @@ class PostgresRunQueue:
         rows = await self._execute(statements.DEPTH, {"queue": queue})
         return int(rows[0][0])
 
+    async def delete_if_empty(self, queue: str) -> bool:
+        """Nothing to delete: a queue is its rows. True when it has none left."""
+        rows = await self._execute(statements.HOLDS_ANYTHING, {"queue": queue})
+        return not rows[0][0]
+
     # -- beyond the port -------------------------------------------------------------------------
 
     async def dead_letters(self, queue: str, *, limit: int = 100) -> list[RunMessage]:

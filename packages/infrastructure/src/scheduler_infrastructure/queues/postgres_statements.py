@@ -107,6 +107,13 @@ DEPTH = text(
     WHERE queue = :queue AND (locked_until IS NULL OR locked_until < now())
     """
 )
+#: A queue here is only its rows: it is "deleted" when none is left, live or dead.
+HOLDS_ANYTHING = text(
+    """
+    SELECT EXISTS (SELECT 1 FROM queue_messages WHERE queue = :queue)
+        OR EXISTS (SELECT 1 FROM queue_dead_letters WHERE queue = :queue)
+    """
+)
 DEAD_LETTERS = text(
     "SELECT payload FROM queue_dead_letters WHERE queue = :queue ORDER BY id LIMIT :limit"
 )

@@ -16,6 +16,7 @@ channel, which returns its unacked deliveries to the queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -25,7 +26,12 @@ from typing import Any, Self
 
 import aio_pika
 from aio_pika.abc import AbstractQueue, AbstractRobustChannel, AbstractRobustConnection
-from aio_pika.exceptions import ChannelInvalidStateError, MessageProcessError, PublishError
+from aio_pika.exceptions import (
+    ChannelInvalidStateError,
+    ChannelPreconditionFailed,
+    MessageProcessError,
+    PublishError,
+)
 from pamqp.commands import Basic
 
 from scheduler_application.errors import Unavailable
@@ -159,6 +165,35 @@ class RabbitMQRunQueue:
         except DRIVER_ERRORS as error:
             raise Unavailable(f"RabbitMQ is unavailable: {error!r}", dependency="broker") from error
         return int(declared.message_count or 0)
+
+    async def delete_if_empty(self, queue: str) -> bool:
+        """``queue.delete`` with ``if-empty`` (and ``if-unused`` for the queue itself: only a
+        consumer holds unacked deliveries), dead letters first; the broker refuses a queue
+        that holds a message (406, which closes the scratch channel), and that is False."""
+        try:
+            async with asyncio.timeout(self.operation_timeout):
+                for name, if_unused in (
+                    (self.dead_letter_queue_name(queue), False),
+                    (self.queue_name(queue), True),
+                ):
+                    if not await self._delete_on_scratch(name, if_unused=if_unused):
+                        return False
+        except DRIVER_ERRORS as error:
+            raise Unavailable(f"RabbitMQ is unavailable: {error!r}", dependency="broker") from error
+        self._declared.discard(queue)
+        return True
+
+    async def _delete_on_scratch(self, name: str, *, if_unused: bool) -> bool:
+        channel = await self._open_channel()
+        try:
+            underlay = await channel.get_underlay_channel()
+            await underlay.queue_delete(name, if_unused=if_unused, if_empty=True)
+        except ChannelPreconditionFailed:
+            return False
+        finally:
+            with contextlib.suppress(*DRIVER_ERRORS):
+                await channel.close()
+        return True
 
     # -- beyond the port -------------------------------------------------------------------------
 

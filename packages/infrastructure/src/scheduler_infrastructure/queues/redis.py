@@ -116,6 +116,7 @@ class RedisStreamsRunQueue:
         self._read_script = self._client.register_script(redis_streams.READ_BY_PRIORITY)
         self._depth_script = self._client.register_script(redis_streams.DEPTH)
         self._forget_script = self._client.register_script(redis_streams.FORGET_CONSUMER)
+        self._delete_script = self._client.register_script(redis_streams.DELETE_IF_EMPTY)
         try:
             await self._client.ping()
         except DRIVER_ERRORS as error:
@@ -199,6 +200,13 @@ class RedisStreamsRunQueue:
         """Entries not yet delivered (those delivered and not yet acked are not counted)."""
         async with self._translated():
             return int(await self._depth_script(keys=self.band_keys(queue), args=[GROUP]))
+
+    async def delete_if_empty(self, queue: str) -> bool:
+        """The queue's streams (and consumer group) and its dead letters, deleted in one script
+        when all are empty."""
+        keys = [*self.band_keys(queue), self.dead_letter_key(queue)]
+        async with self._translated():
+            return bool(await self._delete_script(keys=keys))
 
     # -- beyond the port -------------------------------------------------------------------------
 

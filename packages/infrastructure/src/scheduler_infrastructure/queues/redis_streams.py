@@ -76,6 +76,19 @@ end
 return 0
 """
 
+# KEYS: band streams, then the dead-letter stream. Delete them all when every one is empty (an
+# acked entry is deleted, so a stream's length counts the entries delivered and not yet acked
+# too); 1 when they are gone, 0 when they were kept.
+DELETE_IF_EMPTY = """
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 and redis.call('XLEN', key) > 0 then
+    return 0
+  end
+end
+redis.call('DEL', unpack(KEYS))
+return 1
+"""
+
 
 def pairs(flat: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))

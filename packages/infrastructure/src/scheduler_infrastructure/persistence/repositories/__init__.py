@@ -1,8 +1,14 @@
 """One SQL repository per port, each bound to the connection of a unit of work."""
 
 from scheduler_infrastructure.persistence.repositories.api_keys import SqlApiKeyRepository
+from scheduler_infrastructure.persistence.repositories.bulk_operations import (
+    SqlBulkOperationRepository,
+)
 from scheduler_infrastructure.persistence.repositories.decisions import SqlDecisionRepository
 from scheduler_infrastructure.persistence.repositories.events import SqlRunEventRepository
+from scheduler_infrastructure.persistence.repositories.queue_settings import (
+    SqlQueueSettingsRepository,
+)
 from scheduler_infrastructure.persistence.repositories.refresh_tokens import (
     SqlRefreshTokenRepository,
 )
@@ -13,7 +19,9 @@ from scheduler_infrastructure.persistence.repositories.workers import SqlWorkerR
 
 __all__ = [
     "SqlApiKeyRepository",
+    "SqlBulkOperationRepository",
     "SqlDecisionRepository",
+    "SqlQueueSettingsRepository",
     "SqlRefreshTokenRepository",
     "SqlRunEventRepository",
     "SqlRunRepository",

@@ -17,6 +17,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     case,
+    delete,
     func,
     literal,
     or_,
@@ -32,7 +33,13 @@ from sqlalchemy.sql import Executable, Select
 from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 from scheduler_application.errors import Conflict
-from scheduler_application.ports.repositories import Page, QueueActivity, RunFilter
+from scheduler_application.ports.repositories import (
+    Page,
+    PurgeBatch,
+    PurgeKey,
+    QueueActivity,
+    RunFilter,
+)
 from scheduler_domain.events import RunEvent
 from scheduler_domain.run import TaskRun
 from scheduler_domain.status import ACTIVE_STATUSES, RunStatus
@@ -50,14 +57,18 @@ from scheduler_infrastructure.persistence.repositories.events import (
     SqlRunEventRepository,
     event_columns,
 )
+from scheduler_infrastructure.persistence.retention_queries import deletable_runs, finished_window
 from scheduler_infrastructure.persistence.tables import (
     RUN_DEPENDENTS_UNRESOLVED,
     RUN_PENDING,
     RUN_QUEUED,
     RUN_QUEUED_NOT_BEFORE,
     RUN_RUNNING,
+    run_events,
+    run_tallies,
     task_dependencies,
     task_runs,
+    tasks,
 )
 
 _c = task_runs.c
@@ -194,6 +205,12 @@ class SqlRunRepository(SqlRepository):
         items = items[:limit]
         return Page(items, encode_cursor(items[-1].created_at, items[-1].id))
 
+    async def count(self, run_filter: RunFilter) -> int:
+        result = await self._execute(
+            select(func.count()).select_from(task_runs).where(*_conditions(run_filter))
+        )
+        return int(result.scalar_one())
+
     async def active_for_task(self, task_id: str) -> builtins.list[TaskRun]:
         active = [status.value for status in ACTIVE_STATUSES]
         return await self._many(
@@ -273,9 +290,52 @@ class SqlRunRepository(SqlRepository):
         )
 
     async def count_by_status(self) -> dict[RunStatus, int]:
-        """Statuses with at least one run (absent means zero)."""
+        """Statuses with at least one run (absent means zero), the runs the retention deleted
+        included (``run_tallies``)."""
         rows = await self._all(select(_c.status, func.count().label("n")).group_by(_c.status))
-        return {RunStatus(row["status"]): int(row["n"]) for row in rows}
+        counts = {RunStatus(row["status"]): int(row["n"]) for row in rows}
+        for row in await self._all(select(run_tallies)):
+            status = RunStatus(row["status"])
+            counts[status] = counts.get(status, 0) + int(row["count"])
+        return {status: n for status, n in counts.items() if n}
+
+    async def purge_finished(
+        self,
+        *,
+        before: datetime,
+        statuses: Collection[RunStatus],
+        limit: int,
+        after: PurgeKey | None = None,
+    ) -> PurgeBatch:
+        check_limit(limit)
+        if not statuses:
+            return PurgeBatch(scanned=0, last=None, deleted=0)
+        window = await self._all(
+            self._locked(
+                finished_window(before=before, statuses=statuses, limit=limit, after=after)
+            )
+        )
+        last = (window[-1]["finished_at"], window[-1]["id"]) if len(window) == limit else None
+        if not window:
+            return PurgeBatch(scanned=0, last=None, deleted=0)
+        status_of = {row["id"]: RunStatus(row["status"]) for row in window}
+        ids = [row["id"] for row in await self._all(deletable_runs(list(status_of)))]
+        deleted: dict[RunStatus, int] = {}
+        for run_id in ids:
+            deleted[status_of[run_id]] = deleted.get(status_of[run_id], 0) + 1
+        if ids:
+            await self._execute(delete(run_events).where(run_events.c.run_id.in_(ids)))
+            await self._execute(delete(task_runs).where(_c.id.in_(ids)))
+            dialect = postgresql if self._postgres else sqlite
+            upsert = dialect.insert(run_tallies)
+            await self._execute(
+                upsert.on_conflict_do_update(
+                    index_elements=[run_tallies.c.status],
+                    set_={"count": run_tallies.c.count + upsert.excluded.count},
+                ),
+                [{"status": status.value, "count": n} for status, n in deleted.items()],
+            )
+        return PurgeBatch(scanned=len(window), last=last, deleted=len(ids), by_status=deleted)
 
     async def queue_activity(self, since: datetime) -> builtins.list[QueueActivity]:
         """Two grouped counts: live runs by status (served by the partial status indexes) and
@@ -357,13 +417,54 @@ class SqlRunRepository(SqlRepository):
         return {row["task_id"]: int(row["n"]) for row in rows}
 
     async def pending_due_excluding(
-        self, now: datetime, *, limit: int, exclude_task_ids: Sequence[str]
+        self,
+        now: datetime,
+        *,
+        limit: int,
+        exclude_task_ids: Sequence[str],
+        exclude_queues: Sequence[str] = (),
     ) -> builtins.list[TaskRun]:
         check_limit(limit)
         query = self._pending_query(now).limit(limit)
         if exclude_task_ids:
             query = query.where(_c.task_id.not_in(sorted(set(exclude_task_ids))))
+        if exclude_queues:
+            query = query.where(_c.queue.not_in(sorted(set(exclude_queues))))
         return await self._many(self._locked(query))
+
+    async def waiting_in_queues(
+        self, queues: Sequence[str], *, statuses: Sequence[RunStatus], limit: int
+    ) -> builtins.list[TaskRun]:
+        check_limit(limit)
+        wanted = sorted(set(queues))
+        if not wanted or not statuses:
+            return []
+        of_task_queue = select(tasks.c.id).where(tasks.c.queue.in_(wanted))
+        query = (
+            select(task_runs)
+            .where(
+                _c.status.in_(sorted({status.value for status in statuses})),
+                or_(_c.queue.in_(wanted), _c.task_id.in_(of_task_queue)),
+            )
+            .order_by(_c.created_at, _c.id)
+            .limit(limit)
+        )
+        return await self._many(self._locked(query))
+
+    async def count_in_flight_by_queue(self, queues: Sequence[str]) -> dict[str, int]:
+        wanted = sorted(set(queues))
+        if not wanted:
+            return {}
+        rows = await self._all(
+            select(tasks.c.queue, func.count().label("n"))
+            .select_from(task_runs.join(tasks, tasks.c.id == _c.task_id))
+            .where(
+                tasks.c.queue.in_(wanted),
+                _c.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value]),
+            )
+            .group_by(tasks.c.queue)
+        )
+        return {row["queue"]: int(row["n"]) for row in rows}
 
     async def pending_among(self, run_ids: Sequence[str], now: datetime) -> builtins.list[TaskRun]:
         if not run_ids:

@@ -116,6 +116,12 @@ class SqlTaskRepository(SqlRepository):
         items = items[:limit]
         return Page(items, encode_cursor(items[-1].id))
 
+    async def count(self, task_filter: TaskFilter) -> int:
+        result = await self._execute(
+            select(func.count()).select_from(tasks).where(*_conditions(task_filter))
+        )
+        return int(result.scalar_one())
+
     async def update(self, task: Task, *, expected_version: int) -> None:
         row = task_to_row(task)
         del row["id"]

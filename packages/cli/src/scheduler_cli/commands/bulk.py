@@ -1,0 +1,145 @@
+"""``scheduler runs bulk …`` and ``scheduler tasks bulk …``: one action on many runs or tasks,
+chosen by ids or by the list filters; the count is shown and confirmed first."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+
+from scheduler_cli import lookup, times
+from scheduler_cli.client import ApiClient
+from scheduler_cli.commands.options import JsonFlag
+from scheduler_cli.context import context_of
+from scheduler_cli.errors import BadInput
+from scheduler_cli.output import Output
+
+Ids = Annotated[
+    list[str] | None, typer.Option("--id", help="A run or task id (repeatable; at most 1,000).")
+]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Only count what the selection matches.")]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+RUN_ACTIONS = ("cancel", "retry", "retrigger")
+TASK_ACTIONS = ("pause", "resume", "delete")
+
+
+def run_bulk(
+    ctx: typer.Context,
+    action: Annotated[str, typer.Argument(help="cancel, retry or retrigger.")],
+    ids: Ids = None,
+    task: Annotated[str | None, typer.Option("--task", "-t", help="Task name or id.")] = None,
+    status: Annotated[
+        list[str] | None, typer.Option("--status", "-s", help="Runs in this status (repeatable).")
+    ] = None,
+    trigger: Annotated[
+        str | None, typer.Option(help="schedule, manual, dependency or retry.")
+    ] = None,
+    worker: Annotated[str | None, typer.Option(help="Worker name or id.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Created after this time or span ago (2h).")
+    ] = None,
+    dry_run: DryRun = False,
+    yes: Yes = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Cancel, retry or re-trigger many runs: by --id, or by the filters of `runs list`.
+
+    Example: scheduler runs bulk retry --status dead_lettered --task nightly
+    """
+    if action not in RUN_ACTIONS:
+        raise BadInput(f"the action must be one of {', '.join(RUN_ACTIONS)}")
+    out = Output(json_mode=json_output)
+    with context_of(ctx).client() as api:
+        run_filter = None
+        if not ids:
+            run_filter = {
+                "task_id": lookup.task_id(api, task) if task else None,
+                "status": status or None,
+                "trigger": trigger,
+                "worker_id": lookup.worker_id(api, worker) if worker else None,
+                "created_after": times.since(since) if since else None,
+            }
+            run_filter = {k: v for k, v in run_filter.items() if v is not None}
+        _carry_out(api, out, "runs", action, ids, run_filter, dry_run=dry_run, yes=yes)
+
+
+def task_bulk(
+    ctx: typer.Context,
+    action: Annotated[str, typer.Argument(help="pause, resume or delete.")],
+    ids: Ids = None,
+    prefix: Annotated[str | None, typer.Option(help="Tasks whose name starts with this.")] = None,
+    queue: Annotated[str | None, typer.Option(help="Tasks of this queue.")] = None,
+    enabled: Annotated[
+        bool | None, typer.Option("--enabled/--disabled", help="Only active or only paused ones.")
+    ] = None,
+    dry_run: DryRun = False,
+    yes: Yes = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Pause, resume or delete many tasks: by --id, or by the filters of `tasks list`.
+
+    Example: scheduler tasks bulk pause --prefix etl-
+    """
+    if action not in TASK_ACTIONS:
+        raise BadInput(f"the action must be one of {', '.join(TASK_ACTIONS)}")
+    out = Output(json_mode=json_output)
+    task_filter = None
+    if not ids:
+        task_filter = {
+            k: v
+            for k, v in {"name_prefix": prefix, "queue": queue, "enabled": enabled}.items()
+            if v is not None
+        }
+    with context_of(ctx).client() as api:
+        _carry_out(api, out, "tasks", action, ids, task_filter, dry_run=dry_run, yes=yes)
+
+
+def _carry_out(
+    api: ApiClient,
+    out: Output,
+    kind: str,
+    action: str,
+    ids: list[str] | None,
+    selection_filter: dict[str, Any] | None,
+    *,
+    dry_run: bool,
+    yes: bool,
+) -> None:
+    body: dict[str, Any] = {"action": action}
+    if ids:
+        body["ids"] = ids
+    else:
+        body["filter"] = selection_filter or {}
+    counted = api.post(f"/{kind}/bulk", {**body, "dry_run": True})
+    matched = int(counted["matched"])
+    if dry_run:
+        out.show(counted, lambda: out.line(f"{matched} {kind} match; {action} would act on them"))
+        return
+    if matched == 0:
+        out.show(counted, lambda: out.note(f"no {kind} match"))
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise BadInput(f"{action} of {matched} {kind} needs --yes when stdin is not a terminal")
+        typer.confirm(f"{action.capitalize()} {matched} {kind}?", abort=True)
+    operation = api.post(f"/{kind}/bulk", {**body, "wait_seconds": 2})
+    while operation["status"] == "running":
+        if not out.json_mode:
+            out.note(f"{operation['done']}/{operation['total']} done")
+        time.sleep(1)
+        operation = api.get(f"/operations/{operation['id']}")
+    out.show(operation, lambda: _summary(out, kind, operation))
+
+
+def _summary(out: Output, kind: str, operation: dict[str, Any]) -> None:
+    out.line(
+        f"{operation['action']}: {operation['succeeded']} done, {operation['skipped']} skipped, "
+        f"{operation['failed']} failed of {operation['total']} {kind}"
+        + (f" (operation {operation['id']} {operation['status']})" if operation["error"] else "")
+    )
+    for item in operation["results"]:
+        if item["outcome"] != "succeeded":
+            out.line(f"  {item['outcome']} {item['id']}: {item.get('detail', '')}")
