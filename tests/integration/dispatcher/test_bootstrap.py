@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,13 +10,7 @@ from dispatcher_stack import REDIS_URL
 
 from scheduler_application.task_changes import TaskChangeSignal
 from scheduler_dispatcher.bootstrap import build_dispatcher
-from scheduler_domain.run import RunTrigger, TaskRun
-from scheduler_domain.status import RunStatus
-from scheduler_domain.task import Task
-from scheduler_domain.worker import Worker, WorkerStatus
 from scheduler_infrastructure.config import DatabaseSettings, RedisSettings, Settings
-from scheduler_infrastructure.config.settings import RetentionSettings
-from scheduler_infrastructure.persistence.migrations import upgrade
 from scheduler_infrastructure.resources import open_resources
 
 pytestmark = pytest.mark.timeout(60)
@@ -33,9 +26,25 @@ async def test_build_dispatcher_wires_every_loop_and_stops_cleanly(tmp_path: Pat
         dispatcher = build_dispatcher(resources, task_changes=signal)
         names = [
             dispatcher.loop(name).name
-            for name in ("scheduler", "dependencies", "relay", "requeue", "reaper", "retention")
+            for name in (
+                "scheduler",
+                "dependencies",
+                "relay",
+                "requeue",
+                "reaper",
+                "retention",
+                "event-retention",
+            )
         ]
-        assert names == ["scheduler", "dependencies", "relay", "requeue", "reaper", "retention"]
+        assert names == [
+            "scheduler",
+            "dependencies",
+            "relay",
+            "requeue",
+            "reaper",
+            "retention",
+            "event-retention",
+        ]
         with pytest.raises(StopIteration):
             dispatcher.loop("task-changes")  # LISTEN is PostgreSQL's
         signal.notify()  # reaches the scheduler loop's wake without error
@@ -56,54 +65,3 @@ async def test_on_postgres_the_dispatcher_also_listens_for_task_changes(postgres
         await asyncio.sleep(0.2)
         dispatcher.stop()
         await asyncio.wait_for(task, timeout=10)
-
-
-async def test_the_retention_loop_retires_old_workers_and_deletes_old_runs(
-    tmp_path: Path,
-) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'retention.db'}"
-    await asyncio.to_thread(upgrade, url)
-    settings = Settings(
-        database=DatabaseSettings(url=url), retention=RetentionSettings(interval_seconds=0.1)
-    )
-    async with open_resources(settings) as resources:
-        now = resources.clock.now()
-        long_ago = now - timedelta(days=40)
-        gone = Worker(
-            name="w2", hostname="h", pid=1, queues=("default",), capacity=1,
-            started_at=long_ago, heartbeat_at=long_ago, status=WorkerStatus.OFFLINE,
-        )  # fmt: skip
-        live = Worker(
-            name="w2", hostname="h", pid=2, queues=("default",), capacity=1,
-            started_at=now, heartbeat_at=now,
-        )  # fmt: skip
-        task = Task(owner_id="o", name="t", executor="noop", created_at=long_ago, updated_at=now)
-        old = TaskRun(
-            task_id=task.id, owner_id="o", trigger=RunTrigger.MANUAL, scheduled_for=long_ago,
-            created_at=long_ago, status=RunStatus.SUCCEEDED, finished_at=long_ago,
-            worker_id=gone.id,
-        )  # fmt: skip
-        async with resources.uow_factory() as uow:
-            await uow.workers.add(gone)
-            await uow.workers.add(live)
-            await uow.tasks.add(task)
-            await uow.runs.add(old)
-            await uow.commit()
-
-        dispatcher = build_dispatcher(resources)
-        running = asyncio.create_task(dispatcher.run())
-        try:
-
-            async def retired() -> bool:
-                async with resources.uow_factory() as uow:
-                    workers = {w.id for w in await uow.workers.list()}
-                    return workers == {live.id} and await uow.runs.get(old.id) is None
-
-            async with asyncio.timeout(20):
-                while not await retired():
-                    await asyncio.sleep(0.1)
-            async with resources.uow_factory() as uow:
-                assert await uow.runs.count_by_status() == {RunStatus.SUCCEEDED: 1}
-        finally:
-            dispatcher.stop()
-            await asyncio.wait_for(running, timeout=10)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import socket
 import tempfile
 import threading
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -62,6 +63,8 @@ class AppTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         body = request.read()
         self.requests.append((request.method, request.url.path))
+        if request.headers.get("accept") == "text/event-stream":
+            return _stream_response(self._asgi.app, self._loop, request, body)
 
         async def send() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
             inner = httpx.Request(
@@ -73,6 +76,93 @@ class AppTransport(httpx.BaseTransport):
 
         status, headers, content = asyncio.run_coroutine_threadsafe(send(), self._loop).result(30)
         return httpx.Response(status, headers=headers, content=content, request=request)
+
+
+class _Chunks(httpx.SyncByteStream):
+    """A streamed ASGI body, chunk by chunk as the app sends it; closing it disconnects."""
+
+    def __init__(
+        self,
+        chunks: queue.Queue[bytes | None],
+        disconnect: Callable[[], None],
+        read_timeout: float | None,
+    ) -> None:
+        self._chunks = chunks
+        self._disconnect = disconnect
+        self._read_timeout = 30.0 if read_timeout is None else read_timeout
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            try:
+                chunk = self._chunks.get(timeout=self._read_timeout)
+            except queue.Empty:
+                raise httpx.ReadTimeout("no chunk within the read timeout") from None
+            if chunk is None:
+                return
+            yield chunk
+
+    def close(self) -> None:
+        self._disconnect()
+
+
+def _stream_response(
+    app: Any, loop: asyncio.AbstractEventLoop, request: httpx.Request, body: bytes
+) -> httpx.Response:
+    """What ``httpx.ASGITransport`` cannot do: answer with a body that never ends (SSE)."""
+    chunks: queue.Queue[bytes | None] = queue.Queue()
+    start: queue.Queue[tuple[int, list[tuple[bytes, bytes]]]] = queue.Queue()
+    gone = asyncio.Event()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": request.method,
+        "scheme": "http",
+        "path": request.url.path,
+        "raw_path": request.url.raw_path.split(b"?")[0],
+        "query_string": request.url.query,
+        "root_path": "",
+        "headers": [(k.lower(), v) for k, v in request.headers.raw],
+        "server": ("cli-test.invalid", 80),
+        "client": ("127.0.0.1", 40000),
+    }
+    received = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal received
+        if not received:
+            received = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            start.put((message["status"], list(message.get("headers", []))))
+        elif message["type"] == "http.response.body":
+            if message.get("body"):
+                chunks.put(message["body"])
+            if not message.get("more_body", False):
+                chunks.put(None)
+
+    async def serve() -> None:
+        try:
+            await app(scope, receive, send)
+        finally:
+            chunks.put(None)
+
+    asyncio.run_coroutine_threadsafe(serve(), loop)
+    status, headers = start.get(timeout=30)
+    return httpx.Response(
+        status,
+        headers=headers,
+        stream=_Chunks(
+            chunks,
+            lambda: loop.call_soon_threadsafe(gone.set),
+            request.extensions.get("timeout", {}).get("read"),
+        ),
+        request=request,
+    )
 
 
 @dataclass

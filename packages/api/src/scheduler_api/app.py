@@ -33,6 +33,7 @@ from scheduler_api.controllers.bulk import (
     BulkTasksController,
     OperationController,
 )
+from scheduler_api.controllers.events import EventController
 from scheduler_api.controllers.health import HealthController
 from scheduler_api.controllers.queues import QueueController
 from scheduler_api.controllers.runs import RunController
@@ -74,6 +75,7 @@ def create_app(
             BulkTasksController,
             OperationController,
             RunController,
+            EventController,
             WorkerController,
             QueueController,
             SystemController,
@@ -105,9 +107,13 @@ def create_app(
         request_max_body_size=options.max_body_bytes,
         openapi_config=openapi_config(version=options.version),
         on_startup=[services.auth.warm_up, services.bulk_runner.watch],
-        # Stops the background retries of publishes that failed (their runs stay queued), and
-        # this process's bulk operations (another API process takes them over).
-        on_shutdown=[services.bulk_runner.aclose, services.runs.aclose],
+        # Stops the background retries of publishes that failed (their runs stay queued), this
+        # process's bulk operations (another API process takes them over) and the event watcher.
+        on_shutdown=[
+            services.bulk_runner.aclose,
+            services.runs.aclose,
+            services.event_watcher.aclose,
+        ],
         logging_config=None,
         debug=False,
         state=State(

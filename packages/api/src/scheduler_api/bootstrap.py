@@ -31,6 +31,8 @@ from scheduler_api.throttle import LoginThrottle
 from scheduler_application.api_keys import ApiKeyService
 from scheduler_application.auth import AuthService, SessionPolicy
 from scheduler_application.bulk import BulkRunner, BulkService
+from scheduler_application.event_log import EventService
+from scheduler_application.event_stream import LogWatcher
 from scheduler_application.execution import ExecutionService
 from scheduler_application.ports.security import PasswordHasher, TokenCodec
 from scheduler_application.queue_control import QueueControl
@@ -147,6 +149,8 @@ def api_options(
         throttle=throttle or LoginThrottle(),
         metrics=metrics,
         metrics_public=settings.api.metrics_public,
+        event_heartbeat_seconds=settings.events.heartbeat_seconds,
+        event_stream_seconds=float(settings.api.access_token_ttl_seconds),
     )
 
 
@@ -255,6 +259,11 @@ def build_services(
         ),
         api_keys=ApiKeyService(uow_factory=uow, clock=clock),
         users=UserAdminService(uow_factory=uow, clock=clock, hasher=hasher),
+        events=EventService(uow_factory=uow, clock=clock),
+        event_watcher=LogWatcher(
+            uow_factory=uow,
+            poll_seconds=settings.events.poll_seconds,
+        ),
         clock=clock,
         probes=_probes(resources),
         observer=observer,

@@ -17,6 +17,8 @@ from scheduler_api.throttle import LoginThrottle
 from scheduler_application.api_keys import ApiKeyService
 from scheduler_application.auth import AuthService
 from scheduler_application.bulk import BulkRunner, BulkService
+from scheduler_application.event_log import EventService
+from scheduler_application.event_stream import LogWatcher
 from scheduler_application.paging import MAX_PAGE_SIZE
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
@@ -49,6 +51,9 @@ class ApiServices:
     auth: AuthService
     api_keys: ApiKeyService
     users: UserAdminService
+    events: EventService
+    #: Wakes the SSE streams when the log grows (one per process).
+    event_watcher: LogWatcher
     clock: Clock
     #: Named readiness checks for ``/ready`` and ``/system`` (``database``, ``queue``).
     probes: Mapping[str, Probe] = field(default_factory=dict)
@@ -72,6 +77,13 @@ class ApiOptions:
     metrics: MetricsExporter | None = None
     #: ``/metrics`` without credentials (else admins and operators only).
     metrics_public: bool = True
+    #: SSE: a comment line after this long without an event.
+    event_heartbeat_seconds: float = 15.0
+    #: SSE: events read per query while catching up.
+    event_page: int = 200
+    #: SSE: a stream ends after this long and the client reconnects after its last event,
+    #: so a logged-out or disabled caller stops receiving (bootstrap: the access-token TTL).
+    event_stream_seconds: float = 900.0
     #: Derives the console's CSRF tokens; from a shared secret, like ``cursor_key``.
     console_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     #: The console's cookies are ``Secure`` even on plain HTTP (TLS ends in front).

@@ -50,6 +50,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from scheduler_application.errors import AlreadyExists
+from scheduler_application.event_log import add_decisions
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.tracing import NO_TRACER, Tracer
@@ -230,15 +231,19 @@ class DependencyResolver:
             return True
         reason = SkipReason.DEPENDENCY_FAILED if verdict is Verdict.SKIP else SkipReason.PAUSED
         if not await self._already_skipped(uow, task, logical_time):
-            await uow.decisions.add(
-                SlotDecision(
-                    task_id=task.id,
-                    slot=logical_time,
-                    outcome=SlotOutcome.SKIPPED,
-                    at=now,
-                    reason=reason,
-                    detail=detail,
-                )
+            await add_decisions(
+                uow,
+                [
+                    SlotDecision(
+                        task_id=task.id,
+                        slot=logical_time,
+                        outcome=SlotOutcome.SKIPPED,
+                        at=now,
+                        reason=reason,
+                        detail=detail,
+                    )
+                ],
+                tasks=[task],
             )
             report.skipped[reason] += 1
         complete = True

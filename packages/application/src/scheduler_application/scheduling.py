@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from scheduler_application.errors import Conflict
+from scheduler_application.event_log import add_decisions
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.tracing import NO_TRACER, Tracer
@@ -228,8 +229,7 @@ async def _record_paused(
         return 0
     listed = due_slots(task.schedule, first, until, _ALL_MISSED)
     decisions = missed_decisions(task.id, listed, listed.slots, reason=SkipReason.PAUSED, at=until)
-    for decision, _ in decisions:
-        await uow.decisions.add(decision)
+    await add_decisions(uow, [decision for decision, _ in decisions], tasks=[task])
     return sum(count for _, count in decisions)
 
 
@@ -411,7 +411,7 @@ class ScheduleFiring:
             else:
                 report.duplicates += 1  # another path created this slot's run: it has fired
         if writes.decisions:
-            await uow.decisions.add_many(writes.decisions)
+            await add_decisions(uow, writes.decisions, tasks=writes.tasks)
             writes.decisions = []
         if writes.next_run_at:
             await uow.tasks.set_next_run_at_many(writes.next_run_at)

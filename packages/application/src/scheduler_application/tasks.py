@@ -17,6 +17,7 @@ from scheduler_application.auth_context import (
     owner_scope,
 )
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound, PermissionDenied
+from scheduler_application.event_log import task_event
 from scheduler_application.paging import DEFAULT_PAGE_SIZE, page_limit
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
@@ -28,7 +29,15 @@ from scheduler_application.task_spec import TaskSpec, merge_patch, parse_task_sp
 from scheduler_application.upstreams import resolve_upstreams
 from scheduler_domain.dag import find_cycle
 from scheduler_domain.errors import DependencyCycle, ValidationError
-from scheduler_domain.events import SkipReason, SlotDecision
+from scheduler_domain.events import (
+    TASK_CREATED,
+    TASK_DELETED,
+    TASK_PAUSED,
+    TASK_RESUMED,
+    TASK_UPDATED,
+    SkipReason,
+    SlotDecision,
+)
 from scheduler_domain.executor_policy import ExecutorNotAllowed, ExecutorPolicy
 from scheduler_domain.run import RunTrigger
 from scheduler_domain.schedules import CronSchedule, next_fire_times
@@ -64,6 +73,14 @@ async def load_visible_task(
     if task is None or not can_see(principal, task.owner_id):
         raise NotFound(f"task {task_id} not found", field="task_id")
     return task
+
+
+def _change_kind(before: Task, after: Task) -> str:
+    if before.enabled and not after.enabled:
+        return TASK_PAUSED
+    if not before.enabled and after.enabled:
+        return TASK_RESUMED
+    return TASK_UPDATED
 
 
 class TaskService:
@@ -115,6 +132,7 @@ class TaskService:
             await self._ensure_name_free(uow, task)
             await self._ensure_acyclic(uow, task)
             await uow.tasks.add(task)
+            await task_event(uow, TASK_CREATED, task, at=now, actor=principal.actor)
             await uow.commit()
         return task
 
@@ -209,10 +227,19 @@ class TaskService:
                 paused_slots += await record_unfired_at_pause(uow, as_it_was, paused_at=now)
             if timing_changed:
                 task.reschedule(now)
-            await self._save(uow, task, now, commit=not timing_changed)
+            await self._save(uow, task, now, commit=False)
+            after = task_to_spec(task)
+            await task_event(
+                uow,
+                _change_kind(as_it_was, task),
+                task,
+                at=now,
+                actor=principal.actor,
+                detail={"changed": sorted(k for k in after if after[k] != before.get(k))},
+            )
             if timing_changed:
                 await self._settle_fired_ahead(uow, task, now, actor=principal.actor)
-                await uow.commit()
+            await uow.commit()
         self._count_paused(paused_slots)
         return task
 
@@ -226,6 +253,7 @@ class TaskService:
             paused_slots = await record_unfired_at_pause(uow, task, paused_at=now)
             task.pause(now)
             await self._save(uow, task, now, commit=False)
+            await task_event(uow, TASK_PAUSED, task, at=now, actor=principal.actor)
             await self._settle_fired_ahead(uow, task, now, actor=principal.actor)
             await uow.commit()
         self._count_paused(paused_slots)
@@ -242,7 +270,9 @@ class TaskService:
                 return task
             paused_slots = await self._record_pause(uow, task, now)
             task.resume(now)
-            await self._save(uow, task, now)
+            await self._save(uow, task, now, commit=False)
+            await task_event(uow, TASK_RESUMED, task, at=now, actor=principal.actor)
+            await uow.commit()
         self._count_paused(paused_slots)
         return task
 
@@ -254,6 +284,8 @@ class TaskService:
             dependents = await uow.tasks.dependents(task.id)
             if dependents:
                 raise Conflict(_dependents_message(task, dependents, principal), field="depends_on")
+            # Recorded first: the deletion takes the task's runs and their events with it.
+            await task_event(uow, TASK_DELETED, task, at=self._clock.now(), actor=principal.actor)
             await uow.tasks.delete(task.id)
             await uow.commit()
 

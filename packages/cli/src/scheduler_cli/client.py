@@ -7,6 +7,7 @@ httpx is confined to this module: commands get decoded JSON and CliErrors, never
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
@@ -59,7 +60,9 @@ class SessionAuth(httpx.Auth):
     the old refresh token is spent. Without a stored login requests go out bare, so that a
     wrong URL says "cannot reach" and a right one says "not logged in"."""
 
-    requires_response_body = True
+    #: Not read for every answer: an event stream's body never ends. The refresh answer is
+    #: read where it is needed.
+    requires_response_body = False
 
     def __init__(self, *, store: CredentialStore, api_url: str, clock: Clock = time.time) -> None:
         self._store = store
@@ -108,6 +111,7 @@ class SessionAuth(httpx.Auth):
                 f"{self._api_url}{API_PREFIX}/auth/refresh",
                 json={"refresh_token": latest.refresh_token},
             )
+            response.read()
             if response.status_code == 401:
                 self._store.forget(self._api_url)
                 raise NotLoggedIn(
@@ -204,6 +208,50 @@ class ApiClient:
     def delete(self, path: str) -> None:
         self.request("DELETE", path)
 
+    def events(
+        self,
+        params: Mapping[str, Any],
+        *,
+        idle_timeout: Callable[[], float | None] = lambda: None,
+        reconnects: int = 5,
+    ) -> Generator[dict[str, Any] | None, None, None]:
+        """The event stream (``GET /events``, Server-Sent Events) as decoded events, and None
+        for each heartbeat. A dropped connection is resumed after the last event seen
+        (``Last-Event-ID``), so nothing is missed or repeated. ``idle_timeout()`` bounds each
+        wait for the next line (None: the stream's own heartbeats); past it, TimeoutError."""
+        last: str | None = None
+        failures = 0
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last is not None:
+                headers["Last-Event-ID"] = last
+            query = {k: v for k, v in params.items() if v is not None and v != []}
+            wait = idle_timeout()
+            timeout = httpx.Timeout(self._http.timeout.connect, read=wait, write=10.0, pool=10.0)
+            try:
+                with self._http.stream(
+                    "GET", "/events", params=query, headers=headers, timeout=timeout
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise problem_error(response)
+                    for message in _sse_messages(response.iter_lines()):
+                        failures = 0
+                        if "data" not in message:
+                            yield None
+                            continue
+                        last = message.get("id", last)
+                        yield dict(json.loads(message["data"]))
+            except httpx.ReadTimeout:
+                raise TimeoutError("no event before the timeout") from None
+            except (httpx.TransportError, httpx.StreamError) as error:
+                failures += 1
+                if failures > reconnects:
+                    raise Unreachable(
+                        f"lost the event stream from {self.api_url}: {_reason(error)}"
+                    ) from None
+                time.sleep(min(0.2 * 2**failures, 5.0))
+
     def items(
         self, path: str, *, limit: int | None = None, **params: Any
     ) -> Iterator[dict[str, Any]]:
@@ -271,6 +319,34 @@ def transport_reason(error: httpx.TransportError) -> str:
     if text.startswith("[Errno") and "]" in text:
         text = text.split("]", 1)[1].strip()
     return (text[0].lower() + text[1:]) if text else type(error).__name__
+
+
+def _reason(error: httpx.TransportError | httpx.StreamError) -> str:
+    if isinstance(error, httpx.TransportError):
+        return transport_reason(error)
+    return type(error).__name__
+
+
+def _sse_messages(lines: Iterator[str]) -> Iterator[dict[str, str]]:
+    """Server-Sent Events: ``field: value`` lines, a blank line ending each message; a comment
+    (``: heartbeat``) alone is a message without data."""
+    message: dict[str, str] = {}
+    for line in lines:
+        if line == "":
+            if message:
+                yield message
+            message = {}
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data" and "data" in message:
+            message["data"] += "\n" + value
+        elif name:
+            message[name] = value
+        else:
+            message.setdefault("comment", value)
+    if message:
+        yield message
 
 
 def _json(response: httpx.Response) -> Any:

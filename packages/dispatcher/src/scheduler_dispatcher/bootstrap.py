@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from scheduler_application.dependencies import DependencyResolver
+from scheduler_application.event_log import EventService
 from scheduler_application.gauges import ClusterGauges
 from scheduler_application.ports.observer import RunObserver
 from scheduler_application.rate_limiting import RunRateLimits
@@ -20,6 +21,7 @@ from scheduler_application.workers import WorkerService
 from scheduler_dispatcher.loops import (
     LoopTimings,
     PeriodicLoop,
+    event_retention_loop,
     gauge_loop,
     reliability_loops,
     retention_loop,
@@ -125,6 +127,15 @@ def build_dispatcher(
             interval=timings.gauge_interval,
         ),
     ]
+    if settings.events.retention_days > 0:
+        loops.append(
+            event_retention_loop(
+                EventService(uow_factory=uow, clock=clock),
+                keep=timedelta(days=settings.events.retention_days),
+                interval=timedelta(seconds=settings.events.prune_interval_seconds),
+                batch=settings.events.prune_batch,
+            )
+        )
     if task_changes is not None:
         task_changes.subscribe(scheduler.wake)
     if resources.engine.dialect.name == "postgresql":

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from scheduler_application.errors import Unavailable
+from scheduler_application.event_log import EventService
 from scheduler_application.gauges import ClusterGauges
 from scheduler_application.log_context import log_context
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
@@ -238,3 +239,18 @@ def retention_loop(
         return more
 
     return PeriodicLoop("retention", step, interval=interval)
+
+
+def event_retention_loop(
+    events: EventService, *, keep: timedelta, interval: timedelta, batch: int
+) -> PeriodicLoop:
+    """Deletes event-log entries older than ``keep``, ``batch`` per transaction, every
+    ``interval``. Several dispatchers may run it: a row deleted twice is simply gone."""
+
+    async def prune() -> bool:
+        deleted = await events.prune(older_than=keep, batch=batch)
+        if deleted:
+            logger.info("event log: %d entries older than %s deleted", deleted, keep)
+        return False
+
+    return PeriodicLoop("event-retention", prune, interval=interval)

@@ -13,7 +13,7 @@ from typing import Generic, Protocol, TypeVar
 
 from scheduler_application.bulk_operations import BulkOperation
 from scheduler_domain.accounts import ApiKey, RefreshToken, User
-from scheduler_domain.events import RunEvent, SlotDecision
+from scheduler_domain.events import EventCursor, EventRecord, LoggedEvent, RunEvent, SlotDecision
 from scheduler_domain.queue_settings import QueueSettings
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.status import RunStatus
@@ -377,13 +377,53 @@ class QueueSettingsRepository(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventQuery:
+    """Which entries of the event log to read: those strictly after ``after``, and, when set,
+    only those visible to ``owner_id`` (its tasks' events and records it owns), of one task,
+    one run, with one of ``statuses`` (run transitions) or one of ``kinds``."""
+
+    after: EventCursor
+    owner_id: str | None = None
+    task_id: str | None = None
+    run_id: str | None = None
+    statuses: tuple[RunStatus, ...] = ()
+    kinds: tuple[str, ...] = ()
+
+
 class RunEventRepository(Protocol):
+    """The run transitions and, in the same ordered log, every :class:`EventRecord`.
+
+    The log is read with a cursor that never skips nor repeats an entry, whatever order the
+    writing transactions commit in: :meth:`read_log` returns only entries no transaction still
+    in progress can come before (on PostgreSQL, those written by transactions older than the
+    oldest one still running; on SQLite, which has one writer at a time, every committed one),
+    in cursor order."""
+
     async def add(self, event: RunEvent) -> None: ...
 
     async def add_many(self, events: Sequence[RunEvent]) -> None: ...
 
     async def list_for_run(self, run_id: str) -> list[RunEvent]:
         """Oldest first."""
+        ...
+
+    async def record(self, record: EventRecord) -> None:
+        """Append a non-run entry, in the unit of work's transaction."""
+        ...
+
+    async def read_log(self, query: EventQuery, *, limit: int) -> list[LoggedEvent]:
+        """At most ``limit`` entries after ``query.after``, in cursor order."""
+        ...
+
+    async def log_head(self) -> EventCursor:
+        """The cursor of the last entry :meth:`read_log` may serve now (``LOG_START`` if
+        none): what "from now on" starts after, and what a change notifier watches."""
+        ...
+
+    async def prune(self, *, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` of the oldest entries stamped before ``before``; the count.
+        The newest entry is always kept (SQLite would otherwise reuse its number)."""
         ...
 
 

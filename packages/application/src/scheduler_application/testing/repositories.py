@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from scheduler_application.bulk_operations import BulkOperation
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound
 from scheduler_application.ports.repositories import (
+    EventQuery,
     Page,
     PurgeBatch,
     PurgeKey,
@@ -22,7 +23,15 @@ from scheduler_application.ports.repositories import (
 from scheduler_application.testing.pagination import decode_cursor, encode_cursor
 from scheduler_application.testing.store import Transaction
 from scheduler_domain.accounts import ApiKey, RefreshToken, User
-from scheduler_domain.events import RunEvent, SlotDecision
+from scheduler_domain.events import (
+    LOG_START,
+    EventCursor,
+    EventRecord,
+    LoggedEvent,
+    RunEvent,
+    SlotDecision,
+    run_event_kind,
+)
 from scheduler_domain.queue_settings import QueueSettings
 from scheduler_domain.run import TaskRun
 from scheduler_domain.status import RunStatus
@@ -129,6 +138,9 @@ class InMemoryTaskRepository(_Repository):
             for row in list(tx.scan(table)):
                 if row.task_id == task_id:
                     tx.delete(table, row.id)
+        for logged in list(tx.scan("event_log")):  # run events go with their runs
+            if isinstance(logged.entry, RunEvent) and logged.entry.task_id == task_id:
+                tx.delete("event_log", logged.id)
         tx.delete("tasks", task_id)
 
     async def due(
@@ -208,7 +220,7 @@ class InMemoryRunRepository(_Repository):
     async def add(self, run: TaskRun, *, events: Sequence[RunEvent] = ()) -> None:
         self.tx.insert("runs", run)
         for event in events:
-            self.tx.insert("events", event)
+            insert_run_event(self.tx, event)
 
     async def add_new_many(
         self, runs: Sequence[TaskRun], *, events: Sequence[RunEvent] = ()
@@ -222,7 +234,7 @@ class InMemoryRunRepository(_Repository):
             inserted.add(run.id)
         for event in events:
             if event.run_id in inserted:
-                self.tx.insert("events", event)
+                insert_run_event(self.tx, event)
         return inserted
 
     async def get(self, run_id: str) -> TaskRun | None:
@@ -656,17 +668,102 @@ def _run_matches(run: TaskRun, run_filter: RunFilter) -> bool:
     )
 
 
+@dataclass
+class _LogRow:
+    """An entry of the fake event log: a run event or a record, numbered as it is written (one
+    test runs one transaction at a time, so that is commit order)."""
+
+    id: str
+    seq: int
+    entry: RunEvent | EventRecord
+
+
+def insert_run_event(tx: Transaction, event: RunEvent) -> None:
+    """A run event, in the audit trail and in the event log."""
+    tx.insert("events", event)
+    tx.insert("event_log", _LogRow(event.id, tx.store.next_serial(), event))
+
+
 class InMemoryRunEventRepository(_Repository):
     async def add(self, event: RunEvent) -> None:
-        self.tx.insert("events", event)
+        insert_run_event(self.tx, event)
 
     async def add_many(self, events: Sequence[RunEvent]) -> None:
         for event in events:
-            self.tx.insert("events", event)
+            await self.add(event)
 
     async def list_for_run(self, run_id: str) -> builtins.list[RunEvent]:
         rows = [e for e in self.tx.scan("events") if e.run_id == run_id]
         return [_copy(e) for e in sorted(rows, key=lambda e: e.at)]
+
+    async def record(self, record: EventRecord) -> None:
+        self.tx.insert("event_log", _LogRow(record.id, self.tx.store.next_serial(), record))
+
+    async def read_log(self, query: EventQuery, *, limit: int) -> builtins.list[LoggedEvent]:
+        owners = {t.id: t.owner_id for t in self.tx.scan("tasks")}
+        found: builtins.list[LoggedEvent] = []
+        for row in sorted(self.tx.scan("event_log"), key=lambda r: r.seq):
+            logged = _logged(row)
+            entry = row.entry
+            owner = getattr(entry, "owner_id", None) or owners.get(logged.task_id or "")
+            if (
+                logged.cursor <= query.after
+                or (query.owner_id is not None and owner != query.owner_id)
+                or (query.task_id is not None and logged.task_id != query.task_id)
+                or (query.run_id is not None and logged.run_id != query.run_id)
+                or (query.statuses and logged.to_status not in query.statuses)
+                or (query.statuses and isinstance(entry, EventRecord))
+                or (query.kinds and logged.kind not in query.kinds)
+            ):
+                continue
+            found.append(logged)
+            if len(found) == limit:
+                break
+        return found
+
+    async def log_head(self) -> EventCursor:
+        seqs = [row.seq for row in self.tx.scan("event_log")]
+        return EventCursor(0, max(seqs)) if seqs else LOG_START
+
+    async def prune(self, *, before: datetime, limit: int) -> int:
+        rows = sorted(self.tx.scan("event_log"), key=lambda r: r.seq)[:-1]
+        old = [row for row in rows if row.entry.at < before][:limit]
+        for row in old:
+            self.tx.delete("event_log", row.id)
+            if isinstance(row.entry, RunEvent):
+                self.tx.delete("events", row.id)
+        return len(old)
+
+
+def _logged(row: _LogRow) -> LoggedEvent:
+    entry = row.entry
+    if isinstance(entry, RunEvent):
+        return LoggedEvent(
+            cursor=EventCursor(0, row.seq),
+            id=entry.id,
+            kind=run_event_kind(entry.to_status),
+            at=entry.at,
+            actor=entry.actor,
+            task_id=entry.task_id,
+            run_id=entry.run_id,
+            subject=None,
+            from_status=entry.from_status,
+            to_status=entry.to_status,
+            detail=copy.deepcopy(entry.detail),
+        )
+    return LoggedEvent(
+        cursor=EventCursor(0, row.seq),
+        id=entry.id,
+        kind=entry.kind,
+        at=entry.at,
+        actor=entry.actor,
+        task_id=entry.task_id,
+        run_id=None,
+        subject=entry.subject,
+        from_status=None,
+        to_status=None,
+        detail=copy.deepcopy(entry.detail),
+    )
 
 
 class InMemoryDecisionRepository(_Repository):

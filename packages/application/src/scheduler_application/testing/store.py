@@ -39,6 +39,7 @@ TABLES = (
     "tasks",
     "runs",
     "events",
+    "event_log",
     "decisions",
     "workers",
     "users",

@@ -234,7 +234,8 @@ def follow(
     follow_retries: FollowRetries = True,
     json_output: JsonFlag = False,
 ) -> None:
-    """Follow a run live: each status change as it happens, then its output.
+    """Follow a run live: each status change as it happens (the server's event stream), then
+    its output; an automatic retry is followed too.
 
     With --json, one JSON object per line: {"event": …} for each change, {"output": …} and
     finally {"run": …}.

@@ -63,7 +63,7 @@ from scheduler_cli.errors import BadInput
 from scheduler_cli.output import Output, when
 from scheduler_cli.secret_input import secret_env_changes
 from scheduler_cli.task_input import TaskFlags, read_document, task_body
-from scheduler_cli.watch import wait_and_report
+from scheduler_cli.watch import wait_and_report, watch_task
 
 app = typer.Typer(
     help="Define, inspect and run tasks. TASK is a task's name or id.",
@@ -394,6 +394,37 @@ def trigger(
                 api, out, run, timeout=timeout, interval=interval, follow_retries=follow_retries
             )
     out.show(run, lambda: out.line(message))
+
+
+@app.command("watch")
+def watch(
+    ctx: typer.Context,
+    task: TaskArg,
+    kinds: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--type",
+            metavar="KIND",
+            help="Only these event kinds (run.failed, task.paused, task.slot_skipped…);"
+            " repeatable.",
+        ),
+    ] = None,
+    from_start: Annotated[
+        bool,
+        typer.Option("--from-start", help="First every event of the task still in the log."),
+    ] = False,
+    timeout: Timeout = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Watch a task live: its runs' status changes, its edits, pauses and skipped slots, as
+    they happen (until Ctrl-C or --timeout). With --json, one event object per line."""
+    out = Output(json_mode=json_output)
+    with context_of(ctx).client() as api:
+        task_id = lookup.task_id(api, task)
+        try:
+            watch_task(api, out, task_id, kinds=kinds or [], from_start=from_start, timeout=timeout)
+        except KeyboardInterrupt:
+            return
 
 
 @app.command("schedule")

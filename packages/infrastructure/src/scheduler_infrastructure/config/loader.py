@@ -403,8 +403,14 @@ def _check(s: Settings) -> None:
         ("worker.drain_timeout_seconds", s.worker.drain_timeout_seconds),
         ("worker.offline_after_seconds", s.worker.offline_after_seconds),
         ("dispatcher.gauge_interval_seconds", s.dispatcher.gauge_interval_seconds),
+        ("events.prune_interval_seconds", s.events.prune_interval_seconds),
+        ("events.prune_batch", s.events.prune_batch),
+        ("events.heartbeat_seconds", s.events.heartbeat_seconds),
+        ("events.poll_seconds", s.events.poll_seconds),
     ):
         _positive(key, value)
+    if s.events.retention_days < 0:
+        raise ConfigError("events.retention_days", "must be at least 0 (0: keep forever)")
     for key, port in (
         ("dispatcher.metrics_port", s.dispatcher.metrics_port),
         ("worker.metrics_port", s.worker.metrics_port),

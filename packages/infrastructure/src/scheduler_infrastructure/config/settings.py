@@ -109,6 +109,23 @@ class DispatcherSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class EventsSettings:
+    """The event log (docs/events.md)."""
+
+    #: Entries older than this are deleted by the dispatcher's ``event-retention`` loop (0:
+    #: kept forever). Run transitions are entries too: a run's audit trail goes with them.
+    retention_days: float = 30.0
+    prune_interval_seconds: float = 600.0
+    #: Deleted per transaction, so no lock is held long.
+    prune_batch: int = 1000
+    #: SSE: a comment line after this long without an event, so proxies keep the stream.
+    heartbeat_seconds: float = 15.0
+    #: How often each API process looks at the log's head (one indexed row) to wake its SSE
+    #: streams: the main part of their lag behind a transition.
+    poll_seconds: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerSettings:
     name: str = ""
     queues: tuple[str, ...] = ("default",)
@@ -261,6 +278,7 @@ class Settings:
     dispatcher: DispatcherSettings = field(default_factory=DispatcherSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
     executors: ExecutorsSettings = field(default_factory=ExecutorsSettings)
     secrets: SecretsSettings = field(default_factory=SecretsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)

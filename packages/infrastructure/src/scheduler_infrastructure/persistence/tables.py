@@ -30,6 +30,7 @@ from sqlalchemy import (
     func,
     literal_column,
     or_,
+    text,
     true,
 )
 from sqlalchemy.sql.elements import ColumnElement
@@ -244,7 +245,10 @@ Index("ix_task_runs_created_at", task_runs.c.created_at, task_runs.c.id)
 run_events = Table(
     "run_events",
     metadata,
-    # Insertion order breaks ties between events of one run stamped with the same instant.
+    # The event log: every run transition (``run_id`` set, ``kind`` NULL: its kind is
+    # ``run.<to_status>``) and every EventRecord (``kind`` set): task changes, skipped slots,
+    # whatever else is recorded. Insertion order breaks ties between events of one run stamped
+    # with the same instant, and orders the log (see ``txid``).
     Column(
         "seq",
         BigInteger().with_variant(Integer(), "sqlite"),
@@ -252,15 +256,26 @@ run_events = Table(
         autoincrement=True,
     ),
     _id("id", nullable=False, unique=True),
-    _id("run_id", ForeignKey("task_runs.id", ondelete="CASCADE"), nullable=False),
-    _id("task_id", nullable=False),
+    _id("run_id", ForeignKey("task_runs.id", ondelete="CASCADE"), nullable=True),
+    _id("task_id", nullable=True),
     Column("from_status", String(32), nullable=True),
-    Column("to_status", String(32), nullable=False),
+    Column("to_status", String(32), nullable=True),
     _at("at", nullable=False),
     Column("actor", String(200), nullable=False),
     Column("detail", json_document(), nullable=False),
+    Column("kind", String(64), nullable=True),
+    Column("subject", String(200), nullable=True),
+    _id("owner_id", nullable=True),
+    # PostgreSQL: the writing transaction's id (``pg_current_xact_id()``, set by a default the
+    # migration installs); the log is read in (txid, seq) order up to the oldest transaction
+    # still running, so a late commit never slips behind a reader's cursor. SQLite: 0 (one
+    # writer at a time, so ``seq`` alone is commit order).
+    Column("txid", BigInteger, nullable=False, server_default=text("0")),
+    # AUTOINCREMENT: SQLite must never hand out a number again, even after the newest rows go.
+    sqlite_autoincrement=True,
 )
 Index("ix_run_events_run_id_at", run_events.c.run_id, run_events.c.at)
+Index("ix_run_events_txid_seq", run_events.c.txid, run_events.c.seq)
 
 slot_decisions = Table(
     "slot_decisions",

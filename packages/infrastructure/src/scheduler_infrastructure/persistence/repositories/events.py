@@ -1,18 +1,71 @@
-"""The append-only audit trail of run transitions."""
+"""The event log: the append-only audit trail of run transitions, and every other recorded
+event (task changes, skipped slots, ...) in the same table, read with one cursor.
+
+How the cursor never skips an event committed late (docs/events.md): on PostgreSQL every row
+carries its transaction's id (``txid``, a column default) and the log is served in (txid, seq)
+order only below ``pg_snapshot_xmin(pg_current_snapshot())`` — the oldest transaction still in
+progress — so no transaction can still commit a row before a position already served. SQLite
+has one writer at a time, so ``seq`` (AUTOINCREMENT) is commit order, and txid is always 0."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import ColumnElement, and_, delete, func, insert, literal, or_, select, text, tuple_
+from sqlalchemy.engine import RowMapping
 
-from scheduler_domain.events import RunEvent
+from scheduler_application.ports.repositories import EventQuery
+from scheduler_domain.events import (
+    LOG_START,
+    EventCursor,
+    EventRecord,
+    LoggedEvent,
+    RunEvent,
+    run_event_kind,
+)
+from scheduler_domain.status import RunStatus
 from scheduler_infrastructure.persistence.driver_errors import translated
 from scheduler_infrastructure.persistence.mappers import event_from_row, event_to_row
-from scheduler_infrastructure.persistence.repositories.base import SqlRepository
-from scheduler_infrastructure.persistence.tables import run_events
+from scheduler_infrastructure.persistence.repositories.base import SqlRepository, check_limit
+from scheduler_infrastructure.persistence.tables import run_events, tasks
+
+_e = run_events.c
+
+#: PostgreSQL: the oldest transaction still in progress, as of this statement's snapshot, that
+#: may write to this database; every transaction below it has ended, so its rows are final.
+#: Transaction ids are the cluster's: a transaction that ``pg_stat_activity`` shows holding an
+#: id in another database cannot write here and is left out, so a long one there does not hold
+#: this log back. An id not positively placed elsewhere (a prepared transaction, a hidden
+#: column, a backend gone meanwhile) counts as ours: at worst an entry waits a little longer.
+#: With nothing in progress here, the snapshot's ``xmax`` (the next id to be handed out).
+HORIZON_SQL = """
+    SELECT CAST(CAST(coalesce(
+        (SELECT min(x) FROM pg_snapshot_xip(s) AS x
+         WHERE NOT EXISTS (
+             SELECT 1 FROM pg_stat_activity AS a
+             WHERE a.backend_xid = xid(x)
+               AND a.datid <> (SELECT oid FROM pg_database WHERE datname = current_database())
+         )),
+        pg_snapshot_xmax(s)) AS text) AS bigint)
+    FROM pg_current_snapshot() AS s
+"""
+_LOG_COLUMNS = (
+    _e.seq,
+    _e.txid,
+    _e.id,
+    _e.kind,
+    _e.run_id,
+    _e.task_id,
+    _e.subject,
+    _e.from_status,
+    _e.to_status,
+    _e.at,
+    _e.actor,
+    _e.detail,
+)
 
 #: Built once; the rows come as parameters (one statement, or one executemany for many).
 _INSERT = insert(run_events)
@@ -78,3 +131,100 @@ class SqlRunEventRepository(SqlRepository):
             .order_by(run_events.c.at, run_events.c.seq)
         )
         return [event_from_row(row) for row in rows]
+
+    async def record(self, record: EventRecord) -> None:
+        await self._execute(
+            _INSERT,
+            [
+                {
+                    "id": record.id,
+                    "kind": record.kind,
+                    "task_id": record.task_id,
+                    "owner_id": record.owner_id,
+                    "subject": record.subject,
+                    "at": record.at,
+                    "actor": record.actor,
+                    "detail": record.detail,
+                }
+            ],
+        )
+
+    def _horizon(self) -> ColumnElement[bool]:
+        """Rows no transaction still running can come before (all rows on SQLite)."""
+        if not self._postgres:
+            return literal(True)
+        return _e.txid < text(f"({HORIZON_SQL})")
+
+    async def read_log(self, query: EventQuery, *, limit: int) -> list[LoggedEvent]:
+        check_limit(limit)
+        after = query.after
+        conditions: list[ColumnElement[bool]] = [
+            tuple_(_e.txid, _e.seq) > tuple_(literal(after.txid), literal(after.seq)),
+            self._horizon(),
+        ]
+        statement = select(*_LOG_COLUMNS)
+        if query.owner_id is not None:
+            statement = statement.select_from(run_events.outerjoin(tasks, tasks.c.id == _e.task_id))
+            conditions.append(func.coalesce(_e.owner_id, tasks.c.owner_id) == query.owner_id)
+        if query.task_id is not None:
+            conditions.append(_e.task_id == query.task_id)
+        if query.run_id is not None:
+            conditions.append(_e.run_id == query.run_id)
+        if query.statuses:
+            conditions.append(_e.kind.is_(None))
+            conditions.append(_e.to_status.in_([s.value for s in query.statuses]))
+        if query.kinds:
+            conditions.append(_kinds_condition(query.kinds))
+        rows = await self._all(
+            statement.where(and_(*conditions)).order_by(_e.txid, _e.seq).limit(limit)
+        )
+        return [_logged(row) for row in rows]
+
+    async def log_head(self) -> EventCursor:
+        row = await self._all(
+            select(_e.txid, _e.seq)
+            .where(self._horizon())
+            .order_by(_e.txid.desc(), _e.seq.desc())
+            .limit(1)
+        )
+        if not row:
+            return LOG_START
+        return EventCursor(int(row[0]["txid"]), int(row[0]["seq"]))
+
+    async def prune(self, *, before: datetime, limit: int) -> int:
+        check_limit(limit)
+        if before.utcoffset() is None:
+            raise ValueError(f"refusing a naive datetime: {before!r}")
+        newest = select(func.max(_e.seq)).scalar_subquery()
+        oldest = select(_e.seq).where(_e.at < before, _e.seq < newest).order_by(_e.seq).limit(limit)
+        result = await self._execute(delete(run_events).where(_e.seq.in_(oldest)))
+        return int(result.rowcount or 0)
+
+
+def _kinds_condition(kinds: Sequence[str]) -> ColumnElement[bool]:
+    run_statuses = [k.removeprefix("run.") for k in kinds if k.startswith("run.")]
+    others = [k for k in kinds if not k.startswith("run.")]
+    parts: list[ColumnElement[bool]] = []
+    if run_statuses:
+        parts.append(and_(_e.kind.is_(None), _e.to_status.in_(run_statuses)))
+    if others:
+        parts.append(_e.kind.in_(others))
+    return or_(*parts)
+
+
+def _logged(row: RowMapping) -> LoggedEvent:
+    from_status, to_status = row["from_status"], row["to_status"]
+    kind = row["kind"] or run_event_kind(to_status)
+    return LoggedEvent(
+        cursor=EventCursor(int(row["txid"]), int(row["seq"])),
+        id=row["id"],
+        kind=kind,
+        at=row["at"],
+        actor=row["actor"],
+        task_id=row["task_id"],
+        run_id=row["run_id"],
+        subject=row["subject"],
+        from_status=None if from_status is None else RunStatus(from_status),
+        to_status=None if to_status is None else RunStatus(to_status),
+        detail=dict(row["detail"]),
+    )
