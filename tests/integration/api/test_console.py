@@ -415,3 +415,26 @@ async def test_sign_in_returns_to_the_page_asked_for(api: Api, admin: Caller) ->
     assert response.status_code == 303
     assert response.headers["location"] == "/ui/runs?status=queued"
     assert 'value="/ui/runs?status=queued"' in form.text
+
+
+async def test_an_operator_pauses_and_resumes_a_queue_and_a_user_may_not(
+    api: Api, admin: Caller, alice: Caller
+) -> None:
+    task = await api.task(alice, "job", queue="reports")
+    run = await api.run(alice, task["id"])
+    async with browser(api) as root, browser(api) as user:
+        await root.sign_in("root")
+        await user.sign_in("alice")
+        assert "/ui/queues/reports/pause" not in (await user.page("/ui/queues")).text
+        refused = await user.act("/ui/queues/reports/pause", on="/ui/queues")
+        assert refused.status_code == 403
+        paused = await root.act("/ui/queues/reports/pause", on="/ui/queues")
+        assert paused.status_code == 303
+        page = (await root.page("/ui/queues")).text
+        assert "/ui/queues/reports/resume" in page
+        got = await api.client.get(f"/api/v1/runs/{run['id']}", headers=alice.headers)
+        assert got.json()["status"] == "pending"  # taken back from the paused queue
+        resumed = await root.act("/ui/queues/reports/resume", on="/ui/queues")
+        assert resumed.status_code == 303
+        state = await api.client.get("/api/v1/queues/reports", headers=admin.headers)
+        assert state.json()["paused"] is False

@@ -15,6 +15,7 @@ from scheduler_api.dependencies import Services
 from scheduler_api.params import object_id, query_instant
 from scheduler_domain.accounts import Role
 from scheduler_domain.errors import ValidationError
+from scheduler_domain.queue_settings import validate_queue_name
 
 Id = Annotated[str, PathParameter(max_length=64)]
 
@@ -111,6 +112,33 @@ class ActionsController(Controller):
             object_id(worker_id, kind="worker", field="worker_id"), principal=console.principal
         )
         return redirect(request, console, "/ui/workers")
+
+    @post("/workers/{worker_id:str}/undrain")
+    async def undrain(
+        self, request: Request[Any, Any, Any], console: Console, services: Services, worker_id: Id
+    ) -> Redirect:
+        await services.workers.undrain(
+            object_id(worker_id, kind="worker", field="worker_id"), principal=console.principal
+        )
+        return redirect(request, console, "/ui/workers")
+
+    @post("/queues/{name:str}/pause")
+    async def pause_queue(
+        self, request: Request[Any, Any, Any], console: Console, services: Services, name: Id
+    ) -> Redirect:
+        await services.queues.pause(
+            validate_queue_name(name, field="name"), principal=console.principal
+        )
+        return redirect(request, console, "/ui/queues")
+
+    @post("/queues/{name:str}/resume")
+    async def resume_queue(
+        self, request: Request[Any, Any, Any], console: Console, services: Services, name: Id
+    ) -> Redirect:
+        await services.queues.resume(
+            validate_queue_name(name, field="name"), principal=console.principal
+        )
+        return redirect(request, console, "/ui/queues")
 
     @post("/api-keys")
     async def issue_key(

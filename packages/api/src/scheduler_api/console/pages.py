@@ -249,6 +249,7 @@ class PagesController(Controller):
         services: Services,
     ) -> Template:
         stats = await services.status.queues(principal=console.principal, window=RATE_WINDOW)
+        settings = await services.queues.all(principal=console.principal)
         workers = await services.workers.list(principal=console.principal)
         consumers = Counter(
             q for w in workers if w.status is not WorkerStatus.OFFLINE for q in w.queues
@@ -260,6 +261,7 @@ class PagesController(Controller):
             title="Queues",
             queues=stats,
             consumers=consumers,
+            paused={name for name, view in settings.items() if view.settings.paused},
             now=services.clock.now(),
             window=RATE_WINDOW,
         )
