@@ -129,6 +129,32 @@ async def test_a_triggered_run_goes_queued_running_succeeded_without_a_reload(
     assert await page.evaluate("window.__sameDocument") is True  # never reloaded
 
 
+async def test_the_live_feed_streams_events_with_the_session_cookie(
+    server: Embedded, context: BrowserContext, admin: dict[str, str]
+) -> None:
+    task = await create_task(server, admin, name="announced")
+    page = await context.new_page()
+    await sign_in(page, server, "admin", ADMIN_PASSWORD)
+    await page.goto(f"{server.url}/ui/tasks/{task['id']}")
+    await page.evaluate(
+        """(url) => {
+            window.__changes = [];
+            const source = new EventSource(url);
+            source.addEventListener('change', (e) => window.__changes.push(e.data));
+            return new Promise((resolve) => source.addEventListener('open', resolve));
+        }""",
+        f"/ui/events?task_id={task['id']}",
+    )
+    await trigger(server, admin, task["id"])
+
+    async def announced() -> list[str]:  # (wait_for_function evaluates a string: the CSP says no)
+        changes: list[str] = await page.evaluate("window.__changes")
+        return changes if "run.succeeded" in changes else []
+
+    changes = await eventually(announced, timeout=20)
+    assert changes[0].startswith("run.")
+
+
 async def test_cancel_a_running_run_from_its_page(
     server: Embedded, context: BrowserContext, admin: dict[str, str]
 ) -> None:

@@ -438,3 +438,20 @@ async def test_an_operator_pauses_and_resumes_a_queue_and_a_user_may_not(
         assert resumed.status_code == 303
         state = await api.client.get("/api/v1/queues/reports", headers=admin.headers)
         assert state.json()["paused"] is False
+
+
+async def test_the_live_feed_needs_a_session_and_hides_other_peoples_runs(
+    api: Api, alice: Caller, bob: Caller
+) -> None:
+    task = await api.task(alice, "private")
+    run = await api.run(alice, task["id"])
+    async with browser(api) as visitor:
+        signed_out = await visitor.page("/ui/events")
+        assert signed_out.status_code == 303
+        await visitor.sign_in("bob")
+        foreign = await visitor.page(f"/ui/events?run_id={run['id']}")
+        assert foreign.status_code == 404
+        malformed = await visitor.client.get(
+            "/ui/events", headers={"Last-Event-ID": "not-a-cursor"}
+        )
+        assert malformed.status_code == 422

@@ -59,7 +59,8 @@ async def provide_console(request: Request[Any, Any, Any], services: Services) -
     return session
 
 
-def _cookies(request: Request[Any, Any, Any], session: ConsoleSession) -> list[Any]:
+def session_cookies(request: Request[Any, Any, Any], session: ConsoleSession) -> list[Any]:
+    """The renewed session cookie, when the request renewed it (else nothing)."""
     if session.renewed is None:
         return []
     secure = is_secure(request, always=console_state(request).secure_cookies)
@@ -84,14 +85,14 @@ def page(
     return Template(
         template,
         context=values,
-        cookies=_cookies(request, session),
+        cookies=session_cookies(request, session),
         status_code=status_code,
     )
 
 
 def redirect(request: Request[Any, Any, Any], session: ConsoleSession, target: str) -> Redirect:
     """After an action: back to a page (303, so a reload does not post again)."""
-    return Redirect(target, status_code=303, cookies=_cookies(request, session))
+    return Redirect(target, status_code=303, cookies=session_cookies(request, session))
 
 
 def choice(kind: type[E], value: str | None, *, field: str) -> E | None:

@@ -144,6 +144,7 @@ def console_routers() -> list[Router]:
     from scheduler_api.console.actions import ActionsController
     from scheduler_api.console.bulk import BulkController
     from scheduler_api.console.context import provide_console
+    from scheduler_api.console.live import LiveController
     from scheduler_api.console.pages import PagesController
     from scheduler_api.console.signin import SignInController
 
@@ -156,7 +157,13 @@ def console_routers() -> list[Router]:
     )
     pages = Router(
         path=CONSOLE_PATH,
-        route_handlers=[SignInController, PagesController, ActionsController, BulkController],
+        route_handlers=[
+            SignInController,
+            PagesController,
+            ActionsController,
+            BulkController,
+            LiveController,
+        ],
         opt={PUBLIC: True},
         dependencies={"console": Provide(provide_console)},
         before_request=check_console_request,
