@@ -448,6 +448,8 @@ async def test_the_live_feed_needs_a_session_and_hides_other_peoples_runs(
     async with browser(api) as visitor:
         signed_out = await visitor.page("/ui/events")
         assert signed_out.status_code == 303
+        refresh = await visitor.client.get("/ui/runs", headers={"X-Console-Live": "1"})
+        assert refresh.status_code == 401  # the page's script reloads to the sign-in form
         await visitor.sign_in("bob")
         foreign = await visitor.page(f"/ui/events?run_id={run['id']}")
         assert foreign.status_code == 404
