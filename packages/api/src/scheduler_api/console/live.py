@@ -40,10 +40,8 @@ class LiveController(Controller):
         ] = None,
     ) -> ServerSentEvent:
         principal = console.principal
-        filters = {
-            "task_id": object_id(task_id, kind="task", field="task_id") if task_id else None,
-            "run_id": object_id(run_id, kind="run", field="run_id") if run_id else None,
-        }
+        task = object_id(task_id, kind="task", field="task_id") if task_id else None
+        run = object_id(run_id, kind="run", field="run_id") if run_id else None
         start = (
             EventCursor.parse(last_event_id, field_name="Last-Event-ID")
             if last_event_id
@@ -51,7 +49,7 @@ class LiveController(Controller):
         )
         # Read before answering: someone else's task or run is a 404, not a broken stream.
         first = await services.events.read(
-            principal=principal, after=start, limit=options.event_page, **filters
+            principal=principal, after=start, limit=options.event_page, task_id=task, run_id=run
         )
         stream = follow(
             services.events,
@@ -62,7 +60,8 @@ class LiveController(Controller):
             page=options.event_page,
             first=first,
             max_seconds=options.event_stream_seconds,
-            **filters,
+            task_id=task,
+            run_id=run,
         )
         return ServerSentEvent(
             _changes(stream),
