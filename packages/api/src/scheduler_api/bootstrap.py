@@ -147,8 +147,13 @@ def api_options(
     cursor_key = hmac.new(
         require_jwt_secret(settings).encode(), b"scheduler-api page cursors", hashlib.sha256
     ).digest()
+    console_key = hmac.new(
+        require_jwt_secret(settings).encode(), b"scheduler-api console csrf", hashlib.sha256
+    ).digest()
     return ApiOptions(
         cursor_key=cursor_key,
+        console_key=console_key,
+        console_secure_cookies=settings.api.console_secure_cookies,
         version=software_version(),
         max_body_bytes=settings.api.max_body_bytes,
         max_page_size=settings.api.max_page_size,
