@@ -19,10 +19,10 @@ MEMBERS = ["domain", "application", "infrastructure", "api", "dispatcher", "work
 IMPORT_NAMES = {
     "sqlalchemy": "sqlalchemy",
     "pyjwt": "jwt",
+    "pyyaml": "yaml",
     "argon2-cffi": "argon2",
     "aio-pika": "aio_pika",
     "prometheus-client": "prometheus_client",
-    "pyyaml": "yaml",
 }
 
 

@@ -100,7 +100,9 @@ async def test_queues_show_depth_and_rates(api: Api, admin: Caller, alice: Calle
     assert queues["reports"]["queued"] == 1
     assert queues["reports"]["created"] == 1
     assert queues["reports"]["created_per_minute"] == 1.0
+    assert queues["reports"]["oldest_queued_at"] is not None
     assert queues["bulk"]["depth"] == 0
+    assert queues["bulk"]["oldest_queued_at"] is None
     assert response.json()["window_seconds"] == 60
 
 

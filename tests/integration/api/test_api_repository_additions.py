@@ -82,6 +82,7 @@ async def test_queue_activity_counts_live_and_recent_runs(factory: UowFactory) -
         for item in (
             run(reports, 1),  # pending, old
             run(reports, 2, status=RunStatus.QUEUED, queued_at=T0, created_at=recent),
+            run(reports, 6, status=RunStatus.QUEUED, queued_at=recent, created_at=recent),
             run(reports, 3, status=RunStatus.RUNNING, created_at=recent),
             run(reports, 4, status=RunStatus.SUCCEEDED, finished_at=recent),  # old, finished now
             run(default, 5, status=RunStatus.FAILED, finished_at=T0),  # nothing recent
@@ -93,7 +94,15 @@ async def test_queue_activity_counts_live_and_recent_runs(factory: UowFactory) -
         activity = await uow.runs.queue_activity(since)
 
     assert activity == [
-        QueueActivity(queue="reports", pending=1, queued=1, running=1, created=2, finished=1)
+        QueueActivity(
+            queue="reports",
+            pending=1,
+            queued=2,
+            running=1,
+            created=3,
+            finished=1,
+            oldest_queued_at=T0,
+        )
     ]
 
 
@@ -152,3 +161,32 @@ async def test_revoke_for_user_revokes_every_family(factory: UowFactory) -> None
     assert revoked == 2
     assert bobs is not None
     assert bobs.revoked_at is None
+
+
+async def test_latest_statuses_are_the_newest_runs_per_task(factory: UowFactory) -> None:
+    busy, quiet, idle = task("default", "busy"), task("default", "quiet"), task("default", "idle")
+    runs = [
+        run(busy, i, status=status, created_at=T0 + timedelta(seconds=i))
+        for i, status in enumerate(
+            [RunStatus.FAILED, RunStatus.SUCCEEDED, RunStatus.RUNNING, RunStatus.QUEUED]
+        )
+    ]
+    only = run(quiet, 9, status=RunStatus.DEAD_LETTERED)
+    async with factory() as uow:
+        for item in (busy, quiet, idle):
+            await uow.tasks.add(item)
+        for item in (*runs, only):
+            await uow.runs.add(item)
+        await uow.commit()
+
+    async with factory() as uow:
+        latest = await uow.runs.latest_statuses([busy.id, quiet.id, idle.id], per_task=3)
+
+    assert latest == {
+        busy.id: [
+            (runs[3].id, RunStatus.QUEUED),
+            (runs[2].id, RunStatus.RUNNING),
+            (runs[1].id, RunStatus.SUCCEEDED),
+        ],
+        quiet.id: [(only.id, RunStatus.DEAD_LETTERED)],
+    }

@@ -4,7 +4,7 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from application_fixtures import ALICE, BOB, OPERATOR, START, VIEWER_ALICE
+from application_fixtures import ALICE, BOB, OPERATOR, START, VIEWER_ALICE, task_spec
 
 from pending_runs import PendingRuns
 from scheduler_application.dispatch.relay import RunRelay
@@ -12,6 +12,7 @@ from scheduler_application.errors import Conflict, NotFound, PermissionDenied
 from scheduler_application.execution import ExecutionService
 from scheduler_application.ports.executor import ExecutionResult
 from scheduler_application.runs import RunService
+from scheduler_application.tasks import TaskService
 from scheduler_application.testing import FakeClock, InMemoryStore
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.run import RunTrigger, TaskRun
@@ -213,3 +214,28 @@ async def test_retry_of_a_cancelled_run_is_allowed_but_not_of_a_live_one(
     retry = await runs.retry(live.id, principal=ALICE)
     assert retry.retry_of == live.id
     assert retry.attempt == 2
+
+
+async def test_latest_statuses_leave_out_tasks_the_caller_may_not_see(
+    runs: RunService,
+    pending: PendingRuns,
+    tasks: TaskService,
+    alice_task: Task,
+    clock: FakeClock,
+) -> None:
+    bobs = await tasks.create(task_spec(name="bobs"), principal=BOB)
+    first = await pending.trigger(alice_task.id, principal=ALICE)
+    clock.advance(seconds=1)
+    second = await pending.trigger(alice_task.id, principal=ALICE)
+    theirs = await pending.trigger(bobs.id, principal=BOB)
+    ids = [alice_task.id, bobs.id]
+
+    mine = await runs.latest_statuses(ids, principal=VIEWER_ALICE)
+    everyone = await runs.latest_statuses(ids, principal=OPERATOR, per_task=1)
+
+    assert mine == {alice_task.id: [(second.id, RunStatus.PENDING), (first.id, RunStatus.PENDING)]}
+    assert everyone == {
+        alice_task.id: [(second.id, RunStatus.PENDING)],
+        bobs.id: [(theirs.id, RunStatus.PENDING)],
+    }
+    assert await runs.latest_statuses([], principal=ALICE) == {}

@@ -308,3 +308,16 @@ async def test_depends_on_names_resolve_to_visible_tasks_owner_first(tasks: Task
     assert ambiguous.value.field == "depends_on"
     with pytest.raises(ValidationError, match="does not exist"):
         await tasks.create(task_spec("peek", depends_on=["clean"]), principal=ALICE)
+
+
+async def test_visible_returns_only_the_tasks_the_caller_may_see(
+    tasks: TaskService, alice_task: Task
+) -> None:
+    bobs = await tasks.create(task_spec(name="bobs"), principal=BOB)
+    ids = [alice_task.id, bobs.id, "missing", alice_task.id]
+    assert set(await tasks.visible(ids, principal=ALICE)) == {alice_task.id}
+    assert set(await tasks.visible(ids, principal=VIEWER_ALICE)) == {alice_task.id}
+    assert set(await tasks.visible(ids, principal=OPERATOR)) == {alice_task.id, bobs.id}
+    assert await tasks.visible([], principal=ALICE) == {}
+    with pytest.raises(PermissionDenied):
+        await tasks.visible(ids, principal=WORKER_ROLE)

@@ -19,6 +19,14 @@ from litestar.plugins import PluginProtocol
 from litestar.types import Middleware
 
 from scheduler_api.auth import PrincipalMiddleware, provide_principal
+from scheduler_api.console import (
+    CONSOLE_STATE,
+    ConsoleHeaders,
+    console_routers,
+    new_console_state,
+    root_redirect,
+    template_config,
+)
 from scheduler_api.controllers.api_keys import ApiKeyController
 from scheduler_api.controllers.auth import AuthController
 from scheduler_api.controllers.bulk import (
@@ -109,7 +117,13 @@ def create_app(
     if options.metrics is not None:
         extra.append(metrics_route(options.metrics, public=options.metrics_public))
     app = Litestar(
-        route_handlers=[HealthController, *extra, v1],
+        route_handlers=[
+            HealthController,
+            *extra,
+            v1,
+            root_redirect,
+            *console_routers(),
+        ],
         dependencies=_dependencies(services, options),
         middleware=[
             *middleware,
@@ -133,9 +147,16 @@ def create_app(
         ],
         logging_config=None,
         debug=False,
-        state=State({OBSERVER_STATE: services.observer}),
+        state=State(
+            {
+                OBSERVER_STATE: services.observer,
+                CONSOLE_STATE: new_console_state(services, options),
+            }
+        ),
+        template_config=template_config(),
         plugins=[ClosedStructSchemaPlugin(), *plugins],
     )
+    app.asgi_handler = ConsoleHeaders(app.asgi_handler)
     if options.metrics is not None:
         # Outside routing and the exception handlers, so every request is counted, 404s too.
         app.asgi_handler = RequestMetrics(app.asgi_handler, options.metrics)

@@ -20,6 +20,7 @@ from typing import Any
 
 import uvicorn
 from litestar import Litestar
+from litestar.enums import ScopeType
 from litestar.plugins import PluginProtocol
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.types import ASGIApp, Middleware, Receive, Scope, Send
@@ -48,7 +49,7 @@ from scheduler_application.task_graph import TaskGraphService
 from scheduler_application.tasks import TaskService
 from scheduler_application.user_admin import UserAdminService
 from scheduler_application.workers import WorkerService
-from scheduler_infrastructure.config import Settings
+from scheduler_infrastructure.config import Settings as Settings
 from scheduler_infrastructure.config.loader import (
     parse_queue_rate_limits,
     parse_role_rate_limits,
@@ -56,17 +57,12 @@ from scheduler_infrastructure.config.loader import (
 from scheduler_infrastructure.persistence.session_changes import keep_listening
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.ratelimit import LocalRateLimiter
-from scheduler_infrastructure.resources import (
-    Resources,
-    build_relay,
-    open_resources,
-    wait_for_database,
-)
+from scheduler_infrastructure.resources import Resources, build_relay, open_resources
 from scheduler_infrastructure.security.passwords import Argon2PasswordHasher
 from scheduler_infrastructure.security.tokens import MIN_SECRET_BYTES, JwtTokenCodec
 from scheduler_infrastructure.startup import StartupError, prepare
 from scheduler_infrastructure.telemetry.tracing import name_request_span
-from scheduler_infrastructure.waiting import StartupInterrupted
+from scheduler_infrastructure.waiting import StartupInterrupted, wait_for_database
 
 __all__ = [
     "StartupError",
@@ -149,8 +145,13 @@ def api_options(
     cursor_key = hmac.new(
         require_jwt_secret(settings).encode(), b"scheduler-api page cursors", hashlib.sha256
     ).digest()
+    console_key = hmac.new(
+        require_jwt_secret(settings).encode(), b"scheduler-api console csrf", hashlib.sha256
+    ).digest()
     return ApiOptions(
         cursor_key=cursor_key,
+        console_key=console_key,
+        console_secure_cookies=settings.api.console_secure_cookies,
         version=software_version(),
         max_body_bytes=settings.api.max_body_bytes,
         max_page_size=settings.api.max_page_size,
@@ -376,8 +377,8 @@ def _name_request_spans(app: ASGIApp) -> ASGIApp:
 
     async def named(scope: Scope, receive: Receive, send: Send) -> None:
         template = scope.get("path_template")
-        if scope["type"] == "http" and isinstance(template, str):
-            name_request_span(scope.get("method", "GET"), template)
+        if scope["type"] == ScopeType.HTTP and isinstance(template, str):
+            name_request_span(str(scope.get("method", "GET")), template)
         await app(scope, receive, send)
 
     return named

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from litestar import Request, Response, get
 from litestar.di import NamedDependency
+from litestar.enums import ScopeType
 from litestar.handlers import HTTPRouteHandler
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -42,7 +43,7 @@ class RequestMetrics:
         self._exporter = exporter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await self._app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -59,7 +60,7 @@ class RequestMetrics:
         finally:
             route: Any = scope.get("path_template")
             self._exporter.observe_request(
-                method=scope.get("method", "GET"),
+                method=str(scope.get("method", "GET")),
                 route=route if isinstance(route, str) else None,
                 status=status,
                 seconds=time.perf_counter() - started,

@@ -87,6 +87,10 @@ class ApiOptions:
     #: SSE: a stream ends after this long and the client reconnects after its last event,
     #: so a logged-out or disabled caller stops receiving (bootstrap: the access-token TTL).
     event_stream_seconds: float = 900.0
+    #: Derives the console's CSRF tokens; from a shared secret, like ``cursor_key``.
+    console_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    #: The console's cookies are ``Secure`` even on plain HTTP (TLS ends in front).
+    console_secure_cookies: bool = False
 
     @property
     def page_cap(self) -> int:

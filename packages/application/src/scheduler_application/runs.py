@@ -35,6 +35,8 @@ from scheduler_domain.status import FAILURE_STATUSES, RunStatus
 from scheduler_domain.task import Task
 
 MAX_IDEMPOTENCY_KEY = 200
+#: The most tasks :meth:`RunService.latest_statuses` looks at once (a page of tasks is fewer).
+MAX_GLANCE_TASKS = 200
 #: Client keys are namespaced so they never meet the keys the system gives retries and slots.
 MANUAL_KEY_PREFIX = "manual:"
 #: Final runs a user may try again by hand.
@@ -178,6 +180,20 @@ class RunService:
             if task_id is not None:
                 await load_visible_task(uow, task_id, principal)
             return await uow.runs.list(run_filter, limit=page_limit(limit), cursor=cursor)
+
+    async def latest_statuses(
+        self, task_ids: Sequence[str], *, principal: Principal, per_task: int = 5
+    ) -> dict[str, builtins.list[tuple[str, RunStatus]]]:
+        """The newest runs' statuses of each of ``task_ids`` the caller may see (the others
+        are left out): a task list's "last outcomes at a glance"."""
+        ensure_can_read_tasks(principal)
+        wanted = list(dict.fromkeys(task_ids))[:MAX_GLANCE_TASKS]
+        if not wanted:
+            return {}
+        async with self._uow_factory() as uow:
+            tasks = await uow.tasks.get_many(wanted)
+            visible = [t.id for t in tasks if can_see(principal, t.owner_id)]
+            return await uow.runs.latest_statuses(visible, per_task=max(1, min(per_task, 20)))
 
     async def cancel(
         self, run_id: str, *, principal: Principal, reason: str = "cancelled by user"

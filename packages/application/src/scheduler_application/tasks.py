@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -49,6 +49,8 @@ from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
 
 MAX_PREVIEW = 100
+#: The most tasks :meth:`TaskService.visible` reads at once (a page of runs names fewer).
+MAX_VISIBLE = 500
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -145,6 +147,17 @@ class TaskService:
         ensure_can_read_tasks(principal)
         async with self._reads() as uow:
             return await load_visible_task(uow, task_id, principal)
+
+    async def visible(self, task_ids: Sequence[str], *, principal: Principal) -> dict[str, Task]:
+        """The tasks among ``task_ids`` the caller may see, by id, in one read (the others are
+        left out, as if they did not exist): what a page of runs shows their tasks by."""
+        ensure_can_read_tasks(principal)
+        wanted = list(dict.fromkeys(task_ids))[:MAX_VISIBLE]
+        if not wanted:
+            return {}
+        async with self._uow_factory() as uow:
+            tasks = await uow.tasks.get_many(wanted)
+        return {t.id: t for t in tasks if can_see(principal, t.owner_id)}
 
     async def list(
         self,

@@ -18,6 +18,7 @@ import logging
 import signal
 import socket
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from scheduler_api.bootstrap import bind, build_api, require_jwt_secret, serve
 from scheduler_application.task_changes import TaskChangeSignal
@@ -124,7 +125,7 @@ async def _serve_until_stopped(
     draining the in-process worker, ``POST /workers/{id}/drain``, only pauses it: it keeps
     heartbeating and takes runs again once undrained.)
     """
-    names = {task: name for name, task in tasks.items()}
+    names: dict[asyncio.Task[Any], str] = {task: name for name, task in tasks.items()}
     running = set(tasks.values())
     waiter = asyncio.create_task(stop.wait())
     try:

@@ -187,6 +187,7 @@ def _first_admin(settings, ensure_admin) -> None:  # type: ignore[no-untyped-def
 def _announce(api_url: str | None) -> None:
     if api_url is not None:
         err.print(f"API:  {api_url}/api/v1   docs: {api_url}/schema", highlight=False)
+        err.print(f"Console: {api_url}/ui", highlight=False)
 
 
 def _database_url() -> str:

@@ -24,6 +24,7 @@ from scheduler_application.ports.queue import RunQueue
 from scheduler_application.ports.redaction import NO_SECRET_SCOPE, Redactor, SecretScope
 from scheduler_application.ports.secrets import SecretBox
 from scheduler_application.ports.tracing import Tracer
+from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
 from scheduler_domain.executor_policy import ExecutorPolicy
 from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.config import Settings
@@ -35,7 +36,6 @@ from scheduler_infrastructure.factories import (
     build_secret_box,
     build_unit_of_work_factory,
 )
-from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.queues.factory import build_run_queue
 from scheduler_infrastructure.ratelimit import LocalRateLimiter
 from scheduler_infrastructure.telemetry.metrics import PrometheusMetrics
@@ -48,7 +48,8 @@ from scheduler_infrastructure.waiting import retry_until_ready, wait_for_databas
 class Resources:
     settings: Settings
     engine: AsyncEngine
-    uow_factory: SqlUnitOfWorkFactory
+    #: Units of work on ``engine`` (``scheduler run`` wraps it to hear of task changes).
+    uow_factory: UnitOfWorkFactory
     queue: RunQueue
     clock: SystemClock
     #: The process's one metrics registry: every component of the process reports into it.

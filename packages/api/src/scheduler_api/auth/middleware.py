@@ -47,7 +47,7 @@ class PrincipalMiddleware(AbstractAuthenticationMiddleware):
             return
 
         async def send_with_quota(message: Message) -> None:
-            quota = scope.get(QUOTA_SCOPE_KEY)  # type: ignore[misc]
+            quota = scope.get(QUOTA_SCOPE_KEY)
             if message["type"] == "http.response.start" and isinstance(quota, RequestQuota):
                 message["headers"] = [*message.get("headers", ()), *quota_headers(quota)]
             await send(message)

@@ -41,6 +41,8 @@ class QueueOut(msgspec.Struct, kw_only=True):
     rate_limit_source: str | None
     updated_by: str | None
     updated_at: datetime | None
+    #: When the longest-waiting queued run was queued (null: nothing queued).
+    oldest_queued_at: datetime | None = None
 
     @classmethod
     def of(cls, stats: QueueStats, view: QueueView) -> QueueOut:
@@ -66,6 +68,7 @@ class QueueOut(msgspec.Struct, kw_only=True):
             rate_limit_source=view.rate_limit_source,
             updated_by=settings.updated_by or None,
             updated_at=settings.updated_at,
+            oldest_queued_at=activity.oldest_queued_at,
         )
 
 

@@ -261,6 +261,13 @@ class RunRepository(Protocol):
         """Runs queued or running, per task; tasks with none are left out."""
         ...
 
+    async def latest_statuses(
+        self, task_ids: Sequence[str], *, per_task: int
+    ) -> dict[str, builtins.list[tuple[str, RunStatus]]]:
+        """The newest ``per_task`` runs of each task as ``(run id, status)``, newest first
+        (by creation); tasks without runs are left out. Reads no output or result."""
+        ...
+
     async def pending_due_excluding(
         self,
         now: datetime,
@@ -562,3 +569,5 @@ class QueueActivity:
     running: int = 0
     created: int = 0
     finished: int = 0
+    #: When the longest-waiting queued run was queued (None: nothing queued).
+    oldest_queued_at: datetime | None = None

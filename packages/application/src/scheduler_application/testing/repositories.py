@@ -459,7 +459,11 @@ class InMemoryRunRepository(_Repository):
 
     async def queue_activity(self, since: datetime) -> builtins.list[QueueActivity]:
         tallies: dict[str, dict[str, int]] = {}
+        oldest: dict[str, datetime] = {}
         for run in self.tx.scan("runs"):
+            if run.status is RunStatus.QUEUED and run.queued_at is not None:
+                known = oldest.get(run.queue)
+                oldest[run.queue] = run.queued_at if known is None else min(known, run.queued_at)
             counts = {
                 "pending": int(run.status is RunStatus.PENDING),
                 "queued": int(run.status is RunStatus.QUEUED),
@@ -472,7 +476,23 @@ class InMemoryRunRepository(_Repository):
             tally = tallies.setdefault(run.queue, dict.fromkeys(counts, 0))
             for name, value in counts.items():
                 tally[name] += value
-        return [QueueActivity(queue=queue, **tallies[queue]) for queue in sorted(tallies)]
+        return [
+            QueueActivity(queue=queue, oldest_queued_at=oldest.get(queue), **tallies[queue])
+            for queue in sorted(tallies)
+        ]
+
+    async def latest_statuses(
+        self, task_ids: Sequence[str], *, per_task: int
+    ) -> dict[str, builtins.list[tuple[str, RunStatus]]]:
+        wanted = set(task_ids)
+        runs = [run for run in self.tx.scan("runs") if run.task_id in wanted]
+        runs.sort(key=lambda run: (run.created_at, run.id), reverse=True)
+        latest: dict[str, builtins.list[tuple[str, RunStatus]]] = {}
+        for run in runs:
+            statuses = latest.setdefault(run.task_id, [])
+            if len(statuses) < per_task:
+                statuses.append((run.id, run.status))
+        return latest
 
     async def count_in_flight(self, task_ids: Sequence[str]) -> dict[str, int]:
         wanted = set(task_ids)

@@ -4,6 +4,7 @@ and limit one (operators and admins)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
@@ -21,7 +22,7 @@ app = typer.Typer(
 QueueArg = Annotated[str, typer.Argument(help="The queue's name.", metavar="NAME")]
 
 
-def _limits(q: dict[str, Any]) -> str:
+def _limits(q: Mapping[str, Any]) -> str:
     parts = []
     if q.get("effective_rate_limit"):
         source = " (config)" if q.get("rate_limit_source") == "config" else ""

@@ -57,7 +57,7 @@ def load_settings(
     raw.pop("_secret_keys_in_file", None)
     _apply_environment(raw, env)
     _apply_secret_files(raw, env)
-    settings = _build(Settings, raw, prefix="")
+    settings: Settings = _build(Settings, raw, prefix="")
     settings = dataclasses.replace(settings, source=source)
     _check(settings)
     return settings
@@ -180,7 +180,7 @@ def _build(cls: type[Any], raw: Any, *, prefix: str) -> Any:
             continue
         hint = hints[name]
         key = f"{prefix}{name}"
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             values[name] = _build(hint, raw[name], prefix=f"{key}.")
         else:
             values[name] = _coerce(raw[name], hint, key)

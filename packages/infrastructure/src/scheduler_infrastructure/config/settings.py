@@ -89,6 +89,9 @@ class ApiSettings:
     #: over ``period``); ``*=LIMIT`` for every role not listed. Shared through Redis when
     #: ``redis.url`` is set. Empty: no limit.
     rate_limits: tuple[str, ...] = ()
+    #: The console's session cookie is ``Secure`` on every request, not only over HTTPS: set it
+    #: when TLS ends in a proxy in front of the API.
+    console_secure_cookies: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,18 @@ from typing import Self
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from scheduler_application.ports.repositories import (
+    ApiKeyRepository,
+    BulkOperationRepository,
+    DecisionRepository,
+    QueueSettingsRepository,
+    RefreshTokenRepository,
+    RunEventRepository,
+    RunRepository,
+    TaskRepository,
+    UserRepository,
+    WorkerRepository,
+)
 from scheduler_infrastructure.persistence.driver_errors import translated
 from scheduler_infrastructure.persistence.engine import READ_ONLY_OPTION
 from scheduler_infrastructure.persistence.repositories import (
@@ -42,16 +54,16 @@ class SqlUnitOfWork:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._connection: AsyncConnection | None = None
-        self.tasks = SqlTaskRepository(self._current)
-        self.runs = SqlRunRepository(self._current)
-        self.events = SqlRunEventRepository(self._current)
-        self.decisions = SqlDecisionRepository(self._current)
-        self.workers = SqlWorkerRepository(self._current)
-        self.queue_settings = SqlQueueSettingsRepository(self._current)
-        self.users = SqlUserRepository(self._current)
-        self.api_keys = SqlApiKeyRepository(self._current)
-        self.refresh_tokens = SqlRefreshTokenRepository(self._current)
-        self.bulk_operations = SqlBulkOperationRepository(self._current)
+        self.tasks: TaskRepository = SqlTaskRepository(self._current)
+        self.runs: RunRepository = SqlRunRepository(self._current)
+        self.events: RunEventRepository = SqlRunEventRepository(self._current)
+        self.decisions: DecisionRepository = SqlDecisionRepository(self._current)
+        self.workers: WorkerRepository = SqlWorkerRepository(self._current)
+        self.queue_settings: QueueSettingsRepository = SqlQueueSettingsRepository(self._current)
+        self.users: UserRepository = SqlUserRepository(self._current)
+        self.api_keys: ApiKeyRepository = SqlApiKeyRepository(self._current)
+        self.refresh_tokens: RefreshTokenRepository = SqlRefreshTokenRepository(self._current)
+        self.bulk_operations: BulkOperationRepository = SqlBulkOperationRepository(self._current)
 
     @property
     def engine(self) -> AsyncEngine:

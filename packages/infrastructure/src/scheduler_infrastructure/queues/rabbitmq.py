@@ -33,6 +33,7 @@ from aio_pika.exceptions import (
     PublishError,
 )
 from pamqp.commands import Basic
+from pamqp.common import FieldTable
 
 from scheduler_application.errors import Unavailable
 from scheduler_application.ports.queue import Delivery, RunMessage
@@ -303,5 +304,5 @@ def _tag(delivery: Delivery) -> RabbitMQTag:
     return delivery.tag
 
 
-def _trace_headers(message: RunMessage) -> dict[str, str] | None:
+def _trace_headers(message: RunMessage) -> FieldTable | None:
     return {"traceparent": message.traceparent} if message.traceparent else None

@@ -39,6 +39,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, FieldT
 
 from scheduler_application.errors import Unavailable
 from scheduler_application.ports.queue import Delivery, RunMessage
@@ -150,7 +151,7 @@ class RedisStreamsRunQueue:
         async with self._translated():
             pipe = self.client.pipeline(transaction=False)
             for message in messages_:
-                fields = {PAYLOAD: messages.encode(message)}
+                fields: dict[FieldT, EncodableT] = {PAYLOAD: messages.encode(message)}
                 if message.traceparent:
                     # Also beside the payload, for tools that read the entry's fields.
                     fields[TRACEPARENT] = message.traceparent.encode()

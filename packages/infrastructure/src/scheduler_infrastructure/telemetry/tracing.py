@@ -190,7 +190,8 @@ class RedactingSpanProcessor(SpanProcessor):
     def on_start(
         self, span: trace.Span, parent_context: otel_context.Context | None = None
     ) -> None:
-        self._inner.on_start(span, parent_context)
+        # The SDK hands its own spans to processors; the API type is what the protocol names.
+        self._inner.on_start(span, parent_context)  # type: ignore[arg-type]
 
     def on_end(self, span: ReadableSpan) -> None:
         self._inner.on_end(self._redacted(span))

@@ -41,7 +41,8 @@ def _insert_or_nothing(table: Table, *, postgres: bool) -> Executable:
     parameters, so SQLAlchemy finds its compiled form in the cache instead of building and
     hashing a new statement for every row."""
     dialect = postgresql if postgres else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
+    statement: Executable = dialect.insert(table).on_conflict_do_nothing()
+    return statement
 
 
 def check_limit(limit: int) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import RowMapping
 
 from scheduler_domain.queue_settings import QueueSettings
 from scheduler_domain.rate_limit import RateLimit
@@ -28,7 +29,7 @@ def _to_row(settings: QueueSettings) -> dict[str, Any]:
     }
 
 
-def _from_row(row: Mapping[str, Any]) -> QueueSettings:
+def _from_row(row: RowMapping) -> QueueSettings:
     text = row["rate_limit"]
     return QueueSettings(
         name=row["name"],

@@ -79,7 +79,8 @@ def _insert_new_runs(*, postgres: bool) -> Executable:
     """``INSERT … ON CONFLICT DO NOTHING RETURNING id``, built once (the rows come as
     parameters; SQLAlchemy batches them as multi-row VALUES and collects the ids)."""
     dialect = postgresql if postgres else sqlite
-    return dialect.insert(task_runs).on_conflict_do_nothing().returning(_c.id)
+    statement: Executable = dialect.insert(task_runs).on_conflict_do_nothing().returning(_c.id)
+    return statement
 
 
 class SqlRunRepository(SqlRepository):
@@ -341,15 +342,23 @@ class SqlRunRepository(SqlRepository):
         """Two grouped counts: live runs by status (served by the partial status indexes) and
         runs created or finished since ``since`` (``finished_at`` has no index of its own)."""
         tallies: dict[str, dict[str, int]] = {}
+        oldest: dict[str, datetime] = {}
         active = [status.value for status in ACTIVE_STATUSES]
         live = await self._all(
-            select(_c.queue, _c.status, func.count().label("n"))
+            select(
+                _c.queue,
+                _c.status,
+                func.count().label("n"),
+                func.min(_c.queued_at).label("oldest"),
+            )
             .where(_c.status.in_(active))
             .group_by(_c.queue, _c.status)
         )
         for row in live:
             tally = tallies.setdefault(row["queue"], {})
             tally[row["status"]] = int(row["n"])
+            if row["status"] == RunStatus.QUEUED.value and row["oldest"] is not None:
+                oldest[row["queue"]] = row["oldest"]
         recent = await self._all(
             select(
                 _c.queue,
@@ -363,7 +372,37 @@ class SqlRunRepository(SqlRepository):
             tally = tallies.setdefault(row["queue"], {})
             tally["created"] = int(row["c"] or 0)
             tally["finished"] = int(row["f"] or 0)
-        return [QueueActivity(queue=queue, **tallies[queue]) for queue in sorted(tallies)]
+        return [
+            QueueActivity(queue=queue, oldest_queued_at=oldest.get(queue), **tallies[queue])
+            for queue in sorted(tallies)
+        ]
+
+    async def latest_statuses(
+        self, task_ids: Sequence[str], *, per_task: int
+    ) -> dict[str, builtins.list[tuple[str, RunStatus]]]:
+        """Each task's newest runs by a walk down ``ix_task_runs_task_id_created_at``: on
+        PostgreSQL one statement (a lateral join over the ids), on SQLite one short query per
+        task. A page of tasks costs that many index probes whatever the number of runs (a
+        window over every run of the tasks would read them all)."""
+        wanted = list(dict.fromkeys(task_ids))
+        latest: dict[str, builtins.list[tuple[str, RunStatus]]] = {}
+        if not wanted:
+            return latest
+        if self._postgres:
+            rows = await self._all_with(_LATEST_STATUSES, {"ids": wanted, "n": per_task})
+            for row in rows:
+                latest.setdefault(row["task_id"], []).append((row["id"], RunStatus(row["status"])))
+            return latest
+        for task_id in wanted:
+            found = await self._all(
+                select(_c.id, _c.status)
+                .where(_c.task_id == task_id)
+                .order_by(_c.created_at.desc(), _c.id.desc())
+                .limit(per_task)
+            )
+            if found:
+                latest[task_id] = [(row["id"], RunStatus(row["status"])) for row in found]
+        return latest
 
     async def count_in_flight(self, task_ids: Sequence[str]) -> dict[str, int]:
         if not task_ids:
@@ -671,6 +710,20 @@ def _update_many_statement(columns: tuple[Any, ...]) -> TextClause:
         + ") WHERE r.id = v.id AND r.version = v.expected RETURNING r.id"
     )
 
+
+_LATEST_STATUSES = text(
+    """
+    SELECT v.task_id, r.id, r.status
+    FROM unnest(CAST(:ids AS text[])) WITH ORDINALITY AS v(task_id, position)
+    CROSS JOIN LATERAL (
+        SELECT id, status, created_at FROM task_runs
+        WHERE task_id = v.task_id
+        ORDER BY created_at DESC, id DESC
+        LIMIT :n
+    ) AS r
+    ORDER BY v.position, r.created_at DESC, r.id DESC
+    """
+)
 
 _RENEW_LEASES = text(
     """

@@ -174,12 +174,14 @@ class SqlTaskRepository(SqlRepository):
             return earliest
         first_ahead = select(func.min(tasks.c.next_run_at)).where(TASK_FIRES_AHEAD)
         first_at_slot = select(func.min(tasks.c.next_run_at)).where(TASK_FIRES_AT_SLOT)
-        row = (
+        row: Any = (
             await self._execute(
                 select(first_ahead.scalar_subquery(), first_at_slot.scalar_subquery())
             )
         ).one()
-        times = [row[1]] if row[0] is None else [row[0] - ahead, row[1]]
+        ahead_first: datetime | None = row[0]
+        slot_first: datetime | None = row[1]
+        times = [slot_first] if ahead_first is None else [ahead_first - ahead, slot_first]
         return min((t for t in times if t is not None), default=None)
 
     async def set_next_run_at(self, task_id: str, next_run_at: datetime | None) -> None:

@@ -1,0 +1,67 @@
+"""Server-drawn SVG charts: the geometry is computed here, the markup is the template's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+OUTCOMES = ("succeeded", "failed")
+WIDTH, HEIGHT, PAD, AXIS = 600, 160, 24, 18
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    outcome: str
+    count: int
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    width: int
+    height: int
+    bars: list[Bar]
+    peak: int
+    ticks: list[tuple[float, str]]
+    total: dict[str, int]
+
+
+def runs_per_minute(runs: Sequence[Any], *, now: datetime, minutes: int) -> Chart:
+    """Finished runs per minute by outcome (succeeded, or any other final status as failed),
+    over the last ``minutes`` minutes, as stacked bars."""
+    start = now.replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
+    buckets = [dict.fromkeys(OUTCOMES, 0) for _ in range(minutes)]
+    for run in runs:
+        finished = run.finished_at
+        if finished is None or finished < start:
+            continue
+        index = int((finished - start).total_seconds() // 60)
+        if 0 <= index < minutes:
+            outcome = "succeeded" if run.status == "succeeded" else "failed"
+            buckets[index][outcome] += 1
+    peak = max((sum(b.values()) for b in buckets), default=0)
+    scale = (HEIGHT - PAD - AXIS) / max(peak, 1)
+    slot = (WIDTH - 2 * PAD) / minutes
+    bars: list[Bar] = []
+    for i, bucket in enumerate(buckets):
+        base: float = HEIGHT - AXIS
+        minute = (start + timedelta(minutes=i)).strftime("%H:%M")
+        for outcome in OUTCOMES:
+            count = bucket[outcome]
+            if not count:
+                continue
+            height = count * scale
+            base -= height
+            bars.append(Bar(PAD + i * slot + 2, base, slot - 4, height, outcome, count, minute))
+    ticks = [
+        (PAD + i * slot + slot / 2, (start + timedelta(minutes=i)).strftime("%H:%M"))
+        for i in range(0, minutes, 3)
+    ]
+    total = {o: sum(b[o] for b in buckets) for o in OUTCOMES}
+    return Chart(WIDTH, HEIGHT, bars, peak, ticks, total)

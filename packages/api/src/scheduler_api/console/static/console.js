@@ -1,0 +1,94 @@
+// The console's only script: keeps the regions marked data-live up to date without a reload.
+// Pages work without it. `subscribe` is the one place that decides *when* to refresh: on the
+// console's event stream (/ui/events, the API's event log with the session cookie), every
+// event only marks the page stale and one refresh per BATCH_MS follows, so the tab's work does
+// not grow with the event rate; a slow poll covers what no event announces (a run's output),
+// and polling takes over when the stream is unavailable. Nothing runs while the tab is hidden.
+"use strict";
+
+(function () {
+  const BATCH_MS = 500;
+  const POLL_MS = 2000;
+  const SLOW_POLL_MS = 10000;
+
+  function subscribe(streamUrl, onChange) {
+    let stale = false;
+    let busy = false;
+    let timer = null;
+    let period = POLL_MS;
+
+    function visible() {
+      return document.visibilityState === "visible";
+    }
+    function run() {
+      timer = null;
+      if (!visible()) return;
+      if (busy) {
+        later(BATCH_MS);
+        return;
+      }
+      busy = true;
+      stale = false;
+      onChange().finally(function () {
+        busy = false;
+        later(stale ? BATCH_MS : period);
+      });
+    }
+    function later(delay) {
+      if (timer !== null) window.clearTimeout(timer);
+      timer = window.setTimeout(run, delay);
+    }
+    function changed() {
+      stale = true;
+      if (visible() && !busy) later(BATCH_MS);
+    }
+
+    if (streamUrl && window.EventSource) {
+      const source = new EventSource(streamUrl);
+      source.addEventListener("change", changed);
+      source.addEventListener("open", function () { period = SLOW_POLL_MS; });
+      source.addEventListener("error", function () {
+        period = POLL_MS; // until it reconnects, poll as if there were no stream
+        if (source.readyState === EventSource.CLOSED) later(POLL_MS);
+      });
+    }
+    document.addEventListener("visibilitychange", function () {
+      if (visible()) later(0);
+    });
+    later(period);
+  }
+
+  async function refresh() {
+    const response = await fetch(window.location.href, {
+      headers: { "X-Console-Live": "1" },
+      credentials: "same-origin",
+      cache: "no-store",
+    }).catch(function () { return null; });
+    if (response === null) return;
+    if (response.status === 401) {
+      window.location.reload();
+      return;
+    }
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    document.querySelectorAll("[data-live]").forEach(function (region) {
+      if (region.contains(document.activeElement) && document.activeElement !== document.body) {
+        return; // never pull a control away from someone using it
+      }
+      const next = fresh.getElementById(region.id);
+      if (next !== null && next.innerHTML !== region.innerHTML) {
+        region.replaceWith(document.importNode(next, true));
+      }
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    const live = document.querySelector("[data-live]");
+    if (live !== null) subscribe(live.getAttribute("data-events"), refresh);
+    document.querySelectorAll("button.danger").forEach(function (button) {
+      button.form.addEventListener("submit", function (event) {
+        if (!window.confirm(button.textContent.trim() + "?")) event.preventDefault();
+      });
+    });
+  });
+})();

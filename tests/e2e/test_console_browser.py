@@ -1,0 +1,400 @@
+"""The console in a real browser: Debian's Chromium driven by Playwright against ``scheduler
+run`` (API, dispatcher and one worker of capacity 1 in one process, on SQLite).
+
+Screenshots of each page are written to ``tmp/artifacts/console`` (``docs/console.md``)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from browser import ARTIFACTS, CHROMIUM_ARGS, require_chromium
+from embedded import ADMIN_PASSWORD, Embedded, embedded
+from harness import eventually
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+
+pytestmark = pytest.mark.timeout(180)
+
+USER_PASSWORD = "console-user-password-1"
+CSP = re.compile(r"default-src 'self'; script-src 'self'; style-src 'self'")
+
+
+@pytest.fixture(scope="module")
+async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Embedded]:
+    workdir = tmp_path_factory.mktemp("console")
+    # One slot: a second run waits queued while the first runs.
+    async with embedded(workdir, SCHEDULER__WORKER__CAPACITY="1") as running:
+        yield running
+        await running.stop()
+
+
+@pytest.fixture(scope="module")
+async def chromium() -> AsyncIterator[Browser]:
+    path = require_chromium()
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=path, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture(scope="module")
+async def admin(server: Embedded) -> dict[str, str]:
+    return await server.login("admin", ADMIN_PASSWORD)
+
+
+@pytest.fixture
+async def context(chromium: Browser) -> AsyncIterator[BrowserContext]:
+    context = await chromium.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(20_000)
+    yield context
+    await context.close()
+
+
+async def sign_in(page: Page, server: Embedded, username: str, password: str) -> None:
+    await page.goto(f"{server.url}/ui/login")
+    await page.get_by_label("Username").fill(username)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
+async def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+async def create_task(server: Embedded, headers: dict[str, str], **body: Any) -> dict[str, Any]:
+    response = await server.client.post(
+        "/api/v1/tasks", headers=headers, json={"executor": "noop", **body}
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def trigger(server: Embedded, headers: dict[str, str], task_id: str) -> dict[str, Any]:
+    response = await server.client.post(f"/api/v1/tasks/{task_id}/trigger", headers=headers)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def run_status(server: Embedded, headers: dict[str, str], run_id: str) -> str:
+    response = await server.client.get(f"/api/v1/runs/{run_id}", headers=headers)
+    return str(response.json()["status"])
+
+
+async def test_sign_in_and_out(server: Embedded, context: BrowserContext) -> None:
+    page = await context.new_page()
+    await page.goto(server.url + "/")
+    await expect(page).to_have_url(re.compile(r"/ui/login\?next="))
+    await shot(page, "login")
+    await sign_in(page, server, "admin", ADMIN_PASSWORD)
+    await expect(page).to_have_url(f"{server.url}/ui")
+    await expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    cookies = await context.cookies()
+    (session,) = [c for c in cookies if c["name"] == "scheduler_console"]
+    assert session["httpOnly"] is True
+    assert session["sameSite"] == "Strict"
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page).to_have_url(f"{server.url}/ui/login")
+    await page.goto(f"{server.url}/ui/runs")
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
+async def test_a_triggered_run_goes_queued_running_succeeded_without_a_reload(
+    server: Embedded, context: BrowserContext, admin: dict[str, str]
+) -> None:
+    blocker = await create_task(server, admin, name="blocker", params={"sleep_seconds": 4})
+    watched = await create_task(server, admin, name="watched", params={"sleep_seconds": 3})
+    page = await context.new_page()
+    await sign_in(page, server, "admin", ADMIN_PASSWORD)
+    await page.goto(f"{server.url}/ui/runs")
+    await page.evaluate("window.__sameDocument = true")
+
+    first = await trigger(server, admin, blocker["id"])
+    await eventually(lambda: _is(server, admin, first["id"], "running"), timeout=30, interval=0.1)
+    run = await trigger(server, admin, watched["id"])
+    row = page.locator(f'tr[data-run-id="{run["id"]}"] .status')
+    await expect(row).to_have_text("queued", timeout=15_000)
+    await shot(page, "runs")
+    await expect(row).to_have_text("running", timeout=20_000)
+    await expect(row).to_have_text("succeeded", timeout=20_000)
+    assert await page.evaluate("window.__sameDocument") is True  # never reloaded
+
+
+async def test_the_live_feed_streams_events_with_the_session_cookie(
+    server: Embedded, context: BrowserContext, admin: dict[str, str]
+) -> None:
+    task = await create_task(server, admin, name="announced")
+    page = await context.new_page()
+    await sign_in(page, server, "admin", ADMIN_PASSWORD)
+    await page.goto(f"{server.url}/ui/tasks/{task['id']}")
+    await page.evaluate(
+        """(url) => {
+            window.__changes = [];
+            const source = new EventSource(url);
+            source.addEventListener('change', (e) => window.__changes.push(e.data));
+            return new Promise((resolve) => source.addEventListener('open', resolve));
+        }""",
+        f"/ui/events?task_id={task['id']}",
+    )
+    await trigger(server, admin, task["id"])
+
+    async def announced() -> list[str]:  # (wait_for_function evaluates a string: the CSP says no)
+        changes: list[str] = await page.evaluate("window.__changes")
+        return changes if "run.succeeded" in changes else []
+
+    changes = await eventually(announced, timeout=20)
+    assert changes[0].startswith("run.")
+
+
+async def test_cancel_a_running_run_from_its_page(
+    server: Embedded, context: BrowserContext, admin: dict[str, str]
+) -> None:
+    task = await create_task(server, admin, name="long", params={"sleep_seconds": 120})
+    run = await trigger(server, admin, task["id"])
+    page = await context.new_page()
+    await sign_in(page, server, "admin", ADMIN_PASSWORD)
+    await page.goto(f"{server.url}/ui/runs/{run['id']}")
+    await expect(page.locator("#run-status")).to_have_text("running", timeout=30_000)
+    await shot(page, "run-running")
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.get_by_role("button", name="Cancel run").click()
+    await expect(page.locator("#run-status")).to_have_text("cancelled")
+    assert await run_status(server, admin, run["id"]) == "cancelled"
+    await shot(page, "run-cancelled")
+
+
+async def test_a_runs_output_appears_live_on_its_page(
+    server: Embedded, context: BrowserContext, admin: dict[str, str]
+) -> None:
+    task = await create_task(
+        server,
+        admin,
+        name="talker",
+        executor="shell",
+        params={"argv": ["sh", "-c", "sleep 2; echo console-says-hello"]},
+    )
+    page = await context.new_page()
+    await sign_in(page, server, "admin", ADMIN_PASSWORD)
+    await page.goto(f"{server.url}/ui/tasks/{task['id']}")
+    await page.get_by_label("Idempotency key (optional)").fill("from-the-browser")
+    await page.get_by_role("button", name="Trigger now").click()
+    await expect(page).to_have_url(re.compile(r"/ui/runs/[0-9a-f-]{36}$"))
+    await page.evaluate("window.__sameDocument = true")
+    await expect(page.locator("#run-output")).to_contain_text("console-says-hello", timeout=30_000)
+    await expect(page.locator("#run-status")).to_have_text("succeeded")
+    assert await page.evaluate("window.__sameDocument") is True
+    await expect(page.locator("#live-run")).to_contain_text("from-the-browser")
+
+
+async def test_bulk_retry_of_dead_letters_by_filter(
+    server: Embedded, context: BrowserContext, admin: dict[str, str]
+) -> None:
+    task = await create_task(
+        server, admin, name="doomed", params={"fail": True}, retry={"max_attempts": 1}
+    )
+    first = [await trigger(server, admin, task["id"]) for _ in range(2)]
+    for run in first:
+        await eventually(lambda run=run: _is(server, admin, run["id"], "dead_lettered"), timeout=30)
+    page = await context.new_page()
+    await sign_in(page, server, "admin", ADMIN_PASSWORD)
+    await page.goto(f"{server.url}/ui/dead-letters")
+    await shot(page, "dead-letters-with-runs")
+    await page.get_by_role("button", name="Retry all dead letters…").click()
+    await expect(page.get_by_role("heading", name=re.compile(r"Retry \d+ runs?\?"))).to_be_visible()
+    heading = await page.get_by_role("heading").first.text_content()
+    assert heading is not None
+    count = int(re.findall(r"\d+", heading)[0])
+    assert count >= 2
+    await shot(page, "bulk-confirm")
+    await page.get_by_role("button", name=f"Retry {count} runs").click()
+    await expect(page.get_by_role("heading", name=f"Retried {count} runs")).to_be_visible()
+    runs = await server.client.get(f"/api/v1/tasks/{task['id']}/runs", headers=admin)
+    retries = [r for r in runs.json()["items"] if r["retry_of"] in {f["id"] for f in first}]
+    assert len(retries) == 2
+
+
+async def test_task_page_shows_next_fires_and_why_a_slot_was_skipped(
+    server: Embedded, context: BrowserContext, admin: dict[str, str]
+) -> None:
+    task = await create_task(
+        server, admin, name="every-second", schedule={"interval_seconds": 1}, concurrency="forbid"
+    )
+    page = await context.new_page()
+    await sign_in(page, server, "admin", ADMIN_PASSWORD)
+    await page.goto(f"{server.url}/ui/tasks/{task['id']}")
+    await expect(page.locator("ol.fires li")).to_have_count(10)
+    await page.get_by_role("button", name="Pause").click()
+    paused_at = datetime.now(UTC)
+    await expect(page.get_by_role("button", name="Resume")).to_be_visible()
+    await eventually(  # let a few slots pass while paused
+        _after(paused_at + timedelta(seconds=2.5)), timeout=10
+    )
+    await page.get_by_role("button", name="Resume").click()
+    await expect(page.locator("table.decisions")).to_contain_text("paused")
+    await shot(page, "task")
+
+
+async def test_a_viewer_sees_no_buttons_and_a_forged_post_is_refused(
+    server: Embedded, context: BrowserContext, admin: dict[str, str]
+) -> None:
+    created = await server.client.post(
+        "/api/v1/users",
+        headers=admin,
+        json={"username": "vera", "password": USER_PASSWORD, "role": "user"},
+    )
+    assert created.status_code == 201, created.text
+    vera = await server.login("vera", USER_PASSWORD)
+    task = await create_task(server, vera, name="veras-task")
+    run = await trigger(server, vera, task["id"])
+    demoted = await server.client.patch(
+        f"/api/v1/users/{created.json()['id']}", headers=admin, json={"role": "viewer"}
+    )
+    assert demoted.status_code == 200, demoted.text
+
+    page = await context.new_page()
+    await sign_in(page, server, "vera", USER_PASSWORD)
+    for path in (f"/ui/tasks/{task['id']}", f"/ui/runs/{run['id']}"):
+        await page.goto(server.url + path)
+        await expect(page.get_by_role("button")).to_have_count(1)  # "Sign out" only
+    await shot(page, "viewer-run")
+    status = await page.evaluate(
+        """async (url) => {
+            const token = document.querySelector('input[name=csrf_token]').value;
+            const body = new URLSearchParams({csrf_token: token});
+            const response = await fetch(url, {method: 'POST', body, redirect: 'manual'});
+            return response.status;
+        }""",
+        f"/ui/tasks/{task['id']}/trigger",
+    )
+    assert status == 403
+    runs = await server.client.get(f"/api/v1/tasks/{task['id']}/runs", headers=admin)
+    assert len(runs.json()["items"]) == 1
+
+
+async def test_a_cross_site_post_is_refused(
+    server: Embedded, context: BrowserContext, admin: dict[str, str]
+) -> None:
+    task = await create_task(server, admin, name="target")
+    page = await context.new_page()
+    await sign_in(page, server, "admin", ADMIN_PASSWORD)
+    with EvilSite(f"{server.url}/ui/tasks/{task['id']}/trigger") as evil:
+        await page.goto(evil)
+        async with page.expect_response(re.compile(r"/trigger$")) as answer:
+            await page.get_by_role("button", name="Win a prize").click()
+        assert (await answer.value).status == 403
+    runs = await server.client.get(f"/api/v1/tasks/{task['id']}/runs", headers=admin)
+    assert runs.json()["items"] == []
+
+
+async def test_pages_have_the_policy_no_inline_script_and_fit_a_phone(
+    server: Embedded, chromium: Browser, admin: dict[str, str]
+) -> None:
+    task = await create_task(server, admin, name="nightly", schedule={"cron": "0 2 * * *"})
+    run = await trigger(server, admin, task["id"])
+    pages = {
+        "overview": "/ui",
+        "tasks": "/ui/tasks",
+        "task-detail": f"/ui/tasks/{task['id']}",
+        "runs-list": "/ui/runs",
+        "run": f"/ui/runs/{run['id']}",
+        "queues": "/ui/queues",
+        "workers": "/ui/workers",
+        "dead-letters": "/ui/dead-letters",
+        "api-keys": "/ui/api-keys",
+        "users": "/ui/users",
+    }
+    for width, suffix in ((1280, ""), (390, "-phone")):
+        context = await chromium.new_context(viewport={"width": width, "height": 844})
+        violations: list[str] = []
+        page = await context.new_page()
+        page.on("console", violations_into(violations))
+        await sign_in(page, server, "admin", ADMIN_PASSWORD)
+        for name, path in pages.items():
+            response = await page.goto(server.url + path)
+            assert response is not None
+            assert response.status == 200, path
+            assert CSP.match(response.headers["content-security-policy"]), path
+            assert await page.locator("script:not([src])").count() == 0, path
+            assert await page.locator("[style]").count() == 0, path
+            assert await page.locator("style").count() == 0, path
+            unlabelled = await page.evaluate(
+                """() => [...document.querySelectorAll('input:not([type=hidden]), select')]
+                    .filter((c) => c.labels.length === 0 && !c.getAttribute('aria-label'))
+                    .map((c) => c.name)"""
+            )
+            assert unlabelled == [], (path, unlabelled)
+            overflow = await page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, (path, width, overflow)
+            await shot(page, name + suffix)
+        await page.keyboard.press("Tab")  # the first stop is the skip link, visibly focused
+        focused = await page.evaluate(
+            "[document.activeElement.textContent,"
+            " getComputedStyle(document.activeElement).outlineStyle]"
+        )
+        assert focused == ["Skip to content", "solid"], focused
+        await context.close()
+        assert not [v for v in violations if "Content Security Policy" in v], violations
+
+
+def violations_into(sink: list[str]) -> Any:
+    def record(message: Any) -> None:
+        sink.append(message.text)
+
+    return record
+
+
+def _after(moment: datetime) -> Any:
+    async def passed() -> bool:
+        return datetime.now(UTC) >= moment
+
+    return passed
+
+
+async def _is(server: Embedded, headers: dict[str, str], run_id: str, status: str) -> bool:
+    return await run_status(server, headers, run_id) == status
+
+
+class _Evil(BaseHTTPRequestHandler):
+    target = ""
+
+    def do_GET(self) -> None:
+        body = (
+            "<!doctype html><title>prize</title>"
+            f'<form method="post" action="{self.target}"><button>Win a prize</button></form>'
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+class EvilSite:
+    """Another origin (another port) whose page posts a form to the console."""
+
+    def __init__(self, target: str) -> None:
+        handler = type("Handler", (_Evil,), {"target": target})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> str:
+        self._thread.start()
+        return f"http://127.0.0.1:{self._server.server_address[1]}/"
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,99 @@
+"""What the console's pages say in words and draw: schedules, instants in a zone, trace ids,
+the dependency graph's layout and the runs-per-minute chart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from scheduler_api.console.charts import runs_per_minute
+from scheduler_api.console.views import (
+    NODE_W,
+    dependency_graph,
+    in_zone,
+    schedule_words,
+    trace_id,
+)
+from scheduler_domain.schedules import CronSchedule, IntervalSchedule, OnceSchedule
+from scheduler_domain.task import Task
+
+NOW = datetime(2030, 1, 15, 12, 0, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "words"),
+    [
+        (None, "manual only (no schedule)"),
+        (IntervalSchedule(every=timedelta(seconds=1)), "every second"),
+        (IntervalSchedule(every=timedelta(minutes=5)), "every 5 minutes"),
+        (IntervalSchedule(every=timedelta(minutes=90)), "every 1 hour 30 minutes"),
+        (CronSchedule(expression="*/5 * * * *"), "every 5 minutes (UTC)"),
+        (
+            CronSchedule(expression="30 2 * * *", timezone="Europe/Paris"),
+            "every day at 02:30 (Europe/Paris)",
+        ),
+        (CronSchedule(expression="0 9 * * 1-5"), "at 09:00 on weekdays 1-5 (UTC)"),
+        (CronSchedule(expression="0 0 1,15 * *"), "cron 0 0 1,15 * * (UTC)"),
+        (OnceSchedule(at=NOW), "once, at 2030-01-15 12:00:30 UTC"),
+    ],
+)
+def test_schedules_in_words(schedule: object, words: str) -> None:
+    assert schedule_words(schedule) == words  # type: ignore[arg-type]
+
+
+def test_instants_are_shown_in_the_tasks_zone() -> None:
+    assert in_zone(NOW, "Europe/Paris") == "2030-01-15 13:00:30 CET"
+    assert in_zone(NOW, "No/Such_Zone") == "2030-01-15 12:00:30 UTC"
+    assert in_zone(None) == "—"
+
+
+def test_trace_id_of_a_traceparent() -> None:
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert trace_id(parent) == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert trace_id(None) is None
+    assert trace_id("garbage") is None
+
+
+def _task(name: str) -> Task:
+    return Task(owner_id="o", name=name, executor="noop", created_at=NOW, updated_at=NOW)
+
+
+def test_the_graph_puts_upstreams_left_and_dependents_right_with_an_edge_each() -> None:
+    task, ups, downs = _task("middle"), [_task("a"), _task("b")], [_task("c")]
+    graph = dependency_graph(task, ups, downs)
+    by_name = {n.name: n for n in graph.nodes}
+    assert by_name["a"].x < by_name["middle"].x < by_name["c"].x
+    assert by_name["middle"].current
+    assert not by_name["a"].current
+    assert len(graph.edges) == 3
+    for edge in graph.edges:
+        assert edge.x1 < edge.x2
+        assert edge.x2 - edge.x1 >= 60
+    assert all(n.x + NODE_W <= graph.width for n in graph.nodes)
+    assert all(n.y + graph.node_height <= graph.height for n in graph.nodes)
+
+
+@dataclass
+class _Run:
+    status: str
+    finished_at: datetime | None
+
+
+def test_the_chart_counts_finished_runs_per_minute_by_outcome() -> None:
+    runs = [
+        _Run("succeeded", NOW - timedelta(seconds=10)),
+        _Run("succeeded", NOW - timedelta(seconds=20)),
+        _Run("failed", NOW - timedelta(seconds=25)),
+        _Run("cancelled", NOW - timedelta(minutes=3)),
+        _Run("succeeded", NOW - timedelta(minutes=30)),  # outside the window
+        _Run("running", None),
+    ]
+    chart = runs_per_minute(runs, now=NOW, minutes=15)
+    assert chart.total == {"succeeded": 2, "failed": 2}
+    assert chart.peak == 3
+    last = [b for b in chart.bars if b.label == "12:00"]
+    assert sorted((b.outcome, b.count) for b in last) == [("failed", 1), ("succeeded", 2)]
+    tallest = sum(b.height for b in last)
+    assert all(b.height <= tallest for b in chart.bars)
