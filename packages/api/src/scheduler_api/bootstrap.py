@@ -43,9 +43,11 @@ from scheduler_application.status_report import StatusService
 from scheduler_application.task_graph import TaskGraphService
 from scheduler_application.tasks import TaskService
 from scheduler_application.user_admin import UserAdminService
+from scheduler_application.webhooks import WebhookService
 from scheduler_application.workers import WorkerService
 from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.config.loader import parse_queue_rate_limits
+from scheduler_infrastructure.event_readers import build_webhook_sender, build_webhook_store
 from scheduler_infrastructure.resources import Resources, open_resources, wait_for_database
 from scheduler_infrastructure.security.passwords import Argon2PasswordHasher
 from scheduler_infrastructure.security.tokens import MIN_SECRET_BYTES, JwtTokenCodec
@@ -236,6 +238,14 @@ def build_services(
         event_watcher=LogWatcher(
             uow_factory=uow,
             poll_seconds=settings.events.poll_seconds,
+        ),
+        webhooks=WebhookService(
+            store=build_webhook_store(resources.engine),
+            uow_factory=uow,
+            sender=build_webhook_sender(settings),
+            clock=clock,
+            secret_box=resources.secret_box,
+            timeout_seconds=settings.events.webhooks.timeout_seconds,
         ),
         clock=clock,
         probes=_probes(resources),

@@ -14,11 +14,13 @@ from typing import TypeVar
 
 from scheduler_application.errors import Unavailable
 from scheduler_application.event_log import EventService
+from scheduler_application.event_topic import EventTopicRelay
 from scheduler_application.gauges import ClusterGauges
 from scheduler_application.log_context import log_context
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.reaper import LeaseReaper
 from scheduler_application.relay import RunRelay
+from scheduler_application.webhook_delivery import WebhookDispatcher
 from scheduler_application.workers import WorkerService
 
 logger = logging.getLogger("scheduler.dispatcher")
@@ -212,3 +214,14 @@ def event_retention_loop(
         return False
 
     return PeriodicLoop("event-retention", prune, interval=interval)
+
+
+def webhook_loop(webhooks: WebhookDispatcher, *, interval: timedelta) -> PeriodicLoop:
+    """Delivers the event log to webhook subscriptions (one dispatcher at a time: a lease).
+    Its own loop, so a slow or hanging receiver delays only its own deliveries."""
+    return PeriodicLoop("webhooks", webhooks.step, interval=interval, on_stop=webhooks.release)
+
+
+def event_topic_loop(relay: EventTopicRelay, *, interval: timedelta) -> PeriodicLoop:
+    """Publishes the event log to the broker topic (one dispatcher at a time: a lease)."""
+    return PeriodicLoop("event-topic", relay.step, interval=interval, on_stop=relay.aclose)
