@@ -150,6 +150,7 @@ class WebhookService:
         enabled: bool = True,
     ) -> CreatedWebhook:
         ensure_can_write_tasks(principal)
+        event_types = check_event_types(event_types)
         await self._vet(url)
         async with self._uow_factory() as uow:
             if task_id is not None:

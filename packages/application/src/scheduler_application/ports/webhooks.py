@@ -84,8 +84,8 @@ class WebhookSender(Protocol):
     answer, within ``timeout`` seconds in all."""
 
     async def vet(self, url: str) -> str | None:
-        """Why ``url`` may not be delivered to (its host resolves to a refused address, or
-        does not resolve), or None."""
+        """Why the outbound policy refuses ``url`` (its host resolves to a forbidden
+        address), or None. A name that does not resolve is not refused: its delivery fails."""
         ...
 
     async def send(

@@ -37,6 +37,10 @@ class Refused(httpcore.ConnectError):
     """The destination is forbidden by the policy or does not resolve."""
 
 
+class Unresolved(Refused):
+    """The name did not resolve (now): no connection is made, but it is no policy refusal."""
+
+
 async def _resolve(host: str, port: int) -> list[str]:
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [str(sockaddr[0]) for _f, _t, _p, _n, sockaddr in infos]
@@ -47,7 +51,7 @@ async def vetted_addresses(policy: OutboundPolicy, host: str, port: int) -> list
     try:
         resolved = await _resolve(host, port)
     except (OSError, UnicodeError) as exc:
-        raise Refused(f"{host!r} did not resolve: {exc}") from None
+        raise Unresolved(f"{host!r} did not resolve: {exc}") from None
     addresses: list[str] = []
     for text in resolved:
         address = parse_address(text)
@@ -138,12 +142,16 @@ class HttpWebhookSender:
         await self._client.aclose()
 
     async def vet(self, url: str) -> str | None:
+        """Why the policy refuses ``url``'s host (one of its addresses is forbidden), or None;
+        a name that does not resolve is not refused here (its delivery fails, and is retried)."""
         parts = urlsplit(url)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
             await vetted_addresses(self._policy, host, port)
         except Refused as refused:
+            if isinstance(refused, Unresolved):
+                return None  # not a refusal: the attempt itself fails (and is retried)
             return str(refused)
         return None
 
