@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from dispatcher_stack import OWNER, dispatcher_stack, running_worker
-from webhook_receiver import Answer, Receiver, receiving
 
 from scheduler_application.webhook_delivery import DeliverySettings, WebhookDispatcher
 from scheduler_application.webhooks import WebhookService
@@ -21,6 +20,7 @@ from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.outbound.webhook_sender import HttpWebhookSender
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.persistence.webhooks import SqlWebhookStore
+from webhook_receiver import Answer, Receiver, receiving
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -20,8 +20,6 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
-from services import RABBITMQ_URL, REDIS_URL, require_service
-from tcp_proxy import TcpProxy
 
 from scheduler_application.errors import Unavailable
 from scheduler_application.event_topic import EventTopicRelay
@@ -31,10 +29,17 @@ from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
 from scheduler_infrastructure.clock import SystemClock
-from scheduler_infrastructure.persistence.tables import event_consumers, run_events, task_runs, tasks
+from scheduler_infrastructure.persistence.tables import (
+    event_consumers,
+    run_events,
+    task_runs,
+    tasks,
+)
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.persistence.webhooks import SqlConsumerPositions
 from scheduler_infrastructure.queues.event_topics import RabbitMQEventTopic, RedisEventTopic
+from services import RABBITMQ_URL, REDIS_URL, require_service
+from tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
@@ -57,9 +62,7 @@ async def write_lifecycles(uow_factory: SqlUnitOfWorkFactory) -> dict[str, list[
     runs: list[TaskRun] = []
     async with uow_factory() as uow:
         for n in range(RUNS):
-            task = Task(
-                owner_id="o", name=f"t{n}", executor="noop", created_at=T0, updated_at=T0
-            )
+            task = Task(owner_id="o", name=f"t{n}", executor="noop", created_at=T0, updated_at=T0)
             run = TaskRun(
                 task_id=task.id,
                 owner_id="o",
@@ -96,9 +99,7 @@ async def write_lifecycles(uow_factory: SqlUnitOfWorkFactory) -> dict[str, list[
     return expected
 
 
-async def publish_with_an_outage(
-    relay: EventTopicRelay, proxy: TcpProxy, *, cut_at: int
-) -> int:
+async def publish_with_an_outage(relay: EventTopicRelay, proxy: TcpProxy, *, cut_at: int) -> int:
     """Step the relay to the end; once ``cut_at`` events are out, kill the proxy, fail a few
     steps against it, start it again. Returns how many steps failed."""
     failures = 0
@@ -137,7 +138,9 @@ def check_order(expected: dict[str, list[str]], received: list[tuple[str, str]])
     assert per_run == expected
 
 
-def _relay(topic: EventTopic, uow_factory: SqlUnitOfWorkFactory, engine: AsyncEngine) -> EventTopicRelay:
+def _relay(
+    topic: EventTopic, uow_factory: SqlUnitOfWorkFactory, engine: AsyncEngine
+) -> EventTopicRelay:
     return EventTopicRelay(
         topic=topic,
         positions=SqlConsumerPositions(engine),
@@ -194,7 +197,8 @@ async def test_rabbitmq_topic_gets_every_transition_in_order_across_an_outage(
         total = RUNS * len(LIFECYCLE)
         failures = await publish_with_an_outage(relay, proxy, cut_at=total // 3)
         await relay.aclose()
-        assert failures >= 3 and proxy.connections >= 2
+        assert failures >= 3
+        assert proxy.connections >= 2
         await _until(lambda: _count(received, total), within=5)
         check_order(expected, received)
         assert keys == {f"run.{s.value}" for s in LIFECYCLE}
@@ -220,7 +224,8 @@ async def test_redis_stream_gets_every_transition_in_order_across_an_outage(
         total = RUNS * len(LIFECYCLE)
         failures = await publish_with_an_outage(relay, proxy, cut_at=total // 3)
         await relay.aclose()
-        assert failures >= 3 and proxy.connections >= 2
+        assert failures >= 3
+        assert proxy.connections >= 2
         entries = await client.xrange(stream, count=total * 3)
         received = []
         for _entry_id, fields in entries:

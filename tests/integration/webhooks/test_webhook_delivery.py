@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from webhook_receiver import Answer, Receiver, Received, always, receiving, verify
 
 from scheduler_application.auth_context import Principal
 from scheduler_application.ports.repositories import EventQuery
@@ -30,6 +29,7 @@ from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.outbound.webhook_sender import HttpWebhookSender
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.persistence.webhooks import SqlWebhookStore
+from webhook_receiver import Answer, Received, Receiver, always, receiving, verify
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -255,20 +255,23 @@ async def test_sustained_failure_disables_the_webhook_with_an_event(setup: Setup
 
     webhook = await setup.service.get(created.subscription.id, principal=setup.alice)
     assert not webhook.enabled
-    assert webhook.disabled_reason is not None and "3 failed attempts" in webhook.disabled_reason
+    assert webhook.disabled_reason is not None
+    assert "3 failed attempts" in webhook.disabled_reason
     async with setup.uow_factory() as uow:
         events = await uow.events.read_log(
-            EventQuery(after=LOG_START, owner_id=setup.alice.subject_id, kinds=("webhook.disabled",)),
+            EventQuery(
+                after=LOG_START, owner_id=setup.alice.subject_id, kinds=("webhook.disabled",)
+            ),
             limit=10,
         )
     (event,) = events
     assert event.subject == f"webhook:{webhook.id}"
     assert event.detail["consecutive_failures"] == 3
     # Enabling it again clears the streak.
-    again = await setup.service.update(
-        webhook.id, principal=setup.alice, changes={"enabled": True}
-    )
-    assert again.enabled and again.consecutive_failures == 0 and again.disabled_reason is None
+    again = await setup.service.update(webhook.id, principal=setup.alice, changes={"enabled": True})
+    assert again.enabled
+    assert again.consecutive_failures == 0
+    assert again.disabled_reason is None
 
 
 async def test_the_outbound_policy_refuses_loopback_unless_allowed(setup: Setup) -> None:
@@ -287,11 +290,10 @@ async def test_the_outbound_policy_refuses_loopback_unless_allowed(setup: Setup)
             await setup.run_events(setup.alice, [RunStatus.PENDING])
             await drain(setup.dispatcher(sender=strict), until=1)
         assert receiver.requests == []
-        (delivery,) = await setup.service.deliveries(
-            created.subscription.id, principal=setup.alice
-        )
+        (delivery,) = await setup.service.deliveries(created.subscription.id, principal=setup.alice)
         assert delivery.status is DeliveryStatus.FAILED
-        assert delivery.last_error is not None and "loopback" in delivery.last_error
+        assert delivery.last_error is not None
+        assert "loopback" in delivery.last_error
 
 
 async def test_the_test_event_is_sent_signed_and_logged(setup: Setup) -> None:
@@ -301,6 +303,7 @@ async def test_the_test_event_is_sent_signed_and_logged(setup: Setup) -> None:
     (request,) = receiver.requests
     assert verify(created.secret, request)
     assert json.loads(request.body)["type"] == "webhook.test"
-    assert delivery.status is DeliveryStatus.DELIVERED and delivery.response_code == 200
+    assert delivery.status is DeliveryStatus.DELIVERED
+    assert delivery.response_code == 200
     log = await setup.service.deliveries(created.subscription.id, principal=setup.alice)
     assert [d.event_id for d in log] == [request.headers["webhook-id"]]

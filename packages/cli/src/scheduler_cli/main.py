@@ -19,7 +19,17 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from scheduler_cli import output
-from scheduler_cli.commands import api_keys, auth, queues, runs, status, tasks, users, workers
+from scheduler_cli.commands import (
+    api_keys,
+    auth,
+    queues,
+    runs,
+    status,
+    tasks,
+    users,
+    webhooks,
+    workers,
+)
 from scheduler_cli.context import CliContext, Overrides
 from scheduler_cli.errors import CliError
 
@@ -267,6 +277,7 @@ app.add_typer(workers.app, name="workers")
 app.command("queues")(queues.queues)
 app.add_typer(users.app, name="users")
 app.add_typer(api_keys.app, name="api-keys")
+app.add_typer(webhooks.app, name="webhooks")
 app.command("status")(status.status)
 
 
