@@ -11,7 +11,11 @@ from dispatcher_stack import REDIS_URL
 from scheduler_application.task_changes import TaskChangeSignal
 from scheduler_dispatcher.bootstrap import build_dispatcher
 from scheduler_infrastructure.config import DatabaseSettings, RedisSettings, Settings
-from scheduler_infrastructure.config.settings import EventsSettings
+from scheduler_infrastructure.config.settings import (
+    EventPublishSettings,
+    EventsSettings,
+    WebhookSettings,
+)
 from scheduler_infrastructure.resources import open_resources
 
 pytestmark = pytest.mark.timeout(60)
@@ -34,6 +38,7 @@ async def test_build_dispatcher_wires_every_loop_and_stops_cleanly(tmp_path: Pat
                 "requeue",
                 "reaper",
                 "event-retention",
+                "webhooks",
             )
         ]
         assert names == [
@@ -43,7 +48,10 @@ async def test_build_dispatcher_wires_every_loop_and_stops_cleanly(tmp_path: Pat
             "requeue",
             "reaper",
             "event-retention",
+            "webhooks",
         ]
+        with pytest.raises(StopIteration):
+            dispatcher.loop("event-topic")  # events.publish.backend is none
         with pytest.raises(StopIteration):
             dispatcher.loop("task-changes")  # LISTEN is PostgreSQL's
         signal.notify()  # reaches the scheduler loop's wake without error
@@ -75,3 +83,18 @@ async def test_event_retention_zero_keeps_the_log_and_runs_no_loop(tmp_path: Pat
         dispatcher = build_dispatcher(resources)
         with pytest.raises(StopIteration):
             dispatcher.loop("event-retention")
+
+
+async def test_a_publish_backend_adds_the_event_topic_loop(tmp_path: Path) -> None:
+    settings = Settings(
+        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 'boot.db'}"),
+        events=EventsSettings(
+            publish=EventPublishSettings(backend="redis"),
+            webhooks=WebhookSettings(enabled=False),
+        ),
+    )
+    async with open_resources(settings) as resources:
+        dispatcher = build_dispatcher(resources)
+        assert dispatcher.loop("event-topic").name == "event-topic"
+        with pytest.raises(StopIteration):
+            dispatcher.loop("webhooks")

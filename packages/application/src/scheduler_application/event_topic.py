@@ -82,5 +82,7 @@ class EventTopicRelay:
         try:
             if self._leases is not None:
                 await self._leases.release(CONSUMER, holder=self._holder)
+        except Exception as error:  # an outage: the lease simply expires
+            log.warning("could not release the %s lease: %s", CONSUMER, error)
         finally:
             await self._topic.aclose()

@@ -111,8 +111,13 @@ class WebhookDispatcher:
         return any(await asyncio.gather(*(one(s) for s in due)))
 
     async def release(self) -> None:
-        if self._leases is not None:
+        """Give the lease up (on stop); an outage meanwhile only lets it expire."""
+        if self._leases is None:
+            return
+        try:
             await self._leases.release(LEASE, holder=self._holder)
+        except Exception as error:
+            log.warning("could not release the %s lease: %s", LEASE, error)
 
     async def deliver(self, subscription: WebhookSubscription) -> bool:
         """One page of one subscription's events; True when a full page was delivered."""
