@@ -120,18 +120,32 @@ class WebhookDispatcher:
             log.warning("could not release the %s lease: %s", LEASE, error)
 
     async def deliver(self, subscription: WebhookSubscription) -> bool:
-        """One page of one subscription's events; True when a full page was delivered."""
+        """One page of one subscription's events; True when a full page was delivered.
+
+        The destination is vetted once per page here (a refusal fails the page's events at
+        once), and again by every new connection the sender opens. Successes are stored
+        together at the end of the page (or before a failure is), so a crash meanwhile sends
+        them again: at least once."""
         events = await self._read(subscription)
         sub = subscription
+        refusal = await self._sender.vet(sub.url) if events else None
+        delivered: list[WebhookDelivery] = []
         for event in events:
             if not sub.matches(event):
                 sub = replace(sub, cursor=event.cursor)
                 continue
-            sub, moved_on = await self._attempt(sub, event)
+            sub, delivery, moved_on, disabled = await self._attempt(sub, event, refusal)
+            if delivery.status is DeliveryStatus.DELIVERED and disabled is None:
+                delivered.append(delivery)
+                continue
+            await self._store.record_deliveries(
+                [*delivered, delivery], progress=sub, event=disabled
+            )
             if not moved_on:
                 return False
-        if sub.cursor != subscription.cursor:
-            await self._store.record_delivery(None, progress=sub)
+            delivered = []
+        if sub.cursor != subscription.cursor or delivered:
+            await self._store.record_deliveries(delivered, progress=sub)
         return len(events) >= self._settings.batch
 
     async def _read(self, subscription: WebhookSubscription) -> list[LoggedEvent]:
@@ -146,10 +160,11 @@ class WebhookDispatcher:
             )
 
     async def _attempt(
-        self, sub: WebhookSubscription, event: LoggedEvent
-    ) -> tuple[WebhookSubscription, bool]:
-        """Send ``event`` once; the subscription's new state, and whether the cursor moved
-        past the event (delivered or given up)."""
+        self, sub: WebhookSubscription, event: LoggedEvent, refusal: str | None
+    ) -> tuple[WebhookSubscription, WebhookDelivery, bool, EventRecord | None]:
+        """Send ``event`` once: the subscription's new state, the delivery, whether the
+        cursor moved past the event (delivered or given up), and the ``webhook.disabled``
+        event when this attempt disabled the subscription."""
         now = self._clock.now()
         body = payload(event)
         headers = signed_headers(
@@ -158,7 +173,7 @@ class WebhookDispatcher:
             timestamp=int(now.timestamp()),
             body=body,
         )
-        reason = await self._sender.vet(sub.url)  # again at delivery time: DNS may have moved
+        reason = refusal
         if reason is not None:
             result = SendResult(status_code=None, latency_ms=0, error=f"refused: {reason}")
         else:
@@ -236,5 +251,4 @@ class WebhookDispatcher:
                 },
             )
             log.warning("webhook %s disabled: %s", sub.id, new.disabled_reason)
-        await self._store.record_delivery(delivery, progress=new, event=disabled)
-        return new, (ok or not retry) and disabled is None
+        return new, delivery, (ok or not retry) and disabled is None, disabled

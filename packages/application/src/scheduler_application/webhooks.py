@@ -282,7 +282,7 @@ class WebhookService:
             created_at=now,
             updated_at=now,
         )
-        await self._store.record_delivery(delivery)
+        await self._store.record_deliveries([delivery])
         return delivery
 
     async def _vet(self, url: str) -> None:

@@ -37,14 +37,14 @@ class WebhookStore(Protocol):
         """Enabled subscriptions whose next attempt is not in the future."""
         ...
 
-    async def record_delivery(
+    async def record_deliveries(
         self,
-        delivery: WebhookDelivery | None,
+        deliveries: Sequence[WebhookDelivery],
         *,
         progress: WebhookSubscription | None = None,
         event: EventRecord | None = None,
     ) -> None:
-        """In one transaction: upsert the delivery row of (webhook, event), store
+        """In one transaction: upsert the delivery rows of (webhook, event), store
         ``progress`` (cursor, failure streak, next attempt, enabled, disabled reason) and
         append ``event`` (``webhook.disabled``) to the event log. A deleted subscription's
         delivery is dropped."""

@@ -4,6 +4,7 @@ is its own short transaction on the engine (the delivery loop runs beside the us
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -150,9 +151,9 @@ class SqlWebhookStore:
             rows = (await conn.execute(statement)).mappings().all()
         return [_subscription(r) for r in rows]
 
-    async def record_delivery(
+    async def record_deliveries(
         self,
-        delivery: WebhookDelivery | None,
+        deliveries: Sequence[WebhookDelivery],
         *,
         progress: WebhookSubscription | None = None,
         event: EventRecord | None = None,
@@ -167,7 +168,7 @@ class SqlWebhookStore:
                 )
                 if not result.rowcount:
                     return  # deleted meanwhile
-            if delivery is not None:
+            for delivery in deliveries:
                 await self._upsert(conn, delivery)
             if event is not None:
                 await SqlRunEventRepository(lambda: conn).record(event)
