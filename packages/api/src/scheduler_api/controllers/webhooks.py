@@ -71,7 +71,9 @@ class WebhookController(Controller):
             headers={"Location": f"/api/v1/webhooks/{webhook.id}", "Cache-Control": "no-store"},
         )
 
-    @get("/", summary="List webhooks (yours; admins and operators: everyone's)")
+    @get(
+        "/", summary="List webhooks (yours; admins and operators: everyone's)", responses=problems()
+    )
     async def list_webhooks(self, services: Services, principal: CurrentPrincipal) -> WebhookList:
         found = await _service(services).list(principal=principal)
         return WebhookList(items=[WebhookOut.of(w) for w in found])
