@@ -307,3 +307,15 @@ async def test_the_test_event_is_sent_signed_and_logged(setup: Setup) -> None:
     assert delivery.response_code == 200
     log = await setup.service.deliveries(created.subscription.id, principal=setup.alice)
     assert [d.event_id for d in log] == [request.headers["webhook-id"]]
+
+
+async def test_old_delivery_log_rows_are_pruned(setup: Setup) -> None:
+    async with receiving() as receiver:
+        created = await setup.service.create(principal=setup.alice, url=receiver.url)
+        await setup.run_events(setup.alice, [RunStatus.PENDING, RunStatus.QUEUED])
+        await drain(setup.dispatcher(), until=2)
+    now = datetime.now(UTC)
+    assert await setup.store.prune_deliveries(before=now - timedelta(hours=1), limit=10) == 0
+    assert await setup.store.prune_deliveries(before=now + timedelta(seconds=1), limit=1) == 1
+    assert await setup.store.prune_deliveries(before=now + timedelta(seconds=1), limit=10) == 1
+    assert await setup.service.deliveries(created.subscription.id, principal=setup.alice) == []

@@ -137,6 +137,7 @@ def build_dispatcher(
                 keep=timedelta(days=settings.events.retention_days),
                 interval=timedelta(seconds=settings.events.prune_interval_seconds),
                 batch=settings.events.prune_batch,
+                webhooks=build_webhook_store(resources.engine),
             )
         )
     on_stop: list[Callable[[], Awaitable[None]]] = [relay.aclose]

@@ -9,7 +9,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from scheduler_application.errors import Unavailable
@@ -18,6 +18,7 @@ from scheduler_application.event_topic import EventTopicRelay
 from scheduler_application.gauges import ClusterGauges
 from scheduler_application.log_context import log_context
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
+from scheduler_application.ports.webhooks import WebhookStore
 from scheduler_application.reaper import LeaseReaper
 from scheduler_application.relay import RunRelay
 from scheduler_application.webhook_delivery import WebhookDispatcher
@@ -202,15 +203,25 @@ def gauge_loop(gauges: ClusterGauges, *, interval: timedelta) -> PeriodicLoop:
 
 
 def event_retention_loop(
-    events: EventService, *, keep: timedelta, interval: timedelta, batch: int
+    events: EventService,
+    *,
+    keep: timedelta,
+    interval: timedelta,
+    batch: int,
+    webhooks: WebhookStore | None = None,
 ) -> PeriodicLoop:
-    """Deletes event-log entries older than ``keep``, ``batch`` per transaction, every
-    ``interval``. Several dispatchers may run it: a row deleted twice is simply gone."""
+    """Deletes event-log entries (and webhook delivery-log rows) older than ``keep``,
+    ``batch`` per transaction, every ``interval``. Several dispatchers may run it: a row
+    deleted twice is simply gone."""
 
     async def prune() -> bool:
         deleted = await events.prune(older_than=keep, batch=batch)
         if deleted:
             logger.info("event log: %d entries older than %s deleted", deleted, keep)
+        if webhooks is not None:
+            before = datetime.now(UTC) - keep
+            while await webhooks.prune_deliveries(before=before, limit=batch) >= batch:
+                pass
         return False
 
     return PeriodicLoop("event-retention", prune, interval=interval)

@@ -50,6 +50,10 @@ class WebhookStore(Protocol):
         delivery is dropped."""
         ...
 
+    async def prune_deliveries(self, *, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` delivery-log rows last updated before ``before``; the count."""
+        ...
+
     async def deliveries(
         self, webhook_id: str, *, limit: int, before: str | None = None
     ) -> builtins.list[WebhookDelivery]:

@@ -203,6 +203,12 @@ class SqlWebhookStore:
         )
         await conn.execute(statement)
 
+    async def prune_deliveries(self, *, before: datetime, limit: int) -> int:
+        oldest = select(_d.id).where(_d.updated_at < before).limit(limit)
+        async with translated("webhook delivery"), self._engine.begin() as conn:
+            result = await conn.execute(delete(webhook_deliveries).where(_d.id.in_(oldest)))
+        return int(result.rowcount or 0)
+
     async def deliveries(
         self, webhook_id: str, *, limit: int, before: str | None = None
     ) -> builtins.list[WebhookDelivery]:
