@@ -10,9 +10,11 @@ restarts; a broker that comes back is reconnected to by the next step.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 
+from scheduler_application.errors import Unavailable
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.coordination import LeaseStore
 from scheduler_application.ports.repositories import EventQuery
@@ -61,7 +63,14 @@ class EventTopicRelay:
             events = await uow.events.read_log(EventQuery(after=position), limit=self._batch)
         if not events:
             return False
-        await self._topic.publish(events)
+        try:
+            # bounded, so that the lease cannot pass to another publisher meanwhile
+            async with asyncio.timeout(self._lease_ttl.total_seconds() / 2):
+                await self._topic.publish(events)
+        except TimeoutError:
+            raise Unavailable(
+                "the event topic did not confirm in time", dependency="broker"
+            ) from None
         await self._positions.set(CONSUMER, events[-1].cursor, now=self._clock.now())
         self.published += len(events)
         return len(events) >= self._batch

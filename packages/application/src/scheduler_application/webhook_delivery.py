@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
@@ -88,6 +89,7 @@ class WebhookDispatcher:
         self._holder = holder
         self._secrets = SecretKeeper(secret_box)
         self.attempts = 0
+        self._stop_at = float("inf")
 
     async def step(self) -> bool:
         """Deliver what is due; True when some subscription has more to deliver now."""
@@ -95,6 +97,10 @@ class WebhookDispatcher:
             LEASE, holder=self._holder, ttl=self._settings.lease_ttl, now=self._clock.now()
         ):
             return False
+        # No attempt starts after this, so the step (each attempt bounded by the timeout) ends
+        # well before the lease could pass to another dispatcher.
+        budget = self._settings.lease_ttl - self._settings.timeout
+        self._stop_at = time.monotonic() + max(budget.total_seconds() / 2, 1.0)
         due = await self._store.due(now=self._clock.now())
         if not due:
             return False
@@ -131,6 +137,8 @@ class WebhookDispatcher:
         refusal = await self._sender.vet(sub.url) if events else None
         delivered: list[WebhookDelivery] = []
         for event in events:
+            if time.monotonic() > self._stop_at:
+                break  # the lease's time is up: the rest next step
             if not sub.matches(event):
                 sub = replace(sub, cursor=event.cursor)
                 continue
@@ -146,7 +154,7 @@ class WebhookDispatcher:
             delivered = []
         if sub.cursor != subscription.cursor or delivered:
             await self._store.record_deliveries(delivered, progress=sub)
-        return len(events) >= self._settings.batch
+        return len(events) >= self._settings.batch or time.monotonic() > self._stop_at
 
     async def _read(self, subscription: WebhookSubscription) -> list[LoggedEvent]:
         async with self._uow_factory() as uow:

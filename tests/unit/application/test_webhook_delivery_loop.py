@@ -4,7 +4,9 @@ time window, and the broker relay's position moving only after a confirmed publi
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -177,3 +179,25 @@ async def test_the_topic_position_moves_only_after_a_confirmed_publish() -> None
     await relay.step()
     assert [e.detail["n"] for e in topic.published] == [0, 1, 2]
     assert positions.positions[CONSUMER] == topic.published[-1].cursor
+
+
+class SlowSender(RecordingSender):
+    async def send(self, url: str, **kwargs: Any) -> SendResult:
+        await asyncio.sleep(0.4)
+        return await super().send(url, **kwargs)
+
+
+async def test_a_step_starts_no_attempt_once_its_lease_time_is_up() -> None:
+    """So a slow receiver can never keep a step past the lease (another dispatcher would take
+    over and deliver the same events in parallel)."""
+    world = World(
+        SlowSender(),
+        settings(lease_ttl=timedelta(seconds=12), timeout=timedelta(seconds=10)),
+    )
+    hook = await world.start()
+    for n in range(10):
+        await world.event(n)
+    assert await world.dispatcher.step()  # stopped early: more to do
+    sent = len(world.sender.sent)
+    assert 2 <= sent <= 4  # ~1 s of budget at 0.4 s per attempt
+    assert len(await world.service.deliveries(hook, principal=world.principal)) == sent
