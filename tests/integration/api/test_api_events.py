@@ -31,10 +31,13 @@ class Served:
 
 @asynccontextmanager
 async def served(
-    engine: AsyncEngine, *, heartbeat: float = 30.0, poll: float = 0.05
+    engine: AsyncEngine, *, heartbeat: float = 30.0, poll: float = 0.05, token_ttl: int = 900
 ) -> AsyncIterator[Served]:
+    base = api_settings()
     settings = replace(
-        api_settings(), events=EventsSettings(heartbeat_seconds=heartbeat, poll_seconds=poll)
+        base,
+        api=replace(base.api, access_token_ttl_seconds=token_ttl),
+        events=EventsSettings(heartbeat_seconds=heartbeat, poll_seconds=poll),
     )
     async with running_api(engine, settings=settings) as api:
         sock = bind("127.0.0.1", 0)
@@ -108,9 +111,7 @@ async def engine(sqlite_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
 
 
 async def json_page(served: Served, caller: Caller, **params: Any) -> dict[str, Any]:
-    response = await served.http.get(
-        "/api/v1/events", params={"format": "json", **params}, headers=caller.headers
-    )
+    response = await served.http.get("/api/v1/events/page", params=params, headers=caller.headers)
     assert response.status_code == 200, response.text
     return dict(response.json())
 
@@ -170,10 +171,8 @@ async def test_a_user_never_sees_another_users_events(engine: AsyncEngine) -> No
         page = await json_page(s, bob, after="0-0")
         assert {e["task_id"] for e in page["items"]} == {mine["id"]}
         for params in ({"task_id": secret["id"]}, {"run_id": seen_by_admin[1]["data"]["run_id"]}):
-            for fmt in ("json", "sse"):
-                refused = await s.http.get(
-                    "/api/v1/events", params={**params, "format": fmt}, headers=bob.headers
-                )
+            for path in ("/api/v1/events/page", "/api/v1/events"):
+                refused = await s.http.get(path, params=params, headers=bob.headers)
                 assert refused.status_code == 404, refused.text
 
         # Deleted, the task is gone, but its owner still reads that it was deleted; bob doesn't.
@@ -193,6 +192,37 @@ async def test_heartbeats_keep_a_quiet_stream_alive(engine: AsyncEngine) -> None
             "heartbeat",
             "heartbeat",
         ]
+
+
+async def test_a_stream_ends_with_its_access_token_and_a_logged_out_caller_cannot_resume(
+    engine: AsyncEngine,
+) -> None:
+    """Credentials are checked when a stream starts; so a stream lasts no longer than an
+    access token lives (then the client reconnects after its last event)."""
+    async with served(engine, token_ttl=2, heartbeat=0.5) as s:
+        alice = await s.api.user("alice")
+        task = await s.api.task(alice)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        async with stream(s, alice, {"after": "0-0"}) as events:
+            created = await events.event()
+            with pytest.raises(EOFError):
+                await drain(events)
+        assert 1.5 < loop.time() - began < 10
+        assert created["data"]["task_id"] == task["id"]
+        out = await s.http.post(
+            "/api/v1/auth/logout", json={"refresh_token": alice.tokens["refresh_token"]}
+        )
+        assert out.status_code == 204, out.text
+        again = await s.http.get(
+            "/api/v1/events", headers={**alice.headers, "Last-Event-ID": created["id"]}
+        )
+        assert again.status_code == 401, again.text
+
+
+async def drain(events: Stream) -> None:
+    while True:
+        await events.message(timeout=10)
 
 
 async def test_filters_by_type_and_status(engine: AsyncEngine) -> None:
@@ -231,11 +261,10 @@ async def test_json_pages_are_keyset_and_bad_input_names_the_field(engine: Async
             ({}, {"Last-Event-ID": "1-x"}, "Last-Event-ID"),
             ({"type": "Not A Kind"}, {}, "kind"),
         ):
-            for fmt in ("json", "sse"):
+            paths = ("/api/v1/events",) if headers else ("/api/v1/events/page", "/api/v1/events")
+            for path in paths:
                 response = await s.http.get(
-                    "/api/v1/events",
-                    params={**params, "format": fmt},
-                    headers={**alice.headers, **headers},
+                    path, params=params, headers={**alice.headers, **headers}
                 )
                 assert 400 <= response.status_code < 500, response.text
                 assert response.json().get("field") == field, response.text

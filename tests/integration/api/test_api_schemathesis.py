@@ -132,7 +132,10 @@ def _document() -> dict[str, Any]:
 
 
 DOCUMENT = _document()
-schema = schemathesis.openapi.from_dict(DOCUMENT)
+# The SSE stream never ends on its own (until the access token's lifetime): a request/response
+# checker would wait on it. Its own tests follow it over real HTTP (test_api_events.py); its JSON
+# twin, /api/v1/events/page, with the same parameters and rules, is checked here.
+schema = schemathesis.openapi.from_dict(DOCUMENT).exclude(path="/api/v1/events", method="GET")
 # Both are the default; stated so that a change of default cannot drop the negative cases.
 schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 # A body over api.max_body_bytes (a heartbeat of more runs than allowed) is refused by size.

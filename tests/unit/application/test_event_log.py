@@ -4,6 +4,7 @@ newest entry."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from application_fixtures import ALICE, BOB, OPERATOR, START, task_spec
 
 from scheduler_application.errors import NotFound
 from scheduler_application.event_log import EventService
+from scheduler_application.event_stream import Heartbeat, LogWatcher, follow
 from scheduler_application.runs import RunService
 from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.tasks import TaskService
@@ -120,3 +122,31 @@ async def test_prune_deletes_old_entries_in_batches_but_keeps_the_newest(
     assert await events.prune(older_than=timedelta(days=30), batch=2) == 4
     assert await kinds(events) == ["task.created"]
     assert await events.prune(older_than=timedelta(days=30), batch=2) == 0
+
+
+async def test_a_follower_gets_heartbeats_while_only_others_events_come(
+    tasks: TaskService, events: EventService, uow_factory: InMemoryUnitOfWorkFactory
+) -> None:
+    """Other users' events wake the follower all the time; its own stream is still quiet, so
+    it must still send heartbeats."""
+    watcher = LogWatcher(uow_factory=uow_factory, poll_seconds=0.01)
+    stream = follow(events, watcher, principal=ALICE, after=LOG_START, heartbeat_seconds=0.2)
+    busy = True
+
+    async def bob_keeps_busy() -> None:
+        n = 0
+        while busy:
+            await tasks.create(task_spec(f"b{n}"), principal=BOB)
+            n += 1
+            await asyncio.sleep(0.02)
+
+    writer = asyncio.create_task(bob_keeps_busy())
+    try:
+        got = [await asyncio.wait_for(anext(stream), 2) for _ in range(3)]
+    finally:
+        busy = False
+        await writer
+        await stream.aclose()
+        await watcher.aclose()
+    assert all(isinstance(item, Heartbeat) for item in got)
+    assert watcher.generation > 3

@@ -144,6 +144,7 @@ def api_options(
         metrics=metrics,
         metrics_public=settings.api.metrics_public,
         event_heartbeat_seconds=settings.events.heartbeat_seconds,
+        event_stream_seconds=float(settings.api.access_token_ttl_seconds),
     )
 
 

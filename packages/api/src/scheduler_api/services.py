@@ -77,6 +77,9 @@ class ApiOptions:
     event_heartbeat_seconds: float = 15.0
     #: SSE: events read per query while catching up.
     event_page: int = 200
+    #: SSE: a stream ends after this long and the client reconnects after its last event,
+    #: so a logged-out or disabled caller stops receiving (bootstrap: the access-token TTL).
+    event_stream_seconds: float = 900.0
 
     @property
     def page_cap(self) -> int:

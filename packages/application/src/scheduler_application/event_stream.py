@@ -148,15 +148,19 @@ async def follow(
     heartbeat_seconds: float = 15.0,
     page: int = 200,
     first: list[LoggedEvent] | None = None,
+    max_seconds: float | None = None,
 ) -> AsyncIterator[LoggedEvent | Heartbeat]:
-    """The caller's events after ``after``, then each new one as it is committed, forever;
-    a :class:`Heartbeat` whenever ``heartbeat_seconds`` pass without one. ``first``: a page
-    already read (the caller read it to refuse bad filters before answering)."""
+    """The caller's events after ``after``, then each new one as it is committed, until
+    ``max_seconds`` have passed (then it ends: the client reconnects after its last event,
+    and its credentials are checked again); a :class:`Heartbeat` whenever
+    ``heartbeat_seconds`` pass without an event. ``first``: a page already read (the caller
+    read it to refuse bad filters before answering)."""
     loop = asyncio.get_running_loop()
     cursor = after
     pending = first
     quiet_since = loop.time()
-    while True:
+    ends = None if max_seconds is None else loop.time() + max_seconds
+    while ends is None or loop.time() < ends:
         generation = watcher.generation
         if pending is None:
             pending = await events.read(
@@ -177,6 +181,10 @@ async def follow(
         if len(batch) == page:
             continue
         left = heartbeat_seconds - (loop.time() - quiet_since)
+        if ends is not None:
+            left = min(left, ends - loop.time())
         if left <= 0 or not await watcher.wait(generation, left):
+            if ends is not None and loop.time() >= ends:
+                return
             yield Heartbeat()
             quiet_since = loop.time()

@@ -1,4 +1,5 @@
-"""``/api/v1/events``: the event log as Server-Sent Events, or as JSON pages for polling.
+"""``/api/v1/events``: the event log as Server-Sent Events; ``/api/v1/events/page``: the same
+as JSON pages for polling clients.
 
 The stream starts after ``Last-Event-ID`` (what a reconnecting EventSource sends), else after
 ``?after=``, else at the present: only what happens from now on (``after=0-0`` replays the
@@ -11,10 +12,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
-from litestar import Controller, Response, get
+from litestar import Controller, get
 from litestar.params import FromQuery, HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
@@ -36,6 +37,38 @@ RECONNECT_MS = 2000
 _ENCODER = msgspec.json.Encoder()
 
 
+TaskIdQuery = Annotated[str | None, QueryParameter(max_length=64)]
+RunIdQuery = Annotated[str | None, QueryParameter(max_length=64)]
+KindsQuery = Annotated[
+    list[str] | None,
+    QueryParameter(name="type", description="Event kinds (run.failed, task.paused…)"),
+]
+AfterQuery = Annotated[
+    str | None,
+    QueryParameter(max_length=50, description="Cursor to start after (<txid>-<seq>)"),
+]
+_WHAT = (
+    "Run transitions (kind run.<status>) and task changes (task.created, task.updated,"
+    " task.paused, task.resumed, task.deleted, task.slot_skipped) in one order. A user sees"
+    " the events of their own tasks; admins and operators see all. Nothing is skipped or"
+    " repeated after a cursor."
+)
+
+
+def _filters(
+    task_id: str | None,
+    run_id: str | None,
+    status: list[RunStatus] | None,
+    kind: list[str] | None,
+) -> EventFilters:
+    return EventFilters(
+        task_id=object_id(task_id, kind="task", field="task_id") if task_id else None,
+        run_id=object_id(run_id, kind="run", field="run_id") if run_id else None,
+        statuses=tuple(status or ()),
+        kinds=tuple(kind or ()),
+    )
+
+
 class EventController(Controller):
     path = "/events"
     tags = ("events",)
@@ -43,68 +76,44 @@ class EventController(Controller):
 
     @get(
         "/",
-        summary="The event log: a Server-Sent Events stream, or a JSON page (format=json)",
+        media_type="text/event-stream",
+        summary="Follow the event log as Server-Sent Events",
         description=(
-            "Run transitions (kind run.<status>) and task changes (task.created, task.updated,"
-            " task.paused, task.resumed, task.deleted, task.slot_skipped) in one order. A user"
-            " sees the events of their own tasks; admins and operators see all. Resume with"
-            " Last-Event-ID or after=<cursor>; nothing is skipped or repeated."
+            f"{_WHAT} Starts after Last-Event-ID, else after `after`, else at the present;"
+            " every event's SSE id is its cursor. A `: heartbeat` comment after"
+            " events.heartbeat_seconds without an event; the stream ends after the access"
+            " token's lifetime (reconnect with Last-Event-ID)."
         ),
         responses=problems(404),
     )
-    async def events(
+    async def stream(
         self,
         services: Services,
         options: Options,
         principal: CurrentPrincipal,
-        task_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
-        run_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        task_id: TaskIdQuery = None,
+        run_id: RunIdQuery = None,
         status: FromQuery[list[RunStatus] | None] = None,
-        kind: Annotated[
-            list[str] | None,
-            QueryParameter(name="type", description="Event kinds (run.failed, task.paused…)"),
-        ] = None,
-        after: Annotated[
-            str | None,
-            QueryParameter(max_length=50, description="Cursor to start after (<txid>-<seq>)"),
-        ] = None,
+        kind: KindsQuery = None,
+        after: AfterQuery = None,
         last_event_id: Annotated[
             str | None, HeaderParameter(name="Last-Event-ID", max_length=50, required=False)
         ] = None,
-        format: Annotated[
-            Literal["sse", "json"], QueryParameter(description="sse (default) or json")
-        ] = "sse",
-        limit: Annotated[int, QueryParameter(ge=1, description=LIMIT_DESCRIPTION)] = 100,
-    ) -> Response[EventPage] | ServerSentEvent:
+    ) -> ServerSentEvent:
         start: EventCursor | None = None
         if last_event_id:
             start = EventCursor.parse(last_event_id, field_name="Last-Event-ID")
         elif after is not None:
             start = EventCursor.parse(after, field_name="after")
-        filters = EventFilters(
-            task_id=object_id(task_id, kind="task", field="task_id") if task_id else None,
-            run_id=object_id(run_id, kind="run", field="run_id") if run_id else None,
-            statuses=tuple(status or ()),
-            kinds=tuple(kind or ()),
-        )
-        if format == "json":
-            cursor = start or LOG_START
-            page = await services.events.read(
-                principal=principal,
-                after=cursor,
-                limit=page_size(limit, options),
-                **filters.as_query(),
-            )
-            items = [EventOut.of(e) for e in page]
-            return Response(
-                EventPage(items=items, next_cursor=items[-1].cursor if items else str(cursor))
-            )
+        filters = _filters(task_id, run_id, status, kind)
         if start is None:
             start = await services.events.head(principal=principal)
+        # Read before answering: a bad filter or someone else's task is a 4xx, not a broken
+        # stream.
         first = await services.events.read(
             principal=principal, after=start, limit=options.event_page, **filters.as_query()
         )
-        stream = follow(
+        events = follow(
             services.events,
             services.event_watcher,
             principal=principal,
@@ -112,9 +121,41 @@ class EventController(Controller):
             heartbeat_seconds=options.event_heartbeat_seconds,
             page=options.event_page,
             first=first,
+            max_seconds=options.event_stream_seconds,
             **filters.as_query(),
         )
-        return ServerSentEvent(_messages(stream), retry_duration=RECONNECT_MS)
+        return ServerSentEvent(_messages(events), retry_duration=RECONNECT_MS)
+
+    @get(
+        "/page",
+        summary="One page of the event log, for polling clients",
+        description=(
+            f"{_WHAT} Keyset paging: pass next_cursor as `after` to read on (the same cursor"
+            " comes back while nothing new has come); without `after`, from the oldest kept."
+        ),
+        responses=problems(404),
+    )
+    async def page(
+        self,
+        services: Services,
+        options: Options,
+        principal: CurrentPrincipal,
+        task_id: TaskIdQuery = None,
+        run_id: RunIdQuery = None,
+        status: FromQuery[list[RunStatus] | None] = None,
+        kind: KindsQuery = None,
+        after: AfterQuery = None,
+        limit: Annotated[int, QueryParameter(ge=1, description=LIMIT_DESCRIPTION)] = 100,
+    ) -> EventPage:
+        cursor = LOG_START if after is None else EventCursor.parse(after, field_name="after")
+        page = await services.events.read(
+            principal=principal,
+            after=cursor,
+            limit=page_size(limit, options),
+            **_filters(task_id, run_id, status, kind).as_query(),
+        )
+        items = [EventOut.of(e) for e in page]
+        return EventPage(items=items, next_cursor=items[-1].cursor if items else str(cursor))
 
 
 async def _messages(
