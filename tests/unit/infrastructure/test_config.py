@@ -95,6 +95,9 @@ def test_environment_overrides_any_key_with_typed_values() -> None:
             {"SCHEDULER__EXECUTORS__HTTP__ALLOW": '["10.0.0.0/8", "no such host"]'},
             "executors.http.allow",
         ),
+        ({"SCHEDULER__EVENTS__WEBHOOKS__ALLOW": '["no such host"]'}, "events.webhooks.allow"),
+        ({"SCHEDULER__EVENTS__PUBLISH__BACKEND": "kafka"}, "events.publish.backend"),
+        ({"SCHEDULER__EVENTS__WEBHOOKS__MAX_ATTEMPTS": "0"}, "events.webhooks.max_attempts"),
         ({"SCHEDULER__WORKER__TASK_NETWORK": "bridge"}, "worker.task_network"),
         (
             {"SCHEDULER__DISPATCHER__QUEUE_RATE_LIMITS": '["reports:10/s"]'},

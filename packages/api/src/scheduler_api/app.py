@@ -41,6 +41,7 @@ from scheduler_api.controllers.runs import RunController
 from scheduler_api.controllers.system import SystemController
 from scheduler_api.controllers.tasks import TaskController
 from scheduler_api.controllers.users import UserController
+from scheduler_api.controllers.webhooks import WebhookController
 from scheduler_api.controllers.worker_protocol import WorkerProtocolController
 from scheduler_api.controllers.workers import WorkerController
 from scheduler_api.dependencies import Options, Services
@@ -104,6 +105,7 @@ def create_app(
             OperationController,
             RunController,
             EventController,
+            WebhookController,
             WorkerController,
             QueueController,
             SystemController,

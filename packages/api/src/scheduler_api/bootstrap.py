@@ -48,12 +48,14 @@ from scheduler_application.task_apply import TaskApplyService
 from scheduler_application.task_graph import TaskGraphService
 from scheduler_application.tasks import TaskService
 from scheduler_application.user_admin import UserAdminService
+from scheduler_application.webhooks import WebhookService
 from scheduler_application.workers import WorkerService
 from scheduler_infrastructure.config import Settings as Settings
 from scheduler_infrastructure.config.loader import (
     parse_queue_rate_limits,
     parse_role_rate_limits,
 )
+from scheduler_infrastructure.event_readers import build_webhook_sender, build_webhook_store
 from scheduler_infrastructure.persistence.session_changes import keep_listening
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.ratelimit import LocalRateLimiter
@@ -319,6 +321,14 @@ def build_services(
         event_watcher=LogWatcher(
             uow_factory=uow,
             poll_seconds=settings.events.poll_seconds,
+        ),
+        webhooks=WebhookService(
+            store=build_webhook_store(resources.engine),
+            uow_factory=uow,
+            sender=build_webhook_sender(settings),
+            clock=clock,
+            secret_box=resources.secret_box,
+            timeout_seconds=settings.events.webhooks.timeout_seconds,
         ),
         clock=clock,
         probes=_probes(resources),

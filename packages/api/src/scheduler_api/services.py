@@ -31,6 +31,7 @@ from scheduler_application.task_apply import TaskApplyService
 from scheduler_application.task_graph import TaskGraphService
 from scheduler_application.tasks import TaskService
 from scheduler_application.user_admin import UserAdminService
+from scheduler_application.webhooks import WebhookService
 from scheduler_application.workers import WorkerService
 
 #: A readiness check: returns when the dependency answers, raises when it does not.
@@ -56,6 +57,8 @@ class ApiServices:
     #: Wakes the SSE streams when the log grows (one per process).
     event_watcher: LogWatcher
     clock: Clock
+    #: Webhook subscriptions (None: this API does not offer them, 503).
+    webhooks: WebhookService | None = None
     #: Named readiness checks for ``/ready`` and ``/system`` (``database``, ``queue``).
     probes: Mapping[str, Probe] = field(default_factory=dict)
     #: Hears of outages the API answers with 503 (the use cases get their own).

@@ -29,6 +29,7 @@ from scheduler_cli.commands import (
     status,
     tasks,
     users,
+    webhooks,
     workers,
 )
 from scheduler_cli.context import CliContext, Overrides
@@ -283,6 +284,7 @@ app.add_typer(workers.app, name="workers")
 app.add_typer(queues.app, name="queues")
 app.add_typer(users.app, name="users")
 app.add_typer(api_keys.app, name="api-keys")
+app.add_typer(webhooks.app, name="webhooks")
 app.command("status")(status.status)
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from scheduler_application.dependencies import DependencyResolver
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.event_log import EventService
+from scheduler_application.event_topic import EventTopicRelay
 from scheduler_application.gauges import ClusterGauges
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
@@ -17,18 +21,29 @@ from scheduler_application.reaper import LeaseReaper
 from scheduler_application.retention import HistoryRetention, RetentionPolicy
 from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.task_changes import TaskChangeSignal
+from scheduler_application.webhook_delivery import WebhookDispatcher
 from scheduler_application.workers import WorkerService
 from scheduler_dispatcher.loops import (
     LoopTimings,
     PeriodicLoop,
     event_retention_loop,
+    event_topic_loop,
     gauge_loop,
     reliability_loops,
     retention_loop,
+    webhook_loop,
 )
 from scheduler_dispatcher.scheduler_loop import SchedulerLoop, dependency_loop
 from scheduler_dispatcher.service import Dispatcher
 from scheduler_infrastructure.config import Settings
+from scheduler_infrastructure.event_readers import (
+    build_consumer_positions,
+    build_event_topic,
+    build_webhook_sender,
+    build_webhook_store,
+    delivery_settings,
+)
+from scheduler_infrastructure.persistence.leases import SqlLeaseStore
 from scheduler_infrastructure.persistence.task_changes import TaskChangeListener
 from scheduler_infrastructure.resources import Resources, build_relay, open_resources
 from scheduler_infrastructure.startup import StartupError, prepare
@@ -170,8 +185,10 @@ def build_dispatcher(
                 keep=timedelta(days=settings.events.retention_days),
                 interval=timedelta(seconds=settings.events.prune_interval_seconds),
                 batch=settings.events.prune_batch,
+                webhooks=build_webhook_store(resources.engine),
             )
         )
+    loops.extend(_event_readers(resources, on_stop))
     if task_changes is not None:
         task_changes.subscribe(scheduler.wake)
     if resources.engine.dialect.name == "postgresql":
@@ -187,6 +204,54 @@ def build_dispatcher(
             )
         )
     return Dispatcher(loops=loops, observer=observer, on_stop=on_stop)
+
+
+def _event_readers(
+    resources: Resources, on_stop: list[Callable[[], Awaitable[None]]]
+) -> list[PeriodicLoop]:
+    """The webhook delivery loop and the broker topic publisher, each behind its lease."""
+    settings = resources.settings
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    leases = SqlLeaseStore(resources.engine)
+    loops: list[PeriodicLoop] = []
+    w = settings.events.webhooks
+    if w.enabled:
+        sender = build_webhook_sender(settings)
+        on_stop.append(sender.aclose)
+        loops.append(
+            webhook_loop(
+                WebhookDispatcher(
+                    store=build_webhook_store(resources.engine),
+                    uow_factory=resources.uow_factory,
+                    sender=sender,
+                    clock=resources.clock,
+                    settings=delivery_settings(settings),
+                    leases=leases,
+                    holder=holder,
+                    secret_box=resources.secret_box,
+                ),
+                interval=timedelta(seconds=w.interval_seconds),
+            )
+        )
+    topic = build_event_topic(settings)
+    if topic is not None:
+        p = settings.events.publish
+        loops.append(
+            event_topic_loop(
+                EventTopicRelay(
+                    topic=topic,
+                    positions=build_consumer_positions(resources.engine),
+                    uow_factory=resources.uow_factory,
+                    clock=resources.clock,
+                    leases=leases,
+                    holder=holder,
+                    batch=p.batch,
+                    start_at_head=p.start_at_head,
+                ),
+                interval=timedelta(seconds=p.interval_seconds),
+            )
+        )
+    return loops
 
 
 def retention_policy(settings: Settings) -> RetentionPolicy:

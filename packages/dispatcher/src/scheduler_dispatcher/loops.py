@@ -9,17 +9,20 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Unavailable
 from scheduler_application.event_log import EventService
+from scheduler_application.event_topic import EventTopicRelay
 from scheduler_application.gauges import ClusterGauges
 from scheduler_application.log_context import log_context
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
+from scheduler_application.ports.webhooks import WebhookStore
 from scheduler_application.reaper import LeaseReaper
 from scheduler_application.retention import HistoryRetention
+from scheduler_application.webhook_delivery import WebhookDispatcher
 from scheduler_application.workers import WorkerService
 
 logger = logging.getLogger("scheduler.dispatcher")
@@ -242,15 +245,36 @@ def retention_loop(
 
 
 def event_retention_loop(
-    events: EventService, *, keep: timedelta, interval: timedelta, batch: int
+    events: EventService,
+    *,
+    keep: timedelta,
+    interval: timedelta,
+    batch: int,
+    webhooks: WebhookStore | None = None,
 ) -> PeriodicLoop:
-    """Deletes event-log entries older than ``keep``, ``batch`` per transaction, every
-    ``interval``. Several dispatchers may run it: a row deleted twice is simply gone."""
+    """Deletes event-log entries (and webhook delivery-log rows) older than ``keep``,
+    ``batch`` per transaction, every ``interval``. Several dispatchers may run it: a row
+    deleted twice is simply gone."""
 
     async def prune() -> bool:
         deleted = await events.prune(older_than=keep, batch=batch)
         if deleted:
             logger.info("event log: %d entries older than %s deleted", deleted, keep)
+        if webhooks is not None:
+            before = datetime.now(UTC) - keep
+            while await webhooks.prune_deliveries(before=before, limit=batch) >= batch:
+                pass
         return False
 
     return PeriodicLoop("event-retention", prune, interval=interval)
+
+
+def webhook_loop(webhooks: WebhookDispatcher, *, interval: timedelta) -> PeriodicLoop:
+    """Delivers the event log to webhook subscriptions (one dispatcher at a time: a lease).
+    Its own loop, so a slow or hanging receiver delays only its own deliveries."""
+    return PeriodicLoop("webhooks", webhooks.step, interval=interval, on_stop=webhooks.release)
+
+
+def event_topic_loop(relay: EventTopicRelay, *, interval: timedelta) -> PeriodicLoop:
+    """Publishes the event log to the broker topic (one dispatcher at a time: a lease)."""
+    return PeriodicLoop("event-topic", relay.step, interval=interval, on_stop=relay.aclose)

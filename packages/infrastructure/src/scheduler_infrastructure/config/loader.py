@@ -348,6 +348,10 @@ def _check_outbound_allow(s: Settings) -> None:
         OutboundPolicy.from_allow(s.executors.http.allow, field="executors.http.allow")
     except ValidationError as exc:
         raise ConfigError("executors.http.allow", exc.message) from None
+    try:
+        OutboundPolicy.from_allow(s.events.webhooks.allow, field="events.webhooks.allow")
+    except ValidationError as exc:
+        raise ConfigError("events.webhooks.allow", exc.message) from None
 
 
 def _check_task_isolation(s: Settings) -> None:
@@ -435,6 +439,16 @@ def _check(s: Settings) -> None:
         ("events.prune_batch", s.events.prune_batch),
         ("events.heartbeat_seconds", s.events.heartbeat_seconds),
         ("events.poll_seconds", s.events.poll_seconds),
+        ("events.webhooks.timeout_seconds", s.events.webhooks.timeout_seconds),
+        ("events.webhooks.max_attempts", s.events.webhooks.max_attempts),
+        ("events.webhooks.retry_base_seconds", s.events.webhooks.retry_base_seconds),
+        ("events.webhooks.retry_max_seconds", s.events.webhooks.retry_max_seconds),
+        ("events.webhooks.interval_seconds", s.events.webhooks.interval_seconds),
+        ("events.webhooks.batch", s.events.webhooks.batch),
+        ("events.webhooks.concurrency", s.events.webhooks.concurrency),
+        ("events.publish.batch", s.events.publish.batch),
+        ("events.publish.interval_seconds", s.events.publish.interval_seconds),
+        ("events.publish.stream_maxlen", s.events.publish.stream_maxlen),
     ):
         _positive(key, value)
     if s.events.retention_days < 0:

@@ -118,8 +118,50 @@ class DispatcherSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class EventPublishSettings:
+    """The broker topic every event is published to (docs/events.md)."""
+
+    #: ``none``, ``rabbitmq`` (a topic exchange on ``rabbitmq.url``) or ``redis`` (a stream
+    #: on ``redis.url``).
+    backend: Literal["none", "rabbitmq", "redis"] = "none"
+    exchange: str = "scheduler.events"
+    stream: str = "scheduler:events"
+    #: Redis: the stream is trimmed to about this many entries.
+    stream_maxlen: int = 1_000_000
+    #: Events per publish (one confirmation wait).
+    batch: int = 500
+    interval_seconds: float = 0.2
+    #: First start: publish from the log's head (true) or from its oldest entry (false).
+    start_at_head: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """Webhook deliveries (docs/events.md): run by the dispatcher, one at a time (a lease)."""
+
+    enabled: bool = True
+    #: Extra destinations webhooks may reach although loopback/private/link-local, on top of
+    #: ``executors.http.allow`` (the one outbound policy): CIDRs or host names.
+    allow: tuple[str, ...] = ()
+    #: Bounds one attempt (connect, send, read the capped answer).
+    timeout_seconds: float = 10.0
+    max_attempts: int = 8
+    retry_base_seconds: float = 5.0
+    retry_max_seconds: float = 3600.0
+    #: Disabled after this many failed attempts in a row spanning at least the hours below.
+    disable_after_failures: int = 10
+    disable_after_hours: float = 24.0
+    interval_seconds: float = 0.2
+    batch: int = 100
+    concurrency: int = 16
+
+
+@dataclass(frozen=True, slots=True)
 class EventsSettings:
     """The event log (docs/events.md)."""
+
+    publish: EventPublishSettings = field(default_factory=EventPublishSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     #: Entries older than this are deleted by the dispatcher's ``event-retention`` loop (0:
     #: kept forever). Run transitions are entries too: a run's audit trail goes with them.

@@ -419,6 +419,64 @@ queue_settings = Table(
     _at("updated_at", nullable=False),
 )
 
+#: Webhook subscriptions (docs/events.md): settings, then the delivery loop's progress. The
+#: signing secret is sealed by the SecretBox when ``secrets.key`` is set.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    _id("id", primary_key=True),
+    _id("owner_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("url", String(2048), nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("event_types", json_document(), nullable=False),
+    _id("task_id", nullable=True),
+    Column("statuses", json_document(), nullable=False),
+    Column("description", String(200), nullable=False, server_default=""),
+    Column("enabled", Boolean, nullable=False),
+    _at("created_at", nullable=False),
+    _at("updated_at", nullable=False),
+    Column("cursor_txid", BigInteger, nullable=False),
+    Column("cursor_seq", BigInteger, nullable=False),
+    Column("consecutive_failures", Integer, nullable=False, server_default=text("0")),
+    _at("failing_since"),
+    _at("next_attempt_at"),
+    Column("head_attempts", Integer, nullable=False, server_default=text("0")),
+    Column("disabled_reason", String(300), nullable=True),
+)
+
+#: One row per (subscription, event): the delivery log.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    _id("id", primary_key=True),
+    _id("webhook_id", ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", String(80), nullable=False),
+    Column("event_kind", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("response_code", Integer, nullable=True),
+    Column("latency_ms", Integer, nullable=True),
+    Column("last_error", String(300), nullable=True),
+    _at("created_at", nullable=False),
+    _at("updated_at", nullable=False),
+    UniqueConstraint("webhook_id", "event_id"),
+)
+Index(
+    "ix_webhook_deliveries_webhook_id_created_at",
+    webhook_deliveries.c.webhook_id,
+    webhook_deliveries.c.created_at,
+)
+
+#: Where each named reader of the event log got to (``event-topic``).
+event_consumers = Table(
+    "event_consumers",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("cursor_txid", BigInteger, nullable=False),
+    Column("cursor_seq", BigInteger, nullable=False),
+    _at("updated_at", nullable=False),
+)
+
 #: The field an ``AlreadyExists`` names for each unique constraint or unique index.
 UNIQUE_FIELDS: dict[str, str] = {
     "uq_tasks_owner_id_name": "name",
