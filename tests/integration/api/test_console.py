@@ -457,3 +457,99 @@ async def test_the_live_feed_needs_a_session_and_hides_other_peoples_runs(
             "/ui/events", headers={"Last-Event-ID": "not-a-cursor"}
         )
         assert malformed.status_code == 422
+
+
+async def test_an_operator_purges_a_queue_after_a_confirmation_stating_the_count(
+    api: Api, admin: Caller, alice: Caller
+) -> None:
+    task = await api.task(alice, "job", queue="reports")
+    other = await api.task(alice, "other", queue="elsewhere")
+    runs = [await api.run(alice, task["id"]) for _ in range(3)]
+    kept = await api.run(alice, other["id"])
+    async with browser(api) as root:
+        await root.sign_in("root")
+        assert "/ui/queues/reports/purge" in (await root.page("/ui/queues")).text
+        confirm = await root.page("/ui/queues/reports/purge")
+        assert confirm.status_code == 200, confirm.text
+        assert "cancel 3 runs?" in confirm.text
+        for run in runs:  # the confirmation changes nothing
+            got = await api.client.get(f"/api/v1/runs/{run['id']}", headers=alice.headers)
+            assert got.json()["status"] != "cancelled"
+        done = await root.act("/ui/queues/reports/purge", on="/ui/queues/reports/purge")
+        assert done.status_code == 200, done.text
+        assert "cancelled 3 runs" in done.text
+    for run in runs:
+        got = await api.client.get(f"/api/v1/runs/{run['id']}", headers=alice.headers)
+        assert got.json()["status"] == "cancelled"
+    got = await api.client.get(f"/api/v1/runs/{kept['id']}", headers=alice.headers)
+    assert got.json()["status"] != "cancelled"
+
+
+async def test_an_operator_sets_and_clears_queue_limits(api: Api, admin: Caller) -> None:
+    async with browser(api) as root:
+        await root.sign_in("root")
+        await api.task(admin, "job", queue="reports")
+        set_ = await root.act(
+            "/ui/queues/reports/limits", on="/ui/queues", rate_limit="10/s", max_concurrency="4"
+        )
+        assert set_.status_code == 303, set_.text
+        state = (await api.client.get("/api/v1/queues/reports", headers=admin.headers)).json()
+        assert (state["rate_limit"], state["max_concurrency"]) == ("10/s", 4)
+        page = (await root.page("/ui/queues")).text
+        assert 'value="10/s"' in page and 'value="4"' in page
+        for field, value in (("max_concurrency", "many"), ("max_concurrency", "0")):
+            bad = await root.act(
+                "/ui/queues/reports/limits", on="/ui/queues", rate_limit="", **{field: value}
+            )
+            assert bad.status_code == 422, bad.text
+            assert field in bad.text
+        bad_rate = await root.act(
+            "/ui/queues/reports/limits", on="/ui/queues", rate_limit="fast", max_concurrency=""
+        )
+        assert bad_rate.status_code == 422, bad_rate.text
+        assert "rate" in bad_rate.text
+        cleared = await root.act(
+            "/ui/queues/reports/limits", on="/ui/queues", rate_limit="", max_concurrency=""
+        )
+        assert cleared.status_code == 303, cleared.text
+        state = (await api.client.get("/api/v1/queues/reports", headers=admin.headers)).json()
+        assert (state["rate_limit"], state["max_concurrency"]) == (None, None)
+
+
+@pytest.mark.parametrize("role", [Role.VIEWER, Role.USER])
+async def test_viewers_and_users_get_no_purge_or_limits_and_forged_posts_are_refused(
+    api: Api, admin: Caller, role: Role
+) -> None:
+    owner = await api.user("vera", role)
+    task = await api.task(admin, "job", queue="reports")
+    run = await api.run(admin, task["id"])
+    async with browser(api) as visitor:
+        await visitor.sign_in("vera")
+        page = (await visitor.page("/ui/queues")).text
+        assert "/purge" not in page and "/limits" not in page and "Save limits" not in page
+        assert (await visitor.page("/ui/queues/reports/purge")).status_code == 403
+        for path, fields in (
+            ("/ui/queues/reports/purge", {}),
+            ("/ui/queues/reports/limits", {"rate_limit": "1/h", "max_concurrency": "1"}),
+        ):
+            forged = await visitor.act(path, on="/ui/queues", **fields)
+            assert forged.status_code == 403, (path, forged.text)
+    assert owner.id
+    got = await api.client.get(f"/api/v1/runs/{run['id']}", headers=admin.headers)
+    assert got.json()["status"] != "cancelled"
+    state = (await api.client.get("/api/v1/queues/reports", headers=admin.headers)).json()
+    assert (state["rate_limit"], state["max_concurrency"]) == (None, None)
+
+
+async def test_queue_purge_and_limits_need_the_csrf_token(api: Api, admin: Caller) -> None:
+    task = await api.task(admin, "job", queue="reports")
+    run = await api.run(admin, task["id"])
+    async with browser(api) as root:
+        await root.sign_in("root")
+        for path in ("/ui/queues/reports/purge", "/ui/queues/reports/limits"):
+            response = await root.client.post(path, data={"max_concurrency": "1"})
+            assert response.status_code == 403, (path, response.text)
+    got = await api.client.get(f"/api/v1/runs/{run['id']}", headers=admin.headers)
+    assert got.json()["status"] != "cancelled"
+    state = (await api.client.get("/api/v1/queues/reports", headers=admin.headers)).json()
+    assert state["max_concurrency"] is None

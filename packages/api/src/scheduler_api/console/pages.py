@@ -262,6 +262,7 @@ class PagesController(Controller):
             queues=stats,
             consumers=consumers,
             paused={name for name, view in settings.items() if view.settings.paused},
+            views=settings,
             now=services.clock.now(),
             window=RATE_WINDOW,
         )
