@@ -9,7 +9,8 @@ from dataclasses import replace
 
 import pytest
 from api_harness import Api, Caller, api_settings, running_api
-from console_client import INLINE_SCRIPT, INLINE_STYLE, browser, csrf_of
+from console_client import INLINE_SCRIPT, INLINE_STYLE, Browser, browser, csrf_of
+from httpx import Response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_api.console.headers import CONTENT_SECURITY_POLICY
@@ -553,3 +554,83 @@ async def test_queue_purge_and_limits_need_the_csrf_token(api: Api, admin: Calle
     assert got.json()["status"] != "cancelled"
     state = (await api.client.get("/api/v1/queues/reports", headers=admin.headers)).json()
     assert state["max_concurrency"] is None
+
+
+async def _post_selected(visitor: Browser, action: str, ids: list[str]) -> Response:
+    token = csrf_of((await visitor.page("/ui/runs")).text)
+    return await visitor.client.post(
+        "/ui/runs/selected", data={"csrf_token": token, "action": action, "ids": ids}
+    )
+
+
+async def test_hand_picked_runs_are_cancelled_then_retried_with_each_outcome(
+    api: Api, admin: Caller
+) -> None:
+    task = await api.task(admin, "job")
+    picked = [await api.run(admin, task["id"]) for _ in range(3)]
+    left = await api.run(admin, task["id"])
+    early = await api.client.post(
+        f"/api/v1/runs/{picked[0]['id']}/cancel", json={}, headers=admin.headers
+    )
+    assert early.status_code == 200, early.text
+    ids = [run["id"] for run in picked]
+    async with browser(api) as root:
+        await root.sign_in("root")
+        listing = (await root.page("/ui/runs")).text
+        for run_id in (*ids, left["id"]):
+            assert f'name="ids" value="{run_id}" form="runs-selection"' in listing
+        assert 'id="runs-selection"' in listing
+        cancelled = await _post_selected(root, "cancel", [*ids, ids[1]])  # a repeat is one
+        assert cancelled.status_code == 200, cancelled.text
+        assert "3 selected runs: 2 done, 1 skipped, 0 failed" in cancelled.text
+        assert "the run is already cancelled" in cancelled.text
+        for run_id in ids:
+            assert f'href="/ui/runs/{run_id}"' in cancelled.text
+        retried = await _post_selected(root, "retry", ids[1:])
+        assert retried.status_code == 200, retried.text
+        assert "2 selected runs: 2 done, 0 skipped, 0 failed" in retried.text
+    for run_id in ids:
+        got = await api.client.get(f"/api/v1/runs/{run_id}", headers=admin.headers)
+        assert got.json()["status"] == "cancelled"
+    got = await api.client.get(f"/api/v1/runs/{left['id']}", headers=admin.headers)
+    assert got.json()["status"] != "cancelled"
+    runs = await api.client.get(f"/api/v1/tasks/{task['id']}/runs", headers=admin.headers)
+    assert len(runs.json()["items"]) == 6  # 4 + the 2 retries
+
+
+async def test_hand_picked_bulk_names_bad_fields(api: Api, admin: Caller) -> None:
+    task = await api.task(admin, "job")
+    run = await api.run(admin, task["id"])
+    async with browser(api) as root:
+        await root.sign_in("root")
+        for action, ids, field in (("delete", [run["id"]], "action"), ("cancel", [], "ids")):
+            response = await _post_selected(root, action, ids)
+            assert response.status_code == 422, response.text
+            assert field in response.text
+    got = await api.client.get(f"/api/v1/runs/{run['id']}", headers=admin.headers)
+    assert got.json()["status"] != "cancelled"
+
+
+async def test_a_viewer_gets_no_selection_and_a_forged_or_tokenless_pick_is_refused(
+    api: Api, admin: Caller
+) -> None:
+    owner = await api.user("vera", Role.USER)
+    task = await api.task(owner, "mine")
+    run = await api.run(owner, task["id"])
+    await api.client.patch(
+        f"/api/v1/users/{owner.id}", json={"role": "viewer"}, headers=admin.headers
+    )
+    async with browser(api) as viewer, browser(api) as root:
+        await viewer.sign_in("vera")
+        listing = (await viewer.page("/ui/runs")).text
+        assert run["id"] in listing
+        assert 'type="checkbox"' not in listing and "runs-selection" not in listing
+        forged = await _post_selected(viewer, "cancel", [run["id"]])
+        assert forged.status_code == 403, forged.text
+        await root.sign_in("root")
+        no_token = await root.client.post(
+            "/ui/runs/selected", data={"action": "cancel", "ids": [run["id"]]}
+        )
+        assert no_token.status_code == 403
+    got = await api.client.get(f"/api/v1/runs/{run['id']}", headers=admin.headers)
+    assert got.json()["status"] == run["status"]
