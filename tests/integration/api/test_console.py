@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from api_harness import Api, Caller, api_settings, running_api
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scheduler_api.console.headers import CONTENT_SECURITY_POLICY
 from scheduler_api.console.session import SESSION_COOKIE
 from scheduler_domain.accounts import Role
+from scheduler_domain.run import RunTrigger, TaskRun
 
 PAGES = (
     "/ui",
@@ -497,7 +499,8 @@ async def test_an_operator_sets_and_clears_queue_limits(api: Api, admin: Caller)
         state = (await api.client.get("/api/v1/queues/reports", headers=admin.headers)).json()
         assert (state["rate_limit"], state["max_concurrency"]) == ("10/s", 4)
         page = (await root.page("/ui/queues")).text
-        assert 'value="10/s"' in page and 'value="4"' in page
+        assert 'value="10/s"' in page
+        assert 'value="4"' in page
         for field, value in (("max_concurrency", "many"), ("max_concurrency", "0")):
             bad = await root.act(
                 "/ui/queues/reports/limits", on="/ui/queues", rate_limit="", **{field: value}
@@ -527,7 +530,9 @@ async def test_viewers_and_users_get_no_purge_or_limits_and_forged_posts_are_ref
     async with browser(api) as visitor:
         await visitor.sign_in("vera")
         page = (await visitor.page("/ui/queues")).text
-        assert "/purge" not in page and "/limits" not in page and "Save limits" not in page
+        assert "/purge" not in page
+        assert "/limits" not in page
+        assert "Save limits" not in page
         assert (await visitor.page("/ui/queues/reports/purge")).status_code == 403
         for path, fields in (
             ("/ui/queues/reports/purge", {}),
@@ -624,7 +629,8 @@ async def test_a_viewer_gets_no_selection_and_a_forged_or_tokenless_pick_is_refu
         await viewer.sign_in("vera")
         listing = (await viewer.page("/ui/runs")).text
         assert run["id"] in listing
-        assert 'type="checkbox"' not in listing and "runs-selection" not in listing
+        assert 'type="checkbox"' not in listing
+        assert "runs-selection" not in listing
         forged = await _post_selected(viewer, "cancel", [run["id"]])
         assert forged.status_code == 403, forged.text
         await root.sign_in("root")
@@ -634,3 +640,28 @@ async def test_a_viewer_gets_no_selection_and_a_forged_or_tokenless_pick_is_refu
         assert no_token.status_code == 403
     got = await api.client.get(f"/api/v1/runs/{run['id']}", headers=admin.headers)
     assert got.json()["status"] == run["status"]
+
+
+async def test_the_overview_shows_the_lateness_of_fired_slots(api: Api, admin: Caller) -> None:
+    task = await api.task(admin, "nightly", schedule={"cron": "0 2 * * *"})
+    async with browser(api) as root:
+        await root.sign_in("root")
+        assert "No fired slots among the newest 0 runs." in (await root.page("/ui")).text
+        slot = api.resources.clock.now() - timedelta(minutes=5)
+        async with api.resources.uow_factory() as uow:
+            task_obj = await uow.tasks.get(task["id"])
+            assert task_obj is not None
+            for late in (2, 4, 30):
+                run = TaskRun.create(
+                    task_obj,
+                    trigger=RunTrigger.SCHEDULE,
+                    logical_time=slot - timedelta(minutes=late),
+                    now=slot - timedelta(minutes=late) + timedelta(seconds=late),
+                )
+                await uow.runs.add(run)
+            await uow.commit()
+        await api.run(admin, task["id"])  # a manual run is no fired slot
+        page = (await root.page("/ui")).text
+    assert "of the 3 fired slots among the newest 4 runs" in page
+    assert '<span class="n">4.0 s</span> p50' in page
+    assert '<span class="n">30.0 s</span> p99' in page
