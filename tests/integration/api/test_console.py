@@ -589,6 +589,8 @@ async def test_hand_picked_runs_are_cancelled_then_retried_with_each_outcome(
         assert cancelled.status_code == 200, cancelled.text
         assert "3 selected runs: 2 done, 1 skipped, 0 failed" in cancelled.text
         assert "the run is already cancelled" in cancelled.text
+        assert "<td>done</td>" in cancelled.text
+        assert "<td>skipped</td>" in cancelled.text
         for run_id in ids:
             assert f'href="/ui/runs/{run_id}"' in cancelled.text
         retried = await _post_selected(root, "retry", ids[1:])
