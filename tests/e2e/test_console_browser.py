@@ -222,6 +222,55 @@ async def test_bulk_retry_of_dead_letters_by_filter(
     assert len(retries) == 2
 
 
+async def test_a_paused_queue_holds_runs_picked_ones_are_cancelled_the_rest_purged(
+    server: Embedded, context: BrowserContext, admin: dict[str, str]
+) -> None:
+    task = await create_task(server, admin, name="held", queue="console-held")
+    page = await context.new_page()
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await sign_in(page, server, "admin", ADMIN_PASSWORD)
+    await page.goto(f"{server.url}/ui/queues")
+    row = page.locator("#live-queues tr", has_text="console-held")
+    await row.get_by_role("button", name="Pause").click()
+    await expect(row.get_by_role("button", name="Resume")).to_be_visible()
+    runs = [await trigger(server, admin, task["id"]) for _ in range(3)]
+    limits = page.locator("form[action='/ui/queues/console-held/limits']")
+    await limits.get_by_label("Rate limit").fill("5/s")
+    await limits.get_by_label("Max concurrency").fill("2")
+    await limits.get_by_role("button", name="Save limits").click()
+    state = await server.client.get("/api/v1/queues/console-held", headers=admin)
+    assert (state.json()["rate_limit"], state.json()["max_concurrency"]) == ("5/s", 2)
+    for run in runs:  # the paused queue holds them
+        assert await run_status(server, admin, run["id"]) == "pending"
+
+    await page.goto(f"{server.url}/ui/runs?task_id={task['id']}")
+    await page.get_by_label(f"Select run {runs[0]['id'][-12:]}").check()
+    await shot(page, "runs-selected")
+    await page.get_by_role("button", name="Cancel selected").click()
+    await expect(page.get_by_role("heading", name=re.compile("1 done, 0 skipped"))).to_be_visible()
+    await shot(page, "runs-selected-done")
+    assert await run_status(server, admin, runs[0]["id"]) == "cancelled"
+
+    await page.goto(f"{server.url}/ui/queues")
+    await page.locator("#live-queues tr", has_text="console-held").get_by_text("Purge…").click()
+    await expect(page.get_by_role("heading", name=re.compile("cancel 2 runs"))).to_be_visible()
+    await shot(page, "queue-purge-confirm")
+    await page.get_by_role("button", name="Purge console-held").click()
+    await expect(page.get_by_role("heading", name=re.compile("cancelled 2 runs"))).to_be_visible()
+    for run in runs[1:]:
+        assert await run_status(server, admin, run["id"]) == "cancelled"
+
+    # The embedded worker consumes only "default": resumed, the run is handed out (queued).
+    waiting = await trigger(server, admin, task["id"])
+    assert await run_status(server, admin, waiting["id"]) == "pending"
+    await page.goto(f"{server.url}/ui/queues")
+    row = page.locator("#live-queues tr", has_text="console-held")
+    await row.get_by_role("button", name="Resume").click()
+    await expect(row.get_by_role("button", name="Pause")).to_be_visible()
+    await shot(page, "queues-limits")
+    await eventually(lambda: _is(server, admin, waiting["id"], "queued"), timeout=30)
+
+
 async def test_task_page_shows_next_fires_and_why_a_slot_was_skipped(
     server: Embedded, context: BrowserContext, admin: dict[str, str]
 ) -> None:

@@ -6,15 +6,18 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from api_harness import Api, Caller, api_settings, running_api
-from console_client import INLINE_SCRIPT, INLINE_STYLE, browser, csrf_of
+from console_client import INLINE_SCRIPT, INLINE_STYLE, Browser, browser, csrf_of
+from httpx import Response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_api.console.headers import CONTENT_SECURITY_POLICY
 from scheduler_api.console.session import SESSION_COOKIE
 from scheduler_domain.accounts import Role
+from scheduler_domain.run import RunTrigger, TaskRun
 
 PAGES = (
     "/ui",
@@ -457,3 +460,210 @@ async def test_the_live_feed_needs_a_session_and_hides_other_peoples_runs(
             "/ui/events", headers={"Last-Event-ID": "not-a-cursor"}
         )
         assert malformed.status_code == 422
+
+
+async def test_an_operator_purges_a_queue_after_a_confirmation_stating_the_count(
+    api: Api, admin: Caller, alice: Caller
+) -> None:
+    task = await api.task(alice, "job", queue="reports")
+    other = await api.task(alice, "other", queue="elsewhere")
+    runs = [await api.run(alice, task["id"]) for _ in range(3)]
+    kept = await api.run(alice, other["id"])
+    async with browser(api) as root:
+        await root.sign_in("root")
+        assert "/ui/queues/reports/purge" in (await root.page("/ui/queues")).text
+        confirm = await root.page("/ui/queues/reports/purge")
+        assert confirm.status_code == 200, confirm.text
+        assert "cancel 3 runs?" in confirm.text
+        for run in runs:  # the confirmation changes nothing
+            got = await api.client.get(f"/api/v1/runs/{run['id']}", headers=alice.headers)
+            assert got.json()["status"] != "cancelled"
+        done = await root.act("/ui/queues/reports/purge", on="/ui/queues/reports/purge")
+        assert done.status_code == 200, done.text
+        assert "cancelled 3 runs" in done.text
+    for run in runs:
+        got = await api.client.get(f"/api/v1/runs/{run['id']}", headers=alice.headers)
+        assert got.json()["status"] == "cancelled"
+    got = await api.client.get(f"/api/v1/runs/{kept['id']}", headers=alice.headers)
+    assert got.json()["status"] != "cancelled"
+
+
+async def test_an_operator_sets_and_clears_queue_limits(api: Api, admin: Caller) -> None:
+    async with browser(api) as root:
+        await root.sign_in("root")
+        await api.task(admin, "job", queue="reports")
+        set_ = await root.act(
+            "/ui/queues/reports/limits", on="/ui/queues", rate_limit="10/s", max_concurrency="4"
+        )
+        assert set_.status_code == 303, set_.text
+        state = (await api.client.get("/api/v1/queues/reports", headers=admin.headers)).json()
+        assert (state["rate_limit"], state["max_concurrency"]) == ("10/s", 4)
+        page = (await root.page("/ui/queues")).text
+        assert 'value="10/s"' in page
+        assert 'value="4"' in page
+        for field, value in (("max_concurrency", "many"), ("max_concurrency", "0")):
+            bad = await root.act(
+                "/ui/queues/reports/limits", on="/ui/queues", rate_limit="", **{field: value}
+            )
+            assert bad.status_code == 422, bad.text
+            assert field in bad.text
+        bad_rate = await root.act(
+            "/ui/queues/reports/limits", on="/ui/queues", rate_limit="fast", max_concurrency=""
+        )
+        assert bad_rate.status_code == 422, bad_rate.text
+        assert "rate" in bad_rate.text
+        cleared = await root.act(
+            "/ui/queues/reports/limits", on="/ui/queues", rate_limit="", max_concurrency=""
+        )
+        assert cleared.status_code == 303, cleared.text
+        state = (await api.client.get("/api/v1/queues/reports", headers=admin.headers)).json()
+        assert (state["rate_limit"], state["max_concurrency"]) == (None, None)
+
+
+@pytest.mark.parametrize("role", [Role.VIEWER, Role.USER])
+async def test_viewers_and_users_get_no_purge_or_limits_and_forged_posts_are_refused(
+    api: Api, admin: Caller, role: Role
+) -> None:
+    owner = await api.user("vera", role)
+    task = await api.task(admin, "job", queue="reports")
+    run = await api.run(admin, task["id"])
+    async with browser(api) as visitor:
+        await visitor.sign_in("vera")
+        page = (await visitor.page("/ui/queues")).text
+        assert "/purge" not in page
+        assert "/limits" not in page
+        assert "Save limits" not in page
+        assert (await visitor.page("/ui/queues/reports/purge")).status_code == 403
+        for path, fields in (
+            ("/ui/queues/reports/purge", {}),
+            ("/ui/queues/reports/limits", {"rate_limit": "1/h", "max_concurrency": "1"}),
+        ):
+            forged = await visitor.act(path, on="/ui/queues", **fields)
+            assert forged.status_code == 403, (path, forged.text)
+    assert owner.id
+    got = await api.client.get(f"/api/v1/runs/{run['id']}", headers=admin.headers)
+    assert got.json()["status"] != "cancelled"
+    state = (await api.client.get("/api/v1/queues/reports", headers=admin.headers)).json()
+    assert (state["rate_limit"], state["max_concurrency"]) == (None, None)
+
+
+async def test_queue_purge_and_limits_need_the_csrf_token(api: Api, admin: Caller) -> None:
+    task = await api.task(admin, "job", queue="reports")
+    run = await api.run(admin, task["id"])
+    async with browser(api) as root:
+        await root.sign_in("root")
+        for path in ("/ui/queues/reports/purge", "/ui/queues/reports/limits"):
+            response = await root.client.post(path, data={"max_concurrency": "1"})
+            assert response.status_code == 403, (path, response.text)
+    got = await api.client.get(f"/api/v1/runs/{run['id']}", headers=admin.headers)
+    assert got.json()["status"] != "cancelled"
+    state = (await api.client.get("/api/v1/queues/reports", headers=admin.headers)).json()
+    assert state["max_concurrency"] is None
+
+
+async def _post_selected(visitor: Browser, action: str, ids: list[str]) -> Response:
+    token = csrf_of((await visitor.page("/ui/runs")).text)
+    return await visitor.client.post(
+        "/ui/runs/selected", data={"csrf_token": token, "action": action, "ids": ids}
+    )
+
+
+async def test_hand_picked_runs_are_cancelled_then_retried_with_each_outcome(
+    api: Api, admin: Caller
+) -> None:
+    task = await api.task(admin, "job")
+    picked = [await api.run(admin, task["id"]) for _ in range(3)]
+    left = await api.run(admin, task["id"])
+    early = await api.client.post(
+        f"/api/v1/runs/{picked[0]['id']}/cancel", json={}, headers=admin.headers
+    )
+    assert early.status_code == 200, early.text
+    ids = [run["id"] for run in picked]
+    async with browser(api) as root:
+        await root.sign_in("root")
+        listing = (await root.page("/ui/runs")).text
+        for run_id in (*ids, left["id"]):
+            assert f'name="ids" value="{run_id}" form="runs-selection"' in listing
+        assert 'id="runs-selection"' in listing
+        cancelled = await _post_selected(root, "cancel", [*ids, ids[1]])  # a repeat is one
+        assert cancelled.status_code == 200, cancelled.text
+        assert "3 selected runs: 2 done, 1 skipped, 0 failed" in cancelled.text
+        assert "the run is already cancelled" in cancelled.text
+        assert "<td>done</td>" in cancelled.text
+        assert "<td>skipped</td>" in cancelled.text
+        for run_id in ids:
+            assert f'href="/ui/runs/{run_id}"' in cancelled.text
+        retried = await _post_selected(root, "retry", ids[1:])
+        assert retried.status_code == 200, retried.text
+        assert "2 selected runs: 2 done, 0 skipped, 0 failed" in retried.text
+    for run_id in ids:
+        got = await api.client.get(f"/api/v1/runs/{run_id}", headers=admin.headers)
+        assert got.json()["status"] == "cancelled"
+    got = await api.client.get(f"/api/v1/runs/{left['id']}", headers=admin.headers)
+    assert got.json()["status"] != "cancelled"
+    runs = await api.client.get(f"/api/v1/tasks/{task['id']}/runs", headers=admin.headers)
+    assert len(runs.json()["items"]) == 6  # 4 + the 2 retries
+
+
+async def test_hand_picked_bulk_names_bad_fields(api: Api, admin: Caller) -> None:
+    task = await api.task(admin, "job")
+    run = await api.run(admin, task["id"])
+    async with browser(api) as root:
+        await root.sign_in("root")
+        for action, ids, field in (("delete", [run["id"]], "action"), ("cancel", [], "ids")):
+            response = await _post_selected(root, action, ids)
+            assert response.status_code == 422, response.text
+            assert field in response.text
+    got = await api.client.get(f"/api/v1/runs/{run['id']}", headers=admin.headers)
+    assert got.json()["status"] != "cancelled"
+
+
+async def test_a_viewer_gets_no_selection_and_a_forged_or_tokenless_pick_is_refused(
+    api: Api, admin: Caller
+) -> None:
+    owner = await api.user("vera", Role.USER)
+    task = await api.task(owner, "mine")
+    run = await api.run(owner, task["id"])
+    await api.client.patch(
+        f"/api/v1/users/{owner.id}", json={"role": "viewer"}, headers=admin.headers
+    )
+    async with browser(api) as viewer, browser(api) as root:
+        await viewer.sign_in("vera")
+        listing = (await viewer.page("/ui/runs")).text
+        assert run["id"] in listing
+        assert 'type="checkbox"' not in listing
+        assert "runs-selection" not in listing
+        forged = await _post_selected(viewer, "cancel", [run["id"]])
+        assert forged.status_code == 403, forged.text
+        await root.sign_in("root")
+        no_token = await root.client.post(
+            "/ui/runs/selected", data={"action": "cancel", "ids": [run["id"]]}
+        )
+        assert no_token.status_code == 403
+    got = await api.client.get(f"/api/v1/runs/{run['id']}", headers=admin.headers)
+    assert got.json()["status"] == run["status"]
+
+
+async def test_the_overview_shows_the_lateness_of_fired_slots(api: Api, admin: Caller) -> None:
+    task = await api.task(admin, "nightly", schedule={"cron": "0 2 * * *"})
+    async with browser(api) as root:
+        await root.sign_in("root")
+        assert "No fired slots among the newest 0 runs." in (await root.page("/ui")).text
+        slot = api.resources.clock.now() - timedelta(minutes=5)
+        async with api.resources.uow_factory() as uow:
+            task_obj = await uow.tasks.get(task["id"])
+            assert task_obj is not None
+            for late in (2, 4, 30):
+                run = TaskRun.create(
+                    task_obj,
+                    trigger=RunTrigger.SCHEDULE,
+                    logical_time=slot - timedelta(minutes=late),
+                    now=slot - timedelta(minutes=late) + timedelta(seconds=late),
+                )
+                await uow.runs.add(run)
+            await uow.commit()
+        await api.run(admin, task["id"])  # a manual run is no fired slot
+        page = (await root.page("/ui")).text
+    assert "of the 3 fired slots among the newest 4 runs" in page
+    assert '<span class="n">4.0 s</span> p50' in page
+    assert '<span class="n">30.0 s</span> p99' in page

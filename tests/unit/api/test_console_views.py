@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduler_api.console.charts import runs_per_minute
+from scheduler_api.console.charts import runs_per_minute, slot_lateness
 from scheduler_api.console.views import (
     NODE_W,
     dependency_graph,
@@ -97,3 +97,30 @@ def test_the_chart_counts_finished_runs_per_minute_by_outcome() -> None:
     assert sorted((b.outcome, b.count) for b in last) == [("failed", 1), ("succeeded", 2)]
     tallest = sum(b.height for b in last)
     assert all(b.height <= tallest for b in chart.bars)
+
+
+@dataclass(frozen=True)
+class _Fired:
+    trigger: str
+    attempt: int
+    scheduled_for: datetime
+    created_at: datetime
+
+
+def test_slot_lateness_takes_percentiles_of_first_attempts_of_fired_slots() -> None:
+    def fired(seconds: float, trigger: str = "schedule", attempt: int = 1) -> _Fired:
+        return _Fired(trigger, attempt, NOW, NOW + timedelta(seconds=seconds))
+
+    runs = [fired(s) for s in range(1, 101)]  # 1 s … 100 s late
+    runs += [fired(-5)]  # created ahead of its slot: counts as on time
+    runs += [fired(9999, trigger="manual"), fired(9999, attempt=2)]  # not a fired slot
+    lateness = slot_lateness(runs)
+    assert lateness is not None
+    assert lateness.count == 101
+    assert lateness.p50 == timedelta(seconds=50)
+    assert lateness.p99 == timedelta(seconds=99)
+    assert lateness.worst == timedelta(seconds=100)
+    one = slot_lateness([fired(3)])
+    assert one is not None
+    assert one.p50 == one.p99 == timedelta(seconds=3)
+    assert slot_lateness([fired(1, trigger="manual")]) is None

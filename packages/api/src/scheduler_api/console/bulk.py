@@ -1,6 +1,10 @@
 """Bulk cancel or retry of every run matching the runs page's filters: a confirmation page
 that states the count, then the action run by run through the same use cases (each one may
-still be refused: a run that finished meanwhile cannot be cancelled)."""
+still be refused: a run that finished meanwhile cannot be cancelled).
+
+And of hand-picked runs (the runs page's checkboxes, a plain form): one bulk operation by ids
+(:class:`BulkService`, as ``POST /api/v1/runs/bulk``), waited for a few seconds, answered with
+every item's outcome."""
 
 from __future__ import annotations
 
@@ -17,6 +21,9 @@ from scheduler_api.dependencies import Services
 from scheduler_api.params import object_id, query_instant
 from scheduler_api.services import ApiServices
 from scheduler_application.auth_context import Principal, ensure_can_write_tasks
+from scheduler_application.bulk import MAX_IDS
+from scheduler_application.bulk_operations import BulkAction
+from scheduler_application.bulk_operations import Selection as Picked
 from scheduler_application.errors import Conflict, NotFound
 from scheduler_domain.errors import DomainError, ValidationError
 from scheduler_domain.run import RunTrigger, TaskRun
@@ -36,6 +43,10 @@ _RETRYABLE = frozenset(
 )
 Query = Annotated[str | None, QueryParameter(max_length=200)]
 ACTIONS = ("cancel", "retry")
+#: A hand-picked selection's action, by the form's ``action`` value.
+PICKED_ACTIONS = {"cancel": BulkAction.CANCEL_RUNS, "retry": BulkAction.RETRY_RUNS}
+#: How long the answer waits for the operation (it goes on in the background after that).
+PICKED_WAIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,4 +185,35 @@ class BulkController(Controller):
             cap=BULK_CAP,
             done=done,
             refused=refused,
+        )
+
+    @post("/runs/selected")
+    async def selected(
+        self,
+        request: Request[Any, Any, Any],
+        console: Console,
+        services: Services,
+    ) -> Template:
+        ensure_can_write_tasks(console.principal)  # the role first: a viewer learns nothing more
+        form = await request.form()
+        action = PICKED_ACTIONS.get(str(form.get("action") or ""))
+        if action is None:
+            raise ValidationError("action must be cancel or retry", field="action")
+        ids = list(dict.fromkeys(v for v in form.getall("ids", []) if isinstance(v, str)))
+        if not ids:
+            raise ValidationError("select at least one run (ids)", field="ids")
+        if len(ids) > MAX_IDS:
+            raise ValidationError(f"at most {MAX_IDS} runs at once", field="ids")
+        picked = Picked(ids=tuple(object_id(v, kind="run", field="ids") for v in ids))
+        operation = await services.bulk.start(action, picked, principal=console.principal)
+        operation = await services.bulk.wait(
+            operation.id, principal=console.principal, timeout=PICKED_WAIT_SECONDS
+        )
+        return page(
+            request,
+            console,
+            "bulk_selected.html",
+            title="Done" if operation.finished else "Under way",
+            verb="cancel" if action is BulkAction.CANCEL_RUNS else "retry",
+            operation=operation,
         )

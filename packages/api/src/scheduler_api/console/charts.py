@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -65,3 +66,33 @@ def runs_per_minute(runs: Sequence[Any], *, now: datetime, minutes: int) -> Char
     ]
     total = {o: sum(b[o] for b in buckets) for o in OUTCOMES}
     return Chart(WIDTH, HEIGHT, bars, peak, ticks, total)
+
+
+@dataclass(frozen=True, slots=True)
+class Lateness:
+    """How late fired slots were created: ``created_at - scheduled_for`` of a scheduled
+    run's first attempt (the same measure as the dispatcher's ``schedule_lateness`` metric)."""
+
+    count: int
+    p50: timedelta
+    p99: timedelta
+    worst: timedelta
+
+
+def _rank(ordered: Sequence[timedelta], fraction: float) -> timedelta:
+    """Nearest-rank percentile of a sorted, non-empty sequence."""
+    index = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))
+    return ordered[index]
+
+
+def slot_lateness(runs: Sequence[Any]) -> Lateness | None:
+    """Lateness of the fired slots among ``runs`` (None when there are none): no query of its
+    own, it reads the sample the overview already holds."""
+    late = sorted(
+        max(run.created_at - run.scheduled_for, timedelta(0))
+        for run in runs
+        if run.trigger == "schedule" and run.attempt == 1
+    )
+    if not late:
+        return None
+    return Lateness(len(late), _rank(late, 0.5), _rank(late, 0.99), late[-1])

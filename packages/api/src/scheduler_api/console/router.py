@@ -146,6 +146,7 @@ def console_routers() -> list[Router]:
     from scheduler_api.console.context import provide_console
     from scheduler_api.console.live import LiveController
     from scheduler_api.console.pages import PagesController
+    from scheduler_api.console.queues import QueueActionsController
     from scheduler_api.console.signin import SignInController
 
     static = create_static_files_router(
@@ -162,6 +163,7 @@ def console_routers() -> list[Router]:
             PagesController,
             ActionsController,
             BulkController,
+            QueueActionsController,
             LiveController,
         ],
         opt={PUBLIC: True},

@@ -75,6 +75,9 @@
       if (region.contains(document.activeElement) && document.activeElement !== document.body) {
         return; // never pull a control away from someone using it
       }
+      if (region.querySelector("input[type=checkbox]:checked") !== null) {
+        return; // nor a selection someone is making (it refreshes once nothing is ticked)
+      }
       const next = fresh.getElementById(region.id);
       if (next !== null && next.innerHTML !== region.innerHTML) {
         region.replaceWith(document.importNode(next, true));
