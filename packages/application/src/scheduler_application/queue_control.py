@@ -22,6 +22,7 @@ from typing import Any
 
 from scheduler_application.auth_context import Principal, ensure_can_read_tasks
 from scheduler_application.errors import PermissionDenied
+from scheduler_application.event_log import record_event
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
@@ -161,6 +162,16 @@ class QueueControl:
             cancelled += len(runs)
             for _ in runs:
                 self._observer.run_finished(status=RunStatus.CANCELLED.value)
+        async with self._uow_factory() as uow:
+            await record_event(
+                uow,
+                "queue.purged",
+                at=self._clock.now(),
+                actor=principal.actor,
+                subject=name,
+                detail={"cancelled": cancelled},
+            )
+            await uow.commit()
         logger.info(
             "queue %s purged: %d run(s) cancelled",
             name,
@@ -181,16 +192,21 @@ class QueueControl:
             await uow.queue_settings.save(settings)
             if fields.get("paused") is True:
                 await unqueue_paused(uow, [name], now=now, actor=principal.actor, limit=BATCH)
+            await record_event(
+                uow,
+                _change_kind(fields),
+                at=now,
+                actor=principal.actor,
+                subject=name,
+                detail=_audited(fields),
+            )
             await uow.commit()
         self._changed(settings, fields)
         return self.view(settings)
 
     def _changed(self, settings: QueueSettings, fields: Mapping[str, Any]) -> None:
-        """Every committed change passes here: the place for an event-log hook."""
-        changed = {
-            key: (str(value) if isinstance(value, RateLimit) else value)
-            for key, value in fields.items()
-        }
+        """Every committed change is logged here (its event is in the log already)."""
+        changed = _audited(fields)
         logger.info(
             "queue %s changed by %s: %s",
             settings.name,
@@ -198,3 +214,18 @@ class QueueControl:
             changed,
             extra={"queue": settings.name, "actor": settings.updated_by, "changes": changed},
         )
+
+
+def _change_kind(fields: Mapping[str, Any]) -> str:
+    """The event a settings change is: ``queue.paused``, ``queue.resumed`` or ``queue.updated``
+    (limits)."""
+    if "paused" in fields:
+        return "queue.paused" if fields["paused"] else "queue.resumed"
+    return "queue.updated"
+
+
+def _audited(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: (str(value) if isinstance(value, RateLimit) else value)
+        for key, value in fields.items()
+    }

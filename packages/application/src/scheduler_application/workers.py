@@ -21,6 +21,7 @@ from scheduler_application.auth_context import (
     ensure_operates_workers,
 )
 from scheduler_application.errors import Conflict, NotFound
+from scheduler_application.event_log import record_event
 from scheduler_application.observation import observe_settlement
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
@@ -107,6 +108,14 @@ class WorkerService:
             worker = await _load(uow, worker_id, lock=True)
             worker.drain()
             await uow.workers.update(worker)
+            await record_event(
+                uow,
+                "worker.drained",
+                at=self._clock.now(),
+                actor=principal.actor,
+                subject=worker.id,
+                detail={"name": worker.name},
+            )
             await uow.commit()
         return worker
 
@@ -121,6 +130,14 @@ class WorkerService:
             except WorkerOffline as error:
                 raise Conflict(error.message, field="worker_id") from error
             await uow.workers.update(worker)
+            await record_event(
+                uow,
+                "worker.undrained",
+                at=self._clock.now(),
+                actor=principal.actor,
+                subject=worker.id,
+                detail={"name": worker.name},
+            )
             await uow.commit()
         return worker
 
