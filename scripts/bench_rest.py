@@ -317,7 +317,7 @@ async def throughput(
             if batch:
                 take = min(batch, remaining)
                 remaining -= take
-                body = {"triggers": [{"task": task_id} for _ in range(take)]}
+                body = {"triggers": [{"task_id": task_id} for _ in range(take)]}
                 status, data = await connection.request("POST", "/api/v1/runs/batch", body)
             else:
                 remaining -= 1

@@ -47,3 +47,20 @@ def test_pause_tasks_by_prefix_and_bad_actions(admin: Cli) -> None:
     wrong = admin("tasks", "bulk", "explode", "--yes")
     assert wrong.exit_code != 0
     assert "pause, resume, delete" in wrong.stderr
+
+
+def test_batch_triggers_many_runs_in_one_request(admin: Cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _ok(admin("tasks", "create", "--name", "batched", "--executor", "noop", "--json"))
+    done = admin("runs", "batch", "--task", "batched", "--count", "5", "--key-prefix", "b1")
+    assert done.exit_code == 0, done.stderr
+    assert "5 created, 0 replayed, 0 refused" in done.stdout
+    again = _ok(
+        admin("runs", "batch", "--task", "batched", "--count", "5", "--key-prefix", "b1", "--json")
+    )
+    assert (again["created"], again["replayed"]) == (0, 5)
+    source = tmp_path / "triggers.yaml"
+    source.write_text("- {task_id: no-such-task}\n- {task_id: no-such-task, priority: 3}\n")
+    refused = admin("runs", "batch", "-f", str(source))
+    assert refused.exit_code == 0, refused.stderr
+    assert "0 created, 0 replayed, 2 refused" in refused.stdout
+    assert "#1: task_id" in refused.stdout

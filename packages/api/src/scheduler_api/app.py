@@ -29,6 +29,7 @@ from scheduler_api.console import (
 )
 from scheduler_api.controllers.api_keys import ApiKeyController
 from scheduler_api.controllers.auth import AuthController
+from scheduler_api.controllers.batch import BatchController
 from scheduler_api.controllers.bulk import (
     BulkRunsController,
     BulkTasksController,
@@ -100,6 +101,7 @@ def create_app(
         path=API_PREFIX,
         route_handlers=[
             TaskController,
+            BatchController,
             BulkRunsController,
             BulkTasksController,
             OperationController,

@@ -31,6 +31,7 @@ from scheduler_api.services import ApiOptions, ApiServices, Probe
 from scheduler_api.throttle import LoginThrottle
 from scheduler_application.api_keys import ApiKeyService
 from scheduler_application.auth import AuthService, SessionPolicy
+from scheduler_application.batch_trigger import BatchTrigger
 from scheduler_application.bulk import BulkRunner, BulkService
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.event_log import EventService
@@ -277,6 +278,13 @@ def build_services(
     bulk_runner = BulkRunner(uow_factory=uow, clock=clock, runs=runs, tasks=tasks)
     return ApiServices(
         tasks=tasks,
+        batch=BatchTrigger(
+            uow_factory=uow,
+            clock=clock,
+            relay=relay,
+            observer=observer,
+            max_items=settings.api.batch_max_items,
+        ),
         task_apply=TaskApplyService(uow_factory=uow, tasks=tasks),
         bulk=BulkService(
             uow_factory=uow,

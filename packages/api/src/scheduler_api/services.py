@@ -16,6 +16,7 @@ from scheduler_api.metrics import MetricsExporter
 from scheduler_api.throttle import LoginThrottle
 from scheduler_application.api_keys import ApiKeyService
 from scheduler_application.auth import AuthService
+from scheduler_application.batch_trigger import BatchTrigger
 from scheduler_application.bulk import BulkRunner, BulkService
 from scheduler_application.event_log import EventService
 from scheduler_application.event_stream import LogWatcher
@@ -41,6 +42,7 @@ Probe = Callable[[], Awaitable[None]]
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApiServices:
     tasks: TaskService
+    batch: BatchTrigger
     task_apply: TaskApplyService
     bulk: BulkService
     bulk_runner: BulkRunner

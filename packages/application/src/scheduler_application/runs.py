@@ -94,7 +94,7 @@ class RunService:
         (the loser's insert hits the unique key, and it re-reads the winner's run).
         """
         ensure_can_write_tasks(principal)
-        key = _stored_key(idempotency_key)
+        key = stored_key(idempotency_key)
         try:
             # The run's trace is the caller's (the API request's): created, published, then
             # consumed and executed by a worker under the traceparent stored on the run.
@@ -118,7 +118,7 @@ class RunService:
         logical_time: datetime | None,
     ) -> TaskRun:
         now = self._clock.now()
-        scheduled_for = now if logical_time is None else _logical_time(logical_time, now=now)
+        scheduled_for = now if logical_time is None else logical_time_of(logical_time, now=now)
         async with self._relay.outbox(self._uow_factory()) as box:
             uow = box.uow
             task = await load_visible_task(uow, task_id, principal)
@@ -330,7 +330,7 @@ class RunService:
             return await uow.events.list_for_run(run.id)
 
 
-def _logical_time(value: datetime, *, now: datetime) -> datetime:
+def logical_time_of(value: datetime, *, now: datetime) -> datetime:
     """A manual run's chosen logical time: aware (never guessed) and not in the future."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(
@@ -349,7 +349,7 @@ def _logical_time(value: datetime, *, now: datetime) -> datetime:
     return instant
 
 
-def _stored_key(idempotency_key: str | None) -> str | None:
+def stored_key(idempotency_key: str | None) -> str | None:
     if idempotency_key is None:
         return None
     if (

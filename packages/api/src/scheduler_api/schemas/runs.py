@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -109,3 +109,44 @@ class RunEventOut(msgspec.Struct, kw_only=True):
 
 class RunEventList(msgspec.Struct, kw_only=True):
     items: list[RunEventOut]
+
+
+class BatchTriggerIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One trigger of a batch: the task (its id), and optionally an idempotency key, a priority
+    over the task's (0-9) and the logical time the run is for (RFC 3339 with its offset, not in
+    the future; now when left out)."""
+
+    task_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    idempotency_key: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    priority: int | None = None
+    logical_time: (
+        Annotated[str, msgspec.Meta(max_length=64, extra_json_schema={"format": "date-time"})]
+        | None
+    ) = None
+
+
+class BatchIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Up to ``api.batch_max_items`` (1,000) triggers, answered one by one, in order."""
+
+    triggers: list[BatchTriggerIn]
+
+
+class BatchRefusalOut(msgspec.Struct, kw_only=True):
+    code: str | None
+    field: str | None
+    detail: str | None
+
+
+class BatchResultOut(msgspec.Struct, kw_only=True):
+    #: ``created``, ``replayed`` (the idempotency key named a run already: that run) or
+    #: ``refused`` (``error`` says why; nothing was created for it).
+    status: str
+    run: RunOut | None = None
+    error: BatchRefusalOut | None = None
+
+
+class BatchOut(msgspec.Struct, kw_only=True):
+    results: list[BatchResultOut]
+    created: int
+    replayed: int
+    refused: int

@@ -424,6 +424,7 @@ def _check(s: Settings) -> None:
         ("api.max_body_bytes", s.api.max_body_bytes),
         ("api.max_page_size", s.api.max_page_size),
         ("api.bulk_max_items", s.api.bulk_max_items),
+        ("api.batch_max_items", s.api.batch_max_items),
         ("dispatcher.batch_size", s.dispatcher.batch_size),
         ("dispatcher.max_sleep_seconds", s.dispatcher.max_sleep_seconds),
         ("dispatcher.relay_interval_seconds", s.dispatcher.relay_interval_seconds),

@@ -80,6 +80,8 @@ class ApiSettings:
     workers: int = 1
     #: Most objects one bulk operation by filter may handle (refused above, with the count).
     bulk_max_items: int = 100_000
+    #: Most triggers one ``POST /runs/batch`` request may hold.
+    batch_max_items: int = 1_000
     #: Accepted credentials (API keys, access tokens) remembered per process, and for how long
     #: at most (the session rules invalidate them at once; see docs/security.md). 0: none.
     auth_cache_size: int = 10_000

@@ -1,0 +1,129 @@
+"""``POST /api/v1/runs/batch``: per-item answers, durability before the answer, idempotency
+across concurrent requests, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from api_harness import Api, Caller, running_api, wipe
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+async def any_api(backend_engine: AsyncEngine) -> AsyncIterator[tuple[Api, AsyncEngine]]:
+    """The API on SQLite, then on PostgreSQL."""
+    async with running_api(backend_engine) as harness:
+        yield harness, backend_engine
+    await wipe(backend_engine)
+
+
+async def _batch(api: Api, caller: Caller, triggers: list[dict[str, Any]]) -> Any:
+    return await api.client.post(
+        "/api/v1/runs/batch", json={"triggers": triggers}, headers=caller.headers
+    )
+
+
+async def test_a_batch_answers_each_trigger_in_order(
+    any_api: tuple[Api, AsyncEngine],
+) -> None:
+    api, engine = any_api
+    alice = await api.user("alice")
+    bob = await api.user("bob")
+    task = await api.task(alice, name="many")
+    bobs = await api.task(bob, name="bobs")
+    response = await _batch(
+        api,
+        alice,
+        [
+            {"task_id": task["id"]},
+            {"task_id": task["id"], "idempotency_key": "k", "priority": 8},
+            {"task_id": bobs["id"]},
+            {"task_id": task["id"], "priority": 99},
+            {"task_id": task["id"], "logical_time": "yesterday"},
+            {"task_id": task["id"], "idempotency_key": "k"},
+        ],
+    )
+    assert response.status_code == 422, response.text  # a malformed date: the request's shape
+    assert "triggers[4].logical_time" in response.text
+
+    response = await _batch(
+        api,
+        alice,
+        [
+            {"task_id": task["id"]},
+            {"task_id": task["id"], "idempotency_key": "k", "priority": 8},
+            {"task_id": bobs["id"]},
+            {"task_id": task["id"], "priority": 99},
+            {"task_id": task["id"], "idempotency_key": "k"},
+        ],
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [r["status"] for r in body["results"]] == [
+        "created",
+        "created",
+        "refused",
+        "refused",
+        "replayed",
+    ]
+    assert (body["created"], body["replayed"], body["refused"]) == (2, 1, 2)
+    assert body["results"][1]["run"]["priority"] == 8
+    assert body["results"][4]["run"]["id"] == body["results"][1]["run"]["id"]
+    assert body["results"][2]["error"]["code"] == "not_found"
+    assert body["results"][3]["error"]["field"] == "priority"
+    # Durable before the answer: the runs are in the database.
+    async with engine.connect() as connection:
+        stored = await connection.scalar(
+            text("SELECT count(*) FROM task_runs WHERE task_id = :t"), {"t": task["id"]}
+        )
+    assert stored == 2
+
+
+async def test_concurrent_batches_with_shared_keys_create_each_run_once(
+    any_api: tuple[Api, AsyncEngine],
+) -> None:
+    api, engine = any_api
+    alice = await api.user("alice")
+    task = await api.task(alice, name="raced")
+    triggers = [{"task_id": task["id"], "idempotency_key": f"k{i}"} for i in range(20)]
+    triggers += [{"task_id": "nope"}, {"task_id": task["id"], "priority": -1}]
+    answers = await asyncio.gather(*(_batch(api, alice, triggers) for _ in range(4)))
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    ids = [{r["run"]["id"] for r in a.json()["results"] if r["run"] is not None} for a in answers]
+    assert all(len(found) == 20 for found in ids)
+    assert ids[0] == ids[1] == ids[2] == ids[3]  # every request names the same 20 runs
+    assert all(a.json()["refused"] == 2 for a in answers)
+    async with engine.connect() as connection:
+        stored = await connection.scalar(
+            text("SELECT count(*) FROM task_runs WHERE task_id = :t"), {"t": task["id"]}
+        )
+    assert stored == 20
+
+
+async def test_limits_roles_and_shape(any_api: tuple[Api, AsyncEngine]) -> None:
+    api, _ = any_api
+    alice = await api.user("alice")
+    task = await api.task(alice, name="t")
+    too_many = await _batch(api, alice, [{"task_id": task["id"]}] * 1001)
+    assert too_many.status_code == 422
+    assert "triggers" in too_many.text
+    empty = await _batch(api, alice, [])
+    assert empty.status_code == 422
+    unknown = await api.client.post(
+        "/api/v1/runs/batch",
+        json={"triggers": [{"task_id": task["id"], "colour": "red"}]},
+        headers=alice.headers,
+    )
+    assert unknown.status_code == 422
+    assert "colour" in unknown.text
+    from scheduler_domain.accounts import Role
+
+    viewer = await api.user("vera", Role.VIEWER)
+    refused = await _batch(api, viewer, [{"task_id": task["id"]}])
+    assert refused.status_code == 403
