@@ -7,11 +7,9 @@ a ``finally`` always leaves the app started and answering.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from collections.abc import AsyncIterator
 
-import aio_pika
 import pytest
 from queue_helpers import (
     QueueMaker,
@@ -20,38 +18,12 @@ from queue_helpers import (
     run_message,
 )
 
+from integration_support_rabbitmq import rabbitmqctl, wait_until_answering
 from scheduler_application.errors import Unavailable
 from scheduler_application.ports.queue import Delivery
-from services import RABBITMQ_URL, require, require_service
+from services import require, require_service
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow, pytest.mark.timeout(120)]
-
-
-async def rabbitmqctl(*arguments: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl",
-        *arguments,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), 60)
-    if process.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl {' '.join(arguments)} failed: {output.decode()}")
-    return output.decode()
-
-
-async def wait_until_answering(within: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        try:
-            connection = await aio_pika.connect(RABBITMQ_URL, timeout=3)
-        except Exception:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.5)
-        else:
-            await connection.close()
-            return
 
 
 @pytest.fixture

@@ -1,15 +1,16 @@
 """The broker topic on the real RabbitMQ and Redis: every transition of 1,000 runs arrives,
 in order per run, also when the broker connection is cut mid-stream and comes back.
 
-The shared brokers are never restarted (other test runs use them): the publisher connects
-through a TCP proxy started here, which is killed (every connection cut, the port closed) and
-started again. A restart of the broker itself is left to the integrator's end-to-end run."""
+A connection cut: the publisher connects through a TCP proxy started here, which is killed
+(every connection cut, the port closed) and started again. A broker restart: RabbitMQ's app is
+stopped and started (``rabbitmqctl``), always started again and waited for."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import secrets
+import shutil
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from integration_support_rabbitmq import rabbitmqctl, wait_until_answering
 from scheduler_application.errors import Unavailable
 from scheduler_application.event_topic import EventTopicRelay
 from scheduler_application.ports.webhooks import EventTopic
@@ -38,7 +40,7 @@ from scheduler_infrastructure.persistence.tables import (
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.persistence.webhooks import SqlConsumerPositions
 from scheduler_infrastructure.queues.event_topics import RabbitMQEventTopic, RedisEventTopic
-from services import RABBITMQ_URL, REDIS_URL, require_service
+from services import RABBITMQ_URL, REDIS_URL, require, require_service
 from tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
@@ -248,3 +250,75 @@ async def _until(predicate: Callable[[], Awaitable[bool]], within: float = 30.0)
     async with asyncio.timeout(within):
         while not await predicate():
             await asyncio.sleep(0.05)
+
+
+@pytest.mark.rabbitmq
+async def test_rabbitmq_topic_gets_every_transition_in_order_across_a_broker_restart(
+    log: SqlUnitOfWorkFactory, sqlite_engine: AsyncEngine
+) -> None:
+    """The broker itself stops (``rabbitmqctl stop_app``) a third of the way through and comes
+    back: publishing fails while it is down, resumes from the stored position, and a durable
+    queue bound to the exchange holds every transition, in order per run. Whatever happens,
+    the broker is left running and answering."""
+    await require_service("rabbitmq")
+    require("rabbitmqctl", None if shutil.which("rabbitmqctl") else "not on PATH")
+    exchange = f"scheduler.events.test-{secrets.token_hex(4)}"
+    queue_name = f"{exchange}.audit"
+    setup = await aio_pika.connect(RABBITMQ_URL)
+    try:
+        channel = await setup.channel()
+        topic_exchange = await channel.declare_exchange(
+            exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(queue_name, durable=True)
+        await queue.bind(topic_exchange, routing_key="run.#")
+    finally:
+        await setup.close()
+    expected = await write_lifecycles(log)
+    topic = RabbitMQEventTopic(url=RABBITMQ_URL, exchange=exchange)
+    relay = _relay(topic, log, sqlite_engine)
+    total = RUNS * len(LIFECYCLE)
+    failures = 0
+    try:
+        async with asyncio.timeout(200):
+            while relay.published < total // 3:
+                await relay.step()
+            try:
+                await rabbitmqctl("stop_app")
+                for _ in range(2):
+                    with pytest.raises(Unavailable):
+                        await relay.step()
+                    failures += 1
+            finally:
+                await rabbitmqctl("start_app")
+                await wait_until_answering()
+            while True:
+                try:
+                    more = await relay.step()
+                except Unavailable:
+                    failures += 1
+                    await asyncio.sleep(0.2)
+                    continue
+                if not more:
+                    break
+        await relay.aclose()
+        assert failures >= 2
+        received: list[tuple[str, str]] = []
+        reader = await aio_pika.connect(RABBITMQ_URL)
+        try:
+            channel = await reader.channel()
+            durable = await channel.declare_queue(queue_name, durable=True, passive=True)
+            while (message := await durable.get(no_ack=True, fail=False)) is not None:
+                body = json.loads(message.body)
+                received.append((body["data"]["run_id"], body["data"]["id"]))
+        finally:
+            await reader.close()
+        check_order(expected, received)
+    finally:
+        cleanup = await aio_pika.connect(RABBITMQ_URL)
+        try:
+            channel = await cleanup.channel()
+            await channel.queue_delete(queue_name)
+            await channel.exchange_delete(exchange)
+        finally:
+            await cleanup.close()
