@@ -12,7 +12,6 @@ the gate), over a 10 s window after a warm-up that lets the bucket's initial bur
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +20,7 @@ import pytest
 from harness import Cluster, eventually
 from scenario import Scenario
 
+from integration_support_redis import start_redis, stop_redis
 from scheduler_application.auth_context import Principal
 from scheduler_domain.accounts import Role
 from scheduler_domain.run import TaskRun
@@ -38,44 +38,10 @@ TOLERANCE = 0.10
 #: The task is created through the API by its admin: read it back as an admin.
 ADMIN = Principal(subject_id="e2e-admin", role=Role.ADMIN)
 
-REDIS_RESTART = [
-    "redis-server",
-    "--daemonize",
-    "yes",
-    "--bind",
-    "127.0.0.1",
-    "-::1",
-    "--port",
-    "6379",
-    "--save",
-    "",
-    "--appendonly",
-    "no",
-    "--dir",
-    "/var/lib/redis",
-    "--logfile",
-    "/var/log/redis/ci.log",
-]
-
 
 @pytest.fixture
 def scenario(uow_factory: Any, tmp_path: Any) -> Scenario:
     return Scenario(uow_factory=uow_factory, workdir=tmp_path)
-
-
-def _redis_cli(*args: str) -> str:
-    done = subprocess.run(
-        ["redis-cli", "-p", "6379", *args], capture_output=True, text=True, timeout=10
-    )
-    return done.stdout.strip()
-
-
-async def _redis_pong() -> bool:
-    return await asyncio.to_thread(_redis_cli, "ping") == "PONG"
-
-
-async def _redis_gone() -> bool:
-    return not await _redis_pong()
 
 
 async def _limited_cluster(
@@ -175,8 +141,7 @@ async def test_with_redis_stopped_runs_keep_completing_on_local_buckets_and_none
     accepted: list[str] = []
     during: list[str] = []
     try:
-        await asyncio.to_thread(_redis_cli, "shutdown", "nosave")
-        await eventually(_redis_gone, timeout=10, interval=0.1)
+        await stop_redis()
         # Triggers keep being accepted, and runs keep starting and completing, with no Redis:
         # more than one bucket's burst proves the dispatchers' relays let runs through too.
         during = await _trigger(client, task_id, 2 * RATE + 5)
@@ -187,8 +152,7 @@ async def test_with_redis_stopped_runs_keep_completing_on_local_buckets_and_none
             interval=0.2,
         )
     finally:
-        await asyncio.to_thread(subprocess.run, REDIS_RESTART, check=True, timeout=30)
-        await eventually(_redis_pong, timeout=30, interval=0.2)
+        await start_redis()
     # Back on the shared bucket: more runs, and everything accepted completes, exactly once.
     accepted.extend(await _trigger(client, task_id, 5))
     await eventually(lambda: _all_succeeded(scenario, task_id, accepted), timeout=60, interval=0.5)

@@ -3,11 +3,13 @@ in order per run, also when the broker connection is cut mid-stream and comes ba
 
 A connection cut: the publisher connects through a TCP proxy started here, which is killed
 (every connection cut, the port closed) and started again. A broker restart: RabbitMQ's app is
-stopped and started (``rabbitmqctl``), always started again and waited for."""
+stopped and started (``rabbitmqctl``), Redis shut down and started, always started again and
+waited for."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import shutil
@@ -23,6 +25,7 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration_support_rabbitmq import rabbitmqctl, wait_until_answering
+from integration_support_redis import start_redis, stop_redis
 from scheduler_application.errors import Unavailable
 from scheduler_application.event_topic import EventTopicRelay
 from scheduler_application.ports.webhooks import EventTopic
@@ -322,3 +325,107 @@ async def test_rabbitmq_topic_gets_every_transition_in_order_across_a_broker_res
             await channel.exchange_delete(exchange)
         finally:
             await cleanup.close()
+
+
+class StreamReader:
+    """An outside consumer of the Redis stream, reading throughout (``XREAD BLOCK`` after the
+    last id it saw) and reconnecting when Redis goes away — what a real consumer does."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self.received: list[tuple[str, str]] = []
+        self.errors = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        last = "0-0"
+        while True:
+            client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+            try:
+                while True:
+                    batches = await client.xread({self.stream: last}, count=500, block=200)
+                    for _stream, entries in batches:
+                        for entry_id, fields in entries:
+                            last = entry_id.decode()
+                            body = json.loads(fields[b"body"])
+                            assert fields[b"id"].decode() == body["data"]["id"]
+                            self.received.append((body["data"]["run_id"], body["data"]["id"]))
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+                self.errors += 1
+                await asyncio.sleep(0.1)
+            finally:
+                await client.aclose()
+
+    def distinct(self) -> int:
+        return len({event_id for _run, event_id in self.received})
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+@pytest.mark.redis
+async def test_redis_stream_consumer_gets_every_transition_in_order_across_a_redis_restart(
+    log: SqlUnitOfWorkFactory, sqlite_engine: AsyncEngine
+) -> None:
+    """Redis itself is shut down (``SHUTDOWN NOSAVE``) a third of the way through and started
+    again: publishing fails while it is down and resumes from the stored position; a consumer
+    reading the stream throughout reconnects and ends with every transition, in order per run.
+
+    Redis here keeps nothing on disk, so the restart empties the stream: the consumer has read
+    what was published before the stop (the test waits for that — an entry published but not
+    yet read when a Redis without persistence dies is gone, see docs/events.md), and new
+    entries get ids after the ones it saw, so it carries on from its last id. Whatever
+    happens, Redis is left running and answering."""
+    await require_service("redis")
+    require("redis-server", None if shutil.which("redis-server") else "not on PATH")
+    stream = f"scheduler-test:{secrets.token_hex(4)}:events"
+    expected = await write_lifecycles(log)
+    topic = RedisEventTopic(url=REDIS_URL, stream=stream, timeout=2.0)
+    relay = _relay(topic, log, sqlite_engine)
+    total = RUNS * len(LIFECYCLE)
+    reader = StreamReader(stream)
+    reader.start()
+    failures = 0
+    try:
+        async with asyncio.timeout(200):
+            while relay.published < total // 3:
+                await relay.step()
+            await _until(lambda: _at_least(reader, relay.published), within=30)
+            try:
+                await stop_redis()
+                for _ in range(2):
+                    with pytest.raises(Unavailable):
+                        await relay.step()
+                    failures += 1
+            finally:
+                await start_redis()
+            while True:
+                try:
+                    more = await relay.step()
+                except Unavailable:
+                    failures += 1
+                    await asyncio.sleep(0.2)
+                    continue
+                if not more:
+                    break
+            await _until(lambda: _at_least(reader, total), within=30)
+        await relay.aclose()
+        assert failures >= 2
+        assert reader.errors >= 1  # the consumer did see Redis go away
+        check_order(expected, reader.received)
+    finally:
+        await reader.stop()
+        await start_redis()
+        client = aioredis.Redis.from_url(REDIS_URL)
+        await client.delete(stream)
+        await client.aclose()
+
+
+async def _at_least(reader: StreamReader, count: int) -> bool:
+    return reader.distinct() >= count
