@@ -5,8 +5,9 @@ trigger path) must pick them up from the database.
 - a rate limit set with ``PATCH /queues/{name}`` holds within 10 % across the API, two
   dispatchers and two workers (rate limiter in Redis, queue in PostgreSQL);
 - a paused queue's runs wait while a worker keeps running another queue's, run on resume, and
-  a purge cancels the waiting ones, each with its cancel event (PostgreSQL queue; and pause and
-  resume in the embedded default, ``scheduler run`` on SQLite with the memory queue).
+  a purge cancels the waiting ones, each with its cancel event (PostgreSQL, Redis and RabbitMQ
+  queues; and pause and resume in the embedded default, ``scheduler run`` on SQLite with the
+  memory queue).
 """
 
 from __future__ import annotations
@@ -129,12 +130,24 @@ async def test_a_queue_rate_limit_set_through_the_api_holds_across_processes(
 
 @pytest.mark.postgres
 @pytest.mark.timeout(150)
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "postgres",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+    ],
+)
 async def test_pause_resume_and_purge_a_queue_of_a_running_cluster(
-    cluster_factory: Any, scenario: Scenario
+    cluster_factory: Any, scenario: Scenario, backend: str
 ) -> None:
+    """The same steering whatever carries the runs: the database queue, a Redis stream or a
+    RabbitMQ queue (a paused queue's runs are held before they reach the broker)."""
+    if backend != "postgres":
+        require(backend, await probe(backend))
     steered = f"steered-{secrets.token_hex(4)}"
     other = f"other-{secrets.token_hex(4)}"
-    cluster: Cluster = cluster_factory("postgres")
+    cluster: Cluster = cluster_factory(backend)
     _, client = await cluster.api()
     processes = [
         cluster.dispatcher("d1"),
