@@ -34,6 +34,7 @@ from scheduler_application.tasks import TaskService
 from scheduler_application.workers import WorkerService
 from scheduler_domain.accounts import Role, User
 from scheduler_infrastructure.clock import SystemClock
+from scheduler_infrastructure.outbound.guarded import public_only
 from scheduler_infrastructure.persistence.engine import create_engine
 from scheduler_infrastructure.persistence.migrations import upgrade
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
@@ -91,7 +92,9 @@ async def _round(runs_count: int) -> list[float]:
             lease=timedelta(seconds=30),
             executor_policy=policy,
         )
-        registry = ExecutorRegistry.discover(builtins=builtin_executors(), entry_points=())
+        registry = ExecutorRegistry.discover(
+            builtins=builtin_executors(http_transport=public_only()), entry_points=()
+        )
         async with registry:
             runtime = WorkerRuntime(
                 execution=execution,

@@ -30,6 +30,7 @@ from scheduler_dispatcher.service import Dispatcher
 from scheduler_domain.accounts import Role
 from scheduler_domain.run import TaskRun
 from scheduler_infrastructure.clock import SystemClock
+from scheduler_infrastructure.outbound.guarded import public_only
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.queues.memory import MemoryRunQueue
 from scheduler_infrastructure.ratelimit import LocalRateLimiter
@@ -80,7 +81,8 @@ class DispatcherStack:
         }
         settings.update(options)
         registry = ExecutorRegistry.discover(
-            builtins=builtin_executors(kill_grace_seconds=1.0), entry_points=()
+            builtins=builtin_executors(http_transport=public_only(), kill_grace_seconds=1.0),
+            entry_points=(),
         )
         return WorkerRuntime(
             execution=self.execution,

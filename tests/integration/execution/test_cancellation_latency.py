@@ -15,6 +15,7 @@ from scheduler_application.execution import ExecutionService
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
 from scheduler_application.workers import WorkerService
 from scheduler_domain.status import RunStatus
+from scheduler_infrastructure.outbound.guarded import public_only
 from scheduler_worker.executors import ExecutorRegistry, builtin_executors
 from scheduler_worker.runtime import WorkerOptions, WorkerRuntime
 
@@ -53,7 +54,8 @@ def _slow_heartbeat_worker(stack: Stack) -> WorkerRuntime:
         workers=WorkerService(uow_factory=stack.uow_factory, clock=stack.clock),
         queue=stack.queue,
         executors=ExecutorRegistry.discover(
-            builtins=builtin_executors(kill_grace_seconds=1.0), entry_points=()
+            builtins=builtin_executors(http_transport=public_only(), kill_grace_seconds=1.0),
+            entry_points=(),
         ),
         options=WorkerOptions(
             capacity=2,

@@ -23,6 +23,7 @@ from scheduler_application.testing import OPEN_EXECUTOR_POLICY
 from scheduler_application.workers import WorkerService
 from scheduler_domain.status import RunStatus
 from scheduler_infrastructure.clock import SystemClock
+from scheduler_infrastructure.outbound.guarded import public_only
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.queues.memory import MemoryRunQueue
 from scheduler_infrastructure.security.secret_box import FernetSecretBox, generate_key
@@ -129,7 +130,9 @@ async def test_a_shell_run_gets_its_secrets_and_its_stored_output_masks_them(
             ),
             workers=WorkerService(uow_factory=uow_factory, clock=clock),
             queue=queue,
-            executors=ExecutorRegistry.discover(builtins=builtin_executors(), entry_points=()),
+            executors=ExecutorRegistry.discover(
+                builtins=builtin_executors(http_transport=public_only()), entry_points=()
+            ),
             options=WorkerOptions(capacity=1, heartbeat_interval=timedelta(seconds=1)),
             secret_scope=scope,
         )
@@ -180,7 +183,9 @@ async def test_a_run_whose_secrets_the_worker_cannot_open_fails_without_running(
             ),
             workers=WorkerService(uow_factory=uow_factory, clock=clock),
             queue=queue,
-            executors=ExecutorRegistry.discover(builtins=builtin_executors(), entry_points=()),
+            executors=ExecutorRegistry.discover(
+                builtins=builtin_executors(http_transport=public_only()), entry_points=()
+            ),
             options=WorkerOptions(capacity=1, heartbeat_interval=timedelta(seconds=1)),
         )
         task = await tasks.create(

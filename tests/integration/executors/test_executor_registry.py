@@ -13,6 +13,7 @@ from importlib.metadata import EntryPoint
 import pytest
 
 from scheduler_application.ports.executor import ExecutionContext, ExecutionResult
+from scheduler_infrastructure.outbound.guarded import public_only
 from scheduler_worker.executors import (
     ENTRY_POINT_GROUP,
     ExecutorRegistry,
@@ -81,7 +82,9 @@ def _entry_point(name: str, target: str) -> EntryPoint:
 
 
 async def test_builtins_are_registered_by_name() -> None:
-    async with ExecutorRegistry.discover(entry_points=[]) as registry:
+    async with ExecutorRegistry.discover(
+        builtins=builtin_executors(http_transport=public_only()), entry_points=[]
+    ) as registry:
         assert registry.names == ("http", "noop", "python", "shell")
         assert isinstance(registry.get("shell"), ShellExecutor)
         assert isinstance(registry.get("http"), HttpExecutor)
@@ -102,7 +105,8 @@ async def test_third_party_executor_is_found_through_its_entry_point(
     entry_points = [_entry_point("fake", "FakeExecutor"), _entry_point("greeter", "make_greeter")]
 
     async with ExecutorRegistry.discover(
-        builtins=builtin_executors(env_allowlist=["PATH"]), entry_points=entry_points
+        builtins=builtin_executors(http_transport=public_only(), env_allowlist=["PATH"]),
+        entry_points=entry_points,
     ) as registry:
         fake = registry.get("fake")
         result = await fake.execute(context_for({"anything": 1}))

@@ -12,6 +12,7 @@ import pytest
 
 from scheduler_application.ports.executor import ExecutionContext
 from scheduler_domain.outbound import OutboundPolicy
+from scheduler_infrastructure.outbound.guarded import GuardedTransport
 from scheduler_worker.executors import HttpExecutor
 from scheduler_worker.executors.http import UNREACHABLE
 
@@ -31,7 +32,9 @@ class HttpServer(Protocol):
 async def executor() -> AsyncIterator[HttpExecutor]:
     # The test server listens on loopback, which the default outbound policy refuses.
     policy = OutboundPolicy.from_allow(["127.0.0.0/8"])
-    async with HttpExecutor(policy=policy, output_limit=1_000) as executor:
+    async with HttpExecutor(
+        transport=GuardedTransport(policy=policy), output_limit=1_000
+    ) as executor:
         yield executor
 
 
@@ -153,7 +156,9 @@ async def test_invalid_params_are_a_failure(
 async def test_a_closed_executor_runs_nothing(
     http_server: HttpServer, context_for: ContextFactory
 ) -> None:
-    executor = HttpExecutor(policy=OutboundPolicy.from_allow(["127.0.0.0/8"]))
+    executor = HttpExecutor(
+        transport=GuardedTransport(policy=OutboundPolicy.from_allow(["127.0.0.0/8"]))
+    )
     await executor.aclose()
 
     with pytest.raises(RuntimeError, match="client has been closed"):

@@ -14,6 +14,7 @@ import pytest
 
 from scheduler_application.ports.executor import ExecutionContext, ExecutionResult
 from scheduler_domain.outbound import OutboundPolicy
+from scheduler_infrastructure.outbound.guarded import GuardedTransport
 from scheduler_worker.executors import HttpExecutor
 from scheduler_worker.executors.http import UNREACHABLE
 
@@ -42,7 +43,9 @@ async def _run(
     allow: list[str], context: ExecutionContext, *, output_limit: int = 10_000
 ) -> ExecutionResult:
     policy = OutboundPolicy.from_allow(allow)
-    async with HttpExecutor(policy=policy, output_limit=output_limit) as executor:
+    async with HttpExecutor(
+        transport=GuardedTransport(policy=policy), output_limit=output_limit
+    ) as executor:
         return await executor.execute(context)
 
 

@@ -21,6 +21,7 @@ from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
 from scheduler_domain.worker import Worker
 from scheduler_infrastructure.clock import SystemClock
+from scheduler_infrastructure.outbound.guarded import public_only
 from scheduler_worker.executors import ExecutorRegistry, builtin_executors
 from scheduler_worker.runtime import WorkerOptions, WorkerRuntime
 from services import RABBITMQ_URL
@@ -153,7 +154,9 @@ async def test_a_worker_runtime_stopping_cleanly_leaves_no_direct_queue_behind(
         execution=ExecutionService(uow_factory=uow_factory, clock=clock),
         workers=WorkerService(uow_factory=uow_factory, clock=clock, queue=queue),
         queue=queue,
-        executors=ExecutorRegistry.discover(builtins=builtin_executors(), entry_points=()),
+        executors=ExecutorRegistry.discover(
+            builtins=builtin_executors(http_transport=public_only()), entry_points=()
+        ),
         options=WorkerOptions(
             queues=(f"shared-{PREFIX}",), heartbeat_interval=timedelta(seconds=0.2)
         ),

@@ -11,6 +11,7 @@ from scheduler_application.execution import ExecutionService
 from scheduler_application.workers import WorkerService
 from scheduler_domain.outbound import OutboundPolicy
 from scheduler_infrastructure.config import Settings
+from scheduler_infrastructure.outbound.guarded import GuardedTransport
 from scheduler_infrastructure.resources import Resources, open_resources
 from scheduler_infrastructure.startup import StartupError, prepare
 from scheduler_infrastructure.telemetry import component_metrics
@@ -84,8 +85,10 @@ async def build_worker(resources: Resources) -> AsyncIterator[WorkerRuntime]:
             output_limit=settings.worker.output_limit_bytes,
             python_pool_size=settings.worker.python_pool_size,
             python_max_runs_per_process=settings.worker.python_max_runs_per_process,
-            http_policy=OutboundPolicy.from_allow(
-                settings.executors.http.allow, field="executors.http.allow"
+            http_transport=GuardedTransport(
+                policy=OutboundPolicy.from_allow(
+                    settings.executors.http.allow, field="executors.http.allow"
+                )
             ),
         )
     )

@@ -5,8 +5,9 @@ followed only when the task sets ``follow_redirects`` (at most :data:`MAX_REDIRE
 otherwise a 3xx fails unless ``expected_status`` lists it. Without a task timeout the client's
 own per-operation timeouts apply.
 
-Every connection, redirects included, goes through the outbound policy
-(:mod:`scheduler_worker.executors.outbound`). A destination that is refused by the policy,
+Every connection, redirects included, goes through the transport it is given: the worker's
+composition root hands it the outbound policy's guarded transport
+(:mod:`scheduler_infrastructure.outbound.guarded`). A destination that is refused by the policy,
 does not resolve, refuses the connection, resets it or does not answer in time gives the task
 the same :data:`UNREACHABLE` error, so a task cannot map the worker's network or tell an open
 port from a closed one; the real reason is logged at debug level on the worker only.
@@ -25,8 +26,6 @@ import httpx
 from scheduler_application.ports.executor import ExecutionContext, ExecutionResult
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.executor_params import validate_executor
-from scheduler_domain.outbound import OutboundPolicy
-from scheduler_worker.executors.outbound import GuardedTransport
 from scheduler_worker.executors.output import DEFAULT_OUTPUT_LIMIT, CappedOutput
 from scheduler_worker.executors.results import (
     describe_exception,
@@ -47,15 +46,16 @@ logger = logging.getLogger(__name__)
 class HttpExecutor:
     """Holds one client (and its connection pool) for every run; :meth:`aclose` closes it.
 
-    ``policy`` says which destinations are permitted (default: public addresses only).
+    ``transport`` makes the connections: the outbound policy's guarded transport, which
+    decides which destinations are permitted. httpx's own ``trust_env`` stays off: no proxy or
+    ``.netrc`` of the worker's applies to a task's request.
     """
 
     name = "http"
 
     def __init__(
-        self, *, policy: OutboundPolicy | None = None, output_limit: int = DEFAULT_OUTPUT_LIMIT
+        self, *, transport: httpx.AsyncBaseTransport, output_limit: int = DEFAULT_OUTPUT_LIMIT
     ) -> None:
-        transport = GuardedTransport(policy=policy if policy is not None else OutboundPolicy())
         self._client = httpx.AsyncClient(
             transport=transport, trust_env=False, max_redirects=MAX_REDIRECTS
         )

@@ -17,10 +17,11 @@ from importlib.metadata import EntryPoint, entry_points
 from types import TracebackType
 from typing import Any
 
+import httpx
+
 from scheduler_application.ports.executor import Executor
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.executor_params import BUILTIN_EXECUTORS, validate_executor
-from scheduler_domain.outbound import OutboundPolicy
 from scheduler_worker.executors.errors import DuplicateExecutorError, UnknownExecutorError
 from scheduler_worker.executors.http import HttpExecutor
 from scheduler_worker.executors.noop import NoopExecutor
@@ -36,17 +37,18 @@ logger = logging.getLogger(__name__)
 
 def builtin_executors(
     *,
+    http_transport: httpx.AsyncBaseTransport,
     env_allowlist: Sequence[str] | None = None,
     output_limit: int = DEFAULT_OUTPUT_LIMIT,
     kill_grace_seconds: float = 5.0,
-    http_policy: OutboundPolicy | None = None,
     sandbox: SandboxPolicy | None = None,
     python_pool_size: int = 2,
     python_max_runs_per_process: int = 100,
 ) -> list[Executor]:
-    """``http_policy``: the destinations http tasks may reach (default: public ones only);
-    ``sandbox``: how ``shell`` and ``python`` task processes are isolated (default:
-    :func:`sandbox_policy` for this process, with ``env_allowlist`` when given)."""
+    """``http_transport``: how http tasks connect — the composition root's guarded transport,
+    which applies the outbound policy (the destinations they may reach); ``sandbox``: how
+    ``shell`` and ``python`` task processes are isolated (default: :func:`sandbox_policy` for
+    this process, with ``env_allowlist`` when given)."""
     policy = sandbox or sandbox_policy()
     if env_allowlist is not None:
         policy = replace(policy, env_allowlist=tuple(env_allowlist))
@@ -56,7 +58,7 @@ def builtin_executors(
             output_limit=output_limit,
             kill_grace_seconds=kill_grace_seconds,
         ),
-        HttpExecutor(policy=http_policy, output_limit=output_limit),
+        HttpExecutor(transport=http_transport, output_limit=output_limit),
         PythonExecutor(
             sandbox=policy,
             output_limit=output_limit,
@@ -81,12 +83,12 @@ class ExecutorRegistry:
     def discover(
         cls,
         *,
-        builtins: Iterable[Executor] | None = None,
+        builtins: Iterable[Executor],
         entry_points: Iterable[EntryPoint] | None = None,
     ) -> ExecutorRegistry:
-        """The built-ins (default: :func:`builtin_executors` with its defaults) plus every
-        loadable plugin of ``entry_points`` (default: the installed ``scheduler.executors``)."""
-        registry = cls(builtin_executors() if builtins is None else builtins)
+        """The built-ins (:func:`builtin_executors`, wired by the caller) plus every loadable
+        plugin of ``entry_points`` (default: the installed ``scheduler.executors``)."""
+        registry = cls(builtins)
         for entry_point in _installed() if entry_points is None else entry_points:
             registry._add_plugin(entry_point)
         return registry

@@ -10,7 +10,7 @@ import httpcore
 import pytest
 
 from scheduler_domain.outbound import OutboundPolicy
-from scheduler_worker.executors.outbound import DestinationRefused, GuardedBackend
+from scheduler_infrastructure.outbound.guarded import DestinationRefused, GuardedBackend
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -1,5 +1,7 @@
-"""The network path of the ``http`` executor: every connection resolved, vetted, then made to
-the vetted address.
+"""Outbound HTTP under the :class:`~scheduler_domain.outbound.OutboundPolicy`: every
+connection resolved, vetted, then made to the vetted address. The one implementation, used by
+the worker's ``http`` executor (its composition root injects a :class:`GuardedTransport`) and
+by the webhook sender.
 
 :class:`GuardedBackend` is an httpcore network backend. For each new connection it resolves
 the host itself, asks the :class:`~scheduler_domain.outbound.OutboundPolicy` about *every*
@@ -29,7 +31,11 @@ from scheduler_domain.outbound import OutboundPolicy, parse_address
 
 class DestinationRefused(httpcore.ConnectError):
     """The destination was not connected to: its address is forbidden, or its name did not
-    resolve. The message is for the worker's log, never for the task."""
+    resolve. The message is for the operator's log, never for a task."""
+
+
+class Unresolved(DestinationRefused):
+    """The name did not resolve (now): no connection is made, but it is no policy refusal."""
 
 
 #: Resolves ``(host, port)`` to addresses as text, raising :class:`OSError` when it cannot.
@@ -94,28 +100,36 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._backend.sleep(seconds)
 
     async def _vetted(self, host: str, port: int, timeout: float | None) -> list[str]:
-        """Every address of ``host`` as text, in resolver order, once each; refused unless the
-        policy permits all of them."""
         try:
             async with asyncio.timeout(timeout):
-                resolved = await self._resolve(host, port)
+                return await vetted_addresses(self._policy, host, port, resolver=self._resolve)
         except TimeoutError:
             raise httpcore.ConnectTimeout(f"resolving {host!r} timed out") from None
-        except (OSError, UnicodeError) as exc:
-            raise DestinationRefused(f"{host!r} did not resolve: {exc}") from None
-        addresses: list[str] = []
-        for text in resolved:
-            address = parse_address(text)
-            if address is None:
-                raise DestinationRefused(f"{host!r} resolved to {text!r}, not an IP address")
-            reason = self._policy.refusal(host, address)
-            if reason is not None:
-                raise DestinationRefused(f"{host!r} resolves to {address}: {reason}")
-            if text not in addresses:
-                addresses.append(text)
-        if not addresses:
-            raise DestinationRefused(f"{host!r} has no address")
-        return addresses
+
+
+async def vetted_addresses(
+    policy: OutboundPolicy, host: str, port: int, *, resolver: Resolver = system_resolver
+) -> list[str]:
+    """Every address of ``host`` as text, in resolver order, once each; refused
+    (:class:`DestinationRefused`, :class:`Unresolved` for a name that does not resolve) unless
+    the policy permits all of them: one forbidden address refuses the name."""
+    try:
+        resolved = await resolver(host, port)
+    except (OSError, UnicodeError) as exc:
+        raise Unresolved(f"{host!r} did not resolve: {exc}") from None
+    addresses: list[str] = []
+    for text in resolved:
+        address = parse_address(text)
+        if address is None:
+            raise DestinationRefused(f"{host!r} resolved to {text!r}, not an IP address")
+        reason = policy.refusal(host, address)
+        if reason is not None:
+            raise DestinationRefused(f"{host!r} resolves to {address}: {reason}")
+        if text not in addresses:
+            addresses.append(text)
+    if not addresses:
+        raise DestinationRefused(f"{host!r} has no address")
+    return addresses
 
 
 class GuardedTransport(httpx.AsyncHTTPTransport):
@@ -125,7 +139,7 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
     httpx does not take a network backend as an argument, so the pool it builds is replaced
     by an equivalent one that has it; the executor's tests fail if that stops taking effect.
     Environment proxies and ``.netrc`` are never consulted (``trust_env`` off): a proxy would
-    connect on the task's behalf past the policy, and the worker's credentials are not the
+    connect on the caller's behalf past the policy, and the process's credentials are not a
     task's.
     """
 
@@ -139,3 +153,8 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
             keepalive_expiry=limits.keepalive_expiry,
             network_backend=GuardedBackend(policy=policy),
         )
+
+
+def public_only() -> GuardedTransport:
+    """A guarded transport under the default policy: public destinations only."""
+    return GuardedTransport(policy=OutboundPolicy())
