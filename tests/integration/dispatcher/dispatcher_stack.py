@@ -24,9 +24,9 @@ from scheduler_application.tasks import TaskService
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
 from scheduler_application.workers import WorkerService
 from scheduler_dispatcher.bootstrap import dispatcher_loops
+from scheduler_dispatcher.loop_group import LoopGroup
 from scheduler_dispatcher.loops import LoopTimings, PeriodicLoop
 from scheduler_dispatcher.scheduler_loop import SchedulerLoop
-from scheduler_dispatcher.service import Dispatcher
 from scheduler_domain.accounts import Role
 from scheduler_domain.run import TaskRun
 from scheduler_infrastructure.clock import SystemClock
@@ -50,7 +50,7 @@ class DispatcherStack:
     tasks: TaskService
     runs: RunService
     execution: ExecutionService
-    dispatcher: Dispatcher
+    dispatcher: LoopGroup
     scheduler: SchedulerLoop
     relay: RunRelay
     signal: TaskChangeSignal
@@ -144,7 +144,7 @@ async def dispatcher_stack(
         signal.subscribe(scheduler.wake)
         if extra_loops is not None:
             loops.extend(extra_loops(scheduler))
-        dispatcher = Dispatcher(loops=loops)
+        dispatcher = LoopGroup(loops=loops)
         task = asyncio.create_task(dispatcher.run())
         await asyncio.wait_for(dispatcher.wait_started(), timeout=5)
         try:

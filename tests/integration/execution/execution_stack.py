@@ -20,8 +20,8 @@ from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
 from scheduler_application.workers import WorkerService
+from scheduler_dispatcher.loop_group import LoopGroup
 from scheduler_dispatcher.loops import LoopTimings, reliability_loops
-from scheduler_dispatcher.service import Dispatcher
 from scheduler_domain.accounts import Role
 from scheduler_domain.run import TaskRun
 from scheduler_infrastructure.clock import SystemClock
@@ -45,7 +45,7 @@ class Stack:
     tasks: TaskService
     runs: RunService
     execution: ExecutionService
-    dispatcher: Dispatcher
+    dispatcher: LoopGroup
     clock: SystemClock
 
     async def create_task(self, **spec: Any) -> str:
@@ -113,7 +113,7 @@ async def stack(uow_factory: SqlUnitOfWorkFactory) -> AsyncIterator[Stack]:
             lease=timedelta(seconds=2),
             executor_policy=OPEN_EXECUTOR_POLICY,
         )
-        dispatcher = Dispatcher(
+        dispatcher = LoopGroup(
             loops=reliability_loops(
                 relay=relay,
                 reaper=LeaseReaper(uow_factory=uow_factory, clock=clock),

@@ -17,7 +17,7 @@ from scheduler_api.services import ApiServices
 from scheduler_application.auth_context import Principal
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
 from scheduler_dispatcher.bootstrap import build_dispatcher, build_relay
-from scheduler_dispatcher.service import Dispatcher
+from scheduler_dispatcher.loop_group import LoopGroup
 from scheduler_domain.accounts import Role
 from scheduler_domain.run import TaskRun
 from scheduler_infrastructure.config import (
@@ -61,7 +61,7 @@ def stack_settings(database_url: str) -> Settings:
 class ObservedStack:
     resources: Resources
     services: ApiServices
-    dispatcher: Dispatcher
+    dispatcher: LoopGroup
     worker: WorkerRuntime
     #: Runs a test has seen finish so far (for tests that run batches).
     done: int = 0

@@ -19,8 +19,8 @@ from scheduler_application.testing import (
     InMemoryUnitOfWorkFactory,
 )
 from scheduler_application.testing.queue import InMemoryRunQueue
+from scheduler_dispatcher.loop_group import LoopGroup
 from scheduler_dispatcher.loops import PeriodicLoop
-from scheduler_dispatcher.service import Dispatcher
 from scheduler_domain.accounts import Role
 from scheduler_domain.rate_limit import RateLimit
 from scheduler_infrastructure.ratelimit import RedisRateLimiter
@@ -48,7 +48,7 @@ async def test_a_dispatcher_loop_counts_the_outages_it_meets() -> None:
         return False
 
     loop = PeriodicLoop("flaky", step, interval=timedelta(milliseconds=10))
-    dispatcher = Dispatcher(loops=[loop], observer=metrics)
+    dispatcher = LoopGroup(loops=[loop], observer=metrics)
     running = asyncio.create_task(dispatcher.run())
     async with asyncio.timeout(10):
         while outages(metrics, "broker") < 1:

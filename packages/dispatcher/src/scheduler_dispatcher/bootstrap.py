@@ -23,6 +23,7 @@ from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.task_changes import TaskChangeSignal
 from scheduler_application.webhook_delivery import WebhookDispatcher
 from scheduler_application.workers import WorkerService
+from scheduler_dispatcher.loop_group import LoopGroup
 from scheduler_dispatcher.loops import (
     LoopTimings,
     PeriodicLoop,
@@ -34,7 +35,6 @@ from scheduler_dispatcher.loops import (
     webhook_loop,
 )
 from scheduler_dispatcher.scheduler_loop import SchedulerLoop, dependency_loop
-from scheduler_dispatcher.service import Dispatcher
 from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.event_readers import (
     build_consumer_positions,
@@ -118,7 +118,7 @@ def build_dispatcher(
     *,
     relay: RunRelay | None = None,
     task_changes: TaskChangeSignal | None = None,
-) -> Dispatcher:
+) -> LoopGroup:
     """Every loop of one dispatcher. ``relay``: the process's relay (``scheduler run`` shares
     one with the API), closed by whoever built it; without one the dispatcher builds its own
     and closes it when it stops. ``task_changes``: the signal the process's own task writers
@@ -203,7 +203,7 @@ def build_dispatcher(
                 "task-changes", listen, interval=timedelta(seconds=1), stop_grace=timedelta(0)
             )
         )
-    return Dispatcher(loops=loops, observer=observer, on_stop=on_stop)
+    return LoopGroup(loops=loops, observer=observer, on_stop=on_stop)
 
 
 def _event_readers(

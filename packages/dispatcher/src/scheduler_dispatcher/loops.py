@@ -49,7 +49,7 @@ class PeriodicLoop:
     """Calls ``step`` every ``interval``; a step that returns True (a full batch) runs again at
     once. ``wake()`` cuts the wait short. Errors are logged and the loop goes on with backoff,
     so an outage of the database or broker delays work and never kills the dispatcher (and is
-    reported to ``observer``, which the :class:`Dispatcher` sets)."""
+    reported to ``observer``, which the :class:`LoopGroup` sets)."""
 
     observer: RunObserver = NO_OBSERVER
 

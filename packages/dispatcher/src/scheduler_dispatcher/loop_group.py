@@ -1,4 +1,5 @@
-"""The dispatcher process's work: its loops, started together and stopped together."""
+"""A group of loops started together and stopped together: the dispatcher process's work
+(:func:`scheduler_dispatcher.bootstrap.build_dispatcher` builds the group)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from scheduler_dispatcher.loops import PeriodicLoop
 logger = logging.getLogger("scheduler.dispatcher")
 
 
-class Dispatcher:
+class LoopGroup:
     def __init__(
         self,
         *,
