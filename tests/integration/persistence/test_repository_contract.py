@@ -1,5 +1,8 @@
-"""One contract for the SQL repositories, unit of work and lease store, run on SQLite and on
-PostgreSQL: what the ports promise, proven against real databases."""
+"""One contract for the repositories and the unit of work, run on SQLite, on PostgreSQL and on
+the in-memory fakes the unit tests use (``scheduler_application.testing``): what the ports
+promise, proven against real databases, and the fakes held to the same promises so that a unit
+test on them means what it would mean on a database. Tests that read the database themselves
+(or the SQL lease store) run on the two databases only."""
 
 from __future__ import annotations
 
@@ -681,8 +684,10 @@ async def test_claim_next_takes_the_highest_priority_then_the_oldest(
 ) -> None:
     task = make_task()
     old_low = queued_run(task, priority=1, created_at=T0)
-    new_high = queued_run(task, priority=8, created_at=T0 + 2 * SECOND)
-    old_high = queued_run(task, priority=8, created_at=T0 + SECOND)
+    # Queued before ``old_high`` (a retry's backoff, a paused queue's resume): the order is
+    # still by creation, on every adapter.
+    new_high = queued_run(task, priority=8, created_at=T0 + 2 * SECOND, queued_at=T0)
+    old_high = queued_run(task, priority=8, created_at=T0 + SECOND, queued_at=T0 + 3 * SECOND)
     other_queue = queued_run(task, priority=9, queue="elsewhere")
     not_queued = make_run(task, priority=9)
     await save(uow_factory, task, old_low, new_high, old_high, other_queue, not_queued)

@@ -37,6 +37,16 @@ def make_run(task_id: str = "task-1", **kw: object) -> TaskRun:
     return TaskRun(**values)  # type: ignore[arg-type]
 
 
+@pytest.fixture
+async def task_1(uow_factory: InMemoryUnitOfWorkFactory) -> Task:
+    """The task :func:`make_run`'s runs belong to (a run needs its task, as in the database)."""
+    task = make_task("task-1", id="task-1")
+    async with uow_factory() as uow:
+        await uow.tasks.add(task)
+        await uow.commit()
+    return task
+
+
 async def test_commit_publishes_the_transaction_to_the_store(
     uow_factory: InMemoryUnitOfWorkFactory, store: InMemoryStore
 ) -> None:
@@ -108,6 +118,7 @@ async def test_task_name_is_unique_per_owner(uow_factory: InMemoryUnitOfWorkFact
 
 async def test_run_slot_and_idempotency_key_are_unique(
     uow_factory: InMemoryUnitOfWorkFactory,
+    task_1: Task,
 ) -> None:
     async with uow_factory() as uow:
         await uow.runs.add(make_run(idempotency_key="k"))
@@ -121,7 +132,7 @@ async def test_run_slot_and_idempotency_key_are_unique(
 
 
 async def test_uniqueness_is_rechecked_at_commit_against_concurrent_commits(
-    uow_factory: InMemoryUnitOfWorkFactory, store: InMemoryStore
+    uow_factory: InMemoryUnitOfWorkFactory, task_1: Task, store: InMemoryStore
 ) -> None:
     first, second = uow_factory(), uow_factory()
     async with first, second:
@@ -236,6 +247,7 @@ async def test_set_next_run_at_does_not_conflict_with_a_concurrent_edit(
 
 async def test_claim_takes_a_queued_run_once_and_bumps_the_token(
     uow_factory: InMemoryUnitOfWorkFactory,
+    task_1: Task,
 ) -> None:
     run = make_run(status=RunStatus.QUEUED)
     async with uow_factory() as uow:
@@ -250,6 +262,7 @@ async def test_claim_takes_a_queued_run_once_and_bumps_the_token(
 
 async def test_claim_refuses_a_run_that_is_not_queued(
     uow_factory: InMemoryUnitOfWorkFactory,
+    task_1: Task,
 ) -> None:
     pending = make_run()
     async with uow_factory() as uow:
@@ -260,29 +273,38 @@ async def test_claim_refuses_a_run_that_is_not_queued(
 
 async def test_claim_next_takes_highest_priority_then_oldest(
     uow_factory: InMemoryUnitOfWorkFactory,
+    task_1: Task,
 ) -> None:
-    low = make_run("a", status=RunStatus.QUEUED, priority=1, queued_at=START)
+    """Oldest by creation, as the SQL adapters order it (not by when it was queued)."""
+    second = timedelta(seconds=1)
+    low = make_run(status=RunStatus.QUEUED, priority=1, queued_at=START)
     high_late = make_run(
-        "b", status=RunStatus.QUEUED, priority=9, queued_at=START + timedelta(seconds=2)
+        status=RunStatus.QUEUED, priority=9, created_at=START + 2 * second, queued_at=START
     )
     high_early = make_run(
-        "c", status=RunStatus.QUEUED, priority=9, queued_at=START + timedelta(seconds=1)
+        status=RunStatus.QUEUED,
+        priority=9,
+        created_at=START + second,
+        queued_at=START + 3 * second,
     )
-    other_queue = make_run("d", status=RunStatus.QUEUED, priority=9, queue="gpu", queued_at=START)
+    other_queue = make_run(status=RunStatus.QUEUED, priority=9, queue="gpu", queued_at=START)
+    names = {low.id: "low", high_late.id: "high_late", high_early.id: "high_early"}
     async with uow_factory() as uow:
-        for run in (low, high_late, high_early, other_queue):
+        for number, run in enumerate((low, high_late, high_early, other_queue)):
+            run.scheduled_for = START + number * second
             await uow.runs.add(run)
         order = []
         for _ in range(4):
             claimed = await uow.runs.claim_next(
                 queues=["default"], worker_id="w", now=START, lease=timedelta(seconds=30)
             )
-            order.append(claimed.task_id if claimed else None)
-    assert order == ["c", "b", "a", None]
+            order.append(names[claimed.id] if claimed else None)
+    assert order == ["high_early", "high_late", "low", None]
 
 
 async def test_renew_lease_needs_the_current_token_and_a_running_run(
     uow_factory: InMemoryUnitOfWorkFactory,
+    task_1: Task,
 ) -> None:
     run = make_run(status=RunStatus.QUEUED)
     lease = timedelta(seconds=30)
@@ -343,6 +365,7 @@ async def test_task_list_pages_with_opaque_cursors(uow_factory: InMemoryUnitOfWo
 
 async def test_run_list_is_newest_first_across_pages(
     uow_factory: InMemoryUnitOfWorkFactory,
+    task_1: Task,
 ) -> None:
     async with uow_factory() as uow:
         for i in range(5):

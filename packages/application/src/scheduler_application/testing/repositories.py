@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import copy
+import dataclasses
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -216,8 +217,14 @@ def _lock_first(tx: Transaction, table: str, candidates: list[R], limit: int) ->
     return taken
 
 
+#: What ``update_many(fields=...)`` may write: every field but the id (as the SQL adapter).
+_WRITABLE_RUN_FIELDS = frozenset(item.name for item in dataclasses.fields(TaskRun)) - {"id"}
+
+
 class InMemoryRunRepository(_Repository):
     async def add(self, run: TaskRun, *, events: Sequence[RunEvent] = ()) -> None:
+        if self.tx.get("tasks", run.task_id) is None:
+            raise NotFound(f"task {run.task_id} not found", field="task_id")
         self.tx.insert("runs", run)
         for event in events:
             insert_run_event(self.tx, event)
@@ -271,7 +278,7 @@ class InMemoryRunRepository(_Repository):
         wanted = set(queues)
         candidates: list[TaskRun] = sorted(
             (r for r in tx.scan("runs") if r.status is RunStatus.QUEUED and r.queue in wanted),
-            key=lambda r: (-r.priority, r.queued_at or r.created_at, r.id),
+            key=lambda r: (-r.priority, r.created_at, r.id),
         )
         for run in candidates:
             if tx.lock("runs", run.id):
@@ -620,6 +627,9 @@ class InMemoryRunRepository(_Repository):
         self, writes: Sequence[tuple[TaskRun, int]], *, fields: Collection[str] | None = None
     ) -> None:
         tx = self.tx
+        unknown = set(fields or ()) - _WRITABLE_RUN_FIELDS
+        if unknown:
+            raise ValueError(f"not writable run fields: {sorted(unknown)}")
         for run, expected_version in writes:
             if fields is None:
                 _versioned_update(tx, "runs", run, expected_version)
@@ -994,6 +1004,8 @@ class InMemoryBulkOperationRepository(_Repository):
             heartbeat = operation.heartbeat_at
             if operation.finished or (heartbeat is not None and heartbeat >= stale_before):
                 continue
+            if not self.tx.lock("bulk_operations", operation.id):
+                continue  # another caller is taking it (SKIP LOCKED)
             self.tx.patch("bulk_operations", operation.id, {"heartbeat_at": now})
             copied = _copy(operation)
             copied.heartbeat_at = now

@@ -12,9 +12,11 @@ SKIP LOCKED`` is emulated by row locks that other transactions' "due" queries sk
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from scheduler_application.errors import AlreadyExists, Conflict
@@ -126,7 +128,7 @@ class Transaction:
         if self.get(table, row.id) is not None or row.id in self.store.tables[table]:
             raise AlreadyExists(f"{table} row {row.id} already exists", field="id")
         self._check_unique(table, row, self.scan(table))
-        self.writes[table][row.id] = copy.deepcopy(row)
+        self.writes[table][row.id] = _stored(row)
         self.inserted.add((table, row.id))
 
     def replace(self, table: str, row: Any) -> None:
@@ -136,7 +138,7 @@ class Transaction:
         if key not in self.bases and key not in self.inserted:
             committed = self.store.tables[table].get(row.id)
             self.bases[key] = getattr(committed, "version", None)
-        self.writes[table][row.id] = copy.deepcopy(row)
+        self.writes[table][row.id] = _stored(row)
         self.patches.pop(key, None)
 
     def patch(
@@ -262,3 +264,15 @@ class Transaction:
         for key, holder in list(self.store.locks.items()):
             if holder == self.serial:
                 del self.store.locks[key]
+
+
+def _stored(row: Any) -> Any:
+    """A copy of ``row`` as a database keeps it: aware datetimes come back in UTC (the same
+    instant), as they do from the SQL repositories (the contract suite checks both)."""
+    stored = copy.deepcopy(row)
+    if dataclasses.is_dataclass(stored):
+        for item in dataclasses.fields(stored):
+            value = getattr(stored, item.name)
+            if isinstance(value, datetime) and value.tzinfo is not None and value.tzinfo is not UTC:
+                object.__setattr__(stored, item.name, value.astimezone(UTC))
+    return stored
