@@ -195,7 +195,7 @@ class ExecutionService:
                 wanted = list(dict.fromkeys(run.task_id for run in runs))
                 tasks = {task.id: task for task in await uow.tasks.get_many(wanted)}
                 if len(tasks) == len(wanted):
-                    await uow.events.add_many([_claim_event(run, worker_id) for run in runs])
+                    await uow.events.add_many([run.claim_event() for run in runs])
                     refusals = await self._refusals(uow, tasks.values())
                     refused = [run for run in runs if run.task_id in refusals]
                     for run in refused:
@@ -239,7 +239,7 @@ class ExecutionService:
         task = await uow.tasks.get(run.task_id)
         if task is None:
             return None  # the task was deleted under us: roll back, nothing to run
-        await uow.events.add(_claim_event(run, worker_id))
+        await uow.events.add(run.claim_event())
         refusal = (await self._refusals(uow, [task])).get(task.id)
         if refusal is not None:
             await self._refuse(uow, run, refusal, worker_id)
@@ -545,16 +545,3 @@ def _fenced(action: Callable[[], T]) -> T:
         raise Conflict(error.message, field="token") from None
     except (IllegalTransition, LeaseLost) as error:
         raise Conflict(error.message, field="status") from None
-
-
-def _claim_event(run: TaskRun, worker_id: str) -> RunEvent:
-    """The queued → running record ``RunRepository.claim`` made true (the domain's claim event)."""
-    return RunEvent(
-        run_id=run.id,
-        task_id=run.task_id,
-        from_status=RunStatus.QUEUED,
-        to_status=RunStatus.RUNNING,
-        at=run.started_at or run.created_at,
-        actor=f"worker:{worker_id}",
-        detail={"worker_id": worker_id},
-    )

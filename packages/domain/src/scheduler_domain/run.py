@@ -156,16 +156,31 @@ class TaskRun:
         return event
 
     def claim(self, *, worker_id: str, now: datetime, lease: timedelta) -> RunEvent:
-        """Give the attempt to ``worker_id`` under a lease; the new ``version`` is its token."""
-        event = self._move(
-            RunStatus.RUNNING, now=now, actor=f"worker:{worker_id}", detail={"worker_id": worker_id}
-        )
-        self.worker_id = worker_id
-        self.started_at = now
-        self.heartbeat_at = now
-        self.lease_expires_at = now + lease
+        """Give the attempt to ``worker_id`` under a lease; the new ``version`` is its token.
+
+        The one definition of the claim: the repositories' single-statement claims write the
+        same :func:`claim_changes` (plus ``status`` and ``version + 1``), and a run they return
+        running gives its record with :meth:`claim_event`."""
+        ensure_transition(self.status, RunStatus.RUNNING)
+        self.status = RunStatus.RUNNING
+        for name, value in claim_changes(worker_id=worker_id, now=now, lease=lease).items():
+            setattr(self, name, value)
         self.version += 1
-        return event
+        return self.claim_event()
+
+    def claim_event(self) -> RunEvent:
+        """The queued → running record of this run's claim (by :meth:`claim`, or by a
+        repository's claim statement that returned the row running)."""
+        worker_id = self.worker_id or ""
+        return RunEvent(
+            run_id=self.id,
+            task_id=self.task_id,
+            from_status=RunStatus.QUEUED,
+            to_status=RunStatus.RUNNING,
+            at=self.started_at or self.created_at,
+            actor=f"worker:{worker_id}",
+            detail={"worker_id": worker_id},
+        )
 
     def check_token(self, token: int) -> None:
         if token != self.version:
@@ -281,3 +296,14 @@ class TaskRun:
             actor=actor,
             detail={"trigger": self.trigger.value, "attempt": self.attempt},
         )
+
+
+def claim_changes(*, worker_id: str, now: datetime, lease: timedelta) -> dict[str, Any]:
+    """The fields a claim sets besides ``status`` (→ running) and ``version`` (+ 1): the
+    attempt is the worker's from ``now``, its lease ends at ``now + lease``."""
+    return {
+        "worker_id": worker_id,
+        "started_at": now,
+        "heartbeat_at": now,
+        "lease_expires_at": now + lease,
+    }

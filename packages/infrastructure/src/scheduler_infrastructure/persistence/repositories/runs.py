@@ -40,7 +40,7 @@ from scheduler_application.ports.repositories import (
     RunFilter,
 )
 from scheduler_domain.events import RunEvent
-from scheduler_domain.run import TaskRun
+from scheduler_domain.run import TaskRun, claim_changes
 from scheduler_domain.status import ACTIVE_STATUSES, RunStatus
 from scheduler_infrastructure.persistence.column_types import UTCDateTime
 from scheduler_infrastructure.persistence.cursors import (
@@ -161,19 +161,7 @@ class SqlRunRepository(SqlRepository):
     ) -> TaskRun | None:
         """One ``UPDATE … WHERE status = 'queued' … RETURNING``: of racing claimers exactly one
         matches the row; the others see it running and get None."""
-        statement = (
-            update(task_runs)
-            .where(which, RUN_QUEUED)
-            .values(
-                status=RunStatus.RUNNING.value,
-                worker_id=worker_id,
-                started_at=now,
-                heartbeat_at=now,
-                lease_expires_at=now + lease,
-                version=_c.version + 1,
-            )
-            .returning(*task_runs.c)
-        )
+        statement = _claim(which, RUN_QUEUED, worker_id=worker_id, now=now, lease=lease)
         row = (await self._execute(statement)).mappings().first()
         return None if row is None else run_from_row(row)
 
@@ -538,18 +526,12 @@ class SqlRunRepository(SqlRepository):
         wanted = sorted(set(run_ids))
         if not wanted:
             return []
-        statement = (
-            update(task_runs)
-            .where(self._among(wanted), _STILL_QUEUED if self._postgres else RUN_QUEUED)
-            .values(
-                status=RunStatus.RUNNING.value,
-                worker_id=worker_id,
-                started_at=now,
-                heartbeat_at=now,
-                lease_expires_at=now + lease,
-                version=_c.version + 1,
-            )
-            .returning(*task_runs.c)
+        statement = _claim(
+            self._among(wanted),
+            _STILL_QUEUED if self._postgres else RUN_QUEUED,
+            worker_id=worker_id,
+            now=now,
+            lease=lease,
         )
         rows = (await self._execute(statement)).mappings().all()
         return sorted((run_from_row(row) for row in rows), key=_by_id)
@@ -678,6 +660,24 @@ def _array_type(column: Any) -> str:
 
 
 #: Every column ``update`` writes: all but the id and the dependency bookkeeping.
+def _claim(
+    *conditions: ColumnElement[bool], worker_id: str, now: datetime, lease: timedelta
+) -> Any:
+    """The claim as one conditional ``UPDATE … RETURNING`` of the rows ``conditions`` select:
+    the domain's claim (:meth:`TaskRun.claim`) — ``status`` running, ``version + 1`` and the
+    fields of :func:`claim_changes` — shared by the single and the batch claim."""
+    return (
+        update(task_runs)
+        .where(*conditions)
+        .values(
+            status=RunStatus.RUNNING.value,
+            version=_c.version + 1,
+            **claim_changes(worker_id=worker_id, now=now, lease=lease),
+        )
+        .returning(*task_runs.c)
+    )
+
+
 _WRITTEN = tuple(
     column for column in task_runs.c if column.name not in ("id", "dependents_resolved_at")
 )
