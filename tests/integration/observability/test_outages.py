@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from recording_queue import InMemoryRunQueue
 from scheduler_application.auth_context import Principal
 from scheduler_application.errors import Unavailable
 from scheduler_application.gauges import ClusterGauges
@@ -18,7 +19,6 @@ from scheduler_application.testing import (
     InMemoryStore,
     InMemoryUnitOfWorkFactory,
 )
-from scheduler_application.testing.queue import InMemoryRunQueue
 from scheduler_dispatcher.loop_group import LoopGroup
 from scheduler_dispatcher.loops import PeriodicLoop
 from scheduler_domain.accounts import Role

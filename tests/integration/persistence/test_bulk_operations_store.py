@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from recording_queue import InMemoryRunQueue
 from scheduler_application.auth_context import Principal
 from scheduler_application.bulk import BulkRunner, BulkService
 from scheduler_application.bulk_operations import (
@@ -23,7 +24,7 @@ from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.ports.repositories import RunFilter, TaskFilter
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
-from scheduler_application.testing import OPEN_EXECUTOR_POLICY, FakeClock, InMemoryRunQueue
+from scheduler_application.testing import OPEN_EXECUTOR_POLICY, FakeClock
 from scheduler_domain.accounts import Role
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.status import RunStatus

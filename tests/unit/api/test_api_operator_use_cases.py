@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from recording_queue import InMemoryRunQueue
 from scheduler_application.auth_context import SYSTEM, Principal
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Conflict, NotFound, PermissionDenied
@@ -20,7 +21,6 @@ from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
     OPEN_EXECUTOR_POLICY,
     FakeClock,
-    InMemoryRunQueue,
     InMemoryUnitOfWorkFactory,
 )
 from scheduler_application.user_admin import UserAdminService

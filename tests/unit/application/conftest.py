@@ -6,6 +6,7 @@ import pytest
 from application_fixtures import ALICE, START, task_spec
 
 from pending_runs import PendingRuns
+from recording_queue import InMemoryRunQueue
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.execution import ExecutionService
 from scheduler_application.reaper import LeaseReaper
@@ -14,7 +15,6 @@ from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
     OPEN_EXECUTOR_POLICY,
     FakeClock,
-    InMemoryRunQueue,
     InMemoryStore,
     InMemoryUnitOfWorkFactory,
 )

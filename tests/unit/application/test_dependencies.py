@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from application_fixtures import ALICE, START, task_spec
 
+from recording_queue import InMemoryRunQueue
 from scheduler_application.dependencies import (
     DependencyResolver,
     UpstreamState,
@@ -25,7 +26,6 @@ from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
     FakeClock,
-    InMemoryRunQueue,
     InMemoryStore,
     InMemoryUnitOfWorkFactory,
 )

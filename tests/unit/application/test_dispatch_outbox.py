@@ -9,14 +9,13 @@ from datetime import timedelta
 import pytest
 from application_fixtures import ALICE, START, task_spec
 
+from recording_queue import InMemoryRunQueue, InMemoryTransactionalRunQueue
 from scheduler_application.dependencies import DependencyResolver
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
     FakeClock,
-    InMemoryRunQueue,
     InMemoryStore,
-    InMemoryTransactionalRunQueue,
     InMemoryUnitOfWorkFactory,
 )
 from scheduler_domain.run import RunTrigger, TaskRun

@@ -13,14 +13,13 @@ from typing import Any
 import pytest
 from application_fixtures import ALICE, START, task_spec
 
+from recording_queue import InMemoryRunQueue, InMemoryTransactionalRunQueue
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
     FakeClock,
-    InMemoryRunQueue,
     InMemoryStore,
-    InMemoryTransactionalRunQueue,
     InMemoryUnitOfWorkFactory,
 )
 from scheduler_domain.events import SkipReason, SlotOutcome

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from application_fixtures import ALICE, START, task_spec
 
+from recording_queue import InMemoryRunQueue, InMemoryTransactionalRunQueue
 from scheduler_application.dispatch.rate_limiting import RunRateLimits
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.scheduling import ScheduleFiring
@@ -17,9 +18,7 @@ from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
     FakeClock,
     InMemoryRateLimiter,
-    InMemoryRunQueue,
     InMemoryStore,
-    InMemoryTransactionalRunQueue,
     InMemoryUnitOfWorkFactory,
 )
 from scheduler_domain.events import SlotOutcome

@@ -14,6 +14,7 @@ import pytest
 from application_fixtures import ALICE, START, task_spec
 
 from pending_runs import PendingRuns
+from recording_queue import InMemoryRunQueue, InMemoryTransactionalRunQueue
 from scheduler_application.dispatch.rate_limiting import RunRateLimits
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.dispatch.routing import Router
@@ -26,9 +27,7 @@ from scheduler_application.testing import (
     OPEN_EXECUTOR_POLICY,
     FakeClock,
     InMemoryRateLimiter,
-    InMemoryRunQueue,
     InMemoryStore,
-    InMemoryTransactionalRunQueue,
     InMemoryUnitOfWorkFactory,
 )
 from scheduler_domain.run import TaskRun

@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from application_fixtures import START
 
+from recording_queue import InMemoryRunQueue
 from scheduler_application.errors import AuthenticationFailed, Unavailable
 from scheduler_application.ports.executor import ExecutionContext, ExecutionResult
 from scheduler_application.ports.queue import RunMessage
@@ -16,7 +17,6 @@ from scheduler_application.testing import (
     FakeTokenCodec,
     InMemoryLeaseStore,
     InMemoryRateLimiter,
-    InMemoryRunQueue,
 )
 from scheduler_domain.rate_limit import RateLimit
 

@@ -8,6 +8,7 @@ import pytest
 from application_fixtures import ALICE, OPERATOR, VIEWER_ALICE, task_spec
 
 from pending_runs import PendingRuns
+from recording_queue import InMemoryRunQueue
 from scheduler_application.dispatch.rate_limiting import RunRateLimits, queue_key
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import PermissionDenied
@@ -16,7 +17,6 @@ from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
     FakeClock,
-    InMemoryRunQueue,
     InMemoryStore,
     InMemoryUnitOfWorkFactory,
 )

@@ -6,13 +6,14 @@ import pytest
 from application_fixtures import ALICE, task_spec
 
 from pending_runs import PendingRuns
+from recording_queue import InMemoryRunQueue
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Unavailable
 from scheduler_application.execution import ExecutionService
 from scheduler_application.reaper import LeaseReaper
 from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
-from scheduler_application.testing import FakeClock, InMemoryRunQueue, InMemoryStore
+from scheduler_application.testing import FakeClock, InMemoryStore
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
 from scheduler_domain.worker import Worker

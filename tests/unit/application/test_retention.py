@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from application_fixtures import ALICE, OPERATOR, START, VIEWER_ALICE, task_spec
 
+from recording_queue import InMemoryRunQueue
 from scheduler_application.dependencies import DependencyResolver
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Conflict, NotFound, PermissionDenied
@@ -20,7 +21,6 @@ from scheduler_application.runs import RunService
 from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
     FakeClock,
-    InMemoryRunQueue,
     InMemoryStore,
     InMemoryUnitOfWorkFactory,
 )

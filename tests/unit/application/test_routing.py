@@ -11,6 +11,7 @@ import pytest
 from application_fixtures import ALICE, START, task_spec
 
 from pending_runs import PendingRuns
+from recording_queue import InMemoryRunQueue
 from scheduler_application.dispatch.rate_limiting import RunRateLimits
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.dispatch.routing import Router
@@ -20,7 +21,6 @@ from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
     FakeClock,
     InMemoryRateLimiter,
-    InMemoryRunQueue,
     InMemoryStore,
     InMemoryUnitOfWorkFactory,
 )

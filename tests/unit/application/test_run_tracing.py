@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from application_fixtures import ALICE, START, task_spec
 
+from recording_queue import InMemoryRunQueue, InMemoryTransactionalRunQueue
 from scheduler_application.dependencies import DependencyResolver
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.execution import ExecutionService
@@ -19,9 +20,7 @@ from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
     OPEN_EXECUTOR_POLICY,
     FakeClock,
-    InMemoryRunQueue,
     InMemoryStore,
-    InMemoryTransactionalRunQueue,
     InMemoryUnitOfWorkFactory,
     RecordingTracer,
 )

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from application_fixtures import ALICE, START, task_spec
 
+from recording_queue import InMemoryRunQueue
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.execution import ExecutionService
 from scheduler_application.scheduling import (
@@ -23,7 +24,6 @@ from scheduler_application.tasks import TaskService
 from scheduler_application.testing import (
     OPEN_EXECUTOR_POLICY,
     FakeClock,
-    InMemoryRunQueue,
     InMemoryStore,
     InMemoryUnitOfWorkFactory,
     RecordingObserver,

@@ -43,8 +43,11 @@ def test_tasks_watch_prints_the_tasks_events_as_they_happen(
 
 def test_tasks_watch_filters_by_kind_in_plain_lines(admin: Cli, http: httpx.Client) -> None:
     task = _task(admin, "quiet")
+    # From the start: the pause is seen however late the stream opens on a loaded machine.
     with meanwhile(lambda: http.post(f"/tasks/{task['id']}/pause"), delay=0.5):
-        result = admin("tasks", "watch", "quiet", "--type", "task.paused", "--timeout", "2")
+        result = admin(
+            "tasks", "watch", "quiet", "--type", "task.paused", "--from-start", "--timeout", "3"
+        )
     assert result.exit_code == 0, result.stderr
     [line] = result.stdout.splitlines()
     assert "task.paused" in line

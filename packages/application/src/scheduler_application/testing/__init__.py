@@ -14,7 +14,6 @@ from scheduler_application.testing.clock import FakeClock
 from scheduler_application.testing.coordination import InMemoryLeaseStore, InMemoryRateLimiter
 from scheduler_application.testing.executor import OPEN_EXECUTOR_POLICY, FakeExecutor
 from scheduler_application.testing.observer import FakeRedactor, RecordingObserver
-from scheduler_application.testing.queue import InMemoryRunQueue, InMemoryTransactionalRunQueue
 from scheduler_application.testing.secrets import FakeSecretBox, RecordingSecretScope
 from scheduler_application.testing.security import FakePasswordHasher, FakeTokenCodec
 from scheduler_application.testing.store import InMemoryStore, Transaction
@@ -34,9 +33,7 @@ __all__ = [
     "FakeTokenCodec",
     "InMemoryLeaseStore",
     "InMemoryRateLimiter",
-    "InMemoryRunQueue",
     "InMemoryStore",
-    "InMemoryTransactionalRunQueue",
     "InMemoryUnitOfWork",
     "InMemoryUnitOfWorkFactory",
     "RecordedSpan",
@@ -52,7 +49,6 @@ if TYPE_CHECKING:  # mypy proves the fakes still honour the ports they stand in 
     def _conforms(
         clock: FakeClock,
         factory: InMemoryUnitOfWorkFactory,
-        queue: InMemoryRunQueue,
         limiter: InMemoryRateLimiter,
         leases: InMemoryLeaseStore,
         hasher: FakePasswordHasher,
@@ -61,13 +57,11 @@ if TYPE_CHECKING:  # mypy proves the fakes still honour the ports they stand in 
         observer: RecordingObserver,
         redactor: FakeRedactor,
         tracer: RecordingTracer,
-        transactional: InMemoryTransactionalRunQueue,
         box: FakeSecretBox,
         scope: RecordingSecretScope,
     ) -> None:
         _clock: ports.Clock = clock
         _factory: ports.UnitOfWorkFactory = factory
-        _queue: ports.RunQueue = queue
         _limiter: ports.RateLimiter = limiter
         _leases: ports.LeaseStore = leases
         _hasher: ports.PasswordHasher = hasher
@@ -76,6 +70,5 @@ if TYPE_CHECKING:  # mypy proves the fakes still honour the ports they stand in 
         _observer: ports.RunObserver = observer
         _redactor: ports.Redactor = redactor
         _tracer: ports.Tracer = tracer
-        _transactional: ports.TransactionalRunQueue = transactional
         _box: ports.SecretBox = box
         _scope: ports.SecretScope = scope

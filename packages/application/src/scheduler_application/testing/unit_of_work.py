@@ -87,7 +87,7 @@ class InMemoryUnitOfWork:
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once the open transaction commits; a rollback forgets it. (How
-        :class:`~scheduler_application.testing.queue.InMemoryTransactionalRunQueue` makes its
+        the tests' ``InMemoryTransactionalRunQueue`` (``tests/recording_queue.py``) makes its
         staged messages appear exactly at the commit.)"""
         self._current()
         self._on_commit.append(callback)

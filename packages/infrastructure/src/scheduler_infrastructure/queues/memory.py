@@ -68,12 +68,12 @@ class MemoryRunQueue:
 
     async def publish(self, message: RunMessage) -> None:
         self._check_open()
-        self._push(_Entry(message, (-clamp(message.priority), next(self._seq))))
+        self._enqueue(message)
 
     async def publish_many(self, messages: Sequence[RunMessage]) -> None:
         self._check_open()
         for message in messages:
-            self._push(_Entry(message, (-clamp(message.priority), next(self._seq))))
+            self._enqueue(message)
 
     def consume(self, queues: Sequence[str], *, prefetch: int) -> MemoryConsumer:
         self._check_open()
@@ -120,6 +120,9 @@ class MemoryRunQueue:
     def _check_open(self) -> None:
         if self._closed:
             raise Unavailable("the in-memory queue is closed", dependency="broker")
+
+    def _enqueue(self, message: RunMessage) -> None:
+        self._push(_Entry(message, (-clamp(message.priority), next(self._seq))))
 
     def _push(self, entry: _Entry) -> None:
         queue = entry.message.queue
@@ -186,21 +189,28 @@ class MemoryConsumer:
 
     async def __anext__(self) -> Delivery:
         while not self._closed:
-            if len(self._unacked) < self.prefetch:
-                entry = self._owner._take(self.queues)
-                if entry is not None:
-                    entry.deliveries += 1
-                    if entry.deliveries > self._owner.max_deliveries:
-                        self._owner._bury(entry)
-                        continue
-                    tag = _Tag(self, entry)
-                    self._unacked.add(tag)
-                    return Delivery(
-                        message=entry.message, tag=tag, redelivered=entry.deliveries > 1
-                    )
+            delivery = self.take_nowait()
+            if delivery is not None:
+                return delivery
             self._event.clear()
             await self._event.wait()
         raise StopAsyncIteration
+
+    def take_nowait(self) -> Delivery | None:
+        """The next delivery if one is ready and the prefetch allows it, without waiting (a
+        message past ``max_deliveries`` is dead-lettered on the way)."""
+        while not self._closed and len(self._unacked) < self.prefetch:
+            entry = self._owner._take(self.queues)
+            if entry is None:
+                return None
+            entry.deliveries += 1
+            if entry.deliveries > self._owner.max_deliveries:
+                self._owner._bury(entry)
+                continue
+            tag = _Tag(self, entry)
+            self._unacked.add(tag)
+            return Delivery(message=entry.message, tag=tag, redelivered=entry.deliveries > 1)
+        return None
 
     async def aclose(self) -> None:
         if self._closed:
