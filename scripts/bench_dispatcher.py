@@ -399,6 +399,20 @@ async def _clean_broker(prefix: str, queues: Sequence[str] = ("default",)) -> No
             await client.aclose()
 
 
+async def cpu_over(p: Phase, window: float) -> tuple[float, float, float]:
+    """``(seconds elapsed, the dispatcher's CPU seconds, its database backends' CPU seconds)``
+    over ``window`` seconds from now."""
+    backends = await p.backend_pids()
+    before = _cpu_seconds(p.dispatcher.pid)
+    backends_before = {pid: _cpu_seconds(pid) for pid in backends}
+    started = time.monotonic()
+    await asyncio.sleep(window)
+    elapsed = time.monotonic() - started
+    used = _cpu_seconds(p.dispatcher.pid) - before
+    db_used = sum(max(_cpu_seconds(pid) - cpu, 0.0) for pid, cpu in backends_before.items())
+    return elapsed, used, db_used
+
+
 async def idle_cpu(sizes: list[int], *, window: float, settle: float) -> list[dict[str, Any]]:
     """The dispatcher's CPU per idle minute as enabled tasks far from due are added."""
     results = []
@@ -416,14 +430,7 @@ async def idle_cpu(sizes: list[int], *, window: float, settle: float) -> list[di
             total = size
             await p.connection.execute("ANALYZE tasks")
             await asyncio.sleep(settle)
-            backends = await p.backend_pids()
-            before = _cpu_seconds(p.dispatcher.pid)
-            backends_before = {pid: _cpu_seconds(pid) for pid in backends}
-            started = time.monotonic()
-            await asyncio.sleep(window)
-            elapsed = time.monotonic() - started
-            used = _cpu_seconds(p.dispatcher.pid) - before
-            db_used = sum(max(_cpu_seconds(pid) - cpu, 0.0) for pid, cpu in backends_before.items())
+            elapsed, used, db_used = await cpu_over(p, window)
             runs = await p.connection.fetchval("SELECT count(*) FROM task_runs")
             assert runs == 0, f"{runs} runs fired: the tasks were meant to stay idle"
             results.append(

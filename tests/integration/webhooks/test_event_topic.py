@@ -129,6 +129,37 @@ async def publish_with_an_outage(relay: EventTopicRelay, proxy: TcpProxy, *, cut
                 return failures
 
 
+async def publish_across_a_restart(
+    relay: EventTopicRelay,
+    cut_at: int,
+    *,
+    stop: Callable[[], Awaitable[None]],
+    start: Callable[[], Awaitable[None]],
+) -> int:
+    """Step the relay until ``cut_at`` events are out, ``stop`` the broker, see two steps fail,
+    ``start`` it again (whatever happened), then step to the end. Returns the failed steps."""
+    while relay.published < cut_at:
+        await relay.step()
+    failures = 0
+    try:
+        await stop()
+        for _ in range(2):
+            with pytest.raises(Unavailable):
+                await relay.step()
+            failures += 1
+    finally:
+        await start()
+    while True:
+        try:
+            more = await relay.step()
+        except Unavailable:
+            failures += 1
+            await asyncio.sleep(0.2)
+            continue
+        if not more:
+            return failures
+
+
 def check_order(expected: dict[str, list[str]], received: list[tuple[str, str]]) -> None:
     """``received``: (run id, event id) in arrival order, duplicates allowed. Every event
     arrived; the first arrivals of each run's events are in its order."""
@@ -281,29 +312,17 @@ async def test_rabbitmq_topic_gets_every_transition_in_order_across_a_broker_res
     topic = RabbitMQEventTopic(url=RABBITMQ_URL, exchange=exchange)
     relay = _relay(topic, log, sqlite_engine)
     total = RUNS * len(LIFECYCLE)
-    failures = 0
     try:
+
+        async def stop() -> None:
+            await rabbitmqctl("stop_app")
+
+        async def start() -> None:
+            await rabbitmqctl("start_app")
+            await wait_until_answering()
+
         async with asyncio.timeout(200):
-            while relay.published < total // 3:
-                await relay.step()
-            try:
-                await rabbitmqctl("stop_app")
-                for _ in range(2):
-                    with pytest.raises(Unavailable):
-                        await relay.step()
-                    failures += 1
-            finally:
-                await rabbitmqctl("start_app")
-                await wait_until_answering()
-            while True:
-                try:
-                    more = await relay.step()
-                except Unavailable:
-                    failures += 1
-                    await asyncio.sleep(0.2)
-                    continue
-                if not more:
-                    break
+            failures = await publish_across_a_restart(relay, total // 3, stop=stop, start=start)
         await relay.aclose()
         assert failures >= 2
         received: list[tuple[str, str]] = []
@@ -391,29 +410,17 @@ async def test_redis_stream_consumer_gets_every_transition_in_order_across_a_red
     total = RUNS * len(LIFECYCLE)
     reader = StreamReader(stream)
     reader.start()
-    failures = 0
     try:
-        async with asyncio.timeout(200):
-            while relay.published < total // 3:
-                await relay.step()
+
+        async def stop() -> None:
+            # What was published before the stop has been read (see the docstring).
             await _until(lambda: _at_least(reader, relay.published), within=30)
-            try:
-                await stop_redis()
-                for _ in range(2):
-                    with pytest.raises(Unavailable):
-                        await relay.step()
-                    failures += 1
-            finally:
-                await start_redis()
-            while True:
-                try:
-                    more = await relay.step()
-                except Unavailable:
-                    failures += 1
-                    await asyncio.sleep(0.2)
-                    continue
-                if not more:
-                    break
+            await stop_redis()
+
+        async with asyncio.timeout(200):
+            failures = await publish_across_a_restart(
+                relay, total // 3, stop=stop, start=start_redis
+            )
             await _until(lambda: _at_least(reader, total), within=30)
         await relay.aclose()
         assert failures >= 2
