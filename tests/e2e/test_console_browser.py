@@ -290,6 +290,11 @@ async def test_task_page_shows_next_fires_and_why_a_slot_was_skipped(
     await page.get_by_role("button", name="Resume").click()
     await expect(page.locator("table.decisions")).to_contain_text("paused")
     await shot(page, "task")
+    # The slots it fired are on the overview's lateness chart, minute by minute.
+    await page.goto(f"{server.url}/ui")
+    await expect(page.locator("svg.chart rect.bar-late-worst").first).to_be_visible()
+    await expect(page.locator("svg.chart rect.bar-late-median").first).to_be_visible()
+    await shot(page, "overview-lateness")
 
 
 async def test_a_viewer_sees_no_buttons_and_a_forged_post_is_refused(

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduler_api.console.charts import runs_per_minute, slot_lateness
+from scheduler_api.console.charts import lateness_per_minute, runs_per_minute, slot_lateness
 from scheduler_api.console.views import (
     NODE_W,
     dependency_graph,
@@ -124,3 +124,32 @@ def test_slot_lateness_takes_percentiles_of_first_attempts_of_fired_slots() -> N
     assert one is not None
     assert one.p50 == one.p99 == timedelta(seconds=3)
     assert slot_lateness([fired(1, trigger="manual")]) is None
+
+
+def test_the_lateness_chart_shows_each_minute_s_median_inside_its_worst_on_one_scale() -> None:
+    def fired(slot: datetime, seconds: float, trigger: str = "schedule") -> _Fired:
+        return _Fired(trigger, 1, slot, slot + timedelta(seconds=seconds))
+
+    minute_ago = NOW - timedelta(minutes=1)
+    runs = [fired(NOW, s) for s in (1, 2, 30)]  # this minute: median 2 s, worst 30 s
+    runs += [fired(minute_ago, 0), fired(minute_ago, -3)]  # on time (and fired ahead)
+    runs += [fired(NOW - timedelta(minutes=20), 500)]  # outside the window
+    runs += [fired(NOW, 900, trigger="manual")]  # not a fired slot
+    chart = lateness_per_minute(runs, now=NOW, minutes=15)
+    assert chart.slots == 5
+    assert chart.peak == timedelta(seconds=30)
+    by_label = {bar.label: bar for bar in chart.bars}
+    assert set(by_label) == {"12:00", "11:59"}
+    now_bar, on_time = by_label["12:00"], by_label["11:59"]
+    assert (now_bar.count, now_bar.median, now_bar.worst) == (
+        3,
+        timedelta(seconds=2),
+        timedelta(seconds=30),
+    )
+    assert now_bar.worst_height == chart.height - 24 - 18  # the peak fills the plot
+    assert now_bar.median_height == now_bar.worst_height * 2 / 30
+    assert now_bar.worst_y + now_bar.worst_height == now_bar.median_y + now_bar.median_height
+    assert on_time.worst == on_time.median == timedelta(0)
+    assert on_time.worst_height == 1.0  # on time is a hairline, not nothing
+    assert on_time.x < now_bar.x
+    assert lateness_per_minute([], now=NOW, minutes=15).bars == []

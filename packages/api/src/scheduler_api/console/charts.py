@@ -85,14 +85,91 @@ def _rank(ordered: Sequence[timedelta], fraction: float) -> timedelta:
     return ordered[index]
 
 
+def _fired(runs: Sequence[Any]) -> list[tuple[datetime, timedelta]]:
+    """``(slot, lateness)`` of each fired slot among ``runs``: a scheduled run's first attempt,
+    created ``created_at - scheduled_for`` after its slot (never negative: fired ahead is on
+    time)."""
+    return [
+        (run.scheduled_for, max(run.created_at - run.scheduled_for, timedelta(0)))
+        for run in runs
+        if run.trigger == "schedule" and run.attempt == 1
+    ]
+
+
 def slot_lateness(runs: Sequence[Any]) -> Lateness | None:
     """Lateness of the fired slots among ``runs`` (None when there are none): no query of its
     own, it reads the sample the overview already holds."""
-    late = sorted(
-        max(run.created_at - run.scheduled_for, timedelta(0))
-        for run in runs
-        if run.trigger == "schedule" and run.attempt == 1
-    )
+    late = sorted(lateness for _slot, lateness in _fired(runs))
     if not late:
         return None
     return Lateness(len(late), _rank(late, 0.5), _rank(late, 0.99), late[-1])
+
+
+@dataclass(frozen=True, slots=True)
+class LatenessBar:
+    """One minute of slots: the median lateness drawn inside the worst one."""
+
+    x: float
+    width: float
+    worst_y: float
+    worst_height: float
+    median_y: float
+    median_height: float
+    label: str
+    count: int
+    median: timedelta
+    worst: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class LatenessChart:
+    width: int
+    height: int
+    bars: list[LatenessBar]
+    peak: timedelta
+    ticks: list[tuple[float, str]]
+    slots: int
+
+
+def lateness_per_minute(runs: Sequence[Any], *, now: datetime, minutes: int) -> LatenessChart:
+    """The fired slots' lateness per minute of slot time over the last ``minutes`` minutes:
+    for each minute, the worst and the median, on one scale (the worst minute's worst)."""
+    start = now.replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
+    buckets: list[list[timedelta]] = [[] for _ in range(minutes)]
+    for slot, lateness in _fired(runs):
+        index = int((slot - start).total_seconds() // 60)
+        if 0 <= index < minutes:
+            buckets[index].append(lateness)
+    peak = max((max(b) for b in buckets if b), default=timedelta(0))
+    usable = HEIGHT - PAD - AXIS
+    scale = usable / max(peak.total_seconds(), 0.001)
+    slot_width = (WIDTH - 2 * PAD) / minutes
+    bars: list[LatenessBar] = []
+    for i, bucket in enumerate(buckets):
+        if not bucket:
+            continue
+        ordered = sorted(bucket)
+        worst, median = ordered[-1], _rank(ordered, 0.5)
+        # A minute with every slot on time still shows as a hairline, not as nothing.
+        worst_h = max(worst.total_seconds() * scale, 1.0)
+        median_h = max(median.total_seconds() * scale, 1.0)
+        base = HEIGHT - AXIS
+        bars.append(
+            LatenessBar(
+                x=PAD + i * slot_width + 2,
+                width=slot_width - 4,
+                worst_y=base - worst_h,
+                worst_height=worst_h,
+                median_y=base - median_h,
+                median_height=median_h,
+                label=(start + timedelta(minutes=i)).strftime("%H:%M"),
+                count=len(bucket),
+                median=median,
+                worst=worst,
+            )
+        )
+    ticks = [
+        (PAD + i * slot_width + slot_width / 2, (start + timedelta(minutes=i)).strftime("%H:%M"))
+        for i in range(0, minutes, 3)
+    ]
+    return LatenessChart(WIDTH, HEIGHT, bars, peak, ticks, sum(b.count for b in bars))

@@ -11,7 +11,7 @@ from litestar import Controller, Request, get
 from litestar.params import PathParameter, QueryParameter
 from litestar.response import Template
 
-from scheduler_api.console.charts import runs_per_minute, slot_lateness
+from scheduler_api.console.charts import lateness_per_minute, runs_per_minute, slot_lateness
 from scheduler_api.console.context import Console, choice, page, task_names, text
 from scheduler_api.console.views import dependency_graph, task_zone
 from scheduler_api.controllers.runs_listing import list_runs
@@ -75,6 +75,7 @@ class PagesController(Controller):
             chart=runs_per_minute(recent.items, now=services.clock.now(), minutes=15),
             sampled=len(recent.items),
             lateness=slot_lateness(recent.items),
+            lateness_chart=lateness_per_minute(recent.items, now=services.clock.now(), minutes=15),
             latest=recent.items[:10],
             names=await task_names(services, principal, [r.task_id for r in recent.items[:10]]),
         )
