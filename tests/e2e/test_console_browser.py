@@ -242,6 +242,10 @@ async def test_a_paused_queue_holds_runs_picked_ones_are_cancelled_the_rest_purg
     assert (state.json()["rate_limit"], state.json()["max_concurrency"]) == ("5/s", 2)
     for run in runs:  # the paused queue holds them
         assert await run_status(server, admin, run["id"]) == "pending"
+    await page.goto(f"{server.url}/ui")  # and the overview's queue chart shows them waiting
+    bar = page.locator("svg.chart g", has_text="console-held: 3 pending")
+    await expect(bar.locator("rect.bar-queue-pending")).to_have_count(1)
+    await shot(page, "overview-queues")
 
     await page.goto(f"{server.url}/ui/runs?task_id={task['id']}")
     await page.get_by_label(f"Select run {runs[0]['id'][-12:]}").check()

@@ -8,7 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduler_api.console.charts import lateness_per_minute, runs_per_minute, slot_lateness
+from scheduler_api.console.charts import (
+    lateness_per_minute,
+    queue_depths,
+    runs_per_minute,
+    slot_lateness,
+)
 from scheduler_api.console.views import (
     NODE_W,
     dependency_graph,
@@ -16,6 +21,7 @@ from scheduler_api.console.views import (
     schedule_words,
     trace_id,
 )
+from scheduler_application.ports.repositories import QueueActivity
 from scheduler_domain.schedules import CronSchedule, IntervalSchedule, OnceSchedule
 from scheduler_domain.task import Task
 
@@ -153,3 +159,41 @@ def test_the_lateness_chart_shows_each_minute_s_median_inside_its_worst_on_one_s
     assert on_time.worst_height == 1.0  # on time is a hairline, not nothing
     assert on_time.x < now_bar.x
     assert lateness_per_minute([], now=NOW, minutes=15).bars == []
+
+
+@dataclass(frozen=True)
+class _Queue:
+    name: str
+    activity: QueueActivity
+
+
+def test_the_queue_chart_stacks_running_queued_pending_on_one_scale() -> None:
+    queues = [
+        _Queue(
+            "default",
+            QueueActivity(
+                queue="default",
+                pending=2,
+                queued=6,
+                running=2,
+                oldest_queued_at=NOW - timedelta(seconds=90),
+            ),
+        ),
+        _Queue("gpu", QueueActivity(queue="gpu", running=5)),
+        _Queue("idle", QueueActivity(queue="idle")),
+    ]
+    chart = queue_depths(queues, now=NOW)
+    assert chart.peak == 10
+    default, gpu, idle = chart.rows
+    assert [(s.state, s.count) for s in default.segments] == [
+        ("running", 2),
+        ("queued", 6),
+        ("pending", 2),
+    ]
+    assert default.total == 10
+    assert default.oldest == timedelta(seconds=90)
+    # One scale: half the runs, half the length; segments end to end.
+    assert gpu.end - gpu.segments[0].x == (default.end - default.segments[0].x) / 2
+    assert default.segments[1].x == default.segments[0].x + default.segments[0].width
+    assert (gpu.oldest, idle.segments, idle.total) == (None, [], 0)
+    assert gpu.y < idle.y

@@ -173,3 +173,68 @@ def lateness_per_minute(runs: Sequence[Any], *, now: datetime, minutes: int) -> 
         for i in range(0, minutes, 3)
     ]
     return LatenessChart(WIDTH, HEIGHT, bars, peak, ticks, sum(b.count for b in bars))
+
+
+QUEUE_STATES = ("running", "queued", "pending")
+ROW, LABEL_W = 26, 140
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    x: float
+    width: float
+    state: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    name: str
+    y: float
+    segments: list[Segment]
+    total: int
+    oldest: timedelta | None
+    #: Where the bar ends: its count and wait are written after it.
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueueChart:
+    width: int
+    height: int
+    rows: list[QueueRow]
+    peak: int
+
+
+def queue_depths(queues: Sequence[Any], *, now: datetime) -> QueueChart:
+    """One horizontal bar per queue: its running, queued and pending runs stacked, on one
+    scale (the fullest queue), with how long its oldest queued run has waited."""
+    peak = max((_held(q.activity) for q in queues), default=0)
+    usable = WIDTH - LABEL_W - PAD - 90  # room on the right for the count and the wait
+    scale = usable / max(peak, 1)
+    rows: list[QueueRow] = []
+    for i, queue in enumerate(queues):
+        activity = queue.activity
+        x = float(LABEL_W)
+        segments: list[Segment] = []
+        for state in QUEUE_STATES:
+            count = int(getattr(activity, state))
+            if count:
+                segments.append(Segment(x, count * scale, state, count))
+                x += count * scale
+        oldest = activity.oldest_queued_at
+        rows.append(
+            QueueRow(
+                name=queue.name,
+                y=PAD + i * ROW,
+                segments=segments,
+                total=_held(activity),
+                oldest=None if oldest is None else max(now - oldest, timedelta(0)),
+                end=x,
+            )
+        )
+    return QueueChart(WIDTH, 2 * PAD + max(len(rows), 1) * ROW, rows, peak)
+
+
+def _held(activity: Any) -> int:
+    return int(activity.pending + activity.queued + activity.running)

@@ -11,7 +11,12 @@ from litestar import Controller, Request, get
 from litestar.params import PathParameter, QueryParameter
 from litestar.response import Template
 
-from scheduler_api.console.charts import lateness_per_minute, runs_per_minute, slot_lateness
+from scheduler_api.console.charts import (
+    lateness_per_minute,
+    queue_depths,
+    runs_per_minute,
+    slot_lateness,
+)
 from scheduler_api.console.context import Console, choice, page, task_names, text
 from scheduler_api.console.views import dependency_graph, task_zone
 from scheduler_api.controllers.runs_listing import list_runs
@@ -68,6 +73,7 @@ class PagesController(Controller):
             title="Overview",
             counts=counts,
             queues=queues,
+            queue_chart=queue_depths(queues, now=services.clock.now()),
             now=services.clock.now(),
             online=sum(1 for w in workers if w.status is WorkerStatus.ONLINE),
             busy=sum(1 for w in workers if w.active_runs > 0),
