@@ -36,8 +36,8 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from scheduler_application.accounts import AccountService
-from scheduler_application.event_log import record_event
+from scheduler_application.accounts.users import AccountService
+from scheduler_application.events.log import record_event
 from scheduler_domain.accounts import Role
 from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.persistence.engine import create_engine

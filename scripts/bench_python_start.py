@@ -26,12 +26,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.execution import ExecutionService
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
-from scheduler_application.workers import WorkerService
+from scheduler_application.execution.service import ExecutionService
+from scheduler_application.execution.workers import WorkerService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_domain.accounts import Role, User
 from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.outbound.guarded import public_only

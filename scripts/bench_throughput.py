@@ -35,10 +35,10 @@ import asyncpg
 from sqlalchemy import bindparam, func, insert, select, text
 from sqlalchemy.engine import make_url
 
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_domain.accounts import Role
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_infrastructure.clock import SystemClock

@@ -33,10 +33,10 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from scheduler_application.auth_context import Principal
-from scheduler_application.event_log import record_event
-from scheduler_application.webhook_delivery import DeliverySettings, WebhookDispatcher
-from scheduler_application.webhooks import WebhookService
+from scheduler_application.accounts.access import Principal
+from scheduler_application.events.log import record_event
+from scheduler_application.events.webhook_delivery import DeliverySettings, WebhookDispatcher
+from scheduler_application.events.webhooks import WebhookService
 from scheduler_dispatcher.loops import webhook_loop
 from scheduler_domain.accounts import Role, User
 from scheduler_domain.outbound import OutboundPolicy

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 from scheduler_application.errors import AlreadyExists
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
-from scheduler_application.runs import MANUAL_KEY_PREFIX
+from scheduler_application.runs.service import MANUAL_KEY_PREFIX
 from scheduler_domain.run import RunTrigger, TaskRun
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from pending_runs import PendingRuns
 from recording_queue import InMemoryRunQueue
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
 from scheduler_domain.accounts import Role, User
 from scheduler_domain.events import RunEvent

@@ -24,7 +24,7 @@ from embedded import ADMIN_PASSWORD, embedded
 from harness import Cluster, eventually
 from scenario import Scenario
 
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 from scheduler_domain.accounts import Role
 from scheduler_domain.run import TaskRun
 from scheduler_domain.status import RunStatus

@@ -21,7 +21,7 @@ from harness import Cluster, eventually
 from scenario import Scenario
 
 from integration_support_redis import start_redis, stop_redis
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 from scheduler_domain.accounts import Role
 from scheduler_domain.run import TaskRun
 from scheduler_domain.status import RunStatus

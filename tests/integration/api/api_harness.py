@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_api.bootstrap import build_api
 from scheduler_api.throttle import Allowance, LoginThrottle
-from scheduler_application.accounts import AccountService
+from scheduler_application.accounts.users import AccountService
 from scheduler_application.ports.coordination import RateLimiter
 from scheduler_application.ports.queue import RunQueue
 from scheduler_application.ports.secrets import SecretBox

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_api.bootstrap import PRINCIPAL_CACHE_STATE
-from scheduler_application.principal_cache import PrincipalCache
+from scheduler_application.accounts.principal_cache import PrincipalCache
 from scheduler_domain.accounts import Role
 from scheduler_infrastructure.persistence.engine import create_engine
 

@@ -34,9 +34,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from scheduler_api.bootstrap import bind, build_api, serve
-from scheduler_application.accounts import AccountService
-from scheduler_application.api_keys import ApiKeyService
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
+from scheduler_application.accounts.api_keys import ApiKeyService
+from scheduler_application.accounts.users import AccountService
 from scheduler_domain.accounts import Role
 from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.config import Settings

@@ -12,17 +12,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 from scheduler_application.dispatch.rate_limiting import RunRateLimits
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.dispatch.routing import Router
-from scheduler_application.execution import ExecutionService
+from scheduler_application.execution.service import ExecutionService
+from scheduler_application.execution.workers import WorkerService
 from scheduler_application.ports.queue import RunQueue
-from scheduler_application.runs import RunService
-from scheduler_application.task_changes import TaskChangeSignal
-from scheduler_application.tasks import TaskService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.changes import TaskChangeSignal
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
-from scheduler_application.workers import WorkerService
 from scheduler_dispatcher.bootstrap import dispatcher_loops
 from scheduler_dispatcher.loop_group import LoopGroup
 from scheduler_dispatcher.loops import LoopTimings, PeriodicLoop

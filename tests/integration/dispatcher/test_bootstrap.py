@@ -10,7 +10,7 @@ import pytest
 from dispatcher_stack import REDIS_URL
 
 from scheduler_application.ports.queue import RunMessage
-from scheduler_application.task_changes import TaskChangeSignal
+from scheduler_application.tasks.changes import TaskChangeSignal
 from scheduler_dispatcher.bootstrap import build_dispatcher
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.status import RunStatus

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pending_runs import PendingRuns
 from recording_queue import InMemoryRunQueue
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.scheduling import ScheduleFiring
-from scheduler_application.tasks import TaskService
+from scheduler_application.runs.scheduling import ScheduleFiring
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import (
     OPEN_EXECUTOR_POLICY,
     FakeClock,

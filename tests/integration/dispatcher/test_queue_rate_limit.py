@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from pending_runs import PendingRuns
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.queue_control import QueueChanges, QueueControl
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.operations.queue_control import QueueChanges, QueueControl
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_dispatcher.bootstrap import build_dispatcher
 from scheduler_domain.accounts import Role
 from scheduler_domain.rate_limit import RateLimit

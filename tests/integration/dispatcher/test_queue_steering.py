@@ -17,9 +17,9 @@ from dispatcher_stack import OWNER, DispatcherStack, dispatcher_stack, running_w
 from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
+from scheduler_application.operations.queue_control import QueueChanges, QueueControl
 from scheduler_application.ports.queue import RunQueue
-from scheduler_application.queue_control import QueueChanges, QueueControl
 from scheduler_domain.accounts import Role
 from scheduler_domain.status import RunStatus
 from scheduler_infrastructure.persistence.migrations import target_metadata

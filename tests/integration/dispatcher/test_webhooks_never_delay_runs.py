@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from dispatcher_stack import OWNER, dispatcher_stack, running_worker
 
-from scheduler_application.webhook_delivery import DeliverySettings, WebhookDispatcher
-from scheduler_application.webhooks import WebhookService
+from scheduler_application.events.webhook_delivery import DeliverySettings, WebhookDispatcher
+from scheduler_application.events.webhooks import WebhookService
 from scheduler_dispatcher.loops import webhook_loop
 from scheduler_domain.accounts import User
 from scheduler_domain.outbound import OutboundPolicy

@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.execution import ExecutionService
-from scheduler_application.reaper import LeaseReaper
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.execution.reaper import LeaseReaper
+from scheduler_application.execution.service import ExecutionService
+from scheduler_application.execution.workers import WorkerService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
-from scheduler_application.workers import WorkerService
 from scheduler_dispatcher.loop_group import LoopGroup
 from scheduler_dispatcher.loops import LoopTimings, reliability_loops
 from scheduler_domain.accounts import Role

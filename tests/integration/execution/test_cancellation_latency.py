@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from execution_stack import OWNER, Stack, running
 
-from scheduler_application.execution import ExecutionService
+from scheduler_application.execution.service import ExecutionService
+from scheduler_application.execution.workers import WorkerService
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
-from scheduler_application.workers import WorkerService
 from scheduler_domain.status import RunStatus
 from scheduler_infrastructure.outbound.guarded import public_only
 from scheduler_worker.executors import ExecutorRegistry, builtin_executors

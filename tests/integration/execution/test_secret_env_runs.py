@@ -16,11 +16,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.execution import ExecutionService
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.execution.service import ExecutionService
+from scheduler_application.execution.workers import WorkerService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
-from scheduler_application.workers import WorkerService
 from scheduler_domain.status import RunStatus
 from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.outbound.guarded import public_only

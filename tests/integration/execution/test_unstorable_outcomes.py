@@ -8,10 +8,10 @@ import pytest
 from execution_stack import OWNER
 
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.execution import ExecutionService, Outcome
+from scheduler_application.execution.service import ExecutionService, Outcome
 from scheduler_application.ports.executor import ExecutionResult
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
 from scheduler_domain.status import RunStatus
 from scheduler_infrastructure.clock import SystemClock

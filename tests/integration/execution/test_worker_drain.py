@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 import pytest
 from execution_stack import OWNER, PYTHON, Stack, running
 
-from scheduler_application.auth_context import Principal
-from scheduler_application.workers import WorkerService
+from scheduler_application.accounts.access import Principal
+from scheduler_application.execution.workers import WorkerService
 from scheduler_domain.accounts import Role
 from scheduler_domain.status import RunStatus
 from scheduler_domain.worker import Worker, WorkerStatus

@@ -14,7 +14,7 @@ from typing import Any
 
 from scheduler_api.bootstrap import build_services
 from scheduler_api.services import ApiServices
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
 from scheduler_dispatcher.bootstrap import build_dispatcher, build_relay
 from scheduler_dispatcher.loop_group import LoopGroup

@@ -14,7 +14,7 @@ from observed_stack import JWT_SECRET, migrated_sqlite, stack_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler_api.bootstrap import build_api
-from scheduler_application.accounts import AccountService
+from scheduler_application.accounts.users import AccountService
 from scheduler_domain.accounts import Role
 from scheduler_infrastructure.config import ApiSettings, DatabaseSettings
 from scheduler_infrastructure.persistence.engine import create_engine

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from observed_stack import ObservedStack, migrated_sqlite, observed_stack
 
-from scheduler_application.execution import ExecutionService
+from scheduler_application.execution.service import ExecutionService
+from scheduler_application.execution.workers import RegisterWorker, WorkerService
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
-from scheduler_application.workers import RegisterWorker, WorkerService
 from scheduler_domain.events import SkipReason
 from scheduler_domain.schedules import format_instant
 

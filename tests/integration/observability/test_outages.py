@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from recording_queue import InMemoryRunQueue
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 from scheduler_application.errors import Unavailable
-from scheduler_application.gauges import ClusterGauges
-from scheduler_application.tasks import TaskService
+from scheduler_application.operations.gauges import ClusterGauges
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import (
     OPEN_EXECUTOR_POLICY,
     FakeClock,

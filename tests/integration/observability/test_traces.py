@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from scheduler_api.bootstrap import build_api
-from scheduler_application.accounts import AccountService
+from scheduler_application.accounts.users import AccountService
 from scheduler_application.ports.queue import RunMessage
 from scheduler_domain.accounts import Role
 from scheduler_infrastructure.config import (

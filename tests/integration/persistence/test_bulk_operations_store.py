@@ -12,18 +12,18 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from recording_queue import InMemoryRunQueue
-from scheduler_application.auth_context import Principal
-from scheduler_application.bulk import BulkRunner, BulkService
-from scheduler_application.bulk_operations import (
+from scheduler_application.accounts.access import Principal
+from scheduler_application.dispatch.relay import RunRelay
+from scheduler_application.operations.bulk import BulkRunner, BulkService
+from scheduler_application.operations.bulk_operations import (
     BulkAction,
     BulkOperation,
     BulkStatus,
     Selection,
 )
-from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.ports.repositories import RunFilter, TaskFilter
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY, FakeClock
 from scheduler_domain.accounts import Role
 from scheduler_domain.run import RunTrigger, TaskRun

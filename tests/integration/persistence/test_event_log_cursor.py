@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scheduler_application.event_log import record_event
+from scheduler_application.events.log import record_event
 from scheduler_application.ports.repositories import EventQuery
 from scheduler_domain.events import LOG_START, EventCursor, EventRecord, RunEvent
 from scheduler_domain.run import RunTrigger, TaskRun

@@ -12,8 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from test_repository_contract import T0, committed, make_run, make_task, postgres_only, save
 
-from scheduler_application.auth_context import Principal
-from scheduler_application.workers import WorkerService
+from scheduler_application.accounts.access import Principal
+from scheduler_application.execution.workers import WorkerService
 from scheduler_domain.accounts import Role
 from scheduler_domain.events import RunEvent, SlotDecision, SlotOutcome
 from scheduler_domain.status import RunStatus

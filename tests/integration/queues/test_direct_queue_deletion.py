@@ -13,9 +13,9 @@ import pytest
 from aio_pika.exceptions import ChannelNotFoundEntity
 from queue_helpers import PREFIX, QueueMaker, eventually, run_message
 
-from scheduler_application.execution import ExecutionService
+from scheduler_application.execution.service import ExecutionService
+from scheduler_application.execution.workers import RegisterWorker, WorkerService
 from scheduler_application.testing import FakeClock, InMemoryStore, InMemoryUnitOfWorkFactory
-from scheduler_application.workers import RegisterWorker, WorkerService
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from integration_support_rabbitmq import rabbitmqctl, wait_until_answering
 from integration_support_redis import start_redis, stop_redis
 from scheduler_application.errors import Unavailable
-from scheduler_application.event_topic import EventTopicRelay
+from scheduler_application.events.topic import EventTopicRelay
 from scheduler_application.ports.webhooks import EventTopic
 from scheduler_domain.events import RunEvent
 from scheduler_domain.run import RunTrigger, TaskRun

@@ -13,10 +13,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
+from scheduler_application.events.webhook_delivery import DeliverySettings, WebhookDispatcher
+from scheduler_application.events.webhooks import WebhookService
 from scheduler_application.ports.repositories import EventQuery
-from scheduler_application.webhook_delivery import DeliverySettings, WebhookDispatcher
-from scheduler_application.webhooks import WebhookService
 from scheduler_domain.accounts import Role, User
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.events import LOG_START, RunEvent

@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from scheduler_application.api_keys import ApiKeyService
-from scheduler_application.auth import AuthService
+from scheduler_application.accounts.api_keys import ApiKeyService
+from scheduler_application.accounts.auth import AuthService
+from scheduler_application.accounts.user_admin import UserAdminService
 from scheduler_application.testing import (
     FakeClock,
     FakePasswordHasher,
@@ -15,7 +16,6 @@ from scheduler_application.testing import (
     InMemoryStore,
     InMemoryUnitOfWorkFactory,
 )
-from scheduler_application.user_admin import UserAdminService
 
 START = datetime(2030, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -6,21 +6,21 @@ from datetime import timedelta
 
 import pytest
 
-from scheduler_application.api_keys import ApiKeyService
-from scheduler_application.auth import (
+from scheduler_application.accounts.access import SYSTEM, Principal
+from scheduler_application.accounts.api_keys import ApiKeyService
+from scheduler_application.accounts.auth import (
     CREDENTIAL_REFUSED,
     LOGIN_FAILED,
     AuthService,
     token_digest,
 )
-from scheduler_application.auth_context import SYSTEM, Principal
+from scheduler_application.accounts.user_admin import UserAdminService
 from scheduler_application.errors import AuthenticationFailed
 from scheduler_application.testing import (
     FakeClock,
     FakePasswordHasher,
     InMemoryStore,
 )
-from scheduler_application.user_admin import UserAdminService
 from scheduler_domain.accounts import Role, User
 
 PASSWORD = "a long enough password"

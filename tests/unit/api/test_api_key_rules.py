@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler_application.api_keys import ApiKeyService, may_grant, parse_key_prefix
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
+from scheduler_application.accounts.api_keys import ApiKeyService, may_grant, parse_key_prefix
 from scheduler_application.errors import NotFound, PermissionDenied
 from scheduler_application.testing import FakeClock
 from scheduler_domain.accounts import Role

@@ -8,23 +8,23 @@ from datetime import timedelta
 import pytest
 
 from recording_queue import InMemoryRunQueue
-from scheduler_application.auth_context import SYSTEM, Principal
+from scheduler_application.accounts.access import SYSTEM, Principal
+from scheduler_application.accounts.user_admin import UserAdminService
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Conflict, NotFound, PermissionDenied
-from scheduler_application.execution import ExecutionService
+from scheduler_application.execution.remote_workers import RemoteWorkerService
+from scheduler_application.execution.service import ExecutionService
+from scheduler_application.execution.workers import RegisterWorker, WorkerService
+from scheduler_application.operations.status_report import StatusService
 from scheduler_application.ports.executor import ExecutionResult
-from scheduler_application.remote_workers import RemoteWorkerService
-from scheduler_application.runs import RunService
-from scheduler_application.status_report import StatusService
-from scheduler_application.task_graph import TaskGraphService
-from scheduler_application.tasks import TaskService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.graph import TaskGraphService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import (
     OPEN_EXECUTOR_POLICY,
     FakeClock,
     InMemoryUnitOfWorkFactory,
 )
-from scheduler_application.user_admin import UserAdminService
-from scheduler_application.workers import RegisterWorker, WorkerService
 from scheduler_domain.accounts import Role
 from scheduler_domain.errors import ValidationError
 

@@ -10,7 +10,7 @@ from scheduler_api.openapi import task_body_schema
 from scheduler_api.params import instant, object_id, page_size, slice_page
 from scheduler_api.services import ApiOptions
 from scheduler_application.errors import NotFound
-from scheduler_application.task_spec import WRITE_ONLY_FIELDS, parse_task_spec, task_to_spec
+from scheduler_application.tasks.spec import WRITE_ONLY_FIELDS, parse_task_spec, task_to_spec
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.task import Task
 

@@ -7,17 +7,17 @@ from datetime import timedelta
 
 import pytest
 
-from scheduler_application.api_keys import ApiKeyService
-from scheduler_application.auth import (
+from scheduler_application.accounts.access import SYSTEM, Principal
+from scheduler_application.accounts.api_keys import ApiKeyService
+from scheduler_application.accounts.auth import (
     CREDENTIAL_REFUSED,
     CURRENT_PASSWORD_WRONG,
     AuthService,
     TokenPair,
 )
-from scheduler_application.auth_context import SYSTEM, Principal
+from scheduler_application.accounts.user_admin import UserAdminService
 from scheduler_application.errors import AlreadyExists, AuthenticationFailed, PermissionDenied
 from scheduler_application.testing import FakeTokenCodec, InMemoryStore
-from scheduler_application.user_admin import UserAdminService
 from scheduler_domain.accounts import Role, User
 from scheduler_domain.errors import ValidationError
 

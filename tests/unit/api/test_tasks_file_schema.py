@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from scheduler_api.openapi import tasks_file_schema
-from scheduler_application.auth_context import Principal
-from scheduler_application.task_apply import TaskApplyService
-from scheduler_application.tasks import TaskService
+from scheduler_application.accounts.access import Principal
+from scheduler_application.tasks.apply import TaskApplyService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import (
     OPEN_EXECUTOR_POLICY,
     FakeClock,

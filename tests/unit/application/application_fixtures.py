@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 from scheduler_domain.accounts import Role
 
 START = datetime(2030, 3, 1, 12, 0, tzinfo=UTC)

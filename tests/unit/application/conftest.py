@@ -8,17 +8,17 @@ from application_fixtures import ALICE, START, task_spec
 from pending_runs import PendingRuns
 from recording_queue import InMemoryRunQueue
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.execution import ExecutionService
-from scheduler_application.reaper import LeaseReaper
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.execution.reaper import LeaseReaper
+from scheduler_application.execution.service import ExecutionService
+from scheduler_application.execution.workers import RegisterWorker, WorkerService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import (
     OPEN_EXECUTOR_POLICY,
     FakeClock,
     InMemoryStore,
     InMemoryUnitOfWorkFactory,
 )
-from scheduler_application.workers import RegisterWorker, WorkerService
 from scheduler_domain.task import Task
 from scheduler_domain.worker import Worker
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from application_fixtures import ALICE, OPERATOR
 
-from scheduler_application.accounts import AccountService
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
+from scheduler_application.accounts.users import AccountService
 from scheduler_application.errors import AlreadyExists, Conflict, PermissionDenied
 from scheduler_application.testing import (
     FakeClock,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler_application.auth_context import (
+from scheduler_application.accounts.access import (
     SYSTEM,
     Principal,
     can_see,

@@ -9,11 +9,11 @@ import pytest
 from application_fixtures import ALICE, BOB, VIEWER_ALICE, task_spec
 
 from recording_queue import InMemoryRunQueue
-from scheduler_application.batch_trigger import BatchTrigger, TriggerItem
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import PermissionDenied
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.runs.batch_trigger import BatchTrigger, TriggerItem
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import (
     FakeClock,
     InMemoryStore,

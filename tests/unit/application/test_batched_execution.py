@@ -14,16 +14,16 @@ from application_fixtures import ALICE, START, task_spec
 from scheduler_application.dispatch.gates import DISPATCHED_FIELDS
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Conflict, NotFound
-from scheduler_application.execution import (
+from scheduler_application.execution.retries import Settlement
+from scheduler_application.execution.service import (
     OUTCOME_FIELDS,
     ClaimedRun,
     ExecutionService,
     Outcome,
 )
 from scheduler_application.ports.executor import ExecutionResult
-from scheduler_application.retries import Settlement
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import FakeClock, InMemoryStore, InMemoryUnitOfWorkFactory
 from scheduler_domain.retry import RetryPolicy
 from scheduler_domain.run import RunTrigger, TaskRun

@@ -11,11 +11,11 @@ import pytest
 from application_fixtures import ALICE, BOB, VIEWER_ALICE, task_spec
 
 from pending_runs import PendingRuns
-from scheduler_application.bulk import BulkRunner, BulkService
-from scheduler_application.bulk_operations import BulkAction, BulkStatus, Selection
 from scheduler_application.errors import PermissionDenied
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.operations.bulk import BulkRunner, BulkService
+from scheduler_application.operations.bulk_operations import BulkAction, BulkStatus, Selection
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import FakeClock, InMemoryStore, InMemoryUnitOfWorkFactory
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.status import RunStatus

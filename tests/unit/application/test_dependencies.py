@@ -12,18 +12,18 @@ import pytest
 from application_fixtures import ALICE, START, task_spec
 
 from recording_queue import InMemoryRunQueue
-from scheduler_application.dependencies import (
+from scheduler_application.dispatch.relay import RunRelay
+from scheduler_application.execution.service import ExecutionService
+from scheduler_application.ports.executor import ExecutionResult
+from scheduler_application.runs.dependencies import (
     DependencyResolver,
     UpstreamState,
     Verdict,
     dependency_key,
     evaluate_rule,
 )
-from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.execution import ExecutionService
-from scheduler_application.ports.executor import ExecutionResult
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import (
     FakeClock,
     InMemoryStore,

@@ -10,9 +10,9 @@ import pytest
 from application_fixtures import ALICE, START, task_spec
 
 from recording_queue import InMemoryRunQueue, InMemoryTransactionalRunQueue
-from scheduler_application.dependencies import DependencyResolver
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.tasks import TaskService
+from scheduler_application.runs.dependencies import DependencyResolver
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import (
     FakeClock,
     InMemoryStore,

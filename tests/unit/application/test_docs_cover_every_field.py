@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from scheduler_application.task_spec import parse_task_spec, task_to_spec
+from scheduler_application.tasks.spec import parse_task_spec, task_to_spec
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.executor_params import BUILTIN_EXECUTORS, validate_executor
 from scheduler_domain.task import Task

@@ -12,11 +12,11 @@ from application_fixtures import ALICE, BOB, OPERATOR, START, task_spec
 
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import NotFound
-from scheduler_application.event_log import EventService
-from scheduler_application.event_stream import Heartbeat, LogWatcher, follow
-from scheduler_application.runs import RunService
-from scheduler_application.scheduling import ScheduleFiring
-from scheduler_application.tasks import TaskService
+from scheduler_application.events.log import EventService
+from scheduler_application.events.stream import Heartbeat, LogWatcher, follow
+from scheduler_application.runs.scheduling import ScheduleFiring
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import FakeClock, InMemoryStore, InMemoryUnitOfWorkFactory
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.events import LOG_START

@@ -10,13 +10,13 @@ from application_fixtures import ALICE, START, task_spec
 from recording_queue import InMemoryRunQueue
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Conflict, NotFound
-from scheduler_application.execution import ActiveRun, ClaimedRun, ExecutionService
+from scheduler_application.execution.reaper import LeaseReaper
+from scheduler_application.execution.service import ActiveRun, ClaimedRun, ExecutionService
+from scheduler_application.execution.workers import RegisterWorker, WorkerService
 from scheduler_application.ports.executor import ExecutionResult
-from scheduler_application.reaper import LeaseReaper
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import FakeClock, InMemoryStore
-from scheduler_application.workers import RegisterWorker, WorkerService
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task

@@ -10,9 +10,9 @@ from application_fixtures import ALICE, OPERATOR, START, task_spec
 
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import PermissionDenied
-from scheduler_application.execution import ExecutionService
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.execution.service import ExecutionService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import FakeClock, InMemoryStore, InMemoryUnitOfWorkFactory
 from scheduler_domain.accounts import Role, User
 from scheduler_domain.errors import ValidationError

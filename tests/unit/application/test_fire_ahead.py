@@ -15,8 +15,8 @@ from application_fixtures import ALICE, START, task_spec
 
 from recording_queue import InMemoryRunQueue, InMemoryTransactionalRunQueue
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.scheduling import ScheduleFiring
-from scheduler_application.tasks import TaskService
+from scheduler_application.runs.scheduling import ScheduleFiring
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import (
     FakeClock,
     InMemoryStore,

@@ -18,11 +18,11 @@ from recording_queue import InMemoryRunQueue, InMemoryTransactionalRunQueue
 from scheduler_application.dispatch.rate_limiting import RunRateLimits
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.dispatch.routing import Router
-from scheduler_application.execution import ExecutionService
+from scheduler_application.execution.service import ExecutionService
 from scheduler_application.ports.executor import ExecutionResult
 from scheduler_application.ports.queue import RunMessage
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import (
     OPEN_EXECUTOR_POLICY,
     FakeClock,

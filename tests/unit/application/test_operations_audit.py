@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from application_fixtures import OPERATOR
 
-from scheduler_application.event_log import EventService
-from scheduler_application.queue_control import QueueChanges, QueueControl
+from scheduler_application.events.log import EventService
+from scheduler_application.execution.workers import WorkerService
+from scheduler_application.operations.queue_control import QueueChanges, QueueControl
 from scheduler_application.testing import FakeClock, InMemoryUnitOfWorkFactory
-from scheduler_application.workers import WorkerService
 from scheduler_domain.events import LOG_START
 from scheduler_domain.rate_limit import RateLimit
 from scheduler_domain.worker import Worker

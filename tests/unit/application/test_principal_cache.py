@@ -9,12 +9,13 @@ from datetime import timedelta
 import pytest
 from application_fixtures import START
 
-from scheduler_application import api_keys as api_keys_module
-from scheduler_application.api_keys import ApiKeyService
-from scheduler_application.auth import AuthService
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts import api_keys as api_keys_module
+from scheduler_application.accounts.access import Principal
+from scheduler_application.accounts.api_keys import ApiKeyService
+from scheduler_application.accounts.auth import AuthService
+from scheduler_application.accounts.principal_cache import PrincipalCache, credential_digest
+from scheduler_application.accounts.user_admin import UserAdminService
 from scheduler_application.errors import AuthenticationFailed
-from scheduler_application.principal_cache import PrincipalCache, credential_digest
 from scheduler_application.testing import (
     FakeClock,
     FakePasswordHasher,
@@ -22,7 +23,6 @@ from scheduler_application.testing import (
     InMemoryStore,
     InMemoryUnitOfWorkFactory,
 )
-from scheduler_application.user_admin import UserAdminService
 from scheduler_domain.accounts import Role, User
 
 PASSWORD = "correct horse battery staple"

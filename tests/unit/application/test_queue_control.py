@@ -12,9 +12,9 @@ from recording_queue import InMemoryRunQueue
 from scheduler_application.dispatch.rate_limiting import RunRateLimits, queue_key
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import PermissionDenied
-from scheduler_application.queue_control import QueueChanges, QueueControl
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.operations.queue_control import QueueChanges, QueueControl
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import (
     FakeClock,
     InMemoryStore,

@@ -9,10 +9,10 @@ from pending_runs import PendingRuns
 from recording_queue import InMemoryRunQueue
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Unavailable
-from scheduler_application.execution import ExecutionService
-from scheduler_application.reaper import LeaseReaper
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.execution.reaper import LeaseReaper
+from scheduler_application.execution.service import ExecutionService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import FakeClock, InMemoryStore
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task

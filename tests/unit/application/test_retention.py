@@ -11,20 +11,20 @@ import pytest
 from application_fixtures import ALICE, OPERATOR, START, VIEWER_ALICE, task_spec
 
 from recording_queue import InMemoryRunQueue
-from scheduler_application.dependencies import DependencyResolver
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Conflict, NotFound, PermissionDenied
-from scheduler_application.execution import ExecutionService
+from scheduler_application.execution.service import ExecutionService
+from scheduler_application.execution.workers import RegisterWorker, WorkerService
+from scheduler_application.operations.retention import HistoryRetention, RetentionPolicy
 from scheduler_application.ports.queue import RunMessage
-from scheduler_application.retention import HistoryRetention, RetentionPolicy
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.runs.dependencies import DependencyResolver
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import (
     FakeClock,
     InMemoryStore,
     InMemoryUnitOfWorkFactory,
 )
-from scheduler_application.workers import RegisterWorker, WorkerService
 from scheduler_domain.events import RunEvent, SlotDecision, SlotOutcome
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.status import RunStatus

@@ -15,16 +15,16 @@ from recording_queue import InMemoryRunQueue
 from scheduler_application.dispatch.rate_limiting import RunRateLimits
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.dispatch.routing import Router
-from scheduler_application.execution import ExecutionService
+from scheduler_application.execution.service import ExecutionService
+from scheduler_application.execution.workers import WorkerService
 from scheduler_application.ports.executor import ExecutionResult
-from scheduler_application.tasks import TaskService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import (
     FakeClock,
     InMemoryRateLimiter,
     InMemoryStore,
     InMemoryUnitOfWorkFactory,
 )
-from scheduler_application.workers import WorkerService
 from scheduler_domain.rate_limit import RateLimit
 from scheduler_domain.run import TaskRun
 from scheduler_domain.status import RunStatus

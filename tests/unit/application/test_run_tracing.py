@@ -9,14 +9,14 @@ import pytest
 from application_fixtures import ALICE, START, task_spec
 
 from recording_queue import InMemoryRunQueue, InMemoryTransactionalRunQueue
-from scheduler_application.dependencies import DependencyResolver
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.execution import ExecutionService
+from scheduler_application.execution.service import ExecutionService
 from scheduler_application.ports.executor import ExecutionResult
 from scheduler_application.ports.tracing import NO_TRACER, SpanKind
-from scheduler_application.runs import RunService
-from scheduler_application.scheduling import ScheduleFiring
-from scheduler_application.tasks import TaskService
+from scheduler_application.runs.dependencies import DependencyResolver
+from scheduler_application.runs.scheduling import ScheduleFiring
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import (
     OPEN_EXECUTOR_POLICY,
     FakeClock,

@@ -9,10 +9,10 @@ from application_fixtures import ALICE, BOB, OPERATOR, START, VIEWER_ALICE, task
 from pending_runs import PendingRuns
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Conflict, NotFound, PermissionDenied
-from scheduler_application.execution import ExecutionService
+from scheduler_application.execution.service import ExecutionService
 from scheduler_application.ports.executor import ExecutionResult
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import FakeClock, InMemoryStore
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.run import RunTrigger, TaskRun

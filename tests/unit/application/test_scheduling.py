@@ -11,16 +11,16 @@ from application_fixtures import ALICE, START, task_spec
 
 from recording_queue import InMemoryRunQueue
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.execution import ExecutionService
-from scheduler_application.scheduling import (
+from scheduler_application.execution.service import ExecutionService
+from scheduler_application.runs.scheduling import (
     MAX_MISSED_DECISIONS,
     ScheduleFiring,
     due_slots,
     record_paused_slots,
     schedule_key,
 )
-from scheduler_application.task_changes import TaskChangeSignal
-from scheduler_application.tasks import TaskService
+from scheduler_application.tasks.changes import TaskChangeSignal
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import (
     OPEN_EXECUTOR_POLICY,
     FakeClock,

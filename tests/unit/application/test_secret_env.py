@@ -9,15 +9,16 @@ import random
 import pytest
 from application_fixtures import ALICE, OPERATOR, WORKER_ROLE, task_spec
 
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Conflict
-from scheduler_application.execution import ClaimedRun, ExecutionService
+from scheduler_application.execution.redaction import conceal_secrets, secret_variants
+from scheduler_application.execution.remote_workers import RemoteWorkerService
+from scheduler_application.execution.service import ClaimedRun, ExecutionService
+from scheduler_application.execution.workers import RegisterWorker, WorkerService
 from scheduler_application.ports.executor import ExecutionResult
-from scheduler_application.redaction import conceal_secrets, secret_variants
-from scheduler_application.remote_workers import RemoteWorkerService
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import (
     OPEN_EXECUTOR_POLICY,
     FakeClock,
@@ -25,7 +26,6 @@ from scheduler_application.testing import (
     InMemoryStore,
     InMemoryUnitOfWorkFactory,
 )
-from scheduler_application.workers import RegisterWorker, WorkerService
 from scheduler_domain.accounts import Role
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.status import RunStatus

@@ -8,8 +8,8 @@ import pytest
 from application_fixtures import ALICE, BOB, VIEWER_ALICE, task_spec
 
 from scheduler_application.errors import PermissionDenied
-from scheduler_application.task_apply import PruneScope, TaskApplyService
-from scheduler_application.tasks import TaskService
+from scheduler_application.tasks.apply import PruneScope, TaskApplyService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import InMemoryUnitOfWorkFactory
 from scheduler_domain.errors import ValidationError
 

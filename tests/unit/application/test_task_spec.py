@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from application_fixtures import START, task_spec
 
-from scheduler_application.task_spec import merge_patch, parse_task_spec, task_to_spec
+from scheduler_application.tasks.spec import merge_patch, parse_task_spec, task_to_spec
 from scheduler_domain.concurrency import ConcurrencyPolicy
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.misfire import MisfireKind

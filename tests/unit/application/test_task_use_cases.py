@@ -6,8 +6,8 @@ import pytest
 from application_fixtures import ALICE, BOB, OPERATOR, START, VIEWER_ALICE, WORKER_ROLE, task_spec
 
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound, PermissionDenied
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import FakeClock, InMemoryStore
 from scheduler_domain.errors import DependencyCycle, ValidationError
 from scheduler_domain.events import SkipReason, SlotDecision, SlotOutcome

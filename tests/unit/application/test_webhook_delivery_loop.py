@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 from scheduler_application.errors import NotFound
-from scheduler_application.event_log import record_event
-from scheduler_application.event_topic import CONSUMER, EventTopicRelay
+from scheduler_application.events.log import record_event
+from scheduler_application.events.topic import CONSUMER, EventTopicRelay
+from scheduler_application.events.webhook_delivery import DeliverySettings, WebhookDispatcher
+from scheduler_application.events.webhooks import WebhookService
 from scheduler_application.ports.webhooks import SendResult
 from scheduler_application.testing import FakeClock, InMemoryStore, InMemoryUnitOfWorkFactory
 from scheduler_application.testing.webhooks import (
@@ -22,8 +24,6 @@ from scheduler_application.testing.webhooks import (
     RecordingSender,
     RecordingTopic,
 )
-from scheduler_application.webhook_delivery import DeliverySettings, WebhookDispatcher
-from scheduler_application.webhooks import WebhookService
 from scheduler_domain.accounts import Role, User
 from scheduler_domain.webhooks import DeliveryStatus, RetryPolicy
 

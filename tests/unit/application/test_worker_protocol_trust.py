@@ -10,17 +10,17 @@ from datetime import timedelta
 import pytest
 from application_fixtures import ALICE, task_spec
 
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import NotFound
-from scheduler_application.execution import ActiveRun, ClaimedRun, ExecutionService
-from scheduler_application.output_caps import cap_text
+from scheduler_application.execution.output_caps import cap_text
+from scheduler_application.execution.remote_workers import RemoteWorkerService
+from scheduler_application.execution.service import ActiveRun, ClaimedRun, ExecutionService
+from scheduler_application.execution.workers import RegisterWorker, WorkerService
 from scheduler_application.ports.executor import ExecutionResult
-from scheduler_application.remote_workers import RemoteWorkerService
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import FakeClock, InMemoryStore, InMemoryUnitOfWorkFactory
-from scheduler_application.workers import RegisterWorker, WorkerService
 from scheduler_domain.accounts import Role
 from scheduler_domain.task import Task
 from scheduler_domain.worker import Worker

@@ -7,11 +7,11 @@ from application_fixtures import ALICE, OPERATOR, VIEWER_ALICE, WORKER_ROLE, tas
 
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import NotFound, PermissionDenied
-from scheduler_application.execution import ExecutionService
-from scheduler_application.runs import RunService
-from scheduler_application.tasks import TaskService
+from scheduler_application.execution.service import ExecutionService
+from scheduler_application.execution.workers import WorkerService
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import FakeClock, InMemoryStore
-from scheduler_application.workers import WorkerService
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.status import RunStatus
 from scheduler_domain.worker import Worker, WorkerStatus
@@ -30,7 +30,7 @@ async def test_register_stores_an_online_worker(
 
 
 async def test_register_refuses_a_worker_without_queues(workers: WorkerService) -> None:
-    from scheduler_application.workers import RegisterWorker
+    from scheduler_application.execution.workers import RegisterWorker
 
     with pytest.raises(ValidationError) as error:
         await workers.register(RegisterWorker(name="w", hostname="h", pid=1, queues=(), capacity=1))

@@ -29,7 +29,7 @@ from typer.testing import CliRunner, Result
 
 from scheduler_api.bootstrap import build_api
 from scheduler_api.throttle import Allowance, LoginThrottle
-from scheduler_application.accounts import AccountService
+from scheduler_application.accounts.users import AccountService
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_cli.context import Overrides
 from scheduler_cli.main import app as cli_app

@@ -52,7 +52,7 @@ from scheduler_api.openapi import ClosedStructSchemaPlugin, openapi_config
 from scheduler_api.options import options_response
 from scheduler_api.request_checks import check_request
 from scheduler_api.services import ApiOptions, ApiServices
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 
 API_PREFIX = "/api/v1"
 

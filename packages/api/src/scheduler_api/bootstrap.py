@@ -29,28 +29,28 @@ from scheduler_api.app import create_app
 from scheduler_api.metrics import MetricsExporter
 from scheduler_api.services import ApiOptions, ApiServices, Probe
 from scheduler_api.throttle import LoginThrottle
-from scheduler_application.api_keys import ApiKeyService
-from scheduler_application.auth import AuthService, SessionPolicy
-from scheduler_application.batch_trigger import BatchTrigger
-from scheduler_application.bulk import BulkRunner, BulkService
+from scheduler_application.accounts.api_keys import ApiKeyService
+from scheduler_application.accounts.auth import AuthService, SessionPolicy
+from scheduler_application.accounts.principal_cache import PrincipalCache
+from scheduler_application.accounts.request_limits import RequestLimits
+from scheduler_application.accounts.user_admin import UserAdminService
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.event_log import EventService
-from scheduler_application.event_stream import LogWatcher
-from scheduler_application.execution import ExecutionService
+from scheduler_application.events.log import EventService
+from scheduler_application.events.stream import LogWatcher
+from scheduler_application.events.webhooks import WebhookService
+from scheduler_application.execution.remote_workers import RemoteWorkerService
+from scheduler_application.execution.service import ExecutionService
+from scheduler_application.execution.workers import WorkerService
+from scheduler_application.operations.bulk import BulkRunner, BulkService
+from scheduler_application.operations.queue_control import QueueControl
+from scheduler_application.operations.status_report import StatusService
 from scheduler_application.ports.coordination import CountingRateLimiter
 from scheduler_application.ports.security import PasswordHasher, TokenCodec
-from scheduler_application.principal_cache import PrincipalCache
-from scheduler_application.queue_control import QueueControl
-from scheduler_application.remote_workers import RemoteWorkerService
-from scheduler_application.request_limits import RequestLimits
-from scheduler_application.runs import RunService
-from scheduler_application.status_report import StatusService
-from scheduler_application.task_apply import TaskApplyService
-from scheduler_application.task_graph import TaskGraphService
-from scheduler_application.tasks import TaskService
-from scheduler_application.user_admin import UserAdminService
-from scheduler_application.webhooks import WebhookService
-from scheduler_application.workers import WorkerService
+from scheduler_application.runs.batch_trigger import BatchTrigger
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.apply import TaskApplyService
+from scheduler_application.tasks.graph import TaskGraphService
+from scheduler_application.tasks.service import TaskService
 from scheduler_infrastructure.config import Settings as Settings
 from scheduler_infrastructure.config.loader import (
     parse_queue_rate_limits,

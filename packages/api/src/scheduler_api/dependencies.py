@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar.di import NamedDependency
 
 from scheduler_api.services import ApiOptions, ApiServices
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 
 Services = NamedDependency[ApiServices]
 Options = NamedDependency[ApiOptions]

@@ -20,6 +20,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from scheduler_api.auth.middleware import quota_headers
 from scheduler_api.schemas.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, Problem
 from scheduler_api.throttle import Throttled
+from scheduler_application.accounts.request_limits import RequestsThrottled
 from scheduler_application.errors import (
     AlreadyExists,
     ApplicationError,
@@ -29,7 +30,6 @@ from scheduler_application.errors import (
     PermissionDenied,
     Unavailable,
 )
-from scheduler_application.request_limits import RequestsThrottled
 from scheduler_domain.errors import (
     DomainError,
     IllegalTransition,

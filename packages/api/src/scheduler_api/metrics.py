@@ -18,7 +18,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from scheduler_api.auth import PUBLIC
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 from scheduler_application.errors import PermissionDenied
 
 METRICS_PATH = "/metrics"

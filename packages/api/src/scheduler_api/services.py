@@ -14,26 +14,26 @@ from typing import Any
 
 from scheduler_api.metrics import MetricsExporter
 from scheduler_api.throttle import LoginThrottle
-from scheduler_application.api_keys import ApiKeyService
-from scheduler_application.auth import AuthService
-from scheduler_application.batch_trigger import BatchTrigger
-from scheduler_application.bulk import BulkRunner, BulkService
-from scheduler_application.event_log import EventService
-from scheduler_application.event_stream import LogWatcher
+from scheduler_application.accounts.api_keys import ApiKeyService
+from scheduler_application.accounts.auth import AuthService
+from scheduler_application.accounts.request_limits import RequestLimits
+from scheduler_application.accounts.user_admin import UserAdminService
+from scheduler_application.events.log import EventService
+from scheduler_application.events.stream import LogWatcher
+from scheduler_application.events.webhooks import WebhookService
+from scheduler_application.execution.remote_workers import RemoteWorkerService
+from scheduler_application.execution.workers import WorkerService
+from scheduler_application.operations.bulk import BulkRunner, BulkService
+from scheduler_application.operations.queue_control import QueueControl
+from scheduler_application.operations.status_report import StatusService
 from scheduler_application.paging import MAX_PAGE_SIZE
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
-from scheduler_application.queue_control import QueueControl
-from scheduler_application.remote_workers import RemoteWorkerService
-from scheduler_application.request_limits import RequestLimits
-from scheduler_application.runs import RunService
-from scheduler_application.status_report import StatusService
-from scheduler_application.task_apply import TaskApplyService
-from scheduler_application.task_graph import TaskGraphService
-from scheduler_application.tasks import TaskService
-from scheduler_application.user_admin import UserAdminService
-from scheduler_application.webhooks import WebhookService
-from scheduler_application.workers import WorkerService
+from scheduler_application.runs.batch_trigger import BatchTrigger
+from scheduler_application.runs.service import RunService
+from scheduler_application.tasks.apply import TaskApplyService
+from scheduler_application.tasks.graph import TaskGraphService
+from scheduler_application.tasks.service import TaskService
 
 #: A readiness check: returns when the dependency answers, raises when it does not.
 Probe = Callable[[], Awaitable[None]]

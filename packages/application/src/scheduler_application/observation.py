@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from scheduler_application.execution.retries import Settlement
 from scheduler_application.ports.observer import RunObserver
-from scheduler_application.retries import Settlement
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.status import RunStatus
 

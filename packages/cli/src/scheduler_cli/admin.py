@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scheduler_application.accounts import AccountService
+from scheduler_application.accounts.users import AccountService
 from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.factories import build_engine, build_unit_of_work_factory

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from scheduler_api.bootstrap import bind, build_api, require_jwt_secret, serve
-from scheduler_application.task_changes import TaskChangeSignal
+from scheduler_application.tasks.changes import TaskChangeSignal
 from scheduler_dispatcher.bootstrap import build_dispatcher
 from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.factories import database_url

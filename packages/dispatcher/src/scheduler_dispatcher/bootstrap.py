@@ -8,21 +8,21 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from scheduler_application.dependencies import DependencyResolver
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.event_log import EventService
-from scheduler_application.event_topic import EventTopicRelay
-from scheduler_application.gauges import ClusterGauges
+from scheduler_application.events.log import EventService
+from scheduler_application.events.topic import EventTopicRelay
+from scheduler_application.events.webhook_delivery import WebhookDispatcher
+from scheduler_application.execution.reaper import LeaseReaper
+from scheduler_application.execution.workers import WorkerService
+from scheduler_application.operations.gauges import ClusterGauges
+from scheduler_application.operations.retention import HistoryRetention, RetentionPolicy
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.tracing import NO_TRACER, Tracer
 from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
-from scheduler_application.reaper import LeaseReaper
-from scheduler_application.retention import HistoryRetention, RetentionPolicy
-from scheduler_application.scheduling import ScheduleFiring
-from scheduler_application.task_changes import TaskChangeSignal
-from scheduler_application.webhook_delivery import WebhookDispatcher
-from scheduler_application.workers import WorkerService
+from scheduler_application.runs.dependencies import DependencyResolver
+from scheduler_application.runs.scheduling import ScheduleFiring
+from scheduler_application.tasks.changes import TaskChangeSignal
 from scheduler_dispatcher.loop_group import LoopGroup
 from scheduler_dispatcher.loops import (
     LoopTimings,

@@ -14,16 +14,16 @@ from typing import TypeVar
 
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Unavailable
-from scheduler_application.event_log import EventService
-from scheduler_application.event_topic import EventTopicRelay
-from scheduler_application.gauges import ClusterGauges
+from scheduler_application.events.log import EventService
+from scheduler_application.events.topic import EventTopicRelay
+from scheduler_application.events.webhook_delivery import WebhookDispatcher
+from scheduler_application.execution.reaper import LeaseReaper
+from scheduler_application.execution.workers import WorkerService
 from scheduler_application.log_context import log_context
+from scheduler_application.operations.gauges import ClusterGauges
+from scheduler_application.operations.retention import HistoryRetention
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.webhooks import WebhookStore
-from scheduler_application.reaper import LeaseReaper
-from scheduler_application.retention import HistoryRetention
-from scheduler_application.webhook_delivery import WebhookDispatcher
-from scheduler_application.workers import WorkerService
 
 logger = logging.getLogger("scheduler.dispatcher")
 T = TypeVar("T")

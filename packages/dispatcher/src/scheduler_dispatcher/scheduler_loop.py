@@ -13,8 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from scheduler_application.dependencies import DependencyResolver, ResolutionReport
-from scheduler_application.scheduling import FiringReport, ScheduleFiring
+from scheduler_application.runs.dependencies import DependencyResolver, ResolutionReport
+from scheduler_application.runs.scheduling import FiringReport, ScheduleFiring
 from scheduler_dispatcher.loops import PeriodicLoop
 
 logger = logging.getLogger("scheduler.dispatcher")

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from scheduler_application.events.webhook_delivery import DeliverySettings
 from scheduler_application.ports.webhooks import EventTopic
-from scheduler_application.webhook_delivery import DeliverySettings
 from scheduler_domain.outbound import OutboundPolicy
 from scheduler_domain.webhooks import RetryPolicy
 from scheduler_infrastructure.config import Settings

@@ -7,8 +7,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
-from scheduler_application.execution import ExecutionService
-from scheduler_application.workers import WorkerService
+from scheduler_application.execution.service import ExecutionService
+from scheduler_application.execution.workers import WorkerService
 from scheduler_domain.outbound import OutboundPolicy
 from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.outbound.guarded import GuardedTransport

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 from scheduler_application.errors import NotFound, Unavailable
-from scheduler_application.execution import ExecutionService
+from scheduler_application.execution.service import ExecutionService
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_domain.worker import WorkerStatus
 

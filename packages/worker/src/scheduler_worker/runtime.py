@@ -27,19 +27,19 @@ from datetime import timedelta
 from typing import Any
 
 from scheduler_application.errors import Conflict, NotFound, Unavailable
-from scheduler_application.execution import (
+from scheduler_application.execution.service import (
     ClaimedRun,
     ExecutionService,
     Outcome,
     OutcomeAnswer,
 )
+from scheduler_application.execution.workers import RegisterWorker, WorkerService
 from scheduler_application.log_context import bind, trace_id
 from scheduler_application.ports.executor import ExecutionResult, Executor
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.queue import Delivery, RunQueue
 from scheduler_application.ports.redaction import NO_SECRET_SCOPE, SecretScope
 from scheduler_application.ports.tracing import NO_TRACER, Span, SpanKind, Tracer
-from scheduler_application.workers import RegisterWorker, WorkerService
 from scheduler_domain.worker import Worker
 from scheduler_worker.batching import Batcher
 from scheduler_worker.executors import ExecutorRegistry, UnknownExecutorError, run_executor

@@ -8,7 +8,7 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 from scheduler_application.errors import PermissionDenied
 from scheduler_domain.accounts import Role
 

@@ -18,10 +18,14 @@ from litestar.middleware.authentication import (
 )
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from scheduler_application.auth import MISSING_CREDENTIALS, AuthService
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
+from scheduler_application.accounts.auth import MISSING_CREDENTIALS, AuthService
+from scheduler_application.accounts.request_limits import (
+    RequestLimits,
+    RequestQuota,
+    RequestsThrottled,
+)
 from scheduler_application.errors import AuthenticationFailed
-from scheduler_application.request_limits import RequestLimits, RequestQuota, RequestsThrottled
 
 #: The route option that exempts a handler from authentication.
 PUBLIC = "public"

@@ -20,11 +20,11 @@ from scheduler_api.console.context import Console, choice, page, text
 from scheduler_api.dependencies import Services
 from scheduler_api.params import object_id, query_instant
 from scheduler_api.services import ApiServices
-from scheduler_application.auth_context import Principal, ensure_can_write_tasks
-from scheduler_application.bulk import MAX_IDS
-from scheduler_application.bulk_operations import BulkAction
-from scheduler_application.bulk_operations import Selection as Picked
+from scheduler_application.accounts.access import Principal, ensure_can_write_tasks
 from scheduler_application.errors import Conflict, NotFound
+from scheduler_application.operations.bulk import MAX_IDS
+from scheduler_application.operations.bulk_operations import BulkAction
+from scheduler_application.operations.bulk_operations import Selection as Picked
 from scheduler_domain.errors import DomainError, ValidationError
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.status import RunStatus

@@ -20,7 +20,7 @@ from scheduler_api.console.session import (
 )
 from scheduler_api.dependencies import Services
 from scheduler_api.services import ApiServices
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 from scheduler_domain.errors import ValidationError
 
 E = TypeVar("E", bound=StrEnum)

@@ -17,7 +17,7 @@ from scheduler_api.console.context import Console, session_cookies
 from scheduler_api.dependencies import Options, Services
 from scheduler_api.params import object_id
 from scheduler_application.errors import ApplicationError
-from scheduler_application.event_stream import Heartbeat, follow
+from scheduler_application.events.stream import Heartbeat, follow
 from scheduler_domain.events import EventCursor, LoggedEvent
 
 log = logging.getLogger("scheduler.api.console")

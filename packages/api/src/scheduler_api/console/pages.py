@@ -23,7 +23,7 @@ from scheduler_api.controllers.runs_listing import list_runs
 from scheduler_api.dependencies import Options, Services
 from scheduler_api.params import Cursor, object_id, open_cursor, seal_cursor
 from scheduler_application.errors import NotFound
-from scheduler_application.status_report import RATE_WINDOW
+from scheduler_application.operations.status_report import RATE_WINDOW
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.run import RunTrigger
 from scheduler_domain.status import RunStatus

@@ -14,8 +14,8 @@ from litestar.response import Redirect, Template
 
 from scheduler_api.console.context import Console, page, redirect, text
 from scheduler_api.dependencies import Services
-from scheduler_application.queue_control import QueueChanges, ensure_steers_queues
-from scheduler_application.status_report import RATE_WINDOW
+from scheduler_application.operations.queue_control import QueueChanges, ensure_steers_queues
+from scheduler_application.operations.status_report import RATE_WINDOW
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.queue_settings import check_max_concurrency, validate_queue_name
 from scheduler_domain.rate_limit import RateLimit

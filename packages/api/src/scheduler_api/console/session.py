@@ -30,8 +30,8 @@ from typing import Any
 from litestar import Request
 from litestar.datastructures import Cookie
 
-from scheduler_application.auth import AuthService, TokenPair
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
+from scheduler_application.accounts.auth import AuthService, TokenPair
 from scheduler_application.errors import AuthenticationFailed, PermissionDenied
 
 SESSION_COOKIE = "scheduler_console"

@@ -17,7 +17,7 @@ from scheduler_api.schemas.runs import (
     BatchResultOut,
     RunOut,
 )
-from scheduler_application.batch_trigger import TriggerItem, TriggerOutcome
+from scheduler_application.runs.batch_trigger import TriggerItem, TriggerOutcome
 from scheduler_domain.errors import ValidationError
 
 

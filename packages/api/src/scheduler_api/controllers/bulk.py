@@ -15,8 +15,8 @@ from scheduler_api.dependencies import CurrentPrincipal, Services
 from scheduler_api.openapi import problems
 from scheduler_api.params import object_id
 from scheduler_api.schemas.bulk import BulkRunsIn, BulkTasksIn, DryRunOut, OperationOut
-from scheduler_application.auth_context import Principal
-from scheduler_application.bulk_operations import BulkAction, Selection
+from scheduler_application.accounts.access import Principal
+from scheduler_application.operations.bulk_operations import BulkAction, Selection
 from scheduler_domain.errors import ValidationError
 
 _RESPONSES = {

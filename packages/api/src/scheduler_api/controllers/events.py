@@ -25,8 +25,8 @@ from scheduler_api.openapi import problems
 from scheduler_api.params import LIMIT_DESCRIPTION, object_id, page_size
 from scheduler_api.schemas.events import EventOut, EventPage
 from scheduler_application.errors import ApplicationError
-from scheduler_application.event_log import EventFilters
-from scheduler_application.event_stream import Heartbeat, follow
+from scheduler_application.events.log import EventFilters
+from scheduler_application.events.stream import Heartbeat, follow
 from scheduler_domain.events import LOG_START, EventCursor, LoggedEvent
 from scheduler_domain.status import RunStatus
 

@@ -13,9 +13,9 @@ from scheduler_api.auth import refuse_worker_role
 from scheduler_api.dependencies import CurrentPrincipal, Services
 from scheduler_api.openapi import problems
 from scheduler_api.schemas.queues import PurgeOut, QueueList, QueueOut, queue_changes
-from scheduler_application.auth_context import Principal
-from scheduler_application.queue_control import ensure_steers_queues
-from scheduler_application.status_report import RATE_WINDOW
+from scheduler_application.accounts.access import Principal
+from scheduler_application.operations.queue_control import ensure_steers_queues
+from scheduler_application.operations.status_report import RATE_WINDOW
 from scheduler_domain.queue_settings import QueueSettings, validate_queue_name
 
 QueueName = Annotated[str, PathParameter(description="Queue name", max_length=200)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from scheduler_api.params import open_cursor, page_size, query_instant, seal_cursor
 from scheduler_api.schemas.runs import RunOut, RunPage
 from scheduler_api.services import ApiOptions, ApiServices
-from scheduler_application.auth_context import Principal
+from scheduler_application.accounts.access import Principal
 from scheduler_domain.run import RunTrigger
 from scheduler_domain.status import RunStatus
 

@@ -11,7 +11,7 @@ from scheduler_api.controllers.health import run_probes
 from scheduler_api.dependencies import CurrentPrincipal, Options, Services
 from scheduler_api.openapi import problems
 from scheduler_api.schemas.system import SystemOut
-from scheduler_application.auth_context import ensure_can_read_tasks
+from scheduler_application.accounts.access import ensure_can_read_tasks
 
 _STARTED = time.monotonic()
 

@@ -44,7 +44,7 @@ from scheduler_api.schemas.tasks import (
     TasksFileOut,
     TriggerIn,
 )
-from scheduler_application.task_apply import ACTIONS, PruneScope
+from scheduler_application.tasks.apply import ACTIONS, PruneScope
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.run import RunTrigger
 from scheduler_domain.status import RunStatus

@@ -22,7 +22,7 @@ from scheduler_api.schemas.webhooks import (
     WebhookUpdateIn,
 )
 from scheduler_application.errors import Unavailable
-from scheduler_application.webhooks import WebhookService
+from scheduler_application.events.webhooks import WebhookService
 
 WebhookId = Annotated[str, PathParameter(description="webhook id", max_length=64)]
 

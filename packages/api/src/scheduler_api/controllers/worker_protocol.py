@@ -31,11 +31,11 @@ from scheduler_api.schemas.workers import (
     WorkerOut,
     WorkerRef,
 )
-from scheduler_application.execution import RELEASE_REASON, ActiveRun
+from scheduler_application.execution.remote_workers import MAX_WAIT
+from scheduler_application.execution.retries import Settlement
+from scheduler_application.execution.service import RELEASE_REASON, ActiveRun
+from scheduler_application.execution.workers import RegisterWorker
 from scheduler_application.ports.executor import ExecutionResult
-from scheduler_application.remote_workers import MAX_WAIT
-from scheduler_application.retries import Settlement
-from scheduler_application.workers import RegisterWorker
 
 RunId = Annotated[str, PathParameter(description="Run id", max_length=64)]
 #: Allowed in outcome bodies (the rest of the API refuses NUL characters): output is scrubbed.

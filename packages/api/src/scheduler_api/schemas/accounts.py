@@ -7,7 +7,7 @@ from typing import Annotated
 
 import msgspec
 
-from scheduler_application.auth import MAX_PASSWORD_CHARS, TokenPair
+from scheduler_application.accounts.auth import MAX_PASSWORD_CHARS, TokenPair
 from scheduler_domain.accounts import MIN_PASSWORD_LENGTH, ApiKey, Role, User
 
 Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]

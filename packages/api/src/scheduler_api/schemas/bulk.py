@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from scheduler_application.bulk_operations import BulkOperation
+from scheduler_application.operations.bulk_operations import BulkOperation
 
 ObjectId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]

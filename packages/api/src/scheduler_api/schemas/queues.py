@@ -7,8 +7,8 @@ from typing import Any
 
 import msgspec
 
-from scheduler_application.queue_control import UNSET, QueueChanges, QueueView
-from scheduler_application.status_report import QueueStats
+from scheduler_application.operations.queue_control import UNSET, QueueChanges, QueueView
+from scheduler_application.operations.status_report import QueueStats
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.queue_settings import check_max_concurrency
 from scheduler_domain.rate_limit import RateLimit

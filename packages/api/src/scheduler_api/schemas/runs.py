@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from scheduler_application.runs import MANUAL_KEY_PREFIX
+from scheduler_application.runs.service import MANUAL_KEY_PREFIX
 from scheduler_domain.events import RunEvent
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.status import RunStatus

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import msgspec
 
-from scheduler_application.task_graph import TaskDependencies
-from scheduler_application.task_spec import task_to_spec
-from scheduler_application.tasks import SchedulePreview
+from scheduler_application.tasks.graph import TaskDependencies
+from scheduler_application.tasks.service import SchedulePreview
+from scheduler_application.tasks.spec import task_to_spec
 from scheduler_domain.concurrency import ConcurrencyPolicy
 from scheduler_domain.events import SkipReason, SlotDecision, SlotOutcome
 from scheduler_domain.misfire import MisfireKind

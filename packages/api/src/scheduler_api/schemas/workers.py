@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from scheduler_api.schemas.runs import RunOut
-from scheduler_application.execution import ClaimedRun
+from scheduler_application.execution.service import ClaimedRun
 from scheduler_domain.worker import Worker, WorkerStatus
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]

@@ -9,9 +9,9 @@ stops a run decides its fate for this pass:
    row is locked (skipping rows another transaction holds) while its runs are counted, so
    several dispatchers cannot each take "the last free slot". Tasks found full are remembered
    and left out of the relay's next queries until a slot frees.
-2. **queue settings** (:mod:`scheduler_application.queue_gate`): a run of a paused queue, or
-   of one at its ``max_concurrency``, stays pending untouched; the queue's stored rate limit
-   replaces its configured default in step 4.
+2. **queue settings** (:mod:`scheduler_application.dispatch.queue_gate`): a run of a paused
+   queue, or of one at its ``max_concurrency``, stays pending untouched; the queue's stored
+   rate limit replaces its configured default in step 4.
 3. **eligibility**: the live workers that may run the task (its labels, its queue). A task with
    required labels and no such worker is held pending (``no_eligible_worker``) and looked at
    again later (:func:`hold_for`) — before the rate limit, so that it spends no token.
@@ -36,12 +36,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from scheduler_application.dispatch.queue_gate import QueueDecisions
+from scheduler_application.dispatch.queue_gate import decide as decide_queues
 from scheduler_application.dispatch.rate_limiting import RateBatch, RunRateLimits
 from scheduler_application.dispatch.routing import Route, Router
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.unit_of_work import UnitOfWork
-from scheduler_application.queue_gate import QueueDecisions
-from scheduler_application.queue_gate import decide as decide_queues
 from scheduler_domain.concurrency import ConcurrencyPolicy
 from scheduler_domain.events import RunEvent
 from scheduler_domain.run import RunTrigger, TaskRun

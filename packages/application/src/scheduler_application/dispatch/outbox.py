@@ -1,8 +1,8 @@
 """The one way from runs to the queue: an outbox around a unit of work.
 
-Every path that queues runs — a trigger or a retry (:mod:`~scheduler_application.runs`), a
-fired slot (:mod:`~scheduler_application.scheduling`), a dependency
-(:mod:`~scheduler_application.dependencies`), the relay loop and the recovery passes — goes
+Every path that queues runs — a trigger or a retry (:mod:`~scheduler_application.runs.service`), a
+fired slot (:mod:`~scheduler_application.runs.scheduling`), a dependency
+(:mod:`~scheduler_application.runs.dependencies`), the relay loop and the recovery passes — goes
 through one :class:`Outbox`::
 
     async with relay.outbox(uow_factory()) as box:

@@ -1,7 +1,7 @@
 """Rate limits on publishing runs: per task (``Task.rate_limit``) and per queue.
 
 A queue's limit is the one stored in its settings (set through the API or CLI, see
-:mod:`scheduler_application.queue_control`), else the configured default
+:mod:`scheduler_application.operations.queue_control`), else the configured default
 (``dispatcher.queue_rate_limits``); a run under both a task and a queue limit needs a token
 from each bucket.
 

@@ -19,6 +19,7 @@ from datetime import timedelta
 from scheduler_application.dispatch.gates import RELAY_ACTOR, Gates
 from scheduler_application.dispatch.outbox import Outbox
 from scheduler_application.dispatch.publishing import Publisher
+from scheduler_application.dispatch.queue_gate import blocked_queues, unqueue_paused
 from scheduler_application.dispatch.rate_limiting import RunRateLimits
 from scheduler_application.dispatch.recovery import DEFAULT_BATCH, Recovery
 from scheduler_application.dispatch.routing import Router
@@ -26,7 +27,6 @@ from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.queue import RunMessage, RunQueue
 from scheduler_application.ports.tracing import NO_TRACER, Tracer
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from scheduler_application.queue_gate import blocked_queues, unqueue_paused
 
 #: Rounds of ``relay_pending`` per call: each leaves out the tasks the previous one found full.
 _ROUNDS = 3

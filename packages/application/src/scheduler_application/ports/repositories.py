@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Generic, Protocol, TypeVar
 
-from scheduler_application.bulk_operations import BulkOperation
+from scheduler_application.operations.bulk_operations import BulkOperation
 from scheduler_domain.accounts import ApiKey, RefreshToken, User
 from scheduler_domain.events import EventCursor, EventRecord, LoggedEvent, RunEvent, SlotDecision
 from scheduler_domain.queue_settings import QueueSettings

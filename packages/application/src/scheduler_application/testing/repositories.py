@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from scheduler_application.bulk_operations import BulkOperation
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound
+from scheduler_application.operations.bulk_operations import BulkOperation
 from scheduler_application.ports.repositories import (
     EventQuery,
     Page,

@@ -15,7 +15,7 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scheduler_application.principal_cache import PrincipalCache
+from scheduler_application.accounts.principal_cache import PrincipalCache
 from scheduler_infrastructure.persistence.task_changes import TaskChangeListener
 
 log = logging.getLogger("scheduler.sessions")

@@ -23,7 +23,7 @@ import aio_pika
 import redis.asyncio as aioredis
 
 from scheduler_application.errors import Unavailable
-from scheduler_application.webhooks import payload
+from scheduler_application.events.webhooks import payload
 from scheduler_domain.events import LoggedEvent
 
 

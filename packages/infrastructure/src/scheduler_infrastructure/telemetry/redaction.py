@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from urllib.parse import quote
 
-from scheduler_application.redaction import secret_variants, values_pattern
+from scheduler_application.execution.redaction import secret_variants, values_pattern
 from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.config.loader import secrets_keys
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import codecs
 
-from scheduler_application.output_caps import DEFAULT_OUTPUT_LIMIT, cap_text
+from scheduler_application.execution.output_caps import DEFAULT_OUTPUT_LIMIT, cap_text
 
 __all__ = ["DEFAULT_OUTPUT_LIMIT", "CappedOutput", "capped_text"]
 

@@ -1,4 +1,4 @@
-"""Bulk operations and their progress (see ``scheduler_application.bulk``)."""
+"""Bulk operations and their progress (see ``scheduler_application.operations.bulk``)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import RowMapping
 
-from scheduler_application.bulk_operations import (
+from scheduler_application.errors import NotFound
+from scheduler_application.operations.bulk_operations import (
     BulkAction,
     BulkOperation,
     BulkStatus,
     Selection,
 )
-from scheduler_application.errors import NotFound
 from scheduler_domain.accounts import Role
 from scheduler_infrastructure.persistence.repositories.base import SqlRepository, check_limit
 from scheduler_infrastructure.persistence.tables import bulk_operations

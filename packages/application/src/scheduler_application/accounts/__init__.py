@@ -1,0 +1,1 @@
+"""Accounts: users, API keys, sign-in sessions, and who is asking (the access rules)."""

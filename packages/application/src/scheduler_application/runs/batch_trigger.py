@@ -1,0 +1,242 @@
+"""Many manual triggers in one request: ``POST /api/v1/runs/batch``.
+
+Each item names its task and may carry its own idempotency key, priority (over the task's) and
+logical time. The batch is one unit of work through the dispatch outbox: every valid item's run
+passes the same gates as a single trigger (concurrency, queue settings, rate limits, routing),
+is written with its creation event in one statement, and is published after the one commit, so
+a thousand triggers cost about what one does plus their rows. Items are answered one by one, in
+order — ``created``, ``replayed`` (its idempotency key named a run already: that run) or
+``refused`` with the reason and the field — and one item's bad input never fails another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from scheduler_application.accounts.access import Principal, can_see, ensure_can_write_tasks
+from scheduler_application.dispatch.outbox import Outbox
+from scheduler_application.dispatch.relay import RunRelay
+from scheduler_application.errors import ApplicationError
+from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
+from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
+from scheduler_application.runs.service import logical_time_of, stored_key
+from scheduler_domain.errors import DomainError, ValidationError
+from scheduler_domain.run import RunTrigger, TaskRun
+from scheduler_domain.schedules import format_instant
+from scheduler_domain.task import MAX_PRIORITY, Task
+
+#: A free logical time is looked for this many microseconds on at most, per item.
+_MAX_SLOT_TRIES = 1_000
+_TICK = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TriggerItem:
+    task_id: str
+    idempotency_key: str | None = None
+    priority: int | None = None
+    logical_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TriggerOutcome:
+    """``status``: ``created``, ``replayed`` or ``refused``; ``run`` for the first two;
+    ``code``, ``field`` and ``detail`` say why an item was refused (``not_found``,
+    ``validation_error``, ``conflict``)."""
+
+    status: str
+    run: TaskRun | None = None
+    code: str | None = None
+    field: str | None = None
+    detail: str | None = None
+
+
+def _refused(error: ApplicationError | DomainError, field: str) -> TriggerOutcome:
+    return TriggerOutcome(
+        status="refused", code=error.code, field=error.field or field, detail=error.message
+    )
+
+
+class BatchTrigger:
+    def __init__(
+        self,
+        *,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        relay: RunRelay,
+        observer: RunObserver = NO_OBSERVER,
+        max_items: int = 1_000,
+    ) -> None:
+        self._uow_factory = uow_factory
+        self._clock = clock
+        self._relay = relay
+        self._observer = observer
+        self.max_items = max_items
+
+    async def trigger(
+        self, items: Sequence[TriggerItem], *, principal: Principal
+    ) -> list[TriggerOutcome]:
+        ensure_can_write_tasks(principal)
+        if not items:
+            raise ValidationError("triggers must hold at least one trigger", field="triggers")
+        if len(items) > self.max_items:
+            raise ValidationError(
+                f"at most {self.max_items} triggers per request", field="triggers"
+            )
+        now = self._clock.now()
+        answers: list[TriggerOutcome | None] = [None] * len(items)
+        keys: list[str | None] = [None] * len(items)
+        times: list[datetime] = [now] * len(items)
+        for i, item in enumerate(items):
+            try:
+                keys[i] = stored_key(item.idempotency_key)
+                if item.logical_time is not None:
+                    times[i] = logical_time_of(item.logical_time, now=now)
+                if item.priority is not None and (
+                    isinstance(item.priority, bool) or not 0 <= item.priority <= MAX_PRIORITY
+                ):
+                    raise ValidationError(
+                        f"priority must be between 0 and {MAX_PRIORITY}", field="priority"
+                    )
+            except (ValidationError, ApplicationError) as error:
+                answers[i] = _refused(error, "triggers")
+        created: list[int] = []
+        async with self._relay.outbox(self._uow_factory()) as box:
+            uow = box.uow
+            wanted = sorted({item.task_id for i, item in enumerate(items) if answers[i] is None})
+            tasks: dict[str, Task] = {
+                t.id: t for t in await uow.tasks.get_many(wanted) if can_see(principal, t.owner_id)
+            }
+            runs: dict[int, TaskRun] = {}
+            by_key: dict[tuple[str, str], int] = {}
+            #: Logical times asked for by items of this batch (two for one time: one conflict).
+            chosen: set[tuple[str, datetime]] = set()
+            for i, item in enumerate(items):
+                if answers[i] is not None:
+                    continue
+                task = tasks.get(item.task_id)
+                if task is None:
+                    answers[i] = TriggerOutcome(
+                        status="refused",
+                        code="not_found",
+                        field="task_id",
+                        detail=f"task {item.task_id} not found",
+                    )
+                    continue
+                key = keys[i]
+                if key is not None:
+                    if (task.id, key) in by_key:
+                        continue  # the same key twice in one batch: the first one's run
+                    existing = await uow.runs.get_by_idempotency_key(task.id, key)
+                    if existing is not None:
+                        answers[i] = TriggerOutcome(status="replayed", run=existing)
+                        continue
+                    by_key[(task.id, key)] = i
+                if item.logical_time is not None and (
+                    (task.id, times[i]) in chosen
+                    or await uow.runs.for_logical_time([task.id], times[i])
+                ):
+                    answers[i] = TriggerOutcome(
+                        status="refused",
+                        code="conflict",
+                        field="logical_time",
+                        detail=f"task {task.name!r} already has a run for logical time "
+                        f"{format_instant(times[i])}",
+                    )
+                    continue
+                run = TaskRun.create(
+                    task,
+                    trigger=RunTrigger.MANUAL,
+                    logical_time=times[i],
+                    now=now,
+                    idempotency_key=key,
+                )
+                if item.priority is not None:
+                    run.priority = item.priority
+                if item.logical_time is not None:
+                    chosen.add((task.id, times[i]))
+                runs[i] = run
+            fixed = {i for i, item in enumerate(items) if i in runs and item.logical_time}
+            created = await self._write(box, runs, tasks, principal, answers, fixed=fixed)
+            await box.commit()
+        for i, item in enumerate(items):
+            if answers[i] is None:  # a repeated key: the run its first item got
+                first = by_key.get((item.task_id, keys[i] or ""))
+                answer = answers[first] if first is not None else None
+                answers[i] = (
+                    TriggerOutcome(status="replayed", run=answer.run)
+                    if answer is not None and answer.run is not None
+                    else TriggerOutcome(status="refused", code="conflict", field="idempotency_key")
+                )
+        for _ in created:
+            self._observer.run_created(RunTrigger.MANUAL.value)
+        return [answer for answer in answers if answer is not None]
+
+    async def _write(
+        self,
+        box: Outbox,
+        runs: dict[int, TaskRun],
+        tasks: dict[str, Task],
+        principal: Principal,
+        answers: list[TriggerOutcome | None],
+        *,
+        fixed: set[int],
+    ) -> list[int]:
+        """Admit and insert the runs, moving a run whose logical time is taken (another
+        trigger in the same microsecond) to the next free one, and answering a run whose
+        idempotency key a concurrent request took with that request's run. A run whose
+        logical time was asked for (``fixed``) is not moved: a concurrent run for it is a
+        conflict."""
+        if not runs:
+            return []
+        uow = box.uow
+        order = list(runs)
+        admitted = await box.admit([runs[i] for i in order], tasks=list(tasks.values()))
+        written = dict(zip(order, admitted.runs, strict=True))
+        events = {run.id: [run.created_event(actor=principal.actor)] for run in admitted.runs}
+        for event in admitted.events:
+            events[event.run_id].append(event)
+        pending = dict(written)
+        created: list[int] = []
+        for _ in range(_MAX_SLOT_TRIES):
+            if not pending:
+                break
+            batch = list(pending.values())
+            inserted = await uow.runs.add_new_many(
+                batch, events=[e for run in batch for e in events[run.id]]
+            )
+            clashed: dict[int, TaskRun] = {}
+            for i, run in pending.items():
+                if run.id in inserted:
+                    answers[i] = TriggerOutcome(status="created", run=run)
+                    created.append(i)
+                    continue
+                key = run.idempotency_key
+                taken = (
+                    await uow.runs.get_by_idempotency_key(run.task_id, key)
+                    if key is not None
+                    else None
+                )
+                if taken is not None:
+                    box.discard({run.id})
+                    answers[i] = TriggerOutcome(status="replayed", run=taken)
+                elif i in fixed:
+                    box.discard({run.id})
+                    answers[i] = TriggerOutcome(
+                        status="refused", code="conflict", field="logical_time",
+                        detail="the task got a run for that logical time meanwhile",
+                    )  # fmt: skip
+                else:
+                    run.scheduled_for += _TICK
+                    clashed[i] = run
+            pending = clashed
+        for i, run in pending.items():
+            box.discard({run.id})
+            answers[i] = TriggerOutcome(
+                status="refused", code="conflict", field="logical_time",
+                detail="no free logical time near the one asked for",
+            )  # fmt: skip
+        return created

@@ -1,0 +1,1 @@
+"""Tasks: their definitions, as use cases, as files (apply/export), and their graph."""

@@ -1,0 +1,332 @@
+"""Tasks as code: make the caller's tasks exactly what a file says (``apply``), and write them
+out in the same form (``export``).
+
+A tasks file is ``{"tasks": [spec, ...]}``, each spec the JSON shape of a task (see
+:mod:`scheduler_application.tasks.spec`), ``depends_on`` naming tasks of the same file or other
+tasks of the caller by name (or id). Tasks are matched by name among the caller's own tasks:
+
+- a name the caller has no task of is **created**;
+- a task whose canonical form differs is **updated** to the file's form — every field, the ones
+  the file leaves out back to their defaults — and one that already matches is **unchanged**;
+- with ``prune``, the caller's tasks the file does not name are **deleted**, only those within
+  the scope given (a name prefix, a label, or else all of the caller's tasks).
+
+``secret_env`` has no place in a file (values are write-only and never exported, so a file
+holding them could never read as unchanged): it is refused, naming the field, and the tasks'
+secrets are left as they are. ``export`` then ``apply`` is a no-op.
+
+The whole file is checked before anything changes — every spec parsed (errors name
+``tasks[3].schedule.cron``), names unique, dependencies resolvable, no cycle, every executor
+allowed — and a dry run answers the same plan without applying it. The changes themselves are
+made one task at a time through :class:`TaskService` (the same rules and events as the API's
+single calls), upstreams before dependents, dependents deleted before their upstreams; a
+failure midway (a concurrent edit) leaves the changes before it made, and the answer says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from scheduler_application.accounts.access import (
+    Principal,
+    ensure_can_read_tasks,
+    ensure_can_write_tasks,
+)
+from scheduler_application.errors import AlreadyExists, Conflict, NotFound, PermissionDenied
+from scheduler_application.ports.repositories import TaskFilter
+from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.tasks.service import TaskService
+from scheduler_application.tasks.spec import parse_task_spec, task_to_spec
+from scheduler_domain.errors import ValidationError
+from scheduler_domain.task import Task
+
+#: Most tasks one file may hold.
+MAX_TASKS_PER_FILE = 5_000
+_PAGE = 500
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: What a plan may do to a task.
+ACTIONS = ("create", "update", "delete", "unchanged")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskChange:
+    """One task's part of the plan: ``action`` is create, update, delete or unchanged;
+    ``fields`` maps each changed field (dotted for ``retry.*``/``misfire.*``) to its old and
+    new value (old is None for a create, new None for a delete)."""
+
+    name: str
+    action: str
+    task_id: str | None = None
+    fields: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    changes: list[TaskChange]
+    dry_run: bool
+
+    def count(self, action: str) -> int:
+        return sum(1 for change in self.changes if change.action == action)
+
+
+@dataclass(frozen=True, slots=True)
+class PruneScope:
+    """Which of the caller's tasks ``prune`` may delete: all of them, or those whose name
+    starts with ``name_prefix`` and/or that carry ``label``."""
+
+    name_prefix: str | None = None
+    label: str | None = None
+
+    def covers(self, task: Task) -> bool:
+        if self.name_prefix is not None and not task.name.startswith(self.name_prefix):
+            return False
+        return self.label is None or self.label in task.labels
+
+
+class TaskApplyService:
+    def __init__(self, *, uow_factory: UnitOfWorkFactory, tasks: TaskService) -> None:
+        self._uow_factory = uow_factory
+        self._tasks = tasks
+
+    async def export(
+        self, *, principal: Principal, scope: PruneScope | None = None
+    ) -> list[dict[str, Any]]:
+        """The caller's tasks (within ``scope``) as file specs, by name; ``depends_on`` by
+        name for the caller's own upstreams (by id for another owner's)."""
+        ensure_can_read_tasks(principal)
+        async with self._uow_factory() as uow:
+            owned = await _owned(uow, principal.subject_id)
+            names = await _names(uow, owned, principal.subject_id)
+        chosen = [t for t in owned if scope is None or scope.covers(t)]
+        return [_file_spec(t, names) for t in sorted(chosen, key=lambda t: t.name)]
+
+    async def apply(
+        self,
+        document: Any,
+        *,
+        principal: Principal,
+        prune: bool = False,
+        scope: PruneScope | None = None,
+        dry_run: bool = False,
+    ) -> ApplyResult:
+        ensure_can_write_tasks(principal)
+        specs = _specs(document)
+        for index, spec in enumerate(specs):  # every executor allowed, before any change
+            parsed = parse_task_spec(spec)
+            try:
+                self._tasks.check_executor(parsed.executor, parsed.params, principal)
+            except (ValidationError, PermissionDenied) as error:
+                raise type(error)(
+                    error.message, field=_at(f"tasks[{index}]", error.field)
+                ) from None
+        async with self._uow_factory() as uow:
+            owned = await _owned(uow, principal.subject_id)
+            names = await _names(uow, owned, principal.subject_id)
+        by_name = {t.name: t for t in owned}
+        order = _upstreams_first(specs)
+        changes: list[TaskChange] = []
+        for spec in order:
+            name = spec["name"]
+            current = by_name.get(name)
+            wanted = _canonical(spec)
+            if current is None:
+                changes.append(
+                    TaskChange(name, "create", fields={k: (None, v) for k, v in _flat(wanted)})
+                )
+                continue
+            have = _file_spec(current, names)
+            diff = {
+                key: (old, new)
+                for (key, old), (_, new) in zip(_flat(have), _flat(wanted), strict=True)
+                if old != new
+            }
+            changes.append(TaskChange(name, "update" if diff else "unchanged", current.id, diff))
+        if prune:
+            named = {spec["name"] for spec in specs}
+            doomed = [t for t in owned if t.name not in named and (scope or PruneScope()).covers(t)]
+            for task in _dependents_first(doomed):
+                changes.append(TaskChange(task.name, "delete", task.id))
+        if dry_run:
+            return ApplyResult(changes, dry_run=True)
+        return ApplyResult(await self._carry_out(changes, specs, principal), dry_run=False)
+
+    async def _carry_out(
+        self, plan: list[TaskChange], specs: list[dict[str, Any]], principal: Principal
+    ) -> list[TaskChange]:
+        by_name = {spec["name"]: spec for spec in specs}
+        done: list[TaskChange] = []
+        for change in plan:
+            try:
+                if change.action == "create":
+                    task = await self._tasks.create(by_name[change.name], principal=principal)
+                    done.append(TaskChange(change.name, "create", task.id, change.fields))
+                    continue
+                if change.action == "update" and change.task_id is not None:
+                    await self._tasks.update(
+                        change.task_id, _full_patch(by_name[change.name]), principal=principal
+                    )
+                elif change.action == "delete" and change.task_id is not None:
+                    await self._tasks.delete(change.task_id, principal=principal)
+            except (AlreadyExists, Conflict, NotFound, PermissionDenied, ValidationError) as error:
+                applied = ", ".join(f"{c.action} {c.name}" for c in done if c.action != "unchanged")
+                raise type(error)(
+                    f"{change.action} of task {change.name!r} failed: {error.message}"
+                    f" (applied before it: {applied or 'nothing'})",
+                    field=f"tasks.{change.name}",
+                ) from error
+            done.append(change)
+        return done
+
+
+def _specs(document: Any) -> list[dict[str, Any]]:
+    """The file's task specs, each checked, named uniquely, without ``secret_env``."""
+    if not isinstance(document, Mapping) or not isinstance(document.get("tasks"), list):
+        raise ValidationError('a tasks file is an object with a "tasks" list', field="tasks")
+    unknown = sorted(set(document) - {"tasks", "version"})
+    if unknown:
+        raise ValidationError(f"unknown key {unknown[0]!r} in the tasks file", field=unknown[0])
+    if document.get("version", 1) != 1:
+        raise ValidationError("version must be 1", field="version")
+    items = document["tasks"]
+    if len(items) > MAX_TASKS_PER_FILE:
+        raise ValidationError(f"at most {MAX_TASKS_PER_FILE} tasks per file", field="tasks")
+    seen: dict[str, int] = {}
+    specs: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        where = f"tasks[{index}]"
+        if not isinstance(item, Mapping):
+            raise ValidationError(f"{where} must be an object", field=where)
+        if "secret_env" in item:
+            raise ValidationError(
+                "secret_env cannot be applied from a file (values are write-only); set secrets "
+                "with a task update, apply leaves them as they are",
+                field=f"{where}.secret_env",
+            )
+        try:
+            parse_task_spec(item)
+        except ValidationError as error:
+            raise ValidationError(error.message, field=_at(where, error.field)) from None
+        name = item["name"]
+        if name in seen:
+            raise ValidationError(
+                f"task {name!r} is named twice (tasks[{seen[name]}] and {where})",
+                field=f"{where}.name",
+            )
+        seen[name] = index
+        specs.append(dict(item))
+    return specs
+
+
+def _at(where: str, field: str | None) -> str:
+    return where if field in (None, "body") else f"{where}.{field}"
+
+
+def _canonical(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A file spec in the form ``export`` writes: every field, defaults filled in."""
+    parsed = parse_task_spec(spec)
+    probe = Task(
+        owner_id="-",
+        created_at=_EPOCH,
+        updated_at=_EPOCH,
+        **{**parsed.task_fields(), "depends_on": ()},
+    )
+    canonical = task_to_spec(probe)
+    canonical["depends_on"] = sorted(parsed.depends_on)
+    return canonical
+
+
+def _file_spec(task: Task, names: Mapping[str, str]) -> dict[str, Any]:
+    spec = task_to_spec(task)
+    spec["depends_on"] = sorted(names.get(upstream, upstream) for upstream in task.depends_on)
+    return spec
+
+
+def _full_patch(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A PATCH that sets every field to the file's value (left out: the default)."""
+    patch = _canonical(spec)
+    patch["depends_on"] = list(spec.get("depends_on") or [])
+    return patch
+
+
+def _flat(spec: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key in sorted(spec):
+        value = spec[key]
+        if key in ("retry", "misfire") and isinstance(value, Mapping):
+            out.extend((f"{key}.{inner}", value[inner]) for inner in sorted(value))
+        else:
+            out.append((key, value))
+    return out
+
+
+def _upstreams_first(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The specs ordered so that each comes after the file's tasks it depends on; a cycle
+    within the file is refused (one through existing tasks is caught by the task rules)."""
+    by_name = {spec["name"]: spec for spec in specs}
+    ordered: list[dict[str, Any]] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            cycle = " -> ".join([*path[path.index(name) :], name])
+            raise ValidationError(f"dependency cycle in the file: {cycle}", field="depends_on")
+        state[name] = "visiting"
+        for upstream in by_name[name].get("depends_on") or []:
+            if upstream in by_name:
+                visit(upstream, [*path, name])
+        state[name] = "done"
+        ordered.append(by_name[name])
+
+    for spec in specs:
+        visit(spec["name"], [])
+    return ordered
+
+
+def _dependents_first(tasks: Sequence[Task]) -> list[Task]:
+    ids = {t.id for t in tasks}
+    ordered: list[Task] = []
+    placed: set[str] = set()
+    remaining = list(tasks)
+    while remaining:
+        progress = False
+        for task in list(remaining):
+            # A task goes once every doomed task depending on it has gone.
+            if all(
+                other.id in placed
+                for other in remaining
+                if task.id in other.depends_on and other.id in ids and other is not task
+            ):
+                ordered.append(task)
+                placed.add(task.id)
+                remaining.remove(task)
+                progress = True
+        if not progress:  # a cycle cannot exist among tasks; keep going regardless
+            ordered.extend(remaining)
+            break
+    return ordered
+
+
+async def _owned(uow: UnitOfWork, owner_id: str) -> list[Task]:
+    tasks: list[Task] = []
+    cursor: str | None = None
+    while True:
+        page = await uow.tasks.list(TaskFilter(owner_id=owner_id), limit=_PAGE, cursor=cursor)
+        tasks.extend(page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            return tasks
+
+
+async def _names(uow: UnitOfWork, owned: list[Task], owner_id: str) -> dict[str, str]:
+    """Upstream id → name, for the caller's own upstreams."""
+    names = {t.id: t.name for t in owned}
+    foreign = {u for t in owned for u in t.depends_on if u not in names}
+    for task in await uow.tasks.get_many(sorted(foreign)):
+        if task.owner_id == owner_id:
+            names[task.id] = task.name
+    return names
