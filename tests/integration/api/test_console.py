@@ -301,6 +301,27 @@ async def test_bad_filters_name_the_field(api: Api, admin: Caller) -> None:
     assert "status must be one of" in response.text
 
 
+async def test_the_runs_page_and_its_bulk_confirmation_filter_by_queue(
+    api: Api, admin: Caller
+) -> None:
+    plain = await api.task(admin, "plain")
+    reports = await api.task(admin, "reports", queue="reports")
+    outside = await api.run(admin, plain["id"])
+    inside = [await api.run(admin, reports["id"]) for _ in range(2)]
+    async with browser(api) as visitor:
+        await visitor.sign_in("root")
+        listed = (await visitor.page("/ui/runs?queue=reports")).text
+        confirm = (await visitor.page("/ui/runs/bulk?action=cancel&queue=reports")).text
+        bad = await visitor.page("/ui/runs?queue=a%20b")
+    assert all(f'data-run-id="{r["id"]}"' in listed for r in inside)
+    assert f'data-run-id="{outside["id"]}"' not in listed
+    assert 'id="f-queue" name="queue" value="reports"' in listed
+    assert "Cancel 2 runs?" in confirm
+    assert '<input type="hidden" name="queue" value="reports">' in confirm
+    assert bad.status_code == 422
+    assert "queue must be" in bad.text
+
+
 async def test_an_api_key_is_shown_once_and_can_be_revoked(api: Api, alice: Caller) -> None:
     async with browser(api) as visitor:
         await visitor.sign_in("alice")

@@ -750,6 +750,7 @@ async def test_run_list_is_newest_first_with_cursors_and_filters(
     runs[1].status = RunStatus.QUEUED
     runs[2] = running_run(task, lease_expires_at=T0, created_at=T0 + 2 * SECOND, worker_id="w-9")
     runs[3].trigger = RunTrigger.SCHEDULE
+    runs[4].queue = "reports"
     same_instant = make_run(task, created_at=T0 + 4 * SECOND)
     foreign = make_run(other_task, created_at=T0 + 10 * SECOND)
     await save(uow_factory, task, other_task, *runs, same_instant, foreign)
@@ -780,6 +781,9 @@ async def test_run_list_is_newest_first_with_cursors_and_filters(
         ) == [runs[2].id, runs[1].id]
         assert await listed(RunFilter(trigger=RunTrigger.SCHEDULE)) == [runs[3].id]
         assert await listed(RunFilter(worker_id="w-9")) == [runs[2].id]
+        assert await listed(RunFilter(queue="reports")) == [runs[4].id]
+        assert await listed(RunFilter(queue="reports", owner_id="owner-2")) == []
+        assert await uow.runs.count(RunFilter(queue="reports")) == 1
         assert await listed(
             RunFilter(task_id=task.id, created_after=T0 + SECOND, created_before=T0 + 3 * SECOND)
         ) == [runs[2].id, runs[1].id]

@@ -46,6 +46,8 @@ class RunFilter:
     statuses: frozenset[RunStatus] = field(default_factory=frozenset)
     trigger: RunTrigger | None = None
     worker_id: str | None = None
+    #: The queue the run was published to (its task's, or a worker's direct ``worker.<id>``).
+    queue: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
 

@@ -663,6 +663,7 @@ def _run_matches(run: TaskRun, run_filter: RunFilter) -> bool:
         and (not run_filter.statuses or run.status in run_filter.statuses)
         and (run_filter.trigger is None or run.trigger is run_filter.trigger)
         and (run_filter.worker_id is None or run.worker_id == run_filter.worker_id)
+        and (run_filter.queue is None or run.queue == run_filter.queue)
         and (run_filter.created_after is None or run.created_at >= run_filter.created_after)
         and (run_filter.created_before is None or run.created_at < run_filter.created_before)
     )

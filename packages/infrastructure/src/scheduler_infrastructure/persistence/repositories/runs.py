@@ -811,6 +811,8 @@ def _conditions(run_filter: RunFilter) -> list[ColumnElement[bool]]:
         conditions.append(_c.trigger == run_filter.trigger.value)
     if run_filter.worker_id is not None:
         conditions.append(_c.worker_id == run_filter.worker_id)
+    if run_filter.queue is not None:
+        conditions.append(_c.queue == run_filter.queue)
     if run_filter.created_after is not None:
         conditions.append(_c.created_at >= run_filter.created_after)
     if run_filter.created_before is not None:
