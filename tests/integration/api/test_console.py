@@ -26,6 +26,7 @@ PAGES = (
     "/ui/queues",
     "/ui/workers",
     "/ui/dead-letters",
+    "/ui/webhooks",
     "/ui/api-keys",
     "/ui/users",
 )
