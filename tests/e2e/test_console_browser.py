@@ -212,7 +212,9 @@ async def test_a_runs_output_appears_live_on_its_page(
         admin,
         name="talker",
         executor="shell",
-        params={"argv": ["sh", "-c", "sleep 2; echo console-says-hello"]},
+        params={
+            "argv": ["sh", "-c", "sleep 1; echo 'console-says-<b>hello</b>'; sleep 4; echo bye"]
+        },
     )
     page = await context.new_page()
     await sign_in(page, server, "admin", ADMIN_PASSWORD)
@@ -221,8 +223,15 @@ async def test_a_runs_output_appears_live_on_its_page(
     await page.get_by_role("button", name="Trigger now").click()
     await expect(page).to_have_url(re.compile(r"/ui/runs/[0-9a-f-]{36}$"))
     await page.evaluate("window.__sameDocument = true")
-    await expect(page.locator("#run-output")).to_contain_text("console-says-hello", timeout=30_000)
-    await expect(page.locator("#run-status")).to_have_text("succeeded")
+    output = page.locator("#run-output")
+    # The first line shows while the run still runs (its own stream, no poll), as text.
+    await expect(output).to_contain_text("console-says-<b>hello</b>", timeout=30_000)
+    run_id = page.url.rsplit("/", 1)[1]
+    assert await run_status(server, admin, run_id) == "running"  # 4 s to go
+    assert await output.locator("b").count() == 0
+    await shot(page, "run-output-live")
+    await expect(page.locator("#run-status")).to_have_text("succeeded", timeout=20_000)
+    await expect(output).to_have_text("console-says-<b>hello</b>\nbye\n")
     assert await page.evaluate("window.__sameDocument") is True
     await expect(page.locator("#live-run")).to_contain_text("from-the-browser")
 

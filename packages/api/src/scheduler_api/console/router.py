@@ -147,6 +147,7 @@ def console_routers() -> list[Router]:
     from scheduler_api.console.bulk import BulkController
     from scheduler_api.console.context import provide_console
     from scheduler_api.console.live import LiveController
+    from scheduler_api.console.output import OutputController
     from scheduler_api.console.pages import PagesController
     from scheduler_api.console.queues import QueueActionsController
     from scheduler_api.console.signin import SignInController
@@ -168,6 +169,7 @@ def console_routers() -> list[Router]:
             BulkController,
             QueueActionsController,
             LiveController,
+            OutputController,
             WebhooksController,
         ],
         opt={PUBLIC: True},

@@ -338,6 +338,15 @@ class RunRepository(Protocol):
         more, or are held by another worker)."""
         ...
 
+    async def append_output(
+        self, run_id: str, text: str, *, worker_id: str, token: int, limit: int
+    ) -> bool:
+        """Add ``text`` to the stored output of a run ``worker_id`` holds ``running`` under
+        ``token``, as long as the output stays within ``limit`` characters; the version is not
+        bumped (the outcome, which stores the whole output, replaces it). False when nothing
+        was written."""
+        ...
+
     async def still_held(self, held: Sequence[tuple[str, int]], *, worker_id: str) -> set[str]:
         """Of these ``(run_id, token)`` pairs, the ids still ``running`` under that token by
         ``worker_id``; reads only (a primary-key lookup per id), so a worker can ask often."""

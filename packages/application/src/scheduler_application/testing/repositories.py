@@ -642,6 +642,25 @@ class InMemoryRunRepository(_Repository):
                 renewed.add(run_id)
         return renewed
 
+    async def append_output(
+        self, run_id: str, text: str, *, worker_id: str, token: int, limit: int
+    ) -> bool:
+        def appendable(row: TaskRun | None) -> bool:
+            return (
+                row is not None
+                and row.status is RunStatus.RUNNING
+                and row.version == token
+                and row.worker_id == worker_id
+                and len(row.output or "") + len(text) <= limit
+            )
+
+        row = self.tx.get("runs", run_id)
+        if not appendable(row):
+            return False
+        assert row is not None
+        self.tx.patch("runs", run_id, {"output": (row.output or "") + text}, condition=appendable)
+        return True
+
     async def still_held(self, held: Sequence[tuple[str, int]], *, worker_id: str) -> set[str]:
         kept: set[str] = set()
         for run_id, token in held:

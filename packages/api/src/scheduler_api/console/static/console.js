@@ -100,9 +100,42 @@
     });
   }
 
+  // A running run's output, from its own stream (/ui/runs/{id}/output): each message says at
+  // which offset its text starts, so a duplicate after a reconnect is skipped; `reset` starts
+  // over (the outcome replaced the text). Text is only ever added as text, never as markup.
+  function followOutput(pre) {
+    let next = Number(pre.getAttribute("data-offset")) || 0;
+    const source = new EventSource(pre.getAttribute("data-stream") + "?offset=" + next);
+    function clearPlaceholder() {
+      if (pre.hasAttribute("data-empty")) {
+        pre.removeAttribute("data-empty");
+        pre.textContent = "";
+      }
+    }
+    source.addEventListener("output", function (event) {
+      const data = JSON.parse(event.data);
+      if (data.at !== next || typeof data.text !== "string") return;
+      clearPlaceholder();
+      const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.append(data.text);
+      next = data.next;
+      if (atBottom) pre.scrollTop = pre.scrollHeight;
+    });
+    source.addEventListener("reset", function () {
+      pre.textContent = "";
+      pre.removeAttribute("data-empty");
+      next = 0;
+    });
+    source.addEventListener("end", function () { source.close(); });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     const live = document.querySelector("[data-live]");
     if (live !== null) subscribe(live.getAttribute("data-events"), refresh);
+    const output = document.getElementById("run-output");
+    if (output !== null && output.hasAttribute("data-stream") && window.EventSource) {
+      followOutput(output);
+    }
     document.querySelectorAll("button.danger").forEach(function (button) {
       button.form.addEventListener("submit", function (event) {
         if (!window.confirm(button.textContent.trim() + "?")) event.preventDefault();

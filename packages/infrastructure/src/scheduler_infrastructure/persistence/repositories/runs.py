@@ -623,6 +623,25 @@ class SqlRunRepository(SqlRepository):
         )
         return {row[0] for row in rows}
 
+    async def append_output(
+        self, run_id: str, text: str, *, worker_id: str, token: int, limit: int
+    ) -> bool:
+        so_far = func.coalesce(_c.output, "")
+        rows = await self._execute_text(
+            update(task_runs)
+            .where(
+                _c.id == run_id,
+                RUN_RUNNING,
+                _c.version == token,
+                _c.worker_id == worker_id,
+                func.length(so_far) + len(text) <= limit,
+            )
+            .values(output=so_far + text)
+            .returning(_c.id),
+            {},
+        )
+        return bool(rows)
+
     async def still_held(self, held: Sequence[tuple[str, int]], *, worker_id: str) -> set[str]:
         if not held:
             return set()
