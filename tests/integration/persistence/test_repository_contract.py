@@ -1064,6 +1064,32 @@ async def test_renew_leases_renews_the_workers_running_runs_under_their_current_
     assert stored[foreign.id].heartbeat_at == T0
 
 
+async def test_append_output_adds_to_a_held_running_run_within_the_limit(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    held = running_run(task, lease_expires_at=T0 + LEASE)
+    done = make_run(task, status=RunStatus.CANCELLED, worker_id="w-1", output="final")
+    await save(uow_factory, task, held, done)
+
+    async with uow_factory() as uow:
+        append = uow.runs.append_output
+        assert await append(held.id, "é one\n", worker_id="w-1", token=held.version, limit=10)
+        assert await append(held.id, "two\n", worker_id="w-1", token=held.version, limit=10)
+        assert not await append(held.id, "x", worker_id="w-1", token=held.version, limit=10)
+        assert not await append(held.id, "x", worker_id="w-2", token=held.version, limit=99)
+        assert not await append(held.id, "x", worker_id="w-1", token=held.version + 1, limit=99)
+        assert not await append(done.id, "x", worker_id="w-1", token=done.version, limit=99)
+        await uow.commit()
+    async with uow_factory() as uow:
+        stored = await uow.runs.get(held.id)
+        assert stored is not None
+        assert (stored.output, stored.version) == ("é one\ntwo\n", held.version)
+        finished = await uow.runs.get(done.id)
+        assert finished is not None
+        assert finished.output == "final"
+
+
 async def test_still_held_names_the_workers_running_runs_under_their_token_and_writes_nothing(
     uow_factory: SqlUnitOfWorkFactory,
 ) -> None:
