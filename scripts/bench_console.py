@@ -41,7 +41,14 @@ RUN_COLUMNS = {
     "created_at": "created_at - (g || ' seconds')::interval",
     "scheduled_for": "scheduled_for - (g || ' seconds')::interval",
     "finished_at": "now() - ((g % 900) || ' seconds')::interval",
+    # one run in 1,000 in a rare queue, the rest split between two busy ones
+    "queue": "case when g % 1000 = 0 then 'rare' when g % 2 = 0 then 'default' else 'batch' end",
 }
+#: The run list's query filtered by a queue holding one run in 1,000 (see migration 0017).
+QUEUE_PLAN = (
+    "explain (analyze, buffers, costs off) select * from task_runs where queue = 'rare' "
+    "order by created_at desc, id desc limit 51"
+)
 TASK_COLUMNS = {"id": "gen_random_uuid()::text", "name": "name || '-' || g"}
 
 
@@ -91,9 +98,14 @@ async def main() -> None:
                     await connection.execute(text("select id from task_runs limit 1"))
                 ).scalar()
             print(f"{TASKS} tasks, {RUNS} runs")
+            async with engine.connect() as connection:
+                plan = await connection.execute(text(QUEUE_PLAN))
+                print("runs of a rare queue:", *(f"  {row[0]}" for row in plan), sep="\n")
             pages = ["/ui", "/ui/tasks", f"/ui/tasks/{task['id']}", "/ui/runs"]
             pages += ["/ui/runs?status=failed", f"/ui/runs/{run_id}", "/ui/queues"]
             pages += ["/ui/workers", "/ui/dead-letters", "/ui/api-keys", "/ui/users"]
+            pages += ["/ui/runs?queue=rare", "/ui/runs?queue=batch&status=failed"]
+            pages += ["/ui/runs?queue=empty", "/ui/webhooks"]
             async with browser(api) as visitor:
                 await visitor.sign_in("root")
                 for path in pages:

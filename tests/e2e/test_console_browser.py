@@ -6,20 +6,48 @@ Screenshots of each page are written to ``tmp/artifacts/console`` (``docs/consol
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
+import sqlite3
 import threading
+import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 from browser import ARTIFACTS, CHROMIUM_ARGS, require_chromium
 from embedded import ADMIN_PASSWORD, Embedded, embedded
 from harness import eventually
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    CDPSession,
+    Page,
+    async_playwright,
+    expect,
+)
+
+from webhook_receiver import receiving, verify
 
 pytestmark = pytest.mark.timeout(180)
+
+#: Two events per run: 300 runs/s is 600 events/s.
+RUNS_PER_SECOND = 300
+LOAD_SECONDS = 10.0
+#: The stated bounds.
+MIN_EVENTS_PER_SECOND = 500
+#: JS heap after GC, end of the load minus 2 s into it (a page of 50 rows weighs ~100 KiB).
+MAX_HEAP_GROWTH = 512 * 1024
+#: The page refreshes at most twice a second; each refresh fetches the page from a server
+#: that is busy taking the load in the same process (a 2-core CI machine), so the swaps come
+#: every 0.7-2.5 s here. A starved page (a stream that postpones every refresh) swaps none.
+MIN_SWAPS_PER_SECOND = 0.4
+MAX_SWAP_GAP_MS = 4000
+CATCH_UP_SECONDS = 5.0
 
 USER_PASSWORD = "console-user-password-1"
 CSP = re.compile(r"default-src 'self'; script-src 'self'; style-src 'self'")
@@ -29,7 +57,11 @@ CSP = re.compile(r"default-src 'self'; script-src 'self'; style-src 'self'")
 async def server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Embedded]:
     workdir = tmp_path_factory.mktemp("console")
     # One slot: a second run waits queued while the first runs.
-    async with embedded(workdir, SCHEDULER__WORKER__CAPACITY="1") as running:
+    async with embedded(
+        workdir,
+        SCHEDULER__WORKER__CAPACITY="1",
+        SCHEDULER__EVENTS__WEBHOOKS__ALLOW='["127.0.0.1"]',  # the test's receiver
+    ) as running:
         yield running
         await running.stop()
 
@@ -180,7 +212,9 @@ async def test_a_runs_output_appears_live_on_its_page(
         admin,
         name="talker",
         executor="shell",
-        params={"argv": ["sh", "-c", "sleep 2; echo console-says-hello"]},
+        params={
+            "argv": ["sh", "-c", "sleep 1; echo 'console-says-<b>hello</b>'; sleep 4; echo bye"]
+        },
     )
     page = await context.new_page()
     await sign_in(page, server, "admin", ADMIN_PASSWORD)
@@ -189,8 +223,15 @@ async def test_a_runs_output_appears_live_on_its_page(
     await page.get_by_role("button", name="Trigger now").click()
     await expect(page).to_have_url(re.compile(r"/ui/runs/[0-9a-f-]{36}$"))
     await page.evaluate("window.__sameDocument = true")
-    await expect(page.locator("#run-output")).to_contain_text("console-says-hello", timeout=30_000)
-    await expect(page.locator("#run-status")).to_have_text("succeeded")
+    output = page.locator("#run-output")
+    # The first line shows while the run still runs (its own stream, no poll), as text.
+    await expect(output).to_contain_text("console-says-<b>hello</b>", timeout=30_000)
+    run_id = page.url.rsplit("/", 1)[1]
+    assert await run_status(server, admin, run_id) == "running"  # 4 s to go
+    assert await output.locator("b").count() == 0
+    await shot(page, "run-output-live")
+    await expect(page.locator("#run-status")).to_have_text("succeeded", timeout=20_000)
+    await expect(output).to_have_text("console-says-<b>hello</b>\nbye\n")
     assert await page.evaluate("window.__sameDocument") is True
     await expect(page.locator("#live-run")).to_contain_text("from-the-browser")
 
@@ -353,6 +394,40 @@ async def test_a_cross_site_post_is_refused(
     assert runs.json()["items"] == []
 
 
+async def test_a_webhook_is_created_and_tested_from_its_page(
+    server: Embedded, context: BrowserContext, admin: dict[str, str]
+) -> None:
+    page = await context.new_page()
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await sign_in(page, server, "admin", ADMIN_PASSWORD)
+    async with receiving() as receiver:
+        await page.get_by_role("link", name="Webhooks").click()
+        await page.get_by_label("URL", exact=True).fill(receiver.url)
+        await page.get_by_label("Event types (optional, comma-separated)").fill("run.failed")
+        await page.get_by_label("Description (optional)").fill("pager duty")
+        await page.get_by_role("button", name="Create webhook").click()
+        secret = await page.locator("code.secret").text_content()
+        assert secret is not None
+        assert secret.startswith("whsec_")
+        await shot(page, "webhooks-created")
+        card = page.locator("section.webhook", has_text=receiver.url)
+        await card.get_by_role("button", name="Send test event").click()
+        await expect(page.get_by_role("heading", name="Webhook", exact=True)).to_be_visible()
+        row = page.locator("table.deliveries tbody tr").first
+        await expect(row).to_contain_text("webhook.test")
+        await expect(row).to_contain_text("delivered")
+        (request,) = receiver.requests
+        assert verify(secret, request)
+        await page.get_by_role("button", name="Disable").click()
+        await expect(page.locator("#webhook-state")).to_contain_text("disabled")
+        await shot(page, "webhook")
+        await page.get_by_role("button", name="Enable again").click()
+        await expect(page.locator("#webhook-state")).to_contain_text("enabled")
+        await page.goto(f"{server.url}/ui/webhooks")
+        await expect(card.locator("table.deliveries")).to_contain_text("delivered")
+        await shot(page, "webhooks")
+
+
 async def test_pages_have_the_policy_no_inline_script_and_fit_a_phone(
     server: Embedded, chromium: Browser, admin: dict[str, str]
 ) -> None:
@@ -367,6 +442,7 @@ async def test_pages_have_the_policy_no_inline_script_and_fit_a_phone(
         "queues": "/ui/queues",
         "workers": "/ui/workers",
         "dead-letters": "/ui/dead-letters",
+        "webhooks-list": "/ui/webhooks",
         "api-keys": "/ui/api-keys",
         "users": "/ui/users",
     }
@@ -403,6 +479,83 @@ async def test_pages_have_the_policy_no_inline_script_and_fit_a_phone(
         assert focused == ["Skip to content", "solid"], focused
         await context.close()
         assert not [v for v in violations if "Content Security Policy" in v], violations
+
+
+async def test_the_live_runs_page_keeps_up_with_500_events_per_second_without_growing(
+    server: Embedded, chromium: Browser, admin: dict[str, str]
+) -> None:
+    """For about ten seconds runs are written into the database with their two log entries
+    each (created, queued), as a busy fleet of other processes would, on a queue no worker
+    consumes; ``scheduler run`` only serves the page and its event stream. The page must keep
+    refreshing during the load (batched: about two swaps a second, never starved by the
+    stream), show exactly the database's newest runs once it stops, and its JS heap after a
+    garbage collection must not grow between 2 s into the load and its end. (Last in this
+    module: it leaves 3,000 queued runs behind.)"""
+    created = await server.client.post(
+        "/api/v1/tasks",
+        headers=admin,
+        json={"name": "flood", "executor": "noop", "queue": "flood-unconsumed"},
+    )
+    assert created.status_code == 201, created.text
+    task_id = created.json()["id"]
+    context = await chromium.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(20_000)
+    try:
+        page = await context.new_page()
+        await sign_in(page, server, "admin", ADMIN_PASSWORD)
+        await page.goto(f"{server.url}/ui/runs")
+        await _count_swaps(page)
+        await _rows(page)  # Playwright's selector engine, installed before the first sample
+        cdp = await page.context.new_cdp_session(page)
+        await cdp.send("Performance.enable")
+
+        seed = await server.client.post(f"/api/v1/tasks/{task_id}/trigger", headers=admin)
+        assert seed.status_code == 201, seed.text
+        head = await _head(server, admin)
+        database = Path(server.env["SCHEDULER__DATABASE__URL"].split("///", 1)[1])
+        load = asyncio.create_task(asyncio.to_thread(_flood, database, seed.json()["id"]))
+        await asyncio.sleep(2.0)
+        swaps_before = await page.evaluate("window.__swaps.length")
+        at_start = await page.evaluate("performance.now()")
+        early = await _heap_after_gc(cdp)
+        await asyncio.sleep(3.0)
+        middle = await _heap_after_gc(cdp)
+        triggered, seconds = await load
+        swaps = await page.evaluate("window.__swaps")
+        swaps_during = len(swaps) - swaps_before
+
+        events = await _events_since(server, admin, head)
+        rate = events / seconds
+        assert rate >= MIN_EVENTS_PER_SECOND, (events, seconds)
+        # Not starved by the stream: it kept swapping while the events poured in.
+        assert swaps_during >= MIN_SWAPS_PER_SECOND * (seconds - 2.0), (swaps_during, swaps)
+        marks = [at_start, *(t for t in swaps if t > at_start)]
+        gap = max(b - a for a, b in itertools.pairwise(marks))
+        assert gap <= MAX_SWAP_GAP_MS, (gap, swaps)
+
+        newest = await server.client.get("/api/v1/runs", params={"limit": 50}, headers=admin)
+        expected = [r["id"] for r in newest.json()["items"]]
+        assert len(expected) == 50
+
+        async def caught_up() -> bool:
+            return await _rows(page) == expected
+
+        started = time.monotonic()
+        await eventually(caught_up, timeout=CATCH_UP_SECONDS, interval=0.1)
+        lag = time.monotonic() - started
+        late = await _heap_after_gc(cdp)
+        nodes = await page.evaluate("document.getElementsByTagName('*').length")
+        print(
+            f"{triggered} runs, {events} events in {seconds:.1f} s ({rate:.0f}/s); "
+            f"{swaps_during} swaps during the load (longest gap {gap:.0f} ms); "
+            f"caught up {lag:.2f} s after it; "
+            f"heap after GC {early / 1024:.0f} -> {middle / 1024:.0f} -> {late / 1024:.0f} KiB; "
+            f"{nodes} DOM nodes"
+        )
+        assert late - early <= MAX_HEAP_GROWTH, (early, late)
+        assert nodes < 1500, nodes  # one page of rows, whatever arrived
+    finally:
+        await context.close()
 
 
 def violations_into(sink: list[str]) -> Any:
@@ -456,3 +609,110 @@ class EvilSite:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def _flood(database: Path, seed_run_id: str) -> tuple[int, float]:
+    """Write ``RUNS_PER_SECOND`` runs for ``LOAD_SECONDS``, ten commits a second, straight into
+    the database as another process would: each a copy of the seed run (its task, its queue)
+    with its two log entries (created, queued), the way the trigger path writes them."""
+    connection = sqlite3.connect(database, timeout=10, isolation_level=None)
+    connection.row_factory = sqlite3.Row
+    run = dict(
+        connection.execute("SELECT * FROM task_runs WHERE id = ?", (seed_run_id,)).fetchone()
+    )
+    events = [
+        dict(row)
+        for row in connection.execute(
+            "SELECT * FROM run_events WHERE run_id = ? ORDER BY seq", (seed_run_id,)
+        )
+    ]
+    assert len(events) == 2, events
+    for event in events:
+        del event["seq"]  # the log's order: assigned by the database
+    run_sql = _insert("task_runs", list(run))
+    event_sql = _insert("run_events", list(events[0]))
+    started = time.monotonic()
+    base = datetime.now(UTC).replace(tzinfo=None)
+    total = 0
+    while (elapsed := time.monotonic() - started) < LOAD_SECONDS:
+        due = int(min(elapsed + 0.1, LOAD_SECONDS) * RUNS_PER_SECOND) - total
+        runs, logged = [], []
+        for i in range(total, total + max(due, 0)):
+            at = (base + timedelta(microseconds=i)).strftime("%Y-%m-%d %H:%M:%S.%f")
+            run_id = str(uuid.uuid4())
+            runs.append(
+                {**run, "id": run_id, "created_at": at, "scheduled_for": at, "queued_at": at,
+                 "idempotency_key": None}
+            )  # fmt: skip
+            logged += [{**e, "id": str(uuid.uuid4()), "run_id": run_id, "at": at} for e in events]
+        if runs:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.executemany(run_sql, runs)
+            connection.executemany(event_sql, logged)
+            connection.execute("COMMIT")
+            total += len(runs)
+        time.sleep(max(0.0, started + elapsed + 0.1 - time.monotonic()))
+    connection.close()
+    return total, time.monotonic() - started
+
+
+def _insert(table: str, columns: list[str]) -> str:
+    names = ", ".join(columns)
+    values = ", ".join(f":{c}" for c in columns)
+    return f"INSERT INTO {table} ({names}) VALUES ({values})"
+
+
+async def _head(server: Embedded, headers: dict[str, str]) -> str | None:
+    return (await _read_log(server, headers, None))[1]
+
+
+async def _events_since(server: Embedded, headers: dict[str, str], after: str | None) -> int:
+    return (await _read_log(server, headers, after))[0]
+
+
+async def _read_log(
+    server: Embedded, headers: dict[str, str], after: str | None
+) -> tuple[int, str | None]:
+    """How many events the log holds after ``after`` (from its start when None), read page by
+    page through ``GET /events/page``, and the cursor of the last one."""
+    count = 0
+    while True:
+        params = {"limit": 1000} if after is None else {"limit": 1000, "after": after}
+        answer = await server.client.get("/api/v1/events/page", params=params, headers=headers)
+        assert answer.status_code == 200, answer.text
+        items = answer.json()["items"]
+        if not items:
+            return count, after
+        count += len(items)
+        after = items[-1]["cursor"]
+
+
+async def _heap_after_gc(cdp: CDPSession) -> int:
+    await cdp.send("HeapProfiler.collectGarbage")
+    metrics = await cdp.send("Performance.getMetrics")
+    used = {m["name"]: m["value"] for m in metrics["metrics"]}["JSHeapUsedSize"]
+    return int(used)
+
+
+async def _rows(page: Page) -> list[str]:
+    shown: list[str] = await page.eval_on_selector_all(
+        "#live-runs tr[data-run-id]", "rows => rows.map(r => r.dataset.runId)"
+    )
+    return shown
+
+
+async def _count_swaps(page: Page) -> None:
+    """Record each time the live region is swapped for a fresh one."""
+    await page.evaluate(
+        """() => {
+            window.__swaps = [];
+            const main = document.getElementById('main');
+            new MutationObserver((changes) => {
+                for (const change of changes) {
+                    for (const node of change.addedNodes) {
+                        if (node.id === 'live-runs') window.__swaps.push(performance.now());
+                    }
+                }
+            }).observe(main, {childList: true, subtree: true});
+        }"""
+    )

@@ -151,6 +151,29 @@ async def test_list_filters_by_status_task_and_time(api: Api, alice: Caller) -> 
     assert naive.json()["field"] == "created_after"
 
 
+async def test_list_filters_by_queue_and_refuses_a_bad_queue_name(api: Api, alice: Caller) -> None:
+    plain = await api.task(alice, "plain")
+    reports = await api.task(alice, "reports", queue="reports")
+    await api.run(alice, plain["id"])
+    in_reports = await api.run(alice, reports["id"])
+
+    listed = await api.client.get("/api/v1/runs?queue=reports", headers=alice.headers)
+    unknown = await api.client.get("/api/v1/runs?queue=nowhere", headers=alice.headers)
+    bad = await api.client.get("/api/v1/runs", params={"queue": "a b"}, headers=alice.headers)
+    dry = await api.client.post(
+        "/api/v1/runs/bulk",
+        json={"action": "cancel", "filter": {"queue": "reports"}, "dry_run": True},
+        headers=alice.headers,
+    )
+
+    assert [r["id"] for r in listed.json()["items"]] == [in_reports["id"]]
+    assert unknown.json()["items"] == []
+    assert bad.status_code == 422
+    assert bad.json()["field"] == "queue"
+    assert dry.status_code == 200, dry.text
+    assert dry.json()["matched"] == 1
+
+
 async def test_unknown_status_filter_names_the_parameter(api: Api, alice: Caller) -> None:
     response = await api.client.get("/api/v1/runs?status=exploded", headers=alice.headers)
 

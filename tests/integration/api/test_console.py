@@ -4,20 +4,24 @@ role-aware pages and actions, objects of others (404), and the security headers.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from api_harness import Api, Caller, api_settings, running_api
 from console_client import INLINE_SCRIPT, INLINE_STYLE, Browser, browser, csrf_of
 from httpx import Response
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_api.console.headers import CONTENT_SECURITY_POLICY
 from scheduler_api.console.session import SESSION_COOKIE
 from scheduler_domain.accounts import Role
 from scheduler_domain.run import RunTrigger, TaskRun
+from scheduler_infrastructure.persistence.tables import task_runs
 
 PAGES = (
     "/ui",
@@ -26,6 +30,7 @@ PAGES = (
     "/ui/queues",
     "/ui/workers",
     "/ui/dead-letters",
+    "/ui/webhooks",
     "/ui/api-keys",
     "/ui/users",
 )
@@ -299,6 +304,27 @@ async def test_bad_filters_name_the_field(api: Api, admin: Caller) -> None:
         response = await visitor.page("/ui/runs?status=exploded")
     assert response.status_code == 422
     assert "status must be one of" in response.text
+
+
+async def test_the_runs_page_and_its_bulk_confirmation_filter_by_queue(
+    api: Api, admin: Caller
+) -> None:
+    plain = await api.task(admin, "plain")
+    reports = await api.task(admin, "reports", queue="reports")
+    outside = await api.run(admin, plain["id"])
+    inside = [await api.run(admin, reports["id"]) for _ in range(2)]
+    async with browser(api) as visitor:
+        await visitor.sign_in("root")
+        listed = (await visitor.page("/ui/runs?queue=reports")).text
+        confirm = (await visitor.page("/ui/runs/bulk?action=cancel&queue=reports")).text
+        bad = await visitor.page("/ui/runs?queue=a%20b")
+    assert all(f'data-run-id="{r["id"]}"' in listed for r in inside)
+    assert f'data-run-id="{outside["id"]}"' not in listed
+    assert 'id="f-queue" name="queue" value="reports"' in listed
+    assert "Cancel 2 runs?" in confirm
+    assert '<input type="hidden" name="queue" value="reports">' in confirm
+    assert bad.status_code == 422
+    assert "queue must be" in bad.text
 
 
 async def test_an_api_key_is_shown_once_and_can_be_revoked(api: Api, alice: Caller) -> None:
@@ -667,3 +693,47 @@ async def test_the_overview_shows_the_lateness_of_fired_slots(api: Api, admin: C
     assert "of the 3 fired slots among the newest 4 runs" in page
     assert '<span class="n">4.0 s</span> p50' in page
     assert '<span class="n">30.0 s</span> p99' in page
+
+
+async def test_a_runs_output_stream_sends_from_the_offset_then_ends_and_hides_others_runs(
+    api: Api, alice: Caller, bob: Caller, sqlite_engine: AsyncEngine
+) -> None:
+    task = await api.task(alice, "talker")
+    run = await api.run(alice, task["id"])
+    await api.client.post(f"/api/v1/runs/{run['id']}/cancel", headers=alice.headers)
+    async with sqlite_engine.begin() as conn:
+        await conn.execute(
+            update(task_runs).where(task_runs.c.id == run["id"]).values(output="<b>hi</b>\nbye\n")
+        )
+    stream = f"/ui/runs/{run['id']}/output"
+    async with browser(api) as visitor, browser(api) as stranger:
+        await visitor.sign_in("alice")
+        await stranger.sign_in("bob")
+        whole = await visitor.page(stream)
+        resumed = await visitor.client.get(stream, headers={"Last-Event-ID": "10"})
+        beyond = await visitor.page(f"{stream}?offset=999")
+        hidden = await stranger.page(stream)
+        page = (await visitor.page(f"/ui/runs/{run['id']}")).text
+    assert whole.status_code == 200
+    assert whole.headers["content-type"].startswith("text/event-stream")
+    assert sse(whole.text) == [
+        ("output", "14", {"at": 0, "next": 14, "text": "<b>hi</b>\nbye\n"}),
+        ("end", "14", {"status": "cancelled"}),
+    ]
+    assert sse(resumed.text)[0] == ("output", "14", {"at": 10, "next": 14, "text": "bye\n"})
+    assert sse(beyond.text) == [("end", "14", {"status": "cancelled"})]
+    assert hidden.status_code == 404
+    assert "&lt;b&gt;hi&lt;/b&gt;" in page
+    assert "data-stream" not in page  # a final run's page follows nothing
+
+
+def sse(body: str) -> list[tuple[str, str, Any]]:
+    """(event, id, data) of each message of a Server-Sent Events body."""
+    messages = []
+    for block in body.replace("\r\n", "\n").split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in block.split("\n") if ": " in line and line[0] != ":"
+        )
+        if "event" in fields:
+            messages.append((fields["event"], fields.get("id", ""), json.loads(fields["data"])))
+    return messages

@@ -164,6 +164,57 @@ async def test_a_shell_run_gets_its_secrets_and_its_stored_output_masks_them(
     assert scope.log.redact(SECRET) == SECRET
 
 
+async def test_the_live_output_of_a_running_run_masks_its_secrets(
+    uow_factory: SqlUnitOfWorkFactory, tasks: TaskService, box: FernetSecretBox
+) -> None:
+    clock = SystemClock()
+    async with MemoryRunQueue() as queue:
+        relay = RunRelay(uow_factory=uow_factory, clock=clock, queue=queue)
+        runs = RunService(uow_factory=uow_factory, clock=clock, relay=relay)
+        runtime = WorkerRuntime(
+            execution=ExecutionService(
+                uow_factory=uow_factory,
+                clock=clock,
+                lease=timedelta(seconds=5),
+                secret_box=box,
+                executor_policy=OPEN_EXECUTOR_POLICY,
+            ),
+            workers=WorkerService(uow_factory=uow_factory, clock=clock),
+            queue=queue,
+            executors=ExecutorRegistry.discover(builtins=builtin_executors(), entry_points=()),
+            options=WorkerOptions(
+                capacity=1,
+                heartbeat_interval=timedelta(seconds=1),
+                live_output_interval=timedelta(seconds=0.1),
+            ),
+        )
+        slow = PRINTS + "import sys, time\nsys.stdout.flush()\ntime.sleep(30)\n"
+        task = await tasks.create(
+            {
+                "name": "prints-its-secret-slowly",
+                "executor": "shell",
+                "params": {"argv": [PYTHON, "-c", slow], "env": {"COPY": SECRET}},
+                "secret_env": {"TOKEN": SECRET},
+            },
+            principal=OWNER,
+        )
+        async with running(runtime):
+            run = await runs.trigger(task.id, principal=OWNER)
+            await relay.relay_pending()
+            async with asyncio.timeout(30):
+                while "reversed" not in (
+                    (run := await runs.get(run.id, principal=OWNER)).output or ""
+                ):
+                    await asyncio.sleep(0.05)
+            await runs.cancel(run.id, principal=OWNER)
+    assert run.status is RunStatus.RUNNING  # seen while it ran
+    output = run.output or ""
+    assert SECRET not in output
+    assert SECRET[::-1] not in output
+    assert "secret [REDACTED]" in output
+    assert "reversed [REDACTED]" in output
+
+
 async def test_a_run_whose_secrets_the_worker_cannot_open_fails_without_running(
     uow_factory: SqlUnitOfWorkFactory, tasks: TaskService, tmp_path: Path
 ) -> None:

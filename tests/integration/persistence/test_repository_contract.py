@@ -755,6 +755,7 @@ async def test_run_list_is_newest_first_with_cursors_and_filters(
     runs[1].status = RunStatus.QUEUED
     runs[2] = running_run(task, lease_expires_at=T0, created_at=T0 + 2 * SECOND, worker_id="w-9")
     runs[3].trigger = RunTrigger.SCHEDULE
+    runs[4].queue = "reports"
     same_instant = make_run(task, created_at=T0 + 4 * SECOND)
     foreign = make_run(other_task, created_at=T0 + 10 * SECOND)
     await save(uow_factory, task, other_task, *runs, same_instant, foreign)
@@ -785,6 +786,9 @@ async def test_run_list_is_newest_first_with_cursors_and_filters(
         ) == [runs[2].id, runs[1].id]
         assert await listed(RunFilter(trigger=RunTrigger.SCHEDULE)) == [runs[3].id]
         assert await listed(RunFilter(worker_id="w-9")) == [runs[2].id]
+        assert await listed(RunFilter(queue="reports")) == [runs[4].id]
+        assert await listed(RunFilter(queue="reports", owner_id="owner-2")) == []
+        assert await uow.runs.count(RunFilter(queue="reports")) == 1
         assert await listed(
             RunFilter(task_id=task.id, created_after=T0 + SECOND, created_before=T0 + 3 * SECOND)
         ) == [runs[2].id, runs[1].id]
@@ -1063,6 +1067,32 @@ async def test_renew_leases_renews_the_workers_running_runs_under_their_current_
     assert stored[other.id].lease_expires_at == T0 + LEASE
     assert stored[foreign.id].lease_expires_at == T0 + LEASE
     assert stored[foreign.id].heartbeat_at == T0
+
+
+async def test_append_output_adds_to_a_held_running_run_within_the_limit(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    held = running_run(task, lease_expires_at=T0 + LEASE)
+    done = make_run(task, status=RunStatus.CANCELLED, worker_id="w-1", output="final")
+    await save(uow_factory, task, held, done)
+
+    async with uow_factory() as uow:
+        append = uow.runs.append_output
+        assert await append(held.id, "é one\n", worker_id="w-1", token=held.version, limit=10)
+        assert await append(held.id, "two\n", worker_id="w-1", token=held.version, limit=10)
+        assert not await append(held.id, "x", worker_id="w-1", token=held.version, limit=10)
+        assert not await append(held.id, "x", worker_id="w-2", token=held.version, limit=99)
+        assert not await append(held.id, "x", worker_id="w-1", token=held.version + 1, limit=99)
+        assert not await append(done.id, "x", worker_id="w-1", token=done.version, limit=99)
+        await uow.commit()
+    async with uow_factory() as uow:
+        stored = await uow.runs.get(held.id)
+        assert stored is not None
+        assert (stored.output, stored.version) == ("é one\ntwo\n", held.version)
+        finished = await uow.runs.get(done.id)
+        assert finished is not None
+        assert finished.output == "final"
 
 
 async def test_still_held_names_the_workers_running_runs_under_their_token_and_writes_nothing(

@@ -11,12 +11,23 @@ from recording_queue import InMemoryRunQueue
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import Conflict, NotFound
 from scheduler_application.execution.reaper import LeaseReaper
-from scheduler_application.execution.service import ActiveRun, ClaimedRun, ExecutionService
+from scheduler_application.execution.service import (
+    MAX_LIVE_OUTPUT,
+    ActiveRun,
+    ClaimedRun,
+    ExecutionService,
+    OutputChunk,
+)
 from scheduler_application.execution.workers import RegisterWorker, WorkerService
 from scheduler_application.ports.executor import ExecutionResult
 from scheduler_application.runs.service import RunService
 from scheduler_application.tasks.service import TaskService
-from scheduler_application.testing import FakeClock, InMemoryStore
+from scheduler_application.testing import (
+    OPEN_EXECUTOR_POLICY,
+    FakeClock,
+    FakeRedactor,
+    InMemoryStore,
+)
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
@@ -425,3 +436,41 @@ async def test_a_failed_commit_leaves_no_trace_of_the_outcome(
     assert store.rows("events") == events_before
     settled = await execution.complete(claim.run.id, claim.token, FAILED)  # the worker retries
     assert settled.retry is not None
+
+
+async def test_live_output_is_appended_redacted_only_for_the_holder_under_its_token(
+    runs: RunService,
+    relay: RunRelay,
+    uow_factory: Any,
+    clock: FakeClock,
+    rng: Any,
+    alice_task: Task,
+    worker: Worker,
+    store: InMemoryStore,
+) -> None:
+    execution = ExecutionService(
+        uow_factory=uow_factory,
+        clock=clock,
+        rng=rng,
+        executor_policy=OPEN_EXECUTOR_POLICY,
+        redactor=FakeRedactor(secrets=("hunter2",)),
+    )
+    claim = await claimed(runs, relay, execution, alice_task, worker)
+    run_id = claim.run.id
+
+    def chunk(text: str, token: int = claim.token) -> OutputChunk:
+        return OutputChunk(run_id=run_id, token=token, text=text)
+
+    assert await execution.report_output(worker.id, [chunk("one\n")]) == {run_id}
+    assert await execution.report_output(worker.id, [chunk("pw hunter2\n")]) == {run_id}
+    assert await execution.report_output("another-worker", [chunk("theirs\n")]) == set()
+    assert await execution.report_output(worker.id, [chunk("stale\n", claim.token - 1)]) == set()
+    stored = store.row("runs", run_id)
+    assert stored.output == "one\npw [REDACTED]\n"
+    assert stored.version == claim.token  # nobody's token changed
+
+    too_much = "x" * (MAX_LIVE_OUTPUT - len(stored.output) + 1)
+    assert await execution.report_output(worker.id, [chunk(too_much)]) == set()
+    await execution.complete(run_id, claim.token, SUCCEEDED)
+    assert store.row("runs", run_id).output == "hi\n"  # the outcome's output replaces it
+    assert await execution.report_output(worker.id, [chunk("late\n")]) == set()

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from application_fixtures import START
 
-from scheduler_application.accounts import api_keys as api_keys_module
+import scheduler_application.accounts.api_keys as api_keys_module
 from scheduler_application.accounts.access import Principal
 from scheduler_application.accounts.api_keys import ApiKeyService
 from scheduler_application.accounts.auth import AuthService

@@ -149,6 +149,21 @@ async def test_list_shows_own_runs_newest_first_with_filters(
         await runs.list(principal=BOB, task_id=alice_task.id)
 
 
+async def test_list_filters_by_the_queue_a_run_was_published_to(
+    runs: RunService, tasks: TaskService, alice_task: Task
+) -> None:
+    reports = await tasks.create(task_spec("reports", queue="reports"), principal=ALICE)
+    in_default = await runs.trigger(alice_task.id, principal=ALICE)
+    in_reports = await runs.trigger(reports.id, principal=ALICE)
+
+    listed = await runs.list(principal=ALICE, queue="reports")
+    assert [r.id for r in listed.items] == [in_reports.id]
+    assert [r.id for r in (await runs.list(principal=ALICE, queue="default")).items] == [
+        in_default.id
+    ]
+    assert (await runs.list(principal=BOB, queue="reports")).items == []
+
+
 async def test_cancel_moves_a_pending_run_to_cancelled_with_its_event(
     runs: RunService, pending: PendingRuns, alice_task: Task, store: InMemoryStore
 ) -> None:

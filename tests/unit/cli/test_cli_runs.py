@@ -247,6 +247,20 @@ def test_list_filters_by_task_name_and_status(admin: Cli, worker: RemoteWorker) 
     assert "two" in table.stdout
 
 
+def test_list_filters_by_queue(admin: Cli) -> None:
+    _task(admin, "plain")
+    _task(admin, "reports", "--queue", "reports")
+    _trigger(admin, "plain")
+    in_reports = _trigger(admin, "reports")
+
+    by_queue = _json(admin("runs", "list", "--queue", "reports", "--json"))
+    refused = admin("runs", "list", "--queue", "a b")
+
+    assert [r["id"] for r in by_queue] == [in_reports["id"]]
+    assert refused.exit_code != 0
+    assert "queue" in refused.stderr
+
+
 def test_get_of_an_unknown_run_is_a_one_line_error(admin: Cli) -> None:
     result = admin("runs", "get", "01a201fc-1836-71a5-82b0-93c30d0a20e9")
 

@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -44,6 +44,7 @@ from scheduler_domain.worker import Worker
 from scheduler_worker.batching import Batcher
 from scheduler_worker.executors import ExecutorRegistry, UnknownExecutorError, run_executor
 from scheduler_worker.heartbeat import HeartbeatLoop
+from scheduler_worker.live_output import LiveOutput, OutputReports
 from scheduler_worker.retrying import retry_until
 
 logger = logging.getLogger("scheduler.worker")
@@ -64,6 +65,9 @@ class WorkerOptions:
     #: How often held runs are checked for a cancellation between heartbeats (see
     #: :mod:`scheduler_worker.heartbeat`): about how long a cancelled run's process lives on.
     stop_check_interval: timedelta = timedelta(seconds=0.5)
+    #: How often the new lines of running runs are reported, for their pages to follow them
+    #: live (:mod:`scheduler_worker.live_output`); None: only with the outcome.
+    live_output_interval: timedelta | None = timedelta(seconds=0.5)
 
     def display_name(self) -> str:
         return self.name or f"{socket.gethostname()}-{os.getpid()}"
@@ -73,6 +77,7 @@ class WorkerOptions:
 class _InFlight:
     claimed: ClaimedRun
     delivery: Delivery
+    output: LiveOutput
     #: The handler's task while (and only while) the executor runs: what ``_abandon`` cancels.
     task: asyncio.Task[Any] | None = None
     stop_requested: bool = False
@@ -211,8 +216,14 @@ class WorkerRuntime:
             observer=self._observer,
             stop_check_interval=options.stop_check_interval,
         )
+        reports = OutputReports(
+            execution=self._execution,
+            worker_id=worker.id,
+            interval=(options.live_output_interval or timedelta(days=1)).total_seconds(),
+            in_hand=self._live_outputs,
+        )
         self._started.set()
-        async with heartbeat.running():
+        async with heartbeat.running(), reports.running():
             queues = [*options.queues, worker.direct_queue]
             consumer: asyncio.Task[None] | None = None
             while not self._stopping.is_set():
@@ -298,6 +309,9 @@ class WorkerRuntime:
     def _active_tokens(self) -> list[tuple[str, int]]:
         return [(run_id, f.claimed.token) for run_id, f in self._in_flight.items()]
 
+    def _live_outputs(self) -> list[tuple[str, int, LiveOutput]]:
+        return [(run_id, f.claimed.token, f.output) for run_id, f in self._in_flight.items()]
+
     def _abandon(self, run_id: str) -> None:
         """The heartbeat says the run was cancelled or taken away: stop executing it."""
         flight = self._in_flight.get(run_id)
@@ -343,7 +357,9 @@ class WorkerRuntime:
             return
         self.stats.claimed += 1
         span.set_attribute("scheduler.claim", "claimed")
-        flight = _InFlight(claimed=claimed, delivery=delivery)
+        flight = _InFlight(
+            claimed=claimed, delivery=delivery, output=LiveOutput(claimed.conceal_text)
+        )
         self._in_flight[message.run_id] = flight
         try:
             with (
@@ -377,8 +393,11 @@ class WorkerRuntime:
         # cancels the handler while the executor runs, and is taken back here.
         task = flight.task = asyncio.current_task()
         try:
+            context = claimed.context()
+            if self._options.live_output_interval is not None:
+                context = replace(context, on_output=flight.output.write)
             return await run_executor(
-                executor, claimed.context(), grace_seconds=self._options.executor_grace_seconds
+                executor, context, grace_seconds=self._options.executor_grace_seconds
             )
         except asyncio.CancelledError:
             if flight.stop_requested and task is not None and task.uncancel() == 0:

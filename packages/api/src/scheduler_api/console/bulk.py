@@ -16,7 +16,7 @@ from litestar import Controller, Request, get, post
 from litestar.params import QueryParameter
 from litestar.response import Template
 
-from scheduler_api.console.context import Console, choice, page, text
+from scheduler_api.console.context import Console, choice, page, queue_filter, text
 from scheduler_api.dependencies import Services
 from scheduler_api.params import object_id, query_instant
 from scheduler_api.services import ApiServices
@@ -56,6 +56,7 @@ class Selection:
     task_id: str | None
     trigger: RunTrigger | None
     worker_id: str | None
+    queue: str | None
     created_after: datetime | None
     created_before: datetime | None
 
@@ -71,6 +72,7 @@ class Selection:
             task_id=object_id(task, kind="task", field="task_id") if task else None,
             trigger=choice(RunTrigger, values.get("trigger"), field="trigger"),
             worker_id=text(values.get("worker_id"), field="worker_id", limit=64),
+            queue=queue_filter(values.get("queue")),
             created_after=query_instant(
                 text(values.get("created_after"), field="created_after", limit=64),
                 field="created_after",
@@ -89,6 +91,7 @@ class Selection:
             "task_id": self.task_id or "",
             "trigger": self.trigger.value if self.trigger else "",
             "worker_id": self.worker_id or "",
+            "queue": self.queue or "",
             "created_after": self.created_after.isoformat() if self.created_after else "",
             "created_before": self.created_before.isoformat() if self.created_before else "",
         }
@@ -111,6 +114,7 @@ class Selection:
                 statuses=(self.status,) if self.status else (),
                 trigger=self.trigger,
                 worker_id=self.worker_id,
+                queue=self.queue,
                 created_after=self.created_after,
                 created_before=self.created_before,
                 limit=_PAGE,

@@ -22,6 +22,7 @@ from scheduler_api.dependencies import Services
 from scheduler_api.services import ApiServices
 from scheduler_application.accounts.access import Principal
 from scheduler_domain.errors import ValidationError
+from scheduler_domain.queue_settings import validate_queue_name
 
 E = TypeVar("E", bound=StrEnum)
 #: The handlers' name for the signed-in session.
@@ -113,6 +114,12 @@ def text(value: str | None, *, field: str, limit: int = 200) -> str | None:
     if len(value) > limit:
         raise ValidationError(f"{field} is limited to {limit} characters", field=field)
     return value or None
+
+
+def queue_filter(value: str | None) -> str | None:
+    """A queue name from a form: empty means any; else a valid queue name (422 naming it)."""
+    name = text(value, field="queue", limit=100)
+    return None if name is None else validate_queue_name(name, field="queue")
 
 
 async def task_names(

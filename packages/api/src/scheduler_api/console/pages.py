@@ -17,7 +17,7 @@ from scheduler_api.console.charts import (
     runs_per_minute,
     slot_lateness,
 )
-from scheduler_api.console.context import Console, choice, page, task_names, text
+from scheduler_api.console.context import Console, choice, page, queue_filter, task_names, text
 from scheduler_api.console.views import dependency_graph, task_zone
 from scheduler_api.controllers.runs_listing import list_runs
 from scheduler_api.dependencies import Options, Services
@@ -176,6 +176,7 @@ class PagesController(Controller):
         task_id: Query = None,
         trigger: Query = None,
         worker_id: Query = None,
+        queue: Query = None,
         created_after: Query = None,
         created_before: Query = None,
         cursor: Cursor = None,
@@ -190,6 +191,7 @@ class PagesController(Controller):
             status=[wanted] if wanted else None,
             trigger=choice(RunTrigger, trigger, field="trigger"),
             worker_id=text(worker_id, field="worker_id", limit=64),
+            queue=queue_filter(queue),
             created_after=created_after or None,
             created_before=created_before or None,
             limit=PAGE,
@@ -208,6 +210,7 @@ class PagesController(Controller):
                 "task_id": task_id or "",
                 "trigger": trigger or "",
                 "worker_id": worker_id or "",
+                "queue": queue or "",
                 "created_after": created_after or "",
                 "created_before": created_before or "",
             },

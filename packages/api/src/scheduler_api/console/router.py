@@ -117,6 +117,7 @@ def console_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
     problem = handle_exception(request, exc)
     status = problem.status_code or 500
     detail = getattr(problem.content, "detail", "error")
+    field = getattr(problem.content, "field", None)
     session = request.state.get(SESSION_STATE)
     renewed = getattr(session, "renewed", None)
     return Template(
@@ -125,6 +126,7 @@ def console_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
             "title": f"Error {status}",
             "status": status,
             "detail": detail,
+            "field": field if isinstance(field, str) else None,
             "principal": None,
         },
         status_code=status,
@@ -145,9 +147,11 @@ def console_routers() -> list[Router]:
     from scheduler_api.console.bulk import BulkController
     from scheduler_api.console.context import provide_console
     from scheduler_api.console.live import LiveController
+    from scheduler_api.console.output import OutputController
     from scheduler_api.console.pages import PagesController
     from scheduler_api.console.queues import QueueActionsController
     from scheduler_api.console.signin import SignInController
+    from scheduler_api.console.webhooks import WebhooksController
 
     static = create_static_files_router(
         path=f"{CONSOLE_PATH}/static",
@@ -165,6 +169,8 @@ def console_routers() -> list[Router]:
             BulkController,
             QueueActionsController,
             LiveController,
+            OutputController,
+            WebhooksController,
         ],
         opt={PUBLIC: True},
         dependencies={"console": Provide(provide_console)},

@@ -43,6 +43,14 @@ class RunController(Controller):
         status: FromQuery[list[RunStatus] | None] = None,
         trigger: FromQuery[RunTrigger | None] = None,
         worker_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        queue: Annotated[
+            str | None,
+            QueryParameter(
+                max_length=100,
+                description="the queue the run was published to (a task's queue, or a "
+                "worker's direct queue `worker.<id>`)",
+            ),
+        ] = None,
         created_after: InstantQuery = None,
         created_before: InstantQuery = None,
         limit: Annotated[int, QueryParameter(ge=1, description=LIMIT_DESCRIPTION)] = 50,
@@ -56,6 +64,7 @@ class RunController(Controller):
             status=status,
             trigger=trigger,
             worker_id=worker_id,
+            queue=queue,
             created_after=created_after,
             created_before=created_before,
             limit=limit,

@@ -6,6 +6,7 @@ from scheduler_api.params import open_cursor, page_size, query_instant, seal_cur
 from scheduler_api.schemas.runs import RunOut, RunPage
 from scheduler_api.services import ApiOptions, ApiServices
 from scheduler_application.accounts.access import Principal
+from scheduler_domain.queue_settings import validate_queue_name
 from scheduler_domain.run import RunTrigger
 from scheduler_domain.status import RunStatus
 
@@ -23,6 +24,7 @@ async def list_runs(
     created_before: str | None,
     limit: int,
     cursor: str | None,
+    queue: str | None = None,
 ) -> RunPage:
     size = page_size(limit, options)
     page = await services.runs.list(
@@ -31,6 +33,7 @@ async def list_runs(
         statuses=status or (),
         trigger=trigger,
         worker_id=worker_id,
+        queue=None if queue is None else validate_queue_name(queue, field="queue"),
         created_after=query_instant(created_after, field="created_after"),
         created_before=query_instant(created_before, field="created_before"),
         limit=size,

@@ -31,7 +31,7 @@ def _id(webhook_id: str) -> str:
     return object_id(webhook_id, kind="webhook", field="webhook_id")
 
 
-def _service(services: Services) -> WebhookService:
+def webhook_service(services: Services) -> WebhookService:
     if services.webhooks is None:
         raise Unavailable("webhooks are not configured in this API", dependency="webhooks")
     return services.webhooks
@@ -55,7 +55,7 @@ class WebhookController(Controller):
     async def create(
         self, data: JSONBody[WebhookCreateIn], services: Services, principal: CurrentPrincipal
     ) -> Response[CreatedWebhookOut]:
-        created = await _service(services).create(
+        created = await webhook_service(services).create(
             principal=principal,
             url=data.url,
             event_types=data.event_types,
@@ -75,14 +75,15 @@ class WebhookController(Controller):
         "/", summary="List webhooks (yours; admins and operators: everyone's)", responses=problems()
     )
     async def list_webhooks(self, services: Services, principal: CurrentPrincipal) -> WebhookList:
-        found = await _service(services).list(principal=principal)
+        found = await webhook_service(services).list(principal=principal)
         return WebhookList(items=[WebhookOut.of(w) for w in found])
 
     @get("/{webhook_id:str}", summary="Get a webhook", responses=problems(404))
     async def get_webhook(
         self, webhook_id: WebhookId, services: Services, principal: CurrentPrincipal
     ) -> WebhookOut:
-        return WebhookOut.of(await _service(services).get(_id(webhook_id), principal=principal))
+        found = await webhook_service(services).get(_id(webhook_id), principal=principal)
+        return WebhookOut.of(found)
 
     @patch("/{webhook_id:str}", summary="Change a webhook", responses=problems(404))
     async def update(
@@ -97,7 +98,7 @@ class WebhookController(Controller):
             for name, value in msgspec.structs.asdict(data).items()
             if value is not msgspec.UNSET
         }
-        updated = await _service(services).update(
+        updated = await webhook_service(services).update(
             _id(webhook_id), principal=principal, changes=changes
         )
         return WebhookOut.of(updated)
@@ -106,7 +107,7 @@ class WebhookController(Controller):
     async def remove(
         self, webhook_id: WebhookId, services: Services, principal: CurrentPrincipal
     ) -> None:
-        await _service(services).delete(_id(webhook_id), principal=principal)
+        await webhook_service(services).delete(_id(webhook_id), principal=principal)
 
     @get(
         "/{webhook_id:str}/deliveries",
@@ -121,7 +122,7 @@ class WebhookController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
         before: Annotated[str | None, QueryParameter(max_length=64)] = None,
     ) -> DeliveryPage:
-        found = await _service(services).deliveries(
+        found = await webhook_service(services).deliveries(
             _id(webhook_id), principal=principal, limit=limit, before=before
         )
         return DeliveryPage(
@@ -142,5 +143,5 @@ class WebhookController(Controller):
     async def send_test(
         self, webhook_id: WebhookId, services: Services, principal: CurrentPrincipal
     ) -> DeliveryOut:
-        delivery = await _service(services).send_test(_id(webhook_id), principal=principal)
+        delivery = await webhook_service(services).send_test(_id(webhook_id), principal=principal)
         return DeliveryOut.of(delivery)

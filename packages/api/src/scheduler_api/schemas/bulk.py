@@ -22,6 +22,7 @@ class RunsFilterIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     status: list[str] | None = None
     trigger: str | None = None
     worker_id: ObjectId | None = None
+    queue: Text | None = None
     created_after: str | None = None
     created_before: str | None = None
 

@@ -183,11 +183,16 @@ class WebhookService:
             raise NotFound(f"webhook {webhook_id} not found", field="webhook_id")
         return subscription
 
-    async def list(self, *, principal: Principal) -> builtins.list[WebhookSubscription]:
-        """The caller's subscriptions; an admin's or operator's: everyone's."""
+    async def list(
+        self, *, principal: Principal, limit: int | None = None, after: str | None = None
+    ) -> builtins.list[WebhookSubscription]:
+        """The caller's subscriptions; an admin's or operator's: everyone's. Oldest first;
+        ``limit`` and ``after`` (the last id of the previous page) read one keyset page."""
         ensure_can_read_tasks(principal)
         scope = None if principal.role.sees_all_tasks else principal.subject_id
-        return await self._store.list(owner_id=scope)
+        return await self._store.list(
+            owner_id=scope, limit=None if limit is None else page_limit(limit), after=after
+        )
 
     async def update(
         self, webhook_id: str, *, principal: Principal, changes: dict[str, Any]

@@ -67,6 +67,11 @@ OUTCOME_FIELDS = (
 )
 
 
+#: Characters of live output a run may accumulate before its outcome (a guard: the worker's
+#: executors keep at most ``worker.output_limit_bytes`` of it anyway).
+MAX_LIVE_OUTPUT = 1_048_576
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClaimedRun:
     """A run now held by the worker, with what it needs to execute it."""
@@ -99,6 +104,19 @@ class ClaimedRun:
     def conceal(self, result: ExecutionResult) -> ExecutionResult:
         """``result`` with this run's secret values (and simple encodings of them) masked."""
         return conceal_secrets(result, self.secret_env.values())
+
+    def conceal_text(self, text: str) -> str:
+        """Output text with this run's secret values masked, as :meth:`conceal` does."""
+        return self.conceal(ExecutionResult(status="succeeded", output=text)).output or ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputChunk:
+    """Output a run printed since the last report (complete lines, its secrets masked)."""
+
+    run_id: str
+    token: int
+    text: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -312,6 +330,27 @@ class ExecutionService:
             await uow.workers.update(worker)
             await uow.commit()
         return HeartbeatReply(stop=stop, status=worker.status)
+
+    async def report_output(self, worker_id: str, chunks: Sequence[OutputChunk]) -> set[str]:
+        """Append live output to runs the worker holds (``running`` under the chunk's token),
+        redacted like an outcome's output and within :data:`MAX_LIVE_OUTPUT` characters, in
+        one transaction; the ids written. Best effort: the outcome stores the whole output and
+        replaces what was appended."""
+        written: set[str] = set()
+        async with self._uow_factory() as uow:
+            for chunk in chunks:
+                shown = ExecutionResult(status="succeeded", output=chunk.text)
+                text = storable_result(redact_result(self._redactor, shown)).output
+                if text and await uow.runs.append_output(
+                    chunk.run_id,
+                    text,
+                    worker_id=worker_id,
+                    token=chunk.token,
+                    limit=MAX_LIVE_OUTPUT,
+                ):
+                    written.add(chunk.run_id)
+            await uow.commit()
+        return written
 
     async def runs_to_stop(
         self, worker_id: str, active: Sequence[ActiveRun | tuple[str, int]]

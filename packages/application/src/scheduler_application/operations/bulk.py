@@ -368,7 +368,7 @@ _ACTIONS: dict[BulkAction, _Action] = {
 }
 
 _RUN_FILTER_KEYS = frozenset(
-    {"task_id", "status", "trigger", "worker_id", "created_after", "created_before"}
+    {"task_id", "status", "trigger", "worker_id", "queue", "created_after", "created_before"}
 )
 _TASK_FILTER_KEYS = frozenset({"enabled", "queue", "name_prefix", "owner_id"})
 
@@ -442,6 +442,7 @@ def _run_filter(
         statuses=parsed_statuses,
         trigger=parsed_trigger,
         worker_id=_text(values.get("worker_id"), "filter.worker_id"),
+        queue=_text(values.get("queue"), "filter.queue"),
         created_after=_instant(values.get("created_after"), "filter.created_after"),
         created_before=before,
     )

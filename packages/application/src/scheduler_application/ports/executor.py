@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -14,6 +15,9 @@ class ExecutionContext:
     #: The task's decrypted ``secret_env``: set in the task process's environment beside
     #: ``params["env"]``, never logged, redacted by value from what the run reports.
     secret_env: dict[str, str] = field(default_factory=dict, repr=False)
+    #: Hears the output an executor captures while the run goes on (the bytes it keeps, in
+    #: order), for the run's page to follow it live; None when nobody listens.
+    on_output: Callable[[bytes], None] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -46,6 +46,8 @@ class RunFilter:
     statuses: frozenset[RunStatus] = field(default_factory=frozenset)
     trigger: RunTrigger | None = None
     worker_id: str | None = None
+    #: The queue the run was published to (its task's, or a worker's direct ``worker.<id>``).
+    queue: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
 
@@ -334,6 +336,15 @@ class RunRepository(Protocol):
         """:meth:`renew_lease` for several ``(run_id, token)`` pairs of ``worker_id`` in one
         statement; returns the ids renewed (the rest are not running under that token any
         more, or are held by another worker)."""
+        ...
+
+    async def append_output(
+        self, run_id: str, text: str, *, worker_id: str, token: int, limit: int
+    ) -> bool:
+        """Add ``text`` to the stored output of a run ``worker_id`` holds ``running`` under
+        ``token``, as long as the output stays within ``limit`` characters; the version is not
+        bumped (the outcome, which stores the whole output, replaces it). False when nothing
+        was written."""
         ...
 
     async def still_held(self, held: Sequence[tuple[str, int]], *, worker_id: str) -> set[str]:

@@ -21,8 +21,12 @@ class WebhookStore(Protocol):
 
     async def get(self, webhook_id: str) -> WebhookSubscription | None: ...
 
-    async def list(self, *, owner_id: str | None) -> builtins.list[WebhookSubscription]:
-        """Oldest first; every owner's when ``owner_id`` is None."""
+    async def list(
+        self, *, owner_id: str | None, limit: int | None = None, after: str | None = None
+    ) -> builtins.list[WebhookSubscription]:
+        """Oldest first, by ``(created_at, id)``; every owner's when ``owner_id`` is None; at
+        most ``limit`` (all when None), after the subscription ``after`` (a keyset page: an
+        id that is not there, or not the owner's, starts from the beginning)."""
         ...
 
     async def save(self, subscription: WebhookSubscription, *, reset_failures: bool) -> None:

@@ -160,6 +160,7 @@ class RunService:
         statuses: Iterable[RunStatus] = (),
         trigger: RunTrigger | None = None,
         worker_id: str | None = None,
+        queue: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         limit: int = DEFAULT_PAGE_SIZE,
@@ -173,6 +174,7 @@ class RunService:
             statuses=frozenset(statuses),
             trigger=trigger,
             worker_id=worker_id,
+            queue=queue,
             created_after=created_after,
             created_before=created_before,
         )

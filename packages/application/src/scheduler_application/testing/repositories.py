@@ -652,6 +652,25 @@ class InMemoryRunRepository(_Repository):
                 renewed.add(run_id)
         return renewed
 
+    async def append_output(
+        self, run_id: str, text: str, *, worker_id: str, token: int, limit: int
+    ) -> bool:
+        def appendable(row: TaskRun | None) -> bool:
+            return (
+                row is not None
+                and row.status is RunStatus.RUNNING
+                and row.version == token
+                and row.worker_id == worker_id
+                and len(row.output or "") + len(text) <= limit
+            )
+
+        row = self.tx.get("runs", run_id)
+        if not appendable(row):
+            return False
+        assert row is not None
+        self.tx.patch("runs", run_id, {"output": (row.output or "") + text}, condition=appendable)
+        return True
+
     async def still_held(self, held: Sequence[tuple[str, int]], *, worker_id: str) -> set[str]:
         kept: set[str] = set()
         for run_id, token in held:
@@ -673,6 +692,7 @@ def _run_matches(run: TaskRun, run_filter: RunFilter) -> bool:
         and (not run_filter.statuses or run.status in run_filter.statuses)
         and (run_filter.trigger is None or run.trigger is run_filter.trigger)
         and (run_filter.worker_id is None or run.worker_id == run_filter.worker_id)
+        and (run_filter.queue is None or run.queue == run_filter.queue)
         and (run_filter.created_after is None or run.created_at >= run_filter.created_after)
         and (run_filter.created_before is None or run.created_at < run_filter.created_before)
     )

@@ -39,12 +39,18 @@ class InMemoryWebhookStore:
         found = self.subscriptions.get(webhook_id)
         return None if found is None else replace(found)
 
-    async def list(self, *, owner_id: str | None) -> builtins.list[WebhookSubscription]:
-        return [
+    async def list(
+        self, *, owner_id: str | None, limit: int | None = None, after: str | None = None
+    ) -> builtins.list[WebhookSubscription]:
+        rows = [
             replace(s)
             for s in sorted(self.subscriptions.values(), key=lambda s: (s.created_at, s.id))
             if owner_id is None or s.owner_id == owner_id
         ]
+        anchor = next((s for s in rows if s.id == after), None)
+        if anchor is not None:
+            rows = [s for s in rows if (s.created_at, s.id) > (anchor.created_at, anchor.id)]
+        return rows if limit is None else rows[:limit]
 
     async def save(self, subscription: WebhookSubscription, *, reset_failures: bool) -> None:
         current = self.subscriptions.get(subscription.id)

@@ -74,6 +74,10 @@ def list_runs(
         str | None, typer.Option(help="schedule, manual, dependency or retry.")
     ] = None,
     worker: Annotated[str | None, typer.Option(help="Worker name or id.")] = None,
+    queue: Annotated[
+        str | None,
+        typer.Option(help="Only runs published to this queue (a worker's is worker.<id>)."),
+    ] = None,
     since: Annotated[
         str | None,
         typer.Option(help="Created after this time (2030-01-01T00:00:00Z) or span ago (2h)."),
@@ -93,6 +97,7 @@ def list_runs(
             status=status or None,
             trigger=trigger,
             worker_id=lookup.worker_id(api, worker) if worker else None,
+            queue=queue,
             created_after=times.since(since) if since else None,
         )
         names = {} if json_output else task_names(api, (r["task_id"] for r in runs))

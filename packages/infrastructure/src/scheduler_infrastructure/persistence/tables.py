@@ -241,6 +241,8 @@ Index(
     "ix_task_runs_owner_id_created_at", task_runs.c.owner_id, task_runs.c.created_at, task_runs.c.id
 )
 Index("ix_task_runs_created_at", task_runs.c.created_at, task_runs.c.id)
+# ... or by queue (0017): a rare queue's page without walking every other queue's newer runs.
+Index("ix_task_runs_queue_created_at", task_runs.c.queue, task_runs.c.created_at, task_runs.c.id)
 
 run_events = Table(
     "run_events",

@@ -116,11 +116,25 @@ class SqlWebhookStore:
             found = row.first()
         return None if found is None else _subscription(found)
 
-    async def list(self, *, owner_id: str | None) -> builtins.list[WebhookSubscription]:
-        statement = select(webhooks).order_by(_w.created_at, _w.id)
+    async def list(
+        self, *, owner_id: str | None, limit: int | None = None, after: str | None = None
+    ) -> builtins.list[WebhookSubscription]:
+        statement = select(webhooks).order_by(_w.created_at, _w.id).limit(limit)
         if owner_id is not None:
             statement = statement.where(_w.owner_id == owner_id)
         async with translated("webhook"), self._engine.connect() as conn:
+            if after is not None:
+                anchor = (
+                    await conn.execute(
+                        select(_w.created_at, _w.id).where(
+                            _w.id == after, *([_w.owner_id == owner_id] if owner_id else [])
+                        )
+                    )
+                ).first()
+                if anchor is not None:
+                    statement = statement.where(
+                        tuple_(_w.created_at, _w.id) > tuple_(anchor[0], anchor[1])
+                    )
             rows = (await conn.execute(statement)).mappings().all()
         return [_subscription(r) for r in rows]
 

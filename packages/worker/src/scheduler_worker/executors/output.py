@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+from collections.abc import Callable
 
 from scheduler_application.execution.output_caps import DEFAULT_OUTPUT_LIMIT, cap_text
 
@@ -16,21 +17,23 @@ class CappedOutput:
     (and so keep it from blocking on a full pipe) without holding its output in memory.
     """
 
-    __slots__ = ("_buffer", "dropped", "limit")
+    __slots__ = ("_buffer", "_tee", "dropped", "limit")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, tee: Callable[[bytes], None] | None = None) -> None:
+        """``tee`` hears every byte kept, as it is kept (the run's live output)."""
         self.limit = max(0, limit)
         self._buffer = bytearray()
+        self._tee = tee
         self.dropped = 0
 
     def write(self, data: bytes) -> None:
         room = self.limit - len(self._buffer)
-        if len(data) <= room:
-            self._buffer += data
-            return
-        if room > 0:
-            self._buffer += data[:room]
-        self.dropped += len(data) - max(room, 0)
+        kept = data if len(data) <= room else data[: max(room, 0)]
+        if kept:
+            self._buffer += kept
+            if self._tee is not None:
+                self._tee(kept)
+        self.dropped += len(data) - len(kept)
 
     @property
     def truncated(self) -> bool:

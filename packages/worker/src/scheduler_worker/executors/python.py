@@ -94,7 +94,7 @@ class PythonExecutor:
             host = await self._pool.acquire(key)
         except SandboxStartError as exc:
             return failed(str(exc))
-        output = CappedOutput(self._output_limit)
+        output = CappedOutput(self._output_limit, tee=context.on_output)
         reusable = False
         deadline = asyncio.timeout(context.timeout_seconds)
         try:

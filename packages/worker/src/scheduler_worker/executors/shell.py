@@ -80,7 +80,8 @@ class ShellExecutor:
         # A task may lower the cap, not raise it past what the worker is willing to hold.
         requested = params.get("output_limit")
         output = CappedOutput(
-            self._output_limit if requested is None else min(requested, self._output_limit)
+            self._output_limit if requested is None else min(requested, self._output_limit),
+            tee=context.on_output,
         )
         try:
             identity = self._policy.identity()

@@ -1,9 +1,12 @@
 // The console's only script: keeps the regions marked data-live up to date without a reload.
 // Pages work without it. `subscribe` is the one place that decides *when* to refresh: on the
 // console's event stream (/ui/events, the API's event log with the session cookie), every
-// event only marks the page stale and one refresh per BATCH_MS follows, so the tab's work does
-// not grow with the event rate; a slow poll covers what no event announces (a run's output),
-// and polling takes over when the stream is unavailable. Nothing runs while the tab is hidden.
+// event only marks the page stale and one refresh follows within BATCH_MS — a throttle, not a
+// debounce: events arriving faster than that never postpone a refresh already due, so a page
+// under 500 events/s still refreshes twice a second — and the swap itself waits for the next
+// animation frame. The tab's work does not grow with the event rate, and what it keeps is one
+// page of rows. A slow poll covers what no event announces, polling takes over when the
+// stream is unavailable, and nothing runs while the tab is hidden.
 "use strict";
 
 (function () {
@@ -15,6 +18,7 @@
     let stale = false;
     let busy = false;
     let timer = null;
+    let due = 0; // when the pending timer fires (ms since the page loaded)
     let period = POLL_MS;
 
     function visible() {
@@ -22,6 +26,7 @@
     }
     function run() {
       timer = null;
+      due = 0;
       if (!visible()) return;
       if (busy) {
         later(BATCH_MS);
@@ -35,7 +40,12 @@
       });
     }
     function later(delay) {
-      if (timer !== null) window.clearTimeout(timer);
+      const at = performance.now() + delay;
+      if (timer !== null) {
+        if (due <= at) return; // an earlier refresh is already due: never postpone it
+        window.clearTimeout(timer);
+      }
+      due = at;
       timer = window.setTimeout(run, delay);
     }
     function changed() {
@@ -58,6 +68,10 @@
     later(period);
   }
 
+  function nextFrame() {
+    return new Promise(function (resolve) { window.requestAnimationFrame(resolve); });
+  }
+
   async function refresh() {
     const response = await fetch(window.location.href, {
       headers: { "X-Console-Live": "1" },
@@ -71,6 +85,7 @@
     }
     if (!response.ok) return;
     const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+    await nextFrame();
     document.querySelectorAll("[data-live]").forEach(function (region) {
       if (region.contains(document.activeElement) && document.activeElement !== document.body) {
         return; // never pull a control away from someone using it
@@ -85,9 +100,42 @@
     });
   }
 
+  // A running run's output, from its own stream (/ui/runs/{id}/output): each message says at
+  // which offset its text starts, so a duplicate after a reconnect is skipped; `reset` starts
+  // over (the outcome replaced the text). Text is only ever added as text, never as markup.
+  function followOutput(pre) {
+    let next = Number(pre.getAttribute("data-offset")) || 0;
+    const source = new EventSource(pre.getAttribute("data-stream") + "?offset=" + next);
+    function clearPlaceholder() {
+      if (pre.hasAttribute("data-empty")) {
+        pre.removeAttribute("data-empty");
+        pre.textContent = "";
+      }
+    }
+    source.addEventListener("output", function (event) {
+      const data = JSON.parse(event.data);
+      if (data.at !== next || typeof data.text !== "string") return;
+      clearPlaceholder();
+      const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.append(data.text);
+      next = data.next;
+      if (atBottom) pre.scrollTop = pre.scrollHeight;
+    });
+    source.addEventListener("reset", function () {
+      pre.textContent = "";
+      pre.removeAttribute("data-empty");
+      next = 0;
+    });
+    source.addEventListener("end", function () { source.close(); });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     const live = document.querySelector("[data-live]");
     if (live !== null) subscribe(live.getAttribute("data-events"), refresh);
+    const output = document.getElementById("run-output");
+    if (output !== null && output.hasAttribute("data-stream") && window.EventSource) {
+      followOutput(output);
+    }
     document.querySelectorAll("button.danger").forEach(function (button) {
       button.form.addEventListener("submit", function (event) {
         if (!window.confirm(button.textContent.trim() + "?")) event.preventDefault();

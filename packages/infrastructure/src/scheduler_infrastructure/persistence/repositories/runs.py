@@ -605,6 +605,25 @@ class SqlRunRepository(SqlRepository):
         )
         return {row[0] for row in rows}
 
+    async def append_output(
+        self, run_id: str, text: str, *, worker_id: str, token: int, limit: int
+    ) -> bool:
+        so_far = func.coalesce(_c.output, "")
+        rows = await self._execute_text(
+            update(task_runs)
+            .where(
+                _c.id == run_id,
+                RUN_RUNNING,
+                _c.version == token,
+                _c.worker_id == worker_id,
+                func.length(so_far) + len(text) <= limit,
+            )
+            .values(output=so_far + text)
+            .returning(_c.id),
+            {},
+        )
+        return bool(rows)
+
     async def still_held(self, held: Sequence[tuple[str, int]], *, worker_id: str) -> set[str]:
         if not held:
             return set()
@@ -811,6 +830,8 @@ def _conditions(run_filter: RunFilter) -> list[ColumnElement[bool]]:
         conditions.append(_c.trigger == run_filter.trigger.value)
     if run_filter.worker_id is not None:
         conditions.append(_c.worker_id == run_filter.worker_id)
+    if run_filter.queue is not None:
+        conditions.append(_c.queue == run_filter.queue)
     if run_filter.created_after is not None:
         conditions.append(_c.created_at >= run_filter.created_after)
     if run_filter.created_before is not None:
