@@ -48,6 +48,7 @@ from scheduler_application.status_report import StatusService
 from scheduler_application.task_apply import TaskApplyService
 from scheduler_application.task_graph import TaskGraphService
 from scheduler_application.tasks import TaskService
+from scheduler_application.templates import TemplateService
 from scheduler_application.user_admin import UserAdminService
 from scheduler_application.webhooks import WebhookService
 from scheduler_application.workers import WorkerService
@@ -339,6 +340,12 @@ def build_services(
             timeout_seconds=settings.events.webhooks.timeout_seconds,
         ),
         clock=clock,
+        templates=TemplateService(
+            uow_factory=uow,
+            clock=clock,
+            executor_policy=resources.executor_policy,
+            read_uow_factory=reads,
+        ),
         probes=_probes(resources),
         observer=observer,
         request_limits=build_request_limits(resources),

@@ -31,6 +31,7 @@ from scheduler_application.status_report import StatusService
 from scheduler_application.task_apply import TaskApplyService
 from scheduler_application.task_graph import TaskGraphService
 from scheduler_application.tasks import TaskService
+from scheduler_application.templates import TemplateService
 from scheduler_application.user_admin import UserAdminService
 from scheduler_application.webhooks import WebhookService
 from scheduler_application.workers import WorkerService
@@ -59,6 +60,8 @@ class ApiServices:
     #: Wakes the SSE streams when the log grows (one per process).
     event_watcher: LogWatcher
     clock: Clock
+    #: Templates and their subscriptions.
+    templates: TemplateService
     #: Webhook subscriptions (None: this API does not offer them, 503).
     webhooks: WebhookService | None = None
     #: Named readiness checks for ``/ready`` and ``/system`` (``database``, ``queue``).

@@ -117,11 +117,19 @@ class TaskOut(msgspec.Struct, kw_only=True):
     created_at: datetime
     updated_at: datetime
     version: int
+    #: A subscription's template, the template version it holds, and its own parameters
+    #: (null for a task not made from a template).
+    template_id: str | None = None
+    template_version: int | None = None
+    template_params: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, task: Task) -> TaskOut:
         fields = {
             **task_to_spec(task),
+            "template_id": task.template_id,
+            "template_version": task.template_version,
+            "template_params": task.template_params,
             "secret_env_names": task.secret_env_names,
             "id": task.id,
             "owner_id": task.owner_id,
@@ -219,6 +227,9 @@ class TriggerIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         Annotated[str, msgspec.Meta(max_length=64, extra_json_schema={"format": "date-time"})]
         | None
     ) = None
+    #: Run parameters, merged over the task's (a subscription's: over its parameters) and
+    #: validated against the template's schema or by the executor (422 naming the field).
+    params: dict[str, Any] | None = None
 
 
 class TasksFileIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
