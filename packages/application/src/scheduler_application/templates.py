@@ -353,11 +353,11 @@ class TemplateService:
             return principal.subject_id
         if not isinstance(owner, str) or not owner:
             raise ValidationError("owner must be a username or user id", field="owner")
+        if owner != principal.subject_id and principal.role not in (Role.ADMIN, Role.OPERATOR):
+            raise PermissionDenied("only admins and operators subscribe other users", field="owner")
         user = await uow.users.get_by_username(owner.lower()) or await uow.users.get(owner)
         if user is None or not can_see(principal, user.id):
             raise NotFound(f"user {owner!r} not found", field="owner")
-        if user.id != principal.subject_id:
-            ensure_manages_templates(principal)
         if not user.role.can_write_tasks:
             raise ValidationError(
                 f"user {user.username!r} ({user.role.value}) cannot own tasks", field="owner"
