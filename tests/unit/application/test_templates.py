@@ -353,7 +353,8 @@ async def test_a_template_change_reaches_every_subscription_and_keeps_their_para
     assert (oslo_now.priority, oslo_now.timeout) == (7, timedelta(seconds=20))
     assert oslo_now.queue == "vendor"  # a policy the patch left alone
     assert oslo_now.next_run_at == START + timedelta(hours=2)  # follows the default schedule
-    assert rome_now.schedule is not None and rome_now.next_run_at == START + timedelta(minutes=15)
+    assert rome_now.schedule is not None
+    assert rome_now.next_run_at == START + timedelta(minutes=15)
 
 
 async def test_a_change_that_would_break_a_subscription_changes_nothing(
@@ -434,7 +435,8 @@ async def test_a_trigger_with_params_is_checked_and_the_run_keeps_what_it_ran_wi
     assert claim.params["url"].endswith("city=Oslo&units=imperial")
     plain = await runs.trigger(oslo.id, principal=ALICE)
     assert plain.run_params == {"city": "Oslo"}
-    assert plain.params is not None and plain.params["url"].endswith("units=metric")
+    assert plain.params is not None
+    assert plain.params["url"].endswith("units=metric")
 
 
 async def test_a_run_keeps_the_template_version_it_was_made_from(
@@ -469,7 +471,8 @@ async def test_a_plain_task_takes_params_its_executor_accepts(
     run = await runs.trigger(task.id, principal=ALICE, params={"argv": ["echo", "bye"]})
     assert (run.run_params, run.params) == ({"argv": ["echo", "bye"]}, {"argv": ["echo", "bye"]})
     claim = await execution.claim(run.id, worker_id=worker.id)
-    assert claim is not None and claim.params == {"argv": ["echo", "bye"]}
+    assert claim is not None
+    assert claim.params == {"argv": ["echo", "bye"]}
     untouched = await runs.trigger(task.id, principal=ALICE)
     assert (untouched.params, untouched.run_params) == (None, None)
 
@@ -495,5 +498,6 @@ async def test_a_batch_refuses_only_the_items_with_bad_params(
     )
     assert [a.status for a in answers] == ["created", "refused", "refused", "created"]
     assert [a.field for a in answers] == [None, "params.units", "params.city", None]
-    assert answers[0].run is not None and answers[0].run.run_params == {"city": "Rome"}
+    assert answers[0].run is not None
+    assert answers[0].run.run_params == {"city": "Rome"}
     assert len(store.tables["runs"]) == 2
