@@ -20,6 +20,7 @@ from scheduler_application.errors import Conflict, NotFound, PermissionDenied
 from scheduler_application.execution import ExecutionService
 from scheduler_application.param_schema import MAX_DEPTH, validate_params
 from scheduler_application.runs import RunService
+from scheduler_application.task_apply import TaskApplyService
 from scheduler_application.tasks import TaskService
 from scheduler_application.templates import TemplateService
 from scheduler_application.testing import (
@@ -501,3 +502,38 @@ async def test_a_batch_refuses_only_the_items_with_bad_params(
     assert answers[0].run is not None
     assert answers[0].run.run_params == {"city": "Rome"}
     assert len(store.tables["runs"]) == 2
+
+
+# -- templates as code ---------------------------------------------------------------------------
+
+
+async def test_templates_are_applied_from_a_tasks_file(
+    templates: TemplateService,
+    tasks: TaskService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+) -> None:
+    applier = TaskApplyService(uow_factory=uow_factory, tasks=tasks, templates=templates)
+    document = {"templates": [WEATHER], "tasks": []}
+    with pytest.raises(PermissionDenied):
+        await applier.apply(document, principal=ALICE)
+    with pytest.raises(ValidationError) as refused:
+        await applier.apply(
+            {"templates": [{**WEATHER, "params_schema": {"type": 3}}]}, principal=OPERATOR
+        )
+    assert _field(refused) == "templates[0].params_schema.type"
+
+    first = await applier.apply(document, principal=OPERATOR)
+    assert [(c.kind, c.action) for c in first.changes] == [("template", "create")]
+    oslo = await templates.subscribe("weather", {"params": {"city": "Oslo"}}, principal=ALICE)
+    again = await applier.apply(document, principal=OPERATOR)
+    assert [c.action for c in again.changes] == ["unchanged"]
+
+    without_retry = {**WEATHER, "policies": {"queue": "vendor", "priority": 6}}
+    plan = await applier.apply({"templates": [without_retry]}, principal=OPERATOR, dry_run=True)
+    assert set(plan.changes[0].fields) == {"policies"}
+    assert (await templates.get("weather", principal=ALICE)).version == 1  # a dry run
+    await applier.apply({"templates": [without_retry]}, principal=OPERATOR)
+    changed = await templates.get("weather", principal=ALICE)
+    assert (changed.version, changed.policies) == (2, {"queue": "vendor", "priority": 6})
+    task = await tasks.get(oslo.id, principal=ALICE)
+    assert (task.priority, task.retry.max_attempts, task.template_version) == (6, 1, 2)

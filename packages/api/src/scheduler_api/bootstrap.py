@@ -277,6 +277,12 @@ def build_services(
         read_uow_factory=reads,
     )
     bulk_runner = BulkRunner(uow_factory=uow, clock=clock, runs=runs, tasks=tasks)
+    templates = TemplateService(
+        uow_factory=uow,
+        clock=clock,
+        executor_policy=resources.executor_policy,
+        read_uow_factory=reads,
+    )
     return ApiServices(
         tasks=tasks,
         batch=BatchTrigger(
@@ -286,7 +292,7 @@ def build_services(
             observer=observer,
             max_items=settings.api.batch_max_items,
         ),
-        task_apply=TaskApplyService(uow_factory=uow, tasks=tasks),
+        task_apply=TaskApplyService(uow_factory=uow, tasks=tasks, templates=templates),
         bulk=BulkService(
             uow_factory=uow,
             clock=clock,
@@ -340,12 +346,7 @@ def build_services(
             timeout_seconds=settings.events.webhooks.timeout_seconds,
         ),
         clock=clock,
-        templates=TemplateService(
-            uow_factory=uow,
-            clock=clock,
-            executor_policy=resources.executor_policy,
-            read_uow_factory=reads,
-        ),
+        templates=templates,
         probes=_probes(resources),
         observer=observer,
         request_limits=build_request_limits(resources),

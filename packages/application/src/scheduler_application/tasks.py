@@ -452,8 +452,12 @@ SUBSCRIPTION_TASK_FIELDS = frozenset({"name", "enabled", "schedule", "depends_on
 
 
 async def _check_subscription_patch(uow: UnitOfWork, task: Task, patch: Mapping[str, Any]) -> None:
+    """Refuse a change to what the template decides (setting it to what it is already is no
+    change: an exported tasks file applied again names every field)."""
+    before = task_to_spec(task)
+    merged = merge_patch(before, patch)
     for key in patch:
-        if key not in SUBSCRIPTION_TASK_FIELDS:
+        if key not in SUBSCRIPTION_TASK_FIELDS and merged.get(key) != before.get(key):
             raise ValidationError(
                 f"{key} of a task made from a template is the template's; change the "
                 "subscription's params with PATCH /api/v1/subscriptions/{id}",

@@ -130,7 +130,11 @@ class TaskController(Controller):
         prune_label: Annotated[str | None, QueryParameter(max_length=100)] = None,
     ) -> ApplyOut:
         result = await services.task_apply.apply(
-            {"version": data.version, "tasks": data.tasks},
+            {
+                "version": data.version,
+                "tasks": data.tasks,
+                **({"templates": data.templates} if data.templates is not None else {}),
+            },
             principal=principal,
             prune=prune,
             scope=PruneScope(name_prefix=prune_prefix, label=prune_label),
@@ -144,6 +148,7 @@ class TaskController(Controller):
                     action=c.action,
                     task_id=c.task_id,
                     fields={k: FieldChangeOut(before=b, after=a) for k, (b, a) in c.fields.items()},
+                    kind=c.kind,
                 )
                 for c in result.changes
             ],

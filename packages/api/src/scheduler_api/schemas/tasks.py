@@ -236,8 +236,10 @@ class TasksFileIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A tasks file (``scheduler apply -f``): the caller's tasks as they should be. Each item is
     a task as on create, without ``secret_env``; ``depends_on`` may name tasks of the file."""
 
-    tasks: list[dict[str, Any]]
+    tasks: list[dict[str, Any]] = msgspec.field(default_factory=list)
     version: int = 1
+    #: Templates (admins and operators), matched by name and applied before the tasks.
+    templates: list[dict[str, Any]] | None = None
 
 
 class FieldChangeOut(msgspec.Struct, kw_only=True):
@@ -252,6 +254,8 @@ class TaskChangeOut(msgspec.Struct, kw_only=True):
     task_id: str | None
     #: Each changed field (``retry.max_attempts`` for nested ones): its value before and after.
     fields: dict[str, FieldChangeOut]
+    #: ``task`` or ``template`` (``task_id`` is then the template's id).
+    kind: str = "task"
 
 
 class ApplyOut(msgspec.Struct, kw_only=True):
