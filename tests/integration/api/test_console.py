@@ -667,3 +667,18 @@ async def test_the_overview_shows_the_lateness_of_fired_slots(api: Api, admin: C
     assert "of the 3 fired slots among the newest 4 runs" in page
     assert '<span class="n">4.0 s</span> p50' in page
     assert '<span class="n">30.0 s</span> p99' in page
+
+
+async def test_the_run_page_shows_what_a_run_ran_with(api: Api, admin: Caller) -> None:
+    task = await api.task(admin, "echo", executor="noop", params={"sleep_seconds": 0})
+    response = await api.client.post(
+        f"/api/v1/tasks/{task['id']}/trigger",
+        json={"params": {"sleep_seconds": 1, "fail": True}},
+        headers=admin.headers,
+    )
+    assert response.status_code == 201, response.text
+    async with browser(api) as visitor:
+        await visitor.sign_in("root")
+        page = (await visitor.page(f"/ui/runs/{response.json()['id']}")).text
+    assert '<code id="run-params">{"fail": true, "sleep_seconds": 1}</code>' in page
+    assert 'id="run-executor-params"' in page
