@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Response, delete, get, patch, post
-from litestar.params import Body, HeaderParameter, PathParameter, QueryParameter
+from litestar.params import Body, HeaderParameter, JSONBody, PathParameter, QueryParameter
 
 from scheduler_api.auth import refuse_worker_role
 from scheduler_api.dependencies import CurrentPrincipal, Options, Services
@@ -182,7 +182,7 @@ class TemplateController(Controller):
     async def subscribe_bulk(
         self,
         template_id: TemplateId,
-        data: dict[str, Any],
+        data: JSONBody[dict[str, Any]],
         services: Services,
         principal: CurrentPrincipal,
     ) -> BulkSubscriptionsOut:
@@ -242,7 +242,7 @@ class SubscriptionController(Controller):
     async def update(
         self,
         task_id: TaskId,
-        data: dict[str, Any],
+        data: JSONBody[dict[str, Any]],
         services: Services,
         principal: CurrentPrincipal,
     ) -> TaskOut:
