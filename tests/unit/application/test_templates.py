@@ -20,6 +20,7 @@ from scheduler_application.errors import Conflict, NotFound, PermissionDenied
 from scheduler_application.execution import ExecutionService
 from scheduler_application.param_schema import MAX_DEPTH, validate_params
 from scheduler_application.runs import RunService
+from scheduler_application.scheduling import ScheduleFiring
 from scheduler_application.task_apply import TaskApplyService
 from scheduler_application.tasks import TaskService
 from scheduler_application.templates import TemplateService
@@ -537,3 +538,27 @@ async def test_templates_are_applied_from_a_tasks_file(
     assert (changed.version, changed.policies) == (2, {"queue": "vendor", "priority": 6})
     task = await tasks.get(oslo.id, principal=ALICE)
     assert (task.priority, task.retry.max_attempts, task.template_version) == (6, 1, 2)
+
+
+async def test_a_scheduled_run_of_a_subscription_records_its_template_version(
+    templates: TemplateService,
+    weather: Template,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    clock: FakeClock,
+    relay: RunRelay,
+    store: InMemoryStore,
+) -> None:
+    oslo = await templates.subscribe(
+        weather.id,
+        {"params": {"city": "Oslo"}, "schedule": {"interval_seconds": 600}},
+        principal=ALICE,
+    )
+    await templates.update(weather.id, {"description": "v2"}, principal=OPERATOR)
+    clock.set(START + timedelta(minutes=10))
+    firing = ScheduleFiring(uow_factory=uow_factory, clock=clock, relay=relay)
+    assert (await firing.fire_due_tasks()).fired == 1
+    [run] = [r for r in store.rows("runs") if r.task_id == oslo.id]
+    assert (run.template_id, run.template_version) == (weather.id, 2)
+    assert run.run_params == {"city": "Oslo"}
+    assert run.params is not None
+    assert run.params["url"].endswith("city=Oslo&units=metric")
