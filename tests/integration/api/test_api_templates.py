@@ -4,6 +4,7 @@ subscriptions in the database, and runs showing what they ran with."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -209,3 +210,41 @@ async def test_a_deeply_nested_schema_is_a_client_error(api: Api, admin: Caller)
         headers={**admin.headers, "Content-Type": "application/json"},
     )
     assert 400 <= response.status_code < 500, response.text
+
+
+async def test_subscriptions_made_during_a_template_change_end_at_its_version(
+    any_api: tuple[Api, AsyncEngine],
+) -> None:
+    """A subscription created while the template changes either exists before the change
+    (and is rewritten by it) or is made from the new version: none is left behind."""
+    api, engine = any_api
+    olga = await api.user("olga", Role.OPERATOR)
+    users = [await api.user(f"user{i}") for i in range(6)]
+    template = (await _template(api, olga)).json()
+    path = f"/api/v1/templates/{template['id']}"
+
+    async def subscribe(caller: Caller) -> Any:
+        return await api.client.post(
+            f"{path}/subscriptions", json={"params": {"city": "Oslo"}}, headers=caller.headers
+        )
+
+    async def change(n: int) -> Any:
+        return await api.client.patch(
+            path, json={"policies": {"priority": n}}, headers=olga.headers
+        )
+
+    answers = await asyncio.gather(
+        *(subscribe(u) for u in users[:3]), change(5), *(subscribe(u) for u in users[3:]), change(6)
+    )
+    assert all(a.status_code in (200, 201) for a in answers), [a.text for a in answers]
+    final = (await api.client.get(path, headers=olga.headers)).json()
+    assert final["version"] == 3
+    async with engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                text("SELECT template_version, priority FROM tasks WHERE template_id = :id"),
+                {"id": template["id"]},
+            )
+        ).all()
+    assert len(rows) == 6
+    assert {tuple(row) for row in rows} == {(3, final["policies"]["priority"])}

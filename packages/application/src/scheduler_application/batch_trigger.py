@@ -152,20 +152,20 @@ class BatchTrigger:
                     )
                     continue
                 try:
-                    executor_params, given = await run_params(uow, task, item.params)
+                    given = await run_params(uow, task, item.params)
                 except (ValidationError, ApplicationError) as error:
                     answers[i] = _refused(error, "params")
                     if key is not None:
                         by_key.pop((task.id, key), None)
                     continue
-                run = TaskRun.create(
-                    task,
-                    trigger=RunTrigger.MANUAL,
-                    logical_time=times[i],
-                    now=now,
-                    idempotency_key=key,
-                    params=executor_params,
-                    run_params=given,
+                run = given.apply(
+                    TaskRun.create(
+                        task,
+                        trigger=RunTrigger.MANUAL,
+                        logical_time=times[i],
+                        now=now,
+                        idempotency_key=key,
+                    )
                 )
                 if item.priority is not None:
                     run.priority = item.priority

@@ -142,16 +142,16 @@ class RunService:
                     f"{format_instant(scheduled_for)}",
                     field="logical_time",
                 )
-            executor_params, given = await run_params(uow, task, params)
-            run = TaskRun.create(
-                task,
-                trigger=RunTrigger.MANUAL,
-                logical_time=scheduled_for,
-                now=now,
-                idempotency_key=key,
-                traceparent=self._tracer.current_traceparent(),
-                params=executor_params,
-                run_params=given,
+            given = await run_params(uow, task, params)
+            run = given.apply(
+                TaskRun.create(
+                    task,
+                    trigger=RunTrigger.MANUAL,
+                    logical_time=scheduled_for,
+                    now=now,
+                    idempotency_key=key,
+                    traceparent=self._tracer.current_traceparent(),
+                )
             )
             run = await self._add(box, run, task=task, actor=principal.actor)
             await box.commit()

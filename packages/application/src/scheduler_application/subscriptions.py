@@ -10,6 +10,7 @@ change's transaction (:class:`~scheduler_application.templates.TemplateService`)
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from scheduler_application.param_schema import validate_params
@@ -17,6 +18,7 @@ from scheduler_application.ports.unit_of_work import UnitOfWork
 from scheduler_application.task_spec import TaskSpec, parse_task_spec
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.executor_params import validate_executor
+from scheduler_domain.run import TaskRun
 from scheduler_domain.schedules import Schedule, parse_schedule, schedule_to_spec
 from scheduler_domain.task import Task
 from scheduler_domain.template import Template, placeholders, render
@@ -94,21 +96,38 @@ def follows_default(task: Task, template: Template) -> Any:
     return DEFAULT if task.schedule == template.schedule else schedule_to_spec(task.schedule)
 
 
-async def run_params(
-    uow: UnitOfWork, task: Task, given: Mapping[str, Any] | None
-) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """``(params, run_params)`` of a run of ``task`` triggered with ``given`` parameters:
-    merged over the task's and validated — against the template's schema for a subscription,
-    else by the executor's own check — ValidationError naming ``params.<name>``. ``(None,
-    None)`` when nothing was given (the run takes the task's)."""
+@dataclass(frozen=True, slots=True)
+class RunParams:
+    """What a run triggered with parameters is given: the executor ``params`` it executes
+    with, the ``run_params`` as given (merged), and the template version they were rendered
+    from (None for a task without a template)."""
+
+    params: dict[str, Any] | None = None
+    run_params: dict[str, Any] | None = None
+    template_version: int | None = None
+
+    def apply(self, run: TaskRun) -> TaskRun:
+        if self.params is not None:
+            run.params, run.run_params = self.params, self.run_params
+        if self.template_version is not None:
+            run.template_version = self.template_version
+        return run
+
+
+async def run_params(uow: UnitOfWork, task: Task, given: Mapping[str, Any] | None) -> RunParams:
+    """What a run of ``task`` triggered with ``given`` parameters gets: merged over the task's
+    and validated — against the template's schema for a subscription, else by the executor's
+    own check — ValidationError naming ``params.<name>``. Nothing when nothing was given (the
+    run takes the task's). The template is read in this transaction, so the version recorded
+    is the one rendered even if the template changed since the task was read."""
     if given is None:
-        return None, None
+        return RunParams()
     if not isinstance(given, Mapping) or not all(isinstance(k, str) for k in given):
         raise ValidationError("params must be an object", field="params")
     if task.template_id is None:
         merged = {**task.params, **given}
         validate_executor(task.executor, merged)
-        return merged, dict(given)
+        return RunParams(merged, dict(given))
     template = await uow.templates.get(task.template_id)
     if template is None:
         raise ValidationError("the task's template no longer exists", field="template_id")
@@ -119,4 +138,4 @@ async def run_params(
         validate_executor(task.executor, rendered)
     except ValidationError as error:
         raise _blame(template, error) from None
-    return rendered, chosen
+    return RunParams(rendered, chosen, template.version)

@@ -191,7 +191,8 @@ class TemplateService:
         operator): ``params`` checked against its schema, ``schedule`` within its bounds."""
         ensure_can_write_tasks(principal)
         async with self._uow_factory() as uow:
-            template = await _load(uow, template_id)
+            # Locked: a template change committing meanwhile would not see this subscription.
+            template = await _load(uow, template_id, for_update=True)
             task = await self._subscription(uow, template, data, principal)
             await uow.commit()
         return task
@@ -211,7 +212,7 @@ class TemplateService:
             )
         answers: builtins.list[SubscribeOutcome] = []
         async with self._uow_factory() as uow:
-            template = await _load(uow, template_id)
+            template = await _load(uow, template_id, for_update=True)
             for item in items:
                 try:
                     task = await self._subscription(uow, template, item, principal)
@@ -246,10 +247,14 @@ class TemplateService:
                 )
         now = self._clock.now()
         async with self._uow_factory() as uow:
-            task = await load_visible_task(uow, task_id, principal, for_update=True)
+            # The template's row first, then the task's: the order a template change takes.
+            task = await load_visible_task(uow, task_id, principal)
             if task.template_id is None:
                 raise NotFound(f"subscription {task_id} not found", field="task_id")
-            template = await _load(uow, task.template_id)
+            template = await _load(uow, task.template_id, for_update=True)
+            task = await load_visible_task(uow, task_id, principal, for_update=True)
+            if task.template_id != template.id:
+                raise Conflict(f"subscription {task_id} changed meanwhile", field="task_id")
             params = dict(task.template_params or {})
             given = patch.get("params", {})
             if not isinstance(given, Mapping):
