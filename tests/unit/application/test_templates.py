@@ -313,6 +313,9 @@ async def test_bulk_subscription_answers_each_item(
     assert [a.field for a in answers[1:5]] == ["params.city", "owner", "owner", "schedule"]
     owners = {t.owner_id for t in (await tasks.list(principal=ADMIN)).items}
     assert owners == {"ann", "ben"}
+    everyone = await templates.subscriptions(weather.id, principal=ADMIN)
+    assert sorted(t.owner_id for t in everyone.items) == ["ann", "ben"]
+    assert (await templates.subscriptions(weather.id, principal=ALICE)).items == []
     with pytest.raises(PermissionDenied):
         await templates.subscribe_many(weather.id, [{"params": {"city": "x"}}], principal=ALICE)
     with pytest.raises(PermissionDenied):  # nor on someone else's behalf one by one
