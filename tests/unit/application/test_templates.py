@@ -328,7 +328,7 @@ async def test_bulk_subscription_answers_each_item(
 
 
 async def test_a_template_change_reaches_every_subscription_and_keeps_their_params(
-    templates: TemplateService, tasks: TaskService, weather: Template
+    templates: TemplateService, tasks: TaskService, weather: Template, store: InMemoryStore
 ) -> None:
     oslo = await templates.subscribe(weather.id, {"params": {"city": "Oslo"}}, principal=ALICE)
     rome = await templates.subscribe(
@@ -346,6 +346,12 @@ async def test_a_template_change_reaches_every_subscription_and_keeps_their_para
         principal=OPERATOR,
     )
     assert changed.version == 2
+    logged = [e.entry for e in store.rows("event_log") if e.entry.kind.startswith("template.")]
+    assert [(e.kind, e.detail["version"]) for e in logged] == [
+        ("template.created", 1),
+        ("template.updated", 2),
+    ]
+    assert logged[1].detail["subscriptions"] == 2
     oslo_now = await tasks.get(oslo.id, principal=ALICE)
     rome_now = await tasks.get(rome.id, principal=BOB)
     assert oslo_now.params == {"url": "https://v2.example.com/w/Oslo?u=metric", "method": "POST"}

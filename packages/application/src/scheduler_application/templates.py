@@ -34,7 +34,7 @@ from scheduler_application.errors import (
     NotFound,
     PermissionDenied,
 )
-from scheduler_application.event_log import task_event
+from scheduler_application.event_log import record_event, task_event
 from scheduler_application.paging import DEFAULT_PAGE_SIZE, page_limit
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.repositories import Page, TaskFilter
@@ -114,6 +114,7 @@ class TemplateService:
                     f"a template named {template.name!r} already exists", field="name"
                 )
             await uow.templates.add(template)
+            await _template_event(uow, "template.created", template, actor=principal.actor)
             await uow.commit()
         return template
 
@@ -162,8 +163,15 @@ class TemplateService:
                     raise AlreadyExists(
                         f"a template named {changed.name!r} already exists", field="name"
                     )
-            await self._rewrite_subscriptions(uow, current, changed, principal)
+            rewritten = await self._rewrite_subscriptions(uow, current, changed, principal)
             await uow.templates.update(changed, expected_version=current.version)
+            await _template_event(
+                uow,
+                "template.updated",
+                changed,
+                actor=principal.actor,
+                detail={"subscriptions": rewritten},
+            )
             await uow.commit()
         return changed
 
@@ -180,6 +188,7 @@ class TemplateService:
                     field="subscriptions",
                 )
             await uow.templates.delete(template.id)
+            await _template_event(uow, "template.deleted", template, actor=principal.actor)
             await uow.commit()
 
     # -- subscriptions -----------------------------------------------------------------------
@@ -371,7 +380,8 @@ class TemplateService:
 
     async def _rewrite_subscriptions(
         self, uow: UnitOfWork, current: Template, changed: Template, principal: Principal
-    ) -> None:
+    ) -> int:
+        """Rewrite every subscription from ``changed``; how many there were."""
         now = changed.updated_at
         tasks = await uow.tasks.with_template(current.id)
         rebuilt: builtins.list[tuple[Task, Any]] = []
@@ -408,6 +418,7 @@ class TemplateService:
                 actor=principal.actor,
                 detail={"template_id": changed.id, "template_version": changed.version},
             )
+        return len(rebuilt)
 
     def _check_executor(self, executor: str, params: Mapping[str, Any], role: Role) -> None:
         self._policy.check_known(executor)
@@ -442,3 +453,23 @@ async def _save(
     task.version += 1
     await uow.tasks.update(task, expected_version=read_version)
     await task_event(uow, TASK_UPDATED, task, at=now, actor=actor, detail=detail)
+
+
+async def _template_event(
+    uow: UnitOfWork,
+    kind: str,
+    template: Template,
+    *,
+    actor: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """A template change in the event log (no owner: admins and operators see it, as queue
+    changes)."""
+    await record_event(
+        uow,
+        kind,
+        at=template.updated_at,
+        actor=actor,
+        subject=f"template:{template.name}",
+        detail={"template_id": template.id, "version": template.version, **(detail or {})},
+    )
