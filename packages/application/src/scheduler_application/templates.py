@@ -334,7 +334,7 @@ class TemplateService:
             template,
             name=name,
             params=params,
-            schedule=data.get("schedule", DEFAULT) if "schedule" in data else DEFAULT,
+            schedule=data.get("schedule", DEFAULT),
             enabled=enabled,
         )
         self._check_executor(spec.executor, spec.params, Role.ADMIN)
