@@ -73,6 +73,12 @@ FORBIDDEN: list[tuple[Role, str, str, dict[str, Any] | None]] = [
     (Role.VIEWER, "PATCH", f"/api/v1/webhooks/{SOME_ID}", {"enabled": False}),
     (Role.VIEWER, "DELETE", f"/api/v1/webhooks/{SOME_ID}", None),
     (Role.VIEWER, "POST", f"/api/v1/webhooks/{SOME_ID}/test", None),
+    (Role.USER, "POST", "/api/v1/templates", {"name": "t", "executor": "noop"}),
+    (Role.USER, "PATCH", f"/api/v1/templates/{SOME_ID}", {"description": "x"}),
+    (Role.USER, "DELETE", f"/api/v1/templates/{SOME_ID}", None),
+    (Role.USER, "POST", f"/api/v1/templates/{SOME_ID}/subscriptions/bulk", {"subscriptions": []}),
+    (Role.VIEWER, "POST", f"/api/v1/templates/{SOME_ID}/subscriptions", {"params": {}}),
+    (Role.VIEWER, "PATCH", f"/api/v1/subscriptions/{SOME_ID}", {"params": {}}),
     (Role.USER, "POST", f"/api/v1/workers/{SOME_ID}/drain", None),
     (Role.USER, "POST", f"/api/v1/workers/{SOME_ID}/undrain", None),
     (Role.USER, "GET", "/api/v1/users", None),
@@ -137,6 +143,8 @@ INVALID: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("POST", "/api/v1/worker/heartbeat", {"worker_id": SOME_ID,
                                           "runs": [{"run_id": "r", "token": -1}]}, "runs[0].token"),
     ("POST", "/api/v1/worker/claim", {}, "worker_id"),
+    ("POST", "/api/v1/templates", {"name": "t", "executor": "noop", "params_schema": []},
+     "params_schema"),
 ]  # fmt: skip
 
 

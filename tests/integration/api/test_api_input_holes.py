@@ -249,7 +249,7 @@ async def test_the_document_states_the_cursor_format(document: dict[str, Any]) -
         if parameter["name"] == "cursor"
     ]
 
-    assert len(cursors) == 6
+    assert len(cursors) == 8  # six lists, plus templates and their subscriptions
     assert all(schema.get("pattern") == CURSOR_PATTERN for schema in cursors)
 
 

@@ -737,3 +737,18 @@ def sse(body: str) -> list[tuple[str, str, Any]]:
         if "event" in fields:
             messages.append((fields["event"], fields.get("id", ""), json.loads(fields["data"])))
     return messages
+
+
+async def test_the_run_page_shows_what_a_run_ran_with(api: Api, admin: Caller) -> None:
+    task = await api.task(admin, "echo", executor="noop", params={"sleep_seconds": 0})
+    response = await api.client.post(
+        f"/api/v1/tasks/{task['id']}/trigger",
+        json={"params": {"sleep_seconds": 1, "fail": True}},
+        headers=admin.headers,
+    )
+    assert response.status_code == 201, response.text
+    async with browser(api) as visitor:
+        await visitor.sign_in("root")
+        page = (await visitor.page(f"/ui/runs/{response.json()['id']}")).text
+    assert '<code id="run-params">{"fail": true, "sleep_seconds": 1}</code>' in page
+    assert 'id="run-executor-params"' in page

@@ -28,6 +28,7 @@ from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.schedules import parse_schedule
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import DispatchStrategy, Task, TriggerRule
+from scheduler_domain.template import ScheduleBounds, Template
 from scheduler_domain.worker import Worker, WorkerStatus
 from scheduler_infrastructure.persistence.leases import SqlLeaseStore
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWork, SqlUnitOfWorkFactory
@@ -184,6 +185,9 @@ async def test_task_round_trips_every_field(
         depends_on=(upstream_b.id, upstream_a.id),
         trigger_rule=TriggerRule.ONE_SUCCESS,
         next_run_at=T0 + timedelta(hours=1, microseconds=7),
+        template_id="template-1",
+        template_version=4,
+        template_params={"city": "Zürich", "stops": [1, None]},
         version=3,
     )
     await save(uow_factory, upstream_a, upstream_b, task)
@@ -549,6 +553,10 @@ async def test_run_round_trips_every_field(uow_factory: SqlUnitOfWorkFactory) ->
         error="boom",
         output="line 1\nline 2 ünïcode",
         traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        template_id="template-1",
+        template_version=2,
+        params={"argv": ["echo", "ünï"]},
+        run_params={"who": "ünï", "n": 2.5},
         version=4,
     )
     await save(uow_factory, task, run)
@@ -1514,3 +1522,70 @@ async def test_an_unreachable_database_is_unavailable() -> None:
             await SqlLeaseStore(engine).try_acquire("r", holder="h", ttl=SECOND, now=T0)
     finally:
         await engine.dispose()
+
+
+# -- templates ---------------------------------------------------------------------------------
+
+
+def make_template(**overrides: Any) -> Template:
+    values: dict[str, Any] = {
+        "name": f"template-{new_id()[-12:]}",
+        "executor": "http",
+        "params": {"url": "https://x.example/{{city}}"},
+        "params_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+        "schedule": parse_schedule({"cron": "*/5 * * * *", "timezone": "Europe/Oslo"}),
+        "bounds": ScheduleBounds(min_interval=timedelta(minutes=5), allow_custom=False),
+        "policies": {"queue": "vendor", "retry": {"max_attempts": 2}},
+        "created_by": OWNER,
+        "created_at": T0,
+        "updated_at": T0,
+    }
+    values.update(overrides)
+    return Template(**values)
+
+
+async def test_templates_round_trip_page_update_by_version_and_delete(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    first, second, third = make_template(), make_template(), make_template(schedule=None)
+    async with uow_factory() as uow:
+        for template in (first, second, third):
+            await uow.templates.add(template)
+        with pytest.raises(AlreadyExists) as taken:
+            await uow.templates.add(make_template(name=first.name))
+        assert taken.value.field == "name"
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert await uow.templates.get(first.id) == first
+        assert await uow.templates.get(first.id, for_update=True) == first
+        assert await uow.templates.get_by_name(third.name) == third
+        assert await uow.templates.get("missing") is None
+        page = await uow.templates.list(limit=2)
+        rest = await uow.templates.list(limit=2, cursor=page.next_cursor)
+        assert ids(page.items) + ids(rest.items) == sorted(ids([first, second, third]))
+        assert rest.next_cursor is None
+        first.version, first.description = 2, "v2"
+        await uow.templates.update(first, expected_version=1)
+        with pytest.raises(Conflict):
+            await uow.templates.update(first, expected_version=1)
+        await uow.templates.delete(second.id)
+        await uow.commit()
+    async with uow_factory() as uow:
+        stored = await uow.templates.get(first.id)
+        assert stored is not None
+        assert (stored.version, stored.description) == (2, "v2")
+        assert await uow.templates.get(second.id) is None
+
+
+async def test_a_templates_subscriptions_are_found_and_filtered_by_template(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    mine = make_task(template_id="t-1", template_version=1, template_params={"a": 1})
+    other = make_task(template_id="t-2", template_version=1, template_params={})
+    plain = make_task()
+    await save(uow_factory, mine, other, plain)
+    async with uow_factory() as uow:
+        assert ids(await uow.tasks.with_template("t-1")) == [mine.id]
+        assert await uow.tasks.count(TaskFilter(template_id="t-2")) == 1
+        listed = await uow.tasks.list(TaskFilter(template_id="t-1"), limit=10)
+        assert ids(listed.items) == [mine.id]

@@ -41,6 +41,7 @@ from scheduler_api.controllers.queues import QueueController
 from scheduler_api.controllers.runs import RunController
 from scheduler_api.controllers.system import SystemController
 from scheduler_api.controllers.tasks import TaskController
+from scheduler_api.controllers.templates import SubscriptionController, TemplateController
 from scheduler_api.controllers.users import UserController
 from scheduler_api.controllers.webhooks import WebhookController
 from scheduler_api.controllers.worker_protocol import WorkerProtocolController
@@ -108,6 +109,8 @@ def create_app(
             RunController,
             EventController,
             WebhookController,
+            TemplateController,
+            SubscriptionController,
             WorkerController,
             QueueController,
             SystemController,

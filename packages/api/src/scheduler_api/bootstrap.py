@@ -51,6 +51,7 @@ from scheduler_application.runs.service import RunService
 from scheduler_application.tasks.apply import TaskApplyService
 from scheduler_application.tasks.graph import TaskGraphService
 from scheduler_application.tasks.service import TaskService
+from scheduler_application.templates.service import TemplateService
 from scheduler_infrastructure.config import Settings as Settings
 from scheduler_infrastructure.config.loader import (
     parse_queue_rate_limits,
@@ -276,6 +277,12 @@ def build_services(
         read_uow_factory=reads,
     )
     bulk_runner = BulkRunner(uow_factory=uow, clock=clock, runs=runs, tasks=tasks)
+    templates = TemplateService(
+        uow_factory=uow,
+        clock=clock,
+        executor_policy=resources.executor_policy,
+        read_uow_factory=reads,
+    )
     return ApiServices(
         tasks=tasks,
         batch=BatchTrigger(
@@ -285,7 +292,7 @@ def build_services(
             observer=observer,
             max_items=settings.api.batch_max_items,
         ),
-        task_apply=TaskApplyService(uow_factory=uow, tasks=tasks),
+        task_apply=TaskApplyService(uow_factory=uow, tasks=tasks, templates=templates),
         bulk=BulkService(
             uow_factory=uow,
             clock=clock,
@@ -339,6 +346,7 @@ def build_services(
             timeout_seconds=settings.events.webhooks.timeout_seconds,
         ),
         clock=clock,
+        templates=templates,
         probes=_probes(resources),
         observer=observer,
         request_limits=build_request_limits(resources),

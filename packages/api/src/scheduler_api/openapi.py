@@ -15,6 +15,7 @@ from litestar.openapi.spec import Components, Schema, SecurityScheme, Tag
 
 from scheduler_api.schemas.problems import PROBLEM_MEDIA_TYPE, Problem
 from scheduler_api.schemas.tasks import TaskSpecDocument
+from scheduler_domain.template import POLICY_KEYS
 
 if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
@@ -89,14 +90,55 @@ def tasks_file_schema() -> dict[str, Any]:
         "description": (
             "Tasks as code: `scheduler apply -f FILE` makes the caller's tasks exactly these "
             "(docs/tasks-as-code.md). Tasks are matched by name; depends_on may name tasks of "
-            "the same file."
+            "the same file. Templates (admins and operators; docs/templates.md) are matched "
+            "by name and applied first."
         ),
         "type": "object",
-        "required": ["tasks"],
         "additionalProperties": False,
         "properties": {
             "version": {"type": "integer", "const": 1, "default": 1},
             "tasks": {"type": "array", "items": task},
+            "templates": {"type": "array", "items": template_schema(task)},
+        },
+    }
+
+
+def template_schema(task: dict[str, Any]) -> dict[str, Any]:
+    """A template (docs/templates.md) in a tasks file: its policies are the task fields of the
+    same names, so their schemas are the task body's."""
+    properties = task["properties"]
+    return {
+        "type": "object",
+        "required": ["name", "executor"],
+        "additionalProperties": False,
+        "properties": {
+            "name": properties["name"],
+            "description": properties["description"],
+            "executor": properties["executor"],
+            "params": {
+                "type": "object",
+                "description": "The executor params, with {{name}} placeholders for the "
+                "subscribers' parameters.",
+            },
+            "params_schema": {
+                "type": "object",
+                "description": "JSON Schema (draft 2020-12) of the subscribers' parameters; "
+                "local $ref only, at most 64 KiB and 32 levels deep.",
+            },
+            "schedule": properties["schedule"],
+            "schedule_bounds": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "min_interval_seconds": {"type": "integer", "minimum": 0},
+                    "allow_custom": {"type": "boolean"},
+                },
+            },
+            "policies": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {key: properties[key] for key in sorted(POLICY_KEYS)},
+            },
         },
     }
 

@@ -34,6 +34,7 @@ from scheduler_application.runs.service import RunService
 from scheduler_application.tasks.apply import TaskApplyService
 from scheduler_application.tasks.graph import TaskGraphService
 from scheduler_application.tasks.service import TaskService
+from scheduler_application.templates.service import TemplateService
 
 #: A readiness check: returns when the dependency answers, raises when it does not.
 Probe = Callable[[], Awaitable[None]]
@@ -59,6 +60,8 @@ class ApiServices:
     #: Wakes the SSE streams when the log grows (one per process).
     event_watcher: LogWatcher
     clock: Clock
+    #: Templates and their subscriptions.
+    templates: TemplateService
     #: Webhook subscriptions (None: this API does not offer them, 503).
     webhooks: WebhookService | None = None
     #: Named readiness checks for ``/ready`` and ``/system`` (``database``, ``queue``).

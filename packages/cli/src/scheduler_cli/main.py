@@ -28,6 +28,7 @@ from scheduler_cli.commands import (
     runs,
     status,
     tasks,
+    templates,
     users,
     webhooks,
     workers,
@@ -285,6 +286,7 @@ app.add_typer(workers.app, name="workers")
 app.add_typer(queues.app, name="queues")
 app.add_typer(users.app, name="users")
 app.add_typer(api_keys.app, name="api-keys")
+app.add_typer(templates.app, name="templates")
 app.add_typer(webhooks.app, name="webhooks")
 app.command("status")(status.status)
 

@@ -57,6 +57,17 @@ class TaskRun:
     error: str | None = None
     output: str | None = None
     traceparent: str | None = None
+    #: The template (and its version) of the task when the run was created, for a task made
+    #: from one.
+    template_id: str | None = None
+    template_version: int | None = None
+    #: The executor params this run executes with, fixed when it was created: a template
+    #: task's (rendered from the template version above), or a trigger's given ``params``
+    #: merged over the task's. None: the task's params as they are at execution.
+    params: dict[str, Any] | None = None
+    #: The parameters this run was given, as the user wrote them: a trigger's ``params``
+    #: merged over the task's (a template task's: over its subscription's parameters).
+    run_params: dict[str, Any] | None = None
     version: int = 1
     id: str = field(default_factory=new_id)
 
@@ -71,11 +82,20 @@ class TaskRun:
         idempotency_key: str | None = None,
         not_before: datetime | None = None,
         traceparent: str | None = None,
+        params: dict[str, Any] | None = None,
+        run_params: dict[str, Any] | None = None,
     ) -> TaskRun:
         """The first attempt of ``task`` for ``logical_time`` (its ``scheduled_for``),
         ``pending``: owned by the task's owner, in the task's queue at its priority. Every path
         that creates a run (a trigger, a slot, a dependency) builds it here; a further attempt
-        is :meth:`new_attempt`."""
+        is :meth:`new_attempt`.
+
+        A template task's run fixes its executor params (and the template version they came
+        from) now; ``params``/``run_params`` are a trigger's merged parameters, when given."""
+        if params is None and task.template_id is not None:
+            params = dict(task.params)
+        if run_params is None and task.template_params is not None:
+            run_params = dict(task.template_params)
         return cls(
             task_id=task.id,
             owner_id=task.owner_id,
@@ -87,6 +107,10 @@ class TaskRun:
             priority=task.priority,
             not_before=not_before,
             traceparent=traceparent,
+            template_id=task.template_id,
+            template_version=task.template_version,
+            params=params,
+            run_params=run_params,
         )
 
     def new_attempt(
@@ -114,6 +138,10 @@ class TaskRun:
             priority=task.priority if task is not None else self.priority,
             not_before=not_before,
             traceparent=self.traceparent,
+            template_id=self.template_id,
+            template_version=self.template_version,
+            params=None if self.params is None else dict(self.params),
+            run_params=None if self.run_params is None else dict(self.run_params),
         )
 
     def __post_init__(self) -> None:

@@ -76,6 +76,12 @@ class Task:
     #: Write-only environment variables: name → the value *sealed* (encrypted by the
     #: application's secret box). Opaque here; only the names are ever shown.
     secret_env: dict[str, str] = field(default_factory=dict, repr=False)
+    #: A subscription to a template (``docs/templates.md``): the template's id and the version
+    #: whose executor, params and policies this task holds now, and the subscriber's own
+    #: parameters (what the template's ``params`` placeholders were filled with).
+    template_id: str | None = None
+    template_version: int | None = None
+    template_params: dict[str, Any] | None = None
     next_run_at: datetime | None = None
     created_at: datetime
     updated_at: datetime

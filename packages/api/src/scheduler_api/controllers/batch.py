@@ -73,6 +73,7 @@ class BatchController(Controller):
                 idempotency_key=t.idempotency_key,
                 priority=t.priority,
                 logical_time=_instant(t.logical_time, i),
+                params=t.params,
             )
             for i, t in enumerate(data.triggers)
         ]

@@ -130,7 +130,11 @@ class TaskController(Controller):
         prune_label: Annotated[str | None, QueryParameter(max_length=100)] = None,
     ) -> ApplyOut:
         result = await services.task_apply.apply(
-            {"version": data.version, "tasks": data.tasks},
+            {
+                "version": data.version,
+                "tasks": data.tasks,
+                **({"templates": data.templates} if data.templates is not None else {}),
+            },
             principal=principal,
             prune=prune,
             scope=PruneScope(name_prefix=prune_prefix, label=prune_label),
@@ -144,6 +148,7 @@ class TaskController(Controller):
                     action=c.action,
                     task_id=c.task_id,
                     fields={k: FieldChangeOut(before=b, after=a) for k, (b, a) in c.fields.items()},
+                    kind=c.kind,
                 )
                 for c in result.changes
             ],
@@ -250,7 +255,10 @@ class TaskController(Controller):
             "with the same run: 200 and `Idempotent-Replayed: true` when it already existed. "
             'An optional body `{"logical_time": "2030-01-01T02:00:00+01:00"}` names the '
             "logical time the run is for (now by default; not in the future; 409 when the task "
-            "has a run for it), so a hand-started upstream can complete its dependents' fan-in."
+            "has a run for it), so a hand-started upstream can complete its dependents' fan-in. "
+            '`{"params": {...}}` are run parameters, merged over the task\'s and validated '
+            "against its template's schema (or by its executor): 422 names the field "
+            "(`params.city`); the run shows them (`run_params`, `params`)."
         ),
         responses={
             **problems(404, 409),
@@ -280,6 +288,7 @@ class TaskController(Controller):
             principal=principal,
             idempotency_key=idempotency_key,
             logical_time=logical_time,
+            params=data.params if data is not None else None,
         )
         replayed = run.created_at < started
         return Response(

@@ -39,6 +39,13 @@ class RunOut(msgspec.Struct, kw_only=True):
     traceparent: str | None
     created_at: datetime
     version: int
+    #: The template (and version) the run was made from, for a subscription's run.
+    template_id: str | None = None
+    template_version: int | None = None
+    #: The parameters the run was given (a trigger's merged over the task's), and the
+    #: executor params fixed for it; null: the task's params as they were at execution.
+    run_params: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, run: TaskRun) -> RunOut:
@@ -69,6 +76,10 @@ class RunOut(msgspec.Struct, kw_only=True):
             traceparent=run.traceparent,
             created_at=run.created_at,
             version=run.version,
+            template_id=run.template_id,
+            template_version=run.template_version,
+            run_params=dict(run.run_params) if run.run_params is not None else None,
+            params=dict(run.params) if run.params is not None else None,
         )
 
 
@@ -123,6 +134,9 @@ class BatchTriggerIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         Annotated[str, msgspec.Meta(max_length=64, extra_json_schema={"format": "date-time"})]
         | None
     ) = None
+    #: Run parameters, merged over the task's and validated like a single trigger's; a bad
+    #: one refuses this item only, naming the field.
+    params: dict[str, Any] | None = None
 
 
 class BatchIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

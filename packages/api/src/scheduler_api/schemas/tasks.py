@@ -117,11 +117,19 @@ class TaskOut(msgspec.Struct, kw_only=True):
     created_at: datetime
     updated_at: datetime
     version: int
+    #: A subscription's template, the template version it holds, and its own parameters
+    #: (null for a task not made from a template).
+    template_id: str | None = None
+    template_version: int | None = None
+    template_params: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, task: Task) -> TaskOut:
         fields = {
             **task_to_spec(task),
+            "template_id": task.template_id,
+            "template_version": task.template_version,
+            "template_params": task.template_params,
             "secret_env_names": task.secret_env_names,
             "id": task.id,
             "owner_id": task.owner_id,
@@ -219,14 +227,19 @@ class TriggerIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         Annotated[str, msgspec.Meta(max_length=64, extra_json_schema={"format": "date-time"})]
         | None
     ) = None
+    #: Run parameters, merged over the task's (a subscription's: over its parameters) and
+    #: validated against the template's schema or by the executor (422 naming the field).
+    params: dict[str, Any] | None = None
 
 
 class TasksFileIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A tasks file (``scheduler apply -f``): the caller's tasks as they should be. Each item is
     a task as on create, without ``secret_env``; ``depends_on`` may name tasks of the file."""
 
-    tasks: list[dict[str, Any]]
+    tasks: list[dict[str, Any]] = msgspec.field(default_factory=list)
     version: int = 1
+    #: Templates (admins and operators), matched by name and applied before the tasks.
+    templates: list[dict[str, Any]] | None = None
 
 
 class FieldChangeOut(msgspec.Struct, kw_only=True):
@@ -241,6 +254,8 @@ class TaskChangeOut(msgspec.Struct, kw_only=True):
     task_id: str | None
     #: Each changed field (``retry.max_attempts`` for nested ones): its value before and after.
     fields: dict[str, FieldChangeOut]
+    #: ``task`` or ``template`` (``task_id`` is then the template's id).
+    kind: str = "task"
 
 
 class ApplyOut(msgspec.Struct, kw_only=True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -214,10 +214,10 @@ class ExecutionService:
                 tasks = {task.id: task for task in await uow.tasks.get_many(wanted)}
                 if len(tasks) == len(wanted):
                     await uow.events.add_many([run.claim_event() for run in runs])
-                    refusals = await self._refusals(uow, tasks.values())
-                    refused = [run for run in runs if run.task_id in refusals]
+                    refusals = await self._refusals(uow, runs, tasks)
+                    refused = [run for run in runs if run.id in refusals]
                     for run in refused:
-                        await self._refuse(uow, run, refusals[run.task_id], worker_id)
+                        await self._refuse(uow, run, refusals[run.id], worker_id)
                     await uow.commit()
                     for run in runs:
                         self._observed.claimed(run, tasks[run.task_id].executor)
@@ -225,7 +225,7 @@ class ExecutionService:
                     return {
                         run.id: _claimed(run, tasks[run.task_id], self._secret_box)
                         for run in runs
-                        if run.task_id not in refusals
+                        if run.id not in refusals
                     }
         except Conflict:
             pass
@@ -258,7 +258,7 @@ class ExecutionService:
         if task is None:
             return None  # the task was deleted under us: roll back, nothing to run
         await uow.events.add(run.claim_event())
-        refusal = (await self._refusals(uow, [task])).get(task.id)
+        refusal = (await self._refusals(uow, [run], {task.id: task})).get(run.id)
         if refusal is not None:
             await self._refuse(uow, run, refusal, worker_id)
         await uow.commit()
@@ -268,13 +268,25 @@ class ExecutionService:
             return None
         return _claimed(run, task, self._secret_box)
 
-    async def _refusals(self, uow: UnitOfWork, tasks: Iterable[Task]) -> dict[str, str]:
-        """Why the executor policy refuses to run each of ``tasks`` now, by task id: checked
-        against the owner's current role — looked up only for an executor that some role able
-        to own a task may not use — and, for ``python``, the registered callables."""
+    async def _refusals(
+        self, uow: UnitOfWork, runs: Iterable[TaskRun], tasks: Mapping[str, Task]
+    ) -> dict[str, str]:
+        """Why the executor policy refuses to run each of ``runs`` now, by run id, with the
+        params the run executes with: checked against the task owner's current role — looked
+        up only for an executor that some role able to own a task may not use — and, for
+        ``python``, the registered callables. A template's subscription is checked as its
+        template's author was (an admin or operator chose the executor and the params the
+        subscriber fills in): only the callables."""
         roles: dict[str, Role | None] = {}
         refusals: dict[str, str] = {}
-        for task in tasks:
+        for run in runs:
+            task = tasks[run.task_id]
+            params = run.params if run.params is not None else task.params
+            if task.template_id is not None:
+                refusal = self._policy.refusal(task.executor, params, Role.ADMIN)
+                if refusal is not None:
+                    refusals[run.id] = refusal
+                continue
             if self._policy.open_to_every_owner(task.executor):
                 if task.executor != "python":
                     continue
@@ -284,9 +296,9 @@ class ExecutionService:
                     owner = await uow.users.get(task.owner_id)
                     roles[task.owner_id] = owner.role if owner is not None else None
                 role = roles[task.owner_id]
-            refusal = self._policy.refusal(task.executor, task.params, role)
+            refusal = self._policy.refusal(task.executor, params, role)
             if refusal is not None:
-                refusals[task.id] = refusal
+                refusals[run.id] = refusal
         return refusals
 
     async def _refuse(self, uow: UnitOfWork, run: TaskRun, reason: str, worker_id: str) -> None:
@@ -557,7 +569,7 @@ def _claimed(run: TaskRun, task: Task, secret_box: SecretBox | None) -> ClaimedR
     return ClaimedRun(
         run=run,
         executor=task.executor,
-        params=dict(task.params),
+        params=dict(run.params if run.params is not None else task.params),
         timeout_seconds=task.timeout.total_seconds() if task.timeout is not None else None,
         secret_env=secret_env,
         secret_error=secret_error,

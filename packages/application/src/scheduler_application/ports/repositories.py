@@ -18,6 +18,7 @@ from scheduler_domain.queue_settings import QueueSettings
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
+from scheduler_domain.template import Template
 from scheduler_domain.worker import Worker, WorkerStatus
 
 T = TypeVar("T")
@@ -37,6 +38,8 @@ class TaskFilter:
     enabled: bool | None = None
     queue: str | None = None
     name_prefix: str | None = None
+    #: Only the subscriptions of this template.
+    template_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,12 +139,40 @@ class TaskRepository(Protocol):
         """The distinct queue names tasks route to, sorted (the API's queue overview)."""
         ...
 
+    async def with_template(self, template_id: str) -> builtins.list[Task]:
+        """Every task made from the template (its subscriptions), locked for this transaction
+        (``FOR UPDATE``): a template change rewrites them all in the one transaction."""
+        ...
+
     async def lock_many(self, task_ids: Sequence[str]) -> set[str]:
         """Lock these tasks' rows until the transaction ends, skipping rows another
         transaction holds (``FOR UPDATE SKIP LOCKED``); returns the ids locked. Serialises the
         dispatcher's decisions about one task (max_concurrent, dependency resolution) across
         dispatchers without ever waiting."""
         ...
+
+
+class TemplateRepository(Protocol):
+    """Templates (task types); names are unique."""
+
+    async def add(self, template: Template) -> None:
+        """AlreadyExists (field ``name``) when the name is taken."""
+        ...
+
+    async def get(self, template_id: str, *, for_update: bool = False) -> Template | None: ...
+
+    async def get_by_name(self, name: str) -> Template | None: ...
+
+    async def list(self, *, limit: int, cursor: str | None = None) -> Page[Template]:
+        """Templates in id order."""
+        ...
+
+    async def update(self, template: Template, *, expected_version: int) -> None:
+        """Write every field if the stored version is still ``expected_version`` (Conflict
+        otherwise); ``template.version`` is written as given."""
+        ...
+
+    async def delete(self, template_id: str) -> None: ...
 
 
 class RunRepository(Protocol):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from scheduler_application.accounts.access import Principal, can_see, ensure_can_write_tasks
 from scheduler_application.dispatch.outbox import Outbox
@@ -23,6 +24,7 @@ from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
 from scheduler_application.runs.service import logical_time_of, stored_key
+from scheduler_application.templates.subscriptions import run_params
 from scheduler_domain.errors import DomainError, ValidationError
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.schedules import format_instant
@@ -39,6 +41,8 @@ class TriggerItem:
     idempotency_key: str | None = None
     priority: int | None = None
     logical_time: datetime | None = None
+    #: Run parameters, merged over the task's and validated like a single trigger's.
+    params: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,12 +151,21 @@ class BatchTrigger:
                         f"{format_instant(times[i])}",
                     )
                     continue
-                run = TaskRun.create(
-                    task,
-                    trigger=RunTrigger.MANUAL,
-                    logical_time=times[i],
-                    now=now,
-                    idempotency_key=key,
+                try:
+                    given = await run_params(uow, task, item.params)
+                except (ValidationError, ApplicationError) as error:
+                    answers[i] = _refused(error, "params")
+                    if key is not None:
+                        by_key.pop((task.id, key), None)
+                    continue
+                run = given.apply(
+                    TaskRun.create(
+                        task,
+                        trigger=RunTrigger.MANUAL,
+                        logical_time=times[i],
+                        now=now,
+                        idempotency_key=key,
+                    )
                 )
                 if item.priority is not None:
                     run.priority = item.priority

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from scheduler_application.accounts.access import (
     Principal,
@@ -27,6 +28,7 @@ from scheduler_application.ports.unit_of_work import (
     UnitOfWorkFactory,
 )
 from scheduler_application.tasks.service import load_visible_task
+from scheduler_application.templates.subscriptions import run_params
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.events import RunEvent
 from scheduler_domain.run import RunTrigger, TaskRun
@@ -81,6 +83,7 @@ class RunService:
         principal: Principal,
         idempotency_key: str | None = None,
         logical_time: datetime | None = None,
+        params: Mapping[str, Any] | None = None,
     ) -> TaskRun:
         """A manual run, queued and published at once when the task's gates allow it
         (pending for the relay loop otherwise).
@@ -92,6 +95,10 @@ class RunService:
 
         The same ``idempotency_key`` always answers with the same run, also when two callers race
         (the loser's insert hits the unique key, and it re-reads the winner's run).
+
+        ``params`` are run parameters, merged over the task's and validated — against the
+        template's schema for a subscription, by the executor's own check otherwise
+        (ValidationError naming ``params.<name>``); the run keeps them and what they made.
         """
         ensure_can_write_tasks(principal)
         key = stored_key(idempotency_key)
@@ -99,7 +106,7 @@ class RunService:
             # The run's trace is the caller's (the API request's): created, published, then
             # consumed and executed by a worker under the traceparent stored on the run.
             with self._tracer.span("run.trigger", attributes={"scheduler.task_id": task_id}):
-                return await self._trigger(task_id, principal, key, logical_time)
+                return await self._trigger(task_id, principal, key, logical_time, params)
         except AlreadyExists:
             if key is None:
                 raise
@@ -116,6 +123,7 @@ class RunService:
         principal: Principal,
         key: str | None,
         logical_time: datetime | None,
+        params: Mapping[str, Any] | None = None,
     ) -> TaskRun:
         now = self._clock.now()
         scheduled_for = now if logical_time is None else logical_time_of(logical_time, now=now)
@@ -134,13 +142,16 @@ class RunService:
                     f"{format_instant(scheduled_for)}",
                     field="logical_time",
                 )
-            run = TaskRun.create(
-                task,
-                trigger=RunTrigger.MANUAL,
-                logical_time=scheduled_for,
-                now=now,
-                idempotency_key=key,
-                traceparent=self._tracer.current_traceparent(),
+            given = await run_params(uow, task, params)
+            run = given.apply(
+                TaskRun.create(
+                    task,
+                    trigger=RunTrigger.MANUAL,
+                    logical_time=scheduled_for,
+                    now=now,
+                    idempotency_key=key,
+                    traceparent=self._tracer.current_traceparent(),
+                )
             )
             run = await self._add(box, run, task=task, actor=principal.actor)
             await box.commit()

@@ -15,6 +15,11 @@ tasks of the caller by name (or id). Tasks are matched by name among the caller'
 holding them could never read as unchanged): it is refused, naming the field, and the tasks'
 secrets are left as they are. ``export`` then ``apply`` is a no-op.
 
+A file may also hold ``templates:``, a list of template specs
+(:mod:`scheduler_application.templates.spec`), matched by name among all templates: created,
+updated (every subscription follows, see :class:`TemplateService`) or unchanged; never pruned.
+Only admins and operators may apply a file with templates. Templates are applied before tasks.
+
 The whole file is checked before anything changes — every spec parsed (errors name
 ``tasks[3].schedule.cron``), names unique, dependencies resolvable, no cycle, every executor
 allowed — and a dry run answers the same plan without applying it. The changes themselves are
@@ -40,6 +45,8 @@ from scheduler_application.ports.repositories import TaskFilter
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from scheduler_application.tasks.service import TaskService
 from scheduler_application.tasks.spec import parse_task_spec, task_to_spec
+from scheduler_application.templates.service import TemplateService, ensure_manages_templates
+from scheduler_application.templates.spec import parse_template_spec, template_to_spec
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.task import Task
 
@@ -53,14 +60,16 @@ ACTIONS = ("create", "update", "delete", "unchanged")
 
 @dataclass(frozen=True, slots=True)
 class TaskChange:
-    """One task's part of the plan: ``action`` is create, update, delete or unchanged;
-    ``fields`` maps each changed field (dotted for ``retry.*``/``misfire.*``) to its old and
-    new value (old is None for a create, new None for a delete)."""
+    """One task's (or template's: ``kind``) part of the plan: ``action`` is create, update,
+    delete or unchanged; ``fields`` maps each changed field (dotted for ``retry.*``/
+    ``misfire.*``) to its old and new value (old is None for a create, new None for a
+    delete). ``task_id`` is the template's id for a template."""
 
     name: str
     action: str
     task_id: str | None = None
     fields: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    kind: str = "task"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +96,17 @@ class PruneScope:
 
 
 class TaskApplyService:
-    def __init__(self, *, uow_factory: UnitOfWorkFactory, tasks: TaskService) -> None:
+    def __init__(
+        self,
+        *,
+        uow_factory: UnitOfWorkFactory,
+        tasks: TaskService,
+        templates: TemplateService | None = None,
+    ) -> None:
+        """Without ``templates`` a file with a ``templates`` section is refused."""
         self._uow_factory = uow_factory
         self._tasks = tasks
+        self._templates = templates
 
     async def export(
         self, *, principal: Principal, scope: PruneScope | None = None
@@ -113,6 +130,11 @@ class TaskApplyService:
         dry_run: bool = False,
     ) -> ApplyResult:
         ensure_can_write_tasks(principal)
+        templates = _template_specs(document)
+        if templates:
+            ensure_manages_templates(principal)
+            if self._templates is None:
+                raise ValidationError("templates cannot be applied here", field="templates")
         specs = _specs(document)
         for index, spec in enumerate(specs):  # every executor allowed, before any change
             parsed = parse_task_spec(spec)
@@ -127,7 +149,7 @@ class TaskApplyService:
             names = await _names(uow, owned, principal.subject_id)
         by_name = {t.name: t for t in owned}
         order = _upstreams_first(specs)
-        changes: list[TaskChange] = []
+        changes: list[TaskChange] = await self._template_plan(templates, principal)
         for spec in order:
             name = spec["name"]
             current = by_name.get(name)
@@ -159,6 +181,9 @@ class TaskApplyService:
         by_name = {spec["name"]: spec for spec in specs}
         done: list[TaskChange] = []
         for change in plan:
+            if change.kind == "template":
+                done.append(await self._carry_out_template(change, done, principal))
+                continue
             try:
                 if change.action == "create":
                     task = await self._tasks.create(by_name[change.name], principal=principal)
@@ -180,12 +205,89 @@ class TaskApplyService:
             done.append(change)
         return done
 
+    async def _template_plan(
+        self, templates: list[dict[str, Any]], principal: Principal
+    ) -> list[TaskChange]:
+        if not templates or self._templates is None:
+            return []
+        changes: list[TaskChange] = []
+        for spec in templates:
+            wanted = template_to_spec(
+                parse_template_spec(spec).template(created_by="-", now=_EPOCH)
+            )
+            try:
+                current = await self._templates.get(spec["name"], principal=principal)
+            except NotFound:
+                fields = {k: (None, v) for k, v in sorted(wanted.items())}
+                changes.append(TaskChange(spec["name"], "create", None, fields, kind="template"))
+                continue
+            have = template_to_spec(current)
+            diff = {k: (have[k], v) for k, v in sorted(wanted.items()) if have[k] != v}
+            action = "update" if diff else "unchanged"
+            changes.append(TaskChange(spec["name"], action, current.id, diff, kind="template"))
+        return changes
+
+    async def _carry_out_template(
+        self, change: TaskChange, done: list[TaskChange], principal: Principal
+    ) -> TaskChange:
+        assert self._templates is not None
+        wanted = {key: new for key, (_, new) in change.fields.items()}
+        if "policies" in change.fields and change.action == "update":
+            old, new = change.fields["policies"]  # the file is the whole truth: drop the rest
+            wanted["policies"] = {**dict.fromkeys(k for k in old if k not in new), **new}
+        try:
+            if change.action == "create":
+                created = await self._templates.create(
+                    {**wanted, "name": change.name}, principal=principal
+                )
+                return TaskChange(change.name, "create", created.id, change.fields, "template")
+            if change.action == "update" and change.task_id is not None:
+                await self._templates.update(change.task_id, wanted, principal=principal)
+        except (AlreadyExists, Conflict, NotFound, PermissionDenied, ValidationError) as error:
+            applied = ", ".join(f"{c.action} {c.name}" for c in done if c.action != "unchanged")
+            raise type(error)(
+                f"{change.action} of template {change.name!r} failed: {error.message}"
+                f" (applied before it: {applied or 'nothing'})",
+                field=f"templates.{change.name}",
+            ) from error
+        return change
+
+
+def _template_specs(document: Any) -> list[dict[str, Any]]:
+    """The file's template specs, each checked and named uniquely (``templates[1].params``)."""
+    if not isinstance(document, Mapping) or "templates" not in document:
+        return []
+    items = document["templates"]
+    if not isinstance(items, list):
+        raise ValidationError("templates must be a list", field="templates")
+    if len(items) > MAX_TASKS_PER_FILE:
+        raise ValidationError(f"at most {MAX_TASKS_PER_FILE} templates per file", field="templates")
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        where = f"templates[{index}]"
+        try:
+            parse_template_spec(item)
+        except ValidationError as error:
+            raise ValidationError(error.message, field=_at(where, error.field)) from None
+        name = item["name"]
+        if name in seen:
+            raise ValidationError(
+                f"template {name!r} is named twice (templates[{seen[name]}] and {where})",
+                field=f"{where}.name",
+            )
+        seen[name] = index
+    return [dict(item) for item in items]
+
 
 def _specs(document: Any) -> list[dict[str, Any]]:
     """The file's task specs, each checked, named uniquely, without ``secret_env``."""
-    if not isinstance(document, Mapping) or not isinstance(document.get("tasks"), list):
+    if not isinstance(document, Mapping):
         raise ValidationError('a tasks file is an object with a "tasks" list', field="tasks")
-    unknown = sorted(set(document) - {"tasks", "version"})
+    if "templates" in document and "tasks" not in document:
+        document = {**document, "tasks": []}
+    if not isinstance(document.get("tasks"), list):
+        raise ValidationError('a tasks file is an object with a "tasks" list', field="tasks")
+    unknown = sorted(set(document) - {"tasks", "version", "templates"})
     if unknown:
         raise ValidationError(f"unknown key {unknown[0]!r} in the tasks file", field=unknown[0])
     if document.get("version", 1) != 1:

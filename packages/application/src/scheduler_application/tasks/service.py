@@ -44,7 +44,7 @@ from scheduler_domain.events import (
 )
 from scheduler_domain.executor_policy import ExecutorNotAllowed, ExecutorPolicy
 from scheduler_domain.run import RunTrigger
-from scheduler_domain.schedules import CronSchedule, next_fire_times
+from scheduler_domain.schedules import CronSchedule, next_fire_times, parse_schedule
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
 
@@ -207,6 +207,8 @@ class TaskService:
                     field="version",
                 )
             before = task_to_spec(task)
+            if task.template_id is not None:
+                await _check_subscription_patch(uow, task, patch)
             spec = parse_task_spec(merge_patch(before, patch))
             paused_slots = await self._record_pause(uow, task, now)
             old_upstreams = set(task.depends_on)
@@ -221,7 +223,8 @@ class TaskService:
             task.validate()
             if task.executor != as_it_was.executor:
                 self._policy.check_known(task.executor)
-            self._check_executor(task, principal)
+            if task.template_id is None:  # a subscription runs what its template's author chose
+                self._check_executor(task, principal)
             if spec.name != before["name"]:
                 await self._ensure_name_free(uow, task)
             added = [dep for dep in task.depends_on if dep not in old_upstreams]
@@ -441,6 +444,37 @@ class TaskService:
         names = {t.id: t.name for t in await uow.tasks.get_many(list(set(cycle)))}
         names[task.id] = task.name
         raise DependencyCycle([names.get(node, node) for node in cycle])
+
+
+#: What a subscription's owner may change through the task itself; its params through the
+#: subscription (``TemplateService.update_subscription``), the rest only through the template.
+SUBSCRIPTION_TASK_FIELDS = frozenset({"name", "enabled", "schedule", "depends_on", "trigger_rule"})
+
+
+async def _check_subscription_patch(uow: UnitOfWork, task: Task, patch: Mapping[str, Any]) -> None:
+    """Refuse a change to what the template decides (setting it to what it is already is no
+    change: an exported tasks file applied again names every field)."""
+    before = task_to_spec(task)
+    merged = merge_patch(before, patch)
+    for key in patch:
+        if key not in SUBSCRIPTION_TASK_FIELDS and merged.get(key) != before.get(key):
+            raise ValidationError(
+                f"{key} of a task made from a template is the template's; change the "
+                "subscription's params with PATCH /api/v1/subscriptions/{id}",
+                field=str(key),
+            )
+    if "schedule" not in patch or task.template_id is None:
+        return
+    template = await uow.templates.get(task.template_id)
+    if template is None:
+        return
+    schedule = parse_schedule(patch["schedule"])
+    if not template.bounds.allow_custom and schedule != template.schedule:
+        raise ValidationError(
+            f"template {template.name!r} does not let subscribers choose their schedule",
+            field="schedule",
+        )
+    template.bounds.check(schedule)
 
 
 def _dependents_message(task: Task, dependents: list[Task], principal: Principal) -> str:

@@ -37,6 +37,7 @@ from scheduler_domain.queue_settings import QueueSettings
 from scheduler_domain.run import TaskRun
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
+from scheduler_domain.template import Template
 from scheduler_domain.worker import Worker, WorkerStatus
 
 R = TypeVar("R")
@@ -144,6 +145,13 @@ class InMemoryTaskRepository(_Repository):
                 tx.delete("event_log", logged.id)
         tx.delete("tasks", task_id)
 
+    async def with_template(self, template_id: str) -> builtins.list[Task]:
+        tx = self.tx
+        found = [t for t in tx.scan("tasks") if t.template_id == template_id]
+        for task in found:
+            tx.lock("tasks", task.id)
+        return sorted((_copy(t) for t in found), key=lambda t: t.id)
+
     async def due(
         self, now: datetime, *, limit: int, ahead_until: datetime | None = None
     ) -> builtins.list[Task]:
@@ -203,6 +211,7 @@ def _task_matches(task: Task, task_filter: TaskFilter) -> bool:
         and (task_filter.enabled is None or task.enabled == task_filter.enabled)
         and (task_filter.queue is None or task.queue == task_filter.queue)
         and (task_filter.name_prefix is None or task.name.startswith(task_filter.name_prefix))
+        and (task_filter.template_id is None or task.template_id == task_filter.template_id)
     )
 
 
@@ -1092,3 +1101,31 @@ __all__ = [
     "InMemoryUserRepository",
     "InMemoryWorkerRepository",
 ]
+
+
+class InMemoryTemplateRepository(_Repository):
+    async def add(self, template: Template) -> None:
+        self.tx.insert("templates", template)
+
+    async def get(self, template_id: str, *, for_update: bool = False) -> Template | None:
+        if for_update:
+            self.tx.lock("templates", template_id)
+        found: Template | None = self.tx.get("templates", template_id)
+        return _copy(found)
+
+    async def get_by_name(self, name: str) -> Template | None:
+        for template in self.tx.scan("templates"):
+            if template.name == name:
+                return _copy(template)  # type: ignore[no-any-return]
+        return None
+
+    async def list(self, *, limit: int, cursor: str | None = None) -> Page[Template]:
+        rows: list[Template] = list(self.tx.scan("templates"))
+        return _page_by_id(rows, limit=limit, cursor=cursor, key=lambda t: t.id)
+
+    async def update(self, template: Template, *, expected_version: int) -> None:
+        _versioned_update(self.tx, "templates", template, expected_version)
+
+    async def delete(self, template_id: str) -> None:
+        if self.tx.get("templates", template_id) is not None:
+            self.tx.delete("templates", template_id)

@@ -34,6 +34,7 @@ UNIQUE_KEYS: dict[str, tuple[UniqueKey, ...]] = {
         ),
     ),
     "users": (("username", lambda u: (u.username,)),),
+    "templates": (("name", lambda t: (t.name,)),),
     "api_keys": (("prefix", lambda k: (k.prefix,)),),
     "refresh_tokens": (("token_hash", lambda t: (t.token_hash,)),),
 }
@@ -51,6 +52,7 @@ TABLES = (
     "bulk_operations",
     "queue_settings",
     "run_tallies",
+    "templates",
 )
 _DELETED = object()
 

@@ -164,7 +164,7 @@ def run_batch(
             "--file",
             "-f",
             help='Triggers from a file (YAML or JSON list of {"task_id", "idempotency_key", '
-            '"priority", "logical_time"}; - for stdin).',
+            '"priority", "logical_time", "params"}; - for stdin).',
         ),
     ] = None,
     json_output: JsonFlag = False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from collections.abc import Iterable
 from typing import Annotated, Any
@@ -135,7 +136,20 @@ def run_record(run: dict[str, Any], task_name: str | None = None) -> list[tuple[
         ("result", run.get("result")),
         ("error", run.get("error")),
         ("idempotency key", run.get("idempotency_key")),
+        ("template", _template_of(run)),
+        ("run params", _json_or_none(run.get("run_params"))),
+        ("ran with params", _json_or_none(run.get("params"))),
     ]
+
+
+def _template_of(run: dict[str, Any]) -> str | None:
+    if not run.get("template_id"):
+        return None
+    return f"{run['template_id']} v{run.get('template_version')}"
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True)
 
 
 @app.command("cancel")

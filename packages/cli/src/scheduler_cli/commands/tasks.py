@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -61,6 +61,7 @@ from scheduler_cli.commands.task_views import (
 from scheduler_cli.context import context_of
 from scheduler_cli.errors import BadInput
 from scheduler_cli.output import Output, when
+from scheduler_cli.param_input import ParamOption, ParamsOption, parse_params
 from scheduler_cli.secret_input import secret_env_changes
 from scheduler_cli.task_input import TaskFlags, read_document, task_body
 from scheduler_cli.watch import wait_and_report, watch_task
@@ -369,9 +370,12 @@ def trigger(
     timeout: Timeout = None,
     interval: Interval = 1.0,
     follow_retries: FollowRetries = True,
+    param: ParamOption = None,
+    params: ParamsOption = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Run a task now (or for an earlier --logical-time).
+    """Run a task now (or for an earlier --logical-time), optionally with run parameters
+    (-p KEY=VALUE, merged over the task's and checked like its own).
 
     With --wait the exit code is 0 succeeded, 1 failed, 2 cancelled, 124 --timeout ran out.
     """
@@ -379,7 +383,12 @@ def trigger(
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
     with context_of(ctx).client() as api:
         task_id = lookup.task_id(api, task)
-        body = {"logical_time": logical_time} if logical_time is not None else None
+        body: dict[str, Any] | None = (
+            {"logical_time": logical_time} if logical_time is not None else None
+        )
+        given = parse_params(param, params)
+        if given is not None:
+            body = {**(body or {}), "params": given}
         answer = api.request("POST", f"/tasks/{task_id}/trigger", json=body, headers=headers)
         run = answer.body
         replayed = answer.headers.get("idempotent-replayed") == "true"

@@ -91,6 +91,9 @@ def task_to_row(task: Task) -> dict[str, Any]:
         "rate_limit": None if task.rate_limit is None else str(task.rate_limit),
         "trigger_rule": task.trigger_rule.value,
         "secret_env": dict(task.secret_env) or None,
+        "template_id": task.template_id,
+        "template_version": task.template_version,
+        "template_params": task.template_params,
         "next_run_at": task.next_run_at,
         "created_at": task.created_at,
         "updated_at": task.updated_at,
@@ -131,6 +134,9 @@ def task_from_row(row: Row, depends_on: Sequence[str] = ()) -> Task:
         depends_on=tuple(depends_on),
         trigger_rule=TriggerRule(row["trigger_rule"]),
         secret_env=dict(row["secret_env"] or {}),
+        template_id=row["template_id"],
+        template_version=row["template_version"],
+        template_params=row["template_params"],
         next_run_at=row["next_run_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -163,6 +169,10 @@ _RUN_FIELDS = (
     "version",
     "scheduled_for",
     "created_at",
+    "template_id",
+    "template_version",
+    "params",
+    "run_params",
 )
 
 

@@ -81,6 +81,11 @@ tasks = Table(
     Column("trigger_rule", String(32), nullable=False),
     #: Write-only environment: ``{name: ciphertext}`` (never returned by the API).
     Column("secret_env", json_document(), nullable=True),
+    #: A subscription: its template, the version it was last written from, and the
+    #: subscriber's parameters (docs/templates.md).
+    _id("template_id", nullable=True),
+    Column("template_version", Integer, nullable=True),
+    Column("template_params", json_document(), nullable=True),
     _at("next_run_at"),
     _at("created_at", nullable=False),
     _at("updated_at", nullable=False),
@@ -108,6 +113,8 @@ TASK_FIRES_AT_SLOT: ColumnElement[bool] = and_(
 )
 #: The gauges' distinct queue names, read as a loose index scan (see 0005).
 Index("ix_tasks_queue", tasks.c.queue)
+#: A template's subscriptions (a template change rewrites them; 0014).
+Index("ix_tasks_template_id", tasks.c.template_id)
 Index(
     "ix_tasks_due_ahead",
     tasks.c.next_run_at,
@@ -158,6 +165,13 @@ task_runs = Table(
     Column("traceparent", String(128), nullable=True),
     Column("version", Integer, nullable=False),
     _at("created_at", nullable=False),
+    #: The template version the run was made from, the executor params fixed for it (a
+    #: subscription's, or a trigger's given ``params`` merged over the task's) and the
+    #: parameters it was given (0014).
+    _id("template_id", nullable=True),
+    Column("template_version", Integer, nullable=True),
+    Column("params", json_document(), nullable=True),
+    Column("run_params", json_document(), nullable=True),
     # When the dispatcher evaluated the dependents of this (terminal) run; see 0003.
     _at("dependents_resolved_at"),
     UniqueConstraint("task_id", "scheduled_for", "attempt"),
@@ -479,9 +493,31 @@ event_consumers = Table(
     _at("updated_at", nullable=False),
 )
 
+#: Templates (task types, docs/templates.md): what their subscriptions share.
+templates = Table(
+    "templates",
+    metadata,
+    _id("id", primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("executor", String(64), nullable=False),
+    Column("params", json_document(), nullable=False),
+    Column("params_schema", json_document(), nullable=False),
+    Column("schedule", json_document(), nullable=True),
+    Column("min_interval_seconds", Integer, nullable=False),
+    Column("allow_custom_schedule", Boolean, nullable=False),
+    Column("policies", json_document(), nullable=False),
+    _id("created_by", nullable=False),
+    _at("created_at", nullable=False),
+    _at("updated_at", nullable=False),
+    Column("version", Integer, nullable=False),
+    UniqueConstraint("name"),
+)
+
 #: The field an ``AlreadyExists`` names for each unique constraint or unique index.
 UNIQUE_FIELDS: dict[str, str] = {
     "uq_tasks_owner_id_name": "name",
+    "uq_templates_name": "name",
     "uq_task_runs_task_id_scheduled_for_attempt": "scheduled_for",
     "uq_task_runs_task_id_idempotency_key": "idempotency_key",
     "uq_users_username": "username",

@@ -116,6 +116,12 @@ class SqlTaskRepository(SqlRepository):
         items = items[:limit]
         return Page(items, encode_cursor(items[-1].id))
 
+    async def with_template(self, template_id: str) -> builtins.list[Task]:
+        query = select(tasks).where(tasks.c.template_id == template_id).order_by(tasks.c.id)
+        if self._postgres:
+            query = query.with_for_update()
+        return await self._load(query)
+
     async def count(self, task_filter: TaskFilter) -> int:
         result = await self._execute(
             select(func.count()).select_from(tasks).where(*_conditions(task_filter))
@@ -277,6 +283,8 @@ def _conditions(task_filter: TaskFilter) -> list[ColumnElement[bool]]:
         conditions.append(tasks.c.enabled == task_filter.enabled)
     if task_filter.queue is not None:
         conditions.append(tasks.c.queue == task_filter.queue)
+    if task_filter.template_id is not None:
+        conditions.append(tasks.c.template_id == task_filter.template_id)
     if task_filter.name_prefix:
         # substr, not LIKE: exact and case-sensitive on both backends, no escaping needed.
         prefix = task_filter.name_prefix
