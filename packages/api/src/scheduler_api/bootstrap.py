@@ -48,6 +48,7 @@ from scheduler_application.status_report import StatusService
 from scheduler_application.task_apply import TaskApplyService
 from scheduler_application.task_graph import TaskGraphService
 from scheduler_application.tasks import TaskService
+from scheduler_application.trigger_group import TriggerGroup
 from scheduler_application.user_admin import UserAdminService
 from scheduler_application.webhooks import WebhookService
 from scheduler_application.workers import WorkerService
@@ -276,15 +277,17 @@ def build_services(
         read_uow_factory=reads,
     )
     bulk_runner = BulkRunner(uow_factory=uow, clock=clock, runs=runs, tasks=tasks)
+    batch = BatchTrigger(
+        uow_factory=uow,
+        clock=clock,
+        relay=relay,
+        observer=observer,
+        max_items=settings.api.batch_max_items,
+    )
     return ApiServices(
         tasks=tasks,
-        batch=BatchTrigger(
-            uow_factory=uow,
-            clock=clock,
-            relay=relay,
-            observer=observer,
-            max_items=settings.api.batch_max_items,
-        ),
+        batch=batch,
+        triggers=TriggerGroup(batch=batch, clock=clock, tracer=resources.tracer),
         task_apply=TaskApplyService(uow_factory=uow, tasks=tasks),
         bulk=BulkService(
             uow_factory=uow,

@@ -31,6 +31,7 @@ from scheduler_application.status_report import StatusService
 from scheduler_application.task_apply import TaskApplyService
 from scheduler_application.task_graph import TaskGraphService
 from scheduler_application.tasks import TaskService
+from scheduler_application.trigger_group import TriggerGroup
 from scheduler_application.user_admin import UserAdminService
 from scheduler_application.webhooks import WebhookService
 from scheduler_application.workers import WorkerService
@@ -43,6 +44,8 @@ Probe = Callable[[], Awaitable[None]]
 class ApiServices:
     tasks: TaskService
     batch: BatchTrigger
+    #: Single triggers, group-committed (one per process).
+    triggers: TriggerGroup
     task_apply: TaskApplyService
     bulk: BulkService
     bulk_runner: BulkRunner
