@@ -7,7 +7,7 @@ import contextvars
 
 import pytest
 
-from scheduler_application.group_commit import GroupCommit
+from scheduler_application.group_commit import GroupCommit, answer_alike
 
 
 class Recorder:
@@ -106,3 +106,20 @@ async def test_flushes_run_in_the_batchers_own_context_not_a_callers() -> None:
 
     assert await asyncio.create_task(caller()) == 1
     assert seen == ["worker"]
+
+
+async def test_a_flush_without_answers_answers_every_item_alike() -> None:
+    sent: list[list[int]] = []
+    broken = False
+
+    async def send(items: list[int]) -> None:
+        sent.append(items)
+        if broken:
+            raise ConnectionError("broker went away")
+
+    group: GroupCommit[int, None] = GroupCommit(answer_alike(send))
+    assert await asyncio.gather(group.submit(1), group.submit(2)) == [None, None]
+    assert sent == [[1, 2]]
+    broken = True
+    failed = await asyncio.gather(group.submit(3), group.submit(4), return_exceptions=True)
+    assert all(isinstance(answer, ConnectionError) for answer in failed)
