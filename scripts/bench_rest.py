@@ -19,7 +19,7 @@ The client is a minimal asyncio HTTP/1.1 client (one request in flight per conne
 that the load generator's own CPU is small beside the server's; it is counted anyway.
 
 Usage:  uv run python scripts/bench_rest.py [--runs 3000] [--clients 16] [--backend postgres]
-            [--repeat 3] [--batch 100]
+            [--repeat 3] [--batch 100] [--light-only]
 Needs PostgreSQL (and RabbitMQ/Redis for those backends) on 127.0.0.1. Compare with
 ``scripts/compare/`` (Celery ``.delay()`` and Dramatiq ``.send()``) in the same sitting.
 """
@@ -389,6 +389,11 @@ async def main() -> None:
     parser.add_argument("--light", type=int, default=200, help="runs for the latency test")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch", type=int, default=0, help="also measure /runs/batch of N")
+    parser.add_argument(
+        "--light-only",
+        action="store_true",
+        help="after the warm-up, only the light-load latency (to compare commits quickly)",
+    )
     args = parser.parse_args()
 
     print(f"load average before: {os.getloadavg()}", flush=True)
@@ -400,10 +405,12 @@ async def main() -> None:
         try:
             await throughput(stack, db, key, task_id, min(300, args.runs), 0)  # warm-up
             rounds = [
-                await throughput(stack, db, key, task_id, args.runs, 0) for _ in range(args.repeat)
+                await throughput(stack, db, key, task_id, args.runs, 0)
+                for _ in range(0 if args.light_only else args.repeat)
             ]
-            _report(f"REST, {args.clients} clients, one trigger per request", rounds)
-            if args.batch:
+            if rounds:
+                _report(f"REST, {args.clients} clients, one trigger per request", rounds)
+            if args.batch and not args.light_only:
                 batched = [
                     await throughput(stack, db, key, task_id, args.runs * 3, args.batch)
                     for _ in range(args.repeat)

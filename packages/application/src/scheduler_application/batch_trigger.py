@@ -126,6 +126,14 @@ class BatchTrigger:
             uow = box.uow
             wanted = sorted({item.task_id for i, item in enumerate(items) if answers[i] is None})
             tasks: dict[str, Task] = {t.id: t for t in await uow.tasks.get_many(wanted)}
+            # The runs the items' keys name already, in one read for the whole batch.
+            stored = await uow.runs.get_by_idempotency_keys(
+                [
+                    (item.task_id, key)
+                    for item, key, answer in zip(items, keys, answers, strict=True)
+                    if key is not None and answer is None and item.task_id in tasks
+                ]
+            )
             runs: dict[int, TaskRun] = {}
             by_key: dict[tuple[str, str], int] = {}
             #: Logical times asked for by items of this batch (two for one time: one conflict).
@@ -142,7 +150,7 @@ class BatchTrigger:
                 if key is not None:
                     if (task.id, key) in by_key:
                         continue  # the same key twice in one batch: the first one's run
-                    existing = await uow.runs.get_by_idempotency_key(task.id, key)
+                    existing = stored.get((task.id, key))
                     if existing is not None:
                         answers[i] = TriggerOutcome(status="replayed", run=existing)
                         continue
