@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
 import pytest
-from api_harness import Api, Caller, running_api, wipe
+from api_harness import Api, Caller, api_settings, running_api, wipe
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -164,3 +165,30 @@ async def test_gates_and_rate_limits_hold_for_concurrent_triggers(
     assert sorted(status or "" for _, status in answers[:6]) == ["pending"] * 4 + ["queued"] * 2
     assert sorted(status or "" for _, status in answers[6:]) == ["pending"] * 4 + ["queued"] * 2
     assert await api.resources.queue.depth("default") == 4  # only the queued ones were sent
+
+
+async def test_request_limits_refuse_a_principals_extra_triggers_and_no_one_elses(
+    backend_engine: AsyncEngine,
+) -> None:
+    settings = api_settings()
+    settings = replace(settings, api=replace(settings.api, rate_limits=("user=12/m",)))
+    try:
+        async with running_api(backend_engine, settings=settings) as api:
+            alice = await api.user("alice")
+            bob = await api.user("bob")
+            task = await api.task(alice, name="limited-caller")  # one of alice's 12
+            bobs = await api.task(bob, name="bobs")
+            answers = await asyncio.gather(
+                *(_trigger(api, backend_engine, alice, task["id"]) for _ in range(14)),
+                *(_trigger(api, backend_engine, bob, bobs["id"]) for _ in range(3)),
+            )
+            codes = [response.status_code for response, _ in answers]
+            assert sorted(codes[:14]) == [201] * 11 + [429] * 3
+            assert codes[14:] == [201] * 3
+            async with backend_engine.connect() as connection:
+                stored = await connection.scalar(
+                    text("SELECT count(*) FROM task_runs WHERE task_id = :t"), {"t": task["id"]}
+                )
+            assert stored == 11
+    finally:
+        await wipe(backend_engine)
