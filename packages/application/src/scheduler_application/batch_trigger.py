@@ -11,6 +11,7 @@ order — ``created``, ``replayed`` (its idempotency key named a run already: th
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -106,12 +107,18 @@ class BatchTrigger:
         answers: list[TriggerOutcome | None] = [None] * len(items)
         keys: list[str | None] = [None] * len(items)
         times: list[datetime] = [now] * len(items)
+        #: Items of one task for "now" take successive microseconds, so that their runs do not
+        #: collide on the task's logical time (one insert for all, not one per clash).
+        for_now: Counter[str] = Counter()
         for i, item in enumerate(items):
             try:
                 ensure_can_write_tasks(principals[i])
                 keys[i] = stored_key(item.idempotency_key)
                 if item.logical_time is not None:
                     times[i] = logical_time_of(item.logical_time, now=now)
+                else:
+                    times[i] = now + for_now[item.task_id] * _TICK
+                    for_now[item.task_id] += 1
                 if item.priority is not None and (
                     isinstance(item.priority, bool) or not 0 <= item.priority <= MAX_PRIORITY
                 ):
@@ -227,6 +234,11 @@ class BatchTrigger:
         for event in admitted.events:
             events[event.run_id].append(event)
         pending = dict(written)
+        #: The latest logical time each task's runs in this batch take: a run whose time was
+        #: taken moves past it, not onto the next of its neighbours' times.
+        latest: dict[str, datetime] = {}
+        for run in written.values():
+            latest[run.task_id] = max(latest.get(run.task_id, run.scheduled_for), run.scheduled_for)
         created: list[int] = []
         for _ in range(_MAX_SLOT_TRIES):
             if not pending:
@@ -260,7 +272,7 @@ class BatchTrigger:
                         "logical_time",
                     )
                 else:
-                    run.scheduled_for += _TICK
+                    run.scheduled_for = latest[run.task_id] = latest[run.task_id] + _TICK
                     clashed[i] = run
             pending = clashed
         for i, run in pending.items():
