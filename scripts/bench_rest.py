@@ -19,7 +19,7 @@ The client is a minimal asyncio HTTP/1.1 client (one request in flight per conne
 that the load generator's own CPU is small beside the server's; it is counted anyway.
 
 Usage:  uv run python scripts/bench_rest.py [--runs 3000] [--clients 16] [--backend postgres]
-            [--repeat 3] [--batch 100]
+            [--repeat 3] [--batch 100] [--keys] [--light-only]
 Needs PostgreSQL (and RabbitMQ/Redis for those backends) on 127.0.0.1. Compare with
 ``scripts/compare/`` (Celery ``.delay()`` and Dramatiq ``.send()``) in the same sitting.
 """
@@ -84,13 +84,15 @@ class Connection:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
-    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+    async def request(
+        self, method: str, path: str, body: Any = None, headers: str = ""
+    ) -> tuple[int, bytes]:
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
         assert self._reader is not None
         payload = b"" if body is None else json.dumps(body).encode()
         head = (
-            f"{method} {path} HTTP/1.1\r\nhost: {self._host}:{self._port}\r\n{self._fixed}"
+            f"{method} {path} HTTP/1.1\r\nhost: {self._host}:{self._port}\r\n{self._fixed}{headers}"
             f"content-type: application/json\r\ncontent-length: {len(payload)}\r\n\r\n"
         )
         self._writer.write(head.encode() + payload)
@@ -321,7 +323,11 @@ async def throughput(
                 status, data = await connection.request("POST", "/api/v1/runs/batch", body)
             else:
                 remaining -= 1
-                status, data = await connection.request("POST", f"/api/v1/tasks/{task_id}/trigger")
+                # --keys: each trigger with its own Idempotency-Key, as careful clients send.
+                key = f"idempotency-key: {secrets.token_hex(8)}\r\n" if stack.args.keys else ""
+                status, data = await connection.request(
+                    "POST", f"/api/v1/tasks/{task_id}/trigger", headers=key
+                )
             if status >= 300:
                 raise RuntimeError(f"trigger: {status} {data[:300]!r}")
         accepted.append(time.perf_counter())
@@ -333,7 +339,8 @@ async def throughput(
     started = time.perf_counter()
     await asyncio.gather(*(client(c) for c in connections))
     all_accepted = time.perf_counter()
-    await _wait_finished(db, before + runs, stack.logs)
+    if stack.args.workers:
+        await _wait_finished(db, before + runs, stack.logs)
     finished = time.perf_counter()
     machine = _machine_busy_seconds() - machine0
     client_cpu = _process_cpu(own) - client0
@@ -383,12 +390,18 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=3000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--backend", default="postgres")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="0: the API alone (accepted/s)")
     parser.add_argument("--capacity", type=int, default=64)
     parser.add_argument("--api-workers", type=int, default=0, help="api.workers (0: config)")
     parser.add_argument("--light", type=int, default=200, help="runs for the latency test")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch", type=int, default=0, help="also measure /runs/batch of N")
+    parser.add_argument("--keys", action="store_true", help="an Idempotency-Key per trigger")
+    parser.add_argument(
+        "--light-only",
+        action="store_true",
+        help="after the warm-up, only the light-load latency (to compare commits quickly)",
+    )
     args = parser.parse_args()
 
     print(f"load average before: {os.getloadavg()}", flush=True)
@@ -400,24 +413,28 @@ async def main() -> None:
         try:
             await throughput(stack, db, key, task_id, min(300, args.runs), 0)  # warm-up
             rounds = [
-                await throughput(stack, db, key, task_id, args.runs, 0) for _ in range(args.repeat)
+                await throughput(stack, db, key, task_id, args.runs, 0)
+                for _ in range(0 if args.light_only else args.repeat)
             ]
-            _report(f"REST, {args.clients} clients, one trigger per request", rounds)
-            if args.batch:
+            if rounds:
+                _report(f"REST, {args.clients} clients, one trigger per request", rounds)
+            if args.batch and not args.light_only:
                 batched = [
                     await throughput(stack, db, key, task_id, args.runs * 3, args.batch)
                     for _ in range(args.repeat)
                 ]
                 _report(f"REST, {args.clients} clients, /runs/batch of {args.batch}", batched)
-            latency = [
-                await light_load(stack, db, key, task_id, args.light) for _ in range(args.repeat)
-            ]
-            print(
-                f"light load, trigger -> start ({args.light} runs, median of {args.repeat}):"
-                f" p50 {statistics.median(r['p50_ms'] for r in latency):.2f} ms,"
-                f" p99 {statistics.median(r['p99_ms'] for r in latency):.2f} ms",
-                flush=True,
-            )
+            if args.workers:  # with none (the API alone) nothing starts a run
+                latency = [
+                    await light_load(stack, db, key, task_id, args.light)
+                    for _ in range(args.repeat)
+                ]
+                print(
+                    f"light load, trigger -> start ({args.light} runs, median of {args.repeat}):"
+                    f" p50 {statistics.median(r['p50_ms'] for r in latency):.2f} ms,"
+                    f" p99 {statistics.median(r['p99_ms'] for r in latency):.2f} ms",
+                    flush=True,
+                )
         finally:
             await db.close()
     finally:

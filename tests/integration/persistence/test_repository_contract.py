@@ -567,6 +567,28 @@ async def test_run_round_trips_every_field(uow_factory: SqlUnitOfWorkFactory) ->
         assert await uow.runs.get("missing") is None
 
 
+async def test_runs_are_found_by_many_idempotency_keys_in_one_read(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task, other = make_task(), make_task(name="other")
+    one = make_run(task, scheduled_for=T0, idempotency_key="manual:a")
+    two = make_run(task, scheduled_for=T0 + SECOND, idempotency_key="manual:b")
+    elsewhere = make_run(other, scheduled_for=T0, idempotency_key="manual:a")
+    await save(uow_factory, task, one, two)
+    await save(uow_factory, other, elsewhere)
+    async with uow_factory() as uow:
+        found = await uow.runs.get_by_idempotency_keys(
+            [(task.id, "manual:a"), (task.id, "manual:b"), (task.id, "manual:c"),
+             (other.id, "manual:a"), (other.id, "manual:b"), (task.id, "manual:a")]
+        )  # fmt: skip
+        assert found == {
+            (task.id, "manual:a"): one,
+            (task.id, "manual:b"): two,
+            (other.id, "manual:a"): elsewhere,
+        }
+        assert await uow.runs.get_by_idempotency_keys([]) == {}
+
+
 async def test_aware_datetimes_round_trip_exactly_and_come_back_in_utc(
     uow_factory: SqlUnitOfWorkFactory,
 ) -> None:

@@ -48,6 +48,9 @@ async def test_a_batch_creates_queued_runs_in_one_commit_and_publishes_them(
     runs = [o.run for o in outcomes if o.run is not None]
     assert len({r.id for r in runs}) == 20
     assert len({r.scheduled_for for r in runs}) == 20  # distinct logical times
+    assert max(r.scheduled_for for r in runs) - min(r.scheduled_for for r in runs) == timedelta(
+        microseconds=19
+    )  # successive microseconds from the batch's instant, chosen before the one insert
     assert {r.status for r in runs} == {RunStatus.QUEUED}
     assert len(queue.published) == 20
 

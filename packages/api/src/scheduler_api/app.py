@@ -145,11 +145,12 @@ def create_app(
         on_startup=[services.auth.warm_up, services.bulk_runner.watch],
         lifespan=list(lifespan),
         # Stops this process's bulk operations (another API process takes them over), the
-        # event watcher, then what the app owns (its relay's background publishes, when it
-        # built the relay).
+        # event watcher, lets the triggers' group under way commit, then what the app owns
+        # (its relay's background publishes, when it built the relay).
         on_shutdown=[
             services.bulk_runner.aclose,
             services.event_watcher.aclose,
+            services.triggers.aclose,
             *on_shutdown,
         ],
         logging_config=None,

@@ -48,6 +48,7 @@ from scheduler_application.ports.coordination import CountingRateLimiter
 from scheduler_application.ports.security import PasswordHasher, TokenCodec
 from scheduler_application.runs.batch_trigger import BatchTrigger
 from scheduler_application.runs.service import RunService
+from scheduler_application.runs.trigger_group import TriggerGroup
 from scheduler_application.tasks.apply import TaskApplyService
 from scheduler_application.tasks.graph import TaskGraphService
 from scheduler_application.tasks.service import TaskService
@@ -283,15 +284,17 @@ def build_services(
         executor_policy=resources.executor_policy,
         read_uow_factory=reads,
     )
+    batch = BatchTrigger(
+        uow_factory=uow,
+        clock=clock,
+        relay=relay,
+        observer=observer,
+        max_items=settings.api.batch_max_items,
+    )
     return ApiServices(
         tasks=tasks,
-        batch=BatchTrigger(
-            uow_factory=uow,
-            clock=clock,
-            relay=relay,
-            observer=observer,
-            max_items=settings.api.batch_max_items,
-        ),
+        batch=batch,
+        triggers=TriggerGroup(batch=batch, clock=clock, tracer=resources.tracer),
         task_apply=TaskApplyService(uow_factory=uow, tasks=tasks, templates=templates),
         bulk=BulkService(
             uow_factory=uow,

@@ -31,6 +31,7 @@ from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.runs.batch_trigger import BatchTrigger
 from scheduler_application.runs.service import RunService
+from scheduler_application.runs.trigger_group import TriggerGroup
 from scheduler_application.tasks.apply import TaskApplyService
 from scheduler_application.tasks.graph import TaskGraphService
 from scheduler_application.tasks.service import TaskService
@@ -44,6 +45,8 @@ Probe = Callable[[], Awaitable[None]]
 class ApiServices:
     tasks: TaskService
     batch: BatchTrigger
+    #: Single triggers, group-committed (one per process).
+    triggers: TriggerGroup
     task_apply: TaskApplyService
     bulk: BulkService
     bulk_runner: BulkRunner

@@ -34,6 +34,7 @@ from scheduler_application.execution.service import (
     OutcomeAnswer,
 )
 from scheduler_application.execution.workers import RegisterWorker, WorkerService
+from scheduler_application.group_commit import GroupCommit
 from scheduler_application.log_context import bind, trace_id
 from scheduler_application.ports.executor import ExecutionResult, Executor
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
@@ -41,7 +42,6 @@ from scheduler_application.ports.queue import Delivery, RunQueue
 from scheduler_application.ports.redaction import NO_SECRET_SCOPE, SecretScope
 from scheduler_application.ports.tracing import NO_TRACER, Span, SpanKind, Tracer
 from scheduler_domain.worker import Worker
-from scheduler_worker.batching import Batcher
 from scheduler_worker.executors import ExecutorRegistry, UnknownExecutorError, run_executor
 from scheduler_worker.heartbeat import HeartbeatLoop
 from scheduler_worker.live_output import LiveOutput, OutputReports
@@ -134,8 +134,8 @@ class WorkerRuntime:
         self._consumer: AsyncIterator[Delivery] | None = None
         self.worker: Worker | None = None
         self.stats = WorkerStats()
-        self._claims: Batcher[Delivery, ClaimedRun | None] = Batcher(self._claim_batch)
-        self._outcomes: Batcher[Outcome, OutcomeAnswer] = Batcher(self._complete_batch)
+        self._claims: GroupCommit[Delivery, ClaimedRun | None] = GroupCommit(self._claim_batch)
+        self._outcomes: GroupCommit[Outcome, OutcomeAnswer] = GroupCommit(self._complete_batch)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -194,8 +194,8 @@ class WorkerRuntime:
         worker = self.worker
         bind(worker_id=worker.id)  # every line from here on, and the tasks started below
         # Batches run in the context they are made in: this worker's, not one run's.
-        self._claims = Batcher(self._claim_batch)
-        self._outcomes = Batcher(self._complete_batch)
+        self._claims = GroupCommit(self._claim_batch)
+        self._outcomes = GroupCommit(self._complete_batch)
         logger.info(
             "worker %s registered as %s: queues=%s capacity=%d",
             worker.name,

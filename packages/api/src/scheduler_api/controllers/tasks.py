@@ -279,18 +279,17 @@ class TaskController(Controller):
         ] = None,
         data: JSONBody[TriggerIn | None] = None,
     ) -> Response[RunOut]:
-        started = services.clock.now()
         logical_time = query_instant(
             data.logical_time if data is not None else None, field="logical_time"
         )
-        run = await services.runs.trigger(
+        triggered = await services.triggers.trigger(
             _id(task_id),
             principal=principal,
             idempotency_key=idempotency_key,
             logical_time=logical_time,
             params=data.params if data is not None else None,
         )
-        replayed = run.created_at < started
+        run, replayed = triggered.run, triggered.replayed
         return Response(
             RunOut.of(run),
             status_code=200 if replayed else 201,

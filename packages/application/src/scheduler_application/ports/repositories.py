@@ -196,6 +196,13 @@ class RunRepository(Protocol):
 
     async def get_by_idempotency_key(self, task_id: str, key: str) -> TaskRun | None: ...
 
+    async def get_by_idempotency_keys(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], TaskRun]:
+        """The runs named by ``(task_id, idempotency_key)`` pairs, by pair, in one read; pairs
+        that name no run are left out."""
+        ...
+
     async def update(self, run: TaskRun, *, expected_version: int) -> None:
         """Write ``run`` if the stored version is still ``expected_version``, else Conflict.
         ``run.version`` is written as given (the run's transitions bump it themselves)."""

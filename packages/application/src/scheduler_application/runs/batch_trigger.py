@@ -11,6 +11,7 @@ order — ``created``, ``replayed`` (its idempotency key named a run already: th
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +20,7 @@ from typing import Any
 from scheduler_application.accounts.access import Principal, can_see, ensure_can_write_tasks
 from scheduler_application.dispatch.outbox import Outbox
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.errors import ApplicationError
+from scheduler_application.errors import ApplicationError, Conflict, NotFound
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
@@ -43,24 +44,32 @@ class TriggerItem:
     logical_time: datetime | None = None
     #: Run parameters, merged over the task's and validated like a single trigger's.
     params: dict[str, Any] | None = None
+    #: The W3C trace the run joins (the request that asked for it).
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TriggerOutcome:
     """``status``: ``created``, ``replayed`` or ``refused``; ``run`` for the first two;
     ``code``, ``field`` and ``detail`` say why an item was refused (``not_found``,
-    ``validation_error``, ``conflict``)."""
+    ``validation_error``, ``conflict``, ``permission_denied``), and ``error`` is that refusal
+    as the exception a single trigger would have raised."""
 
     status: str
     run: TaskRun | None = None
     code: str | None = None
     field: str | None = None
     detail: str | None = None
+    error: ApplicationError | DomainError | None = None
 
 
 def _refused(error: ApplicationError | DomainError, field: str) -> TriggerOutcome:
     return TriggerOutcome(
-        status="refused", code=error.code, field=error.field or field, detail=error.message
+        status="refused",
+        code=error.code,
+        field=error.field or field,
+        detail=error.message,
+        error=error,
     )
 
 
@@ -90,15 +99,30 @@ class BatchTrigger:
             raise ValidationError(
                 f"at most {self.max_items} triggers per request", field="triggers"
             )
+        return await self.trigger_each([principal] * len(items), items)
+
+    async def trigger_each(
+        self, principals: Sequence[Principal], items: Sequence[TriggerItem]
+    ) -> list[TriggerOutcome]:
+        """Triggers of several callers in one unit of work: ``items[i]`` on behalf of
+        ``principals[i]``, each refused on its own when that caller may not make it (the
+        group commit of single triggers, :mod:`~scheduler_application.runs.trigger_group`)."""
         now = self._clock.now()
         answers: list[TriggerOutcome | None] = [None] * len(items)
         keys: list[str | None] = [None] * len(items)
         times: list[datetime] = [now] * len(items)
+        #: Items of one task for "now" take successive microseconds, so that their runs do not
+        #: collide on the task's logical time (one insert for all, not one per clash).
+        for_now: Counter[str] = Counter()
         for i, item in enumerate(items):
             try:
+                ensure_can_write_tasks(principals[i])
                 keys[i] = stored_key(item.idempotency_key)
                 if item.logical_time is not None:
                     times[i] = logical_time_of(item.logical_time, now=now)
+                else:
+                    times[i] = now + for_now[item.task_id] * _TICK
+                    for_now[item.task_id] += 1
                 if item.priority is not None and (
                     isinstance(item.priority, bool) or not 0 <= item.priority <= MAX_PRIORITY
                 ):
@@ -107,13 +131,20 @@ class BatchTrigger:
                     )
             except (ValidationError, ApplicationError) as error:
                 answers[i] = _refused(error, "triggers")
+        principal_of = dict(enumerate(principals))
         created: list[int] = []
         async with self._relay.outbox(self._uow_factory()) as box:
             uow = box.uow
             wanted = sorted({item.task_id for i, item in enumerate(items) if answers[i] is None})
-            tasks: dict[str, Task] = {
-                t.id: t for t in await uow.tasks.get_many(wanted) if can_see(principal, t.owner_id)
-            }
+            tasks: dict[str, Task] = {t.id: t for t in await uow.tasks.get_many(wanted)}
+            # The runs the items' keys name already, in one read for the whole batch.
+            stored = await uow.runs.get_by_idempotency_keys(
+                [
+                    (item.task_id, key)
+                    for item, key, answer in zip(items, keys, answers, strict=True)
+                    if key is not None and answer is None and item.task_id in tasks
+                ]
+            )
             runs: dict[int, TaskRun] = {}
             by_key: dict[tuple[str, str], int] = {}
             #: Logical times asked for by items of this batch (two for one time: one conflict).
@@ -122,19 +153,15 @@ class BatchTrigger:
                 if answers[i] is not None:
                     continue
                 task = tasks.get(item.task_id)
-                if task is None:
-                    answers[i] = TriggerOutcome(
-                        status="refused",
-                        code="not_found",
-                        field="task_id",
-                        detail=f"task {item.task_id} not found",
-                    )
+                if task is None or not can_see(principals[i], task.owner_id):
+                    missing = NotFound(f"task {item.task_id} not found", field="task_id")
+                    answers[i] = _refused(missing, "task_id")
                     continue
                 key = keys[i]
                 if key is not None:
                     if (task.id, key) in by_key:
                         continue  # the same key twice in one batch: the first one's run
-                    existing = await uow.runs.get_by_idempotency_key(task.id, key)
+                    existing = stored.get((task.id, key))
                     if existing is not None:
                         answers[i] = TriggerOutcome(status="replayed", run=existing)
                         continue
@@ -143,13 +170,12 @@ class BatchTrigger:
                     (task.id, times[i]) in chosen
                     or await uow.runs.for_logical_time([task.id], times[i])
                 ):
-                    answers[i] = TriggerOutcome(
-                        status="refused",
-                        code="conflict",
-                        field="logical_time",
-                        detail=f"task {task.name!r} already has a run for logical time "
+                    taken = Conflict(
+                        f"task {task.name!r} already has a run for logical time "
                         f"{format_instant(times[i])}",
+                        field="logical_time",
                     )
+                    answers[i] = _refused(taken, "logical_time")
                     continue
                 try:
                     given = await run_params(uow, task, item.params)
@@ -165,6 +191,7 @@ class BatchTrigger:
                         logical_time=times[i],
                         now=now,
                         idempotency_key=key,
+                        traceparent=item.traceparent,
                     )
                 )
                 if item.priority is not None:
@@ -173,7 +200,7 @@ class BatchTrigger:
                     chosen.add((task.id, times[i]))
                 runs[i] = run
             fixed = {i for i, item in enumerate(items) if i in runs and item.logical_time}
-            created = await self._write(box, runs, tasks, principal, answers, fixed=fixed)
+            created = await self._write(box, runs, tasks, principal_of, answers, fixed=fixed)
             await box.commit()
         for i, item in enumerate(items):
             if answers[i] is None:  # a repeated key: the run its first item got
@@ -182,7 +209,13 @@ class BatchTrigger:
                 answers[i] = (
                     TriggerOutcome(status="replayed", run=answer.run)
                     if answer is not None and answer.run is not None
-                    else TriggerOutcome(status="refused", code="conflict", field="idempotency_key")
+                    else _refused(
+                        Conflict(
+                            "its idempotency key's first trigger was refused",
+                            field="idempotency_key",
+                        ),
+                        "idempotency_key",
+                    )
                 )
         for _ in created:
             self._observer.run_created(RunTrigger.MANUAL.value)
@@ -193,7 +226,7 @@ class BatchTrigger:
         box: Outbox,
         runs: dict[int, TaskRun],
         tasks: dict[str, Task],
-        principal: Principal,
+        principals: dict[int, Principal],
         answers: list[TriggerOutcome | None],
         *,
         fixed: set[int],
@@ -207,12 +240,18 @@ class BatchTrigger:
             return []
         uow = box.uow
         order = list(runs)
+        # Created as they were before the gates (pending), as a single trigger records it.
+        events = {runs[i].id: [runs[i].created_event(actor=principals[i].actor)] for i in order}
         admitted = await box.admit([runs[i] for i in order], tasks=list(tasks.values()))
         written = dict(zip(order, admitted.runs, strict=True))
-        events = {run.id: [run.created_event(actor=principal.actor)] for run in admitted.runs}
         for event in admitted.events:
             events[event.run_id].append(event)
         pending = dict(written)
+        #: The latest logical time each task's runs in this batch take: a run whose time was
+        #: taken moves past it, not onto the next of its neighbours' times.
+        latest: dict[str, datetime] = {}
+        for run in written.values():
+            latest[run.task_id] = max(latest.get(run.task_id, run.scheduled_for), run.scheduled_for)
         created: list[int] = []
         for _ in range(_MAX_SLOT_TRIES):
             if not pending:
@@ -238,18 +277,21 @@ class BatchTrigger:
                     answers[i] = TriggerOutcome(status="replayed", run=taken)
                 elif i in fixed:
                     box.discard({run.id})
-                    answers[i] = TriggerOutcome(
-                        status="refused", code="conflict", field="logical_time",
-                        detail="the task got a run for that logical time meanwhile",
-                    )  # fmt: skip
+                    answers[i] = _refused(
+                        Conflict(
+                            "the task got a run for that logical time meanwhile",
+                            field="logical_time",
+                        ),
+                        "logical_time",
+                    )
                 else:
-                    run.scheduled_for += _TICK
+                    run.scheduled_for = latest[run.task_id] = latest[run.task_id] + _TICK
                     clashed[i] = run
             pending = clashed
         for i, run in pending.items():
             box.discard({run.id})
-            answers[i] = TriggerOutcome(
-                status="refused", code="conflict", field="logical_time",
-                detail="no free logical time near the one asked for",
-            )  # fmt: skip
+            answers[i] = _refused(
+                Conflict("no free logical time near the one asked for", field="logical_time"),
+                "logical_time",
+            )
         return created

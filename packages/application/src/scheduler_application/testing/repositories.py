@@ -263,6 +263,16 @@ class InMemoryRunRepository(_Repository):
                 return _copy(run)  # type: ignore[no-any-return]
         return None
 
+    async def get_by_idempotency_keys(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], TaskRun]:
+        wanted = set(keys)
+        return {
+            (run.task_id, run.idempotency_key): _copy(run)
+            for run in self.tx.scan("runs")
+            if (run.task_id, run.idempotency_key) in wanted
+        }
+
     async def update(self, run: TaskRun, *, expected_version: int) -> None:
         _versioned_update(self.tx, "runs", run, expected_version)
 

@@ -31,6 +31,7 @@ from sqlalchemy import Row, TextClause
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.errors import Unavailable
+from scheduler_application.group_commit import GroupCommit, answer_alike
 from scheduler_application.ports.queue import Delivery, RunMessage
 from scheduler_application.ports.unit_of_work import UnitOfWork
 from scheduler_infrastructure.errors import ConfigError
@@ -39,7 +40,6 @@ from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWork
 from scheduler_infrastructure.queues import messages
 from scheduler_infrastructure.queues import postgres_statements as statements
 from scheduler_infrastructure.queues.consumer import BufferedConsumer
-from scheduler_infrastructure.queues.group_commit import GroupCommit
 from scheduler_infrastructure.queues.postgres_consumer import PostgresConsumer, PostgresTag
 from scheduler_infrastructure.queues.postgres_listener import (
     NotificationListener,
@@ -99,7 +99,7 @@ class PostgresRunQueue:
         #: Wake-ups scheduled for messages claimable later: (queue, epoch) -> timer handles.
         self._timers: dict[tuple[str, float], list[asyncio.TimerHandle]] = {}
         self._serial = itertools.count(1)
-        self._acks = GroupCommit(self._delete)
+        self._acks = GroupCommit(answer_alike(self._delete), max_batch=1000)
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------------

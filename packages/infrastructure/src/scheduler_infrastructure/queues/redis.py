@@ -42,9 +42,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
 from scheduler_application.errors import Unavailable
+from scheduler_application.group_commit import GroupCommit, answer_alike
 from scheduler_application.ports.queue import Delivery, RunMessage
 from scheduler_infrastructure.queues import messages, redis_streams
-from scheduler_infrastructure.queues.group_commit import GroupCommit
 from scheduler_infrastructure.queues.priorities import clamp
 from scheduler_infrastructure.queues.redis_consumer import RedisStreamsConsumer, RedisTag
 from scheduler_infrastructure.queues.redis_streams import (
@@ -89,7 +89,9 @@ class RedisStreamsRunQueue:
         self._client: aioredis.Redis | None = None
         self._consumers: set[RedisStreamsConsumer] = set()
         self._serial = itertools.count(1)
-        self._acks: GroupCommit[tuple[str, bytes]] = GroupCommit(self._ack_entries)
+        self._acks: GroupCommit[tuple[str, bytes], None] = GroupCommit(
+            answer_alike(self._ack_entries), max_batch=1000
+        )
 
     def band_key(self, queue: str, priority: int) -> str:
         return redis_streams.band_key(self.prefix, queue, priority)

@@ -123,6 +123,17 @@ class SqlRunRepository(SqlRepository):
             select(task_runs).where(_c.task_id == task_id, _c.idempotency_key == key)
         )
 
+    async def get_by_idempotency_keys(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], TaskRun]:
+        if not keys:
+            return {}
+        pairs = sorted(set(keys))
+        runs = await self._many(
+            select(task_runs).where(tuple_(_c.task_id, _c.idempotency_key).in_(pairs))
+        )
+        return {(run.task_id, run.idempotency_key or ""): run for run in runs}
+
     async def update(self, run: TaskRun, *, expected_version: int) -> None:
         row = run_to_row(run)
         del row["id"]

@@ -1,4 +1,4 @@
-"""The worker's group commit: callers waiting together share one flush, each gets its answer."""
+"""Group commit: callers waiting together share one flush, each gets its answer."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import contextvars
 
 import pytest
 
-from scheduler_worker.batching import Batcher
+from scheduler_application.group_commit import GroupCommit, answer_alike
 
 
 class Recorder:
@@ -27,7 +27,7 @@ class Recorder:
 
 async def test_an_item_alone_is_flushed_at_once() -> None:
     recorder = Recorder()
-    batcher: Batcher[int, int] = Batcher(recorder.flush)
+    batcher: GroupCommit[int, int] = GroupCommit(recorder.flush)
     assert await asyncio.wait_for(batcher.submit(2), timeout=1) == 20
     assert recorder.batches == [[2]]
 
@@ -35,7 +35,7 @@ async def test_an_item_alone_is_flushed_at_once() -> None:
 async def test_items_arriving_during_a_flush_share_the_next_one() -> None:
     recorder = Recorder()
     recorder.release.clear()
-    batcher: Batcher[int, int] = Batcher(recorder.flush)
+    batcher: GroupCommit[int, int] = GroupCommit(recorder.flush)
     first = asyncio.ensure_future(batcher.submit(0))
     await asyncio.sleep(0)
     await asyncio.sleep(0)  # the first flush is under way, waiting
@@ -48,7 +48,7 @@ async def test_items_arriving_during_a_flush_share_the_next_one() -> None:
 
 
 async def test_each_caller_gets_its_own_answer_or_error() -> None:
-    batcher: Batcher[int, int] = Batcher(Recorder().flush)
+    batcher: GroupCommit[int, int] = GroupCommit(Recorder().flush)
     answers = await asyncio.gather(*(batcher.submit(i) for i in range(4)), return_exceptions=True)
     assert answers[0] == 0
     assert answers[2] == 20
@@ -58,7 +58,7 @@ async def test_each_caller_gets_its_own_answer_or_error() -> None:
 
 async def test_a_failed_flush_fails_every_caller_in_it_and_the_next_flush_still_runs() -> None:
     recorder = Recorder(fail=ConnectionError("database went away"))
-    batcher: Batcher[int, int] = Batcher(recorder.flush)
+    batcher: GroupCommit[int, int] = GroupCommit(recorder.flush)
     results = await asyncio.gather(batcher.submit(2), batcher.submit(4), return_exceptions=True)
     assert all(isinstance(result, ConnectionError) for result in results)
     recorder.fail = None
@@ -67,17 +67,17 @@ async def test_a_failed_flush_fails_every_caller_in_it_and_the_next_flush_still_
 
 async def test_batches_are_capped() -> None:
     recorder = Recorder()
-    batcher: Batcher[int, int] = Batcher(recorder.flush, max_batch=2)
+    batcher: GroupCommit[int, int] = GroupCommit(recorder.flush, max_batch=2)
     await asyncio.gather(*(batcher.submit(i) for i in (0, 2, 4, 6, 8)))
     assert [len(batch) for batch in recorder.batches] == [2, 2, 1]
     with pytest.raises(ValueError, match="max_batch"):
-        Batcher(recorder.flush, max_batch=0)
+        GroupCommit(recorder.flush, max_batch=0)
 
 
 async def test_a_cancelled_caller_does_not_break_the_flush_for_the_others() -> None:
     recorder = Recorder()
     recorder.release.clear()
-    batcher: Batcher[int, int] = Batcher(recorder.flush)
+    batcher: GroupCommit[int, int] = GroupCommit(recorder.flush)
     leaving = asyncio.ensure_future(batcher.submit(2))
     staying = asyncio.ensure_future(batcher.submit(4))
     await asyncio.sleep(0)
@@ -98,7 +98,7 @@ async def test_flushes_run_in_the_batchers_own_context_not_a_callers() -> None:
         return items
 
     who.set("worker")
-    batcher: Batcher[int, int] = Batcher(flush)
+    batcher: GroupCommit[int, int] = GroupCommit(flush)
 
     async def caller() -> int:
         who.set("one run")
@@ -106,3 +106,20 @@ async def test_flushes_run_in_the_batchers_own_context_not_a_callers() -> None:
 
     assert await asyncio.create_task(caller()) == 1
     assert seen == ["worker"]
+
+
+async def test_a_flush_without_answers_answers_every_item_alike() -> None:
+    sent: list[list[int]] = []
+    broken = False
+
+    async def send(items: list[int]) -> None:
+        sent.append(items)
+        if broken:
+            raise ConnectionError("broker went away")
+
+    group: GroupCommit[int, None] = GroupCommit(answer_alike(send))
+    assert await asyncio.gather(group.submit(1), group.submit(2)) == [None, None]
+    assert sent == [[1, 2]]
+    broken = True
+    failed = await asyncio.gather(group.submit(3), group.submit(4), return_exceptions=True)
+    assert all(isinstance(answer, ConnectionError) for answer in failed)

@@ -1,12 +1,14 @@
-"""Group commit for the worker's hot path: many in-flight runs, one transaction.
+"""Group commit: concurrent callers share one transaction (or one round trip).
 
-Every delivery is handled by its own task, which claims its run and later reports its outcome.
-Sent one by one, each of those is a transaction of its own. A :class:`Batcher` lets the
-handlers share them: an item submitted while no flush is running is flushed at once (at light
-load nothing waits), and the items submitted while a flush is in progress go together in the
-next one, so under load the batches grow with the work waiting. Each caller still awaits the
-flush that carries its item and gets its own answer (or its own error), so ``await submit()``
-means what the single call meant: the claim or the outcome is committed when it returns.
+Many callers each have one small thing to write: a worker's claims and outcomes (one task per
+delivery), a queue's acks, the API's triggers (one request each). Sent one by one, each is a
+transaction of its own. A :class:`GroupCommit` lets them share: an item submitted while no
+flush is running is flushed at once (at light load nothing waits), and the items submitted
+while a flush is in progress go together in the next one, so under load the groups grow with
+the work waiting. Each caller still awaits the flush that carries its item and gets its own
+answer (or its own error), so ``await submit()`` means what the single call meant: the item is
+committed when it returns. A caller cancelled meanwhile leaves its item in the group (the
+others' flush is not disturbed), so it may be written all the same.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ R = TypeVar("R")
 Flush = Callable[[list[I]], Awaitable[Sequence[R | BaseException]]]
 
 
-class Batcher(Generic[I, R]):
-    """Flushes run in the context the batcher was created in (its log fields, say), not in
-    that of whichever caller happened to start one: a batch is about all of its items."""
+class GroupCommit(Generic[I, R]):
+    """Flushes run in the context the group commit was created in (its log fields, say), not
+    in that of whichever caller happened to start one: a group is about all of its items."""
 
     def __init__(self, flush: Flush[I, R], *, max_batch: int = 500) -> None:
         if max_batch < 1:
@@ -77,3 +79,14 @@ class Batcher(Generic[I, R]):
         """Wait for the flushes already under way."""
         if self._runner is not None:
             await asyncio.gather(self._runner, return_exceptions=True)
+
+
+def answer_alike(flush: Callable[[list[I]], Awaitable[None]]) -> Flush[I, None]:
+    """A flush whose items share its fate (acks sent together): every item answered None, or
+    every caller given the flush's error."""
+
+    async def flushed(items: list[I]) -> Sequence[None]:
+        await flush(items)
+        return [None] * len(items)
+
+    return flushed
