@@ -18,11 +18,13 @@ from typing import Self
 from scheduler_application.ports.repositories import (
     ApiKeyRepository,
     BulkOperationRepository,
+    CircuitRepository,
     DecisionRepository,
     QueueSettingsRepository,
     RefreshTokenRepository,
     RunEventRepository,
     RunRepository,
+    SharedLimitRepository,
     TaskRepository,
     UserRepository,
     WorkerRepository,
@@ -76,6 +78,8 @@ class _NotifyingUnitOfWork:
         self.api_keys: ApiKeyRepository = inner.api_keys
         self.refresh_tokens: RefreshTokenRepository = inner.refresh_tokens
         self.bulk_operations: BulkOperationRepository = inner.bulk_operations
+        self.limits: SharedLimitRepository = inner.limits
+        self.circuits: CircuitRepository = inner.circuits
 
     async def __aenter__(self) -> Self:
         await self._inner.__aenter__()

@@ -7,11 +7,13 @@ from typing import Protocol, Self
 from scheduler_application.ports.repositories import (
     ApiKeyRepository,
     BulkOperationRepository,
+    CircuitRepository,
     DecisionRepository,
     QueueSettingsRepository,
     RefreshTokenRepository,
     RunEventRepository,
     RunRepository,
+    SharedLimitRepository,
     TaskRepository,
     UserRepository,
     WorkerRepository,
@@ -36,6 +38,8 @@ class UnitOfWork(Protocol):
     api_keys: ApiKeyRepository
     refresh_tokens: RefreshTokenRepository
     bulk_operations: BulkOperationRepository
+    limits: SharedLimitRepository
+    circuits: CircuitRepository
 
     async def __aenter__(self) -> Self: ...
 

@@ -49,6 +49,8 @@ TABLES = (
     "bulk_operations",
     "queue_settings",
     "run_tallies",
+    "shared_limits",
+    "circuits",
 )
 _DELETED = object()
 

@@ -10,11 +10,13 @@ from typing import Self
 from scheduler_application.ports.repositories import (
     ApiKeyRepository,
     BulkOperationRepository,
+    CircuitRepository,
     DecisionRepository,
     QueueSettingsRepository,
     RefreshTokenRepository,
     RunEventRepository,
     RunRepository,
+    SharedLimitRepository,
     TaskRepository,
     UserRepository,
     WorkerRepository,
@@ -22,11 +24,13 @@ from scheduler_application.ports.repositories import (
 from scheduler_application.testing.repositories import (
     InMemoryApiKeyRepository,
     InMemoryBulkOperationRepository,
+    InMemoryCircuitRepository,
     InMemoryDecisionRepository,
     InMemoryQueueSettingsRepository,
     InMemoryRefreshTokenRepository,
     InMemoryRunEventRepository,
     InMemoryRunRepository,
+    InMemorySharedLimitRepository,
     InMemoryTaskRepository,
     InMemoryUserRepository,
     InMemoryWorkerRepository,
@@ -61,6 +65,8 @@ class InMemoryUnitOfWork:
         self.bulk_operations: BulkOperationRepository = InMemoryBulkOperationRepository(
             self._current
         )
+        self.limits: SharedLimitRepository = InMemorySharedLimitRepository(self._current)
+        self.circuits: CircuitRepository = InMemoryCircuitRepository(self._current)
 
     def _current(self) -> Transaction:
         if self._tx is None:

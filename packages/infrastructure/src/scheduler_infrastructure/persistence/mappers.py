@@ -91,6 +91,8 @@ def task_to_row(task: Task) -> dict[str, Any]:
         "rate_limit": None if task.rate_limit is None else str(task.rate_limit),
         "trigger_rule": task.trigger_rule.value,
         "secret_env": dict(task.secret_env) or None,
+        "limits": list(task.limits) or None,
+        "fairness_key": task.fairness_key,
         "next_run_at": task.next_run_at,
         "created_at": task.created_at,
         "updated_at": task.updated_at,
@@ -103,6 +105,10 @@ def dependency_rows(task: Task) -> list[dict[str, Any]]:
         {"task_id": task.id, "upstream_id": upstream, "position": position}
         for position, upstream in enumerate(task.depends_on)
     ]
+
+
+def limit_rows(task: Task) -> list[dict[str, Any]]:
+    return [{"task_id": task.id, "limit_name": name} for name in task.limits]
 
 
 def task_from_row(row: Row, depends_on: Sequence[str] = ()) -> Task:
@@ -131,6 +137,8 @@ def task_from_row(row: Row, depends_on: Sequence[str] = ()) -> Task:
         depends_on=tuple(depends_on),
         trigger_rule=TriggerRule(row["trigger_rule"]),
         secret_env=dict(row["secret_env"] or {}),
+        limits=tuple(row["limits"] or ()),
+        fairness_key=row["fairness_key"],
         next_run_at=row["next_run_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],

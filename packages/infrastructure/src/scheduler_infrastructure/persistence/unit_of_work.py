@@ -17,11 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from scheduler_application.ports.repositories import (
     ApiKeyRepository,
     BulkOperationRepository,
+    CircuitRepository,
     DecisionRepository,
     QueueSettingsRepository,
     RefreshTokenRepository,
     RunEventRepository,
     RunRepository,
+    SharedLimitRepository,
     TaskRepository,
     UserRepository,
     WorkerRepository,
@@ -31,11 +33,13 @@ from scheduler_infrastructure.persistence.engine import READ_ONLY_OPTION
 from scheduler_infrastructure.persistence.repositories import (
     SqlApiKeyRepository,
     SqlBulkOperationRepository,
+    SqlCircuitRepository,
     SqlDecisionRepository,
     SqlQueueSettingsRepository,
     SqlRefreshTokenRepository,
     SqlRunEventRepository,
     SqlRunRepository,
+    SqlSharedLimitRepository,
     SqlTaskRepository,
     SqlUserRepository,
     SqlWorkerRepository,
@@ -64,6 +68,8 @@ class SqlUnitOfWork:
         self.api_keys: ApiKeyRepository = SqlApiKeyRepository(self._current)
         self.refresh_tokens: RefreshTokenRepository = SqlRefreshTokenRepository(self._current)
         self.bulk_operations: BulkOperationRepository = SqlBulkOperationRepository(self._current)
+        self.limits: SharedLimitRepository = SqlSharedLimitRepository(self._current)
+        self.circuits: CircuitRepository = SqlCircuitRepository(self._current)
 
     @property
     def engine(self) -> AsyncEngine:
