@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from scheduler_application.circuits import CircuitBreakers
 from scheduler_application.errors import (
     AlreadyExists,
     ApplicationError,
@@ -147,8 +148,10 @@ class ExecutionService:
         redactor: Redactor = NO_REDACTION,
         executor_policy: ExecutorPolicy | None = None,
         secret_box: SecretBox | None = None,
+        circuits: CircuitBreakers | None = None,
     ) -> None:
-        """``observer`` hears of claims and outcomes; ``redactor`` scrubs secrets from the
+        """``circuits`` counts every ended run against its circuit breakers (on by default).
+        ``observer`` hears of claims and outcomes; ``redactor`` scrubs secrets from the
         output, error and result of every outcome before it is stored; ``executor_policy``
         (default: the safe defaults) is checked again at every claim against the task owner's
         role as it is now, and a run it refuses is dead-lettered instead of handed out;
@@ -164,6 +167,7 @@ class ExecutionService:
         self._redactor = redactor
         self._policy = executor_policy if executor_policy is not None else ExecutorPolicy()
         self._secret_box = secret_box
+        self._circuits = circuits if circuits is not None else CircuitBreakers()
 
     async def claim(self, run_id: str, *, worker_id: str) -> ClaimedRun | None:
         """Take a delivered run; None when it is no longer queued (a duplicate delivery, a
@@ -445,6 +449,14 @@ class ExecutionService:
                     events.append(event)
                     answers[index] = Settlement(run, retry)
             if writes:
+                ended = [run for run, _ in writes]
+                if not tasks:
+                    tasks = await _tasks_of(uow, ended)
+                await self._circuits.record(
+                    uow,
+                    [(run, tasks[run.task_id]) for run in ended if run.task_id in tasks],
+                    now=now,
+                )
                 await uow.runs.update_many(writes, fields=OUTCOME_FIELDS)
                 await uow.events.add_many(events)
                 await uow.commit()
