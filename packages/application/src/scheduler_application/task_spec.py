@@ -28,9 +28,9 @@ from scheduler_domain.errors import ValidationError
 from scheduler_domain.executor_params import is_env_name
 from scheduler_domain.misfire import MisfireKind, MisfirePolicy
 from scheduler_domain.rate_limit import RateLimit
-from scheduler_domain.shared_limits import validate_limit_names
 from scheduler_domain.retry import RetryPolicy
 from scheduler_domain.schedules import Schedule, parse_schedule, schedule_to_spec
+from scheduler_domain.shared_limits import validate_limit_names
 from scheduler_domain.task import DispatchStrategy, Task, TriggerRule
 
 E = TypeVar("E", bound=StrEnum)

@@ -17,7 +17,7 @@ from scheduler_domain.circuits import Circuit
 from scheduler_domain.events import EventCursor, EventRecord, LoggedEvent, RunEvent, SlotDecision
 from scheduler_domain.queue_settings import QueueSettings
 from scheduler_domain.run import RunTrigger, TaskRun
-from scheduler_domain.shared_limits import SharedLimit
+from scheduler_domain.shared_limits import Partition, SharedLimit
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
 from scheduler_domain.worker import Worker, WorkerStatus
@@ -400,6 +400,13 @@ class SharedLimitRepository(Protocol):
     async def count_in_flight(self, bound_queues: dict[str, builtins.list[str]]) -> dict[str, int]:
         """Per limit name (the keys), the runs queued or running of tasks that reference it
         or whose queue is among its ``bound_queues`` (the queues whose settings reference it)."""
+        ...
+
+    async def count_in_flight_by_partition(
+        self, name: str, queues: Sequence[str], *, by: Partition
+    ) -> dict[str, int]:
+        """The limit's runs queued or running (as :meth:`count_in_flight` counts them) per
+        owner or per task."""
         ...
 
     async def referencing_tasks(self, name: str) -> int:

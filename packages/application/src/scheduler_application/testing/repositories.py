@@ -35,7 +35,7 @@ from scheduler_domain.events import (
 )
 from scheduler_domain.queue_settings import QueueSettings
 from scheduler_domain.run import TaskRun
-from scheduler_domain.shared_limits import SharedLimit
+from scheduler_domain.shared_limits import Partition, SharedLimit
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
 from scheduler_domain.worker import Worker, WorkerStatus
@@ -948,6 +948,18 @@ class InMemorySharedLimitRepository(_Repository):
                 for run in tx.scan("runs")
                 if run.task_id in bound and run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
             )
+        return counts
+
+    async def count_in_flight_by_partition(
+        self, name: str, queues: Sequence[str], *, by: Partition
+    ) -> dict[str, int]:
+        tx = self.tx
+        bound = {t.id for t in tx.scan("tasks") if name in t.limits or t.queue in queues}
+        counts: dict[str, int] = {}
+        for run in tx.scan("runs"):
+            if run.task_id in bound and run.status in (RunStatus.QUEUED, RunStatus.RUNNING):
+                key = run.owner_id if by is Partition.OWNER else run.task_id
+                counts[key] = counts.get(key, 0) + 1
         return counts
 
     async def referencing_tasks(self, name: str) -> int:

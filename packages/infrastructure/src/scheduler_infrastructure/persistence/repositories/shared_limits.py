@@ -68,6 +68,16 @@ def _limit(row: RowMapping) -> SharedLimit:
     )
 
 
+def _bound(name: str, queues: Sequence[str]) -> Any:
+    """Runs of tasks bound to the limit ``name``, directly or through one of ``queues``."""
+    bound = select(task_limits.c.task_id).where(task_limits.c.limit_name == name)
+    condition: Any = task_runs.c.task_id.in_(bound)
+    if queues:
+        in_queue = select(tasks.c.id).where(tasks.c.queue.in_(sorted(set(queues))))
+        condition = or_(condition, task_runs.c.task_id.in_(in_queue))
+    return condition
+
+
 def _upsert(postgres: bool, table: Any, row: dict[str, Any]) -> Any:
     dialect = postgresql if postgres else sqlite
     changed = {key: value for key, value in row.items() if key != "name"}
@@ -114,18 +124,24 @@ class SqlSharedLimitRepository(SqlRepository):
         it, or of the tasks in the queues bound to it."""
         counts: dict[str, int] = {}
         for name, queues in sorted(bound_queues.items()):
-            bound = select(task_limits.c.task_id).where(task_limits.c.limit_name == name)
-            of_task: Any = task_runs.c.task_id.in_(bound)
-            if queues:
-                in_queue = select(tasks.c.id).where(tasks.c.queue.in_(sorted(set(queues))))
-                of_task = or_(of_task, task_runs.c.task_id.in_(in_queue))
             query = (
                 select(func.count())
                 .select_from(task_runs)
-                .where(task_runs.c.status.in_(_IN_FLIGHT), of_task)
+                .where(task_runs.c.status.in_(_IN_FLIGHT), _bound(name, queues))
             )
             counts[name] = int(await self._scalar(query) or 0)
         return counts
+
+    async def count_in_flight_by_partition(
+        self, name: str, queues: Sequence[str], *, by: Partition
+    ) -> dict[str, int]:
+        column = task_runs.c.owner_id if by is Partition.OWNER else task_runs.c.task_id
+        rows = await self._all(
+            select(column.label("partition"), func.count().label("n"))
+            .where(task_runs.c.status.in_(_IN_FLIGHT), _bound(name, queues))
+            .group_by(column)
+        )
+        return {row["partition"]: int(row["n"]) for row in rows}
 
     async def referencing_tasks(self, name: str) -> int:
         query = select(func.count()).where(task_limits.c.limit_name == name)
