@@ -37,13 +37,14 @@ from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.event_log import EventService
 from scheduler_application.event_stream import LogWatcher
 from scheduler_application.execution import ExecutionService
-from scheduler_application.ports.coordination import CountingRateLimiter
+from scheduler_application.ports.coordination import CountingRateLimiter, RateInspector
 from scheduler_application.ports.security import PasswordHasher, TokenCodec
 from scheduler_application.principal_cache import PrincipalCache
 from scheduler_application.queue_control import QueueControl
 from scheduler_application.remote_workers import RemoteWorkerService
 from scheduler_application.request_limits import RequestLimits
 from scheduler_application.runs import RunService
+from scheduler_application.shared_limits import LimitService
 from scheduler_application.status_report import StatusService
 from scheduler_application.task_apply import TaskApplyService
 from scheduler_application.task_graph import TaskGraphService
@@ -59,7 +60,7 @@ from scheduler_infrastructure.config.loader import (
 from scheduler_infrastructure.event_readers import build_webhook_sender, build_webhook_store
 from scheduler_infrastructure.persistence.session_changes import keep_listening
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
-from scheduler_infrastructure.ratelimit import LocalRateLimiter
+from scheduler_infrastructure.ratelimit import LocalRateLimiter, RedisRateLimiter
 from scheduler_infrastructure.resources import Resources, build_relay, open_resources
 from scheduler_infrastructure.security.passwords import Argon2PasswordHasher
 from scheduler_infrastructure.security.tokens import MIN_SECRET_BYTES, JwtTokenCodec
@@ -192,6 +193,11 @@ def build_principal_cache(resources: Resources) -> PrincipalCache:
     )
 
 
+def _inspector(limiter: object) -> RateInspector | None:
+    """The rate limiter, when it can show its buckets (the local and the Redis one)."""
+    return limiter if isinstance(limiter, LocalRateLimiter | RedisRateLimiter) else None
+
+
 def build_request_limits(resources: Resources) -> RequestLimits | None:
     limits = parse_role_rate_limits(resources.settings.api.rate_limits)
     if not limits:
@@ -257,6 +263,7 @@ def build_services(
         redactor=resources.redactor,
         executor_policy=resources.executor_policy,
         secret_box=resources.secret_box,
+        circuits=resources.circuits,
     )
     queue_limits = parse_queue_rate_limits(settings.dispatcher.queue_rate_limits)
     tasks = TaskService(
@@ -308,6 +315,12 @@ def build_services(
             clock=clock,
             default_rate_limits=queue_limits,
             observer=observer,
+        ),
+        limits=LimitService(
+            uow_factory=uow,
+            clock=clock,
+            inspector=_inspector(resources.rate_limiter),
+            circuits=resources.circuits,
         ),
         auth=AuthService(
             uow_factory=uow,

@@ -27,6 +27,7 @@ from scheduler_application.queue_control import QueueControl
 from scheduler_application.remote_workers import RemoteWorkerService
 from scheduler_application.request_limits import RequestLimits
 from scheduler_application.runs import RunService
+from scheduler_application.shared_limits import LimitService
 from scheduler_application.status_report import StatusService
 from scheduler_application.task_apply import TaskApplyService
 from scheduler_application.task_graph import TaskGraphService
@@ -52,6 +53,7 @@ class ApiServices:
     remote_workers: RemoteWorkerService
     status: StatusService
     queues: QueueControl
+    limits: LimitService
     auth: AuthService
     api_keys: ApiKeyService
     users: UserAdminService
