@@ -133,28 +133,33 @@ class CircuitBreakers:
         return None
 
     async def record(
-        self, uow: UnitOfWork, outcomes: Iterable[tuple[TaskRun, Task]], *, now: datetime
+        self,
+        uow: UnitOfWork,
+        outcomes: Iterable[tuple[TaskRun, Task, RunStatus]],
+        *,
+        now: datetime,
     ) -> list[tuple[str, CircuitState]]:
-        """Count the ended runs in ``outcomes`` against their circuits; the transitions made."""
-        bound: list[tuple[TaskRun, list[str]]] = []
+        """Count the attempts in ``outcomes`` (each run, its task, how the attempt ended:
+        succeeded, failed or timed out; others are not counted) against their circuits; the
+        transitions made."""
+        bound: list[tuple[TaskRun, bool, list[str]]] = []
         outcomes = list(outcomes)
-        wanted_limits = {name for _, task in outcomes for name in task.limits}
+        wanted_limits = {name for _, task, _ in outcomes for name in task.limits}
         limits: dict[str, SharedLimit] = {}
         if wanted_limits:
             limits = {lim.name: lim for lim in await uow.limits.get_many(sorted(wanted_limits))}
-        for run, task in outcomes:
-            if run.status not in _COUNTED:
+        for run, task, status in outcomes:
+            if status not in _COUNTED:
                 continue
             names = self.names(task, limits)
             if names:
-                bound.append((run, names))
+                bound.append((run, status in _FAILED, names))
         if not bound:
             return []
-        every = sorted({name for _, names in bound for name in names})
+        every = sorted({name for _, _, names in bound for name in names})
         stored = {c.name: c for c in await uow.circuits.get_many(every)}
         touched = set()
-        for run, names in bound:
-            failed = run.status in _FAILED
+        for _, failed, names in bound:
             for name in names:
                 circuit = stored.get(name)
                 if circuit is None and not failed:
@@ -172,14 +177,14 @@ class CircuitBreakers:
         await uow.circuits.ensure(sorted(touched - set(stored)), now=now)
         locked = {c.name: c for c in await uow.circuits.get_many(sorted(touched), for_update=True)}
         transitions: list[tuple[str, CircuitState]] = []
-        for run, names in bound:
+        for run, failed, names in bound:
             for name in names:
                 circuit = locked.get(name)
                 if circuit is None:
                     continue
                 entered = circuit.record(
                     run.id,
-                    succeeded=run.status is RunStatus.SUCCEEDED,
+                    succeeded=not failed,
                     now=now,
                     policy=self.policy(name, limits),
                 )

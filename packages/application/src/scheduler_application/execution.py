@@ -415,6 +415,7 @@ class ExecutionService:
             writes: list[tuple[TaskRun, int]] = []
             events: list[RunEvent] = []
             failed: list[tuple[int, TaskRun, str]] = []
+            ended: list[tuple[TaskRun, RunStatus]] = []
             for outcome in outcomes:
                 run = runs.get(outcome.run_id)
                 if run is None:
@@ -434,6 +435,7 @@ class ExecutionService:
                     continue
                 events.append(event)
                 writes.append((run, read_version))
+                ended.append((run, RunStatus(result.status)))
                 if run.failed_attempt:
                     failed.append((len(answers), run, event.actor))
                 answers.append(Settlement(run, None))
@@ -449,12 +451,15 @@ class ExecutionService:
                     events.append(event)
                     answers[index] = Settlement(run, retry)
             if writes:
-                ended = [run for run, _ in writes]
                 if not tasks:
-                    tasks = await _tasks_of(uow, ended)
+                    tasks = await _tasks_of(uow, [run for run, _ in writes])
                 await self._circuits.record(
                     uow,
-                    [(run, tasks[run.task_id]) for run in ended if run.task_id in tasks],
+                    [
+                        (run, tasks[run.task_id], status)
+                        for run, status in ended
+                        if run.task_id in tasks
+                    ],
                     now=now,
                 )
                 await uow.runs.update_many(writes, fields=OUTCOME_FIELDS)
