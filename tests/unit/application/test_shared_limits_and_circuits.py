@@ -241,12 +241,13 @@ async def test_fifo_queue_serves_the_backlog_first(
     tasks: TaskService,
     pending: PendingRuns,
     relay: RunRelay,
-    uow_factory: InMemoryUnitOfWorkFactory,
     store: InMemoryStore,
+    clock: FakeClock,
 ) -> None:
     a = await tasks.create(task_spec("a"), principal=ALICE)
     b = await tasks.create(task_spec("b"), principal=BOB)
     backlog = [await pending.trigger(a.id, principal=ALICE) for _ in range(30)]
+    clock.advance(seconds=1)
     late = [await pending.trigger(b.id, principal=BOB) for _ in range(3)]
     messages = await relay.relay_pending(limit=30)
     assert {m.run_id for m in messages} == {r.id for r in backlog}
