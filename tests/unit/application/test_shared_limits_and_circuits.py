@@ -82,7 +82,8 @@ async def test_only_operators_write_limits_and_bad_fields_are_named(limits: Limi
         parse_limit("vendor", {"partition_by": "owner"})
     assert half.value.field == "partition_rate"
     view, created = await limits.put(parse_limit("vendor", {"rate": "10/s"}), principal=OPERATOR)
-    assert created and str(view.limit.rate) == "10/s"
+    assert created
+    assert str(view.limit.rate) == "10/s"
 
 
 async def test_a_partitioned_limit_holds_each_owner_and_everyone(

@@ -112,6 +112,7 @@ def build_relay(resources: Resources) -> RunRelay:
         ),
         tracer=resources.tracer,
         circuits=resources.circuits,
+        observer=resources.metrics,
     )
 
 

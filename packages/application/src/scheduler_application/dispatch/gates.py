@@ -57,6 +57,7 @@ from scheduler_application.dispatch.rate_limiting import (
 )
 from scheduler_application.dispatch.routing import Route, Router
 from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.unit_of_work import UnitOfWork
 from scheduler_application.queue_gate import QueueDecisions
 from scheduler_application.queue_gate import decide as decide_queues
@@ -134,8 +135,10 @@ class Gates:
         rate_limits: RunRateLimits | None,
         stats: Counter[str],
         circuits: CircuitBreakers | None = None,
+        observer: RunObserver = NO_OBSERVER,
     ) -> None:
         self._clock = clock
+        self._observer = observer
         self.circuits = circuits if circuits is not None else CircuitBreakers()
         self.router = router
         self._rate_limits = rate_limits
@@ -235,7 +238,7 @@ class Gates:
                 uow, run, names, state.circuits, state.limits, now=state.now
             )
             if held is not None:
-                self._stats["held_circuit_open"] += 1
+                self._held("circuit_open")
                 return self._postpone(
                     outcome,
                     run,
@@ -245,7 +248,7 @@ class Gates:
         bound = self._bound_limits(state, run, task)
         full = self._full_limit(state, bound)
         if full is not None:
-            self._stats["held_limit_concurrency"] += 1
+            self._held("limit_concurrency")
             return self._postpone(
                 outcome,
                 run,
@@ -274,8 +277,12 @@ class Gates:
             return True
         if state.fair_in_flight.get((run.queue, task.fair_share_key), 0) < settings.fair_in_flight:
             return True
-        self._stats["held_fair_share"] += 1
+        self._held("fair_share")
         return False
+
+    def _held(self, reason: str) -> None:
+        self._stats[f"held_{reason}"] += 1
+        self._observer.run_held(reason)
 
     # -- 3c. named limits ------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from scheduler_application.dispatch.rate_limiting import RunRateLimits
 from scheduler_application.dispatch.recovery import DEFAULT_BATCH, Recovery
 from scheduler_application.dispatch.routing import Router
 from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.queue import RunMessage, RunQueue
 from scheduler_application.ports.tracing import NO_TRACER, Tracer
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
@@ -48,6 +49,7 @@ class RunRelay:
         rate_limits: RunRateLimits | None = None,
         tracer: Tracer = NO_TRACER,
         circuits: CircuitBreakers | None = None,
+        observer: RunObserver = NO_OBSERVER,
     ) -> None:
         self._uow_factory = uow_factory
         self._clock = clock
@@ -58,6 +60,7 @@ class RunRelay:
             rate_limits=rate_limits,
             stats=self.stats,
             circuits=circuits,
+            observer=observer,
         )
         self._publisher = Publisher(clock=clock, queue=queue, stats=self.stats, tracer=tracer)
         self._recovery = Recovery(
