@@ -141,8 +141,9 @@ async def test_a_limits_concurrency_counts_tasks_and_queues_bound_to_it(
     await relay.relay_pending()
     assert sum(_status(store, r.id) is RunStatus.QUEUED for r in runs) == 3
     assert _status(store, other.id) is RunStatus.QUEUED
-    held = next(r for r in runs if _status(store, r.id) is RunStatus.PENDING)
-    assert _events(store, held.id)[-1]["reason"] == "limit_concurrency"
+    view = await limits.get("db", principal=ALICE)
+    assert (view.use.in_flight, view.use.queues) == (3, ["etl"])
+    assert relay.stats["held_limit_concurrency"] == 1
 
 
 async def _fail(execution: ExecutionService, run_id: str, *, ok: bool = False) -> None:

@@ -24,7 +24,9 @@ stops a run decides its fate for this pass:
    cool-down with the reason ``circuit open: <name>``; one probe goes through after it.
 3c. **named limits' concurrency**: a run bound to a named limit (the task's ``limits`` and its
    queue's) at its ``max_concurrency`` (runs queued or running of every task and queue bound to
-   it) is postponed a moment (``limit_concurrency``). The limit's row is locked while counting.
+   it) stays pending, untouched (counted as held, ``limit_concurrency``), as at a queue's cap.
+   The limit's row is locked (skipping one another transaction holds) while its runs are
+   counted; a run of a limit another dispatcher is deciding about waits for the next pass.
 4. **rate limits** (:mod:`.rate_limiting`), the named limits' global and per-partition rates
    among them: a limited run gets a later ``not_before`` and a
    ``pending → pending`` event saying why; it is never dropped.
@@ -75,8 +77,6 @@ RELAY_ACTOR = "relay"
 #: What the gates change on a pending run: queued (status, time, where it went) or postponed
 #: (``not_before``). The rows are locked, so only these need writing.
 DISPATCHED_FIELDS = ("status", "queue", "queued_at", "not_before")
-#: How long a run held by a named limit's ``max_concurrency`` waits before it is looked at again.
-LIMIT_RECHECK = timedelta(seconds=1)
 
 
 @dataclass(slots=True)
@@ -246,15 +246,11 @@ class Gates:
                     detail={"reason": f"circuit open: {held.circuit}", "circuit": held.circuit},
                 )
         bound = self._bound_limits(state, run, task)
-        full = self._full_limit(state, bound)
-        if full is not None:
+        if self._full_limit(state, bound) is not None:
+            # Untouched, as at a queue's max_concurrency: no write per run and pass, the next
+            # pass looks again (a postponement would waste the slots that free meanwhile).
             self._held("limit_concurrency")
-            return self._postpone(
-                outcome,
-                run,
-                until=state.now + LIMIT_RECHECK,
-                detail={"reason": "limit_concurrency", "limit": full},
-            )
+            return run
         postponed = await self._rate_limit(state, run, task, outcome, bound)
         if postponed is not None:
             return postponed
@@ -297,7 +293,7 @@ class Gates:
             if limit.max_concurrency is None:
                 continue
             if limit.name not in state.limits_locked:
-                return limit.name  # another transaction is deciding about it: look again soon
+                return limit.name  # another transaction is deciding about it: next pass
             if state.limit_in_flight.get(limit.name, 0) >= limit.max_concurrency:
                 return limit.name
         return None
