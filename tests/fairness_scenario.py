@@ -16,7 +16,7 @@ import asyncio
 import statistics
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
@@ -104,8 +104,14 @@ async def run_scenario(
                     await execution.complete(claimed.run.id, claimed.run.version, done)
                 await queue.ack(delivery)
 
+    base = clock.now()
     for start in range(0, a_runs, 1000):
-        items = [TriggerItem(task_id=a.id) for _ in range(min(1000, a_runs - start))]
+        # Distinct logical times: a batch of one task's triggers at one instant would make
+        # the use case look for a free one per item.
+        items = [
+            TriggerItem(task_id=a.id, logical_time=base + timedelta(microseconds=start + i))
+            for i in range(min(1000, a_runs - start))
+        ]
         await batch.trigger(items, principal=USER_A)
     jobs = [asyncio.create_task(relay_loop())]
     jobs += [asyncio.create_task(worker(i)) for i in range(slots)]
