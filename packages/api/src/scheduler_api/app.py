@@ -37,6 +37,7 @@ from scheduler_api.controllers.bulk import (
 )
 from scheduler_api.controllers.events import EventController
 from scheduler_api.controllers.health import HealthController
+from scheduler_api.controllers.limits import CircuitController, LimitController
 from scheduler_api.controllers.queues import QueueController
 from scheduler_api.controllers.runs import RunController
 from scheduler_api.controllers.system import SystemController
@@ -113,6 +114,8 @@ def create_app(
             SubscriptionController,
             WorkerController,
             QueueController,
+            LimitController,
+            CircuitController,
             SystemController,
             AuthController,
             ApiKeyController,

@@ -41,10 +41,11 @@ from scheduler_application.events.webhooks import WebhookService
 from scheduler_application.execution.remote_workers import RemoteWorkerService
 from scheduler_application.execution.service import ExecutionService
 from scheduler_application.execution.workers import WorkerService
+from scheduler_application.limits.service import LimitService
 from scheduler_application.operations.bulk import BulkRunner, BulkService
 from scheduler_application.operations.queue_control import QueueControl
 from scheduler_application.operations.status_report import StatusService
-from scheduler_application.ports.coordination import CountingRateLimiter
+from scheduler_application.ports.coordination import CountingRateLimiter, RateInspector
 from scheduler_application.ports.security import PasswordHasher, TokenCodec
 from scheduler_application.runs.batch_trigger import BatchTrigger
 from scheduler_application.runs.service import RunService
@@ -61,7 +62,7 @@ from scheduler_infrastructure.config.loader import (
 from scheduler_infrastructure.event_readers import build_webhook_sender, build_webhook_store
 from scheduler_infrastructure.persistence.session_changes import keep_listening
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
-from scheduler_infrastructure.ratelimit import LocalRateLimiter
+from scheduler_infrastructure.ratelimit import LocalRateLimiter, RedisRateLimiter
 from scheduler_infrastructure.resources import Resources, build_relay, open_resources
 from scheduler_infrastructure.security.passwords import Argon2PasswordHasher
 from scheduler_infrastructure.security.tokens import MIN_SECRET_BYTES, JwtTokenCodec
@@ -194,6 +195,11 @@ def build_principal_cache(resources: Resources) -> PrincipalCache:
     )
 
 
+def _inspector(limiter: object) -> RateInspector | None:
+    """The rate limiter, when it can show its buckets (the local and the Redis one)."""
+    return limiter if isinstance(limiter, LocalRateLimiter | RedisRateLimiter) else None
+
+
 def build_request_limits(resources: Resources) -> RequestLimits | None:
     limits = parse_role_rate_limits(resources.settings.api.rate_limits)
     if not limits:
@@ -259,6 +265,7 @@ def build_services(
         redactor=resources.redactor,
         executor_policy=resources.executor_policy,
         secret_box=resources.secret_box,
+        circuits=resources.circuits,
     )
     queue_limits = parse_queue_rate_limits(settings.dispatcher.queue_rate_limits)
     tasks = TaskService(
@@ -318,6 +325,12 @@ def build_services(
             clock=clock,
             default_rate_limits=queue_limits,
             observer=observer,
+        ),
+        limits=LimitService(
+            uow_factory=uow,
+            clock=clock,
+            inspector=_inspector(resources.rate_limiter),
+            circuits=resources.circuits,
         ),
         auth=AuthService(
             uow_factory=uow,

@@ -23,6 +23,7 @@ from scheduler_application.events.stream import LogWatcher
 from scheduler_application.events.webhooks import WebhookService
 from scheduler_application.execution.remote_workers import RemoteWorkerService
 from scheduler_application.execution.workers import WorkerService
+from scheduler_application.limits.service import LimitService
 from scheduler_application.operations.bulk import BulkRunner, BulkService
 from scheduler_application.operations.queue_control import QueueControl
 from scheduler_application.operations.status_report import StatusService
@@ -56,6 +57,7 @@ class ApiServices:
     remote_workers: RemoteWorkerService
     status: StatusService
     queues: QueueControl
+    limits: LimitService
     auth: AuthService
     api_keys: ApiKeyService
     users: UserAdminService

@@ -205,6 +205,9 @@ class ApiClient:
     def patch(self, path: str, body: Any, *, headers: Mapping[str, str] | None = None) -> Any:
         return self.request("PATCH", path, json=body, headers=headers).body
 
+    def put(self, path: str, body: Any) -> Any:
+        return self.request("PUT", path, json=body).body
+
     def delete(self, path: str) -> None:
         self.request("DELETE", path)
 

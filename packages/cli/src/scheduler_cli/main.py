@@ -24,6 +24,7 @@ from scheduler_cli.commands import (
     apply,
     auth,
     bulk,
+    limits,
     queues,
     runs,
     status,
@@ -284,6 +285,8 @@ app.command("export")(apply.export)
 app.add_typer(runs.app, name="runs")
 app.add_typer(workers.app, name="workers")
 app.add_typer(queues.app, name="queues")
+app.add_typer(limits.app, name="limits")
+app.add_typer(limits.circuits_app, name="circuits")
 app.add_typer(users.app, name="users")
 app.add_typer(api_keys.app, name="api-keys")
 app.add_typer(templates.app, name="templates")

@@ -11,14 +11,26 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from scheduler_domain.clock import ensure_utc
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.rate_limit import RateLimit
+from scheduler_domain.shared_limits import validate_limit_names
 
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 #: Largest ``max_concurrency`` accepted (far above any fleet; keeps counts in an int column).
 MAX_QUEUE_CONCURRENCY = 1_000_000
+#: Runs per fairness key queued or running at once in a ``fair`` queue, unless set.
+DEFAULT_FAIR_IN_FLIGHT = 10
+
+
+class Fairness(StrEnum):
+    """How a queue's backlog is served: ``fifo`` (priority, then age, whoever owns it) or
+    ``fair`` (round-robin across owners, or tasks' ``fairness_key``, within priority)."""
+
+    FIFO = "fifo"
+    FAIR = "fair"
 
 
 def validate_queue_name(name: object, *, field: str = "queue") -> str:
@@ -38,14 +50,26 @@ class QueueSettings:
     paused: bool = False
     rate_limit: RateLimit | None = None
     max_concurrency: int | None = None
+    #: Named shared limits every run of the queue draws on.
+    limits: tuple[str, ...] = ()
+    fairness: Fairness = Fairness.FIFO
+    #: Under ``fair``: runs per fairness key queued or running at once; the rest wait, pending,
+    #: and are released round-robin across keys.
+    fair_in_flight: int = DEFAULT_FAIR_IN_FLIGHT
     updated_by: str = ""
     updated_at: datetime | None = None
 
     def __post_init__(self) -> None:
         validate_queue_name(self.name, field="name")
         check_max_concurrency(self.max_concurrency)
+        self.limits = validate_limit_names(self.limits)
+        check_fair_in_flight(self.fair_in_flight)
         if self.updated_at is not None:
             self.updated_at = ensure_utc(self.updated_at, field="updated_at")
+
+    @property
+    def fair(self) -> bool:
+        return self.fairness is Fairness.FAIR
 
     @property
     def id(self) -> str:
@@ -67,4 +91,10 @@ def check_max_concurrency(value: object) -> int | None:
             f"max_concurrency must be between 1 and {MAX_QUEUE_CONCURRENCY}",
             field="max_concurrency",
         )
+    return value
+
+
+def check_fair_in_flight(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
+        raise ValidationError("fair_in_flight must be between 1 and 100000", field="fair_in_flight")
     return value

@@ -18,10 +18,12 @@ from scheduler_domain.misfire import MisfirePolicy
 from scheduler_domain.rate_limit import RateLimit
 from scheduler_domain.retry import RetryPolicy
 from scheduler_domain.schedules import Schedule
+from scheduler_domain.shared_limits import validate_limit_names
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _QUEUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=/-]{0,99}$")
+_FAIRNESS_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$")
 MAX_PRIORITY = 9
 MAX_TIMEOUT = timedelta(days=7)
 MAX_SECRET_ENV = 100
@@ -71,6 +73,10 @@ class Task:
     misfire: MisfirePolicy = field(default_factory=MisfirePolicy)
     spread: timedelta = timedelta(0)
     rate_limit: RateLimit | None = None
+    #: Named shared limits (:mod:`scheduler_domain.shared_limits`) the task's runs draw on.
+    limits: tuple[str, ...] = ()
+    #: Whose turn a run takes in a ``fair`` queue (None: the owner's).
+    fairness_key: str | None = None
     depends_on: tuple[str, ...] = ()
     trigger_rule: TriggerRule = TriggerRule.ALL_SUCCESS
     #: Write-only environment variables: name → the value *sealed* (encrypted by the
@@ -124,6 +130,14 @@ class Task:
         if not timedelta(0) <= self.spread <= timedelta(days=1):
             raise ValidationError(
                 "spread_seconds must be between 0 and 86400", field="spread_seconds"
+            )
+        self.limits = validate_limit_names(self.limits)
+        if self.fairness_key is not None and not (
+            isinstance(self.fairness_key, str) and _FAIRNESS_KEY.match(self.fairness_key)
+        ):
+            raise ValidationError(
+                "fairness_key must be 1-200 letters, digits, '.', '_', ':', '@' or '-'",
+                field="fairness_key",
             )
         self._validate_secret_env()
         if self.id in self.depends_on:
@@ -206,6 +220,11 @@ class Task:
 
     def touch(self, now: datetime) -> None:
         self.updated_at = ensure_utc(now, field="updated_at")
+
+    @property
+    def fair_share_key(self) -> str:
+        """Whose turn a run of this task takes in a ``fair`` queue."""
+        return self.fairness_key if self.fairness_key is not None else self.owner_id
 
     def runs_on(self, worker_labels: Iterable[str]) -> bool:
         """Whether a worker with ``worker_labels`` may run this task."""

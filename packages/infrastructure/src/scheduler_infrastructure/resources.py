@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -19,16 +20,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scheduler_application.dispatch.rate_limiting import RunRateLimits
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.dispatch.routing import Router
+from scheduler_application.limits.circuits import CircuitBreakers, CircuitSettings
 from scheduler_application.ports.coordination import RateLimiter
 from scheduler_application.ports.queue import RunQueue
 from scheduler_application.ports.redaction import NO_SECRET_SCOPE, Redactor, SecretScope
 from scheduler_application.ports.secrets import SecretBox
 from scheduler_application.ports.tracing import Tracer
 from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
+from scheduler_domain.circuits import CircuitPolicy
 from scheduler_domain.executor_policy import ExecutorPolicy
 from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.config import Settings
-from scheduler_infrastructure.config.loader import parse_queue_rate_limits
+from scheduler_infrastructure.config.loader import parse_circuit_hosts, parse_queue_rate_limits
 from scheduler_infrastructure.factories import (
     build_engine,
     build_executor_policy,
@@ -68,10 +71,26 @@ class Resources:
     #: Where the worker registers a run's secret values while it runs, so that the process's
     #: redactors (logs, spans, stored output) mask them.
     run_secrets: SecretScope = NO_SECRET_SCOPE
+    #: The circuit breakers' policies (``dispatcher.circuit_*``), for the gates and outcomes.
+    circuits: CircuitBreakers = field(default_factory=CircuitBreakers)
 
     @property
     def tracer(self) -> Tracer:
         return self.tracing.tracer
+
+
+def build_circuits(settings: Settings) -> CircuitBreakers:
+    dispatcher = settings.dispatcher
+    return CircuitBreakers(
+        CircuitSettings(
+            default=CircuitPolicy(
+                failure_threshold=dispatcher.circuit_failure_threshold,
+                cool_down=timedelta(seconds=dispatcher.circuit_cool_down_seconds),
+            ),
+            hosts=parse_circuit_hosts(dispatcher.circuit_hosts),
+            per_host=dispatcher.circuit_per_host,
+        )
+    )
 
 
 def build_relay(resources: Resources) -> RunRelay:
@@ -92,6 +111,8 @@ def build_relay(resources: Resources) -> RunRelay:
             observer=resources.metrics,
         ),
         tracer=resources.tracer,
+        circuits=resources.circuits,
+        observer=resources.metrics,
     )
 
 
@@ -144,6 +165,7 @@ async def open_resources(
                 executor_policy=build_executor_policy(settings),
                 secret_box=build_secret_box(settings),
                 run_secrets=PROCESS_RUN_SECRETS,
+                circuits=build_circuits(settings),
             )
         finally:
             try:

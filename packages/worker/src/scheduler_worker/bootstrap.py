@@ -103,6 +103,7 @@ async def build_worker(resources: Resources) -> AsyncIterator[WorkerRuntime]:
                 redactor=resources.redactor,
                 executor_policy=resources.executor_policy,
                 secret_box=resources.secret_box,
+                circuits=resources.circuits,
             ),
             workers=WorkerService(
                 uow_factory=resources.uow_factory,

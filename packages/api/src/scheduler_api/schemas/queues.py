@@ -10,10 +10,16 @@ import msgspec
 from scheduler_application.operations.queue_control import UNSET, QueueChanges, QueueView
 from scheduler_application.operations.status_report import QueueStats
 from scheduler_domain.errors import ValidationError
-from scheduler_domain.queue_settings import check_max_concurrency
+from scheduler_domain.queue_settings import (
+    DEFAULT_FAIR_IN_FLIGHT,
+    Fairness,
+    check_fair_in_flight,
+    check_max_concurrency,
+)
 from scheduler_domain.rate_limit import RateLimit
+from scheduler_domain.shared_limits import validate_limit_names
 
-PATCH_FIELDS = ("rate_limit", "max_concurrency")
+PATCH_FIELDS = ("rate_limit", "max_concurrency", "limits", "fairness", "fair_in_flight")
 
 
 class QueueOut(msgspec.Struct, kw_only=True):
@@ -37,6 +43,12 @@ class QueueOut(msgspec.Struct, kw_only=True):
     paused: bool
     rate_limit: str | None
     max_concurrency: int | None
+    #: Named shared limits every run of the queue draws on.
+    limits: list[str]
+    #: ``fifo`` or ``fair`` (round-robin across owners / ``fairness_key`` within priority).
+    fairness: str
+    #: Under ``fair``: runs per fairness key queued or running at once.
+    fair_in_flight: int
     effective_rate_limit: str | None
     rate_limit_source: str | None
     updated_by: str | None
@@ -62,6 +74,9 @@ class QueueOut(msgspec.Struct, kw_only=True):
             paused=settings.paused,
             rate_limit=None if settings.rate_limit is None else str(settings.rate_limit),
             max_concurrency=settings.max_concurrency,
+            limits=list(settings.limits),
+            fairness=settings.fairness.value,
+            fair_in_flight=settings.fair_in_flight,
             effective_rate_limit=(
                 None if view.effective_rate_limit is None else str(view.effective_rate_limit)
             ),
@@ -106,4 +121,22 @@ def queue_changes(data: Any) -> QueueChanges:
     max_concurrency: Any = UNSET
     if "max_concurrency" in data:
         max_concurrency = check_max_concurrency(data["max_concurrency"])
-    return QueueChanges(rate_limit=rate_limit, max_concurrency=max_concurrency)
+    extra: dict[str, Any] = {}
+    if "limits" in data:
+        names = data["limits"]
+        if names is None:
+            names = []
+        if not isinstance(names, list):
+            raise ValidationError("limits must be a list of limit names", field="limits")
+        extra["limits"] = validate_limit_names(names)
+    if "fairness" in data:
+        try:
+            extra["fairness"] = Fairness(data["fairness"])
+        except ValueError:
+            raise ValidationError("fairness must be 'fifo' or 'fair'", field="fairness") from None
+    if "fair_in_flight" in data:
+        value = data["fair_in_flight"]
+        extra["fair_in_flight"] = check_fair_in_flight(
+            DEFAULT_FAIR_IN_FLIGHT if value is None else value
+        )
+    return QueueChanges(rate_limit=rate_limit, max_concurrency=max_concurrency, **extra)

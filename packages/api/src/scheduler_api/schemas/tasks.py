@@ -56,6 +56,10 @@ class TaskSpecDocument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     misfire: MisfireSpec | None = None
     spread_seconds: float | None = None
     rate_limit: str | None = None
+    #: Named shared limits (``/api/v1/limits``) the task's runs draw on.
+    limits: list[str] | None = None
+    #: Whose turn the task's runs take in a ``fair`` queue (default: the owner's).
+    fairness_key: str | None = None
     depends_on: list[str] | None = None
     trigger_rule: TriggerRule | None = None
     #: Write-only environment variables for ``shell`` and ``python`` tasks, encrypted at rest:
@@ -109,6 +113,8 @@ class TaskOut(msgspec.Struct, kw_only=True):
     misfire: MisfireOut
     spread_seconds: float
     rate_limit: str | None
+    limits: list[str]
+    fairness_key: str | None
     depends_on: list[str]
     trigger_rule: TriggerRule
     #: The names of the task's ``secret_env``; their values are never returned.

@@ -12,10 +12,23 @@ stops a run decides its fate for this pass:
 2. **queue settings** (:mod:`scheduler_application.dispatch.queue_gate`): a run of a paused
    queue, or of one at its ``max_concurrency``, stays pending untouched; the queue's stored
    rate limit replaces its configured default in step 4.
+2b. **fair share**: in a ``fair`` queue, a fairness key (the task's ``fairness_key``, else its
+   owner) with ``fair_in_flight`` runs queued or running keeps the rest pending, untouched;
+   the relay takes a fair queue's pending runs in turns across keys (``pending_fair``), so a
+   key's backlog waits in the database, not in the broker ahead of other keys' runs.
 3. **eligibility**: the live workers that may run the task (its labels, its queue). A task with
    required labels and no such worker is held pending (``no_eligible_worker``) and looked at
    again later (:func:`hold_for`) — before the rate limit, so that it spends no token.
-4. **rate limits** (:mod:`.rate_limiting`): a limited run gets a later ``not_before`` and a
+3b. **circuit breakers** (:mod:`scheduler_application.limits.circuits`): a run bound for an open
+   circuit (its named limits', its ``http`` destination host's) is postponed to the end of the
+   cool-down with the reason ``circuit open: <name>``; one probe goes through after it.
+3c. **named limits' concurrency**: a run bound to a named limit (the task's ``limits`` and its
+   queue's) at its ``max_concurrency`` (runs queued or running of every task and queue bound to
+   it) stays pending, untouched (counted as held, ``limit_concurrency``), as at a queue's cap.
+   The limit's row is locked (skipping one another transaction holds) while its runs are
+   counted; a run of a limit another dispatcher is deciding about waits for the next pass.
+4. **rate limits** (:mod:`.rate_limiting`), the named limits' global and per-partition rates
+   among them: a limited run gets a later ``not_before`` and a
    ``pending → pending`` event saying why; it is never dropped.
 5. **routing** (:mod:`.routing`): among the eligible workers of step 3, where the message
    goes; the run is marked ``queued`` there.
@@ -38,14 +51,24 @@ from datetime import datetime, timedelta
 
 from scheduler_application.dispatch.queue_gate import QueueDecisions
 from scheduler_application.dispatch.queue_gate import decide as decide_queues
-from scheduler_application.dispatch.rate_limiting import RateBatch, RunRateLimits
+from scheduler_application.dispatch.rate_limiting import (
+    RateBatch,
+    RunRateLimits,
+    SharedBucket,
+    limit_key,
+    partition_key,
+)
 from scheduler_application.dispatch.routing import Route, Router
+from scheduler_application.limits.circuits import CircuitBreakers
 from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.unit_of_work import UnitOfWork
+from scheduler_domain.circuits import Circuit
 from scheduler_domain.concurrency import ConcurrencyPolicy
 from scheduler_domain.events import RunEvent
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.schedules import format_instant
+from scheduler_domain.shared_limits import SharedLimit
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import DispatchStrategy, Task
 from scheduler_domain.worker import Worker
@@ -89,6 +112,14 @@ class _Pass:
     queues: QueueDecisions
     rate_batch: RateBatch | None
     workers: list[Worker] | None = None
+    #: Named limits bound to the batch's runs; those with a ``max_concurrency`` this
+    #: transaction locked, and their runs in flight.
+    limits: dict[str, SharedLimit] = field(default_factory=dict)
+    limits_locked: set[str] = field(default_factory=set)
+    limit_in_flight: dict[str, int] = field(default_factory=dict)
+    circuits: dict[str, Circuit] = field(default_factory=dict)
+    #: (fair queue, fairness key) -> runs queued or running.
+    fair_in_flight: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class Gates:
@@ -103,8 +134,12 @@ class Gates:
         router: Router,
         rate_limits: RunRateLimits | None,
         stats: Counter[str],
+        circuits: CircuitBreakers | None = None,
+        observer: RunObserver = NO_OBSERVER,
     ) -> None:
         self._clock = clock
+        self._observer = observer
+        self.circuits = circuits if circuits is not None else CircuitBreakers()
         self.router = router
         self._rate_limits = rate_limits
         self._stats = stats
@@ -151,7 +186,35 @@ class Gates:
         queues = await decide_queues(uow, (run.queue for run in runs))
         rates = self._rate_limits
         batch = rates.batch() if rates is not None else None
-        return _Pass(now, tasks, locked, in_flight, queues, batch)
+        state = _Pass(now, tasks, locked, in_flight, queues, batch)
+        await self._read_limits(uow, state, runs)
+        fair = sorted({run.queue for run in runs if queues.fair(run.queue) is not None})
+        if fair:
+            state.fair_in_flight = await uow.runs.count_in_flight_by_fair_key(fair)
+        return state
+
+    async def _read_limits(self, uow: UnitOfWork, state: _Pass, runs: Sequence[TaskRun]) -> None:
+        names = {name for task in state.tasks.values() for name in task.limits}
+        names.update(name for run in runs for name in state.queues.limits(run.queue))
+        if names:
+            state.limits = {lim.name: lim for lim in await uow.limits.get_many(sorted(names))}
+        capped = sorted(name for name, lim in state.limits.items() if lim.max_concurrency)
+        if capped:
+            state.limits_locked = await uow.limits.lock_many(capped)
+            if state.limits_locked:
+                settings = await uow.queue_settings.list()
+                bound = {
+                    name: [q.name for q in settings if name in q.limits]
+                    for name in sorted(state.limits_locked)
+                }
+                state.limit_in_flight = await uow.limits.count_in_flight(bound)
+        circuit_names = {
+            name
+            for task in state.tasks.values()
+            for name in self.circuits.names(task, state.limits)
+        }
+        if circuit_names:
+            state.circuits = {c.name: c for c in await uow.circuits.get_many(sorted(circuit_names))}
 
     async def _decide(
         self, uow: UnitOfWork, state: _Pass, run: TaskRun, outcome: GateOutcome
@@ -163,17 +226,77 @@ class Gates:
             return run
         if not self._queue_open(state, run, outcome):
             return run
+        if not self._fair_turn(state, run, task):
+            return run
         candidates = await self._eligible(uow, state, task)
         if candidates is None:
             # Held before the rate limit, so that a run no worker may take spends no token.
             return self._hold(outcome, run, task, state.now)
-        postponed = await self._rate_limit(state, run, task, outcome)
+        names = self.circuits.names(task, state.limits)
+        if names:
+            held = await self.circuits.hold(
+                uow, run, names, state.circuits, state.limits, now=state.now
+            )
+            if held is not None:
+                self._held("circuit_open")
+                return self._postpone(
+                    outcome,
+                    run,
+                    until=held.until,
+                    detail={"reason": f"circuit open: {held.circuit}", "circuit": held.circuit},
+                )
+        bound = self._bound_limits(state, run, task)
+        if self._full_limit(state, bound) is not None:
+            # Untouched, as at a queue's max_concurrency: no write per run and pass, the next
+            # pass looks again (a postponement would waste the slots that free meanwhile).
+            self._held("limit_concurrency")
+            return run
+        postponed = await self._rate_limit(state, run, task, outcome, bound)
         if postponed is not None:
             return postponed
         route = self.router.route(task, candidates, default_queue=run.queue)
         state.queues.admitted(run.queue)
         state.in_flight[task.id] = state.in_flight.get(task.id, 0) + 1
+        for limit in bound:
+            if limit.name in state.limit_in_flight:
+                state.limit_in_flight[limit.name] += 1
+        if state.queues.fair(run.queue) is not None:
+            key = (run.queue, task.fair_share_key)
+            state.fair_in_flight[key] = state.fair_in_flight.get(key, 0) + 1
         return self._queue(outcome, run, route, state.now)
+
+    # -- 2b. fair share --------------------------------------------------------------------------
+
+    def _fair_turn(self, state: _Pass, run: TaskRun, task: Task) -> bool:
+        settings = state.queues.fair(run.queue)
+        if settings is None:
+            return True
+        if state.fair_in_flight.get((run.queue, task.fair_share_key), 0) < settings.fair_in_flight:
+            return True
+        self._held("fair_share")
+        return False
+
+    def _held(self, reason: str) -> None:
+        self._stats[f"held_{reason}"] += 1
+        self._observer.run_held(reason)
+
+    # -- 3c. named limits ------------------------------------------------------------------------
+
+    @staticmethod
+    def _bound_limits(state: _Pass, run: TaskRun, task: Task) -> list[SharedLimit]:
+        names = dict.fromkeys((*task.limits, *state.queues.limits(run.queue)))
+        return [state.limits[name] for name in names if name in state.limits]
+
+    @staticmethod
+    def _full_limit(state: _Pass, bound: Sequence[SharedLimit]) -> str | None:
+        for limit in bound:
+            if limit.max_concurrency is None:
+                continue
+            if limit.name not in state.limits_locked:
+                return limit.name  # another transaction is deciding about it: next pass
+            if state.limit_in_flight.get(limit.name, 0) >= limit.max_concurrency:
+                return limit.name
+        return None
 
     # -- 1. concurrency cap ----------------------------------------------------------------------
 
@@ -226,16 +349,22 @@ class Gates:
     # -- 4. rate limits --------------------------------------------------------------------------
 
     async def _rate_limit(
-        self, state: _Pass, run: TaskRun, task: Task, outcome: GateOutcome
+        self,
+        state: _Pass,
+        run: TaskRun,
+        task: Task,
+        outcome: GateOutcome,
+        bound: Sequence[SharedLimit] = (),
     ) -> TaskRun | None:
         rates = self._rate_limits
         queue_limit = state.queues.rate_limit(run.queue)
         if rates is None or state.rate_batch is None:
             return None
-        if not rates.limited(task, queue_limit=queue_limit):
+        shared = shared_buckets(bound, task)
+        if not rates.limited(task, queue_limit=queue_limit) and not shared:
             return None
         delay = await rates.admit(
-            task, now=state.now, batch=state.rate_batch, queue_limit=queue_limit
+            task, now=state.now, batch=state.rate_batch, queue_limit=queue_limit, shared=shared
         )
         if delay is None:
             return None
@@ -293,6 +422,21 @@ class Gates:
         outcome.queued.append(run)
         outcome.events.append(event)
         return run
+
+
+def shared_buckets(bound: Sequence[SharedLimit], task: Task) -> list[SharedBucket]:
+    """The token buckets of the named limits a run of ``task`` is bound to: every partition's
+    first, then the global ones — a partition that refuses takes no global token, so the
+    global rate is spent only on runs that go out."""
+    partitions: list[SharedBucket] = []
+    globals_: list[SharedBucket] = []
+    for limit in bound:
+        partition = limit.partition_of(owner_id=task.owner_id, task_id=task.id)
+        if partition is not None and limit.partition_rate is not None:
+            partitions.append((partition_key(limit.name, partition), limit.partition_rate))
+        if limit.rate is not None:
+            globals_.append((limit_key(limit.name), limit.rate))
+    return partitions + globals_
 
 
 def concurrency_cap(task: Task) -> int | None:

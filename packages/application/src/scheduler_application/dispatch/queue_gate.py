@@ -12,6 +12,9 @@ go stale). What the gate decides about a pending run of a queue:
   once (a run in a worker's direct queue counts for its task's queue). The queue's settings row
   is locked (skipping a row another transaction holds) while its runs are counted, so several
   dispatchers cannot each publish the last free slot.
+* ``fairness``: a ``fair`` queue's row is locked the same way, while the gates count its runs
+  in flight per fairness key (``fair_in_flight``, see :mod:`.dispatch.gates`).
+* ``limits``: named shared limits every run of the queue draws on.
 * ``rate_limit``: the effective limit is handed to the rate-limit gate
   (:mod:`scheduler_application.dispatch.rate_limiting`): the stored one, else the configured
   default.
@@ -53,17 +56,21 @@ class QueueDecisions:
             return None
         if settings.paused:
             return PAUSED
-        if settings.max_concurrency is None:
+        if settings.max_concurrency is None and not settings.fair:
             return None
         if queue not in self.locked:
             return BUSY
-        if self.in_flight.get(queue, 0) >= settings.max_concurrency:
+        if (
+            settings.max_concurrency is not None
+            and self.in_flight.get(queue, 0) >= settings.max_concurrency
+        ):
             return FULL
         return None
 
     def admitted(self, queue: str) -> None:
         """A run of ``queue`` was queued: one more in flight."""
-        if queue in self.in_flight or queue in self.locked:
+        settings = self.settings.get(queue)
+        if settings is not None and settings.max_concurrency and queue in self.locked:
             self.in_flight[queue] = self.in_flight.get(queue, 0) + 1
 
     def rate_limit(self, queue: str) -> RateLimit | None:
@@ -71,14 +78,27 @@ class QueueDecisions:
         settings = self.settings.get(queue)
         return None if settings is None else settings.rate_limit
 
+    def fair(self, queue: str) -> QueueSettings | None:
+        """The settings of ``queue`` if it is ``fair`` and locked by this transaction."""
+        settings = self.settings.get(queue)
+        if settings is None or not settings.fair or queue not in self.locked:
+            return None
+        return settings
+
+    def limits(self, queue: str) -> tuple[str, ...]:
+        settings = self.settings.get(queue)
+        return () if settings is None else settings.limits
+
     @property
     def paused(self) -> set[str]:
         return {name for name, s in self.settings.items() if s.paused}
 
 
-async def blocked_queues(uow: UnitOfWork) -> tuple[set[str], set[str]]:
-    """``(paused, full)``: the queues whose pending runs the relay's query may leave out."""
+async def blocked_queues(uow: UnitOfWork) -> tuple[set[str], set[str], set[str]]:
+    """``(paused, full, fair)``: the queues whose pending runs the relay's query may leave out,
+    and the ``fair`` ones (not paused), whose runs it takes in turns."""
     settings = await uow.queue_settings.list()
+    fair = {s.name for s in settings if s.fair and not s.paused}
     paused = {s.name for s in settings if s.paused}
     capped = {s.name: s.max_concurrency for s in settings if s.max_concurrency and not s.paused}
     full: set[str] = set()
@@ -87,7 +107,7 @@ async def blocked_queues(uow: UnitOfWork) -> tuple[set[str], set[str]]:
         full = {
             name for name, cap in capped.items() if cap is not None and counts.get(name, 0) >= cap
         }
-    return paused, full
+    return paused, full, fair
 
 
 async def decide(uow: UnitOfWork, queues: Iterable[str]) -> QueueDecisions:
@@ -98,12 +118,15 @@ async def decide(uow: UnitOfWork, queues: Iterable[str]) -> QueueDecisions:
         return decisions
     decisions.settings = {s.name: s for s in await uow.queue_settings.get_many(wanted)}
     capped = sorted(
-        name for name, s in decisions.settings.items() if s.max_concurrency and not s.paused
+        name
+        for name, s in decisions.settings.items()
+        if (s.max_concurrency or s.fair) and not s.paused
     )
     if capped:
         decisions.locked = await uow.queue_settings.lock_many(capped)
-        if decisions.locked:
-            decisions.in_flight = await uow.runs.count_in_flight_by_queue(sorted(decisions.locked))
+        counted = sorted(q for q in decisions.locked if decisions.settings[q].max_concurrency)
+        if counted:
+            decisions.in_flight = await uow.runs.count_in_flight_by_queue(counted)
     return decisions
 
 

@@ -1,4 +1,5 @@
-"""Rate limits on publishing runs: per task (``Task.rate_limit``) and per queue.
+"""Rate limits on publishing runs: per task (``Task.rate_limit``), per queue, and the named
+shared limits' (:mod:`scheduler_domain.shared_limits`) global and per-partition rates.
 
 A queue's limit is the one stored in its settings (set through the API or CLI, see
 :mod:`scheduler_application.operations.queue_control`), else the configured default
@@ -14,7 +15,7 @@ one instead of all at the same instant (where all but one would be delayed again
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -30,6 +31,20 @@ def task_key(task_id: str) -> str:
 
 def queue_key(queue: str) -> str:
     return f"queue:{queue}"
+
+
+def limit_key(name: str) -> str:
+    """The bucket of a named shared limit's global rate."""
+    return f"limit:{name}"
+
+
+def partition_key(name: str, partition: str) -> str:
+    """The bucket of one partition (an owner, a task) of a named shared limit."""
+    return f"limit:{name}:{partition}"
+
+
+#: A named limit's bucket: its key and rate.
+SharedBucket = tuple[str, RateLimit]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,19 +96,28 @@ class RunRateLimits:
         now: datetime,
         batch: RateBatch,
         queue_limit: RateLimit | None = None,
+        shared: Sequence[SharedBucket] = (),
     ) -> Delay | None:
         """None when the run may be published now (its tokens are taken), else how long it must
         wait. The task's bucket is asked first, then its queue's (``queue_limit`` if given,
-        else the configured default)."""
-        delay = await self._admit(task, now=now, batch=batch, queue_limit=queue_limit)
+        else the configured default), then the named limits' ``shared`` buckets in order."""
+        delay = await self._admit(
+            task, now=now, batch=batch, queue_limit=queue_limit, shared=shared
+        )
         if delay is not None:
             self._observer.rate_limited()
         return delay
 
     async def _admit(
-        self, task: Task, *, now: datetime, batch: RateBatch, queue_limit: RateLimit | None
+        self,
+        task: Task,
+        *,
+        now: datetime,
+        batch: RateBatch,
+        queue_limit: RateLimit | None,
+        shared: Sequence[SharedBucket],
     ) -> Delay | None:
-        for key, limit in self._buckets(task, queue_limit):
+        for key, limit in (*self._buckets(task, queue_limit), *shared):
             booked = batch.booked_until.get(key)
             if booked is not None:
                 booked += timedelta(seconds=1 / limit.per_second)

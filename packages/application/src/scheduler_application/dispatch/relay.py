@@ -23,7 +23,9 @@ from scheduler_application.dispatch.queue_gate import blocked_queues, unqueue_pa
 from scheduler_application.dispatch.rate_limiting import RunRateLimits
 from scheduler_application.dispatch.recovery import DEFAULT_BATCH, Recovery
 from scheduler_application.dispatch.routing import Router
+from scheduler_application.limits.circuits import CircuitBreakers
 from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.queue import RunMessage, RunQueue
 from scheduler_application.ports.tracing import NO_TRACER, Tracer
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
@@ -46,6 +48,8 @@ class RunRelay:
         router: Router | None = None,
         rate_limits: RunRateLimits | None = None,
         tracer: Tracer = NO_TRACER,
+        circuits: CircuitBreakers | None = None,
+        observer: RunObserver = NO_OBSERVER,
     ) -> None:
         self._uow_factory = uow_factory
         self._clock = clock
@@ -55,6 +59,8 @@ class RunRelay:
             router=router if router is not None else Router(),
             rate_limits=rate_limits,
             stats=self.stats,
+            circuits=circuits,
+            observer=observer,
         )
         self._publisher = Publisher(clock=clock, queue=queue, stats=self.stats, tracer=tracer)
         self._recovery = Recovery(
@@ -82,12 +88,28 @@ class RunRelay:
         async with self.outbox(self._uow_factory(), strict=True) as box:
             uow = box.uow
             excluded = await self._gates.still_full(uow)
-            paused, excluded_queues = await blocked_queues(uow)
+            paused, excluded_queues, fair = await blocked_queues(uow)
             if paused:  # runs a concurrent relay queued as the pause committed: back to pending
                 changed = bool(await unqueue_paused(uow, paused, now=now, actor=RELAY_ACTOR))
                 excluded_queues |= paused
             budget = limit
+            if fair:
+                # A fair queue's runs are taken in turns across fairness keys, first.
+                runs = (
+                    await uow.runs.pending_fair(
+                        now, queues=sorted(fair - excluded_queues), limit=budget
+                    )
+                    if fair - excluded_queues
+                    else []
+                )
+                if runs:
+                    outcome = await box.dispatch_pending(runs)
+                    changed = changed or outcome.changed
+                    budget -= len(runs)
+                excluded_queues |= fair
             for _ in range(_ROUNDS):
+                if budget <= 0:
+                    break
                 if excluded or excluded_queues:
                     runs = await uow.runs.pending_due_excluding(
                         now,

@@ -30,6 +30,7 @@ from scheduler_application.execution.retries import (
     plan_failed_attempt,
     settle_failed_attempt,
 )
+from scheduler_application.limits.circuits import CircuitBreakers
 from scheduler_application.observation import ExecutionObservation
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.executor import ExecutionContext, ExecutionResult
@@ -165,8 +166,10 @@ class ExecutionService:
         redactor: Redactor = NO_REDACTION,
         executor_policy: ExecutorPolicy | None = None,
         secret_box: SecretBox | None = None,
+        circuits: CircuitBreakers | None = None,
     ) -> None:
-        """``observer`` hears of claims and outcomes; ``redactor`` scrubs secrets from the
+        """``circuits`` counts every ended run against its circuit breakers (on by default).
+        ``observer`` hears of claims and outcomes; ``redactor`` scrubs secrets from the
         output, error and result of every outcome before it is stored; ``executor_policy``
         (default: the safe defaults) is checked again at every claim against the task owner's
         role as it is now, and a run it refuses is dead-lettered instead of handed out;
@@ -182,6 +185,7 @@ class ExecutionService:
         self._redactor = redactor
         self._policy = executor_policy if executor_policy is not None else ExecutorPolicy()
         self._secret_box = secret_box
+        self._circuits = circuits if circuits is not None else CircuitBreakers()
 
     async def claim(self, run_id: str, *, worker_id: str) -> ClaimedRun | None:
         """Take a delivered run; None when it is no longer queued (a duplicate delivery, a
@@ -462,6 +466,7 @@ class ExecutionService:
             writes: list[tuple[TaskRun, int]] = []
             events: list[RunEvent] = []
             failed: list[tuple[int, TaskRun, str]] = []
+            ended: list[tuple[TaskRun, RunStatus]] = []
             for outcome in outcomes:
                 run = runs.get(outcome.run_id)
                 if run is None:
@@ -481,6 +486,7 @@ class ExecutionService:
                     continue
                 events.append(event)
                 writes.append((run, read_version))
+                ended.append((run, RunStatus(result.status)))
                 if run.failed_attempt:
                     failed.append((len(answers), run, event.actor))
                 answers.append(Settlement(run, None))
@@ -496,6 +502,17 @@ class ExecutionService:
                     events.append(event)
                     answers[index] = Settlement(run, retry)
             if writes:
+                if not tasks:
+                    tasks = await _tasks_of(uow, [run for run, _ in writes])
+                await self._circuits.record(
+                    uow,
+                    [
+                        (run, tasks[run.task_id], status)
+                        for run, status in ended
+                        if run.task_id in tasks
+                    ],
+                    now=now,
+                )
                 await uow.runs.update_many(writes, fields=OUTCOME_FIELDS)
                 await uow.events.add_many(events)
                 await uow.commit()

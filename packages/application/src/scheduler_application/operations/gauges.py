@@ -64,7 +64,21 @@ class ClusterGauges:
         depths = {name: depth for name, depth in zip(ordered, found, strict=True) if depth >= 0}
         self._observer.queue_depths(depths)
         self._observer.workers_by_status(counts)
+        await self._limits()
         return GaugeSample(queue_depths=depths, workers_by_status=counts)
+
+    async def _limits(self) -> None:
+        """Circuits' states and named limits' runs in flight."""
+        async with self._uow_factory() as uow:
+            circuits = await uow.circuits.list()
+            limits = await uow.limits.list()
+            settings = await uow.queue_settings.list()
+            bound = {
+                limit.name: [q.name for q in settings if limit.name in q.limits] for limit in limits
+            }
+            in_flight = await uow.limits.count_in_flight(bound) if bound else {}
+        self._observer.circuit_states({c.name: c.state.value for c in circuits})
+        self._observer.limits_in_flight(in_flight)
 
     async def _depth(self, name: str) -> int:
         try:

@@ -28,11 +28,14 @@ from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
 from scheduler_domain.queue_settings import (
+    Fairness,
     QueueSettings,
+    check_fair_in_flight,
     check_max_concurrency,
     validate_queue_name,
 )
 from scheduler_domain.rate_limit import RateLimit
+from scheduler_domain.shared_limits import validate_limit_names
 from scheduler_domain.status import RunStatus
 
 logger = logging.getLogger("scheduler.queues")
@@ -54,6 +57,9 @@ class QueueChanges:
 
     rate_limit: RateLimit | None = UNSET
     max_concurrency: int | None = UNSET
+    limits: tuple[str, ...] = UNSET
+    fairness: Fairness = UNSET
+    fair_in_flight: int = UNSET
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +140,12 @@ class QueueControl:
             fields["rate_limit"] = changes.rate_limit
         if changes.max_concurrency is not UNSET:
             fields["max_concurrency"] = check_max_concurrency(changes.max_concurrency)
+        if changes.limits is not UNSET:
+            fields["limits"] = validate_limit_names(changes.limits)
+        if changes.fairness is not UNSET:
+            fields["fairness"] = Fairness(changes.fairness)
+        if changes.fair_in_flight is not UNSET:
+            fields["fair_in_flight"] = check_fair_in_flight(changes.fair_in_flight)
         return await self._change(name, principal, **fields)
 
     async def purge(self, name: str, *, principal: Principal) -> int:
@@ -226,6 +238,12 @@ def _change_kind(fields: Mapping[str, Any]) -> str:
 
 def _audited(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        key: (str(value) if isinstance(value, RateLimit) else value)
+        key: (
+            str(value)
+            if isinstance(value, RateLimit | Fairness)
+            else list(value)
+            if isinstance(value, tuple)
+            else value
+        )
         for key, value in fields.items()
     }

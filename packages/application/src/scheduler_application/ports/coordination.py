@@ -36,3 +36,11 @@ class CountingRateLimiter(RateLimiter, Protocol):
     ) -> tuple[timedelta, float]:
         """:meth:`acquire`, and the tokens left in the bucket after it."""
         ...
+
+
+class RateInspector(Protocol):
+    """Reads a token bucket without taking from it: what ``/limits`` shows as current use."""
+
+    async def tokens(self, key: str, limit: RateLimit, *, now: datetime) -> float:
+        """The tokens the bucket holds now (a bucket never used is full)."""
+        ...

@@ -58,6 +58,19 @@ class RunObserver(Protocol):
     def workers_by_status(self, counts: Mapping[str, int]) -> None:
         """Registered workers per ``WorkerStatus`` value (a full snapshot)."""
 
+    def run_held(self, reason: str) -> None:
+        """A pending run was held by a gate (``fair_share``, ``circuit_open``,
+        ``limit_concurrency``)."""
+        ...
+
+    def circuit_states(self, states: Mapping[str, str]) -> None:
+        """Every circuit's state now (gauge)."""
+        ...
+
+    def limits_in_flight(self, counts: Mapping[str, int]) -> None:
+        """Runs queued or running per named limit now (gauge)."""
+        ...
+
 
 class NullObserver:
     """Observes nothing: the default of every use case, so wiring metrics is optional."""
@@ -98,6 +111,15 @@ class NullObserver:
         pass
 
     def workers_by_status(self, counts: Mapping[str, int]) -> None:
+        pass
+
+    def run_held(self, reason: str) -> None:
+        pass
+
+    def circuit_states(self, states: Mapping[str, str]) -> None:
+        pass
+
+    def limits_in_flight(self, counts: Mapping[str, int]) -> None:
         pass
 
 

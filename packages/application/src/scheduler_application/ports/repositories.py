@@ -13,9 +13,11 @@ from typing import Generic, Protocol, TypeVar
 
 from scheduler_application.operations.bulk_operations import BulkOperation
 from scheduler_domain.accounts import ApiKey, RefreshToken, User
+from scheduler_domain.circuits import Circuit
 from scheduler_domain.events import EventCursor, EventRecord, LoggedEvent, RunEvent, SlotDecision
 from scheduler_domain.queue_settings import QueueSettings
 from scheduler_domain.run import RunTrigger, TaskRun
+from scheduler_domain.shared_limits import Partition, SharedLimit
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
 from scheduler_domain.template import Template
@@ -402,6 +404,89 @@ class RunRepository(Protocol):
     async def count_in_flight_by_queue(self, queues: Sequence[str]) -> dict[str, int]:
         """Runs queued or running per task queue (a run in a worker's direct queue counts for
         its task's queue): what ``max_concurrency`` of a queue caps."""
+        ...
+
+    async def pending_fair(
+        self, now: datetime, *, queues: Sequence[str], limit: int
+    ) -> builtins.list[TaskRun]:
+        """Up to ``limit`` pending runs due by ``now`` of these (``fair``) queues, in turns:
+        highest priority first, then each fairness key's (the task's ``fairness_key``, else its
+        owner) oldest run before any key's second, and so on; locked, skipping rows another
+        transaction holds."""
+        ...
+
+    async def count_in_flight_by_fair_key(
+        self, queues: Sequence[str]
+    ) -> dict[tuple[str, str], int]:
+        """Runs queued or running per (task queue, fairness key): what a ``fair`` queue's
+        ``fair_in_flight`` caps."""
+        ...
+
+
+class SharedLimitRepository(Protocol):
+    """Named shared limits (:class:`~scheduler_domain.shared_limits.SharedLimit`)."""
+
+    async def get(self, name: str) -> SharedLimit | None: ...
+
+    async def get_many(self, names: Sequence[str]) -> builtins.list[SharedLimit]: ...
+
+    async def list(self) -> builtins.list[SharedLimit]: ...
+
+    async def save(self, limit: SharedLimit) -> None:
+        """Insert or replace the limit's row."""
+        ...
+
+    async def delete(self, name: str) -> bool:
+        """Remove the limit; False when there was none. References to it are left: a name
+        no limit has is ignored by the gates."""
+        ...
+
+    async def lock_many(self, names: Sequence[str]) -> set[str]:
+        """Lock these limits' rows (``FOR UPDATE SKIP LOCKED``); the names locked. Serialises
+        the dispatchers' decisions about a limit's ``max_concurrency``."""
+        ...
+
+    async def count_in_flight(self, bound_queues: dict[str, builtins.list[str]]) -> dict[str, int]:
+        """Per limit name (the keys), the runs queued or running of tasks that reference it
+        or whose queue is among its ``bound_queues`` (the queues whose settings reference it)."""
+        ...
+
+    async def count_in_flight_by_partition(
+        self, name: str, queues: Sequence[str], *, by: Partition
+    ) -> dict[str, int]:
+        """The limit's runs queued or running (as :meth:`count_in_flight` counts them) per
+        owner or per task."""
+        ...
+
+    async def referencing_tasks(self, name: str) -> int:
+        """How many tasks reference the limit."""
+        ...
+
+
+class CircuitRepository(Protocol):
+    """Circuit breakers' shared state (:class:`~scheduler_domain.circuits.Circuit`); a circuit
+    that has no row is closed with no failures."""
+
+    async def get_many(
+        self, names: Sequence[str], *, for_update: bool = False
+    ) -> builtins.list[Circuit]:
+        """The stored circuits among ``names``; ``for_update`` locks them (waiting for another
+        transaction's lock) so that two processes' outcomes are counted one after the other."""
+        ...
+
+    async def lock_many(self, names: Sequence[str]) -> set[str]:
+        """Lock these circuits' rows, skipping rows another transaction holds; the names locked."""
+        ...
+
+    async def ensure(self, names: Sequence[str], *, now: datetime) -> None:
+        """Create closed rows for the circuits among ``names`` that have none (a concurrent
+        creation is no error)."""
+        ...
+
+    async def list(self) -> builtins.list[Circuit]: ...
+
+    async def save(self, circuit: Circuit) -> None:
+        """Insert or replace the circuit's row."""
         ...
 
 

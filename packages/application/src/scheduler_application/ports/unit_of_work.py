@@ -7,11 +7,13 @@ from typing import Protocol, Self
 from scheduler_application.ports.repositories import (
     ApiKeyRepository,
     BulkOperationRepository,
+    CircuitRepository,
     DecisionRepository,
     QueueSettingsRepository,
     RefreshTokenRepository,
     RunEventRepository,
     RunRepository,
+    SharedLimitRepository,
     TaskRepository,
     TemplateRepository,
     UserRepository,
@@ -38,6 +40,8 @@ class UnitOfWork(Protocol):
     refresh_tokens: RefreshTokenRepository
     bulk_operations: BulkOperationRepository
     templates: TemplateRepository
+    limits: SharedLimitRepository
+    circuits: CircuitRepository
 
     async def __aenter__(self) -> Self: ...
 

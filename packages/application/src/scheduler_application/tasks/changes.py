@@ -18,11 +18,13 @@ from typing import Self
 from scheduler_application.ports.repositories import (
     ApiKeyRepository,
     BulkOperationRepository,
+    CircuitRepository,
     DecisionRepository,
     QueueSettingsRepository,
     RefreshTokenRepository,
     RunEventRepository,
     RunRepository,
+    SharedLimitRepository,
     TaskRepository,
     TemplateRepository,
     UserRepository,
@@ -78,6 +80,8 @@ class _NotifyingUnitOfWork:
         self.refresh_tokens: RefreshTokenRepository = inner.refresh_tokens
         self.bulk_operations: BulkOperationRepository = inner.bulk_operations
         self.templates: TemplateRepository = inner.templates
+        self.limits: SharedLimitRepository = inner.limits
+        self.circuits: CircuitRepository = inner.circuits
 
     async def __aenter__(self) -> Self:
         await self._inner.__aenter__()

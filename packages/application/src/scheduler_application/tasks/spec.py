@@ -30,6 +30,7 @@ from scheduler_domain.misfire import MisfireKind, MisfirePolicy
 from scheduler_domain.rate_limit import RateLimit
 from scheduler_domain.retry import RetryPolicy
 from scheduler_domain.schedules import Schedule, parse_schedule, schedule_to_spec
+from scheduler_domain.shared_limits import validate_limit_names
 from scheduler_domain.task import DispatchStrategy, Task, TriggerRule
 
 E = TypeVar("E", bound=StrEnum)
@@ -76,6 +77,8 @@ class TaskSpec:
     misfire: MisfirePolicy = field(default_factory=MisfirePolicy)
     spread: timedelta = timedelta(0)
     rate_limit: RateLimit | None = None
+    limits: tuple[str, ...] = ()
+    fairness_key: str | None = None
     depends_on: tuple[str, ...] = ()
     trigger_rule: TriggerRule = TriggerRule.ALL_SUCCESS
     #: What changes in the task's ``secret_env``, in plain text: a value sets the variable,
@@ -146,6 +149,8 @@ def task_to_spec(task: Task) -> dict[str, Any]:
         },
         "spread_seconds": _seconds_out(task.spread),
         "rate_limit": str(task.rate_limit) if task.rate_limit is not None else None,
+        "limits": list(task.limits),
+        "fairness_key": task.fairness_key,
         "depends_on": list(task.depends_on),
         "trigger_rule": task.trigger_rule.value,
     }
@@ -248,6 +253,20 @@ def _depends_on(value: Any) -> tuple[str, ...]:
     ):
         raise ValidationError("depends_on must be a list of task ids or names", field="depends_on")
     return tuple(value)
+
+
+def _limits(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        raise ValidationError("limits must be a list of limit names", field="limits")
+    return validate_limit_names(value)
+
+
+def _fairness_key(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValidationError("fairness_key must be a string or null", field="fairness_key")
+    return value
 
 
 def _secret_env(value: Any) -> dict[str, str | None]:
@@ -362,6 +381,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "misfire": _misfire,
     "spread_seconds": _seconds("spread_seconds"),
     "rate_limit": _rate_limit,
+    "limits": _limits,
+    "fairness_key": _fairness_key,
     "depends_on": _depends_on,
     "trigger_rule": _choice(TriggerRule, "trigger_rule"),
     "secret_env": _secret_env,

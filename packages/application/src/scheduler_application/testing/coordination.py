@@ -43,6 +43,13 @@ class InMemoryRateLimiter:
         self.delayed.append((key, wait))
         return wait, bucket.tokens
 
+    async def tokens(self, key: str, limit: RateLimit, *, now: datetime) -> float:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return float(limit.capacity)
+        elapsed = max((now - bucket.updated_at).total_seconds(), 0.0)
+        return min(float(limit.capacity), bucket.tokens + elapsed * limit.per_second)
+
 
 class InMemoryLeaseStore:
     """Named leases; ``acquired`` records each successful take or renewal as (resource, holder)."""

@@ -26,6 +26,9 @@ class RecordingObserver:
     rate_limited_runs: int = 0
     depths: dict[str, int] = field(default_factory=dict)
     workers: dict[str, int] = field(default_factory=dict)
+    held: Counter[str] = field(default_factory=Counter)
+    circuits: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, int] = field(default_factory=dict)
 
     def run_created(self, trigger: str, count: int = 1) -> None:
         self.created[trigger] += count
@@ -66,6 +69,15 @@ class RecordingObserver:
 
     def workers_by_status(self, counts: Mapping[str, int]) -> None:
         self.workers = dict(counts)
+
+    def run_held(self, reason: str) -> None:
+        self.held[reason] += 1
+
+    def circuit_states(self, states: Mapping[str, str]) -> None:
+        self.circuits = dict(states)
+
+    def limits_in_flight(self, counts: Mapping[str, int]) -> None:
+        self.limits = dict(counts)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from scheduler_application.ports.repositories import (
 from scheduler_application.testing.pagination import decode_cursor, encode_cursor
 from scheduler_application.testing.store import Transaction
 from scheduler_domain.accounts import ApiKey, RefreshToken, User
+from scheduler_domain.circuits import Circuit
 from scheduler_domain.events import (
     LOG_START,
     EventCursor,
@@ -35,6 +36,7 @@ from scheduler_domain.events import (
 )
 from scheduler_domain.queue_settings import QueueSettings
 from scheduler_domain.run import TaskRun
+from scheduler_domain.shared_limits import Partition, SharedLimit
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
 from scheduler_domain.template import Template
@@ -573,6 +575,47 @@ class InMemoryRunRepository(_Repository):
         wanted = set(run_ids)
         return self._pending(now, limit=max(len(wanted), 1), keep=lambda r: r.id in wanted)
 
+    async def pending_fair(
+        self, now: datetime, *, queues: Sequence[str], limit: int
+    ) -> builtins.list[TaskRun]:
+        _check_limit(limit)
+        tx = self.tx
+        wanted = set(queues)
+        key_of = {t.id: t.fair_share_key for t in tx.scan("tasks")}
+        due: list[TaskRun] = sorted(
+            (
+                r
+                for r in tx.scan("runs")
+                if r.status is RunStatus.PENDING
+                and r.queue in wanted
+                and (r.not_before is None or r.not_before <= now)
+            ),
+            key=lambda r: (-r.priority, r.not_before or r.created_at, r.id),
+        )
+        turns: dict[tuple[str, str, int], int] = {}
+        ranked: list[tuple[int, int, datetime, str, TaskRun]] = []
+        for run in due:
+            group = (run.queue, key_of.get(run.task_id, run.owner_id), run.priority)
+            turns[group] = turns.get(group, 0) + 1
+            ranked.append(
+                (-run.priority, turns[group], run.not_before or run.created_at, run.id, run)
+            )
+        ranked.sort(key=lambda item: item[:4])
+        return _lock_first(tx, "runs", [item[4] for item in ranked], limit)
+
+    async def count_in_flight_by_fair_key(
+        self, queues: Sequence[str]
+    ) -> dict[tuple[str, str], int]:
+        tx = self.tx
+        wanted = set(queues)
+        of_task = {t.id: (t.queue, t.fair_share_key) for t in tx.scan("tasks") if t.queue in wanted}
+        counts: dict[tuple[str, str], int] = {}
+        for run in tx.scan("runs"):
+            group = of_task.get(run.task_id)
+            if group is not None and run.status in (RunStatus.QUEUED, RunStatus.RUNNING):
+                counts[group] = counts.get(group, 0) + 1
+        return counts
+
     def _pending(
         self, now: datetime, *, limit: int, keep: Callable[[TaskRun], bool]
     ) -> builtins.list[TaskRun]:
@@ -909,6 +952,97 @@ class InMemoryQueueSettingsRepository(_Repository):
             for name in sorted(set(names))
             if tx.get("queue_settings", name) is not None and tx.lock("queue_settings", name)
         }
+
+
+class InMemorySharedLimitRepository(_Repository):
+    async def get(self, name: str) -> SharedLimit | None:
+        found: SharedLimit | None = self.tx.get("shared_limits", name)
+        return _copy(found)
+
+    async def get_many(self, names: Sequence[str]) -> builtins.list[SharedLimit]:
+        found = [self.tx.get("shared_limits", name) for name in sorted(set(names))]
+        return [_copy(row) for row in found if row is not None]
+
+    async def list(self) -> builtins.list[SharedLimit]:
+        return sorted((_copy(row) for row in self.tx.scan("shared_limits")), key=lambda x: x.name)
+
+    async def save(self, limit: SharedLimit) -> None:
+        if self.tx.get("shared_limits", limit.name) is None:
+            self.tx.insert("shared_limits", limit)
+        else:
+            self.tx.replace("shared_limits", limit)
+
+    async def delete(self, name: str) -> bool:
+        if self.tx.get("shared_limits", name) is None:
+            return False
+        self.tx.delete("shared_limits", name)
+        return True
+
+    async def lock_many(self, names: Sequence[str]) -> set[str]:
+        tx = self.tx
+        return {
+            name
+            for name in sorted(set(names))
+            if tx.get("shared_limits", name) is not None and tx.lock("shared_limits", name)
+        }
+
+    async def count_in_flight(self, bound_queues: dict[str, builtins.list[str]]) -> dict[str, int]:
+        tx = self.tx
+        tasks = list(tx.scan("tasks"))
+        counts: dict[str, int] = {}
+        for name, queues in bound_queues.items():
+            bound = {t.id for t in tasks if name in t.limits or t.queue in queues}
+            counts[name] = sum(
+                1
+                for run in tx.scan("runs")
+                if run.task_id in bound and run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
+            )
+        return counts
+
+    async def count_in_flight_by_partition(
+        self, name: str, queues: Sequence[str], *, by: Partition
+    ) -> dict[str, int]:
+        tx = self.tx
+        bound = {t.id for t in tx.scan("tasks") if name in t.limits or t.queue in queues}
+        counts: dict[str, int] = {}
+        for run in tx.scan("runs"):
+            if run.task_id in bound and run.status in (RunStatus.QUEUED, RunStatus.RUNNING):
+                key = run.owner_id if by is Partition.OWNER else run.task_id
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    async def referencing_tasks(self, name: str) -> int:
+        return sum(1 for task in self.tx.scan("tasks") if name in task.limits)
+
+
+class InMemoryCircuitRepository(_Repository):
+    async def get_many(
+        self, names: Sequence[str], *, for_update: bool = False
+    ) -> builtins.list[Circuit]:
+        found = [self.tx.get("circuits", name) for name in sorted(set(names))]
+        return [_copy(row) for row in found if row is not None]
+
+    async def lock_many(self, names: Sequence[str]) -> set[str]:
+        tx = self.tx
+        return {
+            name
+            for name in sorted(set(names))
+            if tx.get("circuits", name) is not None and tx.lock("circuits", name)
+        }
+
+    async def ensure(self, names: Sequence[str], *, now: datetime) -> None:
+        for name in sorted(set(names)):
+            if self.tx.get("circuits", name) is None:
+                self.tx.insert("circuits", Circuit(name=name, updated_at=now))
+
+    async def list(self) -> builtins.list[Circuit]:
+        return sorted((_copy(row) for row in self.tx.scan("circuits")), key=lambda c: c.name)
+
+    async def save(self, circuit: Circuit) -> None:
+        if self.tx.get("circuits", circuit.name) is None:
+            self.tx.insert("circuits", circuit)
+        else:
+            self.tx.replace("circuits", circuit)
 
 
 class InMemoryWorkerRepository(_Repository):

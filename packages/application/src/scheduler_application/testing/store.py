@@ -53,6 +53,8 @@ TABLES = (
     "queue_settings",
     "run_tallies",
     "templates",
+    "shared_limits",
+    "circuits",
 )
 _DELETED = object()
 

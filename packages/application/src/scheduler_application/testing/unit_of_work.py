@@ -10,11 +10,13 @@ from typing import Self
 from scheduler_application.ports.repositories import (
     ApiKeyRepository,
     BulkOperationRepository,
+    CircuitRepository,
     DecisionRepository,
     QueueSettingsRepository,
     RefreshTokenRepository,
     RunEventRepository,
     RunRepository,
+    SharedLimitRepository,
     TaskRepository,
     TemplateRepository,
     UserRepository,
@@ -23,11 +25,13 @@ from scheduler_application.ports.repositories import (
 from scheduler_application.testing.repositories import (
     InMemoryApiKeyRepository,
     InMemoryBulkOperationRepository,
+    InMemoryCircuitRepository,
     InMemoryDecisionRepository,
     InMemoryQueueSettingsRepository,
     InMemoryRefreshTokenRepository,
     InMemoryRunEventRepository,
     InMemoryRunRepository,
+    InMemorySharedLimitRepository,
     InMemoryTaskRepository,
     InMemoryTemplateRepository,
     InMemoryUserRepository,
@@ -64,6 +68,8 @@ class InMemoryUnitOfWork:
             self._current
         )
         self.templates: TemplateRepository = InMemoryTemplateRepository(self._current)
+        self.limits: SharedLimitRepository = InMemorySharedLimitRepository(self._current)
+        self.circuits: CircuitRepository = InMemoryCircuitRepository(self._current)
 
     def _current(self) -> Transaction:
         if self._tx is None:

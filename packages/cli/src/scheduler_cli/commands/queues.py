@@ -29,6 +29,10 @@ def _limits(q: Mapping[str, Any]) -> str:
         parts.append(f"rate {q['effective_rate_limit']}{source}")
     if q.get("max_concurrency") is not None:
         parts.append(f"max {q['max_concurrency']}")
+    if q.get("fairness") == "fair":
+        parts.append(f"fair ({q.get('fair_in_flight')} per key)")
+    if q.get("limits"):
+        parts.append("limits " + ",".join(q["limits"]))
     return ", ".join(parts) or "-"
 
 
@@ -140,9 +144,25 @@ def set_limits(
     clear_max_concurrency: Annotated[
         bool, typer.Option("--clear-max-concurrency", help="Remove the concurrency cap.")
     ] = False,
+    fairness: Annotated[
+        str | None,
+        typer.Option("--fairness", help="fifo, or fair: round-robin across owners."),
+    ] = None,
+    fair_in_flight: Annotated[
+        int | None,
+        typer.Option("--fair-in-flight", help="Under fair: runs per owner in flight at once."),
+    ] = None,
+    limit: Annotated[
+        list[str] | None,
+        typer.Option("--limit", help="A named shared limit every run draws on (repeatable)."),
+    ] = None,
+    clear_limits: Annotated[
+        bool, typer.Option("--clear-limits", help="Remove the queue's named limits.")
+    ] = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Set or clear a queue's rate limit and max concurrency (operators and admins)."""
+    """Set or clear a queue's rate limit, max concurrency, fairness and named limits
+    (operators and admins)."""
     body: dict[str, Any] = {}
     if rate_limit is not None and clear_rate_limit:
         raise BadInput("--rate-limit and --clear-rate-limit exclude each other")
@@ -152,8 +172,19 @@ def set_limits(
         body["rate_limit"] = rate_limit
     if max_concurrency is not None or clear_max_concurrency:
         body["max_concurrency"] = max_concurrency
+    if fairness is not None:
+        body["fairness"] = fairness
+    if fair_in_flight is not None:
+        body["fair_in_flight"] = fair_in_flight
+    if limit and clear_limits:
+        raise BadInput("--limit and --clear-limits exclude each other")
+    if limit or clear_limits:
+        body["limits"] = list(limit or [])
     if not body:
-        raise BadInput("nothing to set: give --rate-limit, --max-concurrency or a --clear-… option")
+        raise BadInput(
+            "nothing to set: give --rate-limit, --max-concurrency, --fairness, --fair-in-flight, "
+            "--limit or a --clear-… option"
+        )
     out = Output(json_mode=json_output)
     with context_of(ctx).client() as api:
         queue = api.patch(f"/queues/{name}", body)

@@ -23,11 +23,13 @@ import tomllib
 import types
 import typing
 from collections.abc import Mapping, MutableMapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from scheduler_domain.accounts import Role
+from scheduler_domain.circuits import CircuitPolicy
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.outbound import OutboundPolicy
 from scheduler_domain.rate_limit import RateLimit
@@ -293,6 +295,38 @@ def _check_secrets_key(key: str | None) -> None:
             )
 
 
+def parse_circuit_hosts(
+    entries: tuple[str, ...], *, key: str = "dispatcher.circuit_hosts"
+) -> dict[str, CircuitPolicy]:
+    """``["api.vendor.com=3/60"]`` → host → its circuit policy, or :class:`ConfigError`."""
+    hosts: dict[str, CircuitPolicy] = {}
+    for entry in entries:
+        host, equals, text = entry.partition("=")
+        threshold, slash, cool_down = text.partition("/")
+        try:
+            policy = CircuitPolicy(
+                failure_threshold=int(threshold),
+                cool_down=timedelta(seconds=float(cool_down)),
+            )
+        except ValueError:
+            policy = None
+        if (
+            not equals
+            or not slash
+            or not host.strip()
+            or policy is None
+            or policy.failure_threshold < 1
+            or policy.cool_down < timedelta(seconds=1)
+        ):
+            raise ConfigError(
+                key,
+                f"{entry!r} is not of the form 'HOST=THRESHOLD/COOL_DOWN_SECONDS', e.g. "
+                "'api.vendor.com=3/60'",
+            )
+        hosts[host.strip().lower()] = policy
+    return hosts
+
+
 def parse_queue_rate_limits(
     entries: tuple[str, ...], *, key: str = "dispatcher.queue_rate_limits"
 ) -> dict[str, RateLimit]:
@@ -474,6 +508,11 @@ def _check(s: Settings) -> None:
     _check_executors(s)
     _check_outbound_allow(s)
     parse_queue_rate_limits(s.dispatcher.queue_rate_limits)
+    parse_circuit_hosts(s.dispatcher.circuit_hosts)
+    if s.dispatcher.circuit_failure_threshold < 1:
+        raise ConfigError("dispatcher.circuit_failure_threshold", "must be at least 1")
+    if s.dispatcher.circuit_cool_down_seconds < 1:
+        raise ConfigError("dispatcher.circuit_cool_down_seconds", "must be at least 1")
     parse_role_rate_limits(s.api.rate_limits)
     for key, value in (
         ("api.auth_cache_size", s.api.auth_cache_size),

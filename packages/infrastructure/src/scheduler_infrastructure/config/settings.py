@@ -117,6 +117,15 @@ class DispatcherSettings:
     #: (and the API's immediate publishing) sharing the rate limiter; on top of each task's own
     #: ``rate_limit``. Give every process the same list.
     queue_rate_limits: tuple[str, ...] = ()
+    #: Circuit breakers (docs/architecture.md, "Shared limits and circuit breakers"): failed
+    #: runs in a row that open a circuit, and how long it stays open before one probe run is
+    #: let through. A named limit may set its own; ``circuit_hosts`` overrides them per http
+    #: destination host, ``HOST=THRESHOLD/COOL_DOWN_SECONDS`` (``["api.vendor.com=3/60"]``).
+    circuit_failure_threshold: int = 5
+    circuit_cool_down_seconds: float = 30.0
+    circuit_hosts: tuple[str, ...] = ()
+    #: Whether every ``http`` task's destination host gets a circuit.
+    circuit_per_host: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,6 +94,8 @@ def task_to_row(task: Task) -> dict[str, Any]:
         "template_id": task.template_id,
         "template_version": task.template_version,
         "template_params": task.template_params,
+        "limits": list(task.limits) or None,
+        "fairness_key": task.fairness_key,
         "next_run_at": task.next_run_at,
         "created_at": task.created_at,
         "updated_at": task.updated_at,
@@ -106,6 +108,10 @@ def dependency_rows(task: Task) -> list[dict[str, Any]]:
         {"task_id": task.id, "upstream_id": upstream, "position": position}
         for position, upstream in enumerate(task.depends_on)
     ]
+
+
+def limit_rows(task: Task) -> list[dict[str, Any]]:
+    return [{"task_id": task.id, "limit_name": name} for name in task.limits]
 
 
 def task_from_row(row: Row, depends_on: Sequence[str] = ()) -> Task:
@@ -137,6 +143,8 @@ def task_from_row(row: Row, depends_on: Sequence[str] = ()) -> Task:
         template_id=row["template_id"],
         template_version=row["template_version"],
         template_params=row["template_params"],
+        limits=tuple(row["limits"] or ()),
+        fairness_key=row["fairness_key"],
         next_run_at=row["next_run_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],

@@ -86,6 +86,9 @@ tasks = Table(
     _id("template_id", nullable=True),
     Column("template_version", Integer, nullable=True),
     Column("template_params", json_document(), nullable=True),
+    #: Named shared limits (a list of names; null: none). ``task_limits`` indexes them.
+    Column("limits", json_document(), nullable=True),
+    Column("fairness_key", String(200), nullable=True),
     _at("next_run_at"),
     _at("created_at", nullable=False),
     _at("updated_at", nullable=False),
@@ -137,6 +140,16 @@ task_dependencies = Table(
     Column("position", SmallInteger, nullable=False),
 )
 Index("ix_task_dependencies_upstream_id", task_dependencies.c.upstream_id)
+
+#: Which task draws on which named limit (mirrors ``tasks.limits``): what counts a limit's
+#: runs in flight without reading every task.
+task_limits = Table(
+    "task_limits",
+    metadata,
+    _id("task_id", ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
+    Column("limit_name", String(100), primary_key=True),
+)
+Index("ix_task_limits_limit_name", task_limits.c.limit_name)
 
 task_runs = Table(
     "task_runs",
@@ -431,7 +444,39 @@ queue_settings = Table(
     #: As written (``10/s``); null: not set here, the configured default applies.
     Column("rate_limit", String(64), nullable=True),
     Column("max_concurrency", Integer, nullable=True),
+    Column("limits", json_document(), nullable=True),
+    Column("fairness", String(8), nullable=False, server_default="fifo"),
+    Column("fair_in_flight", Integer, nullable=False, server_default=text("10")),
     Column("updated_by", String(200), nullable=False),
+    _at("updated_at", nullable=False),
+)
+
+#: Named shared limits (docs/architecture.md, "Shared limits").
+shared_limits = Table(
+    "shared_limits",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("description", String(500), nullable=False, server_default=""),
+    Column("rate", String(64), nullable=True),
+    Column("partition_by", String(16), nullable=True),
+    Column("partition_rate", String(64), nullable=True),
+    Column("max_concurrency", Integer, nullable=True),
+    Column("failure_threshold", Integer, nullable=True),
+    Column("cool_down_seconds", Float, nullable=True),
+    Column("updated_by", String(200), nullable=False),
+    _at("updated_at", nullable=False),
+)
+
+#: Circuit breakers' shared state, one row per circuit that ever saw a failure.
+circuits = Table(
+    "circuits",
+    metadata,
+    Column("name", String(300), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("failures", Integer, nullable=False),
+    _at("opened_at"),
+    _id("probe_run_id", nullable=True),
+    _at("probe_at"),
     _at("updated_at", nullable=False),
 )
 

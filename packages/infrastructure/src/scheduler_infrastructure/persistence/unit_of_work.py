@@ -17,11 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from scheduler_application.ports.repositories import (
     ApiKeyRepository,
     BulkOperationRepository,
+    CircuitRepository,
     DecisionRepository,
     QueueSettingsRepository,
     RefreshTokenRepository,
     RunEventRepository,
     RunRepository,
+    SharedLimitRepository,
     TaskRepository,
     TemplateRepository,
     UserRepository,
@@ -32,11 +34,13 @@ from scheduler_infrastructure.persistence.engine import READ_ONLY_OPTION
 from scheduler_infrastructure.persistence.repositories import (
     SqlApiKeyRepository,
     SqlBulkOperationRepository,
+    SqlCircuitRepository,
     SqlDecisionRepository,
     SqlQueueSettingsRepository,
     SqlRefreshTokenRepository,
     SqlRunEventRepository,
     SqlRunRepository,
+    SqlSharedLimitRepository,
     SqlTaskRepository,
     SqlTemplateRepository,
     SqlUserRepository,
@@ -67,6 +71,8 @@ class SqlUnitOfWork:
         self.refresh_tokens: RefreshTokenRepository = SqlRefreshTokenRepository(self._current)
         self.bulk_operations: BulkOperationRepository = SqlBulkOperationRepository(self._current)
         self.templates: TemplateRepository = SqlTemplateRepository(self._current)
+        self.limits: SharedLimitRepository = SqlSharedLimitRepository(self._current)
+        self.circuits: CircuitRepository = SqlCircuitRepository(self._current)
 
     @property
     def engine(self) -> AsyncEngine:

@@ -50,3 +50,10 @@ class LocalRateLimiter:
             bucket.tokens -= 1.0
             return timedelta(0), bucket.tokens
         return timedelta(seconds=(1.0 - bucket.tokens) / limit.per_second), bucket.tokens
+
+    async def tokens(self, key: str, limit: RateLimit, *, now: datetime) -> float:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return float(limit.capacity)
+        elapsed = max((now - bucket.updated_at).total_seconds(), 0.0)
+        return min(float(limit.capacity), bucket.tokens + elapsed * limit.per_second)

@@ -61,6 +61,24 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate * 1000) + 10
 return string.format('%.9f %.9f', wait, tokens)
 """
 
+# KEYS: the bucket. ARGV: capacity, tokens per second. Returns the tokens it holds now, as text.
+_PEEK = """
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1])
+local at = tonumber(state[2])
+if tokens == nil or at == nil then
+  return string.format('%.9f', capacity)
+end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+if now > at then
+  tokens = math.min(capacity, tokens + (now - at) * rate)
+end
+return string.format('%.9f', tokens)
+"""
+
 
 class RedisRateLimiter:
     """The shared ``RateLimiter``; an async context manager (it holds a connection pool)."""
@@ -89,6 +107,7 @@ class RedisRateLimiter:
             retry=Retry(NoBackoff(), retries=0),
         )
         self._take: Any = self._client.register_script(_TAKE)
+        self._peek: Any = self._client.register_script(_PEEK)
         self._down_until: float | None = None
         #: Times Redis became unreachable, and acquisitions answered locally meanwhile.
         self.outages = 0
@@ -144,6 +163,18 @@ class RedisRateLimiter:
             self._down_until = None
         wait, tokens = answer.split()
         return timedelta(seconds=float(wait)), float(tokens)
+
+    async def tokens(self, key: str, limit: RateLimit, *, now: datetime) -> float:
+        """The shared bucket's tokens (the local one's while Redis is down)."""
+        if self._down_until is not None and time.monotonic() < self._down_until:
+            return await self._fallback.tokens(key, limit, now=now)
+        try:
+            answer = await self._peek(
+                keys=[self.key(key)], args=[limit.capacity, repr(limit.per_second)]
+            )
+        except (RedisError, OSError):
+            return await self._fallback.tokens(key, limit, now=now)
+        return float(answer)
 
     def _local(self, key: str, limit: RateLimit, now: datetime) -> tuple[timedelta, float]:
         self.fallbacks += 1

@@ -57,6 +57,11 @@ WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
+#: Series per gauge of circuits and limits (their names come from tasks' URLs and operators).
+_MAX_SERIES = 200
+_CIRCUIT_LEVEL = {"closed": 0.0, "open": 1.0, "half_open": 0.5}
+
+
 def never_raises(method: Callable[P, None]) -> Callable[P, None]:
     """Observing must not fail the use case that reports (it has committed already): a bug
     here is logged, not raised."""
@@ -182,6 +187,24 @@ class PrometheusMetrics:
             "Runs held back by a task or queue rate limit.",
             registry=r,
         )
+        self.runs_held_total = Counter(
+            "scheduler_runs_held_total",
+            "Pending runs held by a gate: fair_share, circuit_open, limit_concurrency.",
+            ["reason"],
+            registry=r,
+        )
+        self.circuit_open = Gauge(
+            "scheduler_circuit_open",
+            "Circuit breakers: 0 closed, 1 open, 0.5 half-open (probing).",
+            ["circuit"],
+            registry=r,
+        )
+        self.limit_in_flight = Gauge(
+            "scheduler_limit_in_flight",
+            "Runs queued or running bound to each named shared limit.",
+            ["limit"],
+            registry=r,
+        )
         self.dependency_unavailable_total = Counter(
             "scheduler_dependency_unavailable_total",
             "Operations that failed because a dependency could not be reached.",
@@ -273,6 +296,22 @@ class PrometheusMetrics:
     def workers_by_status(self, counts: Mapping[str, int]) -> None:
         for status in WorkerStatus:
             self.workers.labels(status.value).set(counts.get(status.value, 0))
+
+    @never_raises
+    def run_held(self, reason: str) -> None:
+        self.runs_held_total.labels(reason).inc()
+
+    @never_raises
+    def circuit_states(self, states: Mapping[str, str]) -> None:
+        self.circuit_open.clear()
+        for name, state in sorted(states.items())[:_MAX_SERIES]:
+            self.circuit_open.labels(name).set(_CIRCUIT_LEVEL.get(state, 0.0))
+
+    @never_raises
+    def limits_in_flight(self, counts: Mapping[str, int]) -> None:
+        self.limit_in_flight.clear()
+        for name, count in sorted(counts.items())[:_MAX_SERIES]:
+            self.limit_in_flight.labels(name).set(count)
 
     # -- worker, API -----------------------------------------------------------------------------
 

@@ -13,6 +13,10 @@ from scheduler_infrastructure.persistence.repositories.refresh_tokens import (
     SqlRefreshTokenRepository,
 )
 from scheduler_infrastructure.persistence.repositories.runs import SqlRunRepository
+from scheduler_infrastructure.persistence.repositories.shared_limits import (
+    SqlCircuitRepository,
+    SqlSharedLimitRepository,
+)
 from scheduler_infrastructure.persistence.repositories.tasks import SqlTaskRepository
 from scheduler_infrastructure.persistence.repositories.templates import SqlTemplateRepository
 from scheduler_infrastructure.persistence.repositories.users import SqlUserRepository
@@ -21,11 +25,13 @@ from scheduler_infrastructure.persistence.repositories.workers import SqlWorkerR
 __all__ = [
     "SqlApiKeyRepository",
     "SqlBulkOperationRepository",
+    "SqlCircuitRepository",
     "SqlDecisionRepository",
     "SqlQueueSettingsRepository",
     "SqlRefreshTokenRepository",
     "SqlRunEventRepository",
     "SqlRunRepository",
+    "SqlSharedLimitRepository",
     "SqlTaskRepository",
     "SqlTemplateRepository",
     "SqlUserRepository",

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 
-from scheduler_domain.queue_settings import QueueSettings
+from scheduler_domain.queue_settings import Fairness, QueueSettings
 from scheduler_domain.rate_limit import RateLimit
 from scheduler_infrastructure.persistence.repositories.base import SqlRepository
 from scheduler_infrastructure.persistence.tables import queue_settings
@@ -24,6 +24,9 @@ def _to_row(settings: QueueSettings) -> dict[str, Any]:
         "paused": settings.paused,
         "rate_limit": None if settings.rate_limit is None else str(settings.rate_limit),
         "max_concurrency": settings.max_concurrency,
+        "limits": list(settings.limits) or None,
+        "fairness": settings.fairness.value,
+        "fair_in_flight": settings.fair_in_flight,
         "updated_by": settings.updated_by,
         "updated_at": settings.updated_at,
     }
@@ -36,6 +39,9 @@ def _from_row(row: RowMapping) -> QueueSettings:
         paused=bool(row["paused"]),
         rate_limit=None if text is None else RateLimit.parse(text),
         max_concurrency=row["max_concurrency"],
+        limits=tuple(row["limits"] or ()),
+        fairness=Fairness(row["fairness"]),
+        fair_in_flight=row["fair_in_flight"],
         updated_by=row["updated_by"],
         updated_at=row["updated_at"],
     )

@@ -470,6 +470,58 @@ class SqlRunRepository(SqlRepository):
         )
         return {row["queue"]: int(row["n"]) for row in rows}
 
+    async def pending_fair(
+        self, now: datetime, *, queues: Sequence[str], limit: int
+    ) -> builtins.list[TaskRun]:
+        """Ranks the queues' due pending runs per fairness key with a window function, then
+        locks the first ``limit`` (PostgreSQL refuses ``FOR UPDATE`` beside a window
+        function); a run taken meanwhile is left out."""
+        check_limit(limit)
+        wanted = sorted(set(queues))
+        if not wanted:
+            return []
+        due = func.coalesce(_c.not_before, _c.created_at)
+        key = func.coalesce(tasks.c.fairness_key, tasks.c.owner_id)
+        turn = (
+            func.row_number()
+            .over(partition_by=(_c.queue, key, _c.priority), order_by=(due, _c.id))
+            .label("turn")
+        )
+        ranked = (
+            select(_c.id, _c.priority, due.label("due"), turn)
+            .select_from(task_runs.join(tasks, tasks.c.id == _c.task_id))
+            .where(RUN_PENDING, or_(_c.not_before.is_(None), _c.not_before <= now))
+            .where(_c.queue.in_(wanted))
+            .subquery()
+        )
+        order = (ranked.c.priority.desc(), ranked.c.turn, ranked.c.due, ranked.c.id)
+        ids = [
+            row["id"] for row in await self._all(select(ranked.c.id).order_by(*order).limit(limit))
+        ]
+        if not ids:
+            return []
+        position = {run_id: index for index, run_id in enumerate(ids)}
+        taken = await self.pending_among(ids, now)
+        return sorted(taken, key=lambda run: position[run.id])
+
+    async def count_in_flight_by_fair_key(
+        self, queues: Sequence[str]
+    ) -> dict[tuple[str, str], int]:
+        wanted = sorted(set(queues))
+        if not wanted:
+            return {}
+        key = func.coalesce(tasks.c.fairness_key, tasks.c.owner_id).label("fair_key")
+        rows = await self._all(
+            select(tasks.c.queue, key, func.count().label("n"))
+            .select_from(task_runs.join(tasks, tasks.c.id == _c.task_id))
+            .where(
+                tasks.c.queue.in_(wanted),
+                _c.status.in_([RunStatus.QUEUED.value, RunStatus.RUNNING.value]),
+            )
+            .group_by(tasks.c.queue, key)
+        )
+        return {(row["queue"], row["fair_key"]): int(row["n"]) for row in rows}
+
     async def pending_among(self, run_ids: Sequence[str], now: datetime) -> builtins.list[TaskRun]:
         if not run_ids:
             return []

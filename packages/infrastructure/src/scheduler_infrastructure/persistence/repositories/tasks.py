@@ -18,13 +18,19 @@ from scheduler_application.ports.repositories import Page, TaskFilter
 from scheduler_domain.task import Task
 from scheduler_infrastructure.persistence.cursors import decode_cursor, encode_cursor
 from scheduler_infrastructure.persistence.driver_errors import translated
-from scheduler_infrastructure.persistence.mappers import dependency_rows, task_from_row, task_to_row
+from scheduler_infrastructure.persistence.mappers import (
+    dependency_rows,
+    limit_rows,
+    task_from_row,
+    task_to_row,
+)
 from scheduler_infrastructure.persistence.repositories.base import SqlRepository, check_limit
 from scheduler_infrastructure.persistence.tables import (
     TASK_ENABLED,
     TASK_FIRES_AHEAD,
     TASK_FIRES_AT_SLOT,
     task_dependencies,
+    task_limits,
     tasks,
 )
 
@@ -142,6 +148,7 @@ class SqlTaskRepository(SqlRepository):
             if result.rowcount == 0:
                 raise await self._conflict(task.id, expected_version)
             await self._conn.execute(delete(task_dependencies).where(_deps.task_id == task.id))
+            await self._conn.execute(delete(task_limits).where(task_limits.c.task_id == task.id))
             await self._insert_dependencies(task)
 
     async def delete(self, task_id: str) -> None:
@@ -262,9 +269,13 @@ class SqlTaskRepository(SqlRepository):
         return _group(await self._all(query))
 
     async def _insert_dependencies(self, task: Task) -> None:
+        """The task's rows in ``task_dependencies`` and ``task_limits``."""
         rows = dependency_rows(task)
         if rows:
             await self._execute(insert(task_dependencies), rows)
+        bindings = limit_rows(task)
+        if bindings:
+            await self._execute(insert(task_limits), bindings)
 
     async def _conflict(self, task_id: str, expected_version: int) -> Conflict:
         current = await self._scalar(select(tasks.c.version).where(tasks.c.id == task_id))
