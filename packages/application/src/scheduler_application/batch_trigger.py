@@ -15,7 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from scheduler_application.auth_context import Principal, can_see, ensure_can_write_tasks
+from scheduler_application.auth_context import (
+    Principal,
+    can_change,
+    can_see,
+    ensure_can_write_tasks,
+)
 from scheduler_application.dispatch.outbox import Outbox
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import ApplicationError
@@ -108,7 +113,7 @@ class BatchTrigger:
             uow = box.uow
             wanted = sorted({item.task_id for i, item in enumerate(items) if answers[i] is None})
             tasks: dict[str, Task] = {
-                t.id: t for t in await uow.tasks.get_many(wanted) if can_see(principal, t.owner_id)
+                t.id: t for t in await uow.tasks.get_many(wanted) if can_see(principal, t.team_id)
             }
             runs: dict[int, TaskRun] = {}
             by_key: dict[tuple[str, str], int] = {}
@@ -124,6 +129,14 @@ class BatchTrigger:
                         code="not_found",
                         field="task_id",
                         detail=f"task {item.task_id} not found",
+                    )
+                    continue
+                if not can_change(principal, task.team_id):
+                    answers[i] = TriggerOutcome(
+                        status="refused",
+                        code="permission_denied",
+                        field="task_id",
+                        detail=f"task {item.task_id} is read-only to you (a viewer of its team)",
                     )
                     continue
                 key = keys[i]

@@ -24,6 +24,7 @@ from scheduler_application.ports.repositories import (
     RunEventRepository,
     RunRepository,
     TaskRepository,
+    TeamRepository,
     UserRepository,
     WorkerRepository,
 )
@@ -76,6 +77,7 @@ class _NotifyingUnitOfWork:
         self.api_keys: ApiKeyRepository = inner.api_keys
         self.refresh_tokens: RefreshTokenRepository = inner.refresh_tokens
         self.bulk_operations: BulkOperationRepository = inner.bulk_operations
+        self.teams: TeamRepository = inner.teams
 
     async def __aenter__(self) -> Self:
         await self._inner.__aenter__()

@@ -13,6 +13,7 @@ from scheduler_application.ports.repositories import (
     RunEventRepository,
     RunRepository,
     TaskRepository,
+    TeamRepository,
     UserRepository,
     WorkerRepository,
 )
@@ -36,6 +37,7 @@ class UnitOfWork(Protocol):
     api_keys: ApiKeyRepository
     refresh_tokens: RefreshTokenRepository
     bulk_operations: BulkOperationRepository
+    teams: TeamRepository
 
     async def __aenter__(self) -> Self: ...
 

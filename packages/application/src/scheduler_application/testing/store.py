@@ -32,6 +32,7 @@ UNIQUE_KEYS: dict[str, tuple[UniqueKey, ...]] = {
         ),
     ),
     "users": (("username", lambda u: (u.username,)),),
+    "teams": (("name", lambda t: (t.name,)),),
     "api_keys": (("prefix", lambda k: (k.prefix,)),),
     "refresh_tokens": (("token_hash", lambda t: (t.token_hash,)),),
 }
@@ -49,6 +50,8 @@ TABLES = (
     "bulk_operations",
     "queue_settings",
     "run_tallies",
+    "teams",
+    "team_members",
 )
 _DELETED = object()
 

@@ -16,6 +16,7 @@ from scheduler_application.ports.repositories import (
     RunEventRepository,
     RunRepository,
     TaskRepository,
+    TeamRepository,
     UserRepository,
     WorkerRepository,
 )
@@ -28,6 +29,7 @@ from scheduler_application.testing.repositories import (
     InMemoryRunEventRepository,
     InMemoryRunRepository,
     InMemoryTaskRepository,
+    InMemoryTeamRepository,
     InMemoryUserRepository,
     InMemoryWorkerRepository,
 )
@@ -61,6 +63,7 @@ class InMemoryUnitOfWork:
         self.bulk_operations: BulkOperationRepository = InMemoryBulkOperationRepository(
             self._current
         )
+        self.teams: TeamRepository = InMemoryTeamRepository(self._current)
 
     def _current(self) -> Transaction:
         if self._tx is None:

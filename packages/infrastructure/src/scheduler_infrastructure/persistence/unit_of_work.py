@@ -23,6 +23,7 @@ from scheduler_application.ports.repositories import (
     RunEventRepository,
     RunRepository,
     TaskRepository,
+    TeamRepository,
     UserRepository,
     WorkerRepository,
 )
@@ -37,6 +38,7 @@ from scheduler_infrastructure.persistence.repositories import (
     SqlRunEventRepository,
     SqlRunRepository,
     SqlTaskRepository,
+    SqlTeamRepository,
     SqlUserRepository,
     SqlWorkerRepository,
 )
@@ -64,6 +66,7 @@ class SqlUnitOfWork:
         self.api_keys: ApiKeyRepository = SqlApiKeyRepository(self._current)
         self.refresh_tokens: RefreshTokenRepository = SqlRefreshTokenRepository(self._current)
         self.bulk_operations: BulkOperationRepository = SqlBulkOperationRepository(self._current)
+        self.teams: TeamRepository = SqlTeamRepository(self._current)
 
     @property
     def engine(self) -> AsyncEngine:

@@ -14,6 +14,7 @@ from scheduler_infrastructure.persistence.repositories.refresh_tokens import (
 )
 from scheduler_infrastructure.persistence.repositories.runs import SqlRunRepository
 from scheduler_infrastructure.persistence.repositories.tasks import SqlTaskRepository
+from scheduler_infrastructure.persistence.repositories.teams import SqlTeamRepository
 from scheduler_infrastructure.persistence.repositories.users import SqlUserRepository
 from scheduler_infrastructure.persistence.repositories.workers import SqlWorkerRepository
 
@@ -26,6 +27,7 @@ __all__ = [
     "SqlRunEventRepository",
     "SqlRunRepository",
     "SqlTaskRepository",
+    "SqlTeamRepository",
     "SqlUserRepository",
     "SqlWorkerRepository",
 ]
