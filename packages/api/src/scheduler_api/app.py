@@ -41,6 +41,7 @@ from scheduler_api.controllers.queues import QueueController
 from scheduler_api.controllers.runs import RunController
 from scheduler_api.controllers.system import SystemController
 from scheduler_api.controllers.tasks import TaskController
+from scheduler_api.controllers.teams import TeamController
 from scheduler_api.controllers.users import UserController
 from scheduler_api.controllers.webhooks import WebhookController
 from scheduler_api.controllers.worker_protocol import WorkerProtocolController
@@ -114,6 +115,7 @@ def create_app(
             AuthController,
             ApiKeyController,
             UserController,
+            TeamController,
             WorkerProtocolController,
         ],
     )

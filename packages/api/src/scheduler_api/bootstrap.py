@@ -48,6 +48,7 @@ from scheduler_application.status_report import StatusService
 from scheduler_application.task_apply import TaskApplyService
 from scheduler_application.task_graph import TaskGraphService
 from scheduler_application.tasks import TaskService
+from scheduler_application.teams import TeamService
 from scheduler_application.user_admin import UserAdminService
 from scheduler_application.webhooks import WebhookService
 from scheduler_application.workers import WorkerService
@@ -325,6 +326,7 @@ def build_services(
         users=UserAdminService(
             uow_factory=uow, clock=clock, hasher=hasher, principal_cache=principal_cache
         ),
+        teams=TeamService(uow_factory=uow, clock=clock, principal_cache=principal_cache),
         events=EventService(uow_factory=uow, clock=clock),
         event_watcher=LogWatcher(
             uow_factory=uow,

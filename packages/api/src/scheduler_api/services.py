@@ -31,6 +31,7 @@ from scheduler_application.status_report import StatusService
 from scheduler_application.task_apply import TaskApplyService
 from scheduler_application.task_graph import TaskGraphService
 from scheduler_application.tasks import TaskService
+from scheduler_application.teams import TeamService
 from scheduler_application.user_admin import UserAdminService
 from scheduler_application.webhooks import WebhookService
 from scheduler_application.workers import WorkerService
@@ -55,6 +56,7 @@ class ApiServices:
     auth: AuthService
     api_keys: ApiKeyService
     users: UserAdminService
+    teams: TeamService
     events: EventService
     #: Wakes the SSE streams when the log grows (one per process).
     event_watcher: LogWatcher
