@@ -57,6 +57,7 @@ class TeamController(Controller):
 
     @post(
         "/{team:str}/members",
+        status_code=200,
         summary="Add a member with a role, or change their role (team admins)",
         responses=problems(404, 409),
     )
