@@ -66,10 +66,16 @@ def upgrade() -> None:
         sa.Column("role", sa.String(16), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["team_id"], ["teams.id"], name=op.f("fk_team_members_team_id_teams"), ondelete="CASCADE"
+            ["team_id"],
+            ["teams.id"],
+            name=op.f("fk_team_members_team_id_teams"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"], name=op.f("fk_team_members_user_id_users"), ondelete="CASCADE"
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_team_members_user_id_users"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("team_id", "user_id", name=op.f("pk_team_members")),
     )
@@ -95,9 +101,7 @@ def upgrade() -> None:
         if _postgres():
             op.alter_column(table, "team_id", server_default=None)
     op.create_index("ix_tasks_team_id", "tasks", ["team_id", "id"])
-    op.create_index(
-        "ix_task_runs_team_id_created_at", "task_runs", ["team_id", "created_at", "id"]
-    )
+    op.create_index("ix_task_runs_team_id_created_at", "task_runs", ["team_id", "created_at", "id"])
 
     op.add_column("run_events", _id("team_id", nullable=True))
     op.execute(

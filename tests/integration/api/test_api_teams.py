@@ -239,7 +239,12 @@ async def test_lists_show_the_teams_objects_to_members_only(api: Api, crew: Crew
         assert (task["id"] in {t["id"] for t in tasks["items"]}) is sees, caller.user.username
         assert (run["id"] in {r["id"] for r in runs["items"]}) is sees, caller.user.username
         assert (task["id"] in {e["task_id"] for e in events["items"]}) is sees
-    assert {t["id"] for t in (await _ok(await api.client.get("/api/v1/tasks", headers=c.mallory.headers)))["items"]} == {own["id"]}  # noqa: E501
+    assert {
+        t["id"]
+        for t in (await _ok(await api.client.get("/api/v1/tasks", headers=c.mallory.headers)))[
+            "items"
+        ]
+    } == {own["id"]}  # noqa: E501
     only_ops = await _ok(
         await api.client.get(f"/api/v1/tasks?team_id={c.team['id']}", headers=c.bob.headers)
     )
@@ -274,7 +279,9 @@ async def test_moving_a_task_moves_its_runs_and_who_sees_them(api: Api, crew: Cr
     c = crew
     mine = await api.task(c.bob, "bobs")
     run = await api.run(c.bob, mine["id"])
-    assert (await api.client.get(f"/api/v1/runs/{run['id']}", headers=c.carol.headers)).status_code == 404  # noqa: E501
+    assert (
+        await api.client.get(f"/api/v1/runs/{run['id']}", headers=c.carol.headers)
+    ).status_code == 404  # noqa: E501
     moved = await _ok(
         await api.client.patch(
             f"/api/v1/tasks/{mine['id']}", json={"team": "ops"}, headers=c.bob.headers
@@ -317,7 +324,9 @@ async def test_batch_and_bulk_apply_the_team_rule(api: Api, crew: Crew) -> None:
     assert [r["error"]["code"] for r in answer["results"]] == ["permission_denied", "not_found"]
     by_editor = await _ok(
         await api.client.post(
-            "/api/v1/runs/batch", json={"triggers": [{"task_id": task["id"]}]}, headers=c.bob.headers
+            "/api/v1/runs/batch",
+            json={"triggers": [{"task_id": task["id"]}]},
+            headers=c.bob.headers,
         )
     )
     assert by_editor["results"][0]["status"] == "created"
@@ -381,9 +390,7 @@ async def test_the_console_applies_the_team_rule(api: Api, crew: Crew) -> None:
         await editor.sign_in("bob")
         page = await editor.page(f"/ui/tasks/{task['id']}")
         assert "Trigger now" in page.text
-        done = await editor.act(
-            f"/ui/runs/{run['id']}/cancel", on=f"/ui/runs/{run['id']}"
-        )
+        done = await editor.act(f"/ui/runs/{run['id']}/cancel", on=f"/ui/runs/{run['id']}")
         assert done.status_code in (200, 303), done.text
     async with browser(api) as outsider:
         await outsider.sign_in("mallory")

@@ -97,7 +97,7 @@ def team_scope(principal: Principal) -> frozenset[str] | None:
     return None if principal.role.sees_all_tasks else principal.team_ids
 
 
-def change_scope(principal: Principal) -> frozenset[str]| None:
+def change_scope(principal: Principal) -> frozenset[str] | None:
     """The teams whose objects the caller may change (what a bulk action selects from); None
     when the role changes every team's objects."""
     ensure_can_write_tasks(principal)

@@ -92,9 +92,7 @@ class TaskSpec:
     def task_fields(self) -> dict[str, Any]:
         """Keyword arguments for :class:`Task` (and the attributes an update overwrites)."""
         values = {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name not in WRITE_ONLY_FIELDS
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in WRITE_ONLY_FIELDS
         }
         values["params"] = dict(self.params)
         return values

@@ -56,8 +56,7 @@ class TeamOut(msgspec.Struct, kw_only=True):
             role=view.role,
             created_at=view.team.created_at,
             members=[
-                MemberOut(user_id=m.user_id, username=m.username, role=m.role)
-                for m in view.members
+                MemberOut(user_id=m.user_id, username=m.username, role=m.role) for m in view.members
             ],
         )
 

@@ -245,7 +245,9 @@ Index(
 Index(
     "ix_task_runs_owner_id_created_at", task_runs.c.owner_id, task_runs.c.created_at, task_runs.c.id
 )
-Index("ix_task_runs_team_id_created_at", task_runs.c.team_id, task_runs.c.created_at, task_runs.c.id)
+Index(
+    "ix_task_runs_team_id_created_at", task_runs.c.team_id, task_runs.c.created_at, task_runs.c.id
+)
 Index("ix_task_runs_created_at", task_runs.c.created_at, task_runs.c.id)
 
 run_events = Table(

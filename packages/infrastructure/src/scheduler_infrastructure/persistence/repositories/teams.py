@@ -63,9 +63,7 @@ class SqlTeamRepository(SqlRepository):
 
     async def members(self, team_id: str) -> builtins.list[Membership]:
         rows = await self._all(
-            select(team_members)
-            .where(_m.team_id == team_id)
-            .order_by(_m.created_at, _m.user_id)
+            select(team_members).where(_m.team_id == team_id).order_by(_m.created_at, _m.user_id)
         )
         return [
             Membership(
