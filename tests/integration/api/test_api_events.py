@@ -312,7 +312,8 @@ async def test_a_team_viewer_follows_the_teams_events_until_removed(engine: Asyn
             private = await s.api.task(alice, "private")
             shared = await s.api.task(alice, "shared", team="ops")
             seen = await veras.event()
-            assert seen["data"]["task_id"] == shared["id"] and seen["event"] == "task.created"
+            assert seen["data"]["task_id"] == shared["id"]
+            assert seen["event"] == "task.created"
             mine = await s.api.task(mallory, "mallorys")
             assert (await mallorys.event())["data"]["task_id"] == mine["id"]
             refused = await s.http.get(

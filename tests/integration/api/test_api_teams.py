@@ -62,7 +62,9 @@ async def crew(api: Api) -> Crew:
 
 async def test_team_lifecycle_members_roles_and_refusals(api: Api, crew: Crew) -> None:
     c = crew
-    assert c.team["name"] == "ops" and c.team["role"] == "admin" and not c.team["personal"]
+    assert c.team["name"] == "ops"
+    assert c.team["role"] == "admin"
+    assert not c.team["personal"]
 
     mine = await _ok(await api.client.get("/api/v1/teams", headers=c.bob.headers))
     assert {(t["name"], t["role"]) for t in mine["items"]} == {("ops", "editor"), ("@bob", "admin")}
@@ -103,9 +105,11 @@ async def test_team_lifecycle_members_roles_and_refusals(api: Api, crew: Crew) -
         assert refused.status_code in (404, 422), refused.text
         assert refused.json()["field"] == field, refused.text
     taken = await api.client.post("/api/v1/teams", json={"name": "OPS"}, headers=c.bob.headers)
-    assert taken.status_code == 409 and taken.json()["field"] == "name", taken.text
+    assert taken.status_code == 409, taken.text
+    assert taken.json()["field"] == "name", taken.text
     bad = await api.client.post("/api/v1/teams", json={"name": "@bob"}, headers=c.bob.headers)
-    assert bad.status_code == 422 and bad.json()["field"] == "name", bad.text
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["field"] == "name", bad.text
     viewer_creates = await api.client.post(
         "/api/v1/teams", json={"name": "mine"}, headers=c.vera.headers
     )
@@ -138,7 +142,8 @@ async def test_team_lifecycle_members_roles_and_refusals(api: Api, crew: Crew) -
     # Deleted only when it owns no task.
     task = await api.task(c.bob, "in-ops", team="ops")
     busy = await api.client.delete("/api/v1/teams/ops", headers=c.alice.headers)
-    assert busy.status_code == 409 and "1 task" in busy.json()["detail"], busy.text
+    assert busy.status_code == 409, busy.text
+    assert "1 task" in busy.json()["detail"], busy.text
     await _ok(await api.client.delete(f"/api/v1/tasks/{task['id']}", headers=c.bob.headers), 204)
     by_editor = await api.client.delete("/api/v1/teams/ops", headers=c.bob.headers)
     assert by_editor.status_code == 403, by_editor.text
@@ -174,7 +179,8 @@ def test_the_table_covers_every_operation_on_one_task_or_run(api_document: dict[
         for m, p, _, _ in ENDPOINTS
     }
     for path, item in api_document["paths"].items():
-        if "{task_id}" not in path and "{run_id}" not in path or path.startswith("/api/v1/worker/"):
+        on_one = "{task_id}" in path or "{run_id}" in path
+        if not on_one or path.startswith("/api/v1/worker/"):
             continue  # the worker protocol is the worker role's (test_api_worker_trust)
         for method in item:
             if method in {"get", "post", "patch", "put", "delete"}:
@@ -244,12 +250,13 @@ async def test_lists_show_the_teams_objects_to_members_only(api: Api, crew: Crew
         for t in (await _ok(await api.client.get("/api/v1/tasks", headers=c.mallory.headers)))[
             "items"
         ]
-    } == {own["id"]}  # noqa: E501
+    } == {own["id"]}
     only_ops = await _ok(
         await api.client.get(f"/api/v1/tasks?team_id={c.team['id']}", headers=c.bob.headers)
     )
     assert [t["id"] for t in only_ops["items"]] == [task["id"]]
-    assert task["team_id"] == c.team["id"] and task["owner_id"] == c.alice.id
+    assert task["team_id"] == c.team["id"]
+    assert task["owner_id"] == c.alice.id
     assert run["team_id"] == c.team["id"]
     # Not a member: an empty list, not someone else's.
     peek = await api.client.get(f"/api/v1/tasks?team_id={c.team['id']}", headers=c.mallory.headers)
@@ -270,7 +277,8 @@ async def test_putting_a_task_in_a_team_needs_editor_rights_there(api: Api, crew
     bad = await api.client.post(
         "/api/v1/tasks", json={"name": "x", "executor": "noop", "team": ""}, headers=c.bob.headers
     )
-    assert bad.status_code == 422 and "team" in bad.text, bad.text
+    assert bad.status_code == 422, bad.text
+    assert "team" in bad.text, bad.text
     personal = await api.task(c.bob, "own")
     assert personal["team_id"] == c.bob.id
 
@@ -281,13 +289,14 @@ async def test_moving_a_task_moves_its_runs_and_who_sees_them(api: Api, crew: Cr
     run = await api.run(c.bob, mine["id"])
     assert (
         await api.client.get(f"/api/v1/runs/{run['id']}", headers=c.carol.headers)
-    ).status_code == 404  # noqa: E501
+    ).status_code == 404
     moved = await _ok(
         await api.client.patch(
             f"/api/v1/tasks/{mine['id']}", json={"team": "ops"}, headers=c.bob.headers
         )
     )
-    assert moved["team_id"] == c.team["id"] and moved["owner_id"] == c.bob.id
+    assert moved["team_id"] == c.team["id"]
+    assert moved["owner_id"] == c.bob.id
     seen = await _ok(await api.client.get(f"/api/v1/runs/{run['id']}", headers=c.carol.headers))
     assert seen["team_id"] == c.team["id"]
     team_runs = await _ok(await api.client.get("/api/v1/runs", headers=c.vera.headers))
@@ -300,7 +309,8 @@ async def test_moving_a_task_moves_its_runs_and_who_sees_them(api: Api, crew: Cr
     elsewhere = await api.client.patch(
         f"/api/v1/tasks/{mine['id']}", json={"team": "@mallory"}, headers=c.bob.headers
     )
-    assert elsewhere.status_code == 404 and elsewhere.json()["field"] == "team", elsewhere.text
+    assert elsewhere.status_code == 404, elsewhere.text
+    assert elsewhere.json()["field"] == "team", elsewhere.text
     events = await _ok(
         await api.client.get(
             f"/api/v1/events/page?task_id={mine['id']}&type=task.updated&after=0-0",
@@ -379,8 +389,10 @@ async def test_the_console_applies_the_team_rule(api: Api, crew: Crew) -> None:
         await viewer.sign_in("carol")
         for path in (f"/ui/tasks/{task['id']}", f"/ui/runs/{run['id']}"):
             page = await viewer.page(path)
-            assert page.status_code == 200 and task["name"] in page.text, path
-            assert "Trigger now" not in page.text and "Cancel run" not in page.text
+            assert page.status_code == 200, path
+            assert task["name"] in page.text, path
+            assert "Trigger now" not in page.text
+            assert "Cancel run" not in page.text
         listing = await viewer.page("/ui/tasks")
         assert task["name"] in listing.text
         for action in (f"/ui/tasks/{task['id']}/trigger", f"/ui/runs/{run['id']}/cancel"):

@@ -204,7 +204,9 @@ async def test_teams_migrate_existing_owners_without_loss(empty_database: EmptyD
                 ("@bob", TeamRole.ADMIN)
             ]
             ghost = await u.teams.get("gh")
-            assert ghost is not None and ghost.name == "@gh" and await u.teams.members("gh") == []
+            assert ghost is not None
+            assert ghost.name == "@gh"
+            assert await u.teams.members("gh") == []
             tasks = (await u.tasks.list(TaskFilter(team_ids=frozenset({"u1"})), limit=10)).items
             assert [(t.id, t.owner_id, t.team_id) for t in tasks] == [("t1", "u1", "u1")]
             assert (await u.tasks.get("t3")).team_id == "gh"  # type: ignore[union-attr]

@@ -32,9 +32,9 @@ from typing import Any
 
 from scheduler_application.auth_context import (
     Principal,
+    change_scope,
     ensure_can_read_tasks,
     ensure_can_write_tasks,
-    change_scope,
 )
 from scheduler_application.bulk_operations import (
     BulkAction,

@@ -10,9 +10,9 @@ from scheduler_application.auth_context import (
     Principal,
     can_change,
     can_see,
-    ensure_changeable,
     ensure_can_read_tasks,
     ensure_can_write_tasks,
+    ensure_changeable,
     team_scope,
 )
 from scheduler_application.dispatch.outbox import Outbox

@@ -13,9 +13,9 @@ from scheduler_application.auth_context import (
     Principal,
     can_change,
     can_see,
-    ensure_changeable,
     ensure_can_read_tasks,
     ensure_can_write_tasks,
+    ensure_changeable,
     team_scope,
 )
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound, PermissionDenied
@@ -31,8 +31,8 @@ from scheduler_application.ports.unit_of_work import (
     UnitOfWorkFactory,
 )
 from scheduler_application.scheduling import record_paused_slots, record_unfired_at_pause
-from scheduler_application.teams import resolve_team
 from scheduler_application.task_spec import TaskSpec, merge_patch, parse_task_spec, task_to_spec
+from scheduler_application.teams import resolve_team
 from scheduler_application.upstreams import resolve_upstreams
 from scheduler_domain.dag import find_cycle
 from scheduler_domain.errors import DependencyCycle, ValidationError
