@@ -411,3 +411,27 @@ async def test_the_console_applies_the_team_rule(api: Api, crew: Crew) -> None:
         assert task["name"] not in (await outsider.page("/ui/tasks")).text
     after = await _ok(await api.client.get(f"/api/v1/runs/{run['id']}", headers=c.alice.headers))
     assert after["status"] == "cancelled"
+
+
+async def test_an_apply_file_names_a_team_the_caller_may_fill(api: Api, crew: Crew) -> None:
+    c = crew
+    for caller, team, status in (
+        (c.carol, "ops", 403),  # a viewer there
+        (c.mallory, "ops", 404),  # no member
+        (c.alice, "nope", 404),
+    ):
+        refused = await api.client.post(
+            "/api/v1/tasks/apply",
+            json={"tasks": [{"name": "x", "executor": "noop", "team": team}]},
+            headers=caller.headers,
+        )
+        assert refused.status_code == status, refused.text
+        assert refused.json()["field"] == "tasks[0].team", refused.text
+    done = await api.client.post(
+        "/api/v1/tasks/apply",
+        json={"team": "ops", "tasks": [{"name": "x", "executor": "noop"}]},
+        headers=c.bob.headers,
+    )
+    await _ok(done)
+    listed = await _ok(await api.client.get("/api/v1/tasks", headers=c.vera.headers))
+    assert [t["name"] for t in listed["items"]] == ["x"]

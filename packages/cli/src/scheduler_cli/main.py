@@ -28,6 +28,7 @@ from scheduler_cli.commands import (
     runs,
     status,
     tasks,
+    teams,
     users,
     webhooks,
     workers,
@@ -284,6 +285,7 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(workers.app, name="workers")
 app.add_typer(queues.app, name="queues")
 app.add_typer(users.app, name="users")
+app.add_typer(teams.app, name="teams")
 app.add_typer(api_keys.app, name="api-keys")
 app.add_typer(webhooks.app, name="webhooks")
 app.command("status")(status.status)

@@ -130,7 +130,8 @@ class TaskController(Controller):
         prune_label: Annotated[str | None, QueryParameter(max_length=100)] = None,
     ) -> ApplyOut:
         result = await services.task_apply.apply(
-            {"version": data.version, "tasks": data.tasks},
+            {"version": data.version, "tasks": data.tasks}
+            | ({} if data.team is None else {"team": data.team}),
             principal=principal,
             prune=prune,
             scope=PruneScope(name_prefix=prune_prefix, label=prune_label),

@@ -242,6 +242,8 @@ class TasksFileIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     tasks: list[dict[str, Any]]
     version: int = 1
+    #: The team (name or id) of every task that names none itself.
+    team: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
 
 
 class FieldChangeOut(msgspec.Struct, kw_only=True):
