@@ -1,7 +1,7 @@
 """runs by queue: the run list filtered by queue, newest first, off an index in its order
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 Create Date: 2026-12-06 01:10:00.000000+00:00
 
 ``GET /api/v1/runs?queue=`` (and the console's runs page) reads ``WHERE queue = :q ORDER BY
@@ -17,7 +17,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "0017"
-down_revision: str | Sequence[str] | None = "0015"
+down_revision: str | Sequence[str] | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -179,3 +179,31 @@ async def _without_the_subscription_nothing_is_served_from_memory(a: Api, _: Api
     assert (await a.client.get("/api/v1/auth/me", headers=alice.headers)).status_code == 200
     assert cache.hits == hits
     assert len(cache) == 0
+
+
+async def test_a_membership_change_through_one_instance_counts_on_the_other(
+    postgres_url: str, postgres_engine: AsyncEngine
+) -> None:
+    """A credential carries its memberships: removing a member (a row of ``team_members``
+    deleted through instance a) must reach instance b's cache through the trigger's NOTIFY."""
+    async with two_instances(postgres_url, postgres_engine) as (a, b):
+        alice = await a.user("alice", Role.USER)
+        bob = await a.user("bob", Role.USER)
+        made = await a.client.post("/api/v1/teams", json={"name": "ops"}, headers=alice.headers)
+        assert made.status_code == 201, made.text
+        added = await a.client.post(
+            "/api/v1/teams/ops/members",
+            json={"user": "bob", "role": "viewer"},
+            headers=alice.headers,
+        )
+        assert added.status_code == 200, added.text
+        task = await a.task(alice, "shared", team="ops")
+        url = f"/api/v1/tasks/{task['id']}"
+        await _remembered(b, bob.headers)
+        assert (await b.client.get(url, headers=bob.headers)).status_code == 200
+        removed = await a.client.delete("/api/v1/teams/ops/members/bob", headers=alice.headers)
+        assert removed.status_code == 200, removed.text
+        started = time.monotonic()
+        while (await b.client.get(url, headers=bob.headers)).status_code != 404:
+            assert time.monotonic() - started < BOUND_SECONDS, "the other instance still shows it"
+            await asyncio.sleep(0.005)

@@ -287,3 +287,52 @@ async def test_postgres_stream_starts_at_the_present_and_delivers_promptly(
             assert paused["id"] == page["items"][-1]["cursor"]
     finally:
         await wipe(postgres_engine)
+
+
+async def test_a_team_viewer_follows_the_teams_events_until_removed(engine: AsyncEngine) -> None:
+    """The stream applies the team rule to every page it reads, with the caller's memberships
+    as they are now: removed from a team, the open stream shows its events no more; added to
+    another, it shows that one's."""
+    async with served(engine) as s:
+        alice = await s.api.user("alice")
+        vera = await s.api.user("vera", Role.VIEWER)
+        mallory = await s.api.user("mallory")
+        made = await s.http.post("/api/v1/teams", json={"name": "ops"}, headers=alice.headers)
+        assert made.status_code == 201, made.text
+        added = await s.http.post(
+            "/api/v1/teams/ops/members",
+            json={"user": "vera", "role": "viewer"},
+            headers=alice.headers,
+        )
+        assert added.status_code == 200, added.text
+        async with (
+            stream(s, vera, {"after": "0-0"}) as veras,
+            stream(s, mallory, {"after": "0-0"}) as mallorys,
+        ):
+            private = await s.api.task(alice, "private")
+            shared = await s.api.task(alice, "shared", team="ops")
+            seen = await veras.event()
+            assert seen["data"]["task_id"] == shared["id"]
+            assert seen["event"] == "task.created"
+            mine = await s.api.task(mallory, "mallorys")
+            assert (await mallorys.event())["data"]["task_id"] == mine["id"]
+            refused = await s.http.get(
+                "/api/v1/events", params={"task_id": private["id"]}, headers=vera.headers
+            )
+            assert refused.status_code == 404
+
+            removed = await s.http.delete("/api/v1/teams/ops/members/vera", headers=alice.headers)
+            assert removed.status_code == 200, removed.text
+            await s.api.run(alice, shared["id"])  # ops' events: no longer vera's
+            other = await s.http.post("/api/v1/teams", json={"name": "ops2"}, headers=alice.headers)
+            assert other.status_code == 201, other.text
+            joined = await s.http.post(
+                "/api/v1/teams/ops2/members",
+                json={"user": "vera", "role": "viewer"},
+                headers=alice.headers,
+            )
+            assert joined.status_code == 200, joined.text
+            later = await s.api.task(alice, "later", team="ops2")
+            # The open stream skips ops' run and shows the new team's task at once.
+            nxt = await veras.event()
+            assert nxt["data"]["task_id"] == later["id"], nxt

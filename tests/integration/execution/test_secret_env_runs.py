@@ -181,7 +181,9 @@ async def test_the_live_output_of_a_running_run_masks_its_secrets(
             ),
             workers=WorkerService(uow_factory=uow_factory, clock=clock),
             queue=queue,
-            executors=ExecutorRegistry.discover(builtins=builtin_executors(), entry_points=()),
+            executors=ExecutorRegistry.discover(
+                builtins=builtin_executors(http_transport=public_only()), entry_points=()
+            ),
             options=WorkerOptions(
                 capacity=1,
                 heartbeat_interval=timedelta(seconds=1),

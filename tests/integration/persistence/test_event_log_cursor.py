@@ -201,11 +201,11 @@ async def test_filters_owner_scope_and_pruning(log_uow: SqlUnitOfWorkFactory) ->
                 )
             )
         await uow.events.record(
-            EventRecord(kind="task.deleted", at=T0, actor="user:alice", owner_id="alice")
+            EventRecord(kind="task.deleted", at=T0, actor="user:alice", team_id="alice")
         )
         await uow.events.record(EventRecord(kind="queue.paused", at=T0, actor="admin"))
         await uow.events.record(
-            EventRecord(kind="task.updated", at=T0 + timedelta(days=9), actor="x", owner_id="bob")
+            EventRecord(kind="task.updated", at=T0 + timedelta(days=9), actor="x", team_id="bob")
         )
         await uow.commit()
 
@@ -221,8 +221,21 @@ async def test_filters_owner_scope_and_pruning(log_uow: SqlUnitOfWorkFactory) ->
         "queue.paused",
         "task.updated",
     ]
-    assert await kinds(owner_id="alice") == ["run.pending", "task.deleted"]
-    assert await kinds(owner_id="bob") == ["run.pending", "task.updated"]
+    # A reader of team "alice" (seed_run's tasks are in their owner's personal team).
+    assert await kinds(team_ids=frozenset({"alice"}), owner_id="alice") == [
+        "run.pending",
+        "task.deleted",
+    ]
+    assert await kinds(team_ids=frozenset({"bob"}), owner_id="bob") == [
+        "run.pending",
+        "task.updated",
+    ]
+    assert await kinds(team_ids=frozenset({"alice", "bob"})) == [
+        "run.pending",
+        "run.pending",
+        "task.deleted",
+        "task.updated",
+    ]
     assert await kinds(run_id=theirs.id) == ["run.pending"]
     assert await kinds(statuses=(RunStatus.PENDING,)) == ["run.pending", "run.pending"]
     assert await kinds(kinds=("queue.paused", "run.pending")) == [

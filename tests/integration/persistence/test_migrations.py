@@ -145,3 +145,87 @@ async def test_an_upgrade_stops_at_stored_cron_expressions_crontab_refuses(
     await _execute(url, "UPDATE tasks SET schedule = :s WHERE id = 't1'", s='{"cron": "0 3 * * *"}')
     await asyncio.to_thread(migrations.upgrade, url)
     assert migrations.current(url) == migrations.head()
+
+
+_USER = (
+    "INSERT INTO users (id, username, password_hash, role, disabled, created_at, updated_at)"
+    " VALUES (:id, :name, 'x', 'user', false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+)
+_OWNED_TASK = _TASK.replace("'u'", ":owner").replace(
+    "'{}', 'allow', '{}'", ":retry, 'allow', :misfire"
+)
+_DOCS = {
+    "retry": '{"max_attempts": 1, "base_delay": 10.0, "max_delay": 3600.0, "jitter": 0.0}',
+    "misfire": '{"kind": "run_once", "catch_up_cap": 10, "grace": 60.0}',
+}
+_RUN = (
+    "INSERT INTO task_runs (id, task_id, owner_id, attempt, trigger, scheduled_for, status,"
+    " queue, priority, version, created_at) VALUES (:id, :task, :owner, 1, 'manual',"
+    " CURRENT_TIMESTAMP, 'queued', 'default', 5, 1, CURRENT_TIMESTAMP)"
+)
+_RECORD = (
+    "INSERT INTO run_events (id, run_id, task_id, at, actor, detail, kind, subject, owner_id)"
+    " VALUES (:id, NULL, :task, CURRENT_TIMESTAMP, 'user:x', '{}', :kind, :subject, :owner)"
+)
+
+
+async def test_teams_migrate_existing_owners_without_loss(empty_database: EmptyDatabase) -> None:
+    """0016 on a database with users, tasks, runs and events: each owner's objects are in
+    their personal team (id = the user's), seen by them through the new access paths and by
+    nobody else; a task whose owner is no user keeps a team of its own; downgrade gives the
+    task records their owner back."""
+    from scheduler_application.ports.repositories import EventQuery, RunFilter, TaskFilter
+    from scheduler_domain.events import LOG_START
+    from scheduler_domain.teams import TeamRole
+    from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
+
+    url = await empty_database()
+    await asyncio.to_thread(migrations.upgrade, url, "0013")
+    for user, name in (("u1", "alice"), ("u2", "bob")):
+        await _execute(url, _USER, id=user, name=name)
+    await _execute(url, _OWNED_TASK, id="t1", name="a", schedule=None, owner="u1", **_DOCS)
+    await _execute(url, _OWNED_TASK, id="t2", name="b", schedule=None, owner="u2", **_DOCS)
+    await _execute(url, _OWNED_TASK, id="t3", name="c", schedule=None, owner="gh", **_DOCS)
+    await _execute(url, _RUN, id="r1", task="t1", owner="u1")
+    await _execute(url, _RUN, id="r2", task="t2", owner="u2")
+    await _execute(url, _RECORD, id="e1", task="t1", kind="task.created", subject=None, owner="u1")
+    await _execute(
+        url, _RECORD, id="e2", task=None, kind="webhook.disabled", subject="webhook:w", owner="u2"
+    )
+
+    await asyncio.to_thread(migrations.upgrade, url)
+
+    engine = create_engine(url, pool_size=1)
+    try:
+        uow = SqlUnitOfWorkFactory(engine)
+        async with uow() as u:
+            assert await u.teams.roles_of("u1") == {"u1": TeamRole.ADMIN}
+            assert [(t.name, r) for t, r in await u.teams.of_user("u2")] == [
+                ("@bob", TeamRole.ADMIN)
+            ]
+            ghost = await u.teams.get("gh")
+            assert ghost is not None
+            assert ghost.name == "@gh"
+            assert await u.teams.members("gh") == []
+            tasks = (await u.tasks.list(TaskFilter(team_ids=frozenset({"u1"})), limit=10)).items
+            assert [(t.id, t.owner_id, t.team_id) for t in tasks] == [("t1", "u1", "u1")]
+            assert (await u.tasks.get("t3")).team_id == "gh"  # type: ignore[union-attr]
+            runs = (await u.runs.list(RunFilter(team_ids=frozenset({"u2"})), limit=10)).items
+            assert [(r.id, r.team_id) for r in runs] == [("r2", "u2")]
+
+            async def log(user: str) -> set[str]:
+                query = EventQuery(after=LOG_START, team_ids=frozenset({user}), owner_id=user)
+                return {e.id for e in await u.events.read_log(query, limit=50)}
+
+            assert await log("u1") == {"e1"}
+            assert await log("u2") == {"e2"}
+        await asyncio.to_thread(migrations.downgrade, url, "0013")
+        async with engine.connect() as connection:
+            from sqlalchemy import text
+
+            rows = await connection.execute(text("SELECT id, owner_id FROM run_events ORDER BY id"))
+            assert [tuple(r) for r in rows] == [("e1", "u1"), ("e2", "u2")]
+            count = await connection.execute(text("SELECT count(*) FROM tasks"))
+            assert count.scalar() == 3
+    finally:
+        await engine.dispose()

@@ -24,6 +24,7 @@ from scheduler_domain.outbound import OutboundPolicy
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
+from scheduler_domain.teams import TeamRole
 from scheduler_domain.webhooks import DeliveryStatus, RetryPolicy
 from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.outbound.webhook_sender import HttpWebhookSender
@@ -66,10 +67,14 @@ class Setup:
             settings=settings,
         )
 
-    async def run_events(self, owner: Principal, statuses: list[RunStatus]) -> TaskRun:
-        """A task of ``owner`` and one run going through ``statuses``, in the log."""
+    async def run_events(
+        self, owner: Principal, statuses: list[RunStatus], *, team_id: str = ""
+    ) -> TaskRun:
+        """A task of ``owner`` (in ``team_id``, default their personal team) and one run going
+        through ``statuses``, in the log."""
         task = Task(
             owner_id=owner.subject_id,
+            team_id=team_id,
             name=f"t-{len(statuses)}-{datetime.now(UTC).timestamp()}",
             executor="noop",
             created_at=T0,
@@ -78,6 +83,7 @@ class Setup:
         run = TaskRun(
             task_id=task.id,
             owner_id=owner.subject_id,
+            team_id=task.team_id,
             attempt=1,
             trigger=RunTrigger.MANUAL,
             scheduled_for=T0,
@@ -319,3 +325,29 @@ async def test_old_delivery_log_rows_are_pruned(setup: Setup) -> None:
     assert await setup.store.prune_deliveries(before=now + timedelta(seconds=1), limit=1) == 1
     assert await setup.store.prune_deliveries(before=now + timedelta(seconds=1), limit=10) == 1
     assert await setup.service.deliveries(created.subscription.id, principal=setup.alice) == []
+
+
+async def test_a_webhook_gets_its_owners_teams_events_while_they_are_a_member(
+    setup: Setup,
+) -> None:
+    """Delivery reads with the owner's memberships as they are at each page: a viewer of bob's
+    team receives its runs' events, and no more once removed."""
+    from scheduler_application.accounts.teams import TeamService
+
+    teams = TeamService(uow_factory=setup.uow_factory, clock=SystemClock())
+    ops = await teams.create("ops", principal=setup.bob)
+    bob = Principal(setup.bob.subject_id, Role.USER, teams={ops.team.id: TeamRole.ADMIN})
+    await teams.set_member("ops", setup.alice.subject_id, TeamRole.VIEWER, principal=bob)
+    async with receiving() as receiver:
+        await setup.service.create(principal=setup.alice, url=receiver.url)
+        shared = await setup.run_events(setup.bob, [RunStatus.PENDING], team_id=ops.team.id)
+        await setup.run_events(setup.bob, [RunStatus.PENDING])  # bob's personal team
+        dispatcher = setup.dispatcher()
+        await drain(dispatcher, until=1)
+        while await dispatcher.step():
+            pass
+        await teams.remove_member("ops", setup.alice.subject_id, principal=bob)
+        await setup.run_events(setup.bob, [RunStatus.PENDING], team_id=ops.team.id)
+        while await dispatcher.step():
+            pass
+    assert [json.loads(r.body)["data"]["run_id"] for r in receiver.requests] == [shared.id]

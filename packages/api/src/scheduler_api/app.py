@@ -42,6 +42,7 @@ from scheduler_api.controllers.queues import QueueController
 from scheduler_api.controllers.runs import RunController
 from scheduler_api.controllers.system import SystemController
 from scheduler_api.controllers.tasks import TaskController
+from scheduler_api.controllers.teams import TeamController
 from scheduler_api.controllers.templates import SubscriptionController, TemplateController
 from scheduler_api.controllers.users import UserController
 from scheduler_api.controllers.webhooks import WebhookController
@@ -120,6 +121,7 @@ def create_app(
             AuthController,
             ApiKeyController,
             UserController,
+            TeamController,
             WorkerProtocolController,
         ],
     )

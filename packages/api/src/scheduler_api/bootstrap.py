@@ -33,6 +33,7 @@ from scheduler_application.accounts.api_keys import ApiKeyService
 from scheduler_application.accounts.auth import AuthService, SessionPolicy
 from scheduler_application.accounts.principal_cache import PrincipalCache
 from scheduler_application.accounts.request_limits import RequestLimits
+from scheduler_application.accounts.teams import TeamService
 from scheduler_application.accounts.user_admin import UserAdminService
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.events.log import EventService
@@ -348,6 +349,7 @@ def build_services(
         users=UserAdminService(
             uow_factory=uow, clock=clock, hasher=hasher, principal_cache=principal_cache
         ),
+        teams=TeamService(uow_factory=uow, clock=clock, principal_cache=principal_cache),
         events=EventService(uow_factory=uow, clock=clock),
         event_watcher=LogWatcher(
             uow_factory=uow,

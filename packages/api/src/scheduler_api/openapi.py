@@ -97,6 +97,12 @@ def tasks_file_schema() -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {
             "version": {"type": "integer", "const": 1, "default": 1},
+            "team": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 100,
+                "description": "The team (name or id) of every task that names none itself.",
+            },
             "tasks": {"type": "array", "items": task},
             "templates": {"type": "array", "items": template_schema(task)},
         },

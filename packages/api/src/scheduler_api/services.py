@@ -17,6 +17,7 @@ from scheduler_api.throttle import LoginThrottle
 from scheduler_application.accounts.api_keys import ApiKeyService
 from scheduler_application.accounts.auth import AuthService
 from scheduler_application.accounts.request_limits import RequestLimits
+from scheduler_application.accounts.teams import TeamService
 from scheduler_application.accounts.user_admin import UserAdminService
 from scheduler_application.events.log import EventService
 from scheduler_application.events.stream import LogWatcher
@@ -61,6 +62,7 @@ class ApiServices:
     auth: AuthService
     api_keys: ApiKeyService
     users: UserAdminService
+    teams: TeamService
     events: EventService
     #: Wakes the SSE streams when the log grows (one per process).
     event_watcher: LogWatcher

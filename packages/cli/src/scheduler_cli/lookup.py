@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote
 
 from scheduler_cli.client import ApiClient
 from scheduler_cli.errors import ApiError, CliError
@@ -64,6 +65,13 @@ def user_id(client: ApiClient, ref: str) -> str:
         return ref.lower()
     matches = [u for u in client.items("/users") if u.get("username") == ref]
     return str(_one(client, "user", ref, matches, owner_key=None)["id"])
+
+
+def team_id(client: ApiClient, ref: str) -> str:
+    """A team by id or name (the server resolves names: ``GET /teams/{name}``)."""
+    if is_id(ref):
+        return ref.lower()
+    return str(client.get(f"/teams/{quote(ref, safe='@')}")["id"])
 
 
 def api_key_id(client: ApiClient, ref: str) -> str:

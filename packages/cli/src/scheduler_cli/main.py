@@ -29,6 +29,7 @@ from scheduler_cli.commands import (
     runs,
     status,
     tasks,
+    teams,
     templates,
     users,
     webhooks,
@@ -288,6 +289,7 @@ app.add_typer(queues.app, name="queues")
 app.add_typer(limits.app, name="limits")
 app.add_typer(limits.circuits_app, name="circuits")
 app.add_typer(users.app, name="users")
+app.add_typer(teams.app, name="teams")
 app.add_typer(api_keys.app, name="api-keys")
 app.add_typer(templates.app, name="templates")
 app.add_typer(webhooks.app, name="webhooks")

@@ -27,6 +27,7 @@ class TaskFlags:
     at: str | None = None
     no_schedule: bool = False
     queue: str | None = None
+    team: str | None = None
     priority: int | None = None
     labels: list[str] | None = None
     timeout: float | None = None
@@ -82,6 +83,7 @@ def task_body(
         "executor": flags.executor,
         "description": flags.description,
         "queue": flags.queue,
+        "team": flags.team,
         "priority": flags.priority,
         "timeout_seconds": flags.timeout,
         "enabled": flags.enabled,

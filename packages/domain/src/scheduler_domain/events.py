@@ -95,7 +95,9 @@ class EventRecord:
     or anything else worth telling consumers (``queue.paused``). Written in the transaction of
     the change it records, like a :class:`RunEvent`.
 
-    ``owner_id`` decides who may read it besides admins and operators (None: only they, unless
+    ``team_id`` (the team of the task it is about, kept once the task is gone) and ``owner_id``
+    (a user's own record, such as a webhook's) decide who may read it besides admins and
+    operators (None: only they, unless
     ``task_id`` names a task whose owner may); ``subject`` names what it is about when that is
     not a task (``queue:default``)."""
 
@@ -104,6 +106,7 @@ class EventRecord:
     actor: str
     task_id: str | None = None
     owner_id: str | None = None
+    team_id: str | None = None
     subject: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=new_id)

@@ -70,6 +70,8 @@ class TaskRun:
     run_params: dict[str, Any] | None = None
     version: int = 1
     id: str = field(default_factory=new_id)
+    #: The task's team (who may see the run); empty means the owner's personal team.
+    team_id: str = ""
 
     @classmethod
     def create(
@@ -99,6 +101,7 @@ class TaskRun:
         return cls(
             task_id=task.id,
             owner_id=task.owner_id,
+            team_id=task.team_id,
             trigger=trigger,
             scheduled_for=logical_time,
             created_at=now,
@@ -128,6 +131,7 @@ class TaskRun:
         return TaskRun(
             task_id=self.task_id,
             owner_id=self.owner_id,
+            team_id=task.team_id if task is not None else self.team_id,
             trigger=RunTrigger.RETRY,
             scheduled_for=self.scheduled_for,
             created_at=now,
@@ -147,6 +151,8 @@ class TaskRun:
     def __post_init__(self) -> None:
         if self.attempt < 1:
             raise ValidationError("attempt starts at 1", field="attempt")
+        if not self.team_id:
+            self.team_id = self.owner_id
         self.scheduled_for = ensure_utc(self.scheduled_for, field="scheduled_for")
         self.created_at = ensure_utc(self.created_at, field="created_at")
 

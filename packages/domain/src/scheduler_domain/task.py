@@ -55,9 +55,12 @@ class TriggerRule(StrEnum):
 class Task:
     """A task definition. Mutating methods keep it valid; the repository persists it by version."""
 
+    #: Who created it (kept for the record and the executor policy; access follows the team).
     owner_id: str
     name: str
     executor: str
+    #: The team that owns it; empty means the creator's personal team (whose id is theirs).
+    team_id: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     schedule: Schedule | None = None
@@ -95,6 +98,8 @@ class Task:
     id: str = field(default_factory=new_id)
 
     def __post_init__(self) -> None:
+        if not self.team_id:
+            self.team_id = self.owner_id
         self.validate()
 
     def validate(self) -> None:

@@ -20,7 +20,7 @@ from scheduler_api.console.session import (
 )
 from scheduler_api.dependencies import Services
 from scheduler_api.services import ApiServices
-from scheduler_application.accounts.access import Principal
+from scheduler_application.accounts.access import Principal, can_change
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.queue_settings import validate_queue_name
 
@@ -38,6 +38,7 @@ class Abilities:
     operate: bool
     admin: bool
     see_all: bool
+    principal: Principal | None = None
 
     @classmethod
     def of(cls, principal: Principal) -> Abilities:
@@ -47,7 +48,13 @@ class Abilities:
             operate=role.operates_workers,
             admin=role.manages_accounts,
             see_all=role.sees_all_tasks,
+            principal=principal,
         )
+
+    def change(self, team_id: str) -> bool:
+        """Whether the objects of team ``team_id`` are the principal's to change (a viewer
+        of the team is offered no action on them)."""
+        return self.principal is not None and can_change(self.principal, team_id)
 
 
 async def provide_console(request: Request[Any, Any, Any], services: Services) -> ConsoleSession:

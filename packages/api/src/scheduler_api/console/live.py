@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get
@@ -62,6 +63,10 @@ class LiveController(Controller):
             max_seconds=options.event_stream_seconds,
             task_id=task,
             run_id=run,
+            reauthenticate=partial(
+                services.auth.authenticate,
+                authorization=f"Bearer {console.cookie.access_token}",
+            ),
         )
         return ServerSentEvent(
             _changes(stream),

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated
+from functools import partial
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.params import FromQuery, HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
@@ -88,6 +89,7 @@ class EventController(Controller):
     )
     async def stream(
         self,
+        request: Request[Any, Any, Any],
         services: Services,
         options: Options,
         principal: CurrentPrincipal,
@@ -122,6 +124,11 @@ class EventController(Controller):
             page=options.event_page,
             first=first,
             max_seconds=options.event_stream_seconds,
+            reauthenticate=partial(
+                services.auth.authenticate,
+                authorization=request.headers.get("authorization"),
+                api_key=request.headers.get("x-api-key"),
+            ),
             **filters.as_query(),
         )
         return ServerSentEvent(_messages(events), retry_duration=RECONNECT_MS)

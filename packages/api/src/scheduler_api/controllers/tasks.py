@@ -134,6 +134,7 @@ class TaskController(Controller):
                 "version": data.version,
                 "tasks": data.tasks,
                 **({"templates": data.templates} if data.templates is not None else {}),
+                **({"team": data.team} if data.team is not None else {}),
             },
             principal=principal,
             prune=prune,
@@ -180,6 +181,7 @@ class TaskController(Controller):
         options: Options,
         principal: CurrentPrincipal,
         owner_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        team_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
         enabled: FromQuery[bool | None] = None,
         queue: Annotated[str | None, QueryParameter(max_length=100)] = None,
         name_prefix: Annotated[str | None, QueryParameter(max_length=200)] = None,
@@ -190,6 +192,7 @@ class TaskController(Controller):
         page = await services.tasks.list(
             principal=principal,
             owner_id=owner_id,
+            team_id=team_id,
             enabled=enabled,
             queue=queue,
             name_prefix=name_prefix,

@@ -19,6 +19,8 @@ class RunOut(msgspec.Struct, kw_only=True):
     id: str
     task_id: str
     owner_id: str
+    #: The task's team: who may see the run.
+    team_id: str
     attempt: int
     retry_of: str | None
     status: RunStatus
@@ -56,6 +58,7 @@ class RunOut(msgspec.Struct, kw_only=True):
             id=run.id,
             task_id=run.task_id,
             owner_id=run.owner_id,
+            team_id=run.team_id,
             attempt=run.attempt,
             retry_of=run.retry_of,
             status=run.status,

@@ -66,6 +66,10 @@ class TaskSpecDocument(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     #: ``{"NAME": "value"}`` sets NAME, ``{"NAME": null}`` removes it, names left out keep
     #: their value. Never returned: a task shows ``secret_env_names`` only.
     secret_env: dict[str, str | None] | None = None
+    #: The team to put the task in, by name or id (one where the caller is an editor or
+    #: admin): the creator's personal team when left out on create; on update, a different
+    #: team moves the task (with its runs) there.
+    team: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
 
 
 TASK_EXAMPLE: dict[str, Any] = {
@@ -94,7 +98,10 @@ class MisfireOut(msgspec.Struct, kw_only=True):
 
 class TaskOut(msgspec.Struct, kw_only=True):
     id: str
+    #: Who created it.
     owner_id: str
+    #: The team it belongs to (a user's personal team has the user's id).
+    team_id: str
     name: str
     description: str
     executor: str
@@ -139,6 +146,7 @@ class TaskOut(msgspec.Struct, kw_only=True):
             "secret_env_names": task.secret_env_names,
             "id": task.id,
             "owner_id": task.owner_id,
+            "team_id": task.team_id,
             "paused": task.paused,
             "next_run_at": task.next_run_at,
             "created_at": task.created_at,
@@ -198,11 +206,18 @@ class TaskRef(msgspec.Struct, kw_only=True):
     id: str
     name: str
     owner_id: str
+    team_id: str
     enabled: bool
 
     @classmethod
     def of(cls, task: Task) -> TaskRef:
-        return cls(id=task.id, name=task.name, owner_id=task.owner_id, enabled=task.enabled)
+        return cls(
+            id=task.id,
+            name=task.name,
+            owner_id=task.owner_id,
+            team_id=task.team_id,
+            enabled=task.enabled,
+        )
 
 
 class DependenciesOut(msgspec.Struct, kw_only=True):
@@ -246,6 +261,8 @@ class TasksFileIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     version: int = 1
     #: Templates (admins and operators), matched by name and applied before the tasks.
     templates: list[dict[str, Any]] | None = None
+    #: The team (name or id) of every task that names none itself.
+    team: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
 
 
 class FieldChangeOut(msgspec.Struct, kw_only=True):

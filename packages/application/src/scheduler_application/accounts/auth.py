@@ -258,9 +258,10 @@ class AuthService:
             raise AuthenticationFailed(CREDENTIAL_REFUSED)
         async with self._reads() as uow:
             user = await uow.users.get(subject)
-        if user is None or user.disabled or user.token_generation != generation:
-            raise AuthenticationFailed(CREDENTIAL_REFUSED)
-        principal = Principal(subject_id=user.id, role=user.role, via="user")
+            if user is None or user.disabled or user.token_generation != generation:
+                raise AuthenticationFailed(CREDENTIAL_REFUSED)
+            teams = await uow.teams.roles_of(user.id)
+        principal = Principal(subject_id=user.id, role=user.role, via="user", teams=teams)
         if isinstance(expiry, int | float):
             expires_at = datetime.fromtimestamp(expiry, tz=UTC)
             self._cache.put(digest, principal, expires_at=expires_at, epoch=epoch)
@@ -279,15 +280,16 @@ class AuthService:
             if not digest_matches(key, stored) or stored is None or not stored.is_usable(now):
                 raise AuthenticationFailed(CREDENTIAL_REFUSED)
             owner = await uow.users.get(stored.owner_id)
-        if owner is None or owner.disabled or not may_grant(owner.role, stored.role):
-            raise AuthenticationFailed(CREDENTIAL_REFUSED)
+            if owner is None or owner.disabled or not may_grant(owner.role, stored.role):
+                raise AuthenticationFailed(CREDENTIAL_REFUSED)
+            teams = await uow.teams.roles_of(owner.id)
         last = stored.last_used_at
         if last is None or now - last >= KEY_USE_RESOLUTION:
             async with self._uow_factory() as uow:
                 await uow.api_keys.touch(stored.id, now=now)
                 await uow.commit()
         principal = Principal(
-            subject_id=owner.id, role=stored.role, via="api_key", key_id=stored.id
+            subject_id=owner.id, role=stored.role, via="api_key", key_id=stored.id, teams=teams
         )
         self._cache.put(digest, principal, expires_at=stored.expires_at, epoch=epoch)
         return principal

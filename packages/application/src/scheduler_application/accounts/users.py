@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 from scheduler_application.accounts.access import SYSTEM, Principal, ensure_manages_accounts
 from scheduler_application.errors import AlreadyExists, Conflict
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.security import PasswordHasher
-from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
+from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from scheduler_domain.accounts import (
     Role,
     User,
@@ -16,8 +17,20 @@ from scheduler_domain.accounts import (
     validate_password,
     validate_username,
 )
+from scheduler_domain.teams import Membership, Team, TeamRole
 
 ADMIN_USERNAME = "admin"
+
+
+async def add_personal_team(uow: UnitOfWork, user: User, *, now: datetime) -> Team:
+    """The user's personal team (id = the user's id), with the user as its admin: where their
+    tasks go unless they name another team."""
+    team = Team.personal_for(user.id, user.username, now=now)
+    await uow.teams.add(team)
+    await uow.teams.set_member(
+        Membership(team_id=team.id, user_id=user.id, role=TeamRole.ADMIN, created_at=now)
+    )
+    return team
 
 
 class AccountService:
@@ -50,6 +63,7 @@ class AccountService:
         )
         async with self._uow_factory() as uow:
             await uow.users.add(user)
+            await add_personal_team(uow, user, now=now)
             await uow.commit()
         return user
 

@@ -5,8 +5,8 @@ Run transitions are written by the use cases that make them (``uow.events.add``)
 adds the rest, in the transaction of the change: task changes (:func:`task_event`), skipped
 slots (:func:`add_decisions`), and anything else through :func:`record_event` or
 :meth:`EventService.record` (``queue.paused`` and its kin). Reading applies the object-level
-rule of every other list: a caller whose role does not see every owner's tasks reads only the
-events of its own tasks and the records it owns.
+rule of every other list: a caller whose role does not see every team's tasks reads only the
+events of its teams' tasks and the records it owns.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
-from scheduler_application.accounts.access import Principal, can_see, owner_scope
+from scheduler_application.accounts.access import Principal, can_see, team_scope
 from scheduler_application.errors import NotFound
 from scheduler_application.paging import page_limit
 from scheduler_application.ports.clock import Clock
@@ -47,6 +47,7 @@ async def record_event(
     subject: str | None = None,
     task_id: str | None = None,
     owner_id: str | None = None,
+    team_id: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> EventRecord:
     """Append one entry in ``uow``'s transaction (committed, or not, with the change it tells
@@ -58,6 +59,7 @@ async def record_event(
         subject=subject,
         task_id=task_id,
         owner_id=owner_id,
+        team_id=team_id,
         detail=dict(detail or {}),
     )
     await uow.events.record(record)
@@ -73,7 +75,7 @@ async def task_event(
     actor: str,
     detail: dict[str, Any] | None = None,
 ) -> EventRecord:
-    """A task change (``task.created`` …), readable by the task's owner even once the task is
+    """A task change (``task.created`` …), readable by the task's team even once the task is
     gone."""
     return await record_event(
         uow,
@@ -82,7 +84,7 @@ async def task_event(
         actor=actor,
         subject=f"task:{task.name}",
         task_id=task.id,
-        owner_id=task.owner_id,
+        team_id=task.team_id,
         detail={"version": task.version, **(detail or {})},
     )
 
@@ -95,9 +97,9 @@ async def add_decisions(
     actor: str = DISPATCHER_ACTOR,
 ) -> None:
     """Store slot decisions; every skipped one is also a ``task.slot_skipped`` event with its
-    reason, owned by its task's owner when ``tasks`` names it (so the owner still reads it
-    once the task is deleted)."""
-    owners = {task.id: task.owner_id for task in tasks}
+    reason, of its task's team when ``tasks`` names it (so the team still reads it once the
+    task is deleted)."""
+    teams = {task.id: task.team_id for task in tasks}
     if not decisions:
         return
     if len(decisions) == 1:
@@ -113,7 +115,7 @@ async def add_decisions(
             at=decision.at,
             actor=actor,
             task_id=decision.task_id,
-            owner_id=owners.get(decision.task_id),
+            team_id=teams.get(decision.task_id),
             detail={
                 "slot": decision.slot.isoformat(),
                 "reason": None if decision.reason is None else decision.reason.value,
@@ -166,12 +168,13 @@ class EventService:
         """Entries after ``after`` in cursor order. A task or run the caller may not see is
         NotFound, as everywhere else; without those filters, someone else's events are simply
         not there."""
-        scope = owner_scope(principal)
+        scope = team_scope(principal)
         for kind in kinds:
             check_kind(kind)
         query = EventQuery(
             after=after,
-            owner_id=scope,
+            team_ids=scope,
+            owner_id=principal.subject_id,
             task_id=task_id,
             run_id=run_id,
             statuses=tuple(statuses),
@@ -183,7 +186,7 @@ class EventService:
 
     async def head(self, *, principal: Principal) -> EventCursor:
         """Where "from now on" starts."""
-        owner_scope(principal)
+        team_scope(principal)
         async with self._uow_factory() as uow:
             return await uow.events.log_head()
 
@@ -234,9 +237,9 @@ class EventService:
             return
         if task_id is not None:
             task = await uow.tasks.get(task_id)
-            if task is None or not can_see(principal, task.owner_id):
+            if task is None or not can_see(principal, task.team_id):
                 raise NotFound(f"task {task_id} not found", field="task_id")
         if run_id is not None:
             run = await uow.runs.get(run_id)
-            if run is None or not can_see(principal, run.owner_id):
+            if run is None or not can_see(principal, run.team_id):
                 raise NotFound(f"run {run_id} not found", field="run_id")

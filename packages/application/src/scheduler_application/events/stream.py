@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from scheduler_application.accounts.access import Principal
+from scheduler_application.errors import AuthenticationFailed, NotFound, PermissionDenied
 from scheduler_application.events.log import EventService
 from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
 from scheduler_domain.events import LOG_START, EventCursor, LoggedEvent
@@ -149,12 +150,15 @@ async def follow(
     page: int = 200,
     first: list[LoggedEvent] | None = None,
     max_seconds: float | None = None,
+    reauthenticate: Callable[[], Awaitable[Principal]] | None = None,
 ) -> AsyncIterator[LoggedEvent | Heartbeat]:
     """The caller's events after ``after``, then each new one as it is committed, until
     ``max_seconds`` have passed (then it ends: the client reconnects after its last event,
     and its credentials are checked again); a :class:`Heartbeat` whenever
     ``heartbeat_seconds`` pass without an event. ``first``: a page already read (the caller
-    read it to refuse bad filters before answering)."""
+    read it to refuse bad filters before answering). ``reauthenticate``: who the caller is
+    now, asked before each read (from the credential cache, so cheap): a membership or role
+    change counts from the next event on, and a credential that ends ends the stream."""
     loop = asyncio.get_running_loop()
     cursor = after
     pending = first
@@ -163,15 +167,23 @@ async def follow(
     while ends is None or loop.time() < ends:
         generation = watcher.generation
         if pending is None:
-            pending = await events.read(
-                principal=principal,
-                after=cursor,
-                task_id=task_id,
-                run_id=run_id,
-                statuses=statuses,
-                kinds=kinds,
-                limit=page,
-            )
+            if reauthenticate is not None:
+                try:
+                    principal = await reauthenticate()
+                except AuthenticationFailed:
+                    return
+            try:
+                pending = await events.read(
+                    principal=principal,
+                    after=cursor,
+                    task_id=task_id,
+                    run_id=run_id,
+                    statuses=statuses,
+                    kinds=kinds,
+                    limit=page,
+                )
+            except (NotFound, PermissionDenied):
+                return  # the task or run followed is no longer the caller's to see
         batch, pending = pending, None
         for event in batch:
             yield event

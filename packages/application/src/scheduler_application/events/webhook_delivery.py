@@ -161,9 +161,20 @@ class WebhookDispatcher:
             owner = await uow.users.get(subscription.owner_id)
             if owner is None or owner.disabled or not owner.role.can_read_tasks:
                 return []
-            scope = None if owner.role.sees_all_tasks else owner.id
+            # The owner's teams as they are now: a member who left a team stops receiving
+            # its events.
+            teams = (
+                None
+                if owner.role.sees_all_tasks
+                else frozenset({owner.id, *await uow.teams.roles_of(owner.id)})
+            )
             return await uow.events.read_log(
-                EventQuery(after=subscription.cursor, owner_id=scope, task_id=subscription.task_id),
+                EventQuery(
+                    after=subscription.cursor,
+                    team_ids=teams,
+                    owner_id=owner.id,
+                    task_id=subscription.task_id,
+                ),
                 limit=self._settings.batch,
             )
 

@@ -155,7 +155,7 @@ class WebhookService:
         async with self._uow_factory() as uow:
             if task_id is not None:
                 task = await uow.tasks.get(task_id)
-                if task is None or not can_see(principal, task.owner_id):
+                if task is None or not can_see(principal, task.team_id):
                     raise NotFound(f"task {task_id} not found", field="task_id")
             head = await uow.events.log_head()
         now = self._clock.now()
@@ -179,6 +179,7 @@ class WebhookService:
     async def get(self, webhook_id: str, *, principal: Principal) -> WebhookSubscription:
         ensure_can_read_tasks(principal)
         subscription = await self._store.get(webhook_id)
+        # A subscription is its owner's own: it belongs to their personal team (their id).
         if subscription is None or not can_see(principal, subscription.owner_id):
             raise NotFound(f"webhook {webhook_id} not found", field="webhook_id")
         return subscription
@@ -215,7 +216,7 @@ class WebhookService:
         if changes.get("task_id") is not None:
             async with self._uow_factory() as uow:
                 task = await uow.tasks.get(changes["task_id"])
-            if task is None or not can_see(principal, task.owner_id):
+            if task is None or not can_see(principal, task.team_id):
                 raise NotFound(f"task {changes['task_id']} not found", field="task_id")
         if "statuses" in changes:
             changes["statuses"] = tuple(changes["statuses"])

@@ -32,9 +32,9 @@ from typing import Any
 
 from scheduler_application.accounts.access import (
     Principal,
+    change_scope,
     ensure_can_read_tasks,
     ensure_can_write_tasks,
-    owner_scope,
 )
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound, PermissionDenied
 from scheduler_application.operations.bulk_operations import (
@@ -222,13 +222,16 @@ class BulkRunner:
     async def _execute(self, operation: BulkOperation) -> None:
         try:
             while not operation.finished:
-                items, position = await self._next_batch(operation)
+                # Memberships as they are now, each batch: a member removed from a team (or
+                # made a viewer) stops changing its objects from the next batch on.
+                who = await self._actor(operation)
+                items, position = await self._next_batch(operation, who)
                 if operation.action is BulkAction.CANCEL_RUNS:
-                    for item, outcome in await self._cancel_batch(operation, items):
+                    for item, outcome in await self._cancel_batch(operation, items, who):
                         self._record(operation, item, outcome)
                 else:
                     for item in items:
-                        self._record(operation, item, await self._one(operation, item))
+                        self._record(operation, item, await self._one(operation, item, who))
                 operation.position = position
                 if position is None or operation.done >= operation.total:
                     # Objects deleted since the count are not there to be handled.
@@ -269,7 +272,15 @@ class BulkRunner:
                 entry["run_id"] = outcome.run_id
             operation.results.append(entry)
 
-    async def _next_batch(self, operation: BulkOperation) -> tuple[list[str], str | None]:
+    async def _actor(self, operation: BulkOperation) -> Principal:
+        """Who started the operation, with their team memberships read now."""
+        async with self._uow_factory() as uow:
+            teams = await uow.teams.roles_of(operation.actor_id)
+        return Principal(operation.actor_id, operation.actor_role, teams=teams)
+
+    async def _next_batch(
+        self, operation: BulkOperation, principal: Principal
+    ) -> tuple[list[str], str | None]:
         """The next items and the position after them (None: the selection is exhausted)."""
         remaining = operation.total - operation.done
         if remaining <= 0:
@@ -280,7 +291,6 @@ class BulkRunner:
             start = int(operation.position or 0)
             end = start + size
             return list(ids[start:end]), (str(end) if end < len(ids) else None)
-        principal = operation.principal
         async with self._uow_factory() as uow:
             if operation.action.on_runs:
                 run_filter = _run_filter(operation.selection.filter, principal, operation.frozen_at)
@@ -290,8 +300,7 @@ class BulkRunner:
             tasks = await uow.tasks.list(task_filter, limit=size, cursor=operation.position)
             return [t.id for t in tasks.items], tasks.next_cursor
 
-    async def _one(self, operation: BulkOperation, item: str) -> Outcome:
-        principal = operation.principal
+    async def _one(self, operation: BulkOperation, item: str, principal: Principal) -> Outcome:
         try:
             return await _ACTIONS[operation.action](self, operation, item, principal)
         except Conflict as conflict:
@@ -300,13 +309,13 @@ class BulkRunner:
             return Outcome("failed", error.message)
 
     async def _cancel_batch(
-        self, operation: BulkOperation, run_ids: list[str]
+        self, operation: BulkOperation, run_ids: list[str], principal: Principal
     ) -> list[tuple[str, Outcome]]:
         """Cancels go a batch per transaction (the other actions one item each)."""
         if not run_ids:
             return []
         outcomes = await self._runs.cancel_many(
-            run_ids, principal=operation.principal, reason=f"cancelled in bulk ({operation.id})"
+            run_ids, principal=principal, reason=f"cancelled in bulk ({operation.id})"
         )
         answers: list[tuple[str, Outcome]] = []
         for run_id in run_ids:
@@ -315,6 +324,8 @@ class BulkRunner:
                 answers.append((run_id, Outcome("succeeded")))
             elif outcome == "not_found":
                 answers.append((run_id, Outcome("failed", f"run {run_id} not found")))
+            elif outcome == "forbidden":
+                answers.append((run_id, Outcome("failed", f"run {run_id} is read-only to you")))
             else:
                 status = outcome.removeprefix("final:")
                 answers.append((run_id, Outcome("skipped", f"the run is already {status}")))
@@ -370,7 +381,7 @@ _ACTIONS: dict[BulkAction, _Action] = {
 _RUN_FILTER_KEYS = frozenset(
     {"task_id", "status", "trigger", "worker_id", "queue", "created_after", "created_before"}
 )
-_TASK_FILTER_KEYS = frozenset({"enabled", "queue", "name_prefix", "owner_id"})
+_TASK_FILTER_KEYS = frozenset({"enabled", "queue", "name_prefix", "owner_id", "team_id"})
 
 
 def _check_selection(action: BulkAction, selection: Selection) -> None:
@@ -437,7 +448,7 @@ def _run_filter(
         bound = frozen_at + _TICK
         before = bound if before is None else min(before, bound)
     return RunFilter(
-        owner_id=owner_scope(principal),
+        team_ids=change_scope(principal),
         task_id=_text(values.get("task_id"), "filter.task_id"),
         statuses=parsed_statuses,
         trigger=parsed_trigger,
@@ -449,13 +460,17 @@ def _run_filter(
 
 
 def _task_filter(values: Mapping[str, Any], principal: Principal) -> TaskFilter:
-    scope = owner_scope(principal)
+    scope = change_scope(principal)
     owner = _text(values.get("owner_id"), "filter.owner_id")
+    team = _text(values.get("team_id"), "filter.team_id")
     enabled = values.get("enabled")
     if enabled is not None and not isinstance(enabled, bool):
         raise ValidationError("enabled must be true or false", field="filter.enabled")
+    if team is not None:
+        scope = frozenset({team}) if scope is None else scope & {team}
     return TaskFilter(
-        owner_id=scope if scope is not None else owner,
+        owner_id=owner,
+        team_ids=scope,
         enabled=enabled,
         queue=_text(values.get("queue"), "filter.queue"),
         name_prefix=_text(values.get("name_prefix"), "filter.name_prefix"),

@@ -20,6 +20,7 @@ from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.shared_limits import Partition, SharedLimit
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
+from scheduler_domain.teams import Membership, Team, TeamRole
 from scheduler_domain.template import Template
 from scheduler_domain.worker import Worker, WorkerStatus
 
@@ -36,7 +37,10 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskFilter:
+    #: Created by this user.
     owner_id: str | None = None
+    #: Of one of these teams (the caller's scope; None: every team's).
+    team_ids: frozenset[str] | None = None
     enabled: bool | None = None
     queue: str | None = None
     name_prefix: str | None = None
@@ -47,6 +51,8 @@ class TaskFilter:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunFilter:
     owner_id: str | None = None
+    #: Of one of these teams (the caller's scope; None: every team's).
+    team_ids: frozenset[str] | None = None
     task_id: str | None = None
     statuses: frozenset[RunStatus] = field(default_factory=frozenset)
     trigger: RunTrigger | None = None
@@ -195,6 +201,11 @@ class RunRepository(Protocol):
         ...
 
     async def get(self, run_id: str) -> TaskRun | None: ...
+
+    async def move_to_team(self, task_id: str, team_id: str) -> int:
+        """Give every run of the task to ``team_id`` (the task moved); how many rows changed.
+        Neither the version nor anything else of a run changes."""
+        ...
 
     async def get_by_idempotency_key(self, task_id: str, key: str) -> TaskRun | None: ...
 
@@ -514,10 +525,13 @@ class QueueSettingsRepository(Protocol):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EventQuery:
     """Which entries of the event log to read: those strictly after ``after``, and, when set,
-    only those visible to ``owner_id`` (its tasks' events and records it owns), of one task,
-    one run, with one of ``statuses`` (run transitions) or one of ``kinds``."""
+    only those visible to a reader of the teams ``team_ids`` (their tasks' events, and those
+    recorded for the team of a task since deleted) who is ``owner_id`` (the records it owns),
+    of one task, one run, with one of ``statuses`` (run transitions) or one of ``kinds``.
+    ``team_ids`` None: every entry (a reader who sees everything)."""
 
     after: EventCursor
+    team_ids: frozenset[str] | None = None
     owner_id: str | None = None
     task_id: str | None = None
     run_id: str | None = None
@@ -635,6 +649,42 @@ class UserRepository(Protocol):
         ...
 
     async def count(self) -> int: ...
+
+
+class TeamRepository(Protocol):
+    """Teams and their members. A personal team has the id of its user."""
+
+    async def add(self, team: Team) -> None:
+        """AlreadyExists (field ``name``) when the name is taken."""
+        ...
+
+    async def get(self, team_id: str) -> Team | None: ...
+
+    async def get_by_name(self, name: str) -> Team | None: ...
+
+    async def delete(self, team_id: str) -> None:
+        """Remove the team and its memberships (the caller checked it owns no task)."""
+        ...
+
+    async def of_user(self, user_id: str) -> builtins.list[tuple[Team, TeamRole]]:
+        """The teams ``user_id`` is a member of, with their role, by name."""
+        ...
+
+    async def roles_of(self, user_id: str) -> dict[str, TeamRole]:
+        """``{team id: role}`` of every membership of ``user_id`` (what a credential carries)."""
+        ...
+
+    async def members(self, team_id: str) -> builtins.list[Membership]:
+        """The members, oldest first."""
+        ...
+
+    async def set_member(self, membership: Membership) -> None:
+        """Add the member or change their role."""
+        ...
+
+    async def remove_member(self, team_id: str, user_id: str) -> bool:
+        """False when they were no member."""
+        ...
 
 
 class ApiKeyRepository(Protocol):

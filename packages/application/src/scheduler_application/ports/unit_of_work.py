@@ -15,6 +15,7 @@ from scheduler_application.ports.repositories import (
     RunRepository,
     SharedLimitRepository,
     TaskRepository,
+    TeamRepository,
     TemplateRepository,
     UserRepository,
     WorkerRepository,
@@ -42,6 +43,7 @@ class UnitOfWork(Protocol):
     templates: TemplateRepository
     limits: SharedLimitRepository
     circuits: CircuitRepository
+    teams: TeamRepository
 
     async def __aenter__(self) -> Self: ...
 

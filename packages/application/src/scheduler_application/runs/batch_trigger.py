@@ -17,10 +17,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from scheduler_application.accounts.access import Principal, can_see, ensure_can_write_tasks
+from scheduler_application.accounts.access import (
+    Principal,
+    can_change,
+    can_see,
+    ensure_can_write_tasks,
+)
 from scheduler_application.dispatch.outbox import Outbox
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.errors import ApplicationError, Conflict, NotFound
+from scheduler_application.errors import ApplicationError, Conflict, NotFound, PermissionDenied
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
@@ -153,9 +158,15 @@ class BatchTrigger:
                 if answers[i] is not None:
                     continue
                 task = tasks.get(item.task_id)
-                if task is None or not can_see(principals[i], task.owner_id):
+                if task is None or not can_see(principals[i], task.team_id):
                     missing = NotFound(f"task {item.task_id} not found", field="task_id")
                     answers[i] = _refused(missing, "task_id")
+                    continue
+                if not can_change(principals[i], task.team_id):
+                    read_only = PermissionDenied(
+                        f"task {item.task_id} is read-only to you (a viewer of its team)"
+                    )
+                    answers[i] = _refused(read_only, "task_id")
                     continue
                 key = keys[i]
                 if key is not None:

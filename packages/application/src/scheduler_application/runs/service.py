@@ -9,10 +9,12 @@ from typing import Any
 
 from scheduler_application.accounts.access import (
     Principal,
+    can_change,
     can_see,
     ensure_can_read_tasks,
     ensure_can_write_tasks,
-    owner_scope,
+    ensure_changeable,
+    team_scope,
 )
 from scheduler_application.dispatch.outbox import Outbox
 from scheduler_application.dispatch.relay import RunRelay
@@ -27,7 +29,7 @@ from scheduler_application.ports.unit_of_work import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
-from scheduler_application.tasks.service import load_visible_task
+from scheduler_application.tasks.service import load_changeable_task, load_visible_task
 from scheduler_application.templates.subscriptions import run_params
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.events import RunEvent
@@ -49,8 +51,16 @@ _TICK = timedelta(microseconds=1)
 async def load_visible_run(uow: UnitOfWork, run_id: str, principal: Principal) -> TaskRun:
     """The run, or NotFound when it does not exist *or* the caller may not see it."""
     run = await uow.runs.get(run_id)
-    if run is None or not can_see(principal, run.owner_id):
+    if run is None or not can_see(principal, run.team_id):
         raise NotFound(f"run {run_id} not found", field="run_id")
+    return run
+
+
+async def load_changeable_run(uow: UnitOfWork, run_id: str, principal: Principal) -> TaskRun:
+    """The run, NotFound as :func:`load_visible_run`, PermissionDenied when the caller only
+    views its team."""
+    run = await load_visible_run(uow, run_id, principal)
+    ensure_changeable(principal, run.team_id, kind="run", object_id=run_id)
     return run
 
 
@@ -129,7 +139,7 @@ class RunService:
         scheduled_for = now if logical_time is None else logical_time_of(logical_time, now=now)
         async with self._relay.outbox(self._uow_factory()) as box:
             uow = box.uow
-            task = await load_visible_task(uow, task_id, principal)
+            task = await load_changeable_task(uow, task_id, principal)
             if key is not None:
                 existing = await uow.runs.get_by_idempotency_key(task.id, key)
                 if existing is not None:
@@ -177,10 +187,10 @@ class RunService:
         limit: int = DEFAULT_PAGE_SIZE,
         cursor: str | None = None,
     ) -> Page[TaskRun]:
-        """Newest first; only the caller's own runs unless its role sees all."""
-        scope = owner_scope(principal)
+        """Newest first; only the runs of the caller's teams unless its role sees all."""
+        scope = team_scope(principal)
         run_filter = RunFilter(
-            owner_id=scope,
+            team_ids=scope,
             task_id=task_id,
             statuses=frozenset(statuses),
             trigger=trigger,
@@ -205,7 +215,7 @@ class RunService:
             return {}
         async with self._uow_factory() as uow:
             tasks = await uow.tasks.get_many(wanted)
-            visible = [t.id for t in tasks if can_see(principal, t.owner_id)]
+            visible = [t.id for t in tasks if can_see(principal, t.team_id)]
             return await uow.runs.latest_statuses(visible, per_task=max(1, min(per_task, 20)))
 
     async def cancel(
@@ -216,7 +226,7 @@ class RunService:
         ensure_can_write_tasks(principal)
         now = self._clock.now()
         async with self._uow_factory() as uow:
-            run = await load_visible_run(uow, run_id, principal)
+            run = await load_changeable_run(uow, run_id, principal)
             if run.status.is_final:
                 raise Conflict(
                     f"run {run_id} is already {run.status.value} and cannot be cancelled",
@@ -246,8 +256,10 @@ class RunService:
             events: list[RunEvent] = []
             for run_id in run_ids:
                 run = found.get(run_id)
-                if run is None or not can_see(principal, run.owner_id):
+                if run is None or not can_see(principal, run.team_id):
                     outcomes[run_id] = "not_found"
+                elif not can_change(principal, run.team_id):
+                    outcomes[run_id] = "forbidden"
                 elif run.status.is_final:
                     outcomes[run_id] = f"final:{run.status.value}"
                 else:
@@ -291,7 +303,7 @@ class RunService:
         now = self._clock.now()
         async with self._relay.outbox(self._uow_factory()) as box:
             uow = box.uow
-            run = await load_visible_run(uow, run_id, principal)
+            run = await load_changeable_run(uow, run_id, principal)
             if run.status not in RETRYABLE_STATUSES:
                 raise Conflict(
                     f"run {run_id} is {run.status.value}; only a failed, timed out, lost, "

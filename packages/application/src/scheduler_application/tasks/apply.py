@@ -20,6 +20,11 @@ A file may also hold ``templates:``, a list of template specs
 updated (every subscription follows, see :class:`TemplateService`) or unchanged; never pruned.
 Only admins and operators may apply a file with templates. Templates are applied before tasks.
 
+``team`` (per task, or once for the whole file at its top level) puts a task in a team where
+the caller is an editor or admin (by name or id); a task whose team differs is moved there.
+Left out, a new task goes to the caller's personal team and an existing one stays where it is.
+``export`` writes the team of the tasks that are not in the caller's personal team.
+
 The whole file is checked before anything changes — every spec parsed (errors name
 ``tasks[3].schedule.cron``), names unique, dependencies resolvable, no cycle, every executor
 allowed — and a dry run answers the same plan without applying it. The changes themselves are
@@ -43,7 +48,7 @@ from scheduler_application.accounts.access import (
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound, PermissionDenied
 from scheduler_application.ports.repositories import TaskFilter
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from scheduler_application.tasks.service import TaskService
+from scheduler_application.tasks.service import TaskService, writable_team
 from scheduler_application.tasks.spec import parse_task_spec, task_to_spec
 from scheduler_application.templates.service import TemplateService, ensure_manages_templates
 from scheduler_application.templates.spec import parse_template_spec, template_to_spec
@@ -117,8 +122,9 @@ class TaskApplyService:
         async with self._uow_factory() as uow:
             owned = await _owned(uow, principal.subject_id)
             names = await _names(uow, owned, principal.subject_id)
-        chosen = [t for t in owned if scope is None or scope.covers(t)]
-        return [_file_spec(t, names) for t in sorted(chosen, key=lambda t: t.name)]
+            chosen = [t for t in owned if scope is None or scope.covers(t)]
+            teams = await _team_names(uow, chosen)
+        return [_file_spec(t, names, teams) for t in sorted(chosen, key=lambda t: t.name)]
 
     async def apply(
         self,
@@ -147,6 +153,7 @@ class TaskApplyService:
         async with self._uow_factory() as uow:
             owned = await _owned(uow, principal.subject_id)
             names = await _names(uow, owned, principal.subject_id)
+            team_ids = await _team_ids(uow, specs, principal)
         by_name = {t.name: t for t in owned}
         order = _upstreams_first(specs)
         changes: list[TaskChange] = await self._template_plan(templates, principal)
@@ -154,10 +161,12 @@ class TaskApplyService:
             name = spec["name"]
             current = by_name.get(name)
             wanted = _canonical(spec)
+            team = team_ids.get(spec["team"]) if "team" in spec else None
             if current is None:
-                changes.append(
-                    TaskChange(name, "create", fields={k: (None, v) for k, v in _flat(wanted)})
-                )
+                created = {k: (None, v) for k, v in _flat(wanted)}
+                if team is not None:
+                    created["team"] = (None, team)
+                changes.append(TaskChange(name, "create", fields=created))
                 continue
             have = _file_spec(current, names)
             diff = {
@@ -165,6 +174,8 @@ class TaskApplyService:
                 for (key, old), (_, new) in zip(_flat(have), _flat(wanted), strict=True)
                 if old != new
             }
+            if team is not None and team != current.team_id:
+                diff["team"] = (current.team_id, team)
             changes.append(TaskChange(name, "update" if diff else "unchanged", current.id, diff))
         if prune:
             named = {spec["name"] for spec in specs}
@@ -287,7 +298,7 @@ def _specs(document: Any) -> list[dict[str, Any]]:
         document = {**document, "tasks": []}
     if not isinstance(document.get("tasks"), list):
         raise ValidationError('a tasks file is an object with a "tasks" list', field="tasks")
-    unknown = sorted(set(document) - {"tasks", "version", "templates"})
+    unknown = sorted(set(document) - {"tasks", "version", "templates", "team"})
     if unknown:
         raise ValidationError(f"unknown key {unknown[0]!r} in the tasks file", field=unknown[0])
     if document.get("version", 1) != 1:
@@ -318,7 +329,14 @@ def _specs(document: Any) -> list[dict[str, Any]]:
                 field=f"{where}.name",
             )
         seen[name] = index
-        specs.append(dict(item))
+        spec = dict(item)
+        if "team" not in spec and document.get("team") is not None:
+            spec["team"] = document["team"]
+        try:
+            parse_task_spec(spec)
+        except ValidationError as error:
+            raise ValidationError(error.message, field="team") from None
+        specs.append(spec)
     return specs
 
 
@@ -340,17 +358,50 @@ def _canonical(spec: Mapping[str, Any]) -> dict[str, Any]:
     return canonical
 
 
-def _file_spec(task: Task, names: Mapping[str, str]) -> dict[str, Any]:
+def _file_spec(
+    task: Task, names: Mapping[str, str], teams: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     spec = task_to_spec(task)
     spec["depends_on"] = sorted(names.get(upstream, upstream) for upstream in task.depends_on)
+    if teams is not None and task.team_id != task.owner_id:
+        spec["team"] = teams.get(task.team_id, task.team_id)
     return spec
 
 
 def _full_patch(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """A PATCH that sets every field to the file's value (left out: the default)."""
+    """A PATCH that sets every field to the file's value (left out: the default; the team
+    left out: where the task is)."""
     patch = _canonical(spec)
     patch["depends_on"] = list(spec.get("depends_on") or [])
+    if "team" in spec:
+        patch["team"] = spec["team"]
     return patch
+
+
+async def _team_ids(
+    uow: UnitOfWork, specs: Sequence[Mapping[str, Any]], principal: Principal
+) -> dict[str, str]:
+    """Each team the file names → its id, checked before anything changes: a team the caller
+    cannot see, or may not put tasks in, is refused naming the task's ``team``."""
+    resolved: dict[str, str] = {}
+    for index, spec in enumerate(specs):
+        ref = spec.get("team")
+        if ref is None or ref in resolved:
+            continue
+        try:
+            resolved[ref] = await writable_team(uow, ref, principal)
+        except (NotFound, PermissionDenied) as error:
+            raise type(error)(error.message, field=f"tasks[{index}].team") from None
+    return resolved
+
+
+async def _team_names(uow: UnitOfWork, tasks: Sequence[Task]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for team_id in {t.team_id for t in tasks if t.team_id != t.owner_id}:
+        team = await uow.teams.get(team_id)
+        if team is not None:
+            names[team_id] = team.name
+    return names
 
 
 def _flat(spec: Mapping[str, Any]) -> list[tuple[str, Any]]:

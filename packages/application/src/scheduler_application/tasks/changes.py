@@ -26,6 +26,7 @@ from scheduler_application.ports.repositories import (
     RunRepository,
     SharedLimitRepository,
     TaskRepository,
+    TeamRepository,
     TemplateRepository,
     UserRepository,
     WorkerRepository,
@@ -82,6 +83,7 @@ class _NotifyingUnitOfWork:
         self.templates: TemplateRepository = inner.templates
         self.limits: SharedLimitRepository = inner.limits
         self.circuits: CircuitRepository = inner.circuits
+        self.teams: TeamRepository = inner.teams
 
     async def __aenter__(self) -> Self:
         await self._inner.__aenter__()

@@ -32,8 +32,8 @@ class TaskGraphService:
             task = await load_visible_task(uow, task_id, principal)
             upstreams = await uow.tasks.get_many(list(task.depends_on))
             dependents = await uow.tasks.dependents(task.id)
-        visible_up = [t for t in upstreams if can_see(principal, t.owner_id)]
-        visible_down = [t for t in dependents if can_see(principal, t.owner_id)]
+        visible_up = [t for t in upstreams if can_see(principal, t.team_id)]
+        visible_down = [t for t in dependents if can_see(principal, t.team_id)]
         return TaskDependencies(
             task_id=task.id,
             trigger_rule=task.trigger_rule,

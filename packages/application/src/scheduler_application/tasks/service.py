@@ -11,11 +11,14 @@ from zoneinfo import ZoneInfo
 
 from scheduler_application.accounts.access import (
     Principal,
+    can_change,
     can_see,
     ensure_can_read_tasks,
     ensure_can_write_tasks,
-    owner_scope,
+    ensure_changeable,
+    team_scope,
 )
+from scheduler_application.accounts.teams import resolve_team
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound, PermissionDenied
 from scheduler_application.events.log import task_event
 from scheduler_application.paging import DEFAULT_PAGE_SIZE, page_limit
@@ -74,9 +77,37 @@ async def load_visible_task(
 ) -> Task:
     """The task, or NotFound when it does not exist *or* the caller may not see it."""
     task = await uow.tasks.get(task_id, for_update=for_update)
-    if task is None or not can_see(principal, task.owner_id):
+    if task is None or not can_see(principal, task.team_id):
         raise NotFound(f"task {task_id} not found", field="task_id")
     return task
+
+
+async def load_changeable_task(
+    uow: UnitOfWork, task_id: str, principal: Principal, *, for_update: bool = False
+) -> Task:
+    """The task, NotFound as :func:`load_visible_task`, PermissionDenied when the caller sees
+    it but may not change it (a ``viewer`` of its team)."""
+    task = await load_visible_task(uow, task_id, principal, for_update=for_update)
+    ensure_changeable(principal, task.team_id, kind="task", object_id=task_id)
+    return task
+
+
+async def writable_team(uow: UnitOfWork, ref: str, principal: Principal) -> str:
+    """The id of the team ``ref`` (name or id) names, if the caller may put tasks in it:
+    NotFound (field ``team``) for a team they cannot see, PermissionDenied for one where they
+    are only a viewer."""
+    try:
+        team = await resolve_team(uow, ref)
+    except NotFound:
+        raise NotFound(f"team {ref!r} not found", field="team") from None
+    if not can_see(principal, team.id):
+        raise NotFound(f"team {ref!r} not found", field="team")
+    if not can_change(principal, team.id):
+        raise PermissionDenied(
+            f"your role in team {team.name} does not let you put tasks in it (editor or admin "
+            "needed)"
+        )
+    return team.id
 
 
 def _change_kind(before: Task, after: Task) -> str:
@@ -123,6 +154,7 @@ class TaskService:
         now = self._clock.now()
         task = Task(
             owner_id=principal.subject_id,
+            team_id=principal.subject_id,
             created_at=now,
             updated_at=now,
             secret_env=self._sealed({}, spec.secret_env),
@@ -132,6 +164,8 @@ class TaskService:
         self._check_executor(task, principal)
         task.reschedule(now)
         async with self._uow_factory() as uow:
+            if spec.team is not None:
+                task.team_id = await writable_team(uow, spec.team, principal)
             task.depends_on = await resolve_upstreams(
                 uow, principal, spec.depends_on, owner_id=task.owner_id
             )
@@ -157,25 +191,31 @@ class TaskService:
             return {}
         async with self._uow_factory() as uow:
             tasks = await uow.tasks.get_many(wanted)
-        return {t.id: t for t in tasks if can_see(principal, t.owner_id)}
+        return {t.id: t for t in tasks if can_see(principal, t.team_id)}
 
     async def list(
         self,
         *,
         principal: Principal,
         owner_id: str | None = None,
+        team_id: str | None = None,
         enabled: bool | None = None,
         queue: str | None = None,
         name_prefix: str | None = None,
         limit: int = DEFAULT_PAGE_SIZE,
         cursor: str | None = None,
     ) -> Page[Task]:
-        """Own tasks, or everyone's (optionally one ``owner_id``'s) for roles that see all."""
-        scope = owner_scope(principal)
-        if scope is not None and owner_id not in (None, scope):
-            return Page([])
+        """The tasks of the caller's teams, or every team's for roles that see all; narrowed
+        to one creator (``owner_id``) or one team (``team_id``) on request."""
+        scope = team_scope(principal)
+        teams = scope
+        if team_id is not None:
+            if scope is not None and team_id not in scope:
+                return Page([])
+            teams = frozenset({team_id})
         task_filter = TaskFilter(
-            owner_id=scope if scope is not None else owner_id,
+            owner_id=owner_id,
+            team_ids=teams,
             enabled=enabled,
             queue=queue,
             name_prefix=name_prefix,
@@ -200,7 +240,7 @@ class TaskService:
         now = self._clock.now()
         async with self._uow_factory() as uow:
             # Locked: a pause or a new schedule must see what a firing dispatcher left.
-            task = await load_visible_task(uow, task_id, principal, for_update=True)
+            task = await load_changeable_task(uow, task_id, principal, for_update=True)
             if expected_version is not None and task.version != expected_version:
                 raise Conflict(
                     f"task {task_id} is at version {task.version}, not {expected_version}",
@@ -219,6 +259,11 @@ class TaskService:
             )
             for name, value in fields.items():
                 setattr(task, name, value)
+            moved_from = None
+            if spec.team is not None:
+                team_id = await writable_team(uow, spec.team, principal)
+                if team_id != task.team_id:
+                    moved_from, task.team_id = task.team_id, team_id
             task.secret_env = self._sealed(task.secret_env, spec.secret_env)
             task.validate()
             if task.executor != as_it_was.executor:
@@ -239,13 +284,19 @@ class TaskService:
                 task.reschedule(now)
             await self._save(uow, task, now, commit=False)
             after = task_to_spec(task)
+            changed = sorted(k for k in after if after[k] != before.get(k))
+            detail: dict[str, Any] = {"changed": changed}
+            if moved_from is not None:
+                # Its runs follow it: who may see them is the task's team's business.
+                await uow.runs.move_to_team(task.id, task.team_id)
+                detail |= {"changed": sorted([*changed, "team"]), "from_team": moved_from}
             await task_event(
                 uow,
                 _change_kind(as_it_was, task),
                 task,
                 at=now,
                 actor=principal.actor,
-                detail={"changed": sorted(k for k in after if after[k] != before.get(k))},
+                detail=detail,
             )
             if timing_changed:
                 await self._settle_fired_ahead(uow, task, now, actor=principal.actor)
@@ -257,7 +308,7 @@ class TaskService:
         ensure_can_write_tasks(principal)
         now = self._clock.now()
         async with self._uow_factory() as uow:
-            task = await load_visible_task(uow, task_id, principal, for_update=True)
+            task = await load_changeable_task(uow, task_id, principal, for_update=True)
             if task.paused:
                 return task
             paused_slots = await record_unfired_at_pause(uow, task, paused_at=now)
@@ -275,7 +326,7 @@ class TaskService:
         ensure_can_write_tasks(principal)
         now = self._clock.now()
         async with self._uow_factory() as uow:
-            task = await load_visible_task(uow, task_id, principal)
+            task = await load_changeable_task(uow, task_id, principal)
             if not task.paused:
                 return task
             paused_slots = await self._record_pause(uow, task, now)
@@ -290,7 +341,7 @@ class TaskService:
         """Delete the task with its runs; refused while other tasks depend on it."""
         ensure_can_write_tasks(principal)
         async with self._uow_factory() as uow:
-            task = await load_visible_task(uow, task_id, principal)
+            task = await load_changeable_task(uow, task_id, principal)
             dependents = await uow.tasks.dependents(task.id)
             if dependents:
                 raise Conflict(_dependents_message(task, dependents, principal), field="depends_on")
@@ -479,7 +530,7 @@ async def _check_subscription_patch(uow: UnitOfWork, task: Task, patch: Mapping[
 
 def _dependents_message(task: Task, dependents: list[Task], principal: Principal) -> str:
     """Name the dependents the caller may see; only count the others (they stay secret)."""
-    visible = sorted(t.name for t in dependents if can_see(principal, t.owner_id))
+    visible = sorted(t.name for t in dependents if can_see(principal, t.team_id))
     hidden = len(dependents) - len(visible)
     parts = list(visible)
     if hidden:

@@ -37,10 +37,13 @@ E = TypeVar("E", bound=StrEnum)
 
 #: Set by the server only; a client sending one gets a ValidationError naming it.
 SERVER_FIELDS = frozenset(
-    {"id", "owner_id", "version", "next_run_at", "created_at", "updated_at", "status"}
+    {"id", "owner_id", "team_id", "version", "next_run_at", "created_at", "updated_at", "status"}
 )
-#: Accepted on writes and never shown: ``task_to_spec`` leaves them out.
-WRITE_ONLY_FIELDS = frozenset({"secret_env"})
+#: Accepted on writes and never shown: ``task_to_spec`` leaves them out (a task shows its
+#: ``team_id``; ``team`` names the team to put it in, by name or id).
+WRITE_ONLY_FIELDS = frozenset({"secret_env", "team"})
+#: The longest team reference (a name or an id).
+MAX_TEAM_REF = 100
 #: Nested objects a PATCH merges key by key; every other key is replaced whole.
 MERGED_ON_PATCH = frozenset({"retry", "misfire"})
 
@@ -85,10 +88,15 @@ class TaskSpec:
     #: None removes it; names not given keep their value. Not a task field: the task keeps
     #: the values sealed (see :class:`~scheduler_application.tasks.TaskService`).
     secret_env: dict[str, str | None] = field(default_factory=dict, repr=False)
+    #: The team to put the task in (a name or id); None: the creator's personal team on
+    #: creation, unchanged on update. Not a task field: resolved by the use case.
+    team: str | None = None
 
     def task_fields(self) -> dict[str, Any]:
         """Keyword arguments for :class:`Task` (and the attributes an update overwrites)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "secret_env"}
+        values = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in WRITE_ONLY_FIELDS
+        }
         values["params"] = dict(self.params)
         return values
 
@@ -356,6 +364,16 @@ def _misfire(value: Any) -> MisfirePolicy:
         raise _renamed(error, _MISFIRE_KEYS, "misfire") from None
 
 
+def _team(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_TEAM_REF:
+        raise ValidationError(
+            f"team must be a team's name or id (1-{MAX_TEAM_REF} characters)", field="team"
+        )
+    return value
+
+
 def _seconds_out(value: timedelta | None) -> int | float | None:
     if value is None:
         return None
@@ -386,5 +404,6 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "depends_on": _depends_on,
     "trigger_rule": _choice(TriggerRule, "trigger_rule"),
     "secret_env": _secret_env,
+    "team": _team,
 }
 _ATTRIBUTE = {"timeout_seconds": "timeout", "spread_seconds": "spread"}

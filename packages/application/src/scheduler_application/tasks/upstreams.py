@@ -29,7 +29,7 @@ async def resolve_upstreams(
     by_id = {
         t.id: t
         for t in await uow.tasks.get_many([e for e in entries if e not in kept])
-        if can_see(principal, t.owner_id)
+        if can_see(principal, t.team_id)
     }
     resolved: list[str] = []
     for entry in entries:
@@ -43,7 +43,7 @@ async def resolve_upstreams(
 async def _by_name(uow: UnitOfWork, principal: Principal, name: str, *, owner_id: str) -> Task:
     for owner in dict.fromkeys((owner_id, principal.subject_id)):
         task = await uow.tasks.get_by_name(owner, name)
-        if task is not None and can_see(principal, task.owner_id):
+        if task is not None and can_see(principal, task.team_id):
             return task
     if principal.role.sees_all_tasks and principal.role.can_read_tasks:
         matches = await uow.tasks.with_name(name)

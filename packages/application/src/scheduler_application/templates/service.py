@@ -26,6 +26,7 @@ from scheduler_application.accounts.access import (
     can_see,
     ensure_can_read_tasks,
     ensure_can_write_tasks,
+    team_scope,
 )
 from scheduler_application.errors import (
     AlreadyExists,
@@ -43,7 +44,10 @@ from scheduler_application.ports.unit_of_work import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
-from scheduler_application.tasks.service import load_visible_task
+from scheduler_application.tasks.service import (
+    load_changeable_task,
+    writable_team,
+)
 from scheduler_application.templates.spec import (
     merge_template_patch,
     parse_template_spec,
@@ -64,7 +68,7 @@ from scheduler_domain.template import Template
 
 #: The most subscriptions one bulk request may create.
 MAX_BULK = 1_000
-_SUBSCRIPTION_KEYS = frozenset({"name", "params", "schedule", "enabled", "owner"})
+_SUBSCRIPTION_KEYS = frozenset({"name", "params", "schedule", "enabled", "owner", "team"})
 #: How many invalid subscriptions a refused template change names.
 _NAMED = 5
 
@@ -257,11 +261,11 @@ class TemplateService:
         now = self._clock.now()
         async with self._uow_factory() as uow:
             # The template's row first, then the task's: the order a template change takes.
-            task = await load_visible_task(uow, task_id, principal)
+            task = await load_changeable_task(uow, task_id, principal)
             if task.template_id is None:
                 raise NotFound(f"subscription {task_id} not found", field="task_id")
             template = await _load(uow, task.template_id, for_update=True)
-            task = await load_visible_task(uow, task_id, principal, for_update=True)
+            task = await load_changeable_task(uow, task_id, principal, for_update=True)
             if task.template_id != template.id:
                 raise Conflict(f"subscription {task_id} changed meanwhile", field="task_id")
             params = dict(task.template_params or {})
@@ -301,12 +305,12 @@ class TemplateService:
         limit: int = DEFAULT_PAGE_SIZE,
         cursor: str | None = None,
     ) -> Page[Task]:
-        """The template's subscriptions the caller may see (all of them for admin/operator)."""
+        """The template's subscriptions the caller may see: those of the caller's teams (all of
+        them for admin/operator)."""
         ensure_can_read_tasks(principal)
-        scope = None if principal.role.sees_all_tasks else principal.subject_id
         async with self._reads() as uow:
             template = await _load(uow, template_id)
-            task_filter = TaskFilter(owner_id=scope, template_id=template.id)
+            task_filter = TaskFilter(team_ids=team_scope(principal), template_id=template.id)
             return await uow.tasks.list(task_filter, limit=page_limit(limit), cursor=cursor)
 
     # -- internals ---------------------------------------------------------------------------
@@ -323,6 +327,11 @@ class TemplateService:
                     field=str(key),
                 )
         owner_id = await self._owner(uow, data.get("owner"), principal)
+        team = data.get("team")
+        if team is not None and (not isinstance(team, str) or not team):
+            raise ValidationError("team must be a team name or id", field="team")
+        # A team's subscription: the caller must be its editor or admin (as for any task).
+        team_id = owner_id if team is None else await writable_team(uow, team, principal)
         params = data.get("params", {})
         if not isinstance(params, Mapping):
             raise ValidationError("params must be an object", field="params")
@@ -341,6 +350,7 @@ class TemplateService:
         now = self._clock.now()
         task = Task(
             owner_id=owner_id,
+            team_id=team_id,
             created_at=now,
             updated_at=now,
             template_id=template.id,

@@ -39,6 +39,7 @@ from scheduler_domain.run import TaskRun
 from scheduler_domain.shared_limits import Partition, SharedLimit
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
+from scheduler_domain.teams import Membership, Team, TeamRole
 from scheduler_domain.template import Template
 from scheduler_domain.worker import Worker, WorkerStatus
 
@@ -210,6 +211,7 @@ class InMemoryTaskRepository(_Repository):
 def _task_matches(task: Task, task_filter: TaskFilter) -> bool:
     return (
         (task_filter.owner_id is None or task.owner_id == task_filter.owner_id)
+        and (task_filter.team_ids is None or task.team_id in task_filter.team_ids)
         and (task_filter.enabled is None or task.enabled == task_filter.enabled)
         and (task_filter.queue is None or task.queue == task_filter.queue)
         and (task_filter.name_prefix is None or task.name.startswith(task_filter.name_prefix))
@@ -258,6 +260,14 @@ class InMemoryRunRepository(_Repository):
     async def get(self, run_id: str) -> TaskRun | None:
         found: TaskRun | None = self.tx.get("runs", run_id)
         return _copy(found)
+
+    async def move_to_team(self, task_id: str, team_id: str) -> int:
+        moved = 0
+        for run in list(self.tx.scan("runs")):
+            if run.task_id == task_id and run.team_id != team_id:
+                self.tx.patch("runs", run.id, {"team_id": team_id})
+                moved += 1
+        return moved
 
     async def get_by_idempotency_key(self, task_id: str, key: str) -> TaskRun | None:
         for run in self.tx.scan("runs"):
@@ -750,6 +760,7 @@ class InMemoryRunRepository(_Repository):
 def _run_matches(run: TaskRun, run_filter: RunFilter) -> bool:
     return (
         (run_filter.owner_id is None or run.owner_id == run_filter.owner_id)
+        and (run_filter.team_ids is None or run.team_id in run_filter.team_ids)
         and (run_filter.task_id is None or run.task_id == run_filter.task_id)
         and (not run_filter.statuses or run.status in run_filter.statuses)
         and (run_filter.trigger is None or run.trigger is run_filter.trigger)
@@ -792,15 +803,18 @@ class InMemoryRunEventRepository(_Repository):
         self.tx.insert("event_log", _LogRow(record.id, self.tx.store.next_serial(), record))
 
     async def read_log(self, query: EventQuery, *, limit: int) -> builtins.list[LoggedEvent]:
-        owners = {t.id: t.owner_id for t in self.tx.scan("tasks")}
+        teams = {t.id: t.team_id for t in self.tx.scan("tasks")}
         found: builtins.list[LoggedEvent] = []
         for row in sorted(self.tx.scan("event_log"), key=lambda r: r.seq):
             logged = _logged(row)
             entry = row.entry
-            owner = getattr(entry, "owner_id", None) or owners.get(logged.task_id or "")
+            team = teams.get(logged.task_id or "") or getattr(entry, "team_id", None)
+            visible = query.team_ids is None or team in query.team_ids
+            if not visible and query.owner_id is not None:
+                visible = getattr(entry, "owner_id", None) == query.owner_id
             if (
                 logged.cursor <= query.after
-                or (query.owner_id is not None and owner != query.owner_id)
+                or not visible
                 or (query.task_id is not None and logged.task_id != query.task_id)
                 or (query.run_id is not None and logged.run_id != query.run_id)
                 or (query.statuses and logged.to_status not in query.statuses)
@@ -1082,6 +1096,71 @@ class InMemoryWorkerRepository(_Repository):
         ):
             return False
         self.tx.delete("workers", worker_id)
+        return True
+
+
+@dataclass
+class _MemberRow:
+    id: str
+    membership: Membership
+
+
+class InMemoryTeamRepository(_Repository):
+    async def add(self, team: Team) -> None:
+        self.tx.insert("teams", team)
+
+    async def get(self, team_id: str) -> Team | None:
+        found: Team | None = self.tx.get("teams", team_id)
+        return _copy(found)
+
+    async def get_by_name(self, name: str) -> Team | None:
+        for team in self.tx.scan("teams"):
+            if team.name == name:
+                return _copy(team)  # type: ignore[no-any-return]
+        return None
+
+    async def delete(self, team_id: str) -> None:
+        for row in list(self.tx.scan("team_members")):
+            if row.membership.team_id == team_id:
+                self.tx.delete("team_members", row.id)
+        self.tx.delete("teams", team_id)
+
+    async def of_user(self, user_id: str) -> builtins.list[tuple[Team, TeamRole]]:
+        found = []
+        for row in self.tx.scan("team_members"):
+            if row.membership.user_id == user_id:
+                team = self.tx.get("teams", row.membership.team_id)
+                if team is not None:
+                    found.append((_copy(team), row.membership.role))
+        return sorted(found, key=lambda pair: pair[0].name)
+
+    async def roles_of(self, user_id: str) -> dict[str, TeamRole]:
+        return {
+            row.membership.team_id: row.membership.role
+            for row in self.tx.scan("team_members")
+            if row.membership.user_id == user_id
+        }
+
+    async def members(self, team_id: str) -> builtins.list[Membership]:
+        rows = [
+            row.membership
+            for row in self.tx.scan("team_members")
+            if row.membership.team_id == team_id
+        ]
+        return sorted(rows, key=lambda m: (m.created_at, m.user_id))
+
+    async def set_member(self, membership: Membership) -> None:
+        row = _MemberRow(f"{membership.team_id}:{membership.user_id}", membership)
+        if self.tx.get("team_members", row.id) is None:
+            self.tx.insert("team_members", row)
+        else:
+            self.tx.replace("team_members", row)
+
+    async def remove_member(self, team_id: str, user_id: str) -> bool:
+        key = f"{team_id}:{user_id}"
+        if self.tx.get("team_members", key) is None:
+            return False
+        self.tx.delete("team_members", key)
         return True
 
 

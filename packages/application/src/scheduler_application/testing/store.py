@@ -35,6 +35,7 @@ UNIQUE_KEYS: dict[str, tuple[UniqueKey, ...]] = {
     ),
     "users": (("username", lambda u: (u.username,)),),
     "templates": (("name", lambda t: (t.name,)),),
+    "teams": (("name", lambda t: (t.name,)),),
     "api_keys": (("prefix", lambda k: (k.prefix,)),),
     "refresh_tokens": (("token_hash", lambda t: (t.token_hash,)),),
 }
@@ -55,6 +56,8 @@ TABLES = (
     "templates",
     "shared_limits",
     "circuits",
+    "teams",
+    "team_members",
 )
 _DELETED = object()
 

@@ -18,6 +18,7 @@ from scheduler_application.ports.repositories import (
     RunRepository,
     SharedLimitRepository,
     TaskRepository,
+    TeamRepository,
     TemplateRepository,
     UserRepository,
     WorkerRepository,
@@ -33,6 +34,7 @@ from scheduler_application.testing.repositories import (
     InMemoryRunRepository,
     InMemorySharedLimitRepository,
     InMemoryTaskRepository,
+    InMemoryTeamRepository,
     InMemoryTemplateRepository,
     InMemoryUserRepository,
     InMemoryWorkerRepository,
@@ -70,6 +72,7 @@ class InMemoryUnitOfWork:
         self.templates: TemplateRepository = InMemoryTemplateRepository(self._current)
         self.limits: SharedLimitRepository = InMemorySharedLimitRepository(self._current)
         self.circuits: CircuitRepository = InMemoryCircuitRepository(self._current)
+        self.teams: TeamRepository = InMemoryTeamRepository(self._current)
 
     def _current(self) -> Transaction:
         if self._tx is None:

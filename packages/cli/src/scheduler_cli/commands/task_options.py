@@ -37,6 +37,14 @@ Timezone = Annotated[str | None, typer.Option(help="The cron schedule's zone, e.
 Every = Annotated[float | None, typer.Option("--every", help="Run every N seconds.")]
 At = Annotated[str | None, typer.Option(help="Run once at this time (2030-01-01T00:00:00Z).")]
 Queue = Annotated[str | None, typer.Option(help="Queue the runs go to.")]
+Team = Annotated[
+    str | None,
+    typer.Option(
+        help="The team (name or id) the task belongs to: one where you are an editor or admin. "
+        "Default on create: your personal team; on update, a different team moves the task.",
+        metavar="TEAM",
+    ),
+]
 Description = Annotated[str | None, typer.Option(help="What the task is for.")]
 Priority = Annotated[int | None, typer.Option(help="0 (lowest) to 9.")]
 Labels = Annotated[

@@ -44,6 +44,7 @@ def task_record(task: dict[str, Any]) -> list[tuple[str, Any]]:
         ("id", task["id"]),
         ("description", task.get("description") or None),
         ("owner", task["owner_id"]),
+        ("team", task.get("team_id", "-")),
         ("executor", task["executor"]),
         ("params", task.get("params")),
         ("secret env", task.get("secret_env_names") or None),

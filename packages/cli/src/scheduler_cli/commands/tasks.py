@@ -49,6 +49,7 @@ from scheduler_cli.commands.task_options import (
     Strategy,
     TaskArg,
     TaskTimeout,
+    Team,
     Timezone,
     TriggerRule,
 )
@@ -81,6 +82,7 @@ def list_tasks(
         bool | None, typer.Option("--enabled/--disabled", help="Only active or only paused ones.")
     ] = None,
     owner: Annotated[str | None, typer.Option(help="Only this owner's (user id).")] = None,
+    team: Annotated[str | None, typer.Option(help="Only this team's (name or id).")] = None,
     limit: Limit = 50,
     all_pages: AllPages = False,
     json_output: JsonFlag = False,
@@ -95,6 +97,7 @@ def list_tasks(
             queue=queue,
             enabled=None if enabled is None else str(enabled).lower(),
             owner_id=owner,
+            team_id=lookup.team_id(api, team) if team else None,
         )
     out.show(tasks, lambda: out.table(tasks, TASK_COLUMNS, empty="no tasks"))
     out.more(len(tasks), has_more=more)
@@ -122,6 +125,7 @@ def create(
     every: Every = None,
     at: At = None,
     queue: Queue = None,
+    team: Team = None,
     description: Description = None,
     priority: Priority = None,
     label: Labels = None,
@@ -164,6 +168,7 @@ def create(
             interval=every,
             at=at,
             queue=queue,
+            team=team,
             description=description,
             priority=priority,
             labels=label,
@@ -211,6 +216,7 @@ def update(
         bool, typer.Option("--no-schedule", help="Remove the schedule (manual runs only).")
     ] = False,
     queue: Queue = None,
+    team: Team = None,
     description: Description = None,
     priority: Priority = None,
     label: Labels = None,
@@ -264,6 +270,7 @@ def update(
             at=at,
             no_schedule=no_schedule,
             queue=queue,
+            team=team,
             description=description,
             priority=priority,
             labels=label,

@@ -72,6 +72,7 @@ def task_to_row(task: Task) -> dict[str, Any]:
     return {
         "id": task.id,
         "owner_id": task.owner_id,
+        "team_id": task.team_id,
         "name": task.name,
         "description": task.description,
         "executor": task.executor,
@@ -120,6 +121,7 @@ def task_from_row(row: Row, depends_on: Sequence[str] = ()) -> Task:
     return Task(
         id=row["id"],
         owner_id=row["owner_id"],
+        team_id=row["team_id"],
         name=row["name"],
         description=row["description"],
         executor=row["executor"],
@@ -158,6 +160,7 @@ _RUN_FIELDS = (
     "id",
     "task_id",
     "owner_id",
+    "team_id",
     "attempt",
     "retry_of",
     "idempotency_key",

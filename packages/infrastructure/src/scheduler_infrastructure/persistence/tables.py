@@ -61,6 +61,8 @@ tasks = Table(
     metadata,
     _id("id", primary_key=True),
     _id("owner_id", nullable=False),
+    # The team that owns the task (a user's personal team has the user's id); see 0016.
+    _id("team_id", nullable=False),
     Column("name", String(200), nullable=False),
     Column("description", Text, nullable=False),
     Column("executor", String(64), nullable=False),
@@ -118,6 +120,7 @@ TASK_FIRES_AT_SLOT: ColumnElement[bool] = and_(
 Index("ix_tasks_queue", tasks.c.queue)
 #: A template's subscriptions (a template change rewrites them; 0014).
 Index("ix_tasks_template_id", tasks.c.template_id)
+Index("ix_tasks_team_id", tasks.c.team_id, tasks.c.id)
 Index(
     "ix_tasks_due_ahead",
     tasks.c.next_run_at,
@@ -157,6 +160,8 @@ task_runs = Table(
     _id("id", primary_key=True),
     _id("task_id", ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
     _id("owner_id", nullable=False),
+    # The task's team, kept with the run so that a team's run list is one index walk.
+    _id("team_id", nullable=False),
     Column("attempt", Integer, nullable=False),
     _id("retry_of", nullable=True),
     Column("trigger", String(32), nullable=False),
@@ -267,6 +272,9 @@ Index(
 Index(
     "ix_task_runs_owner_id_created_at", task_runs.c.owner_id, task_runs.c.created_at, task_runs.c.id
 )
+Index(
+    "ix_task_runs_team_id_created_at", task_runs.c.team_id, task_runs.c.created_at, task_runs.c.id
+)
 Index("ix_task_runs_created_at", task_runs.c.created_at, task_runs.c.id)
 # ... or by queue (0017): a rare queue's page without walking every other queue's newer runs.
 Index("ix_task_runs_queue_created_at", task_runs.c.queue, task_runs.c.created_at, task_runs.c.id)
@@ -295,6 +303,8 @@ run_events = Table(
     Column("kind", String(64), nullable=True),
     Column("subject", String(200), nullable=True),
     _id("owner_id", nullable=True),
+    # The team of the task a record is about (who reads it once the task is gone).
+    _id("team_id", nullable=True),
     # PostgreSQL: the writing transaction's id (``pg_current_xact_id()``, set by a default the
     # migration installs); the log is read in (txid, seq) order up to the oldest transaction
     # still running, so a late commit never slips behind a reader's cursor. SQLite: 0 (one
@@ -559,6 +569,27 @@ templates = Table(
     UniqueConstraint("name"),
 )
 
+#: Teams (see 0016): a personal team per user, with the user's id; the others created by users.
+teams = Table(
+    "teams",
+    metadata,
+    _id("id", primary_key=True),
+    Column("name", String(100), nullable=False),
+    _id("personal_of", nullable=True),
+    _at("created_at", nullable=False),
+    UniqueConstraint("name"),
+)
+
+team_members = Table(
+    "team_members",
+    metadata,
+    _id("team_id", ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True),
+    _id("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("role", String(16), nullable=False),
+    _at("created_at", nullable=False),
+)
+Index("ix_team_members_user_id", team_members.c.user_id)
+
 #: The field an ``AlreadyExists`` names for each unique constraint or unique index.
 UNIQUE_FIELDS: dict[str, str] = {
     "uq_tasks_owner_id_name": "name",
@@ -568,4 +599,5 @@ UNIQUE_FIELDS: dict[str, str] = {
     "uq_users_username": "username",
     "uq_api_keys_prefix": "prefix",
     "uq_refresh_tokens_token_hash": "token_hash",
+    "uq_teams_name": "name",
 }

@@ -25,6 +25,7 @@ from scheduler_application.ports.repositories import (
     RunRepository,
     SharedLimitRepository,
     TaskRepository,
+    TeamRepository,
     TemplateRepository,
     UserRepository,
     WorkerRepository,
@@ -42,6 +43,7 @@ from scheduler_infrastructure.persistence.repositories import (
     SqlRunRepository,
     SqlSharedLimitRepository,
     SqlTaskRepository,
+    SqlTeamRepository,
     SqlTemplateRepository,
     SqlUserRepository,
     SqlWorkerRepository,
@@ -73,6 +75,7 @@ class SqlUnitOfWork:
         self.templates: TemplateRepository = SqlTemplateRepository(self._current)
         self.limits: SharedLimitRepository = SqlSharedLimitRepository(self._current)
         self.circuits: CircuitRepository = SqlCircuitRepository(self._current)
+        self.teams: TeamRepository = SqlTeamRepository(self._current)
 
     @property
     def engine(self) -> AsyncEngine:

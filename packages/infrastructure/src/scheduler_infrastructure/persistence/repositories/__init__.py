@@ -18,6 +18,7 @@ from scheduler_infrastructure.persistence.repositories.shared_limits import (
     SqlSharedLimitRepository,
 )
 from scheduler_infrastructure.persistence.repositories.tasks import SqlTaskRepository
+from scheduler_infrastructure.persistence.repositories.teams import SqlTeamRepository
 from scheduler_infrastructure.persistence.repositories.templates import SqlTemplateRepository
 from scheduler_infrastructure.persistence.repositories.users import SqlUserRepository
 from scheduler_infrastructure.persistence.repositories.workers import SqlWorkerRepository
@@ -33,6 +34,7 @@ __all__ = [
     "SqlRunRepository",
     "SqlSharedLimitRepository",
     "SqlTaskRepository",
+    "SqlTeamRepository",
     "SqlTemplateRepository",
     "SqlUserRepository",
     "SqlWorkerRepository",

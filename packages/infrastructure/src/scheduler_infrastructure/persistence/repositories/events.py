@@ -141,6 +141,7 @@ class SqlRunEventRepository(SqlRepository):
                     "kind": record.kind,
                     "task_id": record.task_id,
                     "owner_id": record.owner_id,
+                    "team_id": record.team_id,
                     "subject": record.subject,
                     "at": record.at,
                     "actor": record.actor,
@@ -163,9 +164,16 @@ class SqlRunEventRepository(SqlRepository):
             self._horizon(),
         ]
         statement = select(*_LOG_COLUMNS)
-        if query.owner_id is not None:
+        if query.team_ids is not None:
+            # The task's team as it is now (its events move with it); a deleted task's records
+            # keep the team they were written for; a user's own records are theirs.
             statement = statement.select_from(run_events.outerjoin(tasks, tasks.c.id == _e.task_id))
-            conditions.append(func.coalesce(_e.owner_id, tasks.c.owner_id) == query.owner_id)
+            visible: ColumnElement[bool] = func.coalesce(tasks.c.team_id, _e.team_id).in_(
+                sorted(query.team_ids)
+            )
+            if query.owner_id is not None:
+                visible = or_(visible, _e.owner_id == query.owner_id)
+            conditions.append(visible)
         if query.task_id is not None:
             conditions.append(_e.task_id == query.task_id)
         if query.run_id is not None:

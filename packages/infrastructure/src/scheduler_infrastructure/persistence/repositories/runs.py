@@ -118,6 +118,12 @@ class SqlRunRepository(SqlRepository):
     async def get(self, run_id: str) -> TaskRun | None:
         return await self._one(select(task_runs).where(_c.id == run_id))
 
+    async def move_to_team(self, task_id: str, team_id: str) -> int:
+        result = await self._execute(
+            update(task_runs).where(_c.task_id == task_id).values(team_id=team_id)
+        )
+        return int(result.rowcount or 0)
+
     async def get_by_idempotency_key(self, task_id: str, key: str) -> TaskRun | None:
         return await self._one(
             select(task_runs).where(_c.task_id == task_id, _c.idempotency_key == key)
@@ -885,6 +891,8 @@ def _conditions(run_filter: RunFilter) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if run_filter.owner_id is not None:
         conditions.append(_c.owner_id == run_filter.owner_id)
+    if run_filter.team_ids is not None:
+        conditions.append(_c.team_id.in_(sorted(run_filter.team_ids)))
     if run_filter.task_id is not None:
         conditions.append(_c.task_id == run_filter.task_id)
     if run_filter.statuses:

@@ -290,6 +290,8 @@ def _conditions(task_filter: TaskFilter) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if task_filter.owner_id is not None:
         conditions.append(tasks.c.owner_id == task_filter.owner_id)
+    if task_filter.team_ids is not None:
+        conditions.append(tasks.c.team_id.in_(sorted(task_filter.team_ids)))
     if task_filter.enabled is not None:
         conditions.append(tasks.c.enabled == task_filter.enabled)
     if task_filter.queue is not None:
