@@ -1,7 +1,7 @@
 """Many users, one fleet: 300 templates x 1,000 users = 300,000 subscriptions on intervals.
 
 Each subscription is a task made from a template (``template_id``/``template_version``), owned
-by its user, on an interval schedule with a spread window, as ``POST .../subscriptions`` makes
+by its user (in the user's personal team), on an interval schedule with a spread window, as ``POST .../subscriptions`` makes
 them. They are inserted in bulk with one SQL statement per phase, and one real
 ``scheduler-dispatcher`` process (production defaults, ``config/default.toml``) runs on a fresh
 PostgreSQL database; no worker runs (the runs stay queued in the postgres queue, which is all
@@ -50,7 +50,7 @@ _COLUMNS = (
     "id, owner_id, name, description, executor, params, schedule, enabled, queue, priority,"
     " labels, strategy, timeout_seconds, retry, concurrency, max_concurrent, misfire,"
     " spread_seconds, rate_limit, trigger_rule, next_run_at, created_at, updated_at, version,"
-    " template_id, template_version, template_params"
+    " template_id, template_version, template_params, team_id"
 )
 
 
@@ -101,7 +101,7 @@ async def insert_subscriptions(
         " '{}'::jsonb, $2::jsonb, true, 'default', 5, '[]'::jsonb, 'queue', NULL, $3::jsonb,"
         " 'allow', NULL, $4::jsonb, $5::float8, NULL, $6,"
         " $7::timestamptz + make_interval(secs => (g * $8::bigint) / 1e6), $9, $9, 1,"
-        " 'tpl-' || (g % $1::int), 1, '{}'::jsonb"
+        " 'tpl-' || (g % $1::int), 1, '{}'::jsonb, 'user-' || (g / $1::int)"
         " FROM generate_series(0, $10::int - 1) AS g",
         templates,
         json.dumps(row["schedule"]),
@@ -122,7 +122,7 @@ async def idle(templates: int, users: int, *, window: float, settle: float) -> N
     async with phase("subs-idle") as p:
         await insert_templates(p.connection, templates)
         day = datetime.now(UTC) + timedelta(days=1)
-        small_users = max(1, 1000 // templates)
+        small_users = min(users, max(1, 1000 // templates))
         for label, count_users in (("few", small_users), ("all", users)):
             await p.connection.execute("DELETE FROM tasks")
             seconds = await insert_subscriptions(
