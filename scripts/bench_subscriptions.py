@@ -1,11 +1,11 @@
 """Many users, one fleet: 300 templates x 1,000 users = 300,000 subscriptions on intervals.
 
 Each subscription is a task made from a template (``template_id``/``template_version``), owned
-by its user (in the user's personal team), on an interval schedule with a spread window, as ``POST .../subscriptions`` makes
-them. They are inserted in bulk with one SQL statement per phase, and one real
-``scheduler-dispatcher`` process (production defaults, ``config/default.toml``) runs on a fresh
-PostgreSQL database; no worker runs (the runs stay queued in the postgres queue, which is all
-the figures need). Two phases:
+by its user (in the user's personal team), on an interval schedule with a spread window, as
+``POST .../subscriptions`` makes them. They are inserted in bulk with one SQL statement per
+phase, and one real ``scheduler-dispatcher`` process (production defaults,
+``config/default.toml``) runs on a fresh PostgreSQL database; no worker runs (the runs stay
+queued in the postgres queue, which is all the figures need). Two phases:
 
 (idle) every subscription next due in a day: the dispatcher's CPU per minute (and that of the
        database's server processes) at 1,000 and at all subscriptions — flat means the idle
