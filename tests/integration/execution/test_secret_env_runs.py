@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.execution.service import ExecutionService
 from scheduler_application.execution.workers import WorkerService
+from scheduler_application.ports.redaction import NO_SECRET_SCOPE, SecretScope
 from scheduler_application.runs.service import RunService
 from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
@@ -63,6 +64,34 @@ def tasks(uow_factory: SqlUnitOfWorkFactory, box: FernetSecretBox) -> TaskServic
         clock=SystemClock(),
         secret_box=box,
         executor_policy=OPEN_EXECUTOR_POLICY,
+    )
+
+
+def _worker(
+    uow_factory: SqlUnitOfWorkFactory,
+    clock: SystemClock,
+    queue: MemoryRunQueue,
+    box: FernetSecretBox,
+    options: WorkerOptions,
+    *,
+    secret_scope: SecretScope = NO_SECRET_SCOPE,
+) -> WorkerRuntime:
+    """A worker runtime whose execution opens secrets with ``box``."""
+    return WorkerRuntime(
+        execution=ExecutionService(
+            uow_factory=uow_factory,
+            clock=clock,
+            lease=timedelta(seconds=5),
+            secret_box=box,
+            executor_policy=OPEN_EXECUTOR_POLICY,
+        ),
+        workers=WorkerService(uow_factory=uow_factory, clock=clock),
+        queue=queue,
+        executors=ExecutorRegistry.discover(
+            builtins=builtin_executors(http_transport=public_only()), entry_points=()
+        ),
+        options=options,
+        secret_scope=secret_scope,
     )
 
 
@@ -120,20 +149,12 @@ async def test_a_shell_run_gets_its_secrets_and_its_stored_output_masks_them(
     async with MemoryRunQueue() as queue:
         relay = RunRelay(uow_factory=uow_factory, clock=clock, queue=queue)
         runs = RunService(uow_factory=uow_factory, clock=clock, relay=relay)
-        runtime = WorkerRuntime(
-            execution=ExecutionService(
-                uow_factory=uow_factory,
-                clock=clock,
-                lease=timedelta(seconds=5),
-                secret_box=box,
-                executor_policy=OPEN_EXECUTOR_POLICY,
-            ),
-            workers=WorkerService(uow_factory=uow_factory, clock=clock),
-            queue=queue,
-            executors=ExecutorRegistry.discover(
-                builtins=builtin_executors(http_transport=public_only()), entry_points=()
-            ),
-            options=WorkerOptions(capacity=1, heartbeat_interval=timedelta(seconds=1)),
+        runtime = _worker(
+            uow_factory,
+            clock,
+            queue,
+            box,
+            WorkerOptions(capacity=1, heartbeat_interval=timedelta(seconds=1)),
             secret_scope=scope,
         )
         task = await tasks.create(
@@ -171,20 +192,12 @@ async def test_the_live_output_of_a_running_run_masks_its_secrets(
     async with MemoryRunQueue() as queue:
         relay = RunRelay(uow_factory=uow_factory, clock=clock, queue=queue)
         runs = RunService(uow_factory=uow_factory, clock=clock, relay=relay)
-        runtime = WorkerRuntime(
-            execution=ExecutionService(
-                uow_factory=uow_factory,
-                clock=clock,
-                lease=timedelta(seconds=5),
-                secret_box=box,
-                executor_policy=OPEN_EXECUTOR_POLICY,
-            ),
-            workers=WorkerService(uow_factory=uow_factory, clock=clock),
-            queue=queue,
-            executors=ExecutorRegistry.discover(
-                builtins=builtin_executors(http_transport=public_only()), entry_points=()
-            ),
-            options=WorkerOptions(
+        runtime = _worker(
+            uow_factory,
+            clock,
+            queue,
+            box,
+            WorkerOptions(
                 capacity=1,
                 heartbeat_interval=timedelta(seconds=1),
                 live_output_interval=timedelta(seconds=0.1),
@@ -226,20 +239,12 @@ async def test_a_run_whose_secrets_the_worker_cannot_open_fails_without_running(
         relay = RunRelay(uow_factory=uow_factory, clock=clock, queue=queue)
         runs = RunService(uow_factory=uow_factory, clock=clock, relay=relay)
         other_key = FernetSecretBox(keys=[generate_key()])
-        runtime = WorkerRuntime(
-            execution=ExecutionService(
-                uow_factory=uow_factory,
-                clock=clock,
-                lease=timedelta(seconds=5),
-                secret_box=other_key,
-                executor_policy=OPEN_EXECUTOR_POLICY,
-            ),
-            workers=WorkerService(uow_factory=uow_factory, clock=clock),
-            queue=queue,
-            executors=ExecutorRegistry.discover(
-                builtins=builtin_executors(http_transport=public_only()), entry_points=()
-            ),
-            options=WorkerOptions(capacity=1, heartbeat_interval=timedelta(seconds=1)),
+        runtime = _worker(
+            uow_factory,
+            clock,
+            queue,
+            other_key,
+            WorkerOptions(capacity=1, heartbeat_interval=timedelta(seconds=1)),
         )
         task = await tasks.create(
             {
