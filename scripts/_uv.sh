@@ -25,3 +25,11 @@ ensure_uv() {
     export PYTHONPATH="$tools${PYTHONPATH:+:$PYTHONPATH}"
     UV=("$tools/bin/uv")
 }
+
+# Compiles the workspace's own sources to bytecode. Every process the system starts (API,
+# dispatcher, workers, the tests' subprocesses) would otherwise compile them again: where
+# PYTHONDONTWRITEBYTECODE is set no .pyc is ever cached, and an import of the dispatcher cost
+# ~4 s of CPU instead of ~1.4 s. Installed dependencies are compiled by `uv sync --compile-bytecode`.
+compile_sources() {
+    "${UV[@]}" run --frozen --no-sync python -m compileall -q -j 0 packages "$@" >/dev/null
+}

@@ -191,7 +191,8 @@ async def phase(name: str, backend: str = "postgres") -> AsyncIterator[Phase]:
 _COLUMNS = (
     "id, owner_id, name, description, executor, params, schedule, enabled, queue, priority,"
     " labels, strategy, timeout_seconds, retry, concurrency, max_concurrent, misfire,"
-    " spread_seconds, rate_limit, trigger_rule, next_run_at, created_at, updated_at, version"
+    " spread_seconds, rate_limit, trigger_rule, next_run_at, created_at, updated_at, version,"
+    " team_id"
 )
 
 
@@ -221,7 +222,7 @@ async def insert_tasks(
         f"INSERT INTO tasks ({_COLUMNS})"  # noqa: S608 - constants only
         " SELECT $1 || g, $2, $1 || g, '', 'noop', $3::jsonb, $4::jsonb, true, 'default', 5,"
         " $5::jsonb, 'queue', NULL, $6::jsonb, 'allow', NULL, $7::jsonb, 0, NULL, $8,"
-        " $9, $10, $10, 1 FROM generate_series(1, $11::int) AS g",
+        " $9, $10, $10, 1, $2 FROM generate_series(1, $11::int) AS g",
         f"{tag}-",
         OWNER,
         json.dumps(template["params"]),
