@@ -146,11 +146,14 @@ def console_routers() -> list[Router]:
     from scheduler_api.console.actions import ActionsController
     from scheduler_api.console.bulk import BulkController
     from scheduler_api.console.context import provide_console
+    from scheduler_api.console.limits import LimitsController
     from scheduler_api.console.live import LiveController
     from scheduler_api.console.output import OutputController
     from scheduler_api.console.pages import PagesController
     from scheduler_api.console.queues import QueueActionsController
     from scheduler_api.console.signin import SignInController
+    from scheduler_api.console.task_templates import TemplatesController
+    from scheduler_api.console.teams import TeamsController
     from scheduler_api.console.webhooks import WebhooksController
 
     static = create_static_files_router(
@@ -171,6 +174,9 @@ def console_routers() -> list[Router]:
             LiveController,
             OutputController,
             WebhooksController,
+            TemplatesController,
+            LimitsController,
+            TeamsController,
         ],
         opt={PUBLIC: True},
         dependencies={"console": Provide(provide_console)},
