@@ -33,6 +33,10 @@ PAGES = (
     "/ui/webhooks",
     "/ui/api-keys",
     "/ui/users",
+    "/ui/templates",
+    "/ui/templates/new",
+    "/ui/limits",
+    "/ui/teams",
 )
 
 
