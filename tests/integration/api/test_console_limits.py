@@ -134,6 +134,16 @@ async def test_circuits_show_their_state_and_why(api: Api, sqlite_engine: AsyncE
                 },
             ],
         )
+    alice = await api.user("alice")
+    task = await api.task(alice, limits=["vendor"])
+    for _ in range(2):
+        held = await api.run(alice, task["id"])
+        assert held["status"] == "pending"  # the open circuit holds it
+    listed = await api.client.get("/api/v1/circuits", headers=alice.headers)
+    assert {c["name"]: c["held_runs"] for c in listed.json()["items"]} == {
+        "limit:vendor": 2,
+        "host:api.example.com": None,
+    }
     await api.user("vera", Role.VIEWER)
     async with browser(api) as viewer:
         await viewer.sign_in("vera")
@@ -144,6 +154,8 @@ async def test_circuits_show_their_state_and_why(api: Api, sqlite_engine: AsyncE
         assert "3 failed runs in a row; runs bound for it are held pending" in html
         assert re.search(r"a probe goes through in [0-9.]+ (s|seconds)", html), html
         assert "2 of 5 failures in a row" in html  # the host's: the configured default
+        held_cells = re.findall(r'<td class="held">([^<]*)</td>', html)
+        assert held_cells == ["2", "not counted"]
         detail = (await viewer.page("/ui/limits/vendor")).text
         assert 'Limit vendor <span class="status status-open">open</span>' in detail
 
