@@ -32,7 +32,13 @@ from scheduler_api.console.session import (
     is_secure,
     session_cookie,
 )
-from scheduler_api.console.views import duration, in_zone, schedule_words, trace_id
+from scheduler_api.console.views import (
+    duration,
+    in_zone,
+    json_text,
+    schedule_words,
+    trace_id,
+)
 from scheduler_api.errors import handle_exception
 from scheduler_api.request_checks import check_request
 from scheduler_api.services import ApiOptions, ApiServices
@@ -69,7 +75,11 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
         lstrip_blocks=True,
     )
     environment.filters.update(
-        schedule_words=schedule_words, in_zone=in_zone, duration=duration, trace_id=trace_id
+        schedule_words=schedule_words,
+        in_zone=in_zone,
+        duration=duration,
+        trace_id=trace_id,
+        json_text=json_text,
     )
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))
 
