@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import unescape
 from typing import Any
 
 import pytest
@@ -169,6 +170,9 @@ async def test_a_user_subscribes_with_parameters_then_pauses_resumes_and_removes
         assert '<dd id="subscription-count">1 (yours and your teams\')</dd>' in listed
         assert f'data-task-id="{task["id"]}"' in listed
 
+        task_page = (await visitor.page(f"/ui/tasks/{task['id']}")).text
+        assert f'<dt>Template</dt><dd><a href="{page}">weather</a>, version 1;' in task_page
+        assert '<code>{"city": "Oslo", "units": "imperial"}</code>' in unescape(task_page)
         base = f"{page}/subscriptions/{task['id']}"
         assert (await visitor.act(f"{base}/pause", on=page)).status_code == 303
         paused = await api.client.get(f"/api/v1/tasks/{task['id']}", headers=alice.headers)
