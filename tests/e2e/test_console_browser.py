@@ -602,7 +602,6 @@ async def test_a_user_subscribes_to_a_template_the_refused_parameter_named_on_th
     page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
     await sign_in(page, server, "una", USER_PASSWORD)
     await page.get_by_role("link", name="Templates", exact=True).click()
-    await shot(page, "templates")
     await page.get_by_role("link", name="nap", exact=True).click()
     await page.locator("#p-pause").fill("9")
     await page.get_by_role("button", name="Subscribe").click()
@@ -702,16 +701,6 @@ async def test_a_team_admin_adds_a_member_and_changes_their_role(
     roles = {m["username"]: m["role"] for m in shown.json()["members"]}
     assert roles == {"admin": "admin", "ted": "editor"}
 
-    # Another user in a fresh context (cookies of their own).
-    other = await context.browser.new_context() if context.browser else None
-    assert other is not None
-    outsider = await other.new_page()
-    await new_user(server, admin, "olaf")
-    await sign_in(outsider, server, "olaf", USER_PASSWORD)
-    answer = await outsider.goto(f"{server.url}/ui/teams/{shown.json()['id']}")
-    assert answer is not None
-    assert answer.status == 404
-    await other.close()
     await page.goto(f"{server.url}/ui/teams")
     await shot(page, "teams")
 
