@@ -445,6 +445,10 @@ async def test_pages_have_the_policy_no_inline_script_and_fit_a_phone(
         "webhooks-list": "/ui/webhooks",
         "api-keys": "/ui/api-keys",
         "users": "/ui/users",
+        "templates-list": "/ui/templates",
+        "template-new": "/ui/templates/new",
+        "limits-list": "/ui/limits",
+        "teams-list": "/ui/teams",
     }
     for width, suffix in ((1280, ""), (390, "-phone")):
         context = await chromium.new_context(viewport={"width": width, "height": 844})
@@ -556,6 +560,149 @@ async def test_the_live_runs_page_keeps_up_with_500_events_per_second_without_gr
         assert nodes < 1500, nodes  # one page of rows, whatever arrived
     finally:
         await context.close()
+
+
+TEMPLATE = {
+    "name": "nap",
+    "description": "Sleeps as long as its subscriber says",
+    "executor": "noop",
+    "params": {"sleep_seconds": "{{pause}}"},
+    "params_schema": {
+        "type": "object",
+        "properties": {
+            "pause": {"type": "integer", "minimum": 0, "maximum": 5, "description": "seconds"},
+            "mood": {"enum": ["calm", "brisk"], "default": "calm"},
+        },
+        "required": ["pause"],
+        "additionalProperties": False,
+    },
+    "schedule": {"interval_seconds": 3600},
+    "schedule_bounds": {"min_interval_seconds": 600},
+    "policies": {"priority": 4},
+}
+
+
+async def new_user(server: Embedded, admin: dict[str, str], username: str) -> dict[str, Any]:
+    created = await server.client.post(
+        "/api/v1/users",
+        headers=admin,
+        json={"username": username, "password": USER_PASSWORD, "role": "user"},
+    )
+    assert created.status_code == 201, created.text
+    return dict(created.json())
+
+
+async def test_a_user_subscribes_to_a_template_the_refused_parameter_named_on_the_form(
+    server: Embedded, context: BrowserContext, admin: dict[str, str]
+) -> None:
+    made = await server.client.post("/api/v1/templates", headers=admin, json=TEMPLATE)
+    assert made.status_code == 201, made.text
+    await new_user(server, admin, "una")
+    page = await context.new_page()
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await sign_in(page, server, "una", USER_PASSWORD)
+    await page.get_by_role("link", name="Templates", exact=True).click()
+    await page.get_by_role("link", name="nap", exact=True).click()
+    await page.locator("#p-pause").fill("9")
+    await page.get_by_role("button", name="Subscribe").click()
+    problem = page.locator("#form-problem")
+    await expect(problem).to_contain_text("params.pause")
+    await expect(page.locator("#p-pause")).to_have_attribute("aria-invalid", "true")
+    await expect(page.locator("#p-pause")).to_have_value("9")  # what was typed stays
+    await shot(page, "template-refused")
+    await page.locator("#p-pause").fill("2")
+    await page.locator("#p-mood").select_option("brisk")
+    await page.locator("#s-every").fill("900")
+    await page.get_by_role("button", name="Subscribe").click()
+    row = page.locator("table.subscriptions tbody tr[data-task-id]")
+    await expect(row).to_contain_text('"pause": 2')
+    await expect(row).to_contain_text("every 15 minutes")
+    await expect(page.locator("#subscription-count")).to_contain_text("1")
+    await row.get_by_role("button", name="Pause").click()
+    await expect(row).to_contain_text("paused")
+    await shot(page, "template")
+    task_id = await row.get_attribute("data-task-id")
+    una = await server.login("una", USER_PASSWORD)
+    task = await server.client.get(f"/api/v1/tasks/{task_id}", headers=una)
+    assert (task.json()["enabled"], task.json()["template_params"]["mood"]) == (False, "brisk")
+
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.reload()
+    await shot(page, "template-phone")
+    overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, overflow
+
+
+async def test_an_operator_sets_a_limit_and_sees_its_open_circuit_hold_runs(
+    server: Embedded, context: BrowserContext, admin: dict[str, str]
+) -> None:
+    page = await context.new_page()
+    await sign_in(page, server, "admin", ADMIN_PASSWORD)
+    await page.get_by_role("link", name="Limits", exact=True).click()
+    await page.locator("#n-name").fill("flaky-vendor")
+    await page.locator("#n-rate").fill("fast")
+    await page.get_by_role("button", name="Create limit").click()
+    await expect(page.locator("#form-problem")).to_contain_text("rate")
+    await page.locator("#n-rate").fill("50/s")
+    await page.locator("#n-cap").fill("10")
+    await page.locator("#n-threshold").fill("1")
+    await page.locator("#n-cool").fill("300")
+    await page.get_by_role("button", name="Create limit").click()
+    await expect(page.get_by_role("heading", name=re.compile("Limit flaky-vendor"))).to_be_visible()
+
+    task = await create_task(
+        server, admin, name="calls-vendor", params={"fail": True}, limits=["flaky-vendor"],
+        retry={"max_attempts": 1},
+    )  # fmt: skip
+    failed = await trigger(server, admin, task["id"])
+    await eventually(lambda: _is(server, admin, failed["id"], "dead_lettered"), timeout=30)
+    held = await trigger(server, admin, task["id"])
+    assert held["status"] == "pending"
+    await page.goto(f"{server.url}/ui/limits")
+    circuit = page.locator('tr[data-circuit="limit:flaky-vendor"]')
+    await expect(circuit.locator(".status")).to_have_text("open")
+    await expect(circuit.locator("td.held")).to_have_text("1")
+    await expect(circuit).to_contain_text("runs bound for it are held pending")
+    await shot(page, "limits")
+    await page.get_by_role("link", name="flaky-vendor", exact=True).click()
+    await shot(page, "limit")
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.reload()
+    await shot(page, "limit-phone")
+    overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0, overflow
+
+
+async def test_a_team_admin_adds_a_member_and_changes_their_role(
+    server: Embedded, context: BrowserContext, admin: dict[str, str]
+) -> None:
+    await new_user(server, admin, "ted")
+    page = await context.new_page()
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await sign_in(page, server, "admin", ADMIN_PASSWORD)
+    await page.get_by_role("link", name="Teams", exact=True).click()
+    await page.get_by_label("Name").fill("night-shift")
+    await page.get_by_role("button", name="Create team").click()
+    await expect(page.get_by_role("heading", name="Team night-shift")).to_be_visible()
+    await page.get_by_label("Username").fill("ted")
+    await page.get_by_label("Role", exact=True).select_option("viewer")
+    await page.get_by_role("button", name="Add member").click()
+    ted = page.locator('tr[data-member="ted"]')
+    await expect(ted.locator("select")).to_have_value("viewer")
+    await ted.locator("select").select_option("editor")
+    await ted.get_by_role("button", name="Change role").click()
+    await expect(ted.locator("select")).to_have_value("editor")
+    await shot(page, "team")
+    shown = await server.client.get("/api/v1/teams/night-shift", headers=admin)
+    roles = {m["username"]: m["role"] for m in shown.json()["members"]}
+    assert roles == {"admin": "admin", "ted": "editor"}
+
+    await page.goto(f"{server.url}/ui/teams")
+    await shot(page, "teams")
 
 
 def violations_into(sink: list[str]) -> Any:

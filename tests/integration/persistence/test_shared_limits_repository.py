@@ -78,6 +78,8 @@ async def test_in_flight_per_key_and_per_limit(uow_factory: SqlUnitOfWorkFactory
         assert await uow.runs.count_in_flight_by_fair_key(["q"]) == {("q", "a"): 3, ("q", "b"): 1}
         assert await uow.limits.count_in_flight({"vendor": []}) == {"vendor": 3}
         assert await uow.limits.count_in_flight({"vendor": ["q"]}) == {"vendor": 4}
+        assert await uow.limits.count_pending({"vendor": []}) == {"vendor": 0}
+        assert await uow.limits.count_pending({"vendor": ["q"]}) == {"vendor": 1}
         by_owner = await uow.limits.count_in_flight_by_partition("vendor", [], by=Partition.OWNER)
         assert by_owner == {"a": 3}
         assert await uow.limits.referencing_tasks("vendor") == 1
@@ -88,5 +90,9 @@ async def test_in_flight_per_key_and_per_limit(uow_factory: SqlUnitOfWorkFactory
         bound.limits = ()
         await uow.tasks.update(bound, expected_version=bound.version)
         assert await uow.limits.count_in_flight({"vendor": []}) == {"vendor": 0}
+        await uow.runs.add(_run(other, 11))
+        other.limits = ("vendor",)
+        await uow.tasks.update(other, expected_version=other.version)
+        assert await uow.limits.count_pending({"vendor": []}) == {"vendor": 2}
         assert await uow.limits.delete("vendor")
         assert not await uow.limits.delete("vendor")

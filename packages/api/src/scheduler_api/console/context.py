@@ -21,6 +21,8 @@ from scheduler_api.console.session import (
 from scheduler_api.dependencies import Services
 from scheduler_api.services import ApiServices
 from scheduler_application.accounts.access import Principal, can_change
+from scheduler_application.errors import AlreadyExists, Conflict
+from scheduler_domain.accounts import Role
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.queue_settings import validate_queue_name
 
@@ -39,6 +41,8 @@ class Abilities:
     admin: bool
     see_all: bool
     principal: Principal | None = None
+    #: Create, change and delete templates (admins and operators).
+    templates: bool = False
 
     @classmethod
     def of(cls, principal: Principal) -> Abilities:
@@ -49,6 +53,7 @@ class Abilities:
             admin=role.manages_accounts,
             see_all=role.sees_all_tasks,
             principal=principal,
+            templates=role in (Role.ADMIN, Role.OPERATOR),
         )
 
     def change(self, team_id: str) -> bool:
@@ -101,6 +106,30 @@ def page(
 def redirect(request: Request[Any, Any, Any], session: ConsoleSession, target: str) -> Redirect:
     """After an action: back to a page (303, so a reload does not post again)."""
     return Redirect(target, status_code=303, cookies=session_cookies(request, session))
+
+
+@dataclass(frozen=True, slots=True)
+class FormError:
+    """A refused form, shown on the form itself: the field it names and why."""
+
+    status: int
+    field: str | None
+    detail: str
+
+
+def form_error(error: Exception) -> FormError | None:
+    """What a form shows for ``error``: invalid input (422) and clashes (409) stay on the
+    form with the field named; anything else (403, 404, ...) is the error page's."""
+    if isinstance(error, ValidationError):
+        return FormError(422, error.field, error.message)
+    if isinstance(error, AlreadyExists | Conflict):
+        return FormError(409, error.field, error.message)
+    return None
+
+
+async def form_fields(request: Request[Any, Any, Any]) -> dict[str, str]:
+    form = await request.form()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
 def choice(kind: type[E], value: str | None, *, field: str) -> E | None:

@@ -152,12 +152,19 @@ class PagesController(Controller):
             limit=20,
             cursor=None,
         )
+        template = None
+        if task.template_id is not None:
+            try:
+                template = await services.templates.get(task.template_id, principal=principal)
+            except NotFound:
+                template = None
         return page(
             request,
             console,
             "task.html",
             title=task.name,
             task=task,
+            task_template=template,
             preview=preview,
             deps=graph,
             graph=dependency_graph(task, graph.upstreams, graph.dependents),

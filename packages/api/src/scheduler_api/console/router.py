@@ -32,7 +32,13 @@ from scheduler_api.console.session import (
     is_secure,
     session_cookie,
 )
-from scheduler_api.console.views import duration, in_zone, schedule_words, trace_id
+from scheduler_api.console.views import (
+    duration,
+    in_zone,
+    json_text,
+    schedule_words,
+    trace_id,
+)
 from scheduler_api.errors import handle_exception
 from scheduler_api.request_checks import check_request
 from scheduler_api.services import ApiOptions, ApiServices
@@ -69,7 +75,11 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
         lstrip_blocks=True,
     )
     environment.filters.update(
-        schedule_words=schedule_words, in_zone=in_zone, duration=duration, trace_id=trace_id
+        schedule_words=schedule_words,
+        in_zone=in_zone,
+        duration=duration,
+        trace_id=trace_id,
+        json_text=json_text,
     )
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(environment))
 
@@ -146,11 +156,14 @@ def console_routers() -> list[Router]:
     from scheduler_api.console.actions import ActionsController
     from scheduler_api.console.bulk import BulkController
     from scheduler_api.console.context import provide_console
+    from scheduler_api.console.limits import LimitsController
     from scheduler_api.console.live import LiveController
     from scheduler_api.console.output import OutputController
     from scheduler_api.console.pages import PagesController
     from scheduler_api.console.queues import QueueActionsController
     from scheduler_api.console.signin import SignInController
+    from scheduler_api.console.task_templates import TemplatesController
+    from scheduler_api.console.teams import TeamsController
     from scheduler_api.console.webhooks import WebhooksController
 
     static = create_static_files_router(
@@ -171,6 +184,9 @@ def console_routers() -> list[Router]:
             LiveController,
             OutputController,
             WebhooksController,
+            TemplatesController,
+            LimitsController,
+            TeamsController,
         ],
         opt={PUBLIC: True},
         dependencies={"console": Provide(provide_console)},

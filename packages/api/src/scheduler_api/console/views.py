@@ -3,6 +3,7 @@ and the layout of the small server-drawn SVG pictures."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -85,6 +86,12 @@ def _cron_words(expression: str) -> str:
             at = f"{int(hour):02d}:{int(minute):02d}"
             return f"every day at {at}" if dow == "*" else f"at {at} on weekdays {dow}"
     return f"cron {expression}"
+
+
+def json_text(value: object, indent: int | None = 2) -> str:
+    """JSON as a person reads it (keys in their order, no escapes beyond JSON's own); the
+    template escapes it for HTML like any text."""
+    return json.dumps(value, indent=indent, ensure_ascii=False)
 
 
 def trace_id(traceparent: str | None) -> str | None:

@@ -65,7 +65,9 @@ class LimitList(msgspec.Struct, kw_only=True):
 class CircuitOut(msgspec.Struct, kw_only=True):
     """``name``: ``limit:<limit>`` or ``host:<host>``; ``state``: ``closed``, ``open`` or
     ``half_open``; ``failures``: failed runs in a row while closed; ``reopens_at``: when an open
-    circuit lets its probe through; ``probe_run_id``: the run let through while half-open."""
+    circuit lets its probe through; ``probe_run_id``: the run let through while half-open;
+    ``held_runs``: the runs a limit's open or half-open circuit holds pending (0 when closed;
+    null for a host's circuit: not counted)."""
 
     name: str
     state: str
@@ -76,6 +78,7 @@ class CircuitOut(msgspec.Struct, kw_only=True):
     reopens_at: datetime | None
     probe_run_id: str | None
     updated_at: datetime | None
+    held_runs: int | None = None
 
     @classmethod
     def of(cls, view: CircuitView) -> CircuitOut:
@@ -90,6 +93,7 @@ class CircuitOut(msgspec.Struct, kw_only=True):
             reopens_at=view.reopens_at,
             probe_run_id=circuit.probe_run_id,
             updated_at=circuit.updated_at,
+            held_runs=view.held,
         )
 
 

@@ -64,6 +64,10 @@ class CircuitView:
     failure_threshold: int
     cool_down: timedelta
     reopens_at: datetime | None = None
+    #: Runs the circuit holds pending while open or half-open (0 when closed): the pending
+    #: runs bound to its limit. None for a host's circuit (not counted: the host is in each
+    #: task's URL).
+    held: int | None = None
 
 
 def parse_limit(name: str, data: Any) -> SharedLimit:
@@ -194,15 +198,28 @@ class LimitService:
             stored = await uow.circuits.list()
             names = [c.name.partition(":")[2] for c in stored if c.name.startswith("limit:")]
             limits = {lim.name: lim for lim in await uow.limits.get_many(names)}
+            holding = [
+                c.name.partition(":")[2]
+                for c in stored
+                if c.state is not CircuitState.CLOSED and c.name.partition(":")[2] in limits
+            ]
+            held: dict[str, int] = {}
+            if holding:
+                settings = await uow.queue_settings.list()
+                held = await uow.limits.count_pending(
+                    {name: [q.name for q in settings if name in q.limits] for name in holding}
+                )
         views = []
         for circuit in stored:
             policy = self._circuits.policy(circuit.name, limits)
+            kind, _, name = circuit.name.partition(":")
             views.append(
                 CircuitView(
                     circuit=circuit,
                     failure_threshold=policy.failure_threshold,
                     cool_down=policy.cool_down,
                     reopens_at=circuit.reopens_at(policy),
+                    held=held.get(name, 0) if kind == "limit" else None,
                 )
             )
         return views

@@ -462,6 +462,11 @@ class SharedLimitRepository(Protocol):
         or whose queue is among its ``bound_queues`` (the queues whose settings reference it)."""
         ...
 
+    async def count_pending(self, bound_queues: dict[str, builtins.list[str]]) -> dict[str, int]:
+        """Like :meth:`count_in_flight`, for the runs still ``pending``: while the limit's
+        circuit is open, the runs it holds."""
+        ...
+
     async def count_in_flight_by_partition(
         self, name: str, queues: Sequence[str], *, by: Partition
     ) -> dict[str, int]:

@@ -313,6 +313,15 @@ class TemplateService:
             task_filter = TaskFilter(team_ids=team_scope(principal), template_id=template.id)
             return await uow.tasks.list(task_filter, limit=page_limit(limit), cursor=cursor)
 
+    async def count_subscriptions(self, template_id: str, *, principal: Principal) -> int:
+        """How many of the template's subscriptions the caller may see (every one for
+        admin/operator)."""
+        ensure_can_read_tasks(principal)
+        async with self._reads() as uow:
+            template = await _load(uow, template_id)
+            task_filter = TaskFilter(team_ids=team_scope(principal), template_id=template.id)
+            return await uow.tasks.count(task_filter)
+
     # -- internals ---------------------------------------------------------------------------
 
     async def _subscription(

@@ -1001,15 +1001,21 @@ class InMemorySharedLimitRepository(_Repository):
         }
 
     async def count_in_flight(self, bound_queues: dict[str, builtins.list[str]]) -> dict[str, int]:
+        return self._count_bound(bound_queues, (RunStatus.QUEUED, RunStatus.RUNNING))
+
+    async def count_pending(self, bound_queues: dict[str, builtins.list[str]]) -> dict[str, int]:
+        return self._count_bound(bound_queues, (RunStatus.PENDING,))
+
+    def _count_bound(
+        self, bound_queues: dict[str, builtins.list[str]], statuses: tuple[RunStatus, ...]
+    ) -> dict[str, int]:
         tx = self.tx
         tasks = list(tx.scan("tasks"))
         counts: dict[str, int] = {}
         for name, queues in bound_queues.items():
             bound = {t.id for t in tasks if name in t.limits or t.queue in queues}
             counts[name] = sum(
-                1
-                for run in tx.scan("runs")
-                if run.task_id in bound and run.status in (RunStatus.QUEUED, RunStatus.RUNNING)
+                1 for run in tx.scan("runs") if run.task_id in bound and run.status in statuses
             )
         return counts
 

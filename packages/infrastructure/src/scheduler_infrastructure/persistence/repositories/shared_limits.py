@@ -122,12 +122,20 @@ class SqlSharedLimitRepository(SqlRepository):
     async def count_in_flight(self, bound_queues: dict[str, builtins.list[str]]) -> dict[str, int]:
         """One indexed count per limit: runs in flight of the tasks ``task_limits`` binds to
         it, or of the tasks in the queues bound to it."""
+        return await self._count_bound(bound_queues, _IN_FLIGHT)
+
+    async def count_pending(self, bound_queues: dict[str, builtins.list[str]]) -> dict[str, int]:
+        return await self._count_bound(bound_queues, (RunStatus.PENDING.value,))
+
+    async def _count_bound(
+        self, bound_queues: dict[str, builtins.list[str]], statuses: tuple[str, ...]
+    ) -> dict[str, int]:
         counts: dict[str, int] = {}
         for name, queues in sorted(bound_queues.items()):
             query = (
                 select(func.count())
                 .select_from(task_runs)
-                .where(task_runs.c.status.in_(_IN_FLIGHT), _bound(name, queues))
+                .where(task_runs.c.status.in_(statuses), _bound(name, queues))
             )
             counts[name] = int(await self._scalar(query) or 0)
         return counts
