@@ -448,8 +448,9 @@ class SharedLimitRepository(Protocol):
         ...
 
     async def delete(self, name: str) -> bool:
-        """Remove the limit; False when there was none. References to it are left: a name
-        no limit has is ignored by the gates."""
+        """Remove the limit; False when there was none. References to it are the caller's
+        business (:class:`~scheduler_application.limits.LimitService` refuses to delete a
+        limit still referenced; a name no limit has is ignored by the gates)."""
         ...
 
     async def lock_many(self, names: Sequence[str]) -> set[str]:
@@ -471,6 +472,10 @@ class SharedLimitRepository(Protocol):
 
     async def referencing_tasks(self, name: str) -> int:
         """How many tasks reference the limit."""
+        ...
+
+    async def referencing_task_names(self, name: str, *, limit: int) -> builtins.list[str]:
+        """The names of up to ``limit`` tasks that reference the limit, in name order."""
         ...
 
 

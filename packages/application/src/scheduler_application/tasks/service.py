@@ -21,6 +21,7 @@ from scheduler_application.accounts.access import (
 from scheduler_application.accounts.teams import resolve_team
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound, PermissionDenied
 from scheduler_application.events.log import task_event
+from scheduler_application.limits.references import ensure_limits_exist
 from scheduler_application.paging import DEFAULT_PAGE_SIZE, page_limit
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
@@ -170,6 +171,7 @@ class TaskService:
                 uow, principal, spec.depends_on, owner_id=task.owner_id
             )
             task.validate()
+            await ensure_limits_exist(uow, task.limits)
             await self._ensure_name_free(uow, task)
             await self._ensure_acyclic(uow, task)
             await uow.tasks.add(task)
@@ -266,6 +268,9 @@ class TaskService:
                     moved_from, task.team_id = task.team_id, team_id
             task.secret_env = self._sealed(task.secret_env, spec.secret_env)
             task.validate()
+            # Names it held already are kept as they are (a limit deleted before references
+            # were checked must not make the task uneditable).
+            await ensure_limits_exist(uow, task.limits, known=as_it_was.limits)
             if task.executor != as_it_was.executor:
                 self._policy.check_known(task.executor)
             if task.template_id is None:  # a subscription runs what its template's author chose

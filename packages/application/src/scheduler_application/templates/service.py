@@ -36,6 +36,7 @@ from scheduler_application.errors import (
     PermissionDenied,
 )
 from scheduler_application.events.log import record_event, task_event
+from scheduler_application.limits.references import ensure_limits_exist
 from scheduler_application.paging import DEFAULT_PAGE_SIZE, page_limit
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.repositories import Page, TaskFilter
@@ -113,6 +114,7 @@ class TemplateService:
         self._check_executor(spec.executor, spec.params, principal.role)
         template = spec.template(created_by=principal.subject_id, now=self._clock.now())
         async with self._uow_factory() as uow:
+            await ensure_limits_exist(uow, _limits(template), field="policies.limits")
             if await uow.templates.get_by_name(template.name) is not None:
                 raise AlreadyExists(
                     f"a template named {template.name!r} already exists", field="name"
@@ -161,6 +163,9 @@ class TemplateService:
             changed.id = current.id
             changed.updated_at = now
             changed.version = current.version + 1
+            await ensure_limits_exist(
+                uow, _limits(changed), field="policies.limits", known=_limits(current)
+            )
             if changed.name != current.name:
                 taken = await uow.templates.get_by_name(changed.name)
                 if taken is not None and taken.id != current.id:
@@ -447,6 +452,11 @@ async def _load(uow: UnitOfWork, template_id: str, *, for_update: bool = False) 
     if template is None:
         raise NotFound(f"template {template_id} not found", field="template_id")
     return template
+
+
+def _limits(template: Template) -> builtins.list[str]:
+    """The named limits the template's policies give its subscriptions."""
+    return list(template.policies.get("limits") or [])
 
 
 async def _ensure_name_free(uow: UnitOfWork, task: Task) -> None:

@@ -1028,6 +1028,9 @@ class InMemorySharedLimitRepository(_Repository):
     async def referencing_tasks(self, name: str) -> int:
         return sum(1 for task in self.tx.scan("tasks") if name in task.limits)
 
+    async def referencing_task_names(self, name: str, *, limit: int) -> builtins.list[str]:
+        return sorted(task.name for task in self.tx.scan("tasks") if name in task.limits)[:limit]
+
 
 class InMemoryCircuitRepository(_Repository):
     async def get_many(
