@@ -107,3 +107,22 @@ async def test_bad_task_and_queue_references_answer_422(api: Api) -> None:
         "/api/v1/queues/etl", json={"fairness": "random"}, headers=operator.headers
     )
     assert (queue.status_code, queue.json()["field"]) == (422, "fairness")
+
+
+async def test_a_tasks_file_defines_limits_and_refuses_a_missing_one(api: Api) -> None:
+    operator = await api.user("otto", Role.OPERATOR)
+    document = {
+        "limits": [{"name": "vendor", "rate": "10/s"}],
+        "tasks": [{"name": "call", "executor": "noop", "limits": ["vendor"]}],
+    }
+    applied = await api.client.post("/api/v1/tasks/apply", json=document, headers=operator.headers)
+    assert applied.status_code == 200, applied.text
+    assert [(c["kind"], c["action"]) for c in applied.json()["changes"]] == [
+        ("limit", "create"),
+        ("task", "create"),
+    ]
+    again = await api.client.post("/api/v1/tasks/apply", json=document, headers=operator.headers)
+    assert again.json()["summary"]["unchanged"] == 2
+    typo = {"tasks": [{"name": "call", "executor": "noop", "limits": ["vendr"]}]}
+    refused = await api.client.post("/api/v1/tasks/apply", json=typo, headers=operator.headers)
+    assert (refused.status_code, refused.json()["field"]) == (422, "tasks[0].limits[0]")

@@ -134,6 +134,7 @@ class TaskController(Controller):
                 "version": data.version,
                 "tasks": data.tasks,
                 **({"templates": data.templates} if data.templates is not None else {}),
+                **({"limits": data.limits} if data.limits is not None else {}),
                 **({"team": data.team} if data.team is not None else {}),
             },
             principal=principal,

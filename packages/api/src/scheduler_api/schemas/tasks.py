@@ -261,6 +261,8 @@ class TasksFileIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     version: int = 1
     #: Templates (admins and operators), matched by name and applied before the tasks.
     templates: list[dict[str, Any]] | None = None
+    #: Named shared limits (operators and admins), matched by name and applied first.
+    limits: list[dict[str, Any]] | None = None
     #: The team (name or id) of every task that names none itself.
     team: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
 

@@ -20,6 +20,12 @@ A file may also hold ``templates:``, a list of template specs
 updated (every subscription follows, see :class:`TemplateService`) or unchanged; never pruned.
 Only admins and operators may apply a file with templates. Templates are applied before tasks.
 
+A file may hold ``limits:``, a list of named shared limits (``parse_limit``'s form with a
+``name``), matched by name among all limits: created, updated or unchanged, before templates
+and tasks; with ``prune`` and a ``limits`` section, the limits it does not name are deleted
+last. Only operators and admins may apply a file with limits. Every limit a task or template
+of the file names must exist or be defined by the file (and not pruned by it).
+
 ``team`` (per task, or once for the whole file at its top level) puts a task in a team where
 the caller is an editor or admin (by name or id); a task whose team differs is moved there.
 Left out, a new task goes to the caller's personal team and an existing one stays where it is.
@@ -46,6 +52,8 @@ from scheduler_application.accounts.access import (
     ensure_can_write_tasks,
 )
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound, PermissionDenied
+from scheduler_application.limits.service import LimitService, limit_to_spec, parse_limit
+from scheduler_application.operations.queue_control import ensure_steers_queues
 from scheduler_application.ports.repositories import TaskFilter
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from scheduler_application.tasks.service import TaskService, writable_team
@@ -53,6 +61,7 @@ from scheduler_application.tasks.spec import parse_task_spec, task_to_spec
 from scheduler_application.templates.service import TemplateService, ensure_manages_templates
 from scheduler_application.templates.spec import parse_template_spec, template_to_spec
 from scheduler_domain.errors import ValidationError
+from scheduler_domain.shared_limits import SharedLimit
 from scheduler_domain.task import Task
 
 #: Most tasks one file may hold.
@@ -107,11 +116,14 @@ class TaskApplyService:
         uow_factory: UnitOfWorkFactory,
         tasks: TaskService,
         templates: TemplateService | None = None,
+        limits: LimitService | None = None,
     ) -> None:
-        """Without ``templates`` a file with a ``templates`` section is refused."""
+        """Without ``templates`` (``limits``) a file with a ``templates`` (``limits``) section
+        is refused."""
         self._uow_factory = uow_factory
         self._tasks = tasks
         self._templates = templates
+        self._limits = limits
 
     async def export(
         self, *, principal: Principal, scope: PruneScope | None = None
@@ -136,6 +148,12 @@ class TaskApplyService:
         dry_run: bool = False,
     ) -> ApplyResult:
         ensure_can_write_tasks(principal)
+        limits = _limit_specs(document)
+        has_limits = isinstance(document, Mapping) and "limits" in document
+        if has_limits:
+            ensure_steers_queues(principal)
+            if self._limits is None:
+                raise ValidationError("limits cannot be applied here", field="limits")
         templates = _template_specs(document)
         if templates:
             ensure_manages_templates(principal)
@@ -154,9 +172,20 @@ class TaskApplyService:
             owned = await _owned(uow, principal.subject_id)
             names = await _names(uow, owned, principal.subject_id)
             team_ids = await _team_ids(uow, specs, principal)
+            stored = {limit.name: limit for limit in await uow.limits.list()}
         by_name = {t.name: t for t in owned}
+        limit_plan = _limit_plan(limits, stored, pruned=prune and has_limits, scope=scope)
+        doomed_limits = {c.name for c in limit_plan if c.action == "delete"}
+        _check_limit_references(
+            specs,
+            templates,
+            by_name,
+            known=({*stored} - doomed_limits) | {x.name for x in limits},
+            doomed=doomed_limits,
+        )
         order = _upstreams_first(specs)
-        changes: list[TaskChange] = await self._template_plan(templates, principal)
+        changes = [c for c in limit_plan if c.action != "delete"]
+        changes += await self._template_plan(templates, principal)
         for spec in order:
             name = spec["name"]
             current = by_name.get(name)
@@ -182,18 +211,30 @@ class TaskApplyService:
             doomed = [t for t in owned if t.name not in named and (scope or PruneScope()).covers(t)]
             for task in _dependents_first(doomed):
                 changes.append(TaskChange(task.name, "delete", task.id))
+        changes += [c for c in limit_plan if c.action == "delete"]  # after what named them
         if dry_run:
             return ApplyResult(changes, dry_run=True)
-        return ApplyResult(await self._carry_out(changes, specs, principal), dry_run=False)
+        by_limit = {limit.name: limit for limit in limits}
+        return ApplyResult(
+            await self._carry_out(changes, specs, principal, by_limit), dry_run=False
+        )
 
     async def _carry_out(
-        self, plan: list[TaskChange], specs: list[dict[str, Any]], principal: Principal
+        self,
+        plan: list[TaskChange],
+        specs: list[dict[str, Any]],
+        principal: Principal,
+        limits: Mapping[str, SharedLimit],
     ) -> list[TaskChange]:
         by_name = {spec["name"]: spec for spec in specs}
         done: list[TaskChange] = []
         for change in plan:
             if change.kind == "template":
                 done.append(await self._carry_out_template(change, done, principal))
+                continue
+            if change.kind == "limit":
+                await self._carry_out_limit(change, limits.get(change.name), done, principal)
+                done.append(change)
                 continue
             try:
                 if change.action == "create":
@@ -263,6 +304,119 @@ class TaskApplyService:
             ) from error
         return change
 
+    async def _carry_out_limit(
+        self,
+        change: TaskChange,
+        limit: SharedLimit | None,
+        done: list[TaskChange],
+        principal: Principal,
+    ) -> None:
+        assert self._limits is not None
+        try:
+            if change.action in ("create", "update") and limit is not None:
+                await self._limits.put(limit, principal=principal)
+            elif change.action == "delete":
+                await self._limits.delete(change.name, principal=principal)
+        except (Conflict, NotFound, PermissionDenied, ValidationError) as error:
+            applied = ", ".join(f"{c.action} {c.name}" for c in done if c.action != "unchanged")
+            raise type(error)(
+                f"{change.action} of limit {change.name!r} failed: {error.message}"
+                f" (applied before it: {applied or 'nothing'})",
+                field=f"limits.{change.name}",
+            ) from error
+
+
+def _limit_specs(document: Any) -> list[SharedLimit]:
+    """The file's named limits (``limits: [{name: vendor-api, rate: 100/s}, ...]``), each
+    checked and named once; errors name the item (``limits[0].rate``)."""
+    if not isinstance(document, Mapping) or "limits" not in document:
+        return []
+    items = document["limits"]
+    if not isinstance(items, list):
+        raise ValidationError("limits must be a list", field="limits")
+    if len(items) > MAX_TASKS_PER_FILE:
+        raise ValidationError(f"at most {MAX_TASKS_PER_FILE} limits per file", field="limits")
+    seen: dict[str, int] = {}
+    limits: list[SharedLimit] = []
+    for index, item in enumerate(items):
+        where = f"limits[{index}]"
+        if not isinstance(item, Mapping):
+            raise ValidationError(f"{where} must be an object", field=where)
+        try:
+            limit = parse_limit(item.get("name"), item)  # type: ignore[arg-type]
+        except ValidationError as error:
+            raise ValidationError(error.message, field=_at(where, error.field)) from None
+        if limit.name in seen:
+            raise ValidationError(
+                f"limit {limit.name!r} is named twice (limits[{seen[limit.name]}] and {where})",
+                field=f"{where}.name",
+            )
+        seen[limit.name] = index
+        limits.append(limit)
+    return limits
+
+
+def _limit_plan(
+    limits: Sequence[SharedLimit],
+    stored: Mapping[str, SharedLimit],
+    *,
+    pruned: bool,
+    scope: PruneScope | None,
+) -> list[TaskChange]:
+    """Each limit of the file created, updated or unchanged; with ``prune`` (and a ``limits``
+    section in the file) the stored limits it does not name deleted, within ``scope``'s name
+    prefix (a label scope prunes no limit: limits carry no labels)."""
+    changes: list[TaskChange] = []
+    for limit in limits:
+        wanted = limit_to_spec(limit)
+        current = stored.get(limit.name)
+        if current is None:
+            fields = {k: (None, v) for k, v in sorted(wanted.items())}
+            changes.append(TaskChange(limit.name, "create", None, fields, kind="limit"))
+            continue
+        have = limit_to_spec(current)
+        diff = {k: (have[k], v) for k, v in sorted(wanted.items()) if have[k] != v}
+        action = "update" if diff else "unchanged"
+        changes.append(TaskChange(limit.name, action, None, diff, kind="limit"))
+    scope = scope or PruneScope()
+    if pruned and scope.label is None:
+        named = {limit.name for limit in limits}
+        for name in sorted(stored):
+            if name not in named and (
+                scope.name_prefix is None or name.startswith(scope.name_prefix)
+            ):
+                changes.append(TaskChange(name, "delete", None, kind="limit"))
+    return changes
+
+
+def _check_limit_references(
+    specs: Sequence[Mapping[str, Any]],
+    templates: Sequence[Mapping[str, Any]],
+    tasks: Mapping[str, Task],
+    *,
+    known: set[str],
+    doomed: set[str],
+) -> None:
+    """Every limit the file's tasks and templates name exists, or the file defines it, and
+    the file does not prune it; a task keeps the other names it holds already. Refused naming
+    the item
+    (``tasks[2].limits[0]``), before anything changes."""
+    for index, spec in enumerate(templates):
+        policies = spec.get("policies") or {}
+        for at, name in enumerate(policies.get("limits") or []):
+            if name not in known:
+                raise ValidationError(
+                    f"no limit named {name!r}", field=f"templates[{index}].policies.limits[{at}]"
+                )
+    for index, spec in enumerate(specs):
+        current = tasks.get(spec["name"])
+        held = set(current.limits) - doomed if current is not None else set()
+        for at, name in enumerate(spec.get("limits") or []):
+            if name not in known and name not in held:
+                raise ValidationError(
+                    f"no limit named {name!r}", field=f"tasks[{index}].limits[{at}]"
+                )
+
 
 def _template_specs(document: Any) -> list[dict[str, Any]]:
     """The file's template specs, each checked and named uniquely (``templates[1].params``)."""
@@ -294,11 +448,11 @@ def _specs(document: Any) -> list[dict[str, Any]]:
     """The file's task specs, each checked, named uniquely, without ``secret_env``."""
     if not isinstance(document, Mapping):
         raise ValidationError('a tasks file is an object with a "tasks" list', field="tasks")
-    if "templates" in document and "tasks" not in document:
+    if ("templates" in document or "limits" in document) and "tasks" not in document:
         document = {**document, "tasks": []}
     if not isinstance(document.get("tasks"), list):
         raise ValidationError('a tasks file is an object with a "tasks" list', field="tasks")
-    unknown = sorted(set(document) - {"tasks", "version", "templates", "team"})
+    unknown = sorted(set(document) - {"tasks", "version", "templates", "limits", "team"})
     if unknown:
         raise ValidationError(f"unknown key {unknown[0]!r} in the tasks file", field=unknown[0])
     if document.get("version", 1) != 1:
