@@ -106,6 +106,34 @@ def tasks_file_schema() -> dict[str, Any]:
             "tasks": {"type": "array", "items": task},
             "templates": {"type": "array", "items": template_schema(task)},
             "limits": {"type": "array", "items": LIMIT_SCHEMA},
+            "subscriptions": {"type": "array", "items": subscription_schema(task)},
+        },
+    }
+
+
+def subscription_schema(task: dict[str, Any]) -> dict[str, Any]:
+    """A subscription in a tasks file (docs/tasks-as-code.md, "Subscriptions")."""
+    properties = task["properties"]
+    return {
+        "type": "object",
+        "required": ["name", "template"],
+        "additionalProperties": False,
+        "properties": {
+            "name": properties["name"],
+            "template": {"type": "string", "minLength": 1, "description": "name or id"},
+            "params": {
+                "type": "object",
+                "description": "The subscriber's parameters (the template's params_schema).",
+            },
+            "schedule": {
+                **properties["schedule"],
+                "description": "Left out: the template's default schedule (followed when it "
+                "changes); null: none.",
+            },
+            "enabled": properties["enabled"],
+            "depends_on": properties["depends_on"],
+            "trigger_rule": properties["trigger_rule"],
+            "team": properties["team"],
         },
     }
 

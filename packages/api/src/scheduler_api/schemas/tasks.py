@@ -263,6 +263,9 @@ class TasksFileIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     templates: list[dict[str, Any]] | None = None
     #: Named shared limits (operators and admins), matched by name and applied first.
     limits: list[dict[str, Any]] | None = None
+    #: Subscriptions (a template, the subscriber's parameters, a schedule), matched by name
+    #: among the caller's tasks like ``tasks``.
+    subscriptions: list[dict[str, Any]] | None = None
     #: The team (name or id) of every task that names none itself.
     team: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
 
@@ -290,6 +293,8 @@ class ApplyOut(msgspec.Struct, kw_only=True):
     summary: dict[str, int]
 
 
-class TasksFileOut(msgspec.Struct, kw_only=True):
+class TasksFileOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     version: int
     tasks: list[dict[str, Any]]
+    #: The caller's tasks made from a template, as subscriptions (left out: none).
+    subscriptions: list[dict[str, Any]] | None = None
