@@ -232,21 +232,32 @@ async def test_get_many_keeps_the_order_asked_and_drops_missing(
         assert await uow.tasks.get_many([]) == []
 
 
-async def test_task_name_is_unique_per_owner_and_the_transaction_survives(
+async def test_task_name_is_unique_per_team_and_the_transaction_survives(
     uow_factory: SqlUnitOfWorkFactory,
 ) -> None:
-    original = make_task(name="nightly")
+    original = make_task(name="nightly")  # in its owner's personal team
     await save(uow_factory, original)
 
     async with committed(uow_factory) as uow:
         with pytest.raises(AlreadyExists) as caught:
             await uow.tasks.add(make_task(name="nightly"))
         assert caught.value.field == "name"
+        with pytest.raises(AlreadyExists) as team_mate:  # another creator, the same team
+            await uow.tasks.add(make_task(name="nightly", owner_id="owner-2", team_id=OWNER))
+        assert team_mate.value.field == "name"
         other_owner = make_task(name="nightly", owner_id="owner-2")
         await uow.tasks.add(other_owner)
+        same_owner_other_team = make_task(name="nightly", team_id="team-x")
+        await uow.tasks.add(same_owner_other_team)
 
     async with uow_factory() as uow:
         assert await uow.tasks.get(other_owner.id) == other_owner
+        assert await uow.tasks.get_in_team("team-x", "nightly") == same_owner_other_team
+        assert await uow.tasks.get_in_team(OWNER, "nightly") == original
+        assert await uow.tasks.get_in_team("team-y", "nightly") is None
+        assert await uow.tasks.get_by_name(OWNER, "nightly") == min(
+            (original, same_owner_other_team), key=lambda t: t.id
+        )
 
 
 async def test_adding_a_task_twice_names_the_id(uow_factory: SqlUnitOfWorkFactory) -> None:

@@ -7,12 +7,16 @@ from typing import Any
 import pytest
 from application_fixtures import ALICE, BOB, OPERATOR, VIEWER_ALICE, task_spec
 
+from scheduler_application.accounts.access import Principal
+from scheduler_application.accounts.teams import TeamService
 from scheduler_application.errors import PermissionDenied
 from scheduler_application.limits.service import LimitService
 from scheduler_application.tasks.apply import PruneScope, TaskApplyService
 from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import FakeClock, InMemoryStore, InMemoryUnitOfWorkFactory
+from scheduler_domain.accounts import Role
 from scheduler_domain.errors import ValidationError
+from scheduler_domain.teams import TeamRole
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -243,3 +247,24 @@ async def test_a_file_naming_a_limit_nobody_defined_is_refused_before_any_change
     assert bad.value.field == "limits[0].rate"
     with pytest.raises(PermissionDenied):  # limits are operators' and admins'
         await ops_applier.apply({"limits": [VENDOR]}, principal=ALICE)
+
+
+async def test_a_name_the_creator_has_in_two_teams_must_be_given_its_team(
+    applier: TaskApplyService,
+    tasks: TaskService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    clock: FakeClock,
+) -> None:
+    team = await TeamService(uow_factory=uow_factory, clock=clock).create("ops", principal=ALICE)
+    alice = Principal(
+        "alice", Role.USER, teams={"alice": TeamRole.ADMIN, team.team.id: TeamRole.ADMIN}
+    )
+    await tasks.create(task_spec("report"), principal=alice)
+    in_ops = await tasks.create(task_spec("report", team="ops"), principal=alice)
+    with pytest.raises(ValidationError) as ambiguous:
+        await applier.apply(_file(task_spec("report")), principal=alice)
+    assert ambiguous.value.field == "tasks[0].team"
+    plan = await applier.apply(_file(task_spec("report", team="ops")), principal=alice)
+    assert [(c.name, c.action, c.task_id) for c in plan.changes] == [
+        ("report", "unchanged", in_ops.id)
+    ]

@@ -88,10 +88,16 @@ class TaskRepository(Protocol):
 
     async def get_many(self, task_ids: Sequence[str]) -> list[Task]: ...
 
-    async def get_by_name(self, owner_id: str, name: str) -> Task | None: ...
+    async def get_by_name(self, owner_id: str, name: str) -> Task | None:
+        """The creator's task of that name (the oldest when it has one in several teams)."""
+        ...
+
+    async def get_in_team(self, team_id: str, name: str) -> Task | None:
+        """The team's task named ``name``: names are unique within a team."""
+        ...
 
     async def with_name(self, name: str) -> builtins.list[Task]:
-        """Every owner's tasks named ``name`` (names are unique per owner only)."""
+        """Every team's tasks named ``name`` (names are unique per team only)."""
         ...
 
     async def list(

@@ -229,9 +229,16 @@ class TaskApplyService:
         order = _upstreams_first([*specs, *subscriptions])
         changes = [c for c in limit_plan if c.action != "delete"]
         changes += await self._template_plan(templates, principal)
+        task_at = {spec["name"]: f"tasks[{i}]" for i, spec in enumerate(specs)}
+        named_alike: dict[str, list[Task]] = {}
+        for task in owned:
+            named_alike.setdefault(task.name, []).append(task)
         for spec in order:
             name = spec["name"]
-            current = by_name.get(name)
+            team = team_ids.get(spec["team"]) if "team" in spec else None
+            current = _match(
+                named_alike.get(name, []), name, team, task_at.get(name) or sub_at[name]
+            )
             if name in subscribed:
                 changes.append(
                     await self._subscription_plan(
@@ -240,7 +247,6 @@ class TaskApplyService:
                 )
                 continue
             wanted = _canonical(spec)
-            team = team_ids.get(spec["team"]) if "team" in spec else None
             if current is None:
                 created = {k: (None, v) for k, v in _flat(wanted)}
                 if team is not None:
@@ -511,6 +517,22 @@ class TaskApplyService:
                 f" (applied before it: {applied or 'nothing'})",
                 field=f"limits.{change.name}",
             ) from error
+
+
+def _match(found: Sequence[Task], name: str, team_id: str | None, where: str) -> Task | None:
+    """The caller's task a file item names, among ``found`` (the caller's tasks of that name).
+    Names are unique within a team, so the caller may have tasks of one name in several teams:
+    then the item's ``team`` decides (none of them in that team: a new task there), and an
+    item without one is refused."""
+    if len(found) <= 1:
+        return found[0] if found else None
+    if team_id is None:
+        raise ValidationError(
+            f"you have {len(found)} tasks named {name!r} (in different teams): give the "
+            "item's team",
+            field=f"{where}.team",
+        )
+    return next((t for t in found if t.team_id == team_id), None)
 
 
 def _names_once(specs: Sequence[Mapping[str, Any]], items: Sequence[Mapping[str, Any]]) -> None:

@@ -275,7 +275,7 @@ class TaskService:
                 self._policy.check_known(task.executor)
             if task.template_id is None:  # a subscription runs what its template's author chose
                 self._check_executor(task, principal)
-            if spec.name != before["name"]:
+            if spec.name != before["name"] or moved_from is not None:
                 await self._ensure_name_free(uow, task)
             added = [dep for dep in task.depends_on if dep not in old_upstreams]
             if added:
@@ -485,9 +485,7 @@ class TaskService:
 
     @staticmethod
     async def _ensure_name_free(uow: UnitOfWork, task: Task) -> None:
-        existing = await uow.tasks.get_by_name(task.owner_id, task.name)
-        if existing is not None and existing.id != task.id:
-            raise AlreadyExists(f"a task named {task.name!r} already exists", field="name")
+        await ensure_name_free_in_team(uow, task)
 
     @staticmethod
     async def _ensure_acyclic(uow: UnitOfWork, task: Task) -> None:
@@ -500,6 +498,14 @@ class TaskService:
         names = {t.id: t.name for t in await uow.tasks.get_many(list(set(cycle)))}
         names[task.id] = task.name
         raise DependencyCycle([names.get(node, node) for node in cycle])
+
+
+async def ensure_name_free_in_team(uow: UnitOfWork, task: Task) -> None:
+    """Task names are unique within a team: AlreadyExists (409) naming ``name`` otherwise. The
+    other task may be one the caller cannot see (a team mate's); its name is all it learns."""
+    existing = await uow.tasks.get_in_team(task.team_id, task.name)
+    if existing is not None and existing.id != task.id:
+        raise AlreadyExists(f"the team already has a task named {task.name!r}", field="name")
 
 
 #: What a subscription's owner may change through the task itself; its params through the

@@ -46,6 +46,7 @@ from scheduler_application.ports.unit_of_work import (
     UnitOfWorkFactory,
 )
 from scheduler_application.tasks.service import (
+    ensure_name_free_in_team,
     load_changeable_task,
     writable_team,
 )
@@ -460,9 +461,7 @@ def _limits(template: Template) -> builtins.list[str]:
 
 
 async def _ensure_name_free(uow: UnitOfWork, task: Task) -> None:
-    existing = await uow.tasks.get_by_name(task.owner_id, task.name)
-    if existing is not None and existing.id != task.id:
-        raise AlreadyExists(f"a task named {task.name!r} already exists", field="name")
+    await ensure_name_free_in_team(uow, task)
 
 
 async def _save(

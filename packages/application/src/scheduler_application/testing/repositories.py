@@ -115,8 +115,12 @@ class InMemoryTaskRepository(_Repository):
         return [_copy(task) for task in found if task is not None]
 
     async def get_by_name(self, owner_id: str, name: str) -> Task | None:
+        named = [t for t in self.tx.scan("tasks") if t.owner_id == owner_id and t.name == name]
+        return _copy(min(named, key=lambda t: t.id)) if named else None
+
+    async def get_in_team(self, team_id: str, name: str) -> Task | None:
         for task in self.tx.scan("tasks"):
-            if task.owner_id == owner_id and task.name == name:
+            if task.team_id == team_id and task.name == name:
                 return _copy(task)  # type: ignore[no-any-return]
         return None
 

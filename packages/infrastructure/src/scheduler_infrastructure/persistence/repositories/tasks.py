@@ -101,7 +101,17 @@ class SqlTaskRepository(SqlRepository):
         return [found[task_id] for task_id in wanted if task_id in found]
 
     async def get_by_name(self, owner_id: str, name: str) -> Task | None:
-        query = select(tasks).where(tasks.c.owner_id == owner_id, tasks.c.name == name)
+        query = (
+            select(tasks)
+            .where(tasks.c.owner_id == owner_id, tasks.c.name == name)
+            .order_by(tasks.c.id)
+            .limit(1)
+        )
+        found = await self._load(query)
+        return found[0] if found else None
+
+    async def get_in_team(self, team_id: str, name: str) -> Task | None:
+        query = select(tasks).where(tasks.c.team_id == team_id, tasks.c.name == name)
         found = await self._load(query)
         return found[0] if found else None
 
