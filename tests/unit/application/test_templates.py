@@ -629,6 +629,9 @@ async def test_export_writes_subscriptions_as_subscriptions_and_applying_it_recr
     # They are subscriptions again: a template change reaches them.
     await templates.update("weather", {"policies": {"priority": 8}}, principal=OPERATOR)
     assert (await tasks.get(by_name["oslo"].id, principal=ALICE)).priority == 8
+    # ... and keeps what is its own: its upstreams (a template change used to drop them).
+    after = await tasks.get(by_name["rome"].id, principal=ALICE)
+    assert (after.priority, after.depends_on) == (8, (by_name["extract"].id,))
 
 
 async def test_a_changed_subscription_in_a_file_is_a_precise_diff_and_bad_params_are_named(
