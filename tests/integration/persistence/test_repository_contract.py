@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound, Unavailable
-from scheduler_application.ports.repositories import RunFilter, TaskFilter
+from scheduler_application.ports.repositories import EventQuery, RunFilter, TaskFilter
 from scheduler_domain.accounts import ApiKey, RefreshToken, Role, User
 from scheduler_domain.concurrency import ConcurrencyPolicy
 from scheduler_domain.errors import ValidationError
-from scheduler_domain.events import SkipReason, SlotDecision, SlotOutcome
+from scheduler_domain.events import LOG_START, EventRecord, SkipReason, SlotDecision, SlotOutcome
 from scheduler_domain.ids import new_id
 from scheduler_domain.misfire import MisfireKind, MisfirePolicy
 from scheduler_domain.rate_limit import RateLimit
@@ -1622,3 +1622,50 @@ async def test_a_templates_subscriptions_are_found_and_filtered_by_template(
         assert await uow.tasks.count(TaskFilter(template_id="t-2")) == 1
         listed = await uow.tasks.list(TaskFilter(template_id="t-1"), limit=10)
         assert ids(listed.items) == [mine.id]
+
+
+async def test_update_many_writes_every_task_conditionally_with_its_upstreams_and_limits(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    upstream = make_task()
+    many = [make_task(limits=("old",), depends_on=(upstream.id,)) for _ in range(3)]
+    await save(uow_factory, upstream, *many)
+    async with committed(uow_factory) as uow:
+        writes = []
+        for n, task in enumerate(many):
+            task.priority = n
+            task.params = {"sleep_seconds": n}
+            task.limits = ("new", "other")
+            task.depends_on = ()
+            task.schedule = parse_schedule({"interval_seconds": 60 + n})
+            task.template_params = {"n": n}
+            writes.append((task, task.version))
+            task.version += 1
+        await uow.tasks.update_many(writes)
+    async with uow_factory() as uow:
+        for task in many:
+            assert await uow.tasks.get(task.id) == task
+        assert await uow.limits.referencing_tasks("old") == 0
+        assert await uow.limits.referencing_tasks("new") == 3
+        assert await uow.tasks.dependents(upstream.id) == []
+    async with uow_factory() as uow:  # one stale version: Conflict naming the version
+        stale = [(task, task.version) for task in many]
+        stale[1] = (many[1], many[1].version - 1)
+        with pytest.raises(Conflict) as caught:
+            await uow.tasks.update_many(stale)
+        assert caught.value.field == "version"
+        await uow.tasks.update_many([])
+
+
+async def test_record_many_appends_in_the_order_given(uow_factory: SqlUnitOfWorkFactory) -> None:
+    records = [
+        EventRecord(kind="task.updated", at=T0, actor="user:a", subject=f"task:{n}",
+                    team_id="team", detail={"n": n})
+        for n in range(5)
+    ]  # fmt: skip
+    async with committed(uow_factory) as uow:
+        await uow.events.record_many(records)
+        await uow.events.record_many([])
+    async with uow_factory() as uow:
+        logged = await uow.events.read_log(EventQuery(after=LOG_START), limit=10)
+    assert [entry.detail["n"] for entry in logged] == [0, 1, 2, 3, 4]

@@ -115,6 +115,13 @@ class TaskRepository(Protocol):
         ``task.version`` is written as given: the caller has already bumped it."""
         ...
 
+    async def update_many(self, writes: Sequence[tuple[Task, int]]) -> None:
+        """:meth:`update` of each ``(task, expected_version)``, in a few statements whatever
+        their number where the database allows (a template change rewrites every
+        subscription). Conflict, naming a task whose version moved or that is gone, leaves
+        the others possibly written: the caller's transaction is to be rolled back."""
+        ...
+
     async def delete(self, task_id: str) -> None:
         """Remove the task with its runs, their events and its slot decisions (cascade)."""
         ...
@@ -569,6 +576,10 @@ class RunEventRepository(Protocol):
 
     async def record(self, record: EventRecord) -> None:
         """Append a non-run entry, in the unit of work's transaction."""
+        ...
+
+    async def record_many(self, records: Sequence[EventRecord]) -> None:
+        """:meth:`record` of each, in log order, in a few statements whatever their number."""
         ...
 
     async def read_log(self, query: EventQuery, *, limit: int) -> list[LoggedEvent]:

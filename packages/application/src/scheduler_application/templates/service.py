@@ -35,7 +35,7 @@ from scheduler_application.errors import (
     NotFound,
     PermissionDenied,
 )
-from scheduler_application.events.log import record_event, task_event
+from scheduler_application.events.log import record_event, task_event, task_record
 from scheduler_application.limits.references import ensure_limits_exist
 from scheduler_application.paging import DEFAULT_PAGE_SIZE, page_limit
 from scheduler_application.ports.clock import Clock
@@ -63,7 +63,7 @@ from scheduler_application.templates.subscriptions import (
 )
 from scheduler_domain.accounts import Role
 from scheduler_domain.errors import DomainError, ValidationError
-from scheduler_domain.events import TASK_CREATED, TASK_UPDATED
+from scheduler_domain.events import TASK_CREATED, TASK_UPDATED, EventRecord
 from scheduler_domain.executor_policy import ExecutorNotAllowed, ExecutorPolicy
 from scheduler_domain.task import Task
 from scheduler_domain.template import Template
@@ -422,18 +422,24 @@ class TemplateService:
                 f"the change would make {len(problems)} subscription(s) invalid: {shown}{more}",
                 field="subscriptions",
             )
+        # Set-based: the rows in one statement, their events in one (a round trip per
+        # subscription made a change of a popular template take ~10 s per 1,000).
+        writes: builtins.list[tuple[Task, int]] = []
+        records: builtins.list[EventRecord] = []
+        detail = {"template_id": changed.id, "template_version": changed.version}
         for task, spec in rebuilt:
             before_schedule = task.schedule
             apply_template(task, changed, spec)
             if task.schedule != before_schedule:
                 task.reschedule(now)
-            await _save(
-                uow,
-                task,
-                now,
-                actor=principal.actor,
-                detail={"template_id": changed.id, "template_version": changed.version},
+            task.touch(now)
+            writes.append((task, task.version))
+            task.version += 1
+            records.append(
+                task_record(TASK_UPDATED, task, at=now, actor=principal.actor, detail=detail)
             )
+        await uow.tasks.update_many(writes)
+        await uow.events.record_many(records)
         return len(rebuilt)
 
     def _check_executor(self, executor: str, params: Mapping[str, Any], role: Role) -> None:

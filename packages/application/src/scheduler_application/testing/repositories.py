@@ -139,6 +139,10 @@ class InMemoryTaskRepository(_Repository):
     async def update(self, task: Task, *, expected_version: int) -> None:
         _versioned_update(self.tx, "tasks", task, expected_version)
 
+    async def update_many(self, writes: Sequence[tuple[Task, int]]) -> None:
+        for task, expected_version in writes:
+            _versioned_update(self.tx, "tasks", task, expected_version)
+
     async def delete(self, task_id: str) -> None:
         tx = self.tx
         if tx.get("tasks", task_id) is None:
@@ -805,6 +809,10 @@ class InMemoryRunEventRepository(_Repository):
 
     async def record(self, record: EventRecord) -> None:
         self.tx.insert("event_log", _LogRow(record.id, self.tx.store.next_serial(), record))
+
+    async def record_many(self, records: Sequence[EventRecord]) -> None:
+        for record in records:
+            await self.record(record)
 
     async def read_log(self, query: EventQuery, *, limit: int) -> builtins.list[LoggedEvent]:
         teams = {t.id: t.team_id for t in self.tx.scan("tasks")}
