@@ -13,7 +13,13 @@ from scheduler_application.errors import PermissionDenied
 from scheduler_application.limits.service import LimitService
 from scheduler_application.tasks.apply import PruneScope, TaskApplyService
 from scheduler_application.tasks.service import TaskService
-from scheduler_application.testing import FakeClock, InMemoryStore, InMemoryUnitOfWorkFactory
+from scheduler_application.templates.service import TemplateService
+from scheduler_application.testing import (
+    OPEN_EXECUTOR_POLICY,
+    FakeClock,
+    InMemoryStore,
+    InMemoryUnitOfWorkFactory,
+)
 from scheduler_domain.accounts import Role
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.teams import TeamRole
@@ -268,3 +274,28 @@ async def test_a_name_the_creator_has_in_two_teams_must_be_given_its_team(
     assert [(c.name, c.action, c.task_id) for c in plan.changes] == [
         ("report", "unchanged", in_ops.id)
     ]
+
+
+async def test_a_files_template_may_name_a_limit_the_same_file_defines(
+    uow_factory: InMemoryUnitOfWorkFactory,
+    tasks: TaskService,
+    limit_service: LimitService,
+    clock: FakeClock,
+) -> None:
+    templates = TemplateService(
+        uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
+    )
+    applier = TaskApplyService(
+        uow_factory=uow_factory, tasks=tasks, templates=templates, limits=limit_service
+    )
+    template = {"name": "ping", "executor": "noop", "policies": {"limits": ["vendor-api"]}}
+    with pytest.raises(ValidationError) as refused:
+        await applier.apply({"templates": [template]}, principal=OPERATOR)
+    assert refused.value.field == "templates[0].policies.limits[0]"
+    document = {"limits": [VENDOR], "templates": [template]}
+    result = await applier.apply(document, principal=OPERATOR)
+    assert [(c.kind, c.action) for c in result.changes] == [
+        ("limit", "create"),
+        ("template", "create"),
+    ]
+    assert (await templates.get("ping", principal=OPERATOR)).policies["limits"] == ["vendor-api"]
