@@ -282,7 +282,8 @@ class TaskChangeOut(msgspec.Struct, kw_only=True):
     task_id: str | None
     #: Each changed field (``retry.max_attempts`` for nested ones): its value before and after.
     fields: dict[str, FieldChangeOut]
-    #: ``task`` or ``template`` (``task_id`` is then the template's id).
+    #: ``task``, ``subscription`` (``task_id``: the subscription's task), ``template``
+    #: (``task_id`` is then the template's id) or ``limit`` (no id).
     kind: str = "task"
 
 

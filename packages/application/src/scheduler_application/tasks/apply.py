@@ -87,10 +87,11 @@ ACTIONS = ("create", "update", "delete", "unchanged")
 
 @dataclass(frozen=True, slots=True)
 class TaskChange:
-    """One task's (or template's: ``kind``) part of the plan: ``action`` is create, update,
-    delete or unchanged; ``fields`` maps each changed field (dotted for ``retry.*``/
-    ``misfire.*``) to its old and new value (old is None for a create, new None for a
-    delete). ``task_id`` is the template's id for a template."""
+    """One task's (or, by ``kind``, subscription's, template's or limit's) part of the plan:
+    ``action`` is create, update, delete or unchanged; ``fields`` maps each changed field
+    (dotted for ``retry.*``/``misfire.*``) to its old and new value (old is None for a create,
+    new None for a delete). ``task_id`` is the template's id for a template, None for a
+    limit."""
 
     name: str
     action: str
