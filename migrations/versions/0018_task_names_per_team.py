@@ -10,8 +10,9 @@ could each create a ``report`` in the same team (names were unique per creator,
 ``uq_tasks_team_id_name``.
 
 Existing duplicates: in a personal team (the only team before 0016, id = its user's) there can
-be none, since every task there was created by the user whose team it is, under the old rule.
-A shared team may hold some (its members created them, or moved tasks in). Within each
+be none unless a global admin or operator moved another user's task into it (every task its
+user created there was unique by name under the old rule). A shared team may hold some (its
+members created them, or moved tasks in). Every team is handled alike: within each
 (team, name), the oldest task (``created_at``, then ``id``) keeps its name; every other one is
 renamed ``<name>-<the last 12 characters of its id>`` (cut to fit the 200-character limit, and
 never onto a name the team already uses). Nothing else about them changes — id, runs, events,
