@@ -52,13 +52,36 @@ def run_migrations_offline() -> None:
 
 
 def do_run_migrations(connection: Connection) -> None:
-    context.configure(
-        connection=connection,
-        target_metadata=metadata,
-        **context_options(connection.dialect.name),
-    )
-    with context.begin_transaction():
-        context.run_migrations()
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # A batch migration rebuilds a table (copy, DROP, rename), and with foreign keys on,
+        # SQLite's DROP TABLE deletes the rows that reference it first (ON DELETE CASCADE:
+        # a task's runs). They are turned off around the migrations — which only works outside
+        # a transaction, so on the raw connection before Alembic begins one — and every
+        # reference is checked before they are turned back on.
+        _sqlite_pragma(connection, "PRAGMA foreign_keys=OFF")
+    try:
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            **context_options(connection.dialect.name),
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        if sqlite and _sqlite_pragma(connection, "PRAGMA foreign_key_check"):
+            raise RuntimeError("the migrated SQLite database has broken foreign keys")
+    finally:
+        if sqlite:
+            _sqlite_pragma(connection, "PRAGMA foreign_keys=ON")
+
+
+def _sqlite_pragma(connection: Connection, pragma: str) -> list[object]:
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(pragma)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
 
 
 async def run_async_migrations() -> None:

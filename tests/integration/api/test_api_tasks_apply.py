@@ -119,3 +119,42 @@ async def test_a_viewer_cannot_apply(api: Api) -> None:
     viewer = await api.user("vera", Role.VIEWER)
     response = await _apply(api, viewer, FILE)
     assert response.status_code == 403, response.text
+
+
+async def test_export_writes_subscriptions_and_applying_it_recreates_them(
+    api: Api, alice: Caller, admin: Caller
+) -> None:
+    template = {
+        "name": "ping",
+        "executor": "noop",
+        "params": {"sleep_seconds": "{{n}}"},
+        "params_schema": {"type": "object", "properties": {"n": {"type": "integer"}}},
+        "schedule": {"interval_seconds": 3600},
+    }
+    made = await api.client.post("/api/v1/templates", json=template, headers=admin.headers)
+    assert made.status_code == 201, made.text
+    subscribed = await api.client.post(
+        "/api/v1/templates/ping/subscriptions",
+        json={"name": "my-ping", "params": {"n": 2}},
+        headers=alice.headers,
+    )
+    assert subscribed.status_code == 201, subscribed.text
+    exported = (await api.client.get("/api/v1/tasks/export", headers=alice.headers)).json()
+    assert exported["tasks"] == []
+    assert exported["subscriptions"] == [
+        {"name": "my-ping", "template": "ping", "params": {"n": 2}, "enabled": True,
+         "depends_on": [], "trigger_rule": "all_success"}
+    ]  # fmt: skip
+    gone = await api.client.delete(
+        f"/api/v1/tasks/{subscribed.json()['id']}", headers=alice.headers
+    )
+    assert gone.status_code == 204
+    recreated = await _apply(api, alice, exported)
+    assert recreated.status_code == 200, recreated.text
+    assert [(c["kind"], c["action"]) for c in recreated.json()["changes"]] == [
+        ("subscription", "create")
+    ]
+    task = (await api.client.get("/api/v1/tasks", headers=alice.headers)).json()["items"][0]
+    assert (task["template_params"], task["params"]) == ({"n": 2}, {"sleep_seconds": 2})
+    again = await _apply(api, alice, exported)
+    assert again.json()["summary"]["unchanged"] == 1

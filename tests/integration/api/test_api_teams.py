@@ -488,3 +488,19 @@ async def test_the_team_rule_on_a_teams_subscription(
             assert response.status_code in (200, 201, 204), (caller.user.username, response.text)
         else:
             assert response.status_code == status, (caller.user.username, url, response.text)
+
+
+async def test_a_task_name_taken_in_the_team_answers_409_naming_name(api: Api, crew: Crew) -> None:
+    body = {"name": "report", "executor": "noop", "team": "ops"}
+    await _ok(await api.client.post("/api/v1/tasks", json=body, headers=crew.alice.headers), 201)
+    taken = await api.client.post("/api/v1/tasks", json=body, headers=crew.bob.headers)
+    assert taken.status_code == 409, taken.text
+    assert taken.json()["field"] == "name"
+    own = {"name": "report", "executor": "noop"}  # bob's personal team: free
+    mine = await _ok(
+        await api.client.post("/api/v1/tasks", json=own, headers=crew.bob.headers), 201
+    )
+    moved = await api.client.patch(
+        f"/api/v1/tasks/{mine['id']}", json={"team": "ops"}, headers=crew.bob.headers
+    )
+    assert (moved.status_code, moved.json()["field"]) == (409, "name")

@@ -229,3 +229,76 @@ async def test_teams_migrate_existing_owners_without_loss(empty_database: EmptyD
             assert count.scalar() == 3
     finally:
         await engine.dispose()
+
+
+_TEAM_TASK = (
+    "INSERT INTO tasks (id, owner_id, team_id, name, description, executor, params, schedule,"
+    " enabled, queue, priority, labels, strategy, retry, concurrency, misfire, spread_seconds,"
+    " trigger_rule, created_at, updated_at, version) VALUES (:id, :owner, :team, :name, '',"
+    " 'noop', '{}', NULL, true, 'default', 5, '[]', 'queue', :retry, 'allow', :misfire, 0,"
+    " 'all_success', :created, :created, 1)"
+)
+
+
+async def test_task_names_become_unique_per_team_renaming_a_shared_teams_duplicates(
+    empty_database: EmptyDatabase,
+) -> None:
+    """0018 on a shared team where two members each made a ``report``: the older keeps the
+    name, the other is renamed ``report-<id suffix>`` (nothing else changes, no task lost);
+    a personal team's names were unique already. Downgrade renames within each creator."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    url = await empty_database()
+    await asyncio.to_thread(migrations.upgrade, url, "0017")
+    for user, name in (("u1", "alice"), ("u2", "bob")):
+        await _execute(url, _USER, id=user, name=name)
+    await _execute(
+        url,
+        "INSERT INTO teams (id, name, personal_of, created_at) VALUES ('ops', 'ops', NULL, :at)",
+        at=datetime(2030, 1, 1, tzinfo=UTC),
+    )
+    rows = [
+        ("t1", "u1", "ops", "report", 1),
+        ("t2-000000abcdef", "u2", "ops", "report", 2),
+        ("t3", "u1", "u1", "daily", 3),  # alice's own, in her personal team
+        ("t4", "u2", "ops", "report-000000abcdef", 0),  # the renamed name is taken already
+    ]
+    for task_id, owner, team, name, hour in rows:
+        created = datetime(2030, 1, 1, hour, tzinfo=UTC)
+        await _execute(
+            url, _TEAM_TASK, id=task_id, owner=owner, team=team, name=name, created=created,
+            **_DOCS,
+        )  # fmt: skip
+
+    await asyncio.to_thread(migrations.upgrade, url)
+
+    async def names() -> dict[str, str]:
+        engine = create_engine(url, pool_size=1)
+        try:
+            async with engine.connect() as connection:
+                found = await connection.execute(text("SELECT id, name FROM tasks"))
+                return {row[0]: row[1] for row in found}
+        finally:
+            await engine.dispose()
+
+    assert await names() == {
+        "t1": "report",
+        "t2-000000abcdef": "report-000000abcdef-2",
+        "t3": "daily",
+        "t4": "report-000000abcdef",
+    }
+    with pytest.raises(Exception, match=r"(?i)unique"):  # the team has one already
+        await _execute(
+            url, _TEAM_TASK, id="t5", owner="u2", team="ops", name="report",
+            created=datetime(2030, 1, 2, tzinfo=UTC), **_DOCS,
+        )  # fmt: skip
+    await _execute(  # now allowed: alice's second "report", in her personal team
+        url, _TEAM_TASK, id="t6", owner="u1", team="u1", name="report",
+        created=datetime(2030, 1, 2, tzinfo=UTC), **_DOCS,
+    )  # fmt: skip
+    await asyncio.to_thread(migrations.downgrade, url, "0017")
+    after = await names()
+    assert len(after) == 5
+    assert (after["t1"], after["t6"]) == ("report", "report-t6")  # alice's: t6 is newer

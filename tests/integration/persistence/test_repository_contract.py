@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound, Unavailable
-from scheduler_application.ports.repositories import RunFilter, TaskFilter
+from scheduler_application.ports.repositories import EventQuery, RunFilter, TaskFilter
 from scheduler_domain.accounts import ApiKey, RefreshToken, Role, User
 from scheduler_domain.concurrency import ConcurrencyPolicy
 from scheduler_domain.errors import ValidationError
-from scheduler_domain.events import SkipReason, SlotDecision, SlotOutcome
+from scheduler_domain.events import LOG_START, EventRecord, SkipReason, SlotDecision, SlotOutcome
 from scheduler_domain.ids import new_id
 from scheduler_domain.misfire import MisfireKind, MisfirePolicy
 from scheduler_domain.rate_limit import RateLimit
@@ -232,21 +232,32 @@ async def test_get_many_keeps_the_order_asked_and_drops_missing(
         assert await uow.tasks.get_many([]) == []
 
 
-async def test_task_name_is_unique_per_owner_and_the_transaction_survives(
+async def test_task_name_is_unique_per_team_and_the_transaction_survives(
     uow_factory: SqlUnitOfWorkFactory,
 ) -> None:
-    original = make_task(name="nightly")
+    original = make_task(name="nightly")  # in its owner's personal team
     await save(uow_factory, original)
 
     async with committed(uow_factory) as uow:
         with pytest.raises(AlreadyExists) as caught:
             await uow.tasks.add(make_task(name="nightly"))
         assert caught.value.field == "name"
+        with pytest.raises(AlreadyExists) as team_mate:  # another creator, the same team
+            await uow.tasks.add(make_task(name="nightly", owner_id="owner-2", team_id=OWNER))
+        assert team_mate.value.field == "name"
         other_owner = make_task(name="nightly", owner_id="owner-2")
         await uow.tasks.add(other_owner)
+        same_owner_other_team = make_task(name="nightly", team_id="team-x")
+        await uow.tasks.add(same_owner_other_team)
 
     async with uow_factory() as uow:
         assert await uow.tasks.get(other_owner.id) == other_owner
+        assert await uow.tasks.get_in_team("team-x", "nightly") == same_owner_other_team
+        assert await uow.tasks.get_in_team(OWNER, "nightly") == original
+        assert await uow.tasks.get_in_team("team-y", "nightly") is None
+        assert await uow.tasks.get_by_name(OWNER, "nightly") == min(
+            (original, same_owner_other_team), key=lambda t: t.id
+        )
 
 
 async def test_adding_a_task_twice_names_the_id(uow_factory: SqlUnitOfWorkFactory) -> None:
@@ -1611,3 +1622,50 @@ async def test_a_templates_subscriptions_are_found_and_filtered_by_template(
         assert await uow.tasks.count(TaskFilter(template_id="t-2")) == 1
         listed = await uow.tasks.list(TaskFilter(template_id="t-1"), limit=10)
         assert ids(listed.items) == [mine.id]
+
+
+async def test_update_many_writes_every_task_conditionally_with_its_upstreams_and_limits(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    upstream = make_task()
+    many = [make_task(limits=("old",), depends_on=(upstream.id,)) for _ in range(3)]
+    await save(uow_factory, upstream, *many)
+    async with committed(uow_factory) as uow:
+        writes = []
+        for n, task in enumerate(many):
+            task.priority = n
+            task.params = {"sleep_seconds": n}
+            task.limits = ("new", "other")
+            task.depends_on = ()
+            task.schedule = parse_schedule({"interval_seconds": 60 + n})
+            task.template_params = {"n": n}
+            writes.append((task, task.version))
+            task.version += 1
+        await uow.tasks.update_many(writes)
+    async with uow_factory() as uow:
+        for task in many:
+            assert await uow.tasks.get(task.id) == task
+        assert await uow.limits.referencing_tasks("old") == 0
+        assert await uow.limits.referencing_tasks("new") == 3
+        assert await uow.tasks.dependents(upstream.id) == []
+    async with uow_factory() as uow:  # one stale version: Conflict naming the version
+        stale = [(task, task.version) for task in many]
+        stale[1] = (many[1], many[1].version - 1)
+        with pytest.raises(Conflict) as caught:
+            await uow.tasks.update_many(stale)
+        assert caught.value.field == "version"
+        await uow.tasks.update_many([])
+
+
+async def test_record_many_appends_in_the_order_given(uow_factory: SqlUnitOfWorkFactory) -> None:
+    records = [
+        EventRecord(kind="task.updated", at=T0, actor="user:a", subject=f"task:{n}",
+                    team_id="team", detail={"n": n})
+        for n in range(5)
+    ]  # fmt: skip
+    async with committed(uow_factory) as uow:
+        await uow.events.record_many(records)
+        await uow.events.record_many([])
+    async with uow_factory() as uow:
+        logged = await uow.events.read_log(EventQuery(after=LOG_START), limit=10)
+    assert [entry.detail["n"] for entry in logged] == [0, 1, 2, 3, 4]

@@ -96,3 +96,20 @@ async def test_in_flight_per_key_and_per_limit(uow_factory: SqlUnitOfWorkFactory
         assert await uow.limits.count_pending({"vendor": []}) == {"vendor": 2}
         assert await uow.limits.delete("vendor")
         assert not await uow.limits.delete("vendor")
+
+
+async def test_referencing_task_names_in_name_order_up_to_the_limit(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    tasks = [_task("a", limits=("vendor", "other")) for _ in range(4)]
+    tasks.append(_task("b", limits=("other",)))
+    async with uow_factory() as uow:
+        for task in tasks:
+            await uow.tasks.add(task)
+        await uow.commit()
+    bound = sorted(t.name for t in tasks[:4])
+    async with uow_factory() as uow:
+        assert await uow.limits.referencing_task_names("vendor", limit=3) == bound[:3]
+        assert await uow.limits.referencing_task_names("vendor", limit=10) == bound
+        assert len(await uow.limits.referencing_task_names("other", limit=10)) == 5
+        assert await uow.limits.referencing_task_names("nobody", limit=10) == []

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from application_fixtures import ALICE, BOB, VIEWER_ALICE, task_spec
+from application_fixtures import ALICE, BOB, OPERATOR, VIEWER_ALICE, task_spec
 
 from pending_runs import PendingRuns
 from scheduler_application.errors import PermissionDenied
@@ -16,11 +17,29 @@ from scheduler_application.operations.bulk import BulkRunner, BulkService
 from scheduler_application.operations.bulk_operations import BulkAction, BulkStatus, Selection
 from scheduler_application.runs.service import RunService
 from scheduler_application.tasks.service import TaskService
-from scheduler_application.testing import FakeClock, InMemoryStore, InMemoryUnitOfWorkFactory
+from scheduler_application.templates.service import TemplateService
+from scheduler_application.testing import (
+    OPEN_EXECUTOR_POLICY,
+    FakeClock,
+    InMemoryStore,
+    InMemoryUnitOfWorkFactory,
+)
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.status import RunStatus
 
 pytestmark = pytest.mark.timeout(30)
+
+#: A template whose runs' params show the parameter they were rendered from.
+NAP: dict[str, Any] = {
+    "name": "nap",
+    "executor": "noop",
+    "params": {"sleep_seconds": "{{n}}"},
+    "params_schema": {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 0}},
+        "required": ["n"],
+    },
+}
 
 
 @pytest.fixture
@@ -264,3 +283,71 @@ async def test_a_batch_that_meets_a_concurrent_change_is_cancelled_run_by_run(
     assert outcomes == {**dict.fromkeys(ids, "cancelled"), "gone": "not_found"}
     for run_id in ids:
         assert (await runs.get(run_id, principal=ALICE)).status is RunStatus.CANCELLED
+
+
+async def test_retrigger_and_retry_carry_the_original_runs_parameters(
+    bulk: BulkService,
+    runs: RunService,
+    tasks: TaskService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    clock: FakeClock,
+) -> None:
+    plain = await tasks.create(task_spec("plain", executor="noop", params={}), principal=ALICE)
+    given = await runs.trigger(plain.id, principal=ALICE, params={"sleep_seconds": 7})
+    bare = await runs.trigger(plain.id, principal=ALICE)
+    templates = TemplateService(
+        uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
+    )
+    template = await templates.create(NAP, principal=OPERATOR)
+    subscription = await templates.subscribe(template.id, {"params": {"n": 1}}, principal=ALICE)
+    templated = await runs.trigger(subscription.id, principal=ALICE, params={"n": 2})
+    # A new version: the retriggered run is rendered by it, with the same parameters.
+    await templates.update(
+        template.id, {"params": {"sleep_seconds": "{{n}}", "fail": True}}, principal=OPERATOR
+    )
+    originals = [given.id, bare.id, templated.id]
+    operation = await bulk.start(
+        BulkAction.RETRIGGER_RUNS, Selection(ids=tuple(originals)), principal=ALICE
+    )
+    finished = await bulk.wait(operation.id, principal=ALICE, timeout=10)
+    assert finished.succeeded == 3, finished.results
+    again = {r["id"]: await runs.get(r["run_id"], principal=ALICE) for r in finished.results}
+    assert again[given.id].run_params == {"sleep_seconds": 7}
+    assert again[given.id].params == {"sleep_seconds": 7}
+    assert (again[bare.id].run_params, again[bare.id].params) == (None, None)
+    assert again[templated.id].run_params == {"n": 2}
+    assert again[templated.id].params == {"sleep_seconds": 2, "fail": True}
+    assert again[templated.id].template_version == 2
+
+    for run_id in originals:
+        await runs.cancel(run_id, principal=ALICE)
+    retried = await bulk.start(
+        BulkAction.RETRY_RUNS, Selection(ids=(templated.id,)), principal=ALICE
+    )
+    done = await bulk.wait(retried.id, principal=ALICE, timeout=10)
+    retry = await runs.get(done.results[0]["run_id"], principal=ALICE)
+    # A retry is a further attempt of the same run: its params and version as they were.
+    assert (retry.run_params, retry.params) == ({"n": 2}, {"sleep_seconds": 2})
+    assert retry.template_version == 1
+
+
+async def test_a_retrigger_whose_parameters_the_template_no_longer_accepts_fails_naming_them(
+    bulk: BulkService,
+    runs: RunService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    clock: FakeClock,
+) -> None:
+    templates = TemplateService(
+        uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
+    )
+    template = await templates.create(NAP, principal=OPERATOR)
+    subscription = await templates.subscribe(template.id, {"params": {"n": 1}}, principal=ALICE)
+    run = await runs.trigger(subscription.id, principal=ALICE, params={"n": 50})
+    schema = {**NAP["params_schema"], "properties": {"n": {"type": "integer", "maximum": 9}}}
+    await templates.update(template.id, {"params_schema": schema}, principal=OPERATOR)
+    operation = await bulk.start(
+        BulkAction.RETRIGGER_RUNS, Selection(ids=(run.id,)), principal=ALICE
+    )
+    finished = await bulk.wait(operation.id, principal=ALICE, timeout=10)
+    assert finished.failed == 1
+    assert str(finished.results[0]["detail"]).startswith("params.n: ")

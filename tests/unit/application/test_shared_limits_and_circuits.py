@@ -11,13 +11,15 @@ from pending_runs import PendingRuns
 from recording_queue import InMemoryRunQueue
 from scheduler_application.dispatch.rate_limiting import RunRateLimits
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.errors import PermissionDenied
+from scheduler_application.errors import Conflict, PermissionDenied
 from scheduler_application.execution.service import ExecutionService
 from scheduler_application.limits.service import LimitService, parse_limit
 from scheduler_application.operations.queue_control import QueueChanges, QueueControl
 from scheduler_application.ports.executor import ExecutionResult
 from scheduler_application.tasks.service import TaskService
+from scheduler_application.templates.service import TemplateService
 from scheduler_application.testing import (
+    OPEN_EXECUTOR_POLICY,
     FakeClock,
     InMemoryStore,
     InMemoryUnitOfWorkFactory,
@@ -84,6 +86,77 @@ async def test_only_operators_write_limits_and_bad_fields_are_named(limits: Limi
     view, created = await limits.put(parse_limit("vendor", {"rate": "10/s"}), principal=OPERATOR)
     assert created
     assert str(view.limit.rate) == "10/s"
+
+
+async def test_a_task_naming_a_limit_that_does_not_exist_is_refused_naming_the_item(
+    tasks: TaskService, limits: LimitService, store: InMemoryStore
+) -> None:
+    await limits.put(parse_limit("vendor-api", {"rate": "10/s"}), principal=OPERATOR)
+    with pytest.raises(ValidationError) as refused:
+        await tasks.create(task_spec(limits=["vendor-api", "vendor-ap"]), principal=ALICE)
+    assert (refused.value.field, refused.value.message) == (
+        "limits[1]",
+        "no limit named 'vendor-ap'",
+    )
+    assert store.rows("tasks") == []
+    task = await tasks.create(task_spec(limits=["vendor-api"]), principal=ALICE)
+    with pytest.raises(ValidationError) as edit:
+        await tasks.update(task.id, {"limits": ["nope", "vendor-api"]}, principal=ALICE)
+    assert edit.value.field == "limits[0]"
+    assert store.row("tasks", task.id).limits == ("vendor-api",)
+
+
+async def test_a_queue_or_template_naming_a_missing_limit_is_refused(
+    limits: LimitService, uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock
+) -> None:
+    control = QueueControl(uow_factory=uow_factory, clock=clock)
+    with pytest.raises(ValidationError) as queue:
+        await control.update("etl", QueueChanges(limits=("db",)), principal=OPERATOR)
+    assert (queue.value.field, queue.value.message) == ("limits[0]", "no limit named 'db'")
+    templates = TemplateService(
+        uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
+    )
+    spec = {"name": "ping", "executor": "noop", "policies": {"limits": ["db"]}}
+    with pytest.raises(ValidationError) as template:
+        await templates.create(spec, principal=OPERATOR)
+    assert template.value.field == "policies.limits[0]"
+    await limits.put(parse_limit("db", {"max_concurrency": 3}), principal=OPERATOR)
+    await control.update("etl", QueueChanges(limits=("db",)), principal=OPERATOR)
+    made = await templates.create(spec, principal=OPERATOR)
+    subscription = await templates.subscribe(made.id, {}, principal=ALICE)
+    assert subscription.limits == ("db",)  # a template's limits are its subscriptions'
+    with pytest.raises(ValidationError) as patch:
+        await templates.update(made.id, {"policies": {"limits": ["db", "x"]}}, principal=OPERATOR)
+    assert patch.value.field == "policies.limits[1]"
+
+
+async def test_a_limit_still_referenced_is_not_deleted_and_the_answer_names_the_referrers(
+    tasks: TaskService,
+    limits: LimitService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    clock: FakeClock,
+    store: InMemoryStore,
+) -> None:
+    await limits.put(parse_limit("vendor", {"rate": "10/s"}), principal=OPERATOR)
+    control = QueueControl(uow_factory=uow_factory, clock=clock)
+    await control.update("etl", QueueChanges(limits=("vendor",)), principal=OPERATOR)
+    task = await tasks.create(task_spec("report", limits=["vendor"]), principal=ALICE)
+    templates = TemplateService(
+        uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
+    )
+    spec = {"name": "ping", "executor": "noop", "policies": {"limits": ["vendor"]}}
+    template = await templates.create(spec, principal=OPERATOR)
+    with pytest.raises(Conflict) as refused:
+        await limits.delete("vendor", principal=OPERATOR)
+    assert refused.value.field == "name"
+    for referrer in ("1 task(s): report", "queue(s): etl", "template(s): ping"):
+        assert referrer in refused.value.message
+    assert store.row("shared_limits", "vendor") is not None
+    await tasks.delete(task.id, principal=ALICE)
+    await control.update("etl", QueueChanges(limits=()), principal=OPERATOR)
+    await templates.update(template.id, {"policies": {"limits": None}}, principal=OPERATOR)
+    await limits.delete("vendor", principal=OPERATOR)
+    assert store.rows("shared_limits") == []
 
 
 async def test_a_partitioned_limit_holds_each_owner_and_everyone(

@@ -5,13 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from application_fixtures import ALICE, BOB, VIEWER_ALICE, task_spec
+from application_fixtures import ALICE, BOB, OPERATOR, VIEWER_ALICE, task_spec
 
+from scheduler_application.accounts.access import Principal
+from scheduler_application.accounts.teams import TeamService
 from scheduler_application.errors import PermissionDenied
+from scheduler_application.limits.service import LimitService
 from scheduler_application.tasks.apply import PruneScope, TaskApplyService
 from scheduler_application.tasks.service import TaskService
-from scheduler_application.testing import InMemoryUnitOfWorkFactory
+from scheduler_application.templates.service import TemplateService
+from scheduler_application.testing import (
+    OPEN_EXECUTOR_POLICY,
+    FakeClock,
+    InMemoryStore,
+    InMemoryUnitOfWorkFactory,
+)
+from scheduler_domain.accounts import Role
 from scheduler_domain.errors import ValidationError
+from scheduler_domain.teams import TeamRole
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -155,3 +166,136 @@ async def test_a_bad_file_changes_nothing_and_names_the_field(
 async def test_a_viewer_cannot_apply(applier: TaskApplyService) -> None:
     with pytest.raises(PermissionDenied):
         await applier.apply(_file(task_spec("a")), principal=VIEWER_ALICE)
+
+
+@pytest.fixture
+def limit_service(uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock) -> LimitService:
+    return LimitService(uow_factory=uow_factory, clock=clock)
+
+
+@pytest.fixture
+def ops_applier(
+    uow_factory: InMemoryUnitOfWorkFactory, tasks: TaskService, limit_service: LimitService
+) -> TaskApplyService:
+    return TaskApplyService(uow_factory=uow_factory, tasks=tasks, limits=limit_service)
+
+
+VENDOR = {"name": "vendor-api", "rate": "100/s", "partition_by": "owner", "partition_rate": "5/m"}
+
+
+async def test_a_file_defines_named_limits_its_tasks_reference_and_reapplying_changes_nothing(
+    ops_applier: TaskApplyService, limit_service: LimitService, store: InMemoryStore
+) -> None:
+    document = {"limits": [VENDOR], "tasks": [task_spec("call", limits=["vendor-api"])]}
+    plan = await ops_applier.apply(document, principal=OPERATOR, dry_run=True)
+    assert [(c.kind, c.name, c.action) for c in plan.changes] == [
+        ("limit", "vendor-api", "create"),
+        ("task", "call", "create"),
+    ]
+    assert store.rows("shared_limits") == []  # a dry run changes nothing
+    await ops_applier.apply(document, principal=OPERATOR)
+    view = await limit_service.get("vendor-api", principal=OPERATOR)
+    assert (str(view.limit.rate), str(view.limit.partition_rate)) == ("100/s", "5/m")
+    assert view.use.tasks == 1
+    again = await ops_applier.apply(document, principal=OPERATOR)
+    assert {(c.kind, c.action) for c in again.changes} == {
+        ("limit", "unchanged"),
+        ("task", "unchanged"),
+    }
+    changed = {**document, "limits": [{**VENDOR, "rate": "50/s"}]}
+    update = await ops_applier.apply(changed, principal=OPERATOR)
+    [limit_change] = [c for c in update.changes if c.kind == "limit"]
+    assert (limit_change.action, limit_change.fields) == ("update", {"rate": ("100/s", "50/s")})
+    assert str((await limit_service.get("vendor-api", principal=OPERATOR)).limit.rate) == "50/s"
+
+
+async def test_prune_deletes_limits_the_file_leaves_out_after_the_tasks_naming_them(
+    ops_applier: TaskApplyService, store: InMemoryStore
+) -> None:
+    old = {"name": "old-api", "rate": "1/s"}
+    await ops_applier.apply(
+        {"limits": [VENDOR, old], "tasks": [task_spec("legacy", limits=["old-api"])]},
+        principal=OPERATOR,
+    )
+    keep_tasks = {"limits": [VENDOR], "tasks": [task_spec("legacy", limits=["old-api"])]}
+    with pytest.raises(ValidationError) as refused:  # the file prunes what it still names
+        await ops_applier.apply(keep_tasks, principal=OPERATOR, prune=True)
+    assert refused.value.field == "tasks[0].limits[0]"
+    result = await ops_applier.apply(
+        {"limits": [VENDOR], "tasks": []}, principal=OPERATOR, prune=True
+    )
+    assert [(c.kind, c.name, c.action) for c in result.changes][-2:] == [
+        ("task", "legacy", "delete"),
+        ("limit", "old-api", "delete"),
+    ]
+    assert [row.name for row in store.rows("shared_limits")] == ["vendor-api"]
+    untouched = await ops_applier.apply({"tasks": []}, principal=OPERATOR, prune=True)
+    assert [c for c in untouched.changes if c.kind == "limit"] == []  # no section: no prune
+
+
+async def test_a_file_naming_a_limit_nobody_defined_is_refused_before_any_change(
+    ops_applier: TaskApplyService, store: InMemoryStore
+) -> None:
+    document = {
+        "limits": [VENDOR],
+        "tasks": [task_spec("a", limits=["vendor-api"]), task_spec("b", limits=["vendor-ap"])],
+    }
+    with pytest.raises(ValidationError) as refused:
+        await ops_applier.apply(document, principal=OPERATOR)
+    assert (refused.value.field, refused.value.message) == (
+        "tasks[1].limits[0]",
+        "no limit named 'vendor-ap'",
+    )
+    assert store.rows("shared_limits") == []
+    assert store.rows("tasks") == []
+    with pytest.raises(ValidationError) as bad:
+        await ops_applier.apply({"limits": [{"name": "x", "rate": "fast"}]}, principal=OPERATOR)
+    assert bad.value.field == "limits[0].rate"
+    with pytest.raises(PermissionDenied):  # limits are operators' and admins'
+        await ops_applier.apply({"limits": [VENDOR]}, principal=ALICE)
+
+
+async def test_a_name_the_creator_has_in_two_teams_must_be_given_its_team(
+    applier: TaskApplyService,
+    tasks: TaskService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    clock: FakeClock,
+) -> None:
+    team = await TeamService(uow_factory=uow_factory, clock=clock).create("ops", principal=ALICE)
+    alice = Principal(
+        "alice", Role.USER, teams={"alice": TeamRole.ADMIN, team.team.id: TeamRole.ADMIN}
+    )
+    await tasks.create(task_spec("report"), principal=alice)
+    in_ops = await tasks.create(task_spec("report", team="ops"), principal=alice)
+    with pytest.raises(ValidationError) as ambiguous:
+        await applier.apply(_file(task_spec("report")), principal=alice)
+    assert ambiguous.value.field == "tasks[0].team"
+    plan = await applier.apply(_file(task_spec("report", team="ops")), principal=alice)
+    assert [(c.name, c.action, c.task_id) for c in plan.changes] == [
+        ("report", "unchanged", in_ops.id)
+    ]
+
+
+async def test_a_files_template_may_name_a_limit_the_same_file_defines(
+    uow_factory: InMemoryUnitOfWorkFactory,
+    tasks: TaskService,
+    limit_service: LimitService,
+    clock: FakeClock,
+) -> None:
+    templates = TemplateService(
+        uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY
+    )
+    applier = TaskApplyService(
+        uow_factory=uow_factory, tasks=tasks, templates=templates, limits=limit_service
+    )
+    template = {"name": "ping", "executor": "noop", "policies": {"limits": ["vendor-api"]}}
+    with pytest.raises(ValidationError) as refused:
+        await applier.apply({"templates": [template]}, principal=OPERATOR)
+    assert refused.value.field == "templates[0].policies.limits[0]"
+    document = {"limits": [VENDOR], "templates": [template]}
+    result = await applier.apply(document, principal=OPERATOR)
+    assert [(c.kind, c.action) for c in result.changes] == [
+        ("limit", "create"),
+        ("template", "create"),
+    ]
+    assert (await templates.get("ping", principal=OPERATOR)).policies["limits"] == ["vendor-api"]

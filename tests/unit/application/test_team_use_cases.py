@@ -11,7 +11,7 @@ from scheduler_application.accounts.access import Principal
 from scheduler_application.accounts.principal_cache import PrincipalCache
 from scheduler_application.accounts.teams import TeamService
 from scheduler_application.accounts.users import AccountService
-from scheduler_application.errors import Conflict, NotFound, PermissionDenied
+from scheduler_application.errors import AlreadyExists, Conflict, NotFound, PermissionDenied
 from scheduler_application.runs.service import RunService
 from scheduler_application.tasks.service import TaskService
 from scheduler_application.templates.service import TemplateService
@@ -170,3 +170,34 @@ async def test_a_subscription_can_belong_to_a_team_and_follows_the_team_rule(
     assert (await templates.subscriptions(template.id, principal=outsider)).items == []
     with pytest.raises(NotFound):
         await templates.subscribe(template.id, {"name": "y", "team": "ops"}, principal=outsider)
+
+
+async def test_task_names_are_unique_within_a_team_whoever_created_them(
+    teams: TeamService,
+    tasks: TaskService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    clock: FakeClock,
+) -> None:
+    ann = await _user(uow_factory, clock, "ann")
+    ben = await _user(uow_factory, clock, "ben")
+    await teams.create("ops", principal=await _as(uow_factory, ann))
+    await teams.set_member("ops", "ben", TeamRole.EDITOR, principal=await _as(uow_factory, ann))
+    as_ann, as_ben = await _as(uow_factory, ann), await _as(uow_factory, ben)
+    spec = {"name": "report", "executor": "noop", "params": {}}
+    await tasks.create({**spec, "team": "ops"}, principal=as_ann)
+    with pytest.raises(AlreadyExists) as taken:  # another member, the same team
+        await tasks.create({**spec, "team": "ops"}, principal=as_ben)
+    assert taken.value.field == "name"
+    mine = await tasks.create(spec, principal=as_ben)  # his personal team: another team
+    assert mine.team_id == ben.id
+    with pytest.raises(AlreadyExists) as moving:  # moved into a team that has the name
+        await tasks.update(mine.id, {"team": "ops"}, principal=as_ben)
+    assert moving.value.field == "name"
+    assert (await tasks.get(mine.id, principal=as_ben)).team_id == ben.id
+    templates = TemplateService(uow_factory=uow_factory, clock=clock)
+    template = await templates.create(
+        {"name": "ping", "executor": "noop"}, principal=Principal("op", Role.OPERATOR)
+    )
+    with pytest.raises(AlreadyExists) as subscribed:
+        await templates.subscribe(template.id, {"name": "report", "team": "ops"}, principal=as_ben)
+    assert subscribed.value.field == "name"

@@ -571,3 +571,101 @@ async def test_a_scheduled_run_of_a_subscription_records_its_template_version(
     assert run.run_params == {"city": "Oslo"}
     assert run.params is not None
     assert run.params["url"].endswith("city=Oslo&units=metric")
+
+
+async def test_export_writes_subscriptions_as_subscriptions_and_applying_it_recreates_them(
+    templates: TemplateService,
+    weather: Template,
+    tasks: TaskService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+) -> None:
+    applier = TaskApplyService(uow_factory=uow_factory, tasks=tasks, templates=templates)
+    extract = await tasks.create(
+        {"name": "extract", "executor": "noop", "params": {}}, principal=ALICE
+    )
+    await templates.subscribe(
+        "weather", {"name": "oslo", "params": {"city": "Oslo"}}, principal=ALICE
+    )
+    rome = await templates.subscribe(
+        "weather",
+        {"name": "rome", "params": {"city": "Rome", "units": "imperial"},
+         "schedule": {"interval_seconds": 900}},
+        principal=ALICE,
+    )  # fmt: skip
+    await tasks.update(rome.id, {"depends_on": ["extract"]}, principal=ALICE)
+
+    exported = await applier.export_file(principal=ALICE)
+    assert [t["name"] for t in exported["tasks"]] == ["extract"]
+    assert exported["subscriptions"] == [
+        {"name": "oslo", "template": "weather", "params": {"city": "Oslo"}, "enabled": True,
+         "depends_on": [], "trigger_rule": "all_success"},
+        {"name": "rome", "template": "weather", "params": {"city": "Rome", "units": "imperial"},
+         "enabled": True, "depends_on": ["extract"], "trigger_rule": "all_success",
+         "schedule": {"interval_seconds": 900}},
+    ]  # fmt: skip
+    again = await applier.apply(exported, principal=ALICE, prune=True)
+    assert {(c.kind, c.action) for c in again.changes} == {
+        ("task", "unchanged"),
+        ("subscription", "unchanged"),
+    }
+
+    for task in (await tasks.list(principal=ALICE)).items:
+        if task.id != extract.id:
+            await tasks.delete(task.id, principal=ALICE)
+    await tasks.delete(extract.id, principal=ALICE)
+    recreated = await applier.apply(exported, principal=ALICE)
+    assert [(c.kind, c.name, c.action) for c in recreated.changes] == [
+        ("task", "extract", "create"),
+        ("subscription", "oslo", "create"),
+        ("subscription", "rome", "create"),
+    ]
+    by_name = {t.name: t for t in (await tasks.list(principal=ALICE)).items}
+    assert by_name["oslo"].template_id == weather.id
+    assert by_name["oslo"].template_params == {"city": "Oslo"}
+    assert by_name["oslo"].schedule == weather.schedule  # follows the template's default
+    assert by_name["rome"].template_params == {"city": "Rome", "units": "imperial"}
+    assert by_name["rome"].depends_on == (by_name["extract"].id,)
+    assert (await applier.export_file(principal=ALICE)) == exported
+    # They are subscriptions again: a template change reaches them.
+    await templates.update("weather", {"policies": {"priority": 8}}, principal=OPERATOR)
+    assert (await tasks.get(by_name["oslo"].id, principal=ALICE)).priority == 8
+    # ... and keeps what is its own: its upstreams (a template change used to drop them).
+    after = await tasks.get(by_name["rome"].id, principal=ALICE)
+    assert (after.priority, after.depends_on) == (8, (by_name["extract"].id,))
+
+
+async def test_a_changed_subscription_in_a_file_is_a_precise_diff_and_bad_params_are_named(
+    templates: TemplateService,
+    weather: Template,
+    tasks: TaskService,
+    uow_factory: InMemoryUnitOfWorkFactory,
+) -> None:
+    applier = TaskApplyService(uow_factory=uow_factory, tasks=tasks, templates=templates)
+    item = {"name": "oslo", "template": "weather", "params": {"city": "Oslo", "units": "imperial"},
+            "schedule": {"interval_seconds": 900}}  # fmt: skip
+    await applier.apply({"subscriptions": [item]}, principal=ALICE)
+    changed = {**item, "params": {"city": "Bergen"}, "enabled": False}
+    del changed["schedule"]
+    plan = await applier.apply({"subscriptions": [changed]}, principal=ALICE, dry_run=True)
+    [change] = plan.changes
+    assert (change.kind, change.action) == ("subscription", "update")
+    assert set(change.fields) == {"params", "schedule", "enabled"}
+    await applier.apply({"subscriptions": [changed]}, principal=ALICE)
+    [task] = (await tasks.list(principal=ALICE)).items
+    assert task.template_params == {"city": "Bergen"}  # units dropped: the file is the truth
+    assert (task.schedule, task.enabled) == (weather.schedule, False)
+    unchanged = await applier.apply({"subscriptions": [changed]}, principal=ALICE)
+    assert [c.action for c in unchanged.changes] == ["unchanged"]
+
+    with pytest.raises(ValidationError) as bad:
+        await applier.apply({"subscriptions": [{**item, "params": {"city": ""}}]}, principal=ALICE)
+    assert _field(bad) == "subscriptions[0].params.city"
+    with pytest.raises(ValidationError) as missing:
+        await applier.apply({"subscriptions": [{**item, "template": "wether"}]}, principal=ALICE)
+    assert _field(missing) == "subscriptions[0].template"
+    with pytest.raises(ValidationError) as twice:
+        await applier.apply(
+            {"tasks": [{"name": "oslo", "executor": "noop"}], "subscriptions": [item]},
+            principal=ALICE,
+        )
+    assert _field(twice) == "subscriptions[0].name"

@@ -83,3 +83,22 @@ def test_a_viewer_is_refused(api: ApiInThread, cli: Cli) -> None:
 
     assert result.exit_code != 0
     assert "cannot change queues" in result.stderr, result.stderr
+
+
+def test_a_named_limit_must_exist_and_is_not_deleted_while_named(admin: Cli) -> None:
+    missing = admin("queues", "set", "bulk", "--limit", "vendor-ap")
+    task = admin("tasks", "create", "--name", "t", "--executor", "noop", "--limit", "vendor-ap")
+    _json(admin("limits", "set", "vendor-api", "--rate", "10/s", "--json"))
+    _json(admin("queues", "set", "bulk", "--limit", "vendor-api", "--json"))
+    bound = _json(admin("tasks", "create", "--name", "t", "--executor", "noop",
+                        "--limit", "vendor-api", "--json"))  # fmt: skip
+    refused = admin("limits", "delete", "vendor-api")
+
+    assert bound["limits"] == ["vendor-api"]
+    assert missing.exit_code != 0
+    assert "no limit named 'vendor-ap'" in missing.stderr, missing.stderr
+    assert task.exit_code != 0
+    assert "limits[0]" in task.stderr, task.stderr
+    assert refused.exit_code != 0
+    assert "queue(s): bulk" in refused.stderr, refused.stderr
+    assert "1 task(s): t" in refused.stderr, refused.stderr

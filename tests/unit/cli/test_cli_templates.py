@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from cli_harness import Cli
 
 from scheduler_domain.accounts import Role
@@ -89,3 +90,24 @@ def test_bulk_subscription_from_a_file_answers_each_user(admin: Cli, tmp_path: P
     assert result.exit_code == 1  # one refused
     assert "2 created, 1 refused" in result.stdout
     assert "#1: params.team" in result.stdout
+
+
+def test_export_writes_a_subscription_that_apply_recreates(admin: Cli, tmp_path: Path) -> None:
+    spec = tmp_path / "report.yaml"
+    spec.write_text(TEMPLATE, encoding="utf-8")
+    assert admin("templates", "create", "-f", str(spec)).exit_code == 0
+    mine = admin("templates", "subscribe", "report", "-p", "team=ops", "--json")
+    assert mine.exit_code == 0, mine.stderr
+    exported = tmp_path / "exported.yaml"
+    assert admin("export", "-o", str(exported)).exit_code == 0
+    document = yaml.safe_load(exported.read_text())
+    assert document["tasks"] == []
+    [item] = document["subscriptions"]
+    assert (item["template"], item["params"]) == ("report", {"team": "ops"})
+
+    assert admin("tasks", "delete", json.loads(mine.stdout)["id"], "--yes").exit_code == 0
+    recreated = admin("apply", "-f", str(exported))
+    assert recreated.exit_code == 0, recreated.stderr
+    assert "+ create subscription report" in recreated.stdout
+    subscriptions = json.loads(admin("templates", "subscriptions", "report", "--json").stdout)
+    assert [s["template_params"] for s in subscriptions] == [{"team": "ops"}]

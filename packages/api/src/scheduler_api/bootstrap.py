@@ -292,6 +292,12 @@ def build_services(
         executor_policy=resources.executor_policy,
         read_uow_factory=reads,
     )
+    limits = LimitService(
+        uow_factory=uow,
+        clock=clock,
+        inspector=_inspector(resources.rate_limiter),
+        circuits=resources.circuits,
+    )
     batch = BatchTrigger(
         uow_factory=uow,
         clock=clock,
@@ -303,7 +309,9 @@ def build_services(
         tasks=tasks,
         batch=batch,
         triggers=TriggerGroup(batch=batch, clock=clock, tracer=resources.tracer),
-        task_apply=TaskApplyService(uow_factory=uow, tasks=tasks, templates=templates),
+        task_apply=TaskApplyService(
+            uow_factory=uow, tasks=tasks, templates=templates, limits=limits
+        ),
         bulk=BulkService(
             uow_factory=uow,
             clock=clock,
@@ -327,12 +335,7 @@ def build_services(
             default_rate_limits=queue_limits,
             observer=observer,
         ),
-        limits=LimitService(
-            uow_factory=uow,
-            clock=clock,
-            inspector=_inspector(resources.rate_limiter),
-            circuits=resources.circuits,
-        ),
+        limits=limits,
         auth=AuthService(
             uow_factory=uow,
             clock=clock,

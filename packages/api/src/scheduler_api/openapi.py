@@ -91,7 +91,7 @@ def tasks_file_schema() -> dict[str, Any]:
             "Tasks as code: `scheduler apply -f FILE` makes the caller's tasks exactly these "
             "(docs/tasks-as-code.md). Tasks are matched by name; depends_on may name tasks of "
             "the same file. Templates (admins and operators; docs/templates.md) are matched "
-            "by name and applied first."
+            "by name and applied first; named limits (operators and admins) before them."
         ),
         "type": "object",
         "additionalProperties": False,
@@ -105,8 +105,56 @@ def tasks_file_schema() -> dict[str, Any]:
             },
             "tasks": {"type": "array", "items": task},
             "templates": {"type": "array", "items": template_schema(task)},
+            "limits": {"type": "array", "items": LIMIT_SCHEMA},
+            "subscriptions": {"type": "array", "items": subscription_schema(task)},
         },
     }
+
+
+def subscription_schema(task: dict[str, Any]) -> dict[str, Any]:
+    """A subscription in a tasks file (docs/tasks-as-code.md, "Subscriptions")."""
+    properties = task["properties"]
+    return {
+        "type": "object",
+        "required": ["name", "template"],
+        "additionalProperties": False,
+        "properties": {
+            "name": properties["name"],
+            "template": {"type": "string", "minLength": 1, "description": "name or id"},
+            "params": {
+                "type": "object",
+                "description": "The subscriber's parameters (the template's params_schema).",
+            },
+            "schedule": {
+                **properties["schedule"],
+                "description": "Left out: the template's default schedule (followed when it "
+                "changes); null: none.",
+            },
+            "enabled": properties["enabled"],
+            "depends_on": properties["depends_on"],
+            "trigger_rule": properties["trigger_rule"],
+            "team": properties["team"],
+        },
+    }
+
+
+_RATE = {"type": ["string", "null"], "description": "<count>/<period>, e.g. 100/s, 5/m"}
+#: A named shared limit in a tasks file (operators and admins; docs/api.md, "Shared limits").
+LIMIT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"},
+        "description": {"type": "string", "maxLength": 500},
+        "rate": _RATE,
+        "partition_by": {"enum": ["owner", "task", None]},
+        "partition_rate": _RATE,
+        "max_concurrency": {"type": ["integer", "null"], "minimum": 1},
+        "failure_threshold": {"type": ["integer", "null"], "minimum": 1},
+        "cool_down_seconds": {"type": ["number", "null"], "minimum": 1, "maximum": 86400},
+    },
+}
 
 
 def template_schema(task: dict[str, Any]) -> dict[str, Any]:

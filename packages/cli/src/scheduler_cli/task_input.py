@@ -30,6 +30,8 @@ class TaskFlags:
     team: str | None = None
     priority: int | None = None
     labels: list[str] | None = None
+    #: Named shared limits (``--limit``).
+    limits: list[str] | None = None
     timeout: float | None = None
     max_attempts: int | None = None
     enabled: bool | None = None
@@ -88,6 +90,7 @@ def task_body(
         "timeout_seconds": flags.timeout,
         "enabled": flags.enabled,
         "labels": flags.labels,
+        "limits": flags.limits,
         "depends_on": flags.depends_on,
         "strategy": flags.strategy,
         "concurrency": flags.concurrency,

@@ -55,6 +55,7 @@ POLICY_KEYS = frozenset(
         "misfire",
         "spread_seconds",
         "rate_limit",
+        "limits",
     }
 )
 

@@ -134,6 +134,8 @@ class TaskController(Controller):
                 "version": data.version,
                 "tasks": data.tasks,
                 **({"templates": data.templates} if data.templates is not None else {}),
+                **({"limits": data.limits} if data.limits is not None else {}),
+                **({"subscriptions": data.subscriptions} if data.subscriptions is not None else {}),
                 **({"team": data.team} if data.team is not None else {}),
             },
             principal=principal,
@@ -169,10 +171,12 @@ class TaskController(Controller):
         name_prefix: Annotated[str | None, QueryParameter(max_length=200)] = None,
         label: Annotated[str | None, QueryParameter(max_length=100)] = None,
     ) -> TasksFileOut:
-        specs = await services.task_apply.export(
+        document = await services.task_apply.export_file(
             principal=principal, scope=PruneScope(name_prefix=name_prefix, label=label)
         )
-        return TasksFileOut(version=1, tasks=specs)
+        return TasksFileOut(
+            version=1, tasks=document["tasks"], subscriptions=document.get("subscriptions")
+        )
 
     @get("/", summary="List tasks", responses=problems())
     async def list_tasks(

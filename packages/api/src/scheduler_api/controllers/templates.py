@@ -40,7 +40,7 @@ TemplateBody = Annotated[
             "parameters; local $ref only), schedule, schedule_bounds "
             "{min_interval_seconds, allow_custom}, policies {queue, priority, labels, "
             "strategy, timeout_seconds, retry, concurrency, max_concurrent, misfire, "
-            "spread_seconds, rate_limit}. See docs/templates.md."
+            "spread_seconds, rate_limit, limits}. See docs/templates.md."
         ),
     ),
 ]

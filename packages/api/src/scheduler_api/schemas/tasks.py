@@ -261,6 +261,11 @@ class TasksFileIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     version: int = 1
     #: Templates (admins and operators), matched by name and applied before the tasks.
     templates: list[dict[str, Any]] | None = None
+    #: Named shared limits (operators and admins), matched by name and applied first.
+    limits: list[dict[str, Any]] | None = None
+    #: Subscriptions (a template, the subscriber's parameters, a schedule), matched by name
+    #: among the caller's tasks like ``tasks``.
+    subscriptions: list[dict[str, Any]] | None = None
     #: The team (name or id) of every task that names none itself.
     team: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
 
@@ -277,7 +282,8 @@ class TaskChangeOut(msgspec.Struct, kw_only=True):
     task_id: str | None
     #: Each changed field (``retry.max_attempts`` for nested ones): its value before and after.
     fields: dict[str, FieldChangeOut]
-    #: ``task`` or ``template`` (``task_id`` is then the template's id).
+    #: ``task``, ``subscription`` (``task_id``: the subscription's task), ``template``
+    #: (``task_id`` is then the template's id) or ``limit`` (no id).
     kind: str = "task"
 
 
@@ -288,6 +294,8 @@ class ApplyOut(msgspec.Struct, kw_only=True):
     summary: dict[str, int]
 
 
-class TasksFileOut(msgspec.Struct, kw_only=True):
+class TasksFileOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     version: int
     tasks: list[dict[str, Any]]
+    #: The caller's tasks made from a template, as subscriptions (left out: none).
+    subscriptions: list[dict[str, Any]] | None = None

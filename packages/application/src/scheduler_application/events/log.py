@@ -77,9 +77,23 @@ async def task_event(
 ) -> EventRecord:
     """A task change (``task.created`` …), readable by the task's team even once the task is
     gone."""
-    return await record_event(
-        uow,
-        kind,
+    record = task_record(kind, task, at=at, actor=actor, detail=detail)
+    await uow.events.record(record)
+    return record
+
+
+def task_record(
+    kind: str,
+    task: Task,
+    *,
+    at: datetime,
+    actor: str,
+    detail: dict[str, Any] | None = None,
+) -> EventRecord:
+    """The entry :func:`task_event` appends, for a caller that appends many at once
+    (``uow.events.record_many``)."""
+    return EventRecord(
+        kind=kind,
         at=at,
         actor=actor,
         subject=f"task:{task.name}",

@@ -15,7 +15,7 @@ from typing import Any
 
 from scheduler_application.accounts.access import Principal, ensure_can_read_tasks
 from scheduler_application.dispatch.rate_limiting import limit_key, partition_key
-from scheduler_application.errors import NotFound
+from scheduler_application.errors import Conflict, NotFound
 from scheduler_application.events.log import record_event
 from scheduler_application.limits.circuits import CircuitBreakers
 from scheduler_application.operations.queue_control import ensure_steers_queues
@@ -36,6 +36,8 @@ LIMIT_FIELDS = (
     "failure_threshold",
     "cool_down_seconds",
 )
+#: Tasks a refused delete names (it counts the rest).
+MAX_REFERRERS_NAMED = 10
 #: Partitions whose buckets are read for a view (the busiest first).
 MAX_PARTITIONS_SHOWN = 100
 
@@ -133,6 +135,31 @@ def limit_to_spec(limit: SharedLimit) -> dict[str, Any]:
     }
 
 
+async def _referrers(uow: UnitOfWork, name: str) -> list[str]:
+    """What still names the limit, as a refused delete tells it: tasks (the first few by
+    name, and how many in all), queues and templates."""
+    found: list[str] = []
+    count = await uow.limits.referencing_tasks(name)
+    if count:
+        names = await uow.limits.referencing_task_names(name, limit=MAX_REFERRERS_NAMED)
+        more = f" and {count - len(names)} more" if count > len(names) else ""
+        found.append(f"{count} task(s): {', '.join(names)}{more}")
+    queues = [q.name for q in await uow.queue_settings.list() if name in q.limits]
+    if queues:
+        found.append(f"queue(s): {', '.join(queues)}")
+    templates: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = await uow.templates.list(limit=500, cursor=cursor)
+        templates += [t.name for t in page.items if name in (t.policies.get("limits") or ())]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    if templates:
+        found.append(f"template(s): {', '.join(sorted(templates))}")
+    return found
+
+
 class LimitService:
     def __init__(
         self,
@@ -184,8 +211,16 @@ class LimitService:
         ensure_steers_queues(principal)
         validate_limit_name(name)
         async with self._uow_factory() as uow:
-            if not await uow.limits.delete(name):
+            if await uow.limits.get(name) is None:
                 raise NotFound(f"limit {name!r} not found", field="name")
+            referrers = await _referrers(uow, name)
+            if referrers:
+                raise Conflict(
+                    f"limit {name!r} is still referenced by {'; '.join(referrers)}: remove "
+                    "the references first",
+                    field="name",
+                )
+            await uow.limits.delete(name)
             await record_event(
                 uow, "limit.deleted", at=self._clock.now(), actor=principal.actor, subject=name
             )

@@ -306,7 +306,8 @@ class BulkRunner:
         except Conflict as conflict:
             return Outcome("skipped", conflict.message)
         except (NotFound, PermissionDenied, ValidationError, AlreadyExists) as error:
-            return Outcome("failed", error.message)
+            field = f"{error.field}: " if error.field else ""
+            return Outcome("failed", f"{field}{error.message}")
 
     async def _cancel_batch(
         self, operation: BulkOperation, run_ids: list[str], principal: Principal
@@ -344,9 +345,17 @@ class BulkRunner:
         return Outcome("succeeded", run_id=retry.id)
 
     async def _retrigger(self, op: BulkOperation, run_id: str, who: Principal) -> Outcome:
+        """A new manual run of the run's task with the run's parameters (``run_params``):
+        merged over the task's and validated as a trigger's are, so a subscription's new run
+        is rendered by its template's current version (a retry, instead, repeats its attempt's
+        params and version); parameters the template no longer accepts fail the item, naming
+        the field."""
         run = await self._runs.get(run_id, principal=who)
         again = await self._runs.trigger(
-            run.task_id, principal=who, idempotency_key=f"bulk-{op.id}-{run_id}"
+            run.task_id,
+            principal=who,
+            idempotency_key=f"bulk-{op.id}-{run_id}",
+            params=run.run_params,
         )
         return Outcome("succeeded", run_id=again.id)
 

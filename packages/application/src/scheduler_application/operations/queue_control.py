@@ -24,6 +24,7 @@ from scheduler_application.accounts.access import Principal, ensure_can_read_tas
 from scheduler_application.dispatch.queue_gate import unqueue_paused
 from scheduler_application.errors import PermissionDenied
 from scheduler_application.events.log import record_event
+from scheduler_application.limits.references import ensure_limits_exist
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
@@ -198,6 +199,8 @@ class QueueControl:
         now = self._clock.now()
         async with self._uow_factory() as uow:
             settings = await uow.queue_settings.get(name) or QueueSettings(name=name)
+            if "limits" in fields:
+                await ensure_limits_exist(uow, fields["limits"], known=settings.limits)
             for key, value in fields.items():
                 setattr(settings, key, value)
             settings.touch(actor=principal.actor, now=now)

@@ -88,10 +88,16 @@ class TaskRepository(Protocol):
 
     async def get_many(self, task_ids: Sequence[str]) -> list[Task]: ...
 
-    async def get_by_name(self, owner_id: str, name: str) -> Task | None: ...
+    async def get_by_name(self, owner_id: str, name: str) -> Task | None:
+        """The creator's task of that name (the oldest when it has one in several teams)."""
+        ...
+
+    async def get_in_team(self, team_id: str, name: str) -> Task | None:
+        """The team's task named ``name``: names are unique within a team."""
+        ...
 
     async def with_name(self, name: str) -> builtins.list[Task]:
-        """Every owner's tasks named ``name`` (names are unique per owner only)."""
+        """Every team's tasks named ``name`` (names are unique per team only)."""
         ...
 
     async def list(
@@ -107,6 +113,13 @@ class TaskRepository(Protocol):
     async def update(self, task: Task, *, expected_version: int) -> None:
         """Write every field of ``task`` if the stored version is still ``expected_version``.
         ``task.version`` is written as given: the caller has already bumped it."""
+        ...
+
+    async def update_many(self, writes: Sequence[tuple[Task, int]]) -> None:
+        """:meth:`update` of each ``(task, expected_version)``, in a few statements whatever
+        their number where the database allows (a template change rewrites every
+        subscription). Conflict, naming a task whose version moved or that is gone, leaves
+        the others possibly written: the caller's transaction is to be rolled back."""
         ...
 
     async def delete(self, task_id: str) -> None:
@@ -448,8 +461,9 @@ class SharedLimitRepository(Protocol):
         ...
 
     async def delete(self, name: str) -> bool:
-        """Remove the limit; False when there was none. References to it are left: a name
-        no limit has is ignored by the gates."""
+        """Remove the limit; False when there was none. References to it are the caller's
+        business (:class:`~scheduler_application.limits.LimitService` refuses to delete a
+        limit still referenced; a name no limit has is ignored by the gates)."""
         ...
 
     async def lock_many(self, names: Sequence[str]) -> set[str]:
@@ -476,6 +490,10 @@ class SharedLimitRepository(Protocol):
 
     async def referencing_tasks(self, name: str) -> int:
         """How many tasks reference the limit."""
+        ...
+
+    async def referencing_task_names(self, name: str, *, limit: int) -> builtins.list[str]:
+        """The names of up to ``limit`` tasks that reference the limit, in name order."""
         ...
 
 
@@ -563,6 +581,10 @@ class RunEventRepository(Protocol):
 
     async def record(self, record: EventRecord) -> None:
         """Append a non-run entry, in the unit of work's transaction."""
+        ...
+
+    async def record_many(self, records: Sequence[EventRecord]) -> None:
+        """:meth:`record` of each, in log order, in a few statements whatever their number."""
         ...
 
     async def read_log(self, query: EventQuery, *, limit: int) -> list[LoggedEvent]:

@@ -20,6 +20,17 @@ A file may also hold ``templates:``, a list of template specs
 updated (every subscription follows, see :class:`TemplateService`) or unchanged; never pruned.
 Only admins and operators may apply a file with templates. Templates are applied before tasks.
 
+A file may hold ``limits:``, a list of named shared limits (``parse_limit``'s form with a
+``name``), matched by name among all limits: created, updated or unchanged, before templates
+and tasks; with ``prune`` and a ``limits`` section, the limits it does not name are deleted
+last. Only operators and admins may apply a file with limits. Every limit a task or template
+of the file names must exist or be defined by the file (and not pruned by it).
+
+A file may hold ``subscriptions:`` (:mod:`scheduler_application.templates.subscription_file`):
+tasks made from a template, by template, parameters and schedule, matched by name among the
+caller's tasks like ``tasks`` and created, updated or pruned through :class:`TemplateService`.
+``export`` writes subscriptions there, so that a file applied again recreates subscriptions.
+
 ``team`` (per task, or once for the whole file at its top level) puts a task in a team where
 the caller is an editor or admin (by name or id); a task whose team differs is moved there.
 Left out, a new task goes to the caller's personal team and an existing one stays where it is.
@@ -36,7 +47,7 @@ failure midway (a concurrent edit) leaves the changes before it made, and the an
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,14 +57,25 @@ from scheduler_application.accounts.access import (
     ensure_can_write_tasks,
 )
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound, PermissionDenied
+from scheduler_application.limits.service import LimitService, limit_to_spec, parse_limit
+from scheduler_application.operations.queue_control import ensure_steers_queues
 from scheduler_application.ports.repositories import TaskFilter
 from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from scheduler_application.tasks.service import TaskService, writable_team
 from scheduler_application.tasks.spec import parse_task_spec, task_to_spec
 from scheduler_application.templates.service import TemplateService, ensure_manages_templates
 from scheduler_application.templates.spec import parse_template_spec, template_to_spec
+from scheduler_application.templates.subscription_file import (
+    TEMPLATE_DEFAULT,
+    canonical_subscription,
+    parse_subscription_items,
+    subscription_to_file,
+)
+from scheduler_application.templates.subscriptions import DEFAULT, subscription_spec
 from scheduler_domain.errors import ValidationError
+from scheduler_domain.shared_limits import SharedLimit
 from scheduler_domain.task import Task
+from scheduler_domain.template import Template
 
 #: Most tasks one file may hold.
 MAX_TASKS_PER_FILE = 5_000
@@ -65,10 +87,11 @@ ACTIONS = ("create", "update", "delete", "unchanged")
 
 @dataclass(frozen=True, slots=True)
 class TaskChange:
-    """One task's (or template's: ``kind``) part of the plan: ``action`` is create, update,
-    delete or unchanged; ``fields`` maps each changed field (dotted for ``retry.*``/
-    ``misfire.*``) to its old and new value (old is None for a create, new None for a
-    delete). ``task_id`` is the template's id for a template."""
+    """One task's (or, by ``kind``, subscription's, template's or limit's) part of the plan:
+    ``action`` is create, update, delete or unchanged; ``fields`` maps each changed field
+    (dotted for ``retry.*``/``misfire.*``) to its old and new value (old is None for a create,
+    new None for a delete). ``task_id`` is the template's id for a template, None for a
+    limit."""
 
     name: str
     action: str
@@ -107,24 +130,51 @@ class TaskApplyService:
         uow_factory: UnitOfWorkFactory,
         tasks: TaskService,
         templates: TemplateService | None = None,
+        limits: LimitService | None = None,
     ) -> None:
-        """Without ``templates`` a file with a ``templates`` section is refused."""
+        """Without ``templates`` (``limits``) a file with a ``templates`` (``limits``) section
+        is refused."""
         self._uow_factory = uow_factory
         self._tasks = tasks
         self._templates = templates
+        self._limits = limits
 
     async def export(
         self, *, principal: Principal, scope: PruneScope | None = None
     ) -> list[dict[str, Any]]:
-        """The caller's tasks (within ``scope``) as file specs, by name; ``depends_on`` by
+        """The caller's plain tasks as file specs (:meth:`export_file`'s ``tasks``)."""
+        return list((await self.export_file(principal=principal, scope=scope))["tasks"])
+
+    async def export_file(
+        self, *, principal: Principal, scope: PruneScope | None = None
+    ) -> dict[str, Any]:
+        """The caller's tasks (within ``scope``) as a tasks file: plain tasks under ``tasks``,
+        tasks made from a template under ``subscriptions`` (template, parameters, schedule:
+        applying the file again makes them subscriptions again); by name, ``depends_on`` by
         name for the caller's own upstreams (by id for another owner's)."""
         ensure_can_read_tasks(principal)
         async with self._uow_factory() as uow:
             owned = await _owned(uow, principal.subject_id)
             names = await _names(uow, owned, principal.subject_id)
-            chosen = [t for t in owned if scope is None or scope.covers(t)]
+            chosen = sorted(
+                (t for t in owned if scope is None or scope.covers(t)), key=lambda t: t.name
+            )
             teams = await _team_names(uow, chosen)
-        return [_file_spec(t, names, teams) for t in sorted(chosen, key=lambda t: t.name)]
+            templates = await _templates_of(uow, chosen)
+        plain = [_file_spec(t, names, teams) for t in chosen if t.template_id is None]
+        subscriptions = []
+        for task in chosen:
+            template = templates.get(task.template_id or "")
+            if template is None:
+                continue
+            item = subscription_to_file(task, template, names)
+            if task.team_id != task.owner_id:
+                item["team"] = teams.get(task.team_id, task.team_id)
+            subscriptions.append(item)
+        document: dict[str, Any] = {"version": 1, "tasks": plain}
+        if subscriptions:
+            document["subscriptions"] = subscriptions
+        return document
 
     async def apply(
         self,
@@ -136,12 +186,22 @@ class TaskApplyService:
         dry_run: bool = False,
     ) -> ApplyResult:
         ensure_can_write_tasks(principal)
+        limits = _limit_specs(document)
+        has_limits = isinstance(document, Mapping) and "limits" in document
+        if has_limits:
+            ensure_steers_queues(principal)
+            if self._limits is None:
+                raise ValidationError("limits cannot be applied here", field="limits")
         templates = _template_specs(document)
         if templates:
             ensure_manages_templates(principal)
             if self._templates is None:
                 raise ValidationError("templates cannot be applied here", field="templates")
         specs = _specs(document)
+        subscriptions = parse_subscription_items(document, max_items=MAX_TASKS_PER_FILE)
+        if subscriptions and self._templates is None:
+            raise ValidationError("subscriptions cannot be applied here", field="subscriptions")
+        _names_once(specs, subscriptions)
         for index, spec in enumerate(specs):  # every executor allowed, before any change
             parsed = parse_task_spec(spec)
             try:
@@ -154,14 +214,40 @@ class TaskApplyService:
             owned = await _owned(uow, principal.subject_id)
             names = await _names(uow, owned, principal.subject_id)
             team_ids = await _team_ids(uow, specs, principal)
+            stored = {limit.name: limit for limit in await uow.limits.list()}
         by_name = {t.name: t for t in owned}
-        order = _upstreams_first(specs)
-        changes: list[TaskChange] = await self._template_plan(templates, principal)
+        limit_plan = _limit_plan(limits, stored, pruned=prune and has_limits, scope=scope)
+        doomed_limits = {c.name for c in limit_plan if c.action == "delete"}
+        _check_limit_references(
+            specs,
+            templates,
+            by_name,
+            known=({*stored} - doomed_limits) | {x.name for x in limits},
+            doomed=doomed_limits,
+        )
+        subscribed = await self._subscription_templates(subscriptions, templates, principal)
+        sub_at = {item["name"]: f"subscriptions[{i}]" for i, item in enumerate(subscriptions)}
+        order = _upstreams_first([*specs, *subscriptions])
+        changes = [c for c in limit_plan if c.action != "delete"]
+        changes += await self._template_plan(templates, principal)
+        task_at = {spec["name"]: f"tasks[{i}]" for i, spec in enumerate(specs)}
+        named_alike: dict[str, list[Task]] = {}
+        for task in owned:
+            named_alike.setdefault(task.name, []).append(task)
         for spec in order:
             name = spec["name"]
-            current = by_name.get(name)
-            wanted = _canonical(spec)
             team = team_ids.get(spec["team"]) if "team" in spec else None
+            current = _match(
+                named_alike.get(name, []), name, team, task_at.get(name) or sub_at[name]
+            )
+            if name in subscribed:
+                changes.append(
+                    await self._subscription_plan(
+                        spec, subscribed[name], current, names, principal, sub_at[name]
+                    )
+                )
+                continue
+            wanted = _canonical(spec)
             if current is None:
                 created = {k: (None, v) for k, v in _flat(wanted)}
                 if team is not None:
@@ -178,22 +264,171 @@ class TaskApplyService:
                 diff["team"] = (current.team_id, team)
             changes.append(TaskChange(name, "update" if diff else "unchanged", current.id, diff))
         if prune:
-            named = {spec["name"] for spec in specs}
+            named = {spec["name"] for spec in [*specs, *subscriptions]}
             doomed = [t for t in owned if t.name not in named and (scope or PruneScope()).covers(t)]
             for task in _dependents_first(doomed):
                 changes.append(TaskChange(task.name, "delete", task.id))
+        changes += [c for c in limit_plan if c.action == "delete"]  # after what named them
         if dry_run:
             return ApplyResult(changes, dry_run=True)
-        return ApplyResult(await self._carry_out(changes, specs, principal), dry_run=False)
+        by_limit = {limit.name: limit for limit in limits}
+        return ApplyResult(
+            await self._carry_out(changes, [*specs, *subscriptions], principal, by_limit),
+            dry_run=False,
+        )
+
+    async def _subscription_templates(
+        self,
+        items: list[dict[str, Any]],
+        file_templates: list[dict[str, Any]],
+        principal: Principal,
+    ) -> dict[str, Template]:
+        """Each subscription's template by the subscription's name — a stored one, or one
+        the file itself defines — with its parameters and schedule checked against it
+        (errors name ``subscriptions[i].params.city``), before anything changes."""
+        if not items:
+            return {}
+        assert self._templates is not None
+        in_file = {spec["name"]: spec for spec in file_templates}
+        found: dict[str, Template] = {}
+        for index, item in enumerate(items):
+            where = f"subscriptions[{index}]"
+            ref = item["template"]
+            template: Template | None = None
+            if ref in in_file:
+                template = parse_template_spec(in_file[ref]).template(created_by="-", now=_EPOCH)
+            else:
+                try:
+                    template = await self._templates.get(ref, principal=principal)
+                except NotFound:
+                    raise ValidationError(
+                        f"no template named {ref!r}", field=f"{where}.template"
+                    ) from None
+            try:
+                subscription_spec(
+                    template,
+                    name=item["name"],
+                    params=item.get("params") or {},
+                    schedule=item.get("schedule", DEFAULT),
+                    enabled=item.get("enabled", True),
+                )
+            except ValidationError as error:
+                raise ValidationError(error.message, field=_at(where, error.field)) from None
+            found[item["name"]] = template
+        return found
+
+    async def _subscription_plan(
+        self,
+        item: dict[str, Any],
+        template: Template,
+        current: Task | None,
+        names: Mapping[str, str],
+        principal: Principal,
+        where: str,
+    ) -> TaskChange:
+        name = item["name"]
+        wanted = canonical_subscription(item, template)
+        if current is None:
+            fields = {k: (None, v) for k, v in sorted(wanted.items())}
+            if item.get("team") is not None:
+                fields["team"] = (None, item["team"])
+            return TaskChange(name, "create", fields=fields, kind="subscription")
+        if current.template_id is None:
+            raise ValidationError(
+                f"{name!r} is a task of yours that is not a subscription: delete or rename it "
+                "to subscribe under that name",
+                field=f"{where}.name",
+            )
+        assert self._templates is not None
+        stored = await self._templates.get(current.template_id, principal=principal)
+        if stored.name != template.name:
+            raise ValidationError(
+                f"{name!r} is a subscription to template {stored.name!r}, not "
+                f"{template.name!r}: delete it first to subscribe it to another",
+                field=f"{where}.template",
+            )
+        have = canonical_subscription(subscription_to_file(current, stored, names), stored)
+        diff = {k: (have[k], v) for k, v in sorted(wanted.items()) if have[k] != v}
+        action = "update" if diff else "unchanged"
+        return TaskChange(name, action, current.id, diff, kind="subscription")
+
+    async def _carry_out_subscription(
+        self, change: TaskChange, item: Mapping[str, Any], principal: Principal
+    ) -> str | None:
+        """Create or update one subscription; its task's id."""
+        assert self._templates is not None
+        own: dict[str, Any] = {}
+        for key in ("depends_on", "trigger_rule"):
+            if key in change.fields:
+                own[key] = change.fields[key][1]
+        if change.action == "create":
+            data = {
+                key: item[key]
+                for key in ("name", "params", "schedule", "enabled", "team")
+                if key in item
+            }
+            task = await self._templates.subscribe(item["template"], data, principal=principal)
+            if own.get("depends_on") or own.get("trigger_rule", "all_success") != "all_success":
+                await self._tasks.update(task.id, own, principal=principal)
+            return task.id
+        if change.action != "update" or change.task_id is None:
+            return change.task_id
+        patch: dict[str, Any] = {}
+        if "params" in change.fields:
+            old, new = change.fields["params"]  # the file is the whole truth
+            patch["params"] = {**dict.fromkeys(k for k in old if k not in new), **new}
+        if "schedule" in change.fields:
+            chosen = change.fields["schedule"][1]
+            if chosen == TEMPLATE_DEFAULT:
+                patch["schedule"] = None  # back on the template's, following it
+            else:
+                own["schedule"] = chosen  # null here is none: on demand
+        if patch:
+            await self._templates.update_subscription(change.task_id, patch, principal=principal)
+        if "enabled" in change.fields:
+            own["enabled"] = change.fields["enabled"][1]
+        if own:
+            await self._tasks.update(change.task_id, own, principal=principal)
+        return change.task_id
 
     async def _carry_out(
-        self, plan: list[TaskChange], specs: list[dict[str, Any]], principal: Principal
+        self,
+        plan: list[TaskChange],
+        specs: list[dict[str, Any]],
+        principal: Principal,
+        limits: Mapping[str, SharedLimit],
     ) -> list[TaskChange]:
         by_name = {spec["name"]: spec for spec in specs}
         done: list[TaskChange] = []
         for change in plan:
             if change.kind == "template":
                 done.append(await self._carry_out_template(change, done, principal))
+                continue
+            if change.kind == "limit":
+                await self._carry_out_limit(change, limits.get(change.name), done, principal)
+                done.append(change)
+                continue
+            if change.kind == "subscription" and change.action != "delete":
+                try:
+                    task_id = await self._carry_out_subscription(
+                        change, by_name[change.name], principal
+                    )
+                except (
+                    AlreadyExists,
+                    Conflict,
+                    NotFound,
+                    PermissionDenied,
+                    ValidationError,
+                ) as error:
+                    applied = ", ".join(
+                        f"{c.action} {c.name}" for c in done if c.action != "unchanged"
+                    )
+                    raise type(error)(
+                        f"{change.action} of subscription {change.name!r} failed: "
+                        f"{error.message} (applied before it: {applied or 'nothing'})",
+                        field=f"subscriptions.{change.name}",
+                    ) from error
+                done.append(replace(change, task_id=task_id))
                 continue
             try:
                 if change.action == "create":
@@ -263,6 +498,164 @@ class TaskApplyService:
             ) from error
         return change
 
+    async def _carry_out_limit(
+        self,
+        change: TaskChange,
+        limit: SharedLimit | None,
+        done: list[TaskChange],
+        principal: Principal,
+    ) -> None:
+        assert self._limits is not None
+        try:
+            if change.action in ("create", "update") and limit is not None:
+                await self._limits.put(limit, principal=principal)
+            elif change.action == "delete":
+                await self._limits.delete(change.name, principal=principal)
+        except (Conflict, NotFound, PermissionDenied, ValidationError) as error:
+            applied = ", ".join(f"{c.action} {c.name}" for c in done if c.action != "unchanged")
+            raise type(error)(
+                f"{change.action} of limit {change.name!r} failed: {error.message}"
+                f" (applied before it: {applied or 'nothing'})",
+                field=f"limits.{change.name}",
+            ) from error
+
+
+def _match(found: Sequence[Task], name: str, team_id: str | None, where: str) -> Task | None:
+    """The caller's task a file item names, among ``found`` (the caller's tasks of that name).
+    Names are unique within a team, so the caller may have tasks of one name in several teams:
+    then the item's ``team`` decides (none of them in that team: a new task there), and an
+    item without one is refused."""
+    if len(found) <= 1:
+        return found[0] if found else None
+    if team_id is None:
+        raise ValidationError(
+            f"you have {len(found)} tasks named {name!r} (in different teams): give the "
+            "item's team",
+            field=f"{where}.team",
+        )
+    return next((t for t in found if t.team_id == team_id), None)
+
+
+def _names_once(specs: Sequence[Mapping[str, Any]], items: Sequence[Mapping[str, Any]]) -> None:
+    """A name is a task or a subscription of the file, not both."""
+    tasks = {spec["name"]: index for index, spec in enumerate(specs)}
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        where = f"subscriptions[{index}]"
+        name = item["name"]
+        if name in tasks:
+            raise ValidationError(
+                f"{name!r} is named twice (tasks[{tasks[name]}] and {where})",
+                field=f"{where}.name",
+            )
+        if name in seen:
+            raise ValidationError(
+                f"{name!r} is named twice (subscriptions[{seen[name]}] and {where})",
+                field=f"{where}.name",
+            )
+        seen[name] = index
+
+
+async def _templates_of(uow: UnitOfWork, tasks: Sequence[Task]) -> dict[str, Template]:
+    found: dict[str, Template] = {}
+    for template_id in sorted({t.template_id for t in tasks if t.template_id is not None}):
+        template = await uow.templates.get(template_id)
+        if template is not None:
+            found[template_id] = template
+    return found
+
+
+def _limit_specs(document: Any) -> list[SharedLimit]:
+    """The file's named limits (``limits: [{name: vendor-api, rate: 100/s}, ...]``), each
+    checked and named once; errors name the item (``limits[0].rate``)."""
+    if not isinstance(document, Mapping) or "limits" not in document:
+        return []
+    items = document["limits"]
+    if not isinstance(items, list):
+        raise ValidationError("limits must be a list", field="limits")
+    if len(items) > MAX_TASKS_PER_FILE:
+        raise ValidationError(f"at most {MAX_TASKS_PER_FILE} limits per file", field="limits")
+    seen: dict[str, int] = {}
+    limits: list[SharedLimit] = []
+    for index, item in enumerate(items):
+        where = f"limits[{index}]"
+        if not isinstance(item, Mapping):
+            raise ValidationError(f"{where} must be an object", field=where)
+        try:
+            limit = parse_limit(item.get("name"), item)  # type: ignore[arg-type]
+        except ValidationError as error:
+            raise ValidationError(error.message, field=_at(where, error.field)) from None
+        if limit.name in seen:
+            raise ValidationError(
+                f"limit {limit.name!r} is named twice (limits[{seen[limit.name]}] and {where})",
+                field=f"{where}.name",
+            )
+        seen[limit.name] = index
+        limits.append(limit)
+    return limits
+
+
+def _limit_plan(
+    limits: Sequence[SharedLimit],
+    stored: Mapping[str, SharedLimit],
+    *,
+    pruned: bool,
+    scope: PruneScope | None,
+) -> list[TaskChange]:
+    """Each limit of the file created, updated or unchanged; with ``prune`` (and a ``limits``
+    section in the file) the stored limits it does not name deleted, within ``scope``'s name
+    prefix (a label scope prunes no limit: limits carry no labels)."""
+    changes: list[TaskChange] = []
+    for limit in limits:
+        wanted = limit_to_spec(limit)
+        current = stored.get(limit.name)
+        if current is None:
+            fields = {k: (None, v) for k, v in sorted(wanted.items())}
+            changes.append(TaskChange(limit.name, "create", None, fields, kind="limit"))
+            continue
+        have = limit_to_spec(current)
+        diff = {k: (have[k], v) for k, v in sorted(wanted.items()) if have[k] != v}
+        action = "update" if diff else "unchanged"
+        changes.append(TaskChange(limit.name, action, None, diff, kind="limit"))
+    scope = scope or PruneScope()
+    if pruned and scope.label is None:
+        named = {limit.name for limit in limits}
+        for name in sorted(stored):
+            if name not in named and (
+                scope.name_prefix is None or name.startswith(scope.name_prefix)
+            ):
+                changes.append(TaskChange(name, "delete", None, kind="limit"))
+    return changes
+
+
+def _check_limit_references(
+    specs: Sequence[Mapping[str, Any]],
+    templates: Sequence[Mapping[str, Any]],
+    tasks: Mapping[str, Task],
+    *,
+    known: set[str],
+    doomed: set[str],
+) -> None:
+    """Every limit the file's tasks and templates name exists, or the file defines it, and
+    the file does not prune it; a task keeps the other names it holds already. Refused naming
+    the item
+    (``tasks[2].limits[0]``), before anything changes."""
+    for index, spec in enumerate(templates):
+        policies = spec.get("policies") or {}
+        for at, name in enumerate(policies.get("limits") or []):
+            if name not in known:
+                raise ValidationError(
+                    f"no limit named {name!r}", field=f"templates[{index}].policies.limits[{at}]"
+                )
+    for index, spec in enumerate(specs):
+        current = tasks.get(spec["name"])
+        held = set(current.limits) - doomed if current is not None else set()
+        for at, name in enumerate(spec.get("limits") or []):
+            if name not in known and name not in held:
+                raise ValidationError(
+                    f"no limit named {name!r}", field=f"tasks[{index}].limits[{at}]"
+                )
+
 
 def _template_specs(document: Any) -> list[dict[str, Any]]:
     """The file's template specs, each checked and named uniquely (``templates[1].params``)."""
@@ -294,11 +687,15 @@ def _specs(document: Any) -> list[dict[str, Any]]:
     """The file's task specs, each checked, named uniquely, without ``secret_env``."""
     if not isinstance(document, Mapping):
         raise ValidationError('a tasks file is an object with a "tasks" list', field="tasks")
-    if "templates" in document and "tasks" not in document:
+    if not {"templates", "limits", "subscriptions"}.isdisjoint(document) and (
+        "tasks" not in document
+    ):
         document = {**document, "tasks": []}
     if not isinstance(document.get("tasks"), list):
         raise ValidationError('a tasks file is an object with a "tasks" list', field="tasks")
-    unknown = sorted(set(document) - {"tasks", "version", "templates", "team"})
+    unknown = sorted(
+        set(document) - {"tasks", "version", "templates", "limits", "subscriptions", "team"}
+    )
     if unknown:
         raise ValidationError(f"unknown key {unknown[0]!r} in the tasks file", field=unknown[0])
     if document.get("version", 1) != 1:

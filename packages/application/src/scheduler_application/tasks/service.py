@@ -21,6 +21,7 @@ from scheduler_application.accounts.access import (
 from scheduler_application.accounts.teams import resolve_team
 from scheduler_application.errors import AlreadyExists, Conflict, NotFound, PermissionDenied
 from scheduler_application.events.log import task_event
+from scheduler_application.limits.references import ensure_limits_exist
 from scheduler_application.paging import DEFAULT_PAGE_SIZE, page_limit
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
@@ -170,6 +171,7 @@ class TaskService:
                 uow, principal, spec.depends_on, owner_id=task.owner_id
             )
             task.validate()
+            await ensure_limits_exist(uow, task.limits)
             await self._ensure_name_free(uow, task)
             await self._ensure_acyclic(uow, task)
             await uow.tasks.add(task)
@@ -266,11 +268,14 @@ class TaskService:
                     moved_from, task.team_id = task.team_id, team_id
             task.secret_env = self._sealed(task.secret_env, spec.secret_env)
             task.validate()
+            # Names it held already are kept as they are (a limit deleted before references
+            # were checked must not make the task uneditable).
+            await ensure_limits_exist(uow, task.limits, known=as_it_was.limits)
             if task.executor != as_it_was.executor:
                 self._policy.check_known(task.executor)
             if task.template_id is None:  # a subscription runs what its template's author chose
                 self._check_executor(task, principal)
-            if spec.name != before["name"]:
+            if spec.name != before["name"] or moved_from is not None:
                 await self._ensure_name_free(uow, task)
             added = [dep for dep in task.depends_on if dep not in old_upstreams]
             if added:
@@ -480,9 +485,7 @@ class TaskService:
 
     @staticmethod
     async def _ensure_name_free(uow: UnitOfWork, task: Task) -> None:
-        existing = await uow.tasks.get_by_name(task.owner_id, task.name)
-        if existing is not None and existing.id != task.id:
-            raise AlreadyExists(f"a task named {task.name!r} already exists", field="name")
+        await ensure_name_free_in_team(uow, task)
 
     @staticmethod
     async def _ensure_acyclic(uow: UnitOfWork, task: Task) -> None:
@@ -495,6 +498,14 @@ class TaskService:
         names = {t.id: t.name for t in await uow.tasks.get_many(list(set(cycle)))}
         names[task.id] = task.name
         raise DependencyCycle([names.get(node, node) for node in cycle])
+
+
+async def ensure_name_free_in_team(uow: UnitOfWork, task: Task) -> None:
+    """Task names are unique within a team: AlreadyExists (409) naming ``name`` otherwise. The
+    other task may be one the caller cannot see (a team mate's); its name is all it learns."""
+    existing = await uow.tasks.get_in_team(task.team_id, task.name)
+    if existing is not None and existing.id != task.id:
+        raise AlreadyExists(f"the team already has a task named {task.name!r}", field="name")
 
 
 #: What a subscription's owner may change through the task itself; its params through the

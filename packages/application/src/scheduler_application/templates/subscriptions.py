@@ -78,11 +78,17 @@ def _blame(template: Template, error: ValidationError) -> ValidationError:
     return error
 
 
+#: What a subscription keeps of its own when its template is applied to it again: the
+#: subscriber's (as ``SUBSCRIPTION_TASK_FIELDS``; the schedule is chosen by ``spec``).
+_OWN_FIELDS = frozenset({"name", "enabled", "depends_on", "trigger_rule"})
+
+
 def apply_template(task: Task, template: Template, spec: TaskSpec) -> None:
     """Give ``task`` what ``spec`` (from :func:`subscription_spec`) decides: everything but its
-    id, owner, name, times and version."""
+    id, owner, name, times, version and the subscriber's own fields (enabled, its upstreams
+    and trigger rule)."""
     for name, value in spec.task_fields().items():
-        if name in ("name", "enabled"):
+        if name in _OWN_FIELDS:
             continue
         setattr(task, name, value)
     task.template_id = template.id

@@ -115,8 +115,12 @@ class InMemoryTaskRepository(_Repository):
         return [_copy(task) for task in found if task is not None]
 
     async def get_by_name(self, owner_id: str, name: str) -> Task | None:
+        named = [t for t in self.tx.scan("tasks") if t.owner_id == owner_id and t.name == name]
+        return _copy(min(named, key=lambda t: t.id)) if named else None
+
+    async def get_in_team(self, team_id: str, name: str) -> Task | None:
         for task in self.tx.scan("tasks"):
-            if task.owner_id == owner_id and task.name == name:
+            if task.team_id == team_id and task.name == name:
                 return _copy(task)  # type: ignore[no-any-return]
         return None
 
@@ -134,6 +138,10 @@ class InMemoryTaskRepository(_Repository):
 
     async def update(self, task: Task, *, expected_version: int) -> None:
         _versioned_update(self.tx, "tasks", task, expected_version)
+
+    async def update_many(self, writes: Sequence[tuple[Task, int]]) -> None:
+        for task, expected_version in writes:
+            _versioned_update(self.tx, "tasks", task, expected_version)
 
     async def delete(self, task_id: str) -> None:
         tx = self.tx
@@ -802,6 +810,10 @@ class InMemoryRunEventRepository(_Repository):
     async def record(self, record: EventRecord) -> None:
         self.tx.insert("event_log", _LogRow(record.id, self.tx.store.next_serial(), record))
 
+    async def record_many(self, records: Sequence[EventRecord]) -> None:
+        for record in records:
+            await self.record(record)
+
     async def read_log(self, query: EventQuery, *, limit: int) -> builtins.list[LoggedEvent]:
         teams = {t.id: t.team_id for t in self.tx.scan("tasks")}
         found: builtins.list[LoggedEvent] = []
@@ -1033,6 +1045,9 @@ class InMemorySharedLimitRepository(_Repository):
 
     async def referencing_tasks(self, name: str) -> int:
         return sum(1 for task in self.tx.scan("tasks") if name in task.limits)
+
+    async def referencing_task_names(self, name: str, *, limit: int) -> builtins.list[str]:
+        return sorted(task.name for task in self.tx.scan("tasks") if name in task.limits)[:limit]
 
 
 class InMemoryCircuitRepository(_Repository):

@@ -25,7 +25,7 @@ from scheduler_application.errors import AlreadyExists, Conflict
 UniqueKey = tuple[str, Callable[[Any], tuple[Any, ...] | None]]
 
 UNIQUE_KEYS: dict[str, tuple[UniqueKey, ...]] = {
-    "tasks": (("name", lambda t: (t.owner_id, t.name)),),
+    "tasks": (("name", lambda t: (t.team_id, t.name)),),
     "runs": (
         ("scheduled_for", lambda r: (r.task_id, r.scheduled_for, r.attempt)),
         (

@@ -80,7 +80,9 @@ def _render(out: Output, answer: dict[str, Any]) -> None:
     for change in answer["changes"]:
         if change["action"] == "unchanged":
             continue
-        out.line(f"{_SIGNS[change['action']]} {change['action']} {change['name']}")
+        kind = change.get("kind", "task")
+        what = change["name"] if kind == "task" else f"{kind} {change['name']}"
+        out.line(f"{_SIGNS[change['action']]} {change['action']} {what}")
         for name, values in change["fields"].items():
             if change["action"] == "update":
                 out.line(f"    {name}: {_value(values['before'])} -> {_value(values['after'])}")

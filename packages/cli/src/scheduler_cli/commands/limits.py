@@ -123,7 +123,8 @@ def set_limit(
 
 @app.command("delete")
 def delete(ctx: typer.Context, name: LimitArg) -> None:
-    """Delete a limit (tasks and queues naming it are no longer held by it)."""
+    """Delete a limit; refused while a task, queue or template still names it (the answer
+    lists them)."""
     with context_of(ctx).client() as api:
         api.delete(f"/limits/{name}")
     Output(json_mode=False).line(f"limit {name} deleted")

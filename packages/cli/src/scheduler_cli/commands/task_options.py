@@ -50,6 +50,14 @@ Priority = Annotated[int | None, typer.Option(help="0 (lowest) to 9.")]
 Labels = Annotated[
     list[str] | None, typer.Option("--label", help="Worker label required (repeatable).")
 ]
+SharedLimits = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--limit",
+        help="A named shared limit the task's runs draw on (repeatable; it must exist). On "
+        "update the list given replaces the task's.",
+    ),
+]
 TaskTimeout = Annotated[float | None, typer.Option("--run-timeout", help="Seconds a run may take.")]
 MaxAttempts = Annotated[int | None, typer.Option(help="Attempts in all, retries included.")]
 DependsOn = Annotated[

@@ -95,7 +95,8 @@ tasks = Table(
     _at("created_at", nullable=False),
     _at("updated_at", nullable=False),
     Column("version", Integer, nullable=False),
-    UniqueConstraint("owner_id", "name"),
+    #: Names are unique within a team (0018; per creator before).
+    UniqueConstraint("team_id", "name"),
 )
 
 #: Enabled tasks: the predicate of the index the dispatcher's due query walks.
@@ -592,7 +593,7 @@ Index("ix_team_members_user_id", team_members.c.user_id)
 
 #: The field an ``AlreadyExists`` names for each unique constraint or unique index.
 UNIQUE_FIELDS: dict[str, str] = {
-    "uq_tasks_owner_id_name": "name",
+    "uq_tasks_team_id_name": "name",
     "uq_templates_name": "name",
     "uq_task_runs_task_id_scheduled_for_attempt": "scheduled_for",
     "uq_task_runs_task_id_idempotency_key": "idempotency_key",

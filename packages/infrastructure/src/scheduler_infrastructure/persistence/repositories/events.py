@@ -86,6 +86,20 @@ INSERT_FROM_ARRAYS = """
     ORDER BY e.n
 """
 _INSERT_MANY = text(INSERT_FROM_ARRAYS.format(guard="true"))
+#: PostgreSQL: non-run entries (``EventRecord``) as one array per column, inserted in order.
+_RECORD_MANY = text(
+    """
+    INSERT INTO run_events (id, kind, task_id, owner_id, team_id, subject, at, actor, detail)
+    SELECT r.id, r.kind, r.task_id, r.owner_id, r.team_id, r.subject, r.at, r.actor,
+           CAST(r.detail AS jsonb)
+    FROM unnest(
+        CAST(:id AS text[]), CAST(:kind AS text[]), CAST(:task_id AS text[]),
+        CAST(:owner_id AS text[]), CAST(:team_id AS text[]), CAST(:subject AS text[]),
+        CAST(:at AS timestamptz[]), CAST(:actor AS text[]), CAST(:detail AS text[])
+    ) WITH ORDINALITY AS r(id, kind, task_id, owner_id, team_id, subject, at, actor, detail, n)
+    ORDER BY r.n
+    """
+)
 
 
 def event_columns(events: Sequence[RunEvent]) -> dict[str, list[Any]]:
@@ -133,6 +147,31 @@ class SqlRunEventRepository(SqlRepository):
         return [event_from_row(row) for row in rows]
 
     async def record(self, record: EventRecord) -> None:
+        await self.record_many([record])
+
+    async def record_many(self, records: Sequence[EventRecord]) -> None:
+        """PostgreSQL: one ``INSERT … SELECT FROM unnest(<one array per column>)`` whatever
+        their number, in the order given; SQLite: one ``INSERT`` of many rows."""
+        if not records:
+            return
+        if self._postgres and len(records) > 1:
+            for record in records:
+                if record.at.utcoffset() is None:
+                    raise ValueError(f"refusing to store a naive datetime: {record.at!r}")
+            columns = {
+                "id": [r.id for r in records],
+                "kind": [r.kind for r in records],
+                "task_id": [r.task_id for r in records],
+                "owner_id": [r.owner_id for r in records],
+                "team_id": [r.team_id for r in records],
+                "subject": [r.subject for r in records],
+                "at": [r.at for r in records],
+                "actor": [r.actor for r in records],
+                "detail": [json.dumps(r.detail) for r in records],
+            }
+            async with translated(self.what):
+                await self._conn.execute(_RECORD_MANY, columns)
+            return
         await self._execute(
             _INSERT,
             [
@@ -147,6 +186,7 @@ class SqlRunEventRepository(SqlRepository):
                     "actor": record.actor,
                     "detail": record.detail,
                 }
+                for record in records
             ],
         )
 

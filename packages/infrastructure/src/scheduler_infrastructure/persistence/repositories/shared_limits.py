@@ -155,6 +155,16 @@ class SqlSharedLimitRepository(SqlRepository):
         query = select(func.count()).where(task_limits.c.limit_name == name)
         return int(await self._scalar(query) or 0)
 
+    async def referencing_task_names(self, name: str, *, limit: int) -> builtins.list[str]:
+        rows = await self._all(
+            select(tasks.c.name)
+            .join(task_limits, task_limits.c.task_id == tasks.c.id)
+            .where(task_limits.c.limit_name == name)
+            .order_by(tasks.c.name)
+            .limit(limit)
+        )
+        return [row["name"] for row in rows]
+
 
 def _circuit_row(circuit: Circuit) -> dict[str, Any]:
     return {

@@ -25,6 +25,12 @@ from scheduler_infrastructure.persistence.mappers import (
     task_to_row,
 )
 from scheduler_infrastructure.persistence.repositories.base import SqlRepository, check_limit
+from scheduler_infrastructure.persistence.repositories.task_batches import (
+    DELETE_DEPENDENCIES,
+    DELETE_LIMITS,
+    update_many_params,
+    update_many_statement,
+)
 from scheduler_infrastructure.persistence.tables import (
     TASK_ENABLED,
     TASK_FIRES_AHEAD,
@@ -101,7 +107,17 @@ class SqlTaskRepository(SqlRepository):
         return [found[task_id] for task_id in wanted if task_id in found]
 
     async def get_by_name(self, owner_id: str, name: str) -> Task | None:
-        query = select(tasks).where(tasks.c.owner_id == owner_id, tasks.c.name == name)
+        query = (
+            select(tasks)
+            .where(tasks.c.owner_id == owner_id, tasks.c.name == name)
+            .order_by(tasks.c.id)
+            .limit(1)
+        )
+        found = await self._load(query)
+        return found[0] if found else None
+
+    async def get_in_team(self, team_id: str, name: str) -> Task | None:
+        query = select(tasks).where(tasks.c.team_id == team_id, tasks.c.name == name)
         found = await self._load(query)
         return found[0] if found else None
 
@@ -150,6 +166,33 @@ class SqlTaskRepository(SqlRepository):
             await self._conn.execute(delete(task_dependencies).where(_deps.task_id == task.id))
             await self._conn.execute(delete(task_limits).where(task_limits.c.task_id == task.id))
             await self._insert_dependencies(task)
+
+    async def update_many(self, writes: Sequence[tuple[Task, int]]) -> None:
+        """PostgreSQL: one ``UPDATE … FROM unnest`` for the rows (see ``task_batches``), then
+        the upstreams and limits of all of them deleted and inserted at once (multi-row
+        inserts): a few statements whatever the number of tasks. SQLite (no arrays, and no
+        network round trips to save): one by one."""
+        if not writes:
+            return
+        if not self._postgres:
+            for task, expected_version in writes:
+                await self.update(task, expected_version=expected_version)
+            return
+        async with translated(self.what):
+            result = await self._conn.execute(update_many_statement(), update_many_params(writes))
+            written = {row[0] for row in result.all()}
+        for task, expected_version in writes:
+            if task.id not in written:
+                raise await self._conflict(task.id, expected_version)
+        ids = [{"ids": [task.id for task, _ in writes]}]
+        await self._execute(DELETE_DEPENDENCIES, ids)
+        await self._execute(DELETE_LIMITS, ids)
+        dependencies = [row for task, _ in writes for row in dependency_rows(task)]
+        if dependencies:
+            await self._execute(insert(task_dependencies), dependencies)
+        bindings = [row for task, _ in writes for row in limit_rows(task)]
+        if bindings:
+            await self._execute(insert(task_limits), bindings)
 
     async def delete(self, task_id: str) -> None:
         """Delete the task with its runs, their events, and its slot decisions (cascade).
