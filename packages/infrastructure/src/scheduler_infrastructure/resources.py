@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.dispatch.rate_limiting import RunRateLimits
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.dispatch.routing import Router
+from scheduler_application.dispatch.routing import DEFAULT_WORKER_TIMEOUT, Router
 from scheduler_application.limits.circuits import CircuitBreakers, CircuitSettings
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.coordination import RateLimiter
@@ -101,8 +101,8 @@ def compose_relay(
     uow_factory: UnitOfWorkFactory,
     clock: Clock,
     queue: RunQueue,
-    worker_silence: timedelta,
     rate_limiter: RateLimiter,
+    worker_silence: timedelta = DEFAULT_WORKER_TIMEOUT,
     queue_limits: Mapping[str, RateLimit] | None = None,
     observer: RunObserver = NO_OBSERVER,
     tracer: Tracer = NO_TRACER,
