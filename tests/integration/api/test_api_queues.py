@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_domain.accounts import Role
 from scheduler_infrastructure.config import DispatcherSettings
+from scheduler_infrastructure.resources import build_relay
 
 
 async def _run(api: Api, caller: Caller, run_id: str) -> dict[str, Any]:
@@ -34,8 +35,7 @@ async def _queue(api: Api, caller: Caller, name: str) -> dict[str, Any]:
 
 
 def _relay(api: Api) -> RunRelay:
-    resources = api.resources
-    return RunRelay(uow_factory=resources.uow_factory, clock=resources.clock, queue=resources.queue)
+    return build_relay(api.resources)
 
 
 async def _pause_resume_purge(api: Api) -> None:

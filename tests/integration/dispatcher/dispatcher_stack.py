@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from in_process_worker import in_process_worker, running
 from scheduler_application.accounts.access import Principal
-from scheduler_application.dispatch.rate_limiting import RunRateLimits
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.dispatch.routing import Router
 from scheduler_application.execution.service import ExecutionService
-from scheduler_application.execution.workers import WorkerService
 from scheduler_application.ports.queue import RunQueue
 from scheduler_application.runs.service import RunService
 from scheduler_application.tasks.changes import TaskChangeSignal
@@ -30,11 +28,10 @@ from scheduler_dispatcher.scheduler_loop import SchedulerLoop
 from scheduler_domain.accounts import Role
 from scheduler_domain.run import TaskRun
 from scheduler_infrastructure.clock import SystemClock
-from scheduler_infrastructure.outbound.guarded import public_only
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.queues.memory import MemoryRunQueue
 from scheduler_infrastructure.ratelimit import LocalRateLimiter
-from scheduler_worker.executors import ExecutorRegistry, builtin_executors
+from scheduler_infrastructure.resources import compose_relay
 from scheduler_worker.runtime import WorkerOptions, WorkerRuntime
 
 OWNER = Principal(subject_id="user-1", role=Role.USER)
@@ -80,28 +77,16 @@ class DispatcherStack:
             "executor_grace_seconds": 2.0,
         }
         settings.update(options)
-        registry = ExecutorRegistry.discover(
-            builtins=builtin_executors(http_transport=public_only(), kill_grace_seconds=1.0),
-            entry_points=(),
-        )
-        return WorkerRuntime(
-            execution=self.execution,
-            workers=WorkerService(uow_factory=self.uow_factory, clock=self.clock),
+        return in_process_worker(
+            uow_factory=self.uow_factory,
+            clock=self.clock,
             queue=self.queue,
-            executors=registry,
             options=WorkerOptions(**settings),
         )
 
 
-@contextlib.asynccontextmanager
-async def running_worker(runtime: WorkerRuntime) -> AsyncIterator[WorkerRuntime]:
-    task = asyncio.create_task(runtime.run())
-    await asyncio.wait_for(runtime.wait_started(), timeout=10)
-    try:
-        yield runtime
-    finally:
-        runtime.stop()
-        await asyncio.wait_for(task, timeout=30)
+#: The worker runs until the block ends.
+running_worker = running
 
 
 @contextlib.asynccontextmanager
@@ -126,12 +111,12 @@ async def dispatcher_stack(
     async with contextlib.AsyncExitStack() as opened:
         if queue is None:
             queue = await opened.enter_async_context(MemoryRunQueue())
-        relay = RunRelay(
+        relay = compose_relay(
             uow_factory=uow_factory,
             clock=clock,
             queue=queue,
-            router=Router(worker_timeout=timings.worker_silence),
-            rate_limits=RunRateLimits(limiter=LocalRateLimiter()),
+            worker_silence=timings.worker_silence,
+            rate_limiter=LocalRateLimiter(),
         )
         scheduler, loops = dispatcher_loops(
             uow_factory=uow_factory,

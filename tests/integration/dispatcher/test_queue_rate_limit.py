@@ -13,7 +13,6 @@ import pytest
 
 from pending_runs import PendingRuns
 from scheduler_application.accounts.access import Principal
-from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.operations.queue_control import QueueChanges, QueueControl
 from scheduler_application.runs.service import RunService
 from scheduler_application.tasks.service import TaskService
@@ -23,7 +22,7 @@ from scheduler_domain.rate_limit import RateLimit
 from scheduler_domain.run import TaskRun
 from scheduler_infrastructure.config import DatabaseSettings, DispatcherSettings, Settings
 from scheduler_infrastructure.persistence.migrations import upgrade
-from scheduler_infrastructure.resources import open_resources
+from scheduler_infrastructure.resources import build_relay, open_resources
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -51,13 +50,8 @@ async def test_a_queue_limit_holds_over_a_real_dispatcher(tmp_path: Path, stored
         tasks = TaskService(uow_factory=resources.uow_factory, clock=resources.clock)
         # Pending before the dispatcher starts: its relay loop publishes the backlog.
         pending = PendingRuns(uow_factory=resources.uow_factory, clock=resources.clock)
-        runs = RunService(
-            uow_factory=resources.uow_factory,
-            clock=resources.clock,
-            relay=RunRelay(
-                uow_factory=resources.uow_factory, clock=resources.clock, queue=resources.queue
-            ),
-        )
+        relay = build_relay(resources)  # the process's one relay, as `scheduler run` shares it
+        runs = RunService(uow_factory=resources.uow_factory, clock=resources.clock, relay=relay)
         if stored:
             control = QueueControl(uow_factory=resources.uow_factory, clock=resources.clock)
             await control.update(
@@ -76,7 +70,7 @@ async def test_a_queue_limit_holds_over_a_real_dispatcher(tmp_path: Path, stored
         for _ in range(30):
             await pending.trigger(free.id, principal=OWNER)
 
-        dispatcher = build_dispatcher(resources)
+        dispatcher = build_dispatcher(resources, relay=relay)
         running = asyncio.create_task(dispatcher.run())
         await asyncio.wait_for(dispatcher.wait_started(), timeout=10)
         try:
@@ -99,6 +93,7 @@ async def test_a_queue_limit_holds_over_a_real_dispatcher(tmp_path: Path, stored
         finally:
             dispatcher.stop()
             await asyncio.wait_for(running, timeout=10)
+            await relay.aclose()
 
     start = stamps[0] + WARM_UP
     in_window = [stamp for stamp in stamps if start <= stamp < start + WINDOW]

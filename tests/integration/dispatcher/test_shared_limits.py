@@ -15,8 +15,6 @@ from dispatcher_stack import REDIS_URL
 from sqlalchemy import select
 
 from scheduler_application.accounts.access import Principal
-from scheduler_application.dispatch.rate_limiting import RunRateLimits
-from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.execution.service import ExecutionService, Outcome
 from scheduler_application.limits.service import LimitService, parse_limit
 from scheduler_application.ports.executor import ExecutionResult
@@ -30,6 +28,7 @@ from scheduler_infrastructure.persistence.tables import task_runs
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.queues.memory import MemoryRunQueue
 from scheduler_infrastructure.ratelimit import RedisRateLimiter
+from scheduler_infrastructure.resources import compose_relay
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.postgres, pytest.mark.redis]
 
@@ -104,11 +103,8 @@ async def _fleet(uow_factory: SqlUnitOfWorkFactory, redis_prefix: str, *, cap: i
         # A generous socket timeout: on a loaded machine a 0.5 s read may time out, and the
         # limiter would fall back to per-process buckets (tested elsewhere).
         async with RedisRateLimiter(url=REDIS_URL, prefix=redis_prefix, timeout=3.0) as limiter:
-            relay = RunRelay(
-                uow_factory=uow_factory,
-                clock=clock,
-                queue=queue,
-                rate_limits=RunRateLimits(limiter=limiter),
+            relay = compose_relay(
+                uow_factory=uow_factory, clock=clock, queue=queue, rate_limiter=limiter
             )
             while not stop.is_set():
                 await relay.relay_pending(limit=200)

@@ -4,7 +4,6 @@ queue, the real worker runtime and the dispatcher's reliability loops."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,23 +11,23 @@ from typing import Any
 
 import pytest
 
+from in_process_worker import in_process_worker
+from in_process_worker import running as running  # the tests here import it from this module
 from scheduler_application.accounts.access import Principal
-from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.execution.reaper import LeaseReaper
 from scheduler_application.execution.service import ExecutionService
-from scheduler_application.execution.workers import WorkerService
 from scheduler_application.runs.service import RunService
 from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
+from scheduler_dispatcher.bootstrap import reliability
 from scheduler_dispatcher.loop_group import LoopGroup
-from scheduler_dispatcher.loops import LoopTimings, reliability_loops
+from scheduler_dispatcher.loops import LoopTimings
 from scheduler_domain.accounts import Role
 from scheduler_domain.run import TaskRun
 from scheduler_infrastructure.clock import SystemClock
-from scheduler_infrastructure.outbound.guarded import public_only
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.queues.memory import MemoryRunQueue
-from scheduler_worker.executors import ExecutorRegistry, builtin_executors
+from scheduler_infrastructure.ratelimit import LocalRateLimiter
+from scheduler_infrastructure.resources import compose_relay
 from scheduler_worker.runtime import WorkerOptions, WorkerRuntime
 from scheduler_worker.sandbox.policy import sandbox_policy
 
@@ -78,35 +77,31 @@ class Stack:
             "executor_grace_seconds": 2.0,
         }
         defaults.update(options)
-        registry = ExecutorRegistry.discover(
-            builtins=builtin_executors(http_transport=public_only(), kill_grace_seconds=1.0),
-            entry_points=(),
-        )
-        return WorkerRuntime(
-            execution=self.execution,
-            workers=WorkerService(uow_factory=self.uow_factory, clock=self.clock),
+        return in_process_worker(
+            uow_factory=self.uow_factory,
+            clock=self.clock,
             queue=self.queue,
-            executors=registry,
             options=WorkerOptions(**defaults),
         )
-
-
-@contextlib.asynccontextmanager
-async def running(runtime: WorkerRuntime) -> AsyncIterator[WorkerRuntime]:
-    task = asyncio.create_task(runtime.run())
-    await asyncio.wait_for(runtime.wait_started(), timeout=10)
-    try:
-        yield runtime
-    finally:
-        runtime.stop()
-        await asyncio.wait_for(task, timeout=30)
 
 
 @pytest.fixture
 async def stack(uow_factory: SqlUnitOfWorkFactory) -> AsyncIterator[Stack]:
     clock = SystemClock()
     async with MemoryRunQueue() as queue:
-        relay = RunRelay(uow_factory=uow_factory, clock=clock, queue=queue)
+        timings = LoopTimings(
+            relay_interval=timedelta(seconds=0.05),
+            reaper_interval=timedelta(seconds=0.2),
+            requeue_after=timedelta(seconds=30),
+            worker_silence=timedelta(seconds=30),
+        )
+        relay = compose_relay(
+            uow_factory=uow_factory,
+            clock=clock,
+            queue=queue,
+            worker_silence=timings.worker_silence,
+            rate_limiter=LocalRateLimiter(),
+        )
         execution = ExecutionService(
             uow_factory=uow_factory,
             clock=clock,
@@ -114,17 +109,7 @@ async def stack(uow_factory: SqlUnitOfWorkFactory) -> AsyncIterator[Stack]:
             executor_policy=OPEN_EXECUTOR_POLICY,
         )
         dispatcher = LoopGroup(
-            loops=reliability_loops(
-                relay=relay,
-                reaper=LeaseReaper(uow_factory=uow_factory, clock=clock),
-                workers=WorkerService(uow_factory=uow_factory, clock=clock),
-                timings=LoopTimings(
-                    relay_interval=timedelta(seconds=0.05),
-                    reaper_interval=timedelta(seconds=0.2),
-                    requeue_after=timedelta(seconds=30),
-                    worker_silence=timedelta(seconds=30),
-                ),
-            )
+            loops=reliability(uow_factory=uow_factory, clock=clock, relay=relay, timings=timings)
         )
         task = asyncio.create_task(dispatcher.run())
         try:

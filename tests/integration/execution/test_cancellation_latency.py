@@ -11,12 +11,8 @@ from pathlib import Path
 import pytest
 from execution_stack import OWNER, Stack, running
 
-from scheduler_application.execution.service import ExecutionService
-from scheduler_application.execution.workers import WorkerService
-from scheduler_application.testing import OPEN_EXECUTOR_POLICY
+from in_process_worker import in_process_worker
 from scheduler_domain.status import RunStatus
-from scheduler_infrastructure.outbound.guarded import public_only
-from scheduler_worker.executors import ExecutorRegistry, builtin_executors
 from scheduler_worker.runtime import WorkerOptions, WorkerRuntime
 
 pytestmark = pytest.mark.timeout(60)
@@ -43,20 +39,10 @@ def _pids_running(argv: list[str]) -> list[int]:
 def _slow_heartbeat_worker(stack: Stack) -> WorkerRuntime:
     """A worker with the default heartbeat (10 s) and a lease long enough that neither the
     heartbeat nor the reaper is what stops the run."""
-    execution = ExecutionService(
+    return in_process_worker(
         uow_factory=stack.uow_factory,
         clock=stack.clock,
-        lease=timedelta(seconds=60),
-        executor_policy=OPEN_EXECUTOR_POLICY,
-    )
-    return WorkerRuntime(
-        execution=execution,
-        workers=WorkerService(uow_factory=stack.uow_factory, clock=stack.clock),
         queue=stack.queue,
-        executors=ExecutorRegistry.discover(
-            builtins=builtin_executors(http_transport=public_only(), kill_grace_seconds=1.0),
-            entry_points=(),
-        ),
         options=WorkerOptions(
             capacity=2,
             heartbeat_interval=timedelta(seconds=10),

@@ -15,21 +15,18 @@ from execution_stack import OWNER, PYTHON, running
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from in_process_worker import builtin_registry, in_process_worker
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.execution.service import ExecutionService
-from scheduler_application.execution.workers import WorkerService
 from scheduler_application.ports.redaction import NO_SECRET_SCOPE, SecretScope
 from scheduler_application.runs.service import RunService
 from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import OPEN_EXECUTOR_POLICY
 from scheduler_domain.status import RunStatus
 from scheduler_infrastructure.clock import SystemClock
-from scheduler_infrastructure.outbound.guarded import public_only
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.queues.memory import MemoryRunQueue
 from scheduler_infrastructure.security.secret_box import FernetSecretBox, generate_key
 from scheduler_infrastructure.telemetry.redaction import RunSecrets, SecretRedactor
-from scheduler_worker.executors import ExecutorRegistry, builtin_executors
 from scheduler_worker.runtime import WorkerOptions, WorkerRuntime
 
 SECRET = "hunter2-" + "q7Zp0xLm3"
@@ -77,20 +74,13 @@ def _worker(
     secret_scope: SecretScope = NO_SECRET_SCOPE,
 ) -> WorkerRuntime:
     """A worker runtime whose execution opens secrets with ``box``."""
-    return WorkerRuntime(
-        execution=ExecutionService(
-            uow_factory=uow_factory,
-            clock=clock,
-            lease=timedelta(seconds=5),
-            secret_box=box,
-            executor_policy=OPEN_EXECUTOR_POLICY,
-        ),
-        workers=WorkerService(uow_factory=uow_factory, clock=clock),
+    return in_process_worker(
+        uow_factory=uow_factory,
+        clock=clock,
         queue=queue,
-        executors=ExecutorRegistry.discover(
-            builtins=builtin_executors(http_transport=public_only()), entry_points=()
-        ),
         options=options,
+        executors=builtin_registry(),
+        secret_box=box,
         secret_scope=secret_scope,
     )
 

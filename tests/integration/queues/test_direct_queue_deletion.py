@@ -13,7 +13,7 @@ import pytest
 from aio_pika.exceptions import ChannelNotFoundEntity
 from queue_helpers import PREFIX, QueueMaker, eventually, run_message
 
-from scheduler_application.execution.service import ExecutionService
+from in_process_worker import builtin_registry, in_process_worker
 from scheduler_application.execution.workers import RegisterWorker, WorkerService
 from scheduler_application.testing import FakeClock, InMemoryStore, InMemoryUnitOfWorkFactory
 from scheduler_domain.run import RunTrigger, TaskRun
@@ -21,9 +21,7 @@ from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
 from scheduler_domain.worker import Worker
 from scheduler_infrastructure.clock import SystemClock
-from scheduler_infrastructure.outbound.guarded import public_only
-from scheduler_worker.executors import ExecutorRegistry, builtin_executors
-from scheduler_worker.runtime import WorkerOptions, WorkerRuntime
+from scheduler_worker.runtime import WorkerOptions
 from services import RABBITMQ_URL
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(60)]
@@ -150,13 +148,11 @@ async def test_a_worker_runtime_stopping_cleanly_leaves_no_direct_queue_behind(
     queue = await make_queue()
     uow_factory = InMemoryUnitOfWorkFactory(store)
     clock = SystemClock()
-    runtime = WorkerRuntime(
-        execution=ExecutionService(uow_factory=uow_factory, clock=clock),
-        workers=WorkerService(uow_factory=uow_factory, clock=clock, queue=queue),
+    runtime = in_process_worker(
+        uow_factory=uow_factory,
+        clock=clock,
         queue=queue,
-        executors=ExecutorRegistry.discover(
-            builtins=builtin_executors(http_transport=public_only()), entry_points=()
-        ),
+        executors=builtin_registry(),
         options=WorkerOptions(
             queues=(f"shared-{PREFIX}",), heartbeat_interval=timedelta(seconds=0.2)
         ),

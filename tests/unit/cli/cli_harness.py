@@ -41,7 +41,7 @@ from scheduler_infrastructure.persistence.engine import create_engine
 from scheduler_infrastructure.persistence.migrations import target_metadata, upgrade
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.queues.memory import MemoryRunQueue
-from scheduler_infrastructure.resources import Resources
+from scheduler_infrastructure.resources import Resources, build_relay
 from scheduler_infrastructure.security.passwords import Argon2PasswordHasher
 from scheduler_infrastructure.security.secret_box import FernetSecretBox, generate_key
 
@@ -247,17 +247,18 @@ async def _start(url: str, loop: asyncio.AbstractEventLoop) -> ApiInThread:
         per_account=Allowance(1000, timedelta(minutes=1)),
         per_address=Allowance(10_000, timedelta(minutes=1)),
     )
-    app = build_api(resources, hasher=FAST_HASHER, throttle=throttle)
+    relay = build_relay(resources)  # one per process, handed to the API as `scheduler run` does
+    app = build_api(resources, relay=relay, hasher=FAST_HASHER, throttle=throttle)
     for hook in app.on_startup:
         await hook()  # type: ignore[call-arg]
     accounts = AccountService(
         uow_factory=resources.uow_factory, clock=resources.clock, hasher=FAST_HASHER
     )
-    relay = RunRelay(uow_factory=resources.uow_factory, clock=resources.clock, queue=queue)
     return ApiInThread(app=app, loop=loop, resources=resources, accounts=accounts, relay=relay)
 
 
 async def _stop(api: ApiInThread) -> None:
+    await api.relay.aclose()
     await api.resources.engine.dispose()
     await api.resources.queue.__aexit__(None, None, None)  # type: ignore[attr-defined]
 

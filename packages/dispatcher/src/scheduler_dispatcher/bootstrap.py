@@ -59,6 +59,7 @@ __all__ = [
     "dispatcher_loops",
     "open_resources",
     "prepare",
+    "reliability",
 ]
 
 
@@ -102,15 +103,35 @@ def dispatcher_loops(
             interval=timings.relay_interval,
             batch_size=timings.batch_size,
         ),
-        *reliability_loops(
+        *reliability(
+            uow_factory=uow_factory,
+            clock=clock,
             relay=relay,
-            reaper=LeaseReaper(uow_factory=uow_factory, clock=clock, observer=observer),
-            workers=workers
-            or WorkerService(uow_factory=uow_factory, clock=clock, observer=observer),
             timings=timings,
+            observer=observer,
+            workers=workers,
         ),
     ]
     return scheduler, loops
+
+
+def reliability(
+    *,
+    uow_factory: UnitOfWorkFactory,
+    clock: Clock,
+    relay: RunRelay,
+    timings: LoopTimings,
+    observer: RunObserver = NO_OBSERVER,
+    workers: WorkerService | None = None,
+) -> list[PeriodicLoop]:
+    """The relay loop and its recovery, the reaper and worker liveness, on the parts given:
+    what every dispatcher runs (:func:`dispatcher_loops`), and what tests run alone."""
+    return reliability_loops(
+        relay=relay,
+        reaper=LeaseReaper(uow_factory=uow_factory, clock=clock, observer=observer),
+        workers=workers or WorkerService(uow_factory=uow_factory, clock=clock, observer=observer),
+        timings=timings,
+    )
 
 
 def build_dispatcher(

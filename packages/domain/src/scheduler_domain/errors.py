@@ -61,8 +61,6 @@ class StaleFencingToken(DomainError):
     code = "stale_fencing_token"
 
     def __init__(self, *, expected: int, got: int) -> None:
-        self.expected = expected
-        self.got = got
         super().__init__(f"fencing token {got} is stale (current is {expected})", field="token")
 
 

@@ -52,17 +52,16 @@ class TriggerRule(StrEnum):
 
 
 @dataclass(slots=True, kw_only=True)
-class Task:
-    """A task definition. Mutating methods keep it valid; the repository persists it by version."""
+class TaskDefinition:
+    """Everything about a task that its owner decides: the one list of those fields. A
+    :class:`Task` is this plus what the server keeps (id, owner, team, sealed secrets, times,
+    version); a client's spec (``scheduler_application.tasks.spec.TaskSpec``) is this plus
+    what it asks of the server. Validated by :class:`Task`. In the order a spec shows them."""
 
-    #: Who created it (kept for the record and the executor policy; access follows the team).
-    owner_id: str
     name: str
-    executor: str
-    #: The team that owns it; empty means the creator's personal team (whose id is theirs).
-    team_id: str = ""
-    params: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    executor: str
+    params: dict[str, Any] = field(default_factory=dict)
     schedule: Schedule | None = None
     enabled: bool = True
     queue: str = "default"
@@ -82,6 +81,16 @@ class Task:
     fairness_key: str | None = None
     depends_on: tuple[str, ...] = ()
     trigger_rule: TriggerRule = TriggerRule.ALL_SUCCESS
+
+
+@dataclass(slots=True, kw_only=True)
+class Task(TaskDefinition):
+    """A task definition. Mutating methods keep it valid; the repository persists it by version."""
+
+    #: Who created it (kept for the record and the executor policy; access follows the team).
+    owner_id: str
+    #: The team that owns it; empty means the creator's personal team (whose id is theirs).
+    team_id: str = ""
     #: Write-only environment variables: name → the value *sealed* (encrypted by the
     #: application's secret box). Opaque here; only the names are ever shown.
     secret_env: dict[str, str] = field(default_factory=dict, repr=False)

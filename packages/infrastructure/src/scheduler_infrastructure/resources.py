@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -19,16 +19,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.dispatch.rate_limiting import RunRateLimits
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.dispatch.routing import Router
+from scheduler_application.dispatch.routing import DEFAULT_WORKER_TIMEOUT, Router
 from scheduler_application.limits.circuits import CircuitBreakers, CircuitSettings
+from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.coordination import RateLimiter
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.queue import RunQueue
 from scheduler_application.ports.redaction import NO_SECRET_SCOPE, Redactor, SecretScope
 from scheduler_application.ports.secrets import SecretBox
-from scheduler_application.ports.tracing import Tracer
+from scheduler_application.ports.tracing import NO_TRACER, Tracer
 from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
 from scheduler_domain.circuits import CircuitPolicy
 from scheduler_domain.executor_policy import ExecutorPolicy
+from scheduler_domain.rate_limit import RateLimit
 from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.config.loader import parse_circuit_hosts, parse_queue_rate_limits
@@ -93,6 +96,36 @@ def build_circuits(settings: Settings) -> CircuitBreakers:
     )
 
 
+def compose_relay(
+    *,
+    uow_factory: UnitOfWorkFactory,
+    clock: Clock,
+    queue: RunQueue,
+    rate_limiter: RateLimiter,
+    worker_silence: timedelta = DEFAULT_WORKER_TIMEOUT,
+    queue_limits: Mapping[str, RateLimit] | None = None,
+    observer: RunObserver = NO_OBSERVER,
+    tracer: Tracer = NO_TRACER,
+    circuits: CircuitBreakers | None = None,
+) -> RunRelay:
+    """A relay on the parts given: routing that counts a worker silent for
+    ``worker_silence`` as gone, the rate limits of tasks (and of queues, ``queue_limits``)
+    drawn from ``rate_limiter``. What :func:`build_relay` builds, and what tests build on
+    parts of their own."""
+    return RunRelay(
+        uow_factory=uow_factory,
+        clock=clock,
+        queue=queue,
+        router=Router(worker_timeout=worker_silence),
+        rate_limits=RunRateLimits(
+            limiter=rate_limiter, queue_limits=queue_limits, observer=observer
+        ),
+        tracer=tracer,
+        circuits=circuits,
+        observer=observer,
+    )
+
+
 def build_relay(resources: Resources) -> RunRelay:
     """The relay of a process: its gates (routing by ``worker.silence``, the rate limits of
     tasks and of ``dispatcher.queue_rate_limits``) and its publishing. Build one per process
@@ -100,19 +133,16 @@ def build_relay(resources: Resources) -> RunRelay:
     loops): they share its memory of full tasks, its routing history and its background
     publishes. Whoever builds it closes it (``aclose``) once those components stopped."""
     settings = resources.settings
-    return RunRelay(
+    return compose_relay(
         uow_factory=resources.uow_factory,
         clock=resources.clock,
         queue=resources.queue,
-        router=Router(worker_timeout=settings.worker.silence),
-        rate_limits=RunRateLimits(
-            limiter=resources.rate_limiter,
-            queue_limits=parse_queue_rate_limits(settings.dispatcher.queue_rate_limits),
-            observer=resources.metrics,
-        ),
+        worker_silence=settings.worker.silence,
+        rate_limiter=resources.rate_limiter,
+        queue_limits=parse_queue_rate_limits(settings.dispatcher.queue_rate_limits),
+        observer=resources.metrics,
         tracer=resources.tracer,
         circuits=resources.circuits,
-        observer=resources.metrics,
     )
 
 

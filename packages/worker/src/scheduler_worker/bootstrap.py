@@ -9,6 +9,20 @@ from datetime import timedelta
 
 from scheduler_application.execution.service import ExecutionService
 from scheduler_application.execution.workers import WorkerService
+from scheduler_application.limits.circuits import CircuitBreakers
+from scheduler_application.ports.clock import Clock
+from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
+from scheduler_application.ports.queue import RunQueue
+from scheduler_application.ports.redaction import (
+    NO_REDACTION,
+    NO_SECRET_SCOPE,
+    Redactor,
+    SecretScope,
+)
+from scheduler_application.ports.secrets import SecretBox
+from scheduler_application.ports.tracing import NO_TRACER, Tracer
+from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
+from scheduler_domain.executor_policy import ExecutorPolicy
 from scheduler_domain.outbound import OutboundPolicy
 from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.outbound.guarded import GuardedTransport
@@ -28,7 +42,9 @@ __all__ = [
     "build_worker",
     "prepare",
     "standalone_worker",
+    "worker_executors",
     "worker_options",
+    "worker_runtime",
     "worker_sandbox",
 ]
 
@@ -72,19 +88,16 @@ def worker_sandbox(settings: Settings) -> SandboxPolicy:
         raise StartupError(str(error)) from error
 
 
-@contextlib.asynccontextmanager
-async def build_worker(resources: Resources) -> AsyncIterator[WorkerRuntime]:
-    """A worker runtime wired to ``resources``; its executors are closed on exit."""
-    settings = resources.settings
-    options = worker_options(settings)
-    # Before any task process exists: tasks must not read this process's memory or environ.
-    make_non_dumpable()
-    registry = ExecutorRegistry.discover(
+def worker_executors(settings: Settings) -> ExecutorRegistry:
+    """The built-in executors as ``worker.*`` and ``executors.*`` configure them (sandbox,
+    output cap, python pool, the HTTP executor's allow-list), plus the installed plugins."""
+    w = settings.worker
+    return ExecutorRegistry.discover(
         builtins=builtin_executors(
             sandbox=worker_sandbox(settings),
-            output_limit=settings.worker.output_limit_bytes,
-            python_pool_size=settings.worker.python_pool_size,
-            python_max_runs_per_process=settings.worker.python_max_runs_per_process,
+            output_limit=w.output_limit_bytes,
+            python_pool_size=w.python_pool_size,
+            python_max_runs_per_process=w.python_max_runs_per_process,
             http_transport=GuardedTransport(
                 policy=OutboundPolicy.from_allow(
                     settings.executors.http.allow, field="executors.http.allow"
@@ -92,33 +105,70 @@ async def build_worker(resources: Resources) -> AsyncIterator[WorkerRuntime]:
             ),
         )
     )
-    metrics = resources.metrics
-    async with registry:
-        runtime = WorkerRuntime(
-            execution=ExecutionService(
-                uow_factory=resources.uow_factory,
-                clock=resources.clock,
-                lease=options.lease,
-                observer=metrics,
-                redactor=resources.redactor,
-                executor_policy=resources.executor_policy,
-                secret_box=resources.secret_box,
-                circuits=resources.circuits,
-            ),
-            workers=WorkerService(
-                uow_factory=resources.uow_factory,
-                clock=resources.clock,
-                observer=metrics,
-                queue=resources.queue,
-            ),
+
+
+def worker_runtime(
+    *,
+    uow_factory: UnitOfWorkFactory,
+    clock: Clock,
+    queue: RunQueue,
+    executors: ExecutorRegistry,
+    options: WorkerOptions,
+    observer: RunObserver = NO_OBSERVER,
+    tracer: Tracer = NO_TRACER,
+    redactor: Redactor = NO_REDACTION,
+    executor_policy: ExecutorPolicy | None = None,
+    secret_box: SecretBox | None = None,
+    circuits: CircuitBreakers | None = None,
+    secret_scope: SecretScope = NO_SECRET_SCOPE,
+) -> WorkerRuntime:
+    """A worker runtime on the parts given: its execution use cases (leases of
+    ``options.lease``) and its registration (direct queues on ``queue``). What
+    :func:`build_worker` runs, and what tests run on parts of their own; the caller opens and
+    closes ``executors``."""
+    return WorkerRuntime(
+        execution=ExecutionService(
+            uow_factory=uow_factory,
+            clock=clock,
+            lease=options.lease,
+            observer=observer,
+            redactor=redactor,
+            executor_policy=executor_policy,
+            secret_box=secret_box,
+            circuits=circuits,
+        ),
+        workers=WorkerService(uow_factory=uow_factory, clock=clock, observer=observer, queue=queue),
+        queue=queue,
+        executors=executors,
+        options=options,
+        observer=observer,
+        tracer=tracer,
+        secret_scope=secret_scope,
+    )
+
+
+@contextlib.asynccontextmanager
+async def build_worker(resources: Resources) -> AsyncIterator[WorkerRuntime]:
+    """A worker runtime wired to ``resources``; its executors are closed on exit."""
+    settings = resources.settings
+    # Before any task process exists: tasks must not read this process's memory or environ.
+    make_non_dumpable()
+    async with worker_executors(settings) as registry:
+        runtime = worker_runtime(
+            uow_factory=resources.uow_factory,
+            clock=resources.clock,
             queue=resources.queue,
             executors=registry,
-            options=options,
-            observer=metrics,
+            options=worker_options(settings),
+            observer=resources.metrics,
             tracer=resources.tracer,
+            redactor=resources.redactor,
+            executor_policy=resources.executor_policy,
+            secret_box=resources.secret_box,
+            circuits=resources.circuits,
             secret_scope=resources.run_secrets,
         )
-        metrics.watch_active_runs(lambda: runtime.active_runs)
+        resources.metrics.watch_active_runs(lambda: runtime.active_runs)
         yield runtime
 
 

@@ -92,7 +92,6 @@ class WorkerStats:
     completed: int = 0
     released: int = 0
     stopped: int = 0
-    outcomes_refused: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
 
 
@@ -419,7 +418,6 @@ class WorkerRuntime:
         try:
             await retry_until(complete, what=f"record the outcome of run {run_id}")
         except (Conflict, NotFound) as error:
-            self.stats.outcomes_refused += 1
             logger.warning("outcome of run %s refused: %s", run_id, error)
             return
         self.stats.completed += 1

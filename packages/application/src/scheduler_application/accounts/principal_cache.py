@@ -65,9 +65,8 @@ class PrincipalCache:
         self._live = live
         self._now = monotonic
         self._epoch = 0
-        #: Hits and misses, for tests and curiosity.
+        #: Hits, for tests.
         self.hits = 0
-        self.misses = 0
 
     @property
     def enabled(self) -> bool:
@@ -84,13 +83,11 @@ class PrincipalCache:
     def get(self, digest: str, *, now: datetime) -> Principal | None:
         entry = self._entries.get(digest)
         if entry is None or not self._live:
-            self.misses += 1
             return None
         if entry.stale_at <= self._now() or (
             entry.expires_at is not None and entry.expires_at <= now
         ):
             del self._entries[digest]
-            self.misses += 1
             return None
         self._entries.move_to_end(digest)
         self.hits += 1

@@ -77,10 +77,6 @@ class RunRateLimits:
     def batch(self) -> RateBatch:
         return RateBatch()
 
-    def default_queue_limit(self, queue: str) -> RateLimit | None:
-        """The configured limit of ``queue`` (what applies while its settings set none)."""
-        return self._queue_limits.get(queue)
-
     def limited(self, task: Task, *, queue_limit: RateLimit | None = None) -> bool:
         """``queue_limit``: the queue's stored limit, overriding the configured default."""
         return (

@@ -64,10 +64,6 @@ class Route:
         return detail
 
 
-def is_direct_queue(queue: str) -> bool:
-    return queue.startswith(DIRECT_QUEUE_PREFIX)
-
-
 class Router:
     """Chooses a :class:`Route` per run; one instance per dispatcher, reused across batches."""
 

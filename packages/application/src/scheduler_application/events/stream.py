@@ -50,7 +50,6 @@ class LogWatcher:
         self._head = LOG_START
         self._tasks: list[asyncio.Task[None]] = []
         self.generation = 0
-        self.head_reads = 0
 
     def nudge(self) -> None:
         """The log may have grown: look at once (safe to call from the loop's callbacks)."""
@@ -86,7 +85,6 @@ class LogWatcher:
     async def _read_head(self) -> bool:
         async with self._uow_factory() as uow:
             head = await uow.events.log_head()
-        self.head_reads += 1
         if head == self._head:
             return False
         self._head = head

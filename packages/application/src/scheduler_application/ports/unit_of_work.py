@@ -22,13 +22,9 @@ from scheduler_application.ports.repositories import (
 )
 
 
-class UnitOfWork(Protocol):
-    """One transaction and the repositories bound to it.
-
-    ``async with uow:`` opens the transaction; leaving the block rolls back whatever was not
-    committed, so a use case that raises half-way leaves no trace. ``commit()`` makes the work
-    durable; after it the same object may be used for a further transaction.
-    """
+class Repositories(Protocol):
+    """The repositories of a unit of work: the one list of them. The units of work (SQL, in
+    memory) implement :class:`UnitOfWork` explicitly, so each only builds its own."""
 
     tasks: TaskRepository
     runs: RunRepository
@@ -44,6 +40,19 @@ class UnitOfWork(Protocol):
     limits: SharedLimitRepository
     circuits: CircuitRepository
     teams: TeamRepository
+
+
+#: The names of :class:`Repositories`, for what hands a unit of work's repositories on.
+REPOSITORY_NAMES: tuple[str, ...] = tuple(Repositories.__annotations__)
+
+
+class UnitOfWork(Repositories, Protocol):
+    """One transaction and the repositories bound to it.
+
+    ``async with uow:`` opens the transaction; leaving the block rolls back whatever was not
+    committed, so a use case that raises half-way leaves no trace. ``commit()`` makes the work
+    durable; after it the same object may be used for a further transaction.
+    """
 
     async def __aenter__(self) -> Self: ...
 

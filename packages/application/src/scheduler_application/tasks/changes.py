@@ -13,25 +13,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-from scheduler_application.ports.repositories import (
-    ApiKeyRepository,
-    BulkOperationRepository,
-    CircuitRepository,
-    DecisionRepository,
-    QueueSettingsRepository,
-    RefreshTokenRepository,
-    RunEventRepository,
-    RunRepository,
-    SharedLimitRepository,
-    TaskRepository,
-    TeamRepository,
-    TemplateRepository,
-    UserRepository,
-    WorkerRepository,
-)
-from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.ports.unit_of_work import REPOSITORY_NAMES, UnitOfWork, UnitOfWorkFactory
 
 logger = logging.getLogger("scheduler.task_changes")
 
@@ -65,25 +49,17 @@ class TaskChangeSignal:
 
 
 class _NotifyingUnitOfWork:
-    """The wrapped unit of work, unchanged but for a notification after each commit."""
+    """The wrapped unit of work, unchanged but for a notification after each commit: its
+    repositories (the port's :data:`REPOSITORY_NAMES`) are the inner one's."""
 
     def __init__(self, inner: UnitOfWork, signal: TaskChangeSignal) -> None:
         self._inner = inner
         self._signal = signal
-        self.tasks: TaskRepository = inner.tasks
-        self.runs: RunRepository = inner.runs
-        self.events: RunEventRepository = inner.events
-        self.decisions: DecisionRepository = inner.decisions
-        self.workers: WorkerRepository = inner.workers
-        self.queue_settings: QueueSettingsRepository = inner.queue_settings
-        self.users: UserRepository = inner.users
-        self.api_keys: ApiKeyRepository = inner.api_keys
-        self.refresh_tokens: RefreshTokenRepository = inner.refresh_tokens
-        self.bulk_operations: BulkOperationRepository = inner.bulk_operations
-        self.templates: TemplateRepository = inner.templates
-        self.limits: SharedLimitRepository = inner.limits
-        self.circuits: CircuitRepository = inner.circuits
-        self.teams: TeamRepository = inner.teams
+
+    def __getattr__(self, name: str) -> Any:
+        if name in REPOSITORY_NAMES:
+            return getattr(self._inner, name)
+        raise AttributeError(name)
 
     async def __aenter__(self) -> Self:
         await self._inner.__aenter__()

@@ -29,9 +29,16 @@ from scheduler_domain.executor_params import is_env_name
 from scheduler_domain.misfire import MisfireKind, MisfirePolicy
 from scheduler_domain.rate_limit import RateLimit
 from scheduler_domain.retry import RetryPolicy
-from scheduler_domain.schedules import Schedule, parse_schedule, schedule_to_spec
+from scheduler_domain.schedules import (
+    CronSchedule,
+    IntervalSchedule,
+    OnceSchedule,
+    Schedule,
+    parse_schedule,
+    schedule_to_spec,
+)
 from scheduler_domain.shared_limits import validate_limit_names
-from scheduler_domain.task import DispatchStrategy, Task, TriggerRule
+from scheduler_domain.task import DispatchStrategy, Task, TaskDefinition, TriggerRule
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -59,31 +66,12 @@ _MISFIRE_KEYS = {"policy": "kind", "catch_up_cap": "catch_up_cap", "grace_second
 MAX_SECRET_VALUE = 32_768
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TaskSpec:
-    """Everything about a task that its owner decides; the server adds id, owner and times."""
+@dataclass(slots=True, kw_only=True)
+class TaskSpec(TaskDefinition):
+    """Everything about a task that its owner decides (the fields of
+    :class:`~scheduler_domain.task.TaskDefinition`, declared there once), and what the client
+    asks of the server besides; the server adds id, owner and times."""
 
-    name: str
-    executor: str
-    params: dict[str, Any] = field(default_factory=dict)
-    description: str = ""
-    schedule: Schedule | None = None
-    enabled: bool = True
-    queue: str = "default"
-    priority: int = 5
-    labels: frozenset[str] = frozenset()
-    strategy: DispatchStrategy = DispatchStrategy.QUEUE
-    timeout: timedelta | None = None
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    concurrency: ConcurrencyPolicy = ConcurrencyPolicy.ALLOW
-    max_concurrent: int | None = None
-    misfire: MisfirePolicy = field(default_factory=MisfirePolicy)
-    spread: timedelta = timedelta(0)
-    rate_limit: RateLimit | None = None
-    limits: tuple[str, ...] = ()
-    fairness_key: str | None = None
-    depends_on: tuple[str, ...] = ()
-    trigger_rule: TriggerRule = TriggerRule.ALL_SUCCESS
     #: What changes in the task's ``secret_env``, in plain text: a value sets the variable,
     #: None removes it; names not given keep their value. Not a task field: the task keeps
     #: the values sealed (see :class:`~scheduler_application.tasks.TaskService`).
@@ -94,9 +82,7 @@ class TaskSpec:
 
     def task_fields(self) -> dict[str, Any]:
         """Keyword arguments for :class:`Task` (and the attributes an update overwrites)."""
-        values = {
-            f.name: getattr(self, f.name) for f in fields(self) if f.name not in WRITE_ONLY_FIELDS
-        }
+        values = {f.name: getattr(self, f.name) for f in fields(TaskDefinition)}
         values["params"] = dict(self.params)
         return values
 
@@ -129,39 +115,39 @@ def parse_task_spec(data: Mapping[str, Any]) -> TaskSpec:
 
 
 def task_to_spec(task: Task) -> dict[str, Any]:
-    """The canonical JSON form of a task's spec: ``parse_task_spec`` gives the same fields back."""
+    """The canonical JSON form of a task's spec, every field of
+    :class:`~scheduler_domain.task.TaskDefinition` in its order: ``parse_task_spec`` gives the
+    same fields back."""
     return {
-        "name": task.name,
-        "description": task.description,
-        "executor": task.executor,
-        "params": dict(task.params),
-        "schedule": schedule_to_spec(task.schedule),
-        "enabled": task.enabled,
-        "queue": task.queue,
-        "priority": task.priority,
-        "labels": sorted(task.labels),
-        "strategy": task.strategy.value,
-        "timeout_seconds": _seconds_out(task.timeout),
-        "retry": {
-            "max_attempts": task.retry.max_attempts,
-            "base_delay_seconds": _seconds_out(task.retry.base_delay),
-            "max_delay_seconds": _seconds_out(task.retry.max_delay),
-            "jitter_seconds": _seconds_out(task.retry.jitter),
-        },
-        "concurrency": task.concurrency.value,
-        "max_concurrent": task.max_concurrent,
-        "misfire": {
-            "policy": task.misfire.kind.value,
-            "catch_up_cap": task.misfire.catch_up_cap,
-            "grace_seconds": _seconds_out(task.misfire.grace),
-        },
-        "spread_seconds": _seconds_out(task.spread),
-        "rate_limit": str(task.rate_limit) if task.rate_limit is not None else None,
-        "limits": list(task.limits),
-        "fairness_key": task.fairness_key,
-        "depends_on": list(task.depends_on),
-        "trigger_rule": task.trigger_rule.value,
+        _KEY.get(item.name, item.name): _shown(getattr(task, item.name))
+        for item in fields(TaskDefinition)
     }
+
+
+def _shown(value: Any) -> Any:
+    """A field's value as a spec writes it (the inverse of its parser)."""
+    match value:
+        case StrEnum():
+            return value.value
+        case None | bool() | int() | float() | str():
+            return value
+        case timedelta():
+            return _seconds_out(value)
+        case frozenset():
+            return sorted(value)
+        case tuple():
+            return list(value)
+        case dict():
+            return dict(value)
+        case RateLimit():
+            return str(value)
+        case RetryPolicy():
+            return {key: _shown(getattr(value, attr)) for key, attr in _RETRY_KEYS.items()}
+        case MisfirePolicy():
+            return {key: _shown(getattr(value, attr)) for key, attr in _MISFIRE_KEYS.items()}
+        case CronSchedule() | IntervalSchedule() | OnceSchedule():
+            return schedule_to_spec(value)
+    raise TypeError(f"no JSON form for {type(value).__name__}")
 
 
 def merge_patch(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -407,3 +393,4 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "team": _team,
 }
 _ATTRIBUTE = {"timeout_seconds": "timeout", "spread_seconds": "spread"}
+_KEY = {attribute: key for key, attribute in _ATTRIBUTE.items()}

@@ -7,22 +7,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from scheduler_application.ports.repositories import (
-    ApiKeyRepository,
-    BulkOperationRepository,
-    CircuitRepository,
-    DecisionRepository,
-    QueueSettingsRepository,
-    RefreshTokenRepository,
-    RunEventRepository,
-    RunRepository,
-    SharedLimitRepository,
-    TaskRepository,
-    TeamRepository,
-    TemplateRepository,
-    UserRepository,
-    WorkerRepository,
-)
+from scheduler_application.ports.unit_of_work import UnitOfWork
 from scheduler_application.testing.repositories import (
     InMemoryApiKeyRepository,
     InMemoryBulkOperationRepository,
@@ -42,7 +27,7 @@ from scheduler_application.testing.repositories import (
 from scheduler_application.testing.store import InMemoryStore, Transaction
 
 
-class InMemoryUnitOfWork:
+class InMemoryUnitOfWork(UnitOfWork):
     """Rolls back on leaving ``async with`` unless committed; counts its commits and rollbacks.
 
     Opening and committing yield to the event loop, as a real round trip would, so use cases
@@ -55,24 +40,20 @@ class InMemoryUnitOfWork:
         self.rollbacks = 0
         self._tx: Transaction | None = None
         self._on_commit: list[Callable[[], None]] = []
-        self.tasks: TaskRepository = InMemoryTaskRepository(self._current)
-        self.runs: RunRepository = InMemoryRunRepository(self._current)
-        self.events: RunEventRepository = InMemoryRunEventRepository(self._current)
-        self.decisions: DecisionRepository = InMemoryDecisionRepository(self._current)
-        self.workers: WorkerRepository = InMemoryWorkerRepository(self._current)
-        self.queue_settings: QueueSettingsRepository = InMemoryQueueSettingsRepository(
-            self._current
-        )
-        self.users: UserRepository = InMemoryUserRepository(self._current)
-        self.api_keys: ApiKeyRepository = InMemoryApiKeyRepository(self._current)
-        self.refresh_tokens: RefreshTokenRepository = InMemoryRefreshTokenRepository(self._current)
-        self.bulk_operations: BulkOperationRepository = InMemoryBulkOperationRepository(
-            self._current
-        )
-        self.templates: TemplateRepository = InMemoryTemplateRepository(self._current)
-        self.limits: SharedLimitRepository = InMemorySharedLimitRepository(self._current)
-        self.circuits: CircuitRepository = InMemoryCircuitRepository(self._current)
-        self.teams: TeamRepository = InMemoryTeamRepository(self._current)
+        self.tasks = InMemoryTaskRepository(self._current)
+        self.runs = InMemoryRunRepository(self._current)
+        self.events = InMemoryRunEventRepository(self._current)
+        self.decisions = InMemoryDecisionRepository(self._current)
+        self.workers = InMemoryWorkerRepository(self._current)
+        self.queue_settings = InMemoryQueueSettingsRepository(self._current)
+        self.users = InMemoryUserRepository(self._current)
+        self.api_keys = InMemoryApiKeyRepository(self._current)
+        self.refresh_tokens = InMemoryRefreshTokenRepository(self._current)
+        self.bulk_operations = InMemoryBulkOperationRepository(self._current)
+        self.templates = InMemoryTemplateRepository(self._current)
+        self.limits = InMemorySharedLimitRepository(self._current)
+        self.circuits = InMemoryCircuitRepository(self._current)
+        self.teams = InMemoryTeamRepository(self._current)
 
     def _current(self) -> Transaction:
         if self._tx is None:

@@ -14,22 +14,7 @@ from typing import Self
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from scheduler_application.ports.repositories import (
-    ApiKeyRepository,
-    BulkOperationRepository,
-    CircuitRepository,
-    DecisionRepository,
-    QueueSettingsRepository,
-    RefreshTokenRepository,
-    RunEventRepository,
-    RunRepository,
-    SharedLimitRepository,
-    TaskRepository,
-    TeamRepository,
-    TemplateRepository,
-    UserRepository,
-    WorkerRepository,
-)
+from scheduler_application.ports.unit_of_work import UnitOfWork
 from scheduler_infrastructure.persistence.driver_errors import translated
 from scheduler_infrastructure.persistence.engine import READ_ONLY_OPTION
 from scheduler_infrastructure.persistence.repositories import (
@@ -50,7 +35,7 @@ from scheduler_infrastructure.persistence.repositories import (
 )
 
 
-class SqlUnitOfWork:
+class SqlUnitOfWork(UnitOfWork):
     """``async with uow:`` checks a connection out of the pool; leaving the block rolls back
     whatever was not committed and returns the connection.
 
@@ -62,20 +47,20 @@ class SqlUnitOfWork:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._connection: AsyncConnection | None = None
-        self.tasks: TaskRepository = SqlTaskRepository(self._current)
-        self.runs: RunRepository = SqlRunRepository(self._current)
-        self.events: RunEventRepository = SqlRunEventRepository(self._current)
-        self.decisions: DecisionRepository = SqlDecisionRepository(self._current)
-        self.workers: WorkerRepository = SqlWorkerRepository(self._current)
-        self.queue_settings: QueueSettingsRepository = SqlQueueSettingsRepository(self._current)
-        self.users: UserRepository = SqlUserRepository(self._current)
-        self.api_keys: ApiKeyRepository = SqlApiKeyRepository(self._current)
-        self.refresh_tokens: RefreshTokenRepository = SqlRefreshTokenRepository(self._current)
-        self.bulk_operations: BulkOperationRepository = SqlBulkOperationRepository(self._current)
-        self.templates: TemplateRepository = SqlTemplateRepository(self._current)
-        self.limits: SharedLimitRepository = SqlSharedLimitRepository(self._current)
-        self.circuits: CircuitRepository = SqlCircuitRepository(self._current)
-        self.teams: TeamRepository = SqlTeamRepository(self._current)
+        self.tasks = SqlTaskRepository(self._current)
+        self.runs = SqlRunRepository(self._current)
+        self.events = SqlRunEventRepository(self._current)
+        self.decisions = SqlDecisionRepository(self._current)
+        self.workers = SqlWorkerRepository(self._current)
+        self.queue_settings = SqlQueueSettingsRepository(self._current)
+        self.users = SqlUserRepository(self._current)
+        self.api_keys = SqlApiKeyRepository(self._current)
+        self.refresh_tokens = SqlRefreshTokenRepository(self._current)
+        self.bulk_operations = SqlBulkOperationRepository(self._current)
+        self.templates = SqlTemplateRepository(self._current)
+        self.limits = SqlSharedLimitRepository(self._current)
+        self.circuits = SqlCircuitRepository(self._current)
+        self.teams = SqlTeamRepository(self._current)
 
     @property
     def engine(self) -> AsyncEngine:
