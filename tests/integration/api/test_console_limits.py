@@ -98,6 +98,12 @@ async def test_an_operator_creates_changes_and_deletes_a_limit_and_sees_its_use(
         assert refused_edit.status_code == 422
         assert "<strong>cool_down_seconds</strong>" in _problem(refused_edit.text)
 
+        # A limit a task still names is not deleted: the refusal names the task.
+        refused_delete = await visitor.act("/ui/limits/vendor/delete", on="/ui/limits/vendor")
+        assert refused_delete.status_code == 409, refused_delete.text
+        assert task["name"] in refused_delete.text
+        removed = await api.client.delete(f"/api/v1/tasks/{task['id']}", headers=alice.headers)
+        assert removed.status_code == 204, removed.text
         deleted = await visitor.act("/ui/limits/vendor/delete", on="/ui/limits/vendor")
         assert deleted.status_code == 303
         assert (await visitor.page("/ui/limits/vendor")).status_code == 404
