@@ -52,6 +52,8 @@ class HeldUnitsOfWork(InMemoryUnitOfWorkFactory):
         #: Leaving a unit of work that committed fails (the connection dropped as it was being
         #: returned, say): the commit stands.
         self.fail_after_commit = False
+        #: A commit takes, but its reply is lost (the caller sees an error).
+        self.lose_commit_reply = False
 
     def __call__(self) -> InMemoryUnitOfWork:
         uow = super().__call__()
@@ -78,6 +80,8 @@ class HeldUnitsOfWork(InMemoryUnitOfWorkFactory):
             nonlocal committed
             await held_commit()
             committed = True
+            if self.lose_commit_reply:
+                raise RuntimeError("connection reset before the commit's reply")
 
         async def failing_exit(*exc: Any) -> None:
             await leave(*exc)
@@ -347,3 +351,16 @@ async def test_a_group_failing_after_its_commit_answers_its_runs_and_makes_no_se
     answered = {first.run.id, *(a.run.id for a in answers if isinstance(a, Triggered))}
     assert answered == {r.id for r in runs}
     assert group.groups == 2
+
+
+async def test_a_commit_without_a_reply_is_not_retried_item_by_item(
+    group: TriggerGroup, held: HeldUnitsOfWork, tasks: TaskService, store: InMemoryStore
+) -> None:
+    task = await tasks.create(task_spec("unsure"), principal=ALICE)
+    held.lose_commit_reply = True
+    answers = await asyncio.gather(
+        *(group.trigger(task.id, principal=ALICE) for _ in range(3)), return_exceptions=True
+    )
+    # The commit took: the callers are told to retry (503), and no run was made twice.
+    assert all(isinstance(a, Unavailable) for a in answers), answers
+    assert len([r for r in store.rows("runs") if r.task_id == task.id]) == 3

@@ -26,7 +26,13 @@ from scheduler_application.accounts.access import (
 )
 from scheduler_application.dispatch.outbox import Outbox
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.errors import ApplicationError, Conflict, NotFound, PermissionDenied
+from scheduler_application.errors import (
+    ApplicationError,
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
@@ -219,7 +225,18 @@ class BatchTrigger:
                     runs[i] = run
                 fixed = {i for i, item in enumerate(items) if i in runs and item.logical_time}
                 created = await self._write(box, runs, tasks, principal_of, answers, fixed=fixed)
-                await box.commit()
+                try:
+                    await box.commit()
+                except Unavailable:
+                    raise
+                except Exception as error:
+                    # The commit may have taken (a reply lost): retrying the items one by one
+                    # could make their keyless runs twice, so every caller is told to retry
+                    # (with its idempotency key, a retry is safe).
+                    raise Unavailable(
+                        "the database did not confirm the commit of the triggers",
+                        dependency="database",
+                    ) from error
                 committed = True
         except Exception:
             if not committed:
