@@ -123,3 +123,55 @@ async def test_a_flush_without_answers_answers_every_item_alike() -> None:
     broken = True
     failed = await asyncio.gather(group.submit(3), group.submit(4), return_exceptions=True)
     assert all(isinstance(answer, ConnectionError) for answer in failed)
+
+
+class Ticks:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_busy_group_waits_a_window_and_gathers_items_arriving_one_by_one() -> None:
+    recorder = Recorder()
+    ticks = Ticks()
+    batcher: GroupCommit[int, int] = GroupCommit(recorder.flush, window=0.05, clock=ticks)
+    assert await batcher.submit(0) == 0  # the first: nothing before it, at once
+    ticks.now += 0.01  # the next arrives soon after the previous group: busy
+    first = asyncio.ensure_future(batcher.submit(2))
+    await asyncio.sleep(0.005)  # the flush has not gone: it waits for companions
+    assert recorder.batches == [[0]]
+    second = asyncio.ensure_future(batcher.submit(4))
+    assert await asyncio.gather(first, second) == [20, 40]
+    assert recorder.batches == [[0], [2, 4]]
+    assert batcher.waits == 1
+
+
+async def test_an_idle_process_flushes_at_once_with_a_window() -> None:
+    recorder = Recorder()
+    ticks = Ticks()
+    batcher: GroupCommit[int, int] = GroupCommit(recorder.flush, window=0.05, clock=ticks)
+    await batcher.submit(0)
+    ticks.now += 0.05 * 10  # ten windows without a group: idle
+    started = asyncio.get_running_loop().time()
+    assert await batcher.submit(2) == 20
+    assert asyncio.get_running_loop().time() - started < 0.04
+    assert batcher.waits == 0
+
+
+async def test_a_window_ends_early_when_the_batch_is_full() -> None:
+    recorder = Recorder()
+    ticks = Ticks()
+    batcher: GroupCommit[int, int] = GroupCommit(
+        recorder.flush, max_batch=2, window=0.05, clock=ticks
+    )
+    await batcher.submit(0)
+    started = asyncio.get_running_loop().time()
+    assert await asyncio.gather(batcher.submit(2), batcher.submit(4)) == [20, 40]
+    assert asyncio.get_running_loop().time() - started < 0.04
+    assert recorder.batches == [[0], [2, 4]]
+    with pytest.raises(ValueError, match="window"):
+        GroupCommit(recorder.flush, window=0.5)

@@ -9,12 +9,22 @@ the work waiting. Each caller still awaits the flush that carries its item and g
 answer (or its own error), so ``await submit()`` means what the single call meant: the item is
 committed when it returns. A caller cancelled meanwhile leaves its item in the group (the
 others' flush is not disturbed), so it may be written all the same.
+
+At a moderate rate (items arriving one by one, a few milliseconds apart) a flush is usually
+over before the next item comes, so each goes alone. A ``window`` lets a busy caller gather
+them: a group that begins less than :data:`BUSY_WINDOWS` windows after the previous one
+began waits up to one ``window`` for companions (or until ``max_batch`` of them are there)
+before it is flushed. An idle process — no flush for that long — still flushes its first
+item at once, so a light load pays nothing; under a steady flow each item waits at most one
+window. ``window=0`` (the default) never waits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -24,32 +34,76 @@ R = TypeVar("R")
 #: A flush answers every item in order: a result, or the exception to raise for that item.
 Flush = Callable[[list[I]], Awaitable[Sequence[R | BaseException]]]
 
+#: A group beginning within this many windows of the previous one's start is "busy": it waits
+#: up to one window for companions. Further apart, the process counts as idle and flushes at
+#: once.
+BUSY_WINDOWS = 10
+
+#: The longest window accepted (seconds): a window is a few milliseconds, not a schedule.
+MAX_WINDOW = 0.05
+
 
 class GroupCommit(Generic[I, R]):
     """Flushes run in the context the group commit was created in (its log fields, say), not
     in that of whichever caller happened to start one: a group is about all of its items."""
 
-    def __init__(self, flush: Flush[I, R], *, max_batch: int = 500) -> None:
+    def __init__(
+        self,
+        flush: Flush[I, R],
+        *,
+        max_batch: int = 500,
+        window: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``window`` (seconds, at most :data:`MAX_WINDOW`): how long a busy group waits for
+        companions (see the module); ``clock``: monotonic seconds, for tests."""
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if not 0 <= window <= MAX_WINDOW:
+            raise ValueError(f"window must be between 0 and {MAX_WINDOW} seconds")
         self._flush = flush
         self._max_batch = max_batch
+        self._window = window
+        self._clock = clock
+        #: When the last flush began (monotonic seconds); None before the first.
+        self._last_start: float | None = None
+        self._full = asyncio.Event()
         self._context = contextvars.copy_context()
         self._pending: list[tuple[I, asyncio.Future[R]]] = []
         self._runner: asyncio.Task[None] | None = None
         #: Flushes done and items carried, for tests and metrics.
         self.flushes = 0
         self.items = 0
+        #: Groups that waited a window for companions.
+        self.waits = 0
 
     async def submit(self, item: I) -> R:
         done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, done))
+        if len(self._pending) >= self._max_batch:
+            self._full.set()
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run(), context=self._context)
         return await done
 
+    async def _gather(self) -> None:
+        """Wait up to one window for companions when the previous group began recently."""
+        last = self._last_start
+        if self._window <= 0 or last is None or len(self._pending) >= self._max_batch:
+            return
+        if self._clock() - last >= self._window * BUSY_WINDOWS:
+            return  # idle: the first item goes at once
+        self._full.clear()
+        if len(self._pending) >= self._max_batch:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._full.wait(), self._window)
+        self.waits += 1
+
     async def _run(self) -> None:
+        await self._gather()
         while self._pending:
+            self._last_start = self._clock()
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             self.flushes += 1

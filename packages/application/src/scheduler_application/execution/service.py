@@ -86,6 +86,9 @@ class ClaimedRun:
     #: Why ``secret_env`` could not be opened (no key, or a key that does not open it): the
     #: run must then fail without being executed.
     secret_error: str | None = None
+    #: The task as the claim read it: the outcome counts the run against the circuits of the
+    #: limits the run was claimed under without reading the task again.
+    task: Task | None = field(default=None, repr=False, compare=False)
 
     @property
     def token(self) -> int:
@@ -138,6 +141,10 @@ class Outcome:
     #: and the write is conditional on that version, so a run that moved on since is caught
     #: there (and the batch decided again on fresh reads).
     run: TaskRun | None = None
+    #: The run's task as the claim read it (``ClaimedRun.task``), kept with the claimed copy:
+    #: a success is counted against the circuits of the limits the run was claimed under, with
+    #: no read of the task. A failed attempt's retry is always planned on a fresh read.
+    task: Task | None = None
 
 
 #: One answer of :meth:`ExecutionService.complete_many`: what :meth:`ExecutionService.complete`
@@ -450,11 +457,15 @@ class ExecutionService:
     ) -> list[OutcomeAnswer]:
         now = self._clock.now()
         runs: dict[str, TaskRun] = {}
+        #: Tasks as the claims read them (for the circuits only: retries read them fresh).
+        claimed_tasks: dict[str, Task] = {}
         if trust_claimed_copies:
             for outcome in outcomes:
                 claimed = outcome.run
                 if claimed is not None and claimed.version == outcome.token:
                     runs[outcome.run_id] = copy.copy(claimed)
+                    if outcome.task is not None and outcome.task.id == claimed.task_id:
+                        claimed_tasks[claimed.task_id] = outcome.task
         async with self._uow_factory() as uow:
             unread = [o.run_id for o in outcomes if o.run_id not in runs]
             if unread:
@@ -502,14 +513,16 @@ class ExecutionService:
                     events.append(event)
                     answers[index] = Settlement(run, retry)
             if writes:
-                if not tasks:
-                    tasks = await _tasks_of(uow, [run for run, _ in writes])
+                counted = {**claimed_tasks, **tasks}
+                unknown = [run for run, _ in writes if run.task_id not in counted]
+                if unknown:
+                    counted.update(await _tasks_of(uow, unknown))
                 await self._circuits.record(
                     uow,
                     [
-                        (run, tasks[run.task_id], status)
+                        (run, counted[run.task_id], status)
                         for run, status in ended
-                        if run.task_id in tasks
+                        if run.task_id in counted
                     ],
                     now=now,
                 )
@@ -590,6 +603,7 @@ def _claimed(run: TaskRun, task: Task, secret_box: SecretBox | None) -> ClaimedR
         timeout_seconds=task.timeout.total_seconds() if task.timeout is not None else None,
         secret_env=secret_env,
         secret_error=secret_error,
+        task=task,
     )
 
 
