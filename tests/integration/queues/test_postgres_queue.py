@@ -221,18 +221,20 @@ async def test_publish_within_declines_a_unit_of_work_on_another_database(
         await other.dispose()
 
 
-async def test_a_notified_queue_is_claimed_first(make_queue: QueueMaker, new_queue_name) -> None:
-    """A consumer of several queues looks first at the one a notification named, so a new
-    message costs one claim, not a look at every empty queue before it."""
+async def test_a_wake_claims_from_every_queue_in_one_statement(
+    make_queue: QueueMaker, new_queue_name
+) -> None:
+    """A consumer of several queues (its task queues and its worker's direct queue) claims
+    from all of them in one statement: a new message costs one claim, not one per queue."""
     queue = await make_queue(poll_interval=NO_POLLING)
     names = [new_queue_name() for _ in range(4)]
     await _listening(queue)
-    claimed: list[str] = []
+    claimed: list[list[str]] = []
     claim = queue._claim
 
-    async def counting_claim(consumer, name, limit):  # type: ignore[no-untyped-def]
-        claimed.append(name)
-        return await claim(consumer, name, limit)
+    async def counting_claim(consumer, queues, limit):  # type: ignore[no-untyped-def]
+        claimed.append(list(queues))
+        return await claim(consumer, queues, limit)
 
     queue._claim = counting_claim  # type: ignore[method-assign]
     async with queue.consume(names, prefetch=4) as consumer:
@@ -243,5 +245,22 @@ async def test_a_notified_queue_is_claimed_first(make_queue: QueueMaker, new_que
             await queue.publish(run_message(target))
             delivery = await next_delivery(consumer, within=5)
             assert delivery.message.queue == target
-            assert claimed[0] == target
+            assert claimed == [names]
+            await queue.ack(delivery)
+
+
+async def test_one_claim_takes_the_most_urgent_then_the_oldest_across_queues(
+    make_queue: QueueMaker, new_queue_name
+) -> None:
+    queue = await make_queue(poll_interval=NO_POLLING)
+    first, second = new_queue_name(), new_queue_name()
+    old = run_message(second, priority=0)
+    urgent = run_message(first, priority=5)
+    newer = run_message(first, priority=0)
+    for message in (old, urgent, newer):
+        await queue.publish(message)
+    async with queue.consume([first, second], prefetch=3) as consumer:
+        got = [await next_delivery(consumer, within=5) for _ in range(3)]
+        assert [d.message for d in got] == [urgent, old, newer]
+        for delivery in got:
             await queue.ack(delivery)

@@ -5,7 +5,8 @@ announces a row that is not committed). A consumer claims the next rows in deliv
 ``FOR UPDATE SKIP LOCKED``, setting a lock that lapses after ``visibility_timeout``; while the
 consumer lives it extends the locks of its unacked deliveries, so only a consumer that died (or
 was closed with deliveries still unacked) sees them delivered again, once the lock lapses. An
-ack deletes the row; a requeue clears the lock. Consumers wait on ``LISTEN`` on one dedicated
+ack deletes the row; a requeue clears the lock. A consumer claims from all of its queues in one
+statement (most urgent first, then oldest). Consumers wait on ``LISTEN`` on one dedicated
 connection and also poll every ``poll_interval``, so a lost notification only delays delivery.
 A message may be claimable only from a later instant (``not_before``: a run fired ahead of its
 slot); its notification names that instant and the consumers wake then.
@@ -231,13 +232,16 @@ class PostgresRunQueue:
                 ) from error
         raise AssertionError("unreachable")
 
-    async def _claim(self, consumer: PostgresConsumer, queue: str, limit: int) -> list[Row[Any]]:
+    async def _claim(
+        self, consumer: PostgresConsumer, queues: Sequence[str], limit: int
+    ) -> list[Row[Any]]:
+        """Up to ``limit`` rows of any of ``queues``, in one statement."""
         rows = await self._execute(
             statements.CLAIM,
             {
                 "consumer": consumer.name,
                 "visibility": self.visibility_timeout,
-                "queue": queue,
+                "queues": list(queues),
                 "limit": limit,
             },
         )
