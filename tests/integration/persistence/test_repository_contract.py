@@ -959,6 +959,51 @@ async def test_pending_and_expired_queries_skip_rows_another_transaction_holds(
 # -- batched forms of the hot path -------------------------------------------------------------
 
 
+async def test_start_many_claims_logs_each_claim_and_reads_the_tasks_in_id_order(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    upstream = make_task()
+    task = make_task(depends_on=(upstream.id,), params={"sleep_seconds": 0})
+    queued = [queued_run(task) for _ in range(2)]
+    other = queued_run(upstream)
+    pending = make_run(task)
+    await save(uow_factory, upstream, task, *queued, other, pending)
+    now = T0 + timedelta(minutes=1)
+    asked = [queued[1].id, pending.id, "missing", other.id, queued[0].id, queued[1].id]
+
+    async with committed(uow_factory) as uow:
+        started = await uow.runs.start_many(asked, worker_id="w-1", now=now, lease=LEASE)
+        assert [run.id for run, _ in started] == sorted(ids([*queued, other]))
+        assert await uow.runs.start_many(asked, worker_id="w-2", now=now, lease=LEASE) == []
+        assert await uow.runs.start_many([], worker_id="w-2", now=now, lease=LEASE) == []
+        stored_task = await uow.tasks.get(task.id)
+        stored_upstream = await uow.tasks.get(upstream.id)
+
+    by_task = {upstream.id: stored_upstream, task.id: stored_task}
+    async with uow_factory() as uow:
+        for run, read in started:
+            assert read == by_task[run.task_id]
+            assert run.status is RunStatus.RUNNING
+            assert run.version == 2
+            assert (run.worker_id, run.started_at, run.heartbeat_at) == ("w-1", now, now)
+            assert run.lease_expires_at == now + LEASE
+            assert await uow.runs.get(run.id) == run
+            [event] = await uow.events.list_for_run(run.id)
+            expected = run.claim_event()
+            assert (event.run_id, event.task_id, event.from_status, event.to_status) == (
+                expected.run_id,
+                expected.task_id,
+                expected.from_status,
+                expected.to_status,
+            )
+            assert (event.at, event.actor, event.detail) == (
+                expected.at,
+                expected.actor,
+                expected.detail,
+            )
+        assert await uow.events.list_for_run(pending.id) == []
+
+
 async def test_claim_many_claims_the_queued_runs_among_those_asked_in_id_order(
     uow_factory: SqlUnitOfWorkFactory,
 ) -> None:

@@ -206,8 +206,9 @@ class ExecutionService:
             return None
 
     async def claim_many(self, run_ids: Sequence[str], *, worker_id: str) -> dict[str, ClaimedRun]:
-        """:meth:`claim` for several deliveries in one transaction (one conditional update, one
-        read of their tasks, their events in one insert, one commit). The runs claimed, by id;
+        """:meth:`claim` for several deliveries in one transaction (the conditional update, the
+        claim events and the read of the tasks in one round trip: ``RunRepository.start_many``;
+        then the commit). The runs claimed, by id;
         the others (duplicates, cancelled, won by another worker) are absent, and their
         messages are acked and dropped. Should the batch hit a run whose task vanished, or
         lose a race, each run is claimed on its own instead, as :meth:`claim` would."""
@@ -216,15 +217,14 @@ class ExecutionService:
         now = self._clock.now()
         try:
             async with self._uow_factory() as uow:
-                runs = await uow.runs.claim_many(
+                started = await uow.runs.start_many(
                     run_ids, worker_id=worker_id, now=now, lease=self._lease
                 )
-                if not runs:
+                if not started:
                     return {}
-                wanted = list(dict.fromkeys(run.task_id for run in runs))
-                tasks = {task.id: task for task in await uow.tasks.get_many(wanted)}
-                if len(tasks) == len(wanted):
-                    await uow.events.add_many([run.claim_event() for run in runs])
+                runs = [run for run, _ in started]
+                tasks = {task.id: task for _, task in started if task is not None}
+                if all(task is not None for _, task in started):
                     refusals = await self._refusals(uow, runs, tasks)
                     refused = [run for run in runs if run.id in refusals]
                     for run in refused:

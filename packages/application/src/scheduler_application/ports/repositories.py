@@ -367,6 +367,15 @@ class RunRepository(Protocol):
         queued any more, missing, duplicates in ``run_ids``) are left out. In id order."""
         ...
 
+    async def start_many(
+        self, run_ids: Sequence[str], *, worker_id: str, now: datetime, lease: timedelta
+    ) -> builtins.list[tuple[TaskRun, Task | None]]:
+        """:meth:`claim_many`, with what a worker's claim needs besides in the same round trip:
+        each claimed run's :meth:`TaskRun.claim_event` stored, and its task read (None if
+        the task is gone). In run id order. The worker's claim path (PostgreSQL: one
+        statement instead of a claim, a read of the tasks and an insert of the events)."""
+        ...
+
     async def get_many(self, run_ids: Sequence[str]) -> builtins.list[TaskRun]:
         """The runs among ``run_ids`` that exist, in id order (each once)."""
         ...
