@@ -1071,6 +1071,41 @@ async def test_update_many_writes_every_field_conditionally_on_the_version_read(
             await uow.runs.update_many([(make_run(task), 1)])
 
 
+async def test_update_many_stores_its_events_in_order_and_a_conflict_rolls_them_back(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    first = running_run(task, lease_expires_at=T0 + LEASE, worker_id="w-1")
+    second = running_run(task, lease_expires_at=T0 + LEASE, worker_id="w-1")
+    third = running_run(task, lease_expires_at=T0 + LEASE, worker_id="w-1")
+    await save(uow_factory, task, first, second, third)
+    events = []
+    writes = []
+    for run in (first, second):
+        writes.append((run, run.version))
+        events.append(
+            run.finish(RunStatus.SUCCEEDED, token=run.version, now=T0 + SECOND, result={"n": 1})
+        )
+    async with committed(uow_factory) as uow:
+        await uow.runs.update_many(
+            writes, fields=("status", "version", "finished_at"), events=events
+        )
+    async with uow_factory() as uow:
+        for run, event in zip((first, second), events, strict=True):
+            stored = await uow.runs.get(run.id)
+            assert stored is not None
+            assert stored.status is RunStatus.SUCCEEDED
+            assert [e.id for e in await uow.events.list_for_run(run.id)] == [event.id]
+
+    stale_version = third.version - 1
+    lost = third.finish(RunStatus.SUCCEEDED, token=third.version, now=T0 + SECOND)
+    async with uow_factory() as uow:
+        with pytest.raises(Conflict):
+            await uow.runs.update_many([(third, stale_version)], events=[lost])
+    async with uow_factory() as uow:
+        assert await uow.events.list_for_run(third.id) == []
+
+
 async def test_update_many_with_fields_leaves_the_other_columns_as_stored(
     uow_factory: SqlUnitOfWorkFactory,
 ) -> None:

@@ -526,8 +526,7 @@ class ExecutionService:
                     ],
                     now=now,
                 )
-                await uow.runs.update_many(writes, fields=OUTCOME_FIELDS)
-                await uow.events.add_many(events)
+                await uow.runs.update_many(writes, fields=OUTCOME_FIELDS, events=events)
                 await uow.commit()
         for outcome, answer in zip(outcomes, answers, strict=True):
             if isinstance(answer, Settlement):

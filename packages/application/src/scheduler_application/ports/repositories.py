@@ -381,13 +381,20 @@ class RunRepository(Protocol):
         ...
 
     async def update_many(
-        self, writes: Sequence[tuple[TaskRun, int]], *, fields: Collection[str] | None = None
+        self,
+        writes: Sequence[tuple[TaskRun, int]],
+        *,
+        fields: Collection[str] | None = None,
+        events: Sequence[RunEvent] = (),
     ) -> None:
         """:meth:`update` for several ``(run, expected_version)`` pairs in one statement.
         With ``fields`` (``TaskRun`` attribute names) only those columns are written and the
         others keep what is stored — a lease renewal that landed since the read is not undone.
+        ``events`` are stored with them, in order (in the same statement where it can: what
+        ``RunEventRepository.add_many`` would store).
         :class:`~scheduler_application.errors.Conflict` when any run moved on or is gone: the
-        caller must then roll back, since the other runs may have been written."""
+        caller must then roll back, since the other runs (and the events) may have been
+        written."""
         ...
 
     async def renew_leases(

@@ -706,7 +706,18 @@ class InMemoryRunRepository(_Repository):
         return [_copy(run) for run in found if run is not None]
 
     async def update_many(
-        self, writes: Sequence[tuple[TaskRun, int]], *, fields: Collection[str] | None = None
+        self,
+        writes: Sequence[tuple[TaskRun, int]],
+        *,
+        fields: Collection[str] | None = None,
+        events: Sequence[RunEvent] = (),
+    ) -> None:
+        await self._update_many(writes, fields)
+        for event in events:
+            insert_run_event(self.tx, event)
+
+    async def _update_many(
+        self, writes: Sequence[tuple[TaskRun, int]], fields: Collection[str] | None
     ) -> None:
         tx = self.tx
         unknown = set(fields or ()) - _WRITABLE_RUN_FIELDS

@@ -664,20 +664,28 @@ class SqlRunRepository(SqlRepository):
         return await self._many(select(task_runs).where(self._among(wanted)).order_by(_c.id))
 
     async def update_many(
-        self, writes: Sequence[tuple[TaskRun, int]], *, fields: Collection[str] | None = None
+        self,
+        writes: Sequence[tuple[TaskRun, int]],
+        *,
+        fields: Collection[str] | None = None,
+        events: Sequence[RunEvent] = (),
     ) -> None:
         """PostgreSQL: one ``UPDATE … FROM unnest(<one array per column>)`` that returns the
-        ids it wrote; SQLite (no arrays, and no network round trips to save): one by one."""
+        ids it wrote, the ``events`` inserted by a CTE of the same statement; SQLite (no
+        arrays, and no network round trips to save): one by one, then the events."""
         if not writes:
+            await SqlRunEventRepository(self._connection).add_many(events)
             return
         columns = _written_columns(None if fields is None else frozenset(fields))
         if not self._postgres:
             for run, expected_version in writes:
                 await self._update_columns(run, expected_version, columns)
+            await SqlRunEventRepository(self._connection).add_many(events)
             return
-        rows = await self._execute_text(
-            _update_many_statement(columns), _update_many_params(writes, columns)
-        )
+        params = _update_many_params(writes, columns)
+        if events:
+            params.update(event_columns(events))
+        rows = await self._execute_text(_update_many_statement(columns, bool(events)), params)
         written = {row[0] for row in rows}
         for run, expected_version in writes:
             if run.id not in written:
@@ -883,10 +891,13 @@ def _assignment(column: Any) -> str:
 
 
 @cache
-def _update_many_statement(columns: tuple[Any, ...]) -> TextClause:
-    """Written out from the table's own column names (no outside input), once per column set."""
+def _update_many_statement(columns: tuple[Any, ...], with_events: bool = False) -> TextClause:
+    """Written out from the table's own column names (no outside input), once per column set;
+    ``with_events``: the events' insert (``event_columns``) as a CTE of the same statement."""
+    logged = f"WITH logged AS ({INSERT_FROM_ARRAYS.format(guard='true')}) " if with_events else ""
     return text(
-        "UPDATE task_runs AS r SET "  # noqa: S608
+        logged  # noqa: S608
+        + "UPDATE task_runs AS r SET "
         + ", ".join(_assignment(column) for column in columns)
         + " FROM unnest(CAST(:id AS text[]), CAST(:expected AS bigint[]), "
         + ", ".join(f"CAST(:{c.name} AS {_array_type(c)}[])" for c in columns)
