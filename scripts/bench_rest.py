@@ -9,7 +9,8 @@ a user and an API key of that user, and a no-op task. Then, per round:
    are accepted; runs/s is measured from the first request to the last run's ``finished_at``
    (trigger → finished, the whole path), with the whole machine's CPU time over the same window
    divided by the runs (every process counted: API, dispatcher, workers, PostgreSQL, the broker
-   and this client);
+   and this client); with ``--rate R`` the triggers leave at R per second (open loop), so that
+   runs arrive one by one at a moderate rate instead of as fast as the API answers;
 2. with ``--batch N``: the same runs sent as ``POST /api/v1/runs/batch`` requests of N triggers
    (when the server has that endpoint): triggers accepted per second and runs finished per second;
 3. light load: one client, one trigger at a time, p50/p99 of ``started_at - created_at``
@@ -19,7 +20,7 @@ The client is a minimal asyncio HTTP/1.1 client (one request in flight per conne
 that the load generator's own CPU is small beside the server's; it is counted anyway.
 
 Usage:  uv run python scripts/bench_rest.py [--runs 3000] [--clients 16] [--backend postgres]
-            [--repeat 3] [--batch 100] [--keys] [--light-only]
+            [--repeat 3] [--batch 100] [--keys] [--light-only] [--rate 300]
 Needs PostgreSQL (and RabbitMQ/Redis for those backends) on 127.0.0.1. Compare with
 ``scripts/compare/`` (Celery ``.delay()`` and Dramatiq ``.send()``) in the same sitting.
 """
@@ -312,10 +313,22 @@ async def throughput(
     ]
     remaining = runs
     accepted: list[float] = []
+    rate = stack.args.rate if not batch else 0.0
+    sent = 0
 
     async def client(connection: Connection) -> None:
-        nonlocal remaining
+        nonlocal remaining, sent
         while remaining > 0:
+            if rate:
+                # --rate: open loop, request i leaves at start + i / rate (whichever client is
+                # free), so runs arrive one by one at that pace rather than as fast as answered.
+                due = started + sent / rate
+                sent += 1
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if remaining <= 0:
+                    break
             if batch:
                 take = min(batch, remaining)
                 remaining -= take
@@ -397,6 +410,12 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch", type=int, default=0, help="also measure /runs/batch of N")
     parser.add_argument("--keys", action="store_true", help="an Idempotency-Key per trigger")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="triggers per second, sent at that pace (open loop; 0: as fast as answered)",
+    )
     parser.add_argument(
         "--light-only",
         action="store_true",
