@@ -135,31 +135,41 @@ class Ticks:
         return self.now
 
 
-async def test_a_busy_group_waits_a_window_and_gathers_items_arriving_one_by_one() -> None:
+async def test_a_steady_flow_waits_a_window_and_gathers_items_arriving_one_by_one() -> None:
     recorder = Recorder()
     ticks = Ticks()
     batcher: GroupCommit[int, int] = GroupCommit(recorder.flush, window=0.05, clock=ticks)
-    assert await batcher.submit(0) == 0  # the first: nothing before it, at once
-    ticks.now += 0.01  # the next arrives soon after the previous group: busy
-    first = asyncio.ensure_future(batcher.submit(2))
+    for i in (0, 2):  # one item every 10 ms: more than one per 50 ms window
+        assert await asyncio.wait_for(batcher.submit(i), timeout=1) == i * 10
+        ticks.now += 0.01
+    first = asyncio.ensure_future(batcher.submit(4))
     await asyncio.sleep(0.005)  # the flush has not gone: it waits for companions
-    assert recorder.batches == [[0]]
-    second = asyncio.ensure_future(batcher.submit(4))
-    assert await asyncio.gather(first, second) == [20, 40]
-    assert recorder.batches == [[0], [2, 4]]
-    assert batcher.waits == 1
+    assert recorder.batches[-1] == [2]
+    ticks.now += 0.01
+    second = asyncio.ensure_future(batcher.submit(6))
+    assert await asyncio.gather(first, second) == [40, 60]
+    assert recorder.batches[-1] == [4, 6]
+    assert batcher.waits >= 1
 
 
-async def test_an_idle_process_flushes_at_once_with_a_window() -> None:
+async def test_a_slow_flow_or_an_idle_process_flushes_at_once_with_a_window() -> None:
     recorder = Recorder()
     ticks = Ticks()
     batcher: GroupCommit[int, int] = GroupCommit(recorder.flush, window=0.05, clock=ticks)
-    await batcher.submit(0)
-    ticks.now += 0.05 * 10  # ten windows without a group: idle
-    started = asyncio.get_running_loop().time()
-    assert await batcher.submit(2) == 20
-    assert asyncio.get_running_loop().time() - started < 0.04
+    loop = asyncio.get_running_loop()
+    for i in range(4):  # the first alone; then one item every 100 ms: slower than the window
+        started = loop.time()
+        assert await batcher.submit(i * 2) == i * 20
+        assert loop.time() - started < 0.04
+        ticks.now += 0.1
     assert batcher.waits == 0
+    for i in range(4):  # a fast flow, then a pause: the first item after it goes at once
+        await batcher.submit(i * 2)
+        ticks.now += 0.001
+    ticks.now += 5.0
+    started = loop.time()
+    await batcher.submit(8)
+    assert loop.time() - started < 0.04
 
 
 async def test_a_window_ends_early_when_the_batch_is_full() -> None:
@@ -168,10 +178,15 @@ async def test_a_window_ends_early_when_the_batch_is_full() -> None:
     batcher: GroupCommit[int, int] = GroupCommit(
         recorder.flush, max_batch=2, window=0.05, clock=ticks
     )
-    await batcher.submit(0)
-    started = asyncio.get_running_loop().time()
-    assert await asyncio.gather(batcher.submit(2), batcher.submit(4)) == [20, 40]
-    assert asyncio.get_running_loop().time() - started < 0.04
-    assert recorder.batches == [[0], [2, 4]]
+    for i in range(3):  # a fast flow: groups wait for companions
+        await batcher.submit(i * 2)
+        ticks.now += 0.001
+    loop = asyncio.get_running_loop()
+    first = asyncio.ensure_future(batcher.submit(10))
+    await asyncio.sleep(0.005)
+    started = loop.time()
+    assert await asyncio.gather(first, batcher.submit(12)) == [100, 120]
+    assert loop.time() - started < 0.04  # the second filled the batch: no wait for the rest
+    assert recorder.batches[-1] == [10, 12]
     with pytest.raises(ValueError, match="window"):
         GroupCommit(recorder.flush, window=0.5)

@@ -11,12 +11,13 @@ committed when it returns. A caller cancelled meanwhile leaves its item in the g
 others' flush is not disturbed), so it may be written all the same.
 
 At a moderate rate (items arriving one by one, a few milliseconds apart) a flush is usually
-over before the next item comes, so each goes alone. A ``window`` lets a busy caller gather
-them: a group that begins less than :data:`BUSY_WINDOWS` windows after the previous one
-began waits up to one ``window`` for companions (or until ``max_batch`` of them are there)
-before it is flushed. An idle process — no flush for that long — still flushes its first
-item at once, so a light load pays nothing; under a steady flow each item waits at most one
-window. ``window=0`` (the default) never waits.
+over before the next item comes, so each goes alone. A ``window`` lets such a flow share
+flushes: a group waits up to one ``window`` for companions (or until ``max_batch`` of them are
+there) before it is flushed — but only while the items come at least one per window on average
+(the mean gap between submissions, a moving average, is at most the window), that is when a
+wait is likely to gather someone. Slower than that, or idle, an item is flushed at once: a
+light load pays nothing, and under a steady flow an item waits at most one window.
+``window=0`` (the default) never waits.
 """
 
 from __future__ import annotations
@@ -34,10 +35,8 @@ R = TypeVar("R")
 #: A flush answers every item in order: a result, or the exception to raise for that item.
 Flush = Callable[[list[I]], Awaitable[Sequence[R | BaseException]]]
 
-#: A group beginning within this many windows of the previous one's start is "busy": it waits
-#: up to one window for companions. Further apart, the process counts as idle and flushes at
-#: once.
-BUSY_WINDOWS = 10
+#: The weight of the newest gap in the moving average of the gaps between submissions.
+GAP_WEIGHT = 0.25
 
 #: The longest window accepted (seconds): a window is a few milliseconds, not a schedule.
 MAX_WINDOW = 0.05
@@ -55,8 +54,8 @@ class GroupCommit(Generic[I, R]):
         window: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``window`` (seconds, at most :data:`MAX_WINDOW`): how long a busy group waits for
-        companions (see the module); ``clock``: monotonic seconds, for tests."""
+        """``window`` (seconds, at most :data:`MAX_WINDOW`): how long a group of a steady flow
+        waits for companions (see the module); ``clock``: monotonic seconds, for tests."""
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         if not 0 <= window <= MAX_WINDOW:
@@ -65,8 +64,10 @@ class GroupCommit(Generic[I, R]):
         self._max_batch = max_batch
         self._window = window
         self._clock = clock
-        #: When the last flush began (monotonic seconds); None before the first.
-        self._last_start: float | None = None
+        #: When the last item was submitted (monotonic seconds), and the moving average of
+        #: the gaps between submissions (None until there is one).
+        self._last_submit: float | None = None
+        self._mean_gap: float | None = None
         self._full = asyncio.Event()
         self._context = contextvars.copy_context()
         self._pending: list[tuple[I, asyncio.Future[R]]] = []
@@ -79,6 +80,8 @@ class GroupCommit(Generic[I, R]):
 
     async def submit(self, item: I) -> R:
         done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        if self._window > 0:
+            self._note_arrival()
         self._pending.append((item, done))
         if len(self._pending) >= self._max_batch:
             self._full.set()
@@ -86,13 +89,22 @@ class GroupCommit(Generic[I, R]):
             self._runner = asyncio.create_task(self._run(), context=self._context)
         return await done
 
+    def _note_arrival(self) -> None:
+        now = self._clock()
+        if self._last_submit is not None:
+            # A gap longer than a second counts as one second: after a pause the average is
+            # well above any window at once, and comes back down within a few items.
+            gap = min(now - self._last_submit, 1.0)
+            mean = self._mean_gap
+            self._mean_gap = gap if mean is None else mean + GAP_WEIGHT * (gap - mean)
+        self._last_submit = now
+
     async def _gather(self) -> None:
-        """Wait up to one window for companions when the previous group began recently."""
-        last = self._last_start
-        if self._window <= 0 or last is None or len(self._pending) >= self._max_batch:
-            return
-        if self._clock() - last >= self._window * BUSY_WINDOWS:
-            return  # idle: the first item goes at once
+        """Wait up to one window for companions while the items come one per window or
+        faster on average."""
+        mean = self._mean_gap
+        if self._window <= 0 or mean is None or mean > self._window:
+            return  # slow or idle: the item goes at once
         self._full.clear()
         if len(self._pending) >= self._max_batch:
             return
@@ -103,7 +115,6 @@ class GroupCommit(Generic[I, R]):
     async def _run(self) -> None:
         await self._gather()
         while self._pending:
-            self._last_start = self._clock()
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             self.flushes += 1

@@ -11,8 +11,8 @@ a worker that dies mid-run leaves the message to be delivered again and the run 
 Each delivery has its own handler task, but claims and outcomes travel in batches
 (:mod:`scheduler_application.group_commit`): the handlers waiting at the same moment share one
 claim transaction and one outcome transaction, so a busy worker spends a few statements on many
-runs while an idle one sends each at once. Runs arriving one by one at a moderate rate are
-gathered by a short window (``WorkerOptions.batch_window``) that only a busy worker waits.
+runs while an idle one sends each at once. Runs arriving one by one at a steady rate are
+gathered by a short window (``WorkerOptions.batch_window``) that a slow or idle worker skips.
 """
 
 from __future__ import annotations
@@ -72,10 +72,10 @@ class WorkerOptions:
     #: How often the new lines of running runs are reported, for their pages to follow them
     #: live (:mod:`scheduler_worker.live_output`); None: only with the outcome.
     live_output_interval: timedelta | None = timedelta(seconds=0.5)
-    #: How long a busy worker's claim or outcome waits for others to share its transaction
-    #: (:class:`~scheduler_application.group_commit.GroupCommit`'s window): runs arriving one
-    #: by one a few milliseconds apart are then claimed and completed in groups. An idle worker
-    #: sends at once; zero never waits.
+    #: How long a claim or outcome waits for others to share its transaction while runs come
+    #: at least one per window on average (:class:`~scheduler_application.group_commit.
+    #: GroupCommit`'s window): runs arriving one by one a little apart are then claimed and
+    #: completed in groups. Slower, or idle, nothing waits; zero never waits.
     batch_window: timedelta = timedelta(milliseconds=1)
 
     def display_name(self) -> str:
