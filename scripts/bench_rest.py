@@ -345,6 +345,7 @@ async def throughput(
                 raise RuntimeError(f"trigger: {status} {data[:300]!r}")
         accepted.append(time.perf_counter())
 
+    xacts0 = await _transactions(db) if stack.args.transactions else 0
     own = os.getpid()
     groups = await _groups(stack, db)
     cpu_before = {pid: _process_cpu(pid) for pids in groups.values() for pid in pids}
@@ -363,7 +364,9 @@ async def throughput(
     }
     for connection in connections:
         await connection.close()
+    xacts = (await _transactions(db) - xacts0) / runs if stack.args.transactions else 0.0
     return {
+        "transactions_per_run": xacts,
         "runs": runs,
         "accepted_per_s": runs / (all_accepted - started),
         "finished_per_s": runs / (finished - started),
@@ -371,6 +374,18 @@ async def throughput(
         "client_cpu_ms_per_run": client_cpu * 1000 / runs,
         "cpu_ms_per_run": per_group,
     }
+
+
+async def _transactions(db: asyncpg.Connection) -> int:
+    """Transactions the database has ended (an autocommit statement is one), once the
+    backends have reported them: an idle backend reports its counts within ~10 s."""
+    await asyncio.sleep(11)
+    return int(
+        await db.fetchval(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        )
+    )
 
 
 async def light_load(
@@ -410,6 +425,11 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch", type=int, default=0, help="also measure /runs/batch of N")
     parser.add_argument("--keys", action="store_true", help="an Idempotency-Key per trigger")
+    parser.add_argument(
+        "--transactions",
+        action="store_true",
+        help="also count the database's transactions per run (adds ~22 s per round)",
+    )
     parser.add_argument(
         "--rate",
         type=float,
@@ -470,6 +490,7 @@ def _report(title: str, rounds: list[dict[str, Any]]) -> None:
         f" {median('accepted_per_s'):,.0f} accepted/s, machine CPU"
         f" {median('machine_cpu_ms_per_run'):.2f} ms/run (client"
         f" {median('client_cpu_ms_per_run'):.2f});"
+        f" database transactions/run {median('transactions_per_run'):.2f};"
         f" per component {_per_component(rounds)}; rounds:"
         f" {[round(r['finished_per_s']) for r in rounds]}",
         flush=True,
