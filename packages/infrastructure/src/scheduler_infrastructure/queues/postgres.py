@@ -7,7 +7,10 @@ consumer lives it extends the locks of its unacked deliveries, so only a consume
 was closed with deliveries still unacked) sees them delivered again, once the lock lapses. An
 ack deletes the row; a requeue clears the lock. A consumer claims from all of its queues in one
 statement (most urgent first, then oldest). Consumers wait on ``LISTEN`` on one dedicated
-connection and also poll every ``poll_interval``, so a lost notification only delays delivery.
+connection per process, opened with the process's first consumer (a process that only
+publishes — the API, the dispatcher — does not listen, so a notification wakes only the
+processes that consume), and also poll every ``poll_interval``, so a lost notification only
+delays delivery.
 A message may be claimable only from a later instant (``not_before``: a run fired ahead of its
 slot); its notification names that instant and the consumers wake then.
 
@@ -107,8 +110,6 @@ class PostgresRunQueue:
 
     async def __aenter__(self) -> Self:
         self._started = True
-        if self._listener is not None:
-            self._listener.start()
         return self
 
     async def __aexit__(
@@ -168,6 +169,11 @@ class PostgresRunQueue:
     def consume(self, queues: Sequence[str], *, prefetch: int) -> PostgresConsumer:
         if not self._started:
             raise RuntimeError("use `async with PostgresRunQueue(...)` before consuming")
+        if self._listener is not None and not self._listener.started:
+            # Only a process that consumes listens: every notification is sent to every
+            # listening connection, and the API's or the dispatcher's would only be woken
+            # for nothing (a herd of listeners per message).
+            self._listener.start()
         consumer = PostgresConsumer(
             self,
             queues=queues,
