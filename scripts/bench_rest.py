@@ -138,6 +138,7 @@ class Stack:
         self.port = _free_port()
         self.logs = Path(tempfile.mkdtemp(prefix="bench-rest-"))
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.profiled = False
         self.prefix = f"rest{secrets.token_hex(3)}"
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -305,7 +306,14 @@ async def _groups(stack: Stack, db: asyncpg.Connection) -> dict[str, list[int]]:
 
 
 async def throughput(
-    stack: Stack, db: asyncpg.Connection, key: str, task_id: str, runs: int, batch: int
+    stack: Stack,
+    db: asyncpg.Connection,
+    key: str,
+    task_id: str,
+    runs: int,
+    batch: int,
+    *,
+    warm_up: bool = False,
 ) -> dict[str, Any]:
     before = await _count_finished(db)
     connections = [
@@ -345,9 +353,13 @@ async def throughput(
                 raise RuntimeError(f"trigger: {status} {data[:300]!r}")
         accepted.append(time.perf_counter())
 
-    xacts0 = await _transactions(db) if stack.args.transactions else 0
+    counted = stack.args.transactions and not warm_up
+    xacts0 = await _transactions(db) if counted else 0
     own = os.getpid()
     groups = await _groups(stack, db)
+    profiled = stack.profiled or warm_up or not stack.args.py_spy
+    profilers = [] if profiled else _profile(stack)
+    stack.profiled = stack.profiled or bool(profilers)
     cpu_before = {pid: _process_cpu(pid) for pids in groups.values() for pid in pids}
     machine0, client0 = _machine_busy_seconds(), _process_cpu(own)
     started = time.perf_counter()
@@ -362,9 +374,12 @@ async def throughput(
         name: sum(_process_cpu(pid) - cpu_before.get(pid, 0.0) for pid in pids) * 1000 / runs
         for name, pids in (await _groups(stack, db)).items()
     }
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(30)
     for connection in connections:
         await connection.close()
-    xacts = (await _transactions(db) - xacts0) / runs if stack.args.transactions else 0.0
+    xacts = (await _transactions(db) - xacts0) / runs if counted else 0.0
     return {
         "transactions_per_run": xacts,
         "runs": runs,
@@ -374,6 +389,36 @@ async def throughput(
         "client_cpu_ms_per_run": client_cpu * 1000 / runs,
         "cpu_ms_per_run": per_group,
     }
+
+
+def _profile(stack: Stack) -> list[subprocess.Popen[bytes]]:
+    """--py-spy: sample the API, the dispatcher and the first worker through the first
+    measured round (collapsed stacks in the logs folder, one file per process)."""
+    api, dispatcher, *workers = stack.processes
+    targets = {"api": api.pid, "dispatcher": dispatcher.pid}
+    if workers:
+        targets["worker"] = workers[0].pid
+    print(f"py-spy profiles in {stack.logs}", flush=True)
+    return [
+        subprocess.Popen(  # noqa: S603 - the profiler the caller named
+            [
+                stack.args.py_spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "250",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--output",
+                str(stack.logs / f"{name}.collapsed"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in targets.items()
+    ]
 
 
 async def _transactions(db: asyncpg.Connection) -> int:
@@ -426,6 +471,11 @@ async def main() -> None:
     parser.add_argument("--batch", type=int, default=0, help="also measure /runs/batch of N")
     parser.add_argument("--keys", action="store_true", help="an Idempotency-Key per trigger")
     parser.add_argument(
+        "--py-spy",
+        default="",
+        help="a py-spy binary: profile the api, dispatcher and first worker in the first round",
+    )
+    parser.add_argument(
         "--transactions",
         action="store_true",
         help="also count the database's transactions per run (adds ~22 s per round)",
@@ -450,7 +500,7 @@ async def main() -> None:
         key, task_id = await _prepare(stack)
         db = await asyncpg.connect(stack.url.replace("postgresql+asyncpg://", "postgresql://"))
         try:
-            await throughput(stack, db, key, task_id, min(300, args.runs), 0)  # warm-up
+            await throughput(stack, db, key, task_id, min(300, args.runs), 0, warm_up=True)
             rounds = [
                 await throughput(stack, db, key, task_id, args.runs, 0)
                 for _ in range(0 if args.light_only else args.repeat)
