@@ -139,7 +139,7 @@ async def test_a_steady_flow_waits_a_window_and_gathers_items_arriving_one_by_on
     recorder = Recorder()
     ticks = Ticks()
     batcher: GroupCommit[int, int] = GroupCommit(recorder.flush, window=0.05, clock=ticks)
-    for i in (0, 2):  # one item every 10 ms: more than one per 50 ms window
+    for i in (0, 2):  # one item every 10 ms: several per 50 ms window
         assert await asyncio.wait_for(batcher.submit(i), timeout=1) == i * 10
         ticks.now += 0.01
     first = asyncio.ensure_future(batcher.submit(4))
@@ -157,11 +157,11 @@ async def test_a_slow_flow_or_an_idle_process_flushes_at_once_with_a_window() ->
     ticks = Ticks()
     batcher: GroupCommit[int, int] = GroupCommit(recorder.flush, window=0.05, clock=ticks)
     loop = asyncio.get_running_loop()
-    for i in range(4):  # the first alone; then one item every 100 ms: slower than the window
+    for i in range(4):  # the first alone; then one every 500 ms: far slower than the window
         started = loop.time()
         assert await batcher.submit(i * 2) == i * 20
         assert loop.time() - started < 0.04
-        ticks.now += 0.1
+        ticks.now += 0.5
     assert batcher.waits == 0
     for i in range(4):  # a fast flow, then a pause: the first item after it goes at once
         await batcher.submit(i * 2)
@@ -190,3 +190,13 @@ async def test_a_window_ends_early_when_the_batch_is_full() -> None:
     assert recorder.batches[-1] == [10, 12]
     with pytest.raises(ValueError, match="window"):
         GroupCommit(recorder.flush, window=0.5)
+
+
+async def test_a_flow_of_one_item_per_few_windows_still_waits_for_companions() -> None:
+    recorder = Recorder()
+    ticks = Ticks()
+    batcher: GroupCommit[int, int] = GroupCommit(recorder.flush, window=0.02, clock=ticks)
+    for i in range(3):  # one every three windows: a wait gathers a third of an item on average
+        await batcher.submit(i * 2)
+        ticks.now += 0.06
+    assert batcher.waits >= 1

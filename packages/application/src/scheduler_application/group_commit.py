@@ -13,11 +13,12 @@ others' flush is not disturbed), so it may be written all the same.
 At a moderate rate (items arriving one by one, a few milliseconds apart) a flush is usually
 over before the next item comes, so each goes alone. A ``window`` lets such a flow share
 flushes: a group waits up to one ``window`` for companions (or until ``max_batch`` of them are
-there) before it is flushed — but only while the items come at least one per window on average
-(the mean gap between submissions, a moving average, is at most the window), that is when a
-wait is likely to gather someone. Slower than that, or idle, an item is flushed at once: a
-light load pays nothing, and under a steady flow an item waits at most one window.
-``window=0`` (the default) never waits.
+there) before it is flushed — but only while the items come fast enough for a wait to be
+likely to gather someone: the mean gap between submissions (a moving average) at most
+:data:`GATHER_GAPS` windows, that is at least one companion per :data:`GATHER_GAPS` waits on
+average. Slower than that, or idle, an item is flushed at once: a light load pays nothing,
+and under a steady flow an item waits at most one window. ``window=0`` (the default) never
+waits.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ Flush = Callable[[list[I]], Awaitable[Sequence[R | BaseException]]]
 
 #: The weight of the newest gap in the moving average of the gaps between submissions.
 GAP_WEIGHT = 0.25
+
+#: A group waits for companions while the mean gap between submissions is at most this many
+#: windows (a wait then gathers at least a quarter of an item on average).
+GATHER_GAPS = 4
 
 #: The longest window accepted (seconds): a window is a few milliseconds, not a schedule.
 MAX_WINDOW = 0.05
@@ -100,10 +105,9 @@ class GroupCommit(Generic[I, R]):
         self._last_submit = now
 
     async def _gather(self) -> None:
-        """Wait up to one window for companions while the items come one per window or
-        faster on average."""
+        """Wait up to one window for companions while the items come fast enough."""
         mean = self._mean_gap
-        if self._window <= 0 or mean is None or mean > self._window:
+        if self._window <= 0 or mean is None or mean > self._window * GATHER_GAPS:
             return  # slow or idle: the item goes at once
         self._full.clear()
         if len(self._pending) >= self._max_batch:

@@ -73,7 +73,7 @@ class WorkerOptions:
     #: live (:mod:`scheduler_worker.live_output`); None: only with the outcome.
     live_output_interval: timedelta | None = timedelta(seconds=0.5)
     #: How long a claim or outcome waits for others to share its transaction while runs come
-    #: at least one per window on average (:class:`~scheduler_application.group_commit.
+    #: fast enough for a wait to gather others (:class:`~scheduler_application.group_commit.
     #: GroupCommit`'s window): runs arriving one by one a little apart are then claimed and
     #: completed in groups. Slower, or idle, nothing waits; zero never waits.
     batch_window: timedelta = timedelta(milliseconds=1)
