@@ -162,6 +162,9 @@ class Stack:
         )
         if self.args.api_workers:
             env["SCHEDULER__API__WORKERS"] = str(self.args.api_workers)
+        for setting in self.args.set:
+            key, _, value = setting.partition("=")
+            env["SCHEDULER__" + key.upper().replace(".", "__")] = value
         env.update(extra)
         return env
 
@@ -470,6 +473,13 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch", type=int, default=0, help="also measure /runs/batch of N")
     parser.add_argument("--keys", action="store_true", help="an Idempotency-Key per trigger")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for every process, e.g. worker.batch_window_ms=0 (repeatable)",
+    )
     parser.add_argument(
         "--py-spy",
         default="",
