@@ -9,7 +9,8 @@ a user and an API key of that user, and a no-op task. Then, per round:
    are accepted; runs/s is measured from the first request to the last run's ``finished_at``
    (trigger → finished, the whole path), with the whole machine's CPU time over the same window
    divided by the runs (every process counted: API, dispatcher, workers, PostgreSQL, the broker
-   and this client);
+   and this client); with ``--rate R`` the triggers leave at R per second (open loop), so that
+   runs arrive one by one at a moderate rate instead of as fast as the API answers;
 2. with ``--batch N``: the same runs sent as ``POST /api/v1/runs/batch`` requests of N triggers
    (when the server has that endpoint): triggers accepted per second and runs finished per second;
 3. light load: one client, one trigger at a time, p50/p99 of ``started_at - created_at``
@@ -19,7 +20,7 @@ The client is a minimal asyncio HTTP/1.1 client (one request in flight per conne
 that the load generator's own CPU is small beside the server's; it is counted anyway.
 
 Usage:  uv run python scripts/bench_rest.py [--runs 3000] [--clients 16] [--backend postgres]
-            [--repeat 3] [--batch 100] [--keys] [--light-only]
+            [--repeat 3] [--batch 100] [--keys] [--light-only] [--rate 300]
 Needs PostgreSQL (and RabbitMQ/Redis for those backends) on 127.0.0.1. Compare with
 ``scripts/compare/`` (Celery ``.delay()`` and Dramatiq ``.send()``) in the same sitting.
 """
@@ -137,6 +138,7 @@ class Stack:
         self.port = _free_port()
         self.logs = Path(tempfile.mkdtemp(prefix="bench-rest-"))
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.profiled = False
         self.prefix = f"rest{secrets.token_hex(3)}"
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -160,6 +162,9 @@ class Stack:
         )
         if self.args.api_workers:
             env["SCHEDULER__API__WORKERS"] = str(self.args.api_workers)
+        for setting in self.args.set:
+            key, _, value = setting.partition("=")
+            env["SCHEDULER__" + key.upper().replace(".", "__")] = value
         env.update(extra)
         return env
 
@@ -304,7 +309,14 @@ async def _groups(stack: Stack, db: asyncpg.Connection) -> dict[str, list[int]]:
 
 
 async def throughput(
-    stack: Stack, db: asyncpg.Connection, key: str, task_id: str, runs: int, batch: int
+    stack: Stack,
+    db: asyncpg.Connection,
+    key: str,
+    task_id: str,
+    runs: int,
+    batch: int,
+    *,
+    warm_up: bool = False,
 ) -> dict[str, Any]:
     before = await _count_finished(db)
     connections = [
@@ -312,10 +324,22 @@ async def throughput(
     ]
     remaining = runs
     accepted: list[float] = []
+    rate = stack.args.rate if not batch else 0.0
+    sent = 0
 
     async def client(connection: Connection) -> None:
-        nonlocal remaining
+        nonlocal remaining, sent
         while remaining > 0:
+            if rate:
+                # --rate: open loop, request i leaves at start + i / rate (whichever client is
+                # free), so runs arrive one by one at that pace rather than as fast as answered.
+                due = started + sent / rate
+                sent += 1
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if remaining <= 0:
+                    break
             if batch:
                 take = min(batch, remaining)
                 remaining -= take
@@ -332,8 +356,13 @@ async def throughput(
                 raise RuntimeError(f"trigger: {status} {data[:300]!r}")
         accepted.append(time.perf_counter())
 
+    counted = stack.args.transactions and not warm_up
+    xacts0 = await _transactions(db) if counted else 0
     own = os.getpid()
     groups = await _groups(stack, db)
+    profiled = stack.profiled or warm_up or not stack.args.py_spy
+    profilers = [] if profiled else _profile(stack)
+    stack.profiled = stack.profiled or bool(profilers)
     cpu_before = {pid: _process_cpu(pid) for pids in groups.values() for pid in pids}
     machine0, client0 = _machine_busy_seconds(), _process_cpu(own)
     started = time.perf_counter()
@@ -348,9 +377,14 @@ async def throughput(
         name: sum(_process_cpu(pid) - cpu_before.get(pid, 0.0) for pid in pids) * 1000 / runs
         for name, pids in (await _groups(stack, db)).items()
     }
+    for profiler in profilers:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(30)
     for connection in connections:
         await connection.close()
+    xacts = (await _transactions(db) - xacts0) / runs if counted else 0.0
     return {
+        "transactions_per_run": xacts,
         "runs": runs,
         "accepted_per_s": runs / (all_accepted - started),
         "finished_per_s": runs / (finished - started),
@@ -358,6 +392,48 @@ async def throughput(
         "client_cpu_ms_per_run": client_cpu * 1000 / runs,
         "cpu_ms_per_run": per_group,
     }
+
+
+def _profile(stack: Stack) -> list[subprocess.Popen[bytes]]:
+    """--py-spy: sample the API, the dispatcher and the first worker through the first
+    measured round (collapsed stacks in the logs folder, one file per process)."""
+    api, dispatcher, *workers = stack.processes
+    targets = {"api": api.pid, "dispatcher": dispatcher.pid}
+    if workers:
+        targets["worker"] = workers[0].pid
+    print(f"py-spy profiles in {stack.logs}", flush=True)
+    return [
+        subprocess.Popen(  # noqa: S603 - the profiler the caller named
+            [
+                stack.args.py_spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "250",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--output",
+                str(stack.logs / f"{name}.collapsed"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in targets.items()
+    ]
+
+
+async def _transactions(db: asyncpg.Connection) -> int:
+    """Transactions the database has ended (an autocommit statement is one), once the
+    backends have reported them: an idle backend reports its counts within ~10 s."""
+    await asyncio.sleep(11)
+    return int(
+        await db.fetchval(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        )
+    )
 
 
 async def light_load(
@@ -398,6 +474,29 @@ async def main() -> None:
     parser.add_argument("--batch", type=int, default=0, help="also measure /runs/batch of N")
     parser.add_argument("--keys", action="store_true", help="an Idempotency-Key per trigger")
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for every process, e.g. worker.batch_window_ms=0 (repeatable)",
+    )
+    parser.add_argument(
+        "--py-spy",
+        default="",
+        help="a py-spy binary: profile the api, dispatcher and first worker in the first round",
+    )
+    parser.add_argument(
+        "--transactions",
+        action="store_true",
+        help="also count the database's transactions per run (adds ~22 s per round)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="triggers per second, sent at that pace (open loop; 0: as fast as answered)",
+    )
+    parser.add_argument(
         "--light-only",
         action="store_true",
         help="after the warm-up, only the light-load latency (to compare commits quickly)",
@@ -411,7 +510,7 @@ async def main() -> None:
         key, task_id = await _prepare(stack)
         db = await asyncpg.connect(stack.url.replace("postgresql+asyncpg://", "postgresql://"))
         try:
-            await throughput(stack, db, key, task_id, min(300, args.runs), 0)  # warm-up
+            await throughput(stack, db, key, task_id, min(300, args.runs), 0, warm_up=True)
             rounds = [
                 await throughput(stack, db, key, task_id, args.runs, 0)
                 for _ in range(0 if args.light_only else args.repeat)
@@ -451,6 +550,7 @@ def _report(title: str, rounds: list[dict[str, Any]]) -> None:
         f" {median('accepted_per_s'):,.0f} accepted/s, machine CPU"
         f" {median('machine_cpu_ms_per_run'):.2f} ms/run (client"
         f" {median('client_cpu_ms_per_run'):.2f});"
+        f" database transactions/run {median('transactions_per_run'):.2f};"
         f" per component {_per_component(rounds)}; rounds:"
         f" {[round(r['finished_per_s']) for r in rounds]}",
         flush=True,

@@ -186,6 +186,24 @@ async def test_actions_need_the_session_csrf_token(api: Api, admin: Caller, alic
         assert header.status_code == 303
 
 
+async def test_the_console_trigger_shares_the_rest_triggers_group_commit(
+    api: Api, admin: Caller
+) -> None:
+    task = await api.task(admin, "grouped")
+    services = api.app.dependencies["services"].dependency(None)
+    before = services.triggers.groups
+    async with browser(api) as root:
+        await root.sign_in("root")
+        on = f"/ui/tasks/{task['id']}"
+        first = await root.act(f"{on}/trigger", on=on, idempotency_key="console-1")
+        again = await root.act(f"{on}/trigger", on=on, idempotency_key="console-1")
+    assert first.status_code == again.status_code == 303
+    assert first.headers["location"] == again.headers["location"]  # the key's replay
+    assert services.triggers.groups == before + 2
+    runs = await api.client.get(f"/api/v1/tasks/{task['id']}/runs", headers=admin.headers)
+    assert len(runs.json()["items"]) == 1
+
+
 async def test_a_cross_site_post_is_refused_even_with_a_token(api: Api, admin: Caller) -> None:
     task = await api.task(admin, "job")
     async with browser(api) as root:

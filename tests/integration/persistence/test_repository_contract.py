@@ -970,6 +970,51 @@ async def test_pending_and_expired_queries_skip_rows_another_transaction_holds(
 # -- batched forms of the hot path -------------------------------------------------------------
 
 
+async def test_start_many_claims_logs_each_claim_and_reads_the_tasks_in_id_order(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    upstream = make_task()
+    task = make_task(depends_on=(upstream.id,), params={"sleep_seconds": 0})
+    queued = [queued_run(task) for _ in range(2)]
+    other = queued_run(upstream)
+    pending = make_run(task)
+    await save(uow_factory, upstream, task, *queued, other, pending)
+    now = T0 + timedelta(minutes=1)
+    asked = [queued[1].id, pending.id, "missing", other.id, queued[0].id, queued[1].id]
+
+    async with committed(uow_factory) as uow:
+        started = await uow.runs.start_many(asked, worker_id="w-1", now=now, lease=LEASE)
+        assert [run.id for run, _ in started] == sorted(ids([*queued, other]))
+        assert await uow.runs.start_many(asked, worker_id="w-2", now=now, lease=LEASE) == []
+        assert await uow.runs.start_many([], worker_id="w-2", now=now, lease=LEASE) == []
+        stored_task = await uow.tasks.get(task.id)
+        stored_upstream = await uow.tasks.get(upstream.id)
+
+    by_task = {upstream.id: stored_upstream, task.id: stored_task}
+    async with uow_factory() as uow:
+        for run, read in started:
+            assert read == by_task[run.task_id]
+            assert run.status is RunStatus.RUNNING
+            assert run.version == 2
+            assert (run.worker_id, run.started_at, run.heartbeat_at) == ("w-1", now, now)
+            assert run.lease_expires_at == now + LEASE
+            assert await uow.runs.get(run.id) == run
+            [event] = await uow.events.list_for_run(run.id)
+            expected = run.claim_event()
+            assert (event.run_id, event.task_id, event.from_status, event.to_status) == (
+                expected.run_id,
+                expected.task_id,
+                expected.from_status,
+                expected.to_status,
+            )
+            assert (event.at, event.actor, event.detail) == (
+                expected.at,
+                expected.actor,
+                expected.detail,
+            )
+        assert await uow.events.list_for_run(pending.id) == []
+
+
 async def test_claim_many_claims_the_queued_runs_among_those_asked_in_id_order(
     uow_factory: SqlUnitOfWorkFactory,
 ) -> None:
@@ -1035,6 +1080,41 @@ async def test_update_many_writes_every_field_conditionally_on_the_version_read(
     async with uow_factory() as uow:
         with pytest.raises(Conflict):
             await uow.runs.update_many([(make_run(task), 1)])
+
+
+async def test_update_many_stores_its_events_in_order_and_a_conflict_rolls_them_back(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    task = make_task()
+    first = running_run(task, lease_expires_at=T0 + LEASE, worker_id="w-1")
+    second = running_run(task, lease_expires_at=T0 + LEASE, worker_id="w-1")
+    third = running_run(task, lease_expires_at=T0 + LEASE, worker_id="w-1")
+    await save(uow_factory, task, first, second, third)
+    events = []
+    writes = []
+    for run in (first, second):
+        writes.append((run, run.version))
+        events.append(
+            run.finish(RunStatus.SUCCEEDED, token=run.version, now=T0 + SECOND, result={"n": 1})
+        )
+    async with committed(uow_factory) as uow:
+        await uow.runs.update_many(
+            writes, fields=("status", "version", "finished_at"), events=events
+        )
+    async with uow_factory() as uow:
+        for run, event in zip((first, second), events, strict=True):
+            stored = await uow.runs.get(run.id)
+            assert stored is not None
+            assert stored.status is RunStatus.SUCCEEDED
+            assert [e.id for e in await uow.events.list_for_run(run.id)] == [event.id]
+
+    stale_version = third.version - 1
+    lost = third.finish(RunStatus.SUCCEEDED, token=third.version, now=T0 + SECOND)
+    async with uow_factory() as uow:
+        with pytest.raises(Conflict):
+            await uow.runs.update_many([(third, stale_version)], events=[lost])
+    async with uow_factory() as uow:
+        assert await uow.events.list_for_run(third.id) == []
 
 
 async def test_update_many_with_fields_leaves_the_other_columns_as_stored(

@@ -50,8 +50,8 @@ async def test_notification_wakes_a_waiting_consumer(
 ) -> None:
     queue = await make_queue(poll_interval=NO_POLLING)
     name = new_queue_name()
-    await _listening(queue)
     async with queue.consume([name], prefetch=1) as consumer:
+        await _listening(queue)  # the first consumer opens the listener
         await assert_no_delivery(consumer, within=0.5)  # it claimed nothing and now waits
         message = run_message(name)
         await queue.publish(message)
@@ -68,8 +68,8 @@ async def test_a_message_for_later_is_delivered_at_its_time_woken_by_its_notific
     then — with polling off, nothing else could."""
     queue = await make_queue(poll_interval=NO_POLLING)
     name = new_queue_name()
-    await _listening(queue)
     async with queue.consume([name], prefetch=5) as consumer:
+        await _listening(queue)  # the first consumer opens the listener
         await assert_no_delivery(consumer, within=0.3)
         deliver_at = datetime.now(UTC) + timedelta(seconds=1)
         later = run_message(name, number=1, not_before=deliver_at)
@@ -154,10 +154,9 @@ async def test_queue_recovers_after_its_connections_are_terminated(
     name = new_queue_name()
     database = queue_database_url.rsplit("/", 1)[1]
     listener_pids = "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = $2"
-    await _listening(queue)
-    [old_listener] = await admin_execute(listener_pids, database, f"{queue.channel}-listener")
-
     async with queue.consume([name], prefetch=1) as consumer:
+        await _listening(queue)  # the first consumer opens the listener
+        [old_listener] = await admin_execute(listener_pids, database, f"{queue.channel}-listener")
         await queue.publish(run_message(name, number=1))
         await queue.ack(await next_delivery(consumer))
 
@@ -190,9 +189,9 @@ async def test_a_message_published_within_a_transaction_exists_exactly_when_it_c
     delivered (woken by its NOTIFY, which goes out at the commit)."""
     queue = await make_queue(poll_interval=NO_POLLING)
     name = new_queue_name()
-    await _listening(queue)
     uow_factory = SqlUnitOfWorkFactory(queue_engine)
     async with queue.consume([name], prefetch=2) as consumer:
+        await _listening(queue)  # the first consumer opens the listener
         await assert_no_delivery(consumer, within=0.3)
         discarded, kept = run_message(name, number=1), run_message(name, number=2)
         async with uow_factory() as uow:
@@ -221,21 +220,23 @@ async def test_publish_within_declines_a_unit_of_work_on_another_database(
         await other.dispose()
 
 
-async def test_a_notified_queue_is_claimed_first(make_queue: QueueMaker, new_queue_name) -> None:
-    """A consumer of several queues looks first at the one a notification named, so a new
-    message costs one claim, not a look at every empty queue before it."""
+async def test_a_wake_claims_from_every_queue_in_one_statement(
+    make_queue: QueueMaker, new_queue_name
+) -> None:
+    """A consumer of several queues (its task queues and its worker's direct queue) claims
+    from all of them in one statement: a new message costs one claim, not one per queue."""
     queue = await make_queue(poll_interval=NO_POLLING)
     names = [new_queue_name() for _ in range(4)]
-    await _listening(queue)
-    claimed: list[str] = []
+    claimed: list[list[str]] = []
     claim = queue._claim
 
-    async def counting_claim(consumer, name, limit):  # type: ignore[no-untyped-def]
-        claimed.append(name)
-        return await claim(consumer, name, limit)
+    async def counting_claim(consumer, queues, limit):  # type: ignore[no-untyped-def]
+        claimed.append(list(queues))
+        return await claim(consumer, queues, limit)
 
     queue._claim = counting_claim  # type: ignore[method-assign]
     async with queue.consume(names, prefetch=4) as consumer:
+        await _listening(queue)  # the first consumer opens the listener
         await assert_no_delivery(consumer, within=0.3)
         for target in (names[3], names[1], names[2], names[0]):
             await assert_no_delivery(consumer, within=0.3)  # the last fetch has finished
@@ -243,5 +244,41 @@ async def test_a_notified_queue_is_claimed_first(make_queue: QueueMaker, new_que
             await queue.publish(run_message(target))
             delivery = await next_delivery(consumer, within=5)
             assert delivery.message.queue == target
-            assert claimed[0] == target
+            assert claimed == [names]
             await queue.ack(delivery)
+
+
+async def test_one_claim_takes_the_most_urgent_then_the_oldest_across_queues(
+    make_queue: QueueMaker, new_queue_name
+) -> None:
+    queue = await make_queue(poll_interval=NO_POLLING)
+    first, second = new_queue_name(), new_queue_name()
+    old = run_message(second, priority=0)
+    urgent = run_message(first, priority=5)
+    newer = run_message(first, priority=0)
+    for message in (old, urgent, newer):
+        await queue.publish(message)
+    async with queue.consume([first, second], prefetch=3) as consumer:
+        got = [await next_delivery(consumer, within=5) for _ in range(3)]
+        assert [d.message for d in got] == [urgent, old, newer]
+        for delivery in got:
+            await queue.ack(delivery)
+
+
+async def test_only_a_process_that_consumes_listens(
+    make_queue: QueueMaker, new_queue_name, queue_database_url: str
+) -> None:
+    """Every notification goes to every listening connection: a process that only publishes
+    (the API, the dispatcher) must not listen, or each message wakes it for nothing."""
+    queue = await make_queue(poll_interval=NO_POLLING)
+    database = queue_database_url.rsplit("/", 1)[1]
+    listeners = "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = $2"
+    name = new_queue_name()
+    await queue.publish(run_message(name))
+    await asyncio.sleep(0.3)
+    assert await admin_execute(listeners, database, f"{queue.channel}-listener") == []
+    assert not queue.listening
+    async with queue.consume([name], prefetch=1) as consumer:
+        await _listening(queue)
+        assert len(await admin_execute(listeners, database, f"{queue.channel}-listener")) == 1
+        await queue.ack(await next_delivery(consumer, within=5))

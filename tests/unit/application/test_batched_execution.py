@@ -332,3 +332,48 @@ def test_the_batched_writes_cover_every_field_their_transitions_change() -> None
             assert finished.next_attempt(policy=RetryPolicy(), now=START) is None
             finished.dead_letter(now=START)
         assert _changed(claimed, finished) <= set(OUTCOME_FIELDS)
+
+
+class TaskReadsCounted(InMemoryUnitOfWorkFactory):
+    """Units of work that count the reads of tasks."""
+
+    def __init__(self, store: InMemoryStore) -> None:
+        super().__init__(store)
+        self.task_reads = 0
+
+    def __call__(self) -> Any:
+        uow = super().__call__()
+        get_many = uow.tasks.get_many
+
+        async def counted(task_ids: Any) -> Any:
+            self.task_reads += 1
+            return await get_many(task_ids)
+
+        uow.tasks.get_many = counted  # type: ignore[method-assign]
+        return uow
+
+
+async def test_a_success_carrying_its_claims_task_is_recorded_without_reading_the_task(
+    runs: RunService,
+    relay: RunRelay,
+    execution: ExecutionService,
+    alice_task: Task,
+    worker: Worker,
+    store: InMemoryStore,
+    clock: FakeClock,
+) -> None:
+    first, second = await claim_all(
+        execution, await queued_runs(runs, relay, alice_task, 2), worker
+    )
+    assert first.task is not None
+    assert first.task.id == alice_task.id
+    counted = TaskReadsCounted(store)
+    completing = ExecutionService(uow_factory=counted, clock=clock)
+    with_task = dataclasses.replace(outcome(first, SUCCEEDED), task=first.task)
+    [answer] = await completing.complete_many([with_task])
+    assert isinstance(answer, Settlement)
+    assert store.row("runs", first.run.id).status is RunStatus.SUCCEEDED
+    assert counted.task_reads == 0
+    [answer] = await completing.complete_many([outcome(second, SUCCEEDED)])  # no task kept
+    assert isinstance(answer, Settlement)
+    assert counted.task_reads == 1

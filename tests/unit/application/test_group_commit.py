@@ -123,3 +123,80 @@ async def test_a_flush_without_answers_answers_every_item_alike() -> None:
     broken = True
     failed = await asyncio.gather(group.submit(3), group.submit(4), return_exceptions=True)
     assert all(isinstance(answer, ConnectionError) for answer in failed)
+
+
+class Ticks:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_steady_flow_waits_a_window_and_gathers_items_arriving_one_by_one() -> None:
+    recorder = Recorder()
+    ticks = Ticks()
+    batcher: GroupCommit[int, int] = GroupCommit(recorder.flush, window=0.05, clock=ticks)
+    for i in (0, 2):  # one item every 10 ms: several per 50 ms window
+        assert await asyncio.wait_for(batcher.submit(i), timeout=1) == i * 10
+        ticks.now += 0.01
+    first = asyncio.ensure_future(batcher.submit(4))
+    await asyncio.sleep(0.005)  # the flush has not gone: it waits for companions
+    assert recorder.batches[-1] == [2]
+    ticks.now += 0.01
+    second = asyncio.ensure_future(batcher.submit(6))
+    assert await asyncio.gather(first, second) == [40, 60]
+    assert recorder.batches[-1] == [4, 6]
+    assert batcher.waits >= 1
+
+
+async def test_a_slow_flow_or_an_idle_process_flushes_at_once_with_a_window() -> None:
+    recorder = Recorder()
+    ticks = Ticks()
+    batcher: GroupCommit[int, int] = GroupCommit(recorder.flush, window=0.05, clock=ticks)
+    loop = asyncio.get_running_loop()
+    for i in range(4):  # the first alone; then one every 500 ms: far slower than the window
+        started = loop.time()
+        assert await batcher.submit(i * 2) == i * 20
+        assert loop.time() - started < 0.04
+        ticks.now += 0.5
+    assert batcher.waits == 0
+    for i in range(4):  # a fast flow, then a pause: the first item after it goes at once
+        await batcher.submit(i * 2)
+        ticks.now += 0.001
+    ticks.now += 5.0
+    started = loop.time()
+    await batcher.submit(8)
+    assert loop.time() - started < 0.04
+
+
+async def test_a_window_ends_early_when_the_batch_is_full() -> None:
+    recorder = Recorder()
+    ticks = Ticks()
+    batcher: GroupCommit[int, int] = GroupCommit(
+        recorder.flush, max_batch=2, window=0.05, clock=ticks
+    )
+    for i in range(3):  # a fast flow: groups wait for companions
+        await batcher.submit(i * 2)
+        ticks.now += 0.001
+    loop = asyncio.get_running_loop()
+    first = asyncio.ensure_future(batcher.submit(10))
+    await asyncio.sleep(0.005)
+    started = loop.time()
+    assert await asyncio.gather(first, batcher.submit(12)) == [100, 120]
+    assert loop.time() - started < 0.04  # the second filled the batch: no wait for the rest
+    assert recorder.batches[-1] == [10, 12]
+    with pytest.raises(ValueError, match="window"):
+        GroupCommit(recorder.flush, window=0.5)
+
+
+async def test_a_flow_of_one_item_per_few_windows_still_waits_for_companions() -> None:
+    recorder = Recorder()
+    ticks = Ticks()
+    batcher: GroupCommit[int, int] = GroupCommit(recorder.flush, window=0.02, clock=ticks)
+    for i in range(3):  # one every three windows: a wait gathers a third of an item on average
+        await batcher.submit(i * 2)
+        ticks.now += 0.06
+    assert batcher.waits >= 1

@@ -49,6 +49,11 @@ class HeldUnitsOfWork(InMemoryUnitOfWorkFactory):
         self.poisoned: set[str] = set()
         self.down = False
         self.inserts = 0
+        #: Leaving a unit of work that committed fails (the connection dropped as it was being
+        #: returned, say): the commit stands.
+        self.fail_after_commit = False
+        #: A commit takes, but its reply is lost (the caller sees an error).
+        self.lose_commit_reply = False
 
     def __call__(self) -> InMemoryUnitOfWork:
         uow = super().__call__()
@@ -68,8 +73,24 @@ class HeldUnitsOfWork(InMemoryUnitOfWorkFactory):
                 raise RuntimeError("value out of range for the column")
             return await add_new_many(runs, **kwargs)
 
-        uow.commit = held_commit  # type: ignore[method-assign]
+        committed = False
+        leave = uow.__aexit__
+
+        async def committing() -> None:
+            nonlocal committed
+            await held_commit()
+            committed = True
+            if self.lose_commit_reply:
+                raise RuntimeError("connection reset before the commit's reply")
+
+        async def failing_exit(*exc: Any) -> None:
+            await leave(*exc)
+            if committed and self.fail_after_commit:
+                raise RuntimeError("connection reset while it was returned")
+
+        uow.commit = committing  # type: ignore[method-assign]
         uow.runs.add_new_many = checked_insert  # type: ignore[method-assign]
+        uow.__aexit__ = failing_exit  # type: ignore[method-assign]
         return uow
 
 
@@ -309,3 +330,37 @@ async def test_an_unavailable_database_fails_the_group_at_once_without_retries(
     )
     assert all(isinstance(a, Unavailable) for a in answers)
     assert held.inserts - inserts == group.groups  # one attempt per group, none per item
+
+
+async def test_a_group_failing_after_its_commit_answers_its_runs_and_makes_no_second_run(
+    group: TriggerGroup,
+    held: HeldUnitsOfWork,
+    tasks: TaskService,
+    store: InMemoryStore,
+    queue: InMemoryRunQueue,
+) -> None:
+    task = await tasks.create(task_spec("once"), principal=ALICE)
+    held.fail_after_commit = True
+    first, answers = await _behind_a_held_commit(
+        held, group, task.id, *(group.trigger(task.id, principal=ALICE) for _ in range(3))
+    )
+    assert all(isinstance(a, Triggered) for a in answers), answers
+    runs = [r for r in store.rows("runs") if r.task_id == task.id]
+    # Keyless triggers, each made once: four requests, four runs (no retry of a committed group).
+    assert len(runs) == 4
+    answered = {first.run.id, *(a.run.id for a in answers if isinstance(a, Triggered))}
+    assert answered == {r.id for r in runs}
+    assert group.groups == 2
+
+
+async def test_a_commit_without_a_reply_is_not_retried_item_by_item(
+    group: TriggerGroup, held: HeldUnitsOfWork, tasks: TaskService, store: InMemoryStore
+) -> None:
+    task = await tasks.create(task_spec("unsure"), principal=ALICE)
+    held.lose_commit_reply = True
+    answers = await asyncio.gather(
+        *(group.trigger(task.id, principal=ALICE) for _ in range(3)), return_exceptions=True
+    )
+    # The commit took: the callers are told to retry (503), and no run was made twice.
+    assert all(isinstance(a, Unavailable) for a in answers), answers
+    assert len([r for r in store.rows("runs") if r.task_id == task.id]) == 3

@@ -82,6 +82,8 @@ def test_environment_overrides_any_key_with_typed_values() -> None:
         ({"SCHEDULER__QUEUE__BACKEND": "kafka"}, "queue.backend"),
         ({"SCHEDULER__WORKER__CAPACITY": "many"}, "worker.capacity"),
         ({"SCHEDULER__WORKER__CAPACITY": "0"}, "worker.capacity"),
+        ({"SCHEDULER__WORKER__BATCH_WINDOW_MS": "-1"}, "worker.batch_window_ms"),
+        ({"SCHEDULER__WORKER__BATCH_WINDOW_MS": "51"}, "worker.batch_window_ms"),
         ({"SCHEDULER__API__PORT": "70000"}, "api.port"),
         ({"SCHEDULER__API__NOPE": "1"}, "api.nope"),
         ({"SCHEDULER__NOPE__KEY": "1"}, "nope"),

@@ -9,12 +9,24 @@ the work waiting. Each caller still awaits the flush that carries its item and g
 answer (or its own error), so ``await submit()`` means what the single call meant: the item is
 committed when it returns. A caller cancelled meanwhile leaves its item in the group (the
 others' flush is not disturbed), so it may be written all the same.
+
+At a moderate rate (items arriving one by one, a few milliseconds apart) a flush is usually
+over before the next item comes, so each goes alone. A ``window`` lets such a flow share
+flushes: a group waits up to one ``window`` for companions (or until ``max_batch`` of them are
+there) before it is flushed — but only while the items come fast enough for a wait to be
+likely to gather someone: the mean gap between submissions (a moving average) at most
+:data:`GATHER_GAPS` windows, that is at least one companion per :data:`GATHER_GAPS` waits on
+average. Slower than that, or idle, an item is flushed at once: a light load pays nothing,
+and under a steady flow an item waits at most one window. ``window=0`` (the default) never
+waits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -24,31 +36,88 @@ R = TypeVar("R")
 #: A flush answers every item in order: a result, or the exception to raise for that item.
 Flush = Callable[[list[I]], Awaitable[Sequence[R | BaseException]]]
 
+#: The weight of the newest gap in the moving average of the gaps between submissions.
+GAP_WEIGHT = 0.25
+
+#: A group waits for companions while the mean gap between submissions is at most this many
+#: windows (a wait then gathers at least a quarter of an item on average).
+GATHER_GAPS = 4
+
+#: The longest window accepted (seconds): a window is a few milliseconds, not a schedule.
+MAX_WINDOW = 0.05
+
 
 class GroupCommit(Generic[I, R]):
     """Flushes run in the context the group commit was created in (its log fields, say), not
     in that of whichever caller happened to start one: a group is about all of its items."""
 
-    def __init__(self, flush: Flush[I, R], *, max_batch: int = 500) -> None:
+    def __init__(
+        self,
+        flush: Flush[I, R],
+        *,
+        max_batch: int = 500,
+        window: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``window`` (seconds, at most :data:`MAX_WINDOW`): how long a group of a steady flow
+        waits for companions (see the module); ``clock``: monotonic seconds, for tests."""
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if not 0 <= window <= MAX_WINDOW:
+            raise ValueError(f"window must be between 0 and {MAX_WINDOW} seconds")
         self._flush = flush
         self._max_batch = max_batch
+        self._window = window
+        self._clock = clock
+        #: When the last item was submitted (monotonic seconds), and the moving average of
+        #: the gaps between submissions (None until there is one).
+        self._last_submit: float | None = None
+        self._mean_gap: float | None = None
+        self._full = asyncio.Event()
         self._context = contextvars.copy_context()
         self._pending: list[tuple[I, asyncio.Future[R]]] = []
         self._runner: asyncio.Task[None] | None = None
         #: Flushes done and items carried, for tests and metrics.
         self.flushes = 0
         self.items = 0
+        #: Groups that waited a window for companions.
+        self.waits = 0
 
     async def submit(self, item: I) -> R:
         done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        if self._window > 0:
+            self._note_arrival()
         self._pending.append((item, done))
+        if len(self._pending) >= self._max_batch:
+            self._full.set()
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run(), context=self._context)
         return await done
 
+    def _note_arrival(self) -> None:
+        now = self._clock()
+        if self._last_submit is not None:
+            # A gap longer than a second counts as one second: after a pause the average is
+            # well above any window at once, and comes back down within a few items.
+            gap = min(now - self._last_submit, 1.0)
+            mean = self._mean_gap
+            self._mean_gap = gap if mean is None else mean + GAP_WEIGHT * (gap - mean)
+        self._last_submit = now
+
+    async def _gather(self) -> None:
+        """Wait up to one window for companions while the items come fast enough."""
+        mean = self._mean_gap
+        if self._window <= 0 or mean is None or mean > self._window * GATHER_GAPS:
+            return  # slow or idle: the item goes at once
+        self._full.clear()
+        if len(self._pending) >= self._max_batch:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._full.wait(), self._window)
+        self.waits += 1
+
     async def _run(self) -> None:
+        await self._gather()
         while self._pending:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]

@@ -205,15 +205,15 @@ class TaskRun:
     def claim_event(self) -> RunEvent:
         """The queued → running record of this run's claim (by :meth:`claim`, or by a
         repository's claim statement that returned the row running)."""
-        worker_id = self.worker_id or ""
+        actor, detail = claim_event_fields(self.worker_id or "")
         return RunEvent(
             run_id=self.id,
             task_id=self.task_id,
             from_status=RunStatus.QUEUED,
             to_status=RunStatus.RUNNING,
             at=self.started_at or self.created_at,
-            actor=f"worker:{worker_id}",
-            detail={"worker_id": worker_id},
+            actor=actor,
+            detail=detail,
         )
 
     def check_token(self, token: int) -> None:
@@ -330,6 +330,12 @@ class TaskRun:
             actor=actor,
             detail={"trigger": self.trigger.value, "attempt": self.attempt},
         )
+
+
+def claim_event_fields(worker_id: str) -> tuple[str, dict[str, Any]]:
+    """The actor and detail of a claim's event (:meth:`TaskRun.claim_event`), for a repository
+    that writes the event in its claim statement."""
+    return f"worker:{worker_id}", {"worker_id": worker_id}
 
 
 def claim_changes(*, worker_id: str, now: datetime, lease: timedelta) -> dict[str, Any]:

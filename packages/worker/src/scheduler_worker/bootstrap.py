@@ -59,6 +59,7 @@ def worker_options(settings: Settings) -> WorkerOptions:
         heartbeat_interval=timedelta(seconds=w.heartbeat_seconds),
         lease=timedelta(seconds=w.lease_seconds),
         drain_timeout=timedelta(seconds=w.drain_timeout_seconds),
+        batch_window=timedelta(milliseconds=w.batch_window_ms),
     )
 
 

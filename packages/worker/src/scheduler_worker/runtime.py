@@ -9,9 +9,10 @@ acknowledged only after its outcome is committed (or after the claim found nothi
 a worker that dies mid-run leaves the message to be delivered again and the run to the reaper.
 
 Each delivery has its own handler task, but claims and outcomes travel in batches
-(:mod:`scheduler_worker.batching`): the handlers waiting at the same moment share one claim
-transaction and one outcome transaction, so a busy worker spends a few statements on many runs
-while an idle one sends each at once.
+(:mod:`scheduler_application.group_commit`): the handlers waiting at the same moment share one
+claim transaction and one outcome transaction, so a busy worker spends a few statements on many
+runs while an idle one sends each at once. Runs arriving one by one at a steady rate are
+gathered by a short window (``WorkerOptions.batch_window``) that a slow or idle worker skips.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from scheduler_application.errors import Conflict, NotFound, Unavailable
 from scheduler_application.execution.service import (
@@ -34,7 +35,7 @@ from scheduler_application.execution.service import (
     OutcomeAnswer,
 )
 from scheduler_application.execution.workers import RegisterWorker, WorkerService
-from scheduler_application.group_commit import GroupCommit
+from scheduler_application.group_commit import Flush, GroupCommit
 from scheduler_application.log_context import bind, trace_id
 from scheduler_application.ports.executor import ExecutionResult, Executor
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
@@ -50,6 +51,9 @@ from scheduler_worker.retrying import retry_until
 logger = logging.getLogger("scheduler.worker")
 
 __version__ = "0.1.0"
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +72,11 @@ class WorkerOptions:
     #: How often the new lines of running runs are reported, for their pages to follow them
     #: live (:mod:`scheduler_worker.live_output`); None: only with the outcome.
     live_output_interval: timedelta | None = timedelta(seconds=0.5)
+    #: How long a claim or outcome waits for others to share its transaction while runs come
+    #: fast enough for a wait to gather others (:class:`~scheduler_application.group_commit.
+    #: GroupCommit`'s window): runs arriving one by one a little apart are then claimed and
+    #: completed in groups. Slower, or idle, nothing waits; zero never waits.
+    batch_window: timedelta = timedelta(milliseconds=1)
 
     def display_name(self) -> str:
         return self.name or f"{socket.gethostname()}-{os.getpid()}"
@@ -133,8 +142,11 @@ class WorkerRuntime:
         self._consumer: AsyncIterator[Delivery] | None = None
         self.worker: Worker | None = None
         self.stats = WorkerStats()
-        self._claims: GroupCommit[Delivery, ClaimedRun | None] = GroupCommit(self._claim_batch)
-        self._outcomes: GroupCommit[Outcome, OutcomeAnswer] = GroupCommit(self._complete_batch)
+        self._claims: GroupCommit[Delivery, ClaimedRun | None] = self._group(self._claim_batch)
+        self._outcomes: GroupCommit[Outcome, OutcomeAnswer] = self._group(self._complete_batch)
+
+    def _group(self, flush: Flush[T, R]) -> GroupCommit[T, R]:
+        return GroupCommit(flush, window=self._options.batch_window.total_seconds())
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -193,8 +205,8 @@ class WorkerRuntime:
         worker = self.worker
         bind(worker_id=worker.id)  # every line from here on, and the tasks started below
         # Batches run in the context they are made in: this worker's, not one run's.
-        self._claims = GroupCommit(self._claim_batch)
-        self._outcomes = GroupCommit(self._complete_batch)
+        self._claims = self._group(self._claim_batch)
+        self._outcomes = self._group(self._complete_batch)
         logger.info(
             "worker %s registered as %s: queues=%s capacity=%d",
             worker.name,
@@ -409,7 +421,11 @@ class WorkerRuntime:
         run_id = flight.claimed.run.id
         result = flight.claimed.conceal(result)
         outcome = Outcome(
-            run_id=run_id, token=flight.claimed.token, result=result, run=flight.claimed.run
+            run_id=run_id,
+            token=flight.claimed.token,
+            result=result,
+            run=flight.claimed.run,
+            task=flight.claimed.task,
         )
 
         async def complete() -> None:

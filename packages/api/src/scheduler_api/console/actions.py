@@ -35,7 +35,8 @@ class ActionsController(Controller):
         task_id: Id,
     ) -> Redirect:
         form = await _form(request)
-        run = await services.runs.trigger(
+        # The REST trigger's way: shared transactions with the triggers arriving meanwhile.
+        triggered = await services.triggers.trigger(
             object_id(task_id, kind="task", field="task_id"),
             principal=console.principal,
             idempotency_key=text(form.get("idempotency_key"), field="idempotency_key"),
@@ -44,7 +45,7 @@ class ActionsController(Controller):
                 field="logical_time",
             ),
         )
-        return redirect(request, console, f"/ui/runs/{run.id}")
+        return redirect(request, console, f"/ui/runs/{triggered.run.id}")
 
     @post("/tasks/{task_id:str}/pause")
     async def pause(

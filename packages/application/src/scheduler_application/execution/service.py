@@ -86,6 +86,9 @@ class ClaimedRun:
     #: Why ``secret_env`` could not be opened (no key, or a key that does not open it): the
     #: run must then fail without being executed.
     secret_error: str | None = None
+    #: The task as the claim read it: the outcome counts the run against the circuits of the
+    #: limits the run was claimed under without reading the task again.
+    task: Task | None = field(default=None, repr=False, compare=False)
 
     @property
     def token(self) -> int:
@@ -138,6 +141,10 @@ class Outcome:
     #: and the write is conditional on that version, so a run that moved on since is caught
     #: there (and the batch decided again on fresh reads).
     run: TaskRun | None = None
+    #: The run's task as the claim read it (``ClaimedRun.task``), kept with the claimed copy:
+    #: a success is counted against the circuits of the limits the run was claimed under, with
+    #: no read of the task. A failed attempt's retry is always planned on a fresh read.
+    task: Task | None = None
 
 
 #: One answer of :meth:`ExecutionService.complete_many`: what :meth:`ExecutionService.complete`
@@ -199,8 +206,9 @@ class ExecutionService:
             return None
 
     async def claim_many(self, run_ids: Sequence[str], *, worker_id: str) -> dict[str, ClaimedRun]:
-        """:meth:`claim` for several deliveries in one transaction (one conditional update, one
-        read of their tasks, their events in one insert, one commit). The runs claimed, by id;
+        """:meth:`claim` for several deliveries in one transaction (the conditional update, the
+        claim events and the read of the tasks in one round trip: ``RunRepository.start_many``;
+        then the commit). The runs claimed, by id;
         the others (duplicates, cancelled, won by another worker) are absent, and their
         messages are acked and dropped. Should the batch hit a run whose task vanished, or
         lose a race, each run is claimed on its own instead, as :meth:`claim` would."""
@@ -209,15 +217,14 @@ class ExecutionService:
         now = self._clock.now()
         try:
             async with self._uow_factory() as uow:
-                runs = await uow.runs.claim_many(
+                started = await uow.runs.start_many(
                     run_ids, worker_id=worker_id, now=now, lease=self._lease
                 )
-                if not runs:
+                if not started:
                     return {}
-                wanted = list(dict.fromkeys(run.task_id for run in runs))
-                tasks = {task.id: task for task in await uow.tasks.get_many(wanted)}
-                if len(tasks) == len(wanted):
-                    await uow.events.add_many([run.claim_event() for run in runs])
+                runs = [run for run, _ in started]
+                tasks = {task.id: task for _, task in started if task is not None}
+                if all(task is not None for _, task in started):
                     refusals = await self._refusals(uow, runs, tasks)
                     refused = [run for run in runs if run.id in refusals]
                     for run in refused:
@@ -450,11 +457,15 @@ class ExecutionService:
     ) -> list[OutcomeAnswer]:
         now = self._clock.now()
         runs: dict[str, TaskRun] = {}
+        #: Tasks as the claims read them (for the circuits only: retries read them fresh).
+        claimed_tasks: dict[str, Task] = {}
         if trust_claimed_copies:
             for outcome in outcomes:
                 claimed = outcome.run
                 if claimed is not None and claimed.version == outcome.token:
                     runs[outcome.run_id] = copy.copy(claimed)
+                    if outcome.task is not None and outcome.task.id == claimed.task_id:
+                        claimed_tasks[claimed.task_id] = outcome.task
         async with self._uow_factory() as uow:
             unread = [o.run_id for o in outcomes if o.run_id not in runs]
             if unread:
@@ -502,19 +513,20 @@ class ExecutionService:
                     events.append(event)
                     answers[index] = Settlement(run, retry)
             if writes:
-                if not tasks:
-                    tasks = await _tasks_of(uow, [run for run, _ in writes])
+                counted = {**claimed_tasks, **tasks}
+                unknown = [run for run, _ in writes if run.task_id not in counted]
+                if unknown:
+                    counted.update(await _tasks_of(uow, unknown))
                 await self._circuits.record(
                     uow,
                     [
-                        (run, tasks[run.task_id], status)
+                        (run, counted[run.task_id], status)
                         for run, status in ended
-                        if run.task_id in tasks
+                        if run.task_id in counted
                     ],
                     now=now,
                 )
-                await uow.runs.update_many(writes, fields=OUTCOME_FIELDS)
-                await uow.events.add_many(events)
+                await uow.runs.update_many(writes, fields=OUTCOME_FIELDS, events=events)
                 await uow.commit()
         for outcome, answer in zip(outcomes, answers, strict=True):
             if isinstance(answer, Settlement):
@@ -590,6 +602,7 @@ def _claimed(run: TaskRun, task: Task, secret_box: SecretBox | None) -> ClaimedR
         timeout_seconds=task.timeout.total_seconds() if task.timeout is not None else None,
         secret_env=secret_env,
         secret_error=secret_error,
+        task=task,
     )
 
 

@@ -380,18 +380,34 @@ class RunRepository(Protocol):
         queued any more, missing, duplicates in ``run_ids``) are left out. In id order."""
         ...
 
+    async def start_many(
+        self, run_ids: Sequence[str], *, worker_id: str, now: datetime, lease: timedelta
+    ) -> builtins.list[tuple[TaskRun, Task | None]]:
+        """:meth:`claim_many`, with what a worker's claim needs besides in the same round trip:
+        each claimed run's :meth:`TaskRun.claim_event` stored, and its task read (None if
+        the task is gone). In run id order. The worker's claim path (PostgreSQL: one
+        statement instead of a claim, a read of the tasks and an insert of the events)."""
+        ...
+
     async def get_many(self, run_ids: Sequence[str]) -> builtins.list[TaskRun]:
         """The runs among ``run_ids`` that exist, in id order (each once)."""
         ...
 
     async def update_many(
-        self, writes: Sequence[tuple[TaskRun, int]], *, fields: Collection[str] | None = None
+        self,
+        writes: Sequence[tuple[TaskRun, int]],
+        *,
+        fields: Collection[str] | None = None,
+        events: Sequence[RunEvent] = (),
     ) -> None:
         """:meth:`update` for several ``(run, expected_version)`` pairs in one statement.
         With ``fields`` (``TaskRun`` attribute names) only those columns are written and the
         others keep what is stored — a lease renewal that landed since the read is not undone.
+        ``events`` are stored with them, in order (in the same statement where it can: what
+        ``RunEventRepository.add_many`` would store).
         :class:`~scheduler_application.errors.Conflict` when any run moved on or is gone: the
-        caller must then roll back, since the other runs may have been written."""
+        caller must then roll back, since the other runs (and the events) may have been
+        written."""
         ...
 
     async def renew_leases(

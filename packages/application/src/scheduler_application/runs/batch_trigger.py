@@ -11,6 +11,7 @@ order — ``created``, ``replayed`` (its idempotency key named a run already: th
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +26,13 @@ from scheduler_application.accounts.access import (
 )
 from scheduler_application.dispatch.outbox import Outbox
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.errors import ApplicationError, Conflict, NotFound, PermissionDenied
+from scheduler_application.errors import (
+    ApplicationError,
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
@@ -37,6 +44,8 @@ from scheduler_domain.schedules import format_instant
 from scheduler_domain.task import MAX_PRIORITY, Task
 
 #: A free logical time is looked for this many microseconds on at most, per item.
+logger = logging.getLogger("scheduler.triggers")
+
 _MAX_SLOT_TRIES = 1_000
 _TICK = timedelta(microseconds=1)
 
@@ -138,81 +147,104 @@ class BatchTrigger:
                 answers[i] = _refused(error, "triggers")
         principal_of = dict(enumerate(principals))
         created: list[int] = []
-        async with self._relay.outbox(self._uow_factory()) as box:
-            uow = box.uow
-            wanted = sorted({item.task_id for i, item in enumerate(items) if answers[i] is None})
-            tasks: dict[str, Task] = {t.id: t for t in await uow.tasks.get_many(wanted)}
-            # The runs the items' keys name already, in one read for the whole batch.
-            stored = await uow.runs.get_by_idempotency_keys(
-                [
-                    (item.task_id, key)
-                    for item, key, answer in zip(items, keys, answers, strict=True)
-                    if key is not None and answer is None and item.task_id in tasks
-                ]
-            )
-            runs: dict[int, TaskRun] = {}
-            by_key: dict[tuple[str, str], int] = {}
-            #: Logical times asked for by items of this batch (two for one time: one conflict).
-            chosen: set[tuple[str, datetime]] = set()
-            for i, item in enumerate(items):
-                if answers[i] is not None:
-                    continue
-                task = tasks.get(item.task_id)
-                if task is None or not can_see(principals[i], task.team_id):
-                    missing = NotFound(f"task {item.task_id} not found", field="task_id")
-                    answers[i] = _refused(missing, "task_id")
-                    continue
-                if not can_change(principals[i], task.team_id):
-                    read_only = PermissionDenied(
-                        f"task {item.task_id} is read-only to you (a viewer of its team)"
-                    )
-                    answers[i] = _refused(read_only, "task_id")
-                    continue
-                key = keys[i]
-                if key is not None:
-                    if (task.id, key) in by_key:
-                        continue  # the same key twice in one batch: the first one's run
-                    existing = stored.get((task.id, key))
-                    if existing is not None:
-                        answers[i] = TriggerOutcome(status="replayed", run=existing)
-                        continue
-                    by_key[(task.id, key)] = i
-                if item.logical_time is not None and (
-                    (task.id, times[i]) in chosen
-                    or await uow.runs.for_logical_time([task.id], times[i])
-                ):
-                    taken = Conflict(
-                        f"task {task.name!r} already has a run for logical time "
-                        f"{format_instant(times[i])}",
-                        field="logical_time",
-                    )
-                    answers[i] = _refused(taken, "logical_time")
-                    continue
-                try:
-                    given = await run_params(uow, task, item.params)
-                except (ValidationError, ApplicationError) as error:
-                    answers[i] = _refused(error, "params")
-                    if key is not None:
-                        by_key.pop((task.id, key), None)
-                    continue
-                run = given.apply(
-                    TaskRun.create(
-                        task,
-                        trigger=RunTrigger.MANUAL,
-                        logical_time=times[i],
-                        now=now,
-                        idempotency_key=key,
-                        traceparent=item.traceparent,
-                    )
+        committed = False
+        try:
+            async with self._relay.outbox(self._uow_factory()) as box:
+                uow = box.uow
+                wanted = sorted(
+                    {item.task_id for i, item in enumerate(items) if answers[i] is None}
                 )
-                if item.priority is not None:
-                    run.priority = item.priority
-                if item.logical_time is not None:
-                    chosen.add((task.id, times[i]))
-                runs[i] = run
-            fixed = {i for i, item in enumerate(items) if i in runs and item.logical_time}
-            created = await self._write(box, runs, tasks, principal_of, answers, fixed=fixed)
-            await box.commit()
+                tasks: dict[str, Task] = {t.id: t for t in await uow.tasks.get_many(wanted)}
+                # The runs the items' keys name already, in one read for the whole batch.
+                stored = await uow.runs.get_by_idempotency_keys(
+                    [
+                        (item.task_id, key)
+                        for item, key, answer in zip(items, keys, answers, strict=True)
+                        if key is not None and answer is None and item.task_id in tasks
+                    ]
+                )
+                runs: dict[int, TaskRun] = {}
+                by_key: dict[tuple[str, str], int] = {}
+                #: Logical times asked for by items of this batch (two for one time: one conflict).
+                chosen: set[tuple[str, datetime]] = set()
+                for i, item in enumerate(items):
+                    if answers[i] is not None:
+                        continue
+                    task = tasks.get(item.task_id)
+                    if task is None or not can_see(principals[i], task.team_id):
+                        missing = NotFound(f"task {item.task_id} not found", field="task_id")
+                        answers[i] = _refused(missing, "task_id")
+                        continue
+                    if not can_change(principals[i], task.team_id):
+                        read_only = PermissionDenied(
+                            f"task {item.task_id} is read-only to you (a viewer of its team)"
+                        )
+                        answers[i] = _refused(read_only, "task_id")
+                        continue
+                    key = keys[i]
+                    if key is not None:
+                        if (task.id, key) in by_key:
+                            continue  # the same key twice in one batch: the first one's run
+                        existing = stored.get((task.id, key))
+                        if existing is not None:
+                            answers[i] = TriggerOutcome(status="replayed", run=existing)
+                            continue
+                        by_key[(task.id, key)] = i
+                    if item.logical_time is not None and (
+                        (task.id, times[i]) in chosen
+                        or await uow.runs.for_logical_time([task.id], times[i])
+                    ):
+                        taken = Conflict(
+                            f"task {task.name!r} already has a run for logical time "
+                            f"{format_instant(times[i])}",
+                            field="logical_time",
+                        )
+                        answers[i] = _refused(taken, "logical_time")
+                        continue
+                    try:
+                        given = await run_params(uow, task, item.params)
+                    except (ValidationError, ApplicationError) as error:
+                        answers[i] = _refused(error, "params")
+                        if key is not None:
+                            by_key.pop((task.id, key), None)
+                        continue
+                    run = given.apply(
+                        TaskRun.create(
+                            task,
+                            trigger=RunTrigger.MANUAL,
+                            logical_time=times[i],
+                            now=now,
+                            idempotency_key=key,
+                            traceparent=item.traceparent,
+                        )
+                    )
+                    if item.priority is not None:
+                        run.priority = item.priority
+                    if item.logical_time is not None:
+                        chosen.add((task.id, times[i]))
+                    runs[i] = run
+                fixed = {i for i, item in enumerate(items) if i in runs and item.logical_time}
+                created = await self._write(box, runs, tasks, principal_of, answers, fixed=fixed)
+                try:
+                    await box.commit()
+                except Unavailable:
+                    raise
+                except Exception as error:
+                    # The commit may have taken (a reply lost): retrying the items one by one
+                    # could make their keyless runs twice, so every caller is told to retry
+                    # (with its idempotency key, a retry is safe).
+                    raise Unavailable(
+                        "the database did not confirm the commit of the triggers",
+                        dependency="database",
+                    ) from error
+                committed = True
+        except Exception:
+            if not committed:
+                raise
+            # The runs are durable: they are the answers. What failed after the commit
+            # (returning the connection, say) must not fail the requests, whose callers (and
+            # the trigger group's item-by-item retry) would then make their keyless runs again.
+            logger.warning("triggers committed; leaving their transaction failed", exc_info=True)
         for i, item in enumerate(items):
             if answers[i] is None:  # a repeated key: the run its first item got
                 first = by_key.get((item.task_id, keys[i] or ""))

@@ -14,7 +14,10 @@ requests with one idempotency key in one group get one run (the second as a repl
 request's refusal (not found, bad input, conflict) is its own answer, never its neighbours':
 and when the group's transaction fails for a reason no item was refused for, the items are
 tried again one by one, so only the one that fails alone fails — unless the database is
-unavailable, which no retry mends.
+unavailable, which no retry mends. A request makes at most one run: the items are retried only
+when the group was rolled back, never after its commit took or may have taken
+(:meth:`BatchTrigger.trigger_each` answers the runs of a commit followed by a failure, and turns
+a commit that failed without a reply into ``Unavailable``, which every caller gets).
 """
 
 from __future__ import annotations

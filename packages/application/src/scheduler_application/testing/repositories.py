@@ -698,13 +698,34 @@ class InMemoryRunRepository(_Repository):
                 claimed.append(run)
         return claimed
 
+    async def start_many(
+        self, run_ids: Sequence[str], *, worker_id: str, now: datetime, lease: timedelta
+    ) -> builtins.list[tuple[TaskRun, Task | None]]:
+        claimed = await self.claim_many(run_ids, worker_id=worker_id, now=now, lease=lease)
+        started: list[tuple[TaskRun, Task | None]] = []
+        for run in claimed:
+            insert_run_event(self.tx, run.claim_event())
+            started.append((run, _copy(self.tx.get("tasks", run.task_id))))
+        return started
+
     async def get_many(self, run_ids: Sequence[str]) -> builtins.list[TaskRun]:
         tx = self.tx
         found = [tx.get("runs", run_id) for run_id in sorted(set(run_ids))]
         return [_copy(run) for run in found if run is not None]
 
     async def update_many(
-        self, writes: Sequence[tuple[TaskRun, int]], *, fields: Collection[str] | None = None
+        self,
+        writes: Sequence[tuple[TaskRun, int]],
+        *,
+        fields: Collection[str] | None = None,
+        events: Sequence[RunEvent] = (),
+    ) -> None:
+        await self._update_many(writes, fields)
+        for event in events:
+            insert_run_event(self.tx, event)
+
+    async def _update_many(
+        self, writes: Sequence[tuple[TaskRun, int]], fields: Collection[str] | None
     ) -> None:
         tx = self.tx
         unknown = set(fields or ()) - _WRITABLE_RUN_FIELDS

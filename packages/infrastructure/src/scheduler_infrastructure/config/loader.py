@@ -486,6 +486,10 @@ def _check(s: Settings) -> None:
         ("events.publish.stream_maxlen", s.events.publish.stream_maxlen),
     ):
         _positive(key, value)
+    if not 0 <= s.worker.batch_window_ms <= 50:
+        raise ConfigError(
+            "worker.batch_window_ms", f"must be between 0 and 50 (got {s.worker.batch_window_ms})"
+        )
     if s.events.retention_days < 0:
         raise ConfigError("events.retention_days", "must be at least 0 (0: keep forever)")
     for key, port in (

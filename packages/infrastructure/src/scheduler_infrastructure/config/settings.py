@@ -196,6 +196,10 @@ class WorkerSettings:
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 10.0
     drain_timeout_seconds: float = 30.0
+    #: How long a claim or outcome waits for others to share its transaction while runs come
+    #: fast enough for a wait to gather others (milliseconds, 0-50; 0: never waits). A slow
+    #: or idle worker never waits.
+    batch_window_ms: float = 1.0
     output_limit_bytes: int = 65_536
     env_allowlist: tuple[str, ...] = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
     #: The standalone worker's ``/metrics`` (0: none).

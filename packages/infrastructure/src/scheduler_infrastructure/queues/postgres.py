@@ -5,8 +5,12 @@ announces a row that is not committed). A consumer claims the next rows in deliv
 ``FOR UPDATE SKIP LOCKED``, setting a lock that lapses after ``visibility_timeout``; while the
 consumer lives it extends the locks of its unacked deliveries, so only a consumer that died (or
 was closed with deliveries still unacked) sees them delivered again, once the lock lapses. An
-ack deletes the row; a requeue clears the lock. Consumers wait on ``LISTEN`` on one dedicated
-connection and also poll every ``poll_interval``, so a lost notification only delays delivery.
+ack deletes the row; a requeue clears the lock. A consumer claims from all of its queues in one
+statement (most urgent first, then oldest). Consumers wait on ``LISTEN`` on one dedicated
+connection per process, opened with the process's first consumer (a process that only
+publishes — the API, the dispatcher — does not listen, so a notification wakes only the
+processes that consume), and also poll every ``poll_interval``, so a lost notification only
+delays delivery.
 A message may be claimable only from a later instant (``not_before``: a run fired ahead of its
 slot); its notification names that instant and the consumers wake then.
 
@@ -106,8 +110,6 @@ class PostgresRunQueue:
 
     async def __aenter__(self) -> Self:
         self._started = True
-        if self._listener is not None:
-            self._listener.start()
         return self
 
     async def __aexit__(
@@ -167,6 +169,11 @@ class PostgresRunQueue:
     def consume(self, queues: Sequence[str], *, prefetch: int) -> PostgresConsumer:
         if not self._started:
             raise RuntimeError("use `async with PostgresRunQueue(...)` before consuming")
+        if self._listener is not None and not self._listener.started:
+            # Only a process that consumes listens: every notification is sent to every
+            # listening connection, and the API's or the dispatcher's would only be woken
+            # for nothing (a herd of listeners per message).
+            self._listener.start()
         consumer = PostgresConsumer(
             self,
             queues=queues,
@@ -231,13 +238,16 @@ class PostgresRunQueue:
                 ) from error
         raise AssertionError("unreachable")
 
-    async def _claim(self, consumer: PostgresConsumer, queue: str, limit: int) -> list[Row[Any]]:
+    async def _claim(
+        self, consumer: PostgresConsumer, queues: Sequence[str], limit: int
+    ) -> list[Row[Any]]:
+        """Up to ``limit`` rows of any of ``queues``, in one statement."""
         rows = await self._execute(
             statements.CLAIM,
             {
                 "consumer": consumer.name,
                 "visibility": self.visibility_timeout,
-                "queue": queue,
+                "queues": list(queues),
                 "limit": limit,
             },
         )

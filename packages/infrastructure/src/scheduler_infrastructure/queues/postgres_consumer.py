@@ -42,15 +42,10 @@ class PostgresConsumer(BufferedConsumer):
         self.name = name
         self._owner = owner
         self._wakeup = asyncio.Event()
-        self._next_queue = 0
-        #: Queues a notification named since the last fetch: looked at first, so a consumer of
-        #: several queues (its own and its worker's direct queue) claims a new message in one
-        #: round trip rather than after a look at an empty queue.
-        self._notified: dict[str, None] = {}
 
     def wake(self, queue: str | None = None) -> None:
-        if queue is not None:
-            self._notified[queue] = None
+        """A notification for ``queue`` (or for any): claim again. The claim reads every queue
+        of the consumer in one statement, so which one was named does not matter."""
         self._wakeup.set()
 
     def _loops(self) -> Sequence[Coroutine[Any, Any, None]]:
@@ -75,20 +70,14 @@ class PostgresConsumer(BufferedConsumer):
             await wait_at_most(self._wakeup, self._owner.poll_interval)
 
     async def _fetch(self) -> bool:
-        """Claim up to ``free`` rows, each queue in turn; True if every claim was filled."""
-        rotation = self.queues[self._next_queue :] + self.queues[: self._next_queue]
-        self._next_queue = (self._next_queue + 1) % len(self.queues)
-        notified, self._notified = self._notified, {}
-        queues = dict.fromkeys([*(q for q in notified if q in self.queues), *rotation])
-        for queue in queues:
-            wanted = self.free
-            if wanted <= 0:
-                return True
-            rows = await self._owner._claim(self, queue, wanted)
-            await self._accept(rows)
-            if len(rows) == wanted:
-                return True
-        return False
+        """Claim up to ``free`` rows from the consumer's queues (one statement for all of
+        them); True if the claim was filled."""
+        wanted = self.free
+        if wanted <= 0:
+            return True
+        rows = await self._owner._claim(self, self.queues, wanted)
+        await self._accept(rows)
+        return len(rows) == wanted
 
     async def _accept(self, rows: list[Row[Any]]) -> None:
         over_limit: list[int] = []

@@ -55,6 +55,10 @@ class NotificationListener:
         self._task: asyncio.Task[None] | None = None
         self.listening = False
 
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._listen_forever())
 

@@ -41,6 +41,12 @@ PUBLISH = text(
     ) AS woken
     """
 )
+#: Claims from all of a consumer's queues in one round trip (its task queues and its worker's
+#: direct queue): each queue's most urgent available rows through its index (the lateral
+#: subquery, locked with ``SKIP LOCKED``), then the most urgent of those across the queues —
+#: priority first, then the oldest. A wake-up thus costs a consumer one statement, however many
+#: queues it reads, and a consumer that lost the race for a message to another finds nothing in
+#: one statement rather than one per queue.
 CLAIM = text(
     """
     UPDATE queue_messages
@@ -49,13 +55,18 @@ CLAIM = text(
         delivery_count = delivery_count + 1
     FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
     WHERE id IN (
-        SELECT id FROM queue_messages
-        WHERE queue = :queue
-          AND available_at <= now()
-          AND (locked_until IS NULL OR locked_until < now())
-        ORDER BY priority DESC, id
+        SELECT picked.id FROM unnest(CAST(:queues AS text[])) AS wanted(queue)
+        CROSS JOIN LATERAL (
+            SELECT m.id, m.priority FROM queue_messages AS m
+            WHERE m.queue = wanted.queue
+              AND m.available_at <= now()
+              AND (m.locked_until IS NULL OR m.locked_until < now())
+            ORDER BY m.priority DESC, m.id
+            LIMIT :limit
+            FOR UPDATE SKIP LOCKED
+        ) AS picked
+        ORDER BY picked.priority DESC, picked.id
         LIMIT :limit
-        FOR UPDATE SKIP LOCKED
     )
     RETURNING id, priority, payload, delivery_count
     """

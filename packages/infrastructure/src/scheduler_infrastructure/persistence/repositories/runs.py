@@ -6,7 +6,7 @@ from __future__ import annotations
 import builtins
 import json
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -25,6 +25,9 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy import (
+    column as result_column,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import CursorResult
@@ -40,8 +43,10 @@ from scheduler_application.ports.repositories import (
     RunFilter,
 )
 from scheduler_domain.events import RunEvent
-from scheduler_domain.run import TaskRun, claim_changes
+from scheduler_domain.ids import new_id
+from scheduler_domain.run import TaskRun, claim_changes, claim_event_fields
 from scheduler_domain.status import ACTIVE_STATUSES, RunStatus
+from scheduler_domain.task import Task
 from scheduler_infrastructure.persistence.column_types import UTCDateTime
 from scheduler_infrastructure.persistence.cursors import (
     decode_cursor,
@@ -49,13 +54,14 @@ from scheduler_infrastructure.persistence.cursors import (
     encode_cursor,
 )
 from scheduler_infrastructure.persistence.driver_errors import translated
-from scheduler_infrastructure.persistence.mappers import run_from_row, run_to_row
+from scheduler_infrastructure.persistence.mappers import run_from_row, run_to_row, task_from_row
 from scheduler_infrastructure.persistence.repositories.base import SqlRepository, check_limit
 from scheduler_infrastructure.persistence.repositories.events import (
     INSERT_FROM_ARRAYS,
     SqlRunEventRepository,
     event_columns,
 )
+from scheduler_infrastructure.persistence.repositories.tasks import SqlTaskRepository
 from scheduler_infrastructure.persistence.retention_queries import deletable_runs, finished_window
 from scheduler_infrastructure.persistence.tables import (
     RUN_DEPENDENTS_UNRESOLVED,
@@ -605,6 +611,52 @@ class SqlRunRepository(SqlRepository):
         rows = (await self._execute(statement)).mappings().all()
         return sorted((run_from_row(row) for row in rows), key=_by_id)
 
+    async def start_many(
+        self, run_ids: Sequence[str], *, worker_id: str, now: datetime, lease: timedelta
+    ) -> builtins.list[tuple[TaskRun, Task | None]]:
+        """PostgreSQL: one statement — the claim's ``UPDATE … RETURNING`` as a CTE, the claim
+        events inserted from its rows in a second CTE, and the claimed rows joined with their
+        tasks (and the tasks' upstreams) — where :meth:`claim_many`, a read of the tasks and
+        an insert of the events took three round trips. SQLite: those three."""
+        wanted = sorted(set(run_ids))
+        if not wanted:
+            return []
+        if not self._postgres:
+            claimed = await self.claim_many(wanted, worker_id=worker_id, now=now, lease=lease)
+            await SqlRunEventRepository(self._connection).add_many(
+                [run.claim_event() for run in claimed]
+            )
+            found = {
+                task.id: task
+                for task in await SqlTaskRepository(self._connection).get_many(
+                    [run.task_id for run in claimed]
+                )
+            }
+            return [(run, found.get(run.task_id)) for run in claimed]
+        actor, detail = claim_event_fields(worker_id)
+        changes = claim_changes(worker_id=worker_id, now=now, lease=lease)
+        rows = await self._execute_text(
+            _START_MANY,
+            {
+                "run_ids": wanted,
+                "event_ids": [new_id() for _ in wanted],
+                "queued": RunStatus.QUEUED.value,
+                "running": RunStatus.RUNNING.value,
+                "actor": actor,
+                "detail": json.dumps(detail),
+                **{f"claim_{name}": value for name, value in changes.items()},
+            },
+        )
+        started: list[tuple[TaskRun, Task | None]] = []
+        for row in rows:
+            values = row._mapping
+            task = None
+            if values["t_id"] is not None:
+                task_row = {column.name: values[f"t_{column.name}"] for column in tasks.c}
+                task = task_from_row(task_row, values["t_depends_on"] or ())
+            started.append((run_from_row(values), task))
+        return started
+
     async def get_many(self, run_ids: Sequence[str]) -> builtins.list[TaskRun]:
         wanted = sorted(set(run_ids))
         if not wanted:
@@ -612,20 +664,28 @@ class SqlRunRepository(SqlRepository):
         return await self._many(select(task_runs).where(self._among(wanted)).order_by(_c.id))
 
     async def update_many(
-        self, writes: Sequence[tuple[TaskRun, int]], *, fields: Collection[str] | None = None
+        self,
+        writes: Sequence[tuple[TaskRun, int]],
+        *,
+        fields: Collection[str] | None = None,
+        events: Sequence[RunEvent] = (),
     ) -> None:
         """PostgreSQL: one ``UPDATE … FROM unnest(<one array per column>)`` that returns the
-        ids it wrote; SQLite (no arrays, and no network round trips to save): one by one."""
+        ids it wrote, the ``events`` inserted by a CTE of the same statement; SQLite (no
+        arrays, and no network round trips to save): one by one, then the events."""
         if not writes:
+            await SqlRunEventRepository(self._connection).add_many(events)
             return
         columns = _written_columns(None if fields is None else frozenset(fields))
         if not self._postgres:
             for run, expected_version in writes:
                 await self._update_columns(run, expected_version, columns)
+            await SqlRunEventRepository(self._connection).add_many(events)
             return
-        rows = await self._execute_text(
-            _update_many_statement(columns), _update_many_params(writes, columns)
-        )
+        params = _update_many_params(writes, columns)
+        if events:
+            params.update(event_columns(events))
+        rows = await self._execute_text(_update_many_statement(columns, bool(events)), params)
         written = {row[0] for row in rows}
         for run, expected_version in writes:
             if run.id not in written:
@@ -734,6 +794,47 @@ class SqlRunRepository(SqlRepository):
 _STILL_QUEUED: ColumnElement[bool] = _c.status.collate("C") == RunStatus.QUEUED.value
 
 
+def _start_many_statement() -> Any:
+    """The statement of ``start_many`` on PostgreSQL (built once): the claim as
+    :func:`_claim` makes it, by id and still queued (``_STILL_QUEUED``'s collation, to walk the
+    primary key), its events, and the claimed rows with their tasks, typed by the tables'
+    columns so that the rows map as a read of either table would."""
+    changed = claim_changes(worker_id="", now=datetime.now(UTC), lease=timedelta(0))
+    assignments = ", ".join(f'"{name}" = :claim_{name}' for name in changed)
+    run_columns = ", ".join(f'c."{column.name}"' for column in task_runs.c)
+    task_columns = ", ".join(f't."{column.name}" AS "t_{column.name}"' for column in tasks.c)
+    statement = text(
+        f"""
+        WITH claimed AS (
+            UPDATE task_runs
+            SET status = :running, version = version + 1, {assignments}
+            WHERE id = ANY(CAST(:run_ids AS text[])) AND status COLLATE "C" = :queued
+            RETURNING *
+        ), logged AS (
+            INSERT INTO run_events (id, run_id, task_id, from_status, to_status, at, actor, detail)
+            SELECT (CAST(:event_ids AS text[]))[array_position(CAST(:run_ids AS text[]), c.id)],
+                   c.id, c.task_id, :queued, :running, c.started_at, :actor,
+                   CAST(:detail AS jsonb)
+            FROM claimed AS c
+            ORDER BY c.id
+        )
+        SELECT {run_columns}, {task_columns},
+               ARRAY(SELECT d.upstream_id FROM task_dependencies AS d
+                     WHERE d.task_id = t.id ORDER BY d.position) AS t_depends_on
+        FROM claimed AS c LEFT JOIN tasks AS t ON t.id = c.task_id
+        ORDER BY c.id
+        """  # noqa: S608 - names from the tables, values as parameters
+    ).bindparams(*(bindparam(f"claim_{name}", type_=task_runs.c[name].type) for name in changed))
+    return statement.columns(
+        *(result_column(c.name, c.type) for c in task_runs.c),
+        *(result_column(f"t_{c.name}", c.type) for c in tasks.c),
+        result_column("t_depends_on", ARRAY(String)),
+    )
+
+
+_START_MANY = _start_many_statement()
+
+
 def _by_id(run: TaskRun) -> str:
     return run.id
 
@@ -790,10 +891,13 @@ def _assignment(column: Any) -> str:
 
 
 @cache
-def _update_many_statement(columns: tuple[Any, ...]) -> TextClause:
-    """Written out from the table's own column names (no outside input), once per column set."""
+def _update_many_statement(columns: tuple[Any, ...], with_events: bool = False) -> TextClause:
+    """Written out from the table's own column names (no outside input), once per column set;
+    ``with_events``: the events' insert (``event_columns``) as a CTE of the same statement."""
+    logged = f"WITH logged AS ({INSERT_FROM_ARRAYS.format(guard='true')}) " if with_events else ""
     return text(
-        "UPDATE task_runs AS r SET "  # noqa: S608
+        logged  # noqa: S608
+        + "UPDATE task_runs AS r SET "
         + ", ".join(_assignment(column) for column in columns)
         + " FROM unnest(CAST(:id AS text[]), CAST(:expected AS bigint[]), "
         + ", ".join(f"CAST(:{c.name} AS {_array_type(c)}[])" for c in columns)
