@@ -33,6 +33,7 @@ from scheduler_infrastructure.persistence.repositories import (
     SqlUserRepository,
     SqlWorkerRepository,
 )
+from scheduler_infrastructure.persistence.repositories.queue_settings import ReadAhead
 
 
 class SqlUnitOfWork(UnitOfWork):
@@ -47,12 +48,14 @@ class SqlUnitOfWork(UnitOfWork):
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._connection: AsyncConnection | None = None
-        self.tasks = SqlTaskRepository(self._current)
+        #: Queue settings read along with tasks in the open transaction (forgotten at its end).
+        self._read_ahead = ReadAhead()
+        self.tasks = SqlTaskRepository(self._current, read_ahead=self._read_ahead)
         self.runs = SqlRunRepository(self._current)
         self.events = SqlRunEventRepository(self._current)
         self.decisions = SqlDecisionRepository(self._current)
         self.workers = SqlWorkerRepository(self._current)
-        self.queue_settings = SqlQueueSettingsRepository(self._current)
+        self.queue_settings = SqlQueueSettingsRepository(self._current, read_ahead=self._read_ahead)
         self.users = SqlUserRepository(self._current)
         self.api_keys = SqlApiKeyRepository(self._current)
         self.refresh_tokens = SqlRefreshTokenRepository(self._current)
@@ -91,6 +94,7 @@ class SqlUnitOfWork(UnitOfWork):
         tb: TracebackType | None,
     ) -> None:
         connection, self._connection = self._connection, None
+        self._read_ahead.clear()
         if connection is None:
             return
         try:
@@ -108,11 +112,13 @@ class SqlUnitOfWork(UnitOfWork):
 
     async def commit(self) -> None:
         connection = self._current()
+        self._read_ahead.clear()
         async with translated():
             await connection.commit()
 
     async def rollback(self) -> None:
         connection = self._current()
+        self._read_ahead.clear()
         async with translated():
             await connection.rollback()
 

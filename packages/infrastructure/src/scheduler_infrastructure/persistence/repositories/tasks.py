@@ -24,7 +24,15 @@ from scheduler_infrastructure.persistence.mappers import (
     task_from_row,
     task_to_row,
 )
-from scheduler_infrastructure.persistence.repositories.base import SqlRepository, check_limit
+from scheduler_infrastructure.persistence.repositories.base import (
+    ConnectionSource,
+    SqlRepository,
+    check_limit,
+)
+from scheduler_infrastructure.persistence.repositories.queue_settings import (
+    RIDING_COLUMNS,
+    ReadAhead,
+)
 from scheduler_infrastructure.persistence.repositories.task_batches import (
     DELETE_DEPENDENCIES,
     DELETE_LIMITS,
@@ -35,6 +43,7 @@ from scheduler_infrastructure.persistence.tables import (
     TASK_ENABLED,
     TASK_FIRES_AHEAD,
     TASK_FIRES_AT_SLOT,
+    queue_settings,
     task_dependencies,
     task_limits,
     tasks,
@@ -51,8 +60,16 @@ _UPSTREAMS = func.array(
 ).label("depends_on")
 
 
+def _with_queue_settings(query: Select[Any]) -> Select[Any]:
+    """``query`` with the settings of each task's queue riding along (``qs_`` columns, NULL
+    for a queue without stored settings): the gates of a trigger need them right after."""
+    return query.outerjoin(queue_settings, queue_settings.c.name == tasks.c.queue).add_columns(
+        *RIDING_COLUMNS
+    )
+
+
 _GET = select(tasks).where(tasks.c.id == bindparam("task_id"))
-_GET_WITH_UPSTREAMS = _GET.add_columns(_UPSTREAMS)
+_GET_WITH_UPSTREAMS = _with_queue_settings(_GET.add_columns(_UPSTREAMS))
 _GET_WITH_UPSTREAMS_FOR_UPDATE = _GET_WITH_UPSTREAMS.with_for_update(of=tasks)
 #: The distinct queue names, each found by one probe of ix_tasks_queue for the next one up.
 _QUEUE_NAMES = text(
@@ -79,6 +96,11 @@ _SET_NEXT_RUN_AT = (
 class SqlTaskRepository(SqlRepository):
     what = "task"
 
+    def __init__(self, connection: ConnectionSource, *, read_ahead: ReadAhead | None = None):
+        super().__init__(connection)
+        #: Where a task read by id leaves its queue's settings for the gates (PostgreSQL).
+        self._read_ahead = read_ahead
+
     async def add(self, task: Task) -> None:
         await self._insert_new(tasks, task_to_row(task))
         await self._insert_dependencies(task)
@@ -95,6 +117,8 @@ class SqlTaskRepository(SqlRepository):
             return None
         row = rows[0]
         if self._postgres:
+            if self._read_ahead is not None:
+                self._read_ahead.note(row["queue"], row)
             return task_from_row(row, row["depends_on"])
         return task_from_row(row, (await self._upstreams([task_id])).get(task_id, ()))
 
@@ -103,7 +127,15 @@ class SqlTaskRepository(SqlRepository):
         wanted = list(dict.fromkeys(task_ids))
         if not wanted:
             return []
-        found = {t.id: t for t in await self._load(select(tasks).where(tasks.c.id.in_(wanted)))}
+        query = select(tasks).where(tasks.c.id.in_(wanted))
+        if self._postgres and self._read_ahead is not None:
+            query = _with_queue_settings(query.add_columns(_UPSTREAMS))
+            found: dict[str, Task] = {}
+            for row in await self._all(query):
+                self._read_ahead.note(row["queue"], row)
+                found[row["id"]] = task_from_row(row, row["depends_on"])
+        else:
+            found = {t.id: t for t in await self._load(query)}
         return [found[task_id] for task_id in wanted if task_id in found]
 
     async def get_by_name(self, owner_id: str, name: str) -> Task | None:
