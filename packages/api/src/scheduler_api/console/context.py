@@ -103,6 +103,28 @@ def page(
     )
 
 
+def form_page(
+    request: Request[Any, Any, Any],
+    session: ConsoleSession,
+    template: str,
+    *,
+    error: FormError | None,
+    values: dict[str, str],
+    **context: Any,
+) -> Template:
+    """A page holding a form: shown again after a refusal with the refused field named, what
+    was typed kept, and the refusal's status (422 or 409)."""
+    return page(
+        request,
+        session,
+        template,
+        error=error,
+        values=values,
+        status_code=error.status if error else 200,
+        **context,
+    )
+
+
 def redirect(request: Request[Any, Any, Any], session: ConsoleSession, target: str) -> Redirect:
     """After an action: back to a page (303, so a reload does not post again)."""
     return Redirect(target, status_code=303, cookies=session_cookies(request, session))

@@ -22,7 +22,7 @@ from scheduler_api.console.context import (
     FormError,
     form_error,
     form_fields,
-    page,
+    form_page,
     redirect,
 )
 from scheduler_api.dependencies import Services
@@ -79,7 +79,7 @@ async def _list_page(
 ) -> Template:
     limits = await services.limits.all(principal=console.principal)
     circuits = await services.limits.circuits(principal=console.principal)
-    return page(
+    return form_page(
         request,
         console,
         "limits.html",
@@ -92,7 +92,6 @@ async def _list_page(
         error=error,
         values=values or {},
         now=services.clock.now(),
-        status_code=error.status if error else 200,
     )
 
 
@@ -108,7 +107,7 @@ async def _detail(
     view = await services.limits.get(name, principal=console.principal)
     circuits = await services.limits.circuits(principal=console.principal)
     circuit = next((c for c in circuits if c.circuit.name == f"limit:{view.limit.name}"), None)
-    return page(
+    return form_page(
         request,
         console,
         "limit.html",
@@ -119,7 +118,6 @@ async def _detail(
         error=error,
         values=values if values is not None else limit_values(view),
         now=services.clock.now(),
-        status_code=error.status if error else 200,
     )
 
 

@@ -21,6 +21,7 @@ from scheduler_api.console.context import (
     FormError,
     form_error,
     form_fields,
+    form_page,
     page,
     redirect,
 )
@@ -66,7 +67,7 @@ async def _detail(
         for view in await services.teams.list_mine(principal=principal)
         if view.role is not None and view.role.can_write and not view.team.personal
     ]
-    return page(
+    return form_page(
         request,
         console,
         "task_template.html",
@@ -80,7 +81,6 @@ async def _detail(
         teams=teams,
         error=error,
         values=values or {},
-        status_code=error.status if error else 200,
     )
 
 
@@ -92,7 +92,7 @@ def _form_page(
     values: dict[str, str],
     error: FormError | None = None,
 ) -> Template:
-    return page(
+    return form_page(
         request,
         console,
         "template_form.html",
@@ -101,7 +101,6 @@ def _form_page(
         values=values,
         executors=sorted(BUILTIN_EXECUTORS),
         error=error,
-        status_code=error.status if error else 200,
     )
 
 

@@ -21,7 +21,7 @@ from scheduler_api.console.context import (
     FormError,
     form_error,
     form_fields,
-    page,
+    form_page,
     redirect,
 )
 from scheduler_api.dependencies import Services
@@ -58,7 +58,7 @@ async def _list_page(
     values: dict[str, str] | None = None,
 ) -> Template:
     teams = await services.teams.list_mine(principal=console.principal)
-    return page(
+    return form_page(
         request,
         console,
         "teams.html",
@@ -66,7 +66,6 @@ async def _list_page(
         teams=teams,
         error=error,
         values=values or {},
-        status_code=error.status if error else 200,
     )
 
 
@@ -80,7 +79,7 @@ async def _team_page(
     values: dict[str, str] | None = None,
 ) -> Template:
     view = await services.teams.get(team, principal=console.principal)
-    return page(
+    return form_page(
         request,
         console,
         "team.html",
@@ -90,7 +89,6 @@ async def _team_page(
         roles=[r.value for r in TeamRole],
         error=error,
         values=values or {},
-        status_code=error.status if error else 200,
     )
 
 
