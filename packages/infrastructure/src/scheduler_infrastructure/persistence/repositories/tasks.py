@@ -128,14 +128,7 @@ class SqlTaskRepository(SqlRepository):
         if not wanted:
             return []
         query = select(tasks).where(tasks.c.id.in_(wanted))
-        if self._postgres and self._read_ahead is not None:
-            query = _with_queue_settings(query.add_columns(_UPSTREAMS))
-            found: dict[str, Task] = {}
-            for row in await self._all(query):
-                self._read_ahead.note(row["queue"], row)
-                found[row["id"]] = task_from_row(row, row["depends_on"])
-        else:
-            found = {t.id: t for t in await self._load(query)}
+        found = {t.id: t for t in await self._load(query, queue_settings_along=True)}
         return [found[task_id] for task_id in wanted if task_id in found]
 
     async def get_by_name(self, owner_id: str, name: str) -> Task | None:
@@ -324,10 +317,21 @@ class SqlTaskRepository(SqlRepository):
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    async def _load(self, query: Select[Any]) -> builtins.list[Task]:
+    async def _load(
+        self, query: Select[Any], *, queue_settings_along: bool = False
+    ) -> builtins.list[Task]:
+        """The tasks ``query`` selects; with ``queue_settings_along`` (PostgreSQL) their
+        queues' settings ride along too and are left for the gates (a trigger's read)."""
         if self._postgres:
             # The upstreams ride along as an array: one round trip instead of two.
-            rows = await self._all(query.add_columns(_UPSTREAMS))
+            query = query.add_columns(_UPSTREAMS)
+            read_ahead = self._read_ahead if queue_settings_along else None
+            if read_ahead is not None:
+                query = _with_queue_settings(query)
+            rows = await self._all(query)
+            if read_ahead is not None:
+                for row in rows:
+                    read_ahead.note(row["queue"], row)
             return [task_from_row(row, row["depends_on"]) for row in rows]
         rows = await self._all(query)
         if not rows:
