@@ -73,7 +73,7 @@ async def test_concurrent_triggers_share_transactions_and_each_is_durable_before
         ).all()
         first_events = (
             await connection.scalars(
-                text("SELECT to_status FROM run_events WHERE run_id = :r ORDER BY id"),
+                text("SELECT to_status FROM run_events WHERE run_id = :r ORDER BY seq"),
                 {"r": rows[-1].id},
             )
         ).all()
