@@ -92,6 +92,17 @@ def _api_command(profile: str) -> list[str]:
     ]
 
 
+def _spy(binary: str, pid: int, label: str, seconds: int, work: Path) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid`` for the ``seconds`` of one route, collapsed stacks to a file."""
+    out = Path(tempfile.gettempdir()) / (
+        "bench-api-" + re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") + ".txt"
+    )
+    print(f"  py-spy: {label} -> {out}", file=sys.stderr)
+    command = [binary, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "500"]
+    command += ["--format", "raw", "--nonblocking", "--output", str(out)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -224,6 +235,12 @@ def main() -> None:
     parser.add_argument(
         "--profile", default="", help="run the API under cProfile, stats written to this file"
     )
+    parser.add_argument(
+        "--py-spy",
+        default="",
+        help="a py-spy binary: record the API during each of its routes (collapsed stacks, "
+        "one file per route, named in the output)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not on PATH (apt-get install wrk)")
@@ -294,6 +311,11 @@ def main() -> None:
             if args.only and args.only not in label and label != routes[0][0]:
                 continue
             opened = asyncio.run(_sessions(name))
+            spy = (
+                _spy(args.py_spy, processes[0].pid, label, args.seconds, work)
+                if (args.py_spy and target.startswith(base))
+                else None
+            )
             rate = _wrk(
                 target,
                 threads=args.threads,
@@ -302,6 +324,8 @@ def main() -> None:
                 script=script,
             )
             figures.append((label, rate, asyncio.run(_sessions(name)) - opened))
+            if spy is not None:
+                spy.wait(timeout=60)
         bare_rate = figures[0][1]
         print("| route | req/s | share of bare | connections opened |")
         print("| --- | ---: | ---: | ---: |")

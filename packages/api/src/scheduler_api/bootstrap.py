@@ -60,6 +60,7 @@ from scheduler_infrastructure.config.loader import (
     parse_queue_rate_limits,
     parse_role_rate_limits,
 )
+from scheduler_infrastructure.event_loop import run as run_event_loop
 from scheduler_infrastructure.event_readers import build_webhook_sender, build_webhook_store
 from scheduler_infrastructure.persistence.session_changes import keep_listening
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
@@ -82,6 +83,7 @@ __all__ = [
     "open_resources",
     "require_jwt_secret",
     "serve",
+    "run_event_loop",
 ]
 
 logger = logging.getLogger("scheduler.api")

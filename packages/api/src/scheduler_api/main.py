@@ -23,7 +23,7 @@ async def _serve(settings: bootstrap.Settings, sock: socket.socket) -> None:
 def _serve_one(settings: bootstrap.Settings, sock: socket.socket) -> int:
     """One API process on ``sock``: its exit status (2: it could not start)."""
     try:
-        asyncio.run(_serve(settings, sock))
+        bootstrap.run_event_loop(_serve(settings, sock))
     except bootstrap.StartupInterrupted as stopped:
         print(f"scheduler-api: {stopped}", file=sys.stderr)
     except (bootstrap.StartupError, ConnectionError, OSError) as error:

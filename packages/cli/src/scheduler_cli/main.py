@@ -135,6 +135,7 @@ def run(
     from scheduler_cli.launcher import run_components
     from scheduler_infrastructure.config.loader import parse_run_mode
     from scheduler_infrastructure.errors import ConfigError
+    from scheduler_infrastructure.event_loop import run as run_event_loop
     from scheduler_infrastructure.startup import StartupError
     from scheduler_infrastructure.waiting import StartupInterrupted
 
@@ -163,7 +164,10 @@ def run(
     # Like the settings' secrets: read (or not needed), so no task started later inherits it.
     os.environ.pop("SCHEDULER_ADMIN_PASSWORD", None)
     try:
-        asyncio.run(run_components(settings, components, migrate=migrate, on_ready=_announce))
+        run_event_loop(
+            run_components(settings, components, migrate=migrate, on_ready=_announce),
+            hosts_tasks="worker" in components,
+        )
     except StartupInterrupted as stopped:
         print(f"scheduler: {stopped}", file=sys.stderr)
     except (StartupError, ConnectionError, OSError) as error:

@@ -36,6 +36,7 @@ from scheduler_dispatcher.loops import (
 )
 from scheduler_dispatcher.scheduler_loop import SchedulerLoop, dependency_loop
 from scheduler_infrastructure.config import Settings
+from scheduler_infrastructure.event_loop import run as run_event_loop
 from scheduler_infrastructure.event_readers import (
     build_consumer_positions,
     build_event_topic,
@@ -60,6 +61,7 @@ __all__ = [
     "open_resources",
     "prepare",
     "reliability",
+    "run_event_loop",
 ]
 
 

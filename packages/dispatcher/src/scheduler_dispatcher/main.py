@@ -33,7 +33,7 @@ async def _serve() -> None:
 
 def main() -> None:
     try:
-        asyncio.run(_serve())
+        bootstrap.run_event_loop(_serve())
     except bootstrap.StartupInterrupted as stopped:
         print(f"scheduler-dispatcher: {stopped}", file=sys.stderr)
     except (bootstrap.StartupError, ConnectionError, OSError) as error:
