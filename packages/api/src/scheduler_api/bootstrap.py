@@ -53,6 +53,7 @@ from scheduler_application.runs.service import RunService
 from scheduler_application.runs.trigger_group import TriggerGroup
 from scheduler_application.tasks.apply import TaskApplyService
 from scheduler_application.tasks.graph import TaskGraphService
+from scheduler_application.tasks.read_cache import TaskCache
 from scheduler_application.tasks.service import TaskService
 from scheduler_application.templates.service import TemplateService
 from scheduler_infrastructure.config import Settings as Settings
@@ -63,6 +64,7 @@ from scheduler_infrastructure.config.loader import (
 from scheduler_infrastructure.event_loop import run as run_event_loop
 from scheduler_infrastructure.event_readers import build_webhook_sender, build_webhook_store
 from scheduler_infrastructure.persistence.session_changes import keep_listening
+from scheduler_infrastructure.persistence.task_rows import keep_forgetting
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.ratelimit import LocalRateLimiter, RedisRateLimiter
 from scheduler_infrastructure.resources import Resources, build_relay, open_resources
@@ -82,13 +84,14 @@ __all__ = [
     "load",
     "open_resources",
     "require_jwt_secret",
-    "serve",
     "run_event_loop",
+    "serve",
 ]
 
 logger = logging.getLogger("scheduler.api")
 #: Where the app keeps its cache of accepted credentials (``app.state``), for inspection.
 PRINCIPAL_CACHE_STATE = "principal_cache"
+TASK_CACHE_STATE = "task_cache"
 #: How long in-flight requests (long-polls included) get after a stop before they are cut.
 GRACEFUL_SHUTDOWN_SECONDS = 10
 
@@ -198,6 +201,19 @@ def build_principal_cache(resources: Resources) -> PrincipalCache:
     )
 
 
+def build_task_cache(resources: Resources) -> TaskCache | None:
+    """The process's cache of tasks as last read: PostgreSQL only (it serves once the task row
+    listener, :func:`session_listener`, has subscribed); None on SQLite."""
+    if resources.engine.dialect.name != "postgresql":
+        return None
+    api = resources.settings.api
+    return TaskCache(
+        max_entries=api.task_cache_size,
+        ttl=timedelta(seconds=api.task_cache_seconds),
+        live=False,
+    )
+
+
 def _inspector(limiter: object) -> RateInspector | None:
     """The rate limiter, when it can show its buckets (the local and the Redis one)."""
     return limiter if isinstance(limiter, LocalRateLimiter | RedisRateLimiter) else None
@@ -214,21 +230,33 @@ def build_request_limits(resources: Resources) -> RequestLimits | None:
     return RequestLimits(limiter=counting, clock=resources.clock, limits=limits)
 
 
-def session_listener(resources: Resources, cache: PrincipalCache) -> Any:
-    """The app's lifespan part that keeps ``cache`` told of session changes (PostgreSQL)."""
+def session_listener(
+    resources: Resources, cache: PrincipalCache, tasks: TaskCache | None = None
+) -> Any:
+    """The app's lifespan part that keeps ``cache`` told of session changes and ``tasks`` of
+    task row changes (PostgreSQL)."""
 
     @contextlib.asynccontextmanager
     async def listening(_app: Litestar) -> AsyncIterator[None]:
-        task = None
+        running: list[asyncio.Task[None]] = []
         if resources.engine.dialect.name == "postgresql":
-            task = asyncio.create_task(
-                keep_listening(resources.engine, cache), name="api-session-listener"
+            running.append(
+                asyncio.create_task(
+                    keep_listening(resources.engine, cache), name="api-session-listener"
+                )
             )
+            if tasks is not None:
+                running.append(
+                    asyncio.create_task(
+                        keep_forgetting(resources.engine, tasks), name="api-task-row-listener"
+                    )
+                )
         try:
             yield
         finally:
-            if task is not None:
+            for task in running:
                 task.cancel()
+            for task in running:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
@@ -242,6 +270,7 @@ def build_services(
     hasher: PasswordHasher | None = None,
     codec: TokenCodec | None = None,
     principal_cache: PrincipalCache | None = None,
+    task_cache: TaskCache | None = None,
 ) -> ApiServices:
     """``relay``: the process's one relay (:func:`build_relay`), whose gates the runs a
     trigger or a retry creates pass at once. ``principal_cache``: None for none (every
@@ -278,6 +307,7 @@ def build_services(
         executor_policy=resources.executor_policy,
         secret_box=resources.secret_box,
         read_uow_factory=reads,
+        task_cache=task_cache,
     )
     runs = RunService(
         uow_factory=uow,
@@ -393,7 +423,10 @@ def build_api(
         # Stops the background retries of publishes that failed (their runs stay queued).
         on_shutdown.append(relay.aclose)
     cache = build_principal_cache(resources)
-    services = build_services(resources, relay=relay, hasher=hasher, principal_cache=cache)
+    task_cache = build_task_cache(resources)
+    services = build_services(
+        resources, relay=relay, hasher=hasher, principal_cache=cache, task_cache=task_cache
+    )
     options = api_options(resources.settings, throttle=throttle, metrics=resources.metrics)
     plugins: list[PluginProtocol] = []
     middleware: list[Middleware] = []
@@ -413,10 +446,11 @@ def build_api(
         options=options,
         plugins=plugins,
         middleware=middleware,
-        lifespan=[session_listener(resources, cache)],
+        lifespan=[session_listener(resources, cache, task_cache)],
         on_shutdown=on_shutdown,
     )
     app.state[PRINCIPAL_CACHE_STATE] = cache
+    app.state[TASK_CACHE_STATE] = task_cache
     return app
 
 

@@ -33,6 +33,7 @@ from scheduler_application.ports.unit_of_work import (
     UnitOfWorkFactory,
 )
 from scheduler_application.runs.scheduling import record_paused_slots, record_unfired_at_pause
+from scheduler_application.tasks.read_cache import TaskCache
 from scheduler_application.tasks.spec import TaskSpec, merge_patch, parse_task_spec, task_to_spec
 from scheduler_application.tasks.upstreams import resolve_upstreams
 from scheduler_domain.dag import find_cycle
@@ -137,16 +138,20 @@ class TaskService:
         executor_policy: ExecutorPolicy | None = None,
         secret_box: SecretBox | None = None,
         read_uow_factory: ReadUnitOfWorkFactory | None = None,
+        task_cache: TaskCache | None = None,
     ) -> None:
         """``executor_policy`` (default: the safe defaults) decides which executor the caller's
         role may give a task, and which python callables a task may name. ``get`` and ``list``
-        read through ``read_uow_factory`` (default: ``uow_factory``)."""
+        read through ``read_uow_factory`` (default: ``uow_factory``). ``task_cache``: tasks as
+        last read, for ``get`` (see :mod:`~scheduler_application.tasks.read_cache`); the
+        changes made here are forgotten in it right after their commit."""
         self._uow_factory = uow_factory
         self._reads = read_uow_factory or uow_factory
         self._clock = clock
         self._observer = observer
         self._policy = executor_policy if executor_policy is not None else ExecutorPolicy()
         self._secret_box = secret_box
+        self._cache = task_cache
 
     async def create(self, spec: TaskSpec | Mapping[str, Any], *, principal: Principal) -> Task:
         ensure_can_write_tasks(principal)
@@ -181,8 +186,24 @@ class TaskService:
 
     async def get(self, task_id: str, *, principal: Principal) -> Task:
         ensure_can_read_tasks(principal)
-        async with self._reads() as uow:
-            return await load_visible_task(uow, task_id, principal)
+        cache = self._cache
+        if cache is None or not cache.enabled:
+            async with self._reads() as uow:
+                return await load_visible_task(uow, task_id, principal)
+        task = cache.get(task_id)
+        if task is None:
+            epoch = cache.epoch
+            async with self._reads() as uow:
+                task = await uow.tasks.get(task_id)
+            if task is not None:
+                cache.put(task, epoch=epoch)
+        if task is None or not can_see(principal, task.team_id):
+            raise NotFound(f"task {task_id} not found", field="task_id")
+        return task
+
+    def _forget(self, task_id: str) -> None:
+        if self._cache is not None:
+            self._cache.forget((task_id,))
 
     async def visible(self, task_ids: Sequence[str], *, principal: Principal) -> dict[str, Task]:
         """The tasks among ``task_ids`` the caller may see, by id, in one read (the others are
@@ -306,6 +327,7 @@ class TaskService:
             if timing_changed:
                 await self._settle_fired_ahead(uow, task, now, actor=principal.actor)
             await uow.commit()
+        self._forget(task.id)
         self._count_paused(paused_slots)
         return task
 
@@ -322,6 +344,7 @@ class TaskService:
             await task_event(uow, TASK_PAUSED, task, at=now, actor=principal.actor)
             await self._settle_fired_ahead(uow, task, now, actor=principal.actor)
             await uow.commit()
+        self._forget(task.id)
         self._count_paused(paused_slots)
         return task
 
@@ -339,6 +362,7 @@ class TaskService:
             await self._save(uow, task, now, commit=False)
             await task_event(uow, TASK_RESUMED, task, at=now, actor=principal.actor)
             await uow.commit()
+        self._forget(task.id)
         self._count_paused(paused_slots)
         return task
 
@@ -354,6 +378,7 @@ class TaskService:
             await task_event(uow, TASK_DELETED, task, at=self._clock.now(), actor=principal.actor)
             await uow.tasks.delete(task.id)
             await uow.commit()
+        self._forget(task.id)
 
     async def schedule_preview(
         self, task_id: str, *, principal: Principal, n: int = 5, decisions: int = 20

@@ -521,6 +521,8 @@ def _check(s: Settings) -> None:
     for key, value in (
         ("api.auth_cache_size", s.api.auth_cache_size),
         ("api.auth_cache_seconds", s.api.auth_cache_seconds),
+        ("api.task_cache_size", s.api.task_cache_size),
+        ("api.task_cache_seconds", s.api.task_cache_seconds),
     ):
         if value < 0:
             raise ConfigError(key, f"must be 0 or more (got {value})")

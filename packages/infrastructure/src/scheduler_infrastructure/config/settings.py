@@ -86,6 +86,11 @@ class ApiSettings:
     #: at most (the session rules invalidate them at once; see docs/security.md). 0: none.
     auth_cache_size: int = 10_000
     auth_cache_seconds: float = 5.0
+    #: Tasks as last read, kept per API process for ``GET /tasks/{id}``, and for how long at
+    #: most (PostgreSQL only: every change to a task's row invalidates it at once in every
+    #: process; see docs/api.md). 0: read every request from the database.
+    task_cache_size: int = 10_000
+    task_cache_seconds: float = 30.0
     #: Request rate limits per principal (API key, or user for access tokens), ``ROLE=LIMIT``
     #: (``["user=50/s", "viewer=10/s"]``; a token bucket holding ``count`` requests, refilled
     #: over ``period``); ``*=LIMIT`` for every role not listed. Shared through Redis when

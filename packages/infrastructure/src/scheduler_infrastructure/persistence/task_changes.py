@@ -34,13 +34,23 @@ class TaskChangeListener:
         self._ping_seconds = ping_seconds
         self.notifications = 0
 
-    async def listen(self, on_change: Callable[[], None]) -> None:
-        """Listen until the connection is lost (then raise ConnectionError) or cancelled."""
+    async def listen(
+        self,
+        on_change: Callable[[], None],
+        *,
+        on_payload: Callable[[str], None] | None = None,
+    ) -> None:
+        """Listen until the connection is lost (then raise ConnectionError) or cancelled.
+        ``on_payload``, when given, receives each notification's payload instead of
+        ``on_change`` (which is still called once right after subscribing)."""
         lost = asyncio.Event()
 
-        def notified(*_args: Any) -> None:
+        def notified(_connection: Any, _pid: int, _channel: str, payload: str) -> None:
             self.notifications += 1
-            on_change()
+            if on_payload is None:
+                on_change()
+            else:
+                on_payload(payload)
 
         def terminated(*_args: Any) -> None:
             lost.set()

@@ -1,0 +1,184 @@
+"""``GET /tasks/{id}`` from memory on PostgreSQL, and never a row that changed: whatever
+process or tool changes or deletes a task (here: plain SQL on another connection, as the
+dispatcher, another API process or ``psql`` would), the API answers with the new row within the
+NOTIFY's delivery — the cache's time to live is an hour here, so it cannot be what helps. While
+the API cannot hear the notifications it reads every request from the database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from api_harness import Api, Caller, api_settings, running_api, wipe
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from scheduler_api.bootstrap import TASK_CACHE_STATE
+from scheduler_application.tasks.read_cache import TaskCache
+from scheduler_domain.accounts import Role
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
+
+#: How long the API may take to hear of a change.
+BOUND_SECONDS = 1.0
+
+
+@asynccontextmanager
+async def api_with_cache(postgres_engine: AsyncEngine) -> AsyncIterator[Api]:
+    settings = api_settings()
+    settings = replace(settings, api=replace(settings.api, task_cache_seconds=3600.0))
+    try:
+        async with running_api(postgres_engine, settings=settings, lifespan=True) as api:
+            await _until(lambda: _cache(api).enabled)
+            yield api
+    finally:
+        await wipe(postgres_engine)
+
+
+def _cache(api: Api) -> TaskCache:
+    cache = api.app.state[TASK_CACHE_STATE]
+    assert isinstance(cache, TaskCache)
+    return cache
+
+
+async def _until(condition: Callable[[], bool], *, bound: float = 10.0) -> None:
+    deadline = time.monotonic() + bound
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def _task(api: Api, caller: Caller) -> dict[str, Any]:
+    made = await api.client.post(
+        "/api/v1/tasks",
+        json={"name": "report", "executor": "noop", "schedule": {"interval_seconds": 3600}},
+        headers=caller.headers,
+    )
+    assert made.status_code == 201, made.text
+    return dict(made.json())
+
+
+async def _remembered(api: Api, caller: Caller, task_id: str) -> dict[str, Any]:
+    """Read the task until the API answers from memory; that answer."""
+    cache = _cache(api)
+    await api.client.get(f"/api/v1/tasks/{task_id}", headers=caller.headers)
+    hits = cache.hits
+    answer = await api.client.get(f"/api/v1/tasks/{task_id}", headers=caller.headers)
+    assert answer.status_code == 200, answer.text
+    assert cache.hits == hits + 1, "the task is not remembered: this test would prove nothing"
+    return dict(answer.json())
+
+
+async def _sql(engine: AsyncEngine, statement: str, **params: Any) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(text(statement), params)
+
+
+async def _seen_within(
+    api: Api, caller: Caller, task_id: str, seen: Callable[[Any], bool]
+) -> float:
+    """Seconds until the API's answer satisfies ``seen`` (fails past BOUND_SECONDS)."""
+    started = time.monotonic()
+    while True:
+        answer = await api.client.get(f"/api/v1/tasks/{task_id}", headers=caller.headers)
+        if seen(answer):
+            return time.monotonic() - started
+        assert time.monotonic() - started < BOUND_SECONDS, f"still answering {answer.text}"
+        await asyncio.sleep(0.005)
+
+
+async def test_a_change_written_elsewhere_is_answered_at_once(
+    postgres_engine: AsyncEngine,
+) -> None:
+    async with api_with_cache(postgres_engine) as api:
+        alice = await api.user("alice", Role.USER)
+        task = await _task(api, alice)
+        await _remembered(api, alice, task["id"])
+        await _sql(
+            postgres_engine,
+            "UPDATE tasks SET description = 'edited elsewhere', version = version + 1"
+            " WHERE id = :id",
+            id=task["id"],
+        )
+        await _seen_within(
+            api, alice, task["id"], lambda a: a.json()["description"] == "edited elsewhere"
+        )
+
+
+async def test_the_dispatchers_next_run_at_is_answered_at_once(
+    postgres_engine: AsyncEngine,
+) -> None:
+    """The dispatcher moves ``next_run_at`` without a version bump: still a change."""
+    async with api_with_cache(postgres_engine) as api:
+        alice = await api.user("alice", Role.USER)
+        task = await _task(api, alice)
+        before = (await _remembered(api, alice, task["id"]))["next_run_at"]
+        await _sql(
+            postgres_engine,
+            "UPDATE tasks SET next_run_at = next_run_at + interval '1 hour' WHERE id = :id",
+            id=task["id"],
+        )
+        await _seen_within(api, alice, task["id"], lambda a: a.json()["next_run_at"] != before)
+
+
+async def test_a_task_deleted_elsewhere_is_gone_at_once(postgres_engine: AsyncEngine) -> None:
+    async with api_with_cache(postgres_engine) as api:
+        alice = await api.user("alice", Role.USER)
+        task = await _task(api, alice)
+        await _remembered(api, alice, task["id"])
+        await _sql(postgres_engine, "DELETE FROM tasks WHERE id = :id", id=task["id"])
+        await _seen_within(api, alice, task["id"], lambda a: a.status_code == 404)
+
+
+async def test_without_its_subscription_the_api_reads_the_database(
+    postgres_engine: AsyncEngine,
+) -> None:
+    """The listening connection is killed: from then until it subscribes again nothing is
+    served from memory, so a change made meanwhile (whose notification nobody hears) is
+    answered by the very next read; once subscribed again, the cache serves again."""
+    async with api_with_cache(postgres_engine) as api:
+        alice = await api.user("alice", Role.USER)
+        task = await _task(api, alice)
+        await _remembered(api, alice, task["id"])
+        cache = _cache(api)
+        async with postgres_engine.connect() as connection:
+            killed = (
+                await connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE query ILIKE '%scheduler_task_rows%' AND pid <> pg_backend_pid()"
+                    )
+                )
+            ).all()
+        assert killed, "no listening connection found"
+        await _until(lambda: not cache.enabled, bound=BOUND_SECONDS)
+        # Written with the trigger off: as if its notification had been lost.
+        async with postgres_engine.begin() as connection:
+            await connection.execute(text("SET LOCAL session_replication_role = replica"))
+            await connection.execute(
+                text("UPDATE tasks SET description = 'unheard' WHERE id = :id"), {"id": task["id"]}
+            )
+        if not cache.enabled:
+            answer = await api.client.get(f"/api/v1/tasks/{task['id']}", headers=alice.headers)
+            assert answer.json()["description"] == "unheard"
+        await _until(lambda: cache.enabled)
+        answer = await api.client.get(f"/api/v1/tasks/{task['id']}", headers=alice.headers)
+        assert answer.json()["description"] == "unheard"  # reset on subscribing: nothing old
+        await _remembered(api, alice, task["id"])
+
+
+async def test_another_teams_caller_gets_404_for_a_remembered_task(
+    postgres_engine: AsyncEngine,
+) -> None:
+    async with api_with_cache(postgres_engine) as api:
+        alice = await api.user("alice", Role.USER)
+        bob = await api.user("bob", Role.USER)
+        task = await _task(api, alice)
+        await _remembered(api, alice, task["id"])
+        answer = await api.client.get(f"/api/v1/tasks/{task['id']}", headers=bob.headers)
+        assert answer.status_code == 404, answer.text
