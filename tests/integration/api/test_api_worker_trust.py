@@ -5,6 +5,7 @@ HTTP workers' output is capped like in-process output."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -220,3 +221,34 @@ async def test_the_output_cap_is_the_configured_worker_output_limit(engine: Asyn
         output = await api.client.get(f"/api/v1/runs/{run_id}/output", headers=alice.headers)
 
     assert output.json()["output"] == "é" * 500 + "\n[output truncated: 600 bytes dropped]"
+
+
+def _user_facing_routes(api: Api) -> list[tuple[str, str]]:
+    """(method, path) of every handler under /api/v1 but the worker protocol, authentication
+    and the public ones, with its path parameters filled in."""
+    found = []
+    for route in api.app.routes:
+        path = route.path
+        if not path.startswith("/api/v1/") or path.startswith(("/api/v1/worker", "/api/v1/auth")):
+            continue
+        for handler in route.route_handlers:  # type: ignore[attr-defined]
+            if handler.opt.get("public"):
+                continue
+            filled = re.sub(r"\{[^}]+\}", "x", path)
+            methods = sorted(set(handler.http_methods) - {"OPTIONS", "HEAD"})
+            found.extend((method, filled) for method in methods)
+    return found
+
+
+async def test_a_worker_credential_is_fenced_out_of_every_user_facing_route(
+    api: Api, fleet: Caller
+) -> None:
+    """Before any handler runs (so before any of its own checks or reads): 403 naming the
+    worker protocol, on every route of the user-facing API; the worker protocol still works."""
+    routes = _user_facing_routes(api)
+    assert len(routes) > 50, routes
+    for method, path in routes:
+        response = await api.client.request(method, path, headers=fleet.headers)
+        assert response.status_code == 403, (method, path, response.text)
+        assert "worker protocol" in response.json()["detail"], (method, path, response.text)
+    await register(api, fleet.headers)

@@ -18,6 +18,7 @@ from litestar.middleware.authentication import (
 )
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from scheduler_api.auth.guards import refuse_worker_role
 from scheduler_application.accounts.access import Principal
 from scheduler_application.accounts.auth import MISSING_CREDENTIALS, AuthService
 from scheduler_application.accounts.request_limits import (
@@ -71,6 +72,7 @@ class PrincipalMiddleware(AbstractAuthenticationMiddleware):
                 if not quota.allowed:
                     raise RequestsThrottled(quota)
                 connection.scope[QUOTA_SCOPE_KEY] = quota  # type: ignore[literal-required]
+        refuse_worker_role(principal, connection.route_handler.opt)
         return AuthenticationResult(user=principal, auth=principal.via)
 
 

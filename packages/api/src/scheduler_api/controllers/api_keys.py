@@ -7,7 +7,7 @@ from typing import Annotated
 from litestar import Controller, Response, delete, get, post
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
-from scheduler_api.auth import refuse_worker_role
+from scheduler_api.auth import WORKERS_REFUSED
 from scheduler_api.dependencies import CurrentPrincipal, Options, Services
 from scheduler_api.openapi import problems
 from scheduler_api.params import (
@@ -32,7 +32,7 @@ def _id(key_id: str) -> str:
 class ApiKeyController(Controller):
     path = "/api-keys"
     tags = ("api-keys",)
-    guards = (refuse_worker_role,)
+    opt = {WORKERS_REFUSED: True}  # noqa: RUF012
 
     @post(
         "/",

@@ -7,7 +7,7 @@ from datetime import datetime
 from litestar import Controller, post
 from litestar.params import JSONBody
 
-from scheduler_api.auth import refuse_worker_role
+from scheduler_api.auth import WORKERS_REFUSED
 from scheduler_api.dependencies import CurrentPrincipal, Services
 from scheduler_api.openapi import problems
 from scheduler_api.schemas.runs import (
@@ -47,7 +47,7 @@ def _result(outcome: TriggerOutcome) -> BatchResultOut:
 class BatchController(Controller):
     path = "/runs/batch"
     tags = ("runs",)
-    guards = (refuse_worker_role,)
+    opt = {WORKERS_REFUSED: True}  # noqa: RUF012
 
     @post(
         "/",

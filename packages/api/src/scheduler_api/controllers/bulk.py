@@ -10,7 +10,7 @@ from litestar import Controller, Response, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter
 
-from scheduler_api.auth import refuse_worker_role
+from scheduler_api.auth import WORKERS_REFUSED
 from scheduler_api.dependencies import CurrentPrincipal, Services
 from scheduler_api.openapi import problems
 from scheduler_api.params import object_id
@@ -74,7 +74,7 @@ async def _start(
 class BulkRunsController(Controller):
     path = "/runs/bulk"
     tags = ("runs",)
-    guards = (refuse_worker_role,)
+    opt = {WORKERS_REFUSED: True}  # noqa: RUF012
 
     @post(
         "/",
@@ -99,7 +99,7 @@ class BulkRunsController(Controller):
 class BulkTasksController(Controller):
     path = "/tasks/bulk"
     tags = ("tasks",)
-    guards = (refuse_worker_role,)
+    opt = {WORKERS_REFUSED: True}  # noqa: RUF012
 
     @post(
         "/",
@@ -124,7 +124,7 @@ class BulkTasksController(Controller):
 class OperationController(Controller):
     path = "/operations"
     tags = ("operations",)
-    guards = (refuse_worker_role,)
+    opt = {WORKERS_REFUSED: True}  # noqa: RUF012
 
     @get(
         "/{operation_id:str}", summary="A bulk operation and its progress", responses=problems(404)

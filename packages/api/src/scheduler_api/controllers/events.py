@@ -20,7 +20,7 @@ from litestar import Controller, Request, get
 from litestar.params import FromQuery, HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from scheduler_api.auth import refuse_worker_role
+from scheduler_api.auth import WORKERS_REFUSED
 from scheduler_api.dependencies import CurrentPrincipal, Options, Services
 from scheduler_api.openapi import problems
 from scheduler_api.params import LIMIT_DESCRIPTION, object_id, page_size
@@ -73,7 +73,7 @@ def _filters(
 class EventController(Controller):
     path = "/events"
     tags = ("events",)
-    guards = (refuse_worker_role,)
+    opt = {WORKERS_REFUSED: True}  # noqa: RUF012
 
     @get(
         "/",

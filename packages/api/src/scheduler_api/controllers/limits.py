@@ -10,7 +10,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Body, PathParameter
 
-from scheduler_api.auth import refuse_worker_role
+from scheduler_api.auth import WORKERS_REFUSED
 from scheduler_api.dependencies import CurrentPrincipal, Services
 from scheduler_api.openapi import problems
 from scheduler_api.schemas.limits import CircuitList, CircuitOut, LimitList, LimitOut
@@ -42,7 +42,7 @@ LimitBody = Annotated[
 class LimitController(Controller):
     path = "/limits"
     tags = ("limits",)
-    guards = (refuse_worker_role,)
+    opt = {WORKERS_REFUSED: True}  # noqa: RUF012
 
     @get("/", summary="Named shared limits and their current use", responses=problems())
     async def list_limits(self, services: Services, principal: CurrentPrincipal) -> LimitList:
@@ -86,7 +86,7 @@ class LimitController(Controller):
 class CircuitController(Controller):
     path = "/circuits"
     tags = ("limits",)
-    guards = (refuse_worker_role,)
+    opt = {WORKERS_REFUSED: True}  # noqa: RUF012
 
     @get(
         "/",

@@ -9,7 +9,7 @@ from litestar import Controller, get, patch, post
 from litestar.openapi.spec import Example
 from litestar.params import Body, PathParameter
 
-from scheduler_api.auth import refuse_worker_role
+from scheduler_api.auth import WORKERS_REFUSED
 from scheduler_api.dependencies import CurrentPrincipal, Services
 from scheduler_api.openapi import problems
 from scheduler_api.schemas.queues import PurgeOut, QueueList, QueueOut, queue_changes
@@ -48,7 +48,7 @@ async def _one(services: Services, principal: Principal, name: str) -> QueueOut:
 class QueueController(Controller):
     path = "/queues"
     tags = ("queues",)
-    guards = (refuse_worker_role,)
+    opt = {WORKERS_REFUSED: True}  # noqa: RUF012
 
     @get(
         "/",

@@ -8,7 +8,7 @@ import msgspec
 from litestar import Controller, Response, get, post
 from litestar.params import FromQuery, JSONBody, PathParameter, QueryParameter
 
-from scheduler_api.auth import refuse_worker_role
+from scheduler_api.auth import WORKERS_REFUSED
 from scheduler_api.controllers.runs_listing import list_runs
 from scheduler_api.dependencies import CurrentPrincipal, Options, Services
 from scheduler_api.openapi import problems
@@ -31,7 +31,7 @@ def _id(run_id: str) -> str:
 class RunController(Controller):
     path = "/runs"
     tags = ("runs",)
-    guards = (refuse_worker_role,)
+    opt = {WORKERS_REFUSED: True}  # noqa: RUF012
 
     @get("/", summary="List runs, newest first", responses=problems(404))
     async def list_all(

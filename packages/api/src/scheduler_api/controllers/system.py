@@ -6,7 +6,7 @@ import time
 
 from litestar import Controller, get
 
-from scheduler_api.auth import refuse_worker_role
+from scheduler_api.auth import WORKERS_REFUSED
 from scheduler_api.controllers.health import run_probes
 from scheduler_api.dependencies import CurrentPrincipal, Options, Services
 from scheduler_api.openapi import problems
@@ -19,7 +19,7 @@ _STARTED = time.monotonic()
 class SystemController(Controller):
     path = "/system"
     tags = ("system",)
-    guards = (refuse_worker_role,)
+    opt = {WORKERS_REFUSED: True}  # noqa: RUF012
 
     @get(
         "/",

@@ -16,7 +16,7 @@ from litestar.params import (
     QueryParameter,
 )
 
-from scheduler_api.auth import refuse_worker_role
+from scheduler_api.auth import WORKERS_REFUSED
 from scheduler_api.controllers.runs_listing import list_runs
 from scheduler_api.dependencies import CurrentPrincipal, Options, Services
 from scheduler_api.openapi import problems, task_body_schema
@@ -96,7 +96,7 @@ def _id(task_id: str) -> str:
 class TaskController(Controller):
     path = "/tasks"
     tags = ("tasks",)
-    guards = (refuse_worker_role,)
+    opt = {WORKERS_REFUSED: True}  # noqa: RUF012
 
     @post("/", summary="Create a task", responses=problems(409))
     async def create(

@@ -11,7 +11,7 @@ from typing import Annotated
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.params import JSONBody, PathParameter
 
-from scheduler_api.auth import refuse_worker_role
+from scheduler_api.auth import WORKERS_REFUSED
 from scheduler_api.dependencies import CurrentPrincipal, Services
 from scheduler_api.openapi import problems
 from scheduler_api.schemas.teams import MemberIn, RoleIn, TeamCreateIn, TeamList, TeamOut
@@ -24,7 +24,7 @@ UserRef = Annotated[str, PathParameter(description="User id or username", max_le
 class TeamController(Controller):
     path = "/teams"
     tags = ("teams",)
-    guards = (refuse_worker_role,)
+    opt = {WORKERS_REFUSED: True}  # noqa: RUF012
 
     @post("/", summary="Create a team (the caller becomes its admin)", responses=problems(409))
     async def create(

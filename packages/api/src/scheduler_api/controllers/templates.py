@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.params import Body, HeaderParameter, JSONBody, PathParameter, QueryParameter
 
-from scheduler_api.auth import refuse_worker_role
+from scheduler_api.auth import WORKERS_REFUSED
 from scheduler_api.dependencies import CurrentPrincipal, Options, Services
 from scheduler_api.openapi import problems
 from scheduler_api.params import (
@@ -80,7 +80,7 @@ def _created(task_out: TaskOut) -> Response[TaskOut]:
 class TemplateController(Controller):
     path = "/templates"
     tags = ("templates",)
-    guards = (refuse_worker_role,)
+    opt = {WORKERS_REFUSED: True}  # noqa: RUF012
 
     @post("/", summary="Create a template (admin, operator)", responses=problems(403, 409))
     async def create(
@@ -227,7 +227,7 @@ class TemplateController(Controller):
 class SubscriptionController(Controller):
     path = "/subscriptions"
     tags = ("templates",)
-    guards = (refuse_worker_role,)
+    opt = {WORKERS_REFUSED: True}  # noqa: RUF012
 
     @patch(
         "/{task_id:str}",

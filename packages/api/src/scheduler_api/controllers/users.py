@@ -7,7 +7,7 @@ from typing import Annotated
 from litestar import Controller, Response, get, patch, post
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
-from scheduler_api.auth import refuse_worker_role
+from scheduler_api.auth import WORKERS_REFUSED
 from scheduler_api.dependencies import CurrentPrincipal, Options, Services
 from scheduler_api.openapi import problems
 from scheduler_api.params import (
@@ -36,7 +36,7 @@ def _id(user_id: str) -> str:
 class UserController(Controller):
     path = "/users"
     tags = ("users",)
-    guards = (refuse_worker_role,)
+    opt = {WORKERS_REFUSED: True}  # noqa: RUF012
 
     @post("/", summary="Create a user", responses=problems(409))
     async def create(

@@ -8,7 +8,7 @@ from typing import Annotated
 from litestar import Controller, get, post
 from litestar.params import FromQuery, PathParameter, QueryParameter
 
-from scheduler_api.auth import refuse_worker_role
+from scheduler_api.auth import WORKERS_REFUSED
 from scheduler_api.dependencies import CurrentPrincipal, Options, Services
 from scheduler_api.openapi import problems
 from scheduler_api.params import (
@@ -33,7 +33,7 @@ def _id(worker_id: str) -> str:
 class WorkerController(Controller):
     path = "/workers"
     tags = ("workers",)
-    guards = (refuse_worker_role,)
+    opt = {WORKERS_REFUSED: True}  # noqa: RUF012
 
     @get("/", summary="List workers", responses=problems())
     async def list_workers(
