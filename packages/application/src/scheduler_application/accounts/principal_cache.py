@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from scheduler_application.accounts.access import Principal
+from scheduler_application.live_cache import LiveCache
 
 DEFAULT_MAX_ENTRIES = 10_000
 DEFAULT_TTL = timedelta(seconds=5)
@@ -40,15 +40,13 @@ def credential_digest(credential: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Entry:
+class _Accepted:
     principal: Principal
-    #: ``monotonic()`` after which the entry is stale.
-    stale_at: float
     #: The credential's own expiry (None: none).
     expires_at: datetime | None
 
 
-class PrincipalCache:
+class PrincipalCache(LiveCache[_Accepted]):
     def __init__(
         self,
         *,
@@ -59,63 +57,20 @@ class PrincipalCache:
     ) -> None:
         """``max_entries`` or ``ttl`` of 0 turns caching off. ``live=False`` starts suspended
         (until :meth:`reset`): for a process that must first subscribe to invalidations."""
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._max_entries = max(0, max_entries)
-        self._ttl = max(0.0, ttl.total_seconds())
-        self._live = live
-        self._now = monotonic
-        self._epoch = 0
-        #: Hits, for tests.
-        self.hits = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self._live and self._max_entries > 0 and self._ttl > 0
-
-    @property
-    def epoch(self) -> int:
-        """Take it before reading the database; hand it to :meth:`put`."""
-        return self._epoch
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        super().__init__(max_entries=max_entries, ttl=ttl, live=live, monotonic=monotonic)
 
     def get(self, digest: str, *, now: datetime) -> Principal | None:
-        entry = self._entries.get(digest)
-        if entry is None or not self._live:
+        accepted = self._lookup(digest)
+        if accepted is None:
             return None
-        if entry.stale_at <= self._now() or (
-            entry.expires_at is not None and entry.expires_at <= now
-        ):
-            del self._entries[digest]
+        if accepted.expires_at is not None and accepted.expires_at <= now:
+            self._drop(digest)
             return None
-        self._entries.move_to_end(digest)
         self.hits += 1
-        return entry.principal
+        return accepted.principal
 
     def put(
         self, digest: str, principal: Principal, *, expires_at: datetime | None, epoch: int
     ) -> None:
         """Remember an accepted credential, unless an invalidation happened since ``epoch``."""
-        if not self.enabled or epoch != self._epoch:
-            return
-        self._entries[digest] = _Entry(principal, self._now() + self._ttl, expires_at)
-        self._entries.move_to_end(digest)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
-
-    def invalidate(self) -> None:
-        """Forget every credential: a session rule changed something (in this process or,
-        told by the database, in another)."""
-        self._epoch += 1
-        self._entries.clear()
-
-    def suspend(self) -> None:
-        """Forget everything and serve nothing: invalidations may be missed from now on."""
-        self._live = False
-        self.invalidate()
-
-    def reset(self) -> None:
-        """Forget everything and serve again: invalidations are heard from now on."""
-        self._live = True
-        self.invalidate()
+        self._store(digest, _Accepted(principal, expires_at), epoch=epoch)

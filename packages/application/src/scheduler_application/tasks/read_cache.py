@@ -29,25 +29,17 @@ from __future__ import annotations
 
 import copy
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import timedelta
 
+from scheduler_application.live_cache import LiveCache
 from scheduler_domain.task import Task
 
 DEFAULT_MAX_ENTRIES = 10_000
 DEFAULT_TTL = timedelta(seconds=30)
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    task: Task
-    #: ``monotonic()`` after which the entry is stale.
-    stale_at: float
-
-
-class TaskCache:
+class TaskCache(LiveCache[Task]):
     def __init__(
         self,
         *,
@@ -58,67 +50,16 @@ class TaskCache:
     ) -> None:
         """``max_entries`` or ``ttl`` of 0 turns caching off. ``live=False`` starts suspended
         (until :meth:`reset`): for a process that must first subscribe to the changes."""
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._max_entries = max(0, max_entries)
-        self._ttl = max(0.0, ttl.total_seconds())
-        self._live = live
-        self._now = monotonic
-        self._epoch = 0
-        #: Reads answered from memory, for tests and metrics.
-        self.hits = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self._live and self._max_entries > 0 and self._ttl > 0
-
-    @property
-    def epoch(self) -> int:
-        """Take it before reading the database; hand it to :meth:`put`."""
-        return self._epoch
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        super().__init__(max_entries=max_entries, ttl=ttl, live=live, monotonic=monotonic)
 
     def get(self, task_id: str) -> Task | None:
         """A copy of the cached task (callers may change what they are given)."""
-        if not self._live:
+        task = self._lookup(task_id)
+        if task is None:
             return None
-        entry = self._entries.get(task_id)
-        if entry is None:
-            return None
-        if entry.stale_at <= self._now():
-            del self._entries[task_id]
-            return None
-        self._entries.move_to_end(task_id)
         self.hits += 1
-        return copy.copy(entry.task)
+        return copy.copy(task)
 
     def put(self, task: Task, *, epoch: int) -> None:
         """Remember ``task`` as read, unless an invalidation happened since ``epoch``."""
-        if not self.enabled or epoch != self._epoch:
-            return
-        self._entries[task.id] = _Entry(copy.copy(task), self._now() + self._ttl)
-        self._entries.move_to_end(task.id)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
-
-    def forget(self, task_ids: Iterable[str]) -> None:
-        """These tasks changed (or are gone): drop them, and refuse the reads in flight."""
-        self._epoch += 1
-        for task_id in task_ids:
-            self._entries.pop(task_id, None)
-
-    def invalidate(self) -> None:
-        """Forget every task."""
-        self._epoch += 1
-        self._entries.clear()
-
-    def suspend(self) -> None:
-        """Forget everything and serve nothing: changes may be missed from now on."""
-        self._live = False
-        self.invalidate()
-
-    def reset(self) -> None:
-        """Forget everything and serve again: changes are heard from now on."""
-        self._live = True
-        self.invalidate()
+        self._store(task.id, copy.copy(task), epoch=epoch)

@@ -10,15 +10,10 @@ the connection is lost until the next subscription.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.accounts.principal_cache import PrincipalCache
-from scheduler_infrastructure.persistence.task_changes import TaskChangeListener
-
-log = logging.getLogger("scheduler.sessions")
+from scheduler_infrastructure.persistence.cache_listeners import keep_told
 
 CHANNEL = "scheduler_sessions"
 
@@ -30,20 +25,13 @@ async def keep_listening(
     retry_seconds: float = 1.0,
     ping_seconds: float = 5.0,
 ) -> None:
-    """Until cancelled. ``ping_seconds``: how often an idle subscription checks its
-    connection (a dead one is found within that; the cache's time to live covers the rest)."""
-    listener = TaskChangeListener(engine, channel=CHANNEL, ping_seconds=ping_seconds)
-    while True:
-        try:
-            await listener.listen(cache.reset)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # the connection is gone; try again after a pause
-            log.warning(
-                "not hearing session changes (%s: %s); authenticating from the database",
-                type(error).__name__,
-                error,
-            )
-        finally:
-            cache.suspend()
-        await asyncio.sleep(retry_seconds)
+    """Until cancelled (see :func:`.cache_listeners.keep_told`)."""
+    await keep_told(
+        engine,
+        cache,
+        channel=CHANNEL,
+        by_key=False,
+        unheard="authenticating from the database",
+        retry_seconds=retry_seconds,
+        ping_seconds=ping_seconds,
+    )

@@ -10,15 +10,10 @@ moment the connection is lost until the next subscription.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.tasks.read_cache import TaskCache
-from scheduler_infrastructure.persistence.task_changes import TaskChangeListener
-
-log = logging.getLogger("scheduler.task_rows")
+from scheduler_infrastructure.persistence.cache_listeners import keep_told
 
 CHANNEL = "scheduler_task_rows"
 
@@ -30,24 +25,13 @@ async def keep_forgetting(
     retry_seconds: float = 1.0,
     ping_seconds: float = 5.0,
 ) -> None:
-    """Until cancelled. ``ping_seconds``: how often an idle subscription checks its
-    connection (a dead one is found within that; the cache's time to live covers the rest)."""
-    listener = TaskChangeListener(engine, channel=CHANNEL, ping_seconds=ping_seconds)
-
-    def changed(task_id: str) -> None:
-        cache.forget((task_id,))
-
-    while True:
-        try:
-            await listener.listen(cache.reset, on_payload=changed)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # the connection is gone; try again after a pause
-            log.warning(
-                "not hearing task changes (%s: %s); reading tasks from the database",
-                type(error).__name__,
-                error,
-            )
-        finally:
-            cache.suspend()
-        await asyncio.sleep(retry_seconds)
+    """Until cancelled (see :func:`.cache_listeners.keep_told`)."""
+    await keep_told(
+        engine,
+        cache,
+        channel=CHANNEL,
+        by_key=True,
+        unheard="reading tasks from the database",
+        retry_seconds=retry_seconds,
+        ping_seconds=ping_seconds,
+    )

@@ -1,0 +1,109 @@
+"""What a process read from the database, kept while it cannot have changed unheard.
+
+:class:`LiveCache` is the machinery the caches of accepted credentials
+(:mod:`~scheduler_application.accounts.principal_cache`) and of tasks
+(:mod:`~scheduler_application.tasks.read_cache`) share: a bounded LRU whose entries are served
+until the earliest of their time to live and the next invalidation, and not at all while the
+cache is suspended (its process cannot hear of changes). A read that missed stores its answer
+only if no invalidation happened while it read (:attr:`epoch`), so a read that raced a change
+cannot bring back what the change replaced. The subclasses say what a key and a value are.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry(Generic[V]):
+    value: V
+    #: ``monotonic()`` after which the entry is stale.
+    stale_at: float
+
+
+class LiveCache(Generic[V]):
+    def __init__(
+        self,
+        *,
+        max_entries: int,
+        ttl: timedelta,
+        live: bool = True,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``max_entries`` or ``ttl`` of 0 turns caching off. ``live=False`` starts suspended
+        (until :meth:`reset`): for a process that must first subscribe to invalidations."""
+        self._entries: OrderedDict[str, _Entry[V]] = OrderedDict()
+        self._max_entries = max(0, max_entries)
+        self._ttl = max(0.0, ttl.total_seconds())
+        self._live = live
+        self._now = monotonic
+        self._epoch = 0
+        #: Answers served from memory, for tests.
+        self.hits = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self._live and self._max_entries > 0 and self._ttl > 0
+
+    @property
+    def epoch(self) -> int:
+        """Take it before reading the database; hand it to the subclass's ``put``."""
+        return self._epoch
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _lookup(self, key: str) -> V | None:
+        """The live value under ``key`` (None: none, stale or suspended); not counted as a
+        hit, since the subclass may still refuse it."""
+        if not self._live:
+            return None
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.stale_at <= self._now():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry.value
+
+    def _store(self, key: str, value: V, *, epoch: int) -> None:
+        """Remember ``value``, unless an invalidation happened since ``epoch``."""
+        if not self.enabled or epoch != self._epoch:
+            return
+        self._entries[key] = _Entry(value, self._now() + self._ttl)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def _drop(self, key: str) -> None:
+        """Drop one entry that ended on its own (no invalidation)."""
+        self._entries.pop(key, None)
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """These changed (or are gone): drop them, and refuse the reads in flight."""
+        self._epoch += 1
+        for key in keys:
+            self._entries.pop(key, None)
+
+    def invalidate(self) -> None:
+        """Forget everything (and refuse the reads in flight)."""
+        self._epoch += 1
+        self._entries.clear()
+
+    def suspend(self) -> None:
+        """Forget everything and serve nothing: invalidations may be missed from now on."""
+        self._live = False
+        self.invalidate()
+
+    def reset(self) -> None:
+        """Forget everything and serve again: invalidations are heard from now on."""
+        self._live = True
+        self.invalidate()
