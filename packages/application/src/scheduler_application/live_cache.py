@@ -29,19 +29,25 @@ class _Entry(Generic[V]):
 
 
 class LiveCache(Generic[V]):
+    #: What a subclass holds by default.
+    DEFAULT_MAX_ENTRIES = 10_000
+    DEFAULT_TTL = timedelta(seconds=5)
+
     def __init__(
         self,
         *,
-        max_entries: int,
-        ttl: timedelta,
+        max_entries: int | None = None,
+        ttl: timedelta | None = None,
         live: bool = True,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``max_entries`` or ``ttl`` of 0 turns caching off. ``live=False`` starts suspended
-        (until :meth:`reset`): for a process that must first subscribe to invalidations."""
+        """``max_entries`` or ``ttl`` of 0 turns caching off (None: the class's default).
+        ``live=False`` starts suspended (until :meth:`reset`): for a process that must first
+        subscribe to invalidations."""
         self._entries: OrderedDict[str, _Entry[V]] = OrderedDict()
-        self._max_entries = max(0, max_entries)
-        self._ttl = max(0.0, ttl.total_seconds())
+        chosen_ttl = self.DEFAULT_TTL if ttl is None else ttl
+        self._max_entries = max(0, self.DEFAULT_MAX_ENTRIES if max_entries is None else max_entries)
+        self._ttl = max(0.0, chosen_ttl.total_seconds())
         self._live = live
         self._now = monotonic
         self._epoch = 0

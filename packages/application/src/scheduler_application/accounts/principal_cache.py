@@ -22,8 +22,6 @@ credential back.
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -47,17 +45,8 @@ class _Accepted:
 
 
 class PrincipalCache(LiveCache[_Accepted]):
-    def __init__(
-        self,
-        *,
-        max_entries: int = DEFAULT_MAX_ENTRIES,
-        ttl: timedelta = DEFAULT_TTL,
-        live: bool = True,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        """``max_entries`` or ``ttl`` of 0 turns caching off. ``live=False`` starts suspended
-        (until :meth:`reset`): for a process that must first subscribe to invalidations."""
-        super().__init__(max_entries=max_entries, ttl=ttl, live=live, monotonic=monotonic)
+    DEFAULT_MAX_ENTRIES = DEFAULT_MAX_ENTRIES
+    DEFAULT_TTL = DEFAULT_TTL
 
     def get(self, digest: str, *, now: datetime) -> Principal | None:
         accepted = self._lookup(digest)

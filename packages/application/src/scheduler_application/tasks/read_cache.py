@@ -28,8 +28,6 @@ Visibility is not cached: the caller's right to see the task's team is checked o
 from __future__ import annotations
 
 import copy
-import time
-from collections.abc import Callable
 from datetime import timedelta
 
 from scheduler_application.live_cache import LiveCache
@@ -40,17 +38,8 @@ DEFAULT_TTL = timedelta(seconds=30)
 
 
 class TaskCache(LiveCache[Task]):
-    def __init__(
-        self,
-        *,
-        max_entries: int = DEFAULT_MAX_ENTRIES,
-        ttl: timedelta = DEFAULT_TTL,
-        live: bool = True,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        """``max_entries`` or ``ttl`` of 0 turns caching off. ``live=False`` starts suspended
-        (until :meth:`reset`): for a process that must first subscribe to the changes."""
-        super().__init__(max_entries=max_entries, ttl=ttl, live=live, monotonic=monotonic)
+    DEFAULT_MAX_ENTRIES = DEFAULT_MAX_ENTRIES
+    DEFAULT_TTL = DEFAULT_TTL
 
     def get(self, task_id: str) -> Task | None:
         """A copy of the cached task (callers may change what they are given)."""
