@@ -406,3 +406,24 @@ def test_since_takes_spans_and_instants() -> None:
     assert since("2030-01-01T08:00:00+02:00", now=now) == "2030-01-01T06:00:00Z"
     with pytest.raises(BadInput):
         since("yesterday", now=now)
+
+
+def test_the_circuits_table_shows_the_runs_each_circuit_holds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from scheduler_cli.commands.limits import CIRCUIT_COLUMNS
+    from scheduler_cli.output import Output
+
+    circuit = {
+        "name": "vendor-api",
+        "state": "open",
+        "failures": 5,
+        "failure_threshold": 5,
+        "reopens_at": None,
+        "probe_run_id": None,
+        "held_runs": 17,
+    }
+    Output(json_mode=False).table([circuit], CIRCUIT_COLUMNS)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-1] == "HELD"
+    assert lines[1].split()[-1] == "17"

@@ -50,6 +50,7 @@ CIRCUIT_COLUMNS: list[Column] = [
     ("FAILURES", lambda c: f"{c['failures']}/{c['failure_threshold']}"),
     ("REOPENS", lambda c: when(c["reopens_at"]) if c.get("reopens_at") else "-"),
     ("PROBE", lambda c: c.get("probe_run_id") or "-"),
+    ("HELD", lambda c: str(c.get("held_runs", 0))),
 ]
 
 
