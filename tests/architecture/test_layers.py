@@ -27,8 +27,8 @@ IMPORT_NAMES = {
 
 
 #: Declared for use at run time though never imported by name (SQLAlchemy loads the driver
-#: named in the database URL).
-RUNTIME_ONLY = {"infrastructure": {"aiosqlite"}}
+#: named in the database URL; uvicorn parses HTTP with httptools when it is installed).
+RUNTIME_ONLY = {"infrastructure": {"aiosqlite"}, "api": {"httptools"}}
 
 
 def _imports(package: str) -> set[str]:
