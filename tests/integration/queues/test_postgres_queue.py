@@ -20,6 +20,7 @@ from queue_helpers import (
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from scheduler_application.tasks.changes import TaskChangeSignal
 from scheduler_infrastructure.persistence.engine import create_engine
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.queues import messages
@@ -206,6 +207,28 @@ async def test_a_message_published_within_a_transaction_exists_exactly_when_it_c
         assert delivery.message == kept
         await queue.ack(delivery)
         await assert_no_delivery(consumer, within=0.5)
+
+
+async def test_publish_within_sees_through_the_task_change_signals_unit_of_work(
+    make_queue: QueueMaker, new_queue_name, queue_engine: AsyncEngine
+) -> None:
+    """``scheduler run`` with an API and a dispatcher wraps the API's units of work to wake the
+    dispatcher on commit: the messages of a trigger still go in its transaction (a rolled-back
+    one leaves none; none is visible before the commit), not in a second one after it."""
+    queue = await make_queue(poll_interval=NO_POLLING)
+    name = new_queue_name()
+    signal = TaskChangeSignal()
+    uow_factory = signal.watch(SqlUnitOfWorkFactory(queue_engine))
+    async with uow_factory() as uow:
+        assert await queue.publish_within(uow, [run_message(name, number=1)]) is True
+        await uow.rollback()
+    assert await queue.depth(name) == 0
+    async with uow_factory() as uow:
+        assert await queue.publish_within(uow, [run_message(name, number=2)]) is True
+        assert await queue.depth(name) == 0
+        await uow.commit()
+    assert await queue.depth(name) == 1
+    assert signal.notified == 1
 
 
 async def test_publish_within_declines_a_unit_of_work_on_another_database(

@@ -95,8 +95,11 @@ async def run_components(
                 )
             api_url = None
             if sock is not None:
-                watched = dataclasses.replace(
-                    resources, uow_factory=changes.watch(resources.uow_factory)
+                # Task changes wake the dispatcher of this process, if there is one.
+                watched = (
+                    dataclasses.replace(resources, uow_factory=changes.watch(resources.uow_factory))
+                    if "dispatcher" in components
+                    else resources
                 )
                 app = build_api(watched, relay=relay)
                 api_stop = asyncio.Event()

@@ -68,6 +68,17 @@ class UnitOfWork(Repositories, Protocol):
     async def rollback(self) -> None: ...
 
 
+def innermost(uow: UnitOfWork) -> UnitOfWork:
+    """The unit of work a wrapper (one that adds behaviour around the same transaction, such as
+    the task-change signal's) stands for: what an adapter that writes in the transaction itself
+    (the database queue's ``publish_within``) must look at. A wrapper names it ``wrapped``."""
+    while True:
+        wrapped = getattr(uow, "wrapped", None)
+        if wrapped is None:
+            return uow
+        uow = wrapped
+
+
 #: Builds a fresh unit of work per use-case call.
 UnitOfWorkFactory = Callable[[], UnitOfWork]
 #: Builds a unit of work for reads only: the same repositories, but no transaction where the

@@ -56,6 +56,11 @@ class _NotifyingUnitOfWork:
         self._inner = inner
         self._signal = signal
 
+    @property
+    def wrapped(self) -> UnitOfWork:
+        """The unit of work whose transaction this is (see ``ports.unit_of_work.innermost``)."""
+        return self._inner
+
     def __getattr__(self, name: str) -> Any:
         if name in REPOSITORY_NAMES:
             return getattr(self._inner, name)

@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scheduler_application.errors import Unavailable
 from scheduler_application.group_commit import GroupCommit, answer_alike
 from scheduler_application.ports.queue import Delivery, RunMessage
-from scheduler_application.ports.unit_of_work import UnitOfWork
+from scheduler_application.ports.unit_of_work import UnitOfWork, innermost
 from scheduler_infrastructure.errors import ConfigError
 from scheduler_infrastructure.persistence.driver_errors import is_unavailable, translated
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWork
@@ -149,7 +149,9 @@ class PostgresRunQueue:
 
     async def publish_within(self, uow: UnitOfWork, messages_: Sequence[RunMessage]) -> bool:
         """``TransactionalRunQueue``: insert the messages in the unit of work's transaction (its
-        ``NOTIFY`` goes out at its commit), if it is a SQL unit of work on this database."""
+        ``NOTIFY`` goes out at its commit), if it is a SQL unit of work on this database (or
+        wraps one: the task-change signal's unit of work in ``scheduler run``)."""
+        uow = innermost(uow)
         if not isinstance(uow, SqlUnitOfWork) or uow.engine.pool is not self._engine.pool:
             return False
         if messages_:
