@@ -182,3 +182,68 @@ async def test_another_teams_caller_gets_404_for_a_remembered_task(
         await _remembered(api, alice, task["id"])
         answer = await api.client.get(f"/api/v1/tasks/{task['id']}", headers=bob.headers)
         assert answer.status_code == 404, answer.text
+
+
+@asynccontextmanager
+async def _unheard(engine: AsyncEngine) -> AsyncIterator[None]:
+    """No task row notifications for a while: only what the API process does itself can make
+    its next read fresh."""
+    await _sql(engine, "ALTER TABLE tasks DISABLE TRIGGER tasks_notify_row_update")
+    try:
+        yield
+    finally:
+        await _sql(engine, "ALTER TABLE tasks ENABLE TRIGGER tasks_notify_row_update")
+
+
+async def test_a_template_change_through_the_api_is_read_at_once_by_that_process(
+    postgres_engine: AsyncEngine,
+) -> None:
+    async with api_with_cache(postgres_engine) as api:
+        olga = await api.user("olga", Role.OPERATOR)
+        alice = await api.user("alice", Role.USER)
+        made = await api.client.post(
+            "/api/v1/templates",
+            json={"name": "ping", "executor": "noop", "params": {"sleep_seconds": 0}},
+            headers=olga.headers,
+        )
+        assert made.status_code == 201, made.text
+        template = made.json()
+        subscribed = await api.client.post(
+            f"/api/v1/templates/{template['id']}/subscriptions",
+            json={"name": "mine"},
+            headers=alice.headers,
+        )
+        assert subscribed.status_code == 201, subscribed.text
+        task = subscribed.json()
+        await _remembered(api, alice, task["id"])
+        async with _unheard(postgres_engine):
+            changed = await api.client.patch(
+                f"/api/v1/templates/{template['id']}",
+                json={"params": {"sleep_seconds": 1}},
+                headers={**olga.headers, "If-Match": '"1"'},
+            )
+            assert changed.status_code == 200, changed.text
+            answer = await api.client.get(f"/api/v1/tasks/{task['id']}", headers=alice.headers)
+        assert answer.json()["params"] == {"sleep_seconds": 1}
+        assert answer.json()["template_version"] == 2
+
+
+async def test_a_tasks_file_applied_through_the_api_is_read_at_once_by_that_process(
+    postgres_engine: AsyncEngine,
+) -> None:
+    async with api_with_cache(postgres_engine) as api:
+        olga = await api.user("olga", Role.OPERATOR)
+        document: dict[str, Any] = {"tasks": [{"name": "nightly", "executor": "noop"}]}
+        applied = await api.client.post("/api/v1/tasks/apply", json=document, headers=olga.headers)
+        assert applied.status_code == 200, applied.text
+        listed = await api.client.get("/api/v1/tasks", headers=olga.headers)
+        task_id = listed.json()["items"][0]["id"]
+        await _remembered(api, olga, task_id)
+        document["tasks"][0]["description"] = "changed by the file"
+        async with _unheard(postgres_engine):
+            again = await api.client.post(
+                "/api/v1/tasks/apply", json=document, headers=olga.headers
+            )
+            assert again.status_code == 200, again.text
+            answer = await api.client.get(f"/api/v1/tasks/{task_id}", headers=olga.headers)
+        assert answer.json()["description"] == "changed by the file"

@@ -52,6 +52,7 @@ from scheduler_application.runs.batch_trigger import BatchTrigger
 from scheduler_application.runs.service import RunService
 from scheduler_application.runs.trigger_group import TriggerGroup
 from scheduler_application.tasks.apply import TaskApplyService
+from scheduler_application.tasks.changes import TaskChangeSignal
 from scheduler_application.tasks.graph import TaskGraphService
 from scheduler_application.tasks.read_cache import TaskCache
 from scheduler_application.tasks.service import TaskService
@@ -318,8 +319,17 @@ def build_services(
         read_uow_factory=reads,
     )
     bulk_runner = BulkRunner(uow_factory=uow, clock=clock, runs=runs, tasks=tasks)
+    # What writes tasks here besides TaskService (which forgets what it changed itself): a
+    # template's new version rewrites its subscriptions, an applied file its tasks. Their
+    # commits forget every task this process remembers, so that its next read is the new row
+    # without waiting for the notification (rare writes: the whole cache is cheap to lose).
+    task_writes = uow
+    if task_cache is not None:
+        forgetting = TaskChangeSignal()
+        forgetting.subscribe(task_cache.invalidate)
+        task_writes = forgetting.watch(uow)
     templates = TemplateService(
-        uow_factory=uow,
+        uow_factory=task_writes,
         clock=clock,
         executor_policy=resources.executor_policy,
         read_uow_factory=reads,
@@ -342,7 +352,7 @@ def build_services(
         batch=batch,
         triggers=TriggerGroup(batch=batch, clock=clock, tracer=resources.tracer),
         task_apply=TaskApplyService(
-            uow_factory=uow, tasks=tasks, templates=templates, limits=limits
+            uow_factory=task_writes, tasks=tasks, templates=templates, limits=limits
         ),
         bulk=BulkService(
             uow_factory=uow,
