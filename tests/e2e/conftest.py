@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import signal
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +17,18 @@ from scheduler_infrastructure.persistence.engine import create_engine
 from scheduler_infrastructure.persistence.migrations import upgrade
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from services import POSTGRES_ADMIN_URL, probe, require
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A SIGTERM (a CI timeout, an interrupted run) ends the session as Ctrl-C does, so that
+    the fixtures' teardowns stop the processes they started (``harness.track`` kills what is
+    left at exit)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from harness import eventually, free_port
+from harness import eventually, free_port, track
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEDULER = Path(sys.executable).parent / "scheduler"
@@ -68,13 +68,15 @@ async def embedded(workdir: Path, **env: str) -> AsyncIterator[Embedded]:
     }
     log = workdir / "scheduler-run.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen(  # noqa: ASYNC220 (starting it does not block)
-            [str(SCHEDULER), "run", "--migrate", "--create-admin"],
-            cwd=ROOT,
-            env=environment,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        process = track(
+            subprocess.Popen(  # noqa: ASYNC220 (starting it does not block)
+                [str(SCHEDULER), "run", "--migrate", "--create-admin"],
+                cwd=ROOT,
+                env=environment,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         )
     url = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:

@@ -8,6 +8,8 @@ on failure the tail of every log is printed.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import os
 import secrets
 import signal
@@ -47,6 +49,27 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+#: Every server process the e2e tests started, so that none outlives the test run: a run
+#: interrupted before its fixtures' teardowns (SIGTERM, see conftest) once left an API and a
+#: dispatcher up for three quarters of an hour.
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def track(popen: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """Record ``popen`` (started with ``start_new_session``: its own process group) so that it
+    and its children are killed at exit if still running."""
+    _STARTED.append(popen)
+    return popen
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for popen in _STARTED:
+        if popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(popen.pid, signal.SIGKILL)
 
 
 @dataclass
@@ -126,13 +149,15 @@ class Cluster:
     def start(self, binary: str, name: str, **env: str) -> Process:
         log = self.workdir / f"{name}.log"
         handle = log.open("ab")
-        popen = subprocess.Popen(
-            [str(BIN / binary)],
-            cwd=self.workdir,
-            env=self.env(**env),
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        popen = track(
+            subprocess.Popen(
+                [str(BIN / binary)],
+                cwd=self.workdir,
+                env=self.env(**env),
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         )
         handle.close()
         process = Process(name=name, popen=popen, log=log)
