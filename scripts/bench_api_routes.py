@@ -9,6 +9,7 @@ lifespan on). Then, with ``wrk`` (``--threads`` threads, ``--connections`` conne
 * the bare route,
 * ``GET /health``,
 * ``GET /api/v1/tasks/{id}`` with an API key, and with a JWT access token,
+* ``GET /api/v1/runs/{id}`` with an API key (what a client polls for a run's result),
 * ``POST /api/v1/tasks/{id}/trigger`` with an API key,
 
 and prints req/s, the share of the bare route and the machine's load (``uptime``).
@@ -202,7 +203,10 @@ def _setup(base: str) -> dict[str, str]:
             "/api/v1/tasks", json={"name": "bench", "executor": "noop"}, headers=auth
         )
         answer.raise_for_status()
-        return {"jwt": jwt, "key": key, "task": answer.json()["id"]}
+        task = answer.json()["id"]
+        answer = client.post(f"/api/v1/tasks/{task}/trigger", json={}, headers=auth)
+        answer.raise_for_status()
+        return {"jwt": jwt, "key": key, "task": task, "run": answer.json()["id"]}
 
 
 def _strings(value: Any) -> list[str]:
@@ -294,6 +298,11 @@ def main() -> None:
             ("GET /health", f"{base}/health", None),
             ("GET /api/v1/tasks/{id}, API key", task, _lua("GET", key)),
             ("GET /api/v1/tasks/{id}, JWT", task, _lua("GET", jwt)),
+            (
+                "GET /api/v1/runs/{id}, API key",
+                f"{base}/api/v1/runs/{made['run']}",
+                _lua("GET", key),
+            ),
             (
                 "POST /api/v1/tasks/{id}/trigger, API key",
                 f"{task}/trigger",
