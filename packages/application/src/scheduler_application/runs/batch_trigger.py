@@ -35,7 +35,7 @@ from scheduler_application.errors import (
 )
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
-from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
+from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from scheduler_application.runs.service import logical_time_of, stored_key
 from scheduler_application.templates.subscriptions import run_params
 from scheduler_domain.errors import DomainError, ValidationError
@@ -43,9 +43,9 @@ from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.schedules import format_instant
 from scheduler_domain.task import MAX_PRIORITY, Task
 
-#: A free logical time is looked for this many microseconds on at most, per item.
 logger = logging.getLogger("scheduler.triggers")
 
+#: A free logical time is looked for this many microseconds on at most, per item.
 _MAX_SLOT_TRIES = 1_000
 _TICK = timedelta(microseconds=1)
 
@@ -148,95 +148,15 @@ class BatchTrigger:
         principal_of = dict(enumerate(principals))
         created: list[int] = []
         committed = False
+        by_key: dict[tuple[str, str], int] = {}
         try:
             async with self._relay.outbox(self._uow_factory()) as box:
-                uow = box.uow
-                wanted = sorted(
-                    {item.task_id for i, item in enumerate(items) if answers[i] is None}
+                tasks, runs, by_key = await self._runs_for(
+                    box.uow, items, principals, keys, times, answers, now
                 )
-                tasks: dict[str, Task] = {t.id: t for t in await uow.tasks.get_many(wanted)}
-                # The runs the items' keys name already, in one read for the whole batch.
-                stored = await uow.runs.get_by_idempotency_keys(
-                    [
-                        (item.task_id, key)
-                        for item, key, answer in zip(items, keys, answers, strict=True)
-                        if key is not None and answer is None and item.task_id in tasks
-                    ]
-                )
-                runs: dict[int, TaskRun] = {}
-                by_key: dict[tuple[str, str], int] = {}
-                #: Logical times asked for by items of this batch (two for one time: one conflict).
-                chosen: set[tuple[str, datetime]] = set()
-                for i, item in enumerate(items):
-                    if answers[i] is not None:
-                        continue
-                    task = tasks.get(item.task_id)
-                    if task is None or not can_see(principals[i], task.team_id):
-                        missing = NotFound(f"task {item.task_id} not found", field="task_id")
-                        answers[i] = _refused(missing, "task_id")
-                        continue
-                    if not can_change(principals[i], task.team_id):
-                        read_only = PermissionDenied(
-                            f"task {item.task_id} is read-only to you (a viewer of its team)"
-                        )
-                        answers[i] = _refused(read_only, "task_id")
-                        continue
-                    key = keys[i]
-                    if key is not None:
-                        if (task.id, key) in by_key:
-                            continue  # the same key twice in one batch: the first one's run
-                        existing = stored.get((task.id, key))
-                        if existing is not None:
-                            answers[i] = TriggerOutcome(status="replayed", run=existing)
-                            continue
-                        by_key[(task.id, key)] = i
-                    if item.logical_time is not None and (
-                        (task.id, times[i]) in chosen
-                        or await uow.runs.for_logical_time([task.id], times[i])
-                    ):
-                        taken = Conflict(
-                            f"task {task.name!r} already has a run for logical time "
-                            f"{format_instant(times[i])}",
-                            field="logical_time",
-                        )
-                        answers[i] = _refused(taken, "logical_time")
-                        continue
-                    try:
-                        given = await run_params(uow, task, item.params)
-                    except (ValidationError, ApplicationError) as error:
-                        answers[i] = _refused(error, "params")
-                        if key is not None:
-                            by_key.pop((task.id, key), None)
-                        continue
-                    run = given.apply(
-                        TaskRun.create(
-                            task,
-                            trigger=RunTrigger.MANUAL,
-                            logical_time=times[i],
-                            now=now,
-                            idempotency_key=key,
-                            traceparent=item.traceparent,
-                        )
-                    )
-                    if item.priority is not None:
-                        run.priority = item.priority
-                    if item.logical_time is not None:
-                        chosen.add((task.id, times[i]))
-                    runs[i] = run
                 fixed = {i for i, item in enumerate(items) if i in runs and item.logical_time}
                 created = await self._write(box, runs, tasks, principal_of, answers, fixed=fixed)
-                try:
-                    await box.commit()
-                except Unavailable:
-                    raise
-                except Exception as error:
-                    # The commit may have taken (a reply lost): retrying the items one by one
-                    # could make their keyless runs twice, so every caller is told to retry
-                    # (with its idempotency key, a retry is safe).
-                    raise Unavailable(
-                        "the database did not confirm the commit of the triggers",
-                        dependency="database",
-                    ) from error
+                await _commit(box)
                 committed = True
         except Exception:
             if not committed:
@@ -263,6 +183,91 @@ class BatchTrigger:
         for _ in created:
             self._observer.run_created(RunTrigger.MANUAL.value)
         return [answer for answer in answers if answer is not None]
+
+    async def _runs_for(
+        self,
+        uow: UnitOfWork,
+        items: Sequence[TriggerItem],
+        principals: Sequence[Principal],
+        keys: list[str | None],
+        times: list[datetime],
+        answers: list[TriggerOutcome | None],
+        now: datetime,
+    ) -> tuple[dict[str, Task], dict[int, TaskRun], dict[tuple[str, str], int]]:
+        """The items' tasks, the run each item not yet answered makes (by item index), and the
+        first item of each idempotency key; the items refused or replayed here are answered
+        in ``answers``."""
+        wanted = sorted({item.task_id for i, item in enumerate(items) if answers[i] is None})
+        tasks: dict[str, Task] = {t.id: t for t in await uow.tasks.get_many(wanted)}
+        # The runs the items' keys name already, in one read for the whole batch.
+        stored = await uow.runs.get_by_idempotency_keys(
+            [
+                (item.task_id, key)
+                for item, key, answer in zip(items, keys, answers, strict=True)
+                if key is not None and answer is None and item.task_id in tasks
+            ]
+        )
+        runs: dict[int, TaskRun] = {}
+        by_key: dict[tuple[str, str], int] = {}
+        #: Logical times asked for by items of this batch (two for one time: one conflict).
+        chosen: set[tuple[str, datetime]] = set()
+        for i, item in enumerate(items):
+            if answers[i] is not None:
+                continue
+            task = tasks.get(item.task_id)
+            if task is None or not can_see(principals[i], task.team_id):
+                missing = NotFound(f"task {item.task_id} not found", field="task_id")
+                answers[i] = _refused(missing, "task_id")
+                continue
+            if not can_change(principals[i], task.team_id):
+                read_only = PermissionDenied(
+                    f"task {item.task_id} is read-only to you (a viewer of its team)"
+                )
+                answers[i] = _refused(read_only, "task_id")
+                continue
+            key = keys[i]
+            if key is not None:
+                if (task.id, key) in by_key:
+                    continue  # the same key twice in one batch: the first one's run
+                existing = stored.get((task.id, key))
+                if existing is not None:
+                    answers[i] = TriggerOutcome(status="replayed", run=existing)
+                    continue
+                by_key[(task.id, key)] = i
+            if item.logical_time is not None and (
+                (task.id, times[i]) in chosen
+                or await uow.runs.for_logical_time([task.id], times[i])
+            ):
+                taken = Conflict(
+                    f"task {task.name!r} already has a run for logical time "
+                    f"{format_instant(times[i])}",
+                    field="logical_time",
+                )
+                answers[i] = _refused(taken, "logical_time")
+                continue
+            try:
+                given = await run_params(uow, task, item.params)
+            except (ValidationError, ApplicationError) as error:
+                answers[i] = _refused(error, "params")
+                if key is not None:
+                    by_key.pop((task.id, key), None)
+                continue
+            run = given.apply(
+                TaskRun.create(
+                    task,
+                    trigger=RunTrigger.MANUAL,
+                    logical_time=times[i],
+                    now=now,
+                    idempotency_key=key,
+                    traceparent=item.traceparent,
+                )
+            )
+            if item.priority is not None:
+                run.priority = item.priority
+            if item.logical_time is not None:
+                chosen.add((task.id, times[i]))
+            runs[i] = run
+        return tasks, runs, by_key
 
     async def _write(
         self,
@@ -338,3 +343,20 @@ class BatchTrigger:
                 "logical_time",
             )
         return created
+
+
+async def _commit(box: Outbox) -> None:
+    """Commit the triggers; a commit that failed without a reply may have taken, so it becomes
+    :class:`Unavailable` for every caller instead of a retry item by item."""
+    try:
+        await box.commit()
+    except Unavailable:
+        raise
+    except Exception as error:
+        # The commit may have taken (a reply lost): retrying the items one by one
+        # could make their keyless runs twice, so every caller is told to retry
+        # (with its idempotency key, a retry is safe).
+        raise Unavailable(
+            "the database did not confirm the commit of the triggers",
+            dependency="database",
+        ) from error
