@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from scheduler_application.group_commit import MAX_WINDOW
 from scheduler_domain.accounts import Role
 from scheduler_domain.circuits import CircuitPolicy
 from scheduler_domain.errors import ValidationError
@@ -486,9 +487,11 @@ def _check(s: Settings) -> None:
         ("events.publish.stream_maxlen", s.events.publish.stream_maxlen),
     ):
         _positive(key, value)
-    if not 0 <= s.worker.batch_window_ms <= 50:
+    longest_window_ms = MAX_WINDOW * 1000
+    if not 0 <= s.worker.batch_window_ms <= longest_window_ms:
         raise ConfigError(
-            "worker.batch_window_ms", f"must be between 0 and 50 (got {s.worker.batch_window_ms})"
+            "worker.batch_window_ms",
+            f"must be between 0 and {longest_window_ms:g} (got {s.worker.batch_window_ms})",
         )
     if s.events.retention_days < 0:
         raise ConfigError("events.retention_days", "must be at least 0 (0: keep forever)")
