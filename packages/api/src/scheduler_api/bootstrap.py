@@ -193,7 +193,7 @@ def _probes(resources: Resources) -> dict[str, Probe]:
 
 def build_principal_cache(resources: Resources) -> PrincipalCache:
     """The process's cache of accepted credentials. On PostgreSQL it serves only once the
-    session listener (:func:`session_listener`) has subscribed."""
+    session listener (:func:`cache_listeners`) has subscribed."""
     api = resources.settings.api
     return PrincipalCache(
         max_entries=api.auth_cache_size,
@@ -204,7 +204,7 @@ def build_principal_cache(resources: Resources) -> PrincipalCache:
 
 def build_task_cache(resources: Resources) -> TaskCache | None:
     """The process's cache of tasks as last read: PostgreSQL only (it serves once the task row
-    listener, :func:`session_listener`, has subscribed); None on SQLite."""
+    listener, :func:`cache_listeners`, has subscribed); None on SQLite."""
     if resources.engine.dialect.name != "postgresql":
         return None
     api = resources.settings.api
@@ -231,26 +231,23 @@ def build_request_limits(resources: Resources) -> RequestLimits | None:
     return RequestLimits(limiter=counting, clock=resources.clock, limits=limits)
 
 
-def session_listener(
+def cache_listeners(
     resources: Resources, cache: PrincipalCache, tasks: TaskCache | None = None
 ) -> Any:
     """The app's lifespan part that keeps ``cache`` told of session changes and ``tasks`` of
-    task row changes (PostgreSQL)."""
+    task row changes (PostgreSQL; on SQLite there is nothing to hear)."""
 
     @contextlib.asynccontextmanager
     async def listening(_app: Litestar) -> AsyncIterator[None]:
         running: list[asyncio.Task[None]] = []
         if resources.engine.dialect.name == "postgresql":
+            engine = resources.engine
             running.append(
-                asyncio.create_task(
-                    keep_listening(resources.engine, cache), name="api-session-listener"
-                )
+                asyncio.create_task(keep_listening(engine, cache), name="api-session-listener")
             )
             if tasks is not None:
                 running.append(
-                    asyncio.create_task(
-                        keep_forgetting(resources.engine, tasks), name="api-task-row-listener"
-                    )
+                    asyncio.create_task(keep_forgetting(engine, tasks), name="api-task-listener")
                 )
         try:
             yield
@@ -456,7 +453,7 @@ def build_api(
         options=options,
         plugins=plugins,
         middleware=middleware,
-        lifespan=[session_listener(resources, cache, task_cache)],
+        lifespan=[cache_listeners(resources, cache, task_cache)],
         on_shutdown=on_shutdown,
     )
     app.state[PRINCIPAL_CACHE_STATE] = cache
