@@ -4,8 +4,11 @@ asyncpg alone: what a statement costs the calling process.
 Creates a fresh PostgreSQL database (migrated), then for 1 and 16 concurrent readers, each for
 ``--seconds``, on uvloop:
 
-* ``reads``: ``SqlUnitOfWorkFactory.reads`` (autocommit) and ``uow.runs.get``;
+* ``reads``: ``SqlUnitOfWorkFactory.reads`` (autocommit) and ``uow.runs.get`` (on PostgreSQL
+  a prebuilt statement run by asyncpg on the unit of work's connection: ``persistence/driver``);
 * ``transaction``: the transactional unit of work (``BEGIN`` … ``ROLLBACK``) and the same read;
+* ``sqlalchemy``: ``reads`` on an engine with an execution listener, which sends every
+  statement through SQLAlchemy's execution path (as tracing does);
 * ``asyncpg``: asyncpg's own pool and ``fetchrow`` of the same statement.
 
 Prints reads/s per path and concurrency, and the load average. Usage:
@@ -23,6 +26,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 import uvloop
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from scheduler_infrastructure.persistence.engine import create_engine
@@ -53,6 +57,11 @@ async def _rate(read: Callable[[], Awaitable[object]], concurrency: int, seconds
 async def _measure(dsn: str, url: str, seconds: float) -> None:
     engine = create_engine(url, pool_size=10)
     factory = SqlUnitOfWorkFactory(engine)
+    # An engine somebody listens to (as OpenTelemetry's instrumentation does) runs every
+    # statement through SQLAlchemy: the path the hot statements took before the driver path.
+    listened = create_engine(url, pool_size=10)
+    event.listen(listened.sync_engine, "before_cursor_execute", lambda *_: None)
+    through_sqlalchemy = SqlUnitOfWorkFactory(listened)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=20)
 
     async def through(make: Callable[[], object]) -> None:
@@ -66,6 +75,7 @@ async def _measure(dsn: str, url: str, seconds: float) -> None:
     paths: dict[str, Callable[[], Awaitable[object]]] = {
         "reads": lambda: through(factory.reads),
         "transaction": lambda: through(factory),
+        "sqlalchemy": lambda: through(through_sqlalchemy.reads),
         "asyncpg": raw,
     }
     try:
@@ -77,6 +87,7 @@ async def _measure(dsn: str, url: str, seconds: float) -> None:
     finally:
         await pool.close()
         await engine.dispose()
+        await listened.dispose()
 
 
 async def _admin(statement: str) -> None:

@@ -31,7 +31,6 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self, cast
 
-from sqlalchemy import Row, TextClause
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.errors import Unavailable
@@ -39,6 +38,7 @@ from scheduler_application.group_commit import GroupCommit, answer_alike
 from scheduler_application.ports.queue import Delivery, RunMessage
 from scheduler_application.ports.unit_of_work import UnitOfWork, innermost
 from scheduler_infrastructure.errors import ConfigError
+from scheduler_infrastructure.persistence import driver
 from scheduler_infrastructure.persistence.driver_errors import is_unavailable, translated
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWork
 from scheduler_infrastructure.queues import messages
@@ -156,7 +156,9 @@ class PostgresRunQueue:
             return False
         if messages_:
             async with translated("queue message"):
-                await uow.connection.execute(statements.PUBLISH, self._publish_params(messages_))
+                await driver.fetch(
+                    uow.connection, statements.PUBLISH, self._publish_params(messages_)
+                )
         return True
 
     def _publish_params(self, messages_: Sequence[RunMessage]) -> dict[str, Any]:
@@ -222,14 +224,13 @@ class PostgresRunQueue:
 
     # -- statements ------------------------------------------------------------------------------
 
-    async def _execute(self, statement: TextClause, params: dict[str, Any]) -> list[Row[Any]]:
+    async def _execute(self, statement: driver.Prebuilt, params: dict[str, Any]) -> list[Any]:
         """One autocommit statement, retried once on a connection the server dropped (the pool
         then holds fresh connections); other connection trouble becomes :class:`Unavailable`."""
         for attempt in (1, 2):
             try:
                 async with self._engine.connect() as connection:
-                    result = await connection.execute(statement, params)
-                    return list(result.all()) if result.returns_rows else []
+                    return list(await driver.fetch(connection, statement, params))
             except Exception as error:
                 if not is_unavailable(error):
                     raise
@@ -242,7 +243,7 @@ class PostgresRunQueue:
 
     async def _claim(
         self, consumer: PostgresConsumer, queues: Sequence[str], limit: int
-    ) -> list[Row[Any]]:
+    ) -> list[Any]:
         """Up to ``limit`` rows of any of ``queues``, in one statement."""
         rows = await self._execute(
             statements.CLAIM,
@@ -253,7 +254,7 @@ class PostgresRunQueue:
                 "limit": limit,
             },
         )
-        rows.sort(key=lambda row: (-row.priority, row.id))
+        rows.sort(key=lambda row: (-row["priority"], row["id"]))
         return rows
 
     async def _delete(self, ids: list[int]) -> None:

@@ -8,8 +8,6 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Row
-
 from scheduler_application.errors import Unavailable
 from scheduler_application.ports.queue import Delivery
 from scheduler_infrastructure.queues import messages
@@ -79,21 +77,21 @@ class PostgresConsumer(BufferedConsumer):
         await self._accept(rows)
         return len(rows) == wanted
 
-    async def _accept(self, rows: list[Row[Any]]) -> None:
+    async def _accept(self, rows: list[Any]) -> None:
         over_limit: list[int] = []
         unreadable: list[int] = []
         for row in rows:
-            if row.delivery_count > self._owner.max_deliveries:
-                over_limit.append(row.id)
+            if row["delivery_count"] > self._owner.max_deliveries:
+                over_limit.append(row["id"])
                 continue
             try:
-                message = messages.decode(row.payload)
+                message = messages.decode(row["payload"])
             except messages.UnreadableMessage as error:
-                log.error("dead-lettering queue row %s: %s", row.id, error)
-                unreadable.append(row.id)
+                log.error("dead-lettering queue row %s: %s", row["id"], error)
+                unreadable.append(row["id"])
                 continue
-            tag = PostgresTag(row.id, self)
-            self.push(Delivery(message=message, tag=tag, redelivered=row.delivery_count > 1))
+            tag = PostgresTag(row["id"], self)
+            self.push(Delivery(message=message, tag=tag, redelivered=row["delivery_count"] > 1))
         if over_limit:
             log.warning("dead-lettering queue rows delivered too often: %s", over_limit)
             await self._owner._bury(over_limit, "delivery limit reached")

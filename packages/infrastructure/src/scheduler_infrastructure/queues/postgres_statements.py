@@ -15,12 +15,12 @@ again. Publishing commits durably.
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from scheduler_infrastructure.persistence.driver import prebuilt_text
 
 #: A message with a ``not_before`` (a run fired ahead of its slot) is only claimable from
 #: then (``available_at``); its notification says when, as ``<queue> <epoch seconds>``, so that
 #: listening consumers wake at that instant rather than at their next poll.
-PUBLISH = text(
+PUBLISH = prebuilt_text(
     """
     WITH inserted AS (
         INSERT INTO queue_messages (queue, priority, payload, available_at)
@@ -47,7 +47,7 @@ PUBLISH = text(
 #: priority first, then the oldest. A wake-up thus costs a consumer one statement, however many
 #: queues it reads, and a consumer that lost the race for a message to another finds nothing in
 #: one statement rather than one per queue.
-CLAIM = text(
+CLAIM = prebuilt_text(
     """
     UPDATE queue_messages
     SET locked_by = :consumer,
@@ -71,14 +71,14 @@ CLAIM = text(
     RETURNING id, priority, payload, delivery_count
     """
 )
-ACK = text(
+ACK = prebuilt_text(
     """
     DELETE FROM queue_messages
     USING (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
     WHERE id = ANY(CAST(:ids AS bigint[]))
     """
 )
-RELEASE = text(
+RELEASE = prebuilt_text(
     """
     WITH released AS (
         UPDATE queue_messages SET locked_by = NULL, locked_until = NULL
@@ -89,7 +89,7 @@ RELEASE = text(
     SELECT pg_notify(:channel, queue) FROM (SELECT DISTINCT queue FROM released) AS woken
     """
 )
-EXTEND = text(
+EXTEND = prebuilt_text(
     """
     UPDATE queue_messages
     SET locked_until = now() + make_interval(secs => CAST(:visibility AS double precision))
@@ -97,7 +97,7 @@ EXTEND = text(
     WHERE id = ANY(CAST(:ids AS bigint[])) AND locked_by = :consumer
     """
 )
-BURY = text(
+BURY = prebuilt_text(
     """
     WITH buried AS (
         DELETE FROM queue_messages
@@ -112,19 +112,19 @@ BURY = text(
     ON CONFLICT (id) DO NOTHING
     """
 )
-DEPTH = text(
+DEPTH = prebuilt_text(
     """
     SELECT count(*) FROM queue_messages
     WHERE queue = :queue AND (locked_until IS NULL OR locked_until < now())
     """
 )
 #: A queue here is only its rows: it is "deleted" when none is left, live or dead.
-HOLDS_ANYTHING = text(
+HOLDS_ANYTHING = prebuilt_text(
     """
     SELECT EXISTS (SELECT 1 FROM queue_messages WHERE queue = :queue)
         OR EXISTS (SELECT 1 FROM queue_dead_letters WHERE queue = :queue)
     """
 )
-DEAD_LETTERS = text(
+DEAD_LETTERS = prebuilt_text(
     "SELECT payload FROM queue_dead_letters WHERE queue = :queue ORDER BY id LIMIT :limit"
 )

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Executable, Select
 
 from scheduler_application.errors import AlreadyExists
+from scheduler_infrastructure.persistence import driver
 from scheduler_infrastructure.persistence.driver_errors import already_exists, translated
 
 ConnectionSource = Callable[[], AsyncConnection]
@@ -85,6 +86,14 @@ class SqlRepository:
         async with translated(self.what):
             result = await self._conn.execute(statement, dict(parameters))
         return result.mappings().all()
+
+    async def _fetch(
+        self, prebuilt: driver.Prebuilt, parameters: Mapping[str, Any]
+    ) -> Sequence[Any]:
+        """The rows of a prebuilt statement, addressable by position and by column name (on
+        PostgreSQL it runs on the driver: :mod:`..driver`)."""
+        async with translated(self.what):
+            return await driver.fetch(self._conn, prebuilt, parameters)
 
     async def _first(self, statement: Executable) -> RowMapping | None:
         return (await self._execute(statement)).mappings().first()

@@ -47,6 +47,7 @@ from scheduler_domain.ids import new_id
 from scheduler_domain.run import TaskRun, claim_changes, claim_event_fields
 from scheduler_domain.status import ACTIVE_STATUSES, RunStatus
 from scheduler_domain.task import Task
+from scheduler_infrastructure.persistence import driver
 from scheduler_infrastructure.persistence.column_types import UTCDateTime
 from scheduler_infrastructure.persistence.cursors import (
     decode_cursor,
@@ -122,6 +123,9 @@ class SqlRunRepository(SqlRepository):
         return inserted
 
     async def get(self, run_id: str) -> TaskRun | None:
+        if self._postgres:
+            rows = await self._execute_text(_GET, {"run_id": run_id})
+            return run_from_row(rows[0]) if rows else None
         return await self._one(select(task_runs).where(_c.id == run_id))
 
     async def move_to_team(self, task_id: str, team_id: str) -> int:
@@ -649,7 +653,7 @@ class SqlRunRepository(SqlRepository):
         )
         started: list[tuple[TaskRun, Task | None]] = []
         for row in rows:
-            values = row._mapping
+            values = row
             task = None
             if values["t_id"] is not None:
                 task_row = {column.name: values[f"t_{column.name}"] for column in tasks.c}
@@ -772,8 +776,12 @@ class SqlRunRepository(SqlRepository):
         return _c.id.in_(run_ids)
 
     async def _execute_text(
-        self, statement: Executable, parameters: Mapping[str, Any]
-    ) -> builtins.list[Any]:
+        self, statement: driver.Prebuilt | Executable, parameters: Mapping[str, Any]
+    ) -> Sequence[Any]:
+        """The rows of ``statement``; a prebuilt one's are addressable by position and by
+        column name (it runs on the driver on PostgreSQL: :mod:`..driver`)."""
+        if isinstance(statement, driver.Prebuilt):
+            return await self._fetch(statement, parameters)
         async with translated(self.what):
             result: CursorResult[Any] = await self._conn.execute(statement, dict(parameters))
             return list(result.all()) if result.returns_rows else []
@@ -832,7 +840,9 @@ def _start_many_statement() -> Any:
     )
 
 
-_START_MANY = _start_many_statement()
+#: A run by id (what clients poll): on the driver (PostgreSQL).
+_GET = driver.Prebuilt(select(task_runs).where(_c.id == bindparam("run_id")))
+_START_MANY = driver.Prebuilt(_start_many_statement())
 
 
 def _by_id(run: TaskRun) -> str:
@@ -891,19 +901,21 @@ def _assignment(column: Any) -> str:
 
 
 @cache
-def _update_many_statement(columns: tuple[Any, ...], with_events: bool = False) -> TextClause:
+def _update_many_statement(columns: tuple[Any, ...], with_events: bool = False) -> driver.Prebuilt:
     """Written out from the table's own column names (no outside input), once per column set;
     ``with_events``: the events' insert (``event_columns``) as a CTE of the same statement."""
     logged = f"WITH logged AS ({INSERT_FROM_ARRAYS.format(guard='true')}) " if with_events else ""
-    return text(
-        logged  # noqa: S608
-        + "UPDATE task_runs AS r SET "
-        + ", ".join(_assignment(column) for column in columns)
-        + " FROM unnest(CAST(:id AS text[]), CAST(:expected AS bigint[]), "
-        + ", ".join(f"CAST(:{c.name} AS {_array_type(c)}[])" for c in columns)
-        + ') AS v("id", "expected", '
-        + ", ".join(f'"{c.name}"' for c in columns)
-        + ") WHERE r.id = v.id AND r.version = v.expected RETURNING r.id"
+    return driver.Prebuilt(
+        text(
+            logged  # noqa: S608
+            + "UPDATE task_runs AS r SET "
+            + ", ".join(_assignment(column) for column in columns)
+            + " FROM unnest(CAST(:id AS text[]), CAST(:expected AS bigint[]), "
+            + ", ".join(f"CAST(:{c.name} AS {_array_type(c)}[])" for c in columns)
+            + ') AS v("id", "expected", '
+            + ", ".join(f'"{c.name}"' for c in columns)
+            + ") WHERE r.id = v.id AND r.version = v.expected RETURNING r.id"
+        )
     )
 
 
@@ -921,14 +933,16 @@ _LATEST_STATUSES = text(
     """
 )
 
-_RENEW_LEASES = text(
-    """
+_RENEW_LEASES = driver.Prebuilt(
+    text(
+        """
     UPDATE task_runs AS r SET heartbeat_at = :now, lease_expires_at = :expires
     FROM unnest(CAST(:ids AS text[]), CAST(:tokens AS bigint[])) AS v(id, token)
     WHERE r.id = v.id AND r.version = v.token AND r.status = 'running'
       AND r.worker_id = :worker_id
     RETURNING r.id
     """
+    )
 )
 
 
@@ -982,7 +996,7 @@ def _add_new_many_statement() -> TextClause:
     )
 
 
-_ADD_NEW_MANY = _add_new_many_statement()
+_ADD_NEW_MANY = driver.Prebuilt(_add_new_many_statement())
 
 
 def _instant(value: datetime | None) -> datetime | None:

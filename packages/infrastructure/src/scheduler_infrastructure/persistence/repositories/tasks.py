@@ -16,6 +16,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from scheduler_application.errors import Conflict
 from scheduler_application.ports.repositories import Page, TaskFilter
 from scheduler_domain.task import Task
+from scheduler_infrastructure.persistence import driver
 from scheduler_infrastructure.persistence.cursors import decode_cursor, encode_cursor
 from scheduler_infrastructure.persistence.driver_errors import translated
 from scheduler_infrastructure.persistence.mappers import (
@@ -70,7 +71,9 @@ def _with_queue_settings(query: Select[Any]) -> Select[Any]:
 
 _GET = select(tasks).where(tasks.c.id == bindparam("task_id"))
 _GET_WITH_UPSTREAMS = _with_queue_settings(_GET.add_columns(_UPSTREAMS))
-_GET_WITH_UPSTREAMS_FOR_UPDATE = _GET_WITH_UPSTREAMS.with_for_update(of=tasks)
+#: PostgreSQL's reads by id, on the driver.
+_GET_ON_DRIVER = driver.Prebuilt(_GET_WITH_UPSTREAMS)
+_GET_FOR_UPDATE_ON_DRIVER = driver.Prebuilt(_GET_WITH_UPSTREAMS.with_for_update(of=tasks))
 #: The distinct queue names, each found by one probe of ix_tasks_queue for the next one up.
 _QUEUE_NAMES = text(
     """
@@ -106,21 +109,22 @@ class SqlTaskRepository(SqlRepository):
         await self._insert_dependencies(task)
 
     async def get(self, task_id: str, *, for_update: bool = False) -> Task | None:
-        """One prebuilt statement (every trigger reads its task): SQLAlchemy neither builds nor
-        hashes a statement per call. ``FOR UPDATE`` on PostgreSQL when asked (SQLite needs no
-        row lock: its writers are serialised)."""
-        query = _GET_WITH_UPSTREAMS if self._postgres else _GET
-        if for_update and self._postgres:
-            query = _GET_WITH_UPSTREAMS_FOR_UPDATE
-        rows = await self._all_with(query, {"task_id": task_id})
-        if not rows:
+        """One prebuilt statement (every trigger reads its task), on the driver on PostgreSQL
+        with its upstreams and its queue's settings riding along. ``FOR UPDATE`` on PostgreSQL
+        when asked (SQLite needs no row lock: its writers are serialised)."""
+        if not self._postgres:
+            rows = await self._all_with(_GET, {"task_id": task_id})
+            if not rows:
+                return None
+            return task_from_row(rows[0], (await self._upstreams([task_id])).get(task_id, ()))
+        query = _GET_FOR_UPDATE_ON_DRIVER if for_update else _GET_ON_DRIVER
+        found = await self._fetch(query, {"task_id": task_id})
+        if not found:
             return None
-        row = rows[0]
-        if self._postgres:
-            if self._read_ahead is not None:
-                self._read_ahead.note(row["queue"], row)
-            return task_from_row(row, row["depends_on"])
-        return task_from_row(row, (await self._upstreams([task_id])).get(task_id, ()))
+        row = found[0]
+        if self._read_ahead is not None:
+            self._read_ahead.note(row["queue"], row)
+        return task_from_row(row, row["depends_on"])
 
     async def get_many(self, task_ids: Sequence[str]) -> builtins.list[Task]:
         """The tasks that exist, in the order asked, each once."""

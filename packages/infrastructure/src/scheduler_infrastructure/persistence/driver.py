@@ -1,0 +1,202 @@
+"""Prebuilt statements run by asyncpg itself, on the unit of work's own connection.
+
+SQLAlchemy's execution path costs the calling process about three times what asyncpg's does
+for the same statement (``scripts/bench_read_path.py``: a primary-key read through
+``AsyncConnection.execute`` against a ``fetch`` on its driver connection). The hot statements
+of the workers, the trigger path and the queue are written once as ``text()``, so on PostgreSQL
+they skip that path: :func:`fetch` compiles a statement once (SQLAlchemy's own compiler, so the
+SQL and its ``$n`` placeholders are exactly what SQLAlchemy would send), then runs it with
+asyncpg's ``fetch`` on the connection the unit of work holds — the same pool, the same
+transaction, begun as SQLAlchemy begins it — and hands back asyncpg's records (keyed by column
+name and by position, like a row mapping and a row at once).
+
+Nothing else changes: bind processors of typed parameters run (a naive datetime is still
+refused), errors come back as SQLAlchemy's exception types (so
+:func:`~scheduler_infrastructure.persistence.driver_errors.translated` reads them as before),
+and results are the values SQLAlchemy would have returned, because the dialect sets asyncpg's
+codecs (JSON decoded, timestamps aware UTC) and :func:`_check_result_types` refuses statements
+whose result columns need a conversion asyncpg does not make. Where SQLAlchemy has to see every
+statement — an engine with execution events (OpenTelemetry's SQLAlchemy instrumentation),
+``echo``, SQLite — the statement goes through SQLAlchemy unchanged.
+
+It leans on the asyncpg adapter's transaction bookkeeping (``_transaction``,
+``_start_transaction``, ``_execute_mutex``, ``_handle_exception``): pinned in ``uv.lock`` and
+covered by ``tests/integration/persistence/test_driver_path.py``, which fails if a SQLAlchemy
+upgrade moves them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import ARRAY, JSON, Boolean, Float, Integer, String, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.types import NullType, TypeEngine
+
+from scheduler_infrastructure.persistence.column_types import UTCDateTime
+
+#: Result column types whose values asyncpg already returns as SQLAlchemy would: strings,
+#: integers, booleans, floats (``double precision``), JSON (decoded by the dialect's codec),
+#: arrays of those, and instants (asyncpg decodes ``timestamptz`` as aware UTC, which is
+#: what ``UTCDateTime`` returns). Untyped columns (a bare ``text()``) are not converted by
+#: SQLAlchemy either.
+_PASSED_THROUGH: tuple[type[TypeEngine[Any]], ...] = (
+    String,
+    Integer,
+    Boolean,
+    JSON,
+    ARRAY,
+    UTCDateTime,
+    NullType,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str
+    names: tuple[str, ...]
+    #: ``(position, processor)`` of the parameters SQLAlchemy would convert before binding.
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...]
+
+    def arguments(self, params: Mapping[str, Any]) -> list[Any]:
+        values = [params[name] for name in self.names]
+        for position, process in self.processors:
+            values[position] = process(values[position])
+        return values
+
+
+class Prebuilt:
+    """A statement built once (a module constant, or cached per shape) and run by
+    :func:`fetch`; compiled for PostgreSQL on its first use there."""
+
+    __slots__ = ("_compiled", "statement")
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        self._compiled: _Compiled | None = None
+
+    def compiled(self, dialect: Dialect) -> _Compiled:
+        if self._compiled is None:
+            self._compiled = _compile(self.statement, dialect)
+        return self._compiled
+
+
+def prebuilt_text(sql: str) -> Prebuilt:
+    """``Prebuilt(text(sql))``."""
+    return Prebuilt(text(sql))
+
+
+def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
+    compiled: Any = cast(ClauseElement, statement).compile(dialect=dialect)
+    if compiled.post_compile_params or compiled.literal_execute_params:
+        raise ValueError("the driver path runs statements whose SQL does not depend on values")
+    _check_result_types(compiled._result_columns)
+    names = tuple(compiled.positiontup or ())
+    processors = tuple(
+        (position, process)
+        for position, name in enumerate(names)
+        if (process := compiled._bind_processors.get(name)) is not None
+    )
+    return _Compiled(sql=compiled.string, names=names, processors=processors)
+
+
+def _check_result_types(columns: Sequence[Any]) -> None:
+    for column in columns:
+        type_ = column[3]
+        if isinstance(type_, Float) and not type_.asdecimal:
+            continue
+        if not isinstance(type_, _PASSED_THROUGH):
+            raise ValueError(f"result column {column[0]!r} of type {type_!r} needs SQLAlchemy")
+        if isinstance(type_, ARRAY):
+            _check_result_types([(column[0], None, None, type_.item_type)])
+
+
+class _Row(tuple[Any, ...]):
+    """A row SQLAlchemy returned, addressable by column name too (as asyncpg's records are)."""
+
+    _index: dict[str, int]
+
+    def __new__(cls, values: Sequence[Any], index: dict[str, int]) -> _Row:
+        row = super().__new__(cls, values)
+        row._index = index
+        return row
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return super().__getitem__(self._index[key])
+        return super().__getitem__(key)
+
+
+def _driver_ready(sync: Connection) -> bool:
+    """Whether this connection may skip SQLAlchemy: PostgreSQL, nobody listening to the
+    statements of its engine (OpenTelemetry's SQLAlchemy instrumentation listens to the cursor
+    events), and a live pooled connection (after an invalidation SQLAlchemy reconnects)."""
+    if sync.dialect.name != "postgresql" or sync._echo or sync.invalidated:
+        return False
+    engine: Any = sync.engine
+    # An engine with options (a read unit of work's) carries its own connect listeners; the
+    # statement listeners are attached to the engine it was made from.
+    dispatch = getattr(engine, "_proxied", engine).dispatch
+    return not (
+        dispatch.before_cursor_execute
+        or dispatch.after_cursor_execute
+        or dispatch.before_execute
+        or dispatch.after_execute
+    )
+
+
+async def fetch(
+    connection: AsyncConnection, prebuilt: Prebuilt, params: Mapping[str, Any]
+) -> Sequence[Any]:
+    """The rows ``prebuilt`` returns with ``params`` (none for a statement returning none),
+    each addressable by position and by column name; run by asyncpg where it can be (see the
+    module), else by SQLAlchemy."""
+    sync = connection.sync_connection
+    if sync is None or not _driver_ready(sync):
+        result = await connection.execute(prebuilt.statement, dict(params))
+        if not result.returns_rows:
+            return []
+        index = {name: position for position, name in enumerate(result.keys())}
+        return [_Row(row, index) for row in result.all()]
+    compiled = prebuilt.compiled(sync.dialect)
+    arguments = compiled.arguments(params)
+    adapter: Any = sync.connection.dbapi_connection
+    if not adapter.autocommit and not sync.in_transaction():
+        # SQLAlchemy's bookkeeping only (so that its commit and rollback reach asyncpg's
+        # transaction): the BEGIN itself is sent below, as SQLAlchemy would send it.
+        sync.begin()
+    try:
+        async with adapter._execute_mutex:
+            if adapter._transaction is None:
+                await adapter._start_transaction()  # nothing in autocommit
+            try:
+                rows: Sequence[Any] = await adapter._connection.fetch(compiled.sql, *arguments)
+                return rows
+            except Exception as error:
+                adapter._handle_exception(error)  # raises the adapter's DB-API error
+                raise  # unreachable: _handle_exception always raises
+    except sa_exc.SQLAlchemyError:
+        raise
+    except Exception as error:
+        dbapi: Any = sync.dialect.loaded_dbapi
+        if not isinstance(error, dbapi.Error):
+            raise
+        # As SQLAlchemy does: a connection the server dropped is invalidated (the pool opens
+        # a fresh one), and the error says so.
+        disconnected = sync.dialect.is_disconnect(error, adapter, None)
+        if disconnected:
+            await connection.invalidate(error)
+        raise sa_exc.DBAPIError.instance(
+            compiled.sql,
+            None,
+            error,
+            dbapi.Error,
+            connection_invalidated=disconnected,
+            dialect=sync.dialect,
+            ismulti=False,
+        ) from error
