@@ -6,7 +6,7 @@ engine's statements (tracing)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -114,7 +114,9 @@ async def _hot_path(factory: SqlUnitOfWorkFactory) -> dict[str, Any]:
     finished = []
     for run, _ in started:
         read_version = run.version
-        run.finish(RunStatus.SUCCEEDED, token=run.version, result={"ok": [1, {"nested": "x"}]}, now=now)
+        run.finish(
+            RunStatus.SUCCEEDED, token=run.version, result={"ok": [1, {"nested": "x"}]}, now=now
+        )
         finished.append((run, read_version))
     async with factory() as uow:
         await uow.runs.update_many(finished, fields=OUTCOME_FIELDS)
@@ -140,7 +142,8 @@ async def test_the_hot_statements_skip_sqlalchemy_and_read_what_it_reads(
     plain, listened, seen = engines
     through_sqlalchemy = await _hot_path(SqlUnitOfWorkFactory(listened))
     statements = " ".join(seen)
-    assert "INSERT INTO task_runs" in statements and "UPDATE task_runs" in statements
+    assert "INSERT INTO task_runs" in statements
+    assert "UPDATE task_runs" in statements
 
     used = _refuse_sqlalchemy(monkeypatch)
     on_driver = await _hot_path(SqlUnitOfWorkFactory(plain))
@@ -154,11 +157,13 @@ async def test_the_hot_statements_skip_sqlalchemy_and_read_what_it_reads(
         assert result["task"] == result["expected_task"]
         for (run, claimed_task), read in zip(result["started"], result["runs"], strict=True):
             assert claimed_task == result["expected_task"]
-            assert read is not None and read.status is RunStatus.SUCCEEDED
+            assert read is not None
+            assert read.status is RunStatus.SUCCEEDED
             assert read.result == {"ok": [1, {"nested": "x"}]}
             assert read.params == {"sleep_seconds": 0.5}
             assert read.started_at == T0 + timedelta(minutes=1)
-            assert read.started_at is not None and read.started_at.tzinfo is UTC
+            assert read.started_at is not None
+            assert read.started_at.tzinfo is UTC
             assert run.worker_id == "w-driver"
     # Field for field the same, ids and times aside.
     for left, right in zip(through_sqlalchemy["runs"], on_driver["runs"], strict=True):
@@ -190,7 +195,8 @@ async def test_a_driver_statement_belongs_to_the_unit_of_works_transaction(
     async with factory() as uow:
         assert await uow.runs.add_new_many([rolled_back]) == {rolled_back.id}
         connection = (await uow.connection.get_raw_connection()).driver_connection
-        assert connection is not None and connection.is_in_transaction()
+        assert connection is not None
+        assert connection.is_in_transaction()
         assert await uow.runs.get(rolled_back.id) is not None  # its own write, seen
         await uow.rollback()
         assert await uow.runs.add_new_many([kept]) == {kept.id}
@@ -199,7 +205,8 @@ async def test_a_driver_statement_belongs_to_the_unit_of_works_transaction(
         assert await uow.runs.get(rolled_back.id) is None
         assert await uow.runs.get(kept.id) is not None
         connection = (await uow.connection.get_raw_connection()).driver_connection
-        assert connection is not None and not connection.is_in_transaction()
+        assert connection is not None
+        assert not connection.is_in_transaction()
     # Left open without a commit: nothing stays.
     lost = _queued(task)
     async with factory() as uow:
@@ -237,9 +244,7 @@ async def test_a_driver_statements_errors_are_the_applications(
     # A naive instant is refused before it is sent, as SQLAlchemy's bind processor refuses it.
     async with factory() as uow:
         with pytest.raises(ValueError, match="naive"):
-            await uow.runs.start_many(
-                ["any"], worker_id="w", now=datetime(2026, 1, 1), lease=LEASE
-            )
+            await uow.runs.start_many(["any"], worker_id="w", now=datetime(2026, 1, 1), lease=LEASE)
 
 
 async def test_a_dropped_connection_is_unavailable_and_the_next_unit_of_work_works(
@@ -275,7 +280,8 @@ def test_a_result_asyncpg_would_not_convert_as_sqlalchemy_does_is_refused() -> N
     decimal = driver.Prebuilt(select(cast(literal(1), Numeric(10, 2)).label("money")))
     with pytest.raises(ValueError, match="money"):
         decimal.compiled(dialect)
-    fine: Callable[[], object] = lambda: driver.Prebuilt(select(literal(1).label("n"))).compiled(
-        dialect
-    )
+
+    def fine() -> object:
+        return driver.Prebuilt(select(literal(1).label("n"))).compiled(dialect)
+
     assert fine() is not None

@@ -8,7 +8,20 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    String,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
@@ -73,6 +86,13 @@ _GET = select(tasks).where(tasks.c.id == bindparam("task_id"))
 _GET_WITH_UPSTREAMS = _with_queue_settings(_GET.add_columns(_UPSTREAMS))
 #: PostgreSQL's reads by id, on the driver.
 _GET_ON_DRIVER = driver.Prebuilt(_GET_WITH_UPSTREAMS)
+_GET_MANY_ON_DRIVER = driver.Prebuilt(
+    _with_queue_settings(
+        select(tasks)
+        .where(tasks.c.id == any_(bindparam("task_ids", type_=ARRAY(String))))
+        .add_columns(_UPSTREAMS)
+    )
+)
 _GET_FOR_UPDATE_ON_DRIVER = driver.Prebuilt(_GET_WITH_UPSTREAMS.with_for_update(of=tasks))
 #: The distinct queue names, each found by one probe of ix_tasks_queue for the next one up.
 _QUEUE_NAMES = text(
@@ -131,8 +151,16 @@ class SqlTaskRepository(SqlRepository):
         wanted = list(dict.fromkeys(task_ids))
         if not wanted:
             return []
-        query = select(tasks).where(tasks.c.id.in_(wanted))
-        found = {t.id: t for t in await self._load(query, queue_settings_along=True)}
+        if self._postgres:  # every trigger group reads its tasks: one prebuilt statement
+            rows = await self._fetch(_GET_MANY_ON_DRIVER, {"task_ids": wanted})
+            found = {}
+            for row in rows:
+                if self._read_ahead is not None:
+                    self._read_ahead.note(row["queue"], row)
+                found[row["id"]] = task_from_row(row, row["depends_on"])
+        else:
+            query = select(tasks).where(tasks.c.id.in_(wanted))
+            found = {t.id: t for t in await self._load(query)}
         return [found[task_id] for task_id in wanted if task_id in found]
 
     async def get_by_name(self, owner_id: str, name: str) -> Task | None:
@@ -321,21 +349,11 @@ class SqlTaskRepository(SqlRepository):
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    async def _load(
-        self, query: Select[Any], *, queue_settings_along: bool = False
-    ) -> builtins.list[Task]:
-        """The tasks ``query`` selects; with ``queue_settings_along`` (PostgreSQL) their
-        queues' settings ride along too and are left for the gates (a trigger's read)."""
+    async def _load(self, query: Select[Any]) -> builtins.list[Task]:
+        """The tasks ``query`` selects, with their upstreams (on PostgreSQL as an array column
+        of the same statement: one round trip instead of two)."""
         if self._postgres:
-            # The upstreams ride along as an array: one round trip instead of two.
-            query = query.add_columns(_UPSTREAMS)
-            read_ahead = self._read_ahead if queue_settings_along else None
-            if read_ahead is not None:
-                query = _with_queue_settings(query)
-            rows = await self._all(query)
-            if read_ahead is not None:
-                for row in rows:
-                    read_ahead.note(row["queue"], row)
+            rows = await self._all(query.add_columns(_UPSTREAMS))
             return [task_from_row(row, row["depends_on"]) for row in rows]
         rows = await self._all(query)
         if not rows:
