@@ -45,6 +45,7 @@ from scheduler_infrastructure.event_readers import (
     delivery_settings,
 )
 from scheduler_infrastructure.persistence.leases import SqlLeaseStore
+from scheduler_infrastructure.persistence.planner_statistics import PlannerStatistics
 from scheduler_infrastructure.persistence.task_changes import TaskChangeListener
 from scheduler_infrastructure.resources import Resources, build_relay, open_resources
 from scheduler_infrastructure.startup import StartupError, prepare
@@ -63,6 +64,10 @@ __all__ = [
     "reliability",
     "run_event_loop",
 ]
+
+
+#: How often the dispatcher looks for young tables outgrowing their planner statistics.
+STATISTICS_INTERVAL = timedelta(seconds=5)
 
 
 def dispatcher_loops(
@@ -215,6 +220,13 @@ def build_dispatcher(
     if task_changes is not None:
         task_changes.subscribe(scheduler.wake)
     if resources.engine.dialect.name == "postgresql":
+        statistics = PlannerStatistics(resources.engine)
+
+        async def analyse() -> bool:
+            await statistics.refresh()
+            return False
+
+        loops.append(PeriodicLoop("planner-statistics", analyse, interval=STATISTICS_INTERVAL))
         listener = TaskChangeListener(resources.engine)
 
         async def listen() -> bool:
