@@ -469,7 +469,9 @@ async def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="0: the API alone (accepted/s)")
     parser.add_argument("--capacity", type=int, default=64)
     parser.add_argument("--api-workers", type=int, default=0, help="api.workers (0: config)")
-    parser.add_argument("--light", type=int, default=200, help="runs for the latency test")
+    parser.add_argument(
+        "--light", type=int, default=200, help="runs for the latency test (0: no latency test)"
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch", type=int, default=0, help="also measure /runs/batch of N")
     parser.add_argument("--keys", action="store_true", help="an Idempotency-Key per trigger")
@@ -523,7 +525,7 @@ async def main() -> None:
                     for _ in range(args.repeat)
                 ]
                 _report(f"REST, {args.clients} clients, /runs/batch of {args.batch}", batched)
-            if args.workers:  # with none (the API alone) nothing starts a run
+            if args.workers and args.light:  # with no worker (the API alone) nothing starts
                 latency = [
                     await light_load(stack, db, key, task_id, args.light)
                     for _ in range(args.repeat)
