@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import cache
 from typing import Any, TypeVar
 
 from scheduler_domain.concurrency import ConcurrencyPolicy
@@ -118,14 +119,24 @@ def task_to_spec(task: Task) -> dict[str, Any]:
     """The canonical JSON form of a task's spec, every field of
     :class:`~scheduler_domain.task.TaskDefinition` in its order: ``parse_task_spec`` gives the
     same fields back."""
-    return {
-        _KEY.get(item.name, item.name): _shown(getattr(task, item.name))
-        for item in fields(TaskDefinition)
-    }
+    return {key: _shown(getattr(task, name)) for key, name in _spec_fields()}
+
+
+@cache
+def _spec_fields() -> tuple[tuple[str, str], ...]:
+    """``(spec key, attribute)`` of every field of the spec, in order (read on every task
+    shown: a task read is served from memory, so this is most of its cost)."""
+    return tuple((_KEY.get(item.name, item.name), item.name) for item in fields(TaskDefinition))
+
+
+#: Values a spec writes as they are (an enum is a ``str`` too, but not of exactly this type).
+_AS_THEY_ARE = frozenset({bool, int, float, str, type(None)})
 
 
 def _shown(value: Any) -> Any:
     """A field's value as a spec writes it (the inverse of its parser)."""
+    if type(value) in _AS_THEY_ARE:
+        return value
     match value:
         case StrEnum():
             return value.value
