@@ -15,6 +15,7 @@ from sqlalchemy import Numeric, cast, event, literal, select
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from integration.conftest import wipe
 from scheduler_application.errors import AlreadyExists, Unavailable
 from scheduler_domain.accounts import Role, User
 from scheduler_domain.ids import new_id
@@ -48,8 +49,9 @@ async def engines(postgres_url: str) -> AsyncIterator[tuple[AsyncEngine, AsyncEn
     try:
         yield plain, listened, seen
     finally:
-        await plain.dispose()
         await listened.dispose()
+        await wipe(plain)  # the session's database is shared with the other tests
+        await plain.dispose()
 
 
 def _refuse_sqlalchemy(monkeypatch: pytest.MonkeyPatch) -> list[str]:

@@ -9,8 +9,9 @@ takes no write lock. It is for reads only: a write there is not atomic with anyt
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -50,20 +51,31 @@ class SqlUnitOfWork(UnitOfWork):
         self._connection: AsyncConnection | None = None
         #: Queue settings read along with tasks in the open transaction (forgotten at its end).
         self._read_ahead = ReadAhead()
-        self.tasks = SqlTaskRepository(self._current, read_ahead=self._read_ahead)
-        self.runs = SqlRunRepository(self._current)
-        self.events = SqlRunEventRepository(self._current)
-        self.decisions = SqlDecisionRepository(self._current)
-        self.workers = SqlWorkerRepository(self._current)
-        self.queue_settings = SqlQueueSettingsRepository(self._current, read_ahead=self._read_ahead)
-        self.users = SqlUserRepository(self._current)
-        self.api_keys = SqlApiKeyRepository(self._current)
-        self.refresh_tokens = SqlRefreshTokenRepository(self._current)
-        self.bulk_operations = SqlBulkOperationRepository(self._current)
-        self.templates = SqlTemplateRepository(self._current)
-        self.limits = SqlSharedLimitRepository(self._current)
-        self.circuits = SqlCircuitRepository(self._current)
-        self.teams = SqlTeamRepository(self._current)
+
+    # The repositories are made on first use (``__getattr__``): most units of work use one or
+    # two of the fourteen, and the API opens one per request.
+    tasks: SqlTaskRepository
+    runs: SqlRunRepository
+    events: SqlRunEventRepository
+    decisions: SqlDecisionRepository
+    workers: SqlWorkerRepository
+    queue_settings: SqlQueueSettingsRepository
+    users: SqlUserRepository
+    api_keys: SqlApiKeyRepository
+    refresh_tokens: SqlRefreshTokenRepository
+    bulk_operations: SqlBulkOperationRepository
+    templates: SqlTemplateRepository
+    limits: SqlSharedLimitRepository
+    circuits: SqlCircuitRepository
+    teams: SqlTeamRepository
+
+    def __getattr__(self, name: str) -> Any:
+        make = _REPOSITORIES.get(name)
+        if make is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        repository = make(self)
+        setattr(self, name, repository)
+        return repository
 
     @property
     def engine(self) -> AsyncEngine:
@@ -121,6 +133,26 @@ class SqlUnitOfWork(UnitOfWork):
         self._read_ahead.clear()
         async with translated():
             await connection.rollback()
+
+
+_REPOSITORIES: dict[str, Callable[[SqlUnitOfWork], Any]] = {
+    "tasks": lambda uow: SqlTaskRepository(uow._current, read_ahead=uow._read_ahead),
+    "runs": lambda uow: SqlRunRepository(uow._current),
+    "events": lambda uow: SqlRunEventRepository(uow._current),
+    "decisions": lambda uow: SqlDecisionRepository(uow._current),
+    "workers": lambda uow: SqlWorkerRepository(uow._current),
+    "queue_settings": lambda uow: SqlQueueSettingsRepository(
+        uow._current, read_ahead=uow._read_ahead
+    ),
+    "users": lambda uow: SqlUserRepository(uow._current),
+    "api_keys": lambda uow: SqlApiKeyRepository(uow._current),
+    "refresh_tokens": lambda uow: SqlRefreshTokenRepository(uow._current),
+    "bulk_operations": lambda uow: SqlBulkOperationRepository(uow._current),
+    "templates": lambda uow: SqlTemplateRepository(uow._current),
+    "limits": lambda uow: SqlSharedLimitRepository(uow._current),
+    "circuits": lambda uow: SqlCircuitRepository(uow._current),
+    "teams": lambda uow: SqlTeamRepository(uow._current),
+}
 
 
 def read_options(engine: AsyncEngine) -> dict[str, object]:
