@@ -3,9 +3,10 @@
 SQLAlchemy's execution path costs the calling process about three times what asyncpg's does
 for the same statement (``scripts/bench_read_path.py``: a primary-key read through
 ``AsyncConnection.execute`` against a ``fetch`` on its driver connection). The hot statements
-of the workers, the trigger path and the queue are written once as ``text()``, so on PostgreSQL
-they skip that path: :func:`fetch` compiles a statement once (SQLAlchemy's own compiler, so the
-SQL and its ``$n`` placeholders are exactly what SQLAlchemy would send), then runs it with
+of the workers, the trigger path and the queue are built once, as :class:`Prebuilt`, so on
+PostgreSQL they skip that path: a prebuilt statement is compiled once (SQLAlchemy's own
+compiler, so the SQL and its ``$n`` placeholders are exactly what SQLAlchemy would send), and
+:func:`fetch` runs it with
 asyncpg's ``fetch`` on the connection the unit of work holds — the same pool, the same
 transaction, begun as SQLAlchemy begins it — and hands back asyncpg's records (keyed by column
 name and by position, like a row mapping and a row at once).
