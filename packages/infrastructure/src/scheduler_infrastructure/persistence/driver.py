@@ -6,10 +6,9 @@ for the same statement (``scripts/bench_read_path.py``: a primary-key read throu
 of the workers, the trigger path and the queue are built once, as :class:`Prebuilt`, so on
 PostgreSQL they skip that path: a prebuilt statement is compiled once (SQLAlchemy's own
 compiler, so the SQL and its ``$n`` placeholders are exactly what SQLAlchemy would send), and
-:func:`fetch` runs it with
-asyncpg's ``fetch`` on the connection the unit of work holds — the same pool, the same
-transaction, begun as SQLAlchemy begins it — and hands back asyncpg's records (keyed by column
-name and by position, like a row mapping and a row at once).
+:func:`fetch` runs it with asyncpg's ``fetch`` on the connection the unit of work holds — the
+same pool, the same transaction, begun as SQLAlchemy begins it — and hands back asyncpg's
+records (keyed by column name and by position, like a row mapping and a row at once).
 
 Nothing else changes: bind processors of typed parameters run (a naive datetime is still
 refused), errors come back as SQLAlchemy's exception types (so
@@ -181,8 +180,6 @@ async def fetch(
             except Exception as error:
                 adapter._handle_exception(error)  # raises the adapter's DB-API error
                 raise  # unreachable: _handle_exception always raises
-    except sa_exc.SQLAlchemyError:
-        raise
     except Exception as error:
         dbapi: Any = sync.dialect.loaded_dbapi
         if not isinstance(error, dbapi.Error):

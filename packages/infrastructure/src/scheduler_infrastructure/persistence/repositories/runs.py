@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -30,7 +30,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import CursorResult
 from sqlalchemy.sql import Executable, Select
 from sqlalchemy.sql.elements import ColumnElement, TextClause
 
@@ -54,7 +53,6 @@ from scheduler_infrastructure.persistence.cursors import (
     decode_instant,
     encode_cursor,
 )
-from scheduler_infrastructure.persistence.driver_errors import translated
 from scheduler_infrastructure.persistence.mappers import run_from_row, run_to_row, task_from_row
 from scheduler_infrastructure.persistence.repositories.base import SqlRepository, check_limit
 from scheduler_infrastructure.persistence.repositories.events import (
@@ -114,7 +112,7 @@ class SqlRunRepository(SqlRepository):
         if self._postgres:
             params = {**_column_arrays(runs, _WRITTEN), **event_columns(events)}
             params["id"] = [run.id for run in runs]
-            return {row[0] for row in await self._execute_text(_ADD_NEW_MANY, params)}
+            return {row[0] for row in await self._fetch(_ADD_NEW_MANY, params)}
         statement = _insert_new_runs(postgres=False)
         result = await self._execute(statement, [run_to_row(run) for run in runs])
         inserted = {row[0] for row in result}
@@ -124,7 +122,7 @@ class SqlRunRepository(SqlRepository):
 
     async def get(self, run_id: str) -> TaskRun | None:
         if self._postgres:
-            rows = await self._execute_text(_GET, {"run_id": run_id})
+            rows = await self._fetch(_GET, {"run_id": run_id})
             return run_from_row(rows[0]) if rows else None
         return await self._one(select(task_runs).where(_c.id == run_id))
 
@@ -639,7 +637,7 @@ class SqlRunRepository(SqlRepository):
             return [(run, found.get(run.task_id)) for run in claimed]
         actor, detail = claim_event_fields(worker_id)
         changes = claim_changes(worker_id=worker_id, now=now, lease=lease)
-        rows = await self._execute_text(
+        rows = await self._fetch(
             _START_MANY,
             {
                 "run_ids": wanted,
@@ -689,7 +687,7 @@ class SqlRunRepository(SqlRepository):
         params = _update_many_params(writes, columns)
         if events:
             params.update(event_columns(events))
-        rows = await self._execute_text(_update_many_statement(columns, bool(events)), params)
+        rows = await self._fetch(_update_many_statement(columns, bool(events)), params)
         written = {row[0] for row in rows}
         for run, expected_version in writes:
             if run.id not in written:
@@ -726,7 +724,7 @@ class SqlRunRepository(SqlRepository):
                 ):
                     renewed.add(run_id)
             return renewed
-        rows = await self._execute_text(
+        rows = await self._fetch(
             _RENEW_LEASES,
             {
                 "ids": [run_id for run_id, _ in held],
@@ -742,7 +740,7 @@ class SqlRunRepository(SqlRepository):
         self, run_id: str, text: str, *, worker_id: str, token: int, limit: int
     ) -> bool:
         so_far = func.coalesce(_c.output, "")
-        rows = await self._execute_text(
+        result = await self._execute(
             update(task_runs)
             .where(
                 _c.id == run_id,
@@ -752,21 +750,20 @@ class SqlRunRepository(SqlRepository):
                 func.length(so_far) + len(text) <= limit,
             )
             .values(output=so_far + text)
-            .returning(_c.id),
-            {},
+            .returning(_c.id)
         )
-        return bool(rows)
+        return bool(result.all())
 
     async def still_held(self, held: Sequence[tuple[str, int]], *, worker_id: str) -> set[str]:
         if not held:
             return set()
         tokens = dict(held)
-        rows = await self._execute_text(
+        result = await self._execute(
             select(_c.id, _c.version).where(
                 self._among(list(tokens)), RUN_RUNNING, _c.worker_id == worker_id
-            ),
-            {},
+            )
         )
+        rows: Sequence[Any] = result.all()
         return {run_id for run_id, version in rows if tokens.get(run_id) == version}
 
     def _among(self, run_ids: builtins.list[str]) -> ColumnElement[bool]:
@@ -774,17 +771,6 @@ class SqlRunRepository(SqlRepository):
         if self._postgres:
             return _c.id == any_(bindparam("run_ids", run_ids, type_=ARRAY(String)))
         return _c.id.in_(run_ids)
-
-    async def _execute_text(
-        self, statement: driver.Prebuilt | Executable, parameters: Mapping[str, Any]
-    ) -> Sequence[Any]:
-        """The rows of ``statement``; a prebuilt one's are addressable by position and by
-        column name (it runs on the driver on PostgreSQL: :mod:`..driver`)."""
-        if isinstance(statement, driver.Prebuilt):
-            return await self._fetch(statement, parameters)
-        async with translated(self.what):
-            result: CursorResult[Any] = await self._conn.execute(statement, dict(parameters))
-            return list(result.all()) if result.returns_rows else []
 
     async def _one(self, query: Select[Any]) -> TaskRun | None:
         row = await self._first(query)

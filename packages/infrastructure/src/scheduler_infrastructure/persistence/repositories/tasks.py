@@ -139,12 +139,7 @@ class SqlTaskRepository(SqlRepository):
             return task_from_row(rows[0], (await self._upstreams([task_id])).get(task_id, ()))
         query = _GET_FOR_UPDATE_ON_DRIVER if for_update else _GET_ON_DRIVER
         found = await self._fetch(query, {"task_id": task_id})
-        if not found:
-            return None
-        row = found[0]
-        if self._read_ahead is not None:
-            self._read_ahead.note(row["queue"], row)
-        return task_from_row(row, row["depends_on"])
+        return self._read(found[0]) if found else None
 
     async def get_many(self, task_ids: Sequence[str]) -> builtins.list[Task]:
         """The tasks that exist, in the order asked, each once."""
@@ -153,11 +148,7 @@ class SqlTaskRepository(SqlRepository):
             return []
         if self._postgres:  # every trigger group reads its tasks: one prebuilt statement
             rows = await self._fetch(_GET_MANY_ON_DRIVER, {"task_ids": wanted})
-            found = {}
-            for row in rows:
-                if self._read_ahead is not None:
-                    self._read_ahead.note(row["queue"], row)
-                found[row["id"]] = task_from_row(row, row["depends_on"])
+            found = {row["id"]: self._read(row) for row in rows}
         else:
             query = select(tasks).where(tasks.c.id.in_(wanted))
             found = {t.id: t for t in await self._load(query)}
@@ -348,6 +339,13 @@ class SqlTaskRepository(SqlRepository):
         return {row["id"] for row in rows}
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _read(self, row: Any) -> Task:
+        """A task from a row of the reads by id (PostgreSQL): its upstreams ride along, and its
+        queue's settings, which are left for the gates."""
+        if self._read_ahead is not None:
+            self._read_ahead.note(row["queue"], row)
+        return task_from_row(row, row["depends_on"])
 
     async def _load(self, query: Select[Any]) -> builtins.list[Task]:
         """The tasks ``query`` selects, with their upstreams (on PostgreSQL as an array column
