@@ -1,7 +1,9 @@
 """A queue's rate limit over a real dispatcher, as its composition root builds it: from the
 configuration (``dispatcher.queue_rate_limits``), or stored through the queue settings, which
 win over the configured default. The runs of the limited queue are published at the limit
-within 10 %, those of another queue are not held back."""
+at most 10 % over the limit and not far under it (a loaded machine's scheduling stalls only
+slow the relay; a limit read wrongly — the configured 3/s instead of the stored 10/s — lands far
+below), those of another queue are not held back."""
 
 from __future__ import annotations
 
@@ -98,6 +100,8 @@ async def test_a_queue_limit_holds_over_a_real_dispatcher(tmp_path: Path, stored
     start = stamps[0] + WARM_UP
     in_window = [stamp for stamp in stamps if start <= stamp < start + WINDOW]
     expected = RATE * WINDOW.total_seconds()
-    assert abs(len(in_window) - expected) <= 0.10 * expected, (len(in_window), expected)
+    # Never over the limit (beyond 10 % of timing slack); under it only by what stalls of a
+    # loaded machine cost (53 of 60 seen under CI's two workers), far above the 18 of a 3/s limit.
+    assert 0.75 * expected <= len(in_window) <= 1.10 * expected, (len(in_window), expected)
     # The other queue is not held back: its 30 runs pass within a second, no 10/s spacing.
     assert free_stamps[-1] - free_stamps[0] < timedelta(seconds=1)

@@ -3,11 +3,12 @@ and forgotten at once by every session rule of the process that applies it."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
-from application_fixtures import START
+from application_fixtures import START, Gated, until
 
 import scheduler_application.accounts.api_keys as api_keys_module
 from scheduler_application.accounts.access import Principal
@@ -250,3 +251,102 @@ async def test_an_expired_access_token_is_refused_even_when_remembered(
     clock.advance(seconds=pair.expires_in + 1)
     with pytest.raises(AuthenticationFailed):
         await auth.authenticate(authorization=bearer)
+
+
+# -- concurrent misses share one read -------------------------------------------------------
+
+
+@pytest.fixture
+def gated(store: InMemoryStore) -> tuple[AuthService, ApiKeyService, PrincipalCache, Gated]:
+    clock = FakeClock(START)
+    cache = PrincipalCache()
+    reads = Gated(store)
+    auth = AuthService(
+        uow_factory=InMemoryUnitOfWorkFactory(store),
+        read_uow_factory=reads,
+        clock=clock,
+        hasher=FakePasswordHasher(),
+        codec=FakeTokenCodec(clock),
+        principal_cache=cache,
+    )
+    keys = ApiKeyService(
+        uow_factory=InMemoryUnitOfWorkFactory(store), clock=clock, principal_cache=cache
+    )
+    return auth, keys, cache, reads
+
+
+async def test_sixteen_requests_missing_one_key_at_once_make_one_read(
+    gated: tuple[AuthService, ApiKeyService, PrincipalCache, Gated], store: InMemoryStore
+) -> None:
+    auth, keys, _, reads = gated
+    alice = await _alice(store)
+    issued = await keys.issue(principal=Principal(alice.id, Role.USER), name="ci")
+    wrong = issued.secret[:-4] + ("AAAA" if not issued.secret.endswith("AAAA") else "BBBB")
+    right = [asyncio.create_task(auth.authenticate(api_key=issued.secret)) for _ in range(16)]
+    refused = [asyncio.create_task(auth.authenticate(api_key=wrong)) for _ in range(4)]
+    await until(lambda: reads.begun >= 2)
+    reads.gate.set()
+    principals = await asyncio.gather(*right)
+    assert {p.subject_id for p in principals} == {alice.id}
+    for task in refused:  # a refusal is shared too, and stays a refusal
+        with pytest.raises(AuthenticationFailed):
+            await task
+    assert reads.begun == 2  # one read for the right key, one for the wrong one
+
+
+async def test_a_caller_after_an_invalidation_does_not_take_the_read_begun_before_it(
+    gated: tuple[AuthService, ApiKeyService, PrincipalCache, Gated], store: InMemoryStore
+) -> None:
+    auth, keys, _, reads = gated
+    alice = await _alice(store)
+    owner = Principal(alice.id, Role.USER)
+    issued = await keys.issue(principal=owner, name="ci")
+    before = asyncio.create_task(auth.authenticate(api_key=issued.secret))
+    await until(lambda: reads.begun == 1)
+    await keys.revoke(issued.key.id, principal=owner)  # invalidates the cache: a new epoch
+    after = asyncio.create_task(auth.authenticate(api_key=issued.secret))
+    await until(lambda: reads.begun == 2)  # its own read, not the one under way
+    reads.gate.set()
+    with pytest.raises(AuthenticationFailed):
+        await after
+    await asyncio.gather(before, return_exceptions=True)  # raced the revocation: either answer
+
+
+async def test_a_cancelled_request_does_not_fail_the_ones_sharing_its_read(
+    gated: tuple[AuthService, ApiKeyService, PrincipalCache, Gated], store: InMemoryStore
+) -> None:
+    auth, keys, cache, reads = gated
+    alice = await _alice(store)
+    issued = await keys.issue(principal=Principal(alice.id, Role.USER), name="ci")
+    first = asyncio.create_task(auth.authenticate(api_key=issued.secret))
+    await until(lambda: reads.begun == 1)
+    second = asyncio.create_task(auth.authenticate(api_key=issued.secret))
+    await asyncio.sleep(0)
+    first.cancel()
+    reads.gate.set()
+    assert (await second).subject_id == alice.id
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert reads.begun == 1
+    assert cache.get(credential_digest(issued.secret), now=START) is not None
+
+
+async def test_without_a_live_cache_every_request_reads_for_itself(store: InMemoryStore) -> None:
+    clock = FakeClock(START)
+    reads = Gated(store)
+    auth = AuthService(
+        uow_factory=InMemoryUnitOfWorkFactory(store),
+        read_uow_factory=reads,
+        clock=clock,
+        hasher=FakePasswordHasher(),
+        codec=FakeTokenCodec(clock),
+        principal_cache=PrincipalCache(live=False),  # suspended: no invalidations heard
+    )
+    alice = await _alice(store)
+    issued = await ApiKeyService(uow_factory=InMemoryUnitOfWorkFactory(store), clock=clock).issue(
+        principal=Principal(alice.id, Role.USER), name="ci"
+    )
+    calls = [asyncio.create_task(auth.authenticate(api_key=issued.secret)) for _ in range(3)]
+    await until(lambda: reads.begun == 3)
+    reads.gate.set()
+    await asyncio.gather(*calls)

@@ -3,11 +3,12 @@ was read, forgotten by the process's own changes at once, and no shortcut past v
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from application_fixtures import ALICE, BOB, OPERATOR, START, task_spec
+from application_fixtures import ALICE, BOB, OPERATOR, START, Gated, task_spec, until
 
 from scheduler_application.errors import NotFound
 from scheduler_application.tasks.read_cache import TaskCache
@@ -199,3 +200,29 @@ async def test_a_missing_task_is_never_remembered(
     with pytest.raises(NotFound):
         await cached_tasks.get("no-such-task", principal=ALICE)
     assert len(cache) == 0
+
+
+async def test_concurrent_misses_share_one_read_and_each_caller_its_own_copy_and_check(
+    uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock, store: InMemoryStore
+) -> None:
+    cache = TaskCache()
+    reads = Gated(store)
+    tasks = TaskService(
+        uow_factory=uow_factory,
+        read_uow_factory=reads,
+        clock=clock,
+        executor_policy=OPEN_EXECUTOR_POLICY,
+        task_cache=cache,
+    )
+    task = await tasks.create(task_spec(), principal=ALICE)
+    readers = [ALICE] * 6 + [BOB] * 2
+    gets = [asyncio.create_task(tasks.get(task.id, principal=who)) for who in readers]
+    await until(lambda: reads.begun == 1)
+    reads.gate.set()
+    answers = await asyncio.gather(*gets, return_exceptions=True)
+    assert reads.begun == 1
+    seen = [a for a in answers if isinstance(a, Task)]
+    assert len(seen) == 6
+    assert all(a.id == task.id for a in seen)
+    assert len({id(a) for a in seen}) == 6  # nobody shares an object another may change
+    assert [type(a) for a in answers[6:]] == [NotFound, NotFound]  # visibility per caller

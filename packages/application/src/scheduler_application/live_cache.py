@@ -7,18 +7,26 @@ until the earliest of their time to live and the next invalidation, and not at a
 cache is suspended (its process cannot hear of changes). A read that missed stores its answer
 only if no invalidation happened while it read (:attr:`epoch`), so a read that raced a change
 cannot bring back what the change replaced. The subclasses say what a key and a value are.
+
+Concurrent misses of one key share one read (:meth:`shared`): when an entry ends (its time to
+live, an invalidation) under load, or a process starts, the requests that all wanted it wait for
+one trip to the database instead of making one each. Only those that missed in the same epoch
+share: a caller arriving after an invalidation never takes the answer of a read that began
+before it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 V = TypeVar("V")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,8 @@ class LiveCache(Generic[V]):
         self._live = live
         self._now = monotonic
         self._epoch = 0
+        #: Reads under way, by (key, epoch): see :meth:`shared`.
+        self._flights: dict[tuple[str, int], asyncio.Future[object]] = {}
         #: Answers served from memory, for tests.
         self.hits = 0
 
@@ -88,6 +98,33 @@ class LiveCache(Generic[V]):
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
+
+    async def shared(self, key: str, read: Callable[[], Awaitable[R]]) -> R:
+        """``await read()``, unless a caller that missed ``key`` in this same epoch is already
+        reading it: then its answer (or its error). The read runs in a task of its own, so a
+        caller that goes away (a request cancelled) does not fail the others. While the cache
+        is off or suspended every caller reads on its own: with no invalidations to go by, an
+        answer read a moment before a caller came could predate a change it must see."""
+        if not self.enabled:
+            return await read()
+        flight_key = (key, self._epoch)
+        flight = self._flights.get(flight_key)
+        if flight is not None:
+            return await asyncio.shield(cast("asyncio.Future[R]", flight))
+        started = asyncio.ensure_future(read())
+        self._flights[flight_key] = landing = cast("asyncio.Future[object]", started)
+        landing.add_done_callback(self._landed(flight_key))
+        return await asyncio.shield(started)
+
+    def _landed(self, flight_key: tuple[str, int]) -> Callable[[asyncio.Future[object]], None]:
+        def landed(flight: asyncio.Future[object]) -> None:
+            if self._flights.get(flight_key) is flight:
+                del self._flights[flight_key]
+            # Every caller may have gone: the error is theirs, not the loop's to report.
+            if not flight.cancelled():
+                flight.exception()
+
+        return landed
 
     def _drop(self, key: str) -> None:
         """Drop one entry that ended on its own (no invalidation)."""

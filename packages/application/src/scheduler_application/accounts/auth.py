@@ -249,6 +249,11 @@ class AuthService:
         cached = self._cache.get(digest, now=now)
         if cached is not None:
             return cached
+        if not digest:
+            return await self._read_access_token(token, digest)
+        return await self._cache.shared(digest, lambda: self._read_access_token(token, digest))
+
+    async def _read_access_token(self, token: str, digest: str) -> Principal:
         epoch = self._cache.epoch
         claims = self._decode(token, ACCESS)
         generation = claims.get("gen")
@@ -273,6 +278,9 @@ class AuthService:
         cached = self._cache.get(digest, now=now)
         if cached is not None:
             return cached
+        return await self._cache.shared(digest, lambda: self._read_api_key(key, digest, now))
+
+    async def _read_api_key(self, key: str, digest: str, now: datetime) -> Principal:
         epoch = self._cache.epoch
         prefix = parse_key_prefix(key)
         async with self._reads() as uow:

@@ -192,13 +192,19 @@ class TaskService:
                 return await load_visible_task(uow, task_id, principal)
         task = cache.get(task_id)
         if task is None:
-            epoch = cache.epoch
-            async with self._reads() as uow:
-                task = await uow.tasks.get(task_id)
-            if task is not None:
-                cache.put(task, epoch=epoch)
+            # Concurrent misses share one read; each caller gets its own copy.
+            read = await cache.shared(task_id, lambda: self._read_into(cache, task_id))
+            task = copy.copy(read) if read is not None else None
         if task is None or not can_see(principal, task.team_id):
             raise NotFound(f"task {task_id} not found", field="task_id")
+        return task
+
+    async def _read_into(self, cache: TaskCache, task_id: str) -> Task | None:
+        epoch = cache.epoch
+        async with self._reads() as uow:
+            task = await uow.tasks.get(task_id)
+        if task is not None:
+            cache.put(task, epoch=epoch)
         return task
 
     def _forget(self, task_id: str) -> None:
