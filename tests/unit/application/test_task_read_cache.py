@@ -226,3 +226,70 @@ async def test_concurrent_misses_share_one_read_and_each_caller_its_own_copy_and
     assert all(a.id == task.id for a in seen)
     assert len({id(a) for a in seen}) == 6  # nobody shares an object another may change
     assert [type(a) for a in answers[6:]] == [NotFound, NotFound]  # visibility per caller
+
+
+# -- an answer's view of a cached task -------------------------------------------------------
+
+
+class CountingRender:
+    """A renderer that counts its calls (what the API's ``TaskOut.of`` does per call)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, task: Task) -> tuple[str, str]:
+        self.calls += 1
+        return task.id, task.description
+
+
+async def test_a_cached_task_is_rendered_once_for_every_caller_until_it_changes(
+    cached_tasks: TaskService, cache: TaskCache
+) -> None:
+    render = CountingRender()
+    task = await cached_tasks.create(task_spec(), principal=ALICE)
+    first = await cached_tasks.show(task.id, principal=ALICE, render=render)
+    assert first == (task.id, task.description)
+    for _ in range(5):
+        assert await cached_tasks.show(task.id, principal=OPERATOR, render=render) == first
+    assert render.calls == 2  # the read that missed, then once into the cached entry
+    await cached_tasks.update(task.id, {"description": "edited"}, principal=ALICE)
+    assert await cached_tasks.show(task.id, principal=ALICE, render=render) == (task.id, "edited")
+    cache.forget([task.id])  # a change heard from another process: rendered afresh too
+    await cached_tasks.show(task.id, principal=ALICE, render=render)
+    calls = render.calls
+    await cached_tasks.show(task.id, principal=ALICE, render=render)
+    assert render.calls == calls + 1  # into the new entry, then no more
+    await cached_tasks.show(task.id, principal=ALICE, render=render)
+    assert render.calls == calls + 1
+
+
+async def test_a_rendered_task_is_still_hidden_from_those_who_may_not_see_it(
+    cached_tasks: TaskService, cache: TaskCache
+) -> None:
+    render = CountingRender()
+    task = await cached_tasks.create(task_spec(), principal=ALICE)
+    for _ in range(2):
+        await cached_tasks.show(task.id, principal=ALICE, render=render)
+    assert cache.shown(task.id, render) is not None  # the view is there to be served…
+    with pytest.raises(NotFound):  # …but not to Bob
+        await cached_tasks.show(task.id, principal=BOB, render=render)
+    with pytest.raises(NotFound):
+        await cached_tasks.show("no-such-task", principal=ALICE, render=render)
+
+
+async def test_without_a_cache_a_task_is_rendered_for_each_caller(
+    uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock, store: InMemoryStore
+) -> None:
+    tasks = TaskService(uow_factory=uow_factory, clock=clock, executor_policy=OPEN_EXECUTOR_POLICY)
+    render = CountingRender()
+    task = await tasks.create(task_spec(), principal=ALICE)
+    for _ in range(3):
+        await tasks.show(task.id, principal=ALICE, render=render)
+    _change_behind_its_back(store, task.id, "written by another process")
+    assert await tasks.show(task.id, principal=ALICE, render=render) == (
+        task.id,
+        "written by another process",
+    )
+    assert render.calls == 4
+    with pytest.raises(NotFound):
+        await tasks.show(task.id, principal=BOB, render=render)

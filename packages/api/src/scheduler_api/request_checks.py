@@ -40,7 +40,8 @@ _NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]*)`")
 
 
 async def check_request(request: Request[Any, Any, Any]) -> None:
-    if "\x00" in request.url.path or b"%00" in request.scope.get("query_string", b""):
+    # The decoded path, as routing sees it (``%00`` arrives as NUL).
+    if "\x00" in request.scope["path"] or b"%00" in request.scope.get("query_string", b""):
         raise ValidationError("NUL characters are not accepted in URLs", field="query")
     if request.method not in _BODY_METHODS:
         return

@@ -213,7 +213,9 @@ class TaskController(Controller):
     async def get_task(
         self, task_id: TaskId, services: Services, principal: CurrentPrincipal
     ) -> Response[TaskOut]:
-        return _task(await services.tasks.get(_id(task_id), principal=principal))
+        # Rendered once per cached task, not per request (the caller's right is checked).
+        shown = await services.tasks.show(_id(task_id), principal=principal, render=TaskOut.of)
+        return Response(shown, headers={"ETag": f'"{shown.version}"'})
 
     @patch("/{task_id:str}", summary="Change a task", responses=problems(404, 409))
     async def update(

@@ -96,7 +96,7 @@ class MisfireOut(msgspec.Struct, kw_only=True):
     grace_seconds: float
 
 
-class TaskOut(msgspec.Struct, kw_only=True):
+class TaskOut(msgspec.Struct, kw_only=True, frozen=True):
     id: str
     #: Who created it.
     owner_id: str

@@ -23,12 +23,19 @@ process's next read at once. On SQLite (one embedded process, other processes ma
 file) the API keeps no such cache.
 
 Visibility is not cached: the caller's right to see the task's team is checked on every read.
+
+A cached task also keeps what it was rendered into (:meth:`TaskCache.shown`: the API's answer
+for ``GET /tasks/{id}``), so that a task served from memory is not converted again for every
+request; the rendering goes with the entry when the task changes.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from scheduler_application.live_cache import LiveCache
 from scheduler_domain.task import Task
@@ -36,19 +43,41 @@ from scheduler_domain.task import Task
 DEFAULT_MAX_ENTRIES = 10_000
 DEFAULT_TTL = timedelta(seconds=30)
 
+T = TypeVar("T")
 
-class TaskCache(LiveCache[Task]):
+
+@dataclass(slots=True)
+class _Cached:
+    #: The cache's own copy: never handed out, so never changed.
+    task: Task
+    #: What the task was rendered into, by renderer.
+    views: dict[Callable[[Task], Any], Any] = field(default_factory=dict)
+
+
+class TaskCache(LiveCache[_Cached]):
     DEFAULT_MAX_ENTRIES = DEFAULT_MAX_ENTRIES
     DEFAULT_TTL = DEFAULT_TTL
 
     def get(self, task_id: str) -> Task | None:
         """A copy of the cached task (callers may change what they are given)."""
-        task = self._lookup(task_id)
-        if task is None:
+        cached = self._lookup(task_id)
+        if cached is None:
             return None
         self.hits += 1
-        return copy.copy(task)
+        return copy.copy(cached.task)
+
+    def shown(self, task_id: str, render: Callable[[Task], T]) -> tuple[str, T] | None:
+        """The cached task's team and ``render(task)``, rendered once per entry: ``render``
+        must be a pure function of the task that changes nothing (an answer's view of it)."""
+        cached = self._lookup(task_id)
+        if cached is None:
+            return None
+        self.hits += 1
+        view: T | None = cached.views.get(render)
+        if view is None:
+            view = cached.views[render] = render(cached.task)
+        return cached.task.team_id, view
 
     def put(self, task: Task, *, epoch: int) -> None:
         """Remember ``task`` as read, unless an invalidation happened since ``epoch``."""
-        self._store(task.id, copy.copy(task), epoch=epoch)
+        self._store(task.id, _Cached(copy.copy(task)), epoch=epoch)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from scheduler_application.accounts.access import (
@@ -52,6 +52,8 @@ from scheduler_domain.run import RunTrigger
 from scheduler_domain.schedules import CronSchedule, next_fire_times, parse_schedule
 from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
+
+T = TypeVar("T")
 
 MAX_PREVIEW = 100
 #: The most tasks :meth:`TaskService.visible` reads at once (a page of runs names fewer).
@@ -198,6 +200,26 @@ class TaskService:
         if task is None or not can_see(principal, task.team_id):
             raise NotFound(f"task {task_id} not found", field="task_id")
         return task
+
+    async def show(
+        self, task_id: str, *, principal: Principal, render: Callable[[Task], T]
+    ) -> T:
+        """``render(get(task_id))``, for an answer that only shows the task: served from the
+        task cache, the task is rendered once per cached entry, not for every caller (the
+        caller's right to see it is still checked every time). ``render`` must be a pure
+        function of the task that changes nothing."""
+        ensure_can_read_tasks(principal)
+        cache = self._cache
+        if cache is None or not cache.enabled:
+            return render(await self.get(task_id, principal=principal))
+        found = cache.shown(task_id, render)
+        if found is None:
+            read = await cache.shared(task_id, lambda: self._read_into(cache, task_id))
+            if read is not None:
+                found = read.team_id, render(read)
+        if found is None or not can_see(principal, found[0]):
+            raise NotFound(f"task {task_id} not found", field="task_id")
+        return found[1]
 
     async def _read_into(self, cache: TaskCache, task_id: str) -> Task | None:
         epoch = cache.epoch

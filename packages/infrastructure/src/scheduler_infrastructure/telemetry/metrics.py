@@ -18,7 +18,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from threading import Lock
-from typing import ParamSpec
+from typing import Any, ParamSpec
 
 from prometheus_client import (
     CollectorRegistry,
@@ -59,6 +59,8 @@ HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 #: Series per gauge of circuits and limits (their names come from tasks' URLs and operators).
 _MAX_SERIES = 200
+#: Request series remembered for the next request (methods, templates and statuses seen).
+_MAX_REQUEST_SERIES = 1_000
 _CIRCUIT_LEVEL = {"closed": 0.0, "open": 1.0, "half_open": 0.5}
 
 
@@ -121,6 +123,8 @@ class PrometheusMetrics:
         self._trigger = BoundedLabel(len(RunTrigger) + 1, known=[t.value for t in RunTrigger])
         self._dependency = BoundedLabel(len(DEPENDENCIES) + 2, known=DEPENDENCIES)
         self._worker_sources: list[Callable[[], int]] = []
+        #: The request series by (method, route template, status) as the API reports them.
+        self._request_series: dict[tuple[str, str | None, int], tuple[Any, Any]] = {}
 
         self.runs_created_total = Counter(
             "scheduler_runs_created_total", "Runs created, by trigger.", ["trigger"], registry=r
@@ -327,11 +331,23 @@ class PrometheusMetrics:
         self, *, method: str, route: str | None, status: int, seconds: float
     ) -> None:
         """One answered HTTP request; ``route`` is the template (``/api/v1/runs/{run_id}``)."""
-        verb = method.upper() if method.upper() in HTTP_METHODS else OTHER
-        template = self._route(route) if route else UNMATCHED_ROUTE
-        code = str(status) if 100 <= status <= 599 else OTHER
-        self.http_requests_total.labels(verb, template, code).inc()
-        self.http_request_duration_seconds.labels(verb, template, code).observe(max(seconds, 0.0))
+        key = (method, route, status)
+        series = self._request_series.get(key)
+        if series is None:
+            verb = method.upper() if method.upper() in HTTP_METHODS else OTHER
+            template = self._route(route) if route else UNMATCHED_ROUTE
+            code = str(status) if 100 <= status <= 599 else OTHER
+            series = (
+                self.http_requests_total.labels(verb, template, code),
+                self.http_request_duration_seconds.labels(verb, template, code),
+            )
+            # Every request looks its series up here, not in the client's label machinery;
+            # bounded, since a method is whatever a client sends.
+            if len(self._request_series) < _MAX_REQUEST_SERIES:
+                self._request_series[key] = series
+        count, duration = series
+        count.inc()
+        duration.observe(max(seconds, 0.0))
 
     # -- exposition ------------------------------------------------------------------------------
 
