@@ -201,9 +201,7 @@ class TaskService:
             raise NotFound(f"task {task_id} not found", field="task_id")
         return task
 
-    async def show(
-        self, task_id: str, *, principal: Principal, render: Callable[[Task], T]
-    ) -> T:
+    async def show(self, task_id: str, *, principal: Principal, render: Callable[[Task], T]) -> T:
         """``render(get(task_id))``, for an answer that only shows the task: served from the
         task cache, the task is rendered once per cached entry, not for every caller (the
         caller's right to see it is still checked every time). ``render`` must be a pure
