@@ -48,7 +48,7 @@ from scheduler_api.controllers.users import UserController
 from scheduler_api.controllers.webhooks import WebhookController
 from scheduler_api.controllers.worker_protocol import WorkerProtocolController
 from scheduler_api.controllers.workers import WorkerController
-from scheduler_api.dependencies import Options, Services
+from scheduler_api.dependencies import SERVICES_STATE, Options, Services
 from scheduler_api.errors import OBSERVER_STATE, handle_exception
 from scheduler_api.metrics import RequestMetrics, metrics_route
 from scheduler_api.openapi import ClosedStructSchemaPlugin, openapi_config
@@ -164,6 +164,7 @@ def create_app(
             {
                 OBSERVER_STATE: services.observer,
                 CONSOLE_STATE: new_console_state(services, options),
+                SERVICES_STATE: services,
             }
         ),
         template_config=template_config(),

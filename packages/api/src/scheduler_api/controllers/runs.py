@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.params import FromQuery, JSONBody, PathParameter, QueryParameter
 
 from scheduler_api.auth import WORKERS_REFUSED
 from scheduler_api.controllers.runs_listing import list_runs
-from scheduler_api.dependencies import CurrentPrincipal, Options, Services
+from scheduler_api.dependencies import (
+    CurrentPrincipal,
+    Options,
+    Services,
+    principal_of,
+    services_of,
+)
 from scheduler_api.openapi import problems
 from scheduler_api.params import LIMIT_DESCRIPTION, Cursor, InstantQuery, object_id
 from scheduler_api.schemas.runs import RunEventList, RunEventOut, RunOut, RunOutputOut, RunPage
@@ -72,10 +78,9 @@ class RunController(Controller):
         )
 
     @get("/{run_id:str}", summary="Get a run", responses=problems(404))
-    async def get_run(
-        self, run_id: RunId, services: Services, principal: CurrentPrincipal
-    ) -> RunOut:
-        return RunOut.of(await services.runs.get(_id(run_id), principal=principal))
+    async def get_run(self, run_id: RunId, request: Request[Any, Any, Any]) -> RunOut:
+        run = await services_of(request).runs.get(_id(run_id), principal=principal_of(request))
+        return RunOut.of(run)
 
     @post(
         "/{run_id:str}/cancel",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import (
@@ -18,7 +18,13 @@ from litestar.params import (
 
 from scheduler_api.auth import WORKERS_REFUSED
 from scheduler_api.controllers.runs_listing import list_runs
-from scheduler_api.dependencies import CurrentPrincipal, Options, Services
+from scheduler_api.dependencies import (
+    CurrentPrincipal,
+    Options,
+    Services,
+    principal_of,
+    services_of,
+)
 from scheduler_api.openapi import problems, task_body_schema
 from scheduler_api.params import (
     LIMIT_DESCRIPTION,
@@ -210,11 +216,11 @@ class TaskController(Controller):
         )
 
     @get("/{task_id:str}", summary="Get a task", responses=problems(404))
-    async def get_task(
-        self, task_id: TaskId, services: Services, principal: CurrentPrincipal
-    ) -> Response[TaskOut]:
+    async def get_task(self, task_id: TaskId, request: Request[Any, Any, Any]) -> Response[TaskOut]:
         # Rendered once per cached task, not per request (the caller's right is checked).
-        shown = await services.tasks.show(_id(task_id), principal=principal, render=TaskOut.of)
+        shown = await services_of(request).tasks.show(
+            _id(task_id), principal=principal_of(request), render=TaskOut.of
+        )
         return Response(shown, headers={"ETag": f'"{shown.version}"'})
 
     @patch("/{task_id:str}", summary="Change a task", responses=problems(404, 409))
@@ -281,8 +287,7 @@ class TaskController(Controller):
     async def trigger(
         self,
         task_id: TaskId,
-        services: Services,
-        principal: CurrentPrincipal,
+        request: Request[Any, Any, Any],
         idempotency_key: Annotated[
             str | None, HeaderParameter(name="Idempotency-Key", max_length=200)
         ] = None,
@@ -291,9 +296,9 @@ class TaskController(Controller):
         logical_time = query_instant(
             data.logical_time if data is not None else None, field="logical_time"
         )
-        triggered = await services.triggers.trigger(
+        triggered = await services_of(request).triggers.trigger(
             _id(task_id),
-            principal=principal,
+            principal=principal_of(request),
             idempotency_key=idempotency_key,
             logical_time=logical_time,
             params=data.params if data is not None else None,
