@@ -62,10 +62,8 @@ class PrincipalMiddleware(AbstractAuthenticationMiddleware):
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
-        principal = await self._auth.authenticate(
-            authorization=connection.headers.get("authorization"),
-            api_key=connection.headers.get("x-api-key"),
-        )
+        authorization, api_key = _credentials(connection.scope)
+        principal = await self._auth.authenticate(authorization=authorization, api_key=api_key)
         if self._limits is not None:
             quota = await self._limits.check(principal)
             if quota is not None:
@@ -74,6 +72,21 @@ class PrincipalMiddleware(AbstractAuthenticationMiddleware):
                 connection.scope[QUOTA_SCOPE_KEY] = quota  # type: ignore[literal-required]
         refuse_worker_role(principal, connection.route_handler.opt)
         return AuthenticationResult(user=principal, auth=principal.via)
+
+
+def _credentials(scope: Scope) -> tuple[str | None, str | None]:
+    """The first ``Authorization`` and ``X-API-Key`` values, read off the scope's raw headers
+    (names arrive lower-cased) as the framework's ``Headers`` would read them, without building
+    one on every request."""
+    authorization: str | None = None
+    api_key: str | None = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            if authorization is None:
+                authorization = value.decode("latin-1")
+        elif name == b"x-api-key" and api_key is None:
+            api_key = value.decode("latin-1")
+    return authorization, api_key
 
 
 def provide_principal(request: Request[Any, Any, Any]) -> Principal:
