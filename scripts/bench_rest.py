@@ -441,23 +441,32 @@ async def light_load(
 ) -> dict[str, float]:
     connection = Connection("127.0.0.1", stack.port, {"x-api-key": key})
     latencies: list[float] = []
+    #: created -> queued (the trigger's own transaction: gate, group commit) and
+    #: queued -> started (delivery to a worker and its claim).
+    queueing: list[float] = []
+    delivery: list[float] = []
     for _ in range(count):
         run = await _json(connection, "POST", f"/api/v1/tasks/{task_id}/trigger")
         await asyncio.sleep(0.01)
         while True:
             row = await db.fetchrow(
-                "SELECT created_at, started_at FROM task_runs WHERE id = $1", run["id"]
+                "SELECT created_at, queued_at, started_at FROM task_runs WHERE id = $1", run["id"]
             )
             if row is not None and row["started_at"] is not None:
                 break
             await asyncio.sleep(0.002)
         latencies.append((row["started_at"] - row["created_at"]).total_seconds() * 1000)
+        if row["queued_at"] is not None:
+            queueing.append((row["queued_at"] - row["created_at"]).total_seconds() * 1000)
+            delivery.append((row["started_at"] - row["queued_at"]).total_seconds() * 1000)
         await asyncio.sleep(0.005)
     await connection.close()
     latencies.sort()
     return {
         "p50_ms": statistics.median(latencies),
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "queued_p50_ms": statistics.median(queueing) if queueing else float("nan"),
+        "delivered_p50_ms": statistics.median(delivery) if delivery else float("nan"),
     }
 
 
@@ -533,7 +542,11 @@ async def main() -> None:
                 print(
                     f"light load, trigger -> start ({args.light} runs, median of {args.repeat}):"
                     f" p50 {statistics.median(r['p50_ms'] for r in latency):.2f} ms,"
-                    f" p99 {statistics.median(r['p99_ms'] for r in latency):.2f} ms",
+                    f" p99 {statistics.median(r['p99_ms'] for r in latency):.2f} ms"
+                    f" (p50 created -> queued"
+                    f" {statistics.median(r['queued_p50_ms'] for r in latency):.2f} ms,"
+                    f" queued -> started"
+                    f" {statistics.median(r['delivered_p50_ms'] for r in latency):.2f} ms)",
                     flush=True,
                 )
         finally:
