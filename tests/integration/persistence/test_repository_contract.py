@@ -230,6 +230,9 @@ async def test_get_many_keeps_the_order_asked_and_drops_missing(
         found = await uow.tasks.get_many([third.id, "missing", first.id, third.id])
         assert ids(found) == [third.id, first.id]
         assert await uow.tasks.get_many([]) == []
+        # One id (a statement of its own on PostgreSQL): the same task as get, asked twice or not.
+        assert await uow.tasks.get_many([second.id, second.id]) == [await uow.tasks.get(second.id)]
+        assert await uow.tasks.get_many(["missing"]) == []
 
 
 async def test_task_name_is_unique_per_team_and_the_transaction_survives(

@@ -146,6 +146,12 @@ class SqlTaskRepository(SqlRepository):
         wanted = list(dict.fromkeys(task_ids))
         if not wanted:
             return []
+        if self._postgres and len(wanted) == 1:
+            # A trigger group of one task (light load, or one task's burst): ``id = $1`` gets a
+            # generic plan, where PostgreSQL plans ``id = ANY($1)`` afresh on every execution
+            # (0.5 ms of a busy server's time per trigger group, seen in its statement log).
+            row = await self._fetch(_GET_ON_DRIVER, {"task_id": wanted[0]})
+            return [self._read(row[0])] if row else []
         if self._postgres:  # every trigger group reads its tasks: one prebuilt statement
             rows = await self._fetch(_GET_MANY_ON_DRIVER, {"task_ids": wanted})
             found = {row["id"]: self._read(row) for row in rows}
