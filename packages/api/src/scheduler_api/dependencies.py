@@ -3,7 +3,7 @@
 The routes a client calls thousands of times a second (a task's or a run's read, a trigger)
 take the request instead and ask it with :func:`services_of` and :func:`principal_of`: Litestar
 resolves each declared dependency through its own signature model on every request, which for
-these routes cost more than the rest of the handler (a cached task read: ~20 % of the process's
+these routes cost more than the rest of the handler (a cached task read: ~15 % of the process's
 time per request, measured with ``scripts/bench_asgi.py``)."""
 
 from __future__ import annotations
