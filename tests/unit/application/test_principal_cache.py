@@ -256,10 +256,11 @@ async def test_an_expired_access_token_is_refused_even_when_remembered(
 # -- concurrent misses share one read -------------------------------------------------------
 
 
-@pytest.fixture
-def gated(store: InMemoryStore) -> tuple[AuthService, ApiKeyService, PrincipalCache, Gated]:
+def _gated_auth(
+    store: InMemoryStore, cache: PrincipalCache
+) -> tuple[AuthService, ApiKeyService, Gated]:
+    """Authentication whose credential reads wait at a gate, and the keys service beside it."""
     clock = FakeClock(START)
-    cache = PrincipalCache()
     reads = Gated(store)
     auth = AuthService(
         uow_factory=InMemoryUnitOfWorkFactory(store),
@@ -272,6 +273,13 @@ def gated(store: InMemoryStore) -> tuple[AuthService, ApiKeyService, PrincipalCa
     keys = ApiKeyService(
         uow_factory=InMemoryUnitOfWorkFactory(store), clock=clock, principal_cache=cache
     )
+    return auth, keys, reads
+
+
+@pytest.fixture
+def gated(store: InMemoryStore) -> tuple[AuthService, ApiKeyService, PrincipalCache, Gated]:
+    cache = PrincipalCache()
+    auth, keys, reads = _gated_auth(store, cache)
     return auth, keys, cache, reads
 
 
@@ -332,20 +340,10 @@ async def test_a_cancelled_request_does_not_fail_the_ones_sharing_its_read(
 
 
 async def test_without_a_live_cache_every_request_reads_for_itself(store: InMemoryStore) -> None:
-    clock = FakeClock(START)
-    reads = Gated(store)
-    auth = AuthService(
-        uow_factory=InMemoryUnitOfWorkFactory(store),
-        read_uow_factory=reads,
-        clock=clock,
-        hasher=FakePasswordHasher(),
-        codec=FakeTokenCodec(clock),
-        principal_cache=PrincipalCache(live=False),  # suspended: no invalidations heard
-    )
+    # Suspended: no invalidations heard.
+    auth, keys, reads = _gated_auth(store, PrincipalCache(live=False))
     alice = await _alice(store)
-    issued = await ApiKeyService(uow_factory=InMemoryUnitOfWorkFactory(store), clock=clock).issue(
-        principal=Principal(alice.id, Role.USER), name="ci"
-    )
+    issued = await keys.issue(principal=Principal(alice.id, Role.USER), name="ci")
     calls = [asyncio.create_task(auth.authenticate(api_key=issued.secret)) for _ in range(3)]
     await until(lambda: reads.begun == 3)
     reads.gate.set()

@@ -8,13 +8,12 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromQuery, JSONBody, PathParameter, QueryParameter
 
-from scheduler_api.auth import WORKERS_REFUSED
+from scheduler_api.auth import WORKERS_REFUSED, provide_principal
 from scheduler_api.controllers.runs_listing import list_runs
 from scheduler_api.dependencies import (
     CurrentPrincipal,
     Options,
     Services,
-    principal_of,
     services_of,
 )
 from scheduler_api.openapi import problems
@@ -79,7 +78,7 @@ class RunController(Controller):
 
     @get("/{run_id:str}", summary="Get a run", responses=problems(404))
     async def get_run(self, run_id: RunId, request: Request[Any, Any, Any]) -> RunOut:
-        run = await services_of(request).runs.get(_id(run_id), principal=principal_of(request))
+        run = await services_of(request).runs.get(_id(run_id), principal=provide_principal(request))
         return RunOut.of(run)
 
     @post(

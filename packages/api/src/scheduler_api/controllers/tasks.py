@@ -16,13 +16,12 @@ from litestar.params import (
     QueryParameter,
 )
 
-from scheduler_api.auth import WORKERS_REFUSED
+from scheduler_api.auth import WORKERS_REFUSED, provide_principal
 from scheduler_api.controllers.runs_listing import list_runs
 from scheduler_api.dependencies import (
     CurrentPrincipal,
     Options,
     Services,
-    principal_of,
     services_of,
 )
 from scheduler_api.openapi import problems, task_body_schema
@@ -219,7 +218,7 @@ class TaskController(Controller):
     async def get_task(self, task_id: TaskId, request: Request[Any, Any, Any]) -> Response[TaskOut]:
         # Rendered once per cached task, not per request (the caller's right is checked).
         shown = await services_of(request).tasks.show(
-            _id(task_id), principal=principal_of(request), render=TaskOut.of
+            _id(task_id), principal=provide_principal(request), render=TaskOut.of
         )
         return Response(shown, headers={"ETag": f'"{shown.version}"'})
 
@@ -298,7 +297,7 @@ class TaskController(Controller):
         )
         triggered = await services_of(request).triggers.trigger(
             _id(task_id),
-            principal=principal_of(request),
+            principal=provide_principal(request),
             idempotency_key=idempotency_key,
             logical_time=logical_time,
             params=data.params if data is not None else None,
