@@ -41,7 +41,7 @@ async def young() -> AsyncIterator[AsyncEngine]:
         await drop_postgres_database(url)
 
 
-async def _add_runs(engine: AsyncEngine, count: int) -> None:
+async def _add_runs(engine: AsyncEngine, count: int) -> Task:
     factory = SqlUnitOfWorkFactory(engine)
     task = Task(owner_id="o", name=f"young-{count}", executor="noop", created_at=T0, updated_at=T0)
     runs = [
@@ -60,6 +60,7 @@ async def _add_runs(engine: AsyncEngine, count: int) -> None:
         await uow.tasks.add(task)
         await uow.runs.add_new_many(runs)
         await uow.commit()
+    return task
 
 
 async def _changes_counted(engine: AsyncEngine, table: str, at_least: int) -> None:
@@ -121,3 +122,50 @@ async def test_a_young_table_is_analysed_and_the_cached_plans_follow(young: Asyn
 async def test_only_the_hot_tables_are_taken(young: AsyncEngine) -> None:
     with pytest.raises(ValueError, match="users"):
         PlannerStatistics(young, tables=["task_runs", "users"])
+
+
+async def test_the_start_of_one_run_is_planned_once_per_connection(young: AsyncEngine) -> None:
+    """At light load a worker starts one run at a time. With ``id = ANY($ids)`` on a table of
+    some size PostgreSQL priced the generic plan at ten rows and planned the statement again
+    on every execution; the one-run form (``id = ids[1]``) settles on one plan after the
+    planner's five trials."""
+    task = await _add_runs(young, 3000)
+    async with young.connect() as connection:
+        await connection.exec_driver_sql("ANALYZE task_runs")
+        await connection.commit()
+    engine = create_engine(young.url.render_as_string(hide_password=False), pool_size=1)
+    factory = SqlUnitOfWorkFactory(engine)
+    try:
+        for n in range(8):  # one at a time: the pool's one connection is used throughout
+            run = TaskRun(
+                task_id=task.id,
+                owner_id=task.owner_id,
+                trigger=RunTrigger.MANUAL,
+                status=RunStatus.QUEUED,
+                scheduled_for=T0 + timedelta(days=1, microseconds=n),
+                created_at=T0,
+                queued_at=T0,
+                queue=task.queue,
+            )
+            async with factory() as uow:
+                await uow.runs.add_new_many([run])
+                await uow.commit()
+            async with factory() as uow:
+                [(started, _)] = await uow.runs.start_many(
+                    [run.id], worker_id="w-plan", now=T0, lease=timedelta(minutes=1)
+                )
+                await uow.commit()
+            assert started.id == run.id
+        async with engine.connect() as connection:
+            prepared = await connection.exec_driver_sql(
+                "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+            )
+            [(generic, custom)] = [
+                (generic, custom)
+                for sql, generic, custom in prepared
+                if "WITH claimed AS" in sql and "pg_prepared_statements" not in sql
+            ]
+        assert custom <= 5
+        assert generic >= 3
+    finally:
+        await engine.dispose()

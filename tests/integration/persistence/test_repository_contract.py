@@ -1018,6 +1018,37 @@ async def test_start_many_claims_logs_each_claim_and_reads_the_tasks_in_id_order
         assert await uow.events.list_for_run(pending.id) == []
 
 
+async def test_start_many_of_one_run_claims_it_once_and_only_if_queued(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    """One run at a time is what a worker starts at light load (a statement of its own on
+    PostgreSQL, ``id = ids[1]``)."""
+    task = make_task()
+    queued, pending = queued_run(task), make_run(task)
+    await save(uow_factory, task, queued, pending)
+    now = T0 + timedelta(minutes=1)
+    async with committed(uow_factory) as uow:
+        [(run, read)] = await uow.runs.start_many(
+            [queued.id, queued.id], worker_id="w-1", now=now, lease=LEASE
+        )
+        assert await uow.runs.start_many([queued.id], worker_id="w-2", now=now, lease=LEASE) == []
+        assert await uow.runs.start_many([pending.id], worker_id="w-2", now=now, lease=LEASE) == []
+        assert await uow.runs.start_many(["missing"], worker_id="w-2", now=now, lease=LEASE) == []
+    assert read == task
+    assert (run.id, run.status, run.worker_id, run.version) == (
+        queued.id,
+        RunStatus.RUNNING,
+        "w-1",
+        2,
+    )
+    async with uow_factory() as uow:
+        assert await uow.runs.get(queued.id) == run
+        assert [event.to_status for event in await uow.events.list_for_run(queued.id)] == [
+            RunStatus.RUNNING
+        ]
+        assert (await uow.runs.get(pending.id)).status is RunStatus.PENDING  # type: ignore[union-attr]
+
+
 async def test_claim_many_claims_the_queued_runs_among_those_asked_in_id_order(
     uow_factory: SqlUnitOfWorkFactory,
 ) -> None:

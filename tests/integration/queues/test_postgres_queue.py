@@ -21,9 +21,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.tasks.changes import TaskChangeSignal
+from scheduler_infrastructure.persistence import driver
 from scheduler_infrastructure.persistence.engine import create_engine
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.queues import messages
+from scheduler_infrastructure.queues import postgres_statements as statements
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 
@@ -305,3 +307,78 @@ async def test_only_a_process_that_consumes_listens(
         await _listening(queue)
         assert len(await admin_execute(listeners, database, f"{queue.channel}-listener")) == 1
         await queue.ack(await next_delivery(consumer, within=5))
+
+
+async def test_the_consumers_claim_on_connections_that_plan_it_once(
+    make_queue: QueueMaker, new_queue_name
+) -> None:
+    """PostgreSQL planned the claim afresh on every execution (its estimate for ``LIMIT $n``
+    priced the generic plan far above a custom one), which was most of a claim's cost and
+    was paid by every consumer a notification woke. The consumers' statements run on
+    connections that keep one generic plan per statement."""
+    queue = await make_queue(poll_interval=NO_POLLING)
+    name = new_queue_name()
+    async with queue.consume([name], prefetch=1) as consumer:
+        await queue.publish(run_message(name))
+        await queue.ack(await next_delivery(consumer, within=5))
+    engine = queue._consumer_engine
+    assert engine is not None  # the claim and the ack above ran on it
+    async with engine.connect() as connection:
+        assert await connection.scalar(text("SHOW plan_cache_mode")) == "force_generic_plan"
+        for _ in range(7):
+            await driver.fetch(
+                connection,
+                statements.CLAIM,
+                {"consumer": "probe", "visibility": 30.0, "queues": [name], "limit": 5},
+            )
+        prepared = (
+            await connection.execute(
+                text("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
+            )
+        ).all()
+    [(generic, custom)] = [  # the claim, prepared once on this connection
+        (generic, custom)
+        for sql, generic, custom in prepared
+        if "delivery_count = delivery_count + 1" in sql
+    ]
+    assert custom == 0
+    assert generic >= 7
+
+
+async def test_the_consumers_plans_read_by_index_even_when_the_queue_looks_empty(
+    make_queue: QueueMaker, new_queue_name, queue_database_url: str
+) -> None:
+    """A plan is kept until the table is analysed again: one made on an empty queue must not
+    scan the whole table once a backlog builds up."""
+    queue = await make_queue(poll_interval=NO_POLLING)
+    name = new_queue_name()
+    async with queue.consume([name], prefetch=1) as consumer:
+        await queue.publish(run_message(name))
+        await queue.ack(await next_delivery(consumer, within=5))
+    engine = queue._consumer_engine
+    assert engine is not None
+    literals = {
+        "consumer": "'probe'",
+        "visibility": "30",
+        "queues": f"ARRAY['{name}']",
+        "limit": "5",
+        "ids": "ARRAY[1]",
+    }
+    async with engine.connect() as connection:
+        # An empty table never analysed: the planner's view of a queue that was just emptied.
+        await connection.exec_driver_sql(
+            "CREATE TEMPORARY TABLE q (LIKE queue_messages INCLUDING ALL)"
+        )
+        for number, statement in enumerate((statements.CLAIM, statements.ACK, statements.EXTEND)):
+            compiled = statement.compiled(engine.dialect)
+            sql = compiled.sql.replace("queue_messages", "q")
+            await connection.exec_driver_sql(f"PREPARE probe{number} AS {sql}")
+            values = ", ".join(literals[parameter] for parameter in compiled.names)
+            plan = "\n".join(
+                row[0]
+                for row in await connection.exec_driver_sql(
+                    f"EXPLAIN EXECUTE probe{number}({values})"
+                )
+            )
+            assert "Seq Scan" not in plan, plan
+            assert "Index Scan" in plan, plan

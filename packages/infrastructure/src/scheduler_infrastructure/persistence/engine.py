@@ -39,8 +39,15 @@ def is_sqlite_memory(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
-def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
-    """An :class:`AsyncEngine` for ``sqlite+aiosqlite`` or ``postgresql+asyncpg`` URLs."""
+def create_engine(
+    url: str | URL,
+    *,
+    pool_size: int = 10,
+    echo: bool = False,
+    server_settings: dict[str, str] | None = None,
+) -> AsyncEngine:
+    """An :class:`AsyncEngine` for ``sqlite+aiosqlite`` or ``postgresql+asyncpg`` URLs;
+    ``server_settings``: PostgreSQL settings every connection of the engine starts with."""
     parsed = async_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, pool_size=pool_size, echo=echo)
@@ -57,7 +64,10 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
         max_overflow=0,
         pool_recycle=1800,
         echo=echo,
-        connect_args={"prepared_statement_cache_size": PREPARED_STATEMENTS_PER_CONNECTION},
+        connect_args={
+            "prepared_statement_cache_size": PREPARED_STATEMENTS_PER_CONNECTION,
+            **({"server_settings": server_settings} if server_settings else {}),
+        },
     )
     _refuse_closed_connections(engine)
     return engine

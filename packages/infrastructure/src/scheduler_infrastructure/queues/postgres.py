@@ -40,6 +40,7 @@ from scheduler_application.ports.unit_of_work import UnitOfWork, innermost
 from scheduler_infrastructure.errors import ConfigError
 from scheduler_infrastructure.persistence import driver
 from scheduler_infrastructure.persistence.driver_errors import is_unavailable, translated
+from scheduler_infrastructure.persistence.engine import create_engine
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWork
 from scheduler_infrastructure.queues import messages
 from scheduler_infrastructure.queues import postgres_statements as statements
@@ -54,6 +55,21 @@ from scheduler_infrastructure.queues.priorities import clamp
 #: After a message's ``available_at``, when its consumers are woken (seconds), and woken again.
 WAKE_MARGIN = 0.002
 WAKE_AGAIN = 0.1
+
+#: The settings of the consumers' own connections (claims, acks, releases, extensions,
+#: burials): each of those statements planned once per connection, and by index.
+#: With custom plans PostgreSQL planned the claim again on every execution — its estimate for
+#: ``LIMIT $n`` is a tenth of the queue, which prices the generic plan far above a custom one
+#: — and that planning (0.25-0.3 ms) was most of a claim's cost, paid by every consumer a
+#: notification woke. One plan serves whatever the values: the claim walks the queue's index
+#: and locks at most ``limit`` rows, the others find their rows by primary key. Only a plan
+#: made while the table looked nearly empty would be wrong (a sequential scan, kept until the
+#: next analysis while the queue grows): these statements have an index for every read, so
+#: sequential scans are off on these connections.
+CONSUMER_SERVER_SETTINGS = {"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off"}
+#: Connections of the consumers' engine: a claim loop and a lock keeper per consumer, and the
+#: acks' group commit; more wait their turn.
+CONSUMER_POOL_SIZE = 2
 
 
 class PostgresRunQueue:
@@ -80,6 +96,10 @@ class PostgresRunQueue:
         if visibility_timeout <= 0 or poll_interval <= 0 or max_deliveries < 1:
             raise ValueError("visibility_timeout, poll_interval and max_deliveries must be > 0")
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        #: The consumers' statements run on connections of their own (see
+        #: :data:`CONSUMER_SERVER_SETTINGS`), opened with the first consumer.
+        self._url = engine.url
+        self._consumer_engine: AsyncEngine | None = None
         self.channel = f"{prefix}_queue"
         self.visibility_timeout = visibility_timeout
         self.poll_interval = poll_interval
@@ -130,6 +150,9 @@ class PostgresRunQueue:
         if self._listener is not None:
             await self._listener.aclose()
         await self._acks.aclose()
+        if self._consumer_engine is not None:
+            await self._consumer_engine.dispose()
+            self._consumer_engine = None
         self._started = False
 
     @property
@@ -224,12 +247,28 @@ class PostgresRunQueue:
 
     # -- statements ------------------------------------------------------------------------------
 
-    async def _execute(self, statement: driver.Prebuilt, params: dict[str, Any]) -> list[Any]:
-        """One autocommit statement, retried once on a connection the server dropped (the pool
-        then holds fresh connections); other connection trouble becomes :class:`Unavailable`."""
+    def _consumers_engine(self) -> AsyncEngine:
+        if self._consumer_engine is None:
+            self._consumer_engine = create_engine(
+                self._url,
+                pool_size=CONSUMER_POOL_SIZE,
+                server_settings=CONSUMER_SERVER_SETTINGS,
+            ).execution_options(isolation_level="AUTOCOMMIT")
+        return self._consumer_engine
+
+    async def _execute(
+        self,
+        statement: driver.Prebuilt,
+        params: dict[str, Any],
+        *,
+        engine: AsyncEngine | None = None,
+    ) -> list[Any]:
+        """One autocommit statement (on ``engine``, else the queue's), retried once on a
+        connection the server dropped (the pool then holds fresh connections); other
+        connection trouble becomes :class:`Unavailable`."""
         for attempt in (1, 2):
             try:
-                async with self._engine.connect() as connection:
+                async with (engine or self._engine).connect() as connection:
                     return list(await driver.fetch(connection, statement, params))
             except Exception as error:
                 if not is_unavailable(error):
@@ -253,26 +292,32 @@ class PostgresRunQueue:
                 "queues": list(queues),
                 "limit": limit,
             },
+            engine=self._consumers_engine(),
         )
         rows.sort(key=lambda row: (-row["priority"], row["id"]))
         return rows
 
     async def _delete(self, ids: list[int]) -> None:
-        await self._execute(statements.ACK, {"ids": ids})
+        await self._execute(statements.ACK, {"ids": ids}, engine=self._consumers_engine())
 
     async def _release(self, consumer: str, ids: list[int]) -> None:
         await self._execute(
-            statements.RELEASE, {"ids": ids, "consumer": consumer, "channel": self.channel}
+            statements.RELEASE,
+            {"ids": ids, "consumer": consumer, "channel": self.channel},
+            engine=self._consumers_engine(),
         )
 
     async def _extend(self, consumer: str, ids: list[int]) -> None:
         await self._execute(
             statements.EXTEND,
             {"ids": ids, "consumer": consumer, "visibility": self.visibility_timeout},
+            engine=self._consumers_engine(),
         )
 
     async def _bury(self, ids: list[int], reason: str) -> None:
-        await self._execute(statements.BURY, {"ids": ids, "reason": reason})
+        await self._execute(
+            statements.BURY, {"ids": ids, "reason": reason}, engine=self._consumers_engine()
+        )
 
     # -- notifications ---------------------------------------------------------------------------
 

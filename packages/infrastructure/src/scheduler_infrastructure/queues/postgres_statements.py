@@ -46,7 +46,9 @@ PUBLISH = prebuilt_text(
 #: subquery, locked with ``SKIP LOCKED``), then the most urgent of those across the queues —
 #: priority first, then the oldest. A wake-up thus costs a consumer one statement, however many
 #: queues it reads, and a consumer that lost the race for a message to another finds nothing in
-#: one statement rather than one per queue.
+#: one statement rather than one per queue. The rows are picked once (``ARRAY(...)``, an init
+#: plan) and updated by primary key, a plan that suits any values: the consumers run it as a
+#: generic plan (see ``postgres.CONSUMER_SERVER_SETTINGS``).
 CLAIM = prebuilt_text(
     """
     UPDATE queue_messages
@@ -54,7 +56,7 @@ CLAIM = prebuilt_text(
         locked_until = now() + make_interval(secs => CAST(:visibility AS double precision)),
         delivery_count = delivery_count + 1
     FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
-    WHERE id IN (
+    WHERE id = ANY(ARRAY(
         SELECT picked.id FROM unnest(CAST(:queues AS text[])) AS wanted(queue)
         CROSS JOIN LATERAL (
             SELECT m.id, m.priority FROM queue_messages AS m
@@ -67,7 +69,7 @@ CLAIM = prebuilt_text(
         ) AS picked
         ORDER BY picked.priority DESC, picked.id
         LIMIT :limit
-    )
+    ))
     RETURNING id, priority, payload, delivery_count
     """
 )
