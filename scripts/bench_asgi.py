@@ -21,8 +21,10 @@ To compare two checkouts, run the same script with the other one's ``packages/*/
 ``PYTHONPATH`` (with the venv's python itself: ``uv run`` may reset ``PYTHONPATH``), alternating.
 
 Usage: ``.venv/bin/python scripts/bench_asgi.py [--requests 6000] [--rounds 3] [--trigger]``
-``[--only "task key"] [--profile]`` (``--profile``: cProfile of one round of the ``--only``
-route, by own time and by cumulative time). Needs PostgreSQL on 127.0.0.1.
+``[--only "task key"] [--profile] [--callers 16]`` (``--profile``: cProfile of one round of
+the ``--only`` route, by own time and by cumulative time; ``--callers 1``: one request at a
+time, whose wall time per request is its latency without the socket). Needs PostgreSQL on
+127.0.0.1.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ ASGIApp = Callable[
     ],
     Awaitable[None],
 ]
-CONCURRENCY = 16
+#: Concurrent callers (``--callers``).
+CONCURRENCY = [16]
 
 
 def _scope(method: str, path: str, headers: dict[str, str]) -> dict[str, Any]:
@@ -100,21 +103,27 @@ async def _call(
     return int(sent[0]["status"]), b"".join(m.get("body", b"") for m in sent[1:])
 
 
+#: Wall-clock microseconds per request of the last measurement (with one caller: a request's
+#: latency through the API's code and the database, no socket).
+last_wall: list[float] = [0.0]
+
+
 async def _cpu_per_request(
     app: Any, method: str, path: str, headers: dict[str, str], body: bytes, requests: int
 ) -> float:
     status, answer = await _call(app, method, path, headers, body)
     if status >= 300:
         raise RuntimeError(f"{method} {path} answered {status}: {answer[:300]!r}")
-    each = max(1, requests // CONCURRENCY)
+    each = max(1, requests // CONCURRENCY[0])
 
     async def caller() -> None:
         for _ in range(each):
             await _call(app, method, path, headers, body)
 
-    started = time.process_time()
-    await asyncio.gather(*(caller() for _ in range(CONCURRENCY)))
-    return (time.process_time() - started) / (each * CONCURRENCY) * 1e6
+    started, wall = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(CONCURRENCY[0])))
+    last_wall[0] = (time.perf_counter() - wall) / each * 1e6
+    return (time.process_time() - started) / (each * CONCURRENCY[0]) * 1e6
 
 
 def _bare() -> Litestar:
@@ -177,19 +186,25 @@ async def _measure(args: argparse.Namespace) -> None:
                 stats.sort_stats("cumtime").print_stats(50)
                 return
             figures: dict[str, list[float]] = {c[0]: [] for c in cases}
+            walls: dict[str, list[float]] = {c[0]: [] for c in cases}
             for _ in range(args.rounds):
                 for label, target, method, path, headers, body in cases:
                     figures[label].append(
                         await _cpu_per_request(target, method, path, headers, body, args.requests)
                     )
+                    walls[label].append(last_wall[0])
     floor = statistics.median(figures["bare"])
-    print(f"python {sys.version.split()[0]}; {args.requests} requests x {args.rounds} rounds")
-    print("| route | CPU µs/request, median | rounds | bare / route |")
-    print("| --- | ---: | --- | ---: |")
+    print(
+        f"python {sys.version.split()[0]}; {args.requests} requests x {args.rounds} rounds,"
+        f" {CONCURRENCY[0]} callers"
+    )
+    print("| route | CPU µs/request, median | rounds | bare / route | wall µs/request/caller |")
+    print("| --- | ---: | --- | ---: | ---: |")
     for label, values in figures.items():
         median = statistics.median(values)
         rounds = ", ".join(f"{v:.0f}" for v in values)
-        print(f"| {label} | {median:.1f} | {rounds} | {floor / median * 100:.0f} % |")
+        wall = statistics.median(walls[label])
+        print(f"| {label} | {median:.1f} | {rounds} | {floor / median * 100:.0f} % | {wall:.0f} |")
 
 
 def main() -> None:
@@ -199,7 +214,14 @@ def main() -> None:
     parser.add_argument("--trigger", action="store_true", help="measure the trigger route too")
     parser.add_argument("--only", default="", help='only this route beside bare ("task key")')
     parser.add_argument("--profile", action="store_true", help="cProfile the --only route")
+    parser.add_argument(
+        "--callers",
+        type=int,
+        default=16,
+        help="concurrent callers (1: one request at a time, its wall time is its latency)",
+    )
     args = parser.parse_args()
+    CONCURRENCY[0] = max(1, args.callers)
     name = "bench_asgi_" + secrets.token_hex(4)
     asyncio.run(routes_bench._admin(f'CREATE DATABASE "{name}"'))
     work = Path(tempfile.mkdtemp(prefix="bench-asgi-"))
