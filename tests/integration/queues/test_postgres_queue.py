@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from queue_helpers import (
+    PREFIX,
     VISIBILITY_TIMEOUT,
     QueueMaker,
     admin_execute,
@@ -17,7 +19,7 @@ from queue_helpers import (
     publish_eventually,
     run_message,
 )
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.tasks.changes import TaskChangeSignal
@@ -26,6 +28,7 @@ from scheduler_infrastructure.persistence.engine import create_engine
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.queues import messages
 from scheduler_infrastructure.queues import postgres_statements as statements
+from scheduler_infrastructure.queues.postgres import PostgresRunQueue
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 
@@ -382,3 +385,30 @@ async def test_the_consumers_plans_read_by_index_even_when_the_queue_looks_empty
             )
             assert "Seq Scan" not in plan, plan
             assert "Index Scan" in plan, plan
+
+
+async def test_while_its_statements_are_traced_the_consumers_use_the_queues_engine(
+    queue_database_url: str, new_queue_name
+) -> None:
+    """Tracing listens to the engine's statements; the consumers' own connections would leave
+    the claims and acks out of the traces, so a listened engine keeps them."""
+    engine = create_engine(queue_database_url, pool_size=2)
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    queue = PostgresRunQueue(engine, prefix=PREFIX, poll_interval=NO_POLLING)
+    name = new_queue_name()
+    try:
+        async with queue:
+            async with queue.consume([name], prefetch=1) as consumer:
+                await _listening(queue)
+                await queue.publish(run_message(name))
+                await queue.ack(await next_delivery(consumer, within=5))
+            assert queue._consumer_engine is None
+        assert any("delivery_count = delivery_count + 1" in sql for sql in seen)  # the claim
+        assert any(sql.lstrip().startswith("DELETE FROM queue_messages") for sql in seen)
+    finally:
+        await engine.dispose()

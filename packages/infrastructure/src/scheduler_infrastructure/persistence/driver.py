@@ -132,22 +132,30 @@ class _Row(tuple[Any, ...]):
         return super().__getitem__(key)
 
 
-def _driver_ready(sync: Connection) -> bool:
-    """Whether this connection may skip SQLAlchemy: PostgreSQL, nobody listening to the
-    statements of its engine (OpenTelemetry's SQLAlchemy instrumentation listens to the cursor
-    events), and a live pooled connection (after an invalidation SQLAlchemy reconnects)."""
-    if sync.dialect.name != "postgresql" or sync._echo or sync.invalidated:
-        return False
-    engine: Any = sync.engine
+def statements_observed(engine: Any) -> bool:
+    """Whether somebody listens to ``engine``'s statements (an ``AsyncEngine`` or a sync
+    ``Engine``): OpenTelemetry's SQLAlchemy instrumentation listens to the cursor events, and
+    ``echo`` logs every statement."""
+    sync_engine: Any = getattr(engine, "sync_engine", engine)
     # An engine with options (a read unit of work's) carries its own connect listeners; the
     # statement listeners are attached to the engine it was made from.
-    dispatch = getattr(engine, "_proxied", engine).dispatch
-    return not (
-        dispatch.before_cursor_execute
+    dispatch = getattr(sync_engine, "_proxied", sync_engine).dispatch
+    return bool(
+        sync_engine.echo
+        or dispatch.before_cursor_execute
         or dispatch.after_cursor_execute
         or dispatch.before_execute
         or dispatch.after_execute
     )
+
+
+def _driver_ready(sync: Connection) -> bool:
+    """Whether this connection may skip SQLAlchemy: PostgreSQL, nobody listening to the
+    statements of its engine (:func:`statements_observed`), and a live pooled connection
+    (after an invalidation SQLAlchemy reconnects)."""
+    if sync.dialect.name != "postgresql" or sync._echo or sync.invalidated:
+        return False
+    return not statements_observed(sync.engine)
 
 
 async def fetch(

@@ -248,6 +248,11 @@ class PostgresRunQueue:
     # -- statements ------------------------------------------------------------------------------
 
     def _consumers_engine(self) -> AsyncEngine:
+        """The consumers' own engine (see :data:`CONSUMER_SERVER_SETTINGS`) — or the queue's,
+        while somebody listens to its statements (tracing, ``echo``), so that traces keep
+        every statement, as on the driver path."""
+        if driver.statements_observed(self._engine):
+            return self._engine
         if self._consumer_engine is None:
             self._consumer_engine = create_engine(
                 self._url,
