@@ -30,6 +30,7 @@ from scheduler_application.ports.executor import ExecutionContext, ExecutionResu
 from scheduler_worker.executors import PythonExecutor, ShellExecutor
 from scheduler_worker.sandbox.dumpable import is_dumpable, make_non_dumpable
 from scheduler_worker.sandbox.policy import ResourceLimits, sandbox_policy
+from scheduler_worker.sandbox.pool import PythonHost
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -594,6 +595,23 @@ async def test_an_idle_interpreter_that_died_is_replaced(python: PythonExecutor)
     before = value(await python.execute(context(call("pid"), task="k")))
     os.kill(before, signal.SIGKILL)
     await until(lambda: not alive(before))
+
+    after = await python.execute(context(call("pid"), task="k"))
+
+    assert value(after) != before
+
+
+async def test_a_run_offered_to_an_interpreter_that_died_unheard_goes_to_another(
+    python: PythonExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool learns of an idle interpreter's death from its supervisor's report, which a
+    loaded machine may deliver after the next run has taken that interpreter: the run, which
+    never reached it, is given to another instead of failing."""
+    before = value(await python.execute(context(call("pid"), task="k")))
+    os.kill(before, signal.SIGKILL)
+    await until(lambda: not alive(before))
+    # As if the report had not arrived yet: every interpreter still counts as alive.
+    monkeypatch.setattr(PythonHost, "alive", property(lambda host: True))
 
     after = await python.execute(context(call("pid"), task="k"))
 

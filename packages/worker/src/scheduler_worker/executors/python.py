@@ -30,7 +30,10 @@ from scheduler_worker.executors.output import DEFAULT_OUTPUT_LIMIT, CappedOutput
 from scheduler_worker.executors.results import failed, invalid_params, succeeded, timed_out
 from scheduler_worker.sandbox.errors import SandboxStartError
 from scheduler_worker.sandbox.policy import SandboxPolicy, run_variables, sandbox_policy
-from scheduler_worker.sandbox.pool import HostDied, PythonHost, PythonPool
+from scheduler_worker.sandbox.pool import HostDied, HostGone, PythonHost, PythonPool
+
+#: Interpreters a run is offered to when the ones it reaches turn out dead (``HostGone``).
+_DELIVERY_TRIES = 3
 
 
 class PythonExecutor:
@@ -90,25 +93,33 @@ class PythonExecutor:
             "cpu_seconds": cpu_seconds,
         }
         key = _key(context.task_id, env, spec_limits)
-        try:
-            host = await self._pool.acquire(key)
-        except SandboxStartError as exc:
-            return failed(str(exc))
         output = CappedOutput(self._output_limit, tee=context.on_output)
-        reusable = False
-        deadline = asyncio.timeout(context.timeout_seconds)
-        try:
-            async with deadline:
-                reply = await host.run(request, output.write)
-            reusable = not reply.get("dirty", True)
-        except HostDied as exc:
-            return failed(_death(host, exc), output=output.text())
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            return timed_out(context.timeout_seconds, output=output.text())
-        finally:
-            await asyncio.shield(self._pool.release(host, reusable=reusable))
+        for tries_left in range(_DELIVERY_TRIES - 1, -1, -1):
+            try:
+                host = await self._pool.acquire(key)
+            except SandboxStartError as exc:
+                return failed(str(exc))
+            reusable = False
+            deadline = asyncio.timeout(context.timeout_seconds)
+            try:
+                async with deadline:
+                    reply = await host.run(request, output.write)
+                reusable = not reply.get("dirty", True)
+            except HostGone as exc:
+                # An idle interpreter that died before the pool heard of it (killed, say): the
+                # run never reached it, so another interpreter takes it.
+                if tries_left:
+                    continue
+                return failed(_death(host, exc), output=output.text())
+            except HostDied as exc:
+                return failed(_death(host, exc), output=output.text())
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                return timed_out(context.timeout_seconds, output=output.text())
+            finally:
+                await asyncio.shield(self._pool.release(host, reusable=reusable))
+            break
         try:
             return self._result(reply, output)
         except (TypeError, ValueError, AttributeError):  # the task wrote on the channel itself

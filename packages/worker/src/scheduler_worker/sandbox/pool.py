@@ -53,6 +53,11 @@ class HostDied(SandboxError):
         self.returncode = returncode
 
 
+class HostGone(HostDied):
+    """The interpreter was gone before the message reached it (it died while idle, before its
+    supervisor's report arrived): nothing of the message was run."""
+
+
 class PythonHost:
     """One sandbox interpreter, seen from the worker."""
 
@@ -151,6 +156,9 @@ class PythonHost:
         read_fd, write_fd = os.pipe()
         try:
             await self._send(request, fd=write_fd)
+        except BaseException:
+            os.close(read_fd)
+            raise
         finally:
             os.close(write_fd)
         self.runs += 1
@@ -193,19 +201,19 @@ class PythonHost:
     async def _send(self, message: dict[str, Any], *, fd: int | None = None) -> None:
         data = json.dumps(message).encode() + b"\n"
         loop = asyncio.get_running_loop()
+        # A failed send is a peer that is gone (or, for ``BlockingIOError``, an idle
+        # interpreter's socket that is never full): an incomplete line is never run.
         if fd is not None:
             try:
                 sent = socket.send_fds(self._sock, [data], [fd])
-            except BlockingIOError as exc:  # an idle interpreter's socket is always empty
-                raise HostDied(None) from exc
             except OSError as exc:
-                raise HostDied(None) from exc
+                raise HostGone(None) from exc
             data = data[sent:]
         if data:
             try:
                 await loop.sock_sendall(self._sock, data)
             except OSError as exc:
-                raise HostDied(None) from exc
+                raise HostGone(None) from exc
 
     async def _receive(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
