@@ -14,7 +14,9 @@ a user and an API key of that user, and a no-op task. Then, per round:
 2. with ``--batch N``: the same runs sent as ``POST /api/v1/runs/batch`` requests of N triggers
    (when the server has that endpoint): triggers accepted per second and runs finished per second;
 3. light load: one client, one trigger at a time, p50/p99 of ``started_at - created_at``
-   (trigger → start, both stamped by the system under test).
+   (trigger → start, both stamped by the system under test), and of ``started_at`` against
+   the client's clock when it sent the request (the same host's clock: the request's way in
+   counted too), with the split send → answer, answer → start.
 
 The client is a minimal asyncio HTTP/1.1 client (one request in flight per connection), so
 that the load generator's own CPU is small beside the server's; it is counted anyway.
@@ -445,8 +447,15 @@ async def light_load(
     #: queued -> started (delivery to a worker and its claim).
     queueing: list[float] = []
     delivery: list[float] = []
+    #: From the client's send (wall clock, this host's): to the start, to the answer, and
+    #: from the answer to the start.
+    from_send: list[float] = []
+    answering: list[float] = []
+    after_answer: list[float] = []
     for _ in range(count):
+        sent = time.time()
         run = await _json(connection, "POST", f"/api/v1/tasks/{task_id}/trigger")
+        answered = time.time()
         await asyncio.sleep(0.01)
         while True:
             row = await db.fetchrow(
@@ -456,6 +465,10 @@ async def light_load(
                 break
             await asyncio.sleep(0.002)
         latencies.append((row["started_at"] - row["created_at"]).total_seconds() * 1000)
+        started = row["started_at"].timestamp()
+        from_send.append((started - sent) * 1000)
+        answering.append((answered - sent) * 1000)
+        after_answer.append((started - answered) * 1000)
         if row["queued_at"] is not None:
             queueing.append((row["queued_at"] - row["created_at"]).total_seconds() * 1000)
             delivery.append((row["started_at"] - row["queued_at"]).total_seconds() * 1000)
@@ -467,6 +480,10 @@ async def light_load(
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         "queued_p50_ms": statistics.median(queueing) if queueing else float("nan"),
         "delivered_p50_ms": statistics.median(delivery) if delivery else float("nan"),
+        "sent_p50_ms": statistics.median(from_send),
+        "sent_p99_ms": sorted(from_send)[min(len(from_send) - 1, int(len(from_send) * 0.99))],
+        "answered_p50_ms": statistics.median(answering),
+        "after_answer_p50_ms": statistics.median(after_answer),
     }
 
 
@@ -547,6 +564,16 @@ async def main() -> None:
                     f" {statistics.median(r['queued_p50_ms'] for r in latency):.2f} ms,"
                     f" queued -> started"
                     f" {statistics.median(r['delivered_p50_ms'] for r in latency):.2f} ms)",
+                    flush=True,
+                )
+                print(
+                    "light load, client's send -> start:"
+                    f" p50 {statistics.median(r['sent_p50_ms'] for r in latency):.2f} ms,"
+                    f" p99 {statistics.median(r['sent_p99_ms'] for r in latency):.2f} ms"
+                    " (p50 send -> answer"
+                    f" {statistics.median(r['answered_p50_ms'] for r in latency):.2f} ms,"
+                    " answer -> start"
+                    f" {statistics.median(r['after_answer_p50_ms'] for r in latency):.2f} ms)",
                     flush=True,
                 )
         finally:
