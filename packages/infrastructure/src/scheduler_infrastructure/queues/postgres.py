@@ -98,7 +98,6 @@ class PostgresRunQueue:
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         #: The consumers' statements run on connections of their own (see
         #: :data:`CONSUMER_SERVER_SETTINGS`), opened with the first consumer.
-        self._url = engine.url
         self._consumer_engine: AsyncEngine | None = None
         self.channel = f"{prefix}_queue"
         self.visibility_timeout = visibility_timeout
@@ -255,11 +254,18 @@ class PostgresRunQueue:
             return self._engine
         if self._consumer_engine is None:
             self._consumer_engine = create_engine(
-                self._url,
+                self._engine.url,
                 pool_size=CONSUMER_POOL_SIZE,
                 server_settings=CONSUMER_SERVER_SETTINGS,
             ).execution_options(isolation_level="AUTOCOMMIT")
         return self._consumer_engine
+
+    async def _consumers_execute(
+        self, statement: driver.Prebuilt, params: dict[str, Any]
+    ) -> list[Any]:
+        """:meth:`_execute` on the consumers' engine: their claims, acks, releases, lock
+        extensions and burials."""
+        return await self._execute(statement, params, engine=self._consumers_engine())
 
     async def _execute(
         self,
@@ -289,7 +295,7 @@ class PostgresRunQueue:
         self, consumer: PostgresConsumer, queues: Sequence[str], limit: int
     ) -> list[Any]:
         """Up to ``limit`` rows of any of ``queues``, in one statement."""
-        rows = await self._execute(
+        rows = await self._consumers_execute(
             statements.CLAIM,
             {
                 "consumer": consumer.name,
@@ -297,32 +303,26 @@ class PostgresRunQueue:
                 "queues": list(queues),
                 "limit": limit,
             },
-            engine=self._consumers_engine(),
         )
         rows.sort(key=lambda row: (-row["priority"], row["id"]))
         return rows
 
     async def _delete(self, ids: list[int]) -> None:
-        await self._execute(statements.ACK, {"ids": ids}, engine=self._consumers_engine())
+        await self._consumers_execute(statements.ACK, {"ids": ids})
 
     async def _release(self, consumer: str, ids: list[int]) -> None:
-        await self._execute(
-            statements.RELEASE,
-            {"ids": ids, "consumer": consumer, "channel": self.channel},
-            engine=self._consumers_engine(),
+        await self._consumers_execute(
+            statements.RELEASE, {"ids": ids, "consumer": consumer, "channel": self.channel}
         )
 
     async def _extend(self, consumer: str, ids: list[int]) -> None:
-        await self._execute(
+        await self._consumers_execute(
             statements.EXTEND,
             {"ids": ids, "consumer": consumer, "visibility": self.visibility_timeout},
-            engine=self._consumers_engine(),
         )
 
     async def _bury(self, ids: list[int], reason: str) -> None:
-        await self._execute(
-            statements.BURY, {"ids": ids, "reason": reason}, engine=self._consumers_engine()
-        )
+        await self._consumers_execute(statements.BURY, {"ids": ids, "reason": reason})
 
     # -- notifications ---------------------------------------------------------------------------
 
