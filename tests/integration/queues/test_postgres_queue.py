@@ -312,6 +312,17 @@ async def test_only_a_process_that_consumes_listens(
         await queue.ack(await next_delivery(consumer, within=5))
 
 
+async def _consumers_engine_after_a_delivery(make_queue: QueueMaker, name: str) -> AsyncEngine:
+    """The engine a queue's consumers used for a claim and an ack of one message on ``name``."""
+    queue = await make_queue(poll_interval=NO_POLLING)
+    async with queue.consume([name], prefetch=1) as consumer:
+        await queue.publish(run_message(name))
+        await queue.ack(await next_delivery(consumer, within=5))
+    engine = queue._consumer_engine
+    assert engine is not None  # the claim and the ack above ran on it
+    return engine
+
+
 async def test_the_consumers_claim_on_connections_that_plan_it_once(
     make_queue: QueueMaker, new_queue_name
 ) -> None:
@@ -319,13 +330,8 @@ async def test_the_consumers_claim_on_connections_that_plan_it_once(
     priced the generic plan far above a custom one), which was most of a claim's cost and
     was paid by every consumer a notification woke. The consumers' statements run on
     connections that keep one generic plan per statement."""
-    queue = await make_queue(poll_interval=NO_POLLING)
     name = new_queue_name()
-    async with queue.consume([name], prefetch=1) as consumer:
-        await queue.publish(run_message(name))
-        await queue.ack(await next_delivery(consumer, within=5))
-    engine = queue._consumer_engine
-    assert engine is not None  # the claim and the ack above ran on it
+    engine = await _consumers_engine_after_a_delivery(make_queue, name)
     async with engine.connect() as connection:
         assert await connection.scalar(text("SHOW plan_cache_mode")) == "force_generic_plan"
         for _ in range(7):
@@ -349,17 +355,12 @@ async def test_the_consumers_claim_on_connections_that_plan_it_once(
 
 
 async def test_the_consumers_plans_read_by_index_even_when_the_queue_looks_empty(
-    make_queue: QueueMaker, new_queue_name, queue_database_url: str
+    make_queue: QueueMaker, new_queue_name
 ) -> None:
     """A plan is kept until the table is analysed again: one made on an empty queue must not
     scan the whole table once a backlog builds up."""
-    queue = await make_queue(poll_interval=NO_POLLING)
     name = new_queue_name()
-    async with queue.consume([name], prefetch=1) as consumer:
-        await queue.publish(run_message(name))
-        await queue.ack(await next_delivery(consumer, within=5))
-    engine = queue._consumer_engine
-    assert engine is not None
+    engine = await _consumers_engine_after_a_delivery(make_queue, name)
     literals = {
         "consumer": "'probe'",
         "visibility": "30",
