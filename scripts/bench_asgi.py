@@ -59,8 +59,6 @@ ASGIApp = Callable[
     ],
     Awaitable[None],
 ]
-#: Concurrent callers (``--callers``).
-CONCURRENCY = [16]
 
 
 def _scope(method: str, path: str, headers: dict[str, str]) -> dict[str, Any]:
@@ -103,27 +101,31 @@ async def _call(
     return int(sent[0]["status"]), b"".join(m.get("body", b"") for m in sent[1:])
 
 
-#: Wall-clock microseconds per request of the last measurement (with one caller: a request's
-#: latency through the API's code and the database, no socket).
-last_wall: list[float] = [0.0]
-
-
 async def _cpu_per_request(
-    app: Any, method: str, path: str, headers: dict[str, str], body: bytes, requests: int
-) -> float:
+    app: Any,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: bytes,
+    requests: int,
+    callers: int,
+) -> tuple[float, float]:
+    """The process's CPU microseconds per request, and each caller's wall-clock microseconds
+    per request (with one caller: a request's latency through the API's code and the
+    database, no socket)."""
     status, answer = await _call(app, method, path, headers, body)
     if status >= 300:
         raise RuntimeError(f"{method} {path} answered {status}: {answer[:300]!r}")
-    each = max(1, requests // CONCURRENCY[0])
+    each = max(1, requests // callers)
 
     async def caller() -> None:
         for _ in range(each):
             await _call(app, method, path, headers, body)
 
     started, wall = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(caller() for _ in range(CONCURRENCY[0])))
-    last_wall[0] = (time.perf_counter() - wall) / each * 1e6
-    return (time.process_time() - started) / (each * CONCURRENCY[0]) * 1e6
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    cpu = (time.process_time() - started) / (each * callers) * 1e6
+    return cpu, (time.perf_counter() - wall) / each * 1e6
 
 
 def _bare() -> Litestar:
@@ -176,10 +178,10 @@ async def _measure(args: argparse.Namespace) -> None:
                 cases = [c for c in cases if c[0] in ("bare", args.only)]
             if args.profile:
                 [case] = [c for c in cases if c[0] == args.only] or [cases[-1]]
-                await _cpu_per_request(*case[1:], args.requests)  # warm
+                await _cpu_per_request(*case[1:], args.requests, args.callers)  # warm
                 profile = cProfile.Profile()
                 profile.enable()
-                await _cpu_per_request(*case[1:], args.requests)
+                await _cpu_per_request(*case[1:], args.requests, args.callers)
                 profile.disable()
                 stats = pstats.Stats(profile, stream=sys.stdout)
                 stats.sort_stats("tottime").print_stats(40)
@@ -189,14 +191,15 @@ async def _measure(args: argparse.Namespace) -> None:
             walls: dict[str, list[float]] = {c[0]: [] for c in cases}
             for _ in range(args.rounds):
                 for label, target, method, path, headers, body in cases:
-                    figures[label].append(
-                        await _cpu_per_request(target, method, path, headers, body, args.requests)
+                    cpu, wall = await _cpu_per_request(
+                        target, method, path, headers, body, args.requests, args.callers
                     )
-                    walls[label].append(last_wall[0])
+                    figures[label].append(cpu)
+                    walls[label].append(wall)
     floor = statistics.median(figures["bare"])
     print(
         f"python {sys.version.split()[0]}; {args.requests} requests x {args.rounds} rounds,"
-        f" {CONCURRENCY[0]} callers"
+        f" {args.callers} callers"
     )
     print("| route | CPU µs/request, median | rounds | bare / route | wall µs/request/caller |")
     print("| --- | ---: | --- | ---: | ---: |")
@@ -221,7 +224,7 @@ def main() -> None:
         help="concurrent callers (1: one request at a time, its wall time is its latency)",
     )
     args = parser.parse_args()
-    CONCURRENCY[0] = max(1, args.callers)
+    args.callers = max(1, args.callers)
     name = "bench_asgi_" + secrets.token_hex(4)
     asyncio.run(routes_bench._admin(f'CREATE DATABASE "{name}"'))
     work = Path(tempfile.mkdtemp(prefix="bench-asgi-"))
