@@ -6,7 +6,7 @@ subscription and at delivery time, the delivery log."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +17,7 @@ from scheduler_application.accounts.access import Principal
 from scheduler_application.events.webhook_delivery import DeliverySettings, WebhookDispatcher
 from scheduler_application.events.webhooks import WebhookService
 from scheduler_application.ports.repositories import EventQuery
+from scheduler_application.ports.webhooks import SendResult
 from scheduler_domain.accounts import Role, User
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.events import LOG_START, RunEvent
@@ -351,3 +352,66 @@ async def test_a_webhook_gets_its_owners_teams_events_while_they_are_a_member(
         while await dispatcher.step():
             pass
     assert [json.loads(r.body)["data"]["run_id"] for r in receiver.requests] == [shared.id]
+
+
+@dataclass
+class DisablingMidSend:
+    """Delivers through ``sender``, the owner disabling the webhook while the first request is
+    on its way (after the delivery loop read the subscription, before it records progress)."""
+
+    sender: HttpWebhookSender
+    setup: Setup
+    owner: Principal
+    webhook_id: str = ""
+
+    async def vet(self, url: str) -> str | None:
+        return await self.sender.vet(url)
+
+    async def send(
+        self, url: str, *, body: bytes, headers: Mapping[str, str], timeout: float
+    ) -> SendResult:
+        if self.webhook_id:
+            await self.setup.service.update(
+                self.webhook_id, principal=self.owner, changes={"enabled": False}
+            )
+            self.webhook_id = ""
+        return await self.sender.send(url, body=body, headers=headers, timeout=timeout)
+
+
+async def test_disabling_while_a_delivery_is_on_its_way_stays_disabled(setup: Setup) -> None:
+    """The delivery loop's progress (cursor, streak) never turns a webhook back on: an owner's
+    disable that lands while the loop is delivering holds, and enabling it again resumes after
+    the last event delivered."""
+    async with receiving() as receiver:
+        created = await setup.service.create(principal=setup.alice, url=receiver.url)
+        first = await setup.run_events(setup.alice, [RunStatus.PENDING])
+        sender = DisablingMidSend(
+            setup.sender, setup, setup.alice, webhook_id=created.subscription.id
+        )
+        dispatcher = WebhookDispatcher(
+            store=setup.store,
+            uow_factory=setup.uow_factory,
+            sender=sender,
+            clock=SystemClock(),
+            settings=FAST,
+        )
+        await drain(dispatcher, until=1)
+        webhook = await setup.service.get(created.subscription.id, principal=setup.alice)
+        assert not webhook.enabled
+
+        second = await setup.run_events(setup.alice, [RunStatus.PENDING])
+        for _ in range(3):
+            await dispatcher.step()
+        assert dispatcher.attempts == 1  # disabled: nothing more is sent
+        assert len(receiver.requests) == 1
+
+        again = await setup.service.update(
+            webhook.id, principal=setup.alice, changes={"enabled": True}
+        )
+        assert again.enabled
+        await drain(dispatcher, until=2)
+        await receiver.wait_for(2)
+    assert [json.loads(r.body)["data"]["run_id"] for r in receiver.requests] == [
+        first.id,
+        second.id,
+    ]

@@ -5,6 +5,7 @@ time window, and the broker relay's position moving only after a confirmed publi
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,6 +26,7 @@ from scheduler_application.testing.webhooks import (
     RecordingTopic,
 )
 from scheduler_domain.accounts import Role, User
+from scheduler_domain.events import LOG_START
 from scheduler_domain.webhooks import DeliveryStatus, RetryPolicy
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -150,6 +152,23 @@ async def test_disabling_waits_for_the_time_window_as_well_as_the_count() -> Non
     world.clock.advance(timedelta(hours=1))
     await world.dispatcher.step()
     assert not world.store.subscriptions[hook].enabled
+
+
+async def test_an_owners_disable_during_a_delivery_holds() -> None:
+    hook = ""
+
+    def disable_meanwhile(_n: int) -> SendResult:
+        current = world.store.subscriptions[hook]
+        world.store.subscriptions[hook] = replace(current, enabled=False)
+        return SendResult(status_code=200, latency_ms=1)
+
+    world = World(RecordingSender(answer=disable_meanwhile), settings())
+    hook = await world.start()
+    await world.event(1)
+    await world.dispatcher.step()
+    assert len(world.sender.sent) == 1
+    assert not world.store.subscriptions[hook].enabled
+    assert world.store.subscriptions[hook].cursor != LOG_START  # the delivery was counted
 
 
 async def test_someone_elses_webhook_is_not_found() -> None:

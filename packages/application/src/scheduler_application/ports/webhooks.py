@@ -49,9 +49,10 @@ class WebhookStore(Protocol):
         event: EventRecord | None = None,
     ) -> None:
         """In one transaction: upsert the delivery rows of (webhook, event), store
-        ``progress`` (cursor, failure streak, next attempt, enabled, disabled reason) and
-        append ``event`` (``webhook.disabled``) to the event log. A deleted subscription's
-        delivery is dropped."""
+        ``progress`` (cursor, failure streak, next attempt; enabled and the disabled reason
+        only when ``progress`` turns it off: the loop's copy was read before it delivered, and
+        an owner's disable meanwhile holds) and append ``event`` (``webhook.disabled``) to the
+        event log. A deleted subscription's delivery is dropped."""
         ...
 
     async def prune_deliveries(self, *, before: datetime, limit: int) -> int:

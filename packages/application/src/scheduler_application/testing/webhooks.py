@@ -21,6 +21,8 @@ _PROGRESS = (
     "head_attempts",
     "disabled_reason",
 )
+#: What only a disable by the loop writes: the loop never turns a subscription back on.
+_OWNERS = frozenset({"enabled", "disabled_reason"})
 
 
 class InMemoryWebhookStore:
@@ -83,7 +85,9 @@ class InMemoryWebhookStore:
             current = self.subscriptions.get(progress.id)
             if current is None:
                 return
-            changes = {name: getattr(progress, name) for name in _PROGRESS}
+            # it may turn a subscription off, never back on (an owner's disable holds)
+            names = [n for n in _PROGRESS if not progress.enabled or n not in _OWNERS]
+            changes = {name: getattr(progress, name) for name in names}
             self.subscriptions[progress.id] = replace(current, **changes)
         for delivery in deliveries:
             if delivery.webhook_id in self.subscriptions:

@@ -101,6 +101,14 @@ def _delivery(row: RowMapping) -> WebhookDelivery:
     )
 
 
+def _progress_values(progress: WebhookSubscription) -> dict[str, Any]:
+    """The delivery loop's columns. It may turn a subscription off (a failure streak), never
+    back on: its copy was read before it delivered, and an owner's disable meanwhile holds."""
+    row = _row(progress)
+    names = _PROGRESS if not progress.enabled else set(_PROGRESS) - {"enabled", "disabled_reason"}
+    return {name: row[name] for name in names}
+
+
 class SqlWebhookStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -174,11 +182,8 @@ class SqlWebhookStore:
     ) -> None:
         async with translated("webhook delivery"), self._engine.begin() as conn:
             if progress is not None:
-                row = _row(progress)
                 result = await conn.execute(
-                    update(webhooks)
-                    .where(_w.id == progress.id)
-                    .values({name: row[name] for name in _PROGRESS})
+                    update(webhooks).where(_w.id == progress.id).values(_progress_values(progress))
                 )
                 if not result.rowcount:
                     return  # deleted meanwhile
