@@ -10,7 +10,9 @@ microseconds per request (``time.process_time``) for
 * ``GET /health``,
 * ``GET /api/v1/tasks/{id}`` with an API key and with a JWT (served from the caches),
 * ``GET /api/v1/runs/{id}`` with an API key (a database read),
-* with ``--trigger``, ``POST /api/v1/tasks/{id}/trigger`` (a group-committed insert).
+* with ``--trigger``, ``POST /api/v1/tasks/{id}/trigger`` (a group-committed insert),
+* with ``--batch N``, ``POST /api/v1/runs/batch`` of N triggers (its figure is per request:
+  divide by N for a trigger's).
 
 The API is built as ``scheduler run --mode api`` builds it (``build_api`` over
 ``open_resources``) on a fresh, migrated PostgreSQL database with the postgres queue. Routes
@@ -21,6 +23,7 @@ To compare two checkouts, run the same script with the other one's ``packages/*/
 ``PYTHONPATH`` (with the venv's python itself: ``uv run`` may reset ``PYTHONPATH``), alternating.
 
 Usage: ``.venv/bin/python scripts/bench_asgi.py [--requests 6000] [--rounds 3] [--trigger]``
+``[--batch 100]``
 ``[--only "task key"] [--profile] [--callers 16]`` (``--profile``: cProfile of one round of
 the ``--only`` route, by own time and by cumulative time; ``--callers 1``: one request at a
 time, whose wall time per request is its latency without the socket). Needs PostgreSQL on
@@ -174,6 +177,10 @@ async def _measure(args: argparse.Namespace) -> None:
             ]
             if args.trigger:
                 cases.append(("trigger", app, "POST", f"{task}/trigger", json_key, b"{}"))
+            if args.batch:
+                triggers = [{"task_id": made["task"]}] * args.batch
+                batch = json.dumps({"triggers": triggers}).encode()
+                cases.append(("batch", app, "POST", "/api/v1/runs/batch", json_key, batch))
             if args.only:
                 cases = [c for c in cases if c[0] in ("bare", args.only)]
             if args.profile:
@@ -183,6 +190,8 @@ async def _measure(args: argparse.Namespace) -> None:
                 profile.enable()
                 await _cpu_per_request(*case[1:], args.requests, args.callers)
                 profile.disable()
+                if args.profile_out:
+                    profile.dump_stats(args.profile_out)
                 stats = pstats.Stats(profile, stream=sys.stdout)
                 stats.sort_stats("tottime").print_stats(40)
                 stats.sort_stats("cumtime").print_stats(50)
@@ -215,8 +224,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=6000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--trigger", action="store_true", help="measure the trigger route too")
+    parser.add_argument(
+        "--batch", type=int, default=0, help="measure POST /runs/batch of N triggers too"
+    )
     parser.add_argument("--only", default="", help='only this route beside bare ("task key")')
     parser.add_argument("--profile", action="store_true", help="cProfile the --only route")
+    parser.add_argument("--profile-out", default="", help="also write the profile to this file")
     parser.add_argument(
         "--callers",
         type=int,

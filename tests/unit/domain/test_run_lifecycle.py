@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -294,3 +296,19 @@ def test_a_new_attempt_keeps_the_logical_time_and_trace_and_follows_the_task_if_
     moved.queue, moved.priority = "urgent", 9
     followed = first.new_attempt(attempt=3, now=later, task=moved)
     assert (followed.queue, followed.priority, followed.attempt) == ("urgent", 9, 3)
+
+
+def test_a_copy_has_every_field_and_is_its_own_object() -> None:
+    """``TaskRun.__copy__`` is written out field by field: a field added to the class and not
+    to it fails here."""
+    run = TaskRun(
+        task_id="t", owner_id="o", trigger=RunTrigger.MANUAL, scheduled_for=NOW, created_at=NOW
+    )
+    for number, item in enumerate(dataclasses.fields(TaskRun)):
+        setattr(run, item.name, object() if item.name != "id" else f"id-{number}")
+    copied = copy.copy(run)
+    assert copied is not run
+    for item in dataclasses.fields(TaskRun):
+        assert getattr(copied, item.name) is getattr(run, item.name), item.name
+    copied.status = RunStatus.QUEUED
+    assert run.status is not RunStatus.QUEUED

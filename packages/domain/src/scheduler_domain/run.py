@@ -319,6 +319,42 @@ class TaskRun:
             and self.lease_expires_at <= now
         )
 
+    def __copy__(self) -> TaskRun:
+        """``copy.copy``, field by field (a test checks that every field is): the gates copy
+        every run they pass, and the generic ``__reduce_ex__`` copy of a slots class cost ten
+        times as much — a tenth of a batch trigger's CPU in the API."""
+        new = TaskRun.__new__(TaskRun)
+        new.task_id = self.task_id
+        new.owner_id = self.owner_id
+        new.trigger = self.trigger
+        new.scheduled_for = self.scheduled_for
+        new.created_at = self.created_at
+        new.attempt = self.attempt
+        new.retry_of = self.retry_of
+        new.idempotency_key = self.idempotency_key
+        new.status = self.status
+        new.queue = self.queue
+        new.priority = self.priority
+        new.not_before = self.not_before
+        new.worker_id = self.worker_id
+        new.lease_expires_at = self.lease_expires_at
+        new.heartbeat_at = self.heartbeat_at
+        new.queued_at = self.queued_at
+        new.started_at = self.started_at
+        new.finished_at = self.finished_at
+        new.result = self.result
+        new.error = self.error
+        new.output = self.output
+        new.traceparent = self.traceparent
+        new.template_id = self.template_id
+        new.template_version = self.template_version
+        new.params = self.params
+        new.run_params = self.run_params
+        new.version = self.version
+        new.id = self.id
+        new.team_id = self.team_id
+        return new
+
     def created_event(self, *, actor: str) -> RunEvent:
         """The first event of every run: its creation, with why it exists."""
         return RunEvent(

@@ -9,7 +9,6 @@ has one writer at a time, so ``seq`` (AUTOINCREMENT) is commit order, and txid i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -27,6 +26,7 @@ from scheduler_domain.events import (
     run_event_kind,
 )
 from scheduler_domain.status import RunStatus
+from scheduler_infrastructure.persistence.column_types import json_text
 from scheduler_infrastructure.persistence.driver_errors import translated
 from scheduler_infrastructure.persistence.mappers import event_from_row, event_to_row
 from scheduler_infrastructure.persistence.repositories.base import SqlRepository, check_limit
@@ -116,7 +116,7 @@ def event_columns(events: Sequence[RunEvent]) -> dict[str, list[Any]]:
         "event_to_status": [e.to_status.value for e in events],
         "event_at": [e.at for e in events],
         "event_actor": [e.actor for e in events],
-        "event_detail": [json.dumps(e.detail) for e in events],
+        "event_detail": [json_text(e.detail) for e in events],
     }
 
 
@@ -167,7 +167,7 @@ class SqlRunEventRepository(SqlRepository):
                 "subject": [r.subject for r in records],
                 "at": [r.at for r in records],
                 "actor": [r.actor for r in records],
-                "detail": [json.dumps(r.detail) for r in records],
+                "detail": [json_text(r.detail) for r in records],
             }
             async with translated(self.what):
                 await self._conn.execute(_RECORD_MANY, columns)

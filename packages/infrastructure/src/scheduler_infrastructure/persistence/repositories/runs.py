@@ -4,7 +4,6 @@ lease renewals safe under any number of concurrent workers."""
 from __future__ import annotations
 
 import builtins
-import json
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -47,7 +46,7 @@ from scheduler_domain.run import TaskRun, claim_changes, claim_event_fields
 from scheduler_domain.status import ACTIVE_STATUSES, RunStatus
 from scheduler_domain.task import Task
 from scheduler_infrastructure.persistence import driver
-from scheduler_infrastructure.persistence.column_types import UTCDateTime
+from scheduler_infrastructure.persistence.column_types import UTCDateTime, json_text
 from scheduler_infrastructure.persistence.cursors import (
     decode_cursor,
     decode_instant,
@@ -645,7 +644,7 @@ class SqlRunRepository(SqlRepository):
                 "queued": RunStatus.QUEUED.value,
                 "running": RunStatus.RUNNING.value,
                 "actor": actor,
-                "detail": json.dumps(detail),
+                "detail": json_text(detail),
                 **{f"claim_{name}": value for name, value in changes.items()},
             },
         )
@@ -960,7 +959,7 @@ def _column_arrays(runs: Sequence[TaskRun], columns: tuple[Any, ...]) -> dict[st
             params[name] = [getattr(run, name).value for run in runs]
         elif name in _JSON_COLUMNS:
             values = [getattr(run, name) for run in runs]
-            params[name] = [None if value is None else json.dumps(value) for value in values]
+            params[name] = [None if value is None else json_text(value) for value in values]
         elif isinstance(column.type, UTCDateTime):
             params[name] = [_instant(getattr(run, name)) for run in runs]
         else:

@@ -8,7 +8,6 @@ is written out from the table's own column names (no outside input), once.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, Integer, TextClause, text
 
 from scheduler_domain.task import Task
-from scheduler_infrastructure.persistence.column_types import UTCDateTime
+from scheduler_infrastructure.persistence.column_types import UTCDateTime, json_text
 from scheduler_infrastructure.persistence.mappers import task_to_row
 from scheduler_infrastructure.persistence.tables import tasks
 
@@ -72,7 +71,7 @@ def update_many_params(writes: Sequence[tuple[Task, int]]) -> dict[str, list[Any
     for column in _WRITTEN:
         name = column.name
         if name in _JSON:
-            params[name] = [None if row[name] is None else json.dumps(row[name]) for row in rows]
+            params[name] = [None if row[name] is None else json_text(row[name]) for row in rows]
         else:
             params[name] = [row[name] for row in rows]
     return params
