@@ -1,11 +1,9 @@
 """Read units of work open no transaction they do not need: on PostgreSQL a read is its one
-statement (no BEGIN before, no ROLLBACK after); on SQLite a read takes no write lock. The
-``statements`` units (a write that is one statement) neither, on PostgreSQL."""
+statement (no BEGIN before, no ROLLBACK after); on SQLite a read takes no write lock."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,9 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_domain.accounts import Role, User
 from scheduler_domain.clock import utc_now
-from scheduler_domain.run import RunTrigger, TaskRun
-from scheduler_domain.status import RunStatus
-from scheduler_domain.task import Task
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 
 
@@ -78,59 +73,3 @@ async def test_a_read_on_sqlite_takes_no_write_lock(sqlite_engine: AsyncEngine) 
         async with factory() as uow:
             await uow.connection.exec_driver_sql("DELETE FROM users WHERE username = 'reader'")
             await uow.commit()
-
-
-@pytest.mark.postgres
-async def test_a_statements_unit_on_postgres_starts_runs_in_their_one_statement(
-    postgres_engine: AsyncEngine,
-) -> None:
-    """The worker's start of its runs (``statements``): no transaction around the statement,
-    so the start is durable — seen by another connection — before any commit."""
-    factory = SqlUnitOfWorkFactory(postgres_engine)
-    user = await _user(factory)
-    now = utc_now()
-    task = Task(owner_id=user.id, name="started", executor="noop", created_at=now, updated_at=now)
-    run = TaskRun(
-        task_id=task.id,
-        owner_id=user.id,
-        trigger=RunTrigger.MANUAL,
-        scheduled_for=now,
-        created_at=now,
-        status=RunStatus.QUEUED,
-    )
-    try:
-        async with factory() as uow:
-            await uow.tasks.add(task)
-            await uow.runs.add(run)
-            await uow.commit()
-        async with factory.statements() as uow:
-            driver = (await uow.connection.get_raw_connection()).driver_connection
-            assert driver is not None
-            started = await uow.runs.start_many(
-                [run.id], worker_id="w-1", now=now, lease=timedelta(seconds=30)
-            )
-            assert [(r.id, t.id if t else None) for r, t in started] == [(run.id, task.id)]
-            assert not driver.is_in_transaction()
-            async with factory() as other:
-                seen = await other.runs.get(run.id)
-            assert seen is not None
-            assert seen.status is RunStatus.RUNNING
-            assert seen.worker_id == "w-1"
-    finally:
-        async with factory() as uow:
-            await uow.connection.exec_driver_sql("DELETE FROM tasks WHERE name = 'started'")
-            await uow.connection.exec_driver_sql("DELETE FROM users WHERE username = 'reader'")
-            await uow.commit()
-
-
-async def test_a_statements_unit_on_sqlite_is_a_transaction(sqlite_engine: AsyncEngine) -> None:
-    factory = SqlUnitOfWorkFactory(sqlite_engine)
-    async with factory.statements() as uow:
-        await uow.users.add(
-            User(username="kept", password_hash="x", role=Role.USER, created_at=utc_now(),
-                 updated_at=utc_now())
-        )  # fmt: skip
-        assert uow.connection.in_transaction()
-        await uow.rollback()
-    async with factory() as uow:
-        assert await uow.users.get_by_username("kept") is None

@@ -9,7 +9,7 @@ import pytest
 from application_fixtures import ALICE, OPERATOR, START, task_spec
 
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.errors import PermissionDenied, Unavailable
+from scheduler_application.errors import PermissionDenied
 from scheduler_application.execution.service import ExecutionService
 from scheduler_application.runs.service import RunService
 from scheduler_application.tasks.service import TaskService
@@ -130,47 +130,6 @@ async def test_a_batch_claim_hands_out_only_what_the_policy_allows(
     assert list(claimed) == [allowed_run.id]
     refused = next(r for r in store.rows("runs") if r.id == refused_id)
     assert refused.status is RunStatus.DEAD_LETTERED
-
-
-class _Down:
-    """A unit of work whose database is down."""
-
-    async def __aenter__(self) -> None:
-        raise Unavailable("the database is down", dependency="database")
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-
-async def test_a_refusal_that_cannot_be_written_hands_nothing_out_and_leaves_the_lease(
-    store: InMemoryStore,
-    tasks: TaskService,
-    runs: RunService,
-    relay: RunRelay,
-    uow_factory: InMemoryUnitOfWorkFactory,
-    clock: FakeClock,
-) -> None:
-    """The batch start is its own statement; the refusal a transaction after it. With that
-    one failing, the refused run is still never handed out: it stays running under the
-    lease it was started with, which runs out (and its next claim refuses it again)."""
-    refused_id = await _claimable_shell_run(store, tasks, runs, relay, Role.OPERATOR)
-    allowed = await tasks.create(task_spec("fine", executor="noop", params={}), principal=ALICE)
-    allowed_run = await runs.trigger(allowed.id, principal=ALICE)
-    await relay.relay_pending()
-    store.put("users", _user(OPERATOR.subject_id, Role.VIEWER))
-    execution = ExecutionService(
-        uow_factory=_Down,  # type: ignore[arg-type]
-        statement_uow_factory=uow_factory,
-        clock=clock,
-        executor_policy=POLICY,
-    )
-
-    claimed = await execution.claim_many([refused_id, allowed_run.id], worker_id="w")
-
-    assert list(claimed) == [allowed_run.id]
-    refused = next(r for r in store.rows("runs") if r.id == refused_id)
-    assert refused.status is RunStatus.RUNNING
-    assert refused.lease_expires_at is not None
 
 
 async def test_a_claim_still_hands_out_the_run_of_an_owner_who_keeps_the_role(

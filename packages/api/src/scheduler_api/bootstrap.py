@@ -296,7 +296,6 @@ def build_services(
         executor_policy=resources.executor_policy,
         secret_box=resources.secret_box,
         circuits=resources.circuits,
-        statement_uow_factory=SqlUnitOfWorkFactory(resources.engine).statements,
     )
     queue_limits = parse_queue_rate_limits(settings.dispatcher.queue_rate_limits)
     tasks = TaskService(

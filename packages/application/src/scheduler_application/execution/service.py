@@ -9,7 +9,6 @@ again) an old token is refused with :class:`Conflict`.
 from __future__ import annotations
 
 import copy
-import logging
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -38,11 +37,7 @@ from scheduler_application.ports.executor import ExecutionContext, ExecutionResu
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.redaction import NO_REDACTION, Redactor
 from scheduler_application.ports.secrets import SecretBox
-from scheduler_application.ports.unit_of_work import (
-    StatementUnitOfWorkFactory,
-    UnitOfWork,
-    UnitOfWorkFactory,
-)
+from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from scheduler_domain.accounts import Role
 from scheduler_domain.errors import (
     DomainError,
@@ -71,8 +66,6 @@ OUTCOME_FIELDS = (
     "error",
     "output",
 )
-
-_log = logging.getLogger("scheduler.execution")
 
 
 #: Characters of live output a run may accumulate before its outcome (a guard: the worker's
@@ -181,20 +174,17 @@ class ExecutionService:
         executor_policy: ExecutorPolicy | None = None,
         secret_box: SecretBox | None = None,
         circuits: CircuitBreakers | None = None,
-        statement_uow_factory: StatementUnitOfWorkFactory | None = None,
     ) -> None:
-        """``statement_uow_factory`` (default: ``uow_factory``) starts a batch of claimed runs in
-        its one statement, without a transaction around it. ``circuits`` counts every ended run
-        against its circuit breakers (on by default). ``observer`` hears of claims and outcomes;
-        ``redactor`` scrubs secrets from the output, error and result of every outcome before it
-        is stored; ``executor_policy`` (default: the safe defaults) is checked again at every
-        claim against the task owner's role as it is now, and a run it refuses is dead-lettered
-        instead of handed out; ``secret_box`` opens the ``secret_env`` of a claimed run's task
-        (without one, such a run fails)."""
+        """``circuits`` counts every ended run against its circuit breakers (on by default).
+        ``observer`` hears of claims and outcomes; ``redactor`` scrubs secrets from the
+        output, error and result of every outcome before it is stored; ``executor_policy``
+        (default: the safe defaults) is checked again at every claim against the task owner's
+        role as it is now, and a run it refuses is dead-lettered instead of handed out;
+        ``secret_box`` opens the ``secret_env`` of a claimed run's task (without one, such a
+        run fails)."""
         if lease <= timedelta(0):
             raise ValueError("lease must be positive")
         self._uow_factory = uow_factory
-        self._statements = statement_uow_factory or uow_factory
         self._clock = clock
         self._rng = rng
         self._lease = lease
@@ -216,63 +206,47 @@ class ExecutionService:
             return None
 
     async def claim_many(self, run_ids: Sequence[str], *, worker_id: str) -> dict[str, ClaimedRun]:
-        """:meth:`claim` for several deliveries: the conditional update, the claim events and
-        the read of the tasks are one statement (``RunRepository.start_many``), durable by
-        itself — through ``statement_uow_factory``, one round trip, no ``BEGIN`` or
-        ``COMMIT`` around it. The runs claimed, by id; the others (duplicates, cancelled, won by
-        another worker) are absent, and their messages are acked and dropped, as is a run
-        whose task is being deleted (it goes with its task). A run the executor policy refuses
-        is failed and dead-lettered in a transaction of its own after the start, never handed
-        out; should that write fail, its lease runs out and it is refused again at its next
-        claim. Should the statement lose a race, each run is claimed on its own instead."""
+        """:meth:`claim` for several deliveries in one transaction (the conditional update, the
+        claim events and the read of the tasks in one round trip: ``RunRepository.start_many``;
+        then the commit). The runs claimed, by id;
+        the others (duplicates, cancelled, won by another worker) are absent, and their
+        messages are acked and dropped. Should the batch hit a run whose task vanished, or
+        lose a race, each run is claimed on its own instead, as :meth:`claim` would."""
         if not run_ids:
             return {}
         now = self._clock.now()
         try:
-            async with self._statements() as uow:
+            async with self._uow_factory() as uow:
                 started = await uow.runs.start_many(
                     run_ids, worker_id=worker_id, now=now, lease=self._lease
                 )
+                if not started:
+                    return {}
+                runs = [run for run, _ in started]
                 tasks = {task.id: task for _, task in started if task is not None}
-                runs = [run for run, task in started if task is not None]
-                refusals = await self._refusals(uow, runs, tasks) if runs else {}
-                await uow.commit()
+                if all(task is not None for _, task in started):
+                    refusals = await self._refusals(uow, runs, tasks)
+                    refused = [run for run in runs if run.id in refusals]
+                    for run in refused:
+                        await self._refuse(uow, run, refusals[run.id], worker_id)
+                    await uow.commit()
+                    for run in runs:
+                        self._observed.claimed(run, tasks[run.task_id].executor)
+                    self._observe_refused(refused)
+                    return {
+                        run.id: _claimed(run, tasks[run.task_id], self._secret_box)
+                        for run in runs
+                        if run.id not in refusals
+                    }
         except Conflict:
-            claimed: dict[str, ClaimedRun] = {}
-            for run_id in dict.fromkeys(run_ids):
-                one = await self.claim(run_id, worker_id=worker_id)
-                if one is not None:
-                    claimed[run_id] = one
-            return claimed
-        for run in runs:
-            self._observed.claimed(run, tasks[run.task_id].executor)
-        refused = [run for run in runs if run.id in refusals]
-        if refused:
-            await self._refuse_started(refused, refusals, worker_id)
-        return {
-            run.id: _claimed(run, tasks[run.task_id], self._secret_box)
-            for run in runs
-            if run.id not in refusals
-        }
-
-    async def _refuse_started(
-        self, runs: Sequence[TaskRun], refusals: Mapping[str, str], worker_id: str
-    ) -> None:
-        """Fail and dead-letter started ``runs`` the policy refuses, in one transaction; a
-        failure to write that leaves them to their leases (never to the executor)."""
-        try:
-            async with self._uow_factory() as uow:
-                for run in runs:
-                    await self._refuse(uow, run, refusals[run.id], worker_id)
-                await uow.commit()
-        except (Conflict, Unavailable) as error:
-            _log.warning(
-                "could not record the refusal of %d run(s) (%s); their leases will run out",
-                len(runs),
-                error,
-            )
-            return
-        self._observe_refused(runs)
+            pass
+        # Rolled back: a task was deleted under us, or the batch lost a race.
+        claimed: dict[str, ClaimedRun] = {}
+        for run_id in dict.fromkeys(run_ids):
+            one = await self.claim(run_id, worker_id=worker_id)
+            if one is not None:
+                claimed[run_id] = one
+        return claimed
 
     async def claim_next(self, *, worker_id: str, queues: Sequence[str]) -> ClaimedRun | None:
         """Take the most urgent queued run of ``queues`` (the HTTP worker protocol's poll)."""

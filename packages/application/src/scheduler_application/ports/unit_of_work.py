@@ -86,8 +86,3 @@ UnitOfWorkFactory = Callable[[], UnitOfWork]
 #: started). Never commit in one; a use case that writes uses a ``UnitOfWorkFactory``. Any
 #: ``UnitOfWorkFactory`` is a valid (transactional) stand-in.
 ReadUnitOfWorkFactory = Callable[[], UnitOfWork]
-#: Builds a unit of work whose every statement is durable on its own where the database allows
-#: it (no ``BEGIN`` and no ``COMMIT`` round trips): for a use case whose write is one statement,
-#: atomic by itself, and whose reads need no snapshot shared with it. ``commit()`` is harmless
-#: there and needed by the stand-in: any ``UnitOfWorkFactory`` is a valid (transactional) one.
-StatementUnitOfWorkFactory = Callable[[], UnitOfWork]

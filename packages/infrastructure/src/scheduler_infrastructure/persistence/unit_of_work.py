@@ -5,11 +5,6 @@ on PostgreSQL its connection is in autocommit, so a read is the statement's one 
 (no ``BEGIN`` before it, no ``ROLLBACK`` after), each statement seeing what was committed when
 it started; on SQLite (no network) it begins a deferred transaction, a consistent snapshot that
 takes no write lock. It is for reads only: a write there is not atomic with anything else.
-
-A *statements* unit of work (``SqlUnitOfWorkFactory.statements``) is the same autocommit
-connection on PostgreSQL for a use case whose write is one statement (atomic by itself: the
-worker's start of its runs), so that it costs that statement's round trip and not three; on
-SQLite it is an ordinary unit of work (a transaction, committed by ``commit()``).
 """
 
 from __future__ import annotations
@@ -180,9 +175,4 @@ class SqlUnitOfWorkFactory:
         return SqlUnitOfWork(self.engine)
 
     def reads(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self._read_engine)
-
-    def statements(self) -> SqlUnitOfWork:
-        if self.engine.dialect.name == "sqlite":
-            return SqlUnitOfWork(self.engine)
         return SqlUnitOfWork(self._read_engine)
