@@ -289,3 +289,164 @@ def test_a_result_asyncpg_would_not_convert_as_sqlalchemy_does_is_refused() -> N
         return driver.Prebuilt(select(literal(1).label("n"))).compiled(dialect)
 
     assert fine() is not None
+
+
+def _sqlalchemy_commits(monkeypatch: pytest.MonkeyPatch, engine: AsyncEngine) -> list[str]:
+    """Note every commit that goes through SQLAlchemy's ``AsyncConnection.commit`` on
+    ``engine``'s pool."""
+    used: list[str] = []
+    commit = AsyncConnection.commit
+
+    async def noting(self: AsyncConnection) -> None:
+        if self.engine.pool is engine.pool:
+            used.append("commit")
+        await commit(self)
+
+    monkeypatch.setattr(AsyncConnection, "commit", noting)
+    return used
+
+
+async def test_a_unit_of_works_commit_is_the_drivers_and_sqlalchemy_agrees(
+    engines: tuple[AsyncEngine, AsyncEngine, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain, listened, seen = engines
+    on_plain = _sqlalchemy_commits(monkeypatch, plain)
+    on_listened = _sqlalchemy_commits(monkeypatch, listened)
+    task = _task()
+    async with SqlUnitOfWorkFactory(plain)() as uow:
+        await uow.tasks.add(task)
+        first, second = _queued(task), _queued(task)
+        await uow.runs.add_new_many([first])
+        await uow.commit()
+        connection = (await uow.connection.get_raw_connection()).driver_connection
+        assert connection is not None
+        assert not connection.is_in_transaction()
+        assert not uow.connection.in_transaction()
+        # The next statement begins a fresh transaction, which a rollback undoes.
+        await uow.runs.add_new_many([second])
+        assert connection.is_in_transaction()
+        await uow.rollback()
+        # A commit with nothing begun is nothing.
+        await uow.commit()
+    assert on_plain == []
+    async with SqlUnitOfWorkFactory(plain).reads() as uow:
+        assert await uow.runs.get(first.id) is not None
+        assert await uow.runs.get(second.id) is None
+    # Under tracing (somebody listens to the statements) the commit is SQLAlchemy's.
+    traced = _queued(task)
+    async with SqlUnitOfWorkFactory(listened)() as uow:
+        await uow.runs.add_new_many([traced])
+        await uow.commit()
+    assert on_listened == ["commit"]
+    assert any("INSERT INTO task_runs" in statement for statement in seen)
+    async with SqlUnitOfWorkFactory(plain).reads() as uow:
+        assert await uow.runs.get(traced.id) is not None
+
+
+async def test_a_commit_the_database_refuses_is_the_applications_error_and_keeps_nothing(
+    engines: tuple[AsyncEngine, AsyncEngine, list[str]], postgres_engine: AsyncEngine
+) -> None:
+    """A deferred constraint is checked at ``COMMIT``: its violation comes back as the
+    application's error, the unit of work leaves cleanly and its connection serves the
+    next one."""
+    plain, _, _ = engines
+    table = f"driver_commit_{new_id()[-8:]}"
+    async with postgres_engine.begin() as admin:
+        await admin.exec_driver_sql(
+            f"CREATE TABLE {table} (k int, CONSTRAINT {table}_k UNIQUE (k)"
+            " DEFERRABLE INITIALLY DEFERRED)"
+        )
+    insert = driver.prebuilt_text(f"INSERT INTO {table} (k) VALUES (:k)")
+    count = driver.prebuilt_text(f"SELECT count(*) AS n FROM {table}")
+    factory = SqlUnitOfWorkFactory(plain)
+    try:
+        async with factory() as uow:
+            await driver.fetch(uow.connection, insert, {"k": 1})
+            await driver.fetch(uow.connection, insert, {"k": 1})  # accepted until COMMIT
+            with pytest.raises(AlreadyExists):
+                await uow.commit()
+            assert uow.connection.in_transaction()  # SQLAlchemy's, rolled back on leaving
+        for _ in range(3):  # every pooled connection is usable
+            async with factory() as uow:
+                await driver.fetch(uow.connection, insert, {"k": 2})
+                await uow.commit()
+                await driver.fetch(uow.connection, driver.prebuilt_text(f"DELETE FROM {table}"), {})
+                await uow.commit()
+        async with factory.reads() as uow:
+            [row] = await driver.fetch(uow.connection, count, {})
+            assert row["n"] == 0
+    finally:
+        async with postgres_engine.begin() as admin:
+            await admin.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+
+
+async def test_a_commit_on_a_dropped_connection_is_unavailable_and_the_pool_recovers(
+    engines: tuple[AsyncEngine, AsyncEngine, list[str]], postgres_engine: AsyncEngine
+) -> None:
+    plain, _, _ = engines
+    factory = SqlUnitOfWorkFactory(plain)
+    task = _task()
+    async with factory() as uow:
+        await uow.tasks.add(task)
+        await uow.commit()
+    lost = _queued(task)
+    pid_of = driver.prebuilt_text("SELECT pg_backend_pid() AS pid")
+    async with factory() as uow:
+        await uow.runs.add_new_many([lost])
+        [row] = await driver.fetch(uow.connection, pid_of, {})
+        async with postgres_engine.connect() as admin:
+            await admin.exec_driver_sql(f"SELECT pg_terminate_backend({int(row['pid'])})")
+        with pytest.raises(Unavailable) as raised:
+            await uow.commit()
+        # As SQLAlchemy does: the connection is invalidated, the pool will not hand it out.
+        assert getattr(raised.value.__cause__, "connection_invalidated", None) is True
+        assert uow.connection.invalidated
+    kept = _queued(task)
+    async with factory() as uow:
+        await uow.runs.add_new_many([kept])
+        await uow.commit()
+    async with factory.reads() as uow:
+        assert await uow.runs.get(lost.id) is None
+        assert await uow.runs.get(kept.id) is not None
+
+
+async def test_columns_null_in_every_run_of_a_batch_are_written_as_null(
+    engines: tuple[AsyncEngine, AsyncEngine, list[str]],
+) -> None:
+    """The many-row statements send a column that is NULL in every run as one NULL array
+    (``unnest`` pads it): those columns come back NULL, the others as written, whether the
+    batch is all NULL there, mixed, or all set — on insert and on update."""
+    plain, _, _ = engines
+    factory = SqlUnitOfWorkFactory(plain)
+    task = _task()
+    later = T0 + timedelta(hours=1)
+    runs = [_queued(task) for _ in range(3)]
+    runs[0].not_before = later  # mixed: set in one run, NULL in the others
+    for run in runs:
+        run.params = None  # NULL in every run
+        run.error = "set in every run"
+    async with factory() as uow:
+        await uow.tasks.add(task)
+        assert await uow.runs.add_new_many(runs) == {run.id for run in runs}
+        await uow.commit()
+    async with factory.reads() as uow:
+        read = [await uow.runs.get(run.id) for run in runs]
+    assert [r.not_before if r else "gone" for r in read] == [later, None, None]
+    assert [r.params if r else "gone" for r in read] == [None, None, None]
+    assert [r.error if r else "gone" for r in read] == ["set in every run"] * 3
+    # An update that clears a column in every run writes NULL over the values there.
+    writes = []
+    for run in runs:
+        expected = run.version
+        run.error = None
+        run.params = {"now": "set"}
+        run.version += 1
+        writes.append((run, expected))
+    async with factory() as uow:
+        await uow.runs.update_many(writes, fields=("error", "params", "version"))
+        await uow.commit()
+    async with factory.reads() as uow:
+        read = [await uow.runs.get(run.id) for run in runs]
+    assert [r.error if r else "gone" for r in read] == [None, None, None]
+    assert [r.params if r else "gone" for r in read] == [{"now": "set"}] * 3
+    assert [r.not_before if r else "gone" for r in read] == [later, None, None]

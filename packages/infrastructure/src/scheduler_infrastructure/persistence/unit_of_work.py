@@ -16,6 +16,7 @@ from typing import Any, Self
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from scheduler_application.ports.unit_of_work import UnitOfWork
+from scheduler_infrastructure.persistence import driver
 from scheduler_infrastructure.persistence.driver_errors import translated
 from scheduler_infrastructure.persistence.engine import READ_ONLY_OPTION
 from scheduler_infrastructure.persistence.repositories import (
@@ -126,7 +127,7 @@ class SqlUnitOfWork(UnitOfWork):
         connection = self._current()
         self._read_ahead.clear()
         async with translated():
-            await connection.commit()
+            await driver.commit(connection)
 
     async def rollback(self) -> None:
         connection = self._current()

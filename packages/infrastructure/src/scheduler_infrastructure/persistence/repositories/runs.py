@@ -940,9 +940,9 @@ _RENEW_LEASES = driver.Prebuilt(
 
 def _update_many_params(
     writes: Sequence[tuple[TaskRun, int]], columns: tuple[Any, ...]
-) -> dict[str, list[Any]]:
+) -> dict[str, list[Any] | None]:
     runs = [run for run, _ in writes]
-    params: dict[str, list[Any]] = {
+    params: dict[str, list[Any] | None] = {
         "id": [run.id for run in runs],
         "expected": [expected for _, expected in writes],
     }
@@ -950,20 +950,27 @@ def _update_many_params(
     return params
 
 
-def _column_arrays(runs: Sequence[TaskRun], columns: tuple[Any, ...]) -> dict[str, list[Any]]:
-    """One list per column, as ``unnest`` takes them (see :func:`_array_type`)."""
-    params: dict[str, list[Any]] = {}
+def _column_arrays(
+    runs: Sequence[TaskRun], columns: tuple[Any, ...]
+) -> dict[str, list[Any] | None]:
+    """One list per column, as ``unnest`` takes them (see :func:`_array_type`); a column
+    that is NULL in every run is sent as a NULL array instead, which ``unnest`` pads with
+    NULLs just the same (a new run's lease, outcome and times: a third of its columns), so
+    asyncpg encodes no element of it."""
+    params: dict[str, list[Any] | None] = {}
     for column in columns:
         name = column.name
-        if name == "trigger" or name == "status":
-            params[name] = [getattr(run, name).value for run in runs]
+        values = [getattr(run, name) for run in runs]
+        if all(value is None for value in values):
+            params[name] = None
+        elif name == "trigger" or name == "status":
+            params[name] = [value.value for value in values]
         elif name in _JSON_COLUMNS:
-            values = [getattr(run, name) for run in runs]
             params[name] = [None if value is None else json_text(value) for value in values]
         elif isinstance(column.type, UTCDateTime):
-            params[name] = [_instant(getattr(run, name)) for run in runs]
+            params[name] = [_instant(value) for value in values]
         else:
-            params[name] = [getattr(run, name) for run in runs]
+            params[name] = values
     return params
 
 
