@@ -649,13 +649,18 @@ class SqlRunRepository(SqlRepository):
             },
         )
         started: list[tuple[TaskRun, Task | None]] = []
+        #: Runs of one task read its row once (one statement, one snapshot): decoded once,
+        #: one ``Task`` for all of them, as the claim's callers keep one per task anyway.
+        decoded: dict[str, Task] = {}
         for row in rows:
-            values = row
             task = None
-            if values["t_id"] is not None:
-                task_row = {column.name: values[f"t_{column.name}"] for column in tasks.c}
-                task = task_from_row(task_row, values["t_depends_on"] or ())
-            started.append((run_from_row(values), task))
+            task_id = row["t_id"]
+            if task_id is not None:
+                task = decoded.get(task_id)
+                if task is None:
+                    task_row = {column.name: row[f"t_{column.name}"] for column in tasks.c}
+                    task = decoded[task_id] = task_from_row(task_row, row["t_depends_on"] or ())
+            started.append((run_from_row(row), task))
         return started
 
     async def get_many(self, run_ids: Sequence[str]) -> builtins.list[TaskRun]:
