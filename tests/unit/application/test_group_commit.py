@@ -200,3 +200,97 @@ async def test_a_flow_of_one_item_per_few_windows_still_waits_for_companions() -
         await batcher.submit(i * 2)
         ticks.now += 0.06
     assert batcher.waits >= 1
+
+
+async def _turn() -> None:
+    """Let every ready task run (a few passes of the loop)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def _one_group_then_three_behind(
+    follow: bool,
+) -> tuple[Recorder, Ticks, GroupCommit[int, int], list[asyncio.Future[int]]]:
+    """Item 0 flushed alone and held; 2, 4 and 6 submitted meanwhile; then that flush ends
+    (40 ms by the clock) and 0 is answered."""
+    recorder = Recorder()
+    recorder.release.clear()
+    ticks = Ticks()
+    batcher: GroupCommit[int, int] = GroupCommit(recorder.flush, follow_last=follow, clock=ticks)
+    futures = [asyncio.ensure_future(batcher.submit(0))]
+    await _turn()
+    futures += [asyncio.ensure_future(batcher.submit(i)) for i in (2, 4, 6)]
+    await _turn()
+    assert recorder.batches == [[0]]
+    ticks.now += 0.04
+    recorder.release.set()
+    assert await asyncio.wait_for(futures[0], timeout=1) == 0
+    return recorder, ticks, batcher, futures
+
+
+async def test_callers_coming_back_together_share_a_flush_when_following_the_last_group() -> None:
+    """A fixed set of callers (the API's clients): when 0 is answered its caller comes back
+    at once. Without ``follow_last`` the three that waited go without it, and it goes alone
+    after them; with it, the four go together."""
+    recorder, _, batcher, futures = await _one_group_then_three_behind(follow=False)
+    came_back = asyncio.ensure_future(batcher.submit(8))
+    assert await asyncio.wait_for(asyncio.gather(*futures[1:], came_back), timeout=1) == [
+        20,
+        40,
+        60,
+        80,
+    ]
+    assert recorder.batches == [[0], [2, 4, 6], [8]]
+
+    recorder, _, batcher, futures = await _one_group_then_three_behind(follow=True)
+    assert recorder.batches == [[0]]  # 2, 4, 6 wait for a fourth: the last flush had four
+    came_back = asyncio.ensure_future(batcher.submit(8))
+    assert await asyncio.wait_for(asyncio.gather(*futures[1:], came_back), timeout=1) == [
+        20,
+        40,
+        60,
+        80,
+    ]
+    assert recorder.batches == [[0], [2, 4, 6, 8]]
+    assert batcher.waits == 1
+
+
+async def test_a_group_following_the_last_one_waits_no_longer_than_that_flush_took() -> None:
+    recorder, _, batcher, futures = await _one_group_then_three_behind(follow=True)
+    await _turn()
+    assert recorder.batches == [[0]]  # waiting for the caller of 0, who does not come
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await asyncio.wait_for(asyncio.gather(*futures[1:]), timeout=1) == [20, 40, 60]
+    # At most the last flush's 40 ms (by the test's clock; the loop's timer is the bound).
+    assert loop.time() - started < 0.5
+    assert recorder.batches == [[0], [2, 4, 6]]
+    assert batcher.waits == 1
+
+
+async def test_following_the_last_group_an_item_after_a_lone_one_or_a_pause_goes_at_once() -> None:
+    recorder = Recorder()
+    ticks = Ticks()
+    batcher: GroupCommit[int, int] = GroupCommit(recorder.flush, follow_last=True, clock=ticks)
+    for i in (0, 2, 4):  # light load: each flush carried one item, nothing came meanwhile
+        ticks.now += 0.01
+        assert await asyncio.wait_for(batcher.submit(i), timeout=1) == i * 10
+    assert recorder.batches == [[0], [2], [4]]
+    assert batcher.waits == 0
+    # A group of four, then a pause longer than its flush took: the next item goes at once.
+    recorder, ticks, batcher, futures = await _one_group_then_three_behind(follow=True)
+    recorder.release.clear()
+    futures.append(asyncio.ensure_future(batcher.submit(8)))
+    await _turn()
+    assert recorder.batches == [[0], [2, 4, 6, 8]]
+    ticks.now += 0.04  # this flush takes 40 ms too
+    recorder.release.set()
+    await asyncio.wait_for(asyncio.gather(*futures[1:]), timeout=1)
+    ticks.now += 1.0
+    recorder.release.clear()
+    alone = asyncio.ensure_future(batcher.submit(10))
+    await _turn()
+    assert recorder.batches[-1] == [10]  # flushed (and held) without waiting for company
+    recorder.release.set()
+    assert await asyncio.wait_for(alone, timeout=1) == 100
+    assert batcher.waits == 1  # only the group of four waited

@@ -168,6 +168,41 @@ async def test_triggers_arriving_during_a_commit_share_the_next_transaction(
     assert first_events == [RunStatus.PENDING, RunStatus.QUEUED]
 
 
+async def test_a_fixed_set_of_clients_coming_back_shares_one_transaction(
+    held: HeldUnitsOfWork,
+    tasks: TaskService,
+    store: InMemoryStore,
+    clock: FakeClock,
+    queue: InMemoryRunQueue,
+) -> None:
+    """Four clients, each triggering again as soon as it has its answer: the first one
+    answered comes back while nothing is written, and waits for the three whose group
+    follows (at most as long as the last group took) instead of committing alone."""
+    ticks = [100.0]
+    batch = BatchTrigger(
+        uow_factory=held, clock=clock, relay=RunRelay(uow_factory=held, clock=clock, queue=queue)
+    )
+    group = TriggerGroup(batch=batch, clock=clock, monotonic=lambda: ticks[0])
+    task = await tasks.create(task_spec("clients"), principal=ALICE)
+    commits = store.commits
+    held.hold.clear()
+    first = asyncio.ensure_future(group.trigger(task.id, principal=ALICE))
+    await asyncio.wait_for(held.committing.wait(), timeout=5)
+    behind = [asyncio.ensure_future(group.trigger(task.id, principal=ALICE)) for _ in range(3)]
+    await asyncio.sleep(0)
+    ticks[0] += 0.04  # that commit took 40 ms
+    held.committing.clear()
+    held.hold.set()
+    await first
+    again = asyncio.ensure_future(group.trigger(task.id, principal=ALICE))  # the client's next
+    answers = await asyncio.wait_for(asyncio.gather(*behind, again), timeout=5)
+    assert group.groups == 2  # the first alone, then the four together: not 1, 3 and 1
+    assert store.commits == commits + 2
+    runs = [first.result().run, *(answer.run for answer in answers)]
+    assert len({run.id for run in runs}) == 5
+    assert all(store.row("runs", run.id).status is RunStatus.QUEUED for run in runs)
+
+
 async def test_one_idempotency_key_twice_in_one_group_makes_one_run_and_a_replay(
     group: TriggerGroup, held: HeldUnitsOfWork, tasks: TaskService, store: InMemoryStore
 ) -> None:

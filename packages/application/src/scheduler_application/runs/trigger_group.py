@@ -2,10 +2,12 @@
 
 Each request still triggers one run and gets one answer, but the API process hands its trigger
 to a :class:`~scheduler_application.group_commit.GroupCommit`: a trigger arriving while no
-group is being written goes at once (an idle API adds no wait), and those arriving while one
-is written go together in the next, through :meth:`BatchTrigger.trigger_each` — one unit of
-work, one read of the tasks, the gates once, one insert of the runs and their events, one
-commit, then one publish. So the cost per trigger falls as the load rises.
+group is being written goes at once (an idle API adds no wait) — unless it comes right after
+a group of several, when it waits for as many, at most as long as that group took — and those
+arriving while one is written go together in the next, through
+:meth:`BatchTrigger.trigger_each` — one unit of work, one read of the tasks, the gates once,
+one insert of the runs and their events, one commit, then one publish. So the cost per
+trigger falls as the load rises.
 
 Every guarantee of the single trigger holds per request. The answer comes after the commit
 that made the run durable, and the run's message is published only after that commit (the
@@ -22,6 +24,8 @@ a commit that failed without a reply into ``Unavailable``, which every caller ge
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -55,14 +59,19 @@ class TriggerGroup:
         clock: Clock,
         tracer: Tracer = NO_TRACER,
         max_group: int | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``max_group``: the most triggers one transaction carries (default: the batch's
-        ``max_items``, the most a ``/runs/batch`` request may carry)."""
+        ``max_items``, the most a ``/runs/batch`` request may carry); ``monotonic``: the
+        group commit's clock (seconds), for tests."""
         self._batch = batch
         self._clock = clock
         self._tracer = tracer
+        # Clients that wait for their answers come back together: a group right after a
+        # flush of several waits for as many (at most that flush's time), so that they share
+        # one transaction instead of the first going alone (see ``GroupCommit``).
         self._group: GroupCommit[tuple[Principal, TriggerItem], TriggerOutcome] = GroupCommit(
-            self._flush, max_batch=max_group or batch.max_items
+            self._flush, max_batch=max_group or batch.max_items, follow_last=True, clock=monotonic
         )
 
     @property
