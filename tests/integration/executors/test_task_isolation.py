@@ -276,9 +276,14 @@ async def test_what_an_earlier_holder_of_the_uid_left_is_gone_before_the_task_st
     )
     shell = ShellExecutor(sandbox=only_that_uid, kill_grace_seconds=0.5)
     try:
-        result = await shell.execute(
-            context(sh(f"id -u; kill -0 {leftover.pid} 2>/dev/null && echo alive || echo gone"))
+        # Alive: its /proc entry is there and it is no zombie (the test's own child stays a
+        # zombie until this process reaps it; a zombie holds nothing but its pid).
+        state = (
+            's=$( { while read -r key value rest; do [ "$key" = State: ] && echo "$value"; done'
+            f" < /proc/{leftover.pid}/status; }} 2>/dev/null )"
         )
+        alive = '[ -n "$s" ] && [ "$s" != Z ] && echo alive || echo gone'
+        result = await shell.execute(context(sh(f"id -u; {state}; {alive}")))
     finally:
         if leftover.returncode is None:
             with contextlib.suppress(ProcessLookupError):

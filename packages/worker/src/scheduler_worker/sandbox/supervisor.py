@@ -42,6 +42,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
@@ -53,6 +54,8 @@ _IFF_UP = 0x1
 _IFREQ = "16sH22x"  # struct ifreq: the name, then the flags at the start of a 24-byte union
 #: kill(-1) passes: a process forking while signalled may leave a child for the next pass.
 _KILL_PASSES = 20
+#: How long a sweep of a uid waits for the processes it SIGKILLed to be gone.
+_GONE_SECONDS = 2.0
 _LIMITS = {
     "cpu": resource.RLIMIT_CPU,
     "as": resource.RLIMIT_AS,
@@ -191,14 +194,43 @@ def _isolate_network(libc: Any) -> None:
 
 
 def _kill_all_of_my_uid() -> None:
-    """SIGKILL every process of this process's uid but itself (``kill(-1)`` as that uid)."""
+    """SIGKILL every process of this process's uid but itself (``kill(-1)`` as that uid), and
+    return once none of them is left but zombies (at most :data:`_GONE_SECONDS`): a process
+    SIGKILLed is not gone until the kernel has run it to its exit, and until then it still
+    holds its files, sockets and locks. A zombie holds nothing but its pid; ``kill(-1)`` still
+    reaches it, so it alone does not end the passes."""
     for _ in range(_KILL_PASSES):
         try:
             os.kill(-1, signal.SIGKILL)
         except ProcessLookupError:
-            return
+            return  # nothing else of this uid
         except PermissionError:
             return
+    deadline = time.monotonic() + _GONE_SECONDS
+    while _live_processes_of(os.getuid()) and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            os.kill(-1, signal.SIGKILL)
+        time.sleep(0.001)
+
+
+def _live_processes_of(uid: int) -> bool:
+    """Whether a process of ``uid`` other than this one is alive (not a zombie)."""
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/status", "rb") as status:
+                fields = dict(
+                    line.split(b":", 1) for line in status.read().splitlines() if b":" in line
+                )
+        except OSError:
+            continue  # gone meanwhile
+        state = fields.get(b"State", b"").strip()[:1]
+        real_uid = fields.get(b"Uid", b"").split()[:1]
+        if real_uid == [str(uid).encode()] and state not in (b"Z", b"X"):
+            return True
+    return False
 
 
 def _kill_uid(uid: int) -> None:
