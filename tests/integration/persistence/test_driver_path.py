@@ -83,6 +83,15 @@ def _task(**overrides: Any) -> Task:
     return Task(**values)
 
 
+async def _saved_task(factory: SqlUnitOfWorkFactory) -> Task:
+    """A task stored and committed, for runs to refer to."""
+    task = _task()
+    async with factory() as uow:
+        await uow.tasks.add(task)
+        await uow.commit()
+    return task
+
+
 def _queued(task: Task) -> TaskRun:
     return TaskRun(
         task_id=task.id,
@@ -194,10 +203,7 @@ async def test_a_driver_statement_belongs_to_the_unit_of_works_transaction(
 ) -> None:
     plain, _, _ = engines
     factory = SqlUnitOfWorkFactory(plain)
-    task = _task()
-    async with factory() as uow:
-        await uow.tasks.add(task)
-        await uow.commit()
+    task = await _saved_task(factory)
     rolled_back, kept = _queued(task), _queued(task)
     async with factory() as uow:
         assert await uow.runs.add_new_many([rolled_back]) == {rolled_back.id}
@@ -388,10 +394,7 @@ async def test_a_commit_on_a_dropped_connection_is_unavailable_and_the_pool_reco
 ) -> None:
     plain, _, _ = engines
     factory = SqlUnitOfWorkFactory(plain)
-    task = _task()
-    async with factory() as uow:
-        await uow.tasks.add(task)
-        await uow.commit()
+    task = await _saved_task(factory)
     lost = _queued(task)
     pid_of = driver.prebuilt_text("SELECT pg_backend_pid() AS pid")
     async with factory() as uow:

@@ -228,29 +228,25 @@ async def _one_group_then_three_behind(
     return recorder, ticks, batcher, futures
 
 
+async def _the_caller_of_0_comes_back(
+    batcher: GroupCommit[int, int], futures: list[asyncio.Future[int]]
+) -> list[int]:
+    """Submit 8 (the answered caller's next item): the answers of 2, 4, 6 and 8."""
+    came_back = asyncio.ensure_future(batcher.submit(8))
+    return await asyncio.wait_for(asyncio.gather(*futures[1:], came_back), timeout=1)
+
+
 async def test_callers_coming_back_together_share_a_flush_when_following_the_last_group() -> None:
     """A fixed set of callers (the API's clients): when 0 is answered its caller comes back
     at once. Without ``follow_last`` the three that waited go without it, and it goes alone
     after them; with it, the four go together."""
     recorder, _, batcher, futures = await _one_group_then_three_behind(follow=False)
-    came_back = asyncio.ensure_future(batcher.submit(8))
-    assert await asyncio.wait_for(asyncio.gather(*futures[1:], came_back), timeout=1) == [
-        20,
-        40,
-        60,
-        80,
-    ]
+    assert await _the_caller_of_0_comes_back(batcher, futures) == [20, 40, 60, 80]
     assert recorder.batches == [[0], [2, 4, 6], [8]]
 
     recorder, _, batcher, futures = await _one_group_then_three_behind(follow=True)
     assert recorder.batches == [[0]]  # 2, 4, 6 wait for a fourth: the last flush had four
-    came_back = asyncio.ensure_future(batcher.submit(8))
-    assert await asyncio.wait_for(asyncio.gather(*futures[1:], came_back), timeout=1) == [
-        20,
-        40,
-        60,
-        80,
-    ]
+    assert await _the_caller_of_0_comes_back(batcher, futures) == [20, 40, 60, 80]
     assert recorder.batches == [[0], [2, 4, 6, 8]]
     assert batcher.waits == 1
 
