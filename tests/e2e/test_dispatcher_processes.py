@@ -58,9 +58,14 @@ async def test_three_dispatchers_fire_every_slot_of_fifty_tasks_exactly_once(
     cluster.worker("w2", SCHEDULER__WORKER__CAPACITY="32")
     for name in ("d1", "d2", "d3"):
         cluster.dispatcher(name)
-    # Half a minute of three dispatchers racing for every second of 50 tasks (~1,500 slots):
-    # the property is per slot, so a longer watch adds CI time and no case.
-    await asyncio.sleep(35)
+
+    async def every_task_fired() -> bool:
+        return len(await _slots_by_task(scenario)) == 50
+
+    await eventually(every_task_fired, timeout=60, interval=0.5)
+    # Then 20 s of three dispatchers racing for every second of 50 tasks (~1,000 slots): the
+    # property is per slot, so a longer watch adds CI time and no case.
+    await asyncio.sleep(20)
     for process in cluster.processes:
         if process.name.startswith("d"):
             process.signal(signal.SIGTERM)
@@ -72,7 +77,7 @@ async def test_three_dispatchers_fire_every_slot_of_fifty_tasks_exactly_once(
     # The slots every dispatcher was up for: skip the start-up seconds, stop before shutdown.
     first = max(min(fired) for fired in slots.values()) + timedelta(seconds=2)
     last = min(max(fired) for fired in slots.values()) - timedelta(seconds=1)
-    assert last - first >= timedelta(seconds=25)
+    assert last - first >= timedelta(seconds=15)
     _assert_every_second_exactly_once(slots, first, last)
     for fired in slots.values():
         assert len(fired) == len(set(fired))  # no slot twice, anywhere
