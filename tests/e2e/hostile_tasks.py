@@ -46,13 +46,15 @@ def every_process() -> list[str]:
 
 
 def descriptors() -> list[str]:
-    """Every descriptor this process holds, and what a read of each gives."""
+    """Every descriptor this process holds, and what a read of each gives now (made
+    non-blocking first: a pipe with nothing in it yet must not stop the others being read)."""
     found = []
     for fd in os.listdir("/proc/self/fd"):
         target = _readlink(f"/proc/self/fd/{fd}")
         found.append(f"{fd} -> {target}")
         if int(fd) > 2:
             try:
+                os.set_blocking(int(fd), False)
                 found.append(os.read(int(fd), 65536).decode(errors="replace"))
             except OSError as error:
                 found.append(f"<{error}>")
