@@ -150,9 +150,10 @@ async def test_runs_waiting_on_a_killed_workers_direct_queue_are_redispatched_an
 ) -> None:
     """w1 is stopped (SIGSTOP) before runs are routed to it, so they wait on its direct queue
     unconsumed; it is then killed with kill -9. Once it has been silent for the liveness
-    timeout (30 s) the dispatcher marks it offline and routes those runs again, to live
-    workers, where each runs exactly once."""
+    timeout (``worker.offline_after_seconds``, 10 s here: 30 by default) the dispatcher marks
+    it offline and routes those runs again, to live workers, where each runs exactly once."""
     cluster: Cluster = cluster_factory("postgres")
+    cluster.extra_env["SCHEDULER__WORKER__OFFLINE_AFTER_SECONDS"] = "10"
     workers = await _start(cluster, scenario)
     victim = next(p for p in cluster.processes if p.name == "w1")
     task = await scenario.ledger_task("rerouted", seconds=0.05, strategy="round_robin")
