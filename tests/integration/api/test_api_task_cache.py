@@ -92,6 +92,28 @@ async def _seen_within(
         await asyncio.sleep(0.005)
 
 
+async def test_an_answer_from_memory_is_the_answer_from_the_database(
+    postgres_engine: AsyncEngine,
+) -> None:
+    """The cached task's answer is encoded once and kept: it must be the very answer a read
+    of the database gives (body, type, ETag), and the task as created."""
+    async with api_with_cache(postgres_engine) as api:
+        alice = await api.user("alice", Role.USER)
+        task = await _task(api, alice)
+        cache = _cache(api)
+        hits = cache.hits
+        read = await api.client.get(f"/api/v1/tasks/{task['id']}", headers=alice.headers)
+        assert cache.hits == hits  # from the database
+        kept = await api.client.get(f"/api/v1/tasks/{task['id']}", headers=alice.headers)
+        assert cache.hits == hits + 1  # from memory
+        for answer in (read, kept):
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["content-type"] == "application/json"
+            assert answer.headers["etag"] == '"1"'
+            assert answer.json() == task
+        assert kept.content == read.content
+
+
 async def test_a_change_written_elsewhere_is_answered_at_once(
     postgres_engine: AsyncEngine,
 ) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated, Any, cast
 
+import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
@@ -96,6 +98,19 @@ def _version(if_match: str | None) -> int | None:
 
 def _id(task_id: str) -> str:
     return object_id(task_id, kind="task", field="task_id")
+
+
+@dataclass(frozen=True, slots=True)
+class _Shown:
+    """A task's answer to ``GET /tasks/{id}``: its ``TaskOut`` as JSON, and its ETag."""
+
+    body: bytes
+    etag: str
+
+
+def _shown(task: Task) -> _Shown:
+    out = TaskOut.of(task)
+    return _Shown(msgspec.json.encode(out), f'"{out.version}"')
 
 
 class TaskController(Controller):
@@ -216,11 +231,13 @@ class TaskController(Controller):
 
     @get("/{task_id:str}", summary="Get a task", responses=problems(404))
     async def get_task(self, task_id: TaskId, request: Request[Any, Any, Any]) -> Response[TaskOut]:
-        # Rendered once per cached task, not per request (the caller's right is checked).
+        # Rendered (to its JSON) once per cached task, not per request; the caller's right
+        # to see it is checked every time.
         shown = await services_of(request).tasks.show(
-            _id(task_id), principal=provide_principal(request), render=TaskOut.of
+            _id(task_id), principal=provide_principal(request), render=_shown
         )
-        return Response(shown, headers={"ETag": f'"{shown.version}"'})
+        # The body is a TaskOut's JSON (what the document declares), encoded once.
+        return cast("Response[TaskOut]", Response(shown.body, headers={"ETag": shown.etag}))
 
     @patch("/{task_id:str}", summary="Change a task", responses=problems(404, 409))
     async def update(
