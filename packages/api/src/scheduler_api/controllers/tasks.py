@@ -80,8 +80,13 @@ TaskPatch = Annotated[
 TaskId = Annotated[str, PathParameter(description="Task id", max_length=64)]
 
 
+def _etag(version: int) -> str:
+    """A task's ETag: its version, which ``If-Match`` names back (:func:`_version`)."""
+    return f'"{version}"'
+
+
 def _task(task: Task, status_code: int = 200) -> Response[TaskOut]:
-    headers = {"ETag": f'"{task.version}"'}
+    headers = {"ETag": _etag(task.version)}
     if status_code == 201:
         headers["Location"] = f"/api/v1/tasks/{task.id}"
     return Response(TaskOut.of(task), status_code=status_code, headers=headers)
@@ -110,7 +115,7 @@ class _Shown:
 
 def _shown(task: Task) -> _Shown:
     out = TaskOut.of(task)
-    return _Shown(msgspec.json.encode(out), f'"{out.version}"')
+    return _Shown(msgspec.json.encode(out), _etag(out.version))
 
 
 class TaskController(Controller):
