@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Annotated, Any, cast
 
 import msgspec
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, MediaType, Request, Response, delete, get, patch, post
+from litestar.background_tasks import BackgroundTask, BackgroundTasks
+from litestar.datastructures import Cookie
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import (
@@ -17,6 +19,9 @@ from litestar.params import (
     PathParameter,
     QueryParameter,
 )
+from litestar.response.base import ASGIResponse
+from litestar.status_codes import HTTP_200_OK
+from litestar.types import TypeEncodersMap
 
 from scheduler_api.auth import WORKERS_REFUSED, provide_principal
 from scheduler_api.controllers.runs_listing import list_runs
@@ -105,12 +110,60 @@ def _id(task_id: str) -> str:
     return object_id(task_id, kind="task", field="task_id")
 
 
-@dataclass(frozen=True, slots=True)
-class _Shown:
-    """A task's answer to ``GET /tasks/{id}``: its ``TaskOut`` as JSON, and its ETag."""
+class _Shown(Response[bytes]):
+    """A cached task's answer to ``GET /tasks/{id}``: its ``TaskOut`` as JSON with its ETag,
+    and the ASGI response that sends them, both built once per cache entry (not per request).
 
-    body: bytes
-    etag: str
+    Litestar turns a handler's ``Response`` into an ASGI response for every request, merging
+    in what the route's layers add (headers, cookies, a background task). This route's layers
+    add nothing, and then the answer is the one built here, byte for byte what Litestar would
+    build (``tests/integration/api/test_api_task_cache.py``); should a layer ever add
+    something, Litestar's own path builds it as before. It is shared by the requests that read
+    the task until the task changes: nothing changes it once built (no hook of this API
+    touches a response, and an ASGI response sends what it holds).
+    """
+
+    __slots__ = ("_asgi",)
+
+    def __init__(self, body: bytes, etag: str) -> None:
+        super().__init__(body, headers={"ETag": etag}, media_type=MediaType.JSON)
+        self._asgi = super().to_asgi_response(None, cast("Request[Any, Any, Any]", None))
+
+    def to_asgi_response(
+        self,
+        app: Any,
+        request: Request[Any, Any, Any],
+        *,
+        background: BackgroundTask | BackgroundTasks | None = None,
+        cookies: Iterable[Cookie] | None = None,
+        encoded_headers: Iterable[tuple[bytes, bytes]] | None = None,
+        headers: dict[str, str] | None = None,
+        is_head_response: bool = False,
+        media_type: MediaType | str | None = None,
+        status_code: int | None = None,
+        type_encoders: TypeEncodersMap | None = None,
+    ) -> ASGIResponse:
+        if (
+            background is None
+            and not cookies
+            and encoded_headers is None
+            and not headers
+            and not is_head_response
+            and status_code in (None, HTTP_200_OK)
+        ):
+            return self._asgi
+        return super().to_asgi_response(
+            app,
+            request,
+            background=background,
+            cookies=cookies,
+            encoded_headers=encoded_headers,
+            headers=headers,
+            is_head_response=is_head_response,
+            media_type=media_type,
+            status_code=status_code,
+            type_encoders=type_encoders,
+        )
 
 
 def _shown(task: Task) -> _Shown:
@@ -242,7 +295,7 @@ class TaskController(Controller):
             _id(task_id), principal=provide_principal(request), render=_shown
         )
         # The body is a TaskOut's JSON (what the document declares), encoded once.
-        return cast("Response[TaskOut]", Response(shown.body, headers={"ETag": shown.etag}))
+        return cast("Response[TaskOut]", shown)
 
     @patch("/{task_id:str}", summary="Change a task", responses=problems(404, 409))
     async def update(
