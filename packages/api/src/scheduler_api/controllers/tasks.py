@@ -55,6 +55,7 @@ from scheduler_api.schemas.tasks import (
     TasksFileIn,
     TasksFileOut,
     TriggerIn,
+    task_etag,
 )
 from scheduler_application.tasks.apply import ACTIONS, PruneScope
 from scheduler_domain.errors import ValidationError
@@ -85,13 +86,8 @@ TaskPatch = Annotated[
 TaskId = Annotated[str, PathParameter(description="Task id", max_length=64)]
 
 
-def _etag(version: int) -> str:
-    """A task's ETag: its version, which ``If-Match`` names back (:func:`_version`)."""
-    return f'"{version}"'
-
-
 def _task(task: Task, status_code: int = 200) -> Response[TaskOut]:
-    headers = {"ETag": _etag(task.version)}
+    headers = {"ETag": task_etag(task.version)}
     if status_code == 201:
         headers["Location"] = f"/api/v1/tasks/{task.id}"
     return Response(TaskOut.of(task), status_code=status_code, headers=headers)
@@ -168,7 +164,7 @@ class _Shown(Response[bytes]):
 
 def _shown(task: Task) -> _Shown:
     out = TaskOut.of(task)
-    return _Shown(msgspec.json.encode(out), _etag(out.version))
+    return _Shown(msgspec.json.encode(out), task_etag(out.version))
 
 
 class TaskController(Controller):

@@ -19,7 +19,7 @@ from scheduler_api.params import (
     page_size,
     seal_cursor,
 )
-from scheduler_api.schemas.tasks import TaskOut, TaskPage
+from scheduler_api.schemas.tasks import TaskOut, TaskPage, task_etag
 from scheduler_api.schemas.templates import (
     BulkSubscriptionsOut,
     SubscriptionResultOut,
@@ -73,7 +73,7 @@ def _created(task_out: TaskOut) -> Response[TaskOut]:
     return Response(
         task_out,
         status_code=201,
-        headers={"Location": f"/api/v1/tasks/{task_out.id}", "ETag": f'"{task_out.version}"'},
+        headers={"Location": f"/api/v1/tasks/{task_out.id}", "ETag": task_etag(task_out.version)},
     )
 
 

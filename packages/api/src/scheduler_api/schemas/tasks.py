@@ -96,6 +96,11 @@ class MisfireOut(msgspec.Struct, kw_only=True):
     grace_seconds: float
 
 
+def task_etag(version: int) -> str:
+    """A task's ETag: its version, which ``If-Match`` names back."""
+    return f'"{version}"'
+
+
 class TaskOut(msgspec.Struct, kw_only=True, frozen=True):
     id: str
     #: Who created it.
