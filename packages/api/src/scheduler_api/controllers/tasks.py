@@ -113,8 +113,8 @@ class _Shown(Response[bytes]):
     Litestar turns a handler's ``Response`` into an ASGI response for every request, merging
     in what the route's layers add (headers, cookies, a background task). This route's layers
     add nothing, and then the answer is the one built here, byte for byte what Litestar would
-    build (``tests/integration/api/test_api_task_cache.py``); should a layer ever add
-    something, Litestar's own path builds it as before. It is shared by the requests that read
+    build (``tests/unit/api/test_api_task_answer.py``); should a layer ever add something,
+    Litestar's own path builds it as before. It is shared by the requests that read
     the task until the task changes: nothing changes it once built (no hook of this API
     touches a response, and an ASGI response sends what it holds).
     """
