@@ -17,6 +17,7 @@ route is measured before the first route and again after each one; a route's sha
 the mean of the two bare figures around it.
 
 Usage:  uv run python scripts/bench_api_routes.py [--seconds 10] [--connections 16]
+        [--api-workers N]  (``scheduler-api`` with ``api.workers=N`` instead of ``scheduler run``)
 Needs PostgreSQL on 127.0.0.1 and ``wrk`` on PATH (``apt-get install wrk``).
 To measure another checkout's code with this script, put its ``packages/*/src`` on
 ``PYTHONPATH`` (the servers are started with this interpreter and inherit it).
@@ -81,7 +82,10 @@ def _run(command: list[str], env: dict[str, str]) -> None:
         raise RuntimeError(f"{command[3:]} failed: {done.stdout}{done.stderr}")
 
 
-def _api_command(profile: str) -> list[str]:
+def _api_command(profile: str, api_workers: int = 0) -> list[str]:
+    if api_workers:
+        # ``scheduler-api`` itself: ``scheduler run`` is one process whatever ``api.workers``.
+        return [sys.executable, "-c", "from scheduler_api.main import main; main()"]
     entry = (
         "from scheduler_cli.main import entrypoint; import sys; "
         "sys.argv[1:] = ['run', '--mode', 'api']"
@@ -233,6 +237,13 @@ def main() -> None:
         help="api.rate_limits for the API, as JSON (e.g. '[\"*=1000000/s\"]'), to see their cost",
     )
     parser.add_argument(
+        "--api-workers",
+        type=int,
+        default=0,
+        help="run scheduler-api with api.workers=N processes (0: one `scheduler run --mode api`);"
+        " the bare route stays one process",
+    )
+    parser.add_argument(
         "--redis", action="store_true", help="give the API redis.url (shared rate-limit buckets)"
     )
     parser.add_argument(
@@ -250,6 +261,8 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not on PATH (apt-get install wrk)")
+    if args.api_workers and (args.profile or args.py_spy):
+        raise SystemExit("--api-workers runs several processes: profile one process instead")
     name = "bench_api_" + secrets.token_hex(4)
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     work = Path(tempfile.mkdtemp(prefix="bench-api-"))
@@ -262,6 +275,8 @@ def main() -> None:
     )
     api_port, bare_port = _free_port(), _free_port()
     env = _env(url, api_port, secret_file)
+    if args.api_workers:
+        env["SCHEDULER__API__WORKERS"] = str(args.api_workers)
     if args.rate_limits:
         env["SCHEDULER__API__RATE_LIMITS"] = args.rate_limits
     if args.redis:
@@ -280,7 +295,10 @@ def main() -> None:
         with log.open("ab") as handle:
             processes.append(
                 subprocess.Popen(  # noqa: S603
-                    _api_command(args.profile), env=env, stdout=handle, stderr=handle
+                    _api_command(args.profile, args.api_workers),
+                    env=env,
+                    stdout=handle,
+                    stderr=handle,
                 )
             )
             processes.append(
