@@ -6,7 +6,8 @@ in-memory queue, not a second implementation.
 
 :class:`InMemoryTransactionalRunQueue` also plays a queue kept in the database (the postgres
 backend): ``publish_within`` stages messages in an in-memory unit of work, and they appear when
-it commits.
+it commits. :class:`InMemoryInsertingRunQueue` also writes new runs' messages with the runs
+(``insert_runs_within``), as the postgres queue does in one statement.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from scheduler_application.errors import Unavailable
 from scheduler_application.ports.queue import Delivery, RunMessage
 from scheduler_application.ports.unit_of_work import UnitOfWork
 from scheduler_application.testing.unit_of_work import InMemoryUnitOfWork
+from scheduler_domain.events import RunEvent
+from scheduler_domain.run import TaskRun
 from scheduler_infrastructure.queues.memory import MemoryConsumer, MemoryRunQueue
 
 
@@ -106,11 +109,40 @@ class InMemoryTransactionalRunQueue(InMemoryRunQueue):
             raise Unavailable("the in-memory database queue is unavailable", dependency="broker")
         batch = list(messages)
         self.staged.append(batch)
+        self._deliver_at_commit(uow, batch)
+        return True
 
+    def _deliver_at_commit(self, uow: InMemoryUnitOfWork, batch: list[RunMessage]) -> None:
         def deliver() -> None:
             for message in batch:
                 self.published.append(message)
                 self._enqueue(message)
 
         uow.on_commit(deliver)
-        return True
+
+
+class InMemoryInsertingRunQueue(InMemoryTransactionalRunQueue):
+    """A ``RunInsertingQueue`` too: ``insert_runs_within`` inserts the runs with the unit of
+    work's ``add_new_many`` and stages the messages of those inserted, as the postgres queue's
+    one statement writes them. ``inserted_with`` records each call's messages written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inserted_with: list[list[RunMessage]] = []
+
+    async def insert_runs_within(
+        self,
+        uow: UnitOfWork,
+        runs: Sequence[TaskRun],
+        events: Sequence[RunEvent],
+        messages: Sequence[RunMessage],
+    ) -> set[str] | None:
+        if not isinstance(uow, InMemoryUnitOfWork):
+            return None
+        if self.unavailable:
+            raise Unavailable("the in-memory database queue is unavailable", dependency="broker")
+        inserted = await uow.runs.add_new_many(runs, events=events)
+        written = [message for message in messages if message.run_id in inserted]
+        self.inserted_with.append(written)
+        self._deliver_at_commit(uow, written)
+        return inserted

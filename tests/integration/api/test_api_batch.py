@@ -12,6 +12,9 @@ from api_harness import Api, Caller, running_api, wipe
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from scheduler_infrastructure.queues import messages
+from scheduler_infrastructure.queues.postgres import PostgresRunQueue
+
 pytestmark = pytest.mark.timeout(90)
 
 
@@ -127,3 +130,56 @@ async def test_limits_roles_and_shape(any_api: tuple[Api, AsyncEngine]) -> None:
     viewer = await api.user("vera", Role.VIEWER)
     refused = await _batch(api, viewer, [{"task_id": task["id"]}])
     assert refused.status_code == 403
+
+
+@pytest.mark.postgres
+async def test_on_the_postgres_queue_every_run_created_has_exactly_one_message(
+    postgres_engine: AsyncEngine,
+) -> None:
+    """Triggers on the database's own queue write each run's message in the statement that
+    inserts the run (``Outbox.insert_new``): concurrent single triggers (one group commit),
+    batches, a repeated idempotency key and bad input together leave one message per run
+    created — none for a replayed or refused trigger, none written twice at the commit."""
+    queue = PostgresRunQueue(postgres_engine, listen=False)
+    try:
+        async with running_api(postgres_engine, queue=queue) as api:
+            alice = await api.user("alice")
+            task = await api.task(alice, name="counted")
+            url = f"/api/v1/tasks/{task['id']}/trigger"
+            keyed = {**alice.headers, "Idempotency-Key": "same"}
+            requests = [api.client.post(url, headers=alice.headers) for _ in range(12)]
+            requests += [api.client.post(url, headers=keyed) for _ in range(3)]
+            requests += [
+                api.client.post("/api/v1/tasks/nope/trigger", headers=alice.headers)
+                for _ in range(2)
+            ]
+            batch = [
+                {"task_id": task["id"]},
+                {"task_id": task["id"], "idempotency_key": "same"},
+                {"task_id": "nope"},
+                {"task_id": task["id"], "priority": -1},
+            ]
+            requests += [_batch(api, alice, batch) for _ in range(2)]
+            answers = await asyncio.gather(*requests)
+        statuses = [answer.status_code for answer in answers]
+        assert all(code in (200, 201) for code in statuses[:15]), statuses
+        assert statuses[15:17] == [404, 404]
+        assert statuses[17:] == [200, 200]
+        async with postgres_engine.connect() as connection:
+            runs = set(
+                (
+                    await connection.execute(
+                        text("SELECT id FROM task_runs WHERE task_id = :t"), {"t": task["id"]}
+                    )
+                ).scalars()
+            )
+            payloads = (
+                await connection.execute(text("SELECT payload FROM queue_messages"))
+            ).scalars()
+            messaged = [messages.decode(payload).run_id for payload in payloads]
+        assert len(runs) == 12 + 1 + 2  # the singles, the key once, a keyless run per batch
+        assert sorted(messaged) == sorted(runs)
+    finally:
+        async with postgres_engine.begin() as connection:
+            await connection.execute(text("DELETE FROM queue_messages"))
+        await wipe(postgres_engine)

@@ -4,6 +4,7 @@ and recovery after the server terminates the queue's connections."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +24,8 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.tasks.changes import TaskChangeSignal
+from scheduler_domain.run import RunTrigger, TaskRun
+from scheduler_domain.task import Task
 from scheduler_infrastructure.persistence import driver
 from scheduler_infrastructure.persistence.engine import create_engine
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
@@ -413,3 +416,108 @@ async def test_while_its_statements_are_traced_the_consumers_use_the_queues_engi
         assert any(sql.lstrip().startswith("DELETE FROM queue_messages") for sql in seen)
     finally:
         await engine.dispose()
+
+
+async def _stored_task(uow_factory: SqlUnitOfWorkFactory) -> Task:
+    now = datetime.now(UTC)
+    task = Task(
+        owner_id="alice",
+        name=f"t-{uuid.uuid4().hex[:8]}",
+        executor="noop",
+        created_at=now,
+        updated_at=now,
+    )
+    async with uow_factory() as uow:
+        await uow.tasks.add(task)
+        await uow.commit()
+    return task
+
+
+def _new_run(task: Task) -> TaskRun:
+    now = datetime.now(UTC)
+    return TaskRun.create(task, trigger=RunTrigger.MANUAL, logical_time=now, now=now)
+
+
+async def _count(engine: AsyncEngine, sql: str, **params: Any) -> int:
+    async with engine.connect() as connection:
+        return int(await connection.scalar(text(sql), params) or 0)
+
+
+async def test_runs_inserted_with_their_messages_exist_exactly_when_they_commit(
+    make_queue: QueueMaker, new_queue_name, queue_engine: AsyncEngine
+) -> None:
+    """``insert_runs_within``: the runs, their events and the messages of the runs inserted in
+    one statement of the transaction — nothing of it before the commit, or after a rollback; a
+    run that was not inserted (its id taken) gets no message and no second event; the
+    commit's NOTIFY wakes the consumer (polling is off)."""
+    queue = await make_queue(poll_interval=NO_POLLING)
+    name = new_queue_name()
+    uow_factory = SqlUnitOfWorkFactory(queue_engine)
+    task = await _stored_task(uow_factory)
+    first, second = _new_run(task), _new_run(task)
+
+    async def runs_of_task() -> int:
+        return await _count(
+            queue_engine, "SELECT count(*) FROM task_runs WHERE task_id = :t", t=task.id
+        )
+
+    async def events_of(run: TaskRun) -> int:
+        return await _count(
+            queue_engine, "SELECT count(*) FROM run_events WHERE run_id = :r", r=run.id
+        )
+
+    async with queue.consume([name], prefetch=5) as consumer:
+        await _listening(queue)  # the first consumer opens the listener
+        await assert_no_delivery(consumer, within=0.3)
+        message_of = {
+            run.id: run_message(name, run_id=run.id, task_id=task.id) for run in (first, second)
+        }
+        async with uow_factory() as uow:
+            inserted = await queue.insert_runs_within(
+                uow, [first], [first.created_event(actor="user:alice")], [message_of[first.id]]
+            )
+            assert inserted == {first.id}
+            await uow.rollback()
+        assert (await runs_of_task(), await queue.depth(name)) == (0, 0)
+        await assert_no_delivery(consumer, within=0.3)
+
+        async with uow_factory() as uow:
+            assert await queue.insert_runs_within(
+                uow, [first], [first.created_event(actor="user:alice")], [message_of[first.id]]
+            ) == {first.id}
+            await uow.commit()
+        delivery = await next_delivery(consumer, within=5)
+        assert delivery.message == message_of[first.id]
+        await queue.ack(delivery)
+
+        async with uow_factory() as uow:
+            # ``first`` again (its id is taken: not inserted) and a new one.
+            inserted = await queue.insert_runs_within(
+                uow,
+                [first, second],
+                [first.created_event(actor="user:alice"), second.created_event(actor="user:alice")],
+                [message_of[first.id], message_of[second.id]],
+            )
+            assert inserted == {second.id}
+            assert await queue.depth(name) == 0  # not visible before the commit
+            await assert_no_delivery(consumer, within=0.3)
+            await uow.commit()
+        delivery = await next_delivery(consumer, within=5)
+        assert delivery.message == message_of[second.id]
+        await queue.ack(delivery)
+        await assert_no_delivery(consumer, within=0.5)  # nothing for the run not inserted
+    assert await runs_of_task() == 2
+    assert (await events_of(first), await events_of(second)) == (1, 1)
+
+
+async def test_insert_runs_within_declines_a_unit_of_work_on_another_database(
+    make_queue: QueueMaker, new_queue_name, tmp_path
+) -> None:
+    queue = await make_queue()
+    other = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'other.db'}")
+    try:
+        async with SqlUnitOfWorkFactory(other)() as uow:
+            message = run_message(new_queue_name())
+            assert await queue.insert_runs_within(uow, [], [], [message]) is None
+    finally:
+        await other.dispose()

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from application_fixtures import ALICE, BOB, VIEWER_ALICE, task_spec
 
-from recording_queue import InMemoryRunQueue
+from recording_queue import InMemoryInsertingRunQueue, InMemoryRunQueue
 from scheduler_application.dispatch.relay import RunRelay
 from scheduler_application.errors import PermissionDenied
 from scheduler_application.runs.batch_trigger import BatchTrigger, TriggerItem
@@ -137,3 +137,53 @@ async def test_limits_and_roles(batch: BatchTrigger, tasks: TaskService) -> None
         await batch.trigger([], principal=ALICE)
     with pytest.raises(PermissionDenied):
         await batch.trigger([TriggerItem(task_id=task.id)], principal=VIEWER_ALICE)
+
+
+async def test_on_a_database_queue_each_run_is_written_with_its_message_once(
+    uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock, tasks: TaskService
+) -> None:
+    """A queue that writes new runs' messages with the runs (the postgres queue): the runs
+    created get their messages in that write — none for the replayed or refused items — the
+    commit stages nothing again, and each message is delivered once, at the commit."""
+    database_queue = InMemoryInsertingRunQueue()
+    relay = RunRelay(uow_factory=uow_factory, clock=clock, queue=database_queue)
+    batch = BatchTrigger(uow_factory=uow_factory, clock=clock, relay=relay, max_items=50)
+    task = await tasks.create(task_spec("many"), principal=ALICE)
+    [stored] = await batch.trigger(
+        [TriggerItem(task_id=task.id, idempotency_key="k1")], principal=ALICE
+    )
+    database_queue.inserted_with.clear()
+    database_queue.published.clear()
+
+    outcomes = await batch.trigger(
+        [
+            TriggerItem(task_id=task.id),
+            TriggerItem(task_id=task.id, idempotency_key="k1"),
+            TriggerItem(task_id=task.id, idempotency_key="k2"),
+            TriggerItem(task_id="no-such-task"),
+            TriggerItem(task_id=task.id, idempotency_key="k2"),
+            TriggerItem(task_id=task.id, priority=99),
+            TriggerItem(task_id=task.id),
+        ],
+        principal=ALICE,
+    )
+
+    assert [o.status for o in outcomes] == [
+        "created",
+        "replayed",
+        "created",
+        "refused",
+        "replayed",
+        "refused",
+        "created",
+    ]
+    assert stored.run is not None
+    assert outcomes[1].run == stored.run
+    created = [o.run.id for o in outcomes if o.status == "created" and o.run is not None]
+    # The clock stands still: the first item's logical time is the stored run's, so that run
+    # is not inserted by the first write and is written (with its message) by a second one.
+    assert len(database_queue.inserted_with) == 2
+    written = [m.run_id for batch in database_queue.inserted_with for m in batch]
+    assert sorted(written) == sorted(created)
+    assert database_queue.staged == []  # nothing left to stage at the commit
+    assert sorted(m.run_id for m in database_queue.published) == sorted(created)

@@ -7,15 +7,17 @@ through one :class:`Outbox`::
 
     async with relay.outbox(uow_factory()) as box:
         admitted = await box.admit(new_runs, tasks=...)   # the gates (:mod:`.gates`)
-        ... write admitted.runs, then admitted.events ...
-        await box.commit()                                # stage in the transaction, commit
+        await box.insert_new(admitted.runs, events)       # runs, events (and messages)
+        await box.commit()                                # stage the rest, commit
     box.sent                                              # published after the commit
 
 :meth:`Outbox.admit` passes new runs through the gates *before* they are written, so that a run
 that may go at once is written ``queued`` directly (no second transaction on the way from
 trigger to start); it hands back new run objects and never changes those it is given.
-:meth:`Outbox.commit` stages the queued runs' messages in the transaction when the queue lives
-in the database (they exist exactly when the runs do), then commits. Leaving the block returns
+:meth:`Outbox.insert_new` inserts new runs; when the queue lives in the database it writes the
+queued runs' messages in the same statement (one round trip). :meth:`Outbox.commit` stages the
+messages not written yet in the transaction when the queue lives in the database (they exist
+exactly when the runs do), then commits. Leaving the block returns
 the unit of work's connection and then publishes what was committed (:mod:`.publishing`);
 nothing is published for a block left by an exception or without a commit.
 """
@@ -78,6 +80,8 @@ class Outbox:
         self._clock = clock
         self._strict = strict
         self._queued: list[TaskRun] = []
+        #: Messages written with their runs (:meth:`insert_new`) in the open transaction.
+        self._written: list[RunMessage] = []
         self._committed: list[RunMessage] | None = None
         self._staged = False
         #: Set when the block is left after a commit.
@@ -123,6 +127,22 @@ class Outbox:
         self._queued.extend(outcome.queued)
         return outcome
 
+    async def insert_new(self, runs: Sequence[TaskRun], events: Sequence[RunEvent]) -> set[str]:
+        """Insert admitted new runs and their events (``RunRepository.add_new_many``); the ids
+        inserted. When the queue lives in the database and can, the messages of the queued
+        ones among them are written by the same statement — one round trip for runs, events
+        and messages, each message only if its run was inserted — and :meth:`commit` has
+        nothing left to stage for them. A run not inserted (its slot or key was taken) keeps
+        its place here until it is inserted on another try or :meth:`discard`-ed."""
+        waiting = {run.id for run in self._queued}
+        messages = [run_message(run) for run in runs if run.id in waiting]
+        inserted = await self._publisher.insert_with(self.uow, runs, events, messages)
+        if inserted is None:
+            return await self.uow.runs.add_new_many(runs, events=events)
+        self._written.extend(message for message in messages if message.run_id in inserted)
+        self._queued = [run for run in self._queued if run.id not in inserted]
+        return inserted
+
     def resend(self, runs: Sequence[TaskRun]) -> None:
         """Send again runs that are queued already (recovery); their rows are the caller's."""
         self._queued.extend(runs)
@@ -136,7 +156,11 @@ class Outbox:
         """Stage the messages in the transaction if the queue lives in the database, then
         commit; what was not staged is published on leaving the block."""
         messages = [run_message(run) for run in self._queued]
-        self._staged = await self._publisher.stage(self.uow, messages)
+        staged = await self._publisher.stage(self.uow, messages)
+        # Messages written with their runs mean the queue is in this transaction: any left
+        # were staged in it too (``stage`` says False only when it had none to write).
+        self._staged = staged or bool(self._written)
         await self.uow.commit()
         self._queued = []
-        self._committed = [*(self._committed or ()), *messages]
+        self._committed = [*(self._committed or ()), *self._written, *messages]
+        self._written = []

@@ -23,9 +23,15 @@ from dataclasses import replace
 from datetime import datetime
 
 from scheduler_application.ports.clock import Clock
-from scheduler_application.ports.queue import RunMessage, RunQueue, TransactionalRunQueue
+from scheduler_application.ports.queue import (
+    RunInsertingQueue,
+    RunMessage,
+    RunQueue,
+    TransactionalRunQueue,
+)
 from scheduler_application.ports.tracing import NO_TRACER, SpanKind, Tracer
 from scheduler_application.ports.unit_of_work import UnitOfWork
+from scheduler_domain.events import RunEvent
 from scheduler_domain.run import TaskRun
 
 logger = logging.getLogger("scheduler.relay")
@@ -64,6 +70,8 @@ class Publisher:
         self.queue = queue
         #: The queue lives in the database: messages are written in the unit of work itself.
         self.in_database = queue if isinstance(queue, TransactionalRunQueue) else None
+        #: ... and it can write new runs' messages in the statement inserting the runs.
+        self.inserting = queue if isinstance(queue, RunInsertingQueue) else None
         self._stats = stats
         self._tracer = tracer
         #: Queued runs whose publish failed, by run id, until the queue takes them.
@@ -85,6 +93,22 @@ class Publisher:
             return False
         with self._publish_spans(messages) as traced:
             return await self.in_database.publish_within(uow, traced)
+
+    async def insert_with(
+        self,
+        uow: UnitOfWork,
+        runs: Sequence[TaskRun],
+        events: Sequence[RunEvent],
+        messages: Sequence[RunMessage],
+    ) -> set[str] | None:
+        """Insert new ``runs`` (and ``events``) with the ``messages`` of those inserted, in one
+        statement of ``uow``'s transaction, if the queue lives in the database and can; the
+        ids inserted, or None when the caller is to insert the runs itself (and stage or
+        publish their messages as usual)."""
+        if not messages or self.inserting is None:
+            return None
+        with self._publish_spans(messages) as traced:
+            return await self.inserting.insert_runs_within(uow, runs, events, traced)
 
     async def publish_new(self, messages: Sequence[RunMessage]) -> bool:
         """Publish the messages of runs a use case just committed; False when the queue did not

@@ -7,6 +7,7 @@ from scheduler_application.ports.executor import ExecutionContext, ExecutionResu
 from scheduler_application.ports.observer import NO_OBSERVER, NullObserver, RunObserver
 from scheduler_application.ports.queue import (
     Delivery,
+    RunInsertingQueue,
     RunMessage,
     RunQueue,
     TransactionalRunQueue,
@@ -60,6 +61,7 @@ __all__ = [
     "RefreshTokenRepository",
     "RunEventRepository",
     "RunFilter",
+    "RunInsertingQueue",
     "RunMessage",
     "RunObserver",
     "RunQueue",

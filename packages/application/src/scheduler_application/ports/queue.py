@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from scheduler_application.ports.unit_of_work import UnitOfWork
+from scheduler_domain.events import RunEvent
+from scheduler_domain.run import TaskRun
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,3 +75,23 @@ class TransactionalRunQueue(Protocol):
     """
 
     async def publish_within(self, uow: UnitOfWork, messages: Sequence[RunMessage]) -> bool: ...
+
+
+@runtime_checkable
+class RunInsertingQueue(Protocol):
+    """A :class:`TransactionalRunQueue` that can write the messages of new runs in the very
+    statement that inserts the runs (``RunRepository.add_new_many``): the runs, their events
+    and their messages in one round trip, each message written only if its run was.
+
+    ``insert_runs_within`` returns the ids of the runs inserted, or None, writing nothing, when
+    the unit of work is not on the queue's database (the caller then inserts the runs itself
+    and publishes as usual).
+    """
+
+    async def insert_runs_within(
+        self,
+        uow: UnitOfWork,
+        runs: Sequence[TaskRun],
+        events: Sequence[RunEvent],
+        messages: Sequence[RunMessage],
+    ) -> set[str] | None: ...

@@ -305,9 +305,7 @@ class BatchTrigger:
             if not pending:
                 break
             batch = list(pending.values())
-            inserted = await uow.runs.add_new_many(
-                batch, events=[e for run in batch for e in events[run.id]]
-            )
+            inserted = await box.insert_new(batch, [e for run in batch for e in events[run.id]])
             clashed: dict[int, TaskRun] = {}
             for i, run in pending.items():
                 if run.id in inserted:

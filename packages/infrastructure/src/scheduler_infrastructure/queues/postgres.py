@@ -37,10 +37,13 @@ from scheduler_application.errors import Unavailable
 from scheduler_application.group_commit import GroupCommit, answer_alike
 from scheduler_application.ports.queue import Delivery, RunMessage
 from scheduler_application.ports.unit_of_work import UnitOfWork, innermost
+from scheduler_domain.events import RunEvent
+from scheduler_domain.run import TaskRun
 from scheduler_infrastructure.errors import ConfigError
 from scheduler_infrastructure.persistence import driver
 from scheduler_infrastructure.persistence.driver_errors import is_unavailable, translated
 from scheduler_infrastructure.persistence.engine import create_engine
+from scheduler_infrastructure.persistence.repositories.runs import AlongsideInsert
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWork
 from scheduler_infrastructure.queues import messages
 from scheduler_infrastructure.queues import postgres_statements as statements
@@ -182,6 +185,29 @@ class PostgresRunQueue:
                     uow.connection, statements.PUBLISH, self._publish_params(messages_)
                 )
         return True
+
+    async def insert_runs_within(
+        self,
+        uow: UnitOfWork,
+        runs: Sequence[TaskRun],
+        events: Sequence[RunEvent],
+        messages_: Sequence[RunMessage],
+    ) -> set[str] | None:
+        """``RunInsertingQueue``: insert ``runs`` and ``events`` as the unit of work's
+        ``runs.add_new_many`` does, with the messages of the runs inserted, in its one
+        statement (their ``NOTIFY`` goes out at the commit); the ids inserted. None, writing
+        nothing, when the unit of work is not a SQL one on this database."""
+        uow = innermost(uow)
+        if not isinstance(uow, SqlUnitOfWork) or uow.engine.pool is not self._engine.pool:
+            return None
+        params = {
+            f"message_{name}": values for name, values in self._publish_params(messages_).items()
+        }
+        params["message_run_ids"] = [message.run_id for message in messages_]
+        alongside = AlongsideInsert(
+            ctes=statements.WITH_RUNS_CTES, column=statements.WITH_RUNS_NOTIFY, params=params
+        )
+        return await uow.runs.add_new_many(runs, events=events, alongside=alongside)
 
     def _publish_params(self, messages_: Sequence[RunMessage]) -> dict[str, Any]:
         return {

@@ -41,6 +41,37 @@ PUBLISH = prebuilt_text(
     ) AS woken
     """
 )
+#: The messages of new runs, written by the statement that inserts the runs
+#: (``SqlRunRepository.add_new_many`` with an ``AlongsideInsert``): a message is written only if
+#: its run was (``new_run``: the ids inserted), in the order given, and ``WITH_RUNS_NOTIFY``,
+#: a column of that statement's final ``SELECT``, notifies as :data:`PUBLISH` does — one round
+#: trip for the runs, their events and their messages.
+WITH_RUNS_CTES = """
+    new_message AS (
+        INSERT INTO queue_messages (queue, priority, payload, available_at)
+        SELECT message.queue, message.priority, message.payload,
+               coalesce(message.available_at, now())
+        FROM unnest(
+            CAST(:message_queues AS text[]),
+            CAST(:message_priorities AS smallint[]),
+            CAST(:message_payloads AS bytea[]),
+            CAST(:message_available AS timestamptz[]),
+            CAST(:message_run_ids AS text[])
+        ) WITH ORDINALITY AS message(queue, priority, payload, available_at, run_id, n)
+        WHERE message.run_id IN (SELECT id FROM new_run)
+        ORDER BY message.n
+        RETURNING queue, available_at
+    )
+"""
+WITH_RUNS_NOTIFY = """
+    (SELECT count(pg_notify(:message_channel, woken.payload)) FROM (
+        SELECT DISTINCT CASE
+            WHEN available_at > now() THEN queue || ' ' || extract(epoch FROM available_at)
+            ELSE queue
+        END AS payload
+        FROM new_message
+    ) AS woken) AS notified
+"""
 #: Claims from all of a consumer's queues in one round trip (its task queues and its worker's
 #: direct queue): each queue's most urgent available rows through its index (the lateral
 #: subquery, locked with ``SKIP LOCKED``), then the most urgent of those across the queues —

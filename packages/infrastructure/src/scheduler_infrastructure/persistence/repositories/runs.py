@@ -4,7 +4,8 @@ lease renewals safe under any number of concurrent workers."""
 from __future__ import annotations
 
 import builtins
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -87,6 +88,22 @@ def _insert_new_runs(*, postgres: bool) -> Executable:
     return statement
 
 
+@dataclass(frozen=True, slots=True)
+class AlongsideInsert:
+    """More writes in the statement of :meth:`SqlRunRepository.add_new_many` (PostgreSQL), so
+    that they commit exactly when the runs do, without a round trip of their own: ``ctes``,
+    data-modifying common table expressions appended to the insert's (``new_run`` names the
+    runs inserted: rows of theirs must be guarded by it), and ``column``, an expression the
+    final ``SELECT`` evaluates once, when a run was inserted (a ``pg_notify`` of what the
+    CTEs wrote, say: a CTE that is only a ``SELECT`` would not run). ``params``: their values,
+    under names the runs' insert does not use. Both texts are fixed by the caller (no outside
+    input): each pair is one prepared statement."""
+
+    ctes: str
+    column: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
 class SqlRunRepository(SqlRepository):
     what = "run"
 
@@ -99,19 +116,31 @@ class SqlRunRepository(SqlRepository):
             raise await self._clash(task_runs, run_to_row(run))
 
     async def add_new_many(
-        self, runs: Sequence[TaskRun], *, events: Sequence[RunEvent] = ()
+        self,
+        runs: Sequence[TaskRun],
+        *,
+        events: Sequence[RunEvent] = (),
+        alongside: AlongsideInsert | None = None,
     ) -> set[str]:
         """PostgreSQL: one statement for the runs and their events — the runs from one array
         per column (``INSERT … SELECT FROM unnest … ON CONFLICT DO NOTHING RETURNING id``),
         the events of those inserted likewise — whose text does not depend on the number of
-        rows, so it is prepared once per connection whatever the batch. SQLite: an
-        ``INSERT … ON CONFLICT DO NOTHING RETURNING id`` per batch, then the events."""
+        rows, so it is prepared once per connection whatever the batch; ``alongside``: more
+        writes in that statement (the postgres queue's messages of the runs inserted). SQLite:
+        an ``INSERT … ON CONFLICT DO NOTHING RETURNING id`` per batch, then the events
+        (``alongside`` is for PostgreSQL only)."""
         if not runs:
             return set()
         if self._postgres:
             params = {**_column_arrays(runs, _WRITTEN), **event_columns(events)}
             params["id"] = [run.id for run in runs]
-            return {row[0] for row in await self._fetch(_ADD_NEW_MANY, params)}
+            prebuilt = _ADD_NEW_MANY
+            if alongside is not None:
+                prebuilt = _add_new_many_with(alongside.ctes, alongside.column)
+                params.update(alongside.params)
+            return {row[0] for row in await self._fetch(prebuilt, params)}
+        if alongside is not None:
+            raise ValueError("writes alongside the runs' insert need PostgreSQL")
         statement = _insert_new_runs(postgres=False)
         result = await self._execute(statement, [run_to_row(run) for run in runs])
         inserted = {row[0] for row in result}
@@ -979,10 +1008,10 @@ def _column_arrays(
     return params
 
 
-def _add_new_many_statement() -> TextClause:
+def _add_new_many_statement(ctes: str = "", column: str = "") -> TextClause:
     """New runs (every column but the dependency bookkeeping, which starts empty) and the
     events of those inserted, in one statement; written out from the table's own column
-    names (no outside input)."""
+    names (no outside input). ``ctes`` and ``column``: see :class:`AlongsideInsert`."""
     names = ", ".join(f'"{c.name}"' for c in _WRITTEN)
     values = ", ".join(
         f'CAST(v."{c.name}" AS jsonb)' if c.name in _JSON_COLUMNS else f'v."{c.name}"'
@@ -996,11 +1025,22 @@ def _add_new_many_statement() -> TextClause:
         "ON CONFLICT DO NOTHING RETURNING id), "
         "new_event AS ("
         + INSERT_FROM_ARRAYS.format(guard="e.run_id IN (SELECT id FROM new_run)")
-        + ") SELECT id FROM new_run"
+        + ")"
+        + (f", {ctes}" if ctes else "")
+        + " SELECT id"
+        + (f", {column}" if column else "")
+        + " FROM new_run"
     )
 
 
 _ADD_NEW_MANY = driver.Prebuilt(_add_new_many_statement())
+
+
+@cache
+def _add_new_many_with(ctes: str, column: str) -> driver.Prebuilt:
+    """:data:`_ADD_NEW_MANY` with writes alongside (:class:`AlongsideInsert`), built once per
+    pair of texts."""
+    return driver.Prebuilt(_add_new_many_statement(ctes, column))
 
 
 def _instant(value: datetime | None) -> datetime | None:
