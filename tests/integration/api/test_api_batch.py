@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from api_harness import Api, Caller, running_api, wipe
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_infrastructure.queues import messages
@@ -180,6 +180,50 @@ async def test_on_the_postgres_queue_every_run_created_has_exactly_one_message(
         assert len(runs) == 12 + 1 + 2  # the singles, the key once, a keyless run per batch
         assert sorted(messaged) == sorted(runs)
     finally:
+        async with postgres_engine.begin() as connection:
+            await connection.execute(text("DELETE FROM queue_messages"))
+        await wipe(postgres_engine)
+
+
+@pytest.mark.postgres
+async def test_a_trigger_takes_no_transaction_unless_a_gate_locks_a_row(
+    postgres_engine: AsyncEngine,
+) -> None:
+    """On PostgreSQL a trigger is its reads and one insert — the run, its event and its
+    message — each committing on its own (no ``BEGIN``, no ``COMMIT``); a task with a
+    concurrency cap has its row locked while its runs are counted, so its triggers are
+    written in a transaction (the statement unit refused the lock before sending it)."""
+    began: list[object] = []
+
+    def on_begin(connection: Any) -> None:
+        # SQLAlchemy begins its bookkeeping in autocommit too; only this one sends BEGIN.
+        if not connection.connection.dbapi_connection.autocommit:
+            began.append(connection)
+
+    queue = PostgresRunQueue(postgres_engine, listen=False)
+    event.listen(postgres_engine.sync_engine, "begin", on_begin)
+    try:
+        async with running_api(postgres_engine, queue=queue) as api:
+            alice = await api.user("alice")
+            plain = await api.task(alice, name="plain")
+            capped = await api.task(alice, name="capped", max_concurrent=1)
+            began.clear()
+            first = await api.client.post(
+                f"/api/v1/tasks/{plain['id']}/trigger", headers=alice.headers
+            )
+            assert first.status_code == 201, first.text
+            assert began == []
+            second = await api.client.post(
+                f"/api/v1/tasks/{capped['id']}/trigger", headers=alice.headers
+            )
+            assert second.status_code == 201, second.text
+            assert len(began) == 1
+        async with postgres_engine.connect() as connection:
+            stored = await connection.execute(text("SELECT payload FROM queue_messages"))
+            messaged = sorted(messages.decode(payload).run_id for payload in stored.scalars())
+        assert messaged == sorted([first.json()["id"], second.json()["id"]])
+    finally:
+        event.remove(postgres_engine.sync_engine, "begin", on_begin)
         async with postgres_engine.begin() as connection:
             await connection.execute(text("DELETE FROM queue_messages"))
         await wipe(postgres_engine)

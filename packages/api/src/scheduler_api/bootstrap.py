@@ -343,6 +343,9 @@ def build_services(
         relay=relay,
         observer=observer,
         max_items=settings.api.batch_max_items,
+        # Triggers that need no transaction (no gate locks a row) are their reads and one
+        # insert: no BEGIN and no COMMIT round trip.
+        statement_uow_factory=SqlUnitOfWorkFactory(resources.engine).statements,
     )
     return ApiServices(
         tasks=tasks,

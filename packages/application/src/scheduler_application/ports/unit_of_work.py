@@ -22,6 +22,13 @@ from scheduler_application.ports.repositories import (
 )
 
 
+class NeedsTransaction(Exception):
+    """A unit of work from a :data:`StatementUnitOfWorkFactory` was asked for a statement that
+    needs a transaction (a locking read, a write that is not atomic on its own); it was not
+    sent. Raised before anything of the kind was written: the use case does its work again in
+    a transactional unit of work."""
+
+
 class Repositories(Protocol):
     """The repositories of a unit of work: the one list of them. The units of work (SQL, in
     memory) implement :class:`UnitOfWork` explicitly, so each only builds its own."""
@@ -86,3 +93,11 @@ UnitOfWorkFactory = Callable[[], UnitOfWork]
 #: started). Never commit in one; a use case that writes uses a ``UnitOfWorkFactory``. Any
 #: ``UnitOfWorkFactory`` is a valid (transactional) stand-in.
 ReadUnitOfWorkFactory = Callable[[], UnitOfWork]
+#: Builds a unit of work in which each statement commits on its own, with no ``BEGIN`` or
+#: ``COMMIT`` round trip where the database allows it: reads, and the writes a repository makes
+#: atomic in one statement (``RunRepository.add_new_many``: runs, their events, and the queue's
+#: messages written alongside). Any other statement — a locking read, any other write — raises
+#: :class:`NeedsTransaction` before it is sent. ``commit()`` is still called (a transactional
+#: stand-in needs it); ``rollback()`` undoes nothing already written. Any
+#: ``UnitOfWorkFactory`` is a valid (transactional) stand-in.
+StatementUnitOfWorkFactory = Callable[[], UnitOfWork]

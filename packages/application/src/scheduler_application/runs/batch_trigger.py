@@ -35,7 +35,12 @@ from scheduler_application.errors import (
 )
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
-from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.ports.unit_of_work import (
+    NeedsTransaction,
+    StatementUnitOfWorkFactory,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from scheduler_application.runs.service import logical_time_of, stored_key
 from scheduler_application.templates.subscriptions import run_params
 from scheduler_domain.errors import DomainError, ValidationError
@@ -96,8 +101,14 @@ class BatchTrigger:
         relay: RunRelay,
         observer: RunObserver = NO_OBSERVER,
         max_items: int = 1_000,
+        statement_uow_factory: StatementUnitOfWorkFactory | None = None,
     ) -> None:
+        """``statement_uow_factory``: triggers are first written in such a unit of work — their
+        reads and one insert of the runs with their events (and, on the postgres queue, their
+        messages), each committing on its own, with no ``BEGIN`` or ``COMMIT`` round trip —
+        and again in a transaction when a gate needs one (a row lock, a write of its own)."""
         self._uow_factory = uow_factory
+        self._statement_uow_factory = statement_uow_factory
         self._clock = clock
         self._relay = relay
         self._observer = observer
@@ -145,26 +156,30 @@ class BatchTrigger:
                     )
             except (ValidationError, ApplicationError) as error:
                 answers[i] = _refused(error, "triggers")
-        principal_of = dict(enumerate(principals))
         created: list[int] = []
-        committed = False
         by_key: dict[tuple[str, str], int] = {}
-        try:
-            async with self._relay.outbox(self._uow_factory()) as box:
-                tasks, runs, by_key = await self._runs_for(
-                    box.uow, items, principals, keys, times, answers, now
+        done = False
+        if self._statement_uow_factory is not None:
+            first_answers = list(answers)
+            try:
+                created, by_key = await self._trigger_in(
+                    self._statement_uow_factory(),
+                    items,
+                    principals,
+                    keys,
+                    times,
+                    answers,
+                    now,
+                    each_statement_commits=True,
                 )
-                fixed = {i for i, item in enumerate(items) if i in runs and item.logical_time}
-                created = await self._write(box, runs, tasks, principal_of, answers, fixed=fixed)
-                await _commit(box)
-                committed = True
-        except Exception:
-            if not committed:
-                raise
-            # The runs are durable: they are the answers. What failed after the commit
-            # (returning the connection, say) must not fail the requests, whose callers (and
-            # the trigger group's item-by-item retry) would then make their keyless runs again.
-            logger.warning("triggers committed; leaving their transaction failed", exc_info=True)
+                done = True
+            except NeedsTransaction:
+                # Nothing was written: a gate locks rows, say. Again, in a transaction.
+                answers[:] = first_answers
+        if not done:
+            created, by_key = await self._trigger_in(
+                self._uow_factory(), items, principals, keys, times, answers, now
+            )
         for i, item in enumerate(items):
             if answers[i] is None:  # a repeated key: the run its first item got
                 first = by_key.get((item.task_id, keys[i] or ""))
@@ -183,6 +198,71 @@ class BatchTrigger:
         for _ in created:
             self._observer.run_created(RunTrigger.MANUAL.value)
         return [answer for answer in answers if answer is not None]
+
+    async def _trigger_in(
+        self,
+        uow: UnitOfWork,
+        items: Sequence[TriggerItem],
+        principals: Sequence[Principal],
+        keys: list[str | None],
+        times: list[datetime],
+        answers: list[TriggerOutcome | None],
+        now: datetime,
+        *,
+        each_statement_commits: bool = False,
+    ) -> tuple[list[int], dict[tuple[str, str], int]]:
+        """The items' runs written through an outbox on ``uow``, then committed; the indices
+        of the items that created a run, and the first item of each idempotency key.
+
+        ``each_statement_commits``: ``uow`` is a statement unit of work, so each insert of
+        runs is durable at once. Should something fail after one (a later insert of runs
+        moved to a free logical time, say), the runs written are the answers of their items
+        and the items not written yet are answered with the error, one by one: failing them
+        all would have their callers (and the trigger group's retry item by item) make the
+        keyless runs written again. Before any run is written, a failure (``NeedsTransaction``
+        among them) is raised, as in a transaction."""
+        created: list[int] = []
+        by_key: dict[tuple[str, str], int] = {}
+        runs: dict[int, TaskRun] = {}
+        committed = False
+        try:
+            async with self._relay.outbox(uow) as box:
+                tasks, runs, by_key = await self._runs_for(
+                    box.uow, items, principals, keys, times, answers, now
+                )
+                fixed = {i for i, item in enumerate(items) if i in runs and item.logical_time}
+                created = await self._write(
+                    box, runs, tasks, dict(enumerate(principals)), answers, fixed=fixed
+                )
+                await _commit(box)
+                committed = True
+        except Exception as error:
+            if committed:
+                # The runs are durable: they are the answers. What failed after the commit
+                # (returning the connection, say) must not fail the requests, whose callers
+                # (and the trigger group's item-by-item retry) would then make their keyless
+                # runs again.
+                logger.warning(
+                    "triggers committed; leaving their transaction failed", exc_info=True
+                )
+            elif each_statement_commits and (created := _created(runs, answers)):
+                logger.warning(
+                    "%d triggers written; the other %d failed",
+                    len(created),
+                    sum(1 for i in runs if answers[i] is None),
+                    exc_info=True,
+                )
+                failure = (
+                    error
+                    if isinstance(error, ApplicationError)
+                    else Unavailable("the trigger could not be written", dependency="database")
+                )
+                for i in runs:
+                    if answers[i] is None:
+                        answers[i] = _refused(failure, "task_id")
+            else:
+                raise
+        return created, by_key
 
     async def _runs_for(
         self,
@@ -343,12 +423,17 @@ class BatchTrigger:
         return created
 
 
+def _created(runs: dict[int, TaskRun], answers: list[TriggerOutcome | None]) -> list[int]:
+    """The items whose runs were written (answered ``created``)."""
+    return [i for i in runs if (answer := answers[i]) is not None and answer.status == "created"]
+
+
 async def _commit(box: Outbox) -> None:
     """Commit the triggers; a commit that failed without a reply may have taken, so it becomes
     :class:`Unavailable` for every caller instead of a retry item by item."""
     try:
         await box.commit()
-    except Unavailable:
+    except (Unavailable, NeedsTransaction):
         raise
     except Exception as error:
         # The commit may have taken (a reply lost): retrying the items one by one

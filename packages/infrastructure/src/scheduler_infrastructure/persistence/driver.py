@@ -30,6 +30,7 @@ which fails if a SQLAlchemy upgrade moves them.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -38,10 +39,12 @@ from sqlalchemy import ARRAY, JSON, Boolean, Float, Integer, String, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql import ClauseElement, CompoundSelect, Executable, Select
 from sqlalchemy.types import NullType, TypeEngine
 
+from scheduler_application.ports.unit_of_work import NeedsTransaction
 from scheduler_infrastructure.persistence.column_types import UTCDateTime
+from scheduler_infrastructure.persistence.engine import STATEMENT_UNIT_OPTION
 
 #: Result column types whose values asyncpg already returns as SQLAlchemy would: strings,
 #: integers, booleans, floats (``double precision``), JSON (decoded by the dialect's codec),
@@ -75,12 +78,17 @@ class _Compiled:
 
 class Prebuilt:
     """A statement built once (a module constant, or cached per shape) and run by
-    :func:`fetch`; compiled for PostgreSQL on its first use there."""
+    :func:`fetch`; compiled for PostgreSQL on its first use there. ``standalone``: a write
+    that is atomic on its own (one statement), which a statement unit of work may run in
+    autocommit (plain reads may run there anyway: :func:`runs_alone`)."""
 
-    __slots__ = ("_compiled", "statement")
+    __slots__ = ("_compiled", "standalone", "statement")
 
-    def __init__(self, statement: Executable) -> None:
+    def __init__(self, statement: Executable, *, standalone: bool = False) -> None:
         self.statement = statement
+        self.standalone = standalone or runs_alone(statement)
+        if self.standalone:
+            _STANDALONE.add(statement)
         self._compiled: _Compiled | None = None
 
     def compiled(self, dialect: Dialect) -> _Compiled:
@@ -92,6 +100,35 @@ class Prebuilt:
 def prebuilt_text(sql: str) -> Prebuilt:
     """``Prebuilt(text(sql))``."""
     return Prebuilt(text(sql))
+
+
+#: Statements of :class:`Prebuilt` writes made ``standalone``.
+_STANDALONE: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def runs_alone(statement: Any) -> bool:
+    """Whether ``statement`` may run in a statement unit of work (autocommit): a plain read
+    (a ``SELECT`` without a row lock, as SQLAlchemy built it), or a write declared atomic on
+    its own (``Prebuilt(..., standalone=True)``). Text is taken for a write."""
+    if isinstance(statement, Select | CompoundSelect):
+        return statement._for_update_arg is None
+    try:
+        return statement in _STANDALONE
+    except TypeError:
+        return False
+
+
+def in_statement_unit(connection: Any) -> bool:
+    """Whether ``connection`` (an ``AsyncConnection``, or a sync one) belongs to a statement
+    unit of work."""
+    sync = getattr(connection, "sync_connection", connection)
+    return sync is not None and bool(sync.get_execution_options().get(STATEMENT_UNIT_OPTION))
+
+
+def refuse_outside_transaction(statement: Any) -> None:
+    """:class:`NeedsTransaction` for a statement a statement unit of work may not run."""
+    if not runs_alone(statement):
+        raise NeedsTransaction(f"needs a transaction: {type(statement).__name__}")
 
 
 def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
@@ -167,6 +204,8 @@ async def fetch(
     """The rows ``prebuilt`` returns with ``params`` (none for a statement returning none),
     each addressable by position and by column name; run by asyncpg where it can be (see the
     module), else by SQLAlchemy."""
+    if not prebuilt.standalone and in_statement_unit(connection):
+        raise NeedsTransaction("needs a transaction: a prebuilt statement that is not standalone")
     sync = connection.sync_connection
     if sync is None or not _driver_ready(sync):
         result = await connection.execute(prebuilt.statement, dict(params))

@@ -23,6 +23,9 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 PREPARED_STATEMENTS_PER_CONNECTION = 500
 #: The connection option of a read unit of work: on SQLite it begins ``BEGIN DEFERRED``.
 READ_ONLY_OPTION = "scheduler_read_only"
+#: The connection option of a statement unit of work (PostgreSQL, autocommit): statements that
+#: need a transaction are refused (``unit_of_work.StatementUnitOfWork``, ``driver.fetch``).
+STATEMENT_UNIT_OPTION = "scheduler_statement_unit"
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
 

@@ -5,20 +5,28 @@ on PostgreSQL its connection is in autocommit, so a read is the statement's one 
 (no ``BEGIN`` before it, no ``ROLLBACK`` after), each statement seeing what was committed when
 it started; on SQLite (no network) it begins a deferred transaction, a consistent snapshot that
 takes no write lock. It is for reads only: a write there is not atomic with anything else.
+
+A *statement* unit of work (``SqlUnitOfWorkFactory.statements``, the port's
+``StatementUnitOfWorkFactory``) is autocommit on PostgreSQL too, and also runs the writes that
+are atomic on their own (``driver.Prebuilt(..., standalone=True)``: new runs with their events
+and messages): a trigger group is then its reads and one insert, with no ``BEGIN`` and no
+``COMMIT`` round trip. Any other statement raises ``NeedsTransaction`` before it is sent (the
+connection it hands out checks each one; ``driver.fetch`` checks prebuilt ones). On SQLite it
+is an ordinary unit of work.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from scheduler_application.ports.unit_of_work import UnitOfWork
+from scheduler_application.ports.unit_of_work import NeedsTransaction, UnitOfWork
 from scheduler_infrastructure.persistence import driver
 from scheduler_infrastructure.persistence.driver_errors import translated
-from scheduler_infrastructure.persistence.engine import READ_ONLY_OPTION
+from scheduler_infrastructure.persistence.engine import READ_ONLY_OPTION, STATEMENT_UNIT_OPTION
 from scheduler_infrastructure.persistence.repositories import (
     SqlApiKeyRepository,
     SqlBulkOperationRepository,
@@ -38,6 +46,33 @@ from scheduler_infrastructure.persistence.repositories import (
 from scheduler_infrastructure.persistence.repositories.queue_settings import ReadAhead
 
 
+class _StatementUnitConnection:
+    """The connection of a statement unit of work: it runs what may run in autocommit (a
+    plain read, a standalone write) and refuses anything else before it is sent; the rest is
+    the connection's own."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+    async def execute(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        driver.refuse_outside_transaction(statement)
+        return await self._connection.execute(statement, *args, **kwargs)
+
+    async def scalar(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        driver.refuse_outside_transaction(statement)
+        return await self._connection.scalar(statement, *args, **kwargs)
+
+    async def scalars(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        driver.refuse_outside_transaction(statement)
+        return await self._connection.scalars(statement, *args, **kwargs)
+
+    def begin_nested(self) -> Any:
+        raise NeedsTransaction("needs a transaction: a savepoint")
+
+
 class SqlUnitOfWork(UnitOfWork):
     """``async with uow:`` checks a connection out of the pool; leaving the block rolls back
     whatever was not committed and returns the connection.
@@ -50,6 +85,8 @@ class SqlUnitOfWork(UnitOfWork):
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._connection: AsyncConnection | None = None
+        #: What the repositories get: the connection, or its statement-unit guard.
+        self._handed: AsyncConnection | None = None
         #: Queue settings read along with tasks in the open transaction (forgotten at its end).
         self._read_ahead = ReadAhead()
 
@@ -89,15 +126,19 @@ class SqlUnitOfWork(UnitOfWork):
         return self._current()
 
     def _current(self) -> AsyncConnection:
-        if self._connection is None:
+        if self._handed is None:
             raise RuntimeError("use the unit of work inside 'async with'")
-        return self._connection
+        return self._handed
 
     async def __aenter__(self) -> Self:
         if self._connection is not None:
             raise RuntimeError("this unit of work is already open")
         async with translated():
-            self._connection = await self._engine.connect()
+            self._connection = connection = await self._engine.connect()
+        self._handed = connection
+        if driver.in_statement_unit(connection):
+            # Duck-typed: the guard passes everything else through to the connection.
+            self._handed = cast(AsyncConnection, _StatementUnitConnection(connection))
         return self
 
     async def __aexit__(
@@ -107,6 +148,7 @@ class SqlUnitOfWork(UnitOfWork):
         tb: TracebackType | None,
     ) -> None:
         connection, self._connection = self._connection, None
+        self._handed = None
         self._read_ahead.clear()
         if connection is None:
             return
@@ -124,13 +166,17 @@ class SqlUnitOfWork(UnitOfWork):
                 raise
 
     async def commit(self) -> None:
-        connection = self._current()
+        self._current()
+        connection = self._connection
+        assert connection is not None
         self._read_ahead.clear()
         async with translated():
             await driver.commit(connection)
 
     async def rollback(self) -> None:
-        connection = self._current()
+        self._current()
+        connection = self._connection
+        assert connection is not None
         self._read_ahead.clear()
         async with translated():
             await connection.rollback()
@@ -163,6 +209,14 @@ def read_options(engine: AsyncEngine) -> dict[str, object]:
     return {"isolation_level": "AUTOCOMMIT"}
 
 
+def statement_options(engine: AsyncEngine) -> dict[str, object]:
+    """The connection options of a statement unit of work on ``engine``'s database (none on
+    SQLite: an ordinary unit of work there)."""
+    if engine.dialect.name == "sqlite":
+        return {}
+    return {"isolation_level": "AUTOCOMMIT", STATEMENT_UNIT_OPTION: True}
+
+
 class SqlUnitOfWorkFactory:
     """The ``UnitOfWorkFactory`` of the composition roots: a new unit of work per call;
     ``reads`` makes the read-only ones."""
@@ -171,9 +225,15 @@ class SqlUnitOfWorkFactory:
         self.engine = engine
         # The same pool; its connections are set up for reads as they are checked out.
         self._read_engine = engine.execution_options(**read_options(engine))
+        self._statement_engine = engine.execution_options(**statement_options(engine))
 
     def __call__(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine)
 
     def reads(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self._read_engine)
+
+    def statements(self) -> SqlUnitOfWork:
+        """A statement unit of work (see the module): the port's
+        ``StatementUnitOfWorkFactory``."""
+        return SqlUnitOfWork(self._statement_engine)

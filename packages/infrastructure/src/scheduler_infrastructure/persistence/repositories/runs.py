@@ -1033,14 +1033,15 @@ def _add_new_many_statement(ctes: str = "", column: str = "") -> TextClause:
     )
 
 
-_ADD_NEW_MANY = driver.Prebuilt(_add_new_many_statement())
+#: One statement, atomic on its own: a statement unit of work may run it in autocommit.
+_ADD_NEW_MANY = driver.Prebuilt(_add_new_many_statement(), standalone=True)
 
 
 @cache
 def _add_new_many_with(ctes: str, column: str) -> driver.Prebuilt:
     """:data:`_ADD_NEW_MANY` with writes alongside (:class:`AlongsideInsert`), built once per
-    pair of texts."""
-    return driver.Prebuilt(_add_new_many_statement(ctes, column))
+    pair of texts; one statement as well."""
+    return driver.Prebuilt(_add_new_many_statement(ctes, column), standalone=True)
 
 
 def _instant(value: datetime | None) -> datetime | None:
