@@ -4,22 +4,26 @@ batch), logical times, priorities, gates, and one item's bad input never failing
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from application_fixtures import ALICE, BOB, VIEWER_ALICE, task_spec
 
 from recording_queue import InMemoryInsertingRunQueue, InMemoryRunQueue
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.errors import PermissionDenied
+from scheduler_application.errors import PermissionDenied, Unavailable
+from scheduler_application.ports.unit_of_work import NeedsTransaction
 from scheduler_application.runs.batch_trigger import BatchTrigger, TriggerItem
 from scheduler_application.runs.service import RunService
 from scheduler_application.tasks.service import TaskService
 from scheduler_application.testing import (
     FakeClock,
     InMemoryStore,
+    InMemoryUnitOfWork,
     InMemoryUnitOfWorkFactory,
 )
 from scheduler_domain.errors import ValidationError
+from scheduler_domain.run import TaskRun
 from scheduler_domain.status import RunStatus
 
 pytestmark = pytest.mark.timeout(30)
@@ -187,3 +191,145 @@ async def test_on_a_database_queue_each_run_is_written_with_its_message_once(
     assert sorted(written) == sorted(created)
     assert database_queue.staged == []  # nothing left to stage at the commit
     assert sorted(m.run_id for m in database_queue.published) == sorted(created)
+
+
+class _StatementUnits:
+    """Statement units of work over the in-memory store, as autocommit makes them on
+    PostgreSQL: an insert of runs is committed as it is made, a row lock is refused
+    (``NeedsTransaction``) before it is taken, and the insert after ``inserts_before_outage``
+    of them fails as a database outage would."""
+
+    def __init__(self, store: InMemoryStore, *, inserts_before_outage: int | None = None) -> None:
+        self.store = store
+        self.inserts_before_outage = inserts_before_outage
+        self.inserts = 0
+        self.opened = 0
+
+    def __call__(self) -> InMemoryUnitOfWork:
+        self.opened += 1
+        uow = InMemoryUnitOfWork(self.store)
+        insert = uow.runs.add_new_many
+
+        async def add_new_many(runs: Any, *, events: Any = ()) -> set[str]:
+            if (
+                self.inserts_before_outage is not None
+                and self.inserts >= self.inserts_before_outage
+            ):
+                raise Unavailable("the database went away", dependency="database")
+            self.inserts += 1
+            inserted = await insert(runs, events=events)
+            await uow.commit()  # autocommit: durable at once
+            return inserted
+
+        async def lock_many(task_ids: Any) -> set[str]:
+            raise NeedsTransaction("needs a transaction: a row lock")
+
+        uow.runs.add_new_many = add_new_many  # type: ignore[method-assign]
+        uow.tasks.lock_many = lock_many  # type: ignore[method-assign]
+        return uow
+
+
+def _runs_stored(store: InMemoryStore, task_id: str) -> list[TaskRun]:
+    return [run for run in store.rows("runs") if run.task_id == task_id]
+
+
+async def test_a_gate_that_locks_rows_sends_the_triggers_to_a_transaction(
+    uow_factory: InMemoryUnitOfWorkFactory,
+    clock: FakeClock,
+    relay: RunRelay,
+    tasks: TaskService,
+    store: InMemoryStore,
+) -> None:
+    """A capped task's runs are counted under a row lock, which a statement unit refuses
+    before taking it (nothing written yet): the group is written again, in a transaction,
+    once — the statement unit inserted nothing."""
+    units = _StatementUnits(store)
+    batch = BatchTrigger(
+        uow_factory=uow_factory, clock=clock, relay=relay, statement_uow_factory=units
+    )
+    capped = await tasks.create(task_spec("capped", max_concurrent=5), principal=ALICE)
+    commits = store.commits
+
+    outcomes = await batch.trigger([TriggerItem(task_id=capped.id)] * 3, principal=ALICE)
+
+    assert [o.status for o in outcomes] == ["created"] * 3
+    assert (units.opened, units.inserts) == (1, 0)
+    assert store.commits == commits + 1  # the transaction's
+    assert len(_runs_stored(store, capped.id)) == 3
+
+
+async def test_a_plain_task_is_triggered_in_the_statement_unit(
+    uow_factory: InMemoryUnitOfWorkFactory,
+    clock: FakeClock,
+    relay: RunRelay,
+    tasks: TaskService,
+    store: InMemoryStore,
+    queue: InMemoryRunQueue,
+) -> None:
+    units = _StatementUnits(store)
+    batch = BatchTrigger(
+        uow_factory=uow_factory, clock=clock, relay=relay, statement_uow_factory=units
+    )
+    plain = await tasks.create(task_spec("plain"), principal=ALICE)
+    opened = len(uow_factory.created)
+
+    outcomes = await batch.trigger([TriggerItem(task_id=plain.id)] * 3, principal=ALICE)
+
+    assert [o.status for o in outcomes] == ["created"] * 3
+    assert (units.opened, units.inserts) == (1, 1)
+    assert len(uow_factory.created) == opened  # no transactional unit of work
+    assert len(_runs_stored(store, plain.id)) == 3
+    assert len(queue.published) == 3
+
+
+async def test_runs_written_before_an_outage_are_answered_created_and_the_rest_fail_alone(
+    uow_factory: InMemoryUnitOfWorkFactory,
+    clock: FakeClock,
+    relay: RunRelay,
+    tasks: TaskService,
+    store: InMemoryStore,
+) -> None:
+    """In a statement unit an insert is durable at once: when a later insert (a run moved to
+    a free logical time) fails, the runs already written are their items' answers and only
+    the unwritten item gets the error — failing the group would have its callers (and the
+    trigger group's retry item by item) make the written keyless runs again."""
+    task = await tasks.create(task_spec("moved"), principal=ALICE)
+    plain = BatchTrigger(uow_factory=uow_factory, clock=clock, relay=relay)
+    [stored] = await plain.trigger([TriggerItem(task_id=task.id)], principal=ALICE)
+    units = _StatementUnits(store, inserts_before_outage=1)
+    batch = BatchTrigger(
+        uow_factory=uow_factory, clock=clock, relay=relay, statement_uow_factory=units
+    )
+
+    # The clock stands still: the first item's logical time is the stored run's, so its run
+    # waits for a second insert, which fails; the second item's run is in the first.
+    outcomes = await batch.trigger(
+        [TriggerItem(task_id=task.id), TriggerItem(task_id=task.id)], principal=ALICE
+    )
+
+    assert [o.status for o in outcomes] == ["refused", "created"]
+    assert outcomes[0].code == "unavailable"
+    assert outcomes[1].run is not None
+    assert {run.id for run in _runs_stored(store, task.id)} == {
+        stored.run.id if stored.run is not None else "",
+        outcomes[1].run.id,
+    }
+
+
+async def test_an_outage_before_any_run_is_written_fails_the_whole_group(
+    uow_factory: InMemoryUnitOfWorkFactory,
+    clock: FakeClock,
+    relay: RunRelay,
+    tasks: TaskService,
+    store: InMemoryStore,
+) -> None:
+    task = await tasks.create(task_spec("down"), principal=ALICE)
+    units = _StatementUnits(store, inserts_before_outage=0)
+    batch = BatchTrigger(
+        uow_factory=uow_factory, clock=clock, relay=relay, statement_uow_factory=units
+    )
+
+    with pytest.raises(Unavailable):
+        await batch.trigger([TriggerItem(task_id=task.id)] * 2, principal=ALICE)
+
+    assert _runs_stored(store, task.id) == []
