@@ -345,7 +345,7 @@ def build_services(
         max_items=settings.api.batch_max_items,
         # Triggers that need no transaction (no gate locks a row) are their reads and one
         # insert: no BEGIN and no COMMIT round trip.
-        statement_uow_factory=SqlUnitOfWorkFactory(resources.engine).statements,
+        statement_uow_factory=SqlUnitOfWorkFactory(resources.engine).statement_units,
     )
     return ApiServices(
         tasks=tasks,

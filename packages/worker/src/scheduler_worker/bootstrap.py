@@ -175,7 +175,7 @@ async def build_worker(resources: Resources) -> AsyncIterator[WorkerRuntime]:
             circuits=resources.circuits,
             secret_scope=resources.run_secrets,
             # A start is one statement: no BEGIN or COMMIT round trip on the way to a run.
-            statement_uow_factory=SqlUnitOfWorkFactory(resources.engine).statements,
+            statement_uow_factory=SqlUnitOfWorkFactory(resources.engine).statement_units,
         )
         resources.metrics.watch_active_runs(lambda: runtime.active_runs)
         yield runtime

@@ -97,7 +97,8 @@ ReadUnitOfWorkFactory = Callable[[], UnitOfWork]
 #: ``COMMIT`` round trip where the database allows it: reads, and the writes a repository makes
 #: atomic in one statement (``RunRepository.add_new_many``: runs, their events, and the queue's
 #: messages written alongside). Any other statement — a locking read, any other write — raises
-#: :class:`NeedsTransaction` before it is sent. ``commit()`` is still called (a transactional
-#: stand-in needs it); ``rollback()`` undoes nothing already written. Any
-#: ``UnitOfWorkFactory`` is a valid (transactional) stand-in.
+#: :class:`NeedsTransaction` before it is sent. ``rollback()`` undoes nothing already written:
+#: a use case counts on what such a unit of work wrote being durable as the write returned (a
+#: transactional ``UnitOfWorkFactory`` is no stand-in; where the database has no autocommit
+#: worth having, the composition root passes none). ``commit()`` is still called at the end.
 StatementUnitOfWorkFactory = Callable[[], UnitOfWork]

@@ -12,7 +12,8 @@ are atomic on their own (``driver.Prebuilt(..., standalone=True)``: new runs wit
 and messages): a trigger group is then its reads and one insert, with no ``BEGIN`` and no
 ``COMMIT`` round trip. Any other statement raises ``NeedsTransaction`` before it is sent (the
 connection it hands out checks each one; ``driver.fetch`` checks prebuilt ones). On SQLite it
-is an ordinary unit of work.
+is an ordinary unit of work, and ``statement_units`` is None (the composition roots pass no
+statement units of work there).
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from typing import Any, Self, cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from scheduler_application.ports.unit_of_work import NeedsTransaction, UnitOfWork
+from scheduler_application.ports.unit_of_work import (
+    NeedsTransaction,
+    StatementUnitOfWorkFactory,
+    UnitOfWork,
+)
 from scheduler_infrastructure.persistence import driver
 from scheduler_infrastructure.persistence.driver_errors import translated
 from scheduler_infrastructure.persistence.engine import READ_ONLY_OPTION, STATEMENT_UNIT_OPTION
@@ -234,6 +239,12 @@ class SqlUnitOfWorkFactory:
         return SqlUnitOfWork(self._read_engine)
 
     def statements(self) -> SqlUnitOfWork:
-        """A statement unit of work (see the module): the port's
-        ``StatementUnitOfWorkFactory``."""
+        """A statement unit of work (see the module); on SQLite an ordinary one."""
         return SqlUnitOfWork(self._statement_engine)
+
+    @property
+    def statement_units(self) -> StatementUnitOfWorkFactory | None:
+        """The port's ``StatementUnitOfWorkFactory`` on PostgreSQL (:meth:`statements`); None
+        on SQLite, where a write is not durable before its transaction commits (and saves
+        no network round trip)."""
+        return self.statements if self.engine.dialect.name == "postgresql" else None
