@@ -219,8 +219,9 @@ class BatchTrigger:
         moved to a free logical time, say), the runs written are the answers of their items
         and the items not written yet are answered with the error, one by one: failing them
         all would have their callers (and the trigger group's retry item by item) make the
-        keyless runs written again. Before any run is written, a failure (``NeedsTransaction``
-        among them) is raised, as in a transaction."""
+        keyless runs written again. (On the postgres queue their messages were written with
+        them; a broker's wait for the relay's pass over stale queued runs.) Before any run is
+        written, a failure (``NeedsTransaction`` among them) is raised, as in a transaction."""
         created: list[int] = []
         by_key: dict[tuple[str, str], int] = {}
         runs: dict[int, TaskRun] = {}
