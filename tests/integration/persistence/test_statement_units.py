@@ -7,7 +7,7 @@ refused with ``NeedsTransaction`` before it is sent, on the driver path and on S
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,13 +15,9 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration.conftest import wipe
-from scheduler_application.execution.service import ExecutionService
 from scheduler_application.ports.unit_of_work import NeedsTransaction
-from scheduler_domain.executor_policy import ExecutorPolicy
 from scheduler_domain.run import RunTrigger, TaskRun
-from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
-from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.persistence.engine import create_engine
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 
@@ -104,51 +100,3 @@ async def test_an_ordinary_unit_of_work_is_not_restricted(engine: AsyncEngine) -
     async with factory() as uow:
         assert await uow.tasks.lock_many([task.id]) == {task.id}
         await uow.commit()
-
-
-async def test_a_worker_starts_runs_with_no_transaction(engine: AsyncEngine) -> None:
-    """``claim_many`` with statement units: the claim, its events and the tasks' read are one
-    statement, durable as it returns — no ``BEGIN``, no ``COMMIT``."""
-    factory = SqlUnitOfWorkFactory(engine)
-    task = await _task(factory)
-    now = datetime.now(UTC)
-    queued = [
-        TaskRun(
-            task_id=task.id,
-            owner_id=task.owner_id,
-            trigger=RunTrigger.MANUAL,
-            scheduled_for=now + timedelta(microseconds=i),
-            created_at=now,
-            status=RunStatus.QUEUED,
-            queued_at=now,
-        )
-        for i in range(3)
-    ]
-    async with factory() as uow:
-        for run in queued:
-            await uow.runs.add(run)
-        await uow.commit()
-    execution = ExecutionService(
-        uow_factory=factory,
-        clock=SystemClock(),
-        executor_policy=ExecutorPolicy(),
-        statement_uow_factory=factory.statements,
-    )
-    began: list[object] = []
-
-    def on_begin(connection: Any) -> None:
-        # SQLAlchemy begins its bookkeeping in autocommit too; only this one sends BEGIN.
-        if not connection.connection.dbapi_connection.autocommit:
-            began.append(connection)
-
-    event.listen(engine.sync_engine, "begin", on_begin)
-    try:
-        claimed = await execution.claim_many([run.id for run in queued], worker_id="w")
-    finally:
-        event.remove(engine.sync_engine, "begin", on_begin)
-    assert set(claimed) == {run.id for run in queued}
-    assert began == []
-    running = "SELECT count(*) FROM task_runs WHERE status = 'running' AND worker_id = 'w'"
-    assert await _count(engine, running) == 3
-    claims = "SELECT count(*) FROM run_events WHERE to_status = 'running'"
-    assert await _count(engine, claims) == 3

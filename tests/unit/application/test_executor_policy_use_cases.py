@@ -27,18 +27,9 @@ def tasks(uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock) -> TaskServi
     return TaskService(uow_factory=uow_factory, clock=clock, executor_policy=POLICY)
 
 
-@pytest.fixture(params=["transaction", "statement units"])
-def execution(
-    request: pytest.FixtureRequest, uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock
-) -> ExecutionService:
-    """Claims in one transaction, or started in statement units of work (the in-memory
-    factory stands in for them) with the refused runs failed in a transaction after."""
-    return ExecutionService(
-        uow_factory=uow_factory,
-        clock=clock,
-        executor_policy=POLICY,
-        statement_uow_factory=uow_factory if request.param == "statement units" else None,
-    )
+@pytest.fixture
+def execution(uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock) -> ExecutionService:
+    return ExecutionService(uow_factory=uow_factory, clock=clock, executor_policy=POLICY)
 
 
 def _user(user_id: str, role: Role) -> User:

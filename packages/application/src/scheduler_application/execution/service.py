@@ -37,11 +37,7 @@ from scheduler_application.ports.executor import ExecutionContext, ExecutionResu
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.redaction import NO_REDACTION, Redactor
 from scheduler_application.ports.secrets import SecretBox
-from scheduler_application.ports.unit_of_work import (
-    StatementUnitOfWorkFactory,
-    UnitOfWork,
-    UnitOfWorkFactory,
-)
+from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 from scheduler_domain.accounts import Role
 from scheduler_domain.errors import (
     DomainError,
@@ -178,13 +174,8 @@ class ExecutionService:
         executor_policy: ExecutorPolicy | None = None,
         secret_box: SecretBox | None = None,
         circuits: CircuitBreakers | None = None,
-        statement_uow_factory: StatementUnitOfWorkFactory | None = None,
     ) -> None:
-        """``statement_uow_factory``: :meth:`claim_many` starts the runs in such a unit of
-        work — the claim, its events and the read of the tasks are one statement, durable as
-        it returns, with no ``BEGIN`` or ``COMMIT`` round trip — and fails a run the executor
-        policy refuses in a transaction of its own right after.
-        ``circuits`` counts every ended run against its circuit breakers (on by default).
+        """``circuits`` counts every ended run against its circuit breakers (on by default).
         ``observer`` hears of claims and outcomes; ``redactor`` scrubs secrets from the
         output, error and result of every outcome before it is stored; ``executor_policy``
         (default: the safe defaults) is checked again at every claim against the task owner's
@@ -202,7 +193,6 @@ class ExecutionService:
         self._policy = executor_policy if executor_policy is not None else ExecutorPolicy()
         self._secret_box = secret_box
         self._circuits = circuits if circuits is not None else CircuitBreakers()
-        self._statement_uow_factory = statement_uow_factory
 
     async def claim(self, run_id: str, *, worker_id: str) -> ClaimedRun | None:
         """Take a delivered run; None when it is no longer queued (a duplicate delivery, a
@@ -225,10 +215,6 @@ class ExecutionService:
         if not run_ids:
             return {}
         now = self._clock.now()
-        if self._statement_uow_factory is not None:
-            at_once = await self._start_each_statement_commits(run_ids, worker_id, now)
-            if at_once is not None:
-                return at_once
         try:
             async with self._uow_factory() as uow:
                 started = await uow.runs.start_many(
@@ -261,52 +247,6 @@ class ExecutionService:
             if one is not None:
                 claimed[run_id] = one
         return claimed
-
-    async def _start_each_statement_commits(
-        self, run_ids: Sequence[str], worker_id: str, now: datetime
-    ) -> dict[str, ClaimedRun] | None:
-        """:meth:`claim_many` in a statement unit of work: ``start_many`` (one statement on
-        PostgreSQL: durable as it returns), the executor policy's reads, and the refused runs
-        failed in a transaction of their own afterwards — a worker that dies in between
-        leaves them running under its lease, and the reaper's retry is refused again. None
-        when the unit of work cannot do it (it found a run without its task, which one
-        statement never does: SQLite's ordinary unit of work rolls back, and the caller
-        claims in a transaction)."""
-        assert self._statement_uow_factory is not None
-
-        class _TaskMissing(Exception):
-            pass
-
-        try:
-            async with self._statement_uow_factory() as uow:
-                started = await uow.runs.start_many(
-                    run_ids, worker_id=worker_id, now=now, lease=self._lease
-                )
-                if any(task is None for _, task in started):
-                    raise _TaskMissing
-                runs = [run for run, _ in started]
-                tasks = {task.id: task for _, task in started if task is not None}
-                refusals = await self._refusals(uow, runs, tasks) if runs else {}
-                await uow.commit()
-        except _TaskMissing:
-            return None
-        refused = [run for run in runs if run.id in refusals]
-        if refused:
-            try:
-                async with self._uow_factory() as uow:
-                    for run in refused:
-                        await self._refuse(uow, run, refusals[run.id], worker_id)
-                    await uow.commit()
-            except (Conflict, NotFound):
-                pass  # moved on meanwhile (cancelled, say): not ours to fail any more
-        for run in runs:
-            self._observed.claimed(run, tasks[run.task_id].executor)
-        self._observe_refused(refused)
-        return {
-            run.id: _claimed(run, tasks[run.task_id], self._secret_box)
-            for run in runs
-            if run.id not in refusals
-        }
 
     async def claim_next(self, *, worker_id: str, queues: Sequence[str]) -> ClaimedRun | None:
         """Take the most urgent queued run of ``queues`` (the HTTP worker protocol's poll)."""

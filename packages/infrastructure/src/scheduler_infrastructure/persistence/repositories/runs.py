@@ -867,9 +867,8 @@ def _start_many_statement(*, one: bool = False) -> Any:
 
 #: A run by id (what clients poll): on the driver (PostgreSQL).
 _GET = driver.Prebuilt(select(task_runs).where(_c.id == bindparam("run_id")))
-#: One statement each, atomic on its own: a statement unit of work may run them in autocommit.
-_START_MANY = driver.Prebuilt(_start_many_statement(), standalone=True)
-_START_ONE = driver.Prebuilt(_start_many_statement(one=True), standalone=True)
+_START_MANY = driver.Prebuilt(_start_many_statement())
+_START_ONE = driver.Prebuilt(_start_many_statement(one=True))
 
 
 def _by_id(run: TaskRun) -> str:
