@@ -7,7 +7,7 @@ refused with ``NeedsTransaction`` before it is sent, on the driver path and on S
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,9 +15,14 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from integration.conftest import wipe
+from scheduler_application.execution.service import ExecutionService
 from scheduler_application.ports.unit_of_work import NeedsTransaction
+from scheduler_domain.accounts import Role, User
+from scheduler_domain.executor_policy import ExecutorPolicy
 from scheduler_domain.run import RunTrigger, TaskRun
+from scheduler_domain.status import RunStatus
 from scheduler_domain.task import Task
+from scheduler_infrastructure.clock import SystemClock
 from scheduler_infrastructure.persistence.engine import create_engine
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 
@@ -100,3 +105,74 @@ async def test_an_ordinary_unit_of_work_is_not_restricted(engine: AsyncEngine) -
     async with factory() as uow:
         assert await uow.tasks.lock_many([task.id]) == {task.id}
         await uow.commit()
+
+
+async def test_a_worker_starts_runs_in_one_statement_that_reads_the_owners_roles(
+    engine: AsyncEngine,
+) -> None:
+    """``claim_many`` with statement units: the claim, its events, the tasks and their
+    owners' roles are one statement with no ``BEGIN`` and nothing read after it; a run the
+    executor policy refuses (its owner was demoted since: no more shell) is failed and
+    dead-lettered in a transaction of its own, the only one."""
+    factory = SqlUnitOfWorkFactory(engine)
+    now = datetime.now(UTC)
+    owner = User(
+        username="op", password_hash="x", role=Role.OPERATOR, created_at=now, updated_at=now
+    )
+    shell = Task(
+        owner_id=owner.id,
+        name="sh",
+        executor="shell",
+        params={"argv": ["true"]},
+        created_at=now,
+        updated_at=now,
+    )
+    noop = Task(owner_id=owner.id, name="nop", executor="noop", created_at=now, updated_at=now)
+    queued = [
+        TaskRun(
+            task_id=task.id,
+            owner_id=task.owner_id,
+            trigger=RunTrigger.MANUAL,
+            scheduled_for=now + timedelta(microseconds=i),
+            created_at=now,
+            status=RunStatus.QUEUED,
+            queued_at=now,
+        )
+        for i, task in enumerate([shell, noop, noop])
+    ]
+    async with factory() as uow:
+        await uow.users.add(owner)
+        await uow.tasks.add(shell)
+        await uow.tasks.add(noop)
+        for run in queued:
+            await uow.runs.add(run)
+        await uow.commit()
+    demote = "UPDATE users SET role = 'user' WHERE id = :u"
+    async with engine.begin() as connection:
+        await connection.execute(text(demote), {"u": owner.id})
+    execution = ExecutionService(
+        uow_factory=factory,
+        clock=SystemClock(),
+        executor_policy=ExecutorPolicy(),
+        statement_uow_factory=factory.statements,
+    )
+    began: list[object] = []
+
+    def on_begin(connection: Any) -> None:
+        # SQLAlchemy begins its bookkeeping in autocommit too; only this one sends BEGIN.
+        if not connection.connection.dbapi_connection.autocommit:
+            began.append(connection)
+
+    event.listen(engine.sync_engine, "begin", on_begin)
+    try:
+        claimed = await execution.claim_many([run.id for run in queued], worker_id="w")
+    finally:
+        event.remove(engine.sync_engine, "begin", on_begin)
+    assert set(claimed) == {run.id for run in queued[1:]}
+    assert len(began) == 1  # the refusal's transaction; the start had none
+    status = "SELECT status FROM task_runs WHERE id = :r"
+    async with engine.connect() as connection:
+        refused = await connection.scalar(text(status), {"r": queued[0].id})
+    assert refused == RunStatus.DEAD_LETTERED.value
+    running = "SELECT count(*) FROM task_runs WHERE status = 'running' AND worker_id = 'w'"
+    assert await _count(engine, running) == 2

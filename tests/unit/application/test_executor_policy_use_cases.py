@@ -9,11 +9,16 @@ import pytest
 from application_fixtures import ALICE, OPERATOR, START, task_spec
 
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.errors import PermissionDenied
+from scheduler_application.errors import PermissionDenied, Unavailable
 from scheduler_application.execution.service import ExecutionService
 from scheduler_application.runs.service import RunService
 from scheduler_application.tasks.service import TaskService
-from scheduler_application.testing import FakeClock, InMemoryStore, InMemoryUnitOfWorkFactory
+from scheduler_application.testing import (
+    FakeClock,
+    InMemoryStore,
+    InMemoryUnitOfWork,
+    InMemoryUnitOfWorkFactory,
+)
 from scheduler_domain.accounts import Role, User
 from scheduler_domain.errors import ValidationError
 from scheduler_domain.executor_policy import ExecutorPolicy
@@ -27,9 +32,19 @@ def tasks(uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock) -> TaskServi
     return TaskService(uow_factory=uow_factory, clock=clock, executor_policy=POLICY)
 
 
-@pytest.fixture
-def execution(uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock) -> ExecutionService:
-    return ExecutionService(uow_factory=uow_factory, clock=clock, executor_policy=POLICY)
+@pytest.fixture(params=["transaction", "statement units"])
+def execution(
+    request: pytest.FixtureRequest, uow_factory: InMemoryUnitOfWorkFactory, clock: FakeClock
+) -> ExecutionService:
+    """Claims in one transaction, or started in statement units of work (the in-memory
+    factory stands in: a start is committed before anything else happens) with the owners'
+    roles read by the start and the refused runs failed in a transaction after it."""
+    return ExecutionService(
+        uow_factory=uow_factory,
+        clock=clock,
+        executor_policy=POLICY,
+        statement_uow_factory=uow_factory if request.param == "statement units" else None,
+    )
 
 
 def _user(user_id: str, role: Role) -> User:
@@ -186,3 +201,38 @@ async def test_a_declared_plugin_executor_is_accepted(
     with pytest.raises(ValidationError) as refused:
         await tasks.update(task.id, {"executor": "sftp"}, principal=OPERATOR)
     assert refused.value.field == "executor"
+
+
+async def test_runs_started_at_once_are_handed_out_even_if_failing_a_refused_one_fails(
+    store: InMemoryStore,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    tasks: TaskService,
+    runs: RunService,
+    relay: RunRelay,
+    clock: FakeClock,
+) -> None:
+    """Started in a statement unit, the runs are committed as started before the refused one
+    is failed: when that write fails (the database went away), the allowed run is handed
+    out all the same — else nobody would run it until its lease lapsed — and the refused one
+    stays running, never executed, for the reaper."""
+
+    def no_transaction() -> InMemoryUnitOfWork:
+        raise Unavailable("the database went away", dependency="database")
+
+    execution = ExecutionService(
+        uow_factory=no_transaction,
+        clock=clock,
+        executor_policy=POLICY,
+        statement_uow_factory=uow_factory,
+    )
+    refused_id = await _claimable_shell_run(store, tasks, runs, relay, Role.OPERATOR)
+    allowed = await tasks.create(task_spec("fine", executor="noop", params={}), principal=ALICE)
+    allowed_run = await runs.trigger(allowed.id, principal=ALICE)
+    await relay.relay_pending()
+    store.put("users", _user(OPERATOR.subject_id, Role.VIEWER))
+
+    claimed = await execution.claim_many([refused_id, allowed_run.id], worker_id="w")
+
+    assert list(claimed) == [allowed_run.id]
+    refused = next(r for r in store.rows("runs") if r.id == refused_id)
+    assert refused.status is RunStatus.RUNNING

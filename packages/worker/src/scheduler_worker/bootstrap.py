@@ -21,11 +21,15 @@ from scheduler_application.ports.redaction import (
 )
 from scheduler_application.ports.secrets import SecretBox
 from scheduler_application.ports.tracing import NO_TRACER, Tracer
-from scheduler_application.ports.unit_of_work import UnitOfWorkFactory
+from scheduler_application.ports.unit_of_work import (
+    StatementUnitOfWorkFactory,
+    UnitOfWorkFactory,
+)
 from scheduler_domain.executor_policy import ExecutorPolicy
 from scheduler_domain.outbound import OutboundPolicy
 from scheduler_infrastructure.config import Settings
 from scheduler_infrastructure.outbound.guarded import GuardedTransport
+from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.resources import Resources, open_resources
 from scheduler_infrastructure.startup import StartupError, prepare
 from scheduler_infrastructure.telemetry import component_metrics
@@ -122,6 +126,7 @@ def worker_runtime(
     secret_box: SecretBox | None = None,
     circuits: CircuitBreakers | None = None,
     secret_scope: SecretScope = NO_SECRET_SCOPE,
+    statement_uow_factory: StatementUnitOfWorkFactory | None = None,
 ) -> WorkerRuntime:
     """A worker runtime on the parts given: its execution use cases (leases of
     ``options.lease``) and its registration (direct queues on ``queue``). What
@@ -137,6 +142,7 @@ def worker_runtime(
             executor_policy=executor_policy,
             secret_box=secret_box,
             circuits=circuits,
+            statement_uow_factory=statement_uow_factory,
         ),
         workers=WorkerService(uow_factory=uow_factory, clock=clock, observer=observer, queue=queue),
         queue=queue,
@@ -168,6 +174,9 @@ async def build_worker(resources: Resources) -> AsyncIterator[WorkerRuntime]:
             secret_box=resources.secret_box,
             circuits=resources.circuits,
             secret_scope=resources.run_secrets,
+            # A start is one statement with nothing read after it: no BEGIN or COMMIT round
+            # trip on the way to a run (PostgreSQL).
+            statement_uow_factory=SqlUnitOfWorkFactory(resources.engine).statement_units,
         )
         resources.metrics.watch_active_runs(lambda: runtime.active_runs)
         yield runtime

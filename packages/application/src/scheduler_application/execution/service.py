@@ -9,6 +9,7 @@ again) an old token is refused with :class:`Conflict`.
 from __future__ import annotations
 
 import copy
+import logging
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,7 +38,11 @@ from scheduler_application.ports.executor import ExecutionContext, ExecutionResu
 from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.redaction import NO_REDACTION, Redactor
 from scheduler_application.ports.secrets import SecretBox
-from scheduler_application.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from scheduler_application.ports.unit_of_work import (
+    StatementUnitOfWorkFactory,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 from scheduler_domain.accounts import Role
 from scheduler_domain.errors import (
     DomainError,
@@ -53,6 +58,7 @@ from scheduler_domain.task import Task
 from scheduler_domain.worker import WorkerStatus
 
 T = TypeVar("T")
+logger = logging.getLogger("scheduler.execution")
 DEFAULT_LEASE = timedelta(seconds=30)
 RELEASE_REASON = "released by draining worker"
 #: What recording an outcome changes on a run (``finish``, then maybe ``dead_letter``); a lease
@@ -174,8 +180,13 @@ class ExecutionService:
         executor_policy: ExecutorPolicy | None = None,
         secret_box: SecretBox | None = None,
         circuits: CircuitBreakers | None = None,
+        statement_uow_factory: StatementUnitOfWorkFactory | None = None,
     ) -> None:
-        """``circuits`` counts every ended run against its circuit breakers (on by default).
+        """``statement_uow_factory``: :meth:`claim_many` starts the runs in such a unit of
+        work — the claim, its events, the tasks and their owners' roles are one statement,
+        durable as it returns, with no ``BEGIN`` or ``COMMIT`` round trip and nothing read
+        after it — and fails a run the executor policy refuses in a transaction right after.
+        ``circuits`` counts every ended run against its circuit breakers (on by default).
         ``observer`` hears of claims and outcomes; ``redactor`` scrubs secrets from the
         output, error and result of every outcome before it is stored; ``executor_policy``
         (default: the safe defaults) is checked again at every claim against the task owner's
@@ -193,6 +204,7 @@ class ExecutionService:
         self._policy = executor_policy if executor_policy is not None else ExecutorPolicy()
         self._secret_box = secret_box
         self._circuits = circuits if circuits is not None else CircuitBreakers()
+        self._statement_uow_factory = statement_uow_factory
 
     async def claim(self, run_id: str, *, worker_id: str) -> ClaimedRun | None:
         """Take a delivered run; None when it is no longer queued (a duplicate delivery, a
@@ -215,6 +227,8 @@ class ExecutionService:
         if not run_ids:
             return {}
         now = self._clock.now()
+        if self._statement_uow_factory is not None:
+            return await self._start_at_once(run_ids, worker_id, now)
         try:
             async with self._uow_factory() as uow:
                 started = await uow.runs.start_many(
@@ -248,6 +262,49 @@ class ExecutionService:
                 claimed[run_id] = one
         return claimed
 
+    async def _start_at_once(
+        self, run_ids: Sequence[str], worker_id: str, now: datetime
+    ) -> dict[str, ClaimedRun]:
+        """:meth:`claim_many` in a statement unit of work: ``start_many_owned`` (one statement,
+        durable as it returns) and nothing read after it — the executor policy decides on the
+        owners' roles that statement read. A run it refuses is failed (and dead-lettered) in a
+        transaction right after; a worker that dies in between leaves it running under its
+        lease, and the reaper's retry is refused again. A run whose task is gone (which one
+        statement never returns: the task's deletion takes its runs) is not handed out; its
+        lease lapses."""
+        assert self._statement_uow_factory is not None
+        async with self._statement_uow_factory() as uow:
+            started = await uow.runs.start_many_owned(
+                run_ids, worker_id=worker_id, now=now, lease=self._lease
+            )
+            await uow.commit()
+        tasks = {task.id: task for _, task, _ in started if task is not None}
+        runs = [run for run, task, _ in started if task is not None]
+        roles = {task.owner_id: role for _, task, role in started if task is not None}
+        refusals = await self._refusals(None, runs, tasks, roles=roles)
+        refused = [run for run in runs if run.id in refusals]
+        if refused:
+            try:
+                async with self._uow_factory() as uow:
+                    for run in refused:
+                        await self._refuse(uow, run, refusals[run.id], worker_id)
+                    await uow.commit()
+            except (Conflict, NotFound):
+                pass  # moved on meanwhile (cancelled, say): no longer ours to fail
+            except Exception:
+                # The others are started: they must be handed out whatever happens here. The
+                # refused ones stay running under this worker's lease (never executed); the
+                # reaper ends them, and a retry is refused again.
+                logger.warning("could not fail the refused runs; their leases will lapse")
+        for run in runs:
+            self._observed.claimed(run, tasks[run.task_id].executor)
+        self._observe_refused(refused)
+        return {
+            run.id: _claimed(run, tasks[run.task_id], self._secret_box)
+            for run in runs
+            if run.id not in refusals
+        }
+
     async def claim_next(self, *, worker_id: str, queues: Sequence[str]) -> ClaimedRun | None:
         """Take the most urgent queued run of ``queues`` (the HTTP worker protocol's poll)."""
         now = self._clock.now()
@@ -280,15 +337,21 @@ class ExecutionService:
         return _claimed(run, task, self._secret_box)
 
     async def _refusals(
-        self, uow: UnitOfWork, runs: Iterable[TaskRun], tasks: Mapping[str, Task]
+        self,
+        uow: UnitOfWork | None,
+        runs: Iterable[TaskRun],
+        tasks: Mapping[str, Task],
+        *,
+        roles: Mapping[str, Role | None] | None = None,
     ) -> dict[str, str]:
         """Why the executor policy refuses to run each of ``runs`` now, by run id, with the
         params the run executes with: checked against the task owner's current role — looked
         up only for an executor that some role able to own a task may not use — and, for
         ``python``, the registered callables. A template's subscription is checked as its
         template's author was (an admin or operator chose the executor and the params the
-        subscriber fills in): only the callables."""
-        roles: dict[str, Role | None] = {}
+        subscriber fills in): only the callables. ``roles``: the owners' roles, by owner id,
+        read already (then nothing is read, and ``uow`` may be None)."""
+        known: dict[str, Role | None] = dict(roles) if roles is not None else {}
         refusals: dict[str, str] = {}
         for run in runs:
             task = tasks[run.task_id]
@@ -303,10 +366,12 @@ class ExecutionService:
                     continue
                 role: Role | None = Role.ADMIN  # any owner may: only the callable is checked
             else:
-                if task.owner_id not in roles:
+                if task.owner_id not in known:
+                    if uow is None:
+                        raise ValueError(f"no role given for owner {task.owner_id}")
                     owner = await uow.users.get(task.owner_id)
-                    roles[task.owner_id] = owner.role if owner is not None else None
-                role = roles[task.owner_id]
+                    known[task.owner_id] = owner.role if owner is not None else None
+                role = known[task.owner_id]
             refusal = self._policy.refusal(task.executor, params, role)
             if refusal is not None:
                 refusals[run.id] = refusal

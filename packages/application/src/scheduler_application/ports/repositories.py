@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Generic, Protocol, TypeVar
 
 from scheduler_application.operations.bulk_operations import BulkOperation
-from scheduler_domain.accounts import ApiKey, RefreshToken, User
+from scheduler_domain.accounts import ApiKey, RefreshToken, Role, User
 from scheduler_domain.circuits import Circuit
 from scheduler_domain.events import EventCursor, EventRecord, LoggedEvent, RunEvent, SlotDecision
 from scheduler_domain.queue_settings import QueueSettings
@@ -387,6 +387,15 @@ class RunRepository(Protocol):
         each claimed run's :meth:`TaskRun.claim_event` stored, and its task read (None if
         the task is gone). In run id order. The worker's claim path (PostgreSQL: one
         statement instead of a claim, a read of the tasks and an insert of the events)."""
+        ...
+
+    async def start_many_owned(
+        self, run_ids: Sequence[str], *, worker_id: str, now: datetime, lease: timedelta
+    ) -> builtins.list[tuple[TaskRun, Task | None, Role | None]]:
+        """:meth:`start_many` with each task's owner's current role (None when the task or
+        its owner is gone), read with the rest: in one statement where the database allows
+        it, so that a start that commits on its own (a statement unit of work) leaves the
+        executor policy nothing to read after it."""
         ...
 
     async def get_many(self, run_ids: Sequence[str]) -> builtins.list[TaskRun]:

@@ -23,7 +23,7 @@ from scheduler_application.ports.repositories import (
 )
 from scheduler_application.testing.pagination import decode_cursor, encode_cursor
 from scheduler_application.testing.store import Transaction
-from scheduler_domain.accounts import ApiKey, RefreshToken, User
+from scheduler_domain.accounts import ApiKey, RefreshToken, Role, User
 from scheduler_domain.circuits import Circuit
 from scheduler_domain.events import (
     LOG_START,
@@ -707,6 +707,16 @@ class InMemoryRunRepository(_Repository):
             insert_run_event(self.tx, run.claim_event())
             started.append((run, _copy(self.tx.get("tasks", run.task_id))))
         return started
+
+    async def start_many_owned(
+        self, run_ids: Sequence[str], *, worker_id: str, now: datetime, lease: timedelta
+    ) -> builtins.list[tuple[TaskRun, Task | None, Role | None]]:
+        started = await self.start_many(run_ids, worker_id=worker_id, now=now, lease=lease)
+        owned: list[tuple[TaskRun, Task | None, Role | None]] = []
+        for run, task in started:
+            owner = self.tx.get("users", task.owner_id) if task is not None else None
+            owned.append((run, task, owner.role if owner is not None else None))
+        return owned
 
     async def get_many(self, run_ids: Sequence[str]) -> builtins.list[TaskRun]:
         tx = self.tx

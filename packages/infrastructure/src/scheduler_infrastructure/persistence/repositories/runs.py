@@ -41,6 +41,7 @@ from scheduler_application.ports.repositories import (
     QueueActivity,
     RunFilter,
 )
+from scheduler_domain.accounts import Role
 from scheduler_domain.events import RunEvent
 from scheduler_domain.ids import new_id
 from scheduler_domain.run import TaskRun, claim_changes, claim_event_fields
@@ -61,6 +62,7 @@ from scheduler_infrastructure.persistence.repositories.events import (
     event_columns,
 )
 from scheduler_infrastructure.persistence.repositories.tasks import SqlTaskRepository
+from scheduler_infrastructure.persistence.repositories.users import SqlUserRepository
 from scheduler_infrastructure.persistence.retention_queries import deletable_runs, finished_window
 from scheduler_infrastructure.persistence.tables import (
     RUN_DEPENDENTS_UNRESOLVED,
@@ -648,6 +650,25 @@ class SqlRunRepository(SqlRepository):
         events inserted from its rows in a second CTE, and the claimed rows joined with their
         tasks (and the tasks' upstreams) — where :meth:`claim_many`, a read of the tasks and
         an insert of the events took three round trips. SQLite: those three."""
+        started = await self._start(run_ids, worker_id=worker_id, now=now, lease=lease)
+        return [(run, task) for run, task, _ in started]
+
+    async def start_many_owned(
+        self, run_ids: Sequence[str], *, worker_id: str, now: datetime, lease: timedelta
+    ) -> builtins.list[tuple[TaskRun, Task | None, Role | None]]:
+        """:meth:`start_many` with each task's owner's role, read by the same statement on
+        PostgreSQL (one statement, atomic on its own: a statement unit of work runs it)."""
+        return await self._start(run_ids, worker_id=worker_id, now=now, lease=lease, owners=True)
+
+    async def _start(
+        self,
+        run_ids: Sequence[str],
+        *,
+        worker_id: str,
+        now: datetime,
+        lease: timedelta,
+        owners: bool = False,
+    ) -> builtins.list[tuple[TaskRun, Task | None, Role | None]]:
         wanted = sorted(set(run_ids))
         if not wanted:
             return []
@@ -662,11 +683,26 @@ class SqlRunRepository(SqlRepository):
                     [run.task_id for run in claimed]
                 )
             }
-            return [(run, found.get(run.task_id)) for run in claimed]
+            roles: dict[str, Role] = {}
+            if owners:
+                for owner_id in sorted({task.owner_id for task in found.values()}):
+                    owner = await SqlUserRepository(self._connection).get(owner_id)
+                    if owner is not None:
+                        roles[owner_id] = owner.role
+            return [
+                (run, task, roles.get(task.owner_id) if task is not None else None)
+                for run in claimed
+                for task in (found.get(run.task_id),)
+            ]
         actor, detail = claim_event_fields(worker_id)
         changes = claim_changes(worker_id=worker_id, now=now, lease=lease)
+        one = len(wanted) == 1
+        if owners:
+            prebuilt = _START_ONE_OWNED if one else _START_MANY_OWNED
+        else:
+            prebuilt = _START_ONE if one else _START_MANY
         rows = await self._fetch(
-            _START_ONE if len(wanted) == 1 else _START_MANY,
+            prebuilt,
             {
                 "run_ids": wanted,
                 "event_ids": [new_id() for _ in wanted],
@@ -677,7 +713,7 @@ class SqlRunRepository(SqlRepository):
                 **{f"claim_{name}": value for name, value in changes.items()},
             },
         )
-        started: list[tuple[TaskRun, Task | None]] = []
+        started: list[tuple[TaskRun, Task | None, Role | None]] = []
         #: Runs of one task read its row once (one statement, one snapshot): decoded once,
         #: one ``Task`` for all of them, as the claim's callers keep one per task anyway.
         decoded: dict[str, Task] = {}
@@ -689,7 +725,8 @@ class SqlRunRepository(SqlRepository):
                 if task is None:
                     task_row = {column.name: row[f"t_{column.name}"] for column in tasks.c}
                     task = decoded[task_id] = task_from_row(task_row, row["t_depends_on"] or ())
-            started.append((run_from_row(row), task))
+            role = row["owner_role"] if owners else None
+            started.append((run_from_row(row), task, Role(role) if role is not None else None))
         return started
 
     async def get_many(self, run_ids: Sequence[str]) -> builtins.list[TaskRun]:
@@ -821,7 +858,7 @@ class SqlRunRepository(SqlRepository):
 _STILL_QUEUED: ColumnElement[bool] = _c.status.collate("C") == RunStatus.QUEUED.value
 
 
-def _start_many_statement(*, one: bool = False) -> Any:
+def _start_many_statement(*, one: bool = False, owners: bool = False) -> Any:
     """The statement of ``start_many`` on PostgreSQL (built once): the claim as
     :func:`_claim` makes it, by id and still queued (``_STILL_QUEUED``'s collation, to walk the
     primary key), its events, and the claimed rows with their tasks, typed by the tables'
@@ -830,12 +867,17 @@ def _start_many_statement(*, one: bool = False) -> Any:
     ``one``: the claim of a single run, ``id = ids[1]`` rather than ``id = ANY(ids)``. For
     ``ANY`` of an array parameter the generic plan assumes ten rows; with one id the custom
     plan is always cheaper, so PostgreSQL planned the statement again on every execution
-    (0.25 ms, most of the claim at light load, where every claim is of one run)."""
+    (0.25 ms, most of the claim at light load, where every claim is of one run).
+
+    ``owners``: each task's owner's role too (``owner_role``, NULL for an owner who is gone),
+    so that the executor policy has nothing left to read after the start."""
     changed = claim_changes(worker_id="", now=datetime.now(UTC), lease=timedelta(0))
     assignments = ", ".join(f'"{name}" = :claim_{name}' for name in changed)
     run_columns = ", ".join(f'c."{column.name}"' for column in task_runs.c)
     task_columns = ", ".join(f't."{column.name}" AS "t_{column.name}"' for column in tasks.c)
     chosen = "id = (CAST(:run_ids AS text[]))[1]" if one else "id = ANY(CAST(:run_ids AS text[]))"
+    owner_column = ", u.role AS owner_role" if owners else ""
+    owner_join = " LEFT JOIN users AS u ON u.id = t.owner_id" if owners else ""
     statement = text(
         f"""
         WITH claimed AS (
@@ -853,8 +895,8 @@ def _start_many_statement(*, one: bool = False) -> Any:
         )
         SELECT {run_columns}, {task_columns},
                ARRAY(SELECT d.upstream_id FROM task_dependencies AS d
-                     WHERE d.task_id = t.id ORDER BY d.position) AS t_depends_on
-        FROM claimed AS c LEFT JOIN tasks AS t ON t.id = c.task_id
+                     WHERE d.task_id = t.id ORDER BY d.position) AS t_depends_on{owner_column}
+        FROM claimed AS c LEFT JOIN tasks AS t ON t.id = c.task_id{owner_join}
         ORDER BY c.id
         """  # noqa: S608 - names from the tables, values as parameters
     ).bindparams(*(bindparam(f"claim_{name}", type_=task_runs.c[name].type) for name in changed))
@@ -862,6 +904,7 @@ def _start_many_statement(*, one: bool = False) -> Any:
         *(result_column(c.name, c.type) for c in task_runs.c),
         *(result_column(f"t_{c.name}", c.type) for c in tasks.c),
         result_column("t_depends_on", ARRAY(String)),
+        *((result_column("owner_role", String()),) if owners else ()),
     )
 
 
@@ -869,6 +912,10 @@ def _start_many_statement(*, one: bool = False) -> Any:
 _GET = driver.Prebuilt(select(task_runs).where(_c.id == bindparam("run_id")))
 _START_MANY = driver.Prebuilt(_start_many_statement())
 _START_ONE = driver.Prebuilt(_start_many_statement(one=True))
+#: With the owners' roles: a start that has nothing to read after it, which a statement unit
+#: of work runs in autocommit (one statement, atomic on its own).
+_START_MANY_OWNED = driver.Prebuilt(_start_many_statement(owners=True), standalone=True)
+_START_ONE_OWNED = driver.Prebuilt(_start_many_statement(one=True, owners=True), standalone=True)
 
 
 def _by_id(run: TaskRun) -> str:
