@@ -212,7 +212,12 @@ async def test_a_trigger_takes_no_transaction_unless_a_gate_locks_a_row(
                 f"/api/v1/tasks/{plain['id']}/trigger", headers=alice.headers
             )
             assert first.status_code == 201, first.text
-            assert began == []
+            keyed = await api.client.post(
+                f"/api/v1/tasks/{plain['id']}/trigger",
+                headers={**alice.headers, "Idempotency-Key": "once"},
+            )
+            assert keyed.status_code == 201, keyed.text
+            assert began == []  # an idempotency key's lookup is a plain read too
             second = await api.client.post(
                 f"/api/v1/tasks/{capped['id']}/trigger", headers=alice.headers
             )
@@ -221,7 +226,9 @@ async def test_a_trigger_takes_no_transaction_unless_a_gate_locks_a_row(
         async with postgres_engine.connect() as connection:
             stored = await connection.execute(text("SELECT payload FROM queue_messages"))
             messaged = sorted(messages.decode(payload).run_id for payload in stored.scalars())
-        assert messaged == sorted([first.json()["id"], second.json()["id"]])
+        assert messaged == sorted(
+            [first.json()["id"], keyed.json()["id"], second.json()["id"]]
+        )
     finally:
         event.remove(postgres_engine.sync_engine, "begin", on_begin)
         async with postgres_engine.begin() as connection:

@@ -74,8 +74,18 @@ class _StatementUnitConnection:
         driver.refuse_outside_transaction(statement)
         return await self._connection.scalars(statement, *args, **kwargs)
 
+    async def stream(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        driver.refuse_outside_transaction(statement)
+        return await self._connection.stream(statement, *args, **kwargs)
+
     def begin_nested(self) -> Any:
         raise NeedsTransaction("needs a transaction: a savepoint")
+
+    async def exec_driver_sql(self, *_: Any, **__: Any) -> Any:
+        raise NeedsTransaction("needs a transaction: SQL that SQLAlchemy did not build")
+
+    async def run_sync(self, *_: Any, **__: Any) -> Any:
+        raise NeedsTransaction("needs a transaction: whatever a function may run")
 
 
 class SqlUnitOfWork(UnitOfWork):
