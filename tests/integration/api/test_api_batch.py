@@ -226,9 +226,7 @@ async def test_a_trigger_takes_no_transaction_unless_a_gate_locks_a_row(
         async with postgres_engine.connect() as connection:
             stored = await connection.execute(text("SELECT payload FROM queue_messages"))
             messaged = sorted(messages.decode(payload).run_id for payload in stored.scalars())
-        assert messaged == sorted(
-            [first.json()["id"], keyed.json()["id"], second.json()["id"]]
-        )
+        assert messaged == sorted([first.json()["id"], keyed.json()["id"], second.json()["id"]])
     finally:
         event.remove(postgres_engine.sync_engine, "begin", on_begin)
         async with postgres_engine.begin() as connection:
