@@ -244,14 +244,7 @@ class ExecutionService:
                     for run in refused:
                         await self._refuse(uow, run, refusals[run.id], worker_id)
                     await uow.commit()
-                    for run in runs:
-                        self._observed.claimed(run, tasks[run.task_id].executor)
-                    self._observe_refused(refused)
-                    return {
-                        run.id: _claimed(run, tasks[run.task_id], self._secret_box)
-                        for run in runs
-                        if run.id not in refusals
-                    }
+                    return self._hand_out(runs, tasks, refusals)
         except Conflict:
             pass
         # Rolled back: a task was deleted under us, or the batch lost a race.
@@ -296,9 +289,15 @@ class ExecutionService:
                 # refused ones stay running under this worker's lease (never executed); the
                 # reaper ends them, and a retry is refused again.
                 logger.warning("could not fail the refused runs; their leases will lapse")
+        return self._hand_out(runs, tasks, refusals)
+
+    def _hand_out(
+        self, runs: Sequence[TaskRun], tasks: Mapping[str, Task], refusals: Mapping[str, str]
+    ) -> dict[str, ClaimedRun]:
+        """The runs a batch claim started, observed, and those not refused made ready to run."""
         for run in runs:
             self._observed.claimed(run, tasks[run.task_id].executor)
-        self._observe_refused(refused)
+        self._observe_refused([run for run in runs if run.id in refusals])
         return {
             run.id: _claimed(run, tasks[run.task_id], self._secret_box)
             for run in runs

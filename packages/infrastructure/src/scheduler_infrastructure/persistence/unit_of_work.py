@@ -180,18 +180,20 @@ class SqlUnitOfWork(UnitOfWork):
             if exc is None:
                 raise
 
+    def _own(self) -> AsyncConnection:
+        """The connection itself (not the statement unit's guard): for commit and rollback."""
+        if self._connection is None:
+            raise RuntimeError("use the unit of work inside 'async with'")
+        return self._connection
+
     async def commit(self) -> None:
-        self._current()
-        connection = self._connection
-        assert connection is not None
+        connection = self._own()
         self._read_ahead.clear()
         async with translated():
             await driver.commit(connection)
 
     async def rollback(self) -> None:
-        self._current()
-        connection = self._connection
-        assert connection is not None
+        connection = self._own()
         self._read_ahead.clear()
         async with translated():
             await connection.rollback()

@@ -176,13 +176,13 @@ class PostgresRunQueue:
         """``TransactionalRunQueue``: insert the messages in the unit of work's transaction (its
         ``NOTIFY`` goes out at its commit), if it is a SQL unit of work on this database (or
         wraps one: the task-change signal's unit of work in ``scheduler run``)."""
-        uow = innermost(uow)
-        if not isinstance(uow, SqlUnitOfWork) or uow.engine.pool is not self._engine.pool:
+        sql = self._sql_unit_here(uow)
+        if sql is None:
             return False
         if messages_:
             async with translated("queue message"):
                 await driver.fetch(
-                    uow.connection, statements.PUBLISH, self._publish_params(messages_)
+                    sql.connection, statements.PUBLISH, self._publish_params(messages_)
                 )
         return True
 
@@ -197,8 +197,8 @@ class PostgresRunQueue:
         ``runs.add_new_many`` does, with the messages of the runs inserted, in its one
         statement (their ``NOTIFY`` goes out at the commit); the ids inserted. None, writing
         nothing, when the unit of work is not a SQL one on this database."""
-        uow = innermost(uow)
-        if not isinstance(uow, SqlUnitOfWork) or uow.engine.pool is not self._engine.pool:
+        sql = self._sql_unit_here(uow)
+        if sql is None:
             return None
         params = {
             f"message_{name}": values for name, values in self._publish_params(messages_).items()
@@ -207,7 +207,15 @@ class PostgresRunQueue:
         alongside = AlongsideInsert(
             ctes=statements.WITH_RUNS_CTES, column=statements.WITH_RUNS_NOTIFY, params=params
         )
-        return await uow.runs.add_new_many(runs, events=events, alongside=alongside)
+        return await sql.runs.add_new_many(runs, events=events, alongside=alongside)
+
+    def _sql_unit_here(self, uow: UnitOfWork) -> SqlUnitOfWork | None:
+        """The SQL unit of work ``uow`` is (or wraps: ``innermost``) if it is on this queue's
+        database, else None."""
+        inner = innermost(uow)
+        if isinstance(inner, SqlUnitOfWork) and inner.engine.pool is self._engine.pool:
+            return inner
+        return None
 
     def _publish_params(self, messages_: Sequence[RunMessage]) -> dict[str, Any]:
         return {
