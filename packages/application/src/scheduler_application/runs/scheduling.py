@@ -410,7 +410,7 @@ class ScheduleFiring:
                 gated = {run.id: run for run in admitted.runs}
                 runs = [gated.get(run.id, run) for run in runs]
                 events = [*events, *admitted.events]
-        inserted = await uow.runs.add_new_many(runs, events=events) if runs else set()
+        inserted = await box.insert_new(runs, events) if runs else set()
         for run in runs:
             fired = writes.fired.pop(run.id)
             if run.id in inserted:
