@@ -1153,6 +1153,45 @@ async def test_update_many_stores_its_events_in_order_and_a_conflict_rolls_them_
         assert await uow.events.list_for_run(third.id) == []
 
 
+async def test_update_each_writes_the_runs_at_their_version_each_with_its_events(
+    uow_factory: SqlUnitOfWorkFactory,
+) -> None:
+    """``update_each``: a run that moved on (a stale version) or is gone is left with its
+    events, and fails none of the others; the ids written come back."""
+    task = make_task()
+    first, stale, second = (
+        running_run(task, lease_expires_at=T0 + LEASE, worker_id="w-1") for _ in range(3)
+    )
+    await save(uow_factory, task, first, stale, second)
+    gone = running_run(task, lease_expires_at=T0 + LEASE, worker_id="w-1")
+    writes = []
+    events = []
+    for run in (first, stale, second, gone):
+        writes.append((run, run.version - 1 if run is stale else run.version))
+        events.append(
+            run.finish(RunStatus.SUCCEEDED, token=run.version, now=T0 + SECOND, result={"n": 1})
+        )
+    async with committed(uow_factory) as uow:
+        written = await uow.runs.update_each(
+            writes, fields=("status", "version", "finished_at", "result"), events=events
+        )
+        assert await uow.runs.update_each([]) == set()
+    assert written == {first.id, second.id}
+    async with uow_factory() as uow:
+        for run, event in zip((first, second), (events[0], events[2]), strict=True):
+            stored = await uow.runs.get(run.id)
+            assert stored is not None
+            assert stored.status is RunStatus.SUCCEEDED
+            assert stored.result == {"n": 1}
+            assert [e.id for e in await uow.events.list_for_run(run.id)] == [event.id]
+        left = await uow.runs.get(stale.id)
+        assert left is not None
+        assert left.status is RunStatus.RUNNING
+        assert await uow.events.list_for_run(stale.id) == []
+        assert await uow.runs.get(gone.id) is None
+        assert await uow.events.list_for_run(gone.id) == []
+
+
 async def test_json_columns_written_many_at_once_round_trip(
     uow_factory: SqlUnitOfWorkFactory, engine: AsyncEngine
 ) -> None:

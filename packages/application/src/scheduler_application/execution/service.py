@@ -39,6 +39,7 @@ from scheduler_application.ports.observer import NO_OBSERVER, RunObserver
 from scheduler_application.ports.redaction import NO_REDACTION, Redactor
 from scheduler_application.ports.secrets import SecretBox
 from scheduler_application.ports.unit_of_work import (
+    NeedsTransaction,
     StatementUnitOfWorkFactory,
     UnitOfWork,
     UnitOfWorkFactory,
@@ -156,6 +157,9 @@ class Outcome:
 #: One answer of :meth:`ExecutionService.complete_many`: what :meth:`ExecutionService.complete`
 #: would have returned, or the error it would have raised for that outcome alone.
 OutcomeAnswer = Settlement | ApplicationError | DomainError | ValueError
+#: In a statement unit of work, the answer of an outcome whose run the write left (it moved on
+#: since it was read): decided again on its own, never handed out.
+_UNWRITTEN = Conflict("the run moved on before its outcome was written")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -494,22 +498,45 @@ class ExecutionService:
         claimed copy gone stale, or a change between the read and the write), the batch is
         rolled back and decided again on fresh reads, and if that fails too each outcome is
         recorded on its own with :meth:`complete`. An outage (``Unavailable``) fails the whole
-        call."""
+        call.
+
+        With a statement unit of work factory, the batch is first written in one of those:
+        the runs' outcomes and their events are one statement (``RunRepository.update_each``),
+        durable as it returns, with no ``BEGIN`` or ``COMMIT``; a run it did not write (it
+        moved on since the claim) is decided again on its own, as above. A batch that needs
+        more — a retry to insert, a circuit to count — raises ``NeedsTransaction`` before any
+        write and goes the transactional way."""
         if not outcomes:
             return []
+        if self._statement_uow_factory is not None:
+            try:
+                return await self._complete_at_once(outcomes)
+            except NeedsTransaction:
+                pass
         for trust_claimed_copies in (True, False):
             try:
                 return await self._complete_batch(outcomes, trust_claimed_copies)
             except (Conflict, AlreadyExists):
                 pass
-        answers: list[OutcomeAnswer] = []
-        for outcome in outcomes:
-            try:
-                answers.append(await self.complete(outcome.run_id, outcome.token, outcome.result))
-            except (ApplicationError, DomainError, ValueError) as error:
-                if isinstance(error, Unavailable):
-                    raise
-                answers.append(error)
+        return [await self._complete_alone(outcome) for outcome in outcomes]
+
+    async def _complete_alone(self, outcome: Outcome) -> OutcomeAnswer:
+        """:meth:`complete` of one outcome, its error answered (an outage raised)."""
+        try:
+            return await self.complete(outcome.run_id, outcome.token, outcome.result)
+        except (ApplicationError, DomainError, ValueError) as error:
+            if isinstance(error, Unavailable):
+                raise
+            return error
+
+    async def _complete_at_once(self, outcomes: Sequence[Outcome]) -> list[OutcomeAnswer]:
+        """:meth:`complete_many` in a statement unit of work; an outcome whose run was not
+        written is recorded again on its own (:meth:`complete`: a fresh read, the answer
+        that read gives)."""
+        answers = await self._complete_batch(outcomes, trust_claimed_copies=True, at_once=True)
+        for index, (outcome, answer) in enumerate(zip(outcomes, answers, strict=True)):
+            if answer is _UNWRITTEN:
+                answers[index] = await self._complete_alone(outcome)
         return answers
 
     async def _complete_batch(
@@ -518,7 +545,11 @@ class ExecutionService:
         trust_claimed_copies: bool,
         *,
         conceal_task_secrets: bool = False,
+        at_once: bool = False,
     ) -> list[OutcomeAnswer]:
+        """The outcomes decided and written in one unit of work: a transaction, or with
+        ``at_once`` a statement unit of work, where the answer of a run the write left (it
+        moved on) is :data:`_UNWRITTEN`."""
         now = self._clock.now()
         runs: dict[str, TaskRun] = {}
         #: Tasks as the claims read them (for the circuits only: retries read them fresh).
@@ -530,7 +561,8 @@ class ExecutionService:
                     runs[outcome.run_id] = copy.copy(claimed)
                     if outcome.task is not None and outcome.task.id == claimed.task_id:
                         claimed_tasks[claimed.task_id] = outcome.task
-        async with self._uow_factory() as uow:
+        units = self._statement_uow_factory if at_once else None
+        async with (units or self._uow_factory)() as uow:
             unread = [o.run_id for o in outcomes if o.run_id not in runs]
             if unread:
                 runs.update((run.id, run) for run in await uow.runs.get_many(unread))
@@ -590,7 +622,18 @@ class ExecutionService:
                     ],
                     now=now,
                 )
-                await uow.runs.update_many(writes, fields=OUTCOME_FIELDS, events=events)
+                if at_once:
+                    written = await uow.runs.update_each(
+                        writes, fields=OUTCOME_FIELDS, events=events
+                    )
+                    answers = [
+                        _UNWRITTEN
+                        if isinstance(answer, Settlement) and answer.run.id not in written
+                        else answer
+                        for answer in answers
+                    ]
+                else:
+                    await uow.runs.update_many(writes, fields=OUTCOME_FIELDS, events=events)
                 await uow.commit()
         for outcome, answer in zip(outcomes, answers, strict=True):
             if isinstance(answer, Settlement):

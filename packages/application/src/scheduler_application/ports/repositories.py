@@ -419,6 +419,19 @@ class RunRepository(Protocol):
         written."""
         ...
 
+    async def update_each(
+        self,
+        writes: Sequence[tuple[TaskRun, int]],
+        *,
+        fields: Collection[str] | None = None,
+        events: Sequence[RunEvent] = (),
+    ) -> set[str]:
+        """:meth:`update_many`, each run on its own: the ids of the runs written, each with
+        its events (``events`` are of these runs only), while a run that moved on or is gone
+        is left, its events with it, and fails none of the others. On PostgreSQL one statement,
+        atomic on its own (a statement unit of work runs it)."""
+        ...
+
     async def renew_leases(
         self, held: Sequence[tuple[str, int]], *, worker_id: str, now: datetime, lease: timedelta
     ) -> set[str]:

@@ -734,6 +734,25 @@ class InMemoryRunRepository(_Repository):
         for event in events:
             insert_run_event(self.tx, event)
 
+    async def update_each(
+        self,
+        writes: Sequence[tuple[TaskRun, int]],
+        *,
+        fields: Collection[str] | None = None,
+        events: Sequence[RunEvent] = (),
+    ) -> set[str]:
+        written: set[str] = set()
+        for write in writes:
+            try:
+                await self._update_many([write], fields)
+            except Conflict:
+                continue
+            written.add(write[0].id)
+        for event in events:
+            if event.run_id in written:
+                insert_run_event(self.tx, event)
+        return written
+
     async def _update_many(
         self, writes: Sequence[tuple[TaskRun, int]], fields: Collection[str] | None
     ) -> None:

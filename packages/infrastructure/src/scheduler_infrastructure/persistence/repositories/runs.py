@@ -766,6 +766,37 @@ class SqlRunRepository(SqlRepository):
                     field="version",
                 )
 
+    async def update_each(
+        self,
+        writes: Sequence[tuple[TaskRun, int]],
+        *,
+        fields: Collection[str] | None = None,
+        events: Sequence[RunEvent] = (),
+    ) -> set[str]:
+        """PostgreSQL: the ``UPDATE … FROM unnest(…)`` of :meth:`update_many` as a CTE, the
+        events' insert guarded by the ids it wrote — one statement, atomic on its own; SQLite:
+        one by one, then the events of the runs written."""
+        if not writes:
+            return set()
+        columns = _written_columns(None if fields is None else frozenset(fields))
+        if not self._postgres:
+            written: set[str] = set()
+            for run, expected_version in writes:
+                try:
+                    await self._update_columns(run, expected_version, columns)
+                except Conflict:
+                    continue
+                written.add(run.id)
+            await SqlRunEventRepository(self._connection).add_many(
+                [event for event in events if event.run_id in written]
+            )
+            return written
+        params = _update_many_params(writes, columns)
+        if events:
+            params.update(event_columns(events))
+        rows = await self._fetch(_update_each_statement(columns, bool(events)), params)
+        return {row[0] for row in rows}
+
     async def _update_columns(
         self, run: TaskRun, expected_version: int, columns: tuple[Any, ...]
     ) -> None:
@@ -973,23 +1004,38 @@ def _assignment(column: Any) -> str:
     return f'"{column.name}" = v."{column.name}"'
 
 
+def _update_from_arrays(columns: tuple[Any, ...]) -> str:
+    """``UPDATE … FROM unnest(<one array per column>)`` of the runs at their expected versions,
+    returning the ids written: written out from the table's own column names (no outside
+    input)."""
+    return (
+        "UPDATE task_runs AS r SET "  # noqa: S608
+        + ", ".join(_assignment(column) for column in columns)
+        + " FROM unnest(CAST(:id AS text[]), CAST(:expected AS bigint[]), "
+        + ", ".join(f"CAST(:{c.name} AS {_array_type(c)}[])" for c in columns)
+        + ') AS v("id", "expected", '
+        + ", ".join(f'"{c.name}"' for c in columns)
+        + ") WHERE r.id = v.id AND r.version = v.expected RETURNING r.id"
+    )
+
+
 @cache
 def _update_many_statement(columns: tuple[Any, ...], with_events: bool = False) -> driver.Prebuilt:
-    """Written out from the table's own column names (no outside input), once per column set;
-    ``with_events``: the events' insert (``event_columns``) as a CTE of the same statement."""
+    """:func:`_update_from_arrays`, once per column set; ``with_events``: the events' insert
+    (``event_columns``) as a CTE of the same statement."""
     logged = f"WITH logged AS ({INSERT_FROM_ARRAYS.format(guard='true')}) " if with_events else ""
-    return driver.Prebuilt(
-        text(
-            logged  # noqa: S608
-            + "UPDATE task_runs AS r SET "
-            + ", ".join(_assignment(column) for column in columns)
-            + " FROM unnest(CAST(:id AS text[]), CAST(:expected AS bigint[]), "
-            + ", ".join(f"CAST(:{c.name} AS {_array_type(c)}[])" for c in columns)
-            + ') AS v("id", "expected", '
-            + ", ".join(f'"{c.name}"' for c in columns)
-            + ") WHERE r.id = v.id AND r.version = v.expected RETURNING r.id"
-        )
-    )
+    return driver.Prebuilt(text(logged + _update_from_arrays(columns)))
+
+
+@cache
+def _update_each_statement(columns: tuple[Any, ...], with_events: bool) -> driver.Prebuilt:
+    """:func:`_update_from_arrays` as a CTE, the events (of the runs it wrote only) inserted by
+    another: atomic on its own, so a statement unit of work runs it."""
+    guard = "e.run_id IN (SELECT id FROM written)"
+    logged = f", logged AS ({INSERT_FROM_ARRAYS.format(guard=guard)})" if with_events else ""
+    update = _update_from_arrays(columns)
+    statement = f"WITH written AS ({update}){logged} SELECT id FROM written"  # noqa: S608
+    return driver.Prebuilt(text(statement), standalone=True)
 
 
 _LATEST_STATUSES = text(
