@@ -21,6 +21,7 @@ from queue_helpers import (
     run_message,
 )
 from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scheduler_application.tasks.changes import TaskChangeSignal
@@ -341,7 +342,13 @@ async def test_the_consumers_claim_on_connections_that_plan_it_once(
             await driver.fetch(
                 connection,
                 statements.CLAIM,
-                {"consumer": "probe", "visibility": 30.0, "queues": [name], "limit": 5},
+                {
+                    "consumer": "probe",
+                    "visibility": 30.0,
+                    "queues": [name],
+                    "limit": 5,
+                    "acks": [],
+                },
             )
         prepared = (
             await connection.execute(
@@ -370,6 +377,7 @@ async def test_the_consumers_plans_read_by_index_even_when_the_queue_looks_empty
         "queues": f"ARRAY['{name}']",
         "limit": "5",
         "ids": "ARRAY[1]",
+        "acks": "ARRAY[2]",
     }
     async with engine.connect() as connection:
         # An empty table never analysed: the planner's view of a queue that was just emptied.
@@ -391,31 +399,119 @@ async def test_the_consumers_plans_read_by_index_even_when_the_queue_looks_empty
             assert "Index Scan" in plan, plan
 
 
+class _Statements:
+    """An engine whose statements are listened to (the consumers then use it too), and what
+    it ran: (SQL, parameters)."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_engine(url, pool_size=2)
+        self.seen: list[tuple[str, Any]] = []
+        event.listen(self.engine.sync_engine, "before_cursor_execute", self._record)
+
+    def _record(self, _conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        self.seen.append((statement, parameters))
+
+    def lone_acks(self) -> list[Any]:
+        return [p for sql, p in self.seen if sql.lstrip().startswith("DELETE FROM queue_messages")]
+
+    def claims(self) -> list[Any]:
+        return [p for sql, p in self.seen if "delivery_count = delivery_count + 1" in sql]
+
+
 async def test_while_its_statements_are_traced_the_consumers_use_the_queues_engine(
     queue_database_url: str, new_queue_name
 ) -> None:
     """Tracing listens to the engine's statements; the consumers' own connections would leave
     the claims and acks out of the traces, so a listened engine keeps them."""
-    engine = create_engine(queue_database_url, pool_size=2)
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    queue = PostgresRunQueue(engine, prefix=PREFIX, poll_interval=NO_POLLING)
+    recorded = _Statements(queue_database_url)
+    queue = PostgresRunQueue(recorded.engine, prefix=PREFIX, poll_interval=NO_POLLING)
     name = new_queue_name()
     try:
         async with queue:
             async with queue.consume([name], prefetch=1) as consumer:
                 await _listening(queue)
                 await queue.publish(run_message(name))
-                await queue.ack(await next_delivery(consumer, within=5))
+                delivery = await next_delivery(consumer, within=5)
+                await queue.ack(delivery)
             assert queue._consumer_engine is None
-        assert any("delivery_count = delivery_count + 1" in sql for sql in seen)  # the claim
-        assert any(sql.lstrip().startswith("DELETE FROM queue_messages") for sql in seen)
+        claims = recorded.claims()
+        assert claims
+        # The ack's delete: carried by a claim, or a statement of its own.
+        assert any(delivery.tag.id in _listed(p) for p in [*claims, *recorded.lone_acks()])
     finally:
-        await engine.dispose()
+        await recorded.engine.dispose()
+
+
+async def test_an_ack_is_carried_by_the_next_claim_and_returns_once_its_row_is_gone(
+    queue_database_url: str, new_queue_name
+) -> None:
+    """An ack waits a few milliseconds for a claim to carry it: the claim's statement deletes
+    the acked row (no statement of its own), and the ack returns once it has. A claim that
+    fails deleted nothing: its acks then go on their own."""
+    recorded = _Statements(queue_database_url)
+    queue = PostgresRunQueue(recorded.engine, prefix=PREFIX, poll_interval=NO_POLLING)
+    name = new_queue_name()
+    held = "SELECT count(*) FROM queue_messages WHERE id = :m"
+    try:
+        # prefetch 2, one message: the consumer's own claim was not filled, so it waits for a
+        # notification and claims nothing meanwhile.
+        async with queue, queue.consume([name], prefetch=2) as consumer:
+            await _listening(queue)
+            await queue.publish(run_message(name))
+            delivery = await next_delivery(consumer, within=5)
+            claims_before = len(recorded.claims())
+            ack = asyncio.create_task(queue.ack(delivery))
+            await asyncio.sleep(0)  # the ack is waiting
+            assert not ack.done()
+            assert await queue._claim(consumer, [name], 1) == []
+            await asyncio.wait_for(ack, 5)
+            assert await _count(recorded.engine, held, m=delivery.tag.id) == 0
+            [carrier] = recorded.claims()[claims_before:]
+            assert delivery.tag.id in _listed(carrier)
+            assert recorded.lone_acks() == []
+
+            await queue.publish(run_message(name))
+            second = await next_delivery(consumer, within=5)
+            ack = asyncio.create_task(queue.ack(second))
+            await asyncio.sleep(0)
+            with pytest.raises(DBAPIError):  # a claim the server refuses
+                await queue._claim(consumer, [name], "not a number")  # type: ignore[arg-type]
+            await asyncio.wait_for(ack, 5)
+            assert await _count(recorded.engine, held, m=second.tag.id) == 0
+            [lone] = recorded.lone_acks()
+            assert _listed(lone) == [second.tag.id]
+    finally:
+        await recorded.engine.dispose()
+
+
+async def test_an_ack_no_claim_carries_deletes_its_row_on_its_own(
+    queue_database_url: str, new_queue_name
+) -> None:
+    recorded = _Statements(queue_database_url)
+    queue = PostgresRunQueue(recorded.engine, prefix=PREFIX, poll_interval=NO_POLLING)
+    name = new_queue_name()
+    try:
+        # prefetch 3, two messages: no claim was filled, none comes until a notification.
+        async with queue, queue.consume([name], prefetch=3) as consumer:
+            await _listening(queue)
+            await queue.publish(run_message(name))
+            await queue.publish(run_message(name))
+            deliveries = [await next_delivery(consumer, within=5) for _ in range(2)]
+            claims_before = len(recorded.claims())
+            await asyncio.gather(*(queue.ack(d) for d in deliveries))
+            left = "SELECT count(*) FROM queue_messages WHERE queue = :q"
+            assert await _count(recorded.engine, left, q=name) == 0
+            assert len(recorded.claims()) == claims_before
+            [lone] = recorded.lone_acks()  # both in one statement
+            assert sorted(_listed(lone)) == sorted(d.tag.id for d in deliveries)
+    finally:
+        await recorded.engine.dispose()
+
+
+def _listed(parameters: Any) -> list[Any]:
+    """The values in the lists among a statement's parameters (positional or named)."""
+    values = parameters.values() if isinstance(parameters, dict) else parameters or ()
+    return [item for value in values if isinstance(value, list | tuple) for item in value]
 
 
 async def _stored_task(uow_factory: SqlUnitOfWorkFactory) -> Task:

@@ -80,8 +80,15 @@ WITH_RUNS_NOTIFY = """
 #: one statement rather than one per queue. The rows are picked once (``ARRAY(...)``, an init
 #: plan) and updated by primary key, a plan that suits any values: the consumers run it as a
 #: generic plan (see ``postgres.CONSUMER_SERVER_SETTINGS``).
+#:
+#: The same statement deletes the rows of the acks waiting in this process (``acks``, maybe
+#: none: see ``postgres.ACK_LINGER``), which it never picks: at a steady flow an ack costs no
+#: round trip of its own.
 CLAIM = prebuilt_text(
     """
+    WITH acked AS (
+        DELETE FROM queue_messages WHERE id = ANY(CAST(:acks AS bigint[]))
+    )
     UPDATE queue_messages
     SET locked_by = :consumer,
         locked_until = now() + make_interval(secs => CAST(:visibility AS double precision)),
@@ -94,6 +101,7 @@ CLAIM = prebuilt_text(
             WHERE m.queue = wanted.queue
               AND m.available_at <= now()
               AND (m.locked_until IS NULL OR m.locked_until < now())
+              AND m.id <> ALL(CAST(:acks AS bigint[]))
             ORDER BY m.priority DESC, m.id
             LIMIT :limit
             FOR UPDATE SKIP LOCKED
