@@ -110,6 +110,43 @@ async def test_an_ordinary_unit_of_work_is_not_restricted(engine: AsyncEngine) -
         await uow.commit()
 
 
+class _Begins:
+    """The ``BEGIN``s sent on ``engine`` while inside (SQLAlchemy begins its bookkeeping in
+    autocommit too; only a connection that is not in autocommit sends one)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.count = 0
+
+    def _on_begin(self, connection: Any) -> None:
+        if not connection.connection.dbapi_connection.autocommit:
+            self.count += 1
+
+    def __enter__(self) -> _Begins:
+        event.listen(self.engine.sync_engine, "begin", self._on_begin)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        event.remove(self.engine.sync_engine, "begin", self._on_begin)
+
+
+def _queued(tasks: list[Task]) -> list[TaskRun]:
+    """A queued run of each task, a microsecond apart."""
+    now = datetime.now(UTC)
+    return [
+        TaskRun(
+            task_id=task.id,
+            owner_id=task.owner_id,
+            trigger=RunTrigger.MANUAL,
+            scheduled_for=now + timedelta(microseconds=i),
+            created_at=now,
+            status=RunStatus.QUEUED,
+            queued_at=now,
+        )
+        for i, task in enumerate(tasks)
+    ]
+
+
 async def test_a_worker_starts_runs_in_one_statement_that_reads_the_owners_roles(
     engine: AsyncEngine,
 ) -> None:
@@ -131,18 +168,7 @@ async def test_a_worker_starts_runs_in_one_statement_that_reads_the_owners_roles
         updated_at=now,
     )
     noop = Task(owner_id=owner.id, name="nop", executor="noop", created_at=now, updated_at=now)
-    queued = [
-        TaskRun(
-            task_id=task.id,
-            owner_id=task.owner_id,
-            trigger=RunTrigger.MANUAL,
-            scheduled_for=now + timedelta(microseconds=i),
-            created_at=now,
-            status=RunStatus.QUEUED,
-            queued_at=now,
-        )
-        for i, task in enumerate([shell, noop, noop])
-    ]
+    queued = _queued([shell, noop, noop])
     async with factory() as uow:
         await uow.users.add(owner)
         await uow.tasks.add(shell)
@@ -159,20 +185,10 @@ async def test_a_worker_starts_runs_in_one_statement_that_reads_the_owners_roles
         executor_policy=ExecutorPolicy(),
         statement_uow_factory=factory.statements,
     )
-    began: list[object] = []
-
-    def on_begin(connection: Any) -> None:
-        # SQLAlchemy begins its bookkeeping in autocommit too; only this one sends BEGIN.
-        if not connection.connection.dbapi_connection.autocommit:
-            began.append(connection)
-
-    event.listen(engine.sync_engine, "begin", on_begin)
-    try:
+    with _Begins(engine) as begins:
         claimed = await execution.claim_many([run.id for run in queued], worker_id="w")
-    finally:
-        event.remove(engine.sync_engine, "begin", on_begin)
     assert set(claimed) == {run.id for run in queued[1:]}
-    assert len(began) == 1  # the refusal's transaction; the start had none
+    assert begins.count == 1  # the refusal's transaction; the start had none
     status = "SELECT status FROM task_runs WHERE id = :r"
     async with engine.connect() as connection:
         refused = await connection.scalar(text(status), {"r": queued[0].id})
@@ -181,45 +197,13 @@ async def test_a_worker_starts_runs_in_one_statement_that_reads_the_owners_roles
     assert await _count(engine, running) == 2
 
 
-class _Begins:
-    """The ``BEGIN``s sent on ``engine`` while inside (SQLAlchemy begins its bookkeeping in
-    autocommit too; only a connection that is not in autocommit sends one)."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self.count = 0
-
-    def _on_begin(self, connection: Any) -> None:
-        if not connection.connection.dbapi_connection.autocommit:
-            self.count += 1
-
-    def __enter__(self) -> _Begins:
-        event.listen(self.engine.sync_engine, "begin", self._on_begin)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        event.remove(self.engine.sync_engine, "begin", self._on_begin)
-
-
 async def _claimed_outcomes(
     engine: AsyncEngine, task: Task, results: list[ExecutionResult]
 ) -> tuple[ExecutionService, list[Outcome]]:
     """A worker's view: runs of ``task`` queued and claimed (statement units), and one outcome
     per result, carrying the claimed copies as the worker's do."""
     factory = SqlUnitOfWorkFactory(engine)
-    now = datetime.now(UTC)
-    queued = [
-        TaskRun(
-            task_id=task.id,
-            owner_id=task.owner_id,
-            trigger=RunTrigger.MANUAL,
-            scheduled_for=now + timedelta(microseconds=i),
-            created_at=now,
-            status=RunStatus.QUEUED,
-            queued_at=now,
-        )
-        for i in range(len(results))
-    ]
+    queued = _queued([task] * len(results))
     async with factory() as uow:
         for run in queued:
             await uow.runs.add(run)
