@@ -754,9 +754,7 @@ class SqlRunRepository(SqlRepository):
                 await self._update_columns(run, expected_version, columns)
             await SqlRunEventRepository(self._connection).add_many(events)
             return
-        params = _update_many_params(writes, columns)
-        if events:
-            params.update(event_columns(events))
+        params = _update_many_params(writes, columns, events)
         rows = await self._fetch(_update_many_statement(columns, bool(events)), params)
         written = {row[0] for row in rows}
         for run, expected_version in writes:
@@ -791,9 +789,7 @@ class SqlRunRepository(SqlRepository):
                 [event for event in events if event.run_id in written]
             )
             return written
-        params = _update_many_params(writes, columns)
-        if events:
-            params.update(event_columns(events))
+        params = _update_many_params(writes, columns, events)
         rows = await self._fetch(_update_each_statement(columns, bool(events)), params)
         return {row[0] for row in rows}
 
@@ -1066,14 +1062,18 @@ _RENEW_LEASES = driver.Prebuilt(
 
 
 def _update_many_params(
-    writes: Sequence[tuple[TaskRun, int]], columns: tuple[Any, ...]
+    writes: Sequence[tuple[TaskRun, int]], columns: tuple[Any, ...], events: Sequence[RunEvent]
 ) -> dict[str, list[Any] | None]:
+    """The parameters of :func:`_update_many_statement` and :func:`_update_each_statement`:
+    the runs' ids, expected versions and columns, and the events' columns if any."""
     runs = [run for run, _ in writes]
     params: dict[str, list[Any] | None] = {
         "id": [run.id for run in runs],
         "expected": [expected for _, expected in writes],
     }
     params.update(_column_arrays(runs, columns))
+    if events:
+        params.update(event_columns(events))
     return params
 
 
