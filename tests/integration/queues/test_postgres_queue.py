@@ -617,3 +617,239 @@ async def test_insert_runs_within_declines_a_unit_of_work_on_another_database(
             assert await queue.insert_runs_within(uow, [], [], [message]) is None
     finally:
         await other.dispose()
+
+
+# -- one process woken per notification -------------------------------------------------------
+
+
+async def _pickable_by(queues: list[PostgresRunQueue], name: str, expected: set[str]) -> None:
+    """Wait until every queue's last beat names ``expected`` as the processes for ``name``."""
+
+    async def check() -> bool:
+        return all(set(queue._pickable.get(name, ())) == expected for queue in queues)
+
+    await eventually(check, within=10)
+
+
+def _counting_claims(queue: PostgresRunQueue) -> list[int]:
+    """The claims ``queue`` sends from now on, as the number of rows each returned."""
+    counted: list[int] = []
+    claim = queue._claim
+
+    async def counting(consumer, queues, limit):  # type: ignore[no-untyped-def]
+        rows = await claim(consumer, queues, limit)
+        counted.append(len(rows))
+        return rows
+
+    queue._claim = counting  # type: ignore[method-assign]
+    return counted
+
+
+async def test_a_notification_makes_one_listening_process_claim_not_every_one(
+    make_queue: QueueMaker, new_queue_name
+) -> None:
+    """Two processes consume one queue. Each message's notification reaches both, and exactly
+    one claims it (the one its token picks); both get work. With no sweep in the test's
+    time, any claim beyond one per message would be the herd."""
+    name = new_queue_name()
+    first = await make_queue(poll_interval=NO_POLLING, sweep_after=NO_POLLING)
+    second = await make_queue(poll_interval=NO_POLLING, sweep_after=NO_POLLING)
+    async with (
+        first.consume([name], prefetch=4) as one,
+        second.consume([name], prefetch=4) as other,
+    ):
+        await _pickable_by([first, second], name, {first.consumer_name, second.consumer_name})
+        await assert_no_delivery(one, within=0.2)  # the first claims have come back empty
+        claims = [_counting_claims(first), _counting_claims(second)]
+        consumers = (one, other)
+        waiting = [asyncio.create_task(anext(consumer)) for consumer in consumers]
+        got = [0, 0]
+        try:
+            for number in range(24):
+                message = run_message(name, number=number)
+                await first.publish(message)
+                done, _ = await asyncio.wait(
+                    waiting, timeout=5, return_when=asyncio.FIRST_COMPLETED
+                )
+                assert done, "no delivery within 5 s"
+                [finished] = done
+                taker = waiting.index(finished)
+                waiting[taker] = asyncio.create_task(anext(consumers[taker]))
+                delivery = finished.result()
+                assert delivery.message == message
+                got[taker] += 1
+                await (first, second)[taker].ack(delivery)
+                assert [len(claims[0]), len(claims[1])] == got, (claims, got)
+        finally:
+            for task in waiting:
+                task.cancel()
+        assert all(got), got  # 2**-23 that one token would pick the same process every time
+
+
+async def test_a_message_whose_picked_process_is_gone_is_claimed_after_the_sweep_delay(
+    make_queue: QueueMaker, new_queue_name, queue_engine: AsyncEngine
+) -> None:
+    """A process that died still beats in the table until its beat lapses; messages whose
+    token picks it are claimed by the live one within ``sweep_after`` — polling is off."""
+    name = new_queue_name()
+    queue = await make_queue(poll_interval=NO_POLLING)
+    async with queue_engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO queue_listeners (name, queues, beat_at)"
+                " VALUES (:name, :queues, now() + interval '10 minutes')"
+            ),
+            {"name": f"gone-{name}", "queues": f'["{name}"]'},
+        )
+    try:
+        async with queue.consume([name], prefetch=4) as consumer:
+            await _pickable_by([queue], name, {queue.consumer_name, f"gone-{name}"})
+            await assert_no_delivery(consumer, within=0.2)
+            sweeps: list[str] = []
+            sweep = queue._sweep
+
+            def counting_sweep(swept: str) -> None:
+                sweeps.append(swept)
+                sweep(swept)
+
+            queue._sweep = counting_sweep  # type: ignore[method-assign]
+            for number in range(16):
+                message = run_message(name, number=number)
+                await queue.publish(message)
+                delivery = await next_delivery(consumer, within=5)
+                assert delivery.message == message
+                await queue.ack(delivery)
+            assert sweeps, "2**-16 that no token picked the gone process"
+    finally:
+        async with queue_engine.begin() as connection:
+            await connection.execute(
+                text("DELETE FROM queue_listeners WHERE name = :name"), {"name": f"gone-{name}"}
+            )
+
+
+async def test_a_process_without_free_capacity_is_not_picked(
+    make_queue: QueueMaker, new_queue_name
+) -> None:
+    """A process whose consumer is full says so in its beat: the others stop picking it, and
+    its messages go at once to one that can take them."""
+    name = new_queue_name()
+    busy = await make_queue(poll_interval=NO_POLLING, sweep_after=NO_POLLING)
+    idle = await make_queue(poll_interval=NO_POLLING, sweep_after=NO_POLLING)
+    async with (
+        busy.consume([name], prefetch=1) as full,
+        idle.consume([name], prefetch=4) as other,
+    ):
+        await _pickable_by([busy, idle], name, {busy.consumer_name, idle.consumer_name})
+        await busy.publish(run_message(name, number=0))
+        # Whoever took it: make the busy process hold a message and the idle one hold none.
+        first = await next_delivery_of([full, other])
+        if first.tag.consumer is other:
+            await idle.ack(first)
+            await busy.publish(run_message(name, number=1))
+            # Sweeps are off and only one process is picked: retry until the busy one is.
+            held = await _held_by(full, busy, other, idle, name)
+        else:
+            held = first
+        await _pickable_by([busy, idle], name, {idle.consumer_name})
+        for number in range(2, 10):
+            message = run_message(name, number=number)
+            await busy.publish(message)
+            delivery = await next_delivery(other, within=5)
+            assert delivery.message == message
+            await idle.ack(delivery)
+        await busy.ack(held)
+
+
+async def next_delivery_of(consumers: list[Any], within: float = 5.0) -> Any:
+    waiting = [asyncio.create_task(anext(consumer)) for consumer in consumers]
+    try:
+        done, _ = await asyncio.wait(waiting, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waiting:
+            if not task.done():
+                task.cancel()
+    assert done, f"no delivery within {within} s"
+    return done.pop().result()
+
+
+async def _held_by(
+    full: Any, busy: PostgresRunQueue, other: Any, idle: PostgresRunQueue, name: str
+) -> Any:
+    """Publish until a message lands on ``full`` (each lands on one of the two)."""
+    for number in range(100, 164):
+        delivery = await next_delivery_of([full, other])
+        if delivery.tag.consumer is full:
+            return delivery
+        await idle.ack(delivery)
+        await busy.publish(run_message(name, number=number))
+    pytest.fail("64 tokens in a row picked the same process")
+
+
+async def test_a_sweep_is_skipped_when_a_claim_since_found_the_queue_drained(
+    make_queue: QueueMaker, new_queue_name
+) -> None:
+    """A process not picked claims ``sweep_after`` later — unless one of its claims sent
+    since the notification came back short, which proves the message was taken."""
+    name = new_queue_name()
+    queue = await make_queue(poll_interval=NO_POLLING, sweep_after=0.2)
+    async with queue.consume([name], prefetch=2) as consumer:
+        await _listening(queue)
+        await assert_no_delivery(consumer, within=0.3)  # its claims have come back empty
+        claims = _counting_claims(queue)
+
+        queue._sweep_later(name)  # nothing claims meanwhile: the sweep does
+        await eventually(lambda: _true(claims == [0]), within=5, interval=0.02)
+        await assert_no_delivery(consumer, within=0.4)
+        assert claims == [0]
+
+        queue._sweep_later(name)
+        consumer.wake()  # a claim sent after the notification finds nothing
+        await eventually(lambda: _true(claims == [0, 0]), within=5, interval=0.02)
+        await assert_no_delivery(consumer, within=0.4)  # twice the sweep's delay
+        assert claims == [0, 0]
+        assert name not in queue._sweeps
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_a_process_that_stops_consuming_removes_its_beat(
+    make_queue: QueueMaker, new_queue_name, queue_engine: AsyncEngine
+) -> None:
+    name = new_queue_name()
+    queue = await make_queue(poll_interval=NO_POLLING)
+    beats = "SELECT count(*) FROM queue_listeners WHERE name = :name"
+    async with queue.consume([name], prefetch=1):
+        await _pickable_by([queue], name, {queue.consumer_name})
+        assert await _count(queue_engine, beats, name=queue.consumer_name) == 1
+    await queue.aclose()
+    assert await _count(queue_engine, beats, name=queue.consumer_name) == 0
+
+
+class _RefusingConnection:
+    def __init__(self, *, closed: bool) -> None:
+        self.closed = closed
+
+    async def fetch(self, *_: Any, **__: Any) -> list[Any]:
+        raise RuntimeError('relation "queue_listeners" does not exist')
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+
+async def test_without_beats_every_process_claims_on_every_notification(
+    make_queue: QueueMaker, new_queue_name
+) -> None:
+    """A beat that fails (migrations behind: no table) leaves no process to pick: each claims
+    on every notification, as before beats. A beat on a lost connection ends it (the listener
+    connects again)."""
+    name = new_queue_name()
+    queue = await make_queue(poll_interval=NO_POLLING)
+    queue._pickable = {name: ["somebody-else"]}
+    assert not queue._picked(name, 7)
+    await queue._beat(_RefusingConnection(closed=False))
+    assert queue._pickable == {}
+    assert queue._picked(name, 7)
+    with pytest.raises(RuntimeError):
+        await queue._beat(_RefusingConnection(closed=True))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,9 @@ class PostgresConsumer(BufferedConsumer):
         self.name = name
         self._owner = owner
         self._wakeup = asyncio.Event()
+        #: When (``time.monotonic``) the last claim that came back with fewer rows than it
+        #: asked for was sent: nothing claimable was left in its queues then.
+        self.unfilled_at = -1.0
 
     def wake(self, queue: str | None = None) -> None:
         """A notification for ``queue`` (or for any): claim again. The claim reads every queue
@@ -73,7 +77,10 @@ class PostgresConsumer(BufferedConsumer):
         wanted = self.free
         if wanted <= 0:
             return True
+        sent = time.monotonic()
         rows = await self._owner._claim(self, self.queues, wanted)
+        if len(rows) < wanted:
+            self.unfilled_at = sent
         await self._accept(rows)
         return len(rows) == wanted
 

@@ -2,14 +2,16 @@
 
 The queue only uses notifications to wake consumers early; they poll anyway, so while the
 listener reconnects nothing is lost but latency. After every (re)connect ``on_connect`` runs,
-since notifications sent while the connection was down are gone.
+since notifications sent while the connection was down are gone. The connection may also
+``beat`` (a statement of the caller's, right after each connect and every ``beat_seconds``),
+which then serves as its ping.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -25,7 +27,8 @@ PING_SECONDS = 15.0
 
 def connect_arguments(url: URL, *, dsn: str | None, application_name: str) -> dict[str, Any]:
     """``asyncpg.connect`` arguments for the engine's database (or for ``dsn``)."""
-    settings = {"application_name": application_name}
+    # The connection commits nothing that must survive a crash (at most a beat).
+    settings = {"application_name": application_name, "synchronous_commit": "off"}
     if dsn is not None:
         return {"dsn": dsn, "server_settings": settings}
     arguments = {
@@ -47,8 +50,15 @@ class NotificationListener:
         channel: str,
         on_notify: Callable[[str], None],
         on_connect: Callable[[], None],
+        beat: Callable[[Any], Awaitable[None]] | None = None,
+        beat_seconds: float = PING_SECONDS,
     ) -> None:
+        """``beat``: run with the connection after each connect and every ``beat_seconds``;
+        its exception ends the connection (the listener connects again) only when the
+        connection is closed, so ``beat`` should handle the others."""
         self._arguments = arguments
+        self._beat = beat
+        self._beat_seconds = beat_seconds
         self._channel = channel
         self._on_notify = on_notify
         self._on_connect = on_connect
@@ -97,6 +107,12 @@ class NotificationListener:
         await connection.add_listener(self._channel, self._notified)
         self.listening = True
         self._on_connect()
+        if self._beat is not None:
+            await self._beat(connection)
         while not lost.is_set():
-            if not await wait_at_most(lost, PING_SECONDS):
+            if await wait_at_most(lost, self._beat_seconds):
+                break
+            if self._beat is not None:
+                await self._beat(connection)
+            else:
                 await connection.execute("SELECT 1", timeout=10)

@@ -2,8 +2,12 @@
 
 ``queue_messages`` is a work queue: a row is claimed by setting ``locked_by``/``locked_until``
 (its visibility timeout), deleted when acked, and visible again once the lock lapses. Rows move
-to ``queue_dead_letters`` when they were delivered too often or were rejected. The tables only
-serve the Postgres adapter; on SQLite they exist (one migration history) but stay empty.
+to ``queue_dead_letters`` when they were delivered too often or were rejected.
+``queue_listeners`` names the processes listening for the queue's notifications, with the
+queues they can take work for now; each beats every second, and a notification's messages are
+claimed at once by one of them, not by all (see ``postgres.PostgresRunQueue._wake``). The
+tables only serve the Postgres adapter; on SQLite they exist (one migration history) but stay
+empty.
 """
 
 from __future__ import annotations
@@ -63,4 +67,15 @@ queue_dead_letters = Table(
 )
 Index("ix_queue_dead_letters_queue_id", queue_dead_letters.c.queue, queue_dead_letters.c.id)
 
-QUEUE_TABLES = (queue_messages, queue_dead_letters)
+#: Unlogged on PostgreSQL (migration 0020): a beat every second from every listening process
+#: needs no WAL, and after a crash the rows come back with the next beats.
+queue_listeners = Table(
+    "queue_listeners",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    #: The queues the process has a consumer with free capacity for, as a JSON array.
+    Column("queues", Text, nullable=False),
+    Column("beat_at", UTCDateTime(), nullable=False, server_default=func.now()),
+)
+
+QUEUE_TABLES = (queue_messages, queue_dead_letters, queue_listeners)

@@ -19,7 +19,9 @@ from scheduler_infrastructure.persistence.driver import prebuilt_text
 
 #: A message with a ``not_before`` (a run fired ahead of its slot) is only claimable from
 #: then (``available_at``); its notification says when, as ``<queue> <epoch seconds>``, so that
-#: listening consumers wake at that instant rather than at their next poll.
+#: listening consumers wake at that instant rather than at their next poll. The notification
+#: of messages claimable now is ``<queue> ~<token>``: a random number by which every listening
+#: process picks the same one of them to claim at once (see ``postgres.PostgresRunQueue._wake``).
 PUBLISH = prebuilt_text(
     """
     WITH inserted AS (
@@ -32,8 +34,10 @@ PUBLISH = prebuilt_text(
         ) AS message(queue, priority, payload, available_at)
         RETURNING queue, available_at
     )
-    SELECT pg_notify(:channel, woken.payload) FROM (
-        SELECT DISTINCT CASE
+    SELECT pg_notify(:channel, woken.payload || CASE
+        WHEN woken.later THEN '' ELSE ' ~' || floor(random() * 2147483647)::bigint END
+    ) FROM (
+        SELECT DISTINCT available_at > now() AS later, CASE
             WHEN available_at > now() THEN queue || ' ' || extract(epoch FROM available_at)
             ELSE queue
         END AS payload
@@ -64,8 +68,10 @@ WITH_RUNS_CTES = """
     )
 """
 WITH_RUNS_NOTIFY = """
-    (SELECT count(pg_notify(:message_channel, woken.payload)) FROM (
-        SELECT DISTINCT CASE
+    (SELECT count(pg_notify(:message_channel, woken.payload || CASE
+        WHEN woken.later THEN '' ELSE ' ~' || floor(random() * 2147483647)::bigint END
+    )) FROM (
+        SELECT DISTINCT available_at > now() AS later, CASE
             WHEN available_at > now() THEN queue || ' ' || extract(epoch FROM available_at)
             ELSE queue
         END AS payload
@@ -169,3 +175,25 @@ HOLDS_ANYTHING = prebuilt_text(
 DEAD_LETTERS = prebuilt_text(
     "SELECT payload FROM queue_dead_letters WHERE queue = :queue ORDER BY id LIMIT :limit"
 )
+
+#: A listening process's beat (asyncpg parameters: its name, the JSON array of the queues it
+#: has free capacity for, the seconds after which a silent process counts as gone): its row
+#: written, the rows of processes gone deleted (those another beat is deleting are skipped,
+#: never waited for), and the rows of the live ones read — as they were before this
+#: statement, so its own row may be missing or old.
+BEAT = """
+    WITH beat AS (
+        INSERT INTO queue_listeners (name, queues, beat_at) VALUES ($1, $2, now())
+        ON CONFLICT (name) DO UPDATE SET queues = EXCLUDED.queues, beat_at = EXCLUDED.beat_at
+    ), gone AS (
+        DELETE FROM queue_listeners WHERE name IN (
+            SELECT name FROM queue_listeners
+            WHERE beat_at < now() - make_interval(secs => CAST($3 AS double precision))
+            FOR UPDATE SKIP LOCKED
+        )
+    )
+    SELECT name, queues FROM queue_listeners
+    WHERE beat_at >= now() - make_interval(secs => CAST($3 AS double precision))
+"""
+#: A process that stops listening says so, so that nobody picks it meanwhile.
+LEAVE = prebuilt_text("DELETE FROM queue_listeners WHERE name = :name")
