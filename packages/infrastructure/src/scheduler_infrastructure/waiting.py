@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -55,12 +56,18 @@ def _sqlstate(error: BaseException) -> str | None:
     return None
 
 
+#: Errors of the driver that lost track of a connection the server dropped in the middle of
+#: an operation ("cannot switch to state 11; another operation is in progress", "connection
+#: was closed in the middle of operation"): no answer of the server, so no refusal either.
+_DROPPED = (asyncpg.exceptions.InternalClientError, asyncpg.exceptions.InterfaceError)
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether a failed connection attempt may succeed later."""
     state = _sqlstate(error)
     if state is not None:
         return state.startswith(_TRANSIENT_SQLSTATES)
-    return any(isinstance(link, (OSError, TimeoutError)) for link in _chain(error))
+    return any(isinstance(link, (OSError, TimeoutError, *_DROPPED)) for link in _chain(error))
 
 
 def _server_message(error: BaseException) -> str:
