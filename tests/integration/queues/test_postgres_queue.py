@@ -757,7 +757,12 @@ async def test_a_process_without_free_capacity_is_not_picked(
             delivery = await next_delivery(other, within=5)
             assert delivery.message == message
             await idle.ack(delivery)
+        # Left out while full, it claims on every notification once it has room again, until
+        # its next beat names it (else it would take work only by sweeps meanwhile).
+        busy._pickable = {name: [idle.consumer_name]}
+        assert not any(busy._picked(name, token) for token in range(4))
         await busy.ack(held)
+        assert all(busy._picked(name, token) for token in range(4))
 
 
 async def next_delivery_of(consumers: list[Any], within: float = 5.0) -> Any:

@@ -435,9 +435,15 @@ class PostgresRunQueue:
 
     def _picked(self, queue: str, token: int) -> bool:
         """Whether the token picks this process for ``queue``: every listening process, from
-        the same beats, picks the same one; when no beat names one, every process is picked."""
+        the same beats, picks the same one; when no beat names one, every process is picked.
+        A process its last beat left out (it was full) that has capacity again claims too
+        until its next beat says so: otherwise it would take work only by sweeps meanwhile."""
         names = self._pickable.get(queue)
-        return not names or names[token % len(names)] == self.consumer_name
+        if not names:
+            return True
+        if self.consumer_name not in names:
+            return any(consumer.free > 0 for consumer in self._consumers.get(queue, ()))
+        return names[token % len(names)] == self.consumer_name
 
     def _sweep_later(self, queue: str) -> None:
         """Another process was picked for a message of ``queue``: claim ``sweep_after``
