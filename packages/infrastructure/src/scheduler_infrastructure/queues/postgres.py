@@ -188,9 +188,10 @@ class PostgresRunQueue:
         consumers = {consumer for group in self._consumers.values() for consumer in group}
         await asyncio.gather(*(consumer.aclose() for consumer in consumers))
         if self._listener is not None:
-            if self._listener.started:
+            listened = self._listener.started
+            await self._listener.aclose()  # first: no beat may write the row again after
+            if listened:
                 await self._leave()
-            await self._listener.aclose()
         await self._acks.aclose()
         if self._consumer_engine is not None:
             await self._consumer_engine.dispose()
