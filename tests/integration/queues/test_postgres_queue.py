@@ -631,6 +631,12 @@ async def _pickable_by(queues: list[PostgresRunQueue], name: str, expected: set[
     await eventually(check, within=10)
 
 
+async def _two_processes(make_queue: QueueMaker) -> list[PostgresRunQueue]:
+    """Two queues as two processes would hold them; no poll and no sweep in a test's time,
+    so that only notifications make them claim."""
+    return [await make_queue(poll_interval=NO_POLLING, sweep_after=NO_POLLING) for _ in "ab"]
+
+
 def _counting_claims(queue: PostgresRunQueue) -> list[int]:
     """The claims ``queue`` sends from now on, as the number of rows each returned."""
     counted: list[int] = []
@@ -652,8 +658,7 @@ async def test_a_notification_makes_one_listening_process_claim_not_every_one(
     one claims it (the one its token picks); both get work. With no sweep in the test's
     time, any claim beyond one per message would be the herd."""
     name = new_queue_name()
-    first = await make_queue(poll_interval=NO_POLLING, sweep_after=NO_POLLING)
-    second = await make_queue(poll_interval=NO_POLLING, sweep_after=NO_POLLING)
+    first, second = await _two_processes(make_queue)
     async with (
         first.consume([name], prefetch=4) as one,
         second.consume([name], prefetch=4) as other,
@@ -733,8 +738,7 @@ async def test_a_process_without_free_capacity_is_not_picked(
     """A process whose consumer is full says so in its beat: the others stop picking it, and
     its messages go at once to one that can take them."""
     name = new_queue_name()
-    busy = await make_queue(poll_interval=NO_POLLING, sweep_after=NO_POLLING)
-    idle = await make_queue(poll_interval=NO_POLLING, sweep_after=NO_POLLING)
+    busy, idle = await _two_processes(make_queue)
     async with (
         busy.consume([name], prefetch=1) as full,
         idle.consume([name], prefetch=4) as other,
