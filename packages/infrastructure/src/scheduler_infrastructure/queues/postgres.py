@@ -20,8 +20,8 @@ carries a random token by which all pick the same process among the live ones th
 capacity for its queue. The others claim :data:`SWEEP_AFTER` later, unless a claim of theirs
 sent since found their queues drained: so a message whose process died, filled up or has not
 beaten yet still goes within that delay, and a process that is never picked still takes work.
-Without this every process claimed on every notification and all but one found nothing
-(with 2 worker processes at 600 runs/s, a fifth of the workers' CPU).
+Without this every process claimed on every notification and all but one found nothing (two
+claims per notification with two worker processes; see ``docs/benchmarks.md``).
 A message may be claimable only from a later instant (``not_before``: a run fired ahead of its
 slot); its notification names that instant and the consumers wake then.
 
