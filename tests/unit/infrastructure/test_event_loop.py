@@ -1,5 +1,6 @@
-"""The loop each process runs: uvloop for the API and the dispatcher, the standard loop
-wherever a worker starts tasks (uvloop's subprocesses keep the worker's descriptors and uid)."""
+"""The loop each process runs: uvloop, workers included (their sandbox starts tasks with
+``subprocess.Popen``, not the loop's ``subprocess_exec``: tests/integration/executors/
+test_sandbox_on_uvloop.py), unless the standard loop is chosen."""
 
 from __future__ import annotations
 
@@ -21,20 +22,11 @@ async def _loop_type() -> type[asyncio.AbstractEventLoop]:
     return type(asyncio.get_running_loop())
 
 
-def test_by_default_a_process_without_a_worker_runs_on_uvloop(
+def test_by_default_a_process_runs_on_uvloop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv(VARIABLE, raising=False)
     assert run(_loop_type()) is uvloop.Loop
-
-
-def test_a_process_hosting_a_worker_runs_the_standard_loop_even_when_uvloop_is_asked(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv(VARIABLE, "uvloop")
-    kind = run(_loop_type(), hosts_tasks=True)
-    assert kind is not uvloop.Loop
-    assert issubclass(kind, asyncio.BaseEventLoop)
 
 
 def test_the_standard_loop_can_be_chosen(monkeypatch: pytest.MonkeyPatch) -> None:

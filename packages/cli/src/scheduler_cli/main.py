@@ -164,10 +164,7 @@ def run(
     # Like the settings' secrets: read (or not needed), so no task started later inherits it.
     os.environ.pop("SCHEDULER_ADMIN_PASSWORD", None)
     try:
-        run_event_loop(
-            run_components(settings, components, migrate=migrate, on_ready=_announce),
-            hosts_tasks="worker" in components,
-        )
+        run_event_loop(run_components(settings, components, migrate=migrate, on_ready=_announce))
     except StartupInterrupted as stopped:
         print(f"scheduler: {stopped}", file=sys.stderr)
     except (StartupError, ConnectionError, OSError) as error:

@@ -5,15 +5,13 @@ this package there — otherwise the standard library's loop. uvloop's transport
 sockets without going through Python for each call: the API answers more requests per core,
 and asyncpg, aio-pika and redis-py cost less per round trip on it (docs/benchmarks.md, #15).
 
-A process that hosts a worker always runs the standard loop (``hosts_tasks``): the worker starts
-every task through the sandbox with ``subprocess_exec``, and uvloop's does not honour
-``close_fds`` (the worker's descriptors — its database and broker sockets — would reach the
-task) nor ``user``/``group`` (the task would keep the worker's uid). The executor tests
-(``tests/integration/executors``) fail on uvloop for exactly these reasons.
+Workers run on it too. They start every task's sandbox supervisor with ``subprocess.Popen``
+themselves (``scheduler_worker.sandbox.process``), never with the loop's ``subprocess_exec``:
+uvloop's has no ``close_fds`` (the worker's descriptors — its database and broker sockets —
+would reach the task) nor ``user``/``group``.
 
 ``SCHEDULER_EVENT_LOOP=asyncio`` chooses the standard loop everywhere (to rule the loop out when
-chasing a problem); ``uvloop`` insists on it (where no worker runs) and fails to start without
-it.
+chasing a problem); ``uvloop`` insists on it and fails to start without it.
 """
 
 from __future__ import annotations
@@ -35,15 +33,13 @@ class EventLoopChoiceError(StartupError):
     """``SCHEDULER_EVENT_LOOP`` names no loop this process can run."""
 
 
-def loop_factory(
-    choice: str | None = None, *, hosts_tasks: bool = False
-) -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory(choice: str | None = None) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """The factory of the chosen loop (None: the standard library's)."""
     wanted = (choice if choice is not None else os.environ.get(VARIABLE, "auto")).strip().lower()
     wanted = wanted or "auto"
     if wanted not in CHOICES:
         raise EventLoopChoiceError(f"{VARIABLE}={wanted!r}: expected one of {', '.join(CHOICES)}")
-    if wanted == "asyncio" or hosts_tasks:
+    if wanted == "asyncio":
         return None
     try:
         import uvloop
@@ -55,11 +51,10 @@ def loop_factory(
     return factory
 
 
-def run(main: Coroutine[Any, Any, T], *, hosts_tasks: bool = False) -> T:
-    """``asyncio.run(main)`` on the chosen loop; ``hosts_tasks``: a worker runs in this
-    process, so the standard loop whatever was chosen."""
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)`` on the chosen loop."""
     try:
-        factory = loop_factory(hosts_tasks=hosts_tasks)
+        factory = loop_factory()
     except EventLoopChoiceError:
         main.close()
         raise

@@ -1,10 +1,16 @@
 """The worker's side of one sandboxed process: start the supervisor, learn the task's process
 group, watch its exit, signal the group, and end it all by closing the watch pipe.
 
-The supervisor is started with ``subprocess``-style exec (never a fork that keeps running the
+The supervisor is started with ``subprocess.Popen`` (never a fork that keeps running the
 worker's code): a new session, no inherited descriptors but its pipes (``close_fds`` plus
 ``pass_fds``), an empty environment. The task's own environment and credentials travel in the
 spec, written to the supervisor's stdin (never on its command line, which others may read).
+
+It is the very ``Popen`` call the standard loop's ``subprocess_exec`` makes, made here so that
+the worker may run on any loop: uvloop's own ``subprocess_exec`` (libuv) has no ``close_fds``
+and would hand the worker's descriptors to the supervisor. Its pipes are then read and written
+through the running loop, and its exit is watched with a pidfd (Linux; elsewhere a thread waits
+for it), so nothing depends on the loop's child watcher.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +80,7 @@ class SandboxProcess:
     def __init__(
         self,
         *,
-        transport: asyncio.SubprocessTransport,
+        transport: _Supervisor,
         protocol: _SupervisorProtocol,
         status: _StatusProtocol,
         watch_w: int,
@@ -95,34 +103,21 @@ class SandboxProcess:
         status = _StatusProtocol(loop)
         protocol = _SupervisorProtocol(loop, on_output)
         try:
-            transport, _ = await loop.subprocess_exec(
-                lambda: protocol,
-                sys.executable,
-                "-I",
-                "-S",
-                _SUPERVISOR,
-                str(watch_r),
-                str(status_w),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env={},
-                cwd="/",
-                close_fds=True,
+            transport = await _Supervisor.start(
+                loop,
+                protocol,
+                [sys.executable, "-I", "-S", _SUPERVISOR, str(watch_r), str(status_w)],
                 pass_fds=(watch_r, status_w, *spec.pass_fds, *spec.hold_fds),
-                start_new_session=True,
             )
         except OSError as exc:
             os.close(watch_w)
+            os.close(status_r)
             raise SandboxStartError(f"cannot start the sandbox supervisor: {exc}") from exc
         finally:
             os.close(watch_r)
             os.close(status_w)
         await loop.connect_read_pipe(lambda: status, os.fdopen(status_r, "rb", buffering=0))
-        stdin = transport.get_pipe_transport(0)
-        assert isinstance(stdin, asyncio.WriteTransport)
-        stdin.write(spec.encode())
-        stdin.close()
+        transport.write_stdin(spec.encode())
         try:
             async with asyncio.timeout(_START_SECONDS):
                 pgid = await status.started
@@ -196,7 +191,7 @@ class SandboxProcess:
         self._status.close()
 
 
-async def _reap(transport: asyncio.SubprocessTransport, protocol: _SupervisorProtocol) -> None:
+async def _reap(transport: _Supervisor, protocol: _SupervisorProtocol) -> None:
     try:
         await asyncio.wait([protocol.exited], timeout=_CLOSE_SECONDS)
         if not protocol.exited.done():
@@ -204,6 +199,126 @@ async def _reap(transport: asyncio.SubprocessTransport, protocol: _SupervisorPro
             await asyncio.wait([protocol.exited], timeout=_CLOSE_SECONDS)
     finally:
         transport.close()
+
+
+class _Supervisor:
+    """The supervisor's process, started by ``subprocess.Popen`` and watched on the running
+    loop: its stdout (the task's output) feeds the protocol, its exit calls
+    ``process_exited`` once it is reaped."""
+
+    def __init__(self, process: subprocess.Popen[bytes], protocol: _SupervisorProtocol) -> None:
+        self._process = process
+        self._protocol = protocol
+        self._stdin: asyncio.WriteTransport | None = None
+        self._stdout: asyncio.BaseTransport | None = None
+        self._pidfd: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    async def start(
+        cls,
+        loop: asyncio.AbstractEventLoop,
+        protocol: _SupervisorProtocol,
+        argv: list[str],
+        *,
+        pass_fds: tuple[int, ...],
+    ) -> _Supervisor:
+        # Our own supervisor, by path, no shell; Popen forks and execs without waiting for the
+        # program, as the standard loop's subprocess_exec does in the loop's thread too.
+        process = subprocess.Popen(  # noqa: S603, ASYNC220
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={},
+            cwd="/",
+            close_fds=True,
+            pass_fds=pass_fds,
+            start_new_session=True,
+            bufsize=0,
+        )
+        supervisor = cls(process, protocol)
+        try:
+            await supervisor._connect(loop)
+        except BaseException:
+            supervisor.kill()
+            supervisor.close()
+            raise
+        return supervisor
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._process.stdin is not None
+        assert self._process.stdout is not None
+        self._loop = loop
+        self._watch_exit(loop)
+        protocol = self._protocol
+        self._stdout, _ = await loop.connect_read_pipe(
+            lambda: _OutputPipe(protocol), self._process.stdout
+        )
+        # (uvloop's write transport is no subclass of asyncio.WriteTransport: no isinstance.)
+        self._stdin, _ = await loop.connect_write_pipe(asyncio.Protocol, self._process.stdin)
+
+    def _watch_exit(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Reap the process when it exits: a pidfd turns readable then; without pidfds (not
+        Linux, or refused by a seccomp filter) a thread waits for it."""
+        try:
+            self._pidfd = os.pidfd_open(self._process.pid)
+        except (AttributeError, OSError):
+            threading.Thread(
+                target=self._wait_in_thread, args=(loop,), name="sandbox-reaper", daemon=True
+            ).start()
+            return
+        loop.add_reader(self._pidfd, self._exited)
+
+    def _wait_in_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._process.wait()
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._protocol.process_exited)
+
+    def _exited(self) -> None:
+        if self._pidfd is not None and self._loop is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        self._process.wait()  # it has exited: this only reaps it
+        self._protocol.process_exited()
+
+    def write_stdin(self, data: bytes) -> None:
+        """Write ``data`` to the supervisor's stdin and close it."""
+        assert self._stdin is not None
+        self._stdin.write(data)
+        self._stdin.close()
+
+    def kill(self) -> None:
+        """SIGKILL the supervisor, unless it was reaped already (its pid may be reused)."""
+        if self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+
+    def close(self) -> None:
+        """Close the pipes. A process still running goes on being watched, and is reaped
+        when it exits (:func:`_reap` kills it first)."""
+        for transport, raw in (
+            (self._stdin, self._process.stdin),
+            (self._stdout, self._process.stdout),
+        ):
+            if transport is not None:
+                transport.close()  # it owns the pipe
+            elif raw is not None:
+                raw.close()
+
+
+class _OutputPipe(asyncio.Protocol):
+    """The supervisor's stdout (its stderr goes there too), handed to the protocol as fd 1."""
+
+    def __init__(self, protocol: _SupervisorProtocol) -> None:
+        self._protocol = protocol
+
+    def data_received(self, data: bytes) -> None:
+        self._protocol.pipe_data_received(1, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._protocol.pipe_connection_lost(1, exc)
 
 
 class _SupervisorProtocol(asyncio.SubprocessProtocol):
