@@ -28,6 +28,7 @@ from scheduler_application.ports.unit_of_work import (
 from scheduler_domain.executor_policy import ExecutorPolicy
 from scheduler_domain.outbound import OutboundPolicy
 from scheduler_infrastructure.config import Settings
+from scheduler_infrastructure.event_loop import run as run_event_loop
 from scheduler_infrastructure.outbound.guarded import GuardedTransport
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWorkFactory
 from scheduler_infrastructure.resources import Resources, open_resources
@@ -45,6 +46,7 @@ __all__ = [
     "StartupInterrupted",
     "build_worker",
     "prepare",
+    "run_event_loop",
     "standalone_worker",
     "worker_executors",
     "worker_options",

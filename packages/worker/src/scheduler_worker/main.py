@@ -6,7 +6,6 @@ import asyncio
 import signal
 import sys
 
-from scheduler_infrastructure.event_loop import run as run_event_loop
 from scheduler_worker import bootstrap
 
 
@@ -26,7 +25,7 @@ async def _serve() -> None:
 
 def main() -> None:
     try:
-        run_event_loop(_serve())
+        bootstrap.run_event_loop(_serve())
     except bootstrap.StartupInterrupted as stopped:
         print(f"scheduler-worker: {stopped}", file=sys.stderr)
     except (bootstrap.StartupError, ConnectionError, OSError) as error:
