@@ -18,6 +18,7 @@ import uvloop
 
 from scheduler_application.ports.executor import ExecutionContext
 from scheduler_worker.executors import PythonExecutor, ShellExecutor
+from scheduler_worker.sandbox import process
 from scheduler_worker.sandbox.policy import ResourceLimits, sandbox_policy
 
 pytestmark = pytest.mark.timeout(60)
@@ -119,4 +120,30 @@ def test_on_uvloop_output_exit_and_timeouts_come_through_and_nothing_is_left_unr
     assert (failed.status, (failed.output or "").strip()) == ("failed", "hi")
     assert timed_out.status == "timed_out"
     assert all(result.status == "succeeded" for result in pids), pids
+    assert _zombies() == []
+
+
+def test_where_pidfds_are_refused_a_thread_notices_the_supervisors_exit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A seccomp filter or an older kernel may refuse ``pidfd_open``: the exit is then
+    waited for in a thread, and still reaches the run."""
+
+    def refused(_pid: int) -> int:
+        raise OSError(38, "Function not implemented")
+
+    noticed: list[None] = []
+    original = process._SupervisorProtocol.process_exited
+
+    def counted(self: process._SupervisorProtocol) -> None:
+        noticed.append(None)
+        original(self)
+
+    monkeypatch.setattr(os, "pidfd_open", refused)
+    monkeypatch.setattr(process._SupervisorProtocol, "process_exited", counted)
+    shell = ShellExecutor(sandbox=POLICY, output_limit=8_000, kill_grace_seconds=0.5)
+    result = _on_uvloop(shell.execute(_context({"shell": True, "command": "echo done"})))
+    assert result.status == "succeeded", result
+    assert (result.output or "").strip() == "done"
+    assert len(noticed) == 1
     assert _zombies() == []
