@@ -266,12 +266,11 @@ RUN_FINISHED: ColumnElement[bool] = task_runs.c.status.in_(
     ]
 )
 _partial("ix_task_runs_finished", task_runs.c.finished_at, task_runs.c.id, where=RUN_FINISHED)
-# Run lists are newest first by (created_at, id), filtered by task, by owner, or not at all.
+# Run lists are newest first by (created_at, id), filtered by task, by team, or not at all.
+# (No index by owner since 0021: no list filters runs by their creator, and every index is
+# written again at each status change of a run.)
 Index(
     "ix_task_runs_task_id_created_at", task_runs.c.task_id, task_runs.c.created_at, task_runs.c.id
-)
-Index(
-    "ix_task_runs_owner_id_created_at", task_runs.c.owner_id, task_runs.c.created_at, task_runs.c.id
 )
 Index(
     "ix_task_runs_team_id_created_at", task_runs.c.team_id, task_runs.c.created_at, task_runs.c.id
