@@ -13,7 +13,7 @@ from application_fixtures import ALICE, START, task_spec
 
 from scheduler_application.dispatch.gates import DISPATCHED_FIELDS
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.errors import Conflict, NotFound
+from scheduler_application.errors import Conflict, Contended, NotFound
 from scheduler_application.execution.retries import Settlement
 from scheduler_application.execution.service import (
     OUTCOME_FIELDS,
@@ -24,7 +24,12 @@ from scheduler_application.execution.service import (
 from scheduler_application.ports.executor import ExecutionResult
 from scheduler_application.runs.service import RunService
 from scheduler_application.tasks.service import TaskService
-from scheduler_application.testing import FakeClock, InMemoryStore, InMemoryUnitOfWorkFactory
+from scheduler_application.testing import (
+    OPEN_EXECUTOR_POLICY,
+    FakeClock,
+    InMemoryStore,
+    InMemoryUnitOfWorkFactory,
+)
 from scheduler_domain.retry import RetryPolicy
 from scheduler_domain.run import RunTrigger, TaskRun
 from scheduler_domain.status import RunStatus
@@ -274,6 +279,34 @@ async def test_an_outage_fails_the_whole_batch_and_leaves_no_trace(
     assert store.rows("events") == events
     answers = await execution.complete_many([outcome(claim, SUCCEEDED) for claim in claims])
     assert all(isinstance(answer, Settlement) for answer in answers)
+
+
+async def test_outcomes_written_at_once_that_lose_a_race_are_decided_again_in_a_transaction(
+    runs: RunService,
+    relay: RunRelay,
+    alice_task: Task,
+    worker: Worker,
+    store: InMemoryStore,
+    uow_factory: InMemoryUnitOfWorkFactory,
+    clock: FakeClock,
+) -> None:
+    """A deadlock PostgreSQL broke (``Contended``) failed the one statement and wrote nothing:
+    the outcomes are decided again and written, never answered with the lost race."""
+    execution = ExecutionService(
+        uow_factory=uow_factory,
+        clock=clock,
+        executor_policy=OPEN_EXECUTOR_POLICY,
+        statement_uow_factory=uow_factory,
+    )
+    claims = await claim_all(execution, await queued_runs(runs, relay, alice_task, 3), worker)
+    store.fail_next_commit = Contended("the run was changed concurrently: deadlock detected")
+    answers = await execution.complete_many([outcome(claim, SUCCEEDED) for claim in claims])
+    assert all(isinstance(answer, Settlement) for answer in answers), answers
+    assert store.fail_next_commit is None  # the statement did lose the race
+    for claim in claims:
+        assert store.row("runs", claim.run.id).status is RunStatus.SUCCEEDED
+        assert history(store, claim.run.id)[-1] == (RunStatus.RUNNING, RunStatus.SUCCEEDED)
+        assert [to for _, to in history(store, claim.run.id)].count(RunStatus.SUCCEEDED) == 1
 
 
 async def test_update_many_with_fields_writes_only_those(

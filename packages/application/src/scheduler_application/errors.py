@@ -30,6 +30,12 @@ class Conflict(ApplicationError):
     code = "conflict"
 
 
+class Contended(Conflict):
+    """The write lost a race with another transaction (PostgreSQL broke a deadlock, or a
+    serialization failure): nothing of it was written, and the same write may succeed when
+    tried again — unlike a plain :class:`Conflict`, which is an answer."""
+
+
 class PermissionDenied(ApplicationError):
     code = "permission_denied"
 

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from scheduler_application.errors import ApplicationError, Unavailable
+from scheduler_application.errors import ApplicationError, Contended, Unavailable
 from scheduler_domain.errors import DomainError
 
 T = TypeVar("T")
@@ -15,8 +15,9 @@ logger = logging.getLogger("scheduler.worker")
 
 
 def is_transient(error: BaseException) -> bool:
-    """Errors worth retrying: outages, not answers. A Conflict or NotFound is an answer."""
-    if isinstance(error, Unavailable):
+    """Errors worth retrying: outages and lost races (:class:`Contended`: nothing written),
+    not answers. A Conflict or NotFound is an answer."""
+    if isinstance(error, Unavailable | Contended):
         return True
     return not isinstance(error, ApplicationError | DomainError)
 

@@ -20,6 +20,7 @@ from scheduler_application.errors import (
     AlreadyExists,
     ApplicationError,
     Conflict,
+    Contended,
     NotFound,
     SecretUnreadable,
     Unavailable,
@@ -505,14 +506,15 @@ class ExecutionService:
         durable as it returns, with no ``BEGIN`` or ``COMMIT``; a run it did not write (it
         moved on since the claim) is decided again on its own, as above. A batch that needs
         more — a retry to insert, a circuit to count — raises ``NeedsTransaction`` before any
-        write and goes the transactional way."""
+        write and goes the transactional way, as does one that lost a race (``Contended``: a
+        deadlock PostgreSQL broke; nothing of it was written)."""
         if not outcomes:
             return []
         if self._statement_uow_factory is not None:
             try:
                 return await self._complete_at_once(outcomes)
-            except NeedsTransaction:
-                pass
+            except (NeedsTransaction, Contended):
+                pass  # nothing written: a lost race (a deadlock broken) is decided again
         for trust_claimed_copies in (True, False):
             try:
                 return await self._complete_batch(outcomes, trust_claimed_copies)

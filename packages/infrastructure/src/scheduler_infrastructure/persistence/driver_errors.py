@@ -19,6 +19,7 @@ from scheduler_application.errors import (
     AlreadyExists,
     ApplicationError,
     Conflict,
+    Contended,
     NotFound,
     Unavailable,
 )
@@ -112,7 +113,7 @@ def translate(error: Exception, *, what: str = "row") -> ApplicationError | None
             return NotFound(f"the {what} refers to a row that does not exist")
         return Conflict(f"the {what} violates a database constraint: {_reason(error)}")
     if isinstance(error, sa_exc.DBAPIError) and _sqlstate(error) in _RETRYABLE_SQLSTATE:
-        return Conflict(f"the {what} was changed concurrently, try again: {_reason(error)}")
+        return Contended(f"the {what} was changed concurrently, try again: {_reason(error)}")
     if is_unavailable(error):
         return Unavailable(f"the database is unavailable: {_reason(error)}", dependency="database")
     return None
