@@ -39,9 +39,12 @@ class HeartbeatLoop:
         on_gone: Callable[[], None] = lambda: None,
         observer: RunObserver = NO_OBSERVER,
         stop_check_interval: timedelta | None = None,
+        run_writes: asyncio.Lock | None = None,
     ) -> None:
         """``stop_check_interval``: how often to ask which held runs must stop (None: only at
-        heartbeats)."""
+        heartbeats). ``run_writes``: held while the leases are renewed, as the worker holds it
+        while its outcomes are written (:class:`~scheduler_worker.runtime.WorkerRuntime`)."""
+        self._run_writes = run_writes if run_writes is not None else asyncio.Lock()
         self._observer = observer
         self._stop_check = (
             stop_check_interval.total_seconds() if stop_check_interval is not None else None
@@ -74,7 +77,8 @@ class HeartbeatLoop:
     async def beat(self) -> None:
         held = self._active()
         try:
-            reply = await self._execution.heartbeat(self._worker_id, held)
+            async with self._run_writes:
+                reply = await self._execution.heartbeat(self._worker_id, held)
         except asyncio.CancelledError:
             raise
         except NotFound:

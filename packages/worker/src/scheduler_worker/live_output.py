@@ -49,7 +49,10 @@ class OutputReports:
         worker_id: str,
         interval: float,
         in_hand: Callable[[], list[tuple[str, int, LiveOutput]]],
+        run_writes: asyncio.Lock | None = None,
     ) -> None:
+        """``run_writes``: held while a report is written (see :class:`HeartbeatLoop`)."""
+        self._run_writes = run_writes if run_writes is not None else asyncio.Lock()
         self._execution = execution
         self._worker_id = worker_id
         self._interval = interval
@@ -79,7 +82,8 @@ class OutputReports:
         if not chunks:
             return
         try:
-            await self._execution.report_output(self._worker_id, chunks)
+            async with self._run_writes:
+                await self._execution.report_output(self._worker_id, chunks)
         except asyncio.CancelledError:
             raise
         except Exception as error:

@@ -144,6 +144,11 @@ class WorkerRuntime:
         self.stats = WorkerStats()
         self._claims: GroupCommit[Delivery, ClaimedRun | None] = self._group(self._claim_batch)
         self._outcomes: GroupCommit[Outcome, OutcomeAnswer] = self._group(self._complete_batch)
+        #: Held by each write of several of this worker's running runs — a batch of outcomes,
+        #: a lease renewal, a live output report — so that no two run at once: on two
+        #: connections, two such statements over the same runs could each lock one the other
+        #: waits for (a deadlock PostgreSQL breaks by failing one of them after a second).
+        self._run_writes = asyncio.Lock()
 
     def _group(self, flush: Flush[T, R]) -> GroupCommit[T, R]:
         return GroupCommit(flush, window=self._options.batch_window.total_seconds())
@@ -226,12 +231,14 @@ class WorkerRuntime:
             on_gone=self.stop,
             observer=self._observer,
             stop_check_interval=options.stop_check_interval,
+            run_writes=self._run_writes,
         )
         reports = OutputReports(
             execution=self._execution,
             worker_id=worker.id,
             interval=(options.live_output_interval or timedelta(days=1)).total_seconds(),
             in_hand=self._live_outputs,
+            run_writes=self._run_writes,
         )
         self._started.set()
         async with heartbeat.running(), reports.running():
@@ -449,7 +456,8 @@ class WorkerRuntime:
         return [claimed.pop(delivery.message.run_id, None) for delivery in deliveries]
 
     async def _complete_batch(self, outcomes: list[Outcome]) -> list[OutcomeAnswer]:
-        return await self._execution.complete_many(outcomes)
+        async with self._run_writes:
+            return await self._execution.complete_many(outcomes)
 
     async def _settle_delivery(self, delivery: Delivery, *, requeue: bool = False) -> None:
         try:

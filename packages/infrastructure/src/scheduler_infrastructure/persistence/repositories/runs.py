@@ -821,7 +821,7 @@ class SqlRunRepository(SqlRepository):
                 ):
                     renewed.add(run_id)
             return renewed
-        held = sorted(held)  # in id order, as they are locked (_LOCKED_IN_ORDER)
+        held = sorted(held)  # in id order, as update_many's arrays go
         rows = await self._fetch(
             _RENEW_LEASES,
             {
@@ -1005,22 +1005,10 @@ def _assignment(column: Any) -> str:
     return f'"{column.name}" = v."{column.name}"'
 
 
-#: The CTE that locks the runs of ``:{ids}`` in id order, before the statement it heads
-#: updates any of them (``… AND r.id IN (SELECT id FROM locked)``). An update's own plan
-#: locks rows in whatever order it meets them (a hash join: the heap's, which changes as rows
-#: are rewritten), so two updates of overlapping runs — a worker's lease renewal beside its
-#: outcomes, a dispatcher's recovery beside either — could each hold a row the other waits
-#: for; PostgreSQL breaks such a cycle by failing one of them after a second.
-_LOCKED_IN_ORDER = (
-    "locked AS (SELECT id FROM task_runs WHERE id = ANY(CAST(:{ids} AS text[])) "
-    "ORDER BY id FOR NO KEY UPDATE)"
-)
-
-
 def _update_from_arrays(columns: tuple[Any, ...]) -> str:
     """``UPDATE … FROM unnest(<one array per column>)`` of the runs at their expected versions,
     returning the ids written: written out from the table's own column names (no outside
-    input). It follows the ``locked`` CTE (:data:`_LOCKED_IN_ORDER`)."""
+    input)."""
     return (
         "UPDATE task_runs AS r SET "  # noqa: S608
         + ", ".join(_assignment(column) for column in columns)
@@ -1028,8 +1016,7 @@ def _update_from_arrays(columns: tuple[Any, ...]) -> str:
         + ", ".join(f"CAST(:{c.name} AS {_array_type(c)}[])" for c in columns)
         + ') AS v("id", "expected", '
         + ", ".join(f'"{c.name}"' for c in columns)
-        + ") WHERE r.id = v.id AND r.version = v.expected"
-        + " AND r.id IN (SELECT id FROM locked) RETURNING r.id"
+        + ") WHERE r.id = v.id AND r.version = v.expected RETURNING r.id"
     )
 
 
@@ -1037,20 +1024,18 @@ def _update_from_arrays(columns: tuple[Any, ...]) -> str:
 def _update_many_statement(columns: tuple[Any, ...], with_events: bool = False) -> driver.Prebuilt:
     """:func:`_update_from_arrays`, once per column set; ``with_events``: the events' insert
     (``event_columns``) as a CTE of the same statement."""
-    locked = _LOCKED_IN_ORDER.format(ids="id")
-    logged = f", logged AS ({INSERT_FROM_ARRAYS.format(guard='true')})" if with_events else ""
-    return driver.Prebuilt(text(f"WITH {locked}{logged} {_update_from_arrays(columns)}"))
+    logged = f"WITH logged AS ({INSERT_FROM_ARRAYS.format(guard='true')}) " if with_events else ""
+    return driver.Prebuilt(text(logged + _update_from_arrays(columns)))
 
 
 @cache
 def _update_each_statement(columns: tuple[Any, ...], with_events: bool) -> driver.Prebuilt:
     """:func:`_update_from_arrays` as a CTE, the events (of the runs it wrote only) inserted by
     another: atomic on its own, so a statement unit of work runs it."""
-    locked = _LOCKED_IN_ORDER.format(ids="id")
     guard = "e.run_id IN (SELECT id FROM written)"
     logged = f", logged AS ({INSERT_FROM_ARRAYS.format(guard=guard)})" if with_events else ""
     update = _update_from_arrays(columns)
-    statement = f"WITH {locked}, written AS ({update}){logged} SELECT id FROM written"  # noqa: S608
+    statement = f"WITH written AS ({update}){logged} SELECT id FROM written"  # noqa: S608
     return driver.Prebuilt(text(statement), standalone=True)
 
 
@@ -1070,13 +1055,11 @@ _LATEST_STATUSES = text(
 
 _RENEW_LEASES = driver.Prebuilt(
     text(
-        "WITH "  # noqa: S608 (a constant: no outside input)
-        + _LOCKED_IN_ORDER.format(ids="ids")
-        + """
+        """
     UPDATE task_runs AS r SET heartbeat_at = :now, lease_expires_at = :expires
     FROM unnest(CAST(:ids AS text[]), CAST(:tokens AS bigint[])) AS v(id, token)
     WHERE r.id = v.id AND r.version = v.token AND r.status = 'running'
-      AND r.worker_id = :worker_id AND r.id IN (SELECT id FROM locked)
+      AND r.worker_id = :worker_id
     RETURNING r.id
     """
     )
@@ -1088,8 +1071,8 @@ def _update_many_params(
 ) -> dict[str, list[Any] | None]:
     """The parameters of :func:`_update_many_statement` and :func:`_update_each_statement`:
     the runs' ids, expected versions and columns, and the events' columns if any. The runs go
-    in id order (the order :data:`_LOCKED_IN_ORDER` locks them in, so a plan that follows the
-    array takes them in that order too)."""
+    in id order: a plan that follows the array (a nested loop over the primary key, the plan
+    of a large table) locks them in that order, as :meth:`SqlRunRepository.claim_many` does."""
     writes = sorted(writes, key=_first_id)
     runs = [run for run, _ in writes]
     params: dict[str, list[Any] | None] = {
