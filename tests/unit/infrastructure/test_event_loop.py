@@ -15,7 +15,15 @@ from scheduler_infrastructure.event_loop import (
     loop_factory,
     run,
 )
+from scheduler_infrastructure.heap import VARIABLE as GC_VARIABLE
 from scheduler_infrastructure.startup import StartupError
+
+
+@pytest.fixture(autouse=True)
+def _collector_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run`` here runs in the test process: its collector is not to be frozen (that is
+    tests/unit/infrastructure/test_heap.py's, in processes of their own)."""
+    monkeypatch.setenv(GC_VARIABLE, "default")
 
 
 async def _loop_type() -> type[asyncio.AbstractEventLoop]:

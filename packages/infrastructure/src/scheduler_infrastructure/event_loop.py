@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from scheduler_infrastructure import heap
 from scheduler_infrastructure.startup import StartupError
 
 T = TypeVar("T")
@@ -52,10 +53,12 @@ def loop_factory(choice: str | None = None) -> Callable[[], asyncio.AbstractEven
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(main)`` on the chosen loop."""
+    """``asyncio.run(main)`` on the chosen loop, the garbage collector set for a server first
+    (:func:`scheduler_infrastructure.heap.settle`: what the process imported is frozen)."""
     try:
         factory = loop_factory()
-    except EventLoopChoiceError:
+        heap.settle()
+    except StartupError:
         main.close()
         raise
     with asyncio.Runner(loop_factory=factory) as runner:
