@@ -15,6 +15,7 @@ from scheduler_application.errors import (
     AlreadyExists,
     AuthenticationFailed,
     Conflict,
+    Contended,
     NotFound,
     PermissionDenied,
     Unavailable,
@@ -26,6 +27,7 @@ CASES = [
     (NotFound("no such task", field="task_id"), 404, "not-found", "task_id"),
     (AlreadyExists("taken", field="name"), 409, "already-exists", "name"),
     (Conflict("moved on", field="version"), 409, "conflict", "version"),
+    (Contended("the run was changed concurrently, try again"), 409, "conflict", None),
     (PermissionDenied("no"), 403, "permission-denied", None),
     (AuthenticationFailed("who?"), 401, "authentication-failed", None),
     (Unavailable("db down: password=hunter2"), 503, "unavailable", None),
@@ -90,3 +92,14 @@ def test_throttled_says_when_to_retry() -> None:
         response = client.get("/boom")
 
     assert response.headers["retry-after"] == "17"
+
+
+def test_a_lost_race_says_the_same_request_may_be_retried_a_conflict_does_not() -> None:
+    with client_raising(Contended("changed concurrently: deadlock detected")) as client:
+        response = client.get("/boom")
+    assert response.status_code == 409
+    assert response.headers["retry-after"] == "1"
+    with client_raising(Conflict("the run moved on")) as client:
+        response = client.get("/boom")
+    assert response.status_code == 409
+    assert "retry-after" not in response.headers

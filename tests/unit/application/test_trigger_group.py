@@ -15,7 +15,13 @@ from application_fixtures import ALICE, BOB, VIEWER_ALICE, task_spec
 from recording_queue import InMemoryRunQueue
 from scheduler_application.dispatch.rate_limiting import RunRateLimits
 from scheduler_application.dispatch.relay import RunRelay
-from scheduler_application.errors import Conflict, NotFound, PermissionDenied, Unavailable
+from scheduler_application.errors import (
+    Conflict,
+    Contended,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from scheduler_application.runs.batch_trigger import BatchTrigger
 from scheduler_application.runs.trigger_group import Triggered, TriggerGroup
 from scheduler_application.tasks.service import TaskService
@@ -54,6 +60,9 @@ class HeldUnitsOfWork(InMemoryUnitOfWorkFactory):
         self.fail_after_commit = False
         #: A commit takes, but its reply is lost (the caller sees an error).
         self.lose_commit_reply = False
+        #: The next this many inserts lose a race (a deadlock PostgreSQL broke): nothing
+        #: written.
+        self.races_lost = 0
 
     def __call__(self) -> InMemoryUnitOfWork:
         uow = super().__call__()
@@ -69,6 +78,9 @@ class HeldUnitsOfWork(InMemoryUnitOfWorkFactory):
             self.inserts += 1
             if self.down:
                 raise Unavailable("database unreachable", dependency="database")
+            if self.races_lost:
+                self.races_lost -= 1
+                raise Contended("the run was changed concurrently, try again: deadlock detected")
             if any(run.task_id in self.poisoned for run in runs):
                 raise RuntimeError("value out of range for the column")
             return await add_new_many(runs, **kwargs)
@@ -399,3 +411,56 @@ async def test_a_commit_without_a_reply_is_not_retried_item_by_item(
     # The commit took: the callers are told to retry (503), and no run was made twice.
     assert all(isinstance(a, Unavailable) for a in answers), answers
     assert len([r for r in store.rows("runs") if r.task_id == task.id]) == 3
+
+
+@pytest.mark.parametrize("lost", [1, 2])
+async def test_a_lone_trigger_that_loses_a_race_is_written_on_another_try(
+    group: TriggerGroup, held: HeldUnitsOfWork, tasks: TaskService, store: InMemoryStore, lost: int
+) -> None:
+    task = await tasks.create(task_spec("raced"), principal=ALICE)
+    held.races_lost = lost
+    inserts = held.inserts
+    answer = await group.trigger(task.id, principal=ALICE)
+    assert held.races_lost == 0
+    assert held.inserts - inserts == lost + 1
+    assert [r.id for r in store.rows("runs") if r.task_id == task.id] == [answer.run.id]
+
+
+async def test_a_trigger_that_keeps_losing_races_is_answered_with_the_lost_race(
+    group: TriggerGroup, held: HeldUnitsOfWork, tasks: TaskService, store: InMemoryStore
+) -> None:
+    task = await tasks.create(task_spec("unlucky"), principal=ALICE)
+    held.races_lost = 3
+    with pytest.raises(Contended):
+        await group.trigger(task.id, principal=ALICE)
+    assert not [r for r in store.rows("runs") if r.task_id == task.id]
+
+
+async def test_a_group_that_loses_a_race_writes_each_trigger_alone(
+    group: TriggerGroup, held: HeldUnitsOfWork, tasks: TaskService, store: InMemoryStore
+) -> None:
+    task = await tasks.create(task_spec("raced-group"), principal=ALICE)
+    held.hold.clear()
+    first = asyncio.ensure_future(group.trigger(task.id, principal=ALICE))
+    await asyncio.wait_for(held.committing.wait(), timeout=5)
+    held.races_lost = 1  # the insert of the group of three behind it
+    inserts = held.inserts
+    rest = asyncio.gather(
+        *(group.trigger(task.id, principal=ALICE, idempotency_key=f"k{i}") for i in range(3)),
+        return_exceptions=True,
+    )
+    await asyncio.sleep(0)
+    held.hold.set()
+    await first
+    answers = await rest
+    assert all(isinstance(a, Triggered) for a in answers), answers
+    assert held.races_lost == 0
+    # The group's insert, then each trigger's own (more where a logical time was taken).
+    assert held.inserts - inserts >= 1 + 3
+    runs = [r for r in store.rows("runs") if r.task_id == task.id]
+    assert sorted(r.idempotency_key or "" for r in runs) == [
+        "",
+        "manual:k0",
+        "manual:k1",
+        "manual:k2",
+    ]

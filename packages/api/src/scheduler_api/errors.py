@@ -26,6 +26,7 @@ from scheduler_application.errors import (
     ApplicationError,
     AuthenticationFailed,
     Conflict,
+    Contended,
     NotFound,
     PermissionDenied,
     Unavailable,
@@ -154,6 +155,9 @@ def _application(exc: ApplicationError) -> Response[Problem]:
         logger.warning("dependency unavailable: %s", exc.message)
         headers = {"Retry-After": "5"}
         detail = "a service the scheduler depends on is unavailable; try again shortly"
+    elif isinstance(exc, Contended):
+        # A lost race (a deadlock broken), nothing written: the same request may succeed.
+        headers = {"Retry-After": "1"}
     return problem(status, code, detail, field=exc.field, headers=headers)
 
 

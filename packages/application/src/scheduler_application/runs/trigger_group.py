@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from scheduler_application.accounts.access import Principal, ensure_can_write_tasks
-from scheduler_application.errors import Unavailable
+from scheduler_application.errors import Contended, Unavailable
 from scheduler_application.group_commit import GroupCommit
 from scheduler_application.ports.clock import Clock
 from scheduler_application.ports.tracing import NO_TRACER, Tracer
@@ -121,17 +121,31 @@ class TriggerGroup:
         except Unavailable:
             raise  # every caller gets it: the next request finds out again on its own
         except Exception as error:
-            if len(entries) == 1:
+            if len(entries) == 1 and not isinstance(error, Contended):
                 return [error]
-        # Something no item was refused for failed the group (and rolled it back): find the
+        # Something no item was refused for failed the group (and rolled it back), or the group
+        # lost a race (``Contended``: a deadlock PostgreSQL broke, nothing written): find the
         # culprit by trying each on its own; the others are written as if alone.
         answers: list[TriggerOutcome | BaseException] = []
         for principal, item in entries:
-            try:
-                answers.extend(await self._batch.trigger_each([principal], [item]))
-            except Exception as error:
-                answers.append(error)
+            answers.extend(await self._alone(principal, item))
         return answers
+
+    async def _alone(
+        self, principal: Principal, item: TriggerItem
+    ) -> list[TriggerOutcome | BaseException]:
+        """One item in a transaction of its own, its error answered; one that loses a race
+        again (nothing written) is tried once more."""
+        try:
+            return list(await self._batch.trigger_each([principal], [item]))
+        except Contended:
+            pass  # lost a race again: once more
+        except Exception as error:
+            return [error]
+        try:
+            return list(await self._batch.trigger_each([principal], [item]))
+        except Exception as error:
+            return [error]
 
     async def aclose(self) -> None:
         await self._group.aclose()
