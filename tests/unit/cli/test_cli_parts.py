@@ -127,6 +127,24 @@ def test_throttled_logins_say_when_to_try_again() -> None:
         client.post("/auth/login", {})
 
 
+def test_a_lost_race_says_to_try_again_a_conflict_does_not() -> None:
+    def lost(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            409,
+            json={"detail": "the run was changed concurrently, try again: deadlock detected"},
+            headers={"Retry-After": "1"},
+        )
+
+    def moved_on(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(409, json={"detail": "the run moved on", "field": "version"})
+
+    with _client(lost) as client, pytest.raises(ApiError, match="try again in 1 s"):
+        client.post("/tasks/t/trigger", {})
+    with _client(moved_on) as client, pytest.raises(ApiError) as caught:
+        client.post("/tasks/t/trigger", {})
+    assert caught.value.message == "version: the run moved on"
+
+
 def test_a_server_error_carries_its_incident_id() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(

@@ -304,7 +304,8 @@ def problem_error(response: httpx.Response) -> ApiError:
     if status >= 500 and problem.get("instance"):
         message = f"{message} (incident {problem['instance']})"
     retry_after = response.headers.get("Retry-After")
-    if status == 429 and retry_after:
+    if status in (409, 429) and retry_after:
+        # 409 with Retry-After: a lost race (nothing written), worth the same command again.
         message = f"{message}; try again in {retry_after} s"
     return ApiError(message, status=status, code=code, field=field, detail=own_words)
 
