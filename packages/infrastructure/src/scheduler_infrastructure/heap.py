@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gc
 import os
+from collections.abc import Mapping
 
 from scheduler_infrastructure.startup import StartupError
 
@@ -37,7 +38,7 @@ class HeapChoiceError(StartupError):
     """``SCHEDULER_GC`` names no setting."""
 
 
-def settle(environ: dict[str, str] | None = None) -> bool:
+def settle(environ: Mapping[str, str] | None = None) -> bool:
     """Freeze what is alive and raise the young generation's threshold; False (nothing done)
     under ``SCHEDULER_GC=default``."""
     choice = (environ if environ is not None else os.environ).get(VARIABLE, "").strip().lower()

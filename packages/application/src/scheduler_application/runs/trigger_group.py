@@ -126,26 +126,26 @@ class TriggerGroup:
         # Something no item was refused for failed the group (and rolled it back), or the group
         # lost a race (``Contended``: a deadlock PostgreSQL broke, nothing written): find the
         # culprit by trying each on its own; the others are written as if alone.
-        answers: list[TriggerOutcome | BaseException] = []
-        for principal, item in entries:
-            answers.extend(await self._alone(principal, item))
-        return answers
+        return [await self._alone(principal, item) for principal, item in entries]
 
     async def _alone(
         self, principal: Principal, item: TriggerItem
-    ) -> list[TriggerOutcome | BaseException]:
+    ) -> TriggerOutcome | BaseException:
         """One item in a transaction of its own, its error answered; one that loses a race
         again (nothing written) is tried once more."""
+        answer = await self._answered(principal, item)
+        if isinstance(answer, Contended):
+            answer = await self._answered(principal, item)
+        return answer
+
+    async def _answered(
+        self, principal: Principal, item: TriggerItem
+    ) -> TriggerOutcome | BaseException:
         try:
-            return list(await self._batch.trigger_each([principal], [item]))
-        except Contended:
-            pass  # lost a race again: once more
+            [answer] = await self._batch.trigger_each([principal], [item])
         except Exception as error:
-            return [error]
-        try:
-            return list(await self._batch.trigger_each([principal], [item]))
-        except Exception as error:
-            return [error]
+            return error
+        return answer
 
     async def aclose(self) -> None:
         await self._group.aclose()
