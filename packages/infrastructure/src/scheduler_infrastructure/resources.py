@@ -42,6 +42,10 @@ from scheduler_infrastructure.factories import (
     build_secret_box,
     build_unit_of_work_factory,
 )
+from scheduler_infrastructure.persistence.kept_connections import (
+    keep_connections,
+    release_kept_connections,
+)
 from scheduler_infrastructure.queues.factory import build_run_queue
 from scheduler_infrastructure.ratelimit import LocalRateLimiter
 from scheduler_infrastructure.telemetry.metrics import PrometheusMetrics
@@ -163,6 +167,9 @@ async def open_resources(
     turns tracing on): tests pass an in-memory one. ``stop`` (set by SIGTERM) ends the
     waiting for the database or the queue at once (:class:`StartupInterrupted`)."""
     engine = build_engine(settings)
+    # Read and statement units of work keep a few connections between them; all given back
+    # before the engine is disposed of (below).
+    keep_connections(engine)
     redactor = SecretRedactor.from_settings(settings)
     tracing = build_tracing(
         settings, components=components, processor=span_processor, redactor=redactor
@@ -205,7 +212,10 @@ async def open_resources(
                 await queue.__aexit__(None, None, None)
     finally:
         try:
-            await engine.dispose()
+            try:
+                await release_kept_connections(engine)
+            finally:
+                await engine.dispose()
         finally:
             await tracing.aclose()
 

@@ -32,6 +32,7 @@ from scheduler_application.ports.unit_of_work import (
 from scheduler_infrastructure.persistence import driver
 from scheduler_infrastructure.persistence.driver_errors import translated
 from scheduler_infrastructure.persistence.engine import READ_ONLY_OPTION, STATEMENT_UNIT_OPTION
+from scheduler_infrastructure.persistence.kept_connections import ConnectionShelf, shelf_for
 from scheduler_infrastructure.persistence.repositories import (
     SqlApiKeyRepository,
     SqlBulkOperationRepository,
@@ -97,8 +98,11 @@ class SqlUnitOfWork(UnitOfWork):
     statement begins a fresh transaction on the same connection.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, shelf: ConnectionShelf | None = None) -> None:
+        """``shelf``: where an autocommit unit of work takes its connection from and puts it
+        back (see :mod:`.kept_connections`); None: the engine's pool."""
         self._engine = engine
+        self._shelf = shelf
         self._connection: AsyncConnection | None = None
         #: What the repositories get: the connection, or its statement-unit guard.
         self._handed: AsyncConnection | None = None
@@ -149,7 +153,11 @@ class SqlUnitOfWork(UnitOfWork):
         if self._connection is not None:
             raise RuntimeError("this unit of work is already open")
         async with translated():
-            self._connection = connection = await self._engine.connect()
+            if self._shelf is not None:
+                connection = await self._shelf.take()
+            else:
+                connection = await self._engine.connect()
+        self._connection = connection
         self._handed = connection
         if driver.in_statement_unit(connection):
             # Duck-typed: the guard passes everything else through to the connection.
@@ -169,6 +177,9 @@ class SqlUnitOfWork(UnitOfWork):
             return
         try:
             async with translated():
+                if self._shelf is not None:
+                    await self._shelf.put(connection, clean=exc is None)
+                    return
                 try:
                     if connection.in_transaction():
                         await connection.rollback()
@@ -243,16 +254,21 @@ class SqlUnitOfWorkFactory:
         # The same pool; its connections are set up for reads as they are checked out.
         self._read_engine = engine.execution_options(**read_options(engine))
         self._statement_engine = engine.execution_options(**statement_options(engine))
+        # Autocommit units of work (PostgreSQL) keep their connections between them when the
+        # process keeps connections (``kept_connections``): no pool round per read.
+        postgres = engine.dialect.name == "postgresql"
+        self._read_shelf = shelf_for(engine, self._read_engine) if postgres else None
+        self._statement_shelf = shelf_for(engine, self._statement_engine) if postgres else None
 
     def __call__(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine)
 
     def reads(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self._read_engine)
+        return SqlUnitOfWork(self._read_engine, shelf=self._read_shelf)
 
     def statements(self) -> SqlUnitOfWork:
         """A statement unit of work (see the module); on SQLite an ordinary one."""
-        return SqlUnitOfWork(self._statement_engine)
+        return SqlUnitOfWork(self._statement_engine, shelf=self._statement_shelf)
 
     @property
     def statement_units(self) -> StatementUnitOfWorkFactory | None:
