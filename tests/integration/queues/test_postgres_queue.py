@@ -862,3 +862,25 @@ async def test_without_beats_every_process_claims_on_every_notification(
     assert queue._picked(name, 7)
     with pytest.raises(RuntimeError):
         await queue._beat(_RefusingConnection(closed=True))
+
+
+async def test_the_consumers_keep_their_connections_between_statements(
+    make_queue: QueueMaker, new_queue_name
+) -> None:
+    """Claims and acks take a kept connection of the consumers' engine instead of a pool round
+    each (``kept_connections``), and closing the queue gives them back."""
+    queue = await make_queue(poll_interval=NO_POLLING)
+    name = new_queue_name()
+    async with queue.consume([name], prefetch=1) as consumer:
+        for number in range(3):
+            await queue.publish(run_message(name, number=number))
+            await queue.ack(await next_delivery(consumer, within=5))
+    shelf = queue._consumer_shelf
+    assert shelf is not None
+    assert shelf.reused >= 2
+    kept = [connection for connection, _ in shelf._free]
+    assert kept
+    assert all(not connection.closed for connection in kept)
+    await queue.aclose()
+    assert all(connection.closed for connection in kept)
+    assert queue._consumer_shelf is None

@@ -55,6 +55,7 @@ from scheduler_infrastructure.errors import ConfigError
 from scheduler_infrastructure.persistence import driver
 from scheduler_infrastructure.persistence.driver_errors import is_unavailable, translated
 from scheduler_infrastructure.persistence.engine import create_engine
+from scheduler_infrastructure.persistence.kept_connections import ConnectionShelf
 from scheduler_infrastructure.persistence.repositories.runs import AlongsideInsert
 from scheduler_infrastructure.persistence.unit_of_work import SqlUnitOfWork
 from scheduler_infrastructure.queues import messages
@@ -87,6 +88,8 @@ CONSUMER_SERVER_SETTINGS = {"plan_cache_mode": "force_generic_plan", "enable_seq
 #: Connections of the consumers' engine: a claim loop and a lock keeper per consumer, and the
 #: acks that go on their own; more wait their turn.
 CONSUMER_POOL_SIZE = 2
+#: Connections of the consumers' engine kept between statements (of its four).
+CONSUMER_KEPT = 2
 #: How often a listening process beats (seconds), and after how long without a beat it is gone.
 BEAT_SECONDS = 1.0
 LISTENER_EXPIRY = 3.5
@@ -128,6 +131,9 @@ class PostgresRunQueue:
         #: The consumers' statements run on connections of their own (see
         #: :data:`CONSUMER_SERVER_SETTINGS`), opened with the first consumer.
         self._consumer_engine: AsyncEngine | None = None
+        #: The consumers' engine's connections kept between its statements (no pool round
+        #: per claim or ack: ``kept_connections``).
+        self._consumer_shelf: ConnectionShelf | None = None
         self.channel = f"{prefix}_queue"
         self.visibility_timeout = visibility_timeout
         self.poll_interval = poll_interval
@@ -193,6 +199,9 @@ class PostgresRunQueue:
             if listened:
                 await self._leave()
         await self._acks.aclose()
+        if self._consumer_shelf is not None:
+            await self._consumer_shelf.aclose()
+            self._consumer_shelf = None
         if self._consumer_engine is not None:
             await self._consumer_engine.dispose()
             self._consumer_engine = None
@@ -333,6 +342,7 @@ class PostgresRunQueue:
                 pool_size=CONSUMER_POOL_SIZE,
                 server_settings=CONSUMER_SERVER_SETTINGS,
             ).execution_options(isolation_level="AUTOCOMMIT")
+            self._consumer_shelf = ConnectionShelf(self._consumer_engine, keep=CONSUMER_KEPT)
         return self._consumer_engine
 
     async def _consumers_execute(
@@ -340,7 +350,9 @@ class PostgresRunQueue:
     ) -> list[Any]:
         """:meth:`_execute` on the consumers' engine: their claims, acks, releases, lock
         extensions and burials."""
-        return await self._execute(statement, params, engine=self._consumers_engine())
+        engine = self._consumers_engine()
+        shelf = self._consumer_shelf if engine is self._consumer_engine else None
+        return await self._execute(statement, params, engine=engine, shelf=shelf)
 
     async def _execute(
         self,
@@ -348,12 +360,16 @@ class PostgresRunQueue:
         params: dict[str, Any],
         *,
         engine: AsyncEngine | None = None,
+        shelf: ConnectionShelf | None = None,
     ) -> list[Any]:
-        """One autocommit statement (on ``engine``, else the queue's), retried once on a
-        connection the server dropped (the pool then holds fresh connections); other
-        connection trouble becomes :class:`Unavailable`."""
+        """One autocommit statement (on ``engine``, else the queue's; on a connection of
+        ``shelf``, the engine's kept ones, if given), retried once on a connection the server
+        dropped (the pool then holds fresh connections); other connection trouble becomes
+        :class:`Unavailable`."""
         for attempt in (1, 2):
             try:
+                if shelf is not None:
+                    return await _on_kept(shelf, statement, params)
                 async with (engine or self._engine).connect() as connection:
                     return list(await driver.fetch(connection, statement, params))
             except Exception as error:
@@ -637,3 +653,18 @@ def _tag(delivery: Delivery) -> PostgresTag:
     if not isinstance(delivery.tag, PostgresTag):
         raise TypeError("not a delivery of the postgres queue")
     return delivery.tag
+
+
+async def _on_kept(
+    shelf: ConnectionShelf, statement: driver.Prebuilt, params: dict[str, Any]
+) -> list[Any]:
+    """``statement`` on a kept connection, put back only when it ran to the end (one an error
+    or a cancellation interrupted goes back to the pool, which resets it)."""
+    connection = await shelf.take()
+    clean = False
+    try:
+        rows = list(await driver.fetch(connection, statement, params))
+        clean = True
+        return rows
+    finally:
+        await shelf.put(connection, clean=clean)
