@@ -23,7 +23,12 @@ What keeps it safe:
 - Only the processes that open their resources with :func:`~scheduler_infrastructure.
   resources.open_resources` keep connections (:func:`keep_connections`), and they give every
   kept one back before the engine is disposed (:func:`release_kept_connections`). Any other
-  engine's units of work use the pool as before.
+  engine's units of work use the pool as before. The postgres queue's consumers keep theirs on
+  a shelf of their own engine, given back when the queue closes.
+
+Nothing runs on a timer: a kept connection nobody takes stays checked out, idle, until the next
+unit of work of its kind (which gives it back if it is too old) or the release; one the server
+closed meanwhile is dropped then.
 """
 
 from __future__ import annotations
