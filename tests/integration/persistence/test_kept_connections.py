@@ -240,3 +240,23 @@ async def test_open_resources_gives_the_kept_connections_back_before_disposing(
     # Given back to the pool (closed as a SQLAlchemy connection) before the pool went away.
     assert kept.closed
     assert len(shelf) == 0
+
+
+async def test_a_connection_the_server_closed_during_a_unit_of_work_is_not_kept(
+    engine: AsyncEngine, postgres_url: str
+) -> None:
+    factory = SqlUnitOfWorkFactory(engine)
+    shelf = factory._read_shelf
+    assert shelf is not None
+    other = create_engine(postgres_url, pool_size=1)
+    try:
+        async with factory.reads() as uow:
+            pid = (await uow.connection.execute(PID)).scalar_one()
+            async with other.connect() as admin:
+                await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            raw: Any = uow.connection.sync_connection.connection.dbapi_connection._connection  # type: ignore[union-attr]
+            await _wait_until(raw.is_closed)
+    finally:
+        await other.dispose()
+    assert len(shelf) == 0
+    assert await _read_pid(factory) != pid

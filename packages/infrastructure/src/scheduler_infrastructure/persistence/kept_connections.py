@@ -33,12 +33,15 @@ closed meanwhile is dropped then.
 
 from __future__ import annotations
 
+import logging
 import time
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+log = logging.getLogger("scheduler.persistence")
 
 #: Connections kept per kind of unit of work (reads, statements) and per factory.
 DEFAULT_KEEP = 4
@@ -95,7 +98,7 @@ class ConnectionShelf:
                 self._born[id(connection)] = born
                 self.reused += 1
                 return connection
-            await _give_back(connection)
+            await _discard(connection)
         return await self._engine.connect()
 
     async def put(self, connection: AsyncConnection, *, clean: bool) -> None:
@@ -116,7 +119,12 @@ class ConnectionShelf:
             await _give_back(connection)
             return
         if connection.in_transaction():
-            await connection.rollback()  # SQLAlchemy's own bookkeeping: autocommit on the server
+            try:
+                # SQLAlchemy's own bookkeeping: the server is in autocommit.
+                await connection.rollback()
+            except BaseException:
+                await _discard(connection)
+                raise
         self._free.append((connection, born))
 
     async def aclose(self) -> None:
@@ -152,6 +160,14 @@ def _pool_has_room(engine: AsyncEngine) -> bool:
     stays checked out)."""
     checked_out = getattr(engine.sync_engine.pool, "checkedout", None)
     return checked_out is not None and int(checked_out()) < _capacity(engine)
+
+
+async def _discard(connection: AsyncConnection) -> None:
+    """Give back a connection that may be dead: the pool invalidates it if closing fails."""
+    try:
+        await connection.close()
+    except Exception:
+        log.debug("a kept connection could not be closed cleanly", exc_info=True)
 
 
 async def _give_back(connection: AsyncConnection) -> None:
