@@ -260,3 +260,23 @@ async def test_a_connection_the_server_closed_during_a_unit_of_work_is_not_kept(
         await other.dispose()
     assert len(shelf) == 0
     assert await _read_pid(factory) != pid
+
+
+async def test_a_lent_connection_comes_back_only_from_a_block_that_ran_to_its_end(
+    engine: AsyncEngine,
+) -> None:
+    shelf = ConnectionShelf(engine.execution_options(isolation_level="AUTOCOMMIT"))
+    async with shelf.lend() as connection:
+        await connection.execute(PID)
+    assert len(shelf) == 1
+
+    async def failing() -> None:
+        async with shelf.lend() as lent:
+            await lent.execute(PID)
+            raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        await failing()
+    assert len(shelf) == 0
+    await shelf.aclose()
+    assert _checked_out(engine) == 0

@@ -89,10 +89,16 @@ def _refuse_closed_connections(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-        driver = getattr(dbapi_connection, "_connection", None)
-        is_closed = getattr(driver, "is_closed", None)
-        if is_closed is not None and is_closed():
+        if server_closed(dbapi_connection):
             raise DisconnectionError("the server closed this connection")
+
+
+def server_closed(dbapi_connection: Any) -> bool:
+    """Whether the server closed this DBAPI connection (asyncpg saw its socket end), known
+    without a round trip."""
+    driver = getattr(dbapi_connection, "_connection", None)
+    is_closed = getattr(driver, "is_closed", None)
+    return bool(is_closed is not None and is_closed())
 
 
 def _sqlite_engine(url: URL, *, pool_size: int, echo: bool) -> AsyncEngine:

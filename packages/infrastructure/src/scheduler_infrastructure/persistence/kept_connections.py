@@ -14,7 +14,7 @@ What keeps it safe:
   first (a no-op on the server: it is in autocommit).
 - A connection is handed out only if the server has not closed it (asyncpg has seen the end of
   its socket: a restart, ``pg_terminate_backend``) — the check the engine makes at checkout
-  (``engine._refuse_closed_connections``); a closed one is dropped.
+  (:func:`.engine.server_closed`); a closed one is dropped.
 - Few are kept: at most ``keep`` per kind, at most a fifth of the pool's connections for the
   whole engine (:data:`POOL_SHARE`), and only while the pool could still serve another
   checkout at once — so that transactions, which always check out of the pool, keep most of
@@ -33,13 +33,16 @@ closed meanwhile is dropped then.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from scheduler_infrastructure.persistence.engine import server_closed
 
 log = logging.getLogger("scheduler.persistence")
 
@@ -104,9 +107,7 @@ class ConnectionShelf:
     async def put(self, connection: AsyncConnection, *, clean: bool) -> None:
         """Keep ``connection`` (``clean``: its unit of work ended without an exception) or
         give it back to the pool."""
-        born = self._born.pop(id(connection), None)
-        if born is None:
-            born = self._now()
+        born = self._born.pop(id(connection), self._now())
         if (
             not clean
             or self._closed
@@ -116,7 +117,7 @@ class ConnectionShelf:
             or not _usable(connection)
             or not _pool_has_room(self._engine)
         ):
-            await _give_back(connection)
+            await give_back(connection)
             return
         if connection.in_transaction():
             try:
@@ -127,23 +128,31 @@ class ConnectionShelf:
                 raise
         self._free.append((connection, born))
 
+    @contextlib.asynccontextmanager
+    async def lend(self) -> AsyncIterator[AsyncConnection]:
+        """A connection (:meth:`take`) for the block, put back if the block ran to its end
+        (one an error or a cancellation interrupted goes to the pool, which resets it)."""
+        connection = await self.take()
+        clean = False
+        try:
+            yield connection
+            clean = True
+        finally:
+            await self.put(connection, clean=clean)
+
     async def aclose(self) -> None:
         """Give every kept connection back to the pool; keep none from now on."""
         self._closed = True
         free, self._free = self._free, []
         for connection, _ in free:
-            await _give_back(connection)
+            await give_back(connection)
 
 
 def _usable(connection: AsyncConnection) -> bool:
     if connection.closed or connection.invalidated:
         return False
     sync = connection.sync_connection
-    if sync is None:
-        return False
-    driver: Any = getattr(sync.connection.dbapi_connection, "_connection", None)
-    is_closed = getattr(driver, "is_closed", None)
-    return not (is_closed is not None and is_closed())
+    return sync is not None and not server_closed(sync.connection.dbapi_connection)
 
 
 def _capacity(engine: AsyncEngine) -> int:
@@ -170,7 +179,8 @@ async def _discard(connection: AsyncConnection) -> None:
         log.debug("a kept connection could not be closed cleanly", exc_info=True)
 
 
-async def _give_back(connection: AsyncConnection) -> None:
+async def give_back(connection: AsyncConnection) -> None:
+    """End what SQLAlchemy began on ``connection`` and return it to its pool."""
     try:
         if connection.in_transaction():
             await connection.rollback()

@@ -32,7 +32,11 @@ from scheduler_application.ports.unit_of_work import (
 from scheduler_infrastructure.persistence import driver
 from scheduler_infrastructure.persistence.driver_errors import translated
 from scheduler_infrastructure.persistence.engine import READ_ONLY_OPTION, STATEMENT_UNIT_OPTION
-from scheduler_infrastructure.persistence.kept_connections import ConnectionShelf, shelf_for
+from scheduler_infrastructure.persistence.kept_connections import (
+    ConnectionShelf,
+    give_back,
+    shelf_for,
+)
 from scheduler_infrastructure.persistence.repositories import (
     SqlApiKeyRepository,
     SqlBulkOperationRepository,
@@ -179,12 +183,8 @@ class SqlUnitOfWork(UnitOfWork):
             async with translated():
                 if self._shelf is not None:
                     await self._shelf.put(connection, clean=exc is None)
-                    return
-                try:
-                    if connection.in_transaction():
-                        await connection.rollback()
-                finally:
-                    await connection.close()
+                else:
+                    await give_back(connection)
         except Exception:
             # A dead connection cannot roll back (the server already has); never let that
             # hide the exception that is leaving the block.
@@ -254,11 +254,10 @@ class SqlUnitOfWorkFactory:
         # The same pool; its connections are set up for reads as they are checked out.
         self._read_engine = engine.execution_options(**read_options(engine))
         self._statement_engine = engine.execution_options(**statement_options(engine))
-        # Autocommit units of work (PostgreSQL) keep their connections between them when the
-        # process keeps connections (``kept_connections``): no pool round per read.
-        postgres = engine.dialect.name == "postgresql"
-        self._read_shelf = shelf_for(engine, self._read_engine) if postgres else None
-        self._statement_shelf = shelf_for(engine, self._statement_engine) if postgres else None
+        # Autocommit units of work keep their connections between them when the process keeps
+        # connections (``kept_connections``, PostgreSQL only): no pool round per read.
+        self._read_shelf = shelf_for(engine, self._read_engine)
+        self._statement_shelf = shelf_for(engine, self._statement_engine)
 
     def __call__(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine)

@@ -368,9 +368,8 @@ class PostgresRunQueue:
         :class:`Unavailable`."""
         for attempt in (1, 2):
             try:
-                if shelf is not None:
-                    return await _on_kept(shelf, statement, params)
-                async with (engine or self._engine).connect() as connection:
+                lent = shelf.lend() if shelf is not None else (engine or self._engine).connect()
+                async with lent as connection:
                     return list(await driver.fetch(connection, statement, params))
             except Exception as error:
                 if not is_unavailable(error):
@@ -653,18 +652,3 @@ def _tag(delivery: Delivery) -> PostgresTag:
     if not isinstance(delivery.tag, PostgresTag):
         raise TypeError("not a delivery of the postgres queue")
     return delivery.tag
-
-
-async def _on_kept(
-    shelf: ConnectionShelf, statement: driver.Prebuilt, params: dict[str, Any]
-) -> list[Any]:
-    """``statement`` on a kept connection, put back only when it ran to the end (one an error
-    or a cancellation interrupted goes back to the pool, which resets it)."""
-    connection = await shelf.take()
-    clean = False
-    try:
-        rows = list(await driver.fetch(connection, statement, params))
-        clean = True
-        return rows
-    finally:
-        await shelf.put(connection, clean=clean)
