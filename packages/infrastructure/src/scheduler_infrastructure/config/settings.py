@@ -197,7 +197,7 @@ class WorkerSettings:
     name: str = ""
     queues: tuple[str, ...] = ("default",)
     labels: tuple[str, ...] = ()
-    capacity: int = 10
+    capacity: int = 16
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 10.0
     drain_timeout_seconds: float = 30.0
