@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from execution_stack import OWNER, PYTHON, Stack, running
@@ -105,9 +109,25 @@ async def test_cancelling_a_running_run_stops_it_on_the_worker(stack: Stack) -> 
     assert worker.stats.completed == 0
 
 
-async def test_drain_finishes_short_runs_and_releases_the_rest(stack: Stack) -> None:
+@pytest.fixture
+def gate() -> Iterator[Path]:
+    """A folder every task uid may read: a file the test creates there tells a task to end."""
+    folder = Path(tempfile.mkdtemp(prefix="scheduler-gate-")).resolve()
+    folder.chmod(0o777)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def test_drain_finishes_short_runs_and_releases_the_rest(stack: Stack, gate: Path) -> None:
+    # The quick run lasts until the drain has begun (not a fixed time, which a slow start of
+    # the other run could outlast before both were ever running).
+    go = gate / "go"
     quick = await stack.create_task(
-        name="quick", executor="shell", params={"argv": ["sleep", "0.5"]}
+        name="quick",
+        executor="shell",
+        params={"argv": ["sh", "-c", f"while [ ! -e {go} ]; do sleep 0.05; done"]},
     )
     stuck = await stack.create_task(
         name="stuck",
@@ -127,7 +147,9 @@ async def test_drain_finishes_short_runs_and_releases_the_rest(stack: Stack) -> 
             return statuses == {RunStatus.RUNNING}
 
         await stack.wait_for(both_running)
-    # Leaving the block stopped the worker: the quick run finished, the stuck one was released.
+        worker.stop()  # the drain: it waits up to 1.5 s for both runs
+        go.touch()
+    # The drain let the quick run finish and released the stuck one.
     assert (await stack.runs.get(quick_run.id, principal=OWNER)).status is RunStatus.SUCCEEDED
     runs = await stack.runs_of(stuck)
     assert runs[0].status is RunStatus.LOST
