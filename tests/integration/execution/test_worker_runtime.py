@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -109,21 +106,12 @@ async def test_cancelling_a_running_run_stops_it_on_the_worker(stack: Stack) -> 
     assert worker.stats.completed == 0
 
 
-@pytest.fixture
-def gate() -> Iterator[Path]:
-    """A folder every task uid may read: a file the test creates there tells a task to end."""
-    folder = Path(tempfile.mkdtemp(prefix="scheduler-gate-")).resolve()
-    folder.chmod(0o777)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-async def test_drain_finishes_short_runs_and_releases_the_rest(stack: Stack, gate: Path) -> None:
+async def test_drain_finishes_short_runs_and_releases_the_rest(
+    stack: Stack, shared_tmp: Path
+) -> None:
     # The quick run lasts until the drain has begun (not a fixed time, which a slow start of
     # the other run could outlast before both were ever running).
-    go = gate / "go"
+    go = shared_tmp / "go"
     quick = await stack.create_task(
         name="quick",
         executor="shell",

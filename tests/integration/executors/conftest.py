@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -29,18 +26,6 @@ def context_for() -> ContextFactory:
         )
 
     return build
-
-
-@pytest.fixture
-def shared_tmp() -> Iterator[Path]:
-    """A temporary folder task processes may use whoever they run as (pytest's own are
-    private to the user running the tests)."""
-    folder = Path(tempfile.mkdtemp(prefix="scheduler-task-"))
-    folder.chmod(0o777)
-    try:
-        yield folder.resolve()
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass
